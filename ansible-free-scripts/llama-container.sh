@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# Usage:
+#   llama-container.sh up --name NAME --image IMAGE [--volume SRC:DST[:ro|:rw]]... [--env KEY=VALUE]...
+#                         [--gpus all|device=0,1] [--restart POLICY] [--health-cmd CMD]
+#                         [--health-url URL] [--wait-seconds N] [--secret-stdin PATH_IN_CONTAINER]
+#                         [--label KEY=VALUE]... -- LLAMA_SERVER_ARGS...
+#   llama-container.sh down --name NAME
+#   llama-container.sh status --name NAME
+#
+# Runs kimi-kit's llama-server container with the docker CLI (the same spec the Pulumi component
+# gives the docker provider). The container always uses --network host: llama-server's own
+# --host/--port in LLAMA_SERVER_ARGS decide where it listens.
+#
+# up:
+#   --restart POLICY      no | always | unless-stopped (default) | on-failure[:N]
+#   --health-cmd CMD      Docker HEALTHCHECK run inside the container (optional: needs a shell and
+#                         curl/wget in the image); its start period is --wait-seconds.
+#   --health-url URL      polled from this host with `curl -fsS` until it answers 200.
+#   --wait-seconds N      how long to wait for --health-url (default 600).
+#   --secret-stdin PATH   reads the secret (e.g. API keys for --api-key-file, one per line) from
+#                         stdin, stores it as $KIMI_KIT_STATE_DIR/secrets/NAME/<basename PATH>
+#                         (dir 0700, file 0600, rewritten only when it changed) and bind-mounts it
+#                         read-only at PATH. It never appears in argv, docker inspect or logs.
+#   Volume sources must exist on the host (Docker would silently create an empty directory).
+#   The spec (image ID, args, volumes, envs, gpus, restart, health check, labels, the secret's
+#   sha256) is hashed into label kimi-kit.spec-sha256: a running container with the same hash is
+#   left alone ("unchanged"); a different one is removed and recreated ("replaced"); none is
+#   "created". A container of that name that this script did not create is never touched.
+#   Last line on success: CONTAINER_RESULT action=<created|replaced|unchanged> id=<container id>
+# down:  removes the container only (never model files, volume contents or the stored secret).
+#   Last line: CONTAINER_RESULT action=<removed|absent> id=<id or empty>
+# status: key=value lines name, state (running|exited|restarting|...|absent), health
+#   (healthy|unhealthy|starting|none), spec_sha256, id, image, started_at, exit_code, restart_count.
+#
+# Environment: KIMI_KIT_STATE_DIR (default /var/lib/kimi-kit) holds secrets/.
+# Exit codes: 0 done, 1 docker or host error, 2 bad usage, 3 the container exited or --health-url
+# did not answer within --wait-seconds (its last 50 log lines are printed).
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+die_usage() { echo "llama-container.sh: $*" >&2; echo "Run llama-container.sh --help for usage." >&2; exit 2; }
+say() { echo "llama-container: $*"; }
+fail() { echo "llama-container: $1" >&2; exit "${2:-1}"; }
+
+SPEC_LABEL=kimi-kit.spec-sha256
+state_dir=${KIMI_KIT_STATE_DIR:-/var/lib/kimi-kit}
+
+(($#)) || { usage >&2; exit 2; }
+case "$1" in
+  -h|--help) usage; exit 0 ;;
+  up|down|status) cmd=$1; shift ;;
+  *) die_usage "unknown command '$1' (expected up, down or status)" ;;
+esac
+
+name="" image="" gpus="" restart=unless-stopped health_cmd="" health_url="" wait_seconds=600
+secret_path="" volumes=() envs=() labels=() args=()
+while (($#)); do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --) shift; args=("$@"); break ;;
+    --name|--image|--volume|--env|--gpus|--restart|--health-cmd|--health-url|--wait-seconds|--secret-stdin|--label)
+      (($# >= 2)) || die_usage "$1 needs a value"
+      if [[ "$cmd" != up && "$1" != --name ]]; then die_usage "$1 belongs to 'up', not '$cmd'"; fi
+      case "$1" in
+        --name) name=$2 ;;
+        --image) image=$2 ;;
+        --volume) volumes+=("$2") ;;
+        --env) envs+=("$2") ;;
+        --gpus) gpus=$2 ;;
+        --restart) restart=$2 ;;
+        --health-cmd) health_cmd=$2 ;;
+        --health-url) health_url=$2 ;;
+        --wait-seconds) wait_seconds=$2 ;;
+        --secret-stdin) secret_path=$2 ;;
+        --label) labels+=("$2") ;;
+      esac
+      shift 2 ;;
+    *) die_usage "unknown argument '$1' (llama-server arguments go after '--')" ;;
+  esac
+done
+
+[[ -n "$name" ]] || die_usage "--name is required"
+[[ "$name" =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ ]] || die_usage "--name '$name' is not a valid container name (expected [a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+if [[ "$cmd" != up && ${#args[@]} -gt 0 ]]; then die_usage "'$cmd' takes no llama-server arguments"; fi
+
+command -v docker >/dev/null 2>&1 || fail "docker is not installed on this host; run install-docker.sh first"
+docker info >/dev/null 2>&1 || fail "the docker engine does not answer ('docker info' fails: $(docker info 2>&1 >/dev/null | tail -n1)); run install-docker.sh first"
+
+# "id|status|spec hash|restart count|exit code" of the container NAME, or nothing when absent.
+# (A whitespace separator would not do: read collapses runs of IFS whitespace, losing empty fields.)
+inspect() {
+  docker container inspect --format "{{.Id}}|{{.State.Status}}|{{index .Config.Labels \"$SPEC_LABEL\"}}|{{.RestartCount}}|{{.State.ExitCode}}" "$name" 2>/dev/null \
+    | sed 's/<no value>//g' || true   # a container without labels prints "<no value>"
+}
+
+# ------------------------------------------------------------------------------------------
+if [[ "$cmd" == status ]]; then
+  info=$(docker container inspect --format "{{.Id}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}|{{index .Config.Labels \"$SPEC_LABEL\"}}|{{.Config.Image}}|{{.State.StartedAt}}|{{.State.ExitCode}}|{{.RestartCount}}" "$name" 2>/dev/null | sed 's/<no value>//g' || true)
+  echo "name=$name"
+  if [[ -z "$info" ]]; then
+    printf 'state=absent\nhealth=none\nspec_sha256=\nid=\nimage=\nstarted_at=\nexit_code=\nrestart_count=\n'
+    exit 0
+  fi
+  IFS='|' read -r id state health spec img started exit_code restarts <<<"$info"
+  printf 'state=%s\nhealth=%s\nspec_sha256=%s\nid=%s\nimage=%s\nstarted_at=%s\nexit_code=%s\nrestart_count=%s\n' \
+    "$state" "$health" "$spec" "$id" "$img" "$started" "$exit_code" "$restarts"
+  exit 0
+fi
+
+if [[ "$cmd" == down ]]; then
+  info=$(inspect)
+  if [[ -z "$info" ]]; then
+    say "container $name already absent; unchanged"
+    echo "CONTAINER_RESULT action=absent id="
+    exit 0
+  fi
+  IFS='|' read -r id _ spec _ _ <<<"$info"
+  [[ -n "$spec" ]] || fail "container $name ($id) has no label $SPEC_LABEL, so llama-container.sh did not create it; refusing to remove it (remove it by hand if it is yours to remove)"
+  docker rm -f "$name" >/dev/null || fail "docker rm -f $name failed"
+  say "removed container $name ($id); model files, volumes and the stored secret are untouched"
+  echo "CONTAINER_RESULT action=removed id=$id"
+  exit 0
+fi
+
+# --- up: validate -------------------------------------------------------------------------
+[[ -n "$image" ]] || die_usage "--image is required"
+[[ "$wait_seconds" =~ ^[0-9]+$ ]] || die_usage "--wait-seconds wants a non-negative integer, got '$wait_seconds'"
+[[ "$restart" =~ ^(no|always|unless-stopped|on-failure(:[0-9]+)?)$ ]] \
+  || die_usage "--restart '$restart' is not one of no, always, unless-stopped, on-failure[:N]"
+[[ -z "$gpus" || "$gpus" =~ ^(all|device=[0-9A-Za-z-]+(,[0-9A-Za-z-]+)*)$ ]] \
+  || die_usage "--gpus '$gpus' is neither 'all' nor 'device=0,1,...'"
+for v in "${volumes[@]}"; do
+  IFS=: read -r src dst mode extra <<<"$v"
+  [[ -z "$extra" && "$src" == /* && "$dst" == /* && ( -z "$mode" || "$mode" == ro || "$mode" == rw ) ]] \
+    || die_usage "--volume '$v' is not SRC:DST[:ro|:rw] with absolute paths"
+  [[ -e "$src" ]] || fail "volume source $src does not exist on this host (expected the directory or file to mount at $dst)"
+done
+for e in "${envs[@]}"; do
+  [[ "$e" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die_usage "--env '$e' is not KEY=VALUE"
+done
+for l in "${labels[@]}"; do
+  [[ "$l" =~ ^[A-Za-z0-9][A-Za-z0-9._/-]*= ]] || die_usage "--label '$l' is not KEY=VALUE"
+  [[ "$l" != "$SPEC_LABEL="* ]] || die_usage "--label $SPEC_LABEL is set by this script"
+done
+if [[ -n "$secret_path" && "$secret_path" != /* ]]; then die_usage "--secret-stdin wants an absolute path inside the container, got '$secret_path'"; fi
+if [[ -n "$health_url" ]] && ! command -v curl >/dev/null 2>&1; then fail "--health-url needs curl on this host; install it"; fi
+for a in "${args[@]}"; do
+  case "$a" in
+    --api-key|--api-key=*) say "warning: --api-key in the llama-server arguments shows the key in 'docker inspect'; prefer --secret-stdin with --api-key-file" >&2 ;;
+  esac
+done
+
+# --- image --------------------------------------------------------------------------------
+if ! image_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null); then
+  say "image $image is not on this host; pulling it"
+  docker pull "$image" || fail "docker pull $image failed (expected the image to exist locally or in its registry)"
+  image_id=$(docker image inspect --format '{{.Id}}' "$image") || fail "image $image still missing after pull"
+fi
+
+# --- secret -------------------------------------------------------------------------------
+secret_sha="" secret_file="" tmp_secret=""
+cleanup() { if [[ -n "$tmp_secret" ]]; then rm -f -- "$tmp_secret"; fi; }
+trap cleanup EXIT
+if [[ -n "$secret_path" ]]; then
+  secret_dir="$state_dir/secrets/$name"
+  secret_file="$secret_dir/$(basename -- "$secret_path")"
+  umask 077
+  mkdir -p -- "$secret_dir" || fail "could not create $secret_dir"
+  chmod 0700 -- "$state_dir/secrets" "$secret_dir"
+  [[ -t 0 ]] && say "reading the secret for $secret_path from stdin (end with Ctrl-D)" >&2
+  tmp_secret=$(mktemp -- "$secret_dir/.incoming.XXXXXX")
+  cat >"$tmp_secret"   # from stdin to a 0600 file: the secret is never an argument of any command
+  [[ -s "$tmp_secret" ]] || fail "--secret-stdin $secret_path given but stdin was empty (expected the secret on stdin)"
+  if [[ -f "$secret_file" ]] && cmp -s -- "$tmp_secret" "$secret_file"; then
+    rm -f -- "$tmp_secret"
+    say "secret $secret_file unchanged"
+  else
+    chmod 0600 -- "$tmp_secret"
+    mv -f -- "$tmp_secret" "$secret_file"
+    say "secret written to $secret_file (mode 0600)"
+  fi
+  tmp_secret=""
+  chmod 0600 -- "$secret_file"
+  secret_sha=$(sha256sum -- "$secret_file" | cut -d' ' -f1)
+fi
+
+# --- spec hash ----------------------------------------------------------------------------
+# NUL-separated, tagged fields: no value can run into the next one. Volumes, envs and labels are
+# sorted (their order means nothing to Docker); llama-server's arguments keep theirs.
+sorted() { if (($# > 0)); then printf '%s\0' "$@" | sort -z; fi; }
+spec_sha=$(
+  {
+    printf '%s\0' "format=1" "image_id=$image_id" "network=host" "restart=$restart" "gpus=$gpus" \
+      "health_cmd=$health_cmd"
+    [[ -z "$health_cmd" ]] || printf '%s\0' "health_start_period=${wait_seconds}s"
+    sorted "${volumes[@]/#/volume=}"
+    sorted "${envs[@]/#/env=}"
+    sorted "${labels[@]/#/label=}"
+    [[ -z "$secret_path" ]] || printf '%s\0' "secret_path=$secret_path" "secret_sha256=$secret_sha"
+    printf '%s\0' "args=${#args[@]}"
+    if ((${#args[@]} > 0)); then printf '%s\0' "${args[@]}"; fi
+  } | sha256sum | cut -d' ' -f1
+)
+
+# --- create / replace / keep --------------------------------------------------------------
+action=created
+info=$(inspect)
+if [[ -n "$info" ]]; then
+  IFS='|' read -r old_id old_state old_spec _ _ <<<"$info"
+  [[ -n "$old_spec" ]] || fail "container $name ($old_id) exists but has no label $SPEC_LABEL, so llama-container.sh did not create it; refusing to replace it (remove or rename it by hand)"
+  if [[ "$old_spec" == "$spec_sha" && "$old_state" == running ]]; then
+    action=unchanged
+    say "container $name ($old_id) already runs this spec (sha256 $spec_sha); unchanged"
+  else
+    if [[ "$old_spec" == "$spec_sha" ]]; then
+      say "container $name ($old_id) has this spec but is $old_state (expected running); recreating it"
+    else
+      say "container $name ($old_id) runs spec sha256 $old_spec, wanted $spec_sha; replacing it"
+    fi
+    docker rm -f "$name" >/dev/null || fail "docker rm -f $name failed"
+    action=replaced
+  fi
+fi
+
+if [[ "$action" != unchanged ]]; then
+  run=(docker run -d --name "$name" --network host --restart "$restart" --label "$SPEC_LABEL=$spec_sha")
+  for l in "${labels[@]}"; do run+=(--label "$l"); done
+  for v in "${volumes[@]}"; do run+=(--volume "$v"); done
+  for e in "${envs[@]}"; do run+=(--env "$e"); done
+  [[ -z "$secret_path" ]] || run+=(--volume "$secret_file:$secret_path:ro")
+  case "$gpus" in
+    "") ;;
+    all) run+=(--gpus all) ;;
+    *) run+=(--gpus "\"$gpus\"") ;;   # docker parses --gpus as CSV: a device list must be quoted
+  esac
+  if [[ -n "$health_cmd" ]]; then
+    run+=(--health-cmd "$health_cmd" --health-interval 30s --health-timeout 10s --health-retries 3
+          --health-start-period "${wait_seconds}s")
+  fi
+  run+=("$image" "${args[@]}")
+  if ! new_id=$("${run[@]}"); then
+    docker rm -f "$name" >/dev/null 2>&1 || true   # docker run may leave a created-but-unstarted container
+    fail "docker run for $name failed (image $image); see docker's message above"
+  fi
+  say "container $name ${action} ($new_id), spec sha256 $spec_sha"
+fi
+
+info=$(inspect)
+[[ -n "$info" ]] || fail "container $name vanished right after docker run" 3
+IFS='|' read -r id _ _ restarts0 _ <<<"$info"
+
+# --- wait until it serves -----------------------------------------------------------------
+show_logs() {
+  echo "llama-container: last 50 log lines of $name:" >&2
+  docker logs --tail 50 "$name" 2>&1 | sed 's/^/  | /' >&2 || true
+  echo "llama-container: the container is left in place for inspection; 'llama-container.sh down --name $name' removes it" >&2
+}
+if [[ -n "$health_url" ]]; then
+  say "waiting up to ${wait_seconds}s for $health_url"
+  start=$SECONDS last_report=$SECONDS
+  while :; do
+    IFS='|' read -r _ state _ restarts exit_code <<<"$(inspect)"
+    if [[ "$state" != running || "$restarts" != "$restarts0" ]]; then
+      show_logs
+      fail "container $name stopped before $health_url answered: state ${state:-absent}, exit code ${exit_code:-?}, restarts ${restarts0}→${restarts:-?} (expected it running)" 3
+    fi
+    if err=$(curl -fsS -o /dev/null --max-time 5 "$health_url" 2>&1); then
+      say "$health_url answered after $((SECONDS - start))s"
+      break
+    fi
+    if ((SECONDS - start >= wait_seconds)); then
+      show_logs
+      fail "container $name is running but $health_url did not answer 200 within ${wait_seconds}s (last: ${err:-no answer})" 3
+    fi
+    if ((SECONDS - last_report >= 10)); then
+      say "still waiting for $health_url ($((SECONDS - start))s of ${wait_seconds}s): ${err:-no answer}"
+      last_report=$SECONDS
+    fi
+    sleep 1
+  done
+else
+  say "no --health-url given; not waiting for the server"
+fi
+
+echo "CONTAINER_RESULT action=$action id=$id"

@@ -1,0 +1,273 @@
+/**
+ * The catalog: models and tiers, GPUs, memory kinds, CPU platforms, cloud instance types and the
+ * efficiency factors, all YAML data under catalog/, validated here with zod so that adding a GPU
+ * or a tier is a data change and a typo in the data is an error that names the file and key.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { GGML_TYPE_NAMES } from "./ggml-types";
+import { describeIssues } from "./errors";
+import { parseSize } from "./units";
+
+export const CATALOG_DIR = join(__dirname, "..", "catalog");
+
+const sizeBytes = z.union([z.string(), z.number()]).transform((value, context) => {
+  const bytes = parseSize(value);
+  if (bytes === undefined) {
+    context.addIssue({ code: "custom", message: `not a size; allowed: "24576MiB", "340GB", "2TB" or bytes`, input: value });
+    return z.NEVER;
+  }
+  return bytes;
+});
+const ggmlType = z.enum(GGML_TYPE_NAMES as [string, ...string[]]);
+
+export const TENSOR_CLASSES = [
+  "routedExperts",
+  "sharedExperts",
+  "denseFfn",
+  "attention",
+  "router",
+  "norms",
+  "embedding",
+  "output",
+] as const;
+export type TensorClass = (typeof TENSOR_CLASSES)[number];
+
+const architectureSchema = z.strictObject({
+  llamaCppArch: z.literal("deepseek2"),
+  layers: z.int().positive(),
+  denseLeadingLayers: z.int().nonnegative(),
+  hiddenSize: z.int().positive(),
+  attentionHeads: z.int().positive(),
+  qLoraRank: z.int().positive(),
+  kvLoraRank: z.int().positive(),
+  qkNopeHeadDim: z.int().positive(),
+  qkRopeHeadDim: z.int().positive(),
+  vHeadDim: z.int().positive(),
+  denseFfnSize: z.int().positive(),
+  routedExperts: z.int().positive(),
+  activeExperts: z.int().positive(),
+  sharedExperts: z.int().nonnegative(),
+  expertFfnSize: z.int().positive(),
+  vocabSize: z.int().positive(),
+  contextLength: z.int().positive(),
+});
+export type Architecture = z.infer<typeof architectureSchema>;
+
+const tierSchema = z.strictObject({
+  name: z.string().min(1),
+  publishedSizeBytes: sizeBytes,
+  types: z.strictObject(Object.fromEntries(TENSOR_CLASSES.map((cls) => [cls, ggmlType])) as Record<TensorClass, typeof ggmlType>),
+  shards: z.strictObject({ count: z.int().positive(), verified: z.boolean() }),
+});
+export type Tier = z.infer<typeof tierSchema>;
+
+const modelSchema = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  repo: z.string().regex(/^[\w.-]+\/[\w.-]+$/),
+  architecture: architectureSchema,
+  serving: z.strictObject({
+    alias: z.string(),
+    jinja: z.boolean(),
+    sampling: z.strictObject({ temperature: z.number(), topP: z.number(), minP: z.number() }),
+  }),
+  tiers: z.array(tierSchema).min(1),
+  shardPathPattern: z.string().includes("{tier}").includes("{index}").includes("{count}"),
+});
+export type ModelEntry = z.infer<typeof modelSchema>;
+
+const gpuSchema = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  memory: sizeBytes,
+  bandwidthGBps: z.number().positive(),
+  int8Tops: z.number().positive(),
+  pcieGen: z.int().min(3).max(6),
+  pcieLanes: z.int().positive(),
+  arch: z.string(),
+});
+export type GpuEntry = z.infer<typeof gpuSchema>;
+
+const isaSchema = z.array(z.enum(["avx2", "avx512", "neon", "sve"]));
+const memoryPlatformSchema = z.strictObject({ kind: z.string(), channels: z.int().positive() });
+
+const cpuPlatformSchema = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  cores: z.int().positive(),
+  sockets: z.int().positive(),
+  numaNodes: z.int().positive(),
+  ccds: z.int().positive().optional(),
+  fabricClockMHz: z.number().positive().optional(),
+  allCoreGHz: z.number().positive(),
+  fp32FlopsPerCycle: z.int().positive(),
+  isa: isaSchema,
+  memory: memoryPlatformSchema,
+});
+export type CpuPlatformEntry = z.infer<typeof cpuPlatformSchema>;
+
+const inlineCpuSchema = z.strictObject({
+  cores: z.int().positive(),
+  allCoreGHz: z.number().positive(),
+  fp32FlopsPerCycle: z.int().positive(),
+  isa: isaSchema,
+});
+
+const instanceSchema = z.strictObject({
+  id: z.string(),
+  provider: z.literal("aws"),
+  vcpus: z.int().positive(),
+  memory: sizeBytes,
+  usdPerHour: z.number().positive(),
+  cpuPlatform: z.string().optional(),
+  cpu: inlineCpuSchema.optional(),
+  memoryPlatform: memoryPlatformSchema.optional(),
+  numaNodes: z.int().positive().optional(),
+  gpus: z.strictObject({ model: z.string(), count: z.int().positive() }).optional(),
+});
+export type InstanceEntry = z.infer<typeof instanceSchema>;
+
+const sourced = <T extends z.ZodType>(value: T) => z.strictObject({ value, source: z.string() });
+
+const efficiencySchema = z.strictObject({
+  cpu: z.strictObject({
+    achievableFractionOfPeak: sourced(z.number().gt(0).lte(1)),
+    fabricBytesPerClockPerCcd: sourced(z.number().positive()),
+    decodeCalibration: z.strictObject({
+      model: z.string(),
+      tier: z.string(),
+      decodeTokensPerSecond: z.number().positive(),
+      measuredBandwidthGBps: z.number().positive(),
+      depthTokens: z.int().nonnegative(),
+      source: z.string(),
+    }),
+    prefillCalibration: z.strictObject({
+      model: z.string(),
+      tier: z.string(),
+      prefillTokensPerSecond: z.number().positive(),
+      promptTokens: z.int().positive(),
+      cores: z.int().positive(),
+      allCoreGHz: z.number().positive(),
+      fp32FlopsPerCycle: z.int().positive(),
+      source: z.string(),
+    }),
+  }),
+  gpu: z.strictObject({
+    decodeBandwidthFraction: sourced(z.number().gt(0).lte(1)),
+    prefillComputeFraction: sourced(z.number().gt(0).lte(1)),
+  }),
+  pcie: z.strictObject({
+    effectiveFraction: sourced(z.number().gt(0).lte(1)),
+    gigabytesPerSecondPerLane: sourced(z.record(z.string(), z.number().positive())),
+  }),
+  memoryHeadroom: z.strictObject({
+    hostOsBytes: sourced(sizeBytes),
+    hostFractionOfRam: sourced(z.number().min(0).lt(1)),
+    gpuRuntimeBytes: sourced(sizeBytes),
+    gpuMarginBytes: sourced(sizeBytes),
+  }),
+});
+export type Efficiency = z.infer<typeof efficiencySchema>;
+
+const repackSchema = z.strictObject({
+  source: z.string(),
+  rules: z.array(z.strictObject({ type: ggmlType, requires: z.enum(["avx2", "avx512", "neon", "sve"]), rowMultiple: z.int().positive() })),
+});
+export type RepackRules = z.infer<typeof repackSchema>;
+
+const llamaCppSchema = z.strictObject({
+  release: z.string(),
+  commit: z.string(),
+  images: z.strictObject({ cpu: z.string(), cuda: z.string(), cuda13: z.string() }),
+  cuda13MinDriverMajor: z.int().positive(),
+  defaults: z.strictObject({ port: z.int(), batch: z.int(), ubatch: z.int(), cacheRamMiB: z.int() }),
+  repack: repackSchema,
+});
+export type LlamaCppRelease = z.infer<typeof llamaCppSchema>;
+
+const claimSchema = z.strictObject({
+  id: z.string(),
+  appliesTo: z.enum(["cpu-only", "hybrid", "all-gpu", "any"]),
+  text: z.string(),
+  decodeTokensPerSecond: z.strictObject({ low: z.number(), high: z.number() }).optional(),
+  bandwidthGBps: z.number().optional(),
+  ttftSeconds: z.number().optional(),
+  tokensPerMonth: z.number().optional(),
+});
+export type SeedClaim = z.infer<typeof claimSchema>;
+
+const catalogSchema = z.strictObject({
+  claims: z.array(claimSchema),
+  models: z.array(modelSchema),
+  gpus: z.array(gpuSchema),
+  memoryKinds: z.array(z.strictObject({ id: z.string(), megaTransfers: z.number().positive() })),
+  cpuPlatforms: z.array(cpuPlatformSchema),
+  instances: z.array(instanceSchema),
+  efficiency: efficiencySchema,
+  llamaCpp: llamaCppSchema,
+});
+export type Catalog = z.infer<typeof catalogSchema>;
+
+const FILES = {
+  "models.yaml": ["models"],
+  "gpus.yaml": ["gpus"],
+  "platforms.yaml": ["memoryKinds", "cpuPlatforms"],
+  "cloud-instances.yaml": ["instances"],
+  "efficiency.yaml": ["efficiency"],
+  "llama-cpp.yaml": ["llamaCpp"],
+  "claims.yaml": ["claims"],
+} as const;
+
+export class CatalogError extends Error {}
+
+let cached: Catalog | undefined;
+
+/** Reads and validates catalog/*.yaml once per process. */
+export function loadCatalog(dir = CATALOG_DIR): Catalog {
+  if (cached && dir === CATALOG_DIR) return cached;
+  const merged: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+  for (const [file, keys] of Object.entries(FILES)) {
+    const data = parseYaml(readFileSync(join(dir, file), "utf8")) as Record<string, unknown>;
+    for (const key of keys) {
+      merged[key] = data[key];
+      origin[key] = file;
+    }
+  }
+  const result = catalogSchema.safeParse(merged);
+  if (!result.success) {
+    const lines = describeIssues(result.error.issues, (path) => `catalog/${origin[String(path[0])] ?? "?"}: `);
+    throw new CatalogError(`the catalog is invalid:\n${lines.map((line) => `  - ${line}`).join("\n")}`);
+  }
+  checkReferences(result.data);
+  if (dir === CATALOG_DIR) cached = result.data;
+  return result.data;
+}
+
+function checkReferences(catalog: Catalog): void {
+  const problems: string[] = [];
+  const memoryKinds = new Set(catalog.memoryKinds.map((kind) => kind.id));
+  const platforms = new Set(catalog.cpuPlatforms.map((platform) => platform.id));
+  const gpus = new Set(catalog.gpus.map((gpu) => gpu.id));
+  for (const platform of catalog.cpuPlatforms) {
+    if (!memoryKinds.has(platform.memory.kind)) problems.push(`cpuPlatforms ${platform.id}: unknown memory kind ${platform.memory.kind}`);
+  }
+  for (const instance of catalog.instances) {
+    if (instance.cpuPlatform && !platforms.has(instance.cpuPlatform)) problems.push(`instances ${instance.id}: unknown cpuPlatform ${instance.cpuPlatform}`);
+    if (!instance.cpuPlatform && !(instance.cpu && instance.memoryPlatform)) problems.push(`instances ${instance.id}: needs cpuPlatform or cpu + memoryPlatform`);
+    if (instance.memoryPlatform && !memoryKinds.has(instance.memoryPlatform.kind)) problems.push(`instances ${instance.id}: unknown memory kind ${instance.memoryPlatform.kind}`);
+    if (instance.gpus && !gpus.has(instance.gpus.model)) problems.push(`instances ${instance.id}: unknown GPU ${instance.gpus.model}`);
+  }
+  if (problems.length > 0) throw new CatalogError(`the catalog is inconsistent:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+}
+
+export function findModelByRepo(catalog: Catalog, repo: string): ModelEntry | undefined {
+  return catalog.models.find((model) => model.repo.toLowerCase() === repo.toLowerCase() || model.id === repo);
+}
+
+export function memoryKindMegaTransfers(catalog: Catalog, kind: string): number | undefined {
+  return catalog.memoryKinds.find((entry) => entry.id === kind)?.megaTransfers;
+}

@@ -1,0 +1,70 @@
+/**
+ * Storage of ggml tensor types: elements per block and bytes per block, as in ggml/src/ggml.c
+ * (type_traits). A tensor's size is ceil(elements / blockElements) * blockBytes per row.
+ */
+export const GGML_TYPES = {
+  F32: { blockElements: 1, blockBytes: 4 },
+  F16: { blockElements: 1, blockBytes: 2 },
+  BF16: { blockElements: 1, blockBytes: 2 },
+  Q4_0: { blockElements: 32, blockBytes: 18 },
+  Q4_1: { blockElements: 32, blockBytes: 20 },
+  Q5_0: { blockElements: 32, blockBytes: 22 },
+  Q5_1: { blockElements: 32, blockBytes: 24 },
+  Q8_0: { blockElements: 32, blockBytes: 34 },
+  Q2_K: { blockElements: 256, blockBytes: 84 },
+  Q3_K: { blockElements: 256, blockBytes: 110 },
+  Q4_K: { blockElements: 256, blockBytes: 144 },
+  Q5_K: { blockElements: 256, blockBytes: 176 },
+  Q6_K: { blockElements: 256, blockBytes: 210 },
+  Q8_K: { blockElements: 256, blockBytes: 292 },
+  IQ2_XXS: { blockElements: 256, blockBytes: 66 },
+  IQ2_XS: { blockElements: 256, blockBytes: 74 },
+  IQ2_S: { blockElements: 256, blockBytes: 82 },
+  IQ3_XXS: { blockElements: 256, blockBytes: 98 },
+  IQ3_S: { blockElements: 256, blockBytes: 110 },
+  IQ1_S: { blockElements: 256, blockBytes: 50 },
+  IQ1_M: { blockElements: 256, blockBytes: 56 },
+  IQ4_NL: { blockElements: 32, blockBytes: 18 },
+  IQ4_XS: { blockElements: 256, blockBytes: 136 },
+  TQ1_0: { blockElements: 256, blockBytes: 54 },
+  TQ2_0: { blockElements: 256, blockBytes: 66 },
+  MXFP4: { blockElements: 32, blockBytes: 17 },
+} as const;
+
+export type GgmlTypeName = keyof typeof GGML_TYPES;
+export const GGML_TYPE_NAMES = Object.keys(GGML_TYPES) as GgmlTypeName[];
+
+/**
+ * ggml's numeric type ids (enum ggml_type in ggml.h), for reading GGUF tensor tables.
+ */
+export const GGML_TYPE_BY_ID: Record<number, GgmlTypeName> = {
+  0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
+  10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K",
+  16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
+  23: "IQ4_XS", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+};
+
+export function bitsPerWeight(type: GgmlTypeName): number {
+  const { blockElements, blockBytes } = GGML_TYPES[type];
+  return (blockBytes * 8) / blockElements;
+}
+
+/** Bytes of one row of `elements` values (ggml_row_size). */
+export function rowBytes(type: GgmlTypeName, elements: number): number {
+  const { blockElements, blockBytes } = GGML_TYPES[type];
+  return Math.ceil(elements / blockElements) * blockBytes;
+}
+
+/** Bytes of a tensor whose first dimension is the row length (ggml_nbytes for contiguous tensors). */
+export function tensorBytes(type: GgmlTypeName, shape: readonly number[]): number {
+  const [rowLength = 1, ...rest] = shape;
+  return rowBytes(type, rowLength) * rest.reduce((product, n) => product * n, 1);
+}
+
+/** KV cache types llama-server v0.5.0 accepts for -ctk/-ctv (from its --help). */
+export const KV_CACHE_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] as const;
+export type KvCacheType = (typeof KV_CACHE_TYPES)[number];
+
+export function kvTypeToGgml(type: KvCacheType): GgmlTypeName {
+  return type.toUpperCase() as GgmlTypeName;
+}

@@ -1,0 +1,217 @@
+/**
+ * Resolves a stack's host (bare-metal description or cloud instance type) against the catalog into
+ * the numbers the planner needs: CPU, RAM and its bandwidth, GPUs, and where each number came from.
+ */
+import type { Catalog, Efficiency } from "./catalog";
+import { memoryKindMegaTransfers } from "./catalog";
+import type { HostConfig } from "./config";
+import { ConfigError } from "./errors";
+
+export interface CpuSpec {
+  name: string;
+  cores: number;
+  sockets: number;
+  numaNodes: number;
+  allCoreGHz: number;
+  fp32FlopsPerCycle: number;
+  avx2: boolean;
+  avx512: boolean;
+  ccds: number | undefined;
+  fabricClockMHz: number | undefined;
+}
+
+export interface MemorySpec {
+  totalBytes: number;
+  kind: string | undefined;
+  channels: number | undefined;
+  /** Datasheet peak in bytes/s: channels × MT/s × 8 bytes; undefined when only a measurement was given. */
+  peakBandwidth: number | undefined;
+  /** What the cores can actually stream, bytes/s, before llama.cpp's own efficiency. */
+  achievableBandwidth: number;
+  basis: string;
+}
+
+export interface GpuDevice {
+  index: number;
+  catalogId: string;
+  name: string;
+  memoryBytes: number;
+  bandwidth: number;
+  int8OpsPerSecond: number;
+  /** Host link, bytes/s, before efficiency. */
+  pcieBandwidth: number;
+  pcie: string;
+}
+
+export interface HostSpec {
+  kind: "bare-metal" | "cloud";
+  label: string;
+  cpu: CpuSpec;
+  memory: MemorySpec;
+  gpus: GpuDevice[];
+  diskFreeBytes: number | undefined;
+  cloud: { provider: "aws"; instanceType: string; usdPerHour: number; region: string } | undefined;
+}
+
+export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): HostSpec {
+  const problems: string[] = [];
+  const efficiency = catalog.efficiency;
+  if (host.kind === "cloud") {
+    const instance = catalog.instances.find((entry) => entry.id === host.instanceType);
+    if (!instance) {
+      throw new ConfigError(stack, [
+        `host.instanceType: found "${host.instanceType}"; allowed: ${catalog.instances.map((entry) => entry.id).join(", ")}`,
+      ]);
+    }
+    const platform = instance.cpuPlatform ? catalog.cpuPlatforms.find((entry) => entry.id === instance.cpuPlatform) : undefined;
+    const cpuSource = platform ?? instance.cpu!;
+    const memoryPlatform = platform?.memory ?? instance.memoryPlatform!;
+    const cpu: CpuSpec = {
+      name: platform?.name ?? `${instance.id} CPU`,
+      cores: Math.floor(instance.vcpus / 2),
+      sockets: platform?.sockets ?? 1,
+      numaNodes: instance.numaNodes ?? platform?.numaNodes ?? 1,
+      allCoreGHz: cpuSource.allCoreGHz,
+      fp32FlopsPerCycle: cpuSource.fp32FlopsPerCycle,
+      avx2: cpuSource.isa.includes("avx2"),
+      avx512: cpuSource.isa.includes("avx512"),
+      ccds: platform?.ccds,
+      fabricClockMHz: platform?.fabricClockMHz,
+    };
+    const memory = resolveBandwidth(catalog, efficiency, cpu, {
+      totalBytes: instance.memory,
+      kind: memoryPlatform.kind,
+      channels: memoryPlatform.channels,
+      measuredGBps: host.memory?.measuredBandwidthGBps,
+    });
+    const gpus = instance.gpus ? expandGpus(stack, catalog, [{ model: instance.gpus.model, count: instance.gpus.count }], undefined, problems) : [];
+    if (problems.length > 0) throw new ConfigError(stack, problems);
+    return {
+      kind: "cloud",
+      label: `AWS ${instance.id}`,
+      cpu,
+      memory,
+      gpus,
+      diskFreeBytes: host.diskSize,
+      cloud: { provider: "aws", instanceType: instance.id, usdPerHour: instance.usdPerHour, region: host.region },
+    };
+  }
+
+  const platform = host.cpu.platform ? catalog.cpuPlatforms.find((entry) => entry.id === host.cpu.platform) : undefined;
+  if (host.cpu.platform && !platform) {
+    problems.push(`host.cpu.platform: found "${host.cpu.platform}"; allowed: ${catalog.cpuPlatforms.map((entry) => entry.id).join(", ")}`);
+  }
+  const kind = host.memory.kind ?? platform?.memory.kind;
+  if (kind !== undefined && memoryKindMegaTransfers(catalog, kind) === undefined) {
+    problems.push(`host.memory.kind: found "${kind}"; allowed: ${catalog.memoryKinds.map((entry) => entry.id).join(", ")}`);
+  }
+  const channels = host.memory.channels ?? platform?.memory.channels;
+  if (host.memory.measuredBandwidthGBps === undefined && (kind === undefined || channels === undefined)) {
+    problems.push(`host.memory: found no bandwidth; allowed: memory.kind and memory.channels (or a cpu.platform that has them), or memory.measuredBandwidthGBps`);
+  }
+  const cores = host.cpu.cores ?? platform?.cores ?? 0;
+  const allCoreGHz = host.cpu.allCoreGHz ?? platform?.allCoreGHz;
+  if (allCoreGHz === undefined) problems.push(`host.cpu.allCoreGHz: missing; allowed: the all-core clock in GHz (or a cpu.platform)`);
+  const gpus = expandGpus(stack, catalog, host.gpus, host.pcie, problems);
+  if (problems.length > 0) throw new ConfigError(stack, problems);
+
+  const avx512 = host.cpu.avx512 ?? platform?.isa.includes("avx512") ?? false;
+  const cpu: CpuSpec = {
+    name: host.cpu.model ?? platform?.name ?? `${cores}-core CPU`,
+    cores,
+    sockets: host.cpu.sockets ?? platform?.sockets ?? 1,
+    numaNodes: host.cpu.numaNodes ?? platform?.numaNodes ?? 1,
+    allCoreGHz: allCoreGHz!,
+    fp32FlopsPerCycle: host.cpu.fp32FlopsPerCycle ?? platform?.fp32FlopsPerCycle ?? 32,
+    avx2: platform ? platform.isa.includes("avx2") : true,
+    avx512,
+    ccds: host.cpu.ccds ?? platform?.ccds,
+    fabricClockMHz: platform?.fabricClockMHz,
+  };
+  const memory = resolveBandwidth(catalog, efficiency, cpu, {
+    totalBytes: host.memory.total,
+    kind,
+    channels,
+    measuredGBps: host.memory.measuredBandwidthGBps,
+  });
+  return {
+    kind: "bare-metal",
+    label: host.name ?? `${cpu.name}, ${gpus.length > 0 ? `${gpus.length}× ${gpus[0]!.name}, ` : ""}${kind ?? "RAM"}`,
+    cpu,
+    memory,
+    gpus,
+    diskFreeBytes: host.disk.free,
+    cloud: undefined,
+  };
+}
+
+function resolveBandwidth(
+  catalog: Catalog,
+  efficiency: Efficiency,
+  cpu: CpuSpec,
+  memory: { totalBytes: number; kind: string | undefined; channels: number | undefined; measuredGBps: number | undefined },
+): MemorySpec {
+  const megaTransfers = memory.kind ? memoryKindMegaTransfers(catalog, memory.kind) : undefined;
+  const peak = megaTransfers !== undefined && memory.channels !== undefined ? memory.channels * megaTransfers * 1e6 * 8 : undefined;
+  if (memory.measuredGBps !== undefined) {
+    return {
+      totalBytes: memory.totalBytes,
+      kind: memory.kind,
+      channels: memory.channels,
+      peakBandwidth: peak,
+      achievableBandwidth: memory.measuredGBps * 1e9,
+      basis: `measured ${memory.measuredGBps} GB/s (host.memory.measuredBandwidthGBps)`,
+    };
+  }
+  const ramSide = peak! * efficiency.cpu.achievableFractionOfPeak.value;
+  const fabricSide =
+    cpu.ccds !== undefined && cpu.fabricClockMHz !== undefined
+      ? cpu.ccds * efficiency.cpu.fabricBytesPerClockPerCcd.value * cpu.fabricClockMHz * 1e6
+      : undefined;
+  const ramText = `${memory.channels} × ${memory.kind} = ${(peak! / 1e9).toFixed(1)} GB/s peak × ${efficiency.cpu.achievableFractionOfPeak.value} achievable = ${(ramSide / 1e9).toFixed(1)} GB/s`;
+  if (fabricSide !== undefined && fabricSide < ramSide) {
+    return {
+      totalBytes: memory.totalBytes,
+      kind: memory.kind,
+      channels: memory.channels,
+      peakBandwidth: peak,
+      achievableBandwidth: fabricSide,
+      basis: `${ramText}, but the CPU's ${cpu.ccds} CCDs read at most ${cpu.ccds} × ${efficiency.cpu.fabricBytesPerClockPerCcd.value} B × ${cpu.fabricClockMHz} MHz = ${(fabricSide / 1e9).toFixed(1)} GB/s, which binds`,
+    };
+  }
+  return { totalBytes: memory.totalBytes, kind: memory.kind, channels: memory.channels, peakBandwidth: peak, achievableBandwidth: ramSide, basis: ramText };
+}
+
+function expandGpus(
+  stack: string,
+  catalog: Catalog,
+  gpus: ReadonlyArray<{ model: string; count: number }>,
+  pcie: { gen: number; lanes: number } | undefined,
+  problems: string[],
+): GpuDevice[] {
+  const devices: GpuDevice[] = [];
+  gpus.forEach((request, position) => {
+    const entry = catalog.gpus.find((gpu) => gpu.id === request.model);
+    if (!entry) {
+      problems.push(`host.gpus[${position}].model: found "${request.model}"; allowed: ${catalog.gpus.map((gpu) => gpu.id).join(", ")}`);
+      return;
+    }
+    const gen = Math.min(pcie?.gen ?? entry.pcieGen, entry.pcieGen);
+    const lanes = Math.min(pcie?.lanes ?? entry.pcieLanes, entry.pcieLanes);
+    const perLane = catalog.efficiency.pcie.gigabytesPerSecondPerLane.value[String(gen)] ?? 1.969;
+    for (let i = 0; i < request.count; i++) {
+      devices.push({
+        index: devices.length,
+        catalogId: entry.id,
+        name: entry.name,
+        memoryBytes: entry.memory,
+        bandwidth: entry.bandwidthGBps * 1e9,
+        int8OpsPerSecond: entry.int8Tops * 1e12,
+        pcieBandwidth: perLane * lanes * 1e9,
+        pcie: `PCIe ${gen}.0 x${lanes}`,
+      });
+    }
+  });
+  void stack;
+  return devices;
+}

@@ -1,0 +1,95 @@
+/**
+ * Memory that must stay resident per device (system RAM and each GPU) under the load mode the kit
+ * chooses, split by the buffer kinds llama-server itself logs at -lv 4: model weights (and their
+ * CPU_REPACK copies), KV cache, compute buffers; plus the prompt cache in RAM and OS/runtime
+ * headroom. One estimator per concern, like gguf-parser-go, so each term can be checked on its own.
+ */
+import type { Architecture, Efficiency, LlamaCppRelease } from "./catalog";
+import { kvTypeToGgml, rowBytes, type KvCacheType } from "./ggml-types";
+import type { CpuSpec } from "./host";
+import type { TensorInfo } from "./tensors";
+import { MiB } from "./units";
+
+/** "CPU" or "CUDA0", "CUDA1", … — the buffer-type names -ot and llama.cpp's logs use. */
+export type DeviceName = "CPU" | `CUDA${number}`;
+
+export interface DeviceMemory {
+  device: DeviceName;
+  label: string;
+  capacityBytes: number;
+  /** Weights kept in their file layout (CPU or CUDAn model buffer). */
+  modelBytes: number;
+  /** Weights llama.cpp rearranged for its CPU kernels (CPU_REPACK buffer); they replace, not add to, modelBytes. */
+  repackBytes: number;
+  kvBytes: number;
+  computeBytes: number;
+  /** llama-server's host-RAM prompt cache (--cache-ram), CPU only. */
+  promptCacheBytes: number;
+  headroomBytes: number;
+  plannedBytes: number;
+  fits: boolean;
+}
+
+/** KV cells llama.cpp allocates: total context over all slots, padded to 256. */
+export function kvCells(contextPerSlot: number, slots: number): number {
+  return Math.ceil((contextPerSlot * slots) / 256) * 256;
+}
+
+/** MLA keeps only K: (kv_lora_rank + rope dims) elements per token per layer (llama.cpp PR #19067). */
+export function kvBytesPerTokenPerLayer(arch: Architecture, type: KvCacheType): number {
+  return rowBytes(kvTypeToGgml(type), arch.kvLoraRank + arch.qkRopeHeadDim);
+}
+
+export function kvBytesPerLayer(arch: Architecture, type: KvCacheType, cells: number): number {
+  return kvBytesPerTokenPerLayer(arch, type) * cells;
+}
+
+/** Whether llama.cpp v0.5.0 repacks this tensor for the CPU's kernels (catalog/llama-cpp.yaml). */
+export function isRepacked(tensor: TensorInfo, cpu: CpuSpec, release: LlamaCppRelease): boolean {
+  if (tensor.shape.length < 2 || tensor.cls === "embedding") return false; // token_embd feeds GET_ROWS, not a matmul
+  const rule = release.repack.rules.find((candidate) => candidate.type === tensor.type);
+  if (!rule) return false;
+  const hasIsa = rule.requires === "avx512" ? cpu.avx512 : rule.requires === "avx2" ? cpu.avx2 : false;
+  return hasIsa && (tensor.shape[1] ?? 0) % rule.rowMultiple === 0;
+}
+
+export interface ComputeBufferInputs {
+  arch: Architecture;
+  ubatch: number;
+  /** Whether this device computes the output layer (logits for a whole ubatch). */
+  holdsOutput: boolean;
+  /** Largest CPU-resident weight a GPU must receive when llama.cpp offloads a big-batch matmul to it. */
+  offloadedWeightBytes: number;
+}
+
+/**
+ * Compute buffer: the graph allocator's peak for one ubatch. Terms: logits (ubatch × vocab f32) on
+ * the output device, the residual stream and MLA query/latent activations, the active experts'
+ * FFN activations, and a copy of the largest weight streamed in for op offload.
+ */
+export function computeBufferBytes(inputs: ComputeBufferInputs): number {
+  const { arch, ubatch } = inputs;
+  const f32 = 4;
+  const activations =
+    ubatch * f32 * (4 * arch.hiddenSize + 2 * arch.attentionHeads * (arch.kvLoraRank + arch.qkRopeHeadDim) + 3 * arch.activeExperts * arch.expertFfnSize);
+  const logits = inputs.holdsOutput ? ubatch * f32 * arch.vocabSize : 0;
+  return activations + logits + inputs.offloadedWeightBytes;
+}
+
+export function hostHeadroomBytes(ramBytes: number, efficiency: Efficiency): number {
+  return efficiency.memoryHeadroom.hostOsBytes.value + ramBytes * efficiency.memoryHeadroom.hostFractionOfRam.value;
+}
+
+export function gpuHeadroomBytes(efficiency: Efficiency): number {
+  return efficiency.memoryHeadroom.gpuRuntimeBytes.value + efficiency.memoryHeadroom.gpuMarginBytes.value;
+}
+
+export function promptCacheBytes(cacheRamMiB: number): number {
+  return Math.max(0, cacheRamMiB) * MiB;
+}
+
+export function finishDevice(partial: Omit<DeviceMemory, "plannedBytes" | "fits">): DeviceMemory {
+  const plannedBytes =
+    partial.modelBytes + partial.repackBytes + partial.kvBytes + partial.computeBytes + partial.promptCacheBytes + partial.headroomBytes;
+  return { ...partial, plannedBytes, fits: plannedBytes <= partial.capacityBytes };
+}

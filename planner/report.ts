@@ -1,0 +1,181 @@
+/** Renders Plans: the full text report, the --compare offer table, and the --json objects. */
+import type { Plan } from "./plan";
+import { formatBytes, formatDuration, formatGiB, formatTokens, formatUsd } from "./units";
+
+export interface PlanJson {
+  stack: string;
+  fits: boolean;
+  refusal?: string;
+  model: { repo: string; tier: string; bytes: number; tensorSource: string };
+  host: { label: string; kind: string; ramBytes: number; gpus: string[]; memoryBandwidthBytesPerSecond: number };
+  mode: string;
+  devices: { name: string; label: string; capacityBytes: number; plannedBytes: number; modelBytes: number; repackBytes: number; kvBytes: number; computeBytes: number; promptCacheBytes: number; headroomBytes: number }[];
+  llamaServerArgs: string[];
+  image: string;
+  shards: { count: number; firstShard: string; verified: boolean };
+  projection: { decodeTokensPerSecond: number; decodeDepthTokens: number; prefillTokensPerSecond: number; ttft32kSeconds: number; decodeByDepth: { depthTokens: number; tokensPerSecond: number }[] };
+  cost: { monthlyUsd: number; usdPerMillionOutputTokens: number; capacityTokensPerMonth: number; breakEvenTokensPerMonth: number | null; breakEvenReason: string; apiMonthlyUsdAtExpected: number };
+  alternatives?: { tiersThatFit: string[]; maxContextPerSlotThatFits: number | null };
+  seedChecks: Plan["seedChecks"];
+}
+
+export function planToJson(plan: Plan): PlanJson {
+  return {
+    stack: plan.stack,
+    fits: plan.fits,
+    ...(plan.refusal ? { refusal: plan.refusal } : {}),
+    model: { repo: plan.model.repo, tier: plan.tier.name, bytes: plan.modelBytes, tensorSource: plan.tensorSource },
+    host: {
+      label: plan.host.label,
+      kind: plan.host.kind,
+      ramBytes: plan.host.memory.totalBytes,
+      gpus: plan.host.gpus.map((gpu) => gpu.name),
+      memoryBandwidthBytesPerSecond: plan.host.memory.achievableBandwidth,
+    },
+    mode: plan.placement.mode,
+    devices: plan.placement.memory.map((device) => ({
+      name: device.device,
+      label: device.label,
+      capacityBytes: device.capacityBytes,
+      plannedBytes: device.plannedBytes,
+      modelBytes: device.modelBytes,
+      repackBytes: device.repackBytes,
+      kvBytes: device.kvBytes,
+      computeBytes: device.computeBytes,
+      promptCacheBytes: device.promptCacheBytes,
+      headroomBytes: device.headroomBytes,
+    })),
+    llamaServerArgs: plan.llamaServerArgs,
+    image: plan.image,
+    shards: { count: plan.shards.count, firstShard: plan.shards.firstShard, verified: plan.shards.verified },
+    projection: {
+      decodeTokensPerSecond: plan.projection.decodeTokensPerSecond,
+      decodeDepthTokens: plan.projection.decodeDepthTokens,
+      prefillTokensPerSecond: plan.projection.prefillTokensPerSecond,
+      ttft32kSeconds: plan.projection.ttftSeconds,
+      decodeByDepth: plan.projection.decodeByDepth,
+    },
+    cost: {
+      monthlyUsd: plan.cost.monthlyUsd,
+      usdPerMillionOutputTokens: plan.cost.usdPerMillionOutputTokens,
+      capacityTokensPerMonth: plan.cost.capacityTokensPerMonth,
+      breakEvenTokensPerMonth: plan.cost.breakEvenTokensPerMonth,
+      breakEvenReason: plan.cost.breakEvenReason,
+      apiMonthlyUsdAtExpected: plan.cost.apiMonthlyUsdAtExpected,
+    },
+    ...(plan.alternatives ? { alternatives: plan.alternatives } : {}),
+    seedChecks: plan.seedChecks,
+  };
+}
+
+/** Shell-quotes one argument for display (the -ot rules carry regex metacharacters). */
+function quote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+export function renderCommandLine(plan: Plan): string {
+  const lines: string[] = ["llama-server"];
+  let current = "";
+  for (const arg of plan.llamaServerArgs) {
+    if (arg.startsWith("--")) {
+      if (current) lines.push(current);
+      current = `  ${arg}`;
+    } else current += ` ${quote(arg)}`;
+  }
+  if (current) lines.push(current);
+  return lines.join(" \\\n");
+}
+
+function table(rows: string[][], alignRight: boolean[] = []): string {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length)));
+  return rows
+    .map((row, index) => {
+      const line = row.map((cell, column) => (alignRight[column] ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join("  ");
+      return index === 0 ? `${line}\n${widths.map((width) => "-".repeat(width)).join("  ")}` : line;
+    })
+    .join("\n")
+    .replace(/ +$/gm, "");
+}
+
+export function renderPlan(plan: Plan): string {
+  const out: string[] = [];
+  const { host, placement, projection, cost } = plan;
+  out.push(`Stack ${plan.stack}: ${plan.model.name} ${plan.tier.name} (${formatBytes(plan.modelBytes)}, tensors from the ${plan.tensorSource}) on ${host.label}`);
+  out.push(plan.fits ? `Verdict: FITS (${placement.mode})` : `Verdict: DOES NOT FIT — ${plan.refusal}`);
+  out.push("");
+  out.push(`Host: ${host.cpu.name}, ${host.cpu.cores} cores, ${host.cpu.numaNodes} NUMA node(s), ${formatGiB(host.memory.totalBytes)} RAM${host.gpus.length ? `, ${host.gpus.length}× ${host.gpus[0]!.name} (${host.gpus[0]!.pcie})` : ""}`);
+  out.push(`Memory bandwidth: ${host.memory.basis}`);
+  out.push("");
+  out.push("Memory map (resident under the chosen load mode):");
+  out.push(
+    table(
+      [
+        ["device", "capacity", "weights", "repacked", "KV", "compute", "prompt cache", "headroom", "planned", "fits"],
+        ...placement.memory.map((device) => [
+          `${device.device} ${device.label}`,
+          formatGiB(device.capacityBytes),
+          formatGiB(device.modelBytes),
+          formatGiB(device.repackBytes),
+          formatGiB(device.kvBytes, 2),
+          formatGiB(device.computeBytes, 2),
+          formatGiB(device.promptCacheBytes),
+          formatGiB(device.headroomBytes),
+          formatGiB(device.plannedBytes),
+          device.fits ? "yes" : "NO",
+        ]),
+      ],
+      [false, true, true, true, true, true, true, true, true, false],
+    ),
+  );
+  if (plan.alternatives) {
+    out.push("");
+    out.push(`What would fit: tiers ${plan.alternatives.tiersThatFit.join(", ") || "none"} at this context; ${plan.tier.name} up to ${plan.alternatives.maxContextPerSlotThatFits ?? "no"} tokens per slot.`);
+  }
+  out.push("");
+  out.push(`Why this placement:`);
+  for (const reason of placement.reasons) out.push(`  - ${reason}`);
+  out.push("");
+  out.push(`Container image: ${plan.image}; shards: ${plan.shards.count} (${plan.shards.verified ? "verified by a lock" : "count and names unverified until `npm run lock`"}), first ${plan.shards.firstShard}`);
+  out.push(renderCommandLine(plan));
+  out.push("  (API key: read from a file mounted at the --api-key-file path, never an argument)");
+  out.push("");
+  out.push(`Projection (${placement.mode}):`);
+  out.push(`  decode   ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens} — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective`).join(" + ")}`);
+  out.push(`           by depth: ${projection.decodeByDepth.map((point) => `${formatTokens(point.depthTokens)} → ${point.tokensPerSecond.toFixed(1)}`).join(", ")} tok/s`);
+  out.push(`  prefill  ${projection.prefillTokensPerSecond.toFixed(1)} tok/s for a ${projection.prefillPromptTokens}-token prompt — ${projection.prefillBasis}`);
+  out.push(`  TTFT     ${formatDuration(projection.ttftSeconds)} for a ${formatTokens(projection.ttftPromptTokens)}-token prompt`);
+  out.push(`  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`);
+  out.push("");
+  out.push(`Monthly cost: ${formatUsd(cost.monthlyUsd)} (${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)}: ${line.basis}`).join("; ")})`);
+  out.push(`  capacity ${formatTokens(cost.capacityTokensPerMonth)} tokens/month at ${Math.round(cost.utilization * 100)}% utilization and ${Math.round(cost.inputShare * 100)}% input; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`);
+  out.push(`  API at the expected ${formatTokens(cost.expectedTokensPerMonth)} tokens/month: ${formatUsd(cost.apiMonthlyUsdAtExpected)} ($${cost.apiUsdPerMillionTokensAtMix.toFixed(3)} per 1M at this mix)`);
+  out.push(`  break-even: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`);
+  if (plan.seedChecks.length > 0) {
+    out.push("");
+    out.push("Seed figures, checked:");
+    for (const check of plan.seedChecks) {
+      out.push(`  - "${check.claim}": seed ${check.seedFigure}; kit ${check.kitFigure} (${check.agrees ? "agrees" : "differs"}) — ${check.why}`);
+    }
+  }
+  return out.join("\n");
+}
+
+export function renderComparison(plans: Plan[]): string {
+  const sorted = [...plans].sort((a, b) => Number(b.fits) - Number(a.fits) || a.cost.monthlyUsd - b.cost.monthlyUsd);
+  const rows = sorted.map((plan) => [
+    plan.stack,
+    plan.host.label,
+    `${plan.tier.name}`,
+    plan.fits ? plan.placement.mode : "does not fit",
+    plan.fits ? plan.projection.decodeTokensPerSecond.toFixed(1) : "-",
+    plan.fits ? plan.projection.prefillTokensPerSecond.toFixed(1) : "-",
+    plan.fits ? formatDuration(plan.projection.ttftSeconds) : "-",
+    formatUsd(plan.cost.monthlyUsd),
+    plan.fits ? formatUsd(plan.cost.usdPerMillionOutputTokens) : "-",
+    plan.fits ? (plan.cost.breakEvenTokensPerMonth === null ? "none" : formatTokens(plan.cost.breakEvenTokensPerMonth)) : "-",
+  ]);
+  return table(
+    [["stack", "host", "tier", "verdict", "decode tok/s", "prefill tok/s", "TTFT 32K", "$/month", "$/1M out", "break-even tok/mo"], ...rows],
+    [false, false, false, false, true, true, true, true, true, true],
+  );
+}
