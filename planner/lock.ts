@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";
 import { GGML_TYPE_NAMES, type GgmlTypeName } from "./ggml-types";
 import { makeTensor, type TensorInfo } from "./tensors";
+import type { Architecture } from "./catalog";
 import { describeIssues } from "./errors";
 
 export const lockSchema = z.strictObject({
@@ -17,6 +18,8 @@ export const lockSchema = z.strictObject({
   tier: z.string(),
   source: z.string(),
   generatedAt: z.string(),
+  /** Scalar GGUF metadata of the first shard (tokenizer arrays left out): the model's real architecture. */
+  metadata: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])),
   shards: z
     .array(
       z.strictObject({
@@ -30,11 +33,48 @@ export const lockSchema = z.strictObject({
 });
 export type ManifestLock = z.infer<typeof lockSchema>;
 
+/** Where `npm run lock` writes a repo tier's lock, and where the planner looks for one by default. */
+export function conventionalLockPath(repo: string, tier: string): string {
+  return `locks/${repo.replace("/", "__")}/${tier}.lock.json`;
+}
+
 export function readLock(path: string): ManifestLock | undefined {
   if (!existsSync(path)) return undefined;
   const result = lockSchema.safeParse(JSON.parse(readFileSync(path, "utf8")), { reportInput: true });
   if (!result.success) throw new Error(`lock ${path} is invalid:\n${describeIssues(result.error.issues).map((line) => `  - ${line}`).join("\n")}`);
   return result.data;
+}
+
+/** The architecture numbers of a deepseek2 GGUF, from its metadata (gguf-py/gguf/constants.py keys). */
+export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Architecture {
+  const arch = String(metadata["general.architecture"]);
+  if (arch !== "deepseek2") throw new Error(`the lock's GGUF architecture is ${arch}; the planner models deepseek2 (MLA + routed and shared experts)`);
+  const number = (key: string, fallback?: number): number => {
+    const value = metadata[`${arch}.${key}`];
+    if (typeof value === "number") return value;
+    if (fallback !== undefined) return fallback;
+    throw new Error(`the lock's GGUF metadata lacks ${arch}.${key}`);
+  };
+  const rope = number("rope.dimension_count");
+  return {
+    llamaCppArch: "deepseek2",
+    layers: number("block_count"),
+    denseLeadingLayers: number("leading_dense_block_count", 0),
+    hiddenSize: number("embedding_length"),
+    attentionHeads: number("attention.head_count"),
+    qLoraRank: number("attention.q_lora_rank", 0),
+    kvLoraRank: number("attention.kv_lora_rank"),
+    qkNopeHeadDim: number("attention.key_length_mla") - rope,
+    qkRopeHeadDim: rope,
+    vHeadDim: number("attention.value_length_mla"),
+    denseFfnSize: number("feed_forward_length"),
+    routedExperts: number("expert_count"),
+    activeExperts: number("expert_used_count"),
+    sharedExperts: number("expert_shared_count", 0),
+    expertFfnSize: number("expert_feed_forward_length"),
+    vocabSize: number("vocab_size"),
+    contextLength: number("context_length"),
+  };
 }
 
 export function tensorsFromLock(lock: ManifestLock): TensorInfo[] {

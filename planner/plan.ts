@@ -3,14 +3,15 @@
  * projections → cost, plus the verdict and, when the stack does not fit, what would.
  * Pure: no Pulumi, no network, no clock. The CLI prints it; the Pulumi components carry it out.
  */
-import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { explainArgs, llamaServerArgs, type ExplainedArg } from "./args";
-import { findModelByRepo, loadCatalog, type Catalog, type ModelEntry, type Tier } from "./catalog";
+import { findModelByRepo, loadCatalog, TENSOR_CLASSES, type Catalog, type ModelEntry, type Tier } from "./catalog";
+import type { GgmlTypeName } from "./ggml-types";
 import type { StackConfig } from "./config";
 import { ConfigError } from "./errors";
 import { resolveHost, type HostSpec } from "./host";
-import { readLock, type ManifestLock } from "./lock";
-import { tensorsFromLock } from "./lock";
+import { architectureFromMetadata, conventionalLockPath, readLock, tensorsFromLock, type ManifestLock } from "./lock";
 import { planPlacement, type Placement } from "./offload";
 import { cpuDecodeAtBandwidth, project, type Projection, type SpeedInputs } from "./speed";
 import { estimateCost, type CostEstimate } from "./cost";
@@ -66,10 +67,18 @@ function shardPaths(model: ModelEntry, tier: Tier): string[] {
   );
 }
 
-function resolveModel(stack: string, config: StackConfig, catalog: Catalog): { model: ModelEntry; tier: Tier } {
-  const model = findModelByRepo(catalog, config.model.repo);
+/**
+ * The model and tier: from the catalog, or — for a deepseek2 repo the catalog does not list — from
+ * its lock alone (architecture from the GGUF metadata, generic serving defaults).
+ */
+function resolveModel(stack: string, config: StackConfig, catalog: Catalog, lockFor: (repo: string, tier: string) => ManifestLock | undefined): { model: ModelEntry; tier: Tier; lock: ManifestLock | undefined } {
+  let model = findModelByRepo(catalog, config.model.repo);
   if (!model) {
-    throw new ConfigError(stack, [`model.repo: found "${config.model.repo}"; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}`]);
+    const lock = lockFor(config.model.repo, config.model.tier);
+    if (!lock) {
+      throw new ConfigError(stack, [`model.repo: found "${config.model.repo}"; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}, or any deepseek2 GGUF repo with a lock (\`npm run lock -- --stack ${stack}\`)`]);
+    }
+    model = modelFromLock(lock);
   }
   const tier = model.tiers.find((entry) => entry.name === config.model.tier);
   if (!tier) {
@@ -78,7 +87,37 @@ function resolveModel(stack: string, config: StackConfig, catalog: Catalog): { m
   if (config.serving.contextLength > model.architecture.contextLength) {
     throw new ConfigError(stack, [`serving.contextLength: found ${config.serving.contextLength}; allowed: 256 to ${model.architecture.contextLength} (${model.name}'s trained context)`]);
   }
-  return { model, tier };
+  const lock = lockFor(model.repo, tier.name);
+  if (lock && (lock.tier !== tier.name || lock.repo.toLowerCase() !== model.repo.toLowerCase())) {
+    throw new ConfigError(stack, [`deployment.lockFile: found a lock for ${lock.repo} ${lock.tier}; allowed: a lock for ${model.repo} ${tier.name}`]);
+  }
+  return { model, tier, lock };
+}
+
+function modelFromLock(lock: ManifestLock): ModelEntry {
+  const tensors = tensorsFromLock(lock);
+  const commonType = (cls: TensorInfo["cls"], fallback: GgmlTypeName): GgmlTypeName => {
+    const counts = new Map<GgmlTypeName, number>();
+    for (const tensor of tensors.filter((t) => t.cls === cls)) counts.set(tensor.type, (counts.get(tensor.type) ?? 0) + tensor.bytes);
+    return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? fallback;
+  };
+  const name = lock.repo.split("/").pop()!;
+  return {
+    id: lock.repo,
+    name,
+    repo: lock.repo,
+    architecture: architectureFromMetadata(lock.metadata),
+    serving: { alias: name.toLowerCase(), jinja: true, sampling: { temperature: 0.8, topP: 0.95, minP: 0.05 } },
+    tiers: [
+      {
+        name: lock.tier,
+        publishedSizeBytes: lock.shards.reduce((sum, shard) => sum + shard.size, 0),
+        types: Object.fromEntries(TENSOR_CLASSES.map((cls) => [cls, commonType(cls, "F32")])) as Tier["types"],
+        shards: { count: lock.shards.length, verified: true },
+      },
+    ],
+    shardPathPattern: "{tier}/{index}-of-{count}.gguf",
+  };
 }
 
 export interface PlanOptions {
@@ -89,12 +128,16 @@ export interface PlanOptions {
 
 export function buildPlan(stack: string, config: StackConfig, options: PlanOptions = {}): Plan {
   const catalog = options.catalog ?? loadCatalog();
-  const { model, tier } = resolveModel(stack, config, catalog);
+  const lockFor = (repo: string, tierName: string): ManifestLock | undefined => {
+    if (options.lock !== undefined) return options.lock ?? undefined;
+    const lockPath = resolve(REPO_ROOT, config.deployment.lockFile ?? conventionalLockPath(repo, tierName));
+    if (config.deployment.lockFile && !existsSync(lockPath)) {
+      throw new ConfigError(stack, [`deployment.lockFile: found "${config.deployment.lockFile}", which does not exist; allowed: a lock written by \`npm run lock -- --stack ${stack}\``]);
+    }
+    return readLock(lockPath);
+  };
+  const { model, tier, lock } = resolveModel(stack, config, catalog, lockFor);
   const host = resolveHost(stack, config.host, catalog);
-  const lock = options.lock === undefined ? (config.deployment.lockFile ? readLock(join(REPO_ROOT, config.deployment.lockFile)) : undefined) : (options.lock ?? undefined);
-  if (lock && (lock.tier !== tier.name || lock.repo.toLowerCase() !== model.repo.toLowerCase())) {
-    throw new ConfigError(stack, [`deployment.lockFile: found a lock for ${lock.repo} ${lock.tier}; allowed: a lock for ${model.repo} ${tier.name}`]);
-  }
   const tensors = lock ? tensorsFromLock(lock) : tensorsFromArchitecture(model.architecture, tier);
   const serving = { contextPerSlot: config.serving.contextLength, slots: config.serving.parallelSlots, kvCacheType: config.serving.kvCacheType };
   const placementFor = (candidateTensors: readonly TensorInfo[], contextPerSlot: number) =>

@@ -1,0 +1,173 @@
+/**
+ * One llama-server container, described once, rendered two ways: the argv of
+ * `llama-container.sh up` (engine "docker-cli") and the arguments of a @pulumi/docker Container
+ * (engine "docker-provider"). Pure: no Pulumi resources, no I/O. `viewOfCliArgv` and
+ * `viewOfDockerArgs` read each rendering back into one comparable shape, so a test can prove both
+ * engines run the same image, args, mounts, GPUs and restart policy.
+ */
+import { posix } from "node:path";
+import { CONTAINER_API_KEY_FILE, CONTAINER_MODEL_DIR, type Plan } from "../planner/plan";
+
+/** Where llama-container.sh keeps secrets (its KIMI_KIT_STATE_DIR default); the provider path writes the same file. */
+export const HOST_STATE_DIR = "/var/lib/kimi-kit";
+/** Where HostPrep copies ansible-free-scripts/ on the host. */
+export const REMOTE_SCRIPTS_DIR = "/opt/kimi-kit/scripts";
+export const REMOTE_MANIFESTS_DIR = "/opt/kimi-kit/manifests";
+
+export interface VolumeSpec {
+  hostPath: string;
+  containerPath: string;
+  readOnly: boolean;
+}
+
+export type RestartPolicy = "no" | "always" | "unless-stopped" | "on-failure";
+
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  /** llama-server's arguments, exactly plan.llamaServerArgs. */
+  args: string[];
+  volumes: VolumeSpec[];
+  gpus: "all" | undefined;
+  restart: RestartPolicy;
+  healthUrl: string;
+  healthCmd: string;
+  /** Seconds to wait for the health URL / the health check's start period (model load). */
+  waitSeconds: number;
+  /** Path inside the container where the API key file is mounted read-only. */
+  secretPath: string;
+  labels: Record<string, string>;
+}
+
+/** The address a process on the host itself reaches llama-server at: loopback unless it binds one specific IP. */
+export function hostLocalAddress(bindAddress: string): string {
+  return bindAddress === "0.0.0.0" || bindAddress === "127.0.0.1" ? "127.0.0.1" : bindAddress;
+}
+
+export function defaultContainerName(stack: string): string {
+  return `kimi-kit-${stack}`.replace(/[^a-zA-Z0-9_.-]/g, "-");
+}
+
+/** The container the plan asks for. Every value comes from the plan or the stack config. */
+export function containerSpecFromPlan(plan: Plan): ContainerSpec {
+  const { deployment, serving } = plan.config;
+  const port = serving.port;
+  return {
+    name: deployment.containerName ?? defaultContainerName(plan.stack),
+    image: plan.image,
+    args: [...plan.llamaServerArgs],
+    volumes: [{ hostPath: deployment.modelDir, containerPath: CONTAINER_MODEL_DIR, readOnly: true }],
+    gpus: plan.host.gpus.length > 0 ? "all" : undefined,
+    restart: "unless-stopped",
+    healthUrl: `http://${hostLocalAddress(serving.bindAddress)}:${port}/health`,
+    healthCmd: deployment.healthCommand ?? `curl -fsS http://localhost:${port}/health`,
+    waitSeconds: 1800,
+    secretPath: CONTAINER_API_KEY_FILE,
+    labels: {
+      "kimi-kit.stack": plan.stack,
+      "kimi-kit.model": plan.model.repo,
+      "kimi-kit.tier": plan.tier.name,
+    },
+  };
+}
+
+/** The host file holding the API key, where llama-container.sh --secret-stdin stores it. */
+export function secretHostPath(spec: ContainerSpec): string {
+  return `${HOST_STATE_DIR}/secrets/${spec.name}/${posix.basename(spec.secretPath)}`;
+}
+
+/** argv after `llama-container.sh`: the `up` command for this spec (the key arrives on stdin). */
+export function llamaContainerUpArgv(spec: ContainerSpec): string[] {
+  const argv = ["up", "--name", spec.name, "--image", spec.image];
+  for (const volume of spec.volumes) argv.push("--volume", `${volume.hostPath}:${volume.containerPath}:${volume.readOnly ? "ro" : "rw"}`);
+  if (spec.gpus) argv.push("--gpus", spec.gpus);
+  argv.push("--restart", spec.restart, "--health-cmd", spec.healthCmd, "--health-url", spec.healthUrl, "--wait-seconds", String(spec.waitSeconds));
+  argv.push("--secret-stdin", spec.secretPath);
+  for (const [key, value] of Object.entries(spec.labels)) argv.push("--label", `${key}=${value}`);
+  argv.push("--", ...spec.args);
+  return argv;
+}
+
+export function llamaContainerDownArgv(spec: ContainerSpec): string[] {
+  return ["down", "--name", spec.name];
+}
+
+/** POSIX shell quoting: every word single-quoted unless it is plainly safe. */
+export function shellQuote(words: readonly string[]): string {
+  return words.map((word) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`)).join(" ");
+}
+
+/** The plain (Input-free) subset of docker.ContainerArgs this kit sets. */
+export interface DockerContainerSpecArgs {
+  name: string;
+  image: string;
+  command: string[];
+  networkMode: "host";
+  volumes: VolumeSpec[];
+  gpus: string | undefined;
+  restart: RestartPolicy;
+  healthcheck: { tests: string[]; interval: string; timeout: string; startPeriod: string; retries: number };
+  labels: { label: string; value: string }[];
+  mustRun: boolean;
+}
+
+/** docker.Container arguments for this spec; the API key file is a read-only bind of secretHostPath(spec). */
+export function dockerContainerArgs(spec: ContainerSpec): DockerContainerSpecArgs {
+  return {
+    name: spec.name,
+    image: spec.image,
+    command: [...spec.args],
+    networkMode: "host",
+    volumes: [...spec.volumes.map((volume) => ({ ...volume })), { hostPath: secretHostPath(spec), containerPath: spec.secretPath, readOnly: true }],
+    gpus: spec.gpus,
+    restart: spec.restart,
+    healthcheck: { tests: ["CMD-SHELL", spec.healthCmd], interval: "30s", timeout: "10s", startPeriod: `${spec.waitSeconds}s`, retries: 3 },
+    labels: Object.entries(spec.labels).map(([label, value]) => ({ label, value })),
+    mustRun: true,
+  };
+}
+
+/** What both engines must agree on. */
+export interface ContainerView {
+  name: string;
+  image: string;
+  args: string[];
+  mounts: string[];
+  gpus: string | undefined;
+  restart: string;
+  healthCmd: string;
+}
+
+const mountKey = (hostPath: string, containerPath: string, readOnly: boolean) => `${hostPath}:${containerPath}:${readOnly ? "ro" : "rw"}`;
+
+/** Reads a `llama-container.sh up` argv back (the secret mount is the one the script creates). */
+export function viewOfCliArgv(argv: readonly string[]): ContainerView {
+  const separator = argv.indexOf("--");
+  const flags = argv.slice(1, separator);
+  const values = (flag: string) => flags.flatMap((word, index) => (word === flag && index + 1 < flags.length ? [flags[index + 1]!] : []));
+  const name = values("--name")[0] ?? "";
+  const secretPath = values("--secret-stdin")[0];
+  const mounts = values("--volume").map((volume) => (/:(ro|rw)$/.test(volume) ? volume : `${volume}:rw`));
+  if (secretPath) mounts.push(mountKey(`${HOST_STATE_DIR}/secrets/${name}/${posix.basename(secretPath)}`, secretPath, true));
+  return {
+    name,
+    image: values("--image")[0] ?? "",
+    args: argv.slice(separator + 1),
+    mounts: mounts.sort(),
+    gpus: values("--gpus")[0],
+    restart: values("--restart")[0] ?? "unless-stopped",
+    healthCmd: values("--health-cmd")[0] ?? "",
+  };
+}
+
+export function viewOfDockerArgs(args: DockerContainerSpecArgs): ContainerView {
+  return {
+    name: args.name,
+    image: args.image,
+    args: [...args.command],
+    mounts: args.volumes.map((volume) => mountKey(volume.hostPath, volume.containerPath, volume.readOnly)).sort(),
+    gpus: args.gpus,
+    restart: args.restart,
+    healthCmd: args.healthcheck.tests[1] ?? "",
+  };
+}

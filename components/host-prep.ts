@@ -1,0 +1,116 @@
+/**
+ * Gets a host ready to serve: copies ansible-free-scripts/ to the host, then runs in order
+ * probe-host.sh (refuses a host smaller than the plan), install-docker.sh,
+ * install-nvidia-container-toolkit.sh (only when the plan has GPUs) and tune-host.sh.
+ * Each command's triggers hold the sha256 of its script, so editing a script re-runs it.
+ */
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import { REPO_ROOT, type Plan } from "../planner/plan";
+import { REMOTE_SCRIPTS_DIR, shellQuote } from "./container-spec";
+
+export const SCRIPTS_DIR = join(REPO_ROOT, "ansible-free-scripts");
+
+export function scriptSha256(script: string): string {
+  return createHash("sha256").update(readFileSync(join(SCRIPTS_DIR, script))).digest("hex");
+}
+
+/** sha256 over every script's name and contents: changes when any script changes. */
+export function scriptsFolderSha256(): string {
+  const hash = createHash("sha256");
+  for (const file of readdirSync(SCRIPTS_DIR).sort()) hash.update(`${file}\0`).update(readFileSync(join(SCRIPTS_DIR, file))).update("\0");
+  return hash.digest("hex");
+}
+
+/** The command line that runs one of the copied scripts on the host. */
+export function remoteScript(script: string, args: readonly string[] = []): string {
+  return shellQuote(["bash", `${REMOTE_SCRIPTS_DIR}/${script}`, ...args]);
+}
+
+/** probe-host.sh's key=value stdout as a record. */
+export function parseKeyValues(stdout: string): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (const line of stdout.split("\n")) {
+    const match = /^([A-Za-z0-9_]+)=(.*)$/.exec(line.trim());
+    if (match) values[match[1]!] = match[2]!;
+  }
+  return values;
+}
+
+/** The --min-* requirements the plan puts on the host. */
+export function probeArgs(plan: Plan): string[] {
+  const host = plan.host;
+  // 3% slack: the kernel and firmware keep part of the installed RAM (and VRAM) from what the OS reports.
+  const args = [
+    "--model-dir", plan.config.deployment.modelDir,
+    "--min-ram-bytes", String(Math.round(host.memory.totalBytes * 0.97)),
+    "--min-physical-cores", String(host.cpu.cores),
+    "--min-gpus", String(host.gpus.length),
+    "--min-free-disk-bytes", String(plan.modelBytes),
+  ];
+  if (host.gpus.length > 0) args.push("--min-gpu-vram-bytes", String(Math.round(Math.min(...host.gpus.map((gpu) => gpu.memoryBytes)) * 0.97)));
+  return args;
+}
+
+export interface HostPrepArgs {
+  plan: Plan;
+  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
+}
+
+export class HostPrep extends pulumi.ComponentResource {
+  /** probe-host.sh's report (ram_bytes, gpu_count, llama_image_variant, …). */
+  readonly facts: pulumi.Output<Record<string, string>>;
+  readonly llamaImageVariant: pulumi.Output<string | undefined>;
+  /** The last command; later steps depend on it. */
+  readonly ready: pulumi.Resource;
+
+  constructor(name: string, args: HostPrepArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("kimi-kit:host:HostPrep", name, {}, opts);
+    const { plan, connection } = args;
+    const folderHash = scriptsFolderSha256();
+
+    // CopyToRemote copies a folder *into* remotePath when that path already exists: clear it first
+    // (same trigger, so both are replaced together when a script changes).
+    const clear = new command.remote.Command(
+      `${name}-scripts-dir`,
+      {
+        connection,
+        create: `mkdir -p ${shellQuote([REMOTE_SCRIPTS_DIR.replace(/\/[^/]+$/, "")])} && rm -rf ${shellQuote([REMOTE_SCRIPTS_DIR])}`,
+        triggers: [folderHash],
+        addPreviousOutputInEnv: false,
+      },
+      { parent: this },
+    );
+    const copy = new command.remote.CopyToRemote(
+      `${name}-scripts`,
+      { connection, source: new pulumi.asset.FileArchive(SCRIPTS_DIR), remotePath: REMOTE_SCRIPTS_DIR, triggers: [folderHash] },
+      { parent: this, dependsOn: [clear] },
+    );
+
+    const step = (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
+      new command.remote.Command(
+        `${name}-${stepName}`,
+        {
+          connection,
+          create: remoteScript(script, scriptArgs),
+          triggers: [scriptSha256(script)],
+          logging: "stdoutAndStderr",
+          addPreviousOutputInEnv: false,
+        },
+        { parent: this, dependsOn: [after] },
+      );
+
+    const probe = step("probe", "probe-host.sh", probeArgs(plan), copy);
+    const docker = step("docker", "install-docker.sh", [], probe);
+    const nvidia = plan.host.gpus.length > 0 ? step("nvidia", "install-nvidia-container-toolkit.sh", [], docker) : undefined;
+    const tune = step("tune", "tune-host.sh", ["--numa-nodes", String(plan.host.cpu.numaNodes)], nvidia ?? docker);
+
+    this.facts = probe.stdout.apply((stdout) => parseKeyValues(stdout ?? ""));
+    this.llamaImageVariant = this.facts.apply((facts) => facts.llama_image_variant);
+    this.ready = tune;
+    this.registerOutputs({ facts: this.facts, llamaImageVariant: this.llamaImageVariant });
+  }
+}

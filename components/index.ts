@@ -1,0 +1,6 @@
+export * from "./container-spec";
+export * from "./host";
+export * from "./host-prep";
+export * from "./gguf-shards";
+export * from "./llama-server";
+export * from "./llm-deployment";

@@ -1,0 +1,144 @@
+/**
+ * The llama-server container, from one ContainerSpec (container-spec.ts), with either engine:
+ *  - "docker-cli": a remote command runs `llama-container.sh up …` on the host (the API key on
+ *    stdin); the script is idempotent and replaces the container only when the spec changed.
+ *  - "docker-provider": @pulumi/docker over SSH (pinned host key) with a docker.Container of the
+ *    same spec; the key file is written by a remote command from stdin and bind-mounted read-only.
+ * The API key never appears in argv, environment variables or container labels.
+ *
+ * Preview: the docker provider is created with disableDockerDaemonCheck, so configuring it does not
+ * dial the daemon; creating the container is the first thing that does, and that only happens in
+ * `pulumi up`. Remote commands never run during preview.
+ */
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import * as docker from "@pulumi/docker";
+import type { Plan } from "../planner/plan";
+import {
+  containerSpecFromPlan,
+  dockerContainerArgs,
+  llamaContainerDownArgv,
+  llamaContainerUpArgv,
+  secretHostPath,
+  shellQuote,
+  type ContainerSpec,
+} from "./container-spec";
+import type { Host } from "./host";
+import { remoteScript, scriptSha256 } from "./host-prep";
+
+export type ContainerEngine = "docker-cli" | "docker-provider";
+
+export interface LlamaServerArgs {
+  plan: Plan;
+  host: Host;
+  apiKey: pulumi.Input<string>;
+  /** Defaults to plan.config.deployment.containerEngine. */
+  engine?: ContainerEngine;
+  /** What must be done first (the shards); Pulumi does not pass a component's dependsOn to its children. */
+  after?: pulumi.Resource[];
+  /**
+   * docker-provider only: the local folder for the known_hosts file (pinned key) and the SSH key the
+   * docker CLI's ssh uses. Default `~/.ssh/kimi-kit/<stack>` (ssh expands the tilde itself).
+   */
+  sshFilesDir?: string;
+}
+
+/** `known_hosts` line for the pinned key ([host]:port form when the port is not 22). */
+export function knownHostsLine(address: string, port: number, hostPublicKey: string): string {
+  return `${port === 22 ? address : `[${address}]:${port}`} ${hostPublicKey}\n`;
+}
+
+function expandHome(path: string): string {
+  return path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(1)) : path;
+}
+
+export class LlamaServer extends pulumi.ComponentResource {
+  readonly spec: ContainerSpec;
+  readonly engine: ContainerEngine;
+  readonly containerName: string;
+  readonly healthUrl: string;
+  /** The resource that runs the container: later steps depend on it. */
+  readonly server: pulumi.Resource;
+
+  constructor(name: string, args: LlamaServerArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("kimi-kit:serving:LlamaServer", name, {}, opts);
+    const { plan, host } = args;
+    const connection = host.connection;
+    if (!connection || !host.address || (!host.hostPublicKey && !pulumi.runtime.isDryRun())) throw new pulumi.RunError(`stack ${plan.stack}: LlamaServer needs a reachable host with a pinned key`);
+    const spec = containerSpecFromPlan(plan);
+    this.spec = spec;
+    this.engine = args.engine ?? plan.config.deployment.containerEngine;
+    this.containerName = spec.name;
+    this.healthUrl = spec.healthUrl;
+    const after = args.after ?? [];
+    const apiKey = pulumi.secret(args.apiKey);
+
+    if (this.engine === "docker-cli") {
+      this.server = new command.remote.Command(
+        `${name}-container`,
+        {
+          connection,
+          create: remoteScript("llama-container.sh", llamaContainerUpArgv(spec)),
+          delete: remoteScript("llama-container.sh", llamaContainerDownArgv(spec)),
+          stdin: apiKey,
+          // A changed spec (args, image, mounts…) re-runs `up`, which replaces the container.
+          triggers: [JSON.stringify(spec), scriptSha256("llama-container.sh")],
+          logging: "stdoutAndStderr",
+          addPreviousOutputInEnv: false,
+        },
+        { parent: this, dependsOn: after },
+      );
+    } else {
+      const filesDir = args.sshFilesDir ?? `~/.ssh/kimi-kit/${plan.stack}`;
+      const knownHosts = `${filesDir}/known_hosts`;
+      const identity = `${filesDir}/id`;
+      const sshOpts = ["-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "IdentitiesOnly=yes"];
+      if (host.sshPrivateKey) sshOpts.push("-i", identity);
+      // The docker provider shells out to the system ssh: give it the pinned key and the private key
+      // as files (0600, under a 0700 folder). Written on every run, never during preview.
+      const written = pulumi.all([host.sshPrivateKey]).apply(([privateKey]) => {
+        if (pulumi.runtime.isDryRun()) return false;
+        const dir = expandHome(filesDir);
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        writeFileSync(expandHome(knownHosts), knownHostsLine(host.address!, host.sshPort, host.hostPublicKey!), { mode: 0o600 });
+        if (privateKey !== undefined) {
+          writeFileSync(expandHome(identity), privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, { mode: 0o600 });
+          chmodSync(expandHome(identity), 0o600);
+        }
+        return true;
+      });
+      const provider = new docker.Provider(
+        `${name}-docker`,
+        { host: `ssh://${host.sshUser}@${host.address}:${host.sshPort}`, sshOpts, disableDockerDaemonCheck: true },
+        { parent: this },
+      );
+      const keyFile = secretHostPath(spec);
+      const keyDir = keyFile.replace(/\/[^/]+$/, "");
+      const secret = new command.remote.Command(
+        `${name}-api-key`,
+        {
+          connection,
+          create: `umask 077 && mkdir -p ${shellQuote([keyDir])} && cat > ${shellQuote([`${keyFile}.tmp`])} && mv -f ${shellQuote([`${keyFile}.tmp`, keyFile])}`,
+          delete: shellQuote(["rm", "-f", "--", keyFile]),
+          stdin: apiKey,
+          addPreviousOutputInEnv: false,
+        },
+        { parent: this, dependsOn: after },
+      );
+      const image = new docker.RemoteImage(
+        `${name}-image`,
+        { name: spec.image, keepLocally: true, triggers: { written: written.apply(() => "ssh-files") } },
+        { parent: this, provider, dependsOn: after },
+      );
+      this.server = new docker.Container(
+        `${name}-container`,
+        { ...dockerContainerArgs(spec), image: image.imageId },
+        { parent: this, provider, dependsOn: [secret, ...after], deleteBeforeReplace: true },
+      );
+    }
+    this.registerOutputs({ containerName: this.containerName, engine: this.engine, healthUrl: this.healthUrl, args: spec.args, image: spec.image });
+  }
+}

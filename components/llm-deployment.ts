@@ -1,0 +1,223 @@
+/**
+ * The whole deployment: plan first, then Host → HostPrep (probe → docker → nvidia → tune) →
+ * GgufShards → LlamaServer → a smoke request whose llama-server timings become outputs next to
+ * the plan's projections. A stack the plan refuses throws before any resource is registered.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import { parseStackConfig, type StackConfig } from "../planner/config";
+import { ConfigError } from "../planner/errors";
+import { buildPlan, type Plan, type PlanOptions } from "../planner/plan";
+import { hostLocalAddress, shellQuote } from "./container-spec";
+import { GgufShards } from "./gguf-shards";
+import { assertHostDeployable, Host } from "./host";
+import { HostPrep } from "./host-prep";
+import { LlamaServer, type ContainerEngine } from "./llama-server";
+
+export interface LlmDeploymentArgs {
+  /** The Pulumi stack name (plans and refusals name it). */
+  stack: string;
+  config: StackConfig;
+  /** `kimi-kit:apiKey`; without it one is generated once and kept in the state as a secret. */
+  apiKey?: pulumi.Input<string>;
+  sshPrivateKey?: pulumi.Input<string>;
+  huggingFaceToken?: pulumi.Input<string>;
+  engine?: ContainerEngine;
+  planOptions?: PlanOptions;
+  /** docker-provider: local folder for the pinned known_hosts and SSH key files. */
+  sshFilesDir?: string;
+}
+
+export interface PlanSummary {
+  mode: string;
+  image: string;
+  args: string[];
+  devices: { device: string; label: string; plannedBytes: number; capacityBytes: number; fits: boolean }[];
+  shards: { count: number; firstShard: string; source: string };
+}
+
+export interface SmokeTimings {
+  decodeTokensPerSecond: number | null;
+  prefillTokensPerSecond: number | null;
+}
+
+/** A ConfigError (or any planner refusal) as the RunError Pulumi prints without a stack trace. */
+function asRunError(error: unknown): never {
+  if (error instanceof ConfigError) throw new pulumi.RunError(error.message);
+  throw error;
+}
+
+/** Parses the raw `kimi-kit:*` values; a bad config becomes a RunError listing every problem. */
+export function parseConfigOrRunError(stack: string, raw: Record<string, unknown>): StackConfig {
+  try {
+    return parseStackConfig(stack, raw);
+  } catch (error) {
+    return asRunError(error);
+  }
+}
+
+/** The plan, or a RunError: invalid config, or a stack that does not fit its host. */
+export function planOrRunError(stack: string, config: StackConfig, options?: PlanOptions): Plan {
+  let plan: Plan;
+  try {
+    plan = buildPlan(stack, config, options);
+  } catch (error) {
+    return asRunError(error);
+  }
+  if (!plan.fits) throw new pulumi.RunError(plan.refusal ?? `stack ${stack}: the model does not fit this host`);
+  return plan;
+}
+
+export function planSummary(plan: Plan): PlanSummary {
+  return {
+    mode: plan.placement.mode,
+    image: plan.image,
+    args: plan.llamaServerArgs,
+    devices: plan.placement.memory.map((device) => ({
+      device: device.device,
+      label: device.label,
+      plannedBytes: device.plannedBytes,
+      capacityBytes: device.capacityBytes,
+      fits: device.fits,
+    })),
+    shards: { count: plan.shards.count, firstShard: plan.shards.firstShard, source: plan.shards.source },
+  };
+}
+
+/** Reads the `{"timings":{…}}` line the smoke command prints. */
+export function parseSmokeTimings(stdout: string | undefined): SmokeTimings {
+  for (const line of (stdout ?? "").split("\n").reverse()) {
+    const start = line.indexOf("{");
+    if (start < 0 || !line.includes('"timings"')) continue;
+    try {
+      const timings = (JSON.parse(line.slice(start)) as { timings?: Record<string, unknown> }).timings ?? {};
+      const number = (value: unknown) => (typeof value === "number" && Number.isFinite(value) ? value : null);
+      return { decodeTokensPerSecond: number(timings.predicted_per_second), prefillTokensPerSecond: number(timings.prompt_per_second) };
+    } catch {
+      continue;
+    }
+  }
+  return { decodeTokensPerSecond: null, prefillTokensPerSecond: null };
+}
+
+/** The smoke script: waits for /health, sends one short chat request (the key from stdin, via a header file), prints timings. */
+export function smokeScript(address: string, port: number, alias: string, waitSeconds: number): string {
+  const base = `http://${address}:${port}`;
+  const body = JSON.stringify({ model: alias, messages: [{ role: "user", content: "Reply with one short sentence: what is 2+2?" }], max_tokens: 16 });
+  return [
+    "set -eu",
+    'umask 077; headers=$(mktemp); response=$(mktemp); trap \'rm -f "$headers" "$response"\' EXIT',
+    `{ printf 'Authorization: Bearer '; head -n1 | tr -d '\\r\\n'; printf '\\n'; } > "$headers"`,
+    `i=0; until curl -fsS -o /dev/null ${shellQuote([`${base}/health`])}; do i=$((i+5)); [ "$i" -ge ${waitSeconds} ] && { echo "smoke: ${base}/health did not answer in ${waitSeconds}s" >&2; exit 1; }; sleep 5; done`,
+    `curl -fsS -H @"$headers" -H 'Content-Type: application/json' -d ${shellQuote([body])} ${shellQuote([`${base}/v1/chat/completions`])} > "$response"`,
+    `printf '{%s}\\n' "$(grep -o '"timings":{[^}]*}' "$response" | head -n1)"`,
+  ].join("\n");
+}
+
+export class LlmDeployment extends pulumi.ComponentResource {
+  readonly plan: Plan;
+  readonly endpoint: pulumi.Output<string | undefined>;
+  readonly apiKey: pulumi.Output<string | undefined>;
+  readonly planSummary: pulumi.Output<PlanSummary>;
+  readonly projectedDecodeTokensPerSecond: pulumi.Output<number>;
+  readonly projectedPrefillTokensPerSecond: pulumi.Output<number>;
+  readonly projectedTtft32kSeconds: pulumi.Output<number>;
+  readonly measuredDecodeTokensPerSecond: pulumi.Output<number | null>;
+  readonly measuredPrefillTokensPerSecond: pulumi.Output<number | null>;
+  readonly monthlyCostUsd: pulumi.Output<number>;
+  readonly breakEvenTokensPerMonth: pulumi.Output<number | null>;
+
+  constructor(name: string, args: LlmDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
+    // Plan before registering anything: a refused or invalid stack leaves no resource behind.
+    const plan = planOrRunError(args.stack, args.config, args.planOptions);
+    assertHostDeployable(plan);
+    super("kimi-kit:index:LlmDeployment", name, {}, opts);
+    this.plan = plan;
+    const serving = plan.config.serving;
+
+    this.planSummary = pulumi.output(planSummary(plan));
+    this.projectedDecodeTokensPerSecond = pulumi.output(plan.projection.decodeTokensPerSecond);
+    this.projectedPrefillTokensPerSecond = pulumi.output(plan.projection.prefillTokensPerSecond);
+    this.projectedTtft32kSeconds = pulumi.output(plan.projection.ttftSeconds);
+    this.monthlyCostUsd = pulumi.output(plan.cost.monthlyUsd);
+    this.breakEvenTokensPerMonth = pulumi.output(plan.cost.breakEvenTokensPerMonth);
+
+    const host = new Host(`${name}-host`, { plan, sshPrivateKey: args.sshPrivateKey }, { parent: this });
+
+    if (!host.connection || !host.address) {
+      // Cloud host in preview (see host.ts): nothing to run commands on yet; export the plan only.
+      this.endpoint = pulumi.output(undefined);
+      this.apiKey = pulumi.secret(pulumi.output(args.apiKey));
+      this.measuredDecodeTokensPerSecond = pulumi.output(null);
+      this.measuredPrefillTokensPerSecond = pulumi.output(null);
+      this.registerAll();
+      return;
+    }
+
+    const apiKey =
+      args.apiKey !== undefined
+        ? pulumi.secret(args.apiKey)
+        : pulumi.secret(
+            new command.local.Command(
+              `${name}-api-key`,
+              { create: "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'", addPreviousOutputInEnv: false },
+              { parent: this, additionalSecretOutputs: ["stdout"] },
+            ).stdout,
+          );
+    this.apiKey = apiKey;
+
+    const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
+    const shards = new GgufShards(`${name}-shards`, { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep] }, { parent: this });
+    const server = new LlamaServer(
+      `${name}-server`,
+      { plan, host, apiKey, engine: args.engine, after: [shards.fetched], sshFilesDir: args.sshFilesDir },
+      { parent: this },
+    );
+    const smoke = new command.remote.Command(
+      `${name}-smoke`,
+      {
+        connection: host.connection,
+        create: smokeScript(hostLocalAddress(serving.bindAddress), serving.port, plan.model.serving.alias, server.spec.waitSeconds),
+        stdin: apiKey,
+        triggers: [JSON.stringify(server.spec)],
+        logging: "stdoutAndStderr",
+        addPreviousOutputInEnv: false,
+      },
+      { parent: this, dependsOn: [server.server] },
+    );
+    const timings = smoke.stdout.apply(parseSmokeTimings);
+    this.measuredDecodeTokensPerSecond = timings.apply((t) => t.decodeTokensPerSecond);
+    this.measuredPrefillTokensPerSecond = timings.apply((t) => t.prefillTokensPerSecond);
+
+    // The bind address decides who can reach it: loopback → only through an SSH tunnel to the host.
+    const publicAddress = serving.bindAddress === "0.0.0.0" ? host.address : serving.bindAddress;
+    this.endpoint = pulumi.output(`http://${publicAddress}:${serving.port}/v1`);
+    this.registerAll();
+  }
+
+  private registerAll(): void {
+    this.registerOutputs({
+      endpoint: this.endpoint,
+      apiKey: this.apiKey,
+      planSummary: this.planSummary,
+      projectedDecodeTokensPerSecond: this.projectedDecodeTokensPerSecond,
+      projectedPrefillTokensPerSecond: this.projectedPrefillTokensPerSecond,
+      projectedTtft32kSeconds: this.projectedTtft32kSeconds,
+      measuredDecodeTokensPerSecond: this.measuredDecodeTokensPerSecond,
+      measuredPrefillTokensPerSecond: this.measuredPrefillTokensPerSecond,
+      monthlyCostUsd: this.monthlyCostUsd,
+      breakEvenTokensPerMonth: this.breakEvenTokensPerMonth,
+    });
+  }
+}
+
+/** Raw `kimi-kit:*` values + secrets → one LlmDeployment (what index.ts does, callable from tests). */
+export function deployStack(
+  stack: string,
+  raw: Record<string, unknown>,
+  secrets: Pick<LlmDeploymentArgs, "apiKey" | "sshPrivateKey" | "huggingFaceToken"> & Omit<Partial<LlmDeploymentArgs>, "stack" | "config"> = {},
+  name = "kimi",
+): LlmDeployment {
+  const config = parseConfigOrRunError(stack, raw);
+  return new LlmDeployment(name, { ...secrets, stack, config });
+}

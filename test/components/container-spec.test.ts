@@ -1,0 +1,41 @@
+/** container-spec.ts: both engines carry the same container for every stack that fits. */
+import { describe, expect, it } from "vitest";
+import { listStacks, loadStackConfig } from "../../planner/stack-file";
+import { buildPlan, CONTAINER_API_KEY_FILE } from "../../planner/plan";
+import {
+  containerSpecFromPlan,
+  dockerContainerArgs,
+  llamaContainerUpArgv,
+  shellQuote,
+  viewOfCliArgv,
+  viewOfDockerArgs,
+} from "../../components/container-spec";
+
+const plans = listStacks()
+  .map((stack) => buildPlan(stack, loadStackConfig(stack)))
+  .filter((plan) => plan.fits && plan.config.host.kind === "bare-metal");
+
+describe.each(plans.map((plan) => [plan.stack, plan] as const))("%s", (_stack, plan) => {
+  const spec = containerSpecFromPlan(plan);
+  const cli = viewOfCliArgv(llamaContainerUpArgv(spec));
+  const provider = viewOfDockerArgs(dockerContainerArgs(spec));
+
+  it("docker-cli and docker-provider agree on image, args, mounts, gpus, restart, health", () => {
+    expect(cli).toEqual(provider);
+    expect(cli.image).toBe(plan.image);
+    expect(cli.args).toEqual(plan.llamaServerArgs);
+    expect(cli.gpus).toBe(plan.host.gpus.length > 0 ? "all" : undefined);
+    expect(cli.restart).toBe("unless-stopped");
+    expect(cli.mounts).toContain(`${plan.config.deployment.modelDir}:/models:ro`);
+    expect(cli.mounts.some((mount) => mount.endsWith(`:${CONTAINER_API_KEY_FILE}:ro`))).toBe(true);
+  });
+
+  it("never carries a key, only the key file's path", () => {
+    expect(plan.llamaServerArgs).toContain(CONTAINER_API_KEY_FILE);
+    expect(dockerContainerArgs(spec)).not.toHaveProperty("envs");
+  });
+});
+
+it("quotes shell words", () => {
+  expect(shellQuote(["a", "b c", "it's", "--x=1"])).toBe("a 'b c' 'it'\\''s' --x=1");
+});
