@@ -4,11 +4,11 @@
  * without one fetch-gguf.sh resolves the tier folder from the Hub's tree API. Destroying the stack
  * keeps the shards unless deployment.purgeModels is true; then exactly this tier's files go.
  */
-import { join, posix } from "node:path";
+import { posix } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
-import { manifestTsv, readLock } from "../planner/lock";
-import { REPO_ROOT, type Plan } from "../planner/plan";
+import { manifestTsv } from "../planner/lock";
+import type { Plan } from "../planner/plan";
 import { REMOTE_MANIFESTS_DIR, shellQuote } from "./container-spec";
 import { remoteScript, scriptSha256 } from "./host-prep";
 
@@ -48,7 +48,7 @@ export function deleteCommand(plan: Plan): string {
 }
 
 export interface GgufShardsOptions extends pulumi.ComponentResourceOptions {
-  /** For tests: the lock's manifest text; by default read from deployment.lockFile. */
+  /** For tests: the lock's manifest text; by default the plan's lock, when it has one. */
   manifest?: string | null;
 }
 
@@ -67,10 +67,7 @@ export class GgufShards extends pulumi.ComponentResource {
 
     let manifest: string | undefined;
     if (manifestOverride !== undefined) manifest = manifestOverride ?? undefined;
-    else if (plan.shards.source === "lock" && deployment.lockFile) {
-      const lock = readLock(join(REPO_ROOT, deployment.lockFile));
-      manifest = lock ? manifestTsv(lock) : undefined;
-    }
+    else if (plan.lock) manifest = manifestTsv(plan.lock);
 
     const dependsOn: pulumi.Resource[] = [...(args.after ?? [])];
     let manifestPath: string | undefined;

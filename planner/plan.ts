@@ -44,6 +44,8 @@ export interface Plan {
   model: ModelEntry;
   tier: Tier;
   tensorSource: "catalog" | "lock";
+  /** The manifest lock the plan used, when the stack has one: GgufShards downloads exactly its files. */
+  lock: ManifestLock | undefined;
   modelBytes: number;
   host: HostSpec;
   placement: Placement;
@@ -203,6 +205,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     model,
     tier,
     tensorSource: lock ? "lock" : "catalog",
+    lock,
     modelBytes,
     host,
     placement,

@@ -49,11 +49,16 @@ export function makeTensor(name: string, type: GgmlTypeName, shape: number[]): T
 
 /**
  * Types llama-quantize cannot use for a row length fall back to one it can (llama-quant.cpp):
- * K-quants need rows divisible by 256, the 32-blocks by 32.
+ * K- and I-quants need rows divisible by 256; the 32-element blocks need rows divisible by 32.
  */
+const K_QUANT_FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = {
+  Q2_K: "Q4_0", Q3_K: "Q4_0", IQ2_XXS: "Q4_0", IQ2_XS: "Q4_0", IQ2_S: "Q4_0", IQ3_XXS: "Q4_0", IQ3_S: "Q4_0", IQ1_S: "Q4_0", IQ1_M: "Q4_0", TQ1_0: "Q4_0", TQ2_0: "Q4_0",
+  IQ4_XS: "IQ4_NL", Q4_K: "Q5_0", Q5_K: "Q5_1", Q6_K: "Q8_0",
+};
+
 function fitType(type: GgmlTypeName, rowLength: number): GgmlTypeName {
-  const needs256 = /_K$|^IQ[1-4]_(XXS|XS|S|M)$|^TQ/.test(type) && type !== "IQ4_NL";
-  if (needs256 && rowLength % 256 !== 0) return rowLength % 32 === 0 ? "Q8_0" : "F16";
+  const fallback = K_QUANT_FALLBACK[type];
+  if (fallback && rowLength % 256 !== 0) return fitType(fallback, rowLength);
   if (/^Q[458]_[01]$|^IQ4_NL$|^MXFP4$/.test(type) && rowLength % 32 !== 0) return "F16";
   return type;
 }

@@ -73,7 +73,11 @@ done
 npm_version() {
   local file="$1"
   [[ -f "$file" ]] || return 1
-  sed -n 's/^  "version": *"\([^"]*\)".*/\1/p' "$file" | head -n 1
+  if command -v node >/dev/null; then
+    node -e 'const fs = require("fs"); console.log(JSON.parse(fs.readFileSync(process.argv[1], "utf8")).version)' "$file"
+  else
+    sed -n 's/^[[:space:]]*"version":[[:space:]]*"\([^"]*\)".*/\1/p' "$file" | head -n 1
+  fi
 }
 
 if [[ -z "$want_version" ]]; then
@@ -130,9 +134,13 @@ prepare_module() {
 # copy_replaces DIR MODULE@VERSION: copies the versioned replace directives of a dependency's go.mod
 # (the go command ignores replaces outside the main module) into the throwaway module in DIR.
 copy_replaces() {
-  local dir="$1" modver="$2" gomod old new
-  gomod=$(cd "$dir" && go mod download -json "$modver" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
-  [[ -f "$gomod" ]] || return 1
+  local dir="$1" modver="$2" json gomod old new
+  json=$(cd "$dir" && go mod download -json "$modver" 2>&1) || true
+  gomod=$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p' <<<"$json")
+  if [[ ! -f "$gomod" ]]; then
+    printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Error": "\(.*\)",*$/\1/p; /^go: /p' | sed 's/\\n/\n/g; s/\\t/  /g' >&2
+    return 1
+  fi
   awk '
     /^replace[[:space:]]*\($/ { block = 1; next }
     block && /^\)/ { block = 0; next }
@@ -202,8 +210,8 @@ fi
 # Since v3.69 the host is its own module (sdk/nodejs/cmd/pulumi-language-nodejs/v3); up to v3.68.0 it
 # was a package of sdk/v3. Try the former at the CLI's version, then the newest sdk/v3 holding it.
 lang_fallback="${KIMI_KIT_PULUMI_NODEJS_HOST_FALLBACK:-v3.68.0}"
-if stamp_ok pulumi-language-nodejs prebuilt || stamp_ok pulumi-language-nodejs "$version" ||
-  stamp_ok pulumi-language-nodejs "$version (sdk/v3@$lang_fallback)"; then
+if [[ -n "$prebuilt" ]] && stamp_ok pulumi-language-nodejs prebuilt ||
+  stamp_ok pulumi-language-nodejs "$version" || stamp_ok pulumi-language-nodejs "$version (sdk/v3@$lang_fallback)"; then
   log "pulumi-language-nodejs already built ($(cat "$bin/.pulumi-language-nodejs.version"))"
 else
   rm -f "$bin/pulumi-language-nodejs"
@@ -214,8 +222,8 @@ else
       "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$version"; then
     stamp pulumi-language-nodejs "$version"
   else
-    log "the Go module proxy does not serve $lang_mod@v$version:" \
-      "$(grep -m1 -o 'server response: .*\|[0-9]\{3\} [A-Z][A-Za-z ]*' "$logs/pulumi-language-nodejs-module.log" || true)"
+    log "could not get $lang_mod@v$version:"
+    sed 's/^/    /' "$logs/pulumi-language-nodejs-module.log" >&2
     log "falling back to the host in github.com/pulumi/pulumi/sdk/v3@$lang_fallback"
     prepare_module "$src/pulumi-language-nodejs-sdk" pulumi-language-nodejs-sdk
     copy_replaces "$src/pulumi-language-nodejs-sdk" "github.com/pulumi/pulumi/sdk/v3@$lang_fallback" ||
@@ -226,6 +234,23 @@ else
       die "could not build pulumi-language-nodejs"
     stamp pulumi-language-nodejs "$version (sdk/v3@$lang_fallback)"
   fi
+fi
+
+# The dynamic-provider plugin that Pulumi's own installs bundle beside the CLI: a shell script from the
+# SDK module (the npm package ships the same file).
+dyn=pulumi-resource-pulumi-nodejs
+if [[ ! -x "$bin/$dyn" ]]; then
+  sdk_dir=$(cd "$src" && go mod download -json "github.com/pulumi/pulumi/sdk/v3@v$version" 2>/dev/null |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p') || true
+  for candidate in "${sdk_dir:-/nonexistent}/nodejs/dist/$dyn" "$project_dir/node_modules/@pulumi/pulumi/$dyn"; do
+    if [[ -f "$candidate" ]]; then
+      cp "$candidate" "$bin/$dyn.tmp" && chmod 0755 "$bin/$dyn.tmp" && mv -f "$bin/$dyn.tmp" "$bin/$dyn"
+      log "installed $dyn (dynamic providers) from $candidate"
+      stamp "$dyn" "from @pulumi/pulumi"
+      break
+    fi
+  done
+  [[ -x "$bin/$dyn" ]] || log "warning: $dyn not found; pulumi.dynamic resources will not work"
 fi
 
 # --- 3. resource plugins --------------------------------------------------------------------------
@@ -259,7 +284,7 @@ if ((with_plugins)); then
     else
       [[ -s "$logs/pulumi-resource-$name.log" ]] || cp "$logs/pulumi-resource-$name-module.log" "$logs/pulumi-resource-$name.log"
       log "could not build pulumi-resource-$name v$pversion from $module (see $logs/pulumi-resource-$name.log):"
-      grep -v '^$' "$logs/pulumi-resource-$name.log" | tail -n 3 | sed 's/^/    /' >&2
+      sed '/^$/d; s/^/    /' "$logs/pulumi-resource-$name.log" | tail -n 4 >&2
       failed_plugins+=("$name")
     fi
   done
