@@ -62,7 +62,7 @@ export async function buildLock(options: { repo: string; tier: string; baseUrl: 
   });
 }
 
-function scalarMetadata(metadata: Record<string, unknown>): ManifestLock["metadata"] {
+export function scalarMetadata(metadata: Record<string, unknown>): ManifestLock["metadata"] {
   const scalars: ManifestLock["metadata"] = {};
   for (const [key, value] of Object.entries(metadata)) {
     if (key.startsWith("tokenizer.")) continue;

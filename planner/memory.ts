@@ -56,6 +56,10 @@ export function isRepacked(tensor: TensorInfo, cpu: CpuSpec, release: LlamaCppRe
 export interface ComputeBufferInputs {
   arch: Architecture;
   ubatch: number;
+  /** All slots' context: llama.cpp clamps the physical batch to it. */
+  contextTotal: number;
+  /** KV cells one sequence attends over (slots are not unified when -np is set): the mask's width. */
+  kvCellsPerSequence: number;
   /** Whether this device computes the output layer (logits for a whole ubatch). */
   holdsOutput: boolean;
   /** Largest CPU-resident weight a GPU must receive when llama.cpp offloads a big-batch matmul to it. */
@@ -63,17 +67,20 @@ export interface ComputeBufferInputs {
 }
 
 /**
- * Compute buffer: the graph allocator's peak for one ubatch. Terms: logits (ubatch × vocab f32) on
- * the output device, the residual stream and MLA query/latent activations, the active experts'
- * FFN activations, and a copy of the largest weight streamed in for op offload.
+ * Compute buffer: the graph allocator's peak for one ubatch, measured against llama-server's
+ * `sched_reserve: … compute buffer size` on generated deepseek2 models (bench/accuracy.ts). The
+ * peak is the MLA attention step: per token, f32 logits (vocab) on the output device, the absorbed
+ * queries and attention output per head (kv_lora + rope + kv_lora), three residual-width
+ * activations, plus the f16 attention mask (one entry per KV cell). A GPU that receives offloaded
+ * CPU experts also holds the largest such weight while it multiplies.
  */
 export function computeBufferBytes(inputs: ComputeBufferInputs): number {
-  const { arch, ubatch } = inputs;
-  const f32 = 4;
-  const activations =
-    ubatch * f32 * (4 * arch.hiddenSize + 2 * arch.attentionHeads * (arch.kvLoraRank + arch.qkRopeHeadDim) + 3 * arch.activeExperts * arch.expertFfnSize);
-  const logits = inputs.holdsOutput ? ubatch * f32 * arch.vocabSize : 0;
-  return activations + logits + inputs.offloadedWeightBytes;
+  const { arch } = inputs;
+  const ubatch = Math.min(inputs.ubatch, inputs.contextTotal);
+  const floatsPerToken =
+    (inputs.holdsOutput ? arch.vocabSize : 0) + arch.attentionHeads * (2 * arch.kvLoraRank + arch.qkRopeHeadDim) + 3 * arch.hiddenSize;
+  const maskBytesPerToken = 2 * inputs.kvCellsPerSequence;
+  return ubatch * (4 * floatsPerToken + maskBytesPerToken) + inputs.offloadedWeightBytes;
 }
 
 export function hostHeadroomBytes(ramBytes: number, efficiency: Efficiency): number {

@@ -98,7 +98,8 @@ function cpuOnly(inputs: PlacementInputs): Placement {
     else modelBytes += tensor.bytes;
   }
   const kvBytes = kvBytesPerLayer(arch, serving.kvCacheType, cells) * arch.layers;
-  const computeBytes = computeBufferBytes({ arch, ubatch, holdsOutput: true, offloadedWeightBytes: 0 });
+  const shape = computeShape(serving);
+  const computeBytes = computeBufferBytes({ arch, ubatch, ...shape, holdsOutput: true, offloadedWeightBytes: 0 });
   const headroomBytes = hostHeadroomBytes(host.memory.totalBytes, efficiency);
   const cacheRamMiB = promptCacheFor(host.memory.totalBytes - (modelBytes + repackBytes + kvBytes + computeBytes + headroomBytes), release);
   const cpu = finishDevice({
@@ -139,6 +140,11 @@ function cpuOnly(inputs: PlacementInputs): Placement {
   };
 }
 
+/** What the compute buffer depends on besides the model: the context all slots share and one slot's KV width. */
+function computeShape(serving: ServingShape): { contextTotal: number; kvCellsPerSequence: number } {
+  return { contextTotal: serving.contextPerSlot * serving.slots, kvCellsPerSequence: kvCells(serving.contextPerSlot, 1) };
+}
+
 /** The prompt cache gets what RAM is left, up to llama-server's default, so it never causes a refusal. */
 function promptCacheFor(leftoverBytes: number, release: LlamaCppRelease): number {
   return Math.max(0, Math.min(release.defaults.cacheRamMiB, Math.floor(leftoverBytes / MiB / 1024) * 1024));
@@ -177,7 +183,8 @@ function withGpus(inputs: PlacementInputs): Placement {
   const totalExpertBytes = [...expertBytesByLayer.values()].reduce((sum, bytes) => sum + bytes, 0);
 
   // First try everything on the GPUs.
-  const allGpuCompute = gpus.map((_, gpu) => computeBufferBytes({ arch, ubatch: release.defaults.ubatch, holdsOutput: gpu === outputGpu, offloadedWeightBytes: 0 }));
+  const shape = computeShape(serving);
+  const allGpuCompute = gpus.map((_, gpu) => computeBufferBytes({ arch, ubatch: release.defaults.ubatch, ...shape, holdsOutput: gpu === outputGpu, offloadedWeightBytes: 0 }));
   const allGpuFits = gpus.every((gpu, index) => {
     const experts = [...expertBytesByLayer.entries()].filter(([layer]) => layerGpu[layer] === index).reduce((sum, [, bytes]) => sum + bytes, 0);
     return baseBytes[index]! + experts + kvByGpu[index]! + allGpuCompute[index]! + gpuHeadroomBytes(efficiency) <= gpu.memoryBytes;
@@ -190,7 +197,7 @@ function withGpus(inputs: PlacementInputs): Placement {
   const computeByGpu = gpus.map((_, gpu) =>
     mode === "all-gpu"
       ? allGpuCompute[gpu]!
-      : computeBufferBytes({ arch, ubatch, holdsOutput: gpu === outputGpu, offloadedWeightBytes: gpu === 0 ? largestExpertTensor : 0 }),
+      : computeBufferBytes({ arch, ubatch, ...shape, holdsOutput: gpu === outputGpu, offloadedWeightBytes: gpu === 0 ? largestExpertTensor : 0 }),
   );
   if (mode === "all-gpu") {
     for (const layer of expertBytesByLayer.keys()) expertLayersByGpu[layerGpu[layer]!]!.push(layer);
@@ -224,7 +231,7 @@ function withGpus(inputs: PlacementInputs): Placement {
     if (repack && isRepacked(tensor, host.cpu, release)) cpuRepack += tensor.bytes;
     else cpuModel += tensor.bytes;
   }
-  const cpuCompute = computeBufferBytes({ arch, ubatch, holdsOutput: false, offloadedWeightBytes: 0 });
+  const cpuCompute = computeBufferBytes({ arch, ubatch, ...shape, holdsOutput: false, offloadedWeightBytes: 0 });
   const cpuHeadroom = hostHeadroomBytes(host.memory.totalBytes, efficiency);
   const cacheRamMiB = promptCacheFor(host.memory.totalBytes - (cpuModel + cpuRepack + cpuCompute + cpuHeadroom), release);
   memory.push(

@@ -17,6 +17,15 @@ in node_modules, then prints the bin dir as the last line on stdout:
                             node_modules (command, docker), where their Go module is served
 
 Plugins in that dir are found on PATH by the CLI, so nothing is downloaded at run time.
+A plugin that cannot be built is reported on stderr (exit status stays 0) and not retried
+until --force; a CLI or language host that cannot be built is an error.
+
+Where the proxy does not serve the language host's own module at the CLI's version, the host
+of github.com/pulumi/pulumi/sdk/v3@v3.68.0 (the last release that held it) is built instead
+(override with KIMI_KIT_PULUMI_NODEJS_HOST_FALLBACK). That host ignores Pulumi.yaml runtime
+options (TypeScript stays on) and proxies only the resource-monitor calls it knew, so
+resource transforms and hooks are not available through it.
+
 A `pulumi` already on PATH (a prebuilt install) is used as is: it is linked into the bin dir
 and only what it lacks is built.
 
@@ -33,15 +42,16 @@ Environment:
   KIMI_KIT_CACHE      cache root (as --cache-dir)
   GOTOOLCHAIN         Go toolchain selection (default: local)
   GOPROXY             Go module proxy (default: go env GOPROXY)
+  KIMI_KIT_PULUMI_NODEJS_HOST_FALLBACK   sdk/v3 version holding the fallback host (v3.68.0)
 
 Layout: <cache>/pulumi-<version>/bin (binaries), <cache>/pulumi-<version>/src (throwaway build
-modules), <cache>/pulumi-<version>/logs, and <cache>/go (GOPATH, GOMODCACHE, GOCACHE, shared by
-all versions so CI can keep them).
+modules), <cache>/pulumi-<version>/logs (build logs), and <cache>/go (GOPATH, GOMODCACHE and
+GOCACHE, shared by all versions, about 4 GB, so CI can keep them).
 
 Running programs offline (bin dir first on PATH, `node` >= 22 on PATH):
   PATH="<bin>:$PATH" PULUMI_SKIP_UPDATE_CHECK=true \
   PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true PULUMI_CONFIG_PASSPHRASE=... \
-  pulumi login file://<state dir> && pulumi up --yes
+  PULUMI_BACKEND_URL=file://<existing state dir> pulumi up --yes
 EOF
 }
 
@@ -106,11 +116,22 @@ newest_version() {
     { cat; echo "$max"; } | sort -V | awk -v max="$max" '$0 == max { exit } { last = $0 } END { print last }'
 }
 
-version="$want_version"
-if ! go list -m -versions github.com/pulumi/pulumi/pkg/v3 2>/dev/null | tr ' ' '\n' | grep -qx "v$want_version"; then
-  fallback=$(newest_version github.com/pulumi/pulumi/pkg/v3 "$want_version" || true)
-  [[ -n "$fallback" ]] || die "the Go module proxy lists no github.com/pulumi/pulumi/pkg/v3 version <= v$want_version"
-  version="${fallback#v}"
+# Which version the proxy serves is looked up once per wanted version (and again with --force), so
+# that warm runs need no network.
+resolved_file="$cache_root/.pulumi-$want_version.resolved"
+if ((force)); then rm -f "$resolved_file"; fi
+if [[ -s "$resolved_file" ]]; then
+  version=$(cat "$resolved_file")
+else
+  version="$want_version"
+  if ! go list -m -versions github.com/pulumi/pulumi/pkg/v3 | tr ' ' '\n' | grep -qx "v$want_version"; then
+    fallback=$(newest_version github.com/pulumi/pulumi/pkg/v3 "$want_version" || true)
+    [[ -n "$fallback" ]] || die "the Go module proxy lists no github.com/pulumi/pulumi/pkg/v3 version <= v$want_version"
+    version="${fallback#v}"
+  fi
+  printf '%s\n' "$version" >"$resolved_file"
+fi
+if [[ "$version" != "$want_version" ]]; then
   log "note: the Go module proxy does not serve github.com/pulumi/pulumi/pkg/v3@v$want_version;" \
     "using v$version, the newest it serves below that"
 fi
@@ -182,9 +203,12 @@ if ((!build_cli)) && path_pulumi=$(command -v pulumi); then
 fi
 
 if [[ -n "$prebuilt" ]]; then
-  log "using the prebuilt pulumi on PATH: $prebuilt ($("$prebuilt" version 2>/dev/null || echo '?'))"
+  log "using the prebuilt pulumi on PATH: $prebuilt"
+  prebuilt_version=$("$prebuilt" version 2>/dev/null || true)
+  [[ "$prebuilt_version" == "v$version" ]] ||
+    log "warning: the prebuilt pulumi is ${prebuilt_version:-of unknown version}, the npm SDK wants v$version"
   ln -sfn "$prebuilt" "$bin/pulumi"
-  rm -f "$bin/.pulumi.version"
+  stamp pulumi "prebuilt ${prebuilt_version:-?} at $prebuilt"
   if [[ -x "$(dirname "$prebuilt")/pulumi-language-nodejs" ]]; then
     ln -sfn "$(dirname "$prebuilt")/pulumi-language-nodejs" "$bin/pulumi-language-nodejs"
     stamp pulumi-language-nodejs prebuilt
@@ -239,14 +263,14 @@ fi
 # The dynamic-provider plugin that Pulumi's own installs bundle beside the CLI: a shell script from the
 # SDK module (the npm package ships the same file).
 dyn=pulumi-resource-pulumi-nodejs
-if [[ ! -x "$bin/$dyn" ]]; then
+if [[ ! -x "$bin/$dyn" || ! -f "$bin/.$dyn.version" ]]; then
   sdk_dir=$(cd "$src" && go mod download -json "github.com/pulumi/pulumi/sdk/v3@v$version" 2>/dev/null |
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p') || true
   for candidate in "${sdk_dir:-/nonexistent}/nodejs/dist/$dyn" "$project_dir/node_modules/@pulumi/pulumi/$dyn"; do
     if [[ -f "$candidate" ]]; then
       cp "$candidate" "$bin/$dyn.tmp" && chmod 0755 "$bin/$dyn.tmp" && mv -f "$bin/$dyn.tmp" "$bin/$dyn"
       log "installed $dyn (dynamic providers) from $candidate"
-      stamp "$dyn" "from @pulumi/pulumi"
+      stamp "$dyn" "$version"
       break
     fi
   done
@@ -275,6 +299,11 @@ if ((with_plugins)); then
       log "pulumi-resource-$name v$pversion already built"
       continue
     fi
+    if [[ -f "$logs/pulumi-resource-$name.failed" && "$(cat "$logs/pulumi-resource-$name.failed")" == "$pversion" ]]; then
+      log "pulumi-resource-$name v$pversion failed before (see $logs/pulumi-resource-$name.log); --force retries"
+      failed_plugins+=("$name")
+      continue
+    fi
     rm -f "$bin/pulumi-resource-$name"
     dir="$src/pulumi-resource-$name"
     prepare_module "$dir" "pulumi-resource-$name"
@@ -285,6 +314,7 @@ if ((with_plugins)); then
       [[ -s "$logs/pulumi-resource-$name.log" ]] || cp "$logs/pulumi-resource-$name-module.log" "$logs/pulumi-resource-$name.log"
       log "could not build pulumi-resource-$name v$pversion from $module (see $logs/pulumi-resource-$name.log):"
       sed '/^$/d; s/^/    /' "$logs/pulumi-resource-$name.log" | tail -n 4 >&2
+      printf '%s\n' "$pversion" >"$logs/pulumi-resource-$name.failed"
       failed_plugins+=("$name")
     fi
   done
