@@ -6,11 +6,12 @@
  */
 import { posix } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
+import type * as command from "@pulumi/command";
 import { manifestTsv } from "../planner/lock";
 import type { Plan } from "../planner/plan";
 import { REMOTE_MANIFESTS_DIR, shellQuote } from "./container-spec";
 import { remoteScript, scriptSha256 } from "./host-prep";
+import { remoteCommand, remoteCopy } from "./remote-exec";
 
 export interface GgufShardsArgs {
   plan: Plan;
@@ -69,21 +70,24 @@ export class GgufShards extends pulumi.ComponentResource {
     if (manifestOverride !== undefined) manifest = manifestOverride ?? undefined;
     else if (plan.lock) manifest = manifestTsv(plan.lock);
 
+    const executor = deployment.remoteExecutor;
     const dependsOn: pulumi.Resource[] = [...(args.after ?? [])];
     let manifestPath: string | undefined;
     if (manifest !== undefined) {
       manifestPath = `${REMOTE_MANIFESTS_DIR}/${plan.tier.name}.tsv`;
       dependsOn.push(
-        new command.remote.CopyToRemote(
+        remoteCopy(
+          executor,
           `${name}-manifest`,
-          { connection, source: new pulumi.asset.StringAsset(manifest), remotePath: manifestPath, triggers: [manifest] },
+          { connection, source: { text: manifest }, remotePath: manifestPath, triggers: [manifest] },
           { parent: this, dependsOn: [...dependsOn] },
         ),
       );
     }
 
     const withToken = args.huggingFaceToken !== undefined;
-    const fetch = new command.remote.Command(
+    const fetch = remoteCommand(
+      executor,
       `${name}-fetch`,
       {
         connection,
@@ -92,12 +96,11 @@ export class GgufShards extends pulumi.ComponentResource {
         ...(withToken ? { stdin: pulumi.secret(args.huggingFaceToken!) } : {}),
         triggers: [scriptSha256("fetch-gguf.sh"), manifest ?? tierFolder(plan)],
         logging: "stdoutAndStderr",
-        addPreviousOutputInEnv: false,
       },
       { parent: this, dependsOn },
     );
 
-    this.fetched = fetch;
+    this.fetched = fetch.resource;
     this.fetchLog = fetch.stdout;
     this.modelDir = pulumi.output(deployment.modelDir);
     this.firstShardPath = fetch.stdout.apply(() => `${deployment.modelDir}/${plan.shards.firstShard}`);

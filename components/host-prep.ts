@@ -8,7 +8,8 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
+import { remoteCommand, remoteCopy } from "./remote-exec";
+import type * as command from "@pulumi/command";
 import { REPO_ROOT, type Plan } from "../planner/plan";
 import { REMOTE_SCRIPTS_DIR, shellQuote } from "./container-spec";
 
@@ -74,43 +75,45 @@ export class HostPrep extends pulumi.ComponentResource {
 
     // CopyToRemote copies a folder *into* remotePath when that path already exists: clear it first
     // (same trigger, so both are replaced together when a script changes).
-    const clear = new command.remote.Command(
+    const executor = plan.config.deployment.remoteExecutor;
+    const clear = remoteCommand(
+      executor,
       `${name}-scripts-dir`,
       {
         connection,
         create: `mkdir -p ${shellQuote([REMOTE_SCRIPTS_DIR.replace(/\/[^/]+$/, "")])} && rm -rf ${shellQuote([REMOTE_SCRIPTS_DIR])}`,
         triggers: [folderHash],
-        addPreviousOutputInEnv: false,
       },
       { parent: this },
-    );
-    const copy = new command.remote.CopyToRemote(
+    ).resource;
+    const copy = remoteCopy(
+      executor,
       `${name}-scripts`,
-      { connection, source: new pulumi.asset.FileArchive(SCRIPTS_DIR), remotePath: REMOTE_SCRIPTS_DIR, triggers: [folderHash] },
+      { connection, source: { folder: SCRIPTS_DIR }, remotePath: REMOTE_SCRIPTS_DIR, triggers: [folderHash] },
       { parent: this, dependsOn: [clear] },
     );
 
     const step = (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
-      new command.remote.Command(
+      remoteCommand(
+        executor,
         `${name}-${stepName}`,
         {
           connection,
           create: remoteScript(script, scriptArgs),
           triggers: [scriptSha256(script)],
           logging: "stdoutAndStderr",
-          addPreviousOutputInEnv: false,
         },
         { parent: this, dependsOn: [after] },
       );
 
     const probe = step("probe", "probe-host.sh", probeArgs(plan), copy);
-    const docker = step("docker", "install-docker.sh", [], probe);
-    const nvidia = plan.host.gpus.length > 0 ? step("nvidia", "install-nvidia-container-toolkit.sh", [], docker) : undefined;
-    const tune = step("tune", "tune-host.sh", ["--numa-nodes", String(plan.host.cpu.numaNodes)], nvidia ?? docker);
+    const docker = step("docker", "install-docker.sh", [], probe.resource);
+    const nvidia = plan.host.gpus.length > 0 ? step("nvidia", "install-nvidia-container-toolkit.sh", [], docker.resource) : undefined;
+    const tune = step("tune", "tune-host.sh", ["--numa-nodes", String(plan.host.cpu.numaNodes)], (nvidia ?? docker).resource);
 
     this.facts = probe.stdout.apply((stdout) => parseKeyValues(stdout ?? ""));
     this.llamaImageVariant = this.facts.apply((facts) => facts.llama_image_variant);
-    this.ready = tune;
+    this.ready = tune.resource;
     this.registerOutputs({ facts: this.facts, llamaImageVariant: this.llamaImageVariant });
   }
 }

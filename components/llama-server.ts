@@ -14,6 +14,7 @@ import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
+import { remoteCommand } from "./remote-exec";
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import type { Plan } from "../planner/plan";
@@ -77,7 +78,8 @@ export class LlamaServer extends pulumi.ComponentResource {
     const apiKey = pulumi.secret(args.apiKey);
 
     if (this.engine === "docker-cli") {
-      this.server = new command.remote.Command(
+      this.server = remoteCommand(
+        plan.config.deployment.remoteExecutor,
         `${name}-container`,
         {
           connection,
@@ -87,10 +89,9 @@ export class LlamaServer extends pulumi.ComponentResource {
           // A changed spec (args, image, mounts…) re-runs `up`, which replaces the container.
           triggers: [JSON.stringify(spec), scriptSha256("llama-container.sh")],
           logging: "stdoutAndStderr",
-          addPreviousOutputInEnv: false,
         },
         { parent: this, dependsOn: after },
-      );
+      ).resource;
     } else {
       const filesDir = args.sshFilesDir ?? `~/.ssh/kimi-kit/${plan.stack}`;
       const knownHosts = `${filesDir}/known_hosts`;

@@ -4,7 +4,7 @@
  * the plan's projections. A stack the plan refuses throws before any resource is registered.
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
+import { localCommand, remoteCommand } from "./remote-exec";
 import { parseStackConfig, type StackConfig } from "../planner/config";
 import { ConfigError } from "../planner/errors";
 import { buildPlan, type Plan, type PlanOptions } from "../planner/plan";
@@ -154,16 +154,11 @@ export class LlmDeployment extends pulumi.ComponentResource {
       return;
     }
 
+    const executor = plan.config.deployment.remoteExecutor;
     const apiKey =
       args.apiKey !== undefined
         ? pulumi.secret(args.apiKey)
-        : pulumi.secret(
-            new command.local.Command(
-              `${name}-api-key`,
-              { create: "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'", addPreviousOutputInEnv: false },
-              { parent: this, additionalSecretOutputs: ["stdout"] },
-            ).stdout,
-          );
+        : pulumi.secret(localCommand(executor, `${name}-api-key`, "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'", { parent: this }));
     this.apiKey = apiKey;
 
     const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
@@ -173,7 +168,8 @@ export class LlmDeployment extends pulumi.ComponentResource {
       { plan, host, apiKey, engine: args.engine, after: [shards.fetched], sshFilesDir: args.sshFilesDir },
       { parent: this },
     );
-    const smoke = new command.remote.Command(
+    const smoke = remoteCommand(
+      executor,
       `${name}-smoke`,
       {
         connection: host.connection,
@@ -181,7 +177,6 @@ export class LlmDeployment extends pulumi.ComponentResource {
         stdin: apiKey,
         triggers: [JSON.stringify(server.spec)],
         logging: "stdoutAndStderr",
-        addPreviousOutputInEnv: false,
       },
       { parent: this, dependsOn: [server.server] },
     );

@@ -154,12 +154,14 @@ const deploymentSchema = z
     modelDir: z.string().regex(/^\/[\w./-]*$/, "allowed: an absolute path").default("/srv/models"),
     purgeModels: z.boolean().default(false),
     containerEngine: z.enum(["docker-provider", "docker-cli"]).default("docker-provider"),
+    /** How remote steps run: @pulumi/command, or the kit's own ssh dynamic provider where that plugin is unavailable. */
+    remoteExecutor: z.enum(["command-plugin", "kimi-dynamic"]).default("command-plugin"),
     huggingFaceBaseUrl: z.url().default("https://huggingface.co"),
     lockFile: z.string().optional(),
     containerName: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/).optional(),
     healthCommand: z.string().optional(),
   })
-  .default({ modelDir: "/srv/models", purgeModels: false, containerEngine: "docker-provider", huggingFaceBaseUrl: "https://huggingface.co" });
+  .default({ modelDir: "/srv/models", purgeModels: false, containerEngine: "docker-provider", remoteExecutor: "command-plugin", huggingFaceBaseUrl: "https://huggingface.co" });
 
 export const stackConfigSchema = z
   .strictObject({
