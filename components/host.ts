@@ -8,6 +8,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
 import type { Plan } from "../planner/plan";
+import { CloudHost } from "./cloud-host";
 
 export interface HostArgs {
   plan: Plan;
@@ -15,28 +16,17 @@ export interface HostArgs {
   sshPrivateKey?: pulumi.Input<string>;
 }
 
-/**
- * Throws the RunError an update of a cloud stack ends with until @pulumi/aws lands; preview passes.
- * LlmDeployment calls it before registering anything.
- */
-export function assertHostDeployable(plan: Plan): void {
-  const host = plan.config.host;
-  if (host.kind === "cloud" && !pulumi.runtime.isDryRun()) {
-    throw new pulumi.RunError(
-      `stack ${plan.stack}: host.kind "cloud" (aws ${host.instanceType}) cannot be deployed yet: the AWS host component lands with @pulumi/aws. ` +
-        "`pulumi preview` shows the plan; for now use a bare-metal host (host.kind: bare-metal with host.ssh).",
-    );
-  }
-}
+/** Kept for callers that check deployability first; every host kind can be deployed now. */
+export function assertHostDeployable(_plan: Plan): void {}
 
 export class Host extends pulumi.ComponentResource {
   readonly kind: "bare-metal" | "cloud";
-  /** Address clients and SSH use; undefined for a cloud host until @pulumi/aws lands. */
-  readonly address: string | undefined;
+  /** Address clients and SSH use (a cloud instance's public IP once it exists). */
+  readonly address: pulumi.Output<string> | undefined;
   readonly sshPort: number;
   readonly sshUser: string;
   /** The pinned host public key ("ssh-ed25519 AAAA…"). */
-  readonly hostPublicKey: string | undefined;
+  readonly hostPublicKey: pulumi.Output<string> | undefined;
   readonly sshPrivateKey: pulumi.Output<string> | undefined;
   /** Connection for @pulumi/command remote resources; undefined while no host exists (cloud preview). */
   readonly connection: pulumi.Output<command.types.input.remote.ConnectionArgs> | undefined;
@@ -47,17 +37,25 @@ export class Host extends pulumi.ComponentResource {
     const hostConfig = args.plan.config.host;
     this.kind = hostConfig.kind;
     if (hostConfig.kind === "cloud") {
-      // NOTE: the AWS branch (ec2.Instance of plan.host.cloud.instanceType in its region, an EBS
-      // volume of host.diskSize, a security group open to host.allowedCidrs on the SSH and serving
-      // ports, the host key read back from the instance) needs @pulumi/aws, which is not a
-      // dependency yet. Preview registers nothing AWS-specific; an update refused above.
-      this.address = undefined;
+      const cloud = new CloudHost(`${name}-aws`, { plan: args.plan }, { parent: this });
+      this.address = cloud.address;
       this.sshPort = 22;
-      this.sshUser = "ubuntu";
-      this.hostPublicKey = undefined;
-      this.sshPrivateKey = undefined;
-      this.connection = undefined;
-      this.registerOutputs({ kind: this.kind });
+      this.sshUser = "root";
+      this.hostPublicKey = cloud.hostPublicKey;
+      this.sshPrivateKey = args.sshPrivateKey === undefined ? undefined : pulumi.secret(args.sshPrivateKey);
+      this.connection = pulumi.secret(
+        pulumi.all([cloud.address, cloud.hostPublicKey, this.sshPrivateKey]).apply(([host, hostKey, privateKey]) => ({
+          host,
+          port: 22,
+          user: "root",
+          hostKey,
+          ...(privateKey ? { privateKey } : {}),
+          // A fresh instance needs a few minutes (cloud-init, and a reboot on GPU types) before SSH answers.
+          dialErrorLimit: 60,
+          perDialTimeout: 30,
+        })),
+      ) as pulumi.Output<command.types.input.remote.ConnectionArgs>;
+      this.registerOutputs({ kind: this.kind, address: this.address });
       return;
     }
     const ssh = hostConfig.ssh;
@@ -73,10 +71,10 @@ export class Host extends pulumi.ComponentResource {
       if (!pulumi.runtime.isDryRun()) throw new pulumi.RunError(message);
       pulumi.log.warn(`${message} Preview continues; \`pulumi up\` will stop here.`, this);
     }
-    this.address = ssh.host;
+    this.address = pulumi.output(ssh.host);
     this.sshPort = ssh.port;
     this.sshUser = ssh.user;
-    this.hostPublicKey = ssh.hostPublicKey;
+    this.hostPublicKey = ssh.hostPublicKey === undefined ? undefined : pulumi.output(ssh.hostPublicKey);
     this.sshPrivateKey = args.sshPrivateKey === undefined ? undefined : pulumi.secret(args.sshPrivateKey);
     this.connection = pulumi.secret(
       pulumi.output({

@@ -100,11 +100,11 @@ export class LlamaServer extends pulumi.ComponentResource {
       if (host.sshPrivateKey) sshOpts.push("-i", identity);
       // The docker provider shells out to the system ssh: give it the pinned key and the private key
       // as files (0600, under a 0700 folder). Written on every run, never during preview.
-      const written = pulumi.all([host.sshPrivateKey]).apply(([privateKey]) => {
+      const written = pulumi.all([host.sshPrivateKey, host.address, host.hostPublicKey]).apply(([privateKey, address, hostPublicKey]) => {
         if (pulumi.runtime.isDryRun()) return false;
         const dir = expandHome(filesDir);
         mkdirSync(dir, { recursive: true, mode: 0o700 });
-        writeFileSync(expandHome(knownHosts), knownHostsLine(host.address!, host.sshPort, host.hostPublicKey!), { mode: 0o600 });
+        writeFileSync(expandHome(knownHosts), knownHostsLine(address!, host.sshPort, hostPublicKey!), { mode: 0o600 });
         if (privateKey !== undefined) {
           writeFileSync(expandHome(identity), privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, { mode: 0o600 });
           chmodSync(expandHome(identity), 0o600);
@@ -113,7 +113,7 @@ export class LlamaServer extends pulumi.ComponentResource {
       });
       const provider = new docker.Provider(
         `${name}-docker`,
-        { host: `ssh://${host.sshUser}@${host.address}:${host.sshPort}`, sshOpts, disableDockerDaemonCheck: true },
+        { host: pulumi.interpolate`ssh://${host.sshUser}@${host.address}:${host.sshPort}`, sshOpts, disableDockerDaemonCheck: true },
         { parent: this },
       );
       const keyFile = secretHostPath(spec);

@@ -185,8 +185,8 @@ export class LlmDeployment extends pulumi.ComponentResource {
     this.measuredPrefillTokensPerSecond = timings.apply((t) => t.prefillTokensPerSecond);
 
     // The bind address decides who can reach it: loopback → only through an SSH tunnel to the host.
-    const publicAddress = serving.bindAddress === "0.0.0.0" ? host.address : serving.bindAddress;
-    this.endpoint = pulumi.output(`http://${publicAddress}:${serving.port}/v1`);
+    const publicAddress = serving.bindAddress === "0.0.0.0" ? host.address : pulumi.output(serving.bindAddress);
+    this.endpoint = pulumi.interpolate`http://${publicAddress}:${serving.port}/v1`;
     this.registerAll();
   }
 

@@ -100,6 +100,8 @@ const cloudSchema = z.strictObject({
   ami: z.string().optional(),
   diskSize: size.optional(),
   allowedCidrs: z.array(z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, "allowed: an IPv4 CIDR like 203.0.113.0/24")).default([]),
+  /** The public half of kimi-kit:sshPrivateKey, installed for root by cloud-init. */
+  sshPublicKey: z.string().regex(/^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+( .*)?$/, "allowed: an OpenSSH public key, e.g. \"ssh-ed25519 AAAA…\"").optional(),
   memory: z.strictObject({ measuredBandwidthGBps: z.number().positive() }).optional(),
 });
 

@@ -8,6 +8,9 @@ import * as pulumi from "@pulumi/pulumi";
 export const GENERATED_KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 export const PROBE_STDOUT = "ram_bytes=412316860416\nphysical_cores=16\ngpu_count=0\nllama_image_variant=cpu\nshortfalls=\n";
 export const SMOKE_STDOUT = 'waiting for health\n{"timings":{"prompt_n":20,"prompt_per_second":41.5,"predicted_n":16,"predicted_per_second":9.25}}\n';
+/** What the cloud host's `ssh-keygen` step prints: the private key, then the public line. */
+export const HOST_KEY_PAIR =
+  "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAtestonly\n-----END OPENSSH PRIVATE KEY-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKimiKitCloudHostKeyForUnitTests0000000000 kimi-kit-host\n";
 /** A syntactically valid pinned host key for the stacks that do not carry one. */
 export const HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKimiKitTestHostKeyOnlyForUnitTests000000000";
 
@@ -37,11 +40,13 @@ export function installMocks(preview = false): Promise<void> {
           state.stdout = args.name.endsWith("-probe") ? PROBE_STDOUT : args.name.endsWith("-smoke") ? SMOKE_STDOUT : "ok\n";
           state.stderr = "";
         }
-        if (args.type === "command:local:Command") state.stdout = GENERATED_KEY;
+        if (args.type === "command:local:Command") state.stdout = args.name.endsWith("-host-key") ? HOST_KEY_PAIR : GENERATED_KEY;
+        if (args.type === "aws:ec2/instance:Instance") Object.assign(state, { publicIp: "198.51.100.7", availabilityZone: "us-east-1a" });
         if (args.type === "docker:index/remoteImage:RemoteImage") state.imageId = args.inputs.name;
         return { id: `${args.name}-id`, state };
       },
       call(args: pulumi.runtime.MockCallArgs) {
+        if (args.token === "aws:ec2/getAmi:getAmi") return { ...args.inputs, id: "ami-0kimikit0000test" };
         return args.inputs;
       },
     },
