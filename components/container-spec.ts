@@ -6,6 +6,7 @@
  * engines run the same image, args, mounts, GPUs and restart policy.
  */
 import { posix } from "node:path";
+import { loadCatalog } from "../planner/catalog";
 import { CONTAINER_API_KEY_FILE, CONTAINER_MODEL_DIR, type Plan } from "../planner/plan";
 
 /** Where llama-container.sh keeps secrets (its KIMI_KIT_STATE_DIR default); the provider path writes the same file. */
@@ -69,6 +70,20 @@ export function containerSpecFromPlan(plan: Plan): ContainerSpec {
       "kimi-kit.tier": plan.tier.name,
     },
   };
+}
+
+/**
+ * The image for the host the probe found: a stack's own image wins; without GPUs the CPU image;
+ * with GPUs the CUDA 13 build when the driver supports it (R580+, probe-host.sh's
+ * llama_image_variant), the CUDA 12 build otherwise. Before the probe has run (preview), the plan's.
+ */
+export function imageForHost(plan: Plan, variant: string | undefined): string {
+  const images = loadCatalog().llamaCpp.images;
+  if (plan.config.deployment.image) return plan.config.deployment.image;
+  if (plan.host.gpus.length === 0) return images.cpu;
+  if (variant === "server-cuda13") return images.cuda13;
+  if (variant === "server-cuda") return images.cuda;
+  return plan.image;
 }
 
 /** The host file holding the API key, where llama-container.sh --secret-stdin stores it. */

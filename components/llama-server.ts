@@ -18,7 +18,7 @@ import { remoteCommand } from "./remote-exec";
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import type { Plan } from "../planner/plan";
-import {
+import { imageForHost,
   containerSpecFromPlan,
   dockerContainerArgs,
   llamaContainerDownArgv,
@@ -38,6 +38,8 @@ export interface LlamaServerArgs {
   apiKey: pulumi.Input<string>;
   /** Defaults to plan.config.deployment.containerEngine. */
   engine?: ContainerEngine;
+  /** probe-host.sh's llama_image_variant (server, server-cuda, server-cuda13): picks the CUDA build for the driver. */
+  imageVariant?: pulumi.Input<string | undefined>;
   /** What must be done first (the shards); Pulumi does not pass a component's dependsOn to its children. */
   after?: pulumi.Resource[];
   /**
@@ -75,6 +77,7 @@ export class LlamaServer extends pulumi.ComponentResource {
     this.containerName = spec.name;
     this.healthUrl = spec.healthUrl;
     const after = args.after ?? [];
+    const image = pulumi.output(args.imageVariant).apply((variant) => imageForHost(plan, variant));
     const apiKey = pulumi.secret(args.apiKey);
 
     if (this.engine === "docker-cli") {
@@ -83,11 +86,11 @@ export class LlamaServer extends pulumi.ComponentResource {
         `${name}-container`,
         {
           connection,
-          create: remoteScript("llama-container.sh", llamaContainerUpArgv(spec)),
+          create: image.apply((chosen) => remoteScript("llama-container.sh", llamaContainerUpArgv({ ...spec, image: chosen }))),
           delete: remoteScript("llama-container.sh", llamaContainerDownArgv(spec)),
           stdin: apiKey,
           // A changed spec (args, image, mounts…) re-runs `up`, which replaces the container.
-          triggers: [JSON.stringify(spec), scriptSha256("llama-container.sh")],
+          triggers: [JSON.stringify(spec), image, scriptSha256("llama-container.sh")],
           logging: "stdoutAndStderr",
         },
         { parent: this, dependsOn: after },
@@ -129,14 +132,14 @@ export class LlamaServer extends pulumi.ComponentResource {
         },
         { parent: this, dependsOn: after },
       );
-      const image = new docker.RemoteImage(
+      const remoteImage = new docker.RemoteImage(
         `${name}-image`,
-        { name: spec.image, keepLocally: true, triggers: { written: written.apply(() => "ssh-files") } },
+        { name: image, keepLocally: true, triggers: { written: written.apply(() => "ssh-files") } },
         { parent: this, provider, dependsOn: after },
       );
       this.server = new docker.Container(
         `${name}-container`,
-        { ...dockerContainerArgs(spec), image: image.imageId },
+        { ...dockerContainerArgs(spec), image: remoteImage.imageId },
         { parent: this, provider, dependsOn: [secret, ...after], deleteBeforeReplace: true },
       );
     }

@@ -165,7 +165,7 @@ export class LlmDeployment extends pulumi.ComponentResource {
     const shards = new GgufShards(`${name}-shards`, { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep] }, { parent: this });
     const server = new LlamaServer(
       `${name}-server`,
-      { plan, host, apiKey, engine: args.engine, after: [shards.fetched], sshFilesDir: args.sshFilesDir },
+      { plan, host, apiKey, engine: args.engine, after: [shards.fetched], sshFilesDir: args.sshFilesDir, imageVariant: prep.llamaImageVariant },
       { parent: this },
     );
     const smoke = remoteCommand(

@@ -1,6 +1,6 @@
 /** container-spec.ts: both engines carry the same container for every stack that fits. */
 import { describe, expect, it } from "vitest";
-import { listStacks, loadStackConfig } from "../../planner/stack-file";
+import { listStacks, loadStackConfig, readStackValues } from "../../planner/stack-file";
 import { buildPlan, CONTAINER_API_KEY_FILE } from "../../planner/plan";
 import {
   containerSpecFromPlan,
@@ -9,7 +9,10 @@ import {
   shellQuote,
   viewOfCliArgv,
   viewOfDockerArgs,
+  imageForHost,
 } from "../../components/container-spec";
+import { loadCatalog } from "../../planner/catalog";
+import { parseStackConfig } from "../../planner/config";
 
 const plans = listStacks()
   .map((stack) => buildPlan(stack, loadStackConfig(stack)))
@@ -38,4 +41,18 @@ describe.each(plans.map((plan) => [plan.stack, plan] as const))("%s", (_stack, p
 
 it("quotes shell words", () => {
   expect(shellQuote(["a", "b c", "it's", "--x=1"])).toBe("a 'b c' 'it'\\''s' --x=1");
+});
+
+describe("image for the probed host", () => {
+  const images = loadCatalog().llamaCpp.images;
+  const planOf = (stack: string) => buildPlan(stack, parseStackConfig(stack, readStackValues(stack)));
+  it("takes the CUDA 13 build only when the driver supports it, the CPU build without GPUs, and a stack's own image always", () => {
+    const gpu = planOf("rtx3090x4");
+    expect(imageForHost(gpu, "server-cuda13")).toBe(images.cuda13);
+    expect(imageForHost(gpu, "server-cuda")).toBe(images.cuda);
+    expect(imageForHost(gpu, undefined)).toBe(gpu.image);
+    expect(imageForHost(planOf("cpu-ddr5"), "server")).toBe(images.cpu);
+    const own = { ...gpu, config: { ...gpu.config, deployment: { ...gpu.config.deployment, image: "registry.example/llama:mine" } } };
+    expect(imageForHost(own, "server-cuda13")).toBe("registry.example/llama:mine");
+  });
 });
