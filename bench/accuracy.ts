@@ -15,7 +15,7 @@
  * GPU cases need a GPU machine; without one they are listed as unverified.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { gguf } from "@huggingface/gguf";
@@ -31,6 +31,7 @@ import type { Architecture } from "../planner/catalog";
 import type { CpuSpec } from "../planner/host";
 import { generatedModelCase, quantizeMix } from "../test/support/model-mixes";
 import { generateDeepseek2Model, splitGguf } from "../test/support/models";
+import { llamaTool } from "../test/support/llama-cpp";
 import { parseBuffers, startServer } from "./lib/server";
 import { thisMachine } from "../test/support/local-stack";
 
@@ -189,7 +190,20 @@ async function main(): Promise<void> {
   await quantizeMix(medium.source, medium.mixes["q2-experts"].path, "q2-experts");
   await quantizeMix(medium.source, medium.mixes["q4-experts"].path, "q4-experts");
   const shards = splitGguf(medium.mixes["q2-experts"].path, join(workDir, "medium-q2-split", "medium-q2"), 40);
+  const otherArchs: ModelFile[] = [];
+  for (const arch of ["qwen3moe", "glm4moe"]) {
+    const dir = join(workDir, arch);
+    const source = join(dir, `${arch}-moe.gguf`);
+    if (!existsSync(source)) {
+      mkdirSync(dir, { recursive: true });
+      execFileSync(llamaTool("test-llama-archs"), ["-a", `^${arch}$`, "-o", dir], { stdio: "ignore" });
+    }
+    const q8 = join(dir, `${arch}-moe-q8_0.gguf`);
+    if (!existsSync(q8)) execFileSync(llamaTool("llama-quantize"), ["--pure", source, q8, "Q8_0", String(machine.cores)], { stdio: "ignore" });
+    otherArchs.push(await readModel(`${arch} F32 (test-llama-archs)`, source), await readModel(`${arch} Q8_0`, q8));
+  }
   const models = [
+    ...otherArchs,
     await readModel("tiny F32 (test-llama-archs)", tinyPath),
     await readModel("medium q2-experts", medium.mixes["q2-experts"].path),
     await readModel("medium q4-experts", medium.mixes["q4-experts"].path),
@@ -227,7 +241,8 @@ async function main(): Promise<void> {
 
   // Speed: bandwidth first, then decode/prefill on models big enough for memory traffic to dominate.
   const bandwidthGBps = measureBandwidthGBps();
-  const speedModels = models.filter((model) => model.bytes > 100 * MiB);
+  // Largest first: the calibration case is the most memory-bound one, the others are held back.
+  const speedModels = models.filter((model) => model.bytes > 100 * MiB && model.arch.llamaCppArch === "deepseek2").sort((a, b) => b.bytes - a.bytes);
   const runs = quick ? 3 : 5;
   const measuredSpeeds: { model: ModelFile; kit: SpeedMeasurement; fit?: SpeedMeasurement }[] = [];
   for (const model of speedModels) {
@@ -235,16 +250,39 @@ async function main(): Promise<void> {
     const fit = await measureSpeed(model, ["-c", "2048"], runs);
     measuredSpeeds.push({ model, kit, fit });
   }
-  // Calibrate on the first model, hold the rest back.
-  const calibration = measuredSpeeds[0]!;
-  const decodeEfficiency = (calibration.kit.decode * decodeBytesPerToken(calibration.model, 280)) / (bandwidthGBps * 1e9);
+  // Decode time per token = bytes read / (bandwidth × efficiency) + layers × a fixed per-layer cost
+  // (kernel dispatch and thread sync, which dominate small models and vanish at Kimi's 18 GB/token).
+  // Both are calibrated on the largest and the smallest model (two equations, two unknowns); every
+  // other case is held back. Prefill: one efficiency, calibrated on the largest model.
+  const largest = measuredSpeeds[0]!;
+  const smallest = measuredSpeeds.filter((entry) => !entry.model.label.includes("shards")).at(-1)!;
+  const bytesA = decodeBytesPerToken(largest.model, 280);
+  const bytesB = decodeBytesPerToken(smallest.model, 280);
+  const layersA = largest.model.arch.layers;
+  const layersB = smallest.model.arch.layers;
+  const secondsA = 1 / largest.kit.decode;
+  const secondsB = 1 / smallest.kit.decode;
+  const determinant = bytesA * layersB - bytesB * layersA;
+  let secondsPerByte = secondsA / bytesA;
+  let perLayerSeconds = 0;
+  if (smallest !== largest && determinant !== 0) {
+    const x = (secondsA * layersB - secondsB * layersA) / determinant;
+    const o = (bytesA * secondsB - bytesB * secondsA) / determinant;
+    if (x > 0 && o >= 0) {
+      secondsPerByte = x;
+      perLayerSeconds = o;
+    }
+  }
+  const decodeEfficiency = 1 / (secondsPerByte * bandwidthGBps * 1e9);
+  const calibrationModels = new Set([largest.model, ...(perLayerSeconds > 0 ? [smallest.model] : [])]);
+  const calibration = largest;
   const peakFlops = machine.cores * machine.ghz * 1e9 * cpu.fp32FlopsPerCycle;
   const prefillEfficiency = (calibration.kit.prefill * prefillFlopsPerToken(calibration.model, 256)) / peakFlops;
   for (const { model, kit, fit } of measuredSpeeds) {
     records.push({
-      name: `${model.label}${model === calibration.model ? " (calibration)" : " (held back)"}`,
+      name: `${model.label}${calibrationModels.has(model) ? " (calibration)" : " (held back)"}`,
       kind: "speed",
-      projectedDecode: (bandwidthGBps * 1e9 * decodeEfficiency) / decodeBytesPerToken(model, 280),
+      projectedDecode: 1 / (decodeBytesPerToken(model, 280) * secondsPerByte + model.arch.layers * perLayerSeconds),
       measuredDecode: kit.decode,
       projectedPrefill: (peakFlops * prefillEfficiency) / prefillFlopsPerToken(model, 256),
       measuredPrefill: kit.prefill,
@@ -268,7 +306,7 @@ async function main(): Promise<void> {
     lines.push(`| ${record.name} | ${cell(d.model)} | ${cell(d.repack)} | ${cell(d.kv)} | ${cell(d.compute)} | ${pct(d.total.predictedBytes, d.total.measuredBytes)} |`);
   }
   lines.push("");
-  lines.push(`### Speed: projected vs measured (CPU factors calibrated on ${calibration.model.label}: decode efficiency ${decodeEfficiency.toFixed(3)} of measured bandwidth, prefill ${prefillEfficiency.toFixed(3)} of fp32 peak)`);
+  lines.push(`### Speed: projected vs measured (calibrated on ${[...calibrationModels].map((m) => m.label).join(" and ")}: decode efficiency ${decodeEfficiency.toFixed(3)} of measured bandwidth + ${(perLayerSeconds * 1e6).toFixed(0)} µs per layer per token; prefill ${prefillEfficiency.toFixed(3)} of fp32 peak)`);
   lines.push("");
   lines.push("| case | decode tok/s (proj/meas) | err | prefill tok/s (proj/meas) | err | kit / --fit decode | kit / --fit prefill |");
   lines.push("|---|---:|---:|---:|---:|---:|---:|");
@@ -282,7 +320,7 @@ async function main(): Promise<void> {
   const report = lines.join("\n");
   console.log(report);
   const out = flags.out ?? join(__dirname, "results.json");
-  writeFileSync(out, `${JSON.stringify({ generatedAt: new Date().toISOString(), quick, bandwidthGBps, decodeEfficiency, prefillEfficiency, records }, null, 1)}\n`);
+  writeFileSync(out, `${JSON.stringify({ generatedAt: new Date().toISOString(), quick, bandwidthGBps, decodeEfficiency, decodePerLayerSeconds: perLayerSeconds, prefillEfficiency, records }, null, 1)}\n`);
 }
 
 main().catch((error) => {

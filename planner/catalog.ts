@@ -36,7 +36,10 @@ export const TENSOR_CLASSES = [
 export type TensorClass = (typeof TENSOR_CLASSES)[number];
 
 const architectureSchema = z.strictObject({
-  llamaCppArch: z.literal("deepseek2"),
+  /** deepseek2 (MLA) for the catalog's models; a lock may bring another MoE architecture. */
+  llamaCppArch: z.string(),
+  /** Standard grouped-query attention (qwen3moe, glm4moe…); absent means MLA, which keeps only the latent K. */
+  attention: z.strictObject({ kind: z.literal("gqa"), headCountKv: z.int().positive(), keyLength: z.int().positive(), valueLength: z.int().positive() }).optional(),
   layers: z.int().positive(),
   denseLeadingLayers: z.int().nonnegative(),
   hiddenSize: z.int().positive(),

@@ -45,16 +45,43 @@ export function readLock(path: string): ManifestLock | undefined {
   return result.data;
 }
 
-/** The architecture numbers of a deepseek2 GGUF, from its metadata (gguf-py/gguf/constants.py keys). */
+/**
+ * The architecture numbers of an MoE GGUF, from its metadata (gguf-py/gguf/constants.py keys):
+ * deepseek2 with MLA, or a grouped-query-attention MoE (qwen3moe, glm4moe, …).
+ */
 export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Architecture {
   const arch = String(metadata["general.architecture"]);
-  if (arch !== "deepseek2") throw new Error(`the lock's GGUF architecture is ${arch}; the planner models deepseek2 (MLA + routed and shared experts)`);
   const number = (key: string, fallback?: number): number => {
     const value = metadata[`${arch}.${key}`];
     if (typeof value === "number") return value;
     if (fallback !== undefined) return fallback;
     throw new Error(`the lock's GGUF metadata lacks ${arch}.${key}`);
   };
+  if (arch !== "deepseek2") {
+    const heads = number("attention.head_count");
+    const hidden = number("embedding_length");
+    const headDim = Math.floor(hidden / heads);
+    return {
+      llamaCppArch: arch,
+      attention: { kind: "gqa", headCountKv: number("attention.head_count_kv", heads), keyLength: number("attention.key_length", headDim), valueLength: number("attention.value_length", headDim) },
+      layers: number("block_count"),
+      denseLeadingLayers: number("leading_dense_block_count", 0),
+      hiddenSize: hidden,
+      attentionHeads: heads,
+      qLoraRank: 0,
+      kvLoraRank: 0,
+      qkNopeHeadDim: 0,
+      qkRopeHeadDim: number("rope.dimension_count", headDim),
+      vHeadDim: number("attention.value_length", headDim),
+      denseFfnSize: number("feed_forward_length"),
+      routedExperts: number("expert_count"),
+      activeExperts: number("expert_used_count"),
+      sharedExperts: number("expert_shared_count", 0),
+      expertFfnSize: number("expert_feed_forward_length"),
+      vocabSize: number("vocab_size"),
+      contextLength: number("context_length"),
+    };
+  }
   const rope = number("rope.dimension_count");
   return {
     llamaCppArch: "deepseek2",

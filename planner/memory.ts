@@ -35,9 +35,22 @@ export function kvCells(contextPerSlot: number, slots: number): number {
   return Math.ceil((contextPerSlot * slots) / 256) * 256;
 }
 
-/** MLA keeps only K: (kv_lora_rank + rope dims) elements per token per layer (llama.cpp PR #19067). */
+/**
+ * KV bytes per token per layer. MLA keeps only K: (kv_lora_rank + rope dims) elements
+ * (llama.cpp PR #19067); grouped-query attention keeps K and V for each KV head.
+ */
 export function kvBytesPerTokenPerLayer(arch: Architecture, type: KvCacheType): number {
-  return rowBytes(kvTypeToGgml(type), arch.kvLoraRank + arch.qkRopeHeadDim);
+  const ggml = kvTypeToGgml(type);
+  if (arch.attention?.kind === "gqa") {
+    return rowBytes(ggml, arch.attention.headCountKv * arch.attention.keyLength) + rowBytes(ggml, arch.attention.headCountKv * arch.attention.valueLength);
+  }
+  return rowBytes(ggml, arch.kvLoraRank + arch.qkRopeHeadDim);
+}
+
+/** Per head, the elements a query scores against and the elements it reads back: MLA's absorbed latent, or GQA's head dims. */
+export function attentionHeadWidths(arch: Architecture): { key: number; value: number } {
+  if (arch.attention?.kind === "gqa") return { key: arch.attention.keyLength, value: arch.attention.valueLength };
+  return { key: arch.kvLoraRank + arch.qkRopeHeadDim, value: arch.kvLoraRank };
 }
 
 export function kvBytesPerLayer(arch: Architecture, type: KvCacheType, cells: number): number {
@@ -77,8 +90,8 @@ export interface ComputeBufferInputs {
 export function computeBufferBytes(inputs: ComputeBufferInputs): number {
   const { arch } = inputs;
   const ubatch = Math.min(inputs.ubatch, inputs.contextTotal);
-  const floatsPerToken =
-    (inputs.holdsOutput ? arch.vocabSize : 0) + arch.attentionHeads * (2 * arch.kvLoraRank + arch.qkRopeHeadDim) + 3 * arch.hiddenSize;
+  const widths = attentionHeadWidths(arch);
+  const floatsPerToken = (inputs.holdsOutput ? arch.vocabSize : 0) + arch.attentionHeads * (widths.key + widths.value) + 3 * arch.hiddenSize;
   const maskBytesPerToken = 2 * inputs.kvCellsPerSequence;
   return ubatch * (4 * floatsPerToken + maskBytesPerToken) + inputs.offloadedWeightBytes;
 }

@@ -128,7 +128,12 @@ export function matmulFlopsPerToken(tensor: TensorInfo, arch: Architecture): num
   return 2 * tensor.elements * decodeReadFraction(tensor, arch);
 }
 
-/** MLA attention (absorbed, as mainline llama.cpp runs it): per head, scores over kv_lora+rope, values over kv_lora. */
+/**
+ * Attention FLOPs per token per layer at a depth: per head, scores over the key width and a weighted
+ * sum over the value width (MLA absorbed as mainline llama.cpp runs it: kv_lora+rope and kv_lora).
+ */
 export function attentionFlopsPerTokenPerLayer(arch: Architecture, depthTokens: number): number {
-  return 2 * arch.attentionHeads * (arch.kvLoraRank + arch.qkRopeHeadDim + arch.kvLoraRank) * depthTokens;
+  const key = arch.attention?.kind === "gqa" ? arch.attention.keyLength : arch.kvLoraRank + arch.qkRopeHeadDim;
+  const value = arch.attention?.kind === "gqa" ? arch.attention.valueLength : arch.kvLoraRank;
+  return 2 * arch.attentionHeads * (key + value) * depthTokens;
 }
