@@ -145,13 +145,8 @@ export class LlmDeployment extends pulumi.ComponentResource {
     const host = new Host(`${name}-host`, { plan, sshPrivateKey: args.sshPrivateKey }, { parent: this });
 
     if (!host.connection || !host.address) {
-      // Cloud host in preview (see host.ts): nothing to run commands on yet; export the plan only.
-      this.endpoint = pulumi.output(undefined);
-      this.apiKey = pulumi.secret(pulumi.output(args.apiKey));
-      this.measuredDecodeTokensPerSecond = pulumi.output(null);
-      this.measuredPrefillTokensPerSecond = pulumi.output(null);
-      this.registerAll();
-      return;
+      // Every Host kind ends with a connection (bare metal from host.ssh, AWS from its instance).
+      throw new pulumi.RunError(`stack ${plan.stack}: the host has no SSH connection to run the deployment over`);
     }
 
     const executor = plan.config.deployment.remoteExecutor;
