@@ -50,7 +50,8 @@ export function probeArgs(plan: Plan): string[] {
     "--min-ram-bytes", String(Math.round(host.memory.totalBytes * 0.97)),
     "--min-physical-cores", String(host.cpu.cores),
     "--min-gpus", String(host.gpus.length),
-    "--min-free-disk-bytes", String(plan.modelBytes),
+    // No disk minimum here: fetch-gguf.sh checks free space against the bytes still missing, before
+    // its first byte — a fixed minimum would fail every re-probe once the shards are on disk.
   ];
   if (host.gpus.length > 0) args.push("--min-gpu-vram-bytes", String(Math.round(Math.min(...host.gpus.map((gpu) => gpu.memoryBytes)) * 0.97)));
   return args;
