@@ -57,43 +57,13 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     if (fallback !== undefined) return fallback;
     throw new Error(`the lock's GGUF metadata lacks ${arch}.${key}`);
   };
-  if (arch !== "deepseek2") {
-    const heads = number("attention.head_count");
-    const hidden = number("embedding_length");
-    const headDim = Math.floor(hidden / heads);
-    return {
-      llamaCppArch: arch,
-      attention: { kind: "gqa", headCountKv: number("attention.head_count_kv", heads), keyLength: number("attention.key_length", headDim), valueLength: number("attention.value_length", headDim) },
-      layers: number("block_count"),
-      denseLeadingLayers: number("leading_dense_block_count", 0),
-      hiddenSize: hidden,
-      attentionHeads: heads,
-      qLoraRank: 0,
-      kvLoraRank: 0,
-      qkNopeHeadDim: 0,
-      qkRopeHeadDim: number("rope.dimension_count", headDim),
-      vHeadDim: number("attention.value_length", headDim),
-      denseFfnSize: number("feed_forward_length"),
-      routedExperts: number("expert_count"),
-      activeExperts: number("expert_used_count"),
-      sharedExperts: number("expert_shared_count", 0),
-      expertFfnSize: number("expert_feed_forward_length"),
-      vocabSize: number("vocab_size"),
-      contextLength: number("context_length"),
-    };
-  }
-  const rope = number("rope.dimension_count");
-  return {
-    llamaCppArch: "deepseek2",
+  // What every MoE architecture states the same way.
+  const common = {
+    llamaCppArch: arch,
     layers: number("block_count"),
     denseLeadingLayers: number("leading_dense_block_count", 0),
     hiddenSize: number("embedding_length"),
     attentionHeads: number("attention.head_count"),
-    qLoraRank: number("attention.q_lora_rank", 0),
-    kvLoraRank: number("attention.kv_lora_rank"),
-    qkNopeHeadDim: number("attention.key_length_mla") - rope,
-    qkRopeHeadDim: rope,
-    vHeadDim: number("attention.value_length_mla"),
     denseFfnSize: number("feed_forward_length"),
     routedExperts: number("expert_count"),
     activeExperts: number("expert_used_count"),
@@ -101,6 +71,28 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     expertFfnSize: number("expert_feed_forward_length"),
     vocabSize: number("vocab_size"),
     contextLength: number("context_length"),
+  };
+  if (arch !== "deepseek2") {
+    const headDim = Math.floor(common.hiddenSize / common.attentionHeads);
+    const valueLength = number("attention.value_length", headDim);
+    return {
+      ...common,
+      attention: { kind: "gqa", headCountKv: number("attention.head_count_kv", common.attentionHeads), keyLength: number("attention.key_length", headDim), valueLength },
+      qLoraRank: 0,
+      kvLoraRank: 0,
+      qkNopeHeadDim: 0,
+      qkRopeHeadDim: number("rope.dimension_count", headDim),
+      vHeadDim: valueLength,
+    };
+  }
+  const rope = number("rope.dimension_count");
+  return {
+    ...common,
+    qLoraRank: number("attention.q_lora_rank", 0),
+    kvLoraRank: number("attention.kv_lora_rank"),
+    qkNopeHeadDim: number("attention.key_length_mla") - rope,
+    qkRopeHeadDim: rope,
+    vHeadDim: number("attention.value_length_mla"),
   };
 }
 
