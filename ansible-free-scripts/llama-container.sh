@@ -257,7 +257,10 @@ show_logs() {
 }
 if [[ -n "$health_url" ]]; then
   say "waiting up to ${wait_seconds}s for $health_url"
-  start=$SECONDS last_report=$SECONDS
+  # Milliseconds from EPOCHREALTIME: bash's $SECONDS ticks in whole seconds from an arbitrary phase,
+  # which would cut the wait short by up to a second.
+  now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
+  start=$(now_ms) last_report=$start
   while :; do
     IFS='|' read -r _ state _ restarts exit_code <<<"$(inspect)"
     if [[ "$state" != running || "$restarts" != "$restarts0" ]]; then
@@ -265,16 +268,16 @@ if [[ -n "$health_url" ]]; then
       fail "container $name stopped before $health_url answered: state ${state:-absent}, exit code ${exit_code:-?}, restarts ${restarts0}→${restarts:-?} (expected it running)" 3
     fi
     if err=$(curl -fsS -o /dev/null --max-time 5 "$health_url" 2>&1); then
-      say "$health_url answered after $((SECONDS - start))s"
+      say "$health_url answered after $(( ($(now_ms) - start) / 1000 ))s"
       break
     fi
-    if ((SECONDS - start >= wait_seconds)); then
+    if (($(now_ms) - start >= wait_seconds * 1000)); then
       show_logs
       fail "container $name is running but $health_url did not answer 200 within ${wait_seconds}s (last: ${err:-no answer})" 3
     fi
-    if ((SECONDS - last_report >= 10)); then
-      say "still waiting for $health_url ($((SECONDS - start))s of ${wait_seconds}s): ${err:-no answer}"
-      last_report=$SECONDS
+    if (($(now_ms) - last_report >= 10000)); then
+      say "still waiting for $health_url ($(( ($(now_ms) - start) / 1000 ))s of ${wait_seconds}s): ${err:-no answer}"
+      last_report=$(now_ms)
     fi
     sleep 1
   done
