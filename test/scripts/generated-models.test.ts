@@ -221,8 +221,9 @@ describe("gguf-writer", () => {
 });
 
 describe("medium generated model", () => {
-  it("is written in seconds with the planned tensors, shapes, types and deepseek2 keys", async () => {
-    expect(mediumSeconds).toBeLessThan(60);
+  it("is written with the planned tensors, shapes, types and deepseek2 keys", async () => {
+    // How long it took is reported, not asserted: speed belongs in bench/, not in tests.
+    process.stdout.write(`  medium model written in ${mediumSeconds.toFixed(1)} s\n`);
     expect(medium.sourceBytes).toBeGreaterThan(400 * MB);
     const h = await header(medium.source);
     const plan = deepseek2TensorPlan(PRESET_DIMS.medium, "F16");
