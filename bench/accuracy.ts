@@ -7,8 +7,8 @@
  *   compute), over deepseek2 models made by test-llama-archs and by our generator, two quant
  *   mixes, several context sizes and slot counts, with and without repacking and with experts
  *   forced to the CPU buffer by -ot;
- * - speed: this machine's read bandwidth measured here (bench/lib/membw.c), then projected vs
- *   measured decode and prefill; the CPU factors are calibrated on one case and the error is
+ * - speed: this machine's read bandwidth measured here (test/support/membw.c), then projected vs
+ *   measured decode and prefill; the CPU factors are calibrated on two cases and the error is
  *   reported on the others (held back);
  * - kit vs --fit: the same model served with the kit's arguments and with llama.cpp's own
  *   defaults (--fit on), medians of 5 runs, as a ratio.
@@ -34,6 +34,7 @@ import { generateDeepseek2Model, splitGguf } from "../test/support/models";
 import { llamaTool } from "../test/support/llama-cpp";
 import { parseBuffers, startServer } from "./lib/server";
 import { thisMachine } from "../test/support/local-stack";
+import { measureReadBandwidthGBps } from "../test/support/bandwidth";
 
 const MiB = 1024 * 1024;
 const { values: flags } = parseArgs({ options: { quick: { type: "boolean" }, out: { type: "string" } } });
@@ -125,11 +126,6 @@ async function memoryCase(model: ModelFile, variant: MemoryVariant): Promise<Cas
 }
 
 // ---------------------------------------------------------------- speed
-function measureBandwidthGBps(): number {
-  const binary = join(workDir, "membw");
-  execFileSync("gcc", ["-O3", "-march=native", "-fopenmp", join(__dirname, "lib", "membw.c"), "-o", binary]);
-  return Number(execFileSync(binary, ["1024", "5"], { env: { ...process.env, OMP_NUM_THREADS: String(machine.cores) } }).toString().trim());
-}
 
 interface SpeedMeasurement { decode: number; prefill: number }
 
@@ -240,7 +236,7 @@ async function main(): Promise<void> {
   }
 
   // Speed: bandwidth first, then decode/prefill on models big enough for memory traffic to dominate.
-  const bandwidthGBps = measureBandwidthGBps();
+  const bandwidthGBps = measureReadBandwidthGBps(machine.cores);
   // Largest first: the calibration case is the most memory-bound one, the others are held back.
   const speedModels = models.filter((model) => model.bytes > 100 * MiB && model.arch.llamaCppArch === "deepseek2").sort((a, b) => b.bytes - a.bytes);
   const runs = quick ? 3 : 5;
@@ -294,7 +290,7 @@ async function main(): Promise<void> {
 
   // ------------------------------------------------------------ report
   const lines: string[] = [];
-  lines.push(`Machine: ${machine.cores} cores, AVX-512 ${machine.avx512 ? "yes" : "no"}, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth measured ${bandwidthGBps.toFixed(1)} GB/s (bench/lib/membw.c, ${machine.cores} threads)`);
+  lines.push(`Machine: ${machine.cores} cores, AVX-512 ${machine.avx512 ? "yes" : "no"}, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth measured ${bandwidthGBps.toFixed(1)} GB/s (test/support/membw.c, ${machine.cores} threads)`);
   lines.push("");
   lines.push("### Memory: predicted vs llama-server's logged buffers (CPU)");
   lines.push("");

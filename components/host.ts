@@ -16,9 +16,6 @@ export interface HostArgs {
   sshPrivateKey?: pulumi.Input<string>;
 }
 
-/** Kept for callers that check deployability first; every host kind can be deployed now. */
-export function assertHostDeployable(_plan: Plan): void {}
-
 export class Host extends pulumi.ComponentResource {
   readonly kind: "bare-metal" | "cloud";
   /** Address clients and SSH use (a cloud instance's public IP once it exists). */
@@ -32,7 +29,6 @@ export class Host extends pulumi.ComponentResource {
   readonly connection: pulumi.Output<command.types.input.remote.ConnectionArgs> | undefined;
 
   constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
-    assertHostDeployable(args.plan);
     super("kimi-kit:host:Host", name, {}, opts);
     const hostConfig = args.plan.config.host;
     this.kind = hostConfig.kind;

@@ -10,7 +10,7 @@ import { ConfigError } from "../planner/errors";
 import { buildPlan, type Plan, type PlanOptions } from "../planner/plan";
 import { hostLocalAddress, shellQuote } from "./container-spec";
 import { GgufShards } from "./gguf-shards";
-import { assertHostDeployable, Host } from "./host";
+import { Host } from "./host";
 import { HostPrep } from "./host-prep";
 import { LlamaServer, type ContainerEngine } from "./llama-server";
 
@@ -130,7 +130,6 @@ export class LlmDeployment extends pulumi.ComponentResource {
   constructor(name: string, args: LlmDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     // Plan before registering anything: a refused or invalid stack leaves no resource behind.
     const plan = planOrRunError(args.stack, args.config, args.planOptions);
-    assertHostDeployable(plan);
     super("kimi-kit:index:LlmDeployment", name, {}, opts);
     this.plan = plan;
     const serving = plan.config.serving;

@@ -4,9 +4,43 @@ import type { z } from "zod";
 export function describeIssues(issues: readonly z.core.$ZodIssue[], prefix: (path: readonly PropertyKey[]) => string = () => ""): string[] {
   return issues.map((issue) => {
     const path = formatPath(issue.path);
-    const found = "input" in issue && issue.input !== undefined ? `found ${JSON.stringify(issue.input)}` : "missing";
-    return `${prefix(issue.path)}${path || "(top level)"}: ${found}; ${issue.message}`;
+    const found = `found ${foundValue(issue)}`;
+    return `${prefix(issue.path)}${path || "(top level)"}: ${found}; ${allowed(issue)}`;
   });
+}
+
+/** The value at fault: for an unknown key the key, for a union its discriminator, never a whole object. */
+function foundValue(issue: z.core.$ZodIssue): string {
+  if (issue.code === "unrecognized_keys") return issue.keys.map((key) => JSON.stringify(key)).join(", ");
+  const input = "input" in issue ? issue.input : undefined;
+  if (input === undefined) return "nothing (missing)";
+  const last = issue.path.at(-1);
+  if (issue.code === "invalid_union" && input && typeof input === "object" && typeof last === "string" && last in input) {
+    return JSON.stringify((input as Record<string, unknown>)[last]);
+  }
+  const text = JSON.stringify(input);
+  return text.length > 120 ? `${text.slice(0, 117)}…` : text;
+}
+
+/** Says what is allowed in words; our own messages already do, zod's defaults are rephrased. */
+function allowed(issue: z.core.$ZodIssue): string {
+  if (issue.message.startsWith("allowed:")) return issue.message;
+  switch (issue.code) {
+    case "too_small":
+      return `allowed: ${issue.origin === "array" ? "at least" : issue.inclusive ? "at least" : "more than"} ${String(issue.minimum)}${issue.origin === "array" ? " item(s)" : ""}`;
+    case "too_big":
+      return `allowed: ${issue.inclusive ? "at most" : "less than"} ${String(issue.maximum)}${issue.origin === "array" ? " item(s)" : ""}`;
+    case "invalid_type":
+      return `allowed: a ${issue.expected}`;
+    case "invalid_value":
+      return `allowed: one of ${issue.values.map((value) => JSON.stringify(value)).join(", ")}`;
+    case "unrecognized_keys":
+      return "allowed: only the documented keys (see the stacks in stacks/ and planner/config.ts)";
+    case "invalid_union":
+      return `allowed: ${issue.message.replace(/^Invalid discriminator value\. Expected /, "one of ")}`;
+    default:
+      return `allowed: ${issue.message}`;
+  }
 }
 
 export function formatPath(path: readonly PropertyKey[]): string {

@@ -13,6 +13,7 @@ import { startHfServer, type HfServer } from "./hf-server";
 import { buildLlamaServerImage, type LlamaServerImage } from "./llama-image";
 import { generateDeepseek2Model, splitGguf } from "./models";
 import { freePort } from "./net";
+import { measureReadBandwidthGBps } from "./bandwidth";
 import { startLoopbackSshd, type LoopbackSshd } from "./sshd";
 
 export const LOCAL_REPO = "kimi-kit-test/deepseek2-moe-GGUF";
@@ -91,7 +92,7 @@ export function localStackValues(host: LocalHost, overrides: { contextLength?: n
       name: "loopback host (this machine)",
       ssh: { host: "127.0.0.1", port: host.sshd.port, user: host.sshd.user, hostPublicKey: host.sshd.hostPublicKey },
       cpu: { cores: machine.cores, allCoreGHz: Number(machine.ghz.toFixed(2)), fp32FlopsPerCycle: 32, avx512: machine.avx512 },
-      memory: { total: machine.ramBytes, kind: "DDR5-4800", channels: 2 },
+      memory: { total: machine.ramBytes, measuredBandwidthGBps: measureReadBandwidthGBps(machine.cores) },
     },
     model: { repo: LOCAL_REPO, tier: LOCAL_TIER },
     serving: { contextLength: overrides.contextLength ?? 256, parallelSlots: 1, kvCacheType: "f16", port: host.servingPort, bindAddress: "127.0.0.1" },

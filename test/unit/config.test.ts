@@ -89,4 +89,15 @@ describe("stack config errors", () => {
     expect(config.host.kind === "bare-metal" && config.host.memory.total).toBe(384 * 1024 ** 3);
     expect(config.host.kind === "bare-metal" && config.host.disk.free).toBe(1e12);
   });
+
+  it("every line says what is allowed, and shows the value at fault rather than a whole object", () => {
+    const raw = good();
+    (raw.host as Record<string, unknown>).kind = "vm";
+    (raw.serving as Record<string, unknown>).contextLenght = 1;
+    (raw.host as { cpu: Record<string, unknown> }).cpu.allCoreGHz = 0;
+    const problems = problemsOf(raw);
+    for (const line of problems) expect(line).toMatch(/: found .*; allowed: /);
+    expect(problems).toContain(`host.kind: found "vm"; allowed: one of 'bare-metal' | 'cloud'`);
+    expect(problems.find((line) => line.startsWith("serving:"))).toMatch(/found "contextLenght"/);
+  });
 });
