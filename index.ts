@@ -2,29 +2,59 @@
  * The Pulumi program: the `kimi-kit:*` config of the selected stack → one LlmDeployment.
  * `pulumi preview` needs no SSH or Docker connection (remote commands do not run in preview and the
  * docker provider is configured without a daemon check); a stack the planner refuses fails here with
- * the planner's reason and registers nothing.
+ * the planner's reason and registers nothing. The config is checked first, as a whole: misspelled
+ * keys, secrets set in plain text and an API key that is not one stop `up` before any resource.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { CONFIG_NAMESPACE } from "./planner/config";
+import { ConfigError } from "./planner/errors";
+import { readProgramConfig, type ProgramConfig } from "./planner/stack-file";
 import { deployStack } from "./components/llm-deployment";
 
-const config = new pulumi.Config(CONFIG_NAMESPACE);
-const raw: Record<string, unknown> = {};
-for (const key of ["host", "model", "serving", "costs", "projection", "deployment"]) {
-  const value = config.getObject<unknown>(key);
-  if (value !== undefined) raw[key] = value;
-}
-const apiKeySecret = config.getSecret("apiKey");
-const sshPrivateKey = config.getSecret("sshPrivateKey");
-const huggingFaceToken = config.getSecret("huggingFaceToken");
-// Secrets never go through the schema as values: it only needs to know they are set, encrypted.
-for (const [key, value] of Object.entries({ apiKey: apiKeySecret, sshPrivateKey, huggingFaceToken })) {
-  if (value !== undefined) raw[key] = { secure: "(set)" };
+/**
+ * Whether Pulumi holds a config key encrypted. @pulumi/pulumi keeps the secret keys' names for the
+ * program (runtime.isConfigSecret, marked internal, fed by PULUMI_CONFIG_SECRET_KEYS); when an SDK
+ * lacks it, the environment variable is read directly, and without either nothing counts as secret,
+ * so a secret key is refused rather than trusted.
+ */
+function isSecretConfigKey(fullKey: string): boolean {
+  const runtime = pulumi.runtime as typeof pulumi.runtime & { isConfigSecret?: (key: string) => boolean };
+  // Older language hosts named keys "<namespace>:config:<key>"; accept either spelling.
+  const spellings = [fullKey, fullKey.replace(":", ":config:")];
+  if (typeof runtime.isConfigSecret === "function") return spellings.some((key) => runtime.isConfigSecret!(key));
+  try {
+    const keys = JSON.parse(process.env.PULUMI_CONFIG_SECRET_KEYS ?? "[]") as unknown;
+    return Array.isArray(keys) && spellings.some((key) => keys.includes(key));
+  } catch {
+    return false;
+  }
 }
 
-const deployment = deployStack(pulumi.getStack(), raw, { apiKey: apiKeySecret, sshPrivateKey, huggingFaceToken });
+function programConfig(stack: string): ProgramConfig {
+  try {
+    return readProgramConfig(stack, pulumi.runtime.allConfig(), isSecretConfigKey);
+  } catch (error) {
+    // A RunError prints the lines without a stack trace.
+    if (error instanceof ConfigError) throw new pulumi.RunError(error.message);
+    throw error;
+  }
+}
+
+const stack = pulumi.getStack();
+const { raw, secrets } = programConfig(stack);
+// Secrets reach the components only as secret Outputs: never a plain value in state or logs.
+const secret = (value: string | undefined) => (value === undefined ? undefined : pulumi.secret(value));
+
+const deployment = deployStack(stack, raw, {
+  apiKey: secret(secrets.apiKey),
+  sshPrivateKey: secret(secrets.sshPrivateKey),
+  huggingFaceToken: secret(secrets.huggingFaceToken),
+  tlsCertificate: secret(secrets.tlsCertificate),
+  tlsPrivateKey: secret(secrets.tlsPrivateKey),
+});
 
 export const endpoint = deployment.endpoint;
+/** A public listener with the internal CA: the CA certificate clients trust (`curl --cacert`). */
+export const caCertificate = deployment.caCertificate;
 export const apiKey = deployment.apiKey;
 export const plan = deployment.planSummary;
 export const projectedDecodeTokensPerSecond = deployment.projectedDecodeTokensPerSecond;

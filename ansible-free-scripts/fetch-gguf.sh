@@ -13,6 +13,8 @@ usage() {
 Usage: $PROG --dest DIR --base-url URL --repo OWNER/NAME [--revision REV]
          (--manifest FILE | --resolve FOLDER)
          [--connections N] [--token-stdin] [--reverify] [--progress-seconds S]
+         [--attempts N] [--retry-delay S] [--retry-max-delay S]
+         [--min-rate-bytes-per-second B] [--stall-seconds S]
 
 Downloads the GGUF shards of a model repository into DIR and verifies each one's sha256.
 Safe to re-run: verified shards are skipped without hashing, interrupted downloads resume
@@ -30,10 +32,20 @@ from their .partial file, and nothing but the listed shards' files is ever touch
                         the resolved manifest is printed
   --connections N       download up to N shards at a time, in parallel, one connection per
                         shard (default: 4)
-  --token-stdin         read a Hugging Face token (one line) from stdin; curl gets it through
-                        a private temp file, never on a command line
+  --token-stdin         read a Hugging Face token (one line) from stdin; curl gets it on a
+                        pipe (a curl config on /dev/fd), never in a file, argv or environment
   --reverify            re-hash shards even when their .verified sidecar matches
-  --progress-seconds S  print a progress line per active download every S seconds (default: 10)
+  --progress-seconds S  every S seconds print a progress line per active download and a
+                        total line, with rate and ETA (default: 10)
+  --attempts N          tries per shard in a row before giving up (default: 5); a dropped or
+                        stalled transfer resumes from its .partial after a backoff; a try that
+                        added at least B*S bytes (see below) starts the count again. HTTP
+                        401/403/404 and other 4xx answers are never retried
+  --retry-delay S       backoff before the first retry, doubled for each further one (default: 2)
+  --retry-max-delay S   longest backoff (default: 60)
+  --min-rate-bytes-per-second B
+                        abort a transfer that runs below B bytes/s ... (default: 1024)
+  --stall-seconds S     ... for S seconds in a row, then retry it (default: 60)
   -h, --help            show this help
 
 Files per shard PATH: DIR/PATH (only ever a verified shard), DIR/PATH.verified (sidecar
@@ -45,6 +57,7 @@ Exit codes:
   0  all shards verified             1  other error (missing tool, I/O error)
   2  usage error                     3  bad manifest, or --resolve failed
   4  not enough free disk space      5  a shard failed verification twice
+     (before the first byte, or the disk filled up: the .partial is kept)
   6  a download failed               7  another run holds the lock on DIR
 EOF
 }
@@ -66,6 +79,7 @@ usage_error() {
 # ---------------------------------------------------------------------------- arguments
 DEST='' BASE_URL='' REPO='' REVISION=main MANIFEST='' RESOLVE='' CONNECTIONS=4
 TOKEN_STDIN=0 REVERIFY=0 PROGRESS_SECONDS=10
+ATTEMPTS=5 RETRY_DELAY=2 RETRY_MAX_DELAY=60 MIN_RATE=1024 STALL_SECONDS=60
 HAVE_MANIFEST=0 HAVE_RESOLVE=0
 
 args=()
@@ -91,6 +105,11 @@ while [[ $# -gt 0 ]]; do
     --resolve) value_of "$1" $#; RESOLVE=$2; HAVE_RESOLVE=1; shift 2 ;;
     --connections) value_of "$1" $#; CONNECTIONS=$2; shift 2 ;;
     --progress-seconds) value_of "$1" $#; PROGRESS_SECONDS=$2; shift 2 ;;
+    --attempts) value_of "$1" $#; ATTEMPTS=$2; shift 2 ;;
+    --retry-delay) value_of "$1" $#; RETRY_DELAY=$2; shift 2 ;;
+    --retry-max-delay) value_of "$1" $#; RETRY_MAX_DELAY=$2; shift 2 ;;
+    --min-rate-bytes-per-second) value_of "$1" $#; MIN_RATE=$2; shift 2 ;;
+    --stall-seconds) value_of "$1" $#; STALL_SECONDS=$2; shift 2 ;;
     --token-stdin) TOKEN_STDIN=1; shift ;;
     --reverify) REVERIFY=1; shift ;;
     *) usage_error "unknown argument: $1" ;;
@@ -108,6 +127,11 @@ while [[ $BASE_URL == */ ]]; do BASE_URL=${BASE_URL%/}; done
 ((HAVE_MANIFEST + HAVE_RESOLVE == 1)) || usage_error "give exactly one of --manifest FILE or --resolve FOLDER"
 [[ $CONNECTIONS =~ ^[1-9][0-9]?$ ]] || usage_error "--connections must be an integer from 1 to 99: $CONNECTIONS"
 [[ $PROGRESS_SECONDS =~ ^[1-9][0-9]{0,5}$ ]] || usage_error "--progress-seconds must be a positive integer: $PROGRESS_SECONDS"
+[[ $ATTEMPTS =~ ^[1-9][0-9]?$ ]] || usage_error "--attempts must be an integer from 1 to 99: $ATTEMPTS"
+[[ $RETRY_DELAY =~ ^(0|[1-9][0-9]{0,3})$ ]] || usage_error "--retry-delay must be a number of seconds from 0 to 9999: $RETRY_DELAY"
+[[ $RETRY_MAX_DELAY =~ ^(0|[1-9][0-9]{0,3})$ ]] || usage_error "--retry-max-delay must be a number of seconds from 0 to 9999: $RETRY_MAX_DELAY"
+[[ $MIN_RATE =~ ^[1-9][0-9]{0,9}$ ]] || usage_error "--min-rate-bytes-per-second must be a positive integer: $MIN_RATE"
+[[ $STALL_SECONDS =~ ^[1-9][0-9]{0,4}$ ]] || usage_error "--stall-seconds must be a positive integer of seconds: $STALL_SECONDS"
 
 # A path relative to the repository root: no leading /, no empty, "." or ".." component.
 valid_relpath() {
@@ -134,9 +158,11 @@ fi
 # ---------------------------------------------------------------------------- work dir, traps
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fetch-gguf.XXXXXX")
 declare -A RUNNING=() # worker pid -> shard index
+CHILD=''              # the long-running child of this shell (curl, sha256sum, sleep), if any
 cleanup() {
   local rc=$? pid
   trap - EXIT INT TERM HUP
+  if [[ -n $CHILD ]]; then kill -TERM "$CHILD" 2>/dev/null || true; fi
   for pid in "${!RUNNING[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${!RUNNING[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf -- "$WORK"
@@ -147,23 +173,39 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-AUTH=()
+# The token lives only in this shell's memory (never exported): curl reads it from a curl
+# config on a pipe (process substitution, /dev/fd/N), written by the printf builtin in a forked
+# subshell. It is never in a file, in any process's argv or in any environment.
+TOKEN=''
 if ((TOKEN_STDIN)); then
-  token=''
   if [[ -t 0 ]]; then
-    IFS= read -r -s -p "Hugging Face token: " token || true
+    IFS= read -r -s -p "Hugging Face token: " TOKEN || true
     echo >&2
   else
-    IFS= read -r token || true
+    IFS= read -r TOKEN || true
   fi
-  token=${token//[[:space:]]/}
-  [[ -n $token ]] || usage_error "--token-stdin: no token on stdin"
-  # printf is a builtin: the token never shows up in any process's argv.
-  AUTH_FILE="$WORK/auth-header"
-  (umask 077 && printf 'Authorization: Bearer %s\n' "$token" >"$AUTH_FILE")
-  unset token
-  AUTH=(-H "@$AUTH_FILE")
+  TOKEN=${TOKEN//[[:space:]]/}
+  [[ -n $TOKEN ]] || usage_error "--token-stdin: no token on stdin"
+  TOKEN=${TOKEN//\\/\\\\} # escaped for a double-quoted curl config value
+  TOKEN=${TOKEN//\"/\\\"}
 fi
+auth_config() { printf 'header = "Authorization: Bearer %s"\n' "$TOKEN"; }
+
+# run_curl OUT ERR ARGS...: curl ARGS in the background (so a TERM to this shell can stop it,
+# see worker_setup), stdout to OUT, stderr to ERR; with --token-stdin the token goes on a pipe.
+run_curl() {
+  local out=$1 errf=$2 rc=0
+  shift 2
+  if [[ -n $TOKEN ]]; then
+    curl --config <(auth_config) "$@" >"$out" 2>"$errf" &
+  else
+    curl "$@" >"$out" 2>"$errf" &
+  fi
+  CHILD=$!
+  wait "$CHILD" || rc=$?
+  CHILD=''
+  return "$rc"
+}
 
 # ---------------------------------------------------------------------------- helpers
 urlencode_path() {
@@ -198,7 +240,6 @@ gib() {
 }
 
 # Runs a long command in the background and waits for it, so a TERM to a worker can stop it too.
-CHILD=''
 run_child() {
   "$@" &
   CHILD=$!
@@ -273,8 +314,10 @@ resolve_manifest() { # -> writes $WORK/manifest.tsv
   local folder_url='' url code rc=0 detail
   [[ $RESOLVE == . ]] || folder_url="/$(urlencode_path "$RESOLVE")"
   url="$BASE_URL/api/models/$REPO/tree/$REV_ENC$folder_url"
-  code=$(curl -sS -L --retry 3 --connect-timeout 30 --max-time 300 "${AUTH[@]}" \
-    -o "$WORK/tree.json" -w '%{http_code}' -- "$url" 2>"$WORK/tree.err") || rc=$?
+  run_curl "$WORK/tree.code" "$WORK/tree.err" -sS -L --retry 3 --connect-timeout 30 --max-time 300 \
+    --speed-limit "$MIN_RATE" --speed-time "$STALL_SECONDS" \
+    -o "$WORK/tree.json" -w '%{http_code}' -- "$url" || rc=$?
+  code=$(<"$WORK/tree.code")
   detail=$(<"$WORK/tree.err")
   detail=${detail//$'\n'/ }
   if ((rc != 0)); then
@@ -352,28 +395,69 @@ say "fetch-gguf: $REPO@$REVISION -> $DEST: $K shard(s), $TOTAL_BYTES bytes ($(hu
 # stopped (downloads keep their .partial); POOL_RC holds that first failure's exit code.
 POOL_RC=0
 declare -A PREV_BYTES=() PREV_T=()
+TOTAL_PREV_BYTES=-1 TOTAL_PREV_T=0
 progress_bytes() { # bytes of shard $1 on disk so far
   local p="$DEST/${PATHS[$1]}"
   if [[ -f $p.partial ]]; then file_size "$p.partial"
   elif [[ -f $p ]]; then file_size "$p"
   else printf 0; fi
 }
+human_rate() { printf '%s/s' "$(human "$1")"; } # bytes per second
+eta() {                                             # eta REMAINING_BYTES BYTES_PER_SECOND
+  local s
+  if (($2 <= 0)); then printf -- '--:--'; return; fi
+  s=$((($1 + $2 - 1) / $2))
+  if ((s >= 3600)); then printf '%d:%02d:%02d' $((s / 3600)) $((s % 3600 / 60)) $((s % 60))
+  else printf '%d:%02d' $((s / 60)) $((s % 60)); fi
+}
+ON_DISK=0 DONE_SHARDS=0
+total_on_disk() { # -> ON_DISK: bytes of the model on disk (verified shards count whole), DONE_SHARDS
+  local i b
+  ON_DISK=0 DONE_SHARDS=0
+  for ((i = 0; i < K; i++)); do
+    if [[ -e $WORK/verified.$i || -e $WORK/fetched.$i ]]; then
+      ON_DISK=$((ON_DISK + SIZES[i])) DONE_SHARDS=$((DONE_SHARDS + 1))
+      continue
+    fi
+    b=$(progress_bytes "$i" 2>/dev/null) || b=0
+    ((b <= SIZES[i])) || b=${SIZES[i]}
+    ON_DISK=$((ON_DISK + b))
+  done
+}
+# One line per running download and one for the whole model:
+#   [3/4] PATH 1.2 MiB / 4.0 MiB (30%) 256.0 KiB/s ETA 0:11
+#   total: 9.1 MiB / 15.0 MiB (60%) 1.2 MiB/s ETA 0:05, 2 of 4 shard(s) verified
+# Rates are over the last interval; ETA = what is left at that rate.
 print_progress() {
-  local pid i b t dt speed pct size
+  local pid i b t dt rate pct size all
+  t=$(now_us)
   for pid in "${!RUNNING[@]}"; do
     i=${RUNNING[$pid]}
     size=${SIZES[i]}
     b=$(progress_bytes "$i" 2>/dev/null) || b=0
-    t=$(now_us)
+    ((b <= size)) || b=$size
     dt=$((t - PREV_T[$i]))
     ((dt > 0)) || dt=1
-    speed=$(((b - PREV_BYTES[$i]) * 10 / dt)) # tenths of MB/s (bytes per microsecond = MB/s)
-    ((speed >= 0)) || speed=0
+    rate=$(((b - PREV_BYTES[$i]) * 1000000 / dt))
+    ((rate >= 0)) || rate=0
     pct=100
     ((size == 0)) || pct=$((b * 100 / size))
-    say "[$((i + 1))/$K] ${PATHS[i]} $(human "$b" "$size") / $(human "$size") ($pct%) $((speed / 10)).$((speed % 10)) MB/s"
+    say "[$((i + 1))/$K] ${PATHS[i]} $(human "$b" "$size") / $(human "$size") ($pct%) $(human_rate "$rate") ETA $(eta $((size - b)) "$rate")"
     PREV_BYTES[$i]=$b PREV_T[$i]=$t
   done
+  total_on_disk
+  all=$ON_DISK
+  rate=0
+  if ((TOTAL_PREV_BYTES >= 0)); then
+    dt=$((t - TOTAL_PREV_T))
+    ((dt > 0)) || dt=1
+    rate=$(((all - TOTAL_PREV_BYTES) * 1000000 / dt))
+    ((rate >= 0)) || rate=0
+  fi
+  pct=100
+  ((TOTAL_BYTES == 0)) || pct=$((all * 100 / TOTAL_BYTES))
+  say "total: $(human "$all" "$TOTAL_BYTES") / $(human "$TOTAL_BYTES") ($pct%) $(human_rate "$rate") ETA $(eta $((TOTAL_BYTES - all)) "$rate"), $DONE_SHARDS of $K shard(s) verified"
+  TOTAL_PREV_BYTES=$all TOTAL_PREV_T=$t
 }
 run_pool() {
   local func=$1 show_progress=$2
@@ -381,6 +465,10 @@ run_pool() {
   local queue=("$@") next=0 pid other rc i last_tick now
   POOL_RC=0
   last_tick=$(now_us)
+  if ((show_progress)); then
+    total_on_disk
+    TOTAL_PREV_BYTES=$ON_DISK TOTAL_PREV_T=$last_tick
+  fi
   while ((next < ${#queue[@]} || ${#RUNNING[@]} > 0)); do
     while ((POOL_RC == 0 && next < ${#queue[@]} && ${#RUNNING[@]} < CONNECTIONS)); do
       i=${queue[next]}
@@ -484,27 +572,64 @@ if ((${#TO_FETCH[@]} > 0)); then
 fi
 
 # ---------------------------------------------------------------------------- downloads
-curl_failure() { # TAG URL PATH RC
-  local code=000 detail='' line why
-  if [[ -s $WORK/curl.$5.out ]]; then
-    while IFS= read -r line; do [[ -n $line ]] && code=$line; done <"$WORK/curl.$5.out"
+W_CODE=000 W_SPEED=0
+read_writeout() { # INDEX -> W_CODE (last HTTP status), W_SPEED (average bytes/s of the transfer)
+  local c sp
+  W_CODE=000 W_SPEED=0
+  if [[ -s $WORK/curl.$1.out ]]; then
+    while read -r c sp; do
+      [[ -n $c ]] && W_CODE=$c W_SPEED=${sp%%[.,]*}
+    done <"$WORK/curl.$1.out"
   fi
-  [[ -f $WORK/curl.$5.err ]] && detail=$(<"$WORK/curl.$5.err")
-  detail=${detail//$'\n'/ }
-  case $code in
-    401 | 403) why="HTTP $code: the Hugging Face token is missing or wrong (pass one that can read $REPO with --token-stdin)" ;;
-    404) why="HTTP 404: $3 not found in $REPO at revision $REVISION" ;;
-    000) why="no HTTP response" ;;
-    *) why="HTTP $code" ;;
-  esac
-  err "$1: download failed (curl exit $4, $why) from $2${detail:+; curl: $detail}. Bytes received so far stay in $DEST/$3.partial; re-run to resume."
+  [[ $W_SPEED =~ ^[0-9]+$ ]] || W_SPEED=0
 }
 
-# Worker: download one shard into .partial (resuming), verify it, move it to its final name.
+# classify_failure RC INDEX PATH AFTER SIZE -> FAIL_KIND (retry | fatal | disk) and FAIL_WHY,
+# "curl exit RC, what happened" (curl's own words, if any, in FAIL_DETAIL).
+FAIL_KIND='' FAIL_WHY='' FAIL_DETAIL=''
+classify_failure() {
+  local rc=$1 code=$W_CODE why
+  FAIL_DETAIL=''
+  [[ -f $WORK/curl.$2.err ]] && FAIL_DETAIL=$(<"$WORK/curl.$2.err")
+  FAIL_DETAIL=${FAIL_DETAIL//$'\n'/ }
+  FAIL_DETAIL=${FAIL_DETAIL#curl: }
+  FAIL_KIND=retry
+  case $rc in
+    0) why="HTTP $code: the server ended the transfer after $4 of $5 bytes" ;;
+    22)
+      case $code in
+        401 | 403) FAIL_KIND=fatal why="HTTP $code: the Hugging Face token is missing or wrong (pass one that can read $REPO with --token-stdin)" ;;
+        404) FAIL_KIND=fatal why="HTTP 404: $3 not found in $REPO at revision $REVISION" ;;
+        408 | 429 | 5??) why="HTTP $code" ;;
+        *) FAIL_KIND=fatal why="HTTP $code" ;;
+      esac
+      ;;
+    23) FAIL_KIND=disk why="could not write" ;;
+    28)
+      if [[ $FAIL_DETAIL == *"too slow"* ]]; then
+        why="transfer too slow: $(human_rate "$W_SPEED") on average, below --min-rate-bytes-per-second $MIN_RATE for --stall-seconds $STALL_SECONDS"
+      else
+        why="timed out"
+      fi
+      ;;
+    18) why="the connection dropped before the end of the shard" ;;
+    7) why="could not connect" ;;
+    52) why="the server closed the connection without a reply" ;;
+    55 | 56) why="the connection failed while transferring" ;;
+    6 | 16 | 35 | 92) why="network or protocol error" ;;
+    *) FAIL_KIND=fatal why="HTTP $code" ;;
+  esac
+  [[ $code != 000 ]] || why=${why/HTTP 000/no HTTP response}
+  FAIL_WHY="curl exit $rc, $why"
+}
+
+# Worker: download one shard into .partial (resuming, retrying with backoff), verify it, move
+# it to its final name.
 download_shard() {
   local i=$1 path=${PATHS[$1]} sha=${SHAS[$1]} size=${SIZES[$1]}
   local tag="[$(($1 + 1))/$K] ${PATHS[$1]}" final="$DEST/${PATHS[$1]}"
-  local partial="$final.partial" bad="$final.bad" url attempt=1 have after rc found got=0
+  local partial="$final.partial" bad="$final.bad" url verify_round=1 have after rc found got=0
+  local fails=0 delay avail headway=$((MIN_RATE * STALL_SECONDS)) note=''
   url="$BASE_URL/$REPO/resolve/$REV_ENC/$(urlencode_path "$path")"
   mkdir -p -- "${final%/*}"
   rm -f -- "$final.verified"
@@ -518,25 +643,46 @@ download_shard() {
     fi
     if ((have < size)); then
       if ((have > 0)); then
-        say "$tag: resuming at byte $have of $size from $url"
+        say "$tag: resuming at byte $have of $size from $url$note"
       else
-        say "$tag: downloading $size bytes from $url"
+        say "$tag: downloading $size bytes from $url$note"
       fi
       rc=0
-      run_child curl -fL --retry 3 -C - -sS --connect-timeout 30 --speed-limit 1 --speed-time 300 \
-        "${AUTH[@]}" -w '%{http_code}\n' -o "$partial" -- "$url" \
-        >"$WORK/curl.$i.out" 2>"$WORK/curl.$i.err" || rc=$?
+      run_curl "$WORK/curl.$i.out" "$WORK/curl.$i.err" -fL -C - -sS --connect-timeout 30 \
+        --speed-limit "$MIN_RATE" --speed-time "$STALL_SECONDS" \
+        -w '%{http_code} %{speed_download}\n' -o "$partial" -- "$url" || rc=$?
       after=0
       [[ -f $partial ]] && after=$(file_size "$partial")
       got=$((got + after - have))
       printf '%s\n' "$got" >"$WORK/bytes.$i"
-      if ((rc != 0)); then
-        curl_failure "$tag" "$url" "$path" "$rc" "$i"
-        return "$EXIT_DOWNLOAD"
-      fi
-      if ((after < size)); then
-        err "$tag: the server sent only $after of $size bytes from $url; they stay in $partial, re-run to resume"
-        return "$EXIT_DOWNLOAD"
+      if ((rc != 0 || after < size)); then
+        read_writeout "$i"
+        classify_failure "$rc" "$i" "$path" "$after" "$size"
+        if [[ $FAIL_KIND == disk ]]; then
+          avail=$(free_bytes "${partial%/*}")
+          if ((avail < size - after)); then
+            err "disk full in $DEST: $tag: writing $partial stopped at $after of $size bytes ($FAIL_WHY; $avail bytes free, $((size - after)) more needed) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. The $after bytes received stay in $partial: free space in $DEST, then re-run to resume."
+            return "$EXIT_DISK"
+          fi
+          err "$tag: cannot write $partial ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. The $after bytes received stay there; re-run to resume."
+          return 1
+        fi
+        if [[ $FAIL_KIND == fatal ]]; then
+          err "$tag: download failed ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. Not retried: this will not heal by itself. Bytes received so far ($after) stay in $partial; re-run to resume."
+          return "$EXIT_DOWNLOAD"
+        fi
+        # A try that moved the download on by at least a stall window's worth starts the count again.
+        if ((after - have >= headway)); then fails=1; else fails=$((fails + 1)); fi
+        if ((fails >= ATTEMPTS)); then
+          err "$tag: download failed $fails time(s) in a row ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}; the last try ran at $(human_rate "$W_SPEED"). $after of $size bytes are kept in $partial; re-run to resume."
+          return "$EXIT_DOWNLOAD"
+        fi
+        delay=$((RETRY_DELAY << (fails - 1)))
+        ((delay <= RETRY_MAX_DELAY && fails <= 30)) || delay=$RETRY_MAX_DELAY
+        say "$tag: try $fails of $ATTEMPTS failed ($FAIL_WHY) at $(human_rate "$W_SPEED"); $after of $size bytes kept in $partial; retrying in $delay s"
+        ((delay == 0)) || run_child sleep "$delay"
+        note=" (try $((fails + 1)) of $ATTEMPTS)"
+        continue
       fi
     elif [[ ! -f $partial ]]; then
       : >"$partial" # an empty shard
@@ -553,11 +699,11 @@ download_shard() {
     fi
     mv -f -- "$partial" "$bad"
     err "$tag: sha256 mismatch for $final: expected $sha, found $found; the file is now $bad"
-    if ((attempt >= 2)); then
+    if ((verify_round >= 2)); then
       err "$tag: failed verification twice (expected sha256 $sha, found $found) from $url; giving up"
       return "$EXIT_VERIFY"
     fi
-    attempt=2
+    verify_round=2 fails=0 note=''
     say "$tag: downloading it once more from scratch"
   done
 }
@@ -565,7 +711,9 @@ download_shard() {
 if ((${#TO_FETCH[@]} > 0)); then
   run_pool download_shard 1 "${TO_FETCH[@]}"
   if ((POOL_RC != 0)); then
-    if ((POOL_RC == EXIT_DOWNLOAD || POOL_RC == EXIT_VERIFY)); then exit "$POOL_RC"; fi
+    case $POOL_RC in
+      1 | "$EXIT_DISK" | "$EXIT_DOWNLOAD" | "$EXIT_VERIFY") exit "$POOL_RC" ;;
+    esac
     die "$EXIT_DOWNLOAD" "a download worker failed (exit $POOL_RC)"
   fi
 fi

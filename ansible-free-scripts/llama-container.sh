@@ -16,7 +16,7 @@
 #   --health-cmd CMD      Docker HEALTHCHECK run inside the container (optional: needs a shell and
 #                         curl/wget in the image); its start period is --wait-seconds.
 #   --health-url URL      polled from this host with `curl -fsS` until it answers 200.
-#   --wait-seconds N      how long to wait for --health-url (default 600).
+#   --wait-seconds N      how long to wait for --health-url (default 1800, DEFAULTS.containerWaitSeconds in planner/config.ts).
 #   --secret-stdin PATH   reads the secret (e.g. API keys for --api-key-file, one per line) from
 #                         stdin, stores it as $KIMI_KIT_STATE_DIR/secrets/NAME/<basename PATH>
 #                         (dir 0700, file 0600, rewritten only when it changed) and bind-mounts it
@@ -52,7 +52,7 @@ case "$1" in
   *) die_usage "unknown command '$1' (expected up, down or status)" ;;
 esac
 
-name="" image="" gpus="" restart=unless-stopped health_cmd="" health_url="" wait_seconds=600
+name="" image="" gpus="" restart=unless-stopped health_cmd="" health_url="" wait_seconds=1800
 secret_path="" volumes=() envs=() labels=() args=()
 while (($#)); do
   case "$1" in

@@ -12,7 +12,7 @@
 # counts). Every shortfall is reported on stderr as
 #   probe: <what>: host has <found>; the stack says at least <wanted>
 # and the script exits 3 after reporting all of them.
-# --model-dir (default /var/lib/kimi-kit/models) is where the model shards go; free disk is
+# --model-dir (default /srv/models, DEFAULTS.modelDir in planner/config.ts) is where the model shards go; free disk is
 # measured on it, or on its nearest existing parent.
 #
 # Exit codes: 0 all requirements met, 2 bad usage, 3 at least one shortfall.
@@ -22,7 +22,7 @@ set -euo pipefail
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "probe-host.sh: $*" >&2; echo "Run probe-host.sh --help for usage." >&2; exit 2; }
 
-model_dir=/var/lib/kimi-kit/models
+model_dir=/srv/models
 min_ram=0 min_cores=0 min_numa=0 min_gpus=0 min_vram=0 min_disk=0
 
 need_uint() { # name value

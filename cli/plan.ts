@@ -2,24 +2,61 @@
  * `npm run plan -- --stack NAME [--json]` and `npm run plan -- --compare [--json]`: the sizing
  * engine without Pulumi, hardware or network. Exit status 1 when the named stack does not fit or
  * its configuration is invalid; --compare always exits 0 and marks refused stacks.
+ * `--args "<llama-server flags>"` (with --stack, or with --gguf PATH for a local model on the
+ * stack's host or this machine) estimates that command line instead of planning the kit's own.
  */
 import { parseArgs } from "node:util";
 import { ConfigError } from "../planner/errors";
 import { buildPlan, type Plan } from "../planner/plan";
-import { planToJson, renderComparison, renderPlan } from "../planner/report";
+import { planToJson, renderComparison, renderPlan, type InvalidStack } from "../planner/report";
 import { listStacks, loadStackConfig } from "../planner/stack-file";
+import { loadCatalog } from "../planner/catalog";
+import { commandLineToJson, estimateCommandLine, renderCommandLineEstimate, type CommandLineEstimate } from "../planner/command-line";
+import { measureReadBandwidthGBps } from "../test/support/bandwidth";
+import { readLocalModel, thisMachineHost } from "./local-model";
 
 const USAGE = `usage: npm run plan -- --stack NAME [--json]
+       npm run plan -- --stack NAME --args "<llama-server flags>" [--json]
+       npm run plan -- --gguf PATH [--args "<llama-server flags>"] [--stack NAME] [--bandwidth-gbps N] [--json]
        npm run plan -- --compare [--json]
 stacks: ${listStacks().join(", ")}`;
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   let options;
+  // --args takes the next word verbatim: llama-server flags start with "-", which parseArgs refuses as a value.
+  const at = argv.indexOf("--args");
+  const argsText = at >= 0 ? argv[at + 1] : argv.find((arg) => arg.startsWith("--args="))?.slice("--args=".length);
+  if (at >= 0 && argsText === undefined) {
+    process.stderr.write(`--args: found nothing; allowed: llama-server flags in one quoted word, e.g. --args "-c 8192 -np 2"\n${USAGE}\n`);
+    return 2;
+  }
+  const rest = at >= 0 ? [...argv.slice(0, at), ...argv.slice(at + 2)] : argv.filter((arg) => !arg.startsWith("--args="));
   try {
-    options = parseArgs({ args: argv, options: { stack: { type: "string" }, compare: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } } }).values;
+    options = parseArgs({
+      args: rest,
+      options: { stack: { type: "string" }, gguf: { type: "string" }, "bandwidth-gbps": { type: "string" }, compare: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    }).values;
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${USAGE}\n`);
     return 2;
+  }
+  if (!options.help && (argsText !== undefined || options.gguf !== undefined)) {
+    if (options.gguf === undefined && !options.stack) {
+      process.stderr.write(`--args needs --stack NAME or --gguf PATH\n${USAGE}\n`);
+      return 2;
+    }
+    try {
+      const result = await estimateUserCommandLine({ stack: options.stack, gguf: options.gguf, argsText: argsText ?? "", bandwidthGBps: options["bandwidth-gbps"] });
+      process.stdout.write(options.json ? `${JSON.stringify(commandLineToJson(result), null, 2)}\n` : `${renderCommandLineEstimate(result)}\n`);
+      return result.estimate.fits ? 0 : 1;
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        // Flag and file problems already name the flag or the file: one line each, no "stack" preamble.
+        process.stderr.write(`${error.stack_.startsWith("--") ? error.problems.join("\n") : error.message}\n`);
+        return 1;
+      }
+      throw error;
+    }
   }
   if (options.help || (!options.stack && !options.compare)) {
     process.stdout.write(`${USAGE}\n`);
@@ -27,18 +64,20 @@ function main(argv: string[]): number {
   }
   if (options.compare) {
     const plans: Plan[] = [];
-    const invalid: string[] = [];
+    const invalid: (InvalidStack & { message: string })[] = [];
     for (const stack of listStacks()) {
       try {
         plans.push(buildPlan(stack, loadStackConfig(stack)));
       } catch (error) {
-        if (!(error instanceof ConfigError)) throw error;
-        invalid.push(error.message);
+        // One broken stack must not hide the others (nor crash --compare): it gets its own row.
+        const problems = error instanceof ConfigError ? error.problems : [String((error as Error).message).split("\n")[0]!];
+        invalid.push({ stack, problems, message: error instanceof ConfigError ? error.message : `stack ${stack}: ${problems[0]}` });
       }
     }
-    if (options.json) process.stdout.write(`${JSON.stringify(plans.map(planToJson), null, 2)}\n`);
-    else process.stdout.write(`${renderComparison(plans)}\n`);
-    for (const message of invalid) process.stderr.write(`${message}\n`);
+    const invalidJson = invalid.map(({ stack, problems }) => ({ stack, invalid: true, problems }));
+    if (options.json) process.stdout.write(`${JSON.stringify([...plans.map(planToJson), ...invalidJson], null, 2)}\n`);
+    else process.stdout.write(`${renderComparison(plans, invalid)}\n`);
+    for (const { message } of invalid) process.stderr.write(`${message}\n`);
     return 0;
   }
   const stack = options.stack!;
@@ -55,4 +94,32 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+/** The model and host for --args/--gguf: a stack's (its model, tier and host) or a local file's on this machine. */
+async function estimateUserCommandLine(request: { stack: string | undefined; gguf: string | undefined; argsText: string; bandwidthGBps: string | undefined }): Promise<CommandLineEstimate> {
+  const catalog = loadCatalog();
+  const plan = request.stack ? buildPlan(request.stack, loadStackConfig(request.stack), { catalog }) : undefined;
+  let host = plan?.host;
+  let hostSource = `stack ${request.stack}`;
+  if (!host) {
+    // No stack: this machine, at the read bandwidth given or measured now (membw, as the bench does).
+    const gbps = request.bandwidthGBps === undefined ? measureReadBandwidthGBps(thisMachineHost(1).cpu.cores) : Number(request.bandwidthGBps);
+    if (!(gbps > 0)) throw new ConfigError("--bandwidth-gbps", [`--bandwidth-gbps: found ${JSON.stringify(request.bandwidthGBps)}; allowed: a positive number of GB/s`]);
+    host = thisMachineHost(gbps);
+    hostSource = request.bandwidthGBps === undefined ? "this machine, bandwidth measured now" : "this machine, --bandwidth-gbps";
+  }
+  if (request.gguf !== undefined) {
+    const model = await readLocalModel(request.gguf);
+    return estimateCommandLine({ modelLabel: request.gguf, hostSource, tensors: model.tensors, arch: model.arch, host, argsText: request.argsText, catalog });
+  }
+  return estimateCommandLine({ modelLabel: `${plan!.model.name} ${plan!.tier.name} (stack ${request.stack})`, hostSource, tensors: plan!.tensors, arch: plan!.model.architecture, host, argsText: request.argsText, catalog });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`${(error as Error).stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -8,12 +8,34 @@
 import { posix } from "node:path";
 import { loadCatalog } from "../planner/catalog";
 import { CONTAINER_API_KEY_FILE, CONTAINER_MODEL_DIR, type Plan } from "../planner/plan";
+import { llamaServerListen } from "../planner/front-door";
 
 /** Where llama-container.sh keeps secrets (its KIMI_KIT_STATE_DIR default); the provider path writes the same file. */
 export const HOST_STATE_DIR = "/var/lib/kimi-kit";
-/** Where HostPrep copies ansible-free-scripts/ on the host. */
-export const REMOTE_SCRIPTS_DIR = "/opt/kimi-kit/scripts";
-export const REMOTE_MANIFESTS_DIR = "/opt/kimi-kit/manifests";
+/** The kit's folder on the host; HostPrep creates it and the folders below. */
+export const REMOTE_KIT_DIR = "/opt/kimi-kit";
+/**
+ * Where ansible-free-scripts/ lands. Both executors copy a folder source *as a folder* into the
+ * remote path (CopyToRemote's rule for a source without a trailing slash): copying the repo's
+ * ansible-free-scripts/ to REMOTE_KIT_DIR yields REMOTE_KIT_DIR/ansible-free-scripts.
+ */
+export const REMOTE_SCRIPTS_DIR = `${REMOTE_KIT_DIR}/ansible-free-scripts`;
+export const REMOTE_MANIFESTS_DIR = `${REMOTE_KIT_DIR}/manifests`;
+
+/**
+ * A whole number of seconds in Go's canonical time.Duration form ("30s", "30m0s", "1h0m0s"): the
+ * Docker provider reads a container's health check back in that form, so sending anything else
+ * ("1800s") shows a diff on every `pulumi up`.
+ */
+export function goDurationOfSeconds(totalSeconds: number): string {
+  if (!Number.isInteger(totalSeconds) || totalSeconds < 0) throw new RangeError(`goDurationOfSeconds: ${totalSeconds} is not a whole, non-negative number of seconds`);
+  const hours = Math.floor(totalSeconds / 3600);
+  const minutes = Math.floor((totalSeconds % 3600) / 60);
+  const seconds = totalSeconds % 60;
+  if (hours > 0) return `${hours}h${minutes}m${seconds}s`;
+  if (minutes > 0) return `${minutes}m${seconds}s`;
+  return `${seconds}s`;
+}
 
 export interface VolumeSpec {
   hostPath: string;
@@ -52,7 +74,9 @@ export function defaultContainerName(stack: string): string {
 /** The container the plan asks for. Every value comes from the plan or the stack config. */
 export function containerSpecFromPlan(plan: Plan): ContainerSpec {
   const { deployment, serving } = plan.config;
-  const port = serving.port;
+  // Behind the TLS front door llama-server listens on loopback at its backend port; the checks go there.
+  const listen = llamaServerListen(serving);
+  const port = listen.port;
   return {
     name: deployment.containerName ?? defaultContainerName(plan.stack),
     image: plan.image,
@@ -60,9 +84,9 @@ export function containerSpecFromPlan(plan: Plan): ContainerSpec {
     volumes: [{ hostPath: deployment.modelDir, containerPath: CONTAINER_MODEL_DIR, readOnly: true }],
     gpus: plan.host.gpus.length > 0 ? "all" : undefined,
     restart: "unless-stopped",
-    healthUrl: `http://${hostLocalAddress(serving.bindAddress)}:${port}/health`,
+    healthUrl: `http://${hostLocalAddress(listen.address)}:${port}/health`,
     healthCmd: deployment.healthCommand ?? `curl -fsS http://localhost:${port}/health`,
-    waitSeconds: 1800,
+    waitSeconds: deployment.containerWaitSeconds,
     secretPath: CONTAINER_API_KEY_FILE,
     labels: {
       "kimi-kit.stack": plan.stack,
@@ -107,11 +131,6 @@ export function llamaContainerDownArgv(spec: ContainerSpec): string[] {
   return ["down", "--name", spec.name];
 }
 
-/** POSIX shell quoting: every word single-quoted unless it is plainly safe. */
-export function shellQuote(words: readonly string[]): string {
-  return words.map((word) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`)).join(" ");
-}
-
 /** The plain (Input-free) subset of docker.ContainerArgs this kit sets. */
 export interface DockerContainerSpecArgs {
   name: string;
@@ -136,7 +155,13 @@ export function dockerContainerArgs(spec: ContainerSpec): DockerContainerSpecArg
     volumes: [...spec.volumes.map((volume) => ({ ...volume })), { hostPath: secretHostPath(spec), containerPath: spec.secretPath, readOnly: true }],
     gpus: spec.gpus,
     restart: spec.restart,
-    healthcheck: { tests: ["CMD-SHELL", spec.healthCmd], interval: "30s", timeout: "10s", startPeriod: `${spec.waitSeconds}s`, retries: 3 },
+    healthcheck: {
+      tests: ["CMD-SHELL", spec.healthCmd],
+      interval: goDurationOfSeconds(30),
+      timeout: goDurationOfSeconds(10),
+      startPeriod: goDurationOfSeconds(spec.waitSeconds),
+      retries: 3,
+    },
     labels: Object.entries(spec.labels).map(([label, value]) => ({ label, value })),
     mustRun: true,
   };

@@ -9,7 +9,8 @@ import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
 import { manifestTsv } from "../planner/lock";
 import type { Plan } from "../planner/plan";
-import { REMOTE_MANIFESTS_DIR, shellQuote } from "./container-spec";
+import { REMOTE_MANIFESTS_DIR } from "./container-spec";
+import { shellQuote } from "../planner/shell";
 import { remoteScript, scriptSha256 } from "./host-prep";
 import { remoteCommand, remoteCopy } from "./remote-exec";
 

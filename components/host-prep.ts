@@ -11,7 +11,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { remoteCommand, remoteCopy } from "./remote-exec";
 import type * as command from "@pulumi/command";
 import { REPO_ROOT, type Plan } from "../planner/plan";
-import { REMOTE_SCRIPTS_DIR, shellQuote } from "./container-spec";
+import { REMOTE_KIT_DIR, REMOTE_MANIFESTS_DIR, REMOTE_SCRIPTS_DIR } from "./container-spec";
+import { shellQuote } from "../planner/shell";
 
 export const SCRIPTS_DIR = join(REPO_ROOT, "ansible-free-scripts");
 
@@ -74,15 +75,16 @@ export class HostPrep extends pulumi.ComponentResource {
     const { plan, connection } = args;
     const folderHash = scriptsFolderSha256();
 
-    // CopyToRemote copies a folder *into* remotePath when that path already exists: clear it first
-    // (same trigger, so both are replaced together when a script changes).
+    // The copy creates neither parents nor a text file's folder (CopyToRemote makes only the last
+    // element of a path), so the kit's folders are made here; the old scripts go first so a script
+    // removed from the repo does not linger (same trigger: both are replaced when a script changes).
     const executor = plan.config.deployment.remoteExecutor;
     const clear = remoteCommand(
       executor,
       `${name}-scripts-dir`,
       {
         connection,
-        create: `mkdir -p ${shellQuote([REMOTE_SCRIPTS_DIR.replace(/\/[^/]+$/, "")])} && rm -rf ${shellQuote([REMOTE_SCRIPTS_DIR])}`,
+        create: `${shellQuote(["mkdir", "-p", "--", REMOTE_KIT_DIR, REMOTE_MANIFESTS_DIR])} && ${shellQuote(["rm", "-rf", "--", REMOTE_SCRIPTS_DIR])}`,
         triggers: [folderHash],
       },
       { parent: this },
@@ -90,7 +92,7 @@ export class HostPrep extends pulumi.ComponentResource {
     const copy = remoteCopy(
       executor,
       `${name}-scripts`,
-      { connection, source: { folder: SCRIPTS_DIR }, remotePath: REMOTE_SCRIPTS_DIR, triggers: [folderHash] },
+      { connection, source: { folder: SCRIPTS_DIR }, remotePath: REMOTE_KIT_DIR, triggers: [folderHash] },
       { parent: this, dependsOn: [clear] },
     );
 

@@ -4,7 +4,8 @@
  *    stdin); the script is idempotent and replaces the container only when the spec changed.
  *  - "docker-provider": @pulumi/docker over SSH (pinned host key) with a docker.Container of the
  *    same spec; the key file is written by a remote command from stdin and bind-mounted read-only.
- * The API key never appears in argv, environment variables or container labels.
+ * The API key never appears in argv, environment variables or container labels (docker-provider
+ * labels the container with its sha256 only, so that a new key replaces the container).
  *
  * Preview: the docker provider is created with disableDockerDaemonCheck, so configuring it does not
  * dial the daemon; creating the container is the first thing that does, and that only happens in
@@ -12,6 +13,7 @@
  */
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { remoteCommand } from "./remote-exec";
@@ -24,13 +26,16 @@ import { imageForHost,
   llamaContainerDownArgv,
   llamaContainerUpArgv,
   secretHostPath,
-  shellQuote,
   type ContainerSpec,
 } from "./container-spec";
+import { shellQuote } from "../planner/shell";
 import type { Host } from "./host";
 import { remoteScript, scriptSha256 } from "./host-prep";
 
 export type ContainerEngine = "docker-cli" | "docker-provider";
+
+/** docker-provider: the label that carries the API key's sha256, so a new key replaces the container. */
+export const API_KEY_HASH_LABEL = "kimi-kit.api-key-sha256";
 
 export interface LlamaServerArgs {
   plan: Plan;
@@ -137,9 +142,14 @@ export class LlamaServer extends pulumi.ComponentResource {
         { name: image, keepLocally: true, triggers: { written: written.apply(() => "ssh-files") } },
         { parent: this, provider, dependsOn: after },
       );
+      // The key file is bind-mounted, so a new key needs a new container: its hash is a label, and
+      // the provider replaces a container whose labels change (llama-container.sh folds the same
+      // hash into its spec label).
+      const containerArgs = dockerContainerArgs(spec);
+      const labels = apiKey.apply((key) => [...containerArgs.labels, { label: API_KEY_HASH_LABEL, value: createHash("sha256").update(key).digest("hex") }]);
       this.server = new docker.Container(
         `${name}-container`,
-        { ...dockerContainerArgs(spec), image: remoteImage.imageId },
+        { ...containerArgs, labels, image: remoteImage.imageId },
         { parent: this, provider, dependsOn: [secret, ...after], deleteBeforeReplace: true },
       );
     }

@@ -8,11 +8,14 @@ import { localCommand, remoteCommand } from "./remote-exec";
 import { parseStackConfig, type StackConfig } from "../planner/config";
 import { ConfigError } from "../planner/errors";
 import { buildPlan, type Plan, type PlanOptions } from "../planner/plan";
-import { hostLocalAddress, shellQuote } from "./container-spec";
+import { hostLocalAddress } from "./container-spec";
+import { shellQuote } from "../planner/shell";
 import { GgufShards } from "./gguf-shards";
 import { Host } from "./host";
 import { HostPrep } from "./host-prep";
 import { LlamaServer, type ContainerEngine } from "./llama-server";
+import { FrontDoor } from "./front-door";
+import { endpointScheme, isPublicListener, llamaServerListen } from "../planner/front-door";
 
 export interface LlmDeploymentArgs {
   /** The Pulumi stack name (plans and refusals name it). */
@@ -22,6 +25,9 @@ export interface LlmDeploymentArgs {
   apiKey?: pulumi.Input<string>;
   sshPrivateKey?: pulumi.Input<string>;
   huggingFaceToken?: pulumi.Input<string>;
+  /** serving.tls.source "secrets": the front door's certificate (chain) and private key, PEM. */
+  tlsCertificate?: pulumi.Input<string>;
+  tlsPrivateKey?: pulumi.Input<string>;
   engine?: ContainerEngine;
   planOptions?: PlanOptions;
   /** docker-provider: local folder for the pinned known_hosts and SSH key files. */
@@ -100,7 +106,11 @@ export function parseSmokeTimings(stdout: string | undefined): SmokeTimings {
   return { decodeTokensPerSecond: null, prefillTokensPerSecond: null };
 }
 
-/** The smoke script: waits for /health, sends one short chat request (the key from stdin, via a header file), prints timings. */
+/**
+ * The smoke script: waits for /health, checks that a request without the key is refused (401:
+ * llama-server runs with no authentication at all when its key file holds no usable key), sends
+ * one short chat request (the key from stdin, via a header file), prints timings.
+ */
 export function smokeScript(address: string, port: number, alias: string, waitSeconds: number): string {
   const base = `http://${address}:${port}`;
   const body = JSON.stringify({ model: alias, messages: [{ role: "user", content: "Reply with one short sentence: what is 2+2?" }], max_tokens: 16 });
@@ -109,6 +119,8 @@ export function smokeScript(address: string, port: number, alias: string, waitSe
     'umask 077; headers=$(mktemp); response=$(mktemp); trap \'rm -f "$headers" "$response"\' EXIT',
     `{ printf 'Authorization: Bearer '; head -n1 | tr -d '\\r\\n'; printf '\\n'; } > "$headers"`,
     `i=0; until curl -fsS -o /dev/null ${shellQuote([`${base}/health`])}; do i=$((i+5)); [ "$i" -ge ${waitSeconds} ] && { echo "smoke: ${base}/health did not answer in ${waitSeconds}s" >&2; exit 1; }; sleep 5; done`,
+    `code=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d ${shellQuote([body])} ${shellQuote([`${base}/v1/chat/completions`])})`,
+    `[ "$code" = 401 ] || { echo "smoke: ${base}/v1/chat/completions answered HTTP $code without an API key (expected 401): the server is not checking keys" >&2; exit 1; }`,
     `curl -fsS -H @"$headers" -H 'Content-Type: application/json' -d ${shellQuote([body])} ${shellQuote([`${base}/v1/chat/completions`])} > "$response"`,
     `printf '{%s}\\n' "$(grep -o '"timings":{[^}]*}' "$response" | head -n1)"`,
   ].join("\n");
@@ -117,6 +129,8 @@ export function smokeScript(address: string, port: number, alias: string, waitSe
 export class LlmDeployment extends pulumi.ComponentResource {
   readonly plan: Plan;
   readonly endpoint: pulumi.Output<string | undefined>;
+  /** The front door's CA certificate (PEM) for clients to trust: a public listener with the internal CA only. */
+  readonly caCertificate: pulumi.Output<string | undefined>;
   readonly apiKey: pulumi.Output<string | undefined>;
   readonly planSummary: pulumi.Output<PlanSummary>;
   readonly projectedDecodeTokensPerSecond: pulumi.Output<number>;
@@ -124,7 +138,8 @@ export class LlmDeployment extends pulumi.ComponentResource {
   readonly projectedTtft32kSeconds: pulumi.Output<number>;
   readonly measuredDecodeTokensPerSecond: pulumi.Output<number | null>;
   readonly measuredPrefillTokensPerSecond: pulumi.Output<number | null>;
-  readonly monthlyCostUsd: pulumi.Output<number>;
+  /** null when the stack sets no costs. */
+  readonly monthlyCostUsd: pulumi.Output<number | null>;
   readonly breakEvenTokensPerMonth: pulumi.Output<number | null>;
 
   constructor(name: string, args: LlmDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -138,8 +153,8 @@ export class LlmDeployment extends pulumi.ComponentResource {
     this.projectedDecodeTokensPerSecond = pulumi.output(plan.projection.decodeTokensPerSecond);
     this.projectedPrefillTokensPerSecond = pulumi.output(plan.projection.prefillTokensPerSecond);
     this.projectedTtft32kSeconds = pulumi.output(plan.projection.ttftSeconds);
-    this.monthlyCostUsd = pulumi.output(plan.cost.monthlyUsd);
-    this.breakEvenTokensPerMonth = pulumi.output(plan.cost.breakEvenTokensPerMonth);
+    this.monthlyCostUsd = pulumi.output(plan.cost?.monthlyUsd ?? null);
+    this.breakEvenTokensPerMonth = pulumi.output(plan.cost?.breakEvenTokensPerMonth ?? null);
 
     const host = new Host(`${name}-host`, { plan, sshPrivateKey: args.sshPrivateKey }, { parent: this });
 
@@ -156,6 +171,15 @@ export class LlmDeployment extends pulumi.ComponentResource {
     this.apiKey = apiKey;
 
     const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
+    // A public listener gets the firewall and the TLS front door; llama-server stays on loopback.
+    const frontDoor = isPublicListener(serving)
+      ? new FrontDoor(
+          `${name}-front-door`,
+          { plan, connection: host.connection, hostAddress: host.address, tlsCertificate: args.tlsCertificate, tlsPrivateKey: args.tlsPrivateKey, after: [prep.ready] },
+          { parent: this },
+        )
+      : undefined;
+    this.caCertificate = frontDoor ? frontDoor.caCertificate : pulumi.output(undefined);
     const shards = new GgufShards(`${name}-shards`, { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep] }, { parent: this });
     const server = new LlamaServer(
       `${name}-server`,
@@ -167,12 +191,12 @@ export class LlmDeployment extends pulumi.ComponentResource {
       `${name}-smoke`,
       {
         connection: host.connection,
-        create: smokeScript(hostLocalAddress(serving.bindAddress), serving.port, plan.model.serving.alias, server.spec.waitSeconds),
+        create: smokeScript(hostLocalAddress(llamaServerListen(serving).address), llamaServerListen(serving).port, plan.model.serving.alias, server.spec.waitSeconds),
         stdin: apiKey,
         triggers: [JSON.stringify(server.spec)],
         logging: "stdoutAndStderr",
       },
-      { parent: this, dependsOn: [server.server] },
+      { parent: this, dependsOn: [server.server, ...(frontDoor ? [frontDoor.ready] : [])] },
     );
     const timings = smoke.stdout.apply(parseSmokeTimings);
     this.measuredDecodeTokensPerSecond = timings.apply((t) => t.decodeTokensPerSecond);
@@ -180,13 +204,14 @@ export class LlmDeployment extends pulumi.ComponentResource {
 
     // The bind address decides who can reach it: loopback → only through an SSH tunnel to the host.
     const publicAddress = serving.bindAddress === "0.0.0.0" ? host.address : pulumi.output(serving.bindAddress);
-    this.endpoint = pulumi.interpolate`http://${publicAddress}:${serving.port}/v1`;
+    this.endpoint = pulumi.interpolate`${endpointScheme(serving)}://${publicAddress}:${serving.port}/v1`;
     this.registerAll();
   }
 
   private registerAll(): void {
     this.registerOutputs({
       endpoint: this.endpoint,
+      caCertificate: this.caCertificate,
       apiKey: this.apiKey,
       planSummary: this.planSummary,
       projectedDecodeTokensPerSecond: this.projectedDecodeTokensPerSecond,
@@ -204,7 +229,7 @@ export class LlmDeployment extends pulumi.ComponentResource {
 export function deployStack(
   stack: string,
   raw: Record<string, unknown>,
-  secrets: Pick<LlmDeploymentArgs, "apiKey" | "sshPrivateKey" | "huggingFaceToken"> & Omit<Partial<LlmDeploymentArgs>, "stack" | "config"> = {},
+  secrets: Pick<LlmDeploymentArgs, "apiKey" | "sshPrivateKey" | "huggingFaceToken" | "tlsCertificate" | "tlsPrivateKey"> & Omit<Partial<LlmDeploymentArgs>, "stack" | "config"> = {},
   name = "kimi",
 ): LlmDeployment {
   const config = parseConfigOrRunError(stack, raw);

@@ -5,11 +5,20 @@
  *   with the pinned host key. It needs no resource plugin beyond the Node.js language host, so the
  *   kit also deploys where the command plugin cannot be installed (as on our CI machines, whose Go
  *   module proxy refuses pulumi-command).
- * Both replace a step when its command, stdin, connection or triggers change, and run `delete`
- * (when given) before the step goes away.
+ * Both follow @pulumi/command's lifecycle (provider/pkg/provider/remote/commandController.go): a
+ * changed command, stdin or connection re-runs `create` in place; changed triggers replace the
+ * step, the new one created before the old one's `delete` runs.
+ *
+ * Create-before-delete is why every step with a `delete` is wrapped by ownedStepCommands: the new
+ * step re-creates the same thing (same container name, same shards) and the old step's delete
+ * must not then remove it.
  */
+import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
+import { basename, posix } from "node:path";
+import { HOST_STATE_DIR } from "./container-spec";
+import { shellQuote } from "../planner/shell";
 
 export type RemoteExecutor = "command-plugin" | "kimi-dynamic";
 
@@ -40,32 +49,92 @@ export interface RemoteStep {
 }
 
 export function remoteCommand(executor: RemoteExecutor, name: string, args: RemoteCommandArgs, opts: pulumi.CustomResourceOptions): RemoteStep {
+  let stepArgs = args;
+  if (args.delete !== undefined) {
+    const owned = pulumi
+      .all([args.create, args.delete, pulumi.all(args.triggers ?? [])])
+      .apply(([create, remove, triggers]) => ownedStepCommands(name, create, remove, triggers));
+    stepArgs = { ...args, create: owned.create, delete: owned.delete };
+  }
   if (executor === "command-plugin") {
-    const resource = new command.remote.Command(name, { ...args, addPreviousOutputInEnv: false }, opts);
+    const resource = new command.remote.Command(name, { ...stepArgs, addPreviousOutputInEnv: false }, opts);
     return { resource, stdout: resource.stdout };
   }
-  const resource = new SshCommand(name, args, opts);
+  const resource = new SshCommand(name, stepArgs, opts);
   return { resource, stdout: resource.stdout };
+}
+
+/** Where each step with a `delete` records which instance of it last ran `create`. */
+export const REMOTE_OWNERS_DIR = `${HOST_STATE_DIR}/owners`;
+
+/**
+ * Wraps a step's commands so that only the instance that last created a thing removes it. `create`
+ * ends by writing this instance's token (a hash of everything that makes it differ from another
+ * instance: a replacement always changes the triggers) to REMOTE_OWNERS_DIR/<step>; `delete` runs
+ * only while the file still holds that token (or no token at all), so when a replacement has
+ * re-created the container or re-verified the shards, the old step's delete leaves them alone.
+ */
+export function ownedStepCommands(stepName: string, create: string, remove: string, triggers: readonly unknown[]): { create: string; delete: string } {
+  const token = createHash("sha256").update(JSON.stringify({ stepName, create, remove, triggers })).digest("hex").slice(0, 32);
+  const ownerFile = `${REMOTE_OWNERS_DIR}/${stepName.replace(/[^A-Za-z0-9_.-]/g, "-")}`;
+  const recordOwner = `${shellQuote(["mkdir", "-p", "--", REMOTE_OWNERS_DIR])} && printf '%s\n' ${token} > ${shellQuote([`${ownerFile}.tmp`])} && ${shellQuote(["mv", "-f", "--", `${ownerFile}.tmp`, ownerFile])}`;
+  const notice = `kimi-kit: ${stepName} was created again by a newer step; this older step removes nothing`;
+  return {
+    create: `(\n${create}\n) && ${recordOwner}`,
+    delete: [
+      `owner=$(cat ${shellQuote([ownerFile])} 2>/dev/null || true)`,
+      `if [ -z "$owner" ] || [ "$owner" = ${token} ]; then (\n${remove}\n) && ${shellQuote(["rm", "-f", "--", ownerFile])}; else echo ${shellQuote([notice])}; fi`,
+    ].join("; "),
+  };
 }
 
 export interface RemoteCopyArgs {
   connection: ConnectionInput;
-  /** A local folder (copied recursively into remotePath) or a text (written to the file remotePath). */
+  /**
+   * A local folder, copied as a folder: it lands at remotePath/<folder's name> (remotePath is made
+   * if missing, but not its parents); or a text, written to the file remotePath (its folder must
+   * exist). These are CopyToRemote's rules for a folder without a trailing slash and for a text
+   * asset (pulumi-command provider/pkg/provider/remote/copyController.go), and the kit's own
+   * provider follows them too, so both executors leave the same files on the host.
+   */
   source: { folder: string } | { text: string };
   remotePath: string;
   triggers?: pulumi.Input<unknown>[];
 }
 
+/** Where a folder copied into remotePath lands, on either executor. */
+export function remoteFolderDestination(folder: string, remotePath: string): string {
+  return posix.join(remotePath, basename(folder));
+}
+
 export function remoteCopy(executor: RemoteExecutor, name: string, args: RemoteCopyArgs, opts: pulumi.CustomResourceOptions): pulumi.Resource {
+  if ("folder" in args.source && args.source.folder.endsWith("/")) {
+    // A trailing slash switches CopyToRemote to "copy the contents", with a different layout when
+    // remotePath is missing; the kit never asks for that, so neither executor has to model it.
+    throw new Error(`internal: remoteCopy ${name}: source folder ${args.source.folder} ends with "/"; allowed: a folder path without a trailing slash`);
+  }
   if (executor === "command-plugin") {
     const source = "folder" in args.source ? new pulumi.asset.FileArchive(args.source.folder) : new pulumi.asset.StringAsset(args.source.text);
     return new command.remote.CopyToRemote(name, { connection: args.connection, source, remotePath: args.remotePath, triggers: args.triggers }, opts);
   }
-  const script =
-    "folder" in args.source
-      ? `set -e; mkdir -p '${args.remotePath}'; tar -C '${args.remotePath}' -xf -`
-      : `set -e; mkdir -p "$(dirname '${args.remotePath}')"; cat > '${args.remotePath}'`;
-  return new SshCommand(name, { connection: args.connection, create: script, stdinFromFolder: "folder" in args.source ? args.source.folder : undefined, stdin: "text" in args.source ? args.source.text : undefined, triggers: args.triggers }, opts);
+  if ("folder" in args.source) {
+    const create = folderCopyScript(args.source.folder, args.remotePath);
+    return new SshCommand(name, { connection: args.connection, create, stdinFromFolder: args.source.folder, triggers: args.triggers }, opts);
+  }
+  return new SshCommand(name, { connection: args.connection, create: textCopyScript(args.remotePath), stdin: args.source.text, triggers: args.triggers }, opts);
+}
+
+/** The kit provider's remote side of a folder copy: a tar of the folder's entries arrives on stdin. */
+export function folderCopyScript(folder: string, remotePath: string): string {
+  const destination = remoteFolderDestination(folder, remotePath);
+  const makeOne = (path: string) => `{ [ -d ${shellQuote([path])} ] || ${shellQuote(["mkdir", "--", path])}; }`;
+  return `set -e; ${makeOne(remotePath)}; ${makeOne(destination)}; ${shellQuote(["tar", "-C", destination, "--no-overwrite-dir", "-xf", "-"])}`;
+}
+
+/** The kit provider's remote side of a text copy: the text arrives on stdin. */
+export function textCopyScript(remotePath: string): string {
+  const target = shellQuote([remotePath]);
+  return `set -e; if [ -d ${target} ]; then echo ${shellQuote([`remote path ${remotePath} is a directory; a text is written to a file path`])} >&2; exit 1; fi; cat > ${target}`;
 }
 
 /** A local command whose stdout is kept (secret) in the state, e.g. a generated API key. */
@@ -135,10 +204,16 @@ const sshProvider: pulumi.dynamic.ResourceProvider = {
     const crypto = require("crypto") as typeof import("crypto");
     return { id: crypto.randomUUID(), outs: { ...inputs, stdout, stderr } };
   },
+  // As remote.Command: only triggers replace (create first, then the old delete); any other
+  // change re-runs create in place.
   async diff(_id: string, olds: SshInputs, news: SshInputs) {
     const keys = ["connection", "create", "delete", "stdin", "stdinFromFolder", "triggers"] as const;
-    const replaces = keys.filter((key) => JSON.stringify(olds[key] ?? null) !== JSON.stringify(news[key] ?? null));
-    return { changes: replaces.length > 0, replaces, deleteBeforeReplace: true };
+    const changed = keys.filter((key) => JSON.stringify(olds[key] ?? null) !== JSON.stringify(news[key] ?? null));
+    return { changes: changed.length > 0, replaces: changed.filter((key) => key === "triggers"), deleteBeforeReplace: false };
+  },
+  async update(_id: string, _olds: SshInputs, news: SshInputs) {
+    const { stdout, stderr } = runSsh(news, news.create);
+    return { outs: { ...news, stdout, stderr } };
   },
   async delete(_id: string, props: SshInputs) {
     if (props.delete) runSsh({ connection: props.connection }, props.delete);

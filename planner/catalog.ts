@@ -139,6 +139,7 @@ const efficiencySchema = z.strictObject({
   cpu: z.strictObject({
     achievableFractionOfPeak: sourced(z.number().gt(0).lte(1)),
     fabricBytesPerClockPerCcd: sourced(z.number().positive()),
+    decodeSecondsPerLayer: sourced(z.number().min(0)),
     decodeCalibration: z.strictObject({
       model: z.string(),
       tier: z.string(),
@@ -191,9 +192,28 @@ const llamaCppSchema = z.strictObject({
 });
 export type LlamaCppRelease = z.infer<typeof llamaCppSchema>;
 
+const rangeSchema = z.strictObject({ min: z.number().nonnegative(), max: z.number().positive() });
+/**
+ * The hardware a seed claim is about: a stack's host is compared with a claim only when it matches
+ * (GPU model and count, memory family, RAM and core count within the ranges), because a figure
+ * measured on one build says nothing about another.
+ */
+const seedHardwareSchema = z.strictObject({
+  id: z.string(),
+  description: z.string(),
+  gpus: z.strictObject({ model: z.string().optional(), count: z.int().nonnegative() }),
+  /** A memory-kind prefix such as "DDR5"; any kind when absent. */
+  memoryFamily: z.string().optional(),
+  ramGB: rangeSchema,
+  cores: rangeSchema.optional(),
+});
+export type SeedHardware = z.infer<typeof seedHardwareSchema>;
+
 const claimSchema = z.strictObject({
   id: z.string(),
   appliesTo: z.enum(["cpu-only", "hybrid", "all-gpu", "any"]),
+  /** Ids from seedHardware: the builds the claim describes. */
+  hardware: z.array(z.string()).min(1),
   text: z.string(),
   decodeTokensPerSecond: z.strictObject({ low: z.number(), high: z.number() }).optional(),
   bandwidthGBps: z.number().optional(),
@@ -204,6 +224,7 @@ export type SeedClaim = z.infer<typeof claimSchema>;
 
 const catalogSchema = z.strictObject({
   claims: z.array(claimSchema),
+  seedHardware: z.array(seedHardwareSchema),
   models: z.array(modelSchema),
   gpus: z.array(gpuSchema),
   memoryKinds: z.array(z.strictObject({ id: z.string(), megaTransfers: z.number().positive() })),
@@ -221,7 +242,7 @@ const FILES = {
   "cloud-instances.yaml": ["instances"],
   "efficiency.yaml": ["efficiency"],
   "llama-cpp.yaml": ["llamaCpp"],
-  "claims.yaml": ["claims"],
+  "claims.yaml": ["claims", "seedHardware"],
 } as const;
 
 export class CatalogError extends Error {}
@@ -263,6 +284,13 @@ function checkReferences(catalog: Catalog): void {
     if (!instance.cpuPlatform && !(instance.cpu && instance.memoryPlatform)) problems.push(`instances ${instance.id}: needs cpuPlatform or cpu + memoryPlatform`);
     if (instance.memoryPlatform && !memoryKinds.has(instance.memoryPlatform.kind)) problems.push(`instances ${instance.id}: unknown memory kind ${instance.memoryPlatform.kind}`);
     if (instance.gpus && !gpus.has(instance.gpus.model)) problems.push(`instances ${instance.id}: unknown GPU ${instance.gpus.model}`);
+  }
+  const seedHardware = new Set(catalog.seedHardware.map((entry) => entry.id));
+  for (const claim of catalog.claims) {
+    for (const id of claim.hardware) if (!seedHardware.has(id)) problems.push(`claims ${claim.id}: unknown seedHardware ${id}`);
+  }
+  for (const entry of catalog.seedHardware) {
+    if (entry.gpus.model && !gpus.has(entry.gpus.model)) problems.push(`seedHardware ${entry.id}: unknown GPU ${entry.gpus.model}`);
   }
   if (problems.length > 0) throw new CatalogError(`the catalog is inconsistent:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
 }

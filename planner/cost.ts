@@ -3,7 +3,7 @@
  * power × 730 h × $/kWh. Cloud: $/h × 730 + the model volume. Capacity: the tokens the host can
  * serve in a month at the projected speeds, a stated utilization and the stack's input:output mix.
  */
-import type { StackConfig } from "./config";
+import { modelVolumeBytes, type StackConfig } from "./config";
 import type { HostSpec } from "./host";
 
 export const HOURS_PER_MONTH = 730;
@@ -34,7 +34,7 @@ export interface CostEstimate {
 }
 
 export function estimateCost(
-  costs: StackConfig["costs"],
+  costs: NonNullable<StackConfig["costs"]>,
   host: HostSpec,
   modelBytes: number,
   speeds: { decodeTokensPerSecond: number; prefillTokensPerSecond: number },
@@ -43,7 +43,7 @@ export function estimateCost(
   if (host.cloud) {
     const hourly = costs.cloud?.usdPerHour ?? host.cloud.usdPerHour;
     lines.push({ item: `${host.cloud.instanceType} on-demand`, monthlyUsd: hourly * HOURS_PER_MONTH, basis: `$${hourly}/h × ${HOURS_PER_MONTH} h` });
-    const storageGb = Math.ceil((host.diskFreeBytes ?? modelBytes * 1.1) / 1e9);
+    const storageGb = Math.ceil(modelVolumeBytes(host.diskFreeBytes, modelBytes) / 1e9);
     const perGb = costs.cloud?.storageUsdPerGbMonth ?? 0.08;
     lines.push({ item: "model volume", monthlyUsd: storageGb * perGb, basis: `${storageGb} GB × $${perGb}/GB-month` });
   } else if (costs.hardware) {

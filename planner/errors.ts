@@ -1,11 +1,20 @@
 import type { z } from "zod";
 
-/** One readable line per problem: the key path, the value found and what is allowed. */
-export function describeIssues(issues: readonly z.core.$ZodIssue[], prefix: (path: readonly PropertyKey[]) => string = () => ""): string[] {
+/**
+ * One readable line per problem: the key path, the value found and what is allowed. `keysAt` names
+ * the keys allowed where an unknown key was found, so a typo's line lists the right spelling.
+ */
+export function describeIssues(
+  issues: readonly z.core.$ZodIssue[],
+  prefix: (path: readonly PropertyKey[]) => string = () => "",
+  keysAt: (path: readonly PropertyKey[]) => readonly string[] | undefined = () => undefined,
+): string[] {
   return issues.map((issue) => {
     const path = formatPath(issue.path);
     const found = `found ${foundValue(issue)}`;
-    return `${prefix(issue.path)}${path || "(top level)"}: ${found}; ${allowed(issue)}`;
+    const keys = issue.code === "unrecognized_keys" ? keysAt(issue.path) : undefined;
+    const allowedText = keys ? `allowed: only the keys ${keys.join(", ")}` : allowed(issue);
+    return `${prefix(issue.path)}${path || "(top level)"}: ${found}; ${allowedText}`;
   });
 }
 

@@ -4,7 +4,7 @@
  */
 import type { Catalog, Efficiency } from "./catalog";
 import { memoryKindMegaTransfers } from "./catalog";
-import type { HostConfig } from "./config";
+import type { CpuArch, CpuIsaFeature, HostConfig } from "./config";
 import { ConfigError } from "./errors";
 
 export interface CpuSpec {
@@ -14,6 +14,9 @@ export interface CpuSpec {
   numaNodes: number;
   allCoreGHz: number;
   fp32FlopsPerCycle: number;
+  arch: CpuArch;
+  /** ISA features llama.cpp's CPU kernels select on (repacking needs avx2/avx512 on x86-64). */
+  isa: CpuIsaFeature[];
   avx2: boolean;
   avx512: boolean;
   ccds: number | undefined;
@@ -73,6 +76,8 @@ export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): 
       numaNodes: instance.numaNodes ?? platform?.numaNodes ?? 1,
       allCoreGHz: cpuSource.allCoreGHz,
       fp32FlopsPerCycle: cpuSource.fp32FlopsPerCycle,
+      arch: cpuSource.isa.includes("neon") ? "arm64" : "x86-64",
+      isa: [...cpuSource.isa],
       avx2: cpuSource.isa.includes("avx2"),
       avx512: cpuSource.isa.includes("avx512"),
       ccds: platform?.ccds,
@@ -105,27 +110,52 @@ export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): 
   if (kind !== undefined && memoryKindMegaTransfers(catalog, kind) === undefined) {
     problems.push(`host.memory.kind: found "${kind}"; allowed: ${catalog.memoryKinds.map((entry) => entry.id).join(", ")}`);
   }
-  const channels = host.memory.channels ?? platform?.memory.channels;
+  // A catalog platform describes platform.sockets socket(s); a stack with more sockets has that many
+  // times the cores, channels and NUMA nodes unless it says otherwise.
+  const sockets = host.cpu.sockets ?? platform?.sockets ?? 1;
+  const perPlatform = platform ? sockets / platform.sockets : 1;
+  const channelsPerSocket = host.memory.channelsPerSocket ?? (platform ? platform.memory.channels / platform.sockets : undefined);
+  const channelsFromSockets = channelsPerSocket !== undefined ? channelsPerSocket * sockets : undefined;
+  if (host.memory.channels !== undefined && host.memory.channelsPerSocket !== undefined && host.memory.channels !== channelsFromSockets) {
+    problems.push(`host.memory.channels: found ${host.memory.channels}; allowed: memory.channelsPerSocket × cpu.sockets = ${host.memory.channelsPerSocket} × ${sockets} = ${channelsFromSockets} (or give only one of channels and channelsPerSocket)`);
+  }
+  const channels = host.memory.channels ?? channelsFromSockets;
   if (host.memory.measuredBandwidthGBps === undefined && (kind === undefined || channels === undefined)) {
     problems.push(`host.memory: found no bandwidth; allowed: memory.kind and memory.channels (or a cpu.platform that has them), or memory.measuredBandwidthGBps`);
   }
-  const cores = host.cpu.cores ?? platform?.cores ?? 0;
+  const cores = host.cpu.cores ?? (platform ? platform.cores * perPlatform : 0);
   const allCoreGHz = host.cpu.allCoreGHz ?? platform?.allCoreGHz;
   if (allCoreGHz === undefined) problems.push(`host.cpu.allCoreGHz: missing; allowed: the all-core clock in GHz (or a cpu.platform)`);
   const gpus = expandGpus(stack, catalog, host.gpus, host.pcie, problems);
   if (problems.length > 0) throw new ConfigError(stack, problems);
 
-  const avx512 = host.cpu.avx512 ?? platform?.isa.includes("avx512") ?? false;
+  const platformArch: CpuArch | undefined = platform ? (platform.isa.includes("neon") ? "arm64" : "x86-64") : undefined;
+  if (host.cpu.arch !== undefined && platformArch !== undefined && host.cpu.arch !== platformArch) {
+    throw new ConfigError(stack, [`host.cpu.arch: found "${host.cpu.arch}"; allowed: "${platformArch}" for cpu.platform ${platform!.id} (or leave arch out)`]);
+  }
+  const arch: CpuArch = host.cpu.arch ?? platformArch ?? "x86-64";
+  // The stack's isa list wins; else the platform's; else what every x86-64 server CPU the kit sizes has
+  // (AVX2), with the legacy avx512 switch still honoured.
+  const isa: CpuIsaFeature[] = host.cpu.isa
+    ? [...host.cpu.isa]
+    : platform
+      ? platform.isa.filter((feature) => feature !== "avx512" || host.cpu.avx512 !== false)
+      : arch === "x86-64"
+        ? ["avx2"]
+        : ["neon"];
+  if (host.cpu.isa === undefined && host.cpu.avx512 === true && !isa.includes("avx512")) isa.push("avx512");
   const cpu: CpuSpec = {
     name: host.cpu.model ?? platform?.name ?? `${cores}-core CPU`,
     cores,
-    sockets: host.cpu.sockets ?? platform?.sockets ?? 1,
-    numaNodes: host.cpu.numaNodes ?? platform?.numaNodes ?? 1,
+    sockets,
+    numaNodes: host.cpu.numaNodes ?? (platform ? platform.numaNodes * perPlatform : sockets),
     allCoreGHz: allCoreGHz!,
     fp32FlopsPerCycle: host.cpu.fp32FlopsPerCycle ?? platform?.fp32FlopsPerCycle ?? 32,
-    avx2: platform ? platform.isa.includes("avx2") : true,
-    avx512,
-    ccds: host.cpu.ccds ?? platform?.ccds,
+    arch,
+    isa,
+    avx2: isa.includes("avx2"),
+    avx512: isa.includes("avx512"),
+    ccds: host.cpu.ccds ?? (platform?.ccds !== undefined ? platform.ccds * perPlatform : undefined),
     fabricClockMHz: platform?.fabricClockMHz,
   };
   const memory = resolveBandwidth(catalog, efficiency, cpu, {

@@ -4,13 +4,32 @@
  * has one, the planner places these real tensors instead of the catalog's estimate, and the
  * GgufShards component downloads exactly these files. Planning reads it from disk: never the network.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { z } from "zod";
 import { GGML_TYPE_NAMES, type GgmlTypeName } from "./ggml-types";
 import { makeTensor, type TensorInfo } from "./tensors";
 import type { Architecture } from "./catalog";
-import { describeIssues } from "./errors";
+import { ConfigError, describeIssues } from "./errors";
+import { modelRepo, modelTier } from "./config";
 
+/**
+ * A shard's path inside the repo, which becomes a path under the model directory on the host:
+ * relative, plain names only (no `..`, nothing starting with `-` or `.`, no control characters).
+ */
+const shardPath = z
+  .string()
+  .max(1024)
+  .regex(/^[A-Za-z0-9_][A-Za-z0-9_.+-]*(\/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$/, "allowed: a relative path of plain names (letters, digits, _ . + -; none starting with - or .)")
+  .refine((path) => !path.split("/").includes(".."), { message: "allowed: a relative path without `..`" });
+
+const lockShard = z.strictObject({
+  path: z.string(),
+  size: z.int().positive(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  tensors: z.array(z.strictObject({ name: z.string(), type: z.enum(GGML_TYPE_NAMES as [string, ...string[]]), shape: z.array(z.int().nonnegative()), offset: z.int().nonnegative() })),
+});
+
+/** The lock's shape; also what `--gguf` builds in memory for a local file (absolute paths, no repo). */
 export const lockSchema = z.strictObject({
   lockVersion: z.literal(1),
   repo: z.string(),
@@ -20,16 +39,21 @@ export const lockSchema = z.strictObject({
   generatedAt: z.string(),
   /** Scalar GGUF metadata of the first shard (tokenizer arrays left out): the model's real architecture. */
   metadata: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])),
-  shards: z
-    .array(
-      z.strictObject({
-        path: z.string(),
-        size: z.int().positive(),
-        sha256: z.string().regex(/^[0-9a-f]{64}$/),
-        tensors: z.array(z.strictObject({ name: z.string(), type: z.enum(GGML_TYPE_NAMES as [string, ...string[]]), shape: z.array(z.int().nonnegative()), offset: z.int().nonnegative() })),
-      }),
-    )
-    .min(1),
+  shards: z.array(lockShard).min(1),
+});
+
+/**
+ * A lock read from disk for a deployment: its repo, tier, revision and shard paths become host paths
+ * and command-line words, so they are restricted like the stack's own model.repo and model.tier.
+ */
+export const deployableLockSchema = lockSchema.extend({
+  repo: modelRepo,
+  revision: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$/, "allowed: a commit id or a branch name (letters, digits, _ . / -)")
+    .refine((revision) => !revision.includes(".."), { message: "allowed: a revision without `..`" }),
+  tier: modelTier,
+  shards: z.array(lockShard.extend({ path: shardPath })).min(1),
 });
 export type ManifestLock = z.infer<typeof lockSchema>;
 
@@ -38,10 +62,34 @@ export function conventionalLockPath(repo: string, tier: string): string {
   return `locks/${repo.replace("/", "__")}/${tier}.lock.json`;
 }
 
-export function readLock(path: string): ManifestLock | undefined {
+/** A real lock is a few MB (tensor tables of every shard); far beyond that it is not one. */
+const MAX_LOCK_BYTES = 256 * 1024 ** 2;
+
+/**
+ * The lock at `path`, or undefined when there is none. Anything else at that path (a directory, a
+ * device, /etc/passwd, a JSON file that is not a lock) is a ConfigError naming the field and the
+ * path, never the file's content and never a stack trace.
+ */
+export function readLock(path: string, where: { stack: string; field: string } = { stack: "(no stack)", field: "lock" }): ManifestLock | undefined {
   if (!existsSync(path)) return undefined;
-  const result = lockSchema.safeParse(JSON.parse(readFileSync(path, "utf8")), { reportInput: true });
-  if (!result.success) throw new Error(`lock ${path} is invalid:\n${describeIssues(result.error.issues).map((line) => `  - ${line}`).join("\n")}`);
+  const refuse = (what: string, details: string[] = []): never => {
+    throw new ConfigError(where.stack, [`${where.field}: found ${JSON.stringify(path)}, ${what}; allowed: a lock written by \`npm run lock -- --stack ${where.stack}\``, ...details]);
+  };
+  const stat = statSync(path);
+  if (!stat.isFile()) refuse("which is not a regular file");
+  if (stat.size > MAX_LOCK_BYTES) refuse(`which is ${stat.size} bytes, more than any lock (${MAX_LOCK_BYTES})`);
+  let document: unknown;
+  try {
+    document = JSON.parse(readFileSync(path, "utf8"));
+  } catch {
+    // JSON.parse's message quotes the file's first bytes: not something to print about an arbitrary file.
+    return refuse("which is not JSON");
+  }
+  const result = deployableLockSchema.safeParse(document, { reportInput: true });
+  if (!result.success) {
+    const lines = describeIssues(result.error.issues).map((line) => `${where.field} ${line}`);
+    return refuse("which is not a lock", lines.length > 5 ? [...lines.slice(0, 5), `… and ${lines.length - 5} more`] : lines);
+  }
   return result.data;
 }
 
@@ -97,7 +145,8 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
 }
 
 export function tensorsFromLock(lock: ManifestLock): TensorInfo[] {
-  return lock.shards.flatMap((shard) => shard.tensors.map((tensor) => makeTensor(tensor.name, tensor.type as GgmlTypeName, tensor.shape)));
+  // Where each tensor sits (shard, offset in its data section): memory-mapped loading maps file spans.
+  return lock.shards.flatMap((shard, file) => shard.tensors.map((tensor) => ({ ...makeTensor(tensor.name, tensor.type as GgmlTypeName, tensor.shape), file, offset: tensor.offset })));
 }
 
 /** The manifest GgufShards downloads and fetch-gguf.sh reads: "sha256<TAB>size<TAB>path" lines. */

@@ -26,6 +26,14 @@ export interface DeviceMemory {
   /** llama-server's host-RAM prompt cache (--cache-ram), CPU only. */
   promptCacheBytes: number;
   headroomBytes: number;
+  /**
+   * Memory-mapped loading (load mode auto/mmap): the file span llama-server maps for this device's
+   * weights, its CPU_Mapped buffer — from the first to the last tensor it uses in each shard, so it
+   * also spans tensors copied elsewhere (repacked, GPU). Only modelBytes of it are read after
+   * loading; the rest is page cache the kernel may reclaim, so it is reported, not added. 0 when
+   * the weights are copied into llama.cpp's own buffers.
+   */
+  mappedBytes: number;
   plannedBytes: number;
   fits: boolean;
 }
@@ -37,12 +45,13 @@ export function kvCells(contextPerSlot: number, slots: number): number {
 
 /**
  * KV bytes per token per layer. MLA keeps only K: (kv_lora_rank + rope dims) elements
- * (llama.cpp PR #19067); grouped-query attention keeps K and V for each KV head.
+ * (llama.cpp PR #19067), so -ctv changes nothing; grouped-query attention keeps K (-ctk) and V
+ * (-ctv, the K type when not given) for each KV head.
  */
-export function kvBytesPerTokenPerLayer(arch: Architecture, type: KvCacheType): number {
+export function kvBytesPerTokenPerLayer(arch: Architecture, type: KvCacheType, typeV: KvCacheType = type): number {
   const ggml = kvTypeToGgml(type);
   if (arch.attention?.kind === "gqa") {
-    return rowBytes(ggml, arch.attention.headCountKv * arch.attention.keyLength) + rowBytes(ggml, arch.attention.headCountKv * arch.attention.valueLength);
+    return rowBytes(ggml, arch.attention.headCountKv * arch.attention.keyLength) + rowBytes(kvTypeToGgml(typeV), arch.attention.headCountKv * arch.attention.valueLength);
   }
   return rowBytes(ggml, arch.kvLoraRank + arch.qkRopeHeadDim);
 }
@@ -62,7 +71,8 @@ export function isRepacked(tensor: TensorInfo, cpu: CpuSpec, release: LlamaCppRe
   if (tensor.shape.length < 2 || tensor.cls === "embedding") return false; // token_embd feeds GET_ROWS, not a matmul
   const rule = release.repack.rules.find((candidate) => candidate.type === tensor.type);
   if (!rule) return false;
-  const hasIsa = rule.requires === "avx512" ? cpu.avx512 : rule.requires === "avx2" ? cpu.avx2 : false;
+  // The CPU's ISA list decides: an arm64 CPU never takes an x86 kernel's layout, and the reverse.
+  const hasIsa = (cpu.isa as readonly string[]).includes(rule.requires);
   return hasIsa && (tensor.shape[1] ?? 0) % rule.rowMultiple === 0;
 }
 
@@ -77,6 +87,8 @@ export interface ComputeBufferInputs {
   holdsOutput: boolean;
   /** Largest CPU-resident weight a GPU must receive when llama.cpp offloads a big-batch matmul to it. */
   offloadedWeightBytes: number;
+  /** -fa on/auto (default): no materialized attention scores. */
+  flashAttention?: boolean;
 }
 
 /**
@@ -93,7 +105,11 @@ export function computeBufferBytes(inputs: ComputeBufferInputs): number {
   const widths = attentionHeadWidths(arch);
   const floatsPerToken = (inputs.holdsOutput ? arch.vocabSize : 0) + arch.attentionHeads * (widths.key + widths.value) + 3 * arch.hiddenSize;
   const maskBytesPerToken = 2 * inputs.kvCellsPerSequence;
-  return ubatch * (4 * floatsPerToken + maskBytesPerToken) + inputs.offloadedWeightBytes;
+  // Without flash attention the f32 scores (one per head per visible KV cell) exist for the whole
+  // ubatch, and the mask is f32, not f16 (llama-graph.cpp: F16 only for flash attention).
+  const withoutFlash = inputs.flashAttention === false;
+  const scoresBytesPerToken = withoutFlash ? 4 * arch.attentionHeads * inputs.kvCellsPerSequence : 0;
+  return ubatch * (4 * floatsPerToken + maskBytesPerToken * (withoutFlash ? 2 : 1) + scoresBytesPerToken) + inputs.offloadedWeightBytes;
 }
 
 export function hostHeadroomBytes(ramBytes: number, efficiency: Efficiency): number {

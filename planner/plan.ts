@@ -5,15 +5,16 @@
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { llamaServerListen } from "./front-door";
 import { explainArgs, llamaServerArgs, type ExplainedArg } from "./args";
-import { findModelByRepo, loadCatalog, TENSOR_CLASSES, type Catalog, type ModelEntry, type Tier } from "./catalog";
+import { findModelByRepo, loadCatalog, memoryKindMegaTransfers, TENSOR_CLASSES, type Catalog, type ModelEntry, type SeedHardware, type Tier } from "./catalog";
 import type { GgmlTypeName } from "./ggml-types";
-import type { StackConfig } from "./config";
+import { assertDeployable, type StackConfig } from "./config";
 import { ConfigError } from "./errors";
 import { resolveHost, type HostSpec } from "./host";
 import { architectureFromMetadata, conventionalLockPath, readLock, tensorsFromLock, type ManifestLock } from "./lock";
-import { planPlacement, type Placement } from "./offload";
-import { cpuDecodeAtBandwidth, project, type Projection, type SpeedInputs } from "./speed";
+import { choose, type Placement } from "./offload";
+import { cpuDecodeAtBandwidth, type Projection, type SpeedInputs } from "./speed";
 import { estimateCost, type CostEstimate } from "./cost";
 import { tensorsFromArchitecture, totalBytes, type TensorInfo } from "./tensors";
 import { formatBytes, formatDuration } from "./units";
@@ -32,6 +33,8 @@ export interface ShardPlan {
 
 export interface SeedCheck {
   claim: string;
+  /** The build the claim describes, which this stack's host matches. */
+  hardware: string;
   seedFigure: string;
   kitFigure: string;
   agrees: boolean;
@@ -46,6 +49,8 @@ export interface Plan {
   tensorSource: "catalog" | "lock";
   /** The manifest lock the plan used, when the stack has one: GgufShards downloads exactly its files. */
   lock: ManifestLock | undefined;
+  /** Every tensor of the model (from the lock, else from the catalog's architecture and tier). */
+  tensors: TensorInfo[];
   modelBytes: number;
   host: HostSpec;
   placement: Placement;
@@ -57,9 +62,13 @@ export interface Plan {
   image: string;
   shards: ShardPlan;
   projection: Projection;
-  cost: CostEstimate;
+  /** Undefined when the stack sets no `costs`: everything else is planned, the cost section is omitted. */
+  cost: CostEstimate | undefined;
+  costOmitted: string | undefined;
   seedChecks: SeedCheck[];
 }
+
+export const COST_OMITTED_REASON = "the stack sets no kimi-kit:costs, so there is no monthly cost or break-even (add costs to get them)";
 
 function shardPaths(model: ModelEntry, tier: Tier): string[] {
   const count = tier.shards.count;
@@ -136,44 +145,56 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     if (config.deployment.lockFile && !existsSync(lockPath)) {
       throw new ConfigError(stack, [`deployment.lockFile: found "${config.deployment.lockFile}", which does not exist; allowed: a lock written by \`npm run lock -- --stack ${stack}\``]);
     }
-    return readLock(lockPath);
+    return readLock(lockPath, { stack, field: config.deployment.lockFile ? "deployment.lockFile" : "lock" });
   };
   const { model, tier, lock } = resolveModel(stack, config, catalog, lockFor);
+  // Refuse what `up` would trip on (a disk smaller than the shards) here, so plan and up agree.
+  assertDeployable(stack, config, lock ? lock.shards.reduce((sum, shard) => sum + shard.size, 0) : tier.publishedSizeBytes);
   const host = resolveHost(stack, config.host, catalog);
   const tensors = lock ? tensorsFromLock(lock) : tensorsFromArchitecture(model.architecture, tier);
-  const serving = { contextPerSlot: config.serving.contextLength, slots: config.serving.parallelSlots, kvCacheType: config.serving.kvCacheType };
+  const knobs = config.serving;
+  const serving = {
+    contextPerSlot: config.serving.contextLength,
+    slots: config.serving.parallelSlots,
+    kvCacheType: config.serving.kvCacheType,
+    knobs: { batch: knobs.batch, ubatch: knobs.ubatch, threads: knobs.threads, threadsBatch: knobs.threadsBatch, opOffload: knobs.opOffload, numa: knobs.numa, cacheTypeV: knobs.vCacheType },
+  };
+  const decodeDepthTokens = Math.min(config.projection.decodeDepthTokens, serving.contextPerSlot);
   const placementFor = (candidateTensors: readonly TensorInfo[], contextPerSlot: number) =>
-    planPlacement({ arch: model.architecture, tensors: candidateTensors, host, serving: { ...serving, contextPerSlot }, release: catalog.llamaCpp, efficiency: catalog.efficiency });
+    choose({ arch: model.architecture, tensors: candidateTensors, host, serving: { ...serving, contextPerSlot }, catalog, decodeDepthTokens, ttftPromptTokens: config.projection.ttftPromptTokens });
   const placement = placementFor(tensors, serving.contextPerSlot);
 
   const paths = lock ? lock.shards.map((shard) => shard.path) : shardPaths(model, tier);
-  const shards: ShardPlan = { count: paths.length, paths, verified: Boolean(lock) || tier.shards.verified, firstShard: paths[0]!, source: lock ? "lock" : "catalog" };
+  const shards: ShardPlan = { count: paths.length, paths, verified: Boolean(lock) || tier.shards.verified, firstShard: paths.find((path) => /-00001-of-\d{5}\.gguf$/.test(path)) ?? paths[0]!, source: lock ? "lock" : "catalog" };
   const argsInputs = {
     model,
     host,
     placement,
     modelPath: `${CONTAINER_MODEL_DIR}/${shards.firstShard}`,
     apiKeyFile: CONTAINER_API_KEY_FILE,
-    bindAddress: config.serving.bindAddress,
-    port: config.serving.port,
+    // Behind the TLS front door (any non-loopback bindAddress) llama-server listens on loopback.
+    bindAddress: llamaServerListen(config.serving).address,
+    port: llamaServerListen(config.serving).port,
+    webUi: config.serving.webUi,
     contextPerSlot: serving.contextPerSlot,
     slots: serving.slots,
     kvCacheType: serving.kvCacheType,
   };
+  // The projection is estimate()'s, for the flags the kit chose; the seed checks reuse its inputs.
+  const projection = placement.estimate.projection;
   const speedInputs: SpeedInputs = {
     arch: model.architecture,
     tensors,
     host,
-    placement,
+    placement: { mode: placement.mode, deviceOfTensor: placement.deviceOfTensor, layerDevice: placement.layerDevice, ubatch: placement.ubatch },
     kvCacheType: serving.kvCacheType,
-    decodeDepthTokens: Math.min(config.projection.decodeDepthTokens, serving.contextPerSlot),
+    decodeDepthTokens,
     ttftPromptTokens: config.projection.ttftPromptTokens,
     contextPerSlot: serving.contextPerSlot,
     catalog,
   };
-  const projection = project(speedInputs);
   const modelBytes = totalBytes(tensors);
-  const cost = estimateCost(config.costs, host, modelBytes, projection);
+  const cost = config.costs ? estimateCost(config.costs, host, modelBytes, projection) : undefined;
   const image = config.deployment.image ?? (host.gpus.length > 0 ? catalog.llamaCpp.images.cuda : catalog.llamaCpp.images.cpu);
 
   let refusal: string | undefined;
@@ -206,6 +227,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     tier,
     tensorSource: lock ? "lock" : "catalog",
     lock,
+    tensors,
     modelBytes,
     host,
     placement,
@@ -218,18 +240,34 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     shards,
     projection,
     cost,
+    costOmitted: cost ? undefined : COST_OMITTED_REASON,
     seedChecks: seedChecks(catalog, placement, projection, cost, speedInputs),
   };
 }
 
-function seedChecks(catalog: Catalog, placement: Placement, projection: Projection, cost: CostEstimate, speedInputs: SpeedInputs): SeedCheck[] {
+/** Whether a host is the build a seed claim describes: GPUs, memory family, RAM and cores. */
+export function matchesSeedHardware(hardware: SeedHardware, host: HostSpec): boolean {
+  const within = (value: number, range: { min: number; max: number }) => value >= range.min && value <= range.max;
+  if (host.gpus.length !== hardware.gpus.count) return false;
+  if (hardware.gpus.model !== undefined && host.gpus.some((gpu) => gpu.catalogId !== hardware.gpus.model)) return false;
+  if (hardware.memoryFamily !== undefined && !(host.memory.kind ?? "").startsWith(hardware.memoryFamily)) return false;
+  if (!within(host.memory.totalBytes / 1e9, hardware.ramGB)) return false;
+  return hardware.cores === undefined || within(host.cpu.cores, hardware.cores);
+}
+
+function seedChecks(catalog: Catalog, placement: Placement, projection: Projection, cost: CostEstimate | undefined, speedInputs: SpeedInputs): SeedCheck[] {
   const checks: SeedCheck[] = [];
+  const host = speedInputs.host;
   for (const claim of catalog.claims) {
     if (claim.appliesTo !== "any" && claim.appliesTo !== placement.mode) continue;
+    // Only a host that is the build the claim describes is compared with it.
+    const hardware = claim.hardware.map((id) => catalog.seedHardware.find((entry) => entry.id === id)!).find((entry) => matchesSeedHardware(entry, host));
+    if (!hardware) continue;
+    const base = { claim: claim.text, hardware: hardware.description };
     if (claim.decodeTokensPerSecond) {
       const value = projection.decodeTokensPerSecond;
       checks.push({
-        claim: claim.text,
+        ...base,
         seedFigure: `${claim.decodeTokensPerSecond.low}–${claim.decodeTokensPerSecond.high} tok/s`,
         kitFigure: `${value.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens}`,
         agrees: value >= claim.decodeTokensPerSecond.low && value <= claim.decodeTokensPerSecond.high,
@@ -237,34 +275,48 @@ function seedChecks(catalog: Catalog, placement: Placement, projection: Projecti
       });
     }
     if (claim.bandwidthGBps !== undefined) {
-      const value = cpuDecodeAtBandwidth(speedInputs, claim.bandwidthGBps * 1e9);
-      checks.push({
-        claim: claim.text,
-        seedFigure: `${claim.bandwidthGBps} GB/s`,
-        kitFigure: `${(speedInputs.host.memory.achievableBandwidth / 1e9).toFixed(0)} GB/s achievable here`,
-        agrees: false,
-        why: `at ${claim.bandwidthGBps} GB/s this tier would decode ${value.toFixed(1)} tok/s, not ~10: two-channel desktop figures; a 12-channel socket peaks at ${((speedInputs.host.memory.peakBandwidth ?? 0) / 1e9).toFixed(0)} GB/s`,
-      });
+      checks.push({ ...base, ...bandwidthCheck(catalog, claim.bandwidthGBps, speedInputs) });
     }
     if (claim.ttftSeconds !== undefined) {
       checks.push({
-        claim: claim.text,
+        ...base,
         seedFigure: formatDuration(claim.ttftSeconds),
         kitFigure: formatDuration(projection.ttftSeconds),
         agrees: Math.abs(projection.ttftSeconds / claim.ttftSeconds - 1) < 0.25,
         why: projection.prefillBasis,
       });
     }
-    if (claim.tokensPerMonth !== undefined) {
+    // Without costs there is no break-even to compare.
+    if (claim.tokensPerMonth !== undefined && cost) {
       const breakEven = cost.breakEvenTokensPerMonth;
       checks.push({
-        claim: claim.text,
+        ...base,
         seedFigure: `${(claim.tokensPerMonth / 1e6).toFixed(0)}M tokens/month pays off`,
         kitFigure: breakEven === null ? "no break-even within capacity" : `${(breakEven / 1e6).toFixed(0)}M tokens/month`,
         agrees: breakEven !== null && breakEven <= claim.tokensPerMonth,
-        why: `API at this mix: 50M tokens cost $${((claim.tokensPerMonth / 1e6) * cost.apiUsdPerMillionTokensAtMix).toFixed(0)}/month vs the host's $${cost.monthlyUsd.toFixed(0)}/month; ${cost.breakEvenReason}`,
+        why: `API at this mix: ${(claim.tokensPerMonth / 1e6).toFixed(0)}M tokens cost $${((claim.tokensPerMonth / 1e6) * cost.apiUsdPerMillionTokensAtMix).toFixed(0)}/month vs the host's $${cost.monthlyUsd.toFixed(0)}/month; ${cost.breakEvenReason}`,
       });
     }
   }
   return checks;
+}
+
+/** The seed's RAM bandwidth figure beside this host's own: its channels, memory kind, peak and what is achievable. */
+function bandwidthCheck(catalog: Catalog, claimGBps: number, speedInputs: SpeedInputs): Pick<SeedCheck, "seedFigure" | "kitFigure" | "agrees" | "why"> {
+  const memory = speedInputs.host.memory;
+  const achievableGBps = memory.achievableBandwidth / 1e9;
+  const decodeAtClaim = cpuDecodeAtBandwidth(speedInputs, claimGBps * 1e9);
+  const megaTransfers = memory.kind ? memoryKindMegaTransfers(catalog, memory.kind) : undefined;
+  const fraction = catalog.efficiency.cpu.achievableFractionOfPeak.value;
+  const hostText =
+    memory.peakBandwidth !== undefined && memory.channels !== undefined && megaTransfers !== undefined
+      ? `this host has ${memory.channels} channel(s) of ${memory.kind} = ${memory.channels} × ${megaTransfers} MT/s × 8 B = ${(memory.peakBandwidth / 1e9).toFixed(1)} GB/s peak, ${achievableGBps.toFixed(0)} GB/s achievable; ${claimGBps} GB/s is what about ${(claimGBps / ((megaTransfers * 8) / 1000) / fraction).toFixed(1)} channel(s) of ${memory.kind} deliver at the ${fraction} achievable fraction`
+      : `this host: ${memory.basis}`;
+  return {
+    seedFigure: `${claimGBps} GB/s`,
+    kitFigure: `${achievableGBps.toFixed(0)} GB/s achievable here`,
+    // Within a quarter, as the TTFT check: both are figures about the same quantity.
+    agrees: Math.abs(achievableGBps / claimGBps - 1) < 0.25,
+    why: `at ${claimGBps} GB/s this tier would decode ${decodeAtClaim.toFixed(1)} tok/s here; ${hostText}`,
+  };
 }

@@ -1,4 +1,6 @@
 /** Renders Plans: the full text report, the --compare offer table, and the --json objects. */
+import { shellQuote } from "./shell";
+import type { DeviceMemory } from "./memory";
 import type { Plan } from "./plan";
 import { formatBytes, formatDuration, formatGiB, formatTokens, formatUsd } from "./units";
 
@@ -14,7 +16,9 @@ export interface PlanJson {
   image: string;
   shards: { count: number; firstShard: string; verified: boolean };
   projection: { decodeTokensPerSecond: number; decodeDepthTokens: number; prefillTokensPerSecond: number; ttft32kSeconds: number; decodeByDepth: { depthTokens: number; tokensPerSecond: number }[] };
-  cost: { monthlyUsd: number; usdPerMillionOutputTokens: number; capacityTokensPerMonth: number; breakEvenTokensPerMonth: number | null; breakEvenReason: string; apiMonthlyUsdAtExpected: number };
+  /** null when the stack sets no costs; costOmitted then says so. */
+  cost: { monthlyUsd: number; usdPerMillionOutputTokens: number; capacityTokensPerMonth: number; breakEvenTokensPerMonth: number | null; breakEvenReason: string; apiMonthlyUsdAtExpected: number } | null;
+  costOmitted?: string;
   alternatives?: { tiersThatFit: string[]; maxContextPerSlotThatFits: number | null };
   seedChecks: Plan["seedChecks"];
 }
@@ -55,22 +59,20 @@ export function planToJson(plan: Plan): PlanJson {
       ttft32kSeconds: plan.projection.ttftSeconds,
       decodeByDepth: plan.projection.decodeByDepth,
     },
-    cost: {
-      monthlyUsd: plan.cost.monthlyUsd,
-      usdPerMillionOutputTokens: plan.cost.usdPerMillionOutputTokens,
-      capacityTokensPerMonth: plan.cost.capacityTokensPerMonth,
-      breakEvenTokensPerMonth: plan.cost.breakEvenTokensPerMonth,
-      breakEvenReason: plan.cost.breakEvenReason,
-      apiMonthlyUsdAtExpected: plan.cost.apiMonthlyUsdAtExpected,
-    },
+    cost: plan.cost
+      ? {
+          monthlyUsd: plan.cost.monthlyUsd,
+          usdPerMillionOutputTokens: plan.cost.usdPerMillionOutputTokens,
+          capacityTokensPerMonth: plan.cost.capacityTokensPerMonth,
+          breakEvenTokensPerMonth: plan.cost.breakEvenTokensPerMonth,
+          breakEvenReason: plan.cost.breakEvenReason,
+          apiMonthlyUsdAtExpected: plan.cost.apiMonthlyUsdAtExpected,
+        }
+      : null,
+    ...(plan.costOmitted ? { costOmitted: plan.costOmitted } : {}),
     ...(plan.alternatives ? { alternatives: plan.alternatives } : {}),
     seedChecks: plan.seedChecks,
   };
-}
-
-/** Shell-quotes one argument for display (the -ot rules carry regex metacharacters). */
-function quote(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
 }
 
 export function renderCommandLine(plan: Plan): string {
@@ -80,7 +82,7 @@ export function renderCommandLine(plan: Plan): string {
     if (arg.startsWith("--")) {
       if (current) lines.push(current);
       current = `  ${arg}`;
-    } else current += ` ${quote(arg)}`;
+    } else current += ` ${shellQuote([arg])}`; // the -ot rules carry regex metacharacters
   }
   if (current) lines.push(current);
   return lines.join(" \\\n");
@@ -97,6 +99,28 @@ function table(rows: string[][], alignRight: boolean[] = []): string {
     .replace(/ +$/gm, "");
 }
 
+/** Per-device bytes by kind, the table the plan and `--args`/`--gguf` estimates both print. */
+export function renderMemoryTable(devices: readonly DeviceMemory[]): string {
+  return table(
+    [
+      ["device", "capacity", "weights", "repacked", "KV", "compute", "prompt cache", "headroom", "planned", "fits"],
+      ...devices.map((device) => [
+        `${device.device} ${device.label}`,
+        formatGiB(device.capacityBytes),
+        `${formatGiB(device.modelBytes)}${device.mappedBytes > 0 ? ` (mmap span ${formatGiB(device.mappedBytes)})` : ""}`,
+        formatGiB(device.repackBytes),
+        formatGiB(device.kvBytes, 2),
+        formatGiB(device.computeBytes, 2),
+        formatGiB(device.promptCacheBytes),
+        formatGiB(device.headroomBytes),
+        formatGiB(device.plannedBytes),
+        device.fits ? "yes" : "NO",
+      ]),
+    ],
+    [false, true, true, true, true, true, true, true, true, false],
+  );
+}
+
 export function renderPlan(plan: Plan): string {
   const out: string[] = [];
   const { host, placement, projection, cost } = plan;
@@ -107,26 +131,7 @@ export function renderPlan(plan: Plan): string {
   out.push(`Memory bandwidth: ${host.memory.basis}`);
   out.push("");
   out.push("Memory map (resident under the chosen load mode):");
-  out.push(
-    table(
-      [
-        ["device", "capacity", "weights", "repacked", "KV", "compute", "prompt cache", "headroom", "planned", "fits"],
-        ...placement.memory.map((device) => [
-          `${device.device} ${device.label}`,
-          formatGiB(device.capacityBytes),
-          formatGiB(device.modelBytes),
-          formatGiB(device.repackBytes),
-          formatGiB(device.kvBytes, 2),
-          formatGiB(device.computeBytes, 2),
-          formatGiB(device.promptCacheBytes),
-          formatGiB(device.headroomBytes),
-          formatGiB(device.plannedBytes),
-          device.fits ? "yes" : "NO",
-        ]),
-      ],
-      [false, true, true, true, true, true, true, true, true, false],
-    ),
-  );
+  out.push(renderMemoryTable(placement.memory));
   if (plan.alternatives) {
     out.push("");
     out.push(`What would fit: tiers ${plan.alternatives.tiersThatFit.join(", ") || "none"} at this context; ${plan.tier.name} up to ${plan.alternatives.maxContextPerSlotThatFits ?? "no"} tokens per slot.`);
@@ -144,15 +149,18 @@ export function renderPlan(plan: Plan): string {
   out.push(`           by depth: ${projection.decodeByDepth.map((point) => `${formatTokens(point.depthTokens)} → ${point.tokensPerSecond.toFixed(1)}`).join(", ")} tok/s`);
   out.push(`  prefill  ${projection.prefillTokensPerSecond.toFixed(1)} tok/s for a ${projection.prefillPromptTokens}-token prompt — ${projection.prefillBasis}`);
   out.push(`  TTFT     ${formatDuration(projection.ttftSeconds)} for a ${formatTokens(projection.ttftPromptTokens)}-token prompt`);
-  out.push(`  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`);
+  out.push(`  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value > 0 && factor.value < 0.01 ? factor.value.toExponential(2) : factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`);
   out.push("");
-  out.push(`Monthly cost: ${formatUsd(cost.monthlyUsd)} (${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)}: ${line.basis}`).join("; ")})`);
-  out.push(`  capacity ${formatTokens(cost.capacityTokensPerMonth)} tokens/month at ${Math.round(cost.utilization * 100)}% utilization and ${Math.round(cost.inputShare * 100)}% input; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`);
-  out.push(`  API at the expected ${formatTokens(cost.expectedTokensPerMonth)} tokens/month: ${formatUsd(cost.apiMonthlyUsdAtExpected)} ($${cost.apiUsdPerMillionTokensAtMix.toFixed(3)} per 1M at this mix)`);
-  out.push(`  break-even: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`);
+  if (cost) {
+    out.push(`Monthly cost: ${formatUsd(cost.monthlyUsd)} (${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)}: ${line.basis}`).join("; ")})`);
+    out.push(`  capacity ${formatTokens(cost.capacityTokensPerMonth)} tokens/month at ${Math.round(cost.utilization * 100)}% utilization and ${Math.round(cost.inputShare * 100)}% input; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`);
+    out.push(`  API at the expected ${formatTokens(cost.expectedTokensPerMonth)} tokens/month: ${formatUsd(cost.apiMonthlyUsdAtExpected)} ($${cost.apiUsdPerMillionTokensAtMix.toFixed(3)} per 1M at this mix)`);
+    out.push(`  break-even: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`);
+  } else out.push(`Monthly cost: omitted — ${plan.costOmitted}`);
+  // Only for a host that is the build a seed claim describes (plan.ts seedChecks); absent otherwise.
   if (plan.seedChecks.length > 0) {
     out.push("");
-    out.push("Seed figures, checked:");
+    out.push(`Seed figures, checked (this host matches ${[...new Set(plan.seedChecks.map((check) => check.hardware))].join("; ")}):`);
     for (const check of plan.seedChecks) {
       out.push(`  - "${check.claim}": seed ${check.seedFigure}; kit ${check.kitFigure} (${check.agrees ? "agrees" : "differs"}) — ${check.why}`);
     }
@@ -160,8 +168,16 @@ export function renderPlan(plan: Plan): string {
   return out.join("\n");
 }
 
-export function renderComparison(plans: Plan[]): string {
-  const sorted = [...plans].sort((a, b) => Number(b.fits) - Number(a.fits) || a.cost.monthlyUsd - b.cost.monthlyUsd);
+/** A stack `--compare` could not plan: it still gets a row, so a broken stack is never silently missing. */
+export interface InvalidStack {
+  stack: string;
+  problems: string[];
+}
+
+export function renderComparison(plans: Plan[], invalid: readonly InvalidStack[] = []): string {
+  // Stacks without costs sort after those with, among plans that fit alike.
+  const monthly = (plan: Plan) => plan.cost?.monthlyUsd ?? Number.POSITIVE_INFINITY;
+  const sorted = [...plans].sort((a, b) => Number(b.fits) - Number(a.fits) || monthly(a) - monthly(b));
   const rows = sorted.map((plan) => [
     plan.stack,
     plan.host.label,
@@ -170,12 +186,13 @@ export function renderComparison(plans: Plan[]): string {
     plan.fits ? plan.projection.decodeTokensPerSecond.toFixed(1) : "-",
     plan.fits ? plan.projection.prefillTokensPerSecond.toFixed(1) : "-",
     plan.fits ? formatDuration(plan.projection.ttftSeconds) : "-",
-    formatUsd(plan.cost.monthlyUsd),
-    plan.fits ? formatUsd(plan.cost.usdPerMillionOutputTokens) : "-",
-    plan.fits ? (plan.cost.breakEvenTokensPerMonth === null ? "none" : formatTokens(plan.cost.breakEvenTokensPerMonth)) : "-",
+    plan.cost ? formatUsd(plan.cost.monthlyUsd) : "no costs",
+    plan.fits && plan.cost ? formatUsd(plan.cost.usdPerMillionOutputTokens) : "-",
+    plan.fits && plan.cost ? (plan.cost.breakEvenTokensPerMonth === null ? "none" : formatTokens(plan.cost.breakEvenTokensPerMonth)) : "-",
   ]);
+  const invalidRows = invalid.map((entry) => [entry.stack, "-", "-", `INVALID CONFIG (${entry.problems.length} problem${entry.problems.length === 1 ? "" : "s"}, see below)`, "-", "-", "-", "-", "-", "-"]);
   return table(
-    [["stack", "host", "tier", "verdict", "decode tok/s", "prefill tok/s", "TTFT 32K", "$/month", "$/1M out", "break-even tok/mo"], ...rows],
+    [["stack", "host", "tier", "verdict", "decode tok/s", "prefill tok/s", "TTFT 32K", "$/month", "$/1M out", "break-even tok/mo"], ...rows, ...invalidRows],
     [false, false, false, false, true, true, true, true, true, true],
   );
 }

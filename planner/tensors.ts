@@ -17,6 +17,9 @@ export interface TensorInfo {
   shape: number[];
   elements: number;
   bytes: number;
+  /** Shard index and byte offset in its data section, when read from real GGUF headers (a lock). */
+  file?: number;
+  offset?: number;
 }
 
 export function classifyTensor(name: string, shape: readonly number[]): TensorClass {

@@ -51,16 +51,19 @@ const UNIT_BYTES: Record<string, number> = {
 };
 
 /**
- * Parses a size written in a stack file: "384GiB", "2 TB", "512MiB" or a plain integer of bytes.
+ * Parses a size: "384GiB", "2 TB", "512MiB" or (unless `requireUnit`) a plain integer of bytes.
+ * Stack files require the unit (a bare number is ambiguous); the catalog may state plain bytes.
  * Returns undefined when the text is not a size, so the schema can say what is allowed.
  */
-export function parseSize(value: string | number): number | undefined {
-  if (typeof value === "number") return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+export function parseSize(value: string | number, options: { requireUnit?: boolean } = {}): number | undefined {
+  if (typeof value === "number") return !options.requireUnit && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
   const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$/i.exec(value);
   if (!match) return undefined;
+  if (options.requireUnit && match[2] === undefined) return undefined;
   const amount = Number(match[1]);
   const unit = (match[2] ?? "b").toLowerCase();
   const factor = UNIT_BYTES[unit];
   if (factor === undefined) return undefined;
-  return Math.round(amount * factor);
+  const bytes = Math.round(amount * factor);
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
 }

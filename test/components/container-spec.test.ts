@@ -6,11 +6,12 @@ import {
   containerSpecFromPlan,
   dockerContainerArgs,
   llamaContainerUpArgv,
-  shellQuote,
   viewOfCliArgv,
   viewOfDockerArgs,
   imageForHost,
+  goDurationOfSeconds,
 } from "../../components/container-spec";
+import { shellQuote } from "../../planner/shell";
 import { loadCatalog } from "../../planner/catalog";
 import { parseStackConfig } from "../../planner/config";
 
@@ -41,6 +42,12 @@ describe.each(plans.map((plan) => [plan.stack, plan] as const))("%s", (_stack, p
 
 it("quotes shell words", () => {
   expect(shellQuote(["a", "b c", "it's", "--x=1"])).toBe("a 'b c' 'it'\\''s' --x=1");
+});
+
+it("writes health-check durations the way Docker reads them back (Go's time.Duration.String)", () => {
+  // Expected values are Go's own output: fmt.Println(30*time.Second, 30*time.Minute, 90*time.Minute+5*time.Second, 0*time.Second).
+  expect([30, 1800, 5405, 0, 3600].map(goDurationOfSeconds)).toEqual(["30s", "30m0s", "1h30m5s", "0s", "1h0m0s"]);
+  expect(() => goDurationOfSeconds(1.5)).toThrow(/whole/);
 });
 
 describe("image for the probed host", () => {

@@ -10,13 +10,14 @@ import * as pulumi from "@pulumi/pulumi";
 import { listStacks, readStackValues } from "../../planner/stack-file";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
-import { edgeRecorder, GENERATED_KEY, HOST_KEY, installMocks, isSecret, promiseOf, registered, settle, type Edge } from "./mocks";
+import { dockerContainerReadBack, edgeRecorder, GENERATED_KEY, HOST_KEY, installMocks, isSecret, promiseOf, registered, settle, type Edge } from "./mocks";
 
 // The component modules register nothing when imported; resources are only created (in beforeAll
 // and the tests) after the mocks are in place.
 import { LlmDeployment, deployStack } from "../../components/llm-deployment";
 import * as spec from "../../components/container-spec";
 import { remoteScript } from "../../components/host-prep";
+import { shellQuote } from "../../planner/shell";
 
 beforeAll(() => installMocks(false));
 
@@ -141,7 +142,14 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           expect(fetch).toContain(`--dest ${config.deployment.modelDir}`);
           expect(fetch).toContain(`--repo ${plan.model.repo}`);
           expect(fetch).toMatch(plan.shards.source === "lock" ? /--manifest / : /--resolve /);
-          expect(String(input("shards-fetch").delete)).toMatch(config.deployment.purgeModels ? /^rm -f/ : /^echo /);
+          const fetchDelete = String(input("shards-fetch").delete);
+          if (config.deployment.purgeModels) expect(fetchDelete).toContain(`${config.deployment.modelDir}/${plan.shards.paths[0]}`);
+          else expect(fetchDelete).toContain("kimi-kit: keeping");
+          // Both steps with a delete are owned (a newer step's creation stops an older step's delete).
+          for (const owned of ["shards-fetch", ...(engine === "docker-cli" ? ["server-container"] : [])]) {
+            expect(String(input(owned).create)).toMatch(/\/var\/lib\/kimi-kit\/owners\//);
+            expect(String(input(owned).delete)).toMatch(/^owner=\$\(cat /);
+          }
           expect(input("shards-fetch").logging).toBe("stdoutAndStderr");
         });
 
@@ -149,14 +157,17 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           const container = input("server-container");
           if (engine === "docker-cli") {
             const containerSpec = spec.containerSpecFromPlan(plan);
-            expect(container.create).toBe(remoteScript("llama-container.sh", spec.llamaContainerUpArgv(containerSpec)));
-            expect(String(container.create).endsWith(` -- ${spec.shellQuote(plan.llamaServerArgs)}`)).toBe(true);
+            expect(String(container.create)).toContain(`\n${remoteScript("llama-container.sh", spec.llamaContainerUpArgv(containerSpec))}\n`);
+            expect(String(container.create)).toContain(` -- ${shellQuote(plan.llamaServerArgs)}\n`);
             expect(String(container.delete)).toContain(`llama-container.sh down --name ${containerSpec.name}`);
           } else {
             expect(container.command).toEqual(plan.llamaServerArgs);
             expect(container.image).toBe(plan.image);
             expect(container.networkMode).toBe("host");
             expect(container.gpus).toBe(plan.host.gpus.length > 0 ? "all" : undefined);
+            // A second `up` is a no-op only if what Docker reports back equals what the kit sends.
+            expect(dockerContainerReadBack(container).healthcheck).toEqual(container.healthcheck);
+            expect(container.healthcheck).toMatchObject({ interval: "30s", timeout: "10s", startPeriod: expect.stringMatching(/^\d+m0s$/) });
           }
         });
 
@@ -178,8 +189,8 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           expect(await promiseOf(deployment.projectedTtft32kSeconds)).toBe(plan.projection.ttftSeconds);
           expect(await promiseOf(deployment.measuredDecodeTokensPerSecond)).toBe(9.25);
           expect(await promiseOf(deployment.measuredPrefillTokensPerSecond)).toBe(41.5);
-          expect(await promiseOf(deployment.monthlyCostUsd)).toBe(plan.cost.monthlyUsd);
-          expect(await promiseOf(deployment.breakEvenTokensPerMonth)).toBe(plan.cost.breakEvenTokensPerMonth);
+          expect(await promiseOf(deployment.monthlyCostUsd)).toBe(plan.cost!.monthlyUsd);
+          expect(await promiseOf(deployment.breakEvenTokensPerMonth)).toBe(plan.cost!.breakEvenTokensPerMonth);
         });
       });
     }
@@ -227,7 +238,7 @@ describe("refusals register nothing", () => {
     it(`${stack}: refuses a cloud host without allowed CIDRs`, () => {
       const raw = valuesWithHostKey(stack);
       (raw.host as Record<string, unknown>).allowedCidrs = [];
-      expect(() => deployStack(stack, raw, { apiKey: pulumi.secret(CONFIGURED_KEY) }, `nocidr-${stack}`)).toThrow(/host\.allowedCidrs is empty/);
+      expect(() => deployStack(stack, raw, { apiKey: pulumi.secret(CONFIGURED_KEY) }, `nocidr-${stack}`)).toThrow(/host\.allowedCidrs: found \[\]; allowed: the CIDRs that may reach SSH/);
     });
   }
 

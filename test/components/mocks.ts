@@ -4,6 +4,7 @@
  * each resource's parent and dependsOn. Call installMocks() before importing any component.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { fakeAws } from "./aws-fake";
 
 export const GENERATED_KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 export const PROBE_STDOUT = "ram_bytes=412316860416\nphysical_cores=16\ngpu_count=0\nllama_image_variant=cpu\nshortfalls=\n";
@@ -30,6 +31,43 @@ export interface Edge {
 
 export const registered: Registered[] = [];
 
+const NANOS_PER_UNIT: Record<string, number> = { ns: 1, us: 1e3, "µs": 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+
+/** Go's time.ParseDuration (the Docker provider parses health-check durations with it). */
+export function parseGoDuration(text: string): number {
+  const parts = [...text.matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/g)];
+  if (text === "0") return 0;
+  if (parts.length === 0 || parts.map((part) => part[0]).join("") !== text) throw new Error(`time: invalid duration ${JSON.stringify(text)}`);
+  return Math.round(parts.reduce((total, part) => total + Number(part[1]) * NANOS_PER_UNIT[part[2]!]!, 0));
+}
+
+/** Go's time.Duration.String(), which the provider stores when it reads a container back from Docker. */
+export function formatGoDuration(nanos: number): string {
+  if (nanos === 0) return "0s";
+  const trim = (value: number, decimals: number) => value.toFixed(decimals).replace(/\.?0+$/, "");
+  if (nanos < 1e3) return `${nanos}ns`;
+  if (nanos < 1e6) return `${trim(nanos / 1e3, 3)}µs`;
+  if (nanos < 1e9) return `${trim(nanos / 1e6, 6)}ms`;
+  const hours = Math.floor(nanos / 3600e9);
+  const minutes = Math.floor((nanos % 3600e9) / 60e9);
+  const seconds = trim((nanos % 60e9) / 1e9, 9);
+  return hours > 0 ? `${hours}h${minutes}m${seconds}s` : minutes > 0 ? `${minutes}m${seconds}s` : `${seconds}s`;
+}
+
+/**
+ * What @pulumi/docker keeps in the state after creating a container: Docker's own view, read back
+ * (terraform-provider-docker's container read), where health-check durations come back in Go's
+ * canonical form. A kit input that differs from this shows as `~healthcheck` on every `up`.
+ */
+export function dockerContainerReadBack(inputs: Record<string, unknown>): Record<string, unknown> {
+  const healthcheck = inputs.healthcheck as Record<string, unknown> | undefined;
+  if (!healthcheck) return { ...inputs };
+  const canonical = Object.fromEntries(
+    Object.entries(healthcheck).map(([key, value]) => [key, ["interval", "timeout", "startPeriod", "startInterval"].includes(key) && typeof value === "string" ? formatGoDuration(parseGoDuration(value)) : value]),
+  );
+  return { ...inputs, healthcheck: canonical };
+}
+
 export function installMocks(preview = false): Promise<void> {
   return pulumi.runtime.setMocks(
     {
@@ -41,12 +79,15 @@ export function installMocks(preview = false): Promise<void> {
           state.stderr = "";
         }
         if (args.type === "command:local:Command") state.stdout = args.name.endsWith("-host-key") ? HOST_KEY_PAIR : GENERATED_KEY;
-        if (args.type === "aws:ec2/instance:Instance") Object.assign(state, { publicIp: "198.51.100.7", availabilityZone: "us-east-1a" });
+        // AWS resources: a fake EC2/EBS account that answers as the provider documents (aws-fake.ts).
+        const awsResult = args.type.startsWith("aws:") ? fakeAws.newResource(args, preview) : undefined;
+        if (awsResult) return awsResult;
         if (args.type === "docker:index/remoteImage:RemoteImage") state.imageId = args.inputs.name;
+        if (args.type === "docker:index/container:Container") Object.assign(state, dockerContainerReadBack(args.inputs));
         return { id: `${args.name}-id`, state };
       },
       call(args: pulumi.runtime.MockCallArgs) {
-        if (args.token === "aws:ec2/getAmi:getAmi") return { ...args.inputs, id: "ami-0kimikit0000test" };
+        if (args.token.startsWith("aws:")) return fakeAws.call(args);
         return args.inputs;
       },
     },

@@ -17,7 +17,7 @@ it("aws-r7i previews the plan and the AWS resources it would create, before any 
   const plan = buildPlan("aws-r7i", parseStackConfig("aws-r7i", raw));
   const deployment = deployStack("aws-r7i", raw, { apiKey: pulumi.secret("sk-preview") }, "cloud");
   expect(await promiseOf(deployment.planSummary)).toMatchObject({ mode: plan.placement.mode, args: plan.llamaServerArgs, image: plan.image });
-  expect(await promiseOf(deployment.monthlyCostUsd)).toBe(plan.cost.monthlyUsd);
+  expect(await promiseOf(deployment.monthlyCostUsd)).toBe(plan.cost!.monthlyUsd);
   expect(await isSecret(deployment.apiKey)).toBe(true);
   await settle();
   const types = new Set(registered.filter((resource) => resource.name.startsWith("cloud")).map((resource) => resource.type));
@@ -31,7 +31,7 @@ it("index.ts runs a bare-metal stack from config in preview", async () => {
   (raw.host as { ssh: Record<string, unknown> }).ssh.hostPublicKey = HOST_KEY;
   const config: Record<string, string> = {};
   for (const [key, value] of Object.entries(raw)) config[`kimi-kit:${key}`] = JSON.stringify(value);
-  config["kimi-kit:apiKey"] = "sk-from-config";
+  config["kimi-kit:apiKey"] = "sk-from-config-0123456789abcdefghijk";
   pulumi.runtime.setAllConfig(config, ["kimi-kit:apiKey"]);
   const program = (await import("../../index.js")) as typeof import("../../index.js");
   expect(await promiseOf(program.plan)).toMatchObject({ mode: "cpu-only" });

@@ -5,7 +5,7 @@
  * registered under Pulumi mocks: scripts copied, host probed and prepared, shards fetched and
  * verified, the llama-server container started through the Docker engine, the smoke request made.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,17 +16,15 @@ import { applyRecorded, destroyRecorded, type StepResult } from "../support/harn
 import { HF_TOKEN, http, localStackValues, startLocalHost, type LocalHost } from "../support/local-stack";
 import { parseSmokeTimings } from "../../components/llm-deployment";
 
-const API_KEY = "sk-local-e2e-0123456789";
+const API_KEY = "sk-local-e2e-0123456789abcdefghijklmn";
 let host: LocalHost;
 let plan: Plan;
 let steps: StepResult[];
 let recorded: typeof registered;
 
-beforeAll(async () => {
-  host = await startLocalHost();
-  const values = localStackValues(host);
-  plan = buildPlan("local", parseStackConfig("local", { ...values, apiKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }));
-  await installMocks(false);
+/** Registers the `local` stack with these values under the mocks and returns what it registered (same resource names each time, as a later `up` would). */
+async function registerLocalStack(values: Record<string, unknown>): Promise<typeof registered> {
+  const before = registered.length;
   const { deployStack } = await import("../../components/llm-deployment.js");
   deployStack("local", { ...values, apiKey: { secure: "(set)" }, sshPrivateKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }, {
     apiKey: pulumi.secret(API_KEY),
@@ -34,7 +32,15 @@ beforeAll(async () => {
     huggingFaceToken: pulumi.secret(HF_TOKEN),
   }, "local");
   await settle();
-  recorded = registered.filter((resource) => resource.name.startsWith("local"));
+  return registered.slice(before).filter((resource) => resource.name.startsWith("local"));
+}
+
+beforeAll(async () => {
+  host = await startLocalHost();
+  const values = localStackValues(host);
+  plan = buildPlan("local", parseStackConfig("local", { ...values, apiKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }));
+  await installMocks(false);
+  recorded = await registerLocalStack(values);
   steps = await applyRecorded(recorded, host.sshd, (line) => process.stdout.write(`  harness: ${line}\n`));
 }, 1_800_000);
 
@@ -99,6 +105,54 @@ describe("local stack, carried out for real", () => {
         `(a 4 MB model: fixed per-token overheads dominate, see bench/ for the accuracy runs)\n`,
     );
   });
+
+  it("replacements keep serving and never purge the shards the new step verified (create new, then delete old)", async () => {
+    const name = plan.config.deployment.containerName!;
+    /** One generation of the stack, as the next `up` would register it. */
+    const generation = (overrides: { parallelSlots: number; purgeModels: boolean; lockFile: string }) => {
+      const values = localStackValues(host);
+      (values.serving as Record<string, unknown>).parallelSlots = overrides.parallelSlots;
+      Object.assign(values.deployment as Record<string, unknown>, { purgeModels: overrides.purgeModels, lockFile: overrides.lockFile });
+      return registerLocalStack(values);
+    };
+    /** What the engine does for a step whose triggers changed: the new one is created first, the old one's delete runs after. */
+    const replace = async (olds: typeof registered, news: typeof registered) => {
+      await applyRecorded(news, host.sshd);
+      const replaced = olds.filter((old) => {
+        const next = news.find((candidate) => candidate.name === old.name);
+        return next !== undefined && JSON.stringify(next.inputs.triggers) !== JSON.stringify(old.inputs.triggers);
+      });
+      const deletes = await destroyRecorded(replaced, host.sshd);
+      for (const result of deletes) expect(result.status, `${result.name}: ${result.stderr}`).toBe(0);
+      return replaced.map((step) => step.name.replace(/^local-?/, ""));
+    };
+    const serving = () => {
+      const inspect = JSON.parse(host.sshd.exec(`docker inspect ${name}`))[0];
+      return { running: inspect.State.Running as boolean, args: inspect.Args as string[], health: http(`http://127.0.0.1:${host.servingPort}/health`).status };
+    };
+    const shardsPresent = () => plan.lock!.shards.every((shard) => existsSync(join(host.modelDir, shard.path)) && existsSync(join(host.modelDir, `${shard.path}.verified`)));
+
+    // A new lock with the same files, the later shards listed in another order, changes the fetch
+    // step's trigger (its manifest) but not a byte on disk.
+    const reordered = join(host.dir, "local-reordered.lock.json");
+    const lock = JSON.parse(readFileSync(host.lockFile, "utf8")) as { shards: unknown[] };
+    writeFileSync(reordered, JSON.stringify({ ...lock, shards: [lock.shards[0], ...lock.shards.slice(1).reverse()] }));
+
+    // Generation 2: two slots (a new container spec), purging on, a new lock.
+    const second = await generation({ parallelSlots: 2, purgeModels: true, lockFile: reordered });
+    expect(await replace(recorded, second)).toEqual(expect.arrayContaining(["shards-fetch", "server-container"]));
+    expect(serving()).toMatchObject({ running: true, health: 200 });
+    expect(serving().args).not.toEqual(plan.llamaServerArgs);
+    expect(serving().args).toContain("2");
+    expect(shardsPresent()).toBe(true);
+
+    // Generation 3, back to the original: the old steps' deletes now purge — and must not.
+    const third = await generation({ parallelSlots: 1, purgeModels: false, lockFile: host.lockFile });
+    expect(await replace(second, third)).toEqual(expect.arrayContaining(["shards-fetch", "server-container"]));
+    expect(serving()).toMatchObject({ running: true, args: plan.llamaServerArgs, health: 200 });
+    expect(shardsPresent()).toBe(true);
+    recorded = third;
+  }, 900_000);
 
   it("destroy removes the container and keeps the shards", async () => {
     const results = await destroyRecorded(recorded, host.sshd);

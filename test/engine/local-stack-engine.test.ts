@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pulumiProject, type PulumiProject } from "../support/pulumi-cli";
 import { HF_TOKEN, http, localStackValues, startLocalHost, type LocalHost } from "../support/local-stack";
 
-const API_KEY = "sk-engine-local-0123456789";
+const API_KEY = "sk-engine-local-0123456789abcdefghij";
 let host: LocalHost;
 let project: PulumiProject;
 let values: Record<string, unknown>;

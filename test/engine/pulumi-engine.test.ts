@@ -36,7 +36,7 @@ describe("pulumi CLI on this program (file backend, no plugin downloads)", () =>
 
   it("runs the cloud stack's program: its preview needs the aws plugin, and names it when missing", async () => {
     expect((await pulumi(["stack", "init", "aws-r7i"])).status).toBe(0);
-    expect((await pulumi(["config", "set", "--secret", "--stack", "aws-r7i", "kimi-kit:apiKey", "sk-engine-preview"])).status).toBe(0);
+    expect((await pulumi(["config", "set", "--secret", "--stack", "aws-r7i", "kimi-kit:apiKey", "sk-engine-preview-0123456789abcdefghij"])).status).toBe(0);
     expect((await pulumi(["config", "set", "--path", "--stack", "aws-r7i", "kimi-kit:deployment.remoteExecutor", "kimi-dynamic"])).status).toBe(0);
     const preview = await pulumi(["preview", "--stack", "aws-r7i"]);
     expect(preview.output).toContain("kimi-kit:host:CloudHost");
@@ -52,7 +52,7 @@ describe("pulumi CLI on this program (file backend, no plugin downloads)", () =>
 
   it("previews a bare-metal stack: with the default executors when their plugins exist, otherwise naming the missing one", async () => {
     expect((await pulumi(["stack", "init", "cpu-ddr5"])).status).toBe(0);
-    expect((await pulumi(["config", "set", "--secret", "--stack", "cpu-ddr5", "kimi-kit:apiKey", "sk-engine-preview"])).status).toBe(0);
+    expect((await pulumi(["config", "set", "--secret", "--stack", "cpu-ddr5", "kimi-kit:apiKey", "sk-engine-preview-0123456789abcdefghij"])).status).toBe(0);
     const preview = await pulumi(["preview", "--stack", "cpu-ddr5"]);
     if (existsSync(join(bin, "pulumi-resource-command")) && existsSync(join(bin, "pulumi-resource-docker"))) {
       expect(preview.status, preview.output).toBe(0);

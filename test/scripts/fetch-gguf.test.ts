@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHfServer, writeManifest, type HfServer } from "../support/hf-server";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
+import { shellQuote } from "../../planner/shell";
 
 const SCRIPT = join(__dirname, "..", "..", "ansible-free-scripts", "fetch-gguf.sh");
 const REPO = "acme/Model-GGUF";
@@ -36,7 +37,7 @@ interface Run {
 }
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const q = (word: string) => shellQuote([word]);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs a command on the host over ssh without blocking the event loop (the HF server lives here). */
@@ -108,6 +109,17 @@ async function waitFor(what: string, predicate: () => boolean, timeoutMs: number
 
 const fileSize = (f: string) => (existsSync(f) ? statSync(f).size : -1);
 
+/** Every regular file under dir (none when dir is gone). */
+function listTree(dir: string): string[] {
+  let entries;
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  return entries.flatMap((e) => (e.isDirectory() ? listTree(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : []));
+}
+
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "fetch-gguf-test-"));
   root = join(work, "repo");
@@ -131,7 +143,16 @@ beforeAll(async () => {
   sshd.exec(`mkdir -p ${q(hostDir)} && cat > ${q(hostScript)} && chmod 755 ${q(hostScript)}`, readFileSync(SCRIPT, "utf8"));
 }, 60_000);
 
+/** Unmounts a test filesystem, stopping first anything of this test still writing there. */
+function unmount(dir: string) {
+  if (!spawnSync("mountpoint", ["-q", dir]).status) {
+    spawnSync("pkill", ["-9", "-f", `[c]url .*${dir}/`]);
+    if (spawnSync("umount", [dir]).status !== 0) spawnSync("umount", ["-l", dir]);
+  }
+}
+
 afterAll(async () => {
+  if (work) unmount(join(work, "small-disk"));
   if (sshd && work) {
     // Anything of ours still running on the host (a failed kill test, say).
     await onHost(`pkill -9 -f ${q(`${work}/host/[f]etch-gguf.sh`)}; pkill -9 -f ${q(`[c]url .*${work}/dest/`)}; true`).catch(() => undefined);
@@ -147,7 +168,10 @@ describe("fetch-gguf.sh", () => {
     const help = await fetchGguf(["--help"]);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^Usage: fetch-gguf\.sh --dest DIR --base-url URL --repo OWNER\/NAME/);
-    for (const flag of ["--revision", "--manifest", "--resolve", "--connections", "--token-stdin", "--reverify", "--progress-seconds"]) {
+    for (const flag of [
+      "--revision", "--manifest", "--resolve", "--connections", "--token-stdin", "--reverify", "--progress-seconds",
+      "--attempts", "--retry-delay", "--retry-max-delay", "--min-rate-bytes-per-second", "--stall-seconds",
+    ]) {
       expect(help.stdout).toContain(flag);
     }
     expect(help.stdout).toMatch(/Exit codes:[\s\S]*4 +not enough free disk space[\s\S]*7 +another run holds the lock/);
@@ -162,6 +186,11 @@ describe("fetch-gguf.sh", () => {
     expect(both.code).toBe(2);
     const badConnections = await fetchGguf([...baseArgs(newDest("usage")), "--manifest", manifestFile, "--connections", "0"]);
     expect(badConnections.code).toBe(2);
+    for (const [flag, value] of [["--attempts", "0"], ["--min-rate-bytes-per-second", "0"], ["--stall-seconds", "x"], ["--retry-delay", "-1"]] as const) {
+      const bad = await fetchGguf([...baseArgs(newDest("usage")), "--manifest", manifestFile, flag, value]);
+      expect(bad.code, flag).toBe(2);
+      expect(bad.stderr, flag).toContain(`${flag} must be`);
+    }
     expect(existsSync(newDest("usage"))).toBe(false);
 
     const shellcheck = spawnSync("shellcheck", [SCRIPT], { encoding: "utf8" });
@@ -293,8 +322,10 @@ describe("fetch-gguf.sh", () => {
     const first = startFetchGguf([...baseArgs(dest), "--manifest", manifestFile, "--connections", "1", "--progress-seconds", "1"]);
     await waitFor("shard 3 to be under way", () => fileSize(partial3) >= MB, 30_000);
     hf.setThrottle(MB / 4); // slow enough that shard 3 cannot finish before the kill, even on a busy machine
-    const progressLine = /^\[3\/4\] Q2\/Model-Q2-00003-of-00004\.gguf \d+\.\d MiB \/ 4\.0 MiB \(\d+%\) \d+\.\d MB\/s$/m;
+    const progressLine = /^\[3\/4\] Q2\/Model-Q2-00003-of-00004\.gguf \d+\.\d MiB \/ 4\.0 MiB \(\d+%\) \d+(\.\d)? (B|KiB|MiB)\/s ETA (\d+:\d\d|--:--)$/m;
+    const totalLine = /^total: \d+\.\d MiB \/ 15\.0 MiB \(\d+%\) \d+(\.\d)? (B|KiB|MiB)\/s ETA (\d+:\d\d|--:--), 2 of 4 shard\(s\) verified$/m;
     await waitFor("a progress line for shard 3", () => progressLine.test(first.stdout()), 10_000);
+    await waitFor("a total progress line", () => totalLine.test(first.stdout()), 10_000);
 
     // A second run while the first holds the lock fails fast.
     const locked = await fetchGguf([...baseArgs(dest), "--manifest", manifestFile]);
@@ -370,14 +401,146 @@ describe("fetch-gguf.sh", () => {
     expect(readdirSync(dest)).toEqual([".fetch-gguf.lock"]);
   });
 
-  it("names the shard, URL and HTTP status when a download fails", async () => {
+  it("retries a 503 with backoff but never a 404, naming the shard, URL and HTTP status", async () => {
     const dest = newDest("missing");
     const file = join(work, "missing.tsv");
-    writeFileSync(file, `${shas[0]}\t${SIZES[0]}\t${TIER}/not-there.gguf\n`);
-    const run = await fetchGguf([...baseArgs(dest), "--manifest", file]);
+    writeFileSync(file, `${manifestText.split("\n")[0]}\n${shas[0]}\t${SIZES[0]}\t${TIER}/not-there.gguf\n`);
+    hf.faultNext(PATHS[0]!, { kind: "status", status: 503 }, 2);
+    const before = hf.requests.length;
+    const started = Date.now();
+    const run = await fetchGguf([...baseArgs(dest), "--manifest", file, "--connections", "1"]);
+    const elapsed = Date.now() - started;
     expect(run.code).toBe(6);
-    expect(run.stderr).toContain(`[1/1] ${TIER}/not-there.gguf: download failed (curl exit 22, HTTP 404: ${TIER}/not-there.gguf not found in ${REPO} at revision main) from ${hf.baseUrl}/${REPO}/resolve/main/${TIER}/not-there.gguf`);
-  });
+    const mine = hf.requests.slice(before);
+    // 503 twice (backoff 2 s, then 4 s), then served; the 404 asked for once and never again.
+    expect(mine.map((r) => [r.path, r.status])).toEqual([
+      [PATHS[0], 503],
+      [PATHS[0], 503],
+      [PATHS[0], 200],
+      [`${TIER}/not-there.gguf`, 404],
+    ]);
+    expect(run.stdout).toContain(`[1/2] ${PATHS[0]}: try 1 of 5 failed (curl exit 22, HTTP 503) at 0 B/s; 0 of ${SIZES[0]} bytes kept in ${join(dest, PATHS[0]!)}.partial; retrying in 2 s`);
+    expect(run.stdout).toContain(`[1/2] ${PATHS[0]}: try 2 of 5 failed (curl exit 22, HTTP 503) at 0 B/s; 0 of ${SIZES[0]} bytes kept in ${join(dest, PATHS[0]!)}.partial; retrying in 4 s`);
+    expect(sha256(join(dest, PATHS[0]!))).toBe(shas[0]);
+    expect(run.stderr).toContain(`[2/2] ${TIER}/not-there.gguf: download failed (curl exit 22, HTTP 404: ${TIER}/not-there.gguf not found in ${REPO} at revision main) from ${hf.baseUrl}/${REPO}/resolve/main/${TIER}/not-there.gguf`);
+    expect(run.stderr).toContain("Not retried: this will not heal by itself.");
+    expect(run.stdout).not.toContain("not-there.gguf: try");
+    expect(elapsed).toBeLessThan(20_000);
+  }, 60_000);
+
+  it("resumes a connection dropped mid-shard (and a reply-less reset) within the same run, and verifies", async () => {
+    const dest = newDest("dropped");
+    const cut = MB + 5;
+    hf.faultNext(PATHS[1]!, { kind: "drop", afterBytes: cut });
+    hf.faultNext(PATHS[1]!, { kind: "reset" });
+    const before = hf.requests.length;
+    const run = await fetchGguf([...baseArgs(dest), "--manifest", manifestFile]); // default flags
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const gets = hf.requests.slice(before).filter((r) => r.path === PATHS[1]);
+    expect(gets.map((r) => ({ fault: r.fault, rangeStart: r.rangeStart, status: r.status, bytesSent: r.bytesSent }))).toEqual([
+      { fault: "drop", rangeStart: null, status: 200, bytesSent: cut },
+      { fault: "reset", rangeStart: cut, status: 0, bytesSent: 0 },
+      { fault: undefined, rangeStart: cut, status: 206, bytesSent: SIZES[1]! - cut },
+    ]);
+    const partial = `${join(dest, PATHS[1]!)}.partial`;
+    expect(run.stdout).toContain(`[2/4] ${PATHS[1]}: try 1 of 5 failed (curl exit 18, the connection dropped before the end of the shard)`);
+    expect(run.stdout).toContain(`; ${cut} of ${SIZES[1]} bytes kept in ${partial}; retrying in 2 s`);
+    expect(run.stdout).toContain(`[2/4] ${PATHS[1]}: try 2 of 5 failed (curl exit 52, the server closed the connection without a reply)`);
+    expect(run.stdout).toContain(`[2/4] ${PATHS[1]}: resuming at byte ${cut} of ${SIZES[1]} from ${hf.baseUrl}/${REPO}/resolve/main/${PATHS[1]} (try 3 of 5)`);
+    expectAllVerified(dest);
+    expect(lastLine(run.stdout)).toBe(`FETCH_GGUF_RESULT verified=4 downloaded_bytes=${total}`);
+  }, 60_000);
+
+  it("aborts a 10 B/s trickle below the minimum rate, retries it, then fails naming shard, URL, rate and bytes kept", async () => {
+    const dest = newDest("trickle");
+    const one = join(work, "trickle-shard.tsv");
+    writeFileSync(one, manifestText.split("\n")[0] + "\n");
+    hf.faultNext(PATHS[0]!, { kind: "trickle", bytesPerSecond: 10 }, 3);
+    const url = `${hf.baseUrl}/${REPO}/resolve/main/${PATHS[0]}`;
+    const partial = `${join(dest, PATHS[0]!)}.partial`;
+    const flags = ["--attempts", "3", "--min-rate-bytes-per-second", "1000", "--stall-seconds", "2", "--retry-delay", "1", "--retry-max-delay", "1"];
+    const before = hf.requests.length;
+    const started = Date.now();
+    const run = await fetchGguf([...baseArgs(dest), "--manifest", one, ...flags]);
+    const elapsed = Date.now() - started;
+    expect(run.code).toBe(6);
+    const gets = hf.requests.slice(before);
+    expect(gets.map((r) => r.fault)).toEqual(["trickle", "trickle", "trickle"]);
+    expect(gets[0]!.rangeStart).toBeNull();
+    expect(gets[1]!.rangeStart).toBe(gets[0]!.bytesSent);
+    expect(gets[2]!.rangeStart).toBe(gets[0]!.bytesSent + gets[1]!.bytesSent);
+    expect(run.stdout.match(/: try [12] of 3 failed \(curl exit 28, transfer too slow: \d+ B\/s on average, below --min-rate-bytes-per-second 1000 for --stall-seconds 2\) at \d+ B\/s; \d+ of 2097152 bytes kept in .*; retrying in 1 s$/gm)).toHaveLength(2);
+    const kept = fileSize(partial);
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBe(gets.reduce((a, r) => a + r.bytesSent, 0));
+    const message = new RegExp(
+      `^fetch-gguf\\.sh: \\[1/1\\] ${PATHS[0]}: download failed 3 time\\(s\\) in a row \\(curl exit 28, transfer too slow: (\\d+) B/s on average, below --min-rate-bytes-per-second 1000 for --stall-seconds 2\\) from ${url.replace(/[.]/g, "\\.")}; curl: .*too slow.*; the last try ran at (\\d+) B/s\\. (\\d+) of ${SIZES[0]} bytes are kept in ${partial.replace(/[.]/g, "\\.")}; re-run to resume\\.$`,
+      "m",
+    );
+    const m = message.exec(run.stderr);
+    expect(m, run.stderr).not.toBeNull();
+    expect(Number(m![1])).toBeGreaterThanOrEqual(1);
+    expect(Number(m![1])).toBeLessThanOrEqual(20);
+    expect(Number(m![3])).toBe(kept);
+    expect(existsSync(join(dest, PATHS[0]!))).toBe(false);
+    // Three tries of about 2-3 s each and two 1 s backoffs: bounded, nowhere near curl's old 300 s.
+    expect(elapsed).toBeLessThan(25_000);
+
+    // The bytes kept are resumed by the next run once the server behaves.
+    const mark = hf.requests.length;
+    const again = await fetchGguf([...baseArgs(dest), "--manifest", one, ...flags]);
+    expect(again.code).toBe(0);
+    expect(hf.requests.slice(mark).map((r) => [r.rangeStart, r.status])).toEqual([[kept, 206]]);
+    expect(sha256(join(dest, PATHS[0]!))).toBe(shas[0]);
+  }, 60_000);
+
+  it("reports a disk that fills up mid-download as a full disk (exit 4), keeping the .partial", async () => {
+    const disk = join(work, "small-disk");
+    mkdirSync(disk);
+    // A real 3 MiB filesystem: the 2 MiB shard fits when the run starts (the pre-flight check
+    // passes), then something else fills the disk while the shard is being written.
+    const mount = spawnSync("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", disk], { encoding: "utf8" });
+    expect(mount.status, `mount -t tmpfs needs root: ${mount.stderr}`).toBe(0);
+    try {
+      const dest = join(disk, "models");
+      const one = join(work, "disk-shard.tsv");
+      writeFileSync(one, manifestText.split("\n")[0] + "\n");
+      const partial = `${join(dest, PATHS[0]!)}.partial`;
+      hf.faultNext(PATHS[0]!, { kind: "trickle", bytesPerSecond: 256 * 1024 });
+      const before = hf.requests.length;
+      const running = startFetchGguf([...baseArgs(dest), "--manifest", one]);
+      await waitFor("the shard to be under way", () => fileSize(partial) >= 128 * 1024, 15_000);
+      const filler = openSync(join(disk, "filler"), "w");
+      const block = Buffer.alloc(64 * 1024, 1);
+      try {
+        for (;;) writeSync(filler, block);
+      } catch (error) {
+        expect((error as NodeJS.ErrnoException).code).toBe("ENOSPC");
+      } finally {
+        closeSync(filler);
+      }
+      const run = await running.result;
+      expect(run.code).toBe(4);
+      const kept = fileSize(partial);
+      expect(kept).toBeGreaterThanOrEqual(128 * 1024);
+      expect(kept).toBeLessThan(SIZES[0]!);
+      expect(run.stderr).toContain(`fetch-gguf.sh: disk full in ${dest}: [1/1] ${PATHS[0]}: writing ${partial} stopped at ${kept} of ${SIZES[0]} bytes (curl exit 23, could not write; `);
+      expect(run.stderr).toContain(`The ${kept} bytes received stay in ${partial}: free space in ${dest}, then re-run to resume.`);
+      expect(hf.requests.slice(before).filter((r) => r.path === PATHS[0])).toHaveLength(1); // not retried
+      expect(existsSync(join(dest, PATHS[0]!))).toBe(false);
+
+      // Space freed: the next run resumes from the bytes kept.
+      rmSync(join(disk, "filler"));
+      const mark = hf.requests.length;
+      const again = await fetchGguf([...baseArgs(dest), "--manifest", one]);
+      expect(again.code).toBe(0);
+      expect(hf.requests.slice(mark).map((r) => [r.rangeStart, r.status])).toEqual([[kept, 206]]);
+      expect(sha256(join(dest, PATHS[0]!))).toBe(shas[0]);
+    } finally {
+      unmount(disk);
+    }
+  }, 60_000);
 
   describe("--resolve and --token-stdin", () => {
     let secured: HfServer;
@@ -398,6 +561,11 @@ describe("fetch-gguf.sh", () => {
       expect(download.stderr).toMatch(/\[1\/4\] Q2\/Model-Q2-00001-of-00004\.gguf: download failed \(curl exit 22, HTTP 401: the Hugging Face token is missing or wrong/);
       expect(download.stderr).toContain(`${secured.baseUrl}/${REPO}/resolve/main/${PATHS[0]}`);
       expect(secured.requests.every((r) => r.status === 401 && !r.authorized)).toBe(true);
+      // 401 is not retried: no path asked for twice, and the run says so.
+      const paths = secured.requests.filter((r) => r.kind === "resolve").map((r) => r.url);
+      expect(paths.length).toBeGreaterThan(0);
+      expect(new Set(paths).size).toBe(paths.length);
+      expect(download.stderr).toContain("Not retried: this will not heal by itself.");
 
       const docs = await fetchGguf([...baseArgs(dest), "--resolve", "docs"]);
       expect(docs.code).toBe(3);
@@ -407,45 +575,74 @@ describe("fetch-gguf.sh", () => {
       expect(nope.stderr).toContain(`cannot list folder nope: HTTP 404 from ${hf.baseUrl}/api/models/${REPO}/tree/main/nope`);
     });
 
-    it("resolves the folder through the tree API with the token, which never appears in argv", async () => {
+    it("resolves the folder through the tree API with the token, which never touches disk, argv or environ", async () => {
       const dest = newDest("resolve");
       secured.setThrottle(3 * MB);
+      // A dropped transfer on the way: the retry must carry the token again.
+      secured.faultNext(PATHS[2]!, { kind: "drop", afterBytes: 100_000 });
       const before = secured.requests.length;
       let done = false;
       const run = fetchGguf([...baseArgs(dest, secured), "--resolve", TIER, "--token-stdin"], `${TOKEN}\n`).finally(() => (done = true));
       const samples: string[] = [];
+      const leaks: string[] = [];
+      const hostTmp = join(work, "host-tmp");
+      let filesSeen = 0;
       while (!done) {
         samples.push((await onHost("ps -eo args")).stdout);
+        // Every process of this test's work tree: argv and environment.
+        for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+          try {
+            const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+            if (!cmdline.includes(work)) continue;
+            if (cmdline.includes(TOKEN)) leaks.push(`argv of ${pid}: ${cmdline}`);
+            if (readFileSync(`/proc/${pid}/environ`, "utf8").includes(TOKEN)) leaks.push(`environ of ${pid}: ${cmdline}`);
+          } catch {
+            // the process ended meanwhile
+          }
+        }
+        // Every file under the script's temp dir while it runs.
+        for (const f of listTree(hostTmp)) {
+          filesSeen++;
+          try {
+            if (readFileSync(f).includes(TOKEN)) leaks.push(`file ${f}`);
+          } catch {
+            // removed meanwhile
+          }
+        }
         await sleep(50);
       }
       const result = await run;
       secured.setThrottle(0);
-      expect(result.stderr).toBe("");
-      expect(result.code).toBe(0);
+      for (const f of [...listTree(hostTmp), ...listTree(dest)]) {
+        if (readFileSync(f).includes(TOKEN)) leaks.push(`file ${f}`);
+      }
+      expect(leaks).toEqual([]);
+      expect(filesSeen).toBeGreaterThan(0); // the scan saw the script's work files
       expect(samples.some((s) => s.includes(`${secured.baseUrl}/${REPO}/resolve/main/`))).toBe(true); // caught curl running
       expect(samples.filter((s) => s.includes(TOKEN))).toEqual([]);
+      expect(result.stderr).toBe("");
+      expect(result.code).toBe(0);
       expect(result.stdout).toContain(`# manifest resolved from ${secured.baseUrl}/api/models/${REPO}/tree/main/${TIER}: 4 shard(s), ${total} bytes`);
       expect(result.stdout).toContain(manifestText);
+      expect(result.stdout).toContain(`[3/4] ${PATHS[2]}: try 1 of 5 failed (curl exit 18,`);
       const mine = secured.requests.slice(before);
-      expect(mine.map((r) => r.kind).sort()).toEqual(["resolve", "resolve", "resolve", "resolve", "tree"]);
+      expect(mine.map((r) => r.kind).sort()).toEqual(["resolve", "resolve", "resolve", "resolve", "resolve", "tree"]);
       expect(mine.every((r) => r.authorized)).toBe(true);
+      expect(mine.filter((r) => r.path === PATHS[2]).map((r) => r.rangeStart)).toEqual([null, 100_000]);
       expectAllVerified(dest);
       expect(lastLine(result.stdout)).toBe(`FETCH_GGUF_RESULT verified=4 downloaded_bytes=${total}`);
 
-      // The only place the token is spelled out is the private header file curl reads with -H @file.
+      // The only place the token is spelled out is the curl config printed into a pipe.
       const source = readFileSync(SCRIPT, "utf8");
       const code = source.split("\n").filter((l) => !/^\s*#/.test(l));
       expect(code.filter((l) => /Bearer/.test(l)).map((l) => l.trim())).toEqual([
-        `(umask 077 && printf 'Authorization: Bearer %s\\n' "$token" >"$AUTH_FILE")`,
+        `auth_config() { printf 'header = "Authorization: Bearer %s"\\n' "$TOKEN"; }`,
       ]);
-      // Continued curl command lines included: none of them names the token.
-      const curlLines = source.match(/^\s*(?:run_child\s+)?(?:[a-z]+=\$\()?curl\b(?:[^\n]*\\\n)*[^\n]*/gm) ?? [];
-      expect(curlLines.length).toBeGreaterThanOrEqual(2);
-      for (const command of curlLines) {
-        expect(command).not.toMatch(/token|Bearer|Authorization/i);
-        expect(command).toContain(`"\${AUTH[@]}"`);
-      }
-      expect(source).toContain(`AUTH=(-H "@$AUTH_FILE")`);
+      expect(code.filter((l) => /auth_config/.test(l)).map((l) => l.trim())).toEqual([
+        `auth_config() { printf 'header = "Authorization: Bearer %s"\\n' "$TOKEN"; }`,
+        `curl --config <(auth_config) "$@" >"$out" 2>"$errf" &`,
+      ]);
+      expect(source).not.toMatch(/export\s+TOKEN|auth-header/);
     }, 60_000);
   });
 });

@@ -10,6 +10,7 @@ import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
 import { ensureDockerd, type Dockerd } from "../support/dockerd";
+import { shellQuote } from "../../planner/shell";
 
 const SCRIPTS_DIR = resolve(__dirname, "../../ansible-free-scripts");
 const SCRIPTS = [
@@ -20,7 +21,7 @@ const SCRIPTS = [
   "llama-container.sh",
 ];
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const q = (word: string) => shellQuote([word]);
 
 interface Result {
   status: number | null;

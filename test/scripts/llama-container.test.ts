@@ -14,13 +14,14 @@ import { ensureDockerd, type Dockerd } from "../support/dockerd";
 import { buildLlamaServerImage, type LlamaServerImage } from "../support/llama-image";
 import { generateDeepseek2Model, splitGguf } from "../support/models";
 import { freePort } from "../support/net";
+import { shellQuote } from "../../planner/shell";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/llama-container.sh");
 const SECRET_IN_CONTAINER = "/run/secrets/llama-api-keys";
 const KEY = `kimi-kit-test-key-${process.pid}-${Date.now().toString(36)}`;
 const OTHER_KEY = `${KEY}-rotated`;
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const q = (word: string) => shellQuote([word]);
 
 interface Result {
   status: number | null;

@@ -1,13 +1,17 @@
 /**
- * Until the real Pulumi engine runs in the tests, this harness carries out — for real, over the
- * loopback sshd — exactly what the components asked their providers for, as recorded by the
- * Pulumi mocks: each command:remote:CopyToRemote is copied with scp, each command:remote:Command's
- * `create` (or `delete`) runs through ssh with its `stdin`, in registration order (which the
- * component tests show follows the dependsOn chain). It never produces a result itself.
+ * Where the command plugin cannot run, this harness carries out — for real, over the loopback
+ * sshd — exactly what the components asked @pulumi/command for, as recorded by the Pulumi mocks:
+ * each command:remote:CopyToRemote follows the plugin's own copy rules (copy-to-remote.ts, read
+ * from its Go source), each command:remote:Command's `create` (or `delete`) runs through ssh with
+ * its `stdin`, in registration order (which the component tests show follows the dependsOn chain).
+ * It never produces a result itself.
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { readFileSync, statSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import type { Registered } from "../components/mocks";
+import { shellQuote } from "../../planner/shell";
+import { copyToRemoteActions, pathsToStat, type CopySource, type RemoteEntry } from "./copy-to-remote";
 import type { LoopbackSshd } from "./sshd";
 
 export interface StepResult {
@@ -28,14 +32,18 @@ function plain(value: unknown): unknown {
   return value;
 }
 
-async function assetSource(source: unknown): Promise<{ path?: string; text?: string }> {
-  if (source instanceof pulumi.asset.FileArchive || source instanceof pulumi.asset.FileAsset) return { path: await source.path };
-  if (source instanceof pulumi.asset.StringAsset) return { text: await source.text };
-  throw new Error(`harness: unsupported CopyToRemote source ${JSON.stringify(source)}`);
+/** The plugin accepts path-based assets and archives and text assets (its Check); nothing else. */
+async function assetSource(source: unknown): Promise<CopySource> {
+  if (source instanceof pulumi.asset.FileArchive || source instanceof pulumi.asset.FileAsset) {
+    const localPath = await source.path;
+    return { kind: statSync(localPath).isDirectory() ? "folder" : "file", localPath };
+  }
+  if (source instanceof pulumi.asset.StringAsset) return { kind: "text", text: await source.text };
+  throw new Error(`harness: CopyToRemote refuses source ${JSON.stringify(source)}: asset must be a path-based file asset or a text asset`);
 }
 
 /** Runs a command and collects its output without blocking the event loop: the loopback HTTP server lives in this process. */
-function run(program: string, args: string[], stdin?: string): Promise<{ status: number; stdout: string; stderr: string }> {
+function run(program: string, args: string[], stdin?: string | Buffer): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(program, args, { stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
@@ -48,8 +56,35 @@ function run(program: string, args: string[], stdin?: string): Promise<{ status:
   });
 }
 
-function ssh(sshd: LoopbackSshd, command: string, stdin?: string) {
+function ssh(sshd: LoopbackSshd, command: string, stdin?: string | Buffer) {
   return run("ssh", [...sshd.sshArgs(), command], stdin);
+}
+
+/** Carries out one CopyToRemote the way the plugin does; a refusal comes back as exit 1 with the plugin's message. */
+export async function copyToRemote(sshd: LoopbackSshd, source: CopySource, remotePath: string): Promise<{ status: number; stdout: string; stderr: string }> {
+  const paths = pathsToStat(source, remotePath);
+  const probe = await ssh(sshd, paths.map((path) => `if [ -d ${shellQuote([path])} ]; then echo folder; elif [ -e ${shellQuote([path])} ]; then echo file; else echo missing; fi`).join("; "));
+  if (probe.status !== 0) return probe;
+  const kinds = new Map(paths.map((path, index) => [path, probe.stdout.split("\n")[index] as RemoteEntry]));
+  let actions;
+  try {
+    actions = copyToRemoteActions(source, remotePath, (path) => kinds.get(path) ?? "missing");
+  } catch (error) {
+    return { status: 1, stdout: "", stderr: (error as Error).message };
+  }
+  let last = { status: 0, stdout: "", stderr: "" };
+  for (const action of actions) {
+    if (action.kind === "mkdir") last = await ssh(sshd, shellQuote(["mkdir", "--", action.remotePath]));
+    else if (action.kind === "copy-folder-entries") {
+      const archive = execFileSync("tar", ["-C", action.localFolder, "-cf", "-", "."], { maxBuffer: 1 << 30 });
+      last = await ssh(sshd, `[ -d ${shellQuote([action.remoteFolder])} ] && ${shellQuote(["tar", "-C", action.remoteFolder, "--no-overwrite-dir", "-xf", "-"])}`, archive);
+    } else {
+      const content = "text" in action.from ? action.from.text : readFileSync(action.from.localPath);
+      last = await ssh(sshd, `cat > ${shellQuote([action.remotePath])}`, content);
+    }
+    if (last.status !== 0) return last;
+  }
+  return last;
 }
 
 export async function applyRecorded(steps: readonly Registered[], sshd: LoopbackSshd, log: (line: string) => void = () => {}): Promise<StepResult[]> {
@@ -58,14 +93,7 @@ export async function applyRecorded(steps: readonly Registered[], sshd: Loopback
     const started = Date.now();
     if (step.type === "command:remote:CopyToRemote") {
       const remotePath = String(plain(step.inputs.remotePath));
-      const source = await assetSource(plain(step.inputs.source));
-      let outcome;
-      if (source.text !== undefined) {
-        outcome = await ssh(sshd, `mkdir -p "$(dirname '${remotePath}')" && cat > '${remotePath}'`, source.text);
-      } else {
-        await ssh(sshd, `mkdir -p "$(dirname '${remotePath}')"`);
-        outcome = await run("scp", ["-q", "-r", "-F", sshd.sshConfigPath, source.path!, `${sshd.alias}:${remotePath}`]);
-      }
+      const outcome = await copyToRemote(sshd, await assetSource(plain(step.inputs.source)), remotePath);
       results.push({ name: step.name, type: step.type, action: "copy", ...outcome, seconds: (Date.now() - started) / 1000 });
     } else if (step.type === "command:remote:Command") {
       const stdin = plain(step.inputs.stdin);

@@ -3,7 +3,8 @@
  *   GET/HEAD /<owner>/<name>/resolve/<rev>/<path>   (Range: bytes=N-, bytes=N-M, bytes=-N → 206)
  *   GET      /api/models/<owner>/<name>/tree/<rev>[/<folder>]  (JSON listing with LFS sha256)
  * with hooks for tests: a request log with the bytes actually sent, a throttle, corrupted serves,
- * and an optional required bearer token.
+ * network faults per repo path (a connection dropped mid-body, a reset before any reply, an HTTP
+ * error status, a trickle at N bytes/s), and an optional required bearer token.
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
@@ -11,6 +12,17 @@ import { open, readdir, stat, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { join, relative, sep } from "node:path";
+
+/** A fault served instead of (or in the middle of) one GET of a repo path. */
+export type HfFault =
+  /** Send the headers (full Content-Length) and this many body bytes, then destroy the socket. */
+  | { kind: "drop"; afterBytes: number }
+  /** Destroy the socket before any byte of a reply (curl: "empty reply", exit 52). */
+  | { kind: "reset" }
+  /** Answer with this HTTP status and a short text body. */
+  | { kind: "status"; status: number }
+  /** Send the body at this many bytes per second (small writes, so the rate holds second by second). */
+  | { kind: "trickle"; bytesPerSecond: number };
 
 export interface HfRequestLog {
   method: string;
@@ -28,6 +40,8 @@ export interface HfRequestLog {
   /** Body bytes handed to the socket so far (grows while a transfer is running). */
   bytesSent: number;
   corrupted: boolean;
+  /** The fault this request was served with, if any. */
+  fault?: HfFault["kind"];
   /** True once the response ended or the connection closed. */
   done: boolean;
 }
@@ -56,6 +70,8 @@ export interface HfServer {
   setThrottle(bytesPerSecond?: number): void;
   /** The next `times` GETs of this repo path serve corrupted bytes (same length). */
   corruptNextServe(path: string, times?: number): void;
+  /** The next `times` GETs of this repo path get this fault (queued after any faults already set). */
+  faultNext(path: string, fault: HfFault, times?: number): void;
   stop(): Promise<void>;
 }
 
@@ -110,6 +126,7 @@ export async function startHfServer(options: HfServerOptions): Promise<HfServer>
   const revisions = options.revisions ?? ["main"];
   const requests: HfRequestLog[] = [];
   const corrupt = new Map<string, number>();
+  const faults = new Map<string, HfFault[]>();
   const shaCache = new Map<string, string>();
   const sockets = new Set<Socket>();
   let throttle = options.throttleBytesPerSecond ?? 0;
@@ -221,6 +238,20 @@ export async function startHfServer(options: HfServerOptions): Promise<HfServer>
       }
       partial = true;
     }
+    const fault = req.method === "GET" ? faults.get(path)?.shift() : undefined;
+    if (fault) log.fault = fault.kind;
+    if (fault?.kind === "reset") {
+      req.socket.destroy();
+      log.done = true;
+      return;
+    }
+    if (fault?.kind === "status") {
+      log.status = fault.status;
+      res.writeHead(fault.status, { "Content-Type": "text/plain" });
+      res.end(`injected HTTP ${fault.status}\n`);
+      log.done = true;
+      return;
+    }
     const length = size === 0 ? 0 : end - start + 1;
     const sha = await cachedSha(full, size, mtimeMs);
     const headers: Record<string, string | number> = {
@@ -253,10 +284,18 @@ export async function startHfServer(options: HfServerOptions): Promise<HfServer>
     const fh = await open(full, "r");
     try {
       let pos = start;
+      const dropAt = fault?.kind === "drop" ? start + fault.afterBytes : Infinity;
       while (pos <= end && !closed && !stopping) {
-        const rate = throttle;
-        const chunkSize = rate > 0 ? Math.max(1024, Math.floor(rate / 20)) : 256 * 1024;
-        const want = Math.min(chunkSize, end - pos + 1);
+        if (pos >= dropAt) {
+          // Cut the connection mid-body: what was written still reaches the client, then FIN.
+          res.socket?.end();
+          closed = true;
+          break;
+        }
+        const rate = fault?.kind === "trickle" ? fault.bytesPerSecond : throttle;
+        // Fast rates: 20 writes a second; slow ones: 10 (a 10 B/s trickle is 1 byte every 100 ms).
+        const chunkSize = rate <= 0 ? 256 * 1024 : rate >= 20 * 1024 ? Math.floor(rate / 20) : Math.max(1, Math.floor(rate / 10));
+        const want = Math.min(chunkSize, end - pos + 1, dropAt - pos);
         const buf = Buffer.alloc(want);
         const { bytesRead } = await fh.read(buf, 0, want, pos);
         if (bytesRead <= 0) break;
@@ -371,6 +410,11 @@ export async function startHfServer(options: HfServerOptions): Promise<HfServer>
     },
     corruptNextServe(path: string, times = 1) {
       corrupt.set(path, (corrupt.get(path) ?? 0) + times);
+    },
+    faultNext(path: string, fault: HfFault, times = 1) {
+      const queue = faults.get(path) ?? [];
+      for (let k = 0; k < times; k++) queue.push(fault);
+      faults.set(path, queue);
     },
     async stop() {
       stopping = true;

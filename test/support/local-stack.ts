@@ -4,10 +4,11 @@
  * writes the stack's `kimi-kit:*` values; `localHost` brings up everything the stack stands on.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildLock } from "../../cli/lock";
+import { thisMachineHost } from "../../cli/local-model";
 import { ensureDockerd, type Dockerd } from "./dockerd";
 import { startHfServer, type HfServer } from "./hf-server";
 import { buildLlamaServerImage, type LlamaServerImage } from "./llama-image";
@@ -33,21 +34,10 @@ export interface LocalHost {
   stop(): Promise<void>;
 }
 
-/** Physical cores, AVX-512 and RAM of this machine, read the way probe-host.sh reads them. */
+/** Physical cores, clock, AVX-512 and RAM of this machine: the host `npm run plan -- --gguf` assumes. */
 export function thisMachine(): { cores: number; ghz: number; avx512: boolean; ramBytes: number } {
-  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-  const pairs = new Set<string>();
-  let physical = "0";
-  for (const line of cpuinfo.split("\n")) {
-    const [key, value] = line.split(":").map((part) => part.trim());
-    if (key === "physical id") physical = value ?? "0";
-    if (key === "core id") pairs.add(`${physical}:${value}`);
-  }
-  const meminfo = readFileSync("/proc/meminfo", "utf8");
-  const ramKiB = Number(/MemTotal:\s+(\d+)/.exec(meminfo)?.[1] ?? 0);
-  // VMs often report 0 MHz to os.cpus(); /proc/cpuinfo's "cpu MHz" or a 2.5 GHz guess then stands in.
-  const mhz = cpus()[0]?.speed || Number(/cpu MHz\s*:\s*([\d.]+)/.exec(cpuinfo)?.[1] ?? 0) || 2500;
-  return { cores: Math.max(1, pairs.size), ghz: mhz / 1000, avx512: / avx512f /.test(cpuinfo), ramBytes: ramKiB * 1024 };
+  const host = thisMachineHost(0);
+  return { cores: host.cpu.cores, ghz: host.cpu.allCoreGHz, avx512: host.cpu.avx512, ramBytes: host.memory.totalBytes };
 }
 
 export async function startLocalHost(): Promise<LocalHost> {
@@ -92,7 +82,7 @@ export function localStackValues(host: LocalHost, overrides: { contextLength?: n
       name: "loopback host (this machine)",
       ssh: { host: "127.0.0.1", port: host.sshd.port, user: host.sshd.user, hostPublicKey: host.sshd.hostPublicKey },
       cpu: { cores: machine.cores, allCoreGHz: Number(machine.ghz.toFixed(2)), fp32FlopsPerCycle: 32, avx512: machine.avx512 },
-      memory: { total: machine.ramBytes, measuredBandwidthGBps: measureReadBandwidthGBps(machine.cores) },
+      memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: measureReadBandwidthGBps(machine.cores) },
     },
     model: { repo: LOCAL_REPO, tier: LOCAL_TIER },
     serving: { contextLength: overrides.contextLength ?? 256, parallelSlots: 1, kvCacheType: "f16", port: host.servingPort, bindAddress: "127.0.0.1" },

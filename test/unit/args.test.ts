@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { FLAG_TABLE } from "../../planner/args";
+import { KIT_FLAG_REASONS } from "../../planner/args";
+import { flagRow } from "../../planner/flags";
 import { buildPlan } from "../../planner/plan";
 import { listStacks, loadStackConfig } from "../../planner/stack-file";
 
@@ -9,16 +10,17 @@ const help = readFileSync(join(__dirname, "..", "fixtures", "llama-server-help-v
 
 describe("llama-server arguments for the pinned release", () => {
   it("uses only flags and env names that llama-server v0.5.0 --help lists", () => {
-    for (const row of FLAG_TABLE) {
-      expect(help, row.flag).toMatch(new RegExp(`(^|[ ,])${row.flag.replace(/[-]/g, "\\-")}([ ,]|$)`, "m"));
-      if (row.env) expect(help, row.env).toContain(`(env: ${row.env})`);
+    for (const [flag] of KIT_FLAG_REASONS) {
+      expect(help, flag).toMatch(new RegExp(`(^|[ ,])${flag.replace(/[-]/g, "\\-")}([ ,]|$)`, "m"));
+      const env = flagRow(flag)?.env;
+      if (env) expect(help, env).toContain(`(env: ${env})`);
     }
   });
 
   it.each(listStacks().filter((stack) => stack !== "cpu-ddr5-q4"))("%s: every flag in the plan is in the table, the key is a file", (stack) => {
     const plan = buildPlan(stack, loadStackConfig(stack));
     const flags = plan.llamaServerArgs.filter((arg) => arg.startsWith("--"));
-    for (const flag of flags) expect(FLAG_TABLE.map((row) => row.flag)).toContain(flag);
+    for (const flag of flags) expect(KIT_FLAG_REASONS.map(([name]) => name)).toContain(flag.replace(/^--no-/, "--"));
     expect(flags).not.toContain("--api-key");
     expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--api-key-file") + 1]).toBe("/run/kimi-kit/api-key");
     expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--model") + 1]).toMatch(/^\/models\/UD-Q2_K_XL\/Kimi-K2\.6-UD-Q2_K_XL-00001-of-000\d\d\.gguf$/);

@@ -39,7 +39,7 @@ describe("npm run plan", () => {
     expect(json.llamaServerArgs).toContain("--override-tensor");
     expect(json.projection.decodeTokensPerSecond).toBeGreaterThan(0);
     expect(json.projection.ttft32kSeconds).toBeGreaterThan(0);
-    expect(typeof json.cost.monthlyUsd).toBe("number");
+    expect(typeof json.cost!.monthlyUsd).toBe("number");
     expect(json.cost).toHaveProperty("breakEvenTokensPerMonth");
   });
 

@@ -9,7 +9,7 @@ import type { CpuSpec } from "../../planner/host";
 
 const catalog = loadCatalog();
 const kimi = catalog.models[0]!.architecture;
-const cpu = (avx512: boolean): CpuSpec => ({ name: "x", cores: 2, sockets: 1, numaNodes: 1, allCoreGHz: 3, fp32FlopsPerCycle: 32, avx2: true, avx512, ccds: undefined, fabricClockMHz: undefined });
+const cpu = (avx512: boolean): CpuSpec => ({ name: "x", cores: 2, sockets: 1, numaNodes: 1, allCoreGHz: 3, fp32FlopsPerCycle: 32, arch: "x86-64", isa: avx512 ? ["avx2", "avx512"] : ["avx2"], avx2: true, avx512, ccds: undefined, fabricClockMHz: undefined });
 
 describe("KV cache (MLA keeps K only)", () => {
   it("matches the llama-server log of the test-llama-archs deepseek2 model: 256 cells × 2 layers × 576 × f16 = 0.5625 MiB", () => {

@@ -52,28 +52,28 @@ describe("projections against the seed", () => {
 describe("monthly cost and break-even", () => {
   it("owned hardware: amortization + power", () => {
     const cpu = plan("cpu-ddr5");
-    expect(cpu.cost.monthlyUsd).toBeCloseTo(5000 / 36 + 0.35 * 730 * 0.15, 6);
+    expect(cpu.cost!.monthlyUsd).toBeCloseTo(5000 / 36 + 0.35 * 730 * 0.15, 6);
   });
 
   it("cloud: $/h × 730 plus the model volume", () => {
     const cloud = plan("aws-r7i");
-    expect(cloud.cost.lines[0]!.monthlyUsd).toBeCloseTo(3.1752 * 730, 6);
-    expect(cloud.cost.lines[1]!.basis).toBe("500 GB × $0.08/GB-month");
+    expect(cloud.cost!.lines[0]!.monthlyUsd).toBeCloseTo(3.1752 * 730, 6);
+    expect(cloud.cost!.lines[1]!.basis).toBe("500 GB × $0.08/GB-month");
   });
 
   it("checks the seed's 50M-tokens claim: break-even is null with a reason when it lies beyond capacity", () => {
     const cpu = plan("cpu-ddr5");
-    expect(cpu.cost.breakEvenTokensPerMonth).toBeNull();
-    expect(cpu.cost.breakEvenReason).toMatch(/serves at most .*M tokens\/month/);
+    expect(cpu.cost!.breakEvenTokensPerMonth).toBeNull();
+    expect(cpu.cost!.breakEvenReason).toMatch(/serves at most .*M tokens\/month/);
     expect(cpu.seedChecks.find((check) => check.seedFigure.startsWith("50M"))!.agrees).toBe(false);
   });
 
   it("gives a break-even volume when the API is dear enough", () => {
     const config = loadStackConfig("cpu-ddr5");
-    const dear = buildPlan("x", { ...config, costs: { ...config.costs, api: { usdPerMillionInput: 30, usdPerMillionOutput: 120 } } });
-    const breakEven = dear.cost.breakEvenTokensPerMonth!;
+    const dear = buildPlan("x", { ...config, costs: { ...config.costs!, api: { usdPerMillionInput: 30, usdPerMillionOutput: 120 } } });
+    const breakEven = dear.cost!.breakEvenTokensPerMonth!;
     expect(breakEven).toBeGreaterThan(0);
-    expect(breakEven).toBeLessThanOrEqual(dear.cost.capacityTokensPerMonth);
-    expect((breakEven / 1e6) * dear.cost.apiUsdPerMillionTokensAtMix).toBeCloseTo(dear.cost.monthlyUsd, 6);
+    expect(breakEven).toBeLessThanOrEqual(dear.cost!.capacityTokensPerMonth);
+    expect((breakEven / 1e6) * dear.cost!.apiUsdPerMillionTokensAtMix).toBeCloseTo(dear.cost!.monthlyUsd, 6);
   });
 });

@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# Usage: front-door.sh up   --name NAME --listen ADDRESS --port PORT --backend-port PORT
+#                           [--backend-address 127.0.0.1] [--tls internal-ca|secrets] [--san NAME_OR_IP]...
+#                           [--web-ui] [--config-dir DIR] [--run-dir DIR] [--no-systemd] [--ready-seconds N]
+#        front-door.sh down --name NAME [--config-dir DIR] [--run-dir DIR] [--no-systemd]
+#
+# The TLS front door of a public llama-server: HAProxy (the Debian package, installed when missing)
+# terminates TLS on ADDRESS:PORT and forwards to llama-server on BACKEND-ADDRESS:BACKEND-PORT
+# (loopback). Requests without an API key (Authorization: Bearer … or X-Api-Key) get 401 at the
+# proxy, /health included; with --web-ui, unauthenticated GETs of the web UI's pages pass too.
+# Plain HTTP on PORT is refused (the TLS handshake fails).
+#
+# --tls internal-ca (default): a CA and a server certificate (for ADDRESS, 127.0.0.1, localhost and
+#   every --san) are made here with openssl and kept: re-running reuses the CA, and re-issues the
+#   server certificate only when its names change or it expires within 30 days.
+# --tls secrets: the certificate (chain) and its private key arrive as PEM on stdin.
+#
+# Everything it makes lives in --config-dir (default /etc/kimi-kit/front-door/NAME; files 0600) and
+# --run-dir (default /run/kimi-kit); /etc/haproxy/haproxy.cfg and the distribution's haproxy
+# service are never touched. HAProxy runs as a systemd unit (kimi-kit-front-door-NAME.service) when
+# systemd is PID 1 (started again at boot), else as a daemon with a pid file (not restarted at
+# boot: run `up` again). Re-running `up` with the same inputs changes
+# nothing; with other inputs it reloads HAProxy without dropping the listener. `down` stops that
+# HAProxy and removes only what `up` made (and the haproxy package only when `up` installed it).
+#
+# stdout (up): key=value lines: front_door, tls_source, certificate_sha256, changed (yes|no) and,
+# for internal-ca, ca_certificate_base64 (the CA certificate PEM, base64 on one line).
+# Exit codes: 0 done, 1 failed, 2 bad usage.
+set -euo pipefail
+
+export script_name=front-door.sh
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib-common.sh
+source "$script_dir/lib-common.sh"
+
+action=${1:-}
+case "$action" in
+  -h|--help) usage; exit 0 ;;
+  up|down) shift ;;
+  *) die_usage "the first argument must be up or down" ;;
+esac
+
+name="" listen="" port="" backend_address=127.0.0.1 backend_port="" tls_source=internal-ca
+web_ui=no config_dir="" run_dir=/run/kimi-kit use_systemd=auto ready_seconds=30
+sans=()
+while (($#)); do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --name) need_value "$1" $#; need_name "$1" "$2"; name=$2; shift 2 ;;
+    --listen) need_value "$1" $#; need_ipv4 "$1" "$2"; listen=$2; shift 2 ;;
+    --port) need_value "$1" $#; need_port "$1" "$2"; port=$2; shift 2 ;;
+    --backend-address) need_value "$1" $#; need_ipv4 "$1" "$2"; backend_address=$2; shift 2 ;;
+    --backend-port) need_value "$1" $#; need_port "$1" "$2"; backend_port=$2; shift 2 ;;
+    --tls)
+      need_value "$1" $#
+      [[ "$2" == internal-ca || "$2" == secrets ]] || die_usage "--tls wants internal-ca or secrets, got '$2'"
+      tls_source=$2; shift 2 ;;
+    --san)
+      need_value "$1" $#
+      [[ "$2" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$ ]] || die_usage "--san wants a host name or IPv4 address, got '$2'"
+      sans+=("$2"); shift 2 ;;
+    --web-ui) web_ui=yes; shift ;;
+    --config-dir) need_value "$1" $#; [[ "$2" == /?* ]] || die_usage "--config-dir wants an absolute path"; config_dir=$2; shift 2 ;;
+    --run-dir) need_value "$1" $#; [[ "$2" == /?* ]] || die_usage "--run-dir wants an absolute path"; run_dir=$2; shift 2 ;;
+    --no-systemd) use_systemd=no; shift ;;
+    --ready-seconds) need_value "$1" $#; [[ "$2" =~ ^[0-9]{1,4}$ ]] || die_usage "--ready-seconds wants seconds"; ready_seconds=$2; shift 2 ;;
+    *) die_usage "unknown argument '$1'" ;;
+  esac
+done
+[[ -n "$name" ]] || die_usage "--name is required"
+config_dir=${config_dir:-/etc/kimi-kit/front-door/$name}
+cfg="$config_dir/haproxy.cfg"
+pem="$config_dir/server.pem"
+pidfile="$run_dir/front-door-$name.pid"
+unit="kimi-kit-front-door-$name.service"
+unit_file="/etc/systemd/system/$unit"
+installed_marker=/var/lib/kimi-kit/front-door-installed-haproxy
+if [[ "$use_systemd" == auto ]]; then
+  if systemd_is_pid1; then use_systemd=yes; else use_systemd=no; fi
+fi
+
+stop_haproxy() {
+  if [[ "$use_systemd" == yes ]]; then
+    if [[ -f "$unit_file" ]]; then
+      systemctl disable --now "$unit" >&2 || true
+      rm -f -- "$unit_file"
+      systemctl daemon-reload
+    fi
+    return 0
+  fi
+  local pid _
+  pid=$(live_pid_from_file "$pidfile" "$cfg") || { rm -f -- "$pidfile"; return 0; }
+  kill -TERM "$pid"
+  # Bounded: HAProxy exits promptly on TERM; KILL after 10 s.
+  for _ in $(seq 1 100); do
+    [[ -d "/proc/$pid" ]] || break
+    sleep 0.1
+  done
+  [[ -d "/proc/$pid" ]] && kill -KILL "$pid"
+  rm -f -- "$pidfile"
+}
+
+if [[ "$action" == down ]]; then
+  need_root
+  stop_haproxy
+  rm -rf -- "$config_dir"
+  # The shared parents under /etc go too once no other front door is left in them.
+  if [[ "$config_dir" == "/etc/kimi-kit/front-door/$name" ]]; then rmdir /etc/kimi-kit/front-door /etc/kimi-kit 2>/dev/null || true; fi
+  if [[ -f "$installed_marker" ]] && ! compgen -G "/etc/kimi-kit/front-door/*/haproxy.cfg" >/dev/null; then
+    log "removing the haproxy package this kit installed"
+    DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq haproxy >&2 || log "could not remove haproxy; leaving it installed"
+    rm -f -- "$installed_marker"
+  fi
+  echo "front_door=removed"
+  exit 0
+fi
+
+# ------------------------------------------------------------------------------------------ up
+[[ -n "$listen" ]] || die_usage "--listen is required"
+[[ -n "$port" ]] || die_usage "--port is required"
+[[ -n "$backend_port" ]] || die_usage "--backend-port is required"
+if [[ "$backend_address" == "$listen" || "$listen" == 0.0.0.0 ]] && [[ "$backend_port" == "$port" ]]; then
+  die_usage "--backend-port must differ from --port (both would listen on $backend_address:$port)"
+fi
+need_root
+have openssl || die "openssl is missing"
+
+if ! have haproxy; then
+  installed=$(apt_install_missing haproxy)
+  if [[ -n "$installed" ]]; then
+    mkdir -p "$(dirname "$installed_marker")"
+    echo "installed by front-door.sh for $name" >"$installed_marker"
+  fi
+  have haproxy || die "haproxy is still missing after installing it"
+fi
+
+umask 077
+mkdir -p -- "$config_dir" "$run_dir"
+chmod 0700 "$config_dir"
+work=$(mktemp -d "$config_dir/.work.XXXXXX")
+trap 'rm -rf -- "$work"' EXIT
+
+# --- certificate ------------------------------------------------------------------------------
+ca_key="$config_dir/ca.key"
+ca_crt="$config_dir/ca.crt"
+if [[ "$tls_source" == internal-ca ]]; then
+  if [[ ! -s "$ca_key" || ! -s "$ca_crt" ]]; then
+    log "creating the internal CA for $name"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 3650 \
+      -subj "/CN=kimi-kit $name front door CA" \
+      -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+    chmod 0600 "$work/ca.key" "$work/ca.crt"
+    mv -f -- "$work/ca.key" "$ca_key"
+    mv -f -- "$work/ca.crt" "$ca_crt"
+    rm -f -- "$pem"
+  fi
+  # The names the certificate must carry, one per line, sorted: the listen address, loopback, --san.
+  names=(127.0.0.1 localhost "${sans[@]}")
+  [[ "$listen" != 0.0.0.0 ]] && names+=("$listen")
+  san_list=$(printf '%s\n' "${names[@]}" | sort -u)
+  san_ext=$(while read -r entry; do if is_ipv4 "$entry"; then echo "IP:$entry"; else echo "DNS:$entry"; fi; done <<<"$san_list" | paste -sd, -)
+  reissue=no
+  if [[ ! -s "$pem" ]] || [[ "$(cat "$config_dir/server.names" 2>/dev/null || true)" != "$san_list" ]]; then
+    reissue=yes
+  elif ! openssl x509 -in "$pem" -noout -checkend 2592000 >/dev/null 2>&1 || ! openssl verify -CAfile "$ca_crt" "$pem" >/dev/null 2>&1; then
+    reissue=yes
+  fi
+  if [[ "$reissue" == yes ]]; then
+    log "issuing the server certificate for: $(paste -sd' ' - <<<"$san_list")"
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=$san_ext" >"$work/server.ext"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+      -subj "/CN=$(head -n1 <<<"$san_list")" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+    openssl x509 -req -sha256 -days 397 -in "$work/server.csr" -CA "$ca_crt" -CAkey "$ca_key" \
+      -set_serial "0x$(openssl rand -hex 16)" -extfile "$work/server.ext" -out "$work/server.crt" 2>/dev/null
+    cat "$work/server.crt" "$work/server.key" | install_if_changed "$pem" 0600 || true
+    printf '%s\n' "$san_list" | install_if_changed "$config_dir/server.names" 0600 || true
+  fi
+else
+  # secrets: certificate chain and private key as PEM on stdin.
+  cat >"$work/input.pem"
+  openssl x509 -in "$work/input.pem" -noout 2>/dev/null || die "--tls secrets: stdin holds no PEM certificate (expected the certificate chain and its private key)"
+  openssl pkey -in "$work/input.pem" -out "$work/input.key" 2>/dev/null || die "--tls secrets: stdin holds no unencrypted PEM private key"
+  cert_pub=$(openssl x509 -in "$work/input.pem" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum)
+  key_pub=$(openssl pkey -in "$work/input.key" -pubout -outform DER | sha256sum)
+  [[ "$cert_pub" == "$key_pub" ]] || die "--tls secrets: the private key does not belong to the (first) certificate"
+  openssl x509 -in "$work/input.pem" -noout -checkend 0 >/dev/null || die "--tls secrets: the certificate has expired"
+  # Every certificate of the chain, in order, then the key (HAProxy's crt file layout).
+  { awk '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/' "$work/input.pem"; cat "$work/input.key"; } \
+    | install_if_changed "$pem" 0600 || true
+  rm -f -- "$ca_key" "$ca_crt" "$config_dir/server.names"
+fi
+
+# --- HAProxy configuration --------------------------------------------------------------------
+api_key_acls='    acl has_key req.hdr(authorization) -m beg -i "bearer "
+    acl has_key req.hdr(x-api-key) -m found'
+if [[ "$web_ui" == yes ]]; then
+  # The web UI's pages load without a key (the UI asks for one and sends it on API calls).
+  open_rule='    acl api_path path_beg /v1/ /health /metrics /props /models /slots /lora-adapters /api/ /completion /infill /embedding /rerank /tokenize /detokenize /apply-template
+    acl read_method method GET HEAD
+    http-request return status 401 content-type text/plain string "kimi-kit: an API key is required" hdr WWW-Authenticate Bearer if !has_key api_path or !has_key !read_method'
+else
+  open_rule='    http-request return status 401 content-type text/plain string "kimi-kit: an API key is required" hdr WWW-Authenticate Bearer if !has_key'
+fi
+# The workers drop root once the certificate is read and the port bound (the package's user).
+privileges=""
+if id -u haproxy >/dev/null 2>&1 && getent group haproxy >/dev/null 2>&1; then
+  privileges=$'    user haproxy\n    group haproxy'
+fi
+install_if_changed "$cfg" 0600 <<EOF || true
+# Written by kimi-kit front-door.sh for $name; re-run front-door.sh up to change it.
+global
+$privileges
+    maxconn 4096
+    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+    ssl-default-bind-ciphers ECDHE+AESGCM:ECDHE+CHACHA20
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+
+defaults
+    mode http
+    option forwardfor
+    timeout connect 5s
+    timeout http-request 30s
+    timeout client 15m
+    timeout server 60m
+
+frontend kimi_kit_$name
+    bind $listen:$port ssl crt $pem alpn http/1.1
+    http-request set-header X-Forwarded-Proto https
+$api_key_acls
+$open_rule
+    default_backend kimi_kit_${name}_llama
+
+backend kimi_kit_${name}_llama
+    server llama $backend_address:$backend_port
+EOF
+haproxy -c -q -f "$cfg" >&2 || die "HAProxy refused the configuration $cfg"
+applied=$(cat "$cfg" "$pem" | sha256sum | cut -d' ' -f1)
+previous=$(cat "$config_dir/applied.sha256" 2>/dev/null || true)
+
+# --- run it -----------------------------------------------------------------------------------
+changed=no
+if [[ "$use_systemd" == yes ]]; then
+  haproxy_bin=$(command -v haproxy)
+  unit_changed=no
+  install_if_changed "$unit_file" 0644 <<EOF && unit_changed=yes
+[Unit]
+Description=kimi-kit front door $name (HAProxy, TLS)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStartPre=$haproxy_bin -c -q -f $cfg
+ExecStart=$haproxy_bin -Ws -f $cfg
+ExecReload=$haproxy_bin -c -q -f $cfg
+ExecReload=/bin/kill -USR2 \$MAINPID
+KillMode=mixed
+Restart=always
+RestartSec=2s
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  [[ "$unit_changed" == yes ]] && systemctl daemon-reload
+  systemctl enable "$unit" >&2
+  if ! systemctl is-active --quiet "$unit"; then
+    systemctl start "$unit"; changed=yes
+  elif [[ "$unit_changed" == yes ]]; then
+    systemctl restart "$unit"; changed=yes
+  elif [[ "$applied" != "$previous" ]]; then
+    systemctl reload "$unit"; changed=yes
+  fi
+else
+  if old_pid=$(live_pid_from_file "$pidfile" "$cfg"); then
+    if [[ "$applied" != "$previous" ]]; then
+      # A new HAProxy binds beside the old one, which finishes its connections and exits.
+      haproxy -D -f "$cfg" -p "$pidfile" -sf "$old_pid"
+      changed=yes
+    fi
+  else
+    haproxy -D -f "$cfg" -p "$pidfile"
+    changed=yes
+  fi
+fi
+printf '%s\n' "$applied" | install_if_changed "$config_dir/applied.sha256" 0600 || true
+
+# Ready when the listener completes a TLS handshake (bounded by --ready-seconds).
+probe_address=$listen
+[[ "$listen" == 0.0.0.0 ]] && probe_address=127.0.0.1
+deadline=$((SECONDS + ready_seconds))
+until timeout 5 openssl s_client -connect "$probe_address:$port" -servername localhost </dev/null >/dev/null 2>&1; do
+  ((SECONDS < deadline)) || die "HAProxy did not complete a TLS handshake on $probe_address:$port within ${ready_seconds}s"
+  sleep 0.2
+done
+
+echo "front_door=$listen:$port"
+echo "tls_source=$tls_source"
+echo "certificate_sha256=$(openssl x509 -in "$pem" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d :)"
+[[ "$tls_source" == internal-ca ]] && echo "ca_certificate_base64=$(base64 -w0 <"$ca_crt")"
+echo "changed=$changed"

@@ -1,0 +1,356 @@
+/**
+ * estimate(tensors, arch, host, flags): what any llama-server v0.5.0 command line costs on a host —
+ * per-device bytes by kind (weights, repacked weights, KV, compute, prompt cache, headroom) and the
+ * projected decode (by context depth) and prefill (by prompt length). It applies llama.cpp's own
+ * rules to the flags (defaults, layer split, -ot/--cpu-moe placement, buffer selection, load mode),
+ * so it answers for a command line the kit did not choose. The kit's choice (planner/offload.ts),
+ * the plan, the CLI and the bench all call this one function; there is no second model.
+ * Pure: no I/O.
+ */
+import type { Architecture, Catalog } from "./catalog";
+import { ConfigError } from "./errors";
+import type { FlashAttn, LoadMode, NumaMode, SizingFlags, SplitMode } from "./flags";
+import type { KvCacheType } from "./ggml-types";
+import type { HostSpec } from "./host";
+import {
+  computeBufferBytes,
+  finishDevice,
+  gpuHeadroomBytes,
+  hostHeadroomBytes,
+  isRepacked,
+  kvBytesPerTokenPerLayer,
+  promptCacheBytes,
+  type DeviceMemory,
+  type DeviceName,
+} from "./memory";
+import { project, type CpuFactorOverrides, type Projection } from "./speed";
+import type { TensorInfo } from "./tensors";
+import { formatGiB, MiB } from "./units";
+
+export type PlacementMode = "cpu-only" | "hybrid" | "all-gpu";
+
+/** What llama-server actually runs with once its defaults fill the flags left unset. */
+export interface ResolvedSettings {
+  contextTotal: number;
+  slots: number;
+  /** One KV stream for all slots (-np auto, or -kvu): a slot may use the whole context. */
+  kvUnified: boolean;
+  contextPerSlot: number;
+  kvCells: number;
+  batch: number;
+  ubatch: number;
+  threads: number;
+  threadsBatch: number;
+  gpuLayers: number;
+  splitMode: SplitMode;
+  tensorSplit: number[];
+  cacheTypeK: KvCacheType;
+  cacheTypeV: KvCacheType;
+  flashAttn: FlashAttn;
+  repack: boolean;
+  loadMode: LoadMode;
+  cacheRamMiB: number;
+  opOffload: boolean;
+  numa: NumaMode | "off";
+}
+
+export interface EstimatedPlacement {
+  mode: PlacementMode;
+  deviceOfTensor: Map<string, DeviceName>;
+  /** Device of each repeating layer's non-overridden tensors and its KV cache. */
+  layerDevice: DeviceName[];
+  outputDevice: DeviceName;
+  /** Tensors llama.cpp repacks for its CPU kernels (CPU_REPACK buffer). */
+  repacked: Set<string>;
+}
+
+export interface Estimate {
+  settings: ResolvedSettings;
+  placement: EstimatedPlacement;
+  /** CPU first, then CUDA0, CUDA1, … */
+  devices: DeviceMemory[];
+  fits: boolean;
+  projection: Projection;
+  /** What the estimate assumed or could not model, in words, for the report. */
+  notes: string[];
+}
+
+export interface EstimateOptions {
+  catalog: Catalog;
+  /** Depth the headline decode figure is quoted at; the others follow from decodeDepths. */
+  decodeDepthTokens?: number;
+  ttftPromptTokens?: number;
+  decodeDepths?: number[];
+  prefillPrompts?: number[];
+  /** Efficiency factors measured on this very host (the bench), in place of the catalog's published ones. */
+  cpuFactors?: CpuFactorOverrides;
+}
+
+/** llama-server's -np auto: 4 slots sharing one unified KV cache (tools/server/server.cpp). */
+const AUTO_SLOTS = 4;
+/** KV cells are allocated in multiples of 256 per stream (src/llama-context.cpp). */
+const KV_PAD = 256;
+const pad = (cells: number) => Math.ceil(cells / KV_PAD) * KV_PAD;
+
+/** llama.cpp's expert-tensor pattern (common/common.h LLM_FFN_EXPS_REGEX), which --cpu-moe and --n-cpu-moe use. */
+export const FFN_EXPS_REGEX = "\\.ffn_(up|down|gate|gate_up)_(ch|)exps";
+
+function resolveSettings(arch: Architecture, host: HostSpec, flags: SizingFlags, catalog: Catalog): ResolvedSettings {
+  const defaults = catalog.llamaCpp.defaults;
+  const contextTotal = flags.ctxSize && flags.ctxSize > 0 ? flags.ctxSize : arch.contextLength;
+  const auto = flags.parallel === undefined || flags.parallel === -1;
+  const slots = auto ? AUTO_SLOTS : flags.parallel!;
+  const kvUnified = flags.kvUnified ?? auto;
+  const contextPerSlot = kvUnified ? contextTotal : Math.floor(contextTotal / slots);
+  const kvCells = kvUnified ? pad(contextTotal) : slots * pad(contextPerSlot);
+  const batch = flags.batch ?? defaults.batch;
+  const ubatch = Math.min(flags.ubatch ?? defaults.ubatch, batch); // llama_context clamps n_ubatch to n_batch
+  const threads = flags.threads && flags.threads > 0 ? flags.threads : host.cpu.cores;
+  const threadsBatch = flags.threadsBatch && flags.threadsBatch > 0 ? flags.threadsBatch : threads;
+  const gpuCount = host.gpus.length;
+  // -ngl auto (the default) lets --fit choose; with --fit's default margin the kit's hosts offload
+  // everything that fits, which this estimate cannot replay, so auto is sized as all (noted).
+  const gpuLayers = gpuCount === 0 ? 0 : flags.gpuLayers === undefined || flags.gpuLayers === "auto" || flags.gpuLayers === "all" ? arch.layers + 1 : Math.min(flags.gpuLayers, arch.layers + 1);
+  const tensorSplit = flags.tensorSplit ?? host.gpus.map((gpu) => Math.round(gpu.memoryBytes / MiB / 1024));
+  return {
+    contextTotal,
+    slots,
+    kvUnified,
+    contextPerSlot,
+    kvCells,
+    batch,
+    ubatch,
+    threads,
+    threadsBatch,
+    gpuLayers,
+    splitMode: flags.splitMode ?? "layer",
+    tensorSplit,
+    cacheTypeK: flags.cacheTypeK ?? "f16",
+    cacheTypeV: flags.cacheTypeV ?? "f16",
+    flashAttn: flags.flashAttn ?? "auto",
+    repack: flags.repack ?? true,
+    loadMode: flags.loadMode ?? "auto",
+    cacheRamMiB: flags.cacheRamMiB ?? defaults.cacheRamMiB,
+    opOffload: flags.opOffload ?? true,
+    numa: flags.numa ?? "off",
+  };
+}
+
+/**
+ * llama.cpp's layer → GPU rule (src/llama-model.cpp load_tensors), in float32 like the original:
+ * the last `gpuLayers` of the layerCount + 1 layers (the +1 is the output layer) go to the GPUs,
+ * each to the first GPU whose cumulative split share exceeds the layer's position; the rest stay
+ * on the CPU (null).
+ */
+export function assignLayers(layerCount: number, split: readonly number[], gpuLayers: number): (number | null)[] {
+  const total = split.reduce((sum, value) => sum + value, 0);
+  let running = 0;
+  const cumulative = split.map((value) => {
+    running = Math.fround(running + Math.fround(value));
+    return Math.fround(running / Math.fround(total));
+  });
+  const start = Math.max(layerCount + 1 - gpuLayers, 0);
+  const active = Math.min(gpuLayers, layerCount + 1);
+  const devices: (number | null)[] = [];
+  for (let layer = 0; layer <= layerCount; layer++) {
+    if (layer < start || split.length === 0) {
+      devices.push(null);
+      continue;
+    }
+    const position = Math.fround((layer - start) / active);
+    let gpu = cumulative.findIndex((point) => point > position);
+    if (gpu === -1) gpu = split.length; // upper_bound past the end; never happens for layer < active
+    devices.push(Math.min(gpu, split.length - 1));
+  }
+  return devices; // index layerCount is the output layer
+}
+
+function place(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpec, flags: SizingFlags, settings: ResolvedSettings, catalog: Catalog): EstimatedPlacement {
+  const gpuCount = host.gpus.length;
+  const layers: (number | null)[] =
+    settings.splitMode === "none"
+      ? assignLayers(arch.layers, gpuCount > 0 ? [1] : [], settings.gpuLayers) // one GPU (main GPU 0) takes every offloaded layer
+      : assignLayers(arch.layers, settings.tensorSplit.slice(0, gpuCount), settings.gpuLayers);
+  const nameOf = (gpu: number | null): DeviceName => (gpu === null ? "CPU" : `CUDA${gpu}`);
+  const layerDevice = layers.slice(0, arch.layers).map(nameOf);
+  const outputDevice = nameOf(layers[arch.layers] ?? null);
+
+  // -ot rules in order, then --cpu-moe / --n-cpu-moe (llama.cpp appends those to the same list; a
+  // --cpu-moe written before an -ot rule that matches the same tensor would win there, not here).
+  const rules: { regex: RegExp; device: DeviceName }[] = [];
+  for (const rule of flags.overrideTensor ?? []) {
+    if (rule.device !== "CPU") {
+      const index = Number(/^CUDA(\d+)$/.exec(rule.device)?.[1] ?? Number.NaN);
+      if (!(index < gpuCount)) {
+        throw new ConfigError("--args", [`-ot: found "${rule.pattern}=${rule.device}"; allowed: buffers of this host's devices (${["CPU", ...host.gpus.map((gpu) => `CUDA${gpu.index}`)].join(", ")})`]);
+      }
+    }
+    rules.push({ regex: new RegExp(rule.pattern), device: rule.device as DeviceName });
+  }
+  if (flags.cpuMoe) rules.push({ regex: new RegExp(FFN_EXPS_REGEX), device: "CPU" });
+  for (let layer = 0; layer < (flags.nCpuMoe ?? 0); layer++) rules.push({ regex: new RegExp(`blk\\.${layer}${FFN_EXPS_REGEX}`), device: "CPU" });
+
+  const deviceOfTensor = new Map<string, DeviceName>();
+  for (const tensor of tensors) {
+    let device: DeviceName;
+    if (tensor.cls === "embedding") device = "CPU"; // llama.cpp keeps the input layer on the CPU
+    else if (tensor.layer === null) device = outputDevice;
+    else device = layerDevice[tensor.layer] ?? "CPU";
+    const override = rules.find((rule) => rule.regex.test(tensor.name));
+    deviceOfTensor.set(tensor.name, override ? override.device : device);
+  }
+
+  // CPU buffer choice (make_cpu_buft_list: ACCEL → GPU host → CPU extra → CPU): with a CUDA device
+  // its host buffer comes before CPU_REPACK, so repacking happens only on hosts without a GPU.
+  const repacked = new Set<string>();
+  if (settings.repack && gpuCount === 0) {
+    for (const tensor of tensors) if (deviceOfTensor.get(tensor.name) === "CPU" && isRepacked(tensor, host.cpu, catalog.llamaCpp)) repacked.add(tensor.name);
+  }
+  const expertsOnCpu = tensors.some((tensor) => tensor.cls === "routedExperts" && deviceOfTensor.get(tensor.name) === "CPU");
+  const mode: PlacementMode = gpuCount === 0 ? "cpu-only" : expertsOnCpu || layerDevice.includes("CPU") ? "hybrid" : "all-gpu";
+  return { mode, deviceOfTensor, layerDevice, outputDevice, repacked };
+}
+
+/**
+ * The bytes llama-server maps for CPU weights under mmap (its CPU_Mapped buffer): per shard, from
+ * the first to the last tensor left in the plain CPU buffer. Without offsets (catalog tensors) the
+ * tensors are taken as one file in list order.
+ */
+function mappedSpanBytes(tensors: readonly TensorInfo[], placement: EstimatedPlacement): number {
+  const spans = new Map<number, { start: number; end: number }>();
+  let cursor = 0;
+  for (const tensor of tensors) {
+    const offset = tensor.offset ?? cursor;
+    cursor = offset + tensor.bytes;
+    if (placement.deviceOfTensor.get(tensor.name) !== "CPU" || placement.repacked.has(tensor.name)) continue;
+    const file = tensor.file ?? 0;
+    const span = spans.get(file) ?? { start: offset, end: offset + tensor.bytes };
+    spans.set(file, { start: Math.min(span.start, offset), end: Math.max(span.end, offset + tensor.bytes) });
+  }
+  return [...spans.values()].reduce((sum, span) => sum + span.end - span.start, 0);
+}
+
+/** What a CPU-resident weight costs the GPU that multiplies it during a big batch (op offload). */
+function largestOffloadedWeight(tensors: readonly TensorInfo[], placement: EstimatedPlacement): number {
+  let largest = 0;
+  for (const tensor of tensors) {
+    if (placement.deviceOfTensor.get(tensor.name) !== "CPU" || placement.repacked.has(tensor.name)) continue; // repacked buffers are never offloaded
+    if (tensor.cls === "embedding" || tensor.cls === "norms" || tensor.shape.length < 2) continue; // GET_ROWS and element-wise ops stay
+    largest = Math.max(largest, tensor.bytes);
+  }
+  return largest;
+}
+
+export function estimate(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpec, flags: SizingFlags, options: EstimateOptions): Estimate {
+  const { catalog } = options;
+  const efficiency = catalog.efficiency;
+  const settings = resolveSettings(arch, host, flags, catalog);
+  const placement = place(tensors, arch, host, flags, settings, catalog);
+  const notes: string[] = [];
+
+  const kvPerLayer = (kvBytesPerTokenPerLayer(arch, settings.cacheTypeK, settings.cacheTypeV)) * settings.kvCells;
+  // The attention mask spans the cells one sequence can see: all of them when unified.
+  const kvCellsPerSequence = settings.kvUnified ? settings.kvCells : pad(settings.contextPerSlot);
+  const offloaded = host.gpus.length > 0 && settings.opOffload && settings.ubatch >= OP_OFFLOAD_MIN_BATCH ? largestOffloadedWeight(tensors, placement) : 0;
+  const compute = (device: DeviceName) =>
+    computeBufferBytes({
+      arch,
+      ubatch: settings.ubatch,
+      contextTotal: settings.contextTotal,
+      kvCellsPerSequence,
+      holdsOutput: placement.outputDevice === device,
+      offloadedWeightBytes: device === "CUDA0" ? offloaded : 0,
+      flashAttention: settings.flashAttn !== "off",
+    });
+
+  const devices: DeviceMemory[] = [];
+  const deviceNames: DeviceName[] = ["CPU", ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
+  const mapped = settings.loadMode === "auto" || settings.loadMode === "mmap" || settings.loadMode === "mmap+mlock";
+  for (const device of deviceNames) {
+    let modelBytes = 0;
+    let repackBytes = 0;
+    for (const tensor of tensors) {
+      if (placement.deviceOfTensor.get(tensor.name) !== device) continue;
+      if (placement.repacked.has(tensor.name)) repackBytes += tensor.bytes;
+      else modelBytes += tensor.bytes;
+    }
+    const kvBytes = placement.layerDevice.filter((owner) => owner === device).length * kvPerLayer;
+    const computeBytes = compute(device);
+    if (device === "CPU") {
+      const headroomBytes = hostHeadroomBytes(host.memory.totalBytes, efficiency);
+      devices.push(
+        finishDevice({
+          device,
+          label: `system RAM (${host.memory.kind ?? "RAM"})`,
+          capacityBytes: host.memory.totalBytes,
+          modelBytes,
+          repackBytes,
+          kvBytes,
+          computeBytes,
+          promptCacheBytes: promptCacheBytes(settings.cacheRamMiB),
+          headroomBytes,
+          mappedBytes: mapped ? mappedSpanBytes(tensors, placement) : 0,
+        }),
+      );
+    } else {
+      const gpu = host.gpus[Number(device.slice(4))]!;
+      devices.push(
+        finishDevice({
+          device,
+          label: gpu.name,
+          capacityBytes: gpu.memoryBytes,
+          modelBytes,
+          repackBytes,
+          kvBytes,
+          computeBytes,
+          promptCacheBytes: 0,
+          headroomBytes: gpuHeadroomBytes(efficiency),
+          mappedBytes: 0,
+        }),
+      );
+    }
+  }
+
+  if (mapped) {
+    const cpu = devices[0]!;
+    notes.push(
+      `Load mode ${settings.loadMode} (memory-mapped): llama-server maps ${formatGiB(cpu.mappedBytes)} of the file for the CPU weights; the ${formatGiB(cpu.modelBytes)} it reads are counted as weights (evicting them makes tokens re-read the file), the rest of the span (tensors copied to ${host.gpus.length > 0 ? "GPUs" : "the repack buffer"}) is page cache the kernel can reclaim, so it is not added.`,
+    );
+  }
+  if (settings.cacheRamMiB === -1) notes.push("--cache-ram -1: the prompt cache has no limit and grows into whatever RAM is free; counted as 0 here.");
+  if (host.gpus.length > 0 && (flags.gpuLayers === undefined || flags.gpuLayers === "auto")) notes.push("-ngl auto: sized as all layers on the GPUs; llama.cpp's --fit may choose fewer.");
+  if (settings.splitMode === "row" || settings.splitMode === "tensor") notes.push(`-sm ${settings.splitMode}: sized as -sm layer (row and tensor split are not modelled).`);
+  if (flags.swaFull !== undefined || flags.ctxCheckpoints !== undefined) {
+    notes.push(`--swa-full and --ctx-checkpoints change only sliding-window and recurrent layers; ${arch.llamaCppArch} has neither, so they cost nothing here.`);
+  }
+  if (arch.llamaCppArch !== "deepseek2") {
+    notes.push(`Compute buffers are modelled on the MLA attention step and measured on deepseek2 models; for ${arch.llamaCppArch} the bench finds llama-server's 17–50% larger (its MoE step peaks instead).`);
+  }
+  if (settings.flashAttn === "off") notes.push("-fa off: the compute buffer adds the f32 attention scores for one ubatch over every KV cell a sequence sees.");
+  if (settings.cacheTypeV !== "f16" && arch.attention?.kind !== "gqa") notes.push(`-ctv ${settings.cacheTypeV}: MLA keeps no V cache, so the V type changes nothing.`);
+
+  const projection = project({
+    arch,
+    tensors,
+    host,
+    placement: { mode: placement.mode, deviceOfTensor: placement.deviceOfTensor, layerDevice: placement.layerDevice, ubatch: settings.ubatch },
+    kvCacheType: settings.cacheTypeK,
+    kvCacheTypeV: settings.cacheTypeV,
+    // --numa isolate spawns threads only on the node llama-server started on (--help).
+    threadsBatch: settings.numa === "isolate" ? Math.min(settings.threadsBatch, Math.ceil(host.cpu.cores / host.cpu.numaNodes)) : settings.threadsBatch,
+    opOffload: settings.opOffload,
+    numaSpread: settings.numa === "distribute" || settings.numa === "numactl",
+    decodeDepthTokens: Math.min(options.decodeDepthTokens ?? 0, settings.contextPerSlot),
+    ttftPromptTokens: options.ttftPromptTokens ?? PREFILL_DEFAULT_TTFT_TOKENS,
+    contextPerSlot: settings.contextPerSlot,
+    decodeDepths: options.decodeDepths,
+    prefillPrompts: options.prefillPrompts,
+    catalog,
+    cpuFactors: options.cpuFactors,
+  });
+  return { settings, placement, devices, fits: devices.every((device) => device.fits), projection, notes };
+}
+
+/** GGML_OP_OFFLOAD_MIN_BATCH's default (ggml-cuda.cu): smaller batches are not offloaded. */
+const OP_OFFLOAD_MIN_BATCH = 32;
+const PREFILL_DEFAULT_TTFT_TOKENS = 32768;

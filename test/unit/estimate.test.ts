@@ -1,0 +1,133 @@
+import { describe, expect, it } from "vitest";
+import { loadCatalog } from "../../planner/catalog";
+import { ConfigError } from "../../planner/errors";
+import { estimate } from "../../planner/estimate";
+import { parseFlags, type SizingFlags } from "../../planner/flags";
+import type { HostSpec } from "../../planner/host";
+import { buildPlan } from "../../planner/plan";
+import { listStacks, loadStackConfig } from "../../planner/stack-file";
+import { tensorsFromArchitecture } from "../../planner/tensors";
+
+const catalog = loadCatalog();
+const kimi = catalog.models.find((model) => model.id === "kimi-k2.6")!;
+const tier = kimi.tiers.find((entry) => entry.name === "UD-Q2_K_XL")!;
+const tensors = tensorsFromArchitecture(kimi.architecture, tier);
+const arch = kimi.architecture;
+const cpuHost = buildPlan("cpu-ddr5", loadStackConfig("cpu-ddr5")).host;
+const gpuHost = buildPlan("rtx3090x4", loadStackConfig("rtx3090x4")).host;
+const run = (host: HostSpec, flags: SizingFlags) => estimate(tensors, arch, host, flags, { catalog });
+const total = tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
+
+describe("estimate: memory by kind for any command line", () => {
+  it("Kimi's f16 MLA cache is 70,272 bytes per token over 61 layers (docs/reference: 8.58 GiB at 131,072)", () => {
+    const cpu = run(cpuHost, { ctxSize: 131072, parallel: 1 }).devices[0]!;
+    expect(cpu.kvBytes).toBe(70272 * 131072);
+  });
+
+  it("-np auto is 4 slots sharing one unified cache: every slot's mask spans all cells", () => {
+    const auto = run(cpuHost, { ctxSize: 8192 });
+    const four = run(cpuHost, { ctxSize: 8192, parallel: 4 });
+    expect(auto.settings).toMatchObject({ slots: 4, kvUnified: true, kvCells: 8192 });
+    expect(four.settings).toMatchObject({ slots: 4, kvUnified: false, kvCells: 8192, contextPerSlot: 2048 });
+    // f16 mask: 2 bytes per visible cell per ubatch token (512): unified sees 8192 cells, a slot 2048.
+    expect(auto.devices[0]!.computeBytes - four.devices[0]!.computeBytes).toBe(512 * 2 * (8192 - 2048));
+  });
+
+  it("--no-repack keeps every weight in the plain CPU buffer; repacking only moves bytes", () => {
+    const repacked = run(cpuHost, { ctxSize: 4096 }).devices[0]!;
+    const plain = run(cpuHost, { ctxSize: 4096, repack: false }).devices[0]!;
+    expect(repacked.repackBytes).toBeGreaterThan(0.9 * total);
+    expect(plain.repackBytes).toBe(0);
+    expect(plain.modelBytes).toBe(total);
+    expect(repacked.modelBytes + repacked.repackBytes).toBe(total);
+  });
+
+  it("memory-mapped loading (the default) maps the span from the first to the last plain CPU tensor; --load-mode none maps nothing", () => {
+    const repacked = run(cpuHost, {}).devices[0]!;
+    // Kimi's first tensor (token_embd) and last (output) stay plain, so the span is the whole model.
+    expect(repacked.mappedBytes).toBe(total);
+    expect(repacked.modelBytes + repacked.repackBytes).toBe(total); // the repacked copies are not added twice
+    expect(run(cpuHost, { loadMode: "mmap" }).notes.join(" ")).toMatch(/memory-mapped/);
+    expect(run(cpuHost, { loadMode: "none" }).devices[0]!.mappedBytes).toBe(0);
+    // With every expert on a GPU nothing but token_embd stays mapped.
+    const gpu = run(gpuHost, { gpuLayers: "all" }).devices[0]!;
+    expect(gpu.mappedBytes).toBe(tensors.find((tensor) => tensor.name === "token_embd.weight")!.bytes);
+  });
+
+  it("-fa off adds f32 scores (heads × visible cells × 4 bytes per ubatch token) and an f32 mask", () => {
+    const on = run(cpuHost, { ctxSize: 4096, parallel: 1, flashAttn: "on" }).devices[0]!;
+    const off = run(cpuHost, { ctxSize: 4096, parallel: 1, flashAttn: "off" }).devices[0]!;
+    expect(off.computeBytes - on.computeBytes).toBe(512 * arch.attentionHeads * 4096 * 4 + 512 * 4096 * 2); // + the mask in f32 instead of f16
+  });
+
+  it("-ngl 10 leaves the first 52 of 61 layers (and their KV) on the CPU, the output layer on a GPU", () => {
+    const result = run(gpuHost, { ctxSize: 4096, parallel: 1, gpuLayers: 10 });
+    expect(result.placement.layerDevice.filter((device) => device === "CPU")).toHaveLength(52);
+    expect(result.placement.outputDevice).toMatch(/^CUDA/);
+    expect(result.devices[0]!.kvBytes).toBe(52 * 1152 * 4096);
+    expect(result.placement.mode).toBe("hybrid");
+  });
+
+  it("--cpu-moe puts every routed expert on the CPU; --n-cpu-moe N only those of the first N layers", () => {
+    const all = run(gpuHost, { gpuLayers: "all", cpuMoe: true });
+    const experts = tensors.filter((tensor) => tensor.cls === "routedExperts");
+    for (const tensor of experts) expect(all.placement.deviceOfTensor.get(tensor.name), tensor.name).toBe("CPU");
+    const five = run(gpuHost, { gpuLayers: "all", nCpuMoe: 5 });
+    const onCpu = experts.filter((tensor) => five.placement.deviceOfTensor.get(tensor.name) === "CPU").map((tensor) => tensor.layer);
+    expect([...new Set(onCpu)]).toEqual([1, 2, 3, 4]); // layer 0 is Kimi's dense layer
+    // With a GPU, the CUDA host buffer comes before CPU_REPACK: nothing is repacked.
+    expect(all.devices[0]!.repackBytes).toBe(0);
+  });
+
+  it("--no-op-offload: the first GPU no longer holds a CPU expert for big batches, and prefill runs them on the CPU", () => {
+    const flags: SizingFlags = { gpuLayers: "all", cpuMoe: true, ubatch: 2048 };
+    const offload = run(gpuHost, flags);
+    const local = run(gpuHost, { ...flags, opOffload: false });
+    const largestExpert = Math.max(...tensors.filter((tensor) => tensor.cls === "routedExperts").map((tensor) => tensor.bytes));
+    expect(offload.devices[1]!.computeBytes - local.devices[1]!.computeBytes).toBe(largestExpert);
+    expect(local.projection.prefillBasis).toMatch(/on the CPU/);
+    expect(offload.projection.prefillBasis).toMatch(/streamed over PCIe/);
+  });
+
+  it("an -ot rule naming a device the host lacks is one problem naming -ot", () => {
+    expect(() => run(gpuHost, { overrideTensor: [{ pattern: "exps", device: "CUDA9" }] })).toThrow(ConfigError);
+    try {
+      run(gpuHost, { overrideTensor: [{ pattern: "exps", device: "CUDA9" }] });
+    } catch (error) {
+      expect((error as ConfigError).problems).toEqual([expect.stringMatching(/^-ot: found "exps=CUDA9"; allowed: .*CPU, CUDA0, CUDA1, CUDA2, CUDA3/)]);
+    }
+  });
+});
+
+describe("estimate: projections", () => {
+  it("decode slows with depth; prefill is quoted by prompt length", () => {
+    const result = estimate(tensors, arch, cpuHost, { ctxSize: 65536, parallel: 1 }, { catalog, decodeDepths: [0, 8192, 65536], prefillPrompts: [512, 8192] });
+    const decode = result.projection.decodeByDepth.map((point) => point.tokensPerSecond);
+    expect(decode).toEqual([...decode].sort((a, b) => b - a));
+    expect(result.projection.prefillByPrompt.map((point) => point.promptTokens)).toEqual(expect.arrayContaining([512, 8192]));
+  });
+
+  it("-tb: prompt processing scales with the batch threads (compute-bound), decode does not", () => {
+    const all = run(cpuHost, { ctxSize: 4096, parallel: 1 });
+    const quarter = run(cpuHost, { ctxSize: 4096, parallel: 1, threadsBatch: cpuHost.cpu.cores / 4 });
+    expect(all.projection.prefillTokensPerSecond / quarter.projection.prefillTokensPerSecond).toBeCloseTo(4, 6);
+    expect(quarter.projection.decodeTokensPerSecond).toBe(all.projection.decodeTokensPerSecond);
+  });
+
+  it("without --numa on a two-node host one node's memory serves every thread", () => {
+    const twoNodes: HostSpec = { ...cpuHost, cpu: { ...cpuHost.cpu, numaNodes: 2 } };
+    const off = run(twoNodes, { ctxSize: 4096, parallel: 1 });
+    const spread = run(twoNodes, { ctxSize: 4096, parallel: 1, numa: "distribute" });
+    expect(spread.projection.decodeTraffic[0]!.effectiveBandwidth).toBeCloseTo(2 * off.projection.decodeTraffic[0]!.effectiveBandwidth, 0);
+    expect(spread.projection.decodeTokensPerSecond).toBeGreaterThan(off.projection.decodeTokensPerSecond);
+  });
+});
+
+describe("choose and estimate agree", () => {
+  it.each(listStacks())("%s: the kit's rendered command line, parsed back and estimated, is the plan's memory map", (stack) => {
+    const plan = buildPlan(stack, loadStackConfig(stack));
+    const parsed = parseFlags(plan.llamaServerArgs);
+    const again = estimate(plan.tensors, plan.model.architecture, plan.host, parsed.sizing, { catalog });
+    expect(again.devices).toEqual(plan.placement.memory);
+  });
+});
