@@ -183,16 +183,18 @@ export function renderComparison(plans: Plan[], invalid: readonly InvalidStack[]
     plan.host.label,
     `${plan.tier.name}`,
     plan.fits ? plan.placement.mode : "does not fit",
-    plan.fits ? plan.projection.decodeTokensPerSecond.toFixed(1) : "-",
-    plan.fits ? plan.projection.prefillTokensPerSecond.toFixed(1) : "-",
-    plan.fits ? formatDuration(plan.projection.ttftSeconds) : "-",
+    // Each figure names where it was taken, and prefill is the TTFT prompt's own rate, so the
+    // prefill and TTFT columns of one row always agree.
+    plan.fits ? `${plan.projection.decodeTokensPerSecond.toFixed(1)} @${formatTokens(plan.projection.decodeDepthTokens)}` : "-",
+    plan.fits ? `${(plan.projection.ttftPromptTokens / plan.projection.ttftSeconds).toFixed(1)} @${formatTokens(plan.projection.ttftPromptTokens)}` : "-",
+    plan.fits ? `${formatDuration(plan.projection.ttftSeconds)} @${formatTokens(plan.projection.ttftPromptTokens)}` : "-",
     plan.cost ? formatUsd(plan.cost.monthlyUsd) : "no costs",
     plan.fits && plan.cost ? formatUsd(plan.cost.usdPerMillionOutputTokens) : "-",
     plan.fits && plan.cost ? (plan.cost.breakEvenTokensPerMonth === null ? "none" : formatTokens(plan.cost.breakEvenTokensPerMonth)) : "-",
   ]);
   const invalidRows = invalid.map((entry) => [entry.stack, "-", "-", `INVALID CONFIG (${entry.problems.length} problem${entry.problems.length === 1 ? "" : "s"}, see below)`, "-", "-", "-", "-", "-", "-"]);
   return table(
-    [["stack", "host", "tier", "verdict", "decode tok/s", "prefill tok/s", "TTFT 32K", "$/month", "$/1M out", "break-even tok/mo"], ...rows, ...invalidRows],
+    [["stack", "host", "tier", "verdict", "decode tok/s @depth", "prefill tok/s @prompt", "TTFT @prompt", "$/month", "$/1M out", "break-even tok/mo"], ...rows, ...invalidRows],
     [false, false, false, false, true, true, true, true, true, true],
   );
 }
