@@ -13,7 +13,7 @@ import type { KvCacheType } from "./ggml-types";
 import type { HostSpec } from "./host";
 import { isRepacked, type DeviceMemory, type DeviceName } from "./memory";
 import type { TensorInfo } from "./tensors";
-import { formatGiB, MiB } from "./units";
+import { formatDuration, formatGiB, MiB } from "./units";
 
 export type { PlacementMode } from "./estimate";
 
@@ -242,7 +242,20 @@ function withGpus(inputs: PlacementInputs): Placement {
     if (layers.length > 0) overrideRules.push(`^blk\\.(${layers.join("|")})\\.${EXPERT_PATTERN}=CUDA${index}`);
   });
   overrideRules.push(genericRule);
-  const result = withPromptCache(inputs, { ...hybridFlags, overrideTensor: overrideRules.map(overrideRuleOf) });
+  const overrideTensor = overrideRules.map(overrideRuleOf);
+  const streamed = withPromptCache(inputs, { ...hybridFlags, overrideTensor });
+  // The other way to prefill with CPU experts: multiply them on the CPU (--no-op-offload), which
+  // moves nothing over PCIe. On narrow links (x4) that can beat streaming every expert once per
+  // ubatch; the kit takes whichever estimate() says reaches the first token sooner, unless the stack
+  // decided (serving.opOffload).
+  const knobs = inputs.serving.knobs ?? {};
+  const onCpu = knobs.opOffload === undefined ? withPromptCache(inputs, { ...gpuFlags, ...batchesFor(inputs, release.defaults), repack: false, opOffload: false, overrideTensor }) : undefined;
+  const useCpuExperts = onCpu !== undefined && onCpu.estimate.fits && onCpu.estimate.projection.ttftSeconds < streamed.estimate.projection.ttftSeconds;
+  const result = useCpuExperts ? onCpu : streamed;
+  const ttftPrompt = result.estimate.projection.ttftPromptTokens;
+  const prefillReason = useCpuExperts
+    ? `Prefill on the CPU (--no-op-offload, batch ${result.estimate.settings.batch}/ubatch ${result.estimate.settings.ubatch}): for a ${ttftPrompt}-token prompt that reaches the first token in ${formatDuration(onCpu.estimate.projection.ttftSeconds)}, against ${formatDuration(streamed.estimate.projection.ttftSeconds)} streaming the CPU experts over PCIe once per ubatch of ${streamed.estimate.settings.ubatch}.`
+    : `Batch ${result.estimate.settings.batch}/ubatch ${result.estimate.settings.ubatch}: every ubatch streams the CPU experts over PCIe once, so a larger ubatch streams them fewer times per prompt; the compute buffers grow accordingly (counted above).${onCpu ? ` Multiplying them on the CPU instead (--no-op-offload) would take ${formatDuration(onCpu.estimate.projection.ttftSeconds)} to the first token of a ${ttftPrompt}-token prompt, against ${formatDuration(streamed.estimate.projection.ttftSeconds)}.` : ""}`;
 
   const kvOnGpus = result.estimate.devices.slice(1).reduce((sum, device) => sum + device.kvBytes, 0);
   const onGpuExperts = expertLayersByGpu.flat().length;
@@ -250,8 +263,8 @@ function withGpus(inputs: PlacementInputs): Placement {
     `Hybrid: attention, shared experts, the dense layer, routers, the output layer and the KV cache (${formatGiB(kvOnGpus)}) go to the GPUs, because they are read for every token; routed experts (${formatGiB(totalExpertBytes)}) do not fit and go to system RAM, where each token reads only ${arch.activeExperts} of ${arch.routedExperts}.`,
     `The VRAM left over holds ${onGpuExperts} of ${expertBytesByLayer.size} expert layers as whole layers, each on the GPU that already runs that layer (no extra hop): ${expertLayersByGpu.map((layers, i) => `CUDA${i} ${layers.length}`).join(", ")}; the -ot rules list those layers first and the generic CPU rule last, because llama.cpp takes the first pattern that matches.`,
     `Layers split over the GPUs by VRAM (-ts ${split.join(",")}) and set explicitly, so the placement above is exactly what llama.cpp does; --fit off keeps it from re-placing.`,
-    `No repacking (--no-repack): repacked CPU weights cannot be copied to a GPU, and llama.cpp copies CPU experts to the GPU for batches of 32+ tokens, which is what makes prefill fast here.`,
-    `Batch ${result.estimate.settings.batch}/ubatch ${result.estimate.settings.ubatch}: every ubatch streams the CPU experts over PCIe once, so a larger ubatch streams them fewer times per prompt; the compute buffers grow accordingly (counted above).`,
+    `No repacking (--no-repack): repacked CPU weights cannot be copied to a GPU, and llama.cpp copies CPU experts to the GPU for batches of 32+ tokens when op offload is on.`,
+    prefillReason,
     `Load mode none (no mmap): llama.cpp warns that CPU overrides with mmap keep a second copy in the page cache.`,
     ...knobReasons(inputs, result.estimate),
   ];
