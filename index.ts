@@ -62,5 +62,11 @@ export const projectedPrefillTokensPerSecond = deployment.projectedPrefillTokens
 export const projectedTtft32kSeconds = deployment.projectedTtft32kSeconds;
 export const measuredDecodeTokensPerSecond = deployment.measuredDecodeTokensPerSecond;
 export const measuredPrefillTokensPerSecond = deployment.measuredPrefillTokensPerSecond;
+/** The host's memory read bandwidth HostPrep measured, and the plan re-projected with it (null without one). */
+export const measuredBandwidthGBps = deployment.measuredBandwidthGBps;
+export const projectedFromMeasuredBandwidthDecodeTokensPerSecond = deployment.projectedFromMeasuredBandwidthDecodeTokensPerSecond;
+export const projectedFromMeasuredBandwidthPrefillTokensPerSecond = deployment.projectedFromMeasuredBandwidthPrefillTokensPerSecond;
+/** Projected from the plan's host, projected from the measured bandwidth, and measured: side by side. */
+export const speed = deployment.speedSideBySide;
 export const monthlyCostUsd = deployment.monthlyCostUsd;
 export const breakEvenTokensPerMonth = deployment.breakEvenTokensPerMonth;

@@ -1,6 +1,7 @@
 /**
  * Gets a host ready to serve: copies ansible-free-scripts/ to the host, then runs in order
- * probe-host.sh (refuses a host smaller than the plan), install-docker.sh,
+ * probe-host.sh (refuses a host smaller than the plan), measure-bandwidth.sh (the host's memory read
+ * bandwidth, which the deployment re-projects speed with), install-docker.sh,
  * install-nvidia-container-toolkit.sh (only when the plan has GPUs) and tune-host.sh.
  * Each command's triggers hold the sha256 of its script, so editing a script re-runs it.
  */
@@ -58,6 +59,23 @@ export function probeArgs(plan: Plan): string[] {
   return args;
 }
 
+/** How long measure-bandwidth.sh reads memory (its own bound on the whole run is 2 × this + 60 s). */
+export const BANDWIDTH_SECONDS = 10;
+
+/** measure-bandwidth.sh's arguments: every physical core the plan counts on reads, as llama-server's -t does. */
+export function bandwidthArgs(plan: Plan): string[] {
+  // --best-effort: a host where sysbench cannot be installed still deploys, with no measured figure.
+  return ["--threads", String(plan.host.cpu.cores), "--seconds", String(BANDWIDTH_SECONDS), "--best-effort"];
+}
+
+/** measure-bandwidth.sh's read_bandwidth_gbps, or null when it measured nothing. */
+export function parseMeasuredBandwidth(stdout: string | undefined): number | null {
+  const value = parseKeyValues(stdout ?? "").read_bandwidth_gbps;
+  if (value === undefined || !/^\d+(\.\d+)?$/.test(value)) return null;
+  const gbps = Number(value);
+  return gbps > 0 ? gbps : null;
+}
+
 export interface HostPrepArgs {
   plan: Plan;
   connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
@@ -67,6 +85,8 @@ export class HostPrep extends pulumi.ComponentResource {
   /** probe-host.sh's report (ram_bytes, gpu_count, llama_image_variant, …). */
   readonly facts: pulumi.Output<Record<string, string>>;
   readonly llamaImageVariant: pulumi.Output<string | undefined>;
+  /** The host's multi-threaded memory read bandwidth, GB/s, from measure-bandwidth.sh; null when it measured nothing. */
+  readonly measuredBandwidthGBps: pulumi.Output<number | null>;
   /** The last command; later steps depend on it. */
   readonly ready: pulumi.Resource;
 
@@ -110,13 +130,17 @@ export class HostPrep extends pulumi.ComponentResource {
       );
 
     const probe = step("probe", "probe-host.sh", probeArgs(plan), copy);
-    const docker = step("docker", "install-docker.sh", [], probe.resource);
+    // Measured before docker and the tuning run: on a first deployment nothing of the kit runs yet (re-run only
+    // when the script changes; a llama-server already serving then shares the memory bus and lowers the figure).
+    const bandwidth = step("bandwidth", "measure-bandwidth.sh", bandwidthArgs(plan), probe.resource);
+    const docker = step("docker", "install-docker.sh", [], bandwidth.resource);
     const nvidia = plan.host.gpus.length > 0 ? step("nvidia", "install-nvidia-container-toolkit.sh", [], docker.resource) : undefined;
     const tune = step("tune", "tune-host.sh", ["--numa-nodes", String(plan.host.cpu.numaNodes)], (nvidia ?? docker).resource);
 
     this.facts = probe.stdout.apply((stdout) => parseKeyValues(stdout ?? ""));
     this.llamaImageVariant = this.facts.apply((facts) => facts.llama_image_variant);
+    this.measuredBandwidthGBps = bandwidth.stdout.apply(parseMeasuredBandwidth);
     this.ready = tune.resource;
-    this.registerOutputs({ facts: this.facts, llamaImageVariant: this.llamaImageVariant });
+    this.registerOutputs({ facts: this.facts, llamaImageVariant: this.llamaImageVariant, measuredBandwidthGBps: this.measuredBandwidthGBps });
   }
 }

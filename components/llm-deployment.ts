@@ -1,13 +1,17 @@
 /**
  * The whole deployment: plan first, then Host → HostPrep (probe → docker → nvidia → tune) →
  * GgufShards → LlamaServer → a smoke request whose llama-server timings become outputs next to
- * the plan's projections. A stack the plan refuses throws before any resource is registered.
+ * the plan's projections: from the plan's host (catalog datasheets, or what the stack states), and
+ * re-projected with the memory bandwidth HostPrep measured on the host (planner/reproject.ts).
+ * A stack the plan refuses throws before any resource is registered.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { localCommand, remoteCommand } from "./remote-exec";
 import { parseStackConfig, type StackConfig } from "../planner/config";
 import { ConfigError } from "../planner/errors";
 import { buildPlan, type Plan, type PlanOptions } from "../planner/plan";
+import { loadCatalog } from "../planner/catalog";
+import { reprojectWithBandwidth } from "../planner/reproject";
 import { hostLocalAddress } from "./container-spec";
 import { shellQuote } from "../planner/shell";
 import { GgufShards } from "./gguf-shards";
@@ -40,6 +44,15 @@ export interface PlanSummary {
   args: string[];
   devices: { device: string; label: string; plannedBytes: number; capacityBytes: number; fits: boolean }[];
   shards: { count: number; firstShard: string; source: string };
+}
+
+/** Speed three ways, side by side: projected from the plan's host, re-projected with the measured bandwidth, measured. */
+export interface SpeedSideBySide {
+  bandwidthGBps: { plan: number; planBasis: string; measured: number | null };
+  decodeTokensPerSecond: { projectedFromPlan: number; projectedFromMeasuredBandwidth: number | null; measured: number | null };
+  prefillTokensPerSecond: { projectedFromPlan: number; projectedFromMeasuredBandwidth: number | null; measured: number | null };
+  /** Where each figure comes from; the smoke request's figures are for a short prompt and 16 tokens. */
+  notes: string[];
 }
 
 export interface SmokeTimings {
@@ -136,6 +149,12 @@ export class LlmDeployment extends pulumi.ComponentResource {
   readonly projectedDecodeTokensPerSecond: pulumi.Output<number>;
   readonly projectedPrefillTokensPerSecond: pulumi.Output<number>;
   readonly projectedTtft32kSeconds: pulumi.Output<number>;
+  /** The host's memory read bandwidth as HostPrep measured it (GB/s); null when it measured nothing. */
+  readonly measuredBandwidthGBps: pulumi.Output<number | null>;
+  /** The plan's flags re-projected by estimate() with the measured bandwidth; null without a measurement. */
+  readonly projectedFromMeasuredBandwidthDecodeTokensPerSecond: pulumi.Output<number | null>;
+  readonly projectedFromMeasuredBandwidthPrefillTokensPerSecond: pulumi.Output<number | null>;
+  readonly speedSideBySide: pulumi.Output<SpeedSideBySide>;
   readonly measuredDecodeTokensPerSecond: pulumi.Output<number | null>;
   readonly measuredPrefillTokensPerSecond: pulumi.Output<number | null>;
   /** null when the stack sets no costs. */
@@ -171,6 +190,11 @@ export class LlmDeployment extends pulumi.ComponentResource {
     this.apiKey = apiKey;
 
     const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
+    this.measuredBandwidthGBps = prep.measuredBandwidthGBps;
+    const catalog = args.planOptions?.catalog ?? loadCatalog();
+    const reprojected = prep.measuredBandwidthGBps.apply((gbps) => (gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog)));
+    this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply((r) => r?.decodeTokensPerSecond ?? null);
+    this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply((r) => r?.prefillTokensPerSecond ?? null);
     // A public listener gets the firewall and the TLS front door; llama-server stays on loopback.
     const frontDoor = isPublicListener(serving)
       ? new FrontDoor(
@@ -201,6 +225,7 @@ export class LlmDeployment extends pulumi.ComponentResource {
     const timings = smoke.stdout.apply(parseSmokeTimings);
     this.measuredDecodeTokensPerSecond = timings.apply((t) => t.decodeTokensPerSecond);
     this.measuredPrefillTokensPerSecond = timings.apply((t) => t.prefillTokensPerSecond);
+    this.speedSideBySide = pulumi.all([prep.measuredBandwidthGBps, reprojected, timings]).apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
 
     // The bind address decides who can reach it: loopback → only through an SSH tunnel to the host.
     const publicAddress = serving.bindAddress === "0.0.0.0" ? host.address : pulumi.output(serving.bindAddress);
@@ -219,10 +244,35 @@ export class LlmDeployment extends pulumi.ComponentResource {
       projectedTtft32kSeconds: this.projectedTtft32kSeconds,
       measuredDecodeTokensPerSecond: this.measuredDecodeTokensPerSecond,
       measuredPrefillTokensPerSecond: this.measuredPrefillTokensPerSecond,
+      measuredBandwidthGBps: this.measuredBandwidthGBps,
+      projectedFromMeasuredBandwidthDecodeTokensPerSecond: this.projectedFromMeasuredBandwidthDecodeTokensPerSecond,
+      projectedFromMeasuredBandwidthPrefillTokensPerSecond: this.projectedFromMeasuredBandwidthPrefillTokensPerSecond,
+      speedSideBySide: this.speedSideBySide,
       monthlyCostUsd: this.monthlyCostUsd,
       breakEvenTokensPerMonth: this.breakEvenTokensPerMonth,
     });
   }
+}
+
+export function speedSideBySide(
+  plan: Plan,
+  measuredGBps: number | null,
+  reprojected: { decodeTokensPerSecond: number; prefillTokensPerSecond: number } | null,
+  smoke: SmokeTimings,
+): SpeedSideBySide {
+  const projection = plan.projection;
+  return {
+    bandwidthGBps: { plan: plan.host.memory.achievableBandwidth / 1e9, planBasis: plan.host.memory.basis, measured: measuredGBps },
+    decodeTokensPerSecond: { projectedFromPlan: projection.decodeTokensPerSecond, projectedFromMeasuredBandwidth: reprojected?.decodeTokensPerSecond ?? null, measured: smoke.decodeTokensPerSecond },
+    prefillTokensPerSecond: { projectedFromPlan: projection.prefillTokensPerSecond, projectedFromMeasuredBandwidth: reprojected?.prefillTokensPerSecond ?? null, measured: smoke.prefillTokensPerSecond },
+    notes: [
+      `projectedFromPlan: the plan's host inputs (memory bandwidth: ${plan.host.memory.basis}); decode at depth ${projection.decodeDepthTokens}, prefill for a ${projection.prefillPromptTokens}-token prompt.`,
+      measuredGBps === null
+        ? "projectedFromMeasuredBandwidth: none — HostPrep measured no bandwidth (see its bandwidth step's log)."
+        : `projectedFromMeasuredBandwidth: the same flags and depths, with the host's memory read bandwidth as HostPrep measured it (sysbench, all physical cores): ${measuredGBps} GB/s.`,
+      "measured: llama-server's own timings for the smoke request (a one-line prompt, 16 tokens at depth ~0): a sanity figure, not the projection's depth or prompt length.",
+    ],
+  };
 }
 
 /** Raw `kimi-kit:*` values + secrets → one LlmDeployment (what index.ts does, callable from tests). */

@@ -1,6 +1,7 @@
 /** Renders Plans: the full text report, the --compare offer table, and the --json objects. */
 import { shellQuote } from "./shell";
 import type { DeviceMemory } from "./memory";
+import { hostInputs, type HostInput } from "./inputs";
 import type { Plan } from "./plan";
 import { formatBytes, formatDuration, formatGiB, formatTokens, formatUsd } from "./units";
 
@@ -10,6 +11,8 @@ export interface PlanJson {
   refusal?: string;
   model: { repo: string; tier: string; bytes: number; tensorSource: string };
   host: { label: string; kind: string; ramBytes: number; gpus: string[]; memoryBandwidthBytesPerSecond: number };
+  /** Each host input with its source; `assumption` marks catalog and default figures. */
+  hostInputs: HostInput[];
   mode: string;
   devices: { name: string; label: string; capacityBytes: number; plannedBytes: number; modelBytes: number; repackBytes: number; kvBytes: number; computeBytes: number; promptCacheBytes: number; headroomBytes: number }[];
   llamaServerArgs: string[];
@@ -36,6 +39,7 @@ export function planToJson(plan: Plan): PlanJson {
       gpus: plan.host.gpus.map((gpu) => gpu.name),
       memoryBandwidthBytesPerSecond: plan.host.memory.achievableBandwidth,
     },
+    hostInputs: hostInputs(plan),
     mode: plan.placement.mode,
     devices: plan.placement.memory.map((device) => ({
       name: device.device,
@@ -129,6 +133,10 @@ export function renderPlan(plan: Plan): string {
   out.push("");
   out.push(`Host: ${host.cpu.name}, ${host.cpu.cores} cores, ${host.cpu.numaNodes} NUMA node(s), ${formatGiB(host.memory.totalBytes)} RAM${host.gpus.length ? `, ${host.gpus.length}× ${host.gpus[0]!.name} (${host.gpus[0]!.pcie})` : ""}`);
   out.push(`Memory bandwidth: ${host.memory.basis}`);
+  out.push("Host inputs (ASSUMED = a catalog or default figure, not this host's: state or measure it; HostPrep measures the bandwidth at deploy time and re-projects):");
+  for (const input of hostInputs(plan)) {
+    out.push(`  ${input.assumption ? "ASSUMED " : input.source === "measured" ? "measured" : "stated  "}  ${input.what}: ${input.value} — ${input.basis}${input.assumption && input.key.startsWith("host.") ? ` (set ${input.key})` : ""}`);
+  }
   out.push("");
   out.push("Memory map (resident under the chosen load mode):");
   out.push(renderMemoryTable(placement.memory));

@@ -10,13 +10,15 @@ import * as pulumi from "@pulumi/pulumi";
 import { listStacks, readStackValues } from "../../planner/stack-file";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
-import { dockerContainerReadBack, edgeRecorder, GENERATED_KEY, HOST_KEY, installMocks, isSecret, promiseOf, registered, settle, type Edge } from "./mocks";
+import { BANDWIDTH_STDOUT, dockerContainerReadBack, edgeRecorder, GENERATED_KEY, HOST_KEY, installMocks, isSecret, promiseOf, registered, settle, type Edge } from "./mocks";
 
 // The component modules register nothing when imported; resources are only created (in beforeAll
 // and the tests) after the mocks are in place.
 import { LlmDeployment, deployStack } from "../../components/llm-deployment";
 import * as spec from "../../components/container-spec";
-import { remoteScript } from "../../components/host-prep";
+import { parseMeasuredBandwidth, remoteScript } from "../../components/host-prep";
+import { loadCatalog } from "../../planner/catalog";
+import { reprojectWithBandwidth } from "../../planner/reproject";
 import { shellQuote } from "../../planner/shell";
 
 beforeAll(() => installMocks(false));
@@ -91,6 +93,7 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
             `command:remote:Command ${name}-prep-scripts-dir`,
             `command:remote:CopyToRemote ${name}-prep-scripts`,
             `command:remote:Command ${name}-prep-probe`,
+            `command:remote:Command ${name}-prep-bandwidth`,
             `command:remote:Command ${name}-prep-docker`,
             ...(gpus ? [`command:remote:Command ${name}-prep-nvidia`] : []),
             `command:remote:Command ${name}-prep-tune`,
@@ -122,7 +125,8 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           const gpus = plan.host.gpus.length > 0;
           expect(edge("prep-scripts").dependsOn).toEqual([`${name}-prep-scripts-dir`]);
           expect(edge("prep-probe").dependsOn).toEqual([`${name}-prep-scripts`]);
-          expect(edge("prep-docker").dependsOn).toEqual([`${name}-prep-probe`]);
+          expect(edge("prep-bandwidth").dependsOn).toEqual([`${name}-prep-probe`]);
+          expect(edge("prep-docker").dependsOn).toEqual([`${name}-prep-bandwidth`]);
           if (gpus) expect(edge("prep-nvidia").dependsOn).toEqual([`${name}-prep-docker`]);
           expect(edge("prep-tune").dependsOn).toEqual([`${name}-prep-${gpus ? "nvidia" : "docker"}`]);
           expect(edge("shards-fetch").dependsOn).toContain(`${name}-prep`);
@@ -138,6 +142,11 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           expect(String(input("prep-tune").create)).toContain(`--numa-nodes ${plan.host.cpu.numaNodes}`);
           expect(input("prep-probe").triggers).toEqual([expect.stringMatching(/^[0-9a-f]{64}$/)]);
           expect(input("prep-probe").addPreviousOutputInEnv).toBe(false);
+          // The bandwidth step: the copied script with every physical core the plan counts on, its
+          // own time bound, best effort; re-run when the script changes.
+          expect(String(input("prep-bandwidth").create)).toBe(remoteScript("measure-bandwidth.sh", ["--threads", String(plan.host.cpu.cores), "--seconds", "10", "--best-effort"]));
+          expect(input("prep-bandwidth").triggers).toEqual([expect.stringMatching(/^[0-9a-f]{64}$/)]);
+          expect(input("prep-bandwidth").logging).toBe("stdoutAndStderr");
           const fetch = String(input("shards-fetch").create);
           expect(fetch).toContain(`--dest ${config.deployment.modelDir}`);
           expect(fetch).toContain(`--repo ${plan.model.repo}`);
@@ -178,6 +187,24 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           expect(JSON.stringify(input("smoke").stdin)).toContain(key);
           expect(await promiseOf(deployment.apiKey)).toBe(key);
           expect(await isSecret(deployment.apiKey)).toBe(true);
+        });
+
+        it("exports projected-from-plan, projected-from-measured-bandwidth and measured speed side by side", async () => {
+          // The mock bandwidth step prints 87.50 GB/s; the re-projection is estimate() on the plan's flags at that figure.
+          expect(parseMeasuredBandwidth(BANDWIDTH_STDOUT)).toBe(87.5);
+          expect(await promiseOf(deployment.measuredBandwidthGBps)).toBe(87.5);
+          const again = reprojectWithBandwidth(plan, 87.5, loadCatalog());
+          const decode = await promiseOf(deployment.projectedFromMeasuredBandwidthDecodeTokensPerSecond);
+          const prefill = await promiseOf(deployment.projectedFromMeasuredBandwidthPrefillTokensPerSecond);
+          expect(decode).toBe(again.decodeTokensPerSecond);
+          expect(prefill).toBe(again.prefillTokensPerSecond);
+          // Decode follows the bandwidth: slower where 87.5 GB/s is below the plan's figure, faster where above.
+          expect(Math.sign(decode! - plan.projection.decodeTokensPerSecond)).toBe(Math.sign(87.5 - plan.host.memory.achievableBandwidth / 1e9));
+          expect(await promiseOf(deployment.speedSideBySide)).toMatchObject({
+            bandwidthGBps: { plan: plan.host.memory.achievableBandwidth / 1e9, planBasis: plan.host.memory.basis, measured: 87.5 },
+            decodeTokensPerSecond: { projectedFromPlan: plan.projection.decodeTokensPerSecond, projectedFromMeasuredBandwidth: decode, measured: 9.25 },
+            prefillTokensPerSecond: { projectedFromPlan: plan.projection.prefillTokensPerSecond, projectedFromMeasuredBandwidth: prefill, measured: 41.5 },
+          });
         });
 
         it("exports the plan, projections and measured timings", async () => {

@@ -8,6 +8,7 @@ import { fakeAws } from "./aws-fake";
 
 export const GENERATED_KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 export const PROBE_STDOUT = "ram_bytes=412316860416\nphysical_cores=16\ngpu_count=0\nllama_image_variant=cpu\nshortfalls=\n";
+export const BANDWIDTH_STDOUT = "read_bandwidth_gbps=87.50\nthreads=16\nblock_bytes=67108864\nseconds=10\nnuma_interleave=no\ntool=sysbench 1.0.20\n";
 export const SMOKE_STDOUT = 'waiting for health\n{"timings":{"prompt_n":20,"prompt_per_second":41.5,"predicted_n":16,"predicted_per_second":9.25}}\n';
 /** What the cloud host's `ssh-keygen` step prints: the private key, then the public line. */
 export const HOST_KEY_PAIR =
@@ -75,7 +76,7 @@ export function installMocks(preview = false): Promise<void> {
         registered.push({ type: args.type, name: args.name, inputs: args.inputs, custom: args.custom ?? false });
         const state: Record<string, unknown> = { ...args.inputs };
         if (args.type === "command:remote:Command") {
-          state.stdout = args.name.endsWith("-probe") ? PROBE_STDOUT : args.name.endsWith("-smoke") ? SMOKE_STDOUT : "ok\n";
+          state.stdout = args.name.endsWith("-probe") ? PROBE_STDOUT : args.name.endsWith("-prep-bandwidth") ? BANDWIDTH_STDOUT : args.name.endsWith("-smoke") ? SMOKE_STDOUT : "ok\n";
           state.stderr = "";
         }
         if (args.type === "command:local:Command") state.stdout = args.name.endsWith("-host-key") ? HOST_KEY_PAIR : GENERATED_KEY;
