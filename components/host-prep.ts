@@ -28,6 +28,20 @@ export function scriptsFolderSha256(): string {
   return hash.digest("hex");
 }
 
+/**
+ * Makes the kit's folders and removes from the host's script folder whatever the repo no longer
+ * ships, but never a current script: remote.Command re-runs this on any change of connection, while
+ * CopyToRemote copies again only when the files change, so removing the whole folder here could
+ * leave the host with no scripts at all.
+ */
+export function scriptsFolderPrepCommand(currentScripts: readonly string[]): string {
+  const keep = currentScripts.flatMap((file) => ["!", "-name", file]);
+  return [
+    shellQuote(["mkdir", "-p", "--", REMOTE_KIT_DIR, REMOTE_MANIFESTS_DIR]),
+    `if [ -d ${shellQuote([REMOTE_SCRIPTS_DIR])} ]; then ${shellQuote(["find", REMOTE_SCRIPTS_DIR, "-mindepth", "1", "-maxdepth", "1", ...keep, "-exec", "rm", "-rf", "--", "{}", "+"])}; fi`,
+  ].join(" && ");
+}
+
 /** The command line that runs one of the copied scripts on the host. */
 export function remoteScript(script: string, args: readonly string[] = []): string {
   return shellQuote(["bash", `${REMOTE_SCRIPTS_DIR}/${script}`, ...args]);
@@ -96,15 +110,15 @@ export class HostPrep extends pulumi.ComponentResource {
     const folderHash = scriptsFolderSha256();
 
     // The copy creates neither parents nor a text file's folder (CopyToRemote makes only the last
-    // element of a path), so the kit's folders are made here; the old scripts go first so a script
-    // removed from the repo does not linger (same trigger: both are replaced when a script changes).
+    // element of a path), so the kit's folders are made here, and scripts the repo no longer ships
+    // are removed (same trigger as the copy: both are replaced when a script changes).
     const executor = plan.config.deployment.remoteExecutor;
     const clear = remoteCommand(
       executor,
       `${name}-scripts-dir`,
       {
         connection,
-        create: `${shellQuote(["mkdir", "-p", "--", REMOTE_KIT_DIR, REMOTE_MANIFESTS_DIR])} && ${shellQuote(["rm", "-rf", "--", REMOTE_SCRIPTS_DIR])}`,
+        create: scriptsFolderPrepCommand(readdirSync(SCRIPTS_DIR)),
         triggers: [folderHash],
       },
       { parent: this },

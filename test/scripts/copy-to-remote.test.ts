@@ -12,6 +12,9 @@ import { copyToRemote } from "../support/harness";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
 import type { CopySource } from "../support/copy-to-remote";
 import { folderCopyScript, textCopyScript } from "../../components/remote-exec";
+import { SCRIPTS_DIR, scriptsFolderPrepCommand } from "../../components/host-prep";
+import { REMOTE_MANIFESTS_DIR, REMOTE_SCRIPTS_DIR } from "../../components/container-spec";
+import { shellQuote } from "../../planner/shell";
 
 let sshd: LoopbackSshd;
 let work: string;
@@ -156,5 +159,19 @@ describe("the kit's own ssh provider (kimi-dynamic) copies the way the plugin do
     expect(sshRun(folderCopyScript(localFolder, hostileFolder), tarOf(localFolder)).status).toBe(0);
     expect(existsSync(join(hostileFolder, "scripts", "probe.sh"))).toBe(true);
     expect(existsSync(canary)).toBe(false);
+  });
+});
+
+describe("the scripts folder step", () => {
+  it("re-run (remote.Command re-runs it on any connection change) keeps every current script and drops only what the repo no longer ships", () => {
+    const current = readdirSync(SCRIPTS_DIR);
+    const stale = `stale-${process.pid}.sh`;
+    const run = (script: string) => spawnSync("ssh", [...sshd.sshArgs(), script], { encoding: "utf8" });
+    expect(run(`mkdir -p ${shellQuote([REMOTE_SCRIPTS_DIR])} && touch ${shellQuote([`${REMOTE_SCRIPTS_DIR}/${stale}`, `${REMOTE_SCRIPTS_DIR}/${current[0]!}`])}`).status).toBe(0);
+    const prep = run(scriptsFolderPrepCommand(current));
+    expect(prep.status, prep.stderr).toBe(0);
+    expect(existsSync(join(REMOTE_SCRIPTS_DIR, stale))).toBe(false);
+    expect(existsSync(join(REMOTE_SCRIPTS_DIR, current[0]!))).toBe(true);
+    expect(existsSync(REMOTE_MANIFESTS_DIR)).toBe(true);
   });
 });
