@@ -124,26 +124,23 @@ async function memoryCase(model: ModelFile, variant: MemoryVariant, host: HostSp
 
 // ---------------------------------------------------------------- speed
 
-/** Medians of the runs, and the machine's read bandwidth measured right before and after them (their mean). */
-interface SpeedMeasurement { decode: number; prefill: number; bandwidthGBps: number }
+interface Rates { decode: number; prefill: number }
+/** Medians over the rounds, and the machine's read bandwidth: the median of one probe per round. */
+interface SpeedMeasurement extends Rates { bandwidthGBps: number }
 
 /** The prompt and generation the speed cases time: decode then runs at depths 256–383, prefill over 256 tokens. */
 const PROMPT_TOKENS = 256;
 const GENERATED_TOKENS = 128; // long enough that one slow scheduling slice on this shared VM moves the median little
 const DECODE_DEPTH = PROMPT_TOKENS + GENERATED_TOKENS / 2;
 
-async function measureSpeed(model: ModelFile, args: string[], runs: number): Promise<SpeedMeasurement> {
-  // This shared machine's read bandwidth swings ~30% from one minute to the next (membw: 26–35 GB/s
-  // back to back), and decode follows it. Each case is projected with the bandwidth measured around
-  // its own runs — the estimator's input, the host's bandwidth, taken when it applies.
-  const bandwidthBefore = measureReadBandwidthGBps(machine.cores);
+async function measureSpeed(model: ModelFile, args: string[], runs: number, firstRun = 0): Promise<Rates> {
   const server = await startServer(model.path, args);
   const decodes: number[] = [];
   const prefills: number[] = [];
   try {
     const vocab = model.arch.vocabSize;
     await server.complete({ prompt: [1, 2, 3, 4], n_predict: 8, cache_prompt: false });
-    for (let run = 0; run < runs; run++) {
+    for (let run = firstRun; run < firstRun + runs; run++) {
       const prompt = Array.from({ length: PROMPT_TOKENS }, (_, i) => ((i * 7919 + run * 104729) % (vocab - 2)) + 1);
       const result = await server.complete({ prompt, n_predict: GENERATED_TOKENS, cache_prompt: false, temperature: 0, ignore_eos: true });
       decodes.push(result.timings.predicted_per_second);
@@ -152,9 +149,28 @@ async function measureSpeed(model: ModelFile, args: string[], runs: number): Pro
   } finally {
     await server.stop();
   }
-  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-  const bandwidthAfter = measureReadBandwidthGBps(machine.cores);
-  return { decode: median(decodes), prefill: median(prefills), bandwidthGBps: (bandwidthBefore + bandwidthAfter) / 2 };
+  return { decode: median(decodes), prefill: median(prefills) };
+}
+
+function median(values: readonly number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+}
+
+/**
+ * This shared machine's speed swings ~30% from one minute to the next (membw reads 26–35 GB/s back
+ * to back), so the cases are measured in interleaved rounds — one run of every case per round, and a
+ * bandwidth probe — and each case's figure is its median over the rounds: calibration and held-back
+ * cases see the same mix of machine states, which one case after another would not.
+ */
+async function measureInterleaved(entries: readonly { model: ModelFile; args: string[] }[], rounds: number): Promise<SpeedMeasurement[]> {
+  const rates: Rates[][] = entries.map(() => []);
+  const bandwidths: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    bandwidths.push(measureReadBandwidthGBps(machine.cores));
+    for (const [index, entry] of entries.entries()) rates[index]!.push(await measureSpeed(entry.model, entry.args, 1, round));
+  }
+  const bandwidthGBps = median(bandwidths);
+  return rates.map((list) => ({ decode: median(list.map((rate) => rate.decode)), prefill: median(list.map((rate) => rate.prefill)), bandwidthGBps }));
 }
 
 /** The kit's own llama-server flags for this model on this machine: the planner's, minus what the runner sets itself. */
@@ -255,64 +271,71 @@ async function main(): Promise<void> {
   // largest and the smallest model); the others are held back and gated.
   const speedModels = models.filter((model) => model.bytes > 100 * MiB && model.arch.llamaCppArch === "deepseek2").sort((a, b) => b.bytes - a.bytes);
   const runs = 5;
-  const measuredSpeeds: { model: ModelFile; args: string[]; kit: SpeedMeasurement; fit: SpeedMeasurement }[] = [];
-  for (const model of speedModels) {
-    const args = kitArgsFor(model, 2048);
-    const kit = await measureSpeed(model, args, runs);
-    const fit = await measureSpeed(model, ["-c", "2048"], runs);
-    measuredSpeeds.push({ model, args, kit, fit });
-  }
-  // Calibration uses estimate() itself with unit factors: its decode time per token is then
-  // (bytes ÷ bandwidth) + layers × 0, and its prefill rate is the one at efficiency 1, so the
-  // fitted factors mean exactly what estimate() multiplies them by.
-  const unit = (entry: (typeof measuredSpeeds)[number]) =>
-    projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), { decodeEfficiency: 1, decodeSecondsPerLayer: 0, prefillEfficiency: 1, source: "unit" });
-  const largest = measuredSpeeds[0]!;
-  const smallest = measuredSpeeds.filter((entry) => !entry.model.label.includes("shards")).at(-1)!;
-  const unitA = unit(largest);
-  const unitB = unit(smallest);
-  const secondsA = 1 / largest.kit.decode;
-  const secondsB = 1 / smallest.kit.decode;
-  const streamA = 1 / unitA.decode; // bytes ÷ bandwidth
-  const streamB = 1 / unitB.decode;
-  const layersA = largest.model.arch.layers;
-  const layersB = smallest.model.arch.layers;
-  const determinant = streamA * layersB - streamB * layersA;
-  const publishedPerLayer = catalog.efficiency.cpu.decodeSecondsPerLayer.value;
-  let inverseEfficiency = (secondsA - layersA * publishedPerLayer) / streamA;
-  let perLayerSeconds = publishedPerLayer;
-  let fitted = false;
-  if (smallest !== largest && determinant !== 0) {
-    const x = (secondsA * layersB - secondsB * layersA) / determinant;
-    const c = (streamA * secondsB - streamB * secondsA) / determinant;
-    if (x > 0 && c >= 0) {
-      inverseEfficiency = x;
-      perLayerSeconds = c;
-      fitted = true;
+  const speedEntries = speedModels.map((model) => ({ model, args: kitArgsFor(model, 2048) }));
+  // llama-server's own --fit choice, for the kit/--fit ratio columns (not gated).
+  const fitRates = new Map<ModelFile, Rates>();
+  for (const model of speedModels) fitRates.set(model, await measureSpeed(model, ["-c", "2048"], runs));
+
+  /** Fits the CPU factors on the calibration cases and projects every case, all from one interleaved measurement. */
+  const evaluate = (measured: readonly SpeedMeasurement[]) => {
+    const measuredSpeeds = speedEntries.map((entry, index) => ({ ...entry, kit: measured[index]! }));
+    // Calibration uses estimate() itself with unit factors: its decode time per token is then
+    // (bytes ÷ bandwidth) + layers × 0, and its prefill rate is the one at efficiency 1, so the
+    // fitted factors mean exactly what estimate() multiplies them by.
+    const unit = (entry: (typeof measuredSpeeds)[number]) =>
+      projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), { decodeEfficiency: 1, decodeSecondsPerLayer: 0, prefillEfficiency: 1, source: "unit" });
+    const largest = measuredSpeeds[0]!;
+    const smallest = measuredSpeeds.filter((entry) => !entry.model.label.includes("shards")).at(-1)!;
+    const unitA = unit(largest);
+    const unitB = unit(smallest);
+    const secondsA = 1 / largest.kit.decode;
+    const secondsB = 1 / smallest.kit.decode;
+    const streamA = 1 / unitA.decode; // bytes ÷ bandwidth
+    const streamB = 1 / unitB.decode;
+    const layersA = largest.model.arch.layers;
+    const layersB = smallest.model.arch.layers;
+    const determinant = streamA * layersB - streamB * layersA;
+    const publishedPerLayer = catalog.efficiency.cpu.decodeSecondsPerLayer.value;
+    let inverseEfficiency = (secondsA - layersA * publishedPerLayer) / streamA;
+    let perLayerSeconds = publishedPerLayer;
+    let fitted = false;
+    if (smallest !== largest && determinant !== 0) {
+      const x = (secondsA * layersB - secondsB * layersA) / determinant;
+      const c = (streamA * secondsB - streamB * secondsA) / determinant;
+      if (x > 0 && c >= 0) {
+        inverseEfficiency = x;
+        perLayerSeconds = c;
+        fitted = true;
+      }
     }
-  }
-  const localFactors: CpuFactorOverrides = {
-    decodeEfficiency: 1 / inverseEfficiency,
-    decodeSecondsPerLayer: perLayerSeconds,
-    prefillEfficiency: largest.kit.prefill / unitA.prefill,
-    source: `fitted on this machine by npm run bench (${largest.model.label}${fitted ? ` and ${smallest.model.label}` : ""})`,
+    const localFactors: CpuFactorOverrides = {
+      decodeEfficiency: 1 / inverseEfficiency,
+      decodeSecondsPerLayer: perLayerSeconds,
+      prefillEfficiency: largest.kit.prefill / unitA.prefill,
+      source: `fitted on this machine by npm run bench (${largest.model.label}${fitted ? ` and ${smallest.model.label}` : ""})`,
+    };
+    const calibrationModels = new Set([largest.model, ...(fitted ? [smallest.model] : [])]);
+    const cases = measuredSpeeds.map((entry) => {
+      const heldBack = !calibrationModels.has(entry.model);
+      const projected = projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), localFactors);
+      const miss = heldBack && (Math.abs(projected.decode / entry.kit.decode - 1) > GATE.speed || Math.abs(projected.prefill / entry.kit.prefill - 1) > GATE.speed);
+      return { entry, heldBack, projected, miss };
+    });
+    return { localFactors, perLayerSeconds, fitted, calibrationModels, cases };
   };
-  const calibrationModels = new Set([largest.model, ...(fitted ? [smallest.model] : [])]);
-  for (const entry of measuredSpeeds) {
-    const heldBack = !calibrationModels.has(entry.model);
-    let measured = entry.kit;
-    let projected = projectSpeed(entry.model, entry.args, thisMachineHost(measured.bandwidthGBps), localFactors);
-    const misses = (m: SpeedMeasurement) => Math.abs(projected.decode / m.decode - 1) > GATE.speed || Math.abs(projected.prefill / m.prefill - 1) > GATE.speed;
-    let remeasured = false;
-    if (heldBack && misses(measured)) {
-      // This machine's bandwidth swings ~30% between runs: a miss is measured once more before it fails.
-      measured = await measureSpeed(entry.model, entry.args, runs);
-      projected = projectSpeed(entry.model, entry.args, thisMachineHost(measured.bandwidthGBps), localFactors);
-      remeasured = true;
+
+  let evaluation = evaluate(await measureInterleaved(speedEntries, runs));
+  // A miss is measured once more (every case again, interleaved, and the factors refitted) before it fails.
+  const remeasured = evaluation.cases.some((entry) => entry.miss);
+  if (remeasured) evaluation = evaluate(await measureInterleaved(speedEntries, runs));
+  const { localFactors, perLayerSeconds, fitted, calibrationModels } = evaluation;
+  const speedBandwidthGBps = evaluation.cases[0]!.entry.kit.bandwidthGBps;
+  for (const { entry, heldBack, projected, miss } of evaluation.cases) {
+    const measured = entry.kit;
+    if (miss) {
+      failures.push(`speed ${entry.model.label} (held back): decode ${projected.decode.toFixed(1)} projected vs ${measured.decode.toFixed(1)} measured, prefill ${projected.prefill.toFixed(1)} vs ${measured.prefill.toFixed(1)} tok/s (more than ${GATE.speed * 100}% off${remeasured ? ", measured twice" : ""})`);
     }
-    if (heldBack && misses(measured)) {
-      failures.push(`speed ${entry.model.label} (held back): decode ${projected.decode.toFixed(1)} projected vs ${measured.decode.toFixed(1)} measured, prefill ${projected.prefill.toFixed(1)} vs ${measured.prefill.toFixed(1)} tok/s (more than ${GATE.speed * 100}% off, twice)`);
-    }
+    const fit = fitRates.get(entry.model)!;
     records.push({
       name: `${entry.model.label}${heldBack ? " (held back)" : " (calibration)"}`,
       kind: "speed",
@@ -322,8 +345,8 @@ async function main(): Promise<void> {
       projectedPrefill: projected.prefill,
       measuredPrefill: measured.prefill,
       remeasured,
-      kitVsFitDecodeRatio: entry.kit.decode / entry.fit.decode,
-      kitVsFitPrefillRatio: entry.kit.prefill / entry.fit.prefill,
+      kitVsFitDecodeRatio: measured.decode / fit.decode,
+      kitVsFitPrefillRatio: measured.prefill / fit.prefill,
     });
   }
   records.push({ name: "hybrid placement on a GPU", kind: "gpu", note: "unverified: no GPU machine was lent to this session" });
@@ -348,7 +371,7 @@ async function main(): Promise<void> {
     `### Speed: estimate() vs measured (factors fitted on ${[...calibrationModels].map((m) => m.label).join(" and ")}: decode efficiency ${localFactors.decodeEfficiency!.toFixed(3)} of measured bandwidth + ${(perLayerSeconds * 1e6).toFixed(0)} µs per layer per token${fitted ? "" : " (catalog/efficiency.yaml)"}; prefill ${localFactors.prefillEfficiency!.toFixed(3)} of fp32 peak)`,
   );
   lines.push("");
-  lines.push(`Gate: held-back cases within ${GATE.speed * 100}% (decode at depth ~${DECODE_DEPTH}, prefill of ${PROMPT_TOKENS} tokens; medians of ${runs}; a miss is re-measured once, marked †).`);
+  lines.push(`Gate: held-back cases within ${GATE.speed * 100}% (decode at depth ~${DECODE_DEPTH}, prefill of ${PROMPT_TOKENS} tokens; medians of ${runs} interleaved rounds, one run of every case per round, projected with the median of one bandwidth probe per round (${speedBandwidthGBps.toFixed(1)} GB/s); a miss re-measures and refits everything once, marked †).`);
   lines.push("");
   lines.push("| case | decode tok/s (proj/meas) | err | prefill tok/s (proj/meas) | err | kit / --fit decode | kit / --fit prefill |");
   lines.push("|---|---:|---:|---:|---:|---:|---:|");

@@ -1,7 +1,9 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
-import { fitFactor, quantile, splitWords } from "../../bench/published";
+import { convert, fitFactor, quantile, serverWords, splitWords } from "../../bench/published";
+import { loadCatalog } from "../../planner/catalog";
+import { tensorsFromArchitecture } from "../../planner/tensors";
 import {
   MEASUREMENTS_FILE,
   MeasurementsError,
@@ -135,5 +137,36 @@ describe("bench/published helpers", () => {
     expect(fitFactor((factor) => Math.log((100 * factor) / 150) ** 2)).toBeCloseTo(1, 3);
     expect(quantile([1, 2, 3, 4, 5], 0.5)).toBe(3);
     expect(quantile([0, 10], 0.9)).toBeCloseTo(9);
+  });
+});
+
+describe("bench/published conversion", () => {
+  it("translates benchmark-tool flags into llama-server words", () => {
+    expect(serverWords("-ub 4096 --flash-attn -npp 4096 -ntg 1024 -npl 1")!.words).toEqual(["-ub", "4096", "--flash-attn", "on", "--parallel", "1"]);
+    expect(serverWords("-ngl 62 -fa 0 -p 512 -n 128 -t 12")!.words).toEqual(["-ngl", "62", "--flash-attn", "off", "-t", "12"]);
+    expect(serverWords("--threads 12 -no-cnv --prio 2")!.words).toEqual(["--threads", "12"]);
+    expect(serverWords("single-stream decode")).toBeUndefined();
+  });
+
+  it("builds DeepSeek-V3/R1 and GLM-5 with their published parameter counts", () => {
+    const models = loadCatalog().models;
+    const params = (id: string) => {
+      const model = models.find((entry) => entry.id === id)!;
+      return tensorsFromArchitecture(model.architecture, model.tiers[0]!).reduce((sum, tensor) => sum + tensor.elements, 0) / 1e9;
+    };
+    expect(params("deepseek-v3")).toBeCloseTo(671, -1);
+    expect(params("glm-5")).toBeGreaterThan(735);
+    expect(params("glm-5")).toBeLessThan(755);
+  });
+
+  it("converts a mainline run with platform facts, and refuses one without a described host", () => {
+    const catalog = loadCatalog();
+    const runs = loadMeasurements().runs;
+    const kimi = convert(runs.find((run) => run.id === "kimi-k2-q4kxl-dual-9355-rtx6000pro")!, catalog);
+    expect("inputs" in kimi && kimi.inputs.host.memory.channels).toBe(23);
+    expect("inputs" in kimi && kimi.inputs.flags.flashAttn).toBe("on");
+    expect("inputs" in kimi && kimi.inputs.prefill).toBe(false);
+    const unknownHost = convert(runs.find((run) => run.id === "deepseek-v3-q4km-4x3090-ngl7")!, catalog);
+    expect("blockers" in unknownHost && unknownHost.blockers.join("; ")).toMatch(/no bandwidth/);
   });
 });
