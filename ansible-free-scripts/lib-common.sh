@@ -43,8 +43,9 @@ need_ipv4() { # flag value
 
 need_cidr() { # flag value — IPv4 network/prefix, as the kit's config validator allows
   local address=${2%/*} prefix=${2##*/}
-  if [[ "$2" == */* ]] && is_ipv4 "$address" && [[ "$prefix" =~ ^[0-9]{1,2}$ ]] && ((10#$prefix <= 32)); then return 0; fi
-  die_usage "$1 wants an IPv4 CIDR like 203.0.113.0/24, got '$2'"
+  # No leading zeros (as the validator): 0.0.0.0/00 is a /0 in disguise.
+  if [[ "$2" == */* && ! "$2" =~ (^|[./])0[0-9] ]] && is_ipv4 "$address" && [[ "$prefix" =~ ^[0-9]{1,2}$ ]] && ((10#$prefix <= 32)); then return 0; fi
+  die_usage "$1 wants an IPv4 CIDR like 203.0.113.0/24 (no leading zeros), got '$2'"
 }
 
 # A kit-owned name (a deployment, an nftables table): no path or shell surprises.

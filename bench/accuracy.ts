@@ -8,7 +8,7 @@
  *   models made by test-llama-archs and by our generator, two quant mixes, several context sizes
  *   and slot counts, with and without repacking, experts forced to the CPU buffer by -ot,
  *   memory-mapped loading and -fa off;
- * - speed: this machine's read bandwidth measured here (test/support/membw.c), then estimate()'s
+ * - speed: this machine's read bandwidth measured here (tools/membw.c), then estimate()'s
  *   decode and prefill for the kit's flags vs measured (medians of 5); estimate()'s CPU factors are
  *   fitted on two calibration cases and the others are held back;
  * - kit vs --fit: the same model served with the kit's arguments and with llama.cpp's own
@@ -33,7 +33,7 @@ import { generateDeepseek2Model, splitGguf } from "../test/support/models";
 import { llamaTool } from "../test/support/llama-cpp";
 import { parseBuffers, startServer } from "./lib/server";
 import { thisMachine } from "../test/support/local-stack";
-import { measureReadBandwidthGBps } from "../test/support/bandwidth";
+import { measureReadBandwidthGBps } from "../tools/bandwidth";
 
 const MiB = 1024 * 1024;
 const { values: flags } = parseArgs({ options: { quick: { type: "boolean" }, out: { type: "string" } } });
@@ -353,7 +353,7 @@ async function main(): Promise<void> {
 
   // ------------------------------------------------------------ report
   const lines: string[] = [];
-  lines.push(`Machine: ${machine.cores} cores, AVX-512 ${machine.avx512 ? "yes" : "no"}, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth measured ${bandwidthGBps.toFixed(1)} GB/s (test/support/membw.c, ${machine.cores} threads)`);
+  lines.push(`Machine: ${machine.cores} cores, AVX-512 ${machine.avx512 ? "yes" : "no"}, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth measured ${bandwidthGBps.toFixed(1)} GB/s (tools/membw.c, ${machine.cores} threads)`);
   lines.push("");
   lines.push("### Memory: estimate() vs llama-server's logged buffers (CPU)");
   lines.push("");

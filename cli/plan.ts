@@ -12,7 +12,7 @@ import { planToJson, renderComparison, renderPlan, type InvalidStack } from "../
 import { listStacks, loadStackConfig } from "../planner/stack-file";
 import { loadCatalog } from "../planner/catalog";
 import { commandLineToJson, estimateCommandLine, renderCommandLineEstimate, type CommandLineEstimate } from "../planner/command-line";
-import { measureReadBandwidthGBps } from "../test/support/bandwidth";
+import { measureReadBandwidthGBps } from "../tools/bandwidth";
 import { readLocalModel, thisMachineHost } from "./local-model";
 
 const USAGE = `usage: npm run plan -- --stack NAME [--json]
@@ -20,6 +20,13 @@ const USAGE = `usage: npm run plan -- --stack NAME [--json]
        npm run plan -- --gguf PATH [--args "<llama-server flags>"] [--stack NAME] [--bandwidth-gbps N] [--json]
        npm run plan -- --compare [--json]
 stacks: ${listStacks().join(", ")}`;
+
+/** What each option that takes a value accepts, for the one line a missing value prints. */
+const VALUE_OF: Record<string, string> = {
+  "--stack": `a stack name (${listStacks().join(", ")})`,
+  "--gguf": "a local .gguf file (the first shard of a split model)",
+  "--bandwidth-gbps": "a positive number of GB/s",
+};
 
 async function main(argv: string[]): Promise<number> {
   let options;
@@ -37,7 +44,10 @@ async function main(argv: string[]): Promise<number> {
       options: { stack: { type: "string" }, gguf: { type: "string" }, "bandwidth-gbps": { type: "string" }, compare: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
     }).values;
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n${USAGE}\n`);
+    // parseArgs says "Option '--gguf <value>' argument missing": name the option and what it takes instead.
+    const missing = /^Option '(--[\w-]+) <value>' argument missing/.exec((error as Error).message)?.[1];
+    const allowed = missing ? VALUE_OF[missing] : undefined;
+    process.stderr.write(`${allowed ? `${missing}: found nothing; allowed: ${allowed}` : (error as Error).message}\n${USAGE}\n`);
     return 2;
   }
   if (!options.help && (argsText !== undefined || options.gguf !== undefined)) {
@@ -96,6 +106,9 @@ async function main(argv: string[]): Promise<number> {
 
 /** The model and host for --args/--gguf: a stack's (its model, tier and host) or a local file's on this machine. */
 async function estimateUserCommandLine(request: { stack: string | undefined; gguf: string | undefined; argsText: string; bandwidthGBps: string | undefined }): Promise<CommandLineEstimate> {
+  if (request.stack && request.bandwidthGBps !== undefined) {
+    throw new ConfigError("--bandwidth-gbps", [`--bandwidth-gbps: not used with --stack ${request.stack}, whose host states its own bandwidth; allowed: --bandwidth-gbps only with --gguf and no --stack (this machine)`]);
+  }
   const catalog = loadCatalog();
   const plan = request.stack ? buildPlan(request.stack, loadStackConfig(request.stack), { catalog }) : undefined;
   let host = plan?.host;

@@ -198,8 +198,9 @@ const bareMetalSchema = z.strictObject({
 
 /** Why a CIDR is refused, or undefined. AWS refuses host bits set ("is malformed"), so the kit does first. */
 export function cidrProblem(cidr: string): string | undefined {
-  const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(cidr);
-  if (!match) return "allowed: an IPv4 CIDR like 203.0.113.0/24";
+  // No leading zeros: "0.0.0.0/00" would otherwise pass as a /0 without allowPublic, and "010" reads as octal to some tools.
+  const match = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\/(0|[1-9]\d?)$/.exec(cidr);
+  if (!match) return "allowed: an IPv4 CIDR like 203.0.113.0/24 (no leading zeros)";
   const octets = match.slice(1, 5).map(Number);
   const prefix = Number(match[5]);
   if (octets.some((octet) => octet > 255) || prefix > 32) return "allowed: an IPv4 CIDR like 203.0.113.0/24 (octets 0-255, prefix 0-32)";

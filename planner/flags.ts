@@ -439,16 +439,16 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
     case "ctxSize":
       return set(key, integer(name, text, 0, Number.MAX_SAFE_INTEGER, " (0 = the model's trained context)"));
     case "parallel": {
-      const value = integer(name, text, -1, Number.MAX_SAFE_INTEGER, " (-1 = auto)");
-      return set(key, value === 0 ? problem(name, text, "an integer ≥ 1, or -1 (auto)") : value);
+      const value = integer(name, text, -1);
+      return set(key, typeof value !== "number" || value === 0 ? problem(name, text, "an integer ≥ 1, or -1 (auto)") : value);
     }
     case "batch":
     case "ubatch":
       return set(key, integer(name, text, 1));
     case "threads":
     case "threadsBatch": {
-      const value = integer(name, text, -1, Number.MAX_SAFE_INTEGER, " (-1 = one per physical core)");
-      return set(key, value === 0 ? problem(name, text, "an integer ≥ 1, or -1 (one per physical core)") : value);
+      const value = integer(name, text, -1);
+      return set(key, typeof value !== "number" || value === 0 ? problem(name, text, "an integer ≥ 1, or -1 (one per physical core)") : value);
     }
     case "gpuLayers":
       if (text === "auto" || text === "all") return set(key, text);
@@ -511,6 +511,12 @@ function renderSizingValue(key: SizingKey, value: NonNullable<SizingFlags[Sizing
 
 // ------------------------------------------------------------------ argv
 
+/** What a flag's value may be: the sizing parser's own wording (what a bad value is told), else the --help metavar. */
+function allowedValues(flag: FlagRow, name: string): string {
+  const trouble = flag.sizing === null ? undefined : parseSizingValue(flag.sizing, name, "", {});
+  return trouble?.split("; allowed: ")[1] ?? flag.valueHint ?? "a value";
+}
+
 /**
  * Reads a llama-server command line (without the program name). Every problem — unknown or
  * removed flag, missing or out-of-range value — is collected and thrown as one ConfigError whose
@@ -528,7 +534,9 @@ export function parseFlags(argv: readonly string[], source = "--args"): ParsedFl
     const name = equals > 0 ? word.slice(0, equals) : word;
     const inline = equals > 0 ? word.slice(equals + 1) : undefined;
     if (!name.startsWith("-")) {
-      problems.push(`${JSON.stringify(word)}: a value with no flag before it; allowed: flags as llama-server v0.5.0 --help lists them, each followed by its value`);
+      const previous = BY_NAME.get(argv[index - 1] ?? "");
+      const after = previous?.valueWords === 0 ? ` (${argv[index - 1]} is a switch and takes no value)` : "";
+      problems.push(`${JSON.stringify(word)}: a value with no flag before it${after}; allowed: flags as llama-server v0.5.0 --help lists them, each followed by its value`);
       continue;
     }
     const removed = REMOVED_FLAGS[name];
@@ -553,7 +561,7 @@ export function parseFlags(argv: readonly string[], source = "--args"): ParsedFl
       values = argv.slice(index + 1, index + 1 + flag.valueWords);
       index += flag.valueWords;
       if (values.length < flag.valueWords) {
-        problems.push(`${name}: found nothing (missing value); allowed: ${flag.valueHint}`);
+        problems.push(`${name}: found nothing (missing value); allowed: ${allowedValues(flag, name)}`);
         continue;
       }
     }

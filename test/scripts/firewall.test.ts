@@ -8,10 +8,11 @@
  * server namespace behind the firewall, reached with curl from an allowed and a refused client.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { run as runCommand, type Result } from "../support/spawn";
 
 const SCRIPTS = resolve(__dirname, "../../ansible-free-scripts");
 const FIREWALL = join(SCRIPTS, "firewall.sh");
@@ -27,17 +28,7 @@ const SSH_PORT = 2222; // an SSH stand-in: a port the kit's rules must never tou
 const TLS_PORT = 9443;
 const BACKEND_PORT = 18080;
 
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(argv: string[], input?: string, timeoutMs = 30_000): Result {
-  const r = spawnSync(argv[0]!, argv.slice(1), { input, encoding: "utf8", timeout: timeoutMs });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const run = (argv: string[], input?: string, timeoutMs = 30_000): Result => runCommand(argv, input, timeoutMs);
 
 function must(argv: string[], input?: string): string {
   const r = run(argv, input);
@@ -216,6 +207,7 @@ describe("firewall.sh in network namespaces", () => {
     for (const args of [
       ["apply", "--allow", `${SERVING_PORT}=10.77.1.1/24`.replace("/24", "/33")],
       ["apply", "--allow", `${SERVING_PORT}=not-a-cidr`],
+      ["apply", "--allow", `${SERVING_PORT}=0.0.0.0/00`],
       ["apply", "--allow", "22=10.0.0.0/8"],
       ["apply", "--allow", `70000=10.0.0.0/8`],
       ["apply", "--table", "other", "--allow", `${SERVING_PORT}=10.0.0.0/8`],

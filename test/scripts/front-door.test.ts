@@ -5,26 +5,16 @@
  * HAProxy runs in daemon mode with a pid file, as on the test host.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { freePort } from "../support/net";
+import { run, type Result } from "../support/spawn";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/front-door.sh");
 
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(argv: string[], input?: string, timeoutMs = 60_000): Result {
-  const r = spawnSync(argv[0]!, argv.slice(1), { input, encoding: "utf8", timeout: timeoutMs });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 function keyValues(stdout: string): Record<string, string> {
   return Object.fromEntries(stdout.split("\n").flatMap((line) => (/^([a-z0-9_]+)=(.*)$/.exec(line) ? [[line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]] : [])));

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
-import { measureReadBandwidthGBps } from "../support/bandwidth";
+import { measureReadBandwidthGBps } from "../../tools/bandwidth";
 import { shellQuote } from "../../planner/shell";
 
 const SCRIPTS_DIR = resolve(__dirname, "../../ansible-free-scripts");
@@ -86,7 +86,7 @@ describe("measure-bandwidth.sh", () => {
     expect(figures[0]! / figures[1]!).toBeLessThan(2);
   }, 120_000);
 
-  it("agrees with the test suite's own all-core read benchmark (test/support/membw.c) within a factor of two", () => {
+  it("agrees with the test suite's own all-core read benchmark (tools/membw.c) within a factor of two", () => {
     const cores = Number(keyValues(run(["--seconds", "2"]).stdout).threads);
     const script = Number(keyValues(run(["--seconds", "3"]).stdout).read_bandwidth_gbps);
     const reference = measureReadBandwidthGBps(cores);

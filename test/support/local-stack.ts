@@ -14,7 +14,7 @@ import { startHfServer, type HfServer } from "./hf-server";
 import { buildLlamaServerImage, type LlamaServerImage } from "./llama-image";
 import { generateDeepseek2Model, splitGguf } from "./models";
 import { freePort } from "./net";
-import { measureReadBandwidthGBps } from "./bandwidth";
+import { measureReadBandwidthGBps } from "../../tools/bandwidth";
 import { startLoopbackSshd, type LoopbackSshd } from "./sshd";
 
 export const LOCAL_REPO = "kimi-kit-test/deepseek2-moe-GGUF";

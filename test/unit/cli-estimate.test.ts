@@ -51,6 +51,7 @@ describe("npm run plan -- --stack X --args", () => {
     [["--args", "--no-mmap"], /^--no-mmap: removed in llama-server v0\.5\.0; allowed: --load-mode none$/],
     [["--args", "-ub 0"], /^-ub: found "0"; allowed: an integer ≥ 1$/],
     [["--args", "-ot exps=CUDA0"], /^-ot: found "exps=CUDA0"; allowed: buffers of this host's devices \(CPU\)$/],
+    [["--args", "-c 4096", "--bandwidth-gbps", "50"], /^--bandwidth-gbps: not used with --stack cpu-ddr5/],
   ])("%j on a stack is one clear line naming the flag, exit 1, no stack trace", (args, message) => {
     const run = plan("--stack", "cpu-ddr5", ...args);
     expect(run.status).toBe(1);
@@ -101,6 +102,7 @@ describe("npm run plan -- --gguf PATH", () => {
       writeFileSync(path, "hello, not a model\n");
       return path;
     }, /^--gguf: .*notes\.gguf: not a GGUF file/],
+    ["a directory", () => dir, /^--gguf: .*: not a file; allowed: a local \.gguf file$/],
     ["a shard that is not the first", () => {
       const path = join(dir, "small-00002-of-00003.gguf");
       copyFileSync(model, path);
@@ -112,5 +114,11 @@ describe("npm run plan -- --gguf PATH", () => {
     expect(run.stderr.trim()).toMatch(message);
     expect(run.stderr.trim().split("\n")).toHaveLength(1);
     expect(run.stderr).not.toMatch(/\bat .*\.ts:\d+/);
+  });
+
+  it("--gguf with no path names the option and what it takes, exit 2", () => {
+    const run = plan("--args", "-c 4096", "--gguf");
+    expect(run.status).toBe(2);
+    expect(run.stderr.split("\n")[0]).toBe("--gguf: found nothing; allowed: a local .gguf file (the first shard of a split model)");
   });
 });

@@ -24,6 +24,13 @@ describe("estimate: memory by kind for any command line", () => {
     expect(cpu.kvBytes).toBe(70272 * 131072);
   });
 
+  it("grouped-query attention: -ctk sizes K and -ctv sizes V (8 KV heads × 128: q8_0 = 32 × 34 B, q4_0 = 32 × 18 B per token per layer)", () => {
+    const gqa = { ...arch, attention: { kind: "gqa" as const, headCountKv: 8, keyLength: 128, valueLength: 128 } };
+    const kvOf = (flags: SizingFlags) => estimate(tensors, gqa, cpuHost, { ctxSize: 4096, parallel: 1, ...flags }, { catalog }).devices[0]!.kvBytes;
+    expect(kvOf({ cacheTypeK: "q8_0", cacheTypeV: "q8_0" })).toBe(61 * 4096 * 32 * 34 * 2);
+    expect(kvOf({ cacheTypeK: "q8_0", cacheTypeV: "q4_0" })).toBe(61 * 4096 * (32 * 34 + 32 * 18));
+  });
+
   it("-np auto is 4 slots sharing one unified cache: every slot's mask spans all cells", () => {
     const auto = run(cpuHost, { ctxSize: 8192 });
     const four = run(cpuHost, { ctxSize: 8192, parallel: 4 });

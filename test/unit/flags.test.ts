@@ -94,6 +94,8 @@ describe("parseFlags", () => {
     [["-ot", "exps=GPU0"], /^-ot: found "exps=GPU0"; allowed: PATTERN=BUFFER/],
     [["-ts", "1,,1"], /^-ts: found "1,,1"/],
     [["--numa"], /^--numa: found nothing \(missing value\)/],
+    [["-ngl"], /^-ngl: found nothing \(missing value\); allowed: an integer ≥ 0, auto or all$/],
+    [["--cpu-moe", "1"], /^"1": a value with no flag before it \(--cpu-moe is a switch and takes no value\)/],
   ])("%j is one clear problem naming the flag", (argv, message) => {
     const problems = problemsOf(argv);
     expect(problems).toHaveLength(1);

@@ -196,6 +196,8 @@ describe("item 6: what up would trip on, refused by plan too", () => {
     ["host.allowedCidrs[0]", ["10.0.0.1/24"]],
     ["host.allowedCidrs[0]", ["10.0.0.0/33"]],
     ["host.allowedCidrs[0]", ["any"]],
+    ["host.allowedCidrs[0]", ["0.0.0.0/00"]], // a /0 in disguise, without allowPublic
+    ["host.allowedCidrs[0]", ["010.0.0.0/8"]],
   ])("refuses a malformed CIDR (%s = %j)", (field, cidrs) => {
     const raw = cloud();
     at(raw).host!.allowedCidrs = cidrs;

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
-import { convert, fitFactor, quantile, serverWords, splitWords } from "../../bench/published";
+import { convert, fitFactor, leaveOneSourceOut, quantile, serverWords, splitWords } from "../../bench/published";
 import { loadCatalog } from "../../planner/catalog";
 import { tensorsFromArchitecture } from "../../planner/tensors";
 import {
@@ -169,4 +169,28 @@ describe("bench/published conversion", () => {
     const unknownHost = convert(runs.find((run) => run.id === "deepseek-v3-q4km-4x3090-ngl7")!, catalog);
     expect("blockers" in unknownHost && unknownHost.blockers.join("; ")).toMatch(/no bandwidth/);
   });
+
+  it("fits each held-out source's factor without that source's runs: changing its figures leaves its projection unchanged", () => {
+    const catalog = loadCatalog();
+    const runs = loadMeasurements().runs;
+    const pick = (id: string) => {
+      const conversion = convert(runs.find((run) => run.id === id)!, catalog);
+      if (!("inputs" in conversion)) throw new Error(`${id} does not convert`);
+      return conversion;
+    };
+    const held = pick("deepseek-r1-q8-6980p-1s-mainline");
+    const other = pick("deepseek-r1-udiq1s-epyc7713-2xa6000ada");
+    expect(held.run.source).not.toBe(other.run.source);
+    // The held-out source's measured decode, tripled: a fit that saw it would move.
+    const tripled = { ...held, run: { ...held.run, decode: { ...held.run.decode!, tokensPerSecond: held.run.decode!.tokensPerSecond * 3 } } };
+    const projected = (residuals: ReturnType<typeof leaveOneSourceOut>, id: string) => {
+      const entry = residuals.find((residual) => residual.run.id === id && residual.phase === "decode")!;
+      return (entry.error + 1) * entry.run.decode!.tokensPerSecond;
+    };
+    const before = leaveOneSourceOut([held, other], catalog);
+    const after = leaveOneSourceOut([tripled, other], catalog);
+    expect(projected(after, held.run.id)).toBeCloseTo(projected(before, held.run.id), 6);
+    // The other source's fit does train on the changed runs, so the test can tell the difference.
+    expect(Math.abs(projected(after, other.run.id) / projected(before, other.run.id) - 1)).toBeGreaterThan(0.01);
+  }, 60_000);
 });

@@ -1,5 +1,5 @@
 /**
- * This machine's memory read bandwidth, measured (test/support/membw.c: every core streaming a
+ * This machine's memory read bandwidth, measured (tools/membw.c: every core streaming a
  * buffer far larger than the caches). The local stack and the bench use it instead of a datasheet.
  */
 import { execFileSync } from "node:child_process";
