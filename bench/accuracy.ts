@@ -283,7 +283,7 @@ async function main(): Promise<void> {
     // (bytes ÷ bandwidth) + layers × 0, and its prefill rate is the one at efficiency 1, so the
     // fitted factors mean exactly what estimate() multiplies them by.
     const unit = (entry: (typeof measuredSpeeds)[number]) =>
-      projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), { decodeEfficiency: 1, decodeSecondsPerLayer: 0, prefillEfficiency: 1, source: "unit" });
+      projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), { decodeEfficiency: 1, decodeSecondsPerLayer: 0, decodeComputeEfficiency: 1, prefillEfficiency: 1, source: "unit" });
     const largest = measuredSpeeds[0]!;
     const smallest = measuredSpeeds.filter((entry) => !entry.model.label.includes("shards")).at(-1)!;
     const unitA = unit(largest);
@@ -311,6 +311,9 @@ async function main(): Promise<void> {
     const localFactors: CpuFactorOverrides = {
       decodeEfficiency: 1 / inverseEfficiency,
       decodeSecondsPerLayer: perLayerSeconds,
+      // Decode here runs on every core of this machine: the two-model fit above measures its whole
+      // token time as bytes and per-layer cost, so the arithmetic term is left at its peak (it never binds).
+      decodeComputeEfficiency: 1,
       prefillEfficiency: largest.kit.prefill / unitA.prefill,
       source: `fitted on this machine by npm run bench (${largest.model.label}${fitted ? ` and ${smallest.model.label}` : ""})`,
     };

@@ -1,21 +1,20 @@
 /**
- * npm run bench:published — leave-one-source-out accuracy of the estimator against the published
- * corpus (catalog/measurements.yaml).
+ * npm run bench:published [-- --write] — leave-one-source-out accuracy of the estimator against the
+ * published corpus (catalog/measurements.yaml).
  *
  * Each mainline run is converted to the estimator's inputs: a host from the run's hardware (through
  * the stack schema and resolveHost, so a catalog CPU platform supplies the clock and FLOP/cycle the
- * sources do not state; PLATFORM_FACTS supplies a named CPU's datasheet channels and DIMM speed when
- * the source gives neither, and a stated STREAM/mlc figure is the achievable bandwidth), tensors from
- * the catalog model (Kimi K2.x) or the bench's DeepSeek-V3/R1 and GLM-5 entries, flags from its
- * command line translated from llama-bench/batched-bench/cli words (TOOL_FLAGS) and parsed by
- * parseFlags. Without a catalog platform there is no all-core clock: such a run counts for decode
- * only. Every assumption is printed next to the run; a run that cannot be converted is listed with
- * what blocks it. For every source, the CPU factors (decode bandwidth efficiency, prefill efficiency,
- * each in (0, 1]) are fitted on the convertible runs of all other sources and the held-out
- * source's runs are projected; decode and prefill errors are reported separately, overall and by
- * hardware class (a class only with >= 5 runs). Exits 1 when a target is missed or when there is
- * nothing to evaluate. Targets: decode median |error| <= 15 %, p90 <= 30 %; prefill median <= 25 %,
- * p90 <= 50 %.
+ * sources do not state; PLATFORM_FACTS supplies a named CPU's datasheet channels, DIMM speed and
+ * clock when the source gives none, and a stated STREAM/mlc figure is the achievable bandwidth),
+ * tensors from the catalog model, flags from its command line translated from
+ * llama-bench/batched-bench/cli words (TOOL_FLAGS) and parsed by parseFlags. A run whose CPU has
+ * no known clock is not projected (decode's arithmetic term and prefill need it). Every assumption is
+ * printed next to the run; a run that cannot be converted is listed with what blocks it. For every
+ * source, the named factors of FITTED are fitted on the convertible runs of all other sources and the
+ * held-out source's runs are projected; decode and prefill errors are reported separately, overall
+ * and by hardware class (a class only with >= 5 runs). Exits 1 when a target is missed or when there
+ * is nothing to evaluate. Targets: decode median |error| <= 15 %, p90 <= 30 %; prefill median <= 25 %,
+ * p90 <= 50 %. --write stores the whole-corpus fit and the error bands in catalog/efficiency.yaml.
  */
 import { loadCatalog, type Catalog, type ModelEntry, type Tier } from "../planner/catalog";
 import { hostSchema } from "../planner/config";
@@ -23,7 +22,10 @@ import { estimate } from "../planner/estimate";
 import { parseFlags, type SizingFlags } from "../planner/flags";
 import { resolveHost, type HostSpec } from "../planner/host";
 import { hardwareClass, loadMeasurements, type MeasuredRun } from "../planner/measurements";
-import type { CpuFactorOverrides } from "../planner/speed";
+import { priorCpuFactors, project as projectSpeed, type CpuFactorName, type CpuFactorOverrides, type SpeedInputs } from "../planner/speed";
+import { readFileSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { stringify } from "yaml";
 import { tensorsFromArchitecture, type TensorInfo } from "../planner/tensors";
 
 export const TARGETS = { decode: { median: 0.15, p90: 0.3 }, prefill: { median: 0.25, p90: 0.5 } } as const;
@@ -110,19 +112,36 @@ function catalogModel(run: MeasuredRun, catalog: Catalog): { model: ModelEntry; 
 }
 
 /**
- * Platform facts from the CPU makers' datasheets (not source statements): memory channels per socket,
- * the fastest DIMM speed the socket supports at one DIMM per channel, CCD count. Used only where the
- * source names the CPU model and not its memory: the projection then assumes every channel populated
- * at the supported speed — an upper bound, reported as such. No all-core clock: datasheets give base
- * and boost, not the sustained all-core clock, so runs without a catalog platform get no prefill.
+ * Platform facts from the CPU makers' datasheets (not source statements): cores, memory channels per
+ * socket, the fastest DIMM speed the socket supports at one DIMM per channel, CCD count, FP32 FLOP
+ * per cycle per core of its vector units, and a clock. Used only where the source names the CPU
+ * model and not its memory: the projection then assumes every channel populated at the supported
+ * speed — an upper bound, reported as such. The clock is the all-core turbo where the maker states
+ * one (Intel), otherwise the base clock, a lower bound on what all cores sustain under load; it is
+ * reported as an assumption beside every run that uses it.
  */
-export const PLATFORM_FACTS: Record<string, { cores: number; channelsPerSocket: number; kind: string; ccds?: number }> = {
-  "AMD EPYC 9355": { cores: 32, channelsPerSocket: 12, kind: "DDR5-6000", ccds: 8 },
-  "AMD EPYC 9654": { cores: 96, channelsPerSocket: 12, kind: "DDR5-4800", ccds: 12 },
-  "AMD EPYC 7713": { cores: 64, channelsPerSocket: 8, kind: "DDR4-3200", ccds: 8 },
+export const PLATFORM_FACTS: Record<string, { cores: number; channelsPerSocket: number; kind: string; ccds?: number; fp32FlopsPerCycle: number; allCoreGHz: number; boostGHz: number; clock: string }> = {
+  // Zen 5: two 512-bit FMA pipes.
+  "AMD EPYC 9355": { cores: 32, channelsPerSocket: 12, kind: "DDR5-6000", ccds: 8, fp32FlopsPerCycle: 64, allCoreGHz: 3.55, boostGHz: 4.4, clock: "base 3.55 GHz, boost 4.4 GHz (AMD)" },
+  // Zen 4: AVX-512 on 256-bit units.
+  "AMD EPYC 9654": { cores: 96, channelsPerSocket: 12, kind: "DDR5-4800", ccds: 12, fp32FlopsPerCycle: 32, allCoreGHz: 2.4, boostGHz: 3.7, clock: "base 2.4 GHz, boost 3.7 GHz (AMD)" },
+  // Zen 3: AVX2, two 256-bit FMA pipes.
+  "AMD EPYC 7713": { cores: 64, channelsPerSocket: 8, kind: "DDR4-3200", ccds: 8, fp32FlopsPerCycle: 32, allCoreGHz: 2.0, boostGHz: 3.675, clock: "base 2.0 GHz, boost 3.675 GHz (AMD)" },
+  // Zen 4, one CCD, AM5 (two channels); the 7800X3D run states its memory as "6000Mhz" and measures 64 GB/s.
+  "AMD Ryzen 7 7800X3D": { cores: 8, channelsPerSocket: 2, kind: "DDR5-5200", ccds: 1, fp32FlopsPerCycle: 32, allCoreGHz: 4.2, boostGHz: 5.0, clock: "base 4.2 GHz, boost 5.0 GHz (AMD)" },
   // Also supports MRDIMM-8800; the source does not say which memory, so the DDR5 RDIMM speed is taken.
-  "Intel Xeon 6980P": { cores: 128, channelsPerSocket: 12, kind: "DDR5-6400" },
+  // Granite Rapids: two 512-bit FMA pipes; Intel states a 3.2 GHz all-core turbo.
+  "Intel Xeon 6980P": { cores: 128, channelsPerSocket: 12, kind: "DDR5-6400", fp32FlopsPerCycle: 64, allCoreGHz: 3.2, boostGHz: 3.9, clock: "all-core turbo 3.2 GHz, boost 3.9 GHz (Intel)" },
 };
+
+/**
+ * The clock a run's cores hold: with at most a quarter of the cores busy they reach the boost clock
+ * (the package's power budget is far from spent), otherwise the all-core figure.
+ */
+export function runClockGHz(facts: { cores: number; allCoreGHz: number; boostGHz: number }, sockets: number, threads: number | undefined): { ghz: number; which: string } {
+  const light = threads !== undefined && threads > 0 && threads <= (facts.cores * sockets) / 4;
+  return light ? { ghz: facts.boostGHz, which: `boost (${threads} threads of ${facts.cores * sockets} cores)` } : { ghz: facts.allCoreGHz, which: "all-core" };
+}
 
 /** The catalog GPU each source's GPU name means (names as the sources print them). */
 const GPU_IDS: Record<string, string> = {
@@ -131,6 +150,8 @@ const GPU_IDS: Record<string, string> = {
   "RTX 4090": "rtx-4090",
   "H100 80GB HBM3": "h100-sxm",
   "RTX 6000 Ada": "rtx-6000-ada",
+  "RTX 5090": "rtx-5090",
+  "RTX A6000": "rtx-a6000",
 };
 
 /** Corpus exclusions that only say the memory was not described: lifted when a measured figure or a platform fact describes it. */
@@ -201,11 +222,17 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
     }
   }
   if (blockers.length > 0 || typeof found === "string" || !flags) return { run, blockers };
-  // Without a catalog platform there is no sustained all-core clock: the host is resolved with a
-  // placeholder clock that only prefill reads, and prefill is not projected for the run.
-  const clockKnown = platform !== undefined;
-  if (!clockKnown) prefillUsable = false;
-  if (!prefillUsable && !run.decode) return { run, blockers: ["prefill only, and no all-core clock (no catalog platform) to project prefill with"] };
+  // Decode's compute term and prefill both need the all-core clock: a catalog platform's, or the
+  // datasheet clock of PLATFORM_FACTS (stated as an assumption). Without either the run is not projected.
+  if (!platform && !facts) return { run, blockers: [`no all-core clock for CPU ${cpuModel ?? "(not stated)"} (neither a catalog platform nor a datasheet entry in PLATFORM_FACTS): decode's compute term and prefill need it`] };
+  const clock = facts ? runClockGHz(facts, sockets, flags.threads) : undefined;
+  if (!platform && facts) assumptions.push(`${clock!.ghz} GHz ${clock!.which} of ${facts.clock}, ${facts.fp32FlopsPerCycle} FP32 FLOP/cycle (platform facts)`);
+  // The first GPU's link carries op offload's weight stream; a stated lane count without a generation
+  // is taken at the card's own generation (an upper bound), and said.
+  const firstLink = run.hardware.gpus[0]?.pcie;
+  const firstCard = gpus[0]?.model ? catalog.gpus.find((entry) => entry.id === gpus[0]!.model) : undefined;
+  const pcie = firstLink?.lanes && firstCard ? { gen: firstLink.gen ?? firstCard.pcieGen, lanes: firstLink.lanes } : undefined;
+  if (pcie && firstLink?.gen === null) assumptions.push(`first GPU's link at PCIe ${pcie.gen}.0 (its own generation; the source states x${pcie.lanes} only)`);
   const stack = hostSchema.safeParse({
     kind: "bare-metal",
     cpu: platform
@@ -214,7 +241,8 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
           model: cpuModel ?? undefined,
           cores: run.hardware.cpu.cores ?? facts!.cores * sockets,
           sockets,
-          allCoreGHz: 1,
+          allCoreGHz: clock!.ghz,
+          fp32FlopsPerCycle: facts!.fp32FlopsPerCycle,
           ...(facts?.ccds ? { ccds: facts.ccds * sockets } : {}),
           ...(run.hardware.cpu.isa === "arm" ? { arch: "arm64" } : {}),
         },
@@ -225,11 +253,11 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
       ...(memory.measuredBandwidthGBps !== null ? { measuredBandwidthGBps: memory.measuredBandwidthGBps } : {}),
     },
     gpus: gpus.map((gpu) => ({ model: gpu.model!, count: gpu.count })),
+    ...(pcie ? { pcie } : {}),
   });
   if (!stack.success) return { run, blockers: [`hardware does not make a stack host: ${stack.error.issues[0]?.path.join(".")} ${stack.error.issues[0]?.message ?? "invalid"}`] };
   try {
     const host = resolveHost(`published:${run.id}`, stack.data, catalog);
-    if (!clockKnown) host.cpu.allCoreGHz = Number.NaN;
     return { run, inputs: { tensors: tensorsFromArchitecture(found.model.architecture, found.tier), model: found.model, host, flags, prefill: prefillUsable, assumptions } };
   } catch (error) {
     return { run, blockers: [`host does not resolve: ${(error as Error).message.split("\n").slice(0, 2).join(" ")}`] };
@@ -237,16 +265,21 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
 }
 
 type Phase = "decode" | "prefill";
+type Converted = { run: MeasuredRun; inputs: Inputs };
 
 function measured(run: MeasuredRun, phase: Phase): number | undefined {
   return phase === "decode" ? run.decode?.tokensPerSecond : run.prefill?.tokensPerSecond;
 }
 
-function usable(entry: { run: MeasuredRun; inputs: Inputs }, phase: Phase): boolean {
+function usable(entry: Converted, phase: Phase): boolean {
   return measured(entry.run, phase) !== undefined && (phase === "decode" || entry.inputs.prefill);
 }
 
-export function project(conversion: { run: MeasuredRun; inputs: Inputs }, catalog: Catalog, phase: Phase, factors: CpuFactorOverrides): number {
+/** The estimator's speed inputs for a run (placement, threads, NUMA, ubatch as its flags give them), computed once. */
+const speedInputsCache = new WeakMap<Converted, SpeedInputs>();
+function speedInputsOf(conversion: Converted, catalog: Catalog): SpeedInputs {
+  const cached = speedInputsCache.get(conversion);
+  if (cached) return cached;
   const { run, inputs } = conversion;
   const depth = run.decode?.depthTokens ?? 0;
   const prompt = run.prefill?.promptTokens ?? 512;
@@ -256,12 +289,20 @@ export function project(conversion: { run: MeasuredRun; inputs: Inputs }, catalo
     decodeDepths: [depth],
     prefillPrompts: [prompt],
     ttftPromptTokens: prompt,
-    cpuFactors: factors,
   });
-  return phase === "decode" ? result.projection.decodeTokensPerSecond : result.projection.prefillTokensPerSecond;
+  speedInputsCache.set(conversion, result.speedInputs);
+  return result.speedInputs;
 }
 
-/** Golden-section search for the factor in (0, 1] that minimises the squared log error over the runs. */
+/** estimate()'s projection of a run's phase with the given CPU factors (project() is estimate()'s speed half). */
+export function projectRun(conversion: Converted, catalog: Catalog, phase: Phase, factors: CpuFactorOverrides): number {
+  const projection = projectSpeed({ ...speedInputsOf(conversion, catalog), cpuFactors: factors });
+  if (phase === "decode") return projection.decodeTokensPerSecond;
+  const prompt = conversion.run.prefill?.promptTokens ?? 512;
+  return projection.prefillByPrompt.find((entry) => entry.promptTokens === prompt)!.tokensPerSecond;
+}
+
+/** Golden-section search for the factor in [low, high] that minimises a loss. */
 export function fitFactor(loss: (factor: number) => number, low = 0.01, high = 1): number {
   const ratio = (Math.sqrt(5) - 1) / 2;
   let a = low;
@@ -275,6 +316,45 @@ export function fitFactor(loss: (factor: number) => number, low = 0.01, high = 1
   return (a + b) / 2;
 }
 
+/**
+ * The factors each phase fits, with their physical bounds. decodeSecondsPerLayer is not among them:
+ * no published run separates a per-layer cost from bandwidth (that takes two models on one machine,
+ * which npm run bench does here).
+ */
+export const FITTED: Record<Phase, { name: CpuFactorName; low: number; high: number }[]> = {
+  decode: [
+    // Above 1 only where a stated STREAM triad undercounts what reads alone reach.
+    { name: "decodeEfficiency", low: 0.05, high: 1.5 },
+    { name: "decodeComputeEfficiency", low: 0.005, high: 1 },
+    { name: "numaRemoteGain", low: 0, high: 1 },
+  ],
+  prefill: [
+    { name: "prefillEfficiency", low: 0.005, high: 1 },
+    { name: "pcieStreamFraction", low: 0.01, high: 1 },
+  ],
+};
+
+/**
+ * Fits a phase's factors on runs by coordinate descent on the summed squared log error. A factor the
+ * runs say nothing about (the loss does not move across its bounds: no multi-socket run for the NUMA
+ * gain, no thread-limited run for decode's compute term) keeps its prior and is reported unfitted.
+ */
+export function fitPhase(runs: readonly Converted[], catalog: Catalog, phase: Phase): { factors: Partial<Record<CpuFactorName, number>>; informed: CpuFactorName[] } {
+  const priors = Object.fromEntries(priorCpuFactors(catalog).map((factor) => [factor.name.slice(4), factor.value])) as Record<CpuFactorName, number>;
+  const current: Partial<Record<CpuFactorName, number>> = {};
+  for (const factor of FITTED[phase]) current[factor.name] = priors[factor.name];
+  const loss = (values: Partial<Record<CpuFactorName, number>>) =>
+    runs.reduce((sum, entry) => sum + Math.log(projectRun(entry, catalog, phase, { ...values, source: "fit" }) / measured(entry.run, phase)!) ** 2, 0);
+  const informed = FITTED[phase].filter((factor) => Math.abs(loss({ ...current, [factor.name]: factor.low }) - loss({ ...current, [factor.name]: factor.high })) > 1e-9).map((factor) => factor.name);
+  for (let sweep = 0; sweep < 4; sweep++) {
+    for (const factor of FITTED[phase]) {
+      if (!informed.includes(factor.name)) continue;
+      current[factor.name] = fitFactor((value) => loss({ ...current, [factor.name]: value }), factor.low, factor.high);
+    }
+  }
+  return { factors: current, informed };
+}
+
 export function quantile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((x, y) => x - y);
   if (sorted.length === 0) return Number.NaN;
@@ -284,14 +364,15 @@ export function quantile(values: readonly number[], q: number): number {
   return sorted[below]! + (sorted[above]! - sorted[below]!) * (position - below);
 }
 
-interface Residual {
+export interface Residual {
   run: MeasuredRun;
   phase: Phase;
   error: number;
+  factors: Partial<Record<CpuFactorName, number>>;
 }
 
-/** For every source: fit each phase's factor on the other sources' runs, project the held-out ones. */
-export function leaveOneSourceOut(converted: { run: MeasuredRun; inputs: Inputs }[], catalog: Catalog): Residual[] {
+/** For every source: fit each phase's factors on the other sources' runs, project the held-out ones. */
+export function leaveOneSourceOut(converted: readonly Converted[], catalog: Catalog): Residual[] {
   const residuals: Residual[] = [];
   const sources = [...new Set(converted.map((entry) => entry.run.source))];
   for (const held of sources) {
@@ -301,37 +382,66 @@ export function leaveOneSourceOut(converted: { run: MeasuredRun; inputs: Inputs 
       const train = training.filter((entry) => usable(entry, phase));
       const test = testing.filter((entry) => usable(entry, phase));
       if (train.length === 0 || test.length === 0) continue;
-      const key = phase === "decode" ? "decodeEfficiency" : "prefillEfficiency";
-      const loss = (factor: number) =>
-        train.reduce((sum, entry) => sum + Math.log(project(entry, catalog, phase, { [key]: factor, source: "fit" }) / measured(entry.run, phase)!) ** 2, 0);
-      const factor = fitFactor(loss);
+      const { factors } = fitPhase(train, catalog, phase);
       for (const entry of test) {
-        const projected = project(entry, catalog, phase, { [key]: factor, source: `fit without ${held}` });
-        residuals.push({ run: entry.run, phase, error: projected / measured(entry.run, phase)! - 1 });
+        const projected = projectRun(entry, catalog, phase, { ...factors, source: `fit without ${held}` });
+        residuals.push({ run: entry.run, phase, error: projected / measured(entry.run, phase)! - 1, factors });
       }
     }
   }
   return residuals;
 }
 
-function main(): number {
+/** Error bands per hardware class (≥ 5 held-out runs) and over all runs, from leave-one-source-out residuals. */
+export function errorBands(residuals: readonly Residual[]): { hardwareClass: string; phase: Phase; runs: number; p10: number; p90: number; medianAbsolute: number }[] {
+  const bands = [];
+  for (const phase of ["decode", "prefill"] as const) {
+    const errors = residuals.filter((entry) => entry.phase === phase);
+    const groups = new Map<string, number[]>([["all", errors.map((entry) => entry.error)]]);
+    for (const entry of errors) groups.set(hardwareClass(entry.run), [...(groups.get(hardwareClass(entry.run)) ?? []), entry.error]);
+    for (const [name, values] of groups) {
+      if (values.length < (name === "all" ? 1 : 5)) continue;
+      bands.push({ hardwareClass: name, phase, runs: values.length, p10: quantile(values, 0.1), p90: quantile(values, 0.9), medianAbsolute: quantile(values.map(Math.abs), 0.5) });
+    }
+  }
+  return bands;
+}
+
+const percent = (value: number) => `${value >= 0 ? "+" : ""}${(value * 100).toFixed(1)} %`;
+
+/** Writes the whole-corpus fit and the error bands into catalog/efficiency.yaml (cpu.corpusFit), between its markers. */
+function writeCorpusFit(corpusFit: NonNullable<Catalog["efficiency"]["cpu"]["corpusFit"]>): string {
+  const path = resolve(__dirname, "../catalog/efficiency.yaml");
+  const text = readFileSync(path, "utf8");
+  const pattern = /( *)# BEGIN corpusFit[^\n]*\n[\s\S]*?( *)# END corpusFit/;
+  const match = pattern.exec(text);
+  if (!match) throw new Error(`${path}: no "# BEGIN corpusFit" … "# END corpusFit" markers to write between`);
+  const indent = match[1]!;
+  const block = stringify({ corpusFit }, { lineWidth: 0 })
+    .trimEnd()
+    .split("\n")
+    .map((line) => indent + line)
+    .join("\n");
+  writeFileSync(path, text.replace(pattern, (whole) => `${whole.split("\n")[0]}\n${block}\n${indent}# END corpusFit`));
+  return path;
+}
+
+function main(argv: readonly string[]): number {
+  const write = argv.includes("--write");
   const catalog = loadCatalog();
   const corpus = loadMeasurements();
   const mainline = corpus.runs.filter((run) => !run.engine.fork);
   const conversions = mainline.map((run) => convert(run, catalog));
-  const converted = conversions.filter((entry): entry is { run: MeasuredRun; inputs: Inputs } => "inputs" in entry);
+  const converted = conversions.filter((entry): entry is Converted => "inputs" in entry);
   console.log(`published corpus: ${corpus.runs.length} runs from ${new Set(corpus.runs.map((run) => run.source)).size} sources; ${mainline.length} mainline, ${converted.length} convertible to the estimator's inputs`);
   for (const entry of conversions) {
     if ("blockers" in entry) console.log(`  not used  ${entry.run.id}: ${entry.blockers.join("; ")}`);
-    else console.log(`  used      ${entry.run.id}${entry.inputs.prefill ? "" : " (decode only: no clock or no real prompt)"}${entry.inputs.assumptions.length > 0 ? ` — assumes ${entry.inputs.assumptions.join(", ")}` : ""}`);
+    else console.log(`  used      ${entry.run.id}${entry.inputs.prefill ? "" : " (decode only)"}${entry.inputs.assumptions.length > 0 ? ` — assumes ${entry.inputs.assumptions.join(", ")}` : ""}`);
   }
   const residuals = leaveOneSourceOut(converted, catalog);
   for (const entry of residuals) {
-    const inputs = converted.find((candidate) => candidate.run === entry.run)!.inputs;
-    const threads = inputs.flags.threads;
-    // The estimator has no decode thread count: a run on a small share of the cores is projected as if on all of them.
-    const note = entry.phase === "decode" && threads !== undefined && threads > 0 && threads < inputs.host.cpu.cores / 2 ? ` (--threads ${threads} of ${inputs.host.cpu.cores} cores; decode threads are not modelled)` : "";
-    console.log(`  held out  ${entry.run.id} ${entry.phase}: ${entry.error >= 0 ? "+" : ""}${(entry.error * 100).toFixed(1)} %${note}`);
+    const fitted = Object.entries(entry.factors).map(([name, value]) => `${name} ${value!.toFixed(3)}`).join(", ");
+    console.log(`  held out  ${entry.run.id} ${entry.phase}: ${percent(entry.error)}  (fitted without its source: ${fitted})`);
   }
   let missed = false;
   for (const phase of ["decode", "prefill"] as const) {
@@ -347,14 +457,19 @@ function main(): number {
     const p90 = quantile(absolute, 0.9);
     const ok = median <= target.median && p90 <= target.p90;
     missed ||= !ok;
-    console.log(`${phase}: ${errors.length} runs, median |error| ${(median * 100).toFixed(1)} % (target ${target.median * 100} %), p90 ${(p90 * 100).toFixed(1)} % (target ${target.p90 * 100} %) — ${ok ? "met" : "MISSED"}`);
-    const classes = new Map<string, number[]>();
-    for (const entry of errors) classes.set(hardwareClass(entry.run), [...(classes.get(hardwareClass(entry.run)) ?? []), Math.abs(entry.error)]);
-    for (const [name, values] of classes) {
-      if (values.length >= 5) console.log(`  ${name}: ${values.length} runs, median ${(quantile(values, 0.5) * 100).toFixed(1)} %, p90 ${(quantile(values, 0.9) * 100).toFixed(1)} %`);
-    }
+    console.log(`${phase}: ${errors.length} held-out runs from ${new Set(errors.map((entry) => entry.run.source)).size} sources, median |error| ${(median * 100).toFixed(1)} % (target ${target.median * 100} %), p90 ${(p90 * 100).toFixed(1)} % (target ${target.p90 * 100} %) — ${ok ? "met" : "MISSED"}`);
+  }
+  const bands = errorBands(residuals);
+  for (const band of bands) console.log(`  band ${band.phase} ${band.hardwareClass}: ${band.runs} runs, p10 ${percent(band.p10)}, p90 ${percent(band.p90)}, median |error| ${(band.medianAbsolute * 100).toFixed(1)} %`);
+  const whole = { decode: fitPhase(converted.filter((entry) => usable(entry, "decode")), catalog, "decode"), prefill: fitPhase(converted.filter((entry) => usable(entry, "prefill")), catalog, "prefill") };
+  const factors = Object.fromEntries((["decode", "prefill"] as const).flatMap((phase) => whole[phase].informed.map((name) => [name, Number(whole[phase].factors[name]!.toPrecision(4))])));
+  console.log(`whole-corpus fit: ${Object.entries(factors).map(([name, value]) => `${name} ${value}`).join(", ") || "nothing informed"}; kept at their priors: ${(["decode", "prefill"] as const).flatMap((phase) => FITTED[phase].filter((factor) => !whole[phase].informed.includes(factor.name)).map((factor) => factor.name)).join(", ") || "none"}`);
+  if (write) {
+    const fittedOn = `${converted.length} convertible mainline runs of catalog/measurements.yaml, ${new Date().toISOString().slice(0, 10)}`;
+    const path = writeCorpusFit({ fittedOn, factors, errorBands: bands.map((band) => ({ ...band, p10: Number(band.p10.toFixed(3)), p90: Number(band.p90.toFixed(3)), medianAbsolute: Number(band.medianAbsolute.toFixed(3)) })) });
+    console.log(`wrote cpu.corpusFit to ${path.replace(`${resolve(__dirname, "..")}/`, "")}`);
   }
   return missed ? 1 : 0;
 }
 
-if (require.main === module) process.exit(main());
+if (require.main === module) process.exit(main(process.argv.slice(2)));

@@ -140,6 +140,35 @@ const efficiencySchema = z.strictObject({
     achievableFractionOfPeak: sourced(z.number().gt(0).lte(1)),
     fabricBytesPerClockPerCcd: sourced(z.number().positive()),
     decodeSecondsPerLayer: sourced(z.number().min(0)),
+    priors: z.strictObject({
+      decodeComputeEfficiency: sourced(z.number().gt(0).lte(1)),
+      numaRemoteGain: sourced(z.number().min(0).lte(1)),
+    }),
+    /** Written by npm run bench:published -- --write: the factors fitted on every convertible mainline run, and the leave-one-source-out error bands. */
+    corpusFit: z
+      .strictObject({
+        fittedOn: z.string(),
+        factors: z.strictObject({
+          decodeEfficiency: z.number().gt(0).lte(1.5).optional(),
+          decodeSecondsPerLayer: z.number().min(0).optional(),
+          decodeComputeEfficiency: z.number().gt(0).lte(1).optional(),
+          prefillEfficiency: z.number().gt(0).lte(1).optional(),
+          numaRemoteGain: z.number().min(0).lte(1).optional(),
+          pcieStreamFraction: z.number().gt(0).lte(1).optional(),
+        }),
+        errorBands: z.array(
+          z.strictObject({
+            hardwareClass: z.string(),
+            phase: z.enum(["decode", "prefill"]),
+            runs: z.int().positive(),
+            /** Projected ÷ measured − 1 at the 10th and 90th percentiles of the held-out runs. */
+            p10: z.number(),
+            p90: z.number(),
+            medianAbsolute: z.number().min(0),
+          }),
+        ),
+      })
+      .optional(),
     decodeCalibration: z.strictObject({
       model: z.string(),
       tier: z.string(),

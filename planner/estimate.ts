@@ -23,7 +23,7 @@ import {
   type DeviceMemory,
   type DeviceName,
 } from "./memory";
-import { project, type CpuFactorOverrides, type Projection } from "./speed";
+import { project, type CpuFactorOverrides, type Projection, type SpeedInputs } from "./speed";
 import type { TensorInfo } from "./tensors";
 import { formatGiB, MiB } from "./units";
 
@@ -71,6 +71,8 @@ export interface Estimate {
   devices: DeviceMemory[];
   fits: boolean;
   projection: Projection;
+  /** What the projection was computed from: project(speedInputs) with other CPU factors re-projects the same placement. */
+  speedInputs: SpeedInputs;
   /** What the estimate assumed or could not model, in words, for the report. */
   notes: string[];
 }
@@ -329,7 +331,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
   if (settings.flashAttn === "off") notes.push("-fa off: the compute buffer adds the f32 attention scores for one ubatch over every KV cell a sequence sees.");
   if (settings.cacheTypeV !== "f16" && arch.attention?.kind !== "gqa") notes.push(`-ctv ${settings.cacheTypeV}: MLA keeps no V cache, so the V type changes nothing.`);
 
-  const projection = project({
+  const speedInputs: SpeedInputs = {
     arch,
     tensors,
     host,
@@ -338,6 +340,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     kvCacheTypeV: settings.cacheTypeV,
     // --numa isolate spawns threads only on the node llama-server started on (--help).
     threadsBatch: settings.numa === "isolate" ? Math.min(settings.threadsBatch, Math.ceil(host.cpu.cores / host.cpu.numaNodes)) : settings.threadsBatch,
+    threads: settings.numa === "isolate" ? Math.min(settings.threads, Math.ceil(host.cpu.cores / host.cpu.numaNodes)) : settings.threads,
     opOffload: settings.opOffload,
     numaSpread: settings.numa === "distribute" || settings.numa === "numactl",
     decodeDepthTokens: Math.min(options.decodeDepthTokens ?? 0, settings.contextPerSlot),
@@ -347,8 +350,9 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     prefillPrompts: options.prefillPrompts,
     catalog,
     cpuFactors: options.cpuFactors,
-  });
-  return { settings, placement, devices, fits: devices.every((device) => device.fits), projection, notes };
+  };
+  const projection = project(speedInputs);
+  return { settings, placement, devices, fits: devices.every((device) => device.fits), projection, speedInputs, notes };
 }
 
 /** GGML_OP_OFFLOAD_MIN_BATCH's default (ggml-cuda.cu): smaller batches are not offloaded. */

@@ -182,17 +182,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
   };
   // The projection is estimate()'s, for the flags the kit chose; the seed checks reuse its inputs.
   const projection = placement.estimate.projection;
-  const speedInputs: SpeedInputs = {
-    arch: model.architecture,
-    tensors,
-    host,
-    placement: { mode: placement.mode, deviceOfTensor: placement.deviceOfTensor, layerDevice: placement.layerDevice, ubatch: placement.ubatch },
-    kvCacheType: serving.kvCacheType,
-    decodeDepthTokens,
-    ttftPromptTokens: config.projection.ttftPromptTokens,
-    contextPerSlot: serving.contextPerSlot,
-    catalog,
-  };
+  const speedInputs = placement.estimate.speedInputs;
   const modelBytes = totalBytes(tensors);
   const cost = config.costs ? estimateCost(config.costs, host, modelBytes, projection) : undefined;
   const image = config.deployment.image ?? (host.gpus.length > 0 ? catalog.llamaCpp.images.cuda : catalog.llamaCpp.images.cpu);

@@ -153,10 +153,18 @@ export function renderPlan(plan: Plan): string {
   out.push("  (API key: read from a file mounted at the --api-key-file path, never an argument)");
   out.push("");
   out.push(`Projection (${placement.mode}):`);
-  out.push(`  decode   ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens} — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective`).join(" + ")}`);
+  out.push(`  decode   ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens} — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective${t.computeBasis ? ` (${t.computeBasis})` : ""}`).join(" + ")}`);
   out.push(`           by depth: ${projection.decodeByDepth.map((point) => `${formatTokens(point.depthTokens)} → ${point.tokensPerSecond.toFixed(1)}`).join(", ")} tok/s`);
   out.push(`  prefill  ${projection.prefillTokensPerSecond.toFixed(1)} tok/s for a ${projection.prefillPromptTokens}-token prompt — ${projection.prefillBasis}`);
   out.push(`  TTFT     ${formatDuration(projection.ttftSeconds)} for a ${formatTokens(projection.ttftPromptTokens)}-token prompt`);
+  for (const [phase, rate] of [["decode", projection.decodeTokensPerSecond], ["prefill", projection.prefillTokensPerSecond]] as const) {
+    const band = projection.errorBands[phase];
+    out.push(
+      band
+        ? `  band     ${phase} ${(rate * band.low).toFixed(1)}–${(rate * band.high).toFixed(1)} tok/s: published runs measured between ${band.low.toFixed(2)}× and ${band.high.toFixed(2)}× their leave-one-source-out projection (p10–p90 of ${band.runs} ${band.hardwareClass === "all" ? "runs of every class" : `${band.hardwareClass} runs`}; npm run bench:published)`
+        : `  band     ${phase}: uncalibrated (no published runs in catalog/efficiency.yaml cpu.corpusFit)`,
+    );
+  }
   out.push(`  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value > 0 && factor.value < 0.01 ? factor.value.toExponential(2) : factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`);
   out.push("");
   if (cost) {

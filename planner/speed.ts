@@ -26,6 +26,10 @@ export interface DeviceDecodeTraffic {
   bytesPerToken: number;
   effectiveBandwidth: number;
   secondsPerToken: number;
+  /** CPU only: the decode threads' arithmetic, not the memory, sets the pace (the roofline's other side). */
+  computeBound: boolean;
+  /** CPU only: what that arithmetic is, in words, when it binds. */
+  computeBasis?: string;
 }
 
 export interface Projection {
@@ -40,6 +44,30 @@ export interface Projection {
   ttftSeconds: number;
   prefillBasis: string;
   factors: NamedFactor[];
+  /** How far published runs of this hardware class landed from their leave-one-source-out projections. */
+  errorBands: { decode: ErrorBand | undefined; prefill: ErrorBand | undefined };
+}
+
+/**
+ * A projection's band: the measured rate lay between `low` and `high` times the projected one for 80%
+ * of held-out published runs (projected ÷ measured − 1 between p10 and p90).
+ */
+export interface ErrorBand {
+  hardwareClass: string;
+  runs: number;
+  low: number;
+  high: number;
+}
+
+/** The hardware class of catalog/measurements.yaml (planner/measurements.ts hardwareClass) a placement on a host belongs to. */
+export function projectionClass(mode: PlacementMode, host: Pick<HostSpec, "cpu">): string {
+  return mode === "all-gpu" ? "gpu-only" : `${mode}/${host.cpu.arch === "arm64" ? "arm" : "x86"}`;
+}
+
+function errorBand(catalog: Catalog, hardwareClass: string, phase: "decode" | "prefill"): ErrorBand | undefined {
+  const bands = (catalog.efficiency.cpu.corpusFit?.errorBands ?? []).filter((band) => band.phase === phase);
+  const band = bands.find((entry) => entry.hardwareClass === hardwareClass) ?? bands.find((entry) => entry.hardwareClass === "all");
+  return band && { hardwareClass: band.hardwareClass, runs: band.runs, low: 1 / (1 + band.p90), high: 1 / (1 + band.p10) };
 }
 
 /** Bytes one decoded token reads from every tensor placed on `device`, at a KV depth. */
@@ -71,29 +99,46 @@ function prefillFlops(perTokenMatmul: number, arch: Architecture, start: number,
 }
 
 export interface CpuFactors {
+  /** Fraction of the achievable bandwidth a decode step streams weights at. */
   decodeEfficiency: number;
   /** Fixed CPU time per layer per decoded token: kernel dispatch and thread barriers. */
   decodeSecondsPerLayer: number;
+  /**
+   * Fraction of the decode threads' FP32 peak a quantized matrix-vector product reaches. Decode is
+   * memory-bound on all cores; with few threads (-t 12 on a 96-core socket) the dequantize-and-dot
+   * work of the active weights is what sets the pace.
+   */
+  decodeComputeEfficiency: number;
   prefillEfficiency: number;
+  /**
+   * What each NUMA node beyond the first adds under --numa distribute/numactl, as a fraction of its
+   * own bandwidth: mainline llama.cpp does not place a tensor's rows on the node of the threads that
+   * read them, so remote reads cross the socket link.
+   */
+  numaRemoteGain: number;
+  /**
+   * Fraction of the first GPU's PCIe link that op offload's weight streaming reaches (hybrid prefill):
+   * the CPU experts are copied from host memory once per ubatch.
+   */
+  pcieStreamFraction: number;
   factors: NamedFactor[];
 }
 
-/** Factors measured on the very host being estimated (the bench on this machine), replacing the published ones. */
-export interface CpuFactorOverrides {
-  decodeEfficiency?: number;
-  decodeSecondsPerLayer?: number;
-  prefillEfficiency?: number;
-  source: string;
-}
+/** The CPU factors a fit can change; a value given here replaces the catalog's (the bench on this machine, or a leave-one-source-out fold). */
+export const CPU_FACTOR_NAMES = ["decodeEfficiency", "decodeSecondsPerLayer", "decodeComputeEfficiency", "prefillEfficiency", "numaRemoteGain", "pcieStreamFraction"] as const;
+export type CpuFactorName = (typeof CPU_FACTOR_NAMES)[number];
+
+export type CpuFactorOverrides = Partial<Record<CpuFactorName, number>> & { source: string };
 
 /**
- * Turns the two published Kimi K2.6 measurements into efficiency factors, using this planner's own
- * bytes and FLOPs per token for the measured tier, so a factor and the model that applies it agree.
- * The per-layer decode cost is subtracted from the measured token time before the bandwidth
- * efficiency is derived, so the calibration case is reproduced exactly with both terms.
+ * The priors: the two published Kimi K2.6 measurements turned into efficiency factors with this
+ * planner's own bytes and FLOPs per token for the measured tier (so a factor and the model that
+ * applies it agree; the per-layer decode cost is subtracted from the measured token time first),
+ * and the sourced values of catalog/efficiency.yaml cpu.priors. The corpus fit starts from these and
+ * keeps one wherever its training runs say nothing about it.
  */
-export function cpuFactors(catalog: Catalog): CpuFactors {
-  const { decodeCalibration: decode, prefillCalibration: prefill, decodeSecondsPerLayer: perLayer } = catalog.efficiency.cpu;
+export function priorCpuFactors(catalog: Catalog): NamedFactor[] {
+  const { decodeCalibration: decode, prefillCalibration: prefill, decodeSecondsPerLayer: perLayer, priors } = catalog.efficiency.cpu;
   const factorFor = (modelId: string, tierName: string): { model: ModelEntry; tensors: TensorInfo[] } => {
     const model = catalog.models.find((entry) => entry.id === modelId);
     const tier = model?.tiers.find((entry) => entry.name === tierName);
@@ -110,24 +155,49 @@ export function cpuFactors(catalog: Catalog): CpuFactors {
   const flopsPerToken = prefillFlops(matmulFlops(p.tensors, p.model.architecture), p.model.architecture, 0, prefill.promptTokens) / prefill.promptTokens;
   const peak = prefill.cores * prefill.allCoreGHz * 1e9 * prefill.fp32FlopsPerCycle;
   const prefillEfficiency = (prefill.prefillTokensPerSecond * flopsPerToken) / peak;
+  return [
+    {
+      name: "cpu.decodeEfficiency",
+      value: decodeEfficiency,
+      source: `${(bytesPerToken / 1e9).toFixed(2)} GB/token (this planner, ${decode.model} ${decode.tier}) ÷ (1/${decode.decodeTokensPerSecond} t/s − ${d.model.architecture.layers} layers × ${(perLayer.value * 1e6).toFixed(0)} µs) ÷ ${decode.measuredBandwidthGBps} GB/s — ${decode.source}`,
+    },
+    { name: "cpu.decodeSecondsPerLayer", value: perLayer.value, source: perLayer.source },
+    { name: "cpu.decodeComputeEfficiency", value: priors.decodeComputeEfficiency.value, source: priors.decodeComputeEfficiency.source },
+    {
+      name: "cpu.prefillEfficiency",
+      value: prefillEfficiency,
+      source: `${prefill.prefillTokensPerSecond} t/s × ${(flopsPerToken / 1e9).toFixed(1)} GFLOP/token ÷ (${prefill.cores} cores × ${prefill.allCoreGHz} GHz × ${prefill.fp32FlopsPerCycle} FLOP/cycle) — ${prefill.source}`,
+    },
+    { name: "cpu.numaRemoteGain", value: priors.numaRemoteGain.value, source: priors.numaRemoteGain.source },
+    { name: "cpu.pcieStreamFraction", value: catalog.efficiency.pcie.effectiveFraction.value, source: catalog.efficiency.pcie.effectiveFraction.source },
+  ];
+}
+
+/**
+ * The CPU factors the planner uses: the whole-corpus fit of npm run bench:published
+ * (catalog/efficiency.yaml cpu.corpusFit) for every factor it fitted, the prior for the rest, then
+ * any overrides (the bench on this machine, or a leave-one-source-out fold).
+ */
+export function cpuFactors(catalog: Catalog, overrides?: CpuFactorOverrides): CpuFactors {
+  const fit = catalog.efficiency.cpu.corpusFit;
+  const factors = priorCpuFactors(catalog).map((prior): NamedFactor => {
+    const name = prior.name.slice("cpu.".length) as CpuFactorName;
+    const override = overrides?.[name];
+    if (override !== undefined) return { name: prior.name, value: override, source: overrides!.source };
+    const fitted = fit?.factors[name];
+    if (fitted !== undefined) return { name: prior.name, value: fitted, source: `whole-corpus fit, npm run bench:published -- --write (${fit!.fittedOn})` };
+    return prior;
+  });
+  const value = (name: CpuFactorName) => factors.find((factor) => factor.name === `cpu.${name}`)!.value;
+  const bandwidth = catalog.efficiency.cpu.achievableFractionOfPeak;
   return {
-    decodeEfficiency,
-    decodeSecondsPerLayer: perLayer.value,
-    prefillEfficiency,
-    factors: [
-      {
-        name: "cpu.decodeEfficiency",
-        value: decodeEfficiency,
-        source: `${(bytesPerToken / 1e9).toFixed(2)} GB/token (this planner, ${decode.model} ${decode.tier}) ÷ (1/${decode.decodeTokensPerSecond} t/s − ${d.model.architecture.layers} layers × ${(perLayer.value * 1e6).toFixed(0)} µs) ÷ ${decode.measuredBandwidthGBps} GB/s — ${decode.source}`,
-      },
-      { name: "cpu.decodeSecondsPerLayer", value: perLayer.value, source: perLayer.source },
-      {
-        name: "cpu.prefillEfficiency",
-        value: prefillEfficiency,
-        source: `${prefill.prefillTokensPerSecond} t/s × ${(flopsPerToken / 1e9).toFixed(1)} GFLOP/token ÷ (${prefill.cores} cores × ${prefill.allCoreGHz} GHz × ${prefill.fp32FlopsPerCycle} FLOP/cycle) — ${prefill.source}`,
-      },
-      { name: "cpu.achievableFractionOfPeak", value: catalog.efficiency.cpu.achievableFractionOfPeak.value, source: catalog.efficiency.cpu.achievableFractionOfPeak.source },
-    ],
+    decodeEfficiency: value("decodeEfficiency"),
+    decodeSecondsPerLayer: value("decodeSecondsPerLayer"),
+    decodeComputeEfficiency: value("decodeComputeEfficiency"),
+    prefillEfficiency: value("prefillEfficiency"),
+    numaRemoteGain: value("numaRemoteGain"),
+    pcieStreamFraction: value("pcieStreamFraction"),
+    factors: [...factors, { name: "cpu.achievableFractionOfPeak", value: bandwidth.value, source: bandwidth.source }],
   };
 }
 
@@ -152,6 +222,8 @@ export interface SpeedInputs {
   opOffload?: boolean;
   /** --numa distribute/numactl: every node's memory serves the threads; otherwise pages sit on one node. */
   numaSpread?: boolean;
+  /** -t: the threads a decode step runs on (at most the physical cores). */
+  threads?: number;
   decodeDepthTokens: number;
   ttftPromptTokens: number;
   contextPerSlot: number;
@@ -163,31 +235,17 @@ export interface SpeedInputs {
 
 export const PREFILL_REPORT_PROMPT_TOKENS = 512;
 
-function resolvedCpuFactors(inputs: Pick<SpeedInputs, "catalog" | "cpuFactors">): CpuFactors {
-  const published = cpuFactors(inputs.catalog);
-  const local = inputs.cpuFactors;
-  if (!local) return published;
-  const decodeEfficiency = local.decodeEfficiency ?? published.decodeEfficiency;
-  const decodeSecondsPerLayer = local.decodeSecondsPerLayer ?? published.decodeSecondsPerLayer;
-  const prefillEfficiency = local.prefillEfficiency ?? published.prefillEfficiency;
-  return {
-    decodeEfficiency,
-    decodeSecondsPerLayer,
-    prefillEfficiency,
-    factors: [
-      { name: "cpu.decodeEfficiency", value: decodeEfficiency, source: local.decodeEfficiency === undefined ? "published" : local.source },
-      { name: "cpu.decodeSecondsPerLayer", value: decodeSecondsPerLayer, source: local.decodeSecondsPerLayer === undefined ? "published" : local.source },
-      { name: "cpu.prefillEfficiency", value: prefillEfficiency, source: local.prefillEfficiency === undefined ? "published" : local.source },
-    ],
-  };
-}
-
 /**
- * Node-local bandwidth: without --numa distribute/numactl, llama.cpp's loader faults every page in
- * from one thread, so one node's memory serves all threads (mechanics §1, inference).
+ * CPU bandwidth a decode step reads at. Without --numa distribute/numactl, llama.cpp's loader
+ * faults every page in from one thread, so one node's memory serves all threads (mechanics §1,
+ * inference). With them, each further node adds only `numaRemoteGain` of its own bandwidth: the
+ * pages are spread, but threads read other nodes' pages across the socket link.
  */
-function cpuBandwidth(host: HostSpec, numaSpread: boolean): number {
-  return numaSpread || host.cpu.numaNodes <= 1 ? host.memory.achievableBandwidth : host.memory.achievableBandwidth / host.cpu.numaNodes;
+function cpuBandwidth(host: HostSpec, numaSpread: boolean, numaRemoteGain: number): number {
+  const nodes = host.cpu.numaNodes;
+  if (nodes <= 1) return host.memory.achievableBandwidth;
+  const perNode = host.memory.achievableBandwidth / nodes;
+  return numaSpread ? perNode * (1 + (nodes - 1) * numaRemoteGain) : perNode;
 }
 
 /**
@@ -201,23 +259,32 @@ function cpuLayers(placement: Pick<SpeedPlacement, "layerDevice">): number {
 
 export function project(inputs: SpeedInputs): Projection {
   const { arch, tensors, host, placement, catalog } = inputs;
-  const cpu = resolvedCpuFactors(inputs);
+  const cpu = cpuFactors(inputs.catalog, inputs.cpuFactors);
   const gpuDecode = catalog.efficiency.gpu.decodeBandwidthFraction;
   const gpuPrefill = catalog.efficiency.gpu.prefillComputeFraction;
-  const pcie = catalog.efficiency.pcie.effectiveFraction;
   const kvTypeV = inputs.kvCacheTypeV ?? inputs.kvCacheType;
   const opOffload = inputs.opOffload ?? true;
 
   const devices: DeviceName[] = ["CPU", ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
   const effectiveBandwidth = (device: DeviceName): number =>
-    device === "CPU" ? cpuBandwidth(host, inputs.numaSpread ?? host.cpu.numaNodes <= 1) * cpu.decodeEfficiency : host.gpus[Number(device.slice(4))]!.bandwidth * gpuDecode.value;
+    device === "CPU" ? cpuBandwidth(host, inputs.numaSpread ?? host.cpu.numaNodes <= 1, cpu.numaRemoteGain) * cpu.decodeEfficiency : host.gpus[Number(device.slice(4))]!.bandwidth * gpuDecode.value;
   const cpuLayerSeconds = cpuLayers(placement) * cpu.decodeSecondsPerLayer;
+  const decodeThreads = Math.min(inputs.threads ?? host.cpu.cores, host.cpu.cores);
+  const decodeCompute = decodeThreads * host.cpu.allCoreGHz * 1e9 * host.cpu.fp32FlopsPerCycle * cpu.decodeComputeEfficiency;
+  const cpuDecodeFlops = tensors.filter((tensor) => placement.deviceOfTensor.get(tensor.name) === "CPU").reduce((sum, tensor) => sum + matmulFlopsPerToken(tensor, arch), 0);
   const trafficAt = (depth: number): DeviceDecodeTraffic[] =>
     devices
       .map((device) => {
         const bytesPerToken = decodeBytesOnDevice(tensors, placement, arch, device, depth, inputs.kvCacheType, kvTypeV);
         const bandwidth = effectiveBandwidth(device);
-        return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: bytesPerToken / bandwidth + (device === "CPU" ? cpuLayerSeconds : 0) };
+        // A CPU step is bound by whichever is slower, streaming its bytes or its threads' arithmetic
+        // (roofline); the per-layer dispatch cost comes on top.
+        const computeBound = device === "CPU" && cpuDecodeFlops / decodeCompute > bytesPerToken / bandwidth;
+        const seconds = device === "CPU" ? Math.max(bytesPerToken / bandwidth, cpuDecodeFlops / decodeCompute) + cpuLayerSeconds : bytesPerToken / bandwidth;
+        const computeBasis = computeBound
+          ? `compute-bound: ${(cpuDecodeFlops / 1e9).toFixed(1)} GFLOP/token on ${decodeThreads} threads × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.decodeComputeEfficiency.toFixed(3)} = ${(decodeCompute / 1e12).toFixed(2)} TFLOPS`
+          : undefined;
+        return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: seconds, computeBound, ...(computeBasis ? { computeBasis } : {}) };
       })
       .filter((traffic) => traffic.bytesPerToken > 0);
   const decodeAt = (depth: number) => 1 / trafficAt(depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
@@ -239,7 +306,7 @@ export function project(inputs: SpeedInputs): Projection {
     const offloads = opOffload && placement.ubatch >= 32;
     const streamedBytes = offloads ? cpuMatmul.reduce((sum, tensor) => sum + tensor.bytes, 0) : 0;
     const cpuFlopsPerToken = offloads ? 0 : matmulFlops(cpuMatmul, arch);
-    const pcieBandwidth = gpu0.pcieBandwidth * pcie.value;
+    const pcieBandwidth = gpu0.pcieBandwidth * cpu.pcieStreamFraction;
     prefillSeconds = (n) => {
       let seconds = 0;
       for (let start = 0; start < n; start += placement.ubatch) {
@@ -258,7 +325,6 @@ export function project(inputs: SpeedInputs): Projection {
   if (host.gpus.length > 0) {
     factors.push({ name: "gpu.decodeBandwidthFraction", value: gpuDecode.value, source: gpuDecode.source });
     factors.push({ name: "gpu.prefillComputeFraction", value: gpuPrefill.value, source: gpuPrefill.source });
-    factors.push({ name: "pcie.effectiveFraction", value: pcie.value, source: pcie.source });
   }
 
   const depths = [...new Set([0, 4096, 32768, inputs.decodeDepthTokens, inputs.contextPerSlot, ...(inputs.decodeDepths ?? [])])].filter((depth) => depth <= inputs.contextPerSlot).sort((a, b) => a - b);
@@ -275,13 +341,12 @@ export function project(inputs: SpeedInputs): Projection {
     ttftSeconds: prefillSeconds(inputs.ttftPromptTokens),
     prefillBasis,
     factors,
+    errorBands: { decode: errorBand(catalog, projectionClass(placement.mode, host), "decode"), prefill: errorBand(catalog, projectionClass(placement.mode, host), "prefill") },
   };
 }
 
 /** What a given CPU bandwidth would decode at, for checking a claim like the seed's "~100 GB/s". */
 export function cpuDecodeAtBandwidth(inputs: SpeedInputs, bandwidthBytesPerSecond: number): number {
-  const { arch, tensors, placement } = inputs;
-  const cpu = resolvedCpuFactors(inputs);
-  const bytes = decodeBytesOnDevice(tensors, placement, arch, "CPU", inputs.decodeDepthTokens, inputs.kvCacheType, inputs.kvCacheTypeV);
-  return 1 / (bytes / (bandwidthBytesPerSecond * cpu.decodeEfficiency) + cpuLayers(placement) * cpu.decodeSecondsPerLayer);
+  const host = { ...inputs.host, memory: { ...inputs.host.memory, achievableBandwidth: bandwidthBytesPerSecond } };
+  return project({ ...inputs, host, numaSpread: true, cpuFactors: { numaRemoteGain: 1, ...inputs.cpuFactors, source: inputs.cpuFactors?.source ?? "a stated bandwidth" } }).decodeTokensPerSecond;
 }

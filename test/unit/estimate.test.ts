@@ -121,12 +121,31 @@ describe("estimate: projections", () => {
     expect(quarter.projection.decodeTokensPerSecond).toBe(all.projection.decodeTokensPerSecond);
   });
 
-  it("without --numa on a two-node host one node's memory serves every thread", () => {
+  it("without --numa on a two-node host one node's memory serves every thread; with it the second node adds numaRemoteGain of its own", () => {
     const twoNodes: HostSpec = { ...cpuHost, cpu: { ...cpuHost.cpu, numaNodes: 2 } };
-    const off = run(twoNodes, { ctxSize: 4096, parallel: 1 });
-    const spread = run(twoNodes, { ctxSize: 4096, parallel: 1, numa: "distribute" });
-    expect(spread.projection.decodeTraffic[0]!.effectiveBandwidth).toBeCloseTo(2 * off.projection.decodeTraffic[0]!.effectiveBandwidth, 0);
-    expect(spread.projection.decodeTokensPerSecond).toBeGreaterThan(off.projection.decodeTokensPerSecond);
+    const withGain = (numaRemoteGain: number, numa?: "distribute") =>
+      estimate(tensors, arch, twoNodes, { ctxSize: 4096, parallel: 1, ...(numa ? { numa } : {}) }, { catalog, cpuFactors: { numaRemoteGain, source: "test" } }).projection.decodeTraffic[0]!.effectiveBandwidth;
+    const oneNode = withGain(0.5);
+    // Per node: half the host's achievable bandwidth, times the decode efficiency.
+    expect(withGain(0.3, "distribute") / oneNode).toBeCloseTo(1.3, 9);
+    expect(withGain(0, "distribute")).toBeCloseTo(oneNode, 0);
+    expect(withGain(1, "distribute")).toBeCloseTo(2 * oneNode, 0);
+  });
+
+  it("-t: decode on few threads is bound by their arithmetic (it scales with -t), on all cores by bandwidth", () => {
+    const slowCompute = { decodeComputeEfficiency: 0.01, source: "test" };
+    const decodeAt = (threads: number, cpuFactors?: { decodeComputeEfficiency: number; source: string }) =>
+      estimate(tensors, arch, cpuHost, { ctxSize: 4096, parallel: 1, threads }, { catalog, ...(cpuFactors ? { cpuFactors } : {}) }).projection;
+    // At 1% of peak every thread count is compute-bound: time = FLOPs ÷ (threads × clock × FLOP/cycle × 0.01) + layers × per-layer cost.
+    const two = decodeAt(2, slowCompute);
+    const four = decodeAt(4, slowCompute);
+    const perLayer = catalog.efficiency.cpu.decodeSecondsPerLayer.value * arch.layers;
+    expect((1 / two.decodeTokensPerSecond - perLayer) / (1 / four.decodeTokensPerSecond - perLayer)).toBeCloseTo(2, 6);
+    // At full peak, half the cores still out-compute the memory: both stream at the bandwidth bound.
+    const fastCompute = { decodeComputeEfficiency: 1, source: "test" };
+    const cores = cpuHost.cpu.cores;
+    expect(decodeAt(cores / 2, fastCompute).decodeTokensPerSecond).toBe(decodeAt(cores, fastCompute).decodeTokensPerSecond);
+    expect(decodeAt(1, fastCompute).decodeTokensPerSecond).toBeLessThan(decodeAt(cores, fastCompute).decodeTokensPerSecond);
   });
 });
 

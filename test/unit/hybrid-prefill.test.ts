@@ -34,8 +34,8 @@ function chosenAndOther(plan: Plan): { chosen: number; other: number; cpuExperts
 }
 
 describe("hybrid prefill follows the estimate", () => {
-  it("on the rig's PCIe 4.0 x4 links a 32K prompt streams the experts, the faster way by the kit's own numbers", () => {
-    const plan = planWithPcie({ gen: 4, lanes: 4 });
+  it("on PCIe 4.0 x16 links a 32K prompt streams the experts, the faster way by the kit's own numbers", () => {
+    const plan = planWithPcie({ gen: 4, lanes: 16 });
     const { chosen, other, cpuExperts } = chosenAndOther(plan);
     expect(cpuExperts).toBe(false);
     expect(chosen).toBeLessThan(other);

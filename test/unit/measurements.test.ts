@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
-import { convert, fitFactor, leaveOneSourceOut, quantile, serverWords, splitWords } from "../../bench/published";
+import { convert, fitFactor, fitPhase, leaveOneSourceOut, quantile, serverWords, splitWords } from "../../bench/published";
 import { loadCatalog } from "../../planner/catalog";
 import { tensorsFromArchitecture } from "../../planner/tensors";
 import {
@@ -165,10 +165,32 @@ describe("bench/published conversion", () => {
     const kimi = convert(runs.find((run) => run.id === "kimi-k2-q4kxl-dual-9355-rtx6000pro")!, catalog);
     expect("inputs" in kimi && kimi.inputs.host.memory.channels).toBe(23);
     expect("inputs" in kimi && kimi.inputs.flags.flashAttn).toBe("on");
-    expect("inputs" in kimi && kimi.inputs.prefill).toBe(false);
+    // No catalog platform: the datasheet clock of PLATFORM_FACTS stands in, and says so.
+    expect("inputs" in kimi && kimi.inputs.host.cpu.allCoreGHz).toBe(3.55);
+    expect("inputs" in kimi && kimi.inputs.assumptions.join("; ")).toMatch(/3\.55 GHz all-core of base 3\.55 GHz/);
+    // A run on a quarter of the cores or fewer holds the boost clock.
+    const light = convert(runs.find((run) => run.id === "deepseek-r1-udiq1s-epyc9654-3090-ngl8")!, catalog);
+    expect("inputs" in light && light.inputs.host.cpu.allCoreGHz).toBe(3.7);
+    const noClock = convert(runs.find((run) => run.id === "glm52-q4km-neoverse-n2-96c")!, catalog);
+    expect("blockers" in noClock && noClock.blockers.join("; ")).toMatch(/no all-core clock for CPU Neoverse-N2 96-core/);
     const unknownHost = convert(runs.find((run) => run.id === "deepseek-v3-q4km-4x3090-ngl7")!, catalog);
     expect("blockers" in unknownHost && unknownHost.blockers.join("; ")).toMatch(/no bandwidth/);
   });
+
+  it("fits only the factors its runs inform: with no multi-socket run the NUMA gain keeps its prior", () => {
+    const catalog = loadCatalog();
+    const runs = loadMeasurements().runs;
+    const singleSocket = ["deepseek-r1-q8-6980p-1s-mainline", "deepseek-r1-udiq1s-epyc7713-2xa6000ada"].map((id) => {
+      const conversion = convert(runs.find((run) => run.id === id)!, catalog);
+      if (!("inputs" in conversion)) throw new Error(`${id} does not convert`);
+      return conversion;
+    });
+    const { factors, informed } = fitPhase(singleSocket, catalog, "decode");
+    expect(informed).not.toContain("numaRemoteGain");
+    expect(factors.numaRemoteGain).toBe(catalog.efficiency.cpu.priors.numaRemoteGain.value);
+    // The 16-of-64-threads run informs the arithmetic term.
+    expect(informed).toContain("decodeComputeEfficiency");
+  }, 60_000);
 
   it("fits each held-out source's factor without that source's runs: changing its figures leaves its projection unchanged", () => {
     const catalog = loadCatalog();

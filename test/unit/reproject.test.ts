@@ -10,15 +10,21 @@ import { buildPlan } from "../../planner/plan";
 import { hostWithMeasuredBandwidth, reprojectWithBandwidth } from "../../planner/reproject";
 import { loadStackConfig } from "../../planner/stack-file";
 
-const catalog = loadCatalog();
+const published = loadCatalog();
 const cpuPlan = buildPlan("cpu-ddr5", loadStackConfig("cpu-ddr5"));
+// With the corpus fit the seed's 16-core box decodes at its cores' arithmetic, not its bandwidth
+// (tested below); the bandwidth physics is tested on a catalog whose CPU arithmetic never binds.
+const catalog = {
+  ...published,
+  efficiency: { ...published.efficiency, cpu: { ...published.efficiency.cpu, corpusFit: { fittedOn: "test: memory-bound", factors: { ...published.efficiency.cpu.corpusFit?.factors, decodeComputeEfficiency: 1 }, errorBands: [] } } },
+};
 const hybridPlan = buildPlan("epyc-pro6000", loadStackConfig("epyc-pro6000"));
 const gbps = (plan: typeof cpuPlan) => plan.host.memory.achievableBandwidth / 1e9;
 
 describe("reprojectWithBandwidth", () => {
   it("at the plan's own bandwidth reproduces the plan's projection exactly (same estimator, same flags)", () => {
     for (const plan of [cpuPlan, hybridPlan]) {
-      const same = reprojectWithBandwidth(plan, gbps(plan), catalog);
+      const same = reprojectWithBandwidth(plan, gbps(plan), published);
       expect(same.decodeTokensPerSecond).toBe(plan.projection.decodeTokensPerSecond);
       expect(same.prefillTokensPerSecond).toBe(plan.projection.prefillTokensPerSecond);
       expect(same.ttftSeconds).toBe(plan.projection.ttftSeconds);
@@ -51,6 +57,15 @@ describe("reprojectWithBandwidth", () => {
     // And a measured 0.48 × the datasheet-derived figure (as published big servers measure) gives
     // t1 (1 + m (1/0.48 - 1)).
     expect(at(0.48) / t1).toBeCloseTo(1 + memoryShare * (1 / 0.48 - 1), 9);
+  });
+
+  it("CPU only, compute-bound (the published fit on the seed's 16 cores): a measured bandwidth above the bound leaves decode unchanged, one far below it lowers decode", () => {
+    const plan = buildPlan("cpu-ddr5", loadStackConfig("cpu-ddr5"));
+    const cpu = plan.projection.decodeTraffic[0]!;
+    expect(cpu.computeBound).toBe(true);
+    const full = reprojectWithBandwidth(plan, gbps(plan), published).decodeTokensPerSecond;
+    expect(reprojectWithBandwidth(plan, gbps(plan) * 2, published).decodeTokensPerSecond).toBe(full);
+    expect(reprojectWithBandwidth(plan, gbps(plan) / 10, published).decodeTokensPerSecond).toBeLessThan(full);
   });
 
   it("CPU only: prefill is compute-bound, so it does not follow bandwidth", () => {

@@ -74,7 +74,11 @@ describe("serving knobs flow into the command line and the estimate", () => {
     expect(argOf(plan, "--threads")).toBe("8");
     expect(argOf(plan, "--threads-batch")).toBe("8");
     expect(plan.projection.prefillTokensPerSecond / base.projection.prefillTokensPerSecond).toBeCloseTo(8 / 16, 6);
-    expect(plan.projection.decodeTokensPerSecond).toBeCloseTo(base.projection.decodeTokensPerSecond, 6);
+    // Decode on the seed's 16 cores is compute-bound (the corpus fit): its arithmetic time doubles on half the threads.
+    expect(base.projection.decodeTraffic[0]!.computeBound).toBe(true);
+    const perLayerSeconds = base.model.architecture.layers * base.projection.factors.find((factor) => factor.name === "cpu.decodeSecondsPerLayer")!.value;
+    const arithmetic = (of: Plan) => 1 / of.projection.decodeTokensPerSecond - perLayerSeconds;
+    expect(arithmetic(plan) / arithmetic(base)).toBeCloseTo(2, 6);
   });
 
   it("threadsBatch alone: -tb as set, -t stays one per core", () => {
@@ -85,8 +89,13 @@ describe("serving knobs flow into the command line and the estimate", () => {
   });
 
   it("opOffload false on a GPU host: --no-op-offload, and CUDA0 no longer holds the largest CPU weight it would multiply", () => {
-    const rig = planOf(raw("rtx3090x4"));
-    const off = withServing("rtx3090x4", { opOffload: false });
+    // On x16 links streaming wins, so the kit keeps op offload on unless the stack turns it off.
+    const wide = raw("rtx3090x4");
+    (wide.host as Raw).pcie = { gen: 4, lanes: 16 };
+    const rig = planOf(wide);
+    const offValues = structuredClone(wide);
+    (offValues.serving as Raw).opOffload = false;
+    const off = planOf(offValues);
     expect(rig.llamaServerArgs).not.toContain("--no-op-offload");
     expect(off.llamaServerArgs).toContain("--no-op-offload");
     // The largest matmul weight left on the CPU, found here from the tensor list and the placement.
