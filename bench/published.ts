@@ -216,6 +216,11 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
   else {
     try {
       flags = parseFlags(translated.words, `run ${run.id}`).sizing;
+      // Older builds took -ctk alone on MLA models; v0.5.0 refuses K and V types that differ there.
+      if (found && typeof found !== "string" && found.model.architecture.attention?.kind !== "gqa" && flags.cacheTypeK && flags.cacheTypeV === undefined) {
+        flags = { ...flags, cacheTypeV: flags.cacheTypeK };
+        assumptions.push(`-ctv ${flags.cacheTypeK} beside -ctk (v0.5.0 refuses differing K and V types on MLA)`);
+      }
     } catch (error) {
       const lines = (error as Error).message.split("\n").map((line) => line.trim().replace(/^- /, ""));
       blockers.push(`flags do not parse as llama-server flags: ${lines.slice(1, 2).join(" ") || lines[0]}`);

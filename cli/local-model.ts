@@ -13,7 +13,7 @@ import { ConfigError } from "../planner/errors";
 import { GGML_TYPE_BY_ID } from "../planner/ggml-types";
 import type { HostSpec } from "../planner/host";
 import { CPU_ISA_FEATURES, type CpuIsaFeature } from "../planner/config";
-import { architectureFromMetadata, lockSchema, tensorsFromLock, type ManifestLock } from "../planner/lock";
+import { architectureFromMetadata, lockSchema, SIZED_ARCHITECTURES, tensorsFromLock, UnsizedArchitectureError, type ManifestLock } from "../planner/lock";
 import type { TensorInfo } from "../planner/tensors";
 import { scalarMetadata } from "./lock";
 
@@ -117,7 +117,8 @@ export async function readLocalModel(path: string, label = basename(path), extra
   try {
     arch = architectureFromMetadata(lock.metadata);
   } catch (error) {
-    throw refuse(path, `${(error as Error).message}; allowed: a MoE model llama.cpp loads (deepseek2, qwen3moe, glm4moe, …)`);
+    // An unsized architecture's message already names what is allowed.
+    throw refuse(path, error instanceof UnsizedArchitectureError ? error.message : `${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`);
   }
   const tensors = tensorsFromLock(lock);
   return { path, shards, arch, tensors, bytes: tensors.reduce((sum, tensor) => sum + tensor.bytes, 0), lock };

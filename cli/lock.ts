@@ -14,7 +14,7 @@ import { gguf } from "@huggingface/gguf";
 import { findModelByRepo, loadCatalog } from "../planner/catalog";
 import { ConfigError } from "../planner/errors";
 import { GGML_TYPE_BY_ID } from "../planner/ggml-types";
-import { conventionalLockPath, lockSchema, type ManifestLock } from "../planner/lock";
+import { conventionalLockPath, lockSchema, MAX_METADATA_ARRAY, type ManifestLock } from "../planner/lock";
 import { REPO_ROOT } from "../planner/plan";
 import { loadStackConfig } from "../planner/stack-file";
 
@@ -68,6 +68,10 @@ export function scalarMetadata(metadata: Record<string, unknown>): ManifestLock[
     if (key.startsWith("tokenizer.")) continue;
     if (typeof value === "bigint") scalars[key] = Number(value);
     else if ((typeof value === "number" && Number.isFinite(value)) || typeof value === "string" || typeof value === "boolean") scalars[key] = value;
+    else if (Array.isArray(value) && value.length <= MAX_METADATA_ARRAY && value.every((entry) => typeof entry === "number" || typeof entry === "bigint" || typeof entry === "boolean")) {
+      // Per-layer arrays (head counts, recurrent-layer flags): what hybrid architectures are sized from.
+      scalars[key] = value.map((entry) => Number(entry));
+    }
   }
   return scalars;
 }

@@ -83,8 +83,14 @@ export const KIT_FLAG_REASONS: ReadonlyArray<readonly [string, (inputs: ArgsInpu
   ["--api-key-file", () => "the key stays out of the argument list, docker inspect and logs"],
   ["--ctx-size", (i) => `${i.slots} slot(s) × ${i.contextPerSlot} tokens each`],
   ["--parallel", () => "slots are set, not auto, so the KV cache is the size the plan counted"],
-  ["--cache-type-k", (i) => (storesV(i.model.architecture) ? "K cache type (serving.kvCacheType)" : "MLA stores only K (the latent); -ctv would have no effect, so it is not passed")],
-  ["--cache-type-v", () => "V cache type, passed because this architecture stores V (serving.vCacheType, else serving.kvCacheType)"],
+  ["--cache-type-k", (i) => (storesV(i.model.architecture) ? "K cache type (serving.kvCacheType)" : "MLA stores only K (the latent)")],
+  [
+    "--cache-type-v",
+    (i) =>
+      storesV(i.model.architecture)
+        ? "V cache type, passed because this architecture stores V (serving.vCacheType, else serving.kvCacheType)"
+        : "equal to -ctk: MLA stores no V, but llama-server refuses an MLA model whose K and V cache types differ (llama-context.cpp)",
+  ],
   ["--flash-attn", () => "no materialized attention matrix, so compute buffers stay small at long context"],
   ["--threads", (i) => (threadsOf(i) === i.host.cpu.cores ? `one thread per physical core (${i.host.cpu.cores}); hyperthreads only contend for the same memory bandwidth` : `serving.threads: ${threadsOf(i)} (the host has ${i.host.cpu.cores} physical cores)`)],
   ["--threads-batch", (i) => (i.placement.flags.threadsBatch === i.host.cpu.cores ? "prompt processing is compute-bound: all physical cores" : "serving.threadsBatch (else serving.threads), as the stack set it")],

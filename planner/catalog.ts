@@ -56,6 +56,12 @@ const architectureSchema = z.strictObject({
   expertFfnSize: z.int().positive(),
   vocabSize: z.int().positive(),
   contextLength: z.int().positive(),
+  /**
+   * Hybrid models (kimi-k3: KDA linear attention + MLA): the layers that keep a recurrent state per
+   * slot instead of KV cells, and that state's F32 elements per layer (llama_hparams n_embd_r +
+   * n_embd_s). Absent: every layer keeps KV.
+   */
+  recurrent: z.strictObject({ layers: z.array(z.int().nonnegative()), stateFloatsPerLayer: z.int().positive() }).optional(),
 });
 export type Architecture = z.infer<typeof architectureSchema>;
 

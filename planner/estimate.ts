@@ -18,7 +18,9 @@ import {
   gpuHeadroomBytes,
   hostHeadroomBytes,
   isRepacked,
+  keepsKv,
   kvBytesPerTokenPerLayer,
+  recurrentBytesPerLayer,
   promptCacheBytes,
   type DeviceMemory,
   type DeviceName,
@@ -247,6 +249,11 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
   const { catalog } = options;
   const efficiency = catalog.efficiency;
   const settings = resolveSettings(arch, host, flags, catalog);
+  // llama-context.cpp (llama_init_from_model): an MLA model whose K and V cache types differ is
+  // refused ("model does not support different K and V cache types"), though it stores no V.
+  if (arch.attention?.kind !== "gqa" && settings.cacheTypeK !== settings.cacheTypeV) {
+    throw new ConfigError("--args", [`-ctv: found ${settings.cacheTypeV} with -ctk ${settings.cacheTypeK}; allowed: -ctv ${settings.cacheTypeK} (${arch.llamaCppArch} uses MLA, and llama-server refuses different K and V cache types for it)`]);
+  }
   const placement = place(tensors, arch, host, flags, settings, catalog);
   const notes: string[] = [];
 
@@ -276,7 +283,9 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
       if (placement.repacked.has(tensor.name)) repackBytes += tensor.bytes;
       else modelBytes += tensor.bytes;
     }
-    const kvBytes = placement.layerDevice.filter((owner) => owner === device).length * kvPerLayer;
+    const layersHere = placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
+    const kvBytes = layersHere.filter((layer) => keepsKv(arch, layer)).length * kvPerLayer;
+    const recurrentBytes = (layersHere.length - layersHere.filter((layer) => keepsKv(arch, layer)).length) * recurrentBytesPerLayer(arch, settings.slots);
     const computeBytes = compute(device);
     if (device === "CPU") {
       const headroomBytes = hostHeadroomBytes(host.memory.totalBytes, efficiency);
@@ -288,6 +297,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
           modelBytes,
           repackBytes,
           kvBytes,
+          recurrentBytes,
           computeBytes,
           promptCacheBytes: promptCacheBytes(settings.cacheRamMiB),
           headroomBytes,
@@ -304,6 +314,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
           modelBytes,
           repackBytes,
           kvBytes,
+          recurrentBytes,
           computeBytes,
           promptCacheBytes: 0,
           headroomBytes: gpuHeadroomBytes(efficiency),

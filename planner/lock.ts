@@ -29,6 +29,9 @@ const lockShard = z.strictObject({
   tensors: z.array(z.strictObject({ name: z.string(), type: z.enum(GGML_TYPE_NAMES as [string, ...string[]]), shape: z.array(z.int().nonnegative()), offset: z.int().nonnegative() })),
 });
 
+/** Longest per-layer metadata array a lock keeps (layer counts are in the hundreds). */
+export const MAX_METADATA_ARRAY = 4096;
+
 /** The lock's shape; also what `--gguf` builds in memory for a local file (absolute paths, no repo). */
 export const lockSchema = z.strictObject({
   lockVersion: z.literal(1),
@@ -37,8 +40,8 @@ export const lockSchema = z.strictObject({
   tier: z.string(),
   source: z.string(),
   generatedAt: z.string(),
-  /** Scalar GGUF metadata of the first shard (tokenizer arrays left out): the model's real architecture. */
-  metadata: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])),
+  /** GGUF metadata of the first shard, scalars and per-layer number arrays (tokenizer arrays left out): the model's real architecture. */
+  metadata: z.record(z.string(), z.union([z.number(), z.string(), z.boolean(), z.array(z.number()).max(MAX_METADATA_ARRAY)])),
   shards: z.array(lockShard).min(1),
 });
 
@@ -94,24 +97,50 @@ export function readLock(path: string, where: { stack: string; field: string } =
 }
 
 /**
+ * Architectures this kit sizes exactly from GGUF metadata, and why each other one is refused: a model
+ * whose memory the estimator cannot account for is never guessed.
+ */
+export const SIZED_ARCHITECTURES = ["deepseek2", "kimi-k3", "qwen3moe", "glm4moe"] as const;
+
+export class UnsizedArchitectureError extends Error {
+  constructor(readonly arch: string) {
+    super(`architecture ${arch} is not sized by this kit (sized: ${SIZED_ARCHITECTURES.join(", ")})`);
+  }
+}
+
+/**
  * The architecture numbers of an MoE GGUF, from its metadata (gguf-py/gguf/constants.py keys):
- * deepseek2 with MLA, or a grouped-query-attention MoE (qwen3moe, glm4moe, …).
+ * deepseek2 with MLA; kimi-k3 (MLA on some layers, KDA linear attention with a recurrent state on the
+ * others); or a grouped-query-attention MoE (qwen3moe, glm4moe).
  */
 export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Architecture {
   const arch = String(metadata["general.architecture"]);
+  if (!(SIZED_ARCHITECTURES as readonly string[]).includes(arch)) throw new UnsizedArchitectureError(arch);
+  const raw = (key: string) => metadata[`${arch}.${key}`];
   const number = (key: string, fallback?: number): number => {
-    const value = metadata[`${arch}.${key}`];
+    const value = raw(key);
     if (typeof value === "number") return value;
     if (fallback !== undefined) return fallback;
     throw new Error(`the lock's GGUF metadata lacks ${arch}.${key}`);
   };
+  const layers = number("block_count");
+  /** A per-layer key: llama.cpp reads either one number for every layer or an array of block_count. */
+  const perLayer = (key: string, fallback?: number): number[] => {
+    const value = raw(key);
+    if (Array.isArray(value)) {
+      if (value.length !== layers) throw new Error(`the lock's GGUF metadata ${arch}.${key} has ${value.length} entries; allowed: one per layer (${arch}.block_count = ${layers})`);
+      return value;
+    }
+    return Array.from({ length: layers }, () => number(key, fallback));
+  };
+  const heads = perLayer("attention.head_count");
   // What every MoE architecture states the same way.
   const common = {
     llamaCppArch: arch,
-    layers: number("block_count"),
+    layers,
     denseLeadingLayers: number("leading_dense_block_count", 0),
     hiddenSize: number("embedding_length"),
-    attentionHeads: number("attention.head_count"),
+    attentionHeads: Math.max(...heads),
     denseFfnSize: number("feed_forward_length"),
     routedExperts: number("expert_count"),
     activeExperts: number("expert_used_count"),
@@ -120,12 +149,12 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     vocabSize: number("vocab_size"),
     contextLength: number("context_length"),
   };
-  if (arch !== "deepseek2") {
+  if (arch === "qwen3moe" || arch === "glm4moe") {
     const headDim = Math.floor(common.hiddenSize / common.attentionHeads);
     const valueLength = number("attention.value_length", headDim);
     return {
       ...common,
-      attention: { kind: "gqa", headCountKv: number("attention.head_count_kv", common.attentionHeads), keyLength: number("attention.key_length", headDim), valueLength },
+      attention: { kind: "gqa", headCountKv: Math.max(...perLayer("attention.head_count_kv", common.attentionHeads)), keyLength: number("attention.key_length", headDim), valueLength },
       qLoraRank: 0,
       kvLoraRank: 0,
       qkNopeHeadDim: 0,
@@ -134,13 +163,26 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     };
   }
   const rope = number("rope.dimension_count");
-  return {
+  const mla = {
     ...common,
     qLoraRank: number("attention.q_lora_rank", 0),
     kvLoraRank: number("attention.kv_lora_rank"),
     qkNopeHeadDim: number("attention.key_length_mla") - rope,
     qkRopeHeadDim: rope,
     vHeadDim: number("attention.value_length_mla"),
+  };
+  if (arch === "deepseek2") return mla;
+  // kimi-k3: attention.recurrent_layers flags the KDA layers. Their state per slot is
+  // llama_hparams::n_embd_r() (Q, K and V conv states: 3 × (conv_kernel − 1) × n_head × head_dim) plus
+  // n_embd_s() (head_dim² × n_head), F32, where n_head is layer 0's head count as llama.cpp's n_head().
+  const recurrentFlags = perLayer("attention.recurrent_layers", 0);
+  const kdaHeadDim = number("kda.head_dim");
+  const convKernel = number("ssm.conv_kernel", 4);
+  const headsOfLayer0 = heads[0]!;
+  const convFloats = 3 * (convKernel > 0 ? convKernel - 1 : 3) * headsOfLayer0 * kdaHeadDim;
+  return {
+    ...mla,
+    recurrent: { layers: recurrentFlags.flatMap((flag, layer) => (flag ? [layer] : [])), stateFloatsPerLayer: convFloats + kdaHeadDim * kdaHeadDim * headsOfLayer0 },
   };
 }
 

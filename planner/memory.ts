@@ -22,6 +22,8 @@ export interface DeviceMemory {
   /** Weights llama.cpp rearranged for its CPU kernels (CPU_REPACK buffer); they replace, not add to, modelBytes. */
   repackBytes: number;
   kvBytes: number;
+  /** Hybrid models: the recurrent state of this device's recurrent layers, one per slot (llama_memory_recurrent "RS" buffer). */
+  recurrentBytes: number;
   computeBytes: number;
   /** llama-server's host-RAM prompt cache (--cache-ram), CPU only. */
   promptCacheBytes: number;
@@ -60,6 +62,25 @@ export function kvBytesPerTokenPerLayer(arch: Architecture, type: KvCacheType, t
 export function attentionHeadWidths(arch: Architecture): { key: number; value: number } {
   if (arch.attention?.kind === "gqa") return { key: arch.attention.keyLength, value: arch.attention.valueLength };
   return { key: arch.kvLoraRank + arch.qkRopeHeadDim, value: arch.kvLoraRank };
+}
+
+/** Whether a layer keeps KV cells (every layer but a hybrid model's recurrent ones). */
+export function keepsKv(arch: Architecture, layer: number): boolean {
+  return !arch.recurrent?.layers.includes(layer);
+}
+
+/** Layers that keep KV cells. */
+export function kvLayerCount(arch: Architecture): number {
+  return arch.layers - (arch.recurrent?.layers.length ?? 0);
+}
+
+/**
+ * Recurrent state of one recurrent layer for all slots: llama_memory_recurrent allocates
+ * max(1, n_seq_max) rows of n_embd_r + n_embd_s F32 per recurrent layer, whatever the context
+ * (mechanics §7; × (1 + n_rs_seq) only with speculative drafting, which the kit does not configure).
+ */
+export function recurrentBytesPerLayer(arch: Architecture, slots: number): number {
+  return arch.recurrent ? Math.max(1, slots) * arch.recurrent.stateFloatsPerLayer * 4 : 0;
 }
 
 export function kvBytesPerLayer(arch: Architecture, type: KvCacheType, cells: number): number {
@@ -126,6 +147,6 @@ export function promptCacheBytes(cacheRamMiB: number): number {
 
 export function finishDevice(partial: Omit<DeviceMemory, "plannedBytes" | "fits">): DeviceMemory {
   const plannedBytes =
-    partial.modelBytes + partial.repackBytes + partial.kvBytes + partial.computeBytes + partial.promptCacheBytes + partial.headroomBytes;
+    partial.modelBytes + partial.repackBytes + partial.kvBytes + partial.recurrentBytes + partial.computeBytes + partial.promptCacheBytes + partial.headroomBytes;
   return { ...partial, plannedBytes, fits: plannedBytes <= partial.capacityBytes };
 }

@@ -101,8 +101,9 @@ function baseFlags(inputs: PlacementInputs): SizingFlags {
     ctxSize: serving.contextPerSlot * serving.slots,
     parallel: serving.slots,
     cacheTypeK: serving.kvCacheType,
-    // Passed whenever V is sized, so llama-server's own default (f16) never differs from the plan.
-    cacheTypeV: storesV(arch) ? (knobs.cacheTypeV ?? serving.kvCacheType) : undefined,
+    // Passed whenever V is sized, so llama-server's own default (f16) never differs from the plan; on
+    // MLA (no V stored) it must equal -ctk, or llama-server refuses to create the context.
+    cacheTypeV: storesV(arch) ? (knobs.cacheTypeV ?? serving.kvCacheType) : serving.kvCacheType === "f16" ? undefined : serving.kvCacheType,
     flashAttn: "on",
     threads,
     // llama-server's -tb follows -t when unset; so does the kit.
@@ -134,7 +135,9 @@ function knobReasons(inputs: PlacementInputs, est: Estimate): string[] {
   if (knobs.cacheTypeV !== undefined && storesV(inputs.arch)) set.push(`-ctv ${knobs.cacheTypeV} (serving.vCacheType)`);
   if (set.length > 0) reasons.push(`Set by the stack instead of chosen, and sized as set: ${set.join("; ")}.`);
   if (knobs.cacheTypeV !== undefined && !storesV(inputs.arch)) {
-    reasons.push(`serving.vCacheType ${knobs.cacheTypeV} is not passed: ${inputs.arch.llamaCppArch} uses MLA, which stores no V cache (only the K latent), so -ctv would change nothing.`);
+    reasons.push(
+      `serving.vCacheType ${knobs.cacheTypeV} is not passed: ${inputs.arch.llamaCppArch} uses MLA, which stores no V cache (only the K latent), and llama-server refuses an MLA model whose -ctv differs from -ctk${inputs.serving.kvCacheType === "f16" ? "" : `, so -ctv ${inputs.serving.kvCacheType} follows serving.kvCacheType`}.`,
+    );
   }
   return reasons;
 }

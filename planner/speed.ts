@@ -11,7 +11,7 @@
 import type { Architecture, Catalog, ModelEntry } from "./catalog";
 import type { KvCacheType } from "./ggml-types";
 import type { HostSpec } from "./host";
-import { kvBytesPerTokenPerLayer, type DeviceName } from "./memory";
+import { keepsKv, kvBytesPerTokenPerLayer, kvLayerCount, recurrentBytesPerLayer, type DeviceName } from "./memory";
 import type { PlacementMode } from "./estimate";
 import { attentionFlopsPerTokenPerLayer, decodeReadFraction, matmulFlopsPerToken, tensorsFromArchitecture, type TensorInfo } from "./tensors";
 
@@ -84,8 +84,11 @@ function decodeBytesOnDevice(
   for (const tensor of tensors) {
     if (placement.deviceOfTensor.get(tensor.name) === device) bytes += tensor.bytes * decodeReadFraction(tensor, arch);
   }
-  const layersHere = placement.layerDevice.filter((owner) => owner === device).length;
-  return bytes + layersHere * depthTokens * kvBytesPerTokenPerLayer(arch, kvType, kvTypeV);
+  const layersHere = placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
+  const kvLayersHere = layersHere.filter((layer) => keepsKv(arch, layer)).length;
+  // A recurrent layer reads and writes its one-slot state once per token instead of reading KV.
+  const recurrentLayersHere = layersHere.length - kvLayersHere;
+  return bytes + kvLayersHere * depthTokens * kvBytesPerTokenPerLayer(arch, kvType, kvTypeV) + recurrentLayersHere * 2 * recurrentBytesPerLayer(arch, 1);
 }
 
 function matmulFlops(tensors: readonly TensorInfo[], arch: Architecture): number {
@@ -95,7 +98,7 @@ function matmulFlops(tensors: readonly TensorInfo[], arch: Architecture): number
 /** FLOPs to prefill tokens [start, start + count): weights once per token, attention per position. */
 function prefillFlops(perTokenMatmul: number, arch: Architecture, start: number, count: number): number {
   const positions = count * start + (count * (count - 1)) / 2;
-  return count * perTokenMatmul + arch.layers * attentionFlopsPerTokenPerLayer(arch, 1) * positions;
+  return count * perTokenMatmul + kvLayerCount(arch) * attentionFlopsPerTokenPerLayer(arch, 1) * positions;
 }
 
 export interface CpuFactors {
@@ -296,7 +299,7 @@ export function project(inputs: SpeedInputs): Projection {
   let prefillBasis: string;
   if (placement.mode === "cpu-only") {
     prefillSeconds = (n) => prefillFlops(perTokenMatmul, arch, 0, n) / cpuCompute;
-    prefillBasis = `CPU compute: ${coresBatch} cores × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.prefillEfficiency.toFixed(3)} = ${(cpuCompute / 1e12).toFixed(2)} TFLOPS effective; ${(perTokenMatmul / 1e9).toFixed(1)} GFLOP/token of weights plus ${(arch.layers * attentionFlopsPerTokenPerLayer(arch, 1) / 1e6).toFixed(2)} MFLOP per token of context`;
+    prefillBasis = `CPU compute: ${coresBatch} cores × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.prefillEfficiency.toFixed(3)} = ${(cpuCompute / 1e12).toFixed(2)} TFLOPS effective; ${(perTokenMatmul / 1e9).toFixed(1)} GFLOP/token of weights plus ${(kvLayerCount(arch) * attentionFlopsPerTokenPerLayer(arch, 1) / 1e6).toFixed(2)} MFLOP per token of context`;
   } else {
     const gpu0 = host.gpus[0]!;
     const gpuCompute = gpu0.int8OpsPerSecond * gpuPrefill.value;

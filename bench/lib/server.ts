@@ -16,17 +16,20 @@ export interface LoggedBuffers {
   compute: Record<string, number>;
   /** `llama_context: <BUF> output buffer size`. */
   output: Record<string, number>;
+  /** `llama_memory_recurrent: <BUF> RS buffer size`: hybrid models' recurrent state. */
+  recurrent: Record<string, number>;
 }
 
 const MiB = 1024 * 1024;
 
 export function parseBuffers(log: string): LoggedBuffers {
-  const buffers: LoggedBuffers = { model: {}, kv: {}, compute: {}, output: {} };
+  const buffers: LoggedBuffers = { model: {}, kv: {}, compute: {}, output: {}, recurrent: {} };
   const add = (record: Record<string, number>, name: string, mib: string) => (record[name] = (record[name] ?? 0) + Number(mib) * MiB);
   for (const match of log.matchAll(/load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB/g)) add(buffers.model, match[1]!, match[2]!);
   for (const match of log.matchAll(/llama_kv_cache:\s+(\S+) KV buffer size =\s+([\d.]+) MiB/g)) add(buffers.kv, match[1]!, match[2]!);
   for (const match of log.matchAll(/sched_reserve:\s+(\S+) compute buffer size =\s+([\d.]+) MiB/g)) add(buffers.compute, match[1]!, match[2]!);
   for (const match of log.matchAll(/llama_context:\s+(\S+)\s+output buffer size =\s+([\d.]+) MiB/g)) add(buffers.output, match[1]!, match[2]!);
+  for (const match of log.matchAll(/llama_memory_recurrent:\s+(\S+) RS buffer size =\s+([\d.]+) MiB/g)) add(buffers.recurrent, match[1]!, match[2]!);
   return buffers;
 }
 

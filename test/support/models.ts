@@ -29,10 +29,19 @@ function run(tool: string, args: string[]): string {
 
 /** Writes (or reuses) `dir/deepseek2-moe.gguf` and returns its path. */
 export function generateDeepseek2Model(dir: string): string {
-  const out = join(dir, DEEPSEEK2_FILE);
+  return generateArchModel(dir, "deepseek2");
+}
+
+/**
+ * Writes (or reuses) test-llama-archs' MoE model of a llama.cpp architecture (`dir/<arch>-moe.gguf`),
+ * e.g. kimi-k3: one MLA layer with a dense FFN, one KDA (recurrent) layer with 2 routed + 1 shared
+ * expert in a latent width, hidden 128, vocab 128.
+ */
+export function generateArchModel(dir: string, arch: string): string {
+  const out = join(dir, arch === "deepseek2" ? DEEPSEEK2_FILE : `${arch}-moe.gguf`);
   if (existsSync(out) && statSync(out).size > 0) return out;
   mkdirSync(dir, { recursive: true });
-  run("test-llama-archs", ["-a", "^deepseek2$", "-o", dir]);
+  run("test-llama-archs", ["-a", `^${arch}$`, "-o", dir]);
   if (!existsSync(out)) throw new Error(`test-llama-archs wrote no ${out} (contents: ${readdirSync(dir).join(", ")})`);
   return out;
 }

@@ -26,7 +26,7 @@ beforeAll(() => {
 
 describe("npm run plan -- --stack X --args", () => {
   it("estimates a user's command line on the stack's host: settings, ignored flags, bytes by kind, projections", () => {
-    const run = plan("--stack", "cpu-ddr5", "--args", "-c 65536 -np 2 -ctk q8_0 --jinja --temp 0.6", "--json");
+    const run = plan("--stack", "cpu-ddr5", "--args", "-c 65536 -np 2 -ctk q8_0 -ctv q8_0 --jinja --temp 0.6", "--json");
     expect(run.stderr).toBe("");
     expect(run.status).toBe(0);
     const json = JSON.parse(run.stdout) as CommandLineJson;
@@ -61,7 +61,7 @@ describe("npm run plan -- --stack X --args", () => {
   });
 
   it("refuses a command line that does not fit, with the shortfall", () => {
-    const run = plan("--stack", "cpu-ddr5", "--args", "-c 524288 -np 4 -ctk f32 --no-repack");
+    const run = plan("--stack", "cpu-ddr5", "--args", "-c 524288 -np 4 -ctk f32 -ctv f32 --no-repack");
     expect(run.status).toBe(1);
     expect(run.stdout).toMatch(/Verdict: DOES NOT FIT — CPU needs .* has /);
   });

@@ -117,10 +117,10 @@ describe("serving knobs flow into the command line and the estimate", () => {
     expect(plan.projection.prefillTokensPerSecond).toBeCloseTo(base.projection.prefillTokensPerSecond, 9);
   });
 
-  it("kvCacheType q8_0 on MLA: -ctk q8_0, no -ctv, KV bytes × 34/64 (q8_0 is 34 bytes per 32 values, f16 64)", () => {
+  it("kvCacheType q8_0 on MLA: -ctk q8_0 and -ctv q8_0 (llama-server refuses differing types on MLA), KV bytes × 34/64 (q8_0 is 34 bytes per 32 values, f16 64)", () => {
     const plan = withServing("cpu-ddr5", { kvCacheType: "q8_0" });
     expect(argOf(plan, "--cache-type-k")).toBe("q8_0");
-    expect(plan.llamaServerArgs).not.toContain("--cache-type-v");
+    expect(argOf(plan, "--cache-type-v")).toBe("q8_0");
     expect(cpuOf(plan).kvBytes / cpuOf(base).kvBytes).toBeCloseTo(34 / 64, 9);
   });
 
