@@ -61,7 +61,33 @@ const architectureSchema = z.strictObject({
    * slot instead of KV cells, and that state's F32 elements per layer (llama_hparams n_embd_r +
    * n_embd_s). Absent: every layer keeps KV.
    */
-  recurrent: z.strictObject({ layers: z.array(z.int().nonnegative()), stateFloatsPerLayer: z.int().positive() }).optional(),
+  recurrent: z
+    .strictObject({
+      layers: z.array(z.int().nonnegative()),
+      stateFloatsPerLayer: z.int().positive(),
+      /** KDA (Kimi Delta Attention) shapes: heads × headDim inner width, short-convolution kernel. */
+      kda: z.strictObject({ heads: z.int().positive(), headDim: z.int().positive(), convKernel: z.int().positive() }).optional(),
+    })
+    .optional(),
+  /**
+   * Per-layer caches, for architectures whose layers differ (read from GGUF metadata): K and V
+   * elements per token of each layer's cache (0: the layer keeps none), which layers keep a sliding
+   * window (gpt-oss) or chunk (llama4) of swaWindow tokens instead of the whole context, and the
+   * sparse-attention indexer's own cache per layer (deepseek32, glm-dsa: K only; minimax-m3: K and V).
+   * Absent: every layer keeps the uniform cache of `attention` (GQA) or MLA.
+   */
+  kvLayout: z
+    .strictObject({
+      kElements: z.array(z.int().nonnegative()),
+      vElements: z.array(z.int().nonnegative()),
+      swaLayers: z.array(z.int().nonnegative()),
+      swaWindow: z.int().nonnegative(),
+      indexerK: z.array(z.int().nonnegative()),
+      indexerV: z.array(z.int().nonnegative()),
+    })
+    .optional(),
+  /** Kimi K3: routed experts work in a latent width (hidden → latent → experts → latent → hidden). */
+  expertLatentSize: z.int().positive().optional(),
 });
 export type Architecture = z.infer<typeof architectureSchema>;
 
@@ -69,6 +95,8 @@ const tierSchema = z.strictObject({
   name: z.string().min(1),
   publishedSizeBytes: sizeBytes,
   types: z.strictObject(Object.fromEntries(TENSOR_CLASSES.map((cls) => [cls, ggmlType])) as Record<TensorClass, typeof ggmlType>),
+  /** Dynamic quants keep the routed experts' down projection at more bits than gate and up; absent: as routedExperts. */
+  routedExpertsDown: ggmlType.optional(),
   shards: z.strictObject({ count: z.int().positive(), verified: z.boolean() }),
 });
 export type Tier = z.infer<typeof tierSchema>;
@@ -84,6 +112,11 @@ const modelSchema = z.strictObject({
     sampling: z.strictObject({ temperature: z.number(), topP: z.number(), minP: z.number() }),
   }),
   tiers: z.array(tierSchema).min(1),
+  /**
+   * The model's vision projector (mmproj) and why the pinned llama.cpp release cannot load it; a stack
+   * asking for vision is refused with that reason (the kit fetches no projector it cannot load).
+   */
+  vision: z.strictObject({ notLoadableBecause: z.string() }).optional(),
   shardPathPattern: z.string().includes("{tier}").includes("{index}").includes("{count}"),
 });
 export type ModelEntry = z.infer<typeof modelSchema>;

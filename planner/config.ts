@@ -407,7 +407,8 @@ const deploymentSchema = z
 
 const stackShape = {
   host: hostSchema,
-  model: z.strictObject({ repo: modelRepo, tier: modelTier }),
+  /** vision: also fetch and load the model's vision projector (mmproj), where the pinned release can load it. */
+  model: z.strictObject({ repo: modelRepo, tier: modelTier, vision: z.boolean().default(false) }),
   serving: servingSchema.default({
     contextLength: 32768,
     parallelSlots: 1,

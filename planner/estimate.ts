@@ -19,7 +19,7 @@ import {
   hostHeadroomBytes,
   isRepacked,
   keepsKv,
-  kvBytesPerTokenPerLayer,
+  kvBytesOfLayer,
   recurrentBytesPerLayer,
   promptCacheBytes,
   type DeviceMemory,
@@ -257,7 +257,14 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
   const placement = place(tensors, arch, host, flags, settings, catalog);
   const notes: string[] = [];
 
-  const kvPerLayer = (kvBytesPerTokenPerLayer(arch, settings.cacheTypeK, settings.cacheTypeV)) * settings.kvCells;
+  const cacheSettings = {
+    cacheTypeK: settings.cacheTypeK,
+    cacheTypeV: settings.cacheTypeV,
+    kvUnified: settings.kvUnified,
+    slots: settings.slots,
+    cellsPerStream: settings.kvUnified ? settings.kvCells : pad(settings.contextPerSlot),
+    ubatch: settings.ubatch,
+  };
   // The attention mask spans the cells one sequence can see: all of them when unified.
   const kvCellsPerSequence = settings.kvUnified ? settings.kvCells : pad(settings.contextPerSlot);
   const offloaded = host.gpus.length > 0 && settings.opOffload && settings.ubatch >= OP_OFFLOAD_MIN_BATCH ? largestOffloadedWeight(tensors, placement) : 0;
@@ -284,7 +291,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
       else modelBytes += tensor.bytes;
     }
     const layersHere = placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
-    const kvBytes = layersHere.filter((layer) => keepsKv(arch, layer)).length * kvPerLayer;
+    const kvBytes = layersHere.reduce((sum, layer) => sum + kvBytesOfLayer(arch, layer, cacheSettings), 0);
     const recurrentBytes = (layersHere.length - layersHere.filter((layer) => keepsKv(arch, layer)).length) * recurrentBytesPerLayer(arch, settings.slots);
     const computeBytes = compute(device);
     if (device === "CPU") {

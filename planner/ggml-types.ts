@@ -29,6 +29,11 @@ export const GGML_TYPES = {
   TQ1_0: { blockElements: 256, blockBytes: 54 },
   TQ2_0: { blockElements: 256, blockBytes: 66 },
   MXFP4: { blockElements: 32, blockBytes: 17 },
+  // ggml-common.h v0.5.0: block_nvfp4 = 4 UE4M3 scales + 32 bytes per 64; block_q1_0 = f16 + 16 bytes
+  // per 128; block_q2_0 = f16 + 16 bytes per 64 (Kimi K3's 1- and 2-bit Unsloth tiers).
+  NVFP4: { blockElements: 64, blockBytes: 36 },
+  Q1_0: { blockElements: 128, blockBytes: 18 },
+  Q2_0: { blockElements: 64, blockBytes: 18 },
 } as const;
 
 export type GgmlTypeName = keyof typeof GGML_TYPES;
@@ -41,7 +46,7 @@ export const GGML_TYPE_BY_ID: Record<number, GgmlTypeName> = {
   0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
   10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K",
   16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
-  23: "IQ4_XS", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+  23: "IQ4_XS", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4", 40: "NVFP4", 41: "Q1_0", 42: "Q2_0",
 };
 
 export function bitsPerWeight(type: GgmlTypeName): number {

@@ -100,7 +100,7 @@ export function readLock(path: string, where: { stack: string; field: string } =
  * Architectures this kit sizes exactly from GGUF metadata, and why each other one is refused: a model
  * whose memory the estimator cannot account for is never guessed.
  */
-export const SIZED_ARCHITECTURES = ["deepseek2", "kimi-k3", "qwen3moe", "glm4moe"] as const;
+export const SIZED_ARCHITECTURES = ["deepseek2", "kimi-k3", "kimi-linear", "deepseek32", "glm-dsa", "qwen3next", "qwen3moe", "glm4moe", "gpt-oss", "llama4", "minimax-m2", "minimax-m3"] as const;
 
 export class UnsizedArchitectureError extends Error {
   constructor(readonly arch: string) {
@@ -149,41 +149,114 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     vocabSize: number("vocab_size"),
     contextLength: number("context_length"),
   };
-  if (arch === "qwen3moe" || arch === "glm4moe") {
-    const headDim = Math.floor(common.hiddenSize / common.attentionHeads);
-    const valueLength = number("attention.value_length", headDim);
-    return {
-      ...common,
-      attention: { kind: "gqa", headCountKv: Math.max(...perLayer("attention.head_count_kv", common.attentionHeads)), keyLength: number("attention.key_length", headDim), valueLength },
-      qLoraRank: 0,
-      kvLoraRank: 0,
-      qkNopeHeadDim: 0,
-      qkRopeHeadDim: number("rope.dimension_count", headDim),
-      vHeadDim: valueLength,
-    };
-  }
-  const rope = number("rope.dimension_count");
+  const kvHeads = perLayer("attention.head_count_kv", common.attentionHeads);
+  const keyLength = number("attention.key_length", Math.floor(common.hiddenSize / common.attentionHeads));
+  const valueLength = number("attention.value_length", keyLength);
+  const mlaKeyLength = number("attention.key_length_mla", 0);
+  const mlaValueLength = number("attention.value_length_mla", 0);
+  // llama_hparams::is_mla(): such a model caches K only (the latent), whatever value_length says.
+  const isMla = mlaKeyLength > 0 && mlaValueLength > 0;
+  // MTP (nextn) layers are loaded but keep no cache in the main context (llama_model::create_memory).
+  const trunk = layers - number("nextn_predict_layers", 0);
+  const none = () => Array.from({ length: layers }, () => 0);
+  const kv = (keepsCache: (layer: number) => boolean, key = (_layer: number) => keyLength, value = (_layer: number) => valueLength) => ({
+    kElements: Array.from({ length: layers }, (_, layer) => (keepsCache(layer) ? key(layer) * kvHeads[layer]! : 0)),
+    vElements: Array.from({ length: layers }, (_, layer) => (keepsCache(layer) && !isMla ? value(layer) * kvHeads[layer]! : 0)),
+  });
+  const layout = (parts: Partial<NonNullable<Architecture["kvLayout"]>> & Pick<NonNullable<Architecture["kvLayout"]>, "kElements" | "vElements">) => ({
+    swaLayers: [],
+    swaWindow: 0,
+    indexerK: none(),
+    indexerV: none(),
+    ...parts,
+  });
+  const layerList = (flags: number[]) => flags.flatMap((flag, layer) => (flag ? [layer] : []));
+  /** A per-layer pattern key if the GGUF has one, else llama.cpp's period rule: layer il matches when il % period < period - 1. */
+  const pattern = (key: string, period: number) => (Array.isArray(raw(key)) ? layerList(perLayer(key)) : layerList(Array.from({ length: layers }, (_, layer) => Number(layer % period < period - 1))));
+  const gqa = { attention: { kind: "gqa" as const, headCountKv: Math.max(...kvHeads), keyLength, valueLength }, qLoraRank: 0, kvLoraRank: 0, qkNopeHeadDim: 0, qkRopeHeadDim: number("rope.dimension_count", keyLength), vHeadDim: valueLength };
+  const rope = number("rope.dimension_count", 64);
   const mla = {
-    ...common,
     qLoraRank: number("attention.q_lora_rank", 0),
-    kvLoraRank: number("attention.kv_lora_rank"),
-    qkNopeHeadDim: number("attention.key_length_mla") - rope,
+    kvLoraRank: number("attention.kv_lora_rank", 512),
+    qkNopeHeadDim: Math.max(1, mlaKeyLength - rope),
     qkRopeHeadDim: rope,
-    vHeadDim: number("attention.value_length_mla"),
+    vHeadDim: Math.max(1, mlaValueLength),
   };
-  if (arch === "deepseek2") return mla;
-  // kimi-k3: attention.recurrent_layers flags the KDA layers. Their state per slot is
-  // llama_hparams::n_embd_r() (Q, K and V conv states: 3 × (conv_kernel − 1) × n_head × head_dim) plus
-  // n_embd_s() (head_dim² × n_head), F32, where n_head is layer 0's head count as llama.cpp's n_head().
-  const recurrentFlags = perLayer("attention.recurrent_layers", 0);
-  const kdaHeadDim = number("kda.head_dim");
-  const convKernel = number("ssm.conv_kernel", 4);
-  const headsOfLayer0 = heads[0]!;
-  const convFloats = 3 * (convKernel > 0 ? convKernel - 1 : 3) * headsOfLayer0 * kdaHeadDim;
-  return {
-    ...mla,
-    recurrent: { layers: recurrentFlags.flatMap((flag, layer) => (flag ? [layer] : [])), stateFloatsPerLayer: convFloats + kdaHeadDim * kdaHeadDim * headsOfLayer0 },
+  /** KDA (kimi-k3, kimi-linear): llama_hparams::n_embd_r() + n_embd_s() with n_head() = layer 0's head count. */
+  const kdaState = () => {
+    const headDim = number("kda.head_dim");
+    const convKernel = number("ssm.conv_kernel", 4);
+    const heads = perLayer("attention.head_count")[0]!;
+    return { floats: 3 * (convKernel > 0 ? convKernel - 1 : 3) * heads * headDim + headDim * headDim * heads, kda: { heads, headDim, convKernel } };
   };
+  switch (arch) {
+    case "deepseek2":
+      return { ...common, ...mla };
+    case "kimi-k3": {
+      const state = kdaState();
+      return {
+        ...common,
+        ...mla,
+        recurrent: { layers: layerList(perLayer("attention.recurrent_layers", 0)), stateFloatsPerLayer: state.floats, kda: state.kda },
+        expertLatentSize: number("expert_latent_length", common.hiddenSize),
+      };
+    }
+    case "kimi-linear": {
+      // models/kimi-linear.cpp: a layer with no KV heads is a KDA (recurrent) layer.
+      const recurrentLayers = layerList(kvHeads.map((heads) => Number(heads === 0)));
+      const state = kdaState();
+      return { ...common, ...mla, recurrent: { layers: recurrentLayers, stateFloatsPerLayer: state.floats, kda: state.kda }, kvLayout: layout(kv((layer) => layer < trunk && kvHeads[layer]! > 0)) };
+    }
+    case "qwen3next": {
+      // attention.recurrent_layers, else every full_attention_interval-th layer keeps KV (default 4).
+      const interval = number("full_attention_interval", 4);
+      const recurrentLayers = Array.isArray(raw("attention.recurrent_layers")) ? layerList(perLayer("attention.recurrent_layers")) : layerList(Array.from({ length: layers }, (_, layer) => Number((layer + 1) % interval !== 0)));
+      const inner = number("ssm.inner_size");
+      const stateSize = number("ssm.state_size");
+      const convFloats = (number("ssm.conv_kernel") - 1) * (inner + 2 * number("ssm.group_count") * stateSize);
+      return {
+        ...common,
+        ...gqa,
+        recurrent: { layers: recurrentLayers.filter((layer) => layer < trunk), stateFloatsPerLayer: convFloats + stateSize * inner },
+        kvLayout: layout(kv((layer) => layer < trunk && !recurrentLayers.includes(layer))),
+      };
+    }
+    case "qwen3moe":
+    case "glm4moe":
+    case "minimax-m2":
+      return { ...common, ...gqa, kvLayout: layout(kv((layer) => layer < trunk)) };
+    case "gpt-oss": {
+      const swaLayers = pattern("attention.sliding_window_pattern", 2);
+      const widths = kv((layer) => layer < trunk, (layer) => (swaLayers.includes(layer) ? number("attention.key_length_swa", keyLength) : keyLength), (layer) => (swaLayers.includes(layer) ? number("attention.value_length_swa", valueLength) : valueLength));
+      return { ...common, ...gqa, kvLayout: layout({ ...widths, swaLayers, swaWindow: number("attention.sliding_window") }) };
+    }
+    case "llama4": {
+      // Chunked attention sized as a window of 8192 whatever the GGUF says, unless sliding_window is 0.
+      const chunked = number("attention.sliding_window", 8192) !== 0;
+      return { ...common, ...gqa, kvLayout: layout({ ...kv((layer) => layer < trunk), swaLayers: chunked ? pattern("attention.sliding_window_pattern", 4) : [], swaWindow: chunked ? 8192 : 0 }) };
+    }
+    case "deepseek32":
+    case "glm-dsa": {
+      // Sparse attention (llama-kv-cache-dsa.cpp): the MLA cache plus the indexer's K-only cache.
+      const indexerKey = number("attention.indexer.key_length");
+      const glmDefault = (layer: number) => (common.contextLength < 1_048_576 || layer < 2 || (layer - 2) % 4 === 0 ? 1 : 0);
+      const indexed = arch === "deepseek32" ? () => 1 : raw("attention.indexer.types") !== undefined ? (layer: number) => perLayer("attention.indexer.types")[layer]! : glmDefault;
+      const main = kv((layer) => layer < trunk);
+      return { ...common, ...mla, kvLayout: layout({ ...main, indexerK: main.kElements.map((_, layer) => (layer < trunk && indexed(layer) ? indexerKey : 0)) }) };
+    }
+    case "minimax-m3": {
+      // Every layer keeps K and V; the indexer cache (K and V) on the layers past the dense ones.
+      const past = (layer: number) => layer >= common.denseLeadingLayers;
+      const indexerKey = number("attention.indexer.key_length");
+      return {
+        ...common,
+        ...gqa,
+        kvLayout: layout({ ...kv(() => true), indexerK: none().map((_, layer) => (past(layer) ? indexerKey : 0)), indexerV: none().map((_, layer) => (past(layer) ? valueLength : 0)) }),
+      };
+    }
+    default:
+      throw new UnsizedArchitectureError(arch);
+  }
 }
 
 export function tensorsFromLock(lock: ManifestLock): TensorInfo[] {

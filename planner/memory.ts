@@ -64,14 +64,54 @@ export function attentionHeadWidths(arch: Architecture): { key: number; value: n
   return { key: arch.kvLoraRank + arch.qkRopeHeadDim, value: arch.kvLoraRank };
 }
 
-/** Whether a layer keeps KV cells (every layer but a hybrid model's recurrent ones). */
+/** Whether a layer keeps KV cells (every layer but a hybrid model's recurrent ones, or one its layout gives none). */
 export function keepsKv(arch: Architecture, layer: number): boolean {
+  if (arch.kvLayout) return arch.kvLayout.kElements[layer]! > 0;
   return !arch.recurrent?.layers.includes(layer);
 }
 
 /** Layers that keep KV cells. */
 export function kvLayerCount(arch: Architecture): number {
-  return arch.layers - (arch.recurrent?.layers.length ?? 0);
+  return Array.from({ length: arch.layers }, (_, layer) => layer).filter((layer) => keepsKv(arch, layer)).length;
+}
+
+/** What a layer's cache size depends on besides the model: llama_context's streams and cells. */
+export interface CacheSettings {
+  cacheTypeK: KvCacheType;
+  cacheTypeV: KvCacheType;
+  kvUnified: boolean;
+  slots: number;
+  /** Cells of one stream: the whole context when unified, a slot's share (padded to 256) otherwise. */
+  cellsPerStream: number;
+  ubatch: number;
+}
+
+/**
+ * One layer's cache bytes for all slots. Full-context layers: streams × cells per stream. A sliding
+ * window or chunk (llama-kv-cache-iswa.cpp): min(cells per stream, window × (unified ? slots : 1) +
+ * ubatch), padded to 256, per stream. The indexer cache has the cells of the main cache, K in -ctk's
+ * type and V (minimax-m3) in -ctv's.
+ */
+export function kvBytesOfLayer(arch: Architecture, layer: number, cache: CacheSettings): number {
+  const streams = cache.kvUnified ? 1 : cache.slots;
+  const k = kvTypeToGgml(cache.cacheTypeK);
+  const v = kvTypeToGgml(cache.cacheTypeV);
+  const layout = arch.kvLayout;
+  if (!layout) return keepsKv(arch, layer) ? kvBytesPerTokenPerLayer(arch, cache.cacheTypeK, cache.cacheTypeV) * streams * cache.cellsPerStream : 0;
+  const window = layout.swaLayers.includes(layer) ? Math.ceil(Math.min(cache.cellsPerStream, layout.swaWindow * (cache.kvUnified ? cache.slots : 1) + cache.ubatch) / 256) * 256 : cache.cellsPerStream;
+  const main = rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!);
+  const indexer = rowBytes(k, layout.indexerK[layer]!) + rowBytes(v, layout.indexerV[layer]!);
+  return streams * (window * main + cache.cellsPerStream * indexer);
+}
+
+/** Cache bytes one decoded token reads from a layer at a depth: a window's layer reads at most the window. */
+export function kvReadBytesPerToken(arch: Architecture, layer: number, depthTokens: number, typeK: KvCacheType, typeV: KvCacheType): number {
+  const layout = arch.kvLayout;
+  if (!layout) return keepsKv(arch, layer) ? kvBytesPerTokenPerLayer(arch, typeK, typeV) * depthTokens : 0;
+  const k = kvTypeToGgml(typeK);
+  const v = kvTypeToGgml(typeV);
+  const seen = layout.swaLayers.includes(layer) ? Math.min(depthTokens, layout.swaWindow) : depthTokens;
+  return seen * (rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!)) + depthTokens * (rowBytes(k, layout.indexerK[layer]!) + rowBytes(v, layout.indexerV[layer]!));
 }
 
 /**

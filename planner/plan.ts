@@ -9,11 +9,11 @@ import { llamaServerListen } from "./front-door";
 import { explainArgs, llamaServerArgs, type ExplainedArg } from "./args";
 import { findModelByRepo, loadCatalog, memoryKindMegaTransfers, TENSOR_CLASSES, type Catalog, type ModelEntry, type SeedHardware, type Tier } from "./catalog";
 import type { GgmlTypeName } from "./ggml-types";
-import { assertDeployable, type StackConfig } from "./config";
+import { assertDeployable, hostSchema, type StackConfig } from "./config";
 import { ConfigError } from "./errors";
 import { resolveHost, type HostSpec } from "./host";
 import { architectureFromMetadata, conventionalLockPath, readLock, tensorsFromLock, type ManifestLock } from "./lock";
-import { choose, type Placement } from "./offload";
+import { choose, type Placement, type PlacementInputs } from "./offload";
 import { cpuDecodeAtBandwidth, type Projection, type SpeedInputs } from "./speed";
 import { estimateCost, type CostEstimate } from "./cost";
 import { tensorsFromArchitecture, totalBytes, type TensorInfo } from "./tensors";
@@ -97,6 +97,11 @@ function resolveModel(stack: string, config: StackConfig, catalog: Catalog, lock
   }
   if (config.serving.contextLength > model.architecture.contextLength) {
     throw new ConfigError(stack, [`serving.contextLength: found ${config.serving.contextLength}; allowed: 256 to ${model.architecture.contextLength} (${model.name}'s trained context)`]);
+  }
+  if (config.model.vision) {
+    // Only a projector the pinned release loads would be fetched; no catalog model has one today.
+    const why = model.vision ? model.vision.notLoadableBecause : `${model.name} has no vision projector the kit can load`;
+    throw new ConfigError(stack, [`model.vision: found true; allowed: false — ${why}`]);
   }
   const lock = lockFor(model.repo, tier.name);
   if (lock && (lock.tier !== tier.name || lock.repo.toLowerCase() !== model.repo.toLowerCase())) {
@@ -208,6 +213,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
       short.map((device) => `${device.device} (${device.label}) needs ${formatBytes(device.plannedBytes)}, has ${formatBytes(device.capacityBytes)}, short by ${formatBytes(device.plannedBytes - device.capacityBytes)}`).join("; ") +
       `. Tiers that fit this host at this context: ${tiersThatFit.length > 0 ? tiersThatFit.join(", ") : "none"}. ` +
       (maxContext !== null ? `${tier.name} fits with at most ${maxContext} tokens per slot.` : `${tier.name} does not fit at any context length: its weights alone exceed the host.`);
+    if (tiersThatFit.length === 0) refusal += ` ${smallestFit(model, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack)}`;
   }
 
   return {
@@ -309,4 +315,22 @@ function bandwidthCheck(catalog: Catalog, claimGBps: number, speedInputs: SpeedI
     agrees: Math.abs(achievableGBps / claimGBps - 1) < 0.25,
     why: `at ${claimGBps} GB/s this tier would decode ${decodeAtClaim.toFixed(1)} tok/s here; ${hostText}`,
   };
+}
+
+/**
+ * Where no tier fits: the smallest tier, and the catalog's smallest cloud instance (by memory, then
+ * price) that holds it at the stack's context and slots, planned by the same choose().
+ */
+function smallestFit(model: ModelEntry, serving: PlacementInputs["serving"], decodeDepthTokens: number, ttftPromptTokens: number, catalog: Catalog, stack: string): string {
+  const bySize = [...model.tiers].map((tier) => ({ tier, tensors: tensorsFromArchitecture(model.architecture, tier) })).sort((a, b) => totalBytes(a.tensors) - totalBytes(b.tensors));
+  const smallest = bySize[0]!;
+  const instances = [...catalog.instances].sort((a, b) => a.memory - b.memory || a.usdPerHour - b.usdPerHour);
+  const holder = instances.find((instance) => {
+    const host = resolveHost(stack, hostSchema.parse({ kind: "cloud", provider: instance.provider, instanceType: instance.id }), catalog);
+    return choose({ arch: model.architecture, tensors: smallest.tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens }).fits;
+  });
+  return (
+    `The smallest tier, ${smallest.tier.name}, is ${formatBytes(totalBytes(smallest.tensors))}; ` +
+    (holder ? `the smallest catalog host that holds it is ${holder.provider} ${holder.id} (${formatBytes(holder.memory)} RAM${holder.gpus ? `, ${holder.gpus.count} × ${holder.gpus.model}` : ""}).` : "no catalog host holds it (catalog/cloud-instances.yaml).")
+  );
 }

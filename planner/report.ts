@@ -195,7 +195,7 @@ export function renderComparison(plans: Plan[], invalid: readonly InvalidStack[]
   const rows = sorted.map((plan) => [
     plan.stack,
     plan.host.label,
-    `${plan.tier.name}`,
+    `${plan.model.name} ${plan.tier.name}`,
     plan.fits ? plan.placement.mode : "does not fit",
     // Each figure names where it was taken, and prefill is the TTFT prompt's own rate, so the
     // prefill and TTFT columns of one row always agree.
@@ -208,7 +208,7 @@ export function renderComparison(plans: Plan[], invalid: readonly InvalidStack[]
   ]);
   const invalidRows = invalid.map((entry) => [entry.stack, "-", "-", `INVALID CONFIG (${entry.problems.length} problem${entry.problems.length === 1 ? "" : "s"}, see below)`, "-", "-", "-", "-", "-", "-"]);
   return table(
-    [["stack", "host", "tier", "verdict", "decode tok/s @depth", "prefill tok/s @prompt", "TTFT @prompt", "$/month", "$/1M out", "break-even tok/mo"], ...rows, ...invalidRows],
+    [["stack", "host", "model and tier", "verdict", "decode tok/s @depth", "prefill tok/s @prompt", "TTFT @prompt", "$/month", "$/1M out", "break-even tok/mo"], ...rows, ...invalidRows],
     [false, false, false, false, true, true, true, true, true, true],
   );
 }

@@ -11,7 +11,7 @@
 import type { Architecture, Catalog, ModelEntry } from "./catalog";
 import type { KvCacheType } from "./ggml-types";
 import type { HostSpec } from "./host";
-import { keepsKv, kvBytesPerTokenPerLayer, kvLayerCount, recurrentBytesPerLayer, type DeviceName } from "./memory";
+import { kvLayerCount, kvReadBytesPerToken, recurrentBytesPerLayer, type DeviceName } from "./memory";
 import type { PlacementMode } from "./estimate";
 import { attentionFlopsPerTokenPerLayer, decodeReadFraction, matmulFlopsPerToken, tensorsFromArchitecture, type TensorInfo } from "./tensors";
 
@@ -85,10 +85,10 @@ function decodeBytesOnDevice(
     if (placement.deviceOfTensor.get(tensor.name) === device) bytes += tensor.bytes * decodeReadFraction(tensor, arch);
   }
   const layersHere = placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
-  const kvLayersHere = layersHere.filter((layer) => keepsKv(arch, layer)).length;
+  const kvRead = layersHere.reduce((sum, layer) => sum + kvReadBytesPerToken(arch, layer, depthTokens, kvType, kvTypeV), 0);
   // A recurrent layer reads and writes its one-slot state once per token instead of reading KV.
-  const recurrentLayersHere = layersHere.length - kvLayersHere;
-  return bytes + kvLayersHere * depthTokens * kvBytesPerTokenPerLayer(arch, kvType, kvTypeV) + recurrentLayersHere * 2 * recurrentBytesPerLayer(arch, 1);
+  const recurrentLayersHere = layersHere.filter((layer) => arch.recurrent?.layers.includes(layer)).length;
+  return bytes + kvRead + recurrentLayersHere * 2 * recurrentBytesPerLayer(arch, 1);
 }
 
 function matmulFlops(tensors: readonly TensorInfo[], arch: Architecture): number {

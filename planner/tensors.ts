@@ -5,7 +5,7 @@
  * this list, so real tensor tables replace catalog estimates without touching the rest.
  */
 import type { Architecture, Tier, TensorClass } from "./catalog";
-import { tensorBytes, type GgmlTypeName } from "./ggml-types";
+import { GGML_TYPES, tensorBytes, type GgmlTypeName } from "./ggml-types";
 
 export interface TensorInfo {
   name: string;
@@ -62,12 +62,13 @@ const K_QUANT_FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = {
 function fitType(type: GgmlTypeName, rowLength: number): GgmlTypeName {
   const fallback = K_QUANT_FALLBACK[type];
   if (fallback && rowLength % 256 !== 0) return fitType(fallback, rowLength);
-  if (/^Q[458]_[01]$|^IQ4_NL$|^MXFP4$/.test(type) && rowLength % 32 !== 0) return "F16";
+  if (rowLength % GGML_TYPES[type].blockElements !== 0) return "F16";
   return type;
 }
 
-/** Tensor list of a deepseek2 (MLA + routed and shared experts) model, as llama.cpp names them. */
+/** Tensor list of a deepseek2 (MLA + routed and shared experts) or kimi-k3 model, as llama.cpp names them. */
 export function tensorsFromArchitecture(arch: Architecture, tier: Tier): TensorInfo[] {
+  if (arch.llamaCppArch === "kimi-k3") return kimiK3Tensors(arch, tier);
   const t = tier.types;
   const tensors: TensorInfo[] = [];
   const add = (name: string, type: GgmlTypeName, shape: number[]) => tensors.push(makeTensor(name, fitType(type, shape[0]!), shape));
@@ -87,31 +88,105 @@ export function tensorsFromArchitecture(arch: Architecture, tier: Tier): TensorI
     add(`${p}attn_k_b.weight`, attention, [arch.qkNopeHeadDim, arch.kvLoraRank, arch.attentionHeads]);
     add(`${p}attn_v_b.weight`, attention, [arch.kvLoraRank, arch.vHeadDim, arch.attentionHeads]);
     add(`${p}attn_output.weight`, attention, [arch.attentionHeads * arch.vHeadDim, h]);
-    add(`${p}ffn_norm.weight`, "F32", [h]);
-    if (layer < arch.denseLeadingLayers) {
-      const dense = t.denseFfn as GgmlTypeName;
-      add(`${p}ffn_gate.weight`, dense, [h, arch.denseFfnSize]);
-      add(`${p}ffn_up.weight`, dense, [h, arch.denseFfnSize]);
-      add(`${p}ffn_down.weight`, dense, [arch.denseFfnSize, h]);
-      continue;
-    }
-    add(`${p}ffn_gate_inp.weight`, t.router as GgmlTypeName, [h, arch.routedExperts]);
-    add(`${p}exp_probs_b.bias`, "F32", [arch.routedExperts]);
-    const experts = t.routedExperts as GgmlTypeName;
-    add(`${p}ffn_gate_exps.weight`, experts, [h, arch.expertFfnSize, arch.routedExperts]);
-    add(`${p}ffn_up_exps.weight`, experts, [h, arch.expertFfnSize, arch.routedExperts]);
-    add(`${p}ffn_down_exps.weight`, experts, [arch.expertFfnSize, h, arch.routedExperts]);
-    if (arch.sharedExperts > 0) {
-      const shared = t.sharedExperts as GgmlTypeName;
-      const width = arch.expertFfnSize * arch.sharedExperts;
-      add(`${p}ffn_gate_shexp.weight`, shared, [h, width]);
-      add(`${p}ffn_up_shexp.weight`, shared, [h, width]);
-      add(`${p}ffn_down_shexp.weight`, shared, [width, h]);
-    }
+    addFfn(add, layer, arch, tier);
   }
   add("output_norm.weight", "F32", [h]);
   add("output.weight", t.output as GgmlTypeName, [h, arch.vocabSize]);
   return tensors;
+}
+
+/**
+ * kimi-k3's tensors (llama.cpp src/models/kimi-k3.cpp; names and shapes as test-llama-archs writes
+ * them): KDA layers (q/k/v/o and output gate over heads × headDim, short convolutions, decay
+ * low-rank f_a/f_b, beta) or gated MLA layers; the first layer(s) a dense FFN, the rest routed
+ * experts in a latent width (ffn_routed_down: hidden → latent, ffn_routed_up: latent → hidden)
+ * beside shared experts in the hidden width; attention-residual scores per layer. Per-tensor F32
+ * scale scalars the converter may add are left out (bytes, not kilobytes).
+ */
+function kimiK3Tensors(arch: Architecture, tier: Tier): TensorInfo[] {
+  const t = tier.types;
+  const tensors: TensorInfo[] = [];
+  const add = (name: string, type: GgmlTypeName, shape: number[]) => tensors.push(makeTensor(name, fitType(type, shape[0]!), shape));
+  const h = arch.hiddenSize;
+  const kda = arch.recurrent?.kda;
+  if (!kda || arch.expertLatentSize === undefined) throw new Error(`internal: kimi-k3 architecture without KDA shapes or expert latent width`);
+  const inner = kda.heads * kda.headDim;
+  const latent = arch.expertLatentSize;
+  const qkHead = arch.qkNopeHeadDim + arch.qkRopeHeadDim;
+  const attention = t.attention as GgmlTypeName;
+  add("token_embd.weight", t.embedding as GgmlTypeName, [h, arch.vocabSize]);
+  for (let layer = 0; layer < arch.layers; layer++) {
+    const p = `blk.${layer}.`;
+    add(`${p}attn_norm.weight`, "F32", [h]);
+    add(`${p}attn_res_score.weight`, "F32", [h]);
+    add(`${p}ffn_res_score.weight`, "F32", [h]);
+    if (arch.recurrent!.layers.includes(layer)) {
+      for (const name of ["attn_q", "attn_k", "attn_v"]) add(`${p}${name}.weight`, attention, [h, inner]);
+      add(`${p}attn_output.weight`, attention, [inner, h]);
+      for (const name of ["ssm_conv1d_q", "ssm_conv1d_k", "ssm_conv1d_v"]) add(`${p}${name}.weight`, "F32", [kda.convKernel, 1, inner]);
+      add(`${p}ssm_f_a.weight`, attention, [h, kda.headDim]);
+      add(`${p}ssm_f_b.weight`, attention, [kda.headDim, inner]);
+      add(`${p}ssm_g.weight`, attention, [h, inner]);
+      add(`${p}ssm_beta.weight`, "F32", [h, kda.heads]);
+      add(`${p}ssm_a`, "F32", [kda.heads]);
+      add(`${p}ssm_dt.bias`, "F32", [inner]);
+      add(`${p}ssm_norm.weight`, "F32", [kda.headDim]);
+    } else {
+      add(`${p}attn_q_a_norm.weight`, "F32", [arch.qLoraRank]);
+      add(`${p}attn_kv_a_norm.weight`, "F32", [arch.kvLoraRank]);
+      add(`${p}attn_q_a.weight`, attention, [h, arch.qLoraRank]);
+      add(`${p}attn_q_b.weight`, attention, [arch.qLoraRank, arch.attentionHeads * qkHead]);
+      add(`${p}attn_kv_a_mqa.weight`, attention, [h, arch.kvLoraRank + arch.qkRopeHeadDim]);
+      add(`${p}attn_k_b.weight`, attention, [arch.qkNopeHeadDim, arch.kvLoraRank, arch.attentionHeads]);
+      add(`${p}attn_v_b.weight`, attention, [arch.kvLoraRank, arch.vHeadDim, arch.attentionHeads]);
+      add(`${p}attn_gate.weight`, attention, [h, arch.attentionHeads * arch.vHeadDim]);
+      add(`${p}attn_output.weight`, attention, [arch.attentionHeads * arch.vHeadDim, h]);
+    }
+    if (layer >= arch.denseLeadingLayers) {
+      // The latent projections around the routed experts (hidden → latent → hidden).
+      add(`${p}ffn_routed_down.weight`, attention, [h, latent]);
+      add(`${p}ffn_routed_up.weight`, attention, [latent, h]);
+      add(`${p}ffn_routed_norm.weight`, "F32", [latent]);
+    }
+    addFfn(add, layer, arch, tier);
+  }
+  add("output_norm.weight", "F32", [h]);
+  add("output_res_score.weight", "F32", [h]);
+  add("output.weight", t.output as GgmlTypeName, [h, arch.vocabSize]);
+  return tensors;
+}
+
+/**
+ * A layer's FFN as deepseek2 and kimi-k3 name it: a dense FFN on the leading layers; otherwise the
+ * router, the routed experts (in the expert latent width where the model has one, else the hidden
+ * width) and the shared experts (hidden width, expertFfnSize × sharedExperts).
+ */
+function addFfn(add: (name: string, type: GgmlTypeName, shape: number[]) => void, layer: number, arch: Architecture, tier: Tier): void {
+  const t = tier.types;
+  const p = `blk.${layer}.`;
+  const h = arch.hiddenSize;
+  add(`${p}ffn_norm.weight`, "F32", [h]);
+  if (layer < arch.denseLeadingLayers) {
+    const dense = t.denseFfn as GgmlTypeName;
+    add(`${p}ffn_gate.weight`, dense, [h, arch.denseFfnSize]);
+    add(`${p}ffn_up.weight`, dense, [h, arch.denseFfnSize]);
+    add(`${p}ffn_down.weight`, dense, [arch.denseFfnSize, h]);
+    return;
+  }
+  add(`${p}ffn_gate_inp.weight`, t.router as GgmlTypeName, [h, arch.routedExperts]);
+  add(`${p}exp_probs_b.bias`, "F32", [arch.routedExperts]);
+  const width = arch.expertLatentSize ?? h;
+  const experts = t.routedExperts as GgmlTypeName;
+  add(`${p}ffn_gate_exps.weight`, experts, [width, arch.expertFfnSize, arch.routedExperts]);
+  add(`${p}ffn_up_exps.weight`, experts, [width, arch.expertFfnSize, arch.routedExperts]);
+  add(`${p}ffn_down_exps.weight`, (tier.routedExpertsDown ?? experts) as GgmlTypeName, [arch.expertFfnSize, width, arch.routedExperts]);
+  if (arch.sharedExperts > 0) {
+    const shared = t.sharedExperts as GgmlTypeName;
+    const sharedWidth = arch.expertFfnSize * arch.sharedExperts;
+    add(`${p}ffn_gate_shexp.weight`, shared, [h, sharedWidth]);
+    add(`${p}ffn_up_shexp.weight`, shared, [h, sharedWidth]);
+    add(`${p}ffn_down_shexp.weight`, shared, [sharedWidth, h]);
+  }
 }
 
 export function totalBytes(tensors: readonly TensorInfo[]): number {

@@ -79,7 +79,7 @@ describe("planning from a lock", () => {
     const base = loadStackConfig("cpu-ddr5");
     const plan = buildPlan("local-lock", {
       ...base,
-      model: { repo: REPO, tier: TIER },
+      model: { repo: REPO, tier: TIER, vision: false },
       serving: { ...base.serving, contextLength: 256 },
       deployment: { ...base.deployment, lockFile },
     });

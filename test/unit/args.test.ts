@@ -23,7 +23,9 @@ describe("llama-server arguments for the pinned release", () => {
     for (const flag of flags) expect(KIT_FLAG_REASONS.map(([name]) => name)).toContain(flag.replace(/^--no-/, "--"));
     expect(flags).not.toContain("--api-key");
     expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--api-key-file") + 1]).toBe("/run/kimi-kit/api-key");
-    expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--model") + 1]).toMatch(/^\/models\/UD-Q2_K_XL\/Kimi-K2\.6-UD-Q2_K_XL-00001-of-000\d\d\.gguf$/);
+    const { tier } = plan.config.model;
+    const prefix = plan.model.id === "kimi-k3" ? "Kimi-K3" : "Kimi-K2.6";
+    expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--model") + 1]).toBe(`/models/${tier}/${prefix}-${tier}-00001-of-000${String(plan.shards.count).padStart(2, "0")}.gguf`);
     expect(plan.explainedArgs.every((row) => row.why.length > 10)).toBe(true);
   });
 
