@@ -42,6 +42,9 @@ afterAll(async () => {
   await host?.stop();
 }, 600_000);
 
+/** A real `pulumi up` (image, container, health check) takes ~20 s alone; on CI's two cores it shares them with other test files. */
+const ENGINE_STEP_TIMEOUT_MS = 180_000;
+
 describe("pulumi on the local stack (real engine)", () => {
   it("preview lists the resources and the projected outputs, connecting to nothing", async () => {
     const before = resolveGets();
@@ -66,14 +69,14 @@ describe("pulumi on the local stack (real engine)", () => {
     expect(outputs.endpoint).toBe(`${base}/v1`);
     expect(outputs.apiKey).toBe("[secret]");
     expect(outputs.measuredDecodeTokensPerSecond).toBeGreaterThan(0);
-  });
+  }, ENGINE_STEP_TIMEOUT_MS);
 
   it("a second up changes nothing", async () => {
     const gets = resolveGets();
     const again = await run(["up", "--yes", "--expect-no-changes"]);
     expect(again.status, again.output).toBe(0);
     expect(resolveGets()).toBe(gets);
-  });
+  }, ENGINE_STEP_TIMEOUT_MS);
 
   it("changing one serving flag replaces only the container (and its smoke check); no shard is downloaded again", async () => {
     const gets = resolveGets();
@@ -89,7 +92,7 @@ describe("pulumi on the local stack (real engine)", () => {
     expect(statSync(shard).mtimeMs).toBe(mtime);
     const inspect = JSON.parse(host.sshd.exec(`docker inspect kimi-kit-local-${host.servingPort}`))[0];
     expect(inspect.Args.join(" ")).toContain("--ctx-size 512 --parallel 2");
-  });
+  }, ENGINE_STEP_TIMEOUT_MS);
 
   it("destroy removes the container and keeps the shards", async () => {
     const destroy = await run(["destroy", "--yes"]);
@@ -97,5 +100,5 @@ describe("pulumi on the local stack (real engine)", () => {
     expect(host.sshd.exec(`docker ps -a --filter name=^kimi-kit-local-${host.servingPort}$ --format '{{.Names}}'`).trim()).toBe("");
     const lock = JSON.parse(readFileSync((values.deployment as { lockFile: string }).lockFile, "utf8")) as { shards: { path: string; size: number }[] };
     for (const shard of lock.shards) expect(statSync(join((values.deployment as { modelDir: string }).modelDir, shard.path)).size).toBe(shard.size);
-  });
+  }, ENGINE_STEP_TIMEOUT_MS);
 });
