@@ -255,7 +255,7 @@ const llamaCppSchema = z.strictObject({
   commit: z.string(),
   images: z.strictObject({ cpu: z.string(), cuda: z.string(), cuda13: z.string() }),
   cuda13MinDriverMajor: z.int().positive(),
-  defaults: z.strictObject({ port: z.int(), batch: z.int(), ubatch: z.int(), cacheRamMiB: z.int() }),
+  defaults: z.strictObject({ port: z.int(), batch: z.int(), ubatch: z.int(), cacheRamMiB: z.int(), ctxCheckpoints: z.int().nonnegative() }),
   repack: repackSchema,
 });
 export type LlamaCppRelease = z.infer<typeof llamaCppSchema>;

@@ -18,6 +18,7 @@ import {
   gpuHeadroomBytes,
   hostHeadroomBytes,
   isRepacked,
+  checkpointBytes,
   keepsKv,
   kvBytesOfLayer,
   recurrentBytesPerLayer,
@@ -264,6 +265,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     slots: settings.slots,
     cellsPerStream: settings.kvUnified ? settings.kvCells : pad(settings.contextPerSlot),
     ubatch: settings.ubatch,
+    swaFull: flags.swaFull ?? false,
   };
   // The attention mask spans the cells one sequence can see: all of them when unified.
   const kvCellsPerSequence = settings.kvUnified ? settings.kvCells : pad(settings.contextPerSlot);
@@ -307,6 +309,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
           recurrentBytes,
           computeBytes,
           promptCacheBytes: promptCacheBytes(settings.cacheRamMiB),
+          checkpointBytes: settings.slots * (flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints) * checkpointBytes(arch, cacheSettings),
           headroomBytes,
           mappedBytes: mapped ? mappedSpanBytes(tensors, placement) : 0,
         }),
@@ -324,6 +327,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
           recurrentBytes,
           computeBytes,
           promptCacheBytes: 0,
+          checkpointBytes: 0,
           headroomBytes: gpuHeadroomBytes(efficiency),
           mappedBytes: 0,
         }),
@@ -340,8 +344,13 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
   if (settings.cacheRamMiB === -1) notes.push("--cache-ram -1: the prompt cache has no limit and grows into whatever RAM is free; counted as 0 here.");
   if (host.gpus.length > 0 && (flags.gpuLayers === undefined || flags.gpuLayers === "auto")) notes.push("-ngl auto: sized as all layers on the GPUs; llama.cpp's --fit may choose fewer.");
   if (settings.splitMode === "row" || settings.splitMode === "tensor") notes.push(`-sm ${settings.splitMode}: sized as -sm layer (row and tensor split are not modelled).`);
-  if (flags.swaFull !== undefined || flags.ctxCheckpoints !== undefined) {
+  if ((flags.swaFull !== undefined || flags.ctxCheckpoints !== undefined) && !arch.recurrent && !arch.kvLayout?.swaLayers.length) {
     notes.push(`--swa-full and --ctx-checkpoints change only sliding-window and recurrent layers; ${arch.llamaCppArch} has neither, so they cost nothing here.`);
+  }
+  if (devices[0]!.checkpointBytes > 0) {
+    notes.push(
+      `Context checkpoints: up to ${flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints} per slot (--ctx-checkpoints), each one sequence's ${arch.recurrent ? "recurrent state" : ""}${arch.recurrent && arch.kvLayout?.swaLayers.length ? " and " : ""}${arch.kvLayout?.swaLayers.length ? "sliding-window cells" : ""}, held in host RAM outside --cache-ram while the slot works: ${formatGiB(devices[0]!.checkpointBytes)} at worst, counted; lower --ctx-checkpoints to trade prompt re-use for RAM.`,
+    );
   }
   if (arch.llamaCppArch !== "deepseek2") {
     notes.push(`Compute buffers are modelled on the MLA attention step and measured on deepseek2 models; for ${arch.llamaCppArch} the bench finds llama-server's 17–50% larger (its MoE step peaks instead).`);

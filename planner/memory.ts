@@ -27,6 +27,8 @@ export interface DeviceMemory {
   computeBytes: number;
   /** llama-server's host-RAM prompt cache (--cache-ram), CPU only. */
   promptCacheBytes: number;
+  /** Context checkpoints at their worst (slots × --ctx-checkpoints × one checkpoint), CPU only; 0 for models that take none. */
+  checkpointBytes: number;
   headroomBytes: number;
   /**
    * Memory-mapped loading (load mode auto/mmap): the file span llama-server maps for this device's
@@ -84,6 +86,8 @@ export interface CacheSettings {
   /** Cells of one stream: the whole context when unified, a slot's share (padded to 256) otherwise. */
   cellsPerStream: number;
   ubatch: number;
+  /** --swa-full: sliding-window layers keep the whole context. */
+  swaFull?: boolean;
 }
 
 /**
@@ -98,10 +102,27 @@ export function kvBytesOfLayer(arch: Architecture, layer: number, cache: CacheSe
   const v = kvTypeToGgml(cache.cacheTypeV);
   const layout = arch.kvLayout;
   if (!layout) return keepsKv(arch, layer) ? kvBytesPerTokenPerLayer(arch, cache.cacheTypeK, cache.cacheTypeV) * streams * cache.cellsPerStream : 0;
-  const window = layout.swaLayers.includes(layer) ? Math.ceil(Math.min(cache.cellsPerStream, layout.swaWindow * (cache.kvUnified ? cache.slots : 1) + cache.ubatch) / 256) * 256 : cache.cellsPerStream;
+  const window = layout.swaLayers.includes(layer) && !cache.swaFull ? Math.ceil(Math.min(cache.cellsPerStream, layout.swaWindow * (cache.kvUnified ? cache.slots : 1) + cache.ubatch) / 256) * 256 : cache.cellsPerStream;
   const main = rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!);
   const indexer = rowBytes(k, layout.indexerK[layer]!) + rowBytes(v, layout.indexerV[layer]!);
   return streams * (window * main + cache.cellsPerStream * indexer);
+}
+
+/**
+ * One context checkpoint (tools/server create_checkpoint: llama_state_seq_get_data_ext PARTIAL_ONLY):
+ * one sequence's recurrent state and its sliding-window cells, held in host RAM. A slot keeps up to
+ * --ctx-checkpoints of them (default 32), outside --cache-ram while the slot is busy (mechanics §7).
+ * Models with neither recurrent nor sliding-window layers take none.
+ */
+export function checkpointBytes(arch: Architecture, cache: CacheSettings): number {
+  const state = (arch.recurrent?.layers.length ?? 0) * recurrentBytesPerLayer(arch, 1);
+  const layout = arch.kvLayout;
+  // With --swa-full the server sets n_swa = 0: window layers keep everything and need no checkpoint.
+  if (!layout || cache.swaFull) return state;
+  const k = kvTypeToGgml(cache.cacheTypeK);
+  const v = kvTypeToGgml(cache.cacheTypeV);
+  const cells = Math.ceil(Math.min(cache.cellsPerStream, layout.swaWindow + cache.ubatch) / 256) * 256;
+  return state + layout.swaLayers.reduce((sum, layer) => sum + cells * (rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!)), 0);
 }
 
 /** Cache bytes one decoded token reads from a layer at a depth: a window's layer reads at most the window. */
@@ -187,6 +208,6 @@ export function promptCacheBytes(cacheRamMiB: number): number {
 
 export function finishDevice(partial: Omit<DeviceMemory, "plannedBytes" | "fits">): DeviceMemory {
   const plannedBytes =
-    partial.modelBytes + partial.repackBytes + partial.kvBytes + partial.recurrentBytes + partial.computeBytes + partial.promptCacheBytes + partial.headroomBytes;
+    partial.modelBytes + partial.repackBytes + partial.kvBytes + partial.recurrentBytes + partial.computeBytes + partial.promptCacheBytes + partial.checkpointBytes + partial.headroomBytes;
   return { ...partial, plannedBytes, fits: plannedBytes <= partial.capacityBytes };
 }

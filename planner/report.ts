@@ -14,7 +14,7 @@ export interface PlanJson {
   /** Each host input with its source; `assumption` marks catalog and default figures. */
   hostInputs: HostInput[];
   mode: string;
-  devices: { name: string; label: string; capacityBytes: number; plannedBytes: number; modelBytes: number; repackBytes: number; kvBytes: number; recurrentBytes: number; computeBytes: number; promptCacheBytes: number; headroomBytes: number }[];
+  devices: { name: string; label: string; capacityBytes: number; plannedBytes: number; modelBytes: number; repackBytes: number; kvBytes: number; recurrentBytes: number; checkpointBytes: number; computeBytes: number; promptCacheBytes: number; headroomBytes: number }[];
   llamaServerArgs: string[];
   image: string;
   shards: { count: number; firstShard: string; verified: boolean };
@@ -50,6 +50,7 @@ export function planToJson(plan: Plan): PlanJson {
       repackBytes: device.repackBytes,
       kvBytes: device.kvBytes,
       recurrentBytes: device.recurrentBytes,
+      checkpointBytes: device.checkpointBytes,
       computeBytes: device.computeBytes,
       promptCacheBytes: device.promptCacheBytes,
       headroomBytes: device.headroomBytes,
@@ -106,20 +107,23 @@ function table(rows: string[][], alignRight: boolean[] = []): string {
 
 /** Per-device bytes by kind, the table the plan and `--args`/`--gguf` estimates both print. */
 export function renderMemoryTable(devices: readonly DeviceMemory[]): string {
-  // A hybrid model's recurrent state gets its own column; other models' tables stay as they were.
+  // Hybrid and sliding-window models get their recurrent state and context checkpoints as columns of
+  // their own; other models' tables stay as they were.
   const recurrent = devices.some((device) => device.recurrentBytes > 0);
-  const columns = (cells: { kv: string; rs: string }, rest: [string[], string[]]) => [...rest[0], cells.kv, ...(recurrent ? [cells.rs] : []), ...rest[1]];
+  const checkpoints = devices.some((device) => device.checkpointBytes > 0);
+  const row = (cells: { kv: string; rs: string; cp: string }, before: string[], after: string[]) => [...before, cells.kv, ...(recurrent ? [cells.rs] : []), ...after.slice(0, 2), ...(checkpoints ? [cells.cp] : []), ...after.slice(2)];
   return table(
     [
-      columns({ kv: "KV", rs: "recurrent" }, [["device", "capacity", "weights", "repacked"], ["compute", "prompt cache", "headroom", "planned", "fits"]]),
+      row({ kv: "KV", rs: "recurrent", cp: "checkpoints" }, ["device", "capacity", "weights", "repacked"], ["compute", "prompt cache", "headroom", "planned", "fits"]),
       ...devices.map((device) =>
-        columns({ kv: formatGiB(device.kvBytes, 2), rs: formatGiB(device.recurrentBytes, 2) }, [
+        row(
+          { kv: formatGiB(device.kvBytes, 2), rs: formatGiB(device.recurrentBytes, 2), cp: formatGiB(device.checkpointBytes) },
           [`${device.device} ${device.label}`, formatGiB(device.capacityBytes), `${formatGiB(device.modelBytes)}${device.mappedBytes > 0 ? ` (mmap span ${formatGiB(device.mappedBytes)})` : ""}`, formatGiB(device.repackBytes)],
           [formatGiB(device.computeBytes, 2), formatGiB(device.promptCacheBytes), formatGiB(device.headroomBytes), formatGiB(device.plannedBytes), device.fits ? "yes" : "NO"],
-        ]),
+        ),
       ),
     ],
-    [false, true, true, true, true, ...(recurrent ? [true] : []), true, true, true, true, false],
+    row({ kv: "r", rs: "r", cp: "r" }, ["l", "r", "r", "r"], ["r", "r", "r", "r", "l"]).map((align) => align === "r"),
   );
 }
 

@@ -79,6 +79,16 @@ describe("Kimi K3 stacks", () => {
     expect(plan.cost!.apiUsdPerMillionTokensAtMix).toBeGreaterThan(0);
   });
 
+  it("counts context checkpoints in RAM: slots × --ctx-checkpoints (default 32) × one slot's KDA state, fewer with -ctxcp", () => {
+    const plan = buildPlan("k3-dual-epyc", loadStackConfig("k3-dual-epyc"));
+    const oneState = 69 * 1_683_456 * 4;
+    expect(plan.placement.memory[0]!.checkpointBytes).toBe(plan.config.serving.parallelSlots * 32 * oneState);
+    const values = structuredClone(readStackValues("k3-dual-epyc"));
+    (values.serving as Record<string, unknown>).parallelSlots = 2;
+    const two = buildPlan("k3-dual-epyc", parseStackConfig("k3-dual-epyc", values));
+    expect(two.placement.memory[0]!.checkpointBytes).toBe(2 * 32 * oneState);
+  });
+
   it("with one 96 GB GPU, the GPU holds every layer's attention (MLA and KDA), the shared experts, KV and state; routed experts stay in RAM", () => {
     const plan = buildPlan("k3-dual-epyc-pro6000", loadStackConfig("k3-dual-epyc-pro6000"));
     expect(plan.placement.fits).toBe(true);
