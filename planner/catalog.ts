@@ -86,6 +86,20 @@ const architectureSchema = z.strictObject({
       indexerV: z.array(z.int().nonnegative()),
     })
     .optional(),
+  /**
+   * deepseek4 (llama-kv-cache-dsv4.cpp): every layer keeps a raw K-only window; layers with
+   * compression ratio 4 (CSA) or 128 (HCA) also keep a compressed K cache of ctx/ratio cells, CSA
+   * layers a lightning-indexer K cache too, and each such layer a small F32 compressor state per slot.
+   */
+  dsv4: z
+    .strictObject({
+      kElements: z.int().positive(),
+      window: z.int().nonnegative(),
+      compressRatios: z.array(z.int().nonnegative()),
+      indexerKey: z.int().nonnegative(),
+      headK: z.int().positive(),
+    })
+    .optional(),
   /** Kimi K3: routed experts work in a latent width (hidden → latent → experts → latent → hidden). */
   expertLatentSize: z.int().positive().optional(),
 });

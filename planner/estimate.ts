@@ -19,9 +19,8 @@ import {
   hostHeadroomBytes,
   isRepacked,
   checkpointBytes,
-  keepsKv,
   kvBytesOfLayer,
-  recurrentBytesPerLayer,
+  stateBytesOfLayer,
   promptCacheBytes,
   type DeviceMemory,
   type DeviceName,
@@ -294,7 +293,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     }
     const layersHere = placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
     const kvBytes = layersHere.reduce((sum, layer) => sum + kvBytesOfLayer(arch, layer, cacheSettings), 0);
-    const recurrentBytes = (layersHere.length - layersHere.filter((layer) => keepsKv(arch, layer)).length) * recurrentBytesPerLayer(arch, settings.slots);
+    const recurrentBytes = layersHere.reduce((sum, layer) => sum + stateBytesOfLayer(arch, layer, settings.slots), 0);
     const computeBytes = compute(device);
     if (device === "CPU") {
       const headroomBytes = hostHeadroomBytes(host.memory.totalBytes, efficiency);

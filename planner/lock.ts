@@ -100,7 +100,7 @@ export function readLock(path: string, where: { stack: string; field: string } =
  * Architectures this kit sizes exactly from GGUF metadata, and why each other one is refused: a model
  * whose memory the estimator cannot account for is never guessed.
  */
-export const SIZED_ARCHITECTURES = ["deepseek2", "kimi-k3", "kimi-linear", "deepseek32", "glm-dsa", "qwen3next", "qwen3moe", "glm4moe", "gpt-oss", "llama4", "minimax-m2", "minimax-m3"] as const;
+export const SIZED_ARCHITECTURES = ["deepseek2", "kimi-k3", "kimi-linear", "deepseek32", "glm-dsa", "deepseek4", "qwen3next", "qwen3moe", "glm4moe", "gpt-oss", "llama4", "minimax-m2", "minimax-m3"] as const;
 
 export class UnsizedArchitectureError extends Error {
   constructor(readonly arch: string) {
@@ -252,6 +252,17 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
         ...common,
         ...gqa,
         kvLayout: layout({ ...kv(() => true), indexerK: none().map((_, layer) => (past(layer) ? indexerKey : 0)), indexerV: none().map((_, layer) => (past(layer) ? valueLength : 0)) }),
+      };
+    }
+    case "deepseek4": {
+      // Every layer (MTP ones too) keeps the windowed raw cache; compress_ratios may be longer than the trunk.
+      const ratios = raw("attention.compress_ratios");
+      if (!Array.isArray(ratios) || ratios.length < layers) throw new Error(`the lock's GGUF metadata ${arch}.attention.compress_ratios must list at least one ratio per layer (${arch}.block_count = ${layers})`);
+      const keySwa = number("attention.key_length_swa", keyLength);
+      return {
+        ...common,
+        ...gqa,
+        dsv4: { kElements: keySwa * kvHeads[0]!, window: number("attention.sliding_window"), compressRatios: ratios.slice(0, layers), indexerKey: number("attention.indexer.key_length"), headK: keySwa },
       };
     }
     default:

@@ -100,12 +100,45 @@ export function kvBytesOfLayer(arch: Architecture, layer: number, cache: CacheSe
   const streams = cache.kvUnified ? 1 : cache.slots;
   const k = kvTypeToGgml(cache.cacheTypeK);
   const v = kvTypeToGgml(cache.cacheTypeV);
+  if (arch.dsv4) return dsv4KvBytesOfLayer(arch.dsv4, layer, cache);
   const layout = arch.kvLayout;
   if (!layout) return keepsKv(arch, layer) ? kvBytesPerTokenPerLayer(arch, cache.cacheTypeK, cache.cacheTypeV) * streams * cache.cellsPerStream : 0;
   const window = layout.swaLayers.includes(layer) && !cache.swaFull ? Math.ceil(Math.min(cache.cellsPerStream, layout.swaWindow * (cache.kvUnified ? cache.slots : 1) + cache.ubatch) / 256) * 256 : cache.cellsPerStream;
   const main = rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!);
   const indexer = rowBytes(k, layout.indexerK[layer]!) + rowBytes(v, layout.indexerV[layer]!);
   return streams * (window * main + cache.cellsPerStream * indexer);
+}
+
+const pad256 = (cells: number) => Math.ceil(cells / 256) * 256;
+
+/**
+ * deepseek4's caches of one layer (llama-kv-cache-dsv4.cpp): one stream per slot whatever -kvu says,
+ * each of the context one sequence sees; a raw window of min(cells, window + ubatch); compressed caches
+ * of ceil(cells / ratio); all K only, in -ctk's type. Cells padded to 256.
+ */
+function dsv4KvBytesOfLayer(dsv4: NonNullable<Architecture["dsv4"]>, layer: number, cache: CacheSettings): number {
+  const k = kvTypeToGgml(cache.cacheTypeK);
+  const cells = cache.cellsPerStream;
+  const ratio = dsv4.compressRatios[layer] ?? 0;
+  const raw = (cache.swaFull ? cells : pad256(Math.min(cells, dsv4.window + cache.ubatch))) * rowBytes(k, dsv4.kElements);
+  const compressed = ratio > 0 ? pad256(Math.ceil(cells / ratio)) * rowBytes(k, dsv4.kElements) : 0;
+  const indexer = ratio === 4 ? pad256(Math.ceil(cells / ratio)) * rowBytes(k, dsv4.indexerKey) : 0;
+  return cache.slots * (raw + compressed + indexer);
+}
+
+/**
+ * Per-slot state of one layer, F32: a recurrent layer's n_embd_r + n_embd_s; a deepseek4 compressed
+ * layer's compressor state (llama_dsv4_comp_state: kv and score, CSA 8 × 2·headK, HCA 128 × headK, the
+ * CSA layers' lightning indexer 8 × 2·indexerKey).
+ */
+export function stateBytesOfLayer(arch: Architecture, layer: number, slots: number): number {
+  if (arch.dsv4) {
+    const { headK, indexerKey } = arch.dsv4;
+    const ratio = arch.dsv4.compressRatios[layer] ?? 0;
+    const floats = ratio === 4 ? 2 * 8 * 2 * headK + 2 * 8 * 2 * indexerKey : ratio === 128 ? 2 * 128 * headK : 0;
+    return Math.max(1, slots) * floats * 4;
+  }
+  return arch.recurrent?.layers.includes(layer) ? recurrentBytesPerLayer(arch, slots) : 0;
 }
 
 /**
@@ -116,6 +149,12 @@ export function kvBytesOfLayer(arch: Architecture, layer: number, cache: CacheSe
  */
 export function checkpointBytes(arch: Architecture, cache: CacheSettings): number {
   const state = (arch.recurrent?.layers.length ?? 0) * recurrentBytesPerLayer(arch, 1);
+  if (arch.dsv4) {
+    // Assumed like a sliding-window model's: one sequence's raw windows and compressor states (not measured).
+    const dsv4 = arch.dsv4;
+    const window = pad256(Math.min(cache.cellsPerStream, dsv4.window + cache.ubatch)) * rowBytes(kvTypeToGgml(cache.cacheTypeK), dsv4.kElements);
+    return dsv4.compressRatios.reduce((sum, _ratio, layer) => sum + window + stateBytesOfLayer(arch, layer, 1), 0);
+  }
   const layout = arch.kvLayout;
   // With --swa-full the server sets n_swa = 0: window layers keep everything and need no checkpoint.
   if (!layout || cache.swaFull) return state;
@@ -127,6 +166,13 @@ export function checkpointBytes(arch: Architecture, cache: CacheSettings): numbe
 
 /** Cache bytes one decoded token reads from a layer at a depth: a window's layer reads at most the window. */
 export function kvReadBytesPerToken(arch: Architecture, layer: number, depthTokens: number, typeK: KvCacheType, typeV: KvCacheType): number {
+  if (arch.dsv4) {
+    const { kElements, window, indexerKey } = arch.dsv4;
+    const ratio = arch.dsv4.compressRatios[layer] ?? 0;
+    const k = kvTypeToGgml(typeK);
+    const compressedCells = ratio > 0 ? Math.ceil(depthTokens / ratio) : 0;
+    return Math.min(depthTokens, window) * rowBytes(k, kElements) + compressedCells * (rowBytes(k, kElements) + (ratio === 4 ? rowBytes(k, indexerKey) : 0));
+  }
   const layout = arch.kvLayout;
   if (!layout) return keepsKv(arch, layer) ? kvBytesPerTokenPerLayer(arch, typeK, typeV) * depthTokens : 0;
   const k = kvTypeToGgml(typeK);

@@ -16,7 +16,7 @@ export interface LoggedBuffers {
   compute: Record<string, number>;
   /** `llama_context: <BUF> output buffer size`. */
   output: Record<string, number>;
-  /** `llama_memory_recurrent: <BUF> RS buffer size`: hybrid models' recurrent state. */
+  /** `llama_memory_recurrent: <BUF> RS buffer size` (hybrid models' recurrent state) and `llama_dsv4_comp_state: <BUF> DSV4 … state buffer size` (deepseek4's compressor states). */
   recurrent: Record<string, number>;
 }
 
@@ -30,6 +30,7 @@ export function parseBuffers(log: string): LoggedBuffers {
   for (const match of log.matchAll(/sched_reserve:\s+(\S+) compute buffer size =\s+([\d.]+) MiB/g)) add(buffers.compute, match[1]!, match[2]!);
   for (const match of log.matchAll(/llama_context:\s+(\S+)\s+output buffer size =\s+([\d.]+) MiB/g)) add(buffers.output, match[1]!, match[2]!);
   for (const match of log.matchAll(/llama_memory_recurrent:\s+(\S+) RS buffer size =\s+([\d.]+) MiB/g)) add(buffers.recurrent, match[1]!, match[2]!);
+  for (const match of log.matchAll(/llama_dsv4_comp_state:\s+(\S+) DSV4 \w+ state buffer size =\s+([\d.]+) MiB/g)) add(buffers.recurrent, match[1]!, match[2]!);
   return buffers;
 }
 
@@ -51,7 +52,8 @@ export async function startServer(model: string, args: readonly string[], timeou
     if (child.exitCode !== null) throw new Error(`llama-server exited (${child.exitCode}) before it was healthy:\n${log.slice(-3000)}`);
     try {
       const response = await fetch(`http://127.0.0.1:${port}/health`);
-      if (response.status === 200) break;
+      // Healthy, and it is our child that listens there (not another process that took the free port first).
+      if (response.status === 200 && log.includes(`listening on http://127.0.0.1:${port}`)) break;
     } catch {
       // not listening yet
     }

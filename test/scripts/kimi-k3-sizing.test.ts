@@ -89,7 +89,7 @@ describe("kimi-k3 from its GGUF metadata", () => {
 
 describe("architectures the kit does not size", () => {
   it("refuses one by name, never guessing its memory", () => {
-    expect(() => architectureFromMetadata({ "general.architecture": "deepseek4", "deepseek4.block_count": 43 })).toThrow(UnsizedArchitectureError);
+    expect(() => architectureFromMetadata({ "general.architecture": "qwen3vlmoe", "qwen3vlmoe.block_count": 48 })).toThrow(UnsizedArchitectureError);
     expect(() => architectureFromMetadata({ "general.architecture": "rwkv7" })).toThrow(/^architecture rwkv7 is not sized by this kit \(sized: deepseek2, kimi-k3/);
   });
 
