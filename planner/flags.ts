@@ -84,6 +84,7 @@ export interface ParsedFlags extends FlagSet {
  */
 export const NOT_MODELLED: ReadonlySet<string> = new Set([
   "--kv-offload", // -nkvo keeps the KV cache in RAM
+  "--rpc", // layers on other hosts' devices (ggml-rpc-server)
   "--no-host", // lets CPU_REPACK apply beside a GPU
   "--device", // restricts the GPUs used
   "--n-cpu-ffn", // dense FFNs of the first N layers on the CPU
@@ -157,6 +158,8 @@ export const LLAMA_SERVER_FLAGS: readonly FlagRow[] = [
   row("-ctk --cache-type-k", "TYPE", "LLAMA_ARG_CACHE_TYPE_K", "cacheTypeK"),
   row("-ctv --cache-type-v", "TYPE", "LLAMA_ARG_CACHE_TYPE_V", "cacheTypeV"),
   row("-dt --defrag-thold", "N", "LLAMA_ARG_DEFRAG_THOLD"),
+  // Listed by a build with GGML_RPC=ON (the kit's): layers placed on other hosts' ggml-rpc-server devices.
+  row("--rpc", "SERVERS", "LLAMA_ARG_RPC"),
   row("-lm --load-mode", "MODE", "LLAMA_ARG_LOAD_MODE", "loadMode"),
   row("-lzm --lazy-mode", "MODE", "LLAMA_ARG_LAZY_MODE"),
   row("--numa", "TYPE", "LLAMA_ARG_NUMA", "numa"),

@@ -7,7 +7,9 @@
 set -euo pipefail
 
 NODE_LLAMA_CPP_VERSION="${NODE_LLAMA_CPP_VERSION:-3.22.1}"   # ships llama.cpp tag v0.5.0
-TARGETS=(llama-server llama-gguf-split llama-quantize test-llama-archs)
+TARGETS=(llama-server llama-gguf-split llama-quantize test-llama-archs ggml-rpc-server)
+# The build's options, part of the cache key: a change rebuilds (incrementally) in the same tree.
+BUILD_OPTIONS=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON -DGGML_RPC=ON)
 
 usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
@@ -22,7 +24,7 @@ fi
 cache_root="${KIMI_KIT_CACHE:-$HOME/.cache/kimi-kit}"
 work="$cache_root/llama.cpp-node-llama-cpp-$NODE_LLAMA_CPP_VERSION"
 bin="$work/build/bin"
-done_marker="$work/.complete"
+done_marker="$work/.complete-$(printf '%s\n' "${BUILD_OPTIONS[@]}" "${TARGETS[@]}" | sha256sum | cut -c1-12)"
 
 if [[ -f "$done_marker" ]]; then echo "$bin"; exit 0; fi
 
@@ -43,8 +45,7 @@ if [[ ! -d "$work/src/.git" ]]; then
   rm -rf "$pack_dir"
 fi
 
-cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-  -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON >"$work/cmake-configure.log" 2>&1 \
+cmake -S "$work/src" -B "$work/build" "${BUILD_OPTIONS[@]}" >"$work/cmake-configure.log" 2>&1 \
   || { tail -n 40 "$work/cmake-configure.log" >&2; exit 1; }
 cmake --build "$work/build" -j"$(nproc)" --target "${TARGETS[@]}" >"$work/cmake-build.log" 2>&1 \
   || { tail -n 40 "$work/cmake-build.log" >&2; exit 1; }
