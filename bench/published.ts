@@ -120,6 +120,10 @@ function catalogModel(run: MeasuredRun, catalog: Catalog): { model: ModelEntry; 
  * one (Intel), otherwise the base clock, a lower bound on what all cores sustain under load; it is
  * reported as an assumption beside every run that uses it.
  */
+// Clocks as read (search corpus "pages"): EPYC 9355 base 3.55 / boost 4.4 GHz (community.amd.com, "Leadership
+// HPC Performance with 5th Generation AMD EPYC"); EPYC 9654 2.40 / 3.70 (hpctech.co.jp EPYC 9004 table);
+// EPYC 7713 2.0 / 3.675 (techgage.com EPYC Milan launch table); Xeon 6980P 2.0 / 3.9, all-core 3.2
+// (hardwareluxx.de Granite Rapids test); Ryzen 7 7800X3D 4.2 / 5.0 (techpowerup.com review).
 export const PLATFORM_FACTS: Record<string, { cores: number; channelsPerSocket: number; kind: string; ccds?: number; fp32FlopsPerCycle: number; allCoreGHz: number; boostGHz: number; clock: string }> = {
   // Zen 5: two 512-bit FMA pipes.
   "AMD EPYC 9355": { cores: 32, channelsPerSocket: 12, kind: "DDR5-6000", ccds: 8, fp32FlopsPerCycle: 64, allCoreGHz: 3.55, boostGHz: 4.4, clock: "base 3.55 GHz, boost 4.4 GHz (AMD)" },

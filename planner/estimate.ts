@@ -352,7 +352,9 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     );
   }
   if (arch.llamaCppArch !== "deepseek2") {
-    notes.push(`Compute buffers are modelled on the MLA attention step and measured on deepseek2 models; for ${arch.llamaCppArch} the bench finds llama-server's 17–50% larger (its MoE step peaks instead).`);
+    notes.push(
+      `Compute buffers are modelled on deepseek2's MLA attention step and checked on deepseek2 models only; for ${arch.llamaCppArch} llama-server's peak is elsewhere (the MoE step, recurrent or indexer tensors) and can be far larger: 1.7× on test-llama-archs' kimi-k3 model, hundreds of MiB for sparse-attention models at long context.`,
+    );
   }
   if (settings.flashAttn === "off") notes.push("-fa off: the compute buffer adds the f32 attention scores for one ubatch over every KV cell a sequence sees.");
   if (settings.cacheTypeV !== "f16" && arch.attention?.kind !== "gqa") notes.push(`-ctv ${settings.cacheTypeV}: MLA keeps no V cache, so the V type changes nothing.`);

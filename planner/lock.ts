@@ -186,8 +186,8 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
   const kdaState = () => {
     const headDim = number("kda.head_dim");
     const convKernel = number("ssm.conv_kernel", 4);
-    const heads = perLayer("attention.head_count")[0]!;
-    return { floats: 3 * (convKernel > 0 ? convKernel - 1 : 3) * heads * headDim + headDim * headDim * heads, kda: { heads, headDim, convKernel } };
+    const headsOfLayer0 = heads[0]!;
+    return { floats: 3 * (convKernel > 0 ? convKernel - 1 : 3) * headsOfLayer0 * headDim + headDim * headDim * headsOfLayer0, kda: { heads: headsOfLayer0, headDim, convKernel } };
   };
   switch (arch) {
     case "deepseek2":

@@ -190,10 +190,6 @@ export function recurrentBytesPerLayer(arch: Architecture, slots: number): numbe
   return arch.recurrent ? Math.max(1, slots) * arch.recurrent.stateFloatsPerLayer * 4 : 0;
 }
 
-export function kvBytesPerLayer(arch: Architecture, type: KvCacheType, cells: number): number {
-  return kvBytesPerTokenPerLayer(arch, type) * cells;
-}
-
 /** Whether llama.cpp v0.5.0 repacks this tensor for the CPU's kernels (catalog/llama-cpp.yaml). */
 export function isRepacked(tensor: TensorInfo, cpu: CpuSpec, release: LlamaCppRelease): boolean {
   if (tensor.shape.length < 2 || tensor.cls === "embedding") return false; // token_embd feeds GET_ROWS, not a matmul

@@ -12,7 +12,7 @@ import type { GgmlTypeName } from "./ggml-types";
 import { assertDeployable, hostSchema, type StackConfig } from "./config";
 import { ConfigError } from "./errors";
 import { resolveHost, type HostSpec } from "./host";
-import { architectureFromMetadata, conventionalLockPath, readLock, tensorsFromLock, type ManifestLock } from "./lock";
+import { architectureFromMetadata, conventionalLockPath, readLock, SIZED_ARCHITECTURES, tensorsFromLock, type ManifestLock } from "./lock";
 import { choose, type Placement, type PlacementInputs } from "./offload";
 import { cpuDecodeAtBandwidth, type Projection, type SpeedInputs } from "./speed";
 import { estimateCost, type CostEstimate } from "./cost";
@@ -89,7 +89,12 @@ function resolveModel(stack: string, config: StackConfig, catalog: Catalog, lock
     if (!lock) {
       throw new ConfigError(stack, [`model.repo: found "${config.model.repo}"; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}, or any deepseek2 GGUF repo with a lock (\`npm run lock -- --stack ${stack}\`)`]);
     }
-    model = modelFromLock(lock);
+    try {
+      model = modelFromLock(lock);
+    } catch (error) {
+      // An architecture this kit does not size, or per-layer metadata of the wrong length: the lock's problem, named by the stack's key.
+      throw new ConfigError(stack, [`model.repo: found "${config.model.repo}", whose lock says: ${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`]);
+    }
   }
   const tier = model.tiers.find((entry) => entry.name === config.model.tier);
   if (!tier) {

@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { loadCatalog } from "../../planner/catalog";
-import { isRepacked, kvBytesPerLayer, kvBytesPerTokenPerLayer, kvCells } from "../../planner/memory";
+import { isRepacked, kvBytesOfLayer, kvBytesPerTokenPerLayer, kvCells, type CacheSettings } from "../../planner/memory";
+
+/** One slot, f16 K and V, a stream of `cells` cells. */
+const oneSlot = (cells: number): CacheSettings => ({ cacheTypeK: "f16", cacheTypeV: "f16", kvUnified: false, slots: 1, cellsPerStream: cells, ubatch: 512 });
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig } from "../../planner/stack-file";
 import { makeTensor } from "../../planner/tensors";
@@ -14,12 +17,12 @@ const cpu = (avx512: boolean): CpuSpec => ({ name: "x", cores: 2, sockets: 1, nu
 describe("KV cache (MLA keeps K only)", () => {
   it("matches the llama-server log of the test-llama-archs deepseek2 model: 256 cells × 2 layers × 576 × f16 = 0.5625 MiB", () => {
     const tiny = { ...kimi, layers: 2, kvLoraRank: 512, qkRopeHeadDim: 64 };
-    expect(kvBytesPerLayer(tiny, "f16", kvCells(256, 1)) * 2).toBe(0.5625 * MiB);
+    expect(kvBytesOfLayer(tiny, 0, oneSlot(kvCells(256, 1))) * 2).toBe(0.5625 * MiB);
   });
 
   it("is 70,272 bytes per token at f16 for Kimi's 61 layers: 8.58 GiB at 131,072 tokens", () => {
     expect(kvBytesPerTokenPerLayer(kimi, "f16") * kimi.layers).toBe(70_272);
-    expect((kvBytesPerLayer(kimi, "f16", kvCells(131_072, 1)) * kimi.layers) / GiB).toBeCloseTo(8.58, 2);
+    expect((kvBytesOfLayer(kimi, 0, oneSlot(kvCells(131_072, 1))) * kimi.layers) / GiB).toBeCloseTo(8.58, 2);
     expect(kvBytesPerTokenPerLayer(kimi, "q8_0")).toBe(612);
   });
 
