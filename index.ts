@@ -70,3 +70,5 @@ export const projectedFromMeasuredBandwidthPrefillTokensPerSecond = deployment.p
 export const speed = deployment.speedSideBySide;
 export const monthlyCostUsd = deployment.monthlyCostUsd;
 export const breakEvenTokensPerMonth = deployment.breakEvenTokensPerMonth;
+/** A split (kimi-kit:hosts): the image every host runs, the head's layers, each worker's endpoint, layers and planned bytes; null for one host. */
+export const cluster = deployment.cluster;

@@ -3,13 +3,14 @@
 #   llama-container.sh up --name NAME --image IMAGE [--volume SRC:DST[:ro|:rw]]... [--env KEY=VALUE]...
 #                         [--gpus all|device=0,1] [--restart POLICY] [--health-cmd CMD]
 #                         [--health-url URL] [--wait-seconds N] [--secret-stdin PATH_IN_CONTAINER]
-#                         [--label KEY=VALUE]... -- LLAMA_SERVER_ARGS...
+#                         [--label KEY=VALUE]... [--entrypoint PATH] -- ARGS...
 #   llama-container.sh down --name NAME
 #   llama-container.sh status --name NAME
 #
 # Runs kimi-kit's llama-server container with the docker CLI (the same spec the Pulumi component
-# gives the docker provider). The container always uses --network host: llama-server's own
-# --host/--port in LLAMA_SERVER_ARGS decide where it listens.
+# gives the docker provider). The container always uses --network host: the server's own
+# --host/--port in ARGS decide where it listens. ARGS are llama-server's, or those of the program
+# --entrypoint names.
 #
 # up:
 #   --restart POLICY      no | always | unless-stopped (default) | on-failure[:N]
@@ -17,15 +18,18 @@
 #                         curl/wget in the image); its start period is --wait-seconds.
 #   --health-url URL      polled from this host with `curl -fsS` until it answers 200.
 #   --wait-seconds N      how long to wait for --health-url (default 1800, DEFAULTS.containerWaitSeconds in planner/config.ts).
+#   --entrypoint PATH     the program to run instead of the image's own entrypoint (/app/llama-server
+#                         in the llama.cpp images), e.g. /app/ggml-rpc-server for an RPC worker
+#                         from the same image; an absolute path inside the image.
 #   --secret-stdin PATH   reads the secret (e.g. API keys for --api-key-file, one per line) from
 #                         stdin, stores it as $KIMI_KIT_STATE_DIR/secrets/NAME/<basename PATH>
 #                         (dir 0700, file 0600, rewritten only when it changed) and bind-mounts it
 #                         read-only at PATH. It never appears in argv, docker inspect or logs.
 #   Volume sources must exist on the host (Docker would silently create an empty directory).
-#   The spec (image ID, args, volumes, envs, gpus, restart, health check, labels, the secret's
-#   sha256) is hashed into label kimi-kit.spec-sha256: a running container with the same hash is
-#   left alone ("unchanged"); a different one is removed and recreated ("replaced"); none is
-#   "created". A container of that name that this script did not create is never touched.
+#   The spec (image ID, entrypoint, args, volumes, envs, gpus, restart, health check, labels, the
+#   secret's sha256) is hashed into label kimi-kit.spec-sha256: a running container with the same
+#   hash is left alone ("unchanged"); a different one is removed and recreated ("replaced"); none
+#   is "created". A container of that name that this script did not create is never touched.
 #   Last line on success: CONTAINER_RESULT action=<created|replaced|unchanged> id=<container id>
 # down:  removes the container only (never model files, volume contents or the stored secret).
 #   Last line: CONTAINER_RESULT action=<removed|absent> id=<id or empty>
@@ -52,18 +56,19 @@ case "$1" in
   *) die_usage "unknown command '$1' (expected up, down or status)" ;;
 esac
 
-name="" image="" gpus="" restart=unless-stopped health_cmd="" health_url="" wait_seconds=1800
+name="" image="" entrypoint="" gpus="" restart=unless-stopped health_cmd="" health_url="" wait_seconds=1800
 secret_path="" volumes=() envs=() labels=() args=()
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --) shift; args=("$@"); break ;;
-    --name|--image|--volume|--env|--gpus|--restart|--health-cmd|--health-url|--wait-seconds|--secret-stdin|--label)
+    --name|--image|--entrypoint|--volume|--env|--gpus|--restart|--health-cmd|--health-url|--wait-seconds|--secret-stdin|--label)
       (($# >= 2)) || die_usage "$1 needs a value"
       if [[ "$cmd" != up && "$1" != --name ]]; then die_usage "$1 belongs to 'up', not '$cmd'"; fi
       case "$1" in
         --name) name=$2 ;;
         --image) image=$2 ;;
+        --entrypoint) entrypoint=$2 ;;
         --volume) volumes+=("$2") ;;
         --env) envs+=("$2") ;;
         --gpus) gpus=$2 ;;
@@ -75,13 +80,13 @@ while (($#)); do
         --label) labels+=("$2") ;;
       esac
       shift 2 ;;
-    *) die_usage "unknown argument '$1' (llama-server arguments go after '--')" ;;
+    *) die_usage "unknown argument '$1' (the server's arguments go after '--')" ;;
   esac
 done
 
 [[ -n "$name" ]] || die_usage "--name is required"
 [[ "$name" =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ ]] || die_usage "--name '$name' is not a valid container name (expected [a-zA-Z0-9][a-zA-Z0-9_.-]*)"
-if [[ "$cmd" != up && ${#args[@]} -gt 0 ]]; then die_usage "'$cmd' takes no llama-server arguments"; fi
+if [[ "$cmd" != up && ${#args[@]} -gt 0 ]]; then die_usage "'$cmd' takes no server arguments"; fi
 
 command -v docker >/dev/null 2>&1 || fail "docker is not installed on this host; run install-docker.sh first"
 docker info >/dev/null 2>&1 || fail "the docker engine does not answer ('docker info' fails: $(docker info 2>&1 >/dev/null | tail -n1)); run install-docker.sh first"
@@ -95,13 +100,17 @@ inspect() {
 
 # ------------------------------------------------------------------------------------------
 if [[ "$cmd" == status ]]; then
-  info=$(docker container inspect --format "{{.Id}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}|{{index .Config.Labels \"$SPEC_LABEL\"}}|{{.Config.Image}}|{{.State.StartedAt}}|{{.State.ExitCode}}|{{.RestartCount}}" "$name" 2>/dev/null | sed 's/<no value>//g' || true)
+  info=$(docker container inspect --format "{{.Id}}|{{.State.Status}}|{{index .Config.Labels \"$SPEC_LABEL\"}}|{{.Config.Image}}|{{.State.StartedAt}}|{{.State.ExitCode}}|{{.RestartCount}}" "$name" 2>/dev/null | sed 's/<no value>//g' || true)
   echo "name=$name"
   if [[ -z "$info" ]]; then
     printf 'state=absent\nhealth=none\nspec_sha256=\nid=\nimage=\nstarted_at=\nexit_code=\nrestart_count=\n'
     exit 0
   fi
-  IFS='|' read -r id state health spec img started exit_code restarts <<<"$info"
+  IFS='|' read -r id state spec img started exit_code restarts <<<"$info"
+  # Asked apart: a container without a health check has no State.Health, and a template naming it
+  # fails outright on newer docker CLIs (the whole container would then read as absent).
+  health=$(docker container inspect --format '{{.State.Health.Status}}' "$name" 2>/dev/null || true)
+  health=${health:-none}
   printf 'state=%s\nhealth=%s\nspec_sha256=%s\nid=%s\nimage=%s\nstarted_at=%s\nexit_code=%s\nrestart_count=%s\n' \
     "$state" "$health" "$spec" "$id" "$img" "$started" "$exit_code" "$restarts"
   exit 0
@@ -124,6 +133,7 @@ fi
 
 # --- up: validate -------------------------------------------------------------------------
 [[ -n "$image" ]] || die_usage "--image is required"
+if [[ -n "$entrypoint" && "$entrypoint" != /* ]]; then die_usage "--entrypoint wants an absolute path inside the image, got '$entrypoint'"; fi
 [[ "$wait_seconds" =~ ^[0-9]+$ ]] || die_usage "--wait-seconds wants a non-negative integer, got '$wait_seconds'"
 [[ "$restart" =~ ^(no|always|unless-stopped|on-failure(:[0-9]+)?)$ ]] \
   || die_usage "--restart '$restart' is not one of no, always, unless-stopped, on-failure[:N]"
@@ -193,6 +203,8 @@ spec_sha=$(
     printf '%s\0' "format=1" "image_id=$image_id" "network=host" "restart=$restart" "gpus=$gpus" \
       "health_cmd=$health_cmd"
     [[ -z "$health_cmd" ]] || printf '%s\0' "health_start_period=${wait_seconds}s"
+    # Only when set: a container started without --entrypoint keeps the hash it always had.
+    [[ -z "$entrypoint" ]] || printf '%s\0' "entrypoint=$entrypoint"
     sorted "${volumes[@]/#/volume=}"
     sorted "${envs[@]/#/env=}"
     sorted "${labels[@]/#/label=}"
@@ -228,6 +240,7 @@ if [[ "$action" != unchanged ]]; then
   for v in "${volumes[@]}"; do run+=(--volume "$v"); done
   for e in "${envs[@]}"; do run+=(--env "$e"); done
   [[ -z "$secret_path" ]] || run+=(--volume "$secret_file:$secret_path:ro")
+  [[ -z "$entrypoint" ]] || run+=(--entrypoint "$entrypoint")
   case "$gpus" in
     "") ;;
     all) run+=(--gpus all) ;;

@@ -31,14 +31,16 @@ import type { CpuFactorOverrides } from "../planner/speed";
 import { generatedModelCase, quantizeMix } from "../test/support/model-mixes";
 import { generateDeepseek2Model, splitGguf } from "../test/support/models";
 import { llamaTool } from "../test/support/llama-cpp";
+import { fitCpuFactors, median, UNIT_CPU_FACTORS, type CalibrationCase } from "./lib/calibrate";
 import { parseBuffers, startServer } from "./lib/server";
+import { benchModelsDir, benchPrompt, DECODE_DEPTH, GENERATED_TOKENS, PROMPT_TOKENS } from "./lib/workload";
 import { thisMachine } from "../test/support/local-stack";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 
 const MiB = 1024 * 1024;
 const { values: flags } = parseArgs({ options: { quick: { type: "boolean" }, out: { type: "string" } } });
 const quick = Boolean(flags.quick);
-const workDir = join(process.env.KIMI_KIT_CACHE ?? join(process.env.HOME ?? "/tmp", ".cache", "kimi-kit"), "bench-models");
+const workDir = benchModelsDir();
 const catalog = loadCatalog();
 const machine = thisMachine();
 
@@ -128,21 +130,14 @@ interface Rates { decode: number; prefill: number }
 /** Medians over the rounds, and the machine's read bandwidth: the median of one probe per round. */
 interface SpeedMeasurement extends Rates { bandwidthGBps: number }
 
-/** The prompt and generation the speed cases time: decode then runs at depths 256–383, prefill over 256 tokens. */
-const PROMPT_TOKENS = 256;
-const GENERATED_TOKENS = 128; // long enough that one slow scheduling slice on this shared VM moves the median little
-const DECODE_DEPTH = PROMPT_TOKENS + GENERATED_TOKENS / 2;
-
 async function measureSpeed(model: ModelFile, args: string[], runs: number, firstRun = 0): Promise<Rates> {
   const server = await startServer(model.path, args);
   const decodes: number[] = [];
   const prefills: number[] = [];
   try {
-    const vocab = model.arch.vocabSize;
     await server.complete({ prompt: [1, 2, 3, 4], n_predict: 8, cache_prompt: false });
     for (let run = firstRun; run < firstRun + runs; run++) {
-      const prompt = Array.from({ length: PROMPT_TOKENS }, (_, i) => ((i * 7919 + run * 104729) % (vocab - 2)) + 1);
-      const result = await server.complete({ prompt, n_predict: GENERATED_TOKENS, cache_prompt: false, temperature: 0, ignore_eos: true });
+      const result = await server.complete({ prompt: benchPrompt(model.arch.vocabSize, run), n_predict: GENERATED_TOKENS, cache_prompt: false, temperature: 0, ignore_eos: true });
       decodes.push(result.timings.predicted_per_second);
       prefills.push(result.timings.prompt_per_second);
     }
@@ -150,10 +145,6 @@ async function measureSpeed(model: ModelFile, args: string[], runs: number, firs
     await server.stop();
   }
   return { decode: median(decodes), prefill: median(prefills) };
-}
-
-function median(values: readonly number[]): number {
-  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 }
 
 /**
@@ -279,44 +270,16 @@ async function main(): Promise<void> {
   /** Fits the CPU factors on the calibration cases and projects every case, all from one interleaved measurement. */
   const evaluate = (measured: readonly SpeedMeasurement[]) => {
     const measuredSpeeds = speedEntries.map((entry, index) => ({ ...entry, kit: measured[index]! }));
-    // Calibration uses estimate() itself with unit factors: its decode time per token is then
-    // (bytes ÷ bandwidth) + layers × 0, and its prefill rate is the one at efficiency 1, so the
-    // fitted factors mean exactly what estimate() multiplies them by.
-    const unit = (entry: (typeof measuredSpeeds)[number]) =>
-      projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), { decodeEfficiency: 1, decodeSecondsPerLayer: 0, decodeComputeEfficiency: 1, prefillEfficiency: 1, source: "unit" });
+    // Calibration uses estimate() itself with unit factors (bench/lib/calibrate.ts), on the
+    // largest and the smallest model.
+    const calibrationCase = (entry: (typeof measuredSpeeds)[number]): CalibrationCase => {
+      const unit = projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), UNIT_CPU_FACTORS);
+      return { label: entry.model.label, layers: entry.model.arch.layers, measured: entry.kit, unit: unit.estimate.projection, unitPrefill: unit.prefill };
+    };
     const largest = measuredSpeeds[0]!;
     const smallest = measuredSpeeds.filter((entry) => !entry.model.label.includes("shards")).at(-1)!;
-    const unitA = unit(largest);
-    const unitB = unit(smallest);
-    const secondsA = 1 / largest.kit.decode;
-    const secondsB = 1 / smallest.kit.decode;
-    const streamA = 1 / unitA.decode; // bytes ÷ bandwidth
-    const streamB = 1 / unitB.decode;
-    const layersA = largest.model.arch.layers;
-    const layersB = smallest.model.arch.layers;
-    const determinant = streamA * layersB - streamB * layersA;
-    const publishedPerLayer = catalog.efficiency.cpu.decodeSecondsPerLayer.value;
-    let inverseEfficiency = (secondsA - layersA * publishedPerLayer) / streamA;
-    let perLayerSeconds = publishedPerLayer;
-    let fitted = false;
-    if (smallest !== largest && determinant !== 0) {
-      const x = (secondsA * layersB - secondsB * layersA) / determinant;
-      const c = (streamA * secondsB - streamB * secondsA) / determinant;
-      if (x > 0 && c >= 0) {
-        inverseEfficiency = x;
-        perLayerSeconds = c;
-        fitted = true;
-      }
-    }
-    const localFactors: CpuFactorOverrides = {
-      decodeEfficiency: 1 / inverseEfficiency,
-      decodeSecondsPerLayer: perLayerSeconds,
-      // Decode here runs on every core of this machine: the two-model fit above measures its whole
-      // token time as bytes and per-layer cost, so the arithmetic term is left at its peak (it never binds).
-      decodeComputeEfficiency: 1,
-      prefillEfficiency: largest.kit.prefill / unitA.prefill,
-      source: `fitted on this machine by npm run bench (${largest.model.label}${fitted ? ` and ${smallest.model.label}` : ""})`,
-    };
+    const fit = fitCpuFactors(calibrationCase(largest), smallest === largest ? undefined : calibrationCase(smallest), catalog.efficiency.cpu.decodeSecondsPerLayer.value, (labels) => `fitted on this machine by npm run bench (${labels})`);
+    const { factors: localFactors, perLayerSeconds, fitted } = fit;
     const calibrationModels = new Set([largest.model, ...(fitted ? [smallest.model] : [])]);
     const cases = measuredSpeeds.map((entry) => {
       const heldBack = !calibrationModels.has(entry.model);

@@ -5,6 +5,7 @@
  * `viewOfDockerArgs` read each rendering back into one comparable shape, so a test can prove both
  * engines run the same image, args, mounts, GPUs and restart policy.
  */
+import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { loadCatalog } from "../planner/catalog";
 import { CONTAINER_API_KEY_FILE, CONTAINER_MODEL_DIR, type Plan } from "../planner/plan";
@@ -92,18 +93,33 @@ export function containerSpecFromPlan(plan: Plan): ContainerSpec {
       "kimi-kit.stack": plan.stack,
       "kimi-kit.model": plan.model.repo,
       "kimi-kit.tier": plan.tier.name,
+      ...(plan.cluster ? { [RPC_WORKERS_LABEL]: rpcWorkersSha256(plan.cluster) } : {}),
     },
   };
 }
 
 /**
- * The image for the host the probe found: a stack's own image wins; without GPUs the CPU image;
- * with GPUs the CUDA 13 build when the driver supports it (R580+, probe-host.sh's
- * llama_image_variant), the CUDA 12 build otherwise. Before the probe has run (preview), the plan's.
+ * A split's head carries a hash of its workers' ggml-rpc-servers: a worker started anew holds none
+ * of the layers the head sent it at load, so a changed worker must restart the head too, and a
+ * changed label is what replaces the head's container (both engines).
+ */
+export const RPC_WORKERS_LABEL = "kimi-kit.rpc-workers-sha256";
+
+function rpcWorkersSha256(cluster: NonNullable<Plan["cluster"]>): string {
+  const workers = cluster.workers.map((worker) => ({ name: worker.containerName, endpoint: worker.endpoint, args: worker.rpcServerArgs }));
+  return createHash("sha256").update(JSON.stringify({ image: cluster.image, workers })).digest("hex");
+}
+
+/**
+ * The image for the host the probe found: a stack's own image wins; a split runs the one image
+ * every host of it must have (plan.cluster.image); without GPUs the CPU image; with GPUs the CUDA
+ * 13 build when the driver supports it (R580+, probe-host.sh's llama_image_variant), the CUDA 12
+ * build otherwise. Before the probe has run (preview), the plan's.
  */
 export function imageForHost(plan: Plan, variant: string | undefined): string {
   const images = loadCatalog().llamaCpp.images;
   if (plan.config.deployment.image) return plan.config.deployment.image;
+  if (plan.cluster) return plan.cluster.image;
   if (plan.host.gpus.length === 0) return images.cpu;
   if (variant === "server-cuda13") return images.cuda13;
   if (variant === "server-cuda") return images.cuda;

@@ -9,9 +9,10 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { remoteCommand, remoteCopy } from "./remote-exec";
+import { remoteCommand, remoteCopy, type RemoteExecutor } from "./remote-exec";
 import type * as command from "@pulumi/command";
 import { REPO_ROOT, type Plan } from "../planner/plan";
+import type { HostSpec } from "../planner/host";
 import { REMOTE_KIT_DIR, REMOTE_MANIFESTS_DIR, REMOTE_SCRIPTS_DIR } from "./container-spec";
 import { shellQuote } from "../planner/shell";
 
@@ -59,18 +60,40 @@ export function parseKeyValues(stdout: string): Record<string, string> {
 
 /** The --min-* requirements the plan puts on the host. */
 export function probeArgs(plan: Plan): string[] {
-  const host = plan.host;
+  // No disk minimum here: fetch-gguf.sh checks free space against the bytes still missing, before
+  // its first byte — a fixed minimum would fail every re-probe once the shards are on disk.
+  return ["--model-dir", plan.config.deployment.modelDir, ...probeRequirements(plan.host)];
+}
+
+/** probe-host.sh's --min-* flags for a machine the plan sized (the head, or a split's worker). */
+export function probeRequirements(host: HostSpec): string[] {
   // 3% slack: the kernel and firmware keep part of the installed RAM (and VRAM) from what the OS reports.
-  const args = [
-    "--model-dir", plan.config.deployment.modelDir,
-    "--min-ram-bytes", String(Math.round(host.memory.totalBytes * 0.97)),
-    "--min-physical-cores", String(host.cpu.cores),
-    "--min-gpus", String(host.gpus.length),
-    // No disk minimum here: fetch-gguf.sh checks free space against the bytes still missing, before
-    // its first byte — a fixed minimum would fail every re-probe once the shards are on disk.
-  ];
+  const args = ["--min-ram-bytes", String(Math.round(host.memory.totalBytes * 0.97)), "--min-physical-cores", String(host.cpu.cores), "--min-gpus", String(host.gpus.length)];
   if (host.gpus.length > 0) args.push("--min-gpu-vram-bytes", String(Math.round(Math.min(...host.gpus.map((gpu) => gpu.memoryBytes)) * 0.97)));
   return args;
+}
+
+/**
+ * The kit's scripts on a host: its folders made and stale scripts removed (`<name>-scripts-dir`),
+ * then ansible-free-scripts/ copied (`<name>-scripts`); both re-run when any script changes.
+ * Returns the copy, which every step running a script depends on.
+ */
+export function copyKitScripts(executor: RemoteExecutor, name: string, connection: pulumi.Input<command.types.input.remote.ConnectionArgs>, parent: pulumi.Resource, after: pulumi.Resource[] = []): pulumi.Resource {
+  const folderHash = scriptsFolderSha256();
+  // The copy creates neither parents nor a text file's folder (CopyToRemote makes only the last
+  // element of a path), so the kit's folders are made here, and scripts the repo no longer ships
+  // are removed (same trigger as the copy: both are replaced when a script changes).
+  const clear = remoteCommand(
+    executor,
+    `${name}-scripts-dir`,
+    {
+      connection,
+      create: scriptsFolderPrepCommand(readdirSync(SCRIPTS_DIR)),
+      triggers: [folderHash],
+    },
+    { parent, dependsOn: after },
+  ).resource;
+  return remoteCopy(executor, `${name}-scripts`, { connection, source: { folder: SCRIPTS_DIR }, remotePath: REMOTE_KIT_DIR, triggers: [folderHash] }, { parent, dependsOn: [clear] });
 }
 
 /** How long measure-bandwidth.sh reads memory (its own bound on the whole run is 2 × this + 60 s). */
@@ -107,28 +130,8 @@ export class HostPrep extends pulumi.ComponentResource {
   constructor(name: string, args: HostPrepArgs, opts?: pulumi.ComponentResourceOptions) {
     super("kimi-kit:host:HostPrep", name, {}, opts);
     const { plan, connection } = args;
-    const folderHash = scriptsFolderSha256();
-
-    // The copy creates neither parents nor a text file's folder (CopyToRemote makes only the last
-    // element of a path), so the kit's folders are made here, and scripts the repo no longer ships
-    // are removed (same trigger as the copy: both are replaced when a script changes).
     const executor = plan.config.deployment.remoteExecutor;
-    const clear = remoteCommand(
-      executor,
-      `${name}-scripts-dir`,
-      {
-        connection,
-        create: scriptsFolderPrepCommand(readdirSync(SCRIPTS_DIR)),
-        triggers: [folderHash],
-      },
-      { parent: this },
-    ).resource;
-    const copy = remoteCopy(
-      executor,
-      `${name}-scripts`,
-      { connection, source: { folder: SCRIPTS_DIR }, remotePath: REMOTE_KIT_DIR, triggers: [folderHash] },
-      { parent: this, dependsOn: [clear] },
-    );
+    const copy = copyKitScripts(executor, name, connection, this);
 
     const step = (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
       remoteCommand(

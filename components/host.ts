@@ -55,34 +55,56 @@ export class Host extends pulumi.ComponentResource {
       return;
     }
     const ssh = hostConfig.ssh;
+    // A split's head is hosts[i] in the stack file; a single host is `host`.
+    const configPath = args.plan.cluster ? `hosts[${args.plan.cluster.head.index}]` : "host";
     if (!ssh) {
-      throw new pulumi.RunError(`stack ${args.plan.stack}: host.ssh is missing: set host.ssh.host (and port/user) so the kit can reach the machine.`);
+      throw new pulumi.RunError(`stack ${args.plan.stack}: ${configPath}.ssh is missing: set ${configPath}.ssh.host (and port/user) so the kit can reach the machine.`);
     }
-    if (!ssh.hostPublicKey) {
-      const message =
-        `stack ${args.plan.stack}: host.ssh.hostPublicKey is not set; the kit only connects to a pinned host key. ` +
-        `Read it with \`ssh-keyscan -p ${ssh.port} -t ed25519 ${ssh.host}\`, check its fingerprint out of band, and set it with ` +
-        `\`pulumi config set --path kimi-kit:host.ssh.hostPublicKey "ssh-ed25519 AAAA…"\`.`;
-      // Preview must work before the machine exists (nothing connects then); an update must not.
-      if (!pulumi.runtime.isDryRun()) throw new pulumi.RunError(message);
-      pulumi.log.warn(`${message} Preview continues; \`pulumi up\` will stop here.`, this);
-    }
+    requirePinnedHostKey(args.plan.stack, ssh, `${configPath}.ssh.hostPublicKey`, this);
     this.address = pulumi.output(ssh.host);
     this.sshPort = ssh.port;
     this.sshUser = ssh.user;
     this.hostPublicKey = ssh.hostPublicKey === undefined ? undefined : pulumi.output(ssh.hostPublicKey);
     this.sshPrivateKey = args.sshPrivateKey === undefined ? undefined : pulumi.secret(args.sshPrivateKey);
-    this.connection = pulumi.secret(
-      pulumi.output({
-        host: ssh.host,
-        port: ssh.port,
-        user: ssh.user,
-        ...(ssh.hostPublicKey ? { hostKey: ssh.hostPublicKey } : {}),
-        ...(this.sshPrivateKey ? { privateKey: this.sshPrivateKey } : {}),
-        dialErrorLimit: 20,
-        perDialTimeout: 30,
-      }),
-    ) as pulumi.Output<command.types.input.remote.ConnectionArgs>;
+    this.connection = pinnedConnection(ssh, this.sshPrivateKey);
     this.registerOutputs({ kind: this.kind, address: this.address, sshPort: this.sshPort, sshUser: this.sshUser });
   }
+}
+
+/** How the kit reaches a bare-metal machine over SSH (a stack's host.ssh, or a split's hosts[i].ssh). */
+export interface SshEndpoint {
+  host: string;
+  port: number;
+  user: string;
+  hostPublicKey?: string | undefined;
+}
+
+/**
+ * The kit only connects to a pinned host key: without one `up` stops here, naming the config key
+ * that pins it (`keyPath`, e.g. host.ssh.hostPublicKey); a preview warns and goes on, since it
+ * must work before the machine exists (nothing connects then).
+ */
+export function requirePinnedHostKey(stack: string, ssh: SshEndpoint, keyPath: string, resource: pulumi.Resource): void {
+  if (ssh.hostPublicKey) return;
+  const message =
+    `stack ${stack}: ${keyPath} is not set; the kit only connects to a pinned host key. ` +
+    `Read it with \`ssh-keyscan -p ${ssh.port} -t ed25519 ${ssh.host}\`, check its fingerprint out of band, and set it with ` +
+    `\`pulumi config set --path kimi-kit:${keyPath} "ssh-ed25519 AAAA…"\`.`;
+  if (!pulumi.runtime.isDryRun()) throw new pulumi.RunError(message);
+  pulumi.log.warn(`${message} Preview continues; \`pulumi up\` will stop here.`, resource);
+}
+
+/** The remote-command connection to a bare-metal machine: its pinned host key, and the kit's private key when given (else the SSH agent). */
+export function pinnedConnection(ssh: SshEndpoint, privateKey: pulumi.Output<string> | undefined): pulumi.Output<command.types.input.remote.ConnectionArgs> {
+  return pulumi.secret(
+    pulumi.output({
+      host: ssh.host,
+      port: ssh.port,
+      user: ssh.user,
+      ...(ssh.hostPublicKey ? { hostKey: ssh.hostPublicKey } : {}),
+      ...(privateKey ? { privateKey } : {}),
+      dialErrorLimit: 20,
+      perDialTimeout: 30,
+    }),
+  ) as pulumi.Output<command.types.input.remote.ConnectionArgs>;
 }

@@ -4,3 +4,4 @@ export * from "./host-prep";
 export * from "./gguf-shards";
 export * from "./llama-server";
 export * from "./llm-deployment";
+export * from "./rpc-worker";

@@ -48,6 +48,11 @@ export interface LlamaServerArgs {
   /** What must be done first (the shards); Pulumi does not pass a component's dependsOn to its children. */
   after?: pulumi.Resource[];
   /**
+   * A split: settles once every host has the same image ID and every worker runs; the container is
+   * registered only after it, and not at all when it fails (a RunError naming the hosts).
+   */
+  imageCheck?: pulumi.Input<string>;
+  /**
    * docker-provider only: the local folder for the known_hosts file (pinned key) and the SSH key the
    * docker CLI's ssh uses. Default `~/.ssh/kimi-kit/<stack>` (ssh expands the tilde itself).
    */
@@ -82,7 +87,8 @@ export class LlamaServer extends pulumi.ComponentResource {
     this.containerName = spec.name;
     this.healthUrl = spec.healthUrl;
     const after = args.after ?? [];
-    const image = pulumi.output(args.imageVariant).apply((variant) => imageForHost(plan, variant));
+    // The check's value is not used: waiting on it is the point (the image name stays the plan's).
+    const image = pulumi.all([args.imageVariant, args.imageCheck]).apply(([variant]) => imageForHost(plan, variant));
     const apiKey = pulumi.secret(args.apiKey);
 
     if (this.engine === "docker-cli") {

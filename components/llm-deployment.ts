@@ -3,7 +3,9 @@
  * GgufShards → LlamaServer → a smoke request whose llama-server timings become outputs next to
  * the plan's projections: from the plan's host (catalog datasheets, or what the stack states), and
  * re-projected with the memory bandwidth HostPrep measured on the host (planner/reproject.ts).
- * A stack the plan refuses throws before any resource is registered.
+ * A split (kimi-kit:hosts) adds one RpcWorker per worker; the head's llama-server starts only once
+ * they run and every host has the same image ID. A stack the plan refuses throws before any
+ * resource is registered.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { localCommand, remoteCommand } from "./remote-exec";
@@ -19,6 +21,7 @@ import { Host } from "./host";
 import { HostPrep } from "./host-prep";
 import { LlamaServer, type ContainerEngine } from "./llama-server";
 import { FrontDoor } from "./front-door";
+import { imageIdStep, parseImageId, RpcWorker } from "./rpc-worker";
 import { endpointScheme, isPublicListener, llamaServerListen } from "../planner/front-door";
 
 export interface LlmDeploymentArgs {
@@ -53,6 +56,45 @@ export interface SpeedSideBySide {
   prefillTokensPerSecond: { projectedFromPlan: number; projectedFromMeasuredBandwidth: number | null; measured: number | null };
   /** Where each figure comes from; the smoke request's figures are for a short prompt and 16 tokens. */
   notes: string[];
+}
+
+/** A split's stack output: who holds what (the plan's figures). */
+export interface ClusterSummary {
+  /** The image every host runs. */
+  image: string;
+  head: { id: string; privateAddress: string; layers: number };
+  workers: { id: string; endpoint: string; layers: number; holdsOutput: boolean; plannedBytes: number }[];
+}
+
+export function clusterSummary(plan: Plan): ClusterSummary | null {
+  const cluster = plan.cluster;
+  if (!cluster) return null;
+  return {
+    image: cluster.image,
+    head: { id: cluster.head.id, privateAddress: cluster.head.privateAddress, layers: cluster.head.layers.length },
+    workers: cluster.workers.map((worker) => ({ id: worker.id, endpoint: worker.endpoint, layers: worker.layers.length, holdsOutput: worker.holdsOutput, plannedBytes: worker.memory.plannedBytes })),
+  };
+}
+
+/** One host of a split and the ID its image resolves to there. */
+export interface HostImageId {
+  /** How messages name it: "head head", "worker worker-1 (10.0.0.2:50052)". */
+  host: string;
+  imageId: string;
+}
+
+/**
+ * The image ID every host of a split has, or a RunError naming each host and its ID: ggml-rpc
+ * refuses a server of another protocol major, and two builds of one release can still place or
+ * compute differently.
+ */
+export function sameImageOrRunError(stack: string, image: string, hosts: readonly HostImageId[]): string {
+  const ids = new Set(hosts.map((entry) => entry.imageId));
+  if (ids.size === 1) return hosts[0]!.imageId;
+  throw new pulumi.RunError(
+    `stack ${stack}: the hosts of the split hold different images for ${image}: ${hosts.map((entry) => `${entry.host}: ${entry.imageId}`).join("; ")}. ` +
+      `Every host must run the same llama.cpp build (ggml-rpc refuses another protocol major, and mixed builds drift): load one image on all of them (docker save ${image} | ssh HOST docker load) and run \`pulumi up\` again.`,
+  );
 }
 
 export interface SmokeTimings {
@@ -160,6 +202,10 @@ export class LlmDeployment extends pulumi.ComponentResource {
   /** null when the stack sets no costs. */
   readonly monthlyCostUsd: pulumi.Output<number | null>;
   readonly breakEvenTokensPerMonth: pulumi.Output<number | null>;
+  /** A split's workers, created before the head's llama-server; empty for one host. */
+  readonly workers: RpcWorker[];
+  /** A split's hosts and what each holds; null for one host. */
+  readonly cluster: pulumi.Output<ClusterSummary | null>;
 
   constructor(name: string, args: LlmDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     // Plan before registering anything: a refused or invalid stack leaves no resource behind.
@@ -192,6 +238,8 @@ export class LlmDeployment extends pulumi.ComponentResource {
     const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
     this.measuredBandwidthGBps = prep.measuredBandwidthGBps;
     const catalog = args.planOptions?.catalog ?? loadCatalog();
+    // A split is re-projected with the head's measured bandwidth; HostPrep runs on the head only, so
+    // the workers' share of each token keeps its catalog figure (speedSideBySide says so).
     const reprojected = prep.measuredBandwidthGBps.apply((gbps) => (gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog)));
     this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply((r) => r?.decodeTokensPerSecond ?? null);
     this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply((r) => r?.prefillTokensPerSecond ?? null);
@@ -204,10 +252,30 @@ export class LlmDeployment extends pulumi.ComponentResource {
         )
       : undefined;
     this.caCertificate = frontDoor ? frontDoor.caCertificate : pulumi.output(undefined);
+    // A split: the workers come up beside the head's preparation (they need nothing from it).
+    const cluster = plan.cluster;
+    this.workers = (cluster?.workers ?? []).map((worker) => new RpcWorker(`${name}-rpc-${worker.id}`, { plan, worker, sshPrivateKey: args.sshPrivateKey }, { parent: this }));
+    this.cluster = pulumi.output(clusterSummary(plan));
+    // The head's image ID, read the same way as each worker's; the head's container is registered
+    // only once every ID agrees and every worker's ggml-rpc-server runs (RpcWorker.containerState).
+    const imageCheck = cluster
+      ? pulumi
+          .all([
+            imageIdStep(executor, `${name}-head-image`, host.connection, cluster.image, { parent: this, dependsOn: [prep.ready] }).stdout,
+            pulumi.all(this.workers.map((worker) => worker.imageId)),
+            pulumi.all(this.workers.map((worker) => worker.containerState)),
+          ])
+          .apply(([headStdout, workerIds]) =>
+            sameImageOrRunError(plan.stack, cluster.image, [
+              { host: `head ${cluster.head.id}`, imageId: parseImageId(headStdout) ?? `no image ID (${JSON.stringify((headStdout ?? "").slice(-200))})` },
+              ...cluster.workers.map((worker, index) => ({ host: `worker ${worker.id} (${worker.endpoint})`, imageId: workerIds[index]! })),
+            ]),
+          )
+      : undefined;
     const shards = new GgufShards(`${name}-shards`, { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep] }, { parent: this });
     const server = new LlamaServer(
       `${name}-server`,
-      { plan, host, apiKey, engine: args.engine, after: [shards.fetched], sshFilesDir: args.sshFilesDir, imageVariant: prep.llamaImageVariant },
+      { plan, host, apiKey, engine: args.engine, after: [shards.fetched, ...this.workers], sshFilesDir: args.sshFilesDir, imageVariant: prep.llamaImageVariant, imageCheck },
       { parent: this },
     );
     const smoke = remoteCommand(
@@ -250,6 +318,7 @@ export class LlmDeployment extends pulumi.ComponentResource {
       speedSideBySide: this.speedSideBySide,
       monthlyCostUsd: this.monthlyCostUsd,
       breakEvenTokensPerMonth: this.breakEvenTokensPerMonth,
+      cluster: this.cluster,
     });
   }
 }
@@ -269,7 +338,9 @@ export function speedSideBySide(
       `projectedFromPlan: the plan's host inputs (memory bandwidth: ${plan.host.memory.basis}); decode at depth ${projection.decodeDepthTokens}, prefill for a ${projection.prefillPromptTokens}-token prompt.`,
       measuredGBps === null
         ? "projectedFromMeasuredBandwidth: none — HostPrep measured no bandwidth (see its bandwidth step's log)."
-        : `projectedFromMeasuredBandwidth: the same flags and depths, with the host's memory read bandwidth as HostPrep measured it (sysbench, all physical cores): ${measuredGBps} GB/s.`,
+        : plan.cluster
+          ? `projectedFromMeasuredBandwidth: the same flags and depths with the head's memory read bandwidth as HostPrep measured it (${measuredGBps} GB/s); the workers' layers keep the plan's figure for their hosts (HostPrep does not run on workers).`
+          : `projectedFromMeasuredBandwidth: the same flags and depths, with the host's memory read bandwidth as HostPrep measured it (sysbench, all physical cores): ${measuredGBps} GB/s.`,
       "measured: llama-server's own timings for the smoke request (a one-line prompt, 16 tokens at depth ~0): a sanity figure, not the projection's depth or prompt length.",
     ],
   };

@@ -145,6 +145,17 @@ export function localCommand(executor: RemoteExecutor, name: string, create: str
   return new LocalCommand(name, { create }, { ...opts, additionalSecretOutputs: ["stdout"] }).stdout;
 }
 
+/**
+ * Runs a read-only command on a host now, from the program itself, with the system ssh client and
+ * the pinned host key (what the kimi-dynamic executor runs): for a check that must run on every
+ * `pulumi up`, which no step does without showing as a change in every preview. Synchronous, so
+ * an unreachable host is given two dials of 15 s at most rather than holding the program for
+ * minutes. Returns stdout; throws with ssh's exit status and stderr.
+ */
+export function runRemoteNow(connection: Connection, script: string): string {
+  return runSsh({ connection: { ...connection, dialErrorLimit: 2, perDialTimeout: 15 } }, script).stdout;
+}
+
 // ------------------------------------------------------------------ the dynamic provider
 // Pulumi serializes these functions into the state and runs them in the language host: they
 // require what they use inside their bodies and share nothing with module scope.

@@ -245,6 +245,10 @@ const efficiencySchema = z.strictObject({
     decodeBandwidthFraction: sourced(z.number().gt(0).lte(1)),
     prefillComputeFraction: sourced(z.number().gt(0).lte(1)),
   }),
+  rpc: z.strictObject({
+    /** Host time one llama.cpp RPC command costs over TCP besides its round trip and bytes (planner/network.ts visitSeconds). */
+    tcpSecondsPerCommand: sourced(z.number().nonnegative()),
+  }),
   pcie: z.strictObject({
     effectiveFraction: sourced(z.number().gt(0).lte(1)),
     gigabytesPerSecondPerLane: sourced(z.record(z.string(), z.number().positive())),
@@ -267,7 +271,8 @@ export type RepackRules = z.infer<typeof repackSchema>;
 const llamaCppSchema = z.strictObject({
   release: z.string(),
   commit: z.string(),
-  images: z.strictObject({ cpu: z.string(), cuda: z.string(), cuda13: z.string() }),
+  /** rpc: the official images are built without -DGGML_RPC=ON, so a split needs an image of the kit's own build. */
+  images: z.strictObject({ cpu: z.string(), cuda: z.string(), cuda13: z.string(), rpc: z.string() }),
   cuda13MinDriverMajor: z.int().positive(),
   defaults: z.strictObject({ port: z.int(), batch: z.int(), ubatch: z.int(), cacheRamMiB: z.int(), ctxCheckpoints: z.int().nonnegative() }),
   repack: repackSchema,

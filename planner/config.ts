@@ -37,6 +37,16 @@ export const DEFAULTS = {
   /** The AWS model volume, when host.diskSize is not given: the shards plus room for a partial download. */
   modelVolumeHeadroomRatio: 1.15,
   huggingFaceBaseUrl: "https://huggingface.co",
+  /** ggml-rpc-server's own default port (tools/rpc/rpc-server.cpp). */
+  rpcPort: 50052,
+  /**
+   * The slowest link the kit splits a model over. A decode step crosses every host boundary once
+   * per token and a model load pushes every worker's share of the weights through it: below
+   * 10 Gbit/s a K2.6-class load takes over an hour and activations start to show in decode.
+   */
+  minimumLinkGbitPerSecond: 10,
+  /** Interactive use needs at least this; a split projected below it is refused (projection.minDecodeTokensPerSecond). */
+  minDecodeTokensPerSecond: 2,
 } as const;
 
 /** The model volume (AWS) or the disk a plan costs: host.diskSize when set, else the shards × the headroom. */
@@ -245,6 +255,38 @@ const cloudSchema = z.strictObject({
 
 export const hostSchema = z.discriminatedUnion("kind", [bareMetalSchema, cloudSchema]);
 
+/**
+ * Whether an IPv4 address is private (RFC 1918). ggml-rpc-server has no authentication and its
+ * README says never to run it on an open network, so a worker listens only on such an address.
+ */
+export function privateAddressProblem(address: string): string | undefined {
+  const octets = address.split(".").map(Number);
+  const [a, b] = octets as [number, number];
+  if (a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168)) return undefined;
+  return "allowed: a private IPv4 address (10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16): ggml-rpc-server has no authentication and must never listen on a public network";
+}
+
+/** One machine of a multi-host stack: a bare-metal host with its role and its address on the private link. */
+const clusterHostSchema = bareMetalSchema.extend({
+  role: z.enum(["head", "rpc-worker"]),
+  /** Names its resources (`<id>-rpc-server`, …): short and stable. */
+  id: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, "allowed: a short id like worker-1 (lower-case letters, digits, -; starting with a letter)"),
+  /** Where the host listens on the private link; a worker's ggml-rpc-server binds only here. */
+  privateAddress: z.ipv4(),
+  rpcPort: z.int().min(1024).max(65535).default(DEFAULTS.rpcPort),
+});
+
+/** The link between the hosts of a split: what the projection charges the network for. */
+const linkSchema = z.strictObject({
+  gbitPerSecond: z.number().positive().max(3200),
+  /** `ping` between two hosts on the link; 25 GbE through one switch reads tens of microseconds. */
+  roundTripMicroseconds: z.number().positive().max(1_000_000).default(100),
+  /** rdma: ggml-rpc's RoCE transport (negotiated; needs a RoCE GID on the private address); tcp forces TCP (GGML_RPC_NO_RDMA). */
+  transport: z.enum(["tcp", "rdma"]).default("tcp"),
+  /** The slowest link this stack accepts; never below the kit's own floor. */
+  minimumGbitPerSecond: z.number().min(DEFAULTS.minimumLinkGbitPerSecond, `allowed: at least the kit's floor of ${DEFAULTS.minimumLinkGbitPerSecond} Gbit/s`).max(3200).default(DEFAULTS.minimumLinkGbitPerSecond),
+});
+
 const servingSchema = z.strictObject({
   contextLength: z.int().min(256).max(1_048_576).default(32768),
   parallelSlots: z.int().min(1).max(64).default(1),
@@ -313,8 +355,15 @@ const projectionSchema = z
   .strictObject({
     decodeDepthTokens: z.int().nonnegative().default(0),
     ttftPromptTokens: z.int().positive().default(32768),
+    /** A split over several hosts projected below this decode rate is refused. */
+    minDecodeTokensPerSecond: z.number().positive().max(10_000).default(DEFAULTS.minDecodeTokensPerSecond),
+    /**
+     * A split is refused when one catalog host holding the same tier would decode faster; false when
+     * the hosts are already owned and renting one is not an option.
+     */
+    compareSplitWithCatalogHosts: z.boolean().default(true),
   })
-  .default({ decodeDepthTokens: 0, ttftPromptTokens: 32768 });
+  .default({ decodeDepthTokens: 0, ttftPromptTokens: 32768, minDecodeTokensPerSecond: DEFAULTS.minDecodeTokensPerSecond, compareSplitWithCatalogHosts: true });
 
 /**
  * A Hugging Face repo id (owner/name) and a tier name end up in host paths and command lines: only
@@ -406,7 +455,12 @@ const deploymentSchema = z
   });
 
 const stackShape = {
-  host: hostSchema,
+  /** One host. A stack sets either this or `hosts`. */
+  host: hostSchema.optional(),
+  /** Several hosts serving one model over llama.cpp's RPC backend: one head, one or more rpc-workers. */
+  hosts: z.array(clusterHostSchema).min(2).max(16).optional(),
+  /** The private link between `hosts`. */
+  link: linkSchema.optional(),
   /** vision: also fetch and load the model's vision projector (mmproj), where the pinned release can load it. */
   model: z.strictObject({ repo: modelRepo, tier: modelTier, vision: z.boolean().default(false) }),
   serving: servingSchema.default({
@@ -439,8 +493,11 @@ export const STACK_CONFIG_KEYS = Object.keys(stackShape) as (keyof typeof stackS
  * The deployability refinement: what `pulumi up` would trip on, checked by the schema itself so that
  * `npm run plan` refuses it too, before any resource is registered.
  */
-export const stackConfigSchema = z.strictObject(stackShape).superRefine((config, context) => {
-  if (config.host.kind === "bare-metal" && config.costs && !config.costs.hardware) {
+export const stackConfigSchema = z
+  .strictObject(stackShape)
+  .superRefine((config, context) => {
+  clusterIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
+  if ((config.hosts || config.host?.kind === "bare-metal") && config.costs && !config.costs.hardware) {
     context.addIssue({ code: "custom", path: ["costs", "hardware"], message: "allowed: required for a bare-metal host when costs is set (priceUsd, amortizationMonths, powerWatts, usdPerKwh); or leave costs out to plan without a cost section", input: undefined });
   }
   const { batch, ubatch } = config.serving;
@@ -449,7 +506,7 @@ export const stackConfigSchema = z.strictObject(stackShape).superRefine((config,
     context.addIssue({ code: "custom", path: ["serving", "ubatch"], message: `allowed: at most serving.batch (${batch}); llama-server clamps the physical batch to the logical one`, input: ubatch });
   }
   servingExposureIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
-  if (config.host.kind === "cloud") {
+  if (config.host?.kind === "cloud") {
     const { allowedCidrs, allowPublic } = config.host;
     if (allowedCidrs.length === 0) {
       context.addIssue({
@@ -470,9 +527,84 @@ export const stackConfigSchema = z.strictObject(stackShape).superRefine((config,
       }
     });
   }
-});
+  })
+  .transform(({ host, hosts, link, ...rest }) => {
+    // Everything downstream reads `host` as the machine llama-server runs on (the head); the
+    // workers and the link travel beside it in `cluster`.
+    const head = hosts?.find((entry) => entry.role === "head");
+    // The bare-metal keys only: role, id, privateAddress and rpcPort are the cluster's.
+    const asHost = (entry: ClusterHostEntry): BareMetalHostConfig => ({ kind: entry.kind, name: entry.name, ssh: entry.ssh, cpu: entry.cpu, memory: entry.memory, gpus: entry.gpus, pcie: entry.pcie, disk: entry.disk });
+    const cluster: ClusterConfig | undefined =
+      hosts && head && link
+        ? {
+            head: { id: head.id, privateAddress: head.privateAddress, index: hosts.indexOf(head) },
+            workers: hosts.flatMap((entry, index) => (entry.role === "rpc-worker" ? [{ id: entry.id, index, privateAddress: entry.privateAddress, rpcPort: entry.rpcPort, host: asHost(entry) }] : [])),
+            link,
+          }
+        : undefined;
+    return { ...rest, host: (head ? asHost(head) : host)!, cluster };
+  });
+
+type ClusterHostEntry = z.infer<typeof clusterHostSchema>;
+export type BareMetalHostConfig = z.infer<typeof bareMetalSchema>;
+export type LinkConfig = z.infer<typeof linkSchema>;
+export interface RpcWorkerConfig {
+  id: string;
+  /** Its place in kimi-kit:hosts, for messages (hosts[2].memory.total). */
+  index: number;
+  privateAddress: string;
+  rpcPort: number;
+  host: BareMetalHostConfig;
+}
+/** A multi-host stack: the head (kimi-kit:host after parsing) and its RPC workers on one private link. */
+export interface ClusterConfig {
+  head: { id: string; privateAddress: string; index: number };
+  workers: RpcWorkerConfig[];
+  link: LinkConfig;
+}
 
 export type StackConfig = z.infer<typeof stackConfigSchema>;
+
+type RawStackConfig = z.infer<z.ZodObject<typeof stackShape>>;
+
+/**
+ * A multi-host stack: `host` or `hosts`, never both; one head and at least one rpc-worker; a link;
+ * no two hosts on the same private or SSH address; private addresses only; a link at least as fast
+ * as the stated minimum.
+ */
+function clusterIssues(config: RawStackConfig): { path: PropertyKey[]; message: string; input: unknown }[] {
+  const issues: { path: PropertyKey[]; message: string; input: unknown }[] = [];
+  if (config.host && config.hosts) return [{ path: ["hosts"], message: "allowed: either host (one machine) or hosts (a head and its rpc-workers), not both", input: "both set" }];
+  if (!config.host && !config.hosts) return [{ path: ["host"], message: "allowed: a host (kind bare-metal or cloud), or hosts: a head and its rpc-workers", input: undefined }];
+  if (!config.hosts) {
+    if (config.link) issues.push({ path: ["link"], message: "allowed: only with hosts (a link joins several hosts)", input: config.link });
+    return issues;
+  }
+  const heads = config.hosts.filter((entry) => entry.role === "head").length;
+  if (heads !== 1) issues.push({ path: ["hosts"], message: `allowed: exactly one host with role head (found ${heads})`, input: config.hosts.map((entry) => entry.role) });
+  if (!config.hosts.some((entry) => entry.role === "rpc-worker")) issues.push({ path: ["hosts"], message: "allowed: at least one host with role rpc-worker", input: config.hosts.map((entry) => entry.role) });
+  if (!config.link) issues.push({ path: ["link"], message: "allowed: the link between the hosts, e.g. { gbitPerSecond: 25, roundTripMicroseconds: 50 }", input: undefined });
+  else if (config.link.gbitPerSecond < config.link.minimumGbitPerSecond) {
+    issues.push({ path: ["link", "gbitPerSecond"], message: `allowed: at least link.minimumGbitPerSecond (${config.link.minimumGbitPerSecond} Gbit/s)`, input: config.link.gbitPerSecond });
+  }
+  const seen = { id: new Map<string, number>(), privateAddress: new Map<string, number>(), ssh: new Map<string, number>() };
+  config.hosts.forEach((entry, index) => {
+    const problem = privateAddressProblem(entry.privateAddress);
+    if (problem) issues.push({ path: ["hosts", index, "privateAddress"], message: problem, input: entry.privateAddress });
+    const keys: [keyof typeof seen, string | undefined, PropertyKey[]][] = [
+      ["id", entry.id, ["id"]],
+      ["privateAddress", entry.privateAddress, ["privateAddress"]],
+      ["ssh", entry.ssh ? `${entry.ssh.host}:${entry.ssh.port}` : undefined, ["ssh", "host"]],
+    ];
+    for (const [key, value, path] of keys) {
+      if (value === undefined) continue;
+      const first = seen[key].get(value);
+      if (first !== undefined) issues.push({ path: ["hosts", index, ...path], message: `allowed: a value no other host has (hosts[${first}] has it too)`, input: value });
+      else seen[key].set(value, index);
+    }
+  });
+  return issues;
+}
 
 /**
  * A public listener (bindAddress not 127.0.0.1) needs the CIDRs its firewall admits, a /0 only

@@ -25,6 +25,7 @@ import {
   type DeviceMemory,
   type DeviceName,
 } from "./memory";
+import { endpointOf, isRpcDevice, rpcBufferName, rpcDeviceName, type LinkSpec, type RpcWorkerSpec } from "./network";
 import { project, type CpuFactorOverrides, type Projection, type SpeedInputs } from "./speed";
 import type { TensorInfo } from "./tensors";
 import { formatGiB, MiB } from "./units";
@@ -88,6 +89,11 @@ export interface EstimateOptions {
   prefillPrompts?: number[];
   /** Efficiency factors measured on this very host (the bench), in place of the catalog's published ones. */
   cpuFactors?: CpuFactorOverrides;
+  /**
+   * The hosts behind --rpc, one per endpoint, and the link to them: without them a --rpc flag is
+   * refused, since its layers would land on machines the estimate knows nothing about.
+   */
+  rpc?: { workers: RpcWorkerSpec[]; link: LinkSpec };
 }
 
 /** llama-server's -np auto: 4 slots sharing one unified KV cache (tools/server/server.cpp). */
@@ -99,7 +105,7 @@ const pad = (cells: number) => Math.ceil(cells / KV_PAD) * KV_PAD;
 /** llama.cpp's expert-tensor pattern (common/common.h LLM_FFN_EXPS_REGEX), which --cpu-moe and --n-cpu-moe use. */
 export const FFN_EXPS_REGEX = "\\.ffn_(up|down|gate|gate_up)_(ch|)exps";
 
-function resolveSettings(arch: Architecture, host: HostSpec, flags: SizingFlags, catalog: Catalog): ResolvedSettings {
+function resolveSettings(arch: Architecture, host: HostSpec, flags: SizingFlags, catalog: Catalog, rpcWorkers: readonly RpcWorkerSpec[]): ResolvedSettings {
   const defaults = catalog.llamaCpp.defaults;
   const contextTotal = flags.ctxSize && flags.ctxSize > 0 ? flags.ctxSize : arch.contextLength;
   const auto = flags.parallel === undefined || flags.parallel === -1;
@@ -111,11 +117,14 @@ function resolveSettings(arch: Architecture, host: HostSpec, flags: SizingFlags,
   const ubatch = Math.min(flags.ubatch ?? defaults.ubatch, batch); // llama_context clamps n_ubatch to n_batch
   const threads = flags.threads && flags.threads > 0 ? flags.threads : host.cpu.cores;
   const threadsBatch = flags.threadsBatch && flags.threadsBatch > 0 ? flags.threadsBatch : threads;
-  const gpuCount = host.gpus.length;
+  // RPC devices count as GPUs for -ngl and -ts, placed before the local ones (src/llama.cpp).
+  const gpuCount = rpcWorkers.length + host.gpus.length;
   // -ngl auto (the default) lets --fit choose; with --fit's default margin the kit's hosts offload
   // everything that fits, which this estimate cannot replay, so auto is sized as all (noted).
   const gpuLayers = gpuCount === 0 ? 0 : flags.gpuLayers === undefined || flags.gpuLayers === "auto" || flags.gpuLayers === "all" ? arch.layers + 1 : Math.min(flags.gpuLayers, arch.layers + 1);
-  const tensorSplit = flags.tensorSplit ?? host.gpus.map((gpu) => Math.round(gpu.memoryBytes / MiB / 1024));
+  // Without -ts llama.cpp splits by each device's free memory; a CPU ggml-rpc-server reports all of
+  // its RAM as free (ggml-cpu.cpp ggml_backend_cpu_device_get_memory).
+  const tensorSplit = flags.tensorSplit ?? [...rpcWorkers.map((worker) => Math.round(worker.host.memory.totalBytes / MiB / 1024)), ...host.gpus.map((gpu) => Math.round(gpu.memoryBytes / MiB / 1024))];
   return {
     contextTotal,
     slots,
@@ -169,27 +178,31 @@ export function assignLayers(layerCount: number, split: readonly number[], gpuLa
   return devices; // index layerCount is the output layer
 }
 
-function place(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpec, flags: SizingFlags, settings: ResolvedSettings, catalog: Catalog): EstimatedPlacement {
+function place(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpec, flags: SizingFlags, settings: ResolvedSettings, catalog: Catalog, rpcWorkers: readonly RpcWorkerSpec[]): EstimatedPlacement {
   const gpuCount = host.gpus.length;
+  const deviceCount = rpcWorkers.length + gpuCount;
   const layers: (number | null)[] =
     settings.splitMode === "none"
-      ? assignLayers(arch.layers, gpuCount > 0 ? [1] : [], settings.gpuLayers) // one GPU (main GPU 0) takes every offloaded layer
-      : assignLayers(arch.layers, settings.tensorSplit.slice(0, gpuCount), settings.gpuLayers);
-  const nameOf = (gpu: number | null): DeviceName => (gpu === null ? "CPU" : `CUDA${gpu}`);
+      ? assignLayers(arch.layers, deviceCount > 0 ? [1] : [], settings.gpuLayers) // one device (main GPU 0) takes every offloaded layer
+      : assignLayers(arch.layers, settings.tensorSplit.slice(0, deviceCount), settings.gpuLayers);
+  const nameOf = (index: number | null): DeviceName =>
+    index === null ? "CPU" : index < rpcWorkers.length ? rpcDeviceName(rpcWorkers[index]!.endpoint) : `CUDA${index - rpcWorkers.length}`;
   const layerDevice = layers.slice(0, arch.layers).map(nameOf);
   const outputDevice = nameOf(layers[arch.layers] ?? null);
 
   // -ot rules in order, then --cpu-moe / --n-cpu-moe (llama.cpp appends those to the same list; a
   // --cpu-moe written before an -ot rule that matches the same tensor would win there, not here).
   const rules: { regex: RegExp; device: DeviceName }[] = [];
+  const buffers = ["CPU", ...rpcWorkers.map((worker) => rpcBufferName(worker.endpoint)), ...host.gpus.map((gpu) => `CUDA${gpu.index}`)];
   for (const rule of flags.overrideTensor ?? []) {
-    if (rule.device !== "CPU") {
+    const rpcIndex = rpcWorkers.findIndex((worker) => rpcBufferName(worker.endpoint) === rule.device);
+    if (rule.device !== "CPU" && rpcIndex === -1) {
       const index = Number(/^CUDA(\d+)$/.exec(rule.device)?.[1] ?? Number.NaN);
       if (!(index < gpuCount)) {
-        throw new ConfigError("--args", [`-ot: found "${rule.pattern}=${rule.device}"; allowed: buffers of this host's devices (${["CPU", ...host.gpus.map((gpu) => `CUDA${gpu.index}`)].join(", ")})`]);
+        throw new ConfigError("--args", [`-ot: found "${rule.pattern}=${rule.device}"; allowed: buffers of this host's devices (${buffers.join(", ")})`]);
       }
     }
-    rules.push({ regex: new RegExp(rule.pattern), device: rule.device as DeviceName });
+    rules.push({ regex: new RegExp(rule.pattern), device: rpcIndex >= 0 ? rpcDeviceName(rpcWorkers[rpcIndex]!.endpoint) : (rule.device as DeviceName) });
   }
   if (flags.cpuMoe) rules.push({ regex: new RegExp(FFN_EXPS_REGEX), device: "CPU" });
   for (let layer = 0; layer < (flags.nCpuMoe ?? 0); layer++) rules.push({ regex: new RegExp(`blk\\.${layer}${FFN_EXPS_REGEX}`), device: "CPU" });
@@ -211,6 +224,7 @@ function place(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpe
     for (const tensor of tensors) if (deviceOfTensor.get(tensor.name) === "CPU" && isRepacked(tensor, host.cpu, catalog.llamaCpp)) repacked.add(tensor.name);
   }
   const expertsOnCpu = tensors.some((tensor) => tensor.cls === "routedExperts" && deviceOfTensor.get(tensor.name) === "CPU");
+  // RPC workers are CPUs too: a split over CPU hosts is still a CPU-only placement.
   const mode: PlacementMode = gpuCount === 0 ? "cpu-only" : expertsOnCpu || layerDevice.includes("CPU") ? "hybrid" : "all-gpu";
   return { mode, deviceOfTensor, layerDevice, outputDevice, repacked };
 }
@@ -248,13 +262,14 @@ function largestOffloadedWeight(tensors: readonly TensorInfo[], placement: Estim
 export function estimate(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpec, flags: SizingFlags, options: EstimateOptions): Estimate {
   const { catalog } = options;
   const efficiency = catalog.efficiency;
-  const settings = resolveSettings(arch, host, flags, catalog);
+  const rpcWorkers = rpcWorkersOf(flags, options);
+  const settings = resolveSettings(arch, host, flags, catalog, rpcWorkers);
   // llama-context.cpp (llama_init_from_model): an MLA model whose K and V cache types differ is
   // refused ("model does not support different K and V cache types"), though it stores no V.
   if (arch.attention?.kind !== "gqa" && settings.cacheTypeK !== settings.cacheTypeV) {
     throw new ConfigError("--args", [`-ctv: found ${settings.cacheTypeV} with -ctk ${settings.cacheTypeK}; allowed: -ctv ${settings.cacheTypeK} (${arch.llamaCppArch} uses MLA, and llama-server refuses different K and V cache types for it)`]);
   }
-  const placement = place(tensors, arch, host, flags, settings, catalog);
+  const placement = place(tensors, arch, host, flags, settings, catalog, rpcWorkers);
   const notes: string[] = [];
 
   const cacheSettings = {
@@ -281,7 +296,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     });
 
   const devices: DeviceMemory[] = [];
-  const deviceNames: DeviceName[] = ["CPU", ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
+  const deviceNames: DeviceName[] = ["CPU", ...rpcWorkers.map((worker) => rpcDeviceName(worker.endpoint)), ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
   const mapped = settings.loadMode === "auto" || settings.loadMode === "mmap" || settings.loadMode === "mmap+mlock";
   for (const device of deviceNames) {
     let modelBytes = 0;
@@ -313,6 +328,26 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
           mappedBytes: mapped ? mappedSpanBytes(tensors, placement) : 0,
         }),
       );
+    } else if (isRpcDevice(device)) {
+      // A CPU ggml-rpc-server holds what it is sent in plain buffers of its RAM: no mmap, no repack,
+      // no prompt cache (that stays with llama-server on the head).
+      const worker = rpcWorkers.find((entry) => entry.endpoint === endpointOf(device))!;
+      devices.push(
+        finishDevice({
+          device,
+          label: `${worker.host.label} (ggml-rpc-server)`,
+          capacityBytes: worker.host.memory.totalBytes,
+          modelBytes: modelBytes + repackBytes,
+          repackBytes: 0,
+          kvBytes,
+          recurrentBytes,
+          computeBytes,
+          promptCacheBytes: 0,
+          checkpointBytes: 0,
+          headroomBytes: hostHeadroomBytes(worker.host.memory.totalBytes, efficiency),
+          mappedBytes: 0,
+        }),
+      );
     } else {
       const gpu = host.gpus[Number(device.slice(4))]!;
       devices.push(
@@ -341,7 +376,24 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     );
   }
   if (settings.cacheRamMiB === -1) notes.push("--cache-ram -1: the prompt cache has no limit and grows into whatever RAM is free; counted as 0 here.");
-  if (host.gpus.length > 0 && (flags.gpuLayers === undefined || flags.gpuLayers === "auto")) notes.push("-ngl auto: sized as all layers on the GPUs; llama.cpp's --fit may choose fewer.");
+  if (host.gpus.length + rpcWorkers.length > 0 && (flags.gpuLayers === undefined || flags.gpuLayers === "auto")) notes.push("-ngl auto: sized as all layers on the GPUs and RPC devices; llama.cpp's --fit may choose fewer.");
+  // llama-context.cpp: several devices, every layer offloaded, -sm layer, no tensor overrides →
+  // pipeline parallelism, whose scheduler keeps GGML_SCHED_MAX_COPIES (4) copies of each split's inputs.
+  const overridden = (flags.overrideTensor?.length ?? 0) > 0 || flags.cpuMoe === true || (flags.nCpuMoe ?? 0) > 0;
+  if (rpcWorkers.length + host.gpus.length > 1 && settings.gpuLayers > arch.layers && settings.splitMode === "layer" && !overridden) {
+    notes.push(
+      "Pipeline parallelism (several devices, every layer offloaded, no -ot): llama.cpp keeps 4 copies of each device's graph inputs, which these compute buffers do not count (measured +15–17 MiB per RPC device on a 1536-wide deepseek2, npm run bench:rpc); the kit's own plans keep layers on the CPU or use -ot, which turns it off.",
+    );
+  }
+  if (rpcWorkers.length > 0 && host.gpus.length > 0) {
+    notes.push("--rpc beside local GPUs: memory is sized per device, but prefill is projected on the GPU path alone (the RPC workers' share of a prompt is not added); the kit plans RPC splits of CPU hosts only.");
+  }
+  if (rpcWorkers.length > 0) {
+    const shipped = devices.filter((device) => isRpcDevice(device.device)).reduce((sum, device) => sum + device.modelBytes, 0);
+    notes.push(
+      `--rpc: ${formatGiB(shipped)} of weights cross the link to ${rpcWorkers.length} ggml-rpc-server(s) at every model load (${options.rpc!.link.basis}); activations cross it for every token, staged in the head's RAM between workers.`,
+    );
+  }
   if (settings.splitMode === "row" || settings.splitMode === "tensor") notes.push(`-sm ${settings.splitMode}: sized as -sm layer (row and tensor split are not modelled).`);
   if ((flags.swaFull !== undefined || flags.ctxCheckpoints !== undefined) && !arch.recurrent && !arch.kvLayout?.swaLayers.length) {
     notes.push(`--swa-full and --ctx-checkpoints change only sliding-window and recurrent layers; ${arch.llamaCppArch} has neither, so they cost nothing here.`);
@@ -378,9 +430,23 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     prefillPrompts: options.prefillPrompts,
     catalog,
     cpuFactors: options.cpuFactors,
+    ...(rpcWorkers.length > 0 ? { rpc: { workers: rpcWorkers, link: options.rpc!.link, outputDevice: placement.outputDevice, flashAttention: settings.flashAttn !== "off" } } : {}),
   };
   const projection = project(speedInputs);
   return { settings, placement, devices, fits: devices.every((device) => device.fits), projection, speedInputs, notes };
+}
+
+/** The workers behind --rpc, in its order; each endpoint must be one the options describe. */
+function rpcWorkersOf(flags: SizingFlags, options: EstimateOptions): RpcWorkerSpec[] {
+  const endpoints = flags.rpc ?? [];
+  const known = options.rpc?.workers ?? [];
+  const missing = endpoints.filter((endpoint) => !known.some((worker) => worker.endpoint === endpoint));
+  if (missing.length > 0) {
+    throw new ConfigError("--args", [
+      `--rpc: found ${missing.join(",")}; allowed: endpoints of the stack's rpc-workers (${known.length > 0 ? known.map((worker) => worker.endpoint).join(", ") : "the stack has none: list them under kimi-kit:hosts"}), since their memory and speed are what the layers there cost`,
+    ]);
+  }
+  return endpoints.map((endpoint) => known.find((worker) => worker.endpoint === endpoint)!);
 }
 
 /** GGML_OP_OFFLOAD_MIN_BATCH's default (ggml-cuda.cu): smaller batches are not offloaded. */

@@ -56,6 +56,8 @@ export interface SizingFlags {
   swaFull?: boolean;
   ctxCheckpoints?: number;
   kvUnified?: boolean;
+  /** --rpc: ggml-rpc-server endpoints (host:port), each one device placed before the local GPUs. */
+  rpc?: string[];
 }
 export type SizingKey = keyof SizingFlags;
 
@@ -84,7 +86,6 @@ export interface ParsedFlags extends FlagSet {
  */
 export const NOT_MODELLED: ReadonlySet<string> = new Set([
   "--kv-offload", // -nkvo keeps the KV cache in RAM
-  "--rpc", // layers on other hosts' devices (ggml-rpc-server)
   "--no-host", // lets CPU_REPACK apply beside a GPU
   "--device", // restricts the GPUs used
   "--n-cpu-ffn", // dense FFNs of the first N layers on the CPU
@@ -159,7 +160,7 @@ export const LLAMA_SERVER_FLAGS: readonly FlagRow[] = [
   row("-ctv --cache-type-v", "TYPE", "LLAMA_ARG_CACHE_TYPE_V", "cacheTypeV"),
   row("-dt --defrag-thold", "N", "LLAMA_ARG_DEFRAG_THOLD"),
   // Listed by a build with GGML_RPC=ON (the kit's): layers placed on other hosts' ggml-rpc-server devices.
-  row("--rpc", "SERVERS", "LLAMA_ARG_RPC"),
+  row("--rpc", "SERVERS", "LLAMA_ARG_RPC", "rpc"),
   row("-lm --load-mode", "MODE", "LLAMA_ARG_LOAD_MODE", "loadMode"),
   row("-lzm --lazy-mode", "MODE", "LLAMA_ARG_LAZY_MODE"),
   row("--numa", "TYPE", "LLAMA_ARG_NUMA", "numa"),
@@ -482,6 +483,12 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
       }
       return set(key, rules);
     }
+    case "rpc": {
+      // common/arg.cpp splits on "," and each server must be host:port (ggml_backend_rpc_add_server).
+      const endpoints = text.split(",");
+      if (endpoints.some((endpoint) => !/^[A-Za-z0-9.-]+:\d{1,5}$/.test(endpoint))) return problem(name, text, "host:port endpoints separated by ,");
+      return set(key, endpoints);
+    }
     case "nCpuMoe":
     case "ctxCheckpoints":
       return set(key, integer(name, text, 0));
@@ -508,7 +515,7 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
 function renderSizingValue(key: SizingKey, value: NonNullable<SizingFlags[SizingKey]>): string[] | boolean {
   if (typeof value === "boolean") return value;
   if (key === "overrideTensor") return (value as OverrideRule[]).map((rule) => `${rule.pattern}=${rule.device}`);
-  if (key === "tensorSplit") return [(value as number[]).join(",")];
+  if (key === "tensorSplit" || key === "rpc") return [(value as (number | string)[]).join(",")];
   return [String(value)];
 }
 

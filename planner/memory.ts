@@ -10,8 +10,8 @@ import type { CpuSpec } from "./host";
 import type { TensorInfo } from "./tensors";
 import { MiB } from "./units";
 
-/** "CPU" or "CUDA0", "CUDA1", … — the buffer-type names -ot and llama.cpp's logs use. */
-export type DeviceName = "CPU" | `CUDA${number}`;
+/** "CPU", "CUDA0", "CUDA1", … or an RPC worker's "RPC0[10.0.0.2:50052]" — the device names llama.cpp's logs use. */
+export type DeviceName = "CPU" | `CUDA${number}` | `RPC${number}[${string}]`;
 
 export interface DeviceMemory {
   device: DeviceName;

@@ -11,7 +11,8 @@ import { assignLayers, estimate, type Estimate, type PlacementMode } from "./est
 import { overrideRuleOf, type NumaMode, type SizingFlags } from "./flags";
 import type { KvCacheType } from "./ggml-types";
 import type { HostSpec } from "./host";
-import { isRepacked, type DeviceMemory, type DeviceName } from "./memory";
+import type { LinkSpec, RpcWorkerSpec } from "./network";
+import { hostHeadroomBytes, isRepacked, type DeviceMemory, type DeviceName } from "./memory";
 import type { TensorInfo } from "./tensors";
 import { formatDuration, formatGiB, MiB } from "./units";
 
@@ -78,6 +79,8 @@ export interface PlacementInputs {
   /** Where the projection quotes decode and time to first token. */
   decodeDepthTokens?: number;
   ttftPromptTokens?: number;
+  /** A split over several hosts: the workers (in --rpc order) and the link to them. */
+  rpc?: { workers: RpcWorkerSpec[]; link: LinkSpec };
 }
 
 const EXPERT_PATTERN = "ffn_(up|down|gate|gate_up)_exps\\.";
@@ -88,6 +91,7 @@ export function assignLayersToGpus(layerCount: number, split: readonly number[])
 }
 
 export function choose(inputs: PlacementInputs): Placement {
+  if (inputs.rpc) return acrossHosts(inputs, inputs.rpc);
   if (inputs.host.gpus.length === 0) return cpuOnly(inputs);
   return withGpus(inputs);
 }
@@ -147,6 +151,7 @@ function estimateOf(inputs: PlacementInputs, flags: SizingFlags): Estimate {
     catalog: inputs.catalog,
     decodeDepthTokens: inputs.decodeDepthTokens,
     ttftPromptTokens: inputs.ttftPromptTokens,
+    ...(inputs.rpc ? { rpc: inputs.rpc } : {}),
   });
 }
 
@@ -202,6 +207,37 @@ function cpuOnly(inputs: PlacementInputs): Placement {
     ...knobReasons(inputs, result.estimate),
   ];
   return fromEstimate(result, { tensorSplit: undefined, expertLayersByGpu: [], overrideRules: [], reasons });
+}
+
+/**
+ * A split over CPU hosts: the first layers stay on the head's CPU (with the token embeddings, which
+ * llama.cpp never offloads, the prompt cache and llama-server's own buffers), the rest go to the
+ * workers in --rpc order by -ts, the output layer to the last. Every count of head layers is
+ * estimated; the one that leaves the fullest device least full wins, so memory is balanced by
+ * what each host holds, not by layer count. -ts is each worker's RAM less its headroom, in GiB.
+ */
+function acrossHosts(inputs: PlacementInputs, rpc: NonNullable<PlacementInputs["rpc"]>): Placement {
+  const { arch, catalog } = inputs;
+  const release = catalog.llamaCpp;
+  const split = rpc.workers.map((worker) => Math.max(1, Math.floor((worker.host.memory.totalBytes - hostHeadroomBytes(worker.host.memory.totalBytes, catalog.efficiency)) / MiB / 1024)));
+  const base: SizingFlags = { ...baseFlags(inputs), ...batchesFor(inputs, release.defaults), rpc: rpc.workers.map((worker) => worker.endpoint), splitMode: "layer", tensorSplit: split };
+  let best: { flags: SizingFlags; estimate: Estimate; fullest: number } | undefined;
+  for (let headLayers = 0; headLayers <= arch.layers; headLayers++) {
+    const flags: SizingFlags = { ...base, gpuLayers: arch.layers + 1 - headLayers, cacheRamMiB: 0 };
+    const candidate = estimateOf(inputs, flags);
+    const fullest = Math.max(...candidate.devices.map((device) => device.plannedBytes / device.capacityBytes));
+    const better = !best || (candidate.fits && !best.estimate.fits) || (candidate.fits === best.estimate.fits && fullest < best.fullest);
+    if (better) best = { flags, estimate: candidate, fullest };
+  }
+  const result = withPromptCache(inputs, best!.flags);
+  const headLayers = arch.layers + 1 - (result.flags.gpuLayers as number);
+  const reasons = [
+    `Split over ${rpc.workers.length + 1} hosts with llama.cpp's RPC backend: the head keeps the token embeddings and its first ${headLayers} layer(s) in RAM; -ngl ${result.flags.gpuLayers} sends the other layers to ${rpc.workers.length} ggml-rpc-server(s), -ts ${split.join(",")} (each worker's RAM less its headroom, GiB); this head layer count leaves the fullest host least full.`,
+    `The output layer runs on the last worker: each token crosses the link once per worker, and the logits come back from the last (${rpc.link.basis}).`,
+    `Load mode none on the head; the workers hold what they are sent in their own RAM (no mmap, no repacking there).`,
+    ...knobReasons(inputs, result.estimate),
+  ];
+  return fromEstimate(result, { tensorSplit: split, expertLayersByGpu: [], overrideRules: [], reasons });
 }
 
 function withGpus(inputs: PlacementInputs): Placement {

@@ -14,8 +14,9 @@ import { ConfigError } from "./errors";
 import { resolveHost, type HostSpec } from "./host";
 import { architectureFromMetadata, conventionalLockPath, readLock, SIZED_ARCHITECTURES, tensorsFromLock, type ManifestLock } from "./lock";
 import { choose, type Placement, type PlacementInputs } from "./offload";
+import { planCluster, splitVerdict, type ClusterPlan } from "./cluster";
 import { cpuDecodeAtBandwidth, type Projection, type SpeedInputs } from "./speed";
-import { estimateCost, type CostEstimate } from "./cost";
+import { estimateCost, HOURS_PER_MONTH, type CostEstimate } from "./cost";
 import { tensorsFromArchitecture, totalBytes, type TensorInfo } from "./tensors";
 import { formatBytes, formatDuration } from "./units";
 
@@ -66,6 +67,8 @@ export interface Plan {
   cost: CostEstimate | undefined;
   costOmitted: string | undefined;
   seedChecks: SeedCheck[];
+  /** A split over several hosts (kimi-kit:hosts): the workers, what each holds, the link's cost. */
+  cluster: ClusterPlan | undefined;
 }
 
 export const COST_OMITTED_REASON = "the stack sets no kimi-kit:costs, so there is no monthly cost or break-even (add costs to get them)";
@@ -161,6 +164,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
   // Refuse what `up` would trip on (a disk smaller than the shards) here, so plan and up agree.
   assertDeployable(stack, config, lock ? lock.shards.reduce((sum, shard) => sum + shard.size, 0) : tier.publishedSizeBytes);
   const host = resolveHost(stack, config.host, catalog);
+  const split = config.cluster ? planCluster(stack, config, host, catalog) : undefined;
   const tensors = lock ? tensorsFromLock(lock) : tensorsFromArchitecture(model.architecture, tier);
   const knobs = config.serving;
   const serving = {
@@ -171,7 +175,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
   };
   const decodeDepthTokens = Math.min(config.projection.decodeDepthTokens, serving.contextPerSlot);
   const placementFor = (candidateTensors: readonly TensorInfo[], contextPerSlot: number) =>
-    choose({ arch: model.architecture, tensors: candidateTensors, host, serving: { ...serving, contextPerSlot }, catalog, decodeDepthTokens, ttftPromptTokens: config.projection.ttftPromptTokens });
+    choose({ arch: model.architecture, tensors: candidateTensors, host, serving: { ...serving, contextPerSlot }, catalog, decodeDepthTokens, ttftPromptTokens: config.projection.ttftPromptTokens, ...(split ? { rpc: split.rpc } : {}) });
   const placement = placementFor(tensors, serving.contextPerSlot);
 
   const paths = lock ? lock.shards.map((shard) => shard.path) : shardPaths(model, tier);
@@ -195,7 +199,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
   const speedInputs = placement.estimate.speedInputs;
   const modelBytes = totalBytes(tensors);
   const cost = config.costs ? estimateCost(config.costs, host, modelBytes, projection) : undefined;
-  const image = config.deployment.image ?? (host.gpus.length > 0 ? catalog.llamaCpp.images.cuda : catalog.llamaCpp.images.cpu);
+  const image = config.deployment.image ?? (split ? catalog.llamaCpp.images.rpc : host.gpus.length > 0 ? catalog.llamaCpp.images.cuda : catalog.llamaCpp.images.cpu);
 
   let refusal: string | undefined;
   let alternatives: Plan["alternatives"];
@@ -220,6 +224,21 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
       (maxContext !== null ? `${tier.name} fits with at most ${maxContext} tokens per slot.` : `${tier.name} does not fit at any context length: its weights alone exceed the host.`);
     if (tiersThatFit.length === 0) refusal += ` ${smallestFit(model, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack)}`;
   }
+  const cluster = split?.finish(placement);
+  if (cluster && refusal === undefined) {
+    // A split that fits can still be the wrong answer: one host would do, or it is too slow.
+    refusal = splitVerdict({
+      stack,
+      config,
+      model,
+      tier,
+      cluster,
+      projection,
+      onHeadAlone: () => choose({ arch: model.architecture, tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens: config.projection.ttftPromptTokens }),
+      catalogHosts: () => catalogHostsHolding(model, tensors, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack),
+      splitMonthlyUsd: cost?.monthlyUsd,
+    });
+  }
 
   return {
     stack,
@@ -232,7 +251,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     modelBytes,
     host,
     placement,
-    fits: placement.fits,
+    fits: placement.fits && refusal === undefined,
     refusal,
     alternatives,
     llamaServerArgs: llamaServerArgs(argsInputs),
@@ -242,8 +261,18 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     projection,
     cost,
     costOmitted: cost ? undefined : COST_OMITTED_REASON,
-    seedChecks: seedChecks(catalog, placement, projection, cost, speedInputs),
+    seedChecks: cluster ? [] : seedChecks(catalog, placement, projection, cost, speedInputs),
+    cluster,
   };
+}
+
+/** Every catalog cloud instance that holds the tier alone at the stack's context and slots, with its projected decode. */
+function catalogHostsHolding(model: ModelEntry, tensors: readonly TensorInfo[], serving: PlacementInputs["serving"], decodeDepthTokens: number, ttftPromptTokens: number, catalog: Catalog, stack: string): { name: string; decodeTokensPerSecond: number; monthlyUsd: number }[] {
+  return catalog.instances.flatMap((instance) => {
+    const host = resolveHost(stack, hostSchema.parse({ kind: "cloud", provider: instance.provider, instanceType: instance.id }), catalog);
+    const placement = choose({ arch: model.architecture, tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens });
+    return placement.fits ? [{ name: `${instance.provider} ${instance.id}`, decodeTokensPerSecond: placement.estimate.projection.decodeTokensPerSecond, monthlyUsd: instance.usdPerHour * HOURS_PER_MONTH }] : [];
+  });
 }
 
 /** Whether a host is the build a seed claim describes: GPUs, memory family, RAM and cores. */

@@ -1,4 +1,5 @@
 /** Renders Plans: the full text report, the --compare offer table, and the --json objects. */
+import { loadLine } from "./cluster";
 import { shellQuote } from "./shell";
 import type { DeviceMemory } from "./memory";
 import { hostInputs, type HostInput } from "./inputs";
@@ -18,12 +19,50 @@ export interface PlanJson {
   llamaServerArgs: string[];
   image: string;
   shards: { count: number; firstShard: string; verified: boolean };
-  projection: { decodeTokensPerSecond: number; decodeDepthTokens: number; prefillTokensPerSecond: number; ttft32kSeconds: number; decodeByDepth: { depthTokens: number; tokensPerSecond: number }[] };
+  projection: {
+    decodeTokensPerSecond: number;
+    decodeDepthTokens: number;
+    prefillTokensPerSecond: number;
+    ttft32kSeconds: number;
+    decodeByDepth: { depthTokens: number; tokensPerSecond: number }[];
+    // Added for the HTML report; optional because a plan JSON written by an older checkout (a diff's
+    // "before" side) lacks it.
+    /** The prompt length prefillTokensPerSecond was projected for. */
+    prefillPromptTokens?: number;
+    /** The prompt length ttft32kSeconds was projected for (the stack's projection.ttftPromptTokens). */
+    ttftPromptTokens?: number;
+    prefillByPrompt?: { promptTokens: number; seconds: number; tokensPerSecond: number }[];
+  };
   /** null when the stack sets no costs; costOmitted then says so. */
-  cost: { monthlyUsd: number; usdPerMillionOutputTokens: number; capacityTokensPerMonth: number; breakEvenTokensPerMonth: number | null; breakEvenReason: string; apiMonthlyUsdAtExpected: number } | null;
+  cost: {
+    monthlyUsd: number;
+    usdPerMillionOutputTokens: number;
+    capacityTokensPerMonth: number;
+    breakEvenTokensPerMonth: number | null;
+    breakEvenReason: string;
+    apiMonthlyUsdAtExpected: number;
+    // Added for the HTML report's cost chart (the API line's slope and the expected volume); optional
+    // for the same reason as projection.prefillByPrompt.
+    /** What the API charges per 1M tokens at the stack's input:output mix. */
+    apiUsdPerMillionTokensAtMix?: number;
+    /** What self-hosting costs per 1M tokens at that mix, the host serving its full capacity. */
+    usdPerMillionTokensAtMix?: number;
+    /** The stack's costs.usage.tokensPerMonth. */
+    expectedTokensPerMonth?: number;
+    /** The share of the month the capacity assumes the host busy (costs.usage.utilization). */
+    utilization?: number;
+  } | null;
   costOmitted?: string;
   alternatives?: { tiersThatFit: string[]; maxContextPerSlotThatFits: number | null };
   seedChecks: Plan["seedChecks"];
+  cluster?: {
+    head: { id: string; privateAddress: string; layers: number };
+    link: { gbitPerSecond: number; roundTripMicroseconds: number; transport: string };
+    workers: { id: string; endpoint: string; device: string; layers: number; holdsOutput: boolean; plannedBytes: number; capacityBytes: number; fits: boolean }[];
+    shippedBytes: number;
+    loadSeconds: number;
+    networkSecondsPerToken: number;
+  };
 }
 
 export function planToJson(plan: Plan): PlanJson {
@@ -64,6 +103,9 @@ export function planToJson(plan: Plan): PlanJson {
       prefillTokensPerSecond: plan.projection.prefillTokensPerSecond,
       ttft32kSeconds: plan.projection.ttftSeconds,
       decodeByDepth: plan.projection.decodeByDepth,
+      prefillPromptTokens: plan.projection.prefillPromptTokens,
+      ttftPromptTokens: plan.projection.ttftPromptTokens,
+      prefillByPrompt: plan.projection.prefillByPrompt,
     },
     cost: plan.cost
       ? {
@@ -73,11 +115,37 @@ export function planToJson(plan: Plan): PlanJson {
           breakEvenTokensPerMonth: plan.cost.breakEvenTokensPerMonth,
           breakEvenReason: plan.cost.breakEvenReason,
           apiMonthlyUsdAtExpected: plan.cost.apiMonthlyUsdAtExpected,
+          apiUsdPerMillionTokensAtMix: plan.cost.apiUsdPerMillionTokensAtMix,
+          // Infinite when the host serves nothing; JSON would turn that into null, so it is left out.
+          ...(Number.isFinite(plan.cost.usdPerMillionTokensAtMix) ? { usdPerMillionTokensAtMix: plan.cost.usdPerMillionTokensAtMix } : {}),
+          expectedTokensPerMonth: plan.cost.expectedTokensPerMonth,
+          utilization: plan.cost.utilization,
         }
       : null,
     ...(plan.costOmitted ? { costOmitted: plan.costOmitted } : {}),
     ...(plan.alternatives ? { alternatives: plan.alternatives } : {}),
     seedChecks: plan.seedChecks,
+    ...(plan.cluster
+      ? {
+          cluster: {
+            head: { id: plan.cluster.head.id, privateAddress: plan.cluster.head.privateAddress, layers: plan.cluster.head.layers.length },
+            link: { gbitPerSecond: plan.cluster.link.gbitPerSecond, roundTripMicroseconds: plan.cluster.link.roundTripMicroseconds, transport: plan.cluster.link.transport },
+            workers: plan.cluster.workers.map((worker) => ({
+              id: worker.id,
+              endpoint: worker.endpoint,
+              device: worker.device,
+              layers: worker.layers.length,
+              holdsOutput: worker.holdsOutput,
+              plannedBytes: worker.memory.plannedBytes,
+              capacityBytes: worker.memory.capacityBytes,
+              fits: worker.memory.fits,
+            })),
+            shippedBytes: plan.cluster.shippedBytes,
+            loadSeconds: plan.cluster.loadSeconds,
+            networkSecondsPerToken: plan.cluster.networkSecondsPerToken,
+          },
+        }
+      : {}),
   };
 }
 
@@ -127,17 +195,46 @@ export function renderMemoryTable(devices: readonly DeviceMemory[]): string {
   );
 }
 
+/** "0–30" for a run of layers, "none" for no layer. */
+function rangeText(layers: readonly number[]): string {
+  if (layers.length === 0) return "none";
+  const runs: string[] = [];
+  let start = layers[0]!;
+  for (let i = 1; i <= layers.length; i++) {
+    if (layers[i] !== layers[i - 1]! + 1) {
+      runs.push(start === layers[i - 1] ? `${start}` : `${start}–${layers[i - 1]}`);
+      start = layers[i]!;
+    }
+  }
+  return runs.join(", ");
+}
+
 export function renderPlan(plan: Plan): string {
   const out: string[] = [];
   const { host, placement, projection, cost } = plan;
   out.push(`Stack ${plan.stack}: ${plan.model.name} ${plan.tier.name} (${formatBytes(plan.modelBytes)}, tensors from the ${plan.tensorSource}) on ${host.label}`);
-  out.push(plan.fits ? `Verdict: FITS (${placement.mode})` : `Verdict: DOES NOT FIT — ${plan.refusal}`);
+  // A split that fits in memory can still be refused (one host would do, or it is too slow).
+  out.push(plan.fits ? `Verdict: FITS (${placement.mode})` : placement.fits ? `Verdict: REFUSED — ${plan.refusal}` : `Verdict: DOES NOT FIT — ${plan.refusal}`);
   out.push("");
   out.push(`Host: ${host.cpu.name}, ${host.cpu.cores} cores, ${host.cpu.numaNodes} NUMA node(s), ${formatGiB(host.memory.totalBytes)} RAM${host.gpus.length ? `, ${host.gpus.length}× ${host.gpus[0]!.name} (${host.gpus[0]!.pcie})` : ""}`);
   out.push(`Memory bandwidth: ${host.memory.basis}`);
   out.push("Host inputs (ASSUMED = a catalog or default figure, not this host's: state or measure it; HostPrep measures the bandwidth at deploy time and re-projects):");
   for (const input of hostInputs(plan)) {
     out.push(`  ${input.assumption ? "ASSUMED " : input.source === "measured" ? "measured" : "stated  "}  ${input.what}: ${input.value} — ${input.basis}${input.assumption && input.key.startsWith("host.") ? ` (set ${input.key})` : ""}`);
+  }
+  if (plan.cluster) {
+    const { cluster } = plan;
+    out.push("");
+    out.push(`Split over ${cluster.workers.length + 1} hosts (llama.cpp RPC; ${cluster.link.spec.basis}; hosts must agree on image ${cluster.image}):`);
+    out.push(`  head      ${cluster.head.id} ${cluster.head.privateAddress}: llama-server, token embeddings and layers ${rangeText(cluster.head.layers)}`);
+    for (const worker of cluster.workers) {
+      out.push(
+        `  worker    ${worker.id} ${worker.endpoint} (${worker.device}): ggml-rpc-server ${worker.rpcServerArgs.join(" ")}, layers ${rangeText(worker.layers)}${worker.holdsOutput ? " and the output layer" : ""}; ` +
+          `admits only ${worker.firewall.allowFrom.join(", ")} to port ${worker.firewall.port} (nftables table inet ${worker.firewall.table})`,
+      );
+    }
+    out.push(`  load      ${loadLine(cluster)}`);
+    out.push(`  network   ${(cluster.networkSecondsPerToken * 1e3).toFixed(3)} ms per decoded token (per worker: one round trip, the activations in and out, each command's host time; the logits from the last)`);
   }
   out.push("");
   out.push("Memory map (resident under the chosen load mode):");
@@ -155,7 +252,7 @@ export function renderPlan(plan: Plan): string {
   out.push("  (API key: read from a file mounted at the --api-key-file path, never an argument)");
   out.push("");
   out.push(`Projection (${placement.mode}):`);
-  out.push(`  decode   ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens} — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective${t.computeBasis ? ` (${t.computeBasis})` : ""}`).join(" + ")}`);
+  out.push(`  decode   ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens} — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective${t.computeBasis ? ` (${t.computeBasis})` : ""}${t.networkSecondsPerToken ? `, plus ${(t.networkSecondsPerToken * 1e3).toFixed(3)} ms on the link` : ""}`).join(" + ")}`);
   out.push(`           by depth: ${projection.decodeByDepth.map((point) => `${formatTokens(point.depthTokens)} → ${point.tokensPerSecond.toFixed(1)}`).join(", ")} tok/s`);
   out.push(`  prefill  ${projection.prefillTokensPerSecond.toFixed(1)} tok/s for a ${projection.prefillPromptTokens}-token prompt — ${projection.prefillBasis}`);
   out.push(`  TTFT     ${formatDuration(projection.ttftSeconds)} for a ${formatTokens(projection.ttftPromptTokens)}-token prompt`);
@@ -200,7 +297,7 @@ export function renderComparison(plans: Plan[], invalid: readonly InvalidStack[]
     plan.stack,
     plan.host.label,
     `${plan.model.name} ${plan.tier.name}`,
-    plan.fits ? plan.placement.mode : "does not fit",
+    plan.fits ? plan.placement.mode : plan.placement.fits ? "refused" : "does not fit",
     // Each figure names where it was taken, and prefill is the TTFT prompt's own rate, so the
     // prefill and TTFT columns of one row always agree.
     plan.fits ? `${plan.projection.decodeTokensPerSecond.toFixed(1)} @${formatTokens(plan.projection.decodeDepthTokens)}` : "-",

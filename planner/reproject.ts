@@ -38,6 +38,8 @@ export function reprojectWithBandwidth(plan: Plan, bandwidthGBps: number, catalo
     catalog,
     decodeDepthTokens: Math.min(plan.config.projection.decodeDepthTokens, plan.config.serving.contextLength),
     ttftPromptTokens: plan.config.projection.ttftPromptTokens,
+    // A split: the head's bandwidth is the measured one; the workers keep what the plan said of them.
+    ...(plan.cluster ? { rpc: plan.cluster.rpc } : {}),
   });
   return {
     bandwidthGBps,

@@ -11,7 +11,8 @@
 import type { Architecture, Catalog, ModelEntry } from "./catalog";
 import type { KvCacheType } from "./ggml-types";
 import type { HostSpec } from "./host";
-import { kvLayerCount, kvReadBytesPerToken, recurrentBytesPerLayer, type DeviceName } from "./memory";
+import { keepsKv, kvLayerCount, kvReadBytesPerToken, recurrentBytesPerLayer, type DeviceName } from "./memory";
+import { endpointOf, isRpcDevice, visitBytes, visitCommands, visitSeconds, type LinkSpec, type RpcWorkerSpec } from "./network";
 import type { PlacementMode } from "./estimate";
 import { attentionFlopsPerTokenPerLayer, decodeReadFraction, matmulFlopsPerToken, tensorsFromArchitecture, type TensorInfo } from "./tensors";
 
@@ -30,6 +31,8 @@ export interface DeviceDecodeTraffic {
   computeBound: boolean;
   /** CPU only: what that arithmetic is, in words, when it binds. */
   computeBasis?: string;
+  /** RPC devices: the link's share of secondsPerToken (one round trip, the activations in and out, and each command's host time). */
+  networkSecondsPerToken?: number;
 }
 
 export interface Projection {
@@ -234,6 +237,8 @@ export interface SpeedInputs {
   prefillPrompts?: number[];
   catalog: Catalog;
   cpuFactors?: CpuFactorOverrides;
+  /** --rpc: the workers behind the RPC devices, the link to them, and which device computes the logits. */
+  rpc?: { workers: readonly RpcWorkerSpec[]; link: LinkSpec; outputDevice: DeviceName; flashAttention: boolean };
 }
 
 export const PREFILL_REPORT_PROMPT_TOKENS = 512;
@@ -256,8 +261,16 @@ function cpuBandwidth(host: HostSpec, numaSpread: boolean, numaRemoteGain: numbe
  * barriers, measured on CPU-only graphs). A GPU layer whose experts sit on the CPU is not charged:
  * its CPU split is a few ops, and no GPU machine has measured what it costs.
  */
-function cpuLayers(placement: Pick<SpeedPlacement, "layerDevice">): number {
-  return placement.layerDevice.filter((device) => device === "CPU").length;
+function cpuLayers(placement: Pick<SpeedPlacement, "layerDevice">, device: DeviceName = "CPU"): number {
+  return placement.layerDevice.filter((owner) => owner === device).length;
+}
+
+/** The CPU a device computes on: the head's for CPU, the worker's for an RPC device. */
+interface CpuDevice {
+  host: HostSpec;
+  decodeThreads: number;
+  batchThreads: number;
+  numaSpread: boolean;
 }
 
 export function project(inputs: SpeedInputs): Projection {
@@ -268,26 +281,53 @@ export function project(inputs: SpeedInputs): Projection {
   const kvTypeV = inputs.kvCacheTypeV ?? inputs.kvCacheType;
   const opOffload = inputs.opOffload ?? true;
 
-  const devices: DeviceName[] = ["CPU", ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
-  const effectiveBandwidth = (device: DeviceName): number =>
-    device === "CPU" ? cpuBandwidth(host, inputs.numaSpread ?? host.cpu.numaNodes <= 1, cpu.numaRemoteGain) * cpu.decodeEfficiency : host.gpus[Number(device.slice(4))]!.bandwidth * gpuDecode.value;
-  const cpuLayerSeconds = cpuLayers(placement) * cpu.decodeSecondsPerLayer;
-  const decodeThreads = Math.min(inputs.threads ?? host.cpu.cores, host.cpu.cores);
-  const decodeCompute = decodeThreads * host.cpu.allCoreGHz * 1e9 * host.cpu.fp32FlopsPerCycle * cpu.decodeComputeEfficiency;
-  const cpuDecodeFlops = tensors.filter((tensor) => placement.deviceOfTensor.get(tensor.name) === "CPU").reduce((sum, tensor) => sum + matmulFlopsPerToken(tensor, arch), 0);
+  const rpcWorkers = inputs.rpc?.workers ?? [];
+  // In --rpc order, which is the order llama.cpp runs their layers in.
+  const rpcIndex = (device: DeviceName) => rpcWorkers.findIndex((worker) => isRpcDevice(device) && worker.endpoint === endpointOf(device));
+  const devices: DeviceName[] = ["CPU", ...[...placement.layerDevice, ...placement.deviceOfTensor.values()].filter(isRpcDevice).filter((device, index, all) => all.indexOf(device) === index).sort((a, b) => rpcIndex(a) - rpcIndex(b)), ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
+  // ggml-rpc-server has no --numa: the thread that receives a tensor touches its pages, so one node serves them.
+  const cpuOf = (device: DeviceName): CpuDevice => {
+    if (!isRpcDevice(device)) {
+      return { host, decodeThreads: Math.min(inputs.threads ?? host.cpu.cores, host.cpu.cores), batchThreads: Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores), numaSpread: inputs.numaSpread ?? host.cpu.numaNodes <= 1 };
+    }
+    const worker = rpcWorkers[rpcIndex(device)]!;
+    const threads = Math.min(worker.threads, worker.host.cpu.cores);
+    return { host: worker.host, decodeThreads: threads, batchThreads: threads, numaSpread: worker.host.cpu.numaNodes <= 1 };
+  };
+  const isCpuDevice = (device: DeviceName) => device === "CPU" || isRpcDevice(device);
+  const effectiveBandwidth = (device: DeviceName): number => {
+    if (!isCpuDevice(device)) return host.gpus[Number(device.slice(4))]!.bandwidth * gpuDecode.value;
+    const cpuDevice = cpuOf(device);
+    return cpuBandwidth(cpuDevice.host, cpuDevice.numaSpread, cpu.numaRemoteGain) * cpu.decodeEfficiency;
+  };
+  const decodeComputeOf = (device: DeviceName) => {
+    const { host: owner, decodeThreads } = cpuOf(device);
+    return { threads: decodeThreads, owner, flopsPerSecond: decodeThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.decodeComputeEfficiency };
+  };
+  const flopsOnDevice = (device: DeviceName) => tensors.filter((tensor) => placement.deviceOfTensor.get(tensor.name) === device).reduce((sum, tensor) => sum + matmulFlopsPerToken(tensor, arch), 0);
+  const decodeFlops = new Map(devices.filter(isCpuDevice).map((device) => [device, flopsOnDevice(device)]));
+  const link = inputs.rpc?.link;
+  // Measured over TCP; RDMA's transport still hands every command over and waits for its completion
+  // (ggml-rpc transport.cpp), so a split stated as RDMA is charged the same until one is measured.
+  const secondsPerCommand = link ? catalog.efficiency.rpc.tcpSecondsPerCommand.value : 0;
   const trafficAt = (depth: number): DeviceDecodeTraffic[] =>
     devices
       .map((device) => {
         const bytesPerToken = decodeBytesOnDevice(tensors, placement, arch, device, depth, inputs.kvCacheType, kvTypeV);
         const bandwidth = effectiveBandwidth(device);
+        if (!isCpuDevice(device)) return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: bytesPerToken / bandwidth, computeBound: false };
         // A CPU step is bound by whichever is slower, streaming its bytes or its threads' arithmetic
-        // (roofline); the per-layer dispatch cost comes on top.
-        const computeBound = device === "CPU" && cpuDecodeFlops / decodeCompute > bytesPerToken / bandwidth;
-        const seconds = device === "CPU" ? Math.max(bytesPerToken / bandwidth, cpuDecodeFlops / decodeCompute) + cpuLayerSeconds : bytesPerToken / bandwidth;
+        // (roofline); the per-layer dispatch cost comes on top. An RPC device is a worker's CPU, and
+        // each token's visit to it also crosses the link.
+        const compute = decodeComputeOf(device);
+        const flops = decodeFlops.get(device)!;
+        const computeBound = flops / compute.flopsPerSecond > bytesPerToken / bandwidth;
+        const networkSecondsPerToken = isRpcDevice(device) && link ? visitSeconds(link, visitBytes(arch, 1, depth, inputs.rpc!.outputDevice === device, 1), visitCommands(arch, inputs.rpc!.outputDevice === device), secondsPerCommand) : 0;
+        const seconds = Math.max(bytesPerToken / bandwidth, flops / compute.flopsPerSecond) + cpuLayers(placement, device) * cpu.decodeSecondsPerLayer + networkSecondsPerToken;
         const computeBasis = computeBound
-          ? `compute-bound: ${(cpuDecodeFlops / 1e9).toFixed(1)} GFLOP/token on ${decodeThreads} threads × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.decodeComputeEfficiency.toFixed(3)} = ${(decodeCompute / 1e12).toFixed(2)} TFLOPS`
+          ? `compute-bound: ${(flops / 1e9).toFixed(1)} GFLOP/token on ${compute.threads} threads × ${compute.owner.cpu.allCoreGHz} GHz × ${compute.owner.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.decodeComputeEfficiency.toFixed(3)} = ${(compute.flopsPerSecond / 1e12).toFixed(2)} TFLOPS`
           : undefined;
-        return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: seconds, computeBound, ...(computeBasis ? { computeBasis } : {}) };
+        return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: seconds, computeBound, ...(computeBasis ? { computeBasis } : {}), ...(isRpcDevice(device) ? { networkSecondsPerToken } : {}) };
       })
       .filter((traffic) => traffic.bytesPerToken > 0);
   const decodeAt = (depth: number) => 1 / trafficAt(depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
@@ -297,7 +337,37 @@ export function project(inputs: SpeedInputs): Projection {
   const cpuCompute = coresBatch * host.cpu.allCoreGHz * 1e9 * host.cpu.fp32FlopsPerCycle * cpu.prefillEfficiency;
   let prefillSeconds: (promptTokens: number) => number;
   let prefillBasis: string;
-  if (placement.mode === "cpu-only") {
+  if (placement.mode === "cpu-only" && link) {
+    // A split: each host multiplies its own layers' weights and attention at its own compute, one
+    // after another, and every ubatch visits each worker once.
+    const cpuDevices = devices.filter(isCpuDevice);
+    const share = cpuDevices.map((device) => {
+      const { host: owner, batchThreads } = cpuOf(device);
+      const kvLayersHere = placement.layerDevice.filter((owner, layer) => owner === device && keepsKv(arch, layer)).length;
+      return {
+        device,
+        flopsPerSecond: batchThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.prefillEfficiency,
+        matmulPerToken: flopsOnDevice(device),
+        attentionPerPosition: kvLayersHere * attentionFlopsPerTokenPerLayer(arch, 1),
+      };
+    });
+    prefillSeconds = (n) => {
+      let seconds = 0;
+      for (let start = 0; start < n; start += placement.ubatch) {
+        const count = Math.min(placement.ubatch, n - start);
+        const positions = count * start + (count * (count - 1)) / 2;
+        for (const part of share) {
+          seconds += (count * part.matmulPerToken + part.attentionPerPosition * positions) / part.flopsPerSecond;
+          // The server asks for the last prompt token's logits only.
+          if (isRpcDevice(part.device)) seconds += visitSeconds(link, visitBytes(arch, count, start + count, inputs.rpc!.outputDevice === part.device, 1), visitCommands(arch, inputs.rpc!.outputDevice === part.device), secondsPerCommand);
+        }
+      }
+      return seconds;
+    };
+    prefillBasis =
+      `CPU compute on each host in turn: ${share.map((part) => `${part.device} ${(part.matmulPerToken / 1e9).toFixed(1)} GFLOP/token at ${(part.flopsPerSecond / 1e12).toFixed(2)} TFLOPS`).join(", ")}` +
+      `; every ${placement.ubatch}-token ubatch visits each worker once over ${link.basis}`;
+  } else if (placement.mode === "cpu-only") {
     prefillSeconds = (n) => prefillFlops(perTokenMatmul, arch, 0, n) / cpuCompute;
     prefillBasis = `CPU compute: ${coresBatch} cores × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.prefillEfficiency.toFixed(3)} = ${(cpuCompute / 1e12).toFixed(2)} TFLOPS effective; ${(perTokenMatmul / 1e9).toFixed(1)} GFLOP/token of weights plus ${(kvLayerCount(arch) * attentionFlopsPerTokenPerLayer(arch, 1) / 1e6).toFixed(2)} MFLOP per token of context`;
   } else {
@@ -325,6 +395,7 @@ export function project(inputs: SpeedInputs): Projection {
   }
 
   const factors: NamedFactor[] = [...cpu.factors];
+  if (link) factors.push({ name: "rpc.tcpSecondsPerCommand", value: secondsPerCommand, source: catalog.efficiency.rpc.tcpSecondsPerCommand.source });
   if (host.gpus.length > 0) {
     factors.push({ name: "gpu.decodeBandwidthFraction", value: gpuDecode.value, source: gpuDecode.source });
     factors.push({ name: "gpu.prefillComputeFraction", value: gpuPrefill.value, source: gpuPrefill.source });

@@ -1,9 +1,10 @@
 /**
  * Runs the real llama-server for the benchmarks: starts it with the given arguments and -lv 4,
  * reads the buffer sizes it logs (the ground truth for memory prediction), times completions
- * through its HTTP API, and stops it.
+ * through its HTTP API, and stops it. It can run inside a network namespace (ServerPlacement).
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { request as httpRequestRaw } from "node:http";
 import { freePort } from "../../test/support/net";
 import { llamaServerPath } from "../../test/support/llama-cpp";
 
@@ -35,25 +36,89 @@ export function parseBuffers(log: string): LoggedBuffers {
 }
 
 export interface RunningServer {
+  /** The TCP port it listens on (passed, but unused, when it listens on a Unix socket). */
   port: number;
   log(): string;
   complete(body: Record<string, unknown>): Promise<{ timings: { prompt_n: number; prompt_per_second: number; predicted_n: number; predicted_per_second: number } }>;
+  /** Settles once the process has exited, however (its own exit, a signal, stop()), and its output is read to the end. */
+  exited: Promise<ServerExit>;
   stop(): Promise<void>;
 }
 
-export async function startServer(model: string, args: readonly string[], timeoutMs = 300_000): Promise<RunningServer> {
+export interface ServerExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** startServer's error when llama-server exits before it is healthy: the whole log and how the process ended. */
+export class ServerStartError extends Error {
+  constructor(
+    message: string,
+    readonly log: string,
+    readonly exit: ServerExit,
+  ) {
+    super(message);
+    this.name = "ServerStartError";
+  }
+}
+
+export interface ServerPlacement {
+  /**
+   * Argv put before llama-server's, e.g. `["ip", "netns", "exec", "kk1-head"]` to run it inside a
+   * network namespace. It must exec llama-server in place (as `ip netns exec` does), so that the
+   * child's pid, signals and exit status are llama-server's own.
+   */
+  command?: readonly string[];
+  /**
+   * Where llama-server listens and where requests go (default 127.0.0.1, as before): an IPv4
+   * address, or a path ending in `.sock` for a Unix socket. A server inside another network
+   * namespace is only reachable from here through a socket path: a filesystem socket belongs to
+   * no network namespace, while its TCP addresses exist only in its own.
+   */
+  host?: string;
+}
+
+/** One HTTP exchange with the server, over TCP or its Unix socket (which fetch cannot reach); the body is read whole. */
+function httpRequest(target: { host: string; port: number } | { socketPath: string }, method: "GET" | "POST", path: string, body?: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequestRaw({ ...target, method, path, headers: body === undefined ? {} : { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) } }, (response) => {
+      let text = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => (text += chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, text }));
+      response.on("error", reject);
+    });
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
+export async function startServer(model: string, args: readonly string[], timeoutMs = 300_000, placement: ServerPlacement = {}): Promise<RunningServer> {
   const port = await freePort();
-  const child: ChildProcess = spawn(llamaServerPath(), ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-lv", "4", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const host = placement.host ?? "127.0.0.1";
+  const viaSocket = host.endsWith(".sock");
+  const target = viaSocket ? { socketPath: host } : { host, port };
+  // llama-server logs `listening on unix://PATH` for a socket, `listening on http://HOST:PORT` otherwise.
+  const listening = viaSocket ? `listening on unix://${host}` : `listening on http://${host}:${port}`;
+  const [program, ...prefix] = [...(placement.command ?? []), llamaServerPath()];
+  const child: ChildProcess = spawn(program!, [...prefix, "-m", model, "--host", host, "--port", String(port), "-lv", "4", ...args], { stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   child.stdout?.on("data", (chunk: Buffer) => (log += chunk.toString()));
   child.stderr?.on("data", (chunk: Buffer) => (log += chunk.toString()));
+  // 'close', not 'exit': it comes once stdout and stderr are read to their end, so log() is whole.
+  const exited = new Promise<ServerExit>((resolve) => child.once("close", (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })));
+  // A process killed by a signal (an abort, say) has exitCode null and signalCode set.
+  const hasExited = () => child.exitCode !== null || child.signalCode !== null;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`llama-server exited (${child.exitCode}) before it was healthy:\n${log.slice(-3000)}`);
+    if (hasExited()) {
+      const exit = await exited;
+      throw new ServerStartError(`llama-server exited (${exit.code ?? exit.signal}) before it was healthy:\n${log.slice(-3000)}`, log, exit);
+    }
     try {
-      const response = await fetch(`http://127.0.0.1:${port}/health`);
+      const response = await httpRequest(target, "GET", "/health");
       // Healthy, and it is our child that listens there (not another process that took the free port first).
-      if (response.status === 200 && log.includes(`listening on http://127.0.0.1:${port}`)) break;
+      if (response.status === 200 && log.includes(listening)) break;
     } catch {
       // not listening yet
     }
@@ -66,14 +131,14 @@ export async function startServer(model: string, args: readonly string[], timeou
   return {
     port,
     log: () => log,
+    exited,
     async complete(body) {
-      const response = await fetch(`http://127.0.0.1:${port}/completion`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-      if (response.status !== 200) throw new Error(`completion failed: HTTP ${response.status} ${await response.text()}`);
-      return (await response.json()) as Awaited<ReturnType<RunningServer["complete"]>>;
+      const response = await httpRequest(target, "POST", "/completion", JSON.stringify(body));
+      if (response.status !== 200) throw new Error(`completion failed: HTTP ${response.status} ${response.text}`);
+      return JSON.parse(response.text) as Awaited<ReturnType<RunningServer["complete"]>>;
     },
     async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      if (hasExited()) return;
       child.kill("SIGTERM");
       const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
       await exited;

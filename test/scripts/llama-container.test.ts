@@ -286,6 +286,28 @@ describe("llama-container.sh", () => {
     }
   }, 60_000);
 
+  it("--entrypoint runs another program of the same image, is part of the spec, and must be absolute", () => {
+    expect(image.hasRpcServer).toBe(true);
+    const entryName = `${name}-entrypoint`;
+    const entryArgs = (entrypoint: string) => ["up", "--name", entryName, "--image", image.name, "--entrypoint", entrypoint, "--restart", "no", "--", "--host", "127.0.0.1", "--port", String(port + 3)];
+    try {
+      const relative = container(entryArgs("ggml-rpc-server"));
+      expect(relative.status).toBe(2);
+      expect(relative.stderr).toContain("--entrypoint wants an absolute path inside the image, got 'ggml-rpc-server'");
+      const up = container(entryArgs("/app/ggml-rpc-server"));
+      expect(up.status, up.stderr).toBe(0);
+      expect(result(up.stdout).action).toBe("created");
+      expect(docker(["inspect", "--format", "{{json .Config.Entrypoint}}", entryName]).trim()).toBe('["/app/ggml-rpc-server"]');
+      // The same arguments under another entrypoint are another spec.
+      const other = container(entryArgs("/app/llama-server"));
+      expect(other.status, other.stderr).toBe(0);
+      expect(result(other.stdout).action).toBe("replaced");
+      expect(docker(["inspect", "--format", "{{json .Config.Entrypoint}}", entryName]).trim()).toBe('["/app/llama-server"]');
+    } finally {
+      removeIfPresent(entryName);
+    }
+  }, 60_000);
+
   it("down removes the container only; the model dir and the secret stay", () => {
     const id = docker(["inspect", "--format", "{{.Id}}", name]).trim();
     const r = container(["down", "--name", name]);

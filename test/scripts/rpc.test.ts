@@ -1,8 +1,7 @@
 /**
  * The kit's llama.cpp build carries the RPC backend (GGML_RPC=ON, test/support/build-llama-cpp.sh):
  * its --help lists --rpc exactly as the fixture the flag table is tested against, a ggml-rpc-server
- * on loopback serves a head llama-server's layers for real, and the estimator says it does not size
- * such a split rather than pretending the layers stay local.
+ * on loopback serves a head llama-server's layers for real, and the flag table reads --rpc.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -62,7 +61,9 @@ describe("llama.cpp built with RPC", () => {
     expect(answer.timings.predicted_n).toBe(4);
   }, 120_000);
 
-  it("the estimator names --rpc as not modelled instead of sizing the split as local", () => {
-    expect(parseFlags(["--rpc", "10.0.0.2:50052", "-ngl", "99"]).notModelled).toEqual(["--rpc"]);
+  it("--rpc is read into the sizing flags (the estimator sizes RPC devices from the stack's workers)", () => {
+    const parsed = parseFlags(["--rpc", "10.0.0.2:50052,10.0.0.3:50052", "-ngl", "99"]);
+    expect(parsed.sizing.rpc).toEqual(["10.0.0.2:50052", "10.0.0.3:50052"]);
+    expect(parsed.notModelled).toEqual([]);
   });
 });

@@ -2,6 +2,10 @@
  * A llama-server container image made locally (nothing can be pulled from a registry here):
  * llama-server, its own .so files and the system libraries `ldd` lists are copied into a root
  * folder and `docker import`ed with the official image's entrypoint (/app/llama-server).
+ * When the build beside llama-server has ggml-rpc-server (GGML_RPC=ON, as
+ * test/support/build-llama-cpp.sh builds it), it goes in too, at /app/ggml-rpc-server with its
+ * libraries: one image serves both roles of a split, as the kit's rpc image does
+ * (`llama-container.sh up --entrypoint /app/ggml-rpc-server`).
  * When Debian's busybox-static is installed (/bin/busybox), it goes in too, as /bin/sh and
  * /bin/wget, so that a Docker `--health-cmd` can run inside the container
  * (.ci should `apt-get install -y busybox-static`; without it the image has no shell).
@@ -17,6 +21,7 @@ import { llamaServerPath } from "./llama-cpp";
 
 export const BUILD_LABEL = "kimi-kit.llama-build";
 const BUSYBOX = "/bin/busybox";
+const RPC_SERVER = "ggml-rpc-server";
 
 export interface LlamaServerImage {
   name: string;
@@ -26,6 +31,8 @@ export interface LlamaServerImage {
   buildId: string;
   /** /bin/sh and /bin/wget (busybox) exist in the image, so `--health-cmd` works. */
   hasShell: boolean;
+  /** /app/ggml-rpc-server exists in the image (the build beside llama-server has it). */
+  hasRpcServer: boolean;
   /** False when an image with the same build label was already there. */
   built: boolean;
 }
@@ -63,19 +70,23 @@ export function buildLlamaServerImage(name = process.env.KIMI_KIT_LLAMA_IMAGE ??
   // The build's own shared objects (real files and their soname links) and the system ones.
   const ownLibs = readdirSync(binDir).filter((f) => /^lib.*\.so(\.\d+)*$/.test(f)).sort();
   const ownLibSet = new Set(ownLibs.map((f) => join(binDir, f)));
-  const systemLibs = lddLibraries(server).filter((p) => !ownLibSet.has(p) && dirname(p) !== binDir);
+  // The RPC worker from the same build: a split must run one build on every host.
+  const rpcServer = join(binDir, RPC_SERVER);
+  const hasRpcServer = existsSync(rpcServer);
+  const programs = [server, ...(hasRpcServer ? [rpcServer] : [])];
+  const systemLibs = [...new Set(programs.flatMap(lddLibraries))].filter((p) => !ownLibSet.has(p) && dirname(p) !== binDir).sort();
   const hasShell = existsSync(BUSYBOX);
 
   const hash = createHash("sha256");
-  hash.update("format=1\0");
-  for (const file of [server, ...ownLibs.map((f) => join(binDir, f)), ...systemLibs, ...(hasShell ? [BUSYBOX] : [])]) {
+  hash.update("format=2\0");
+  for (const file of [...programs, ...ownLibs.map((f) => join(binDir, f)), ...systemLibs, ...(hasShell ? [BUSYBOX] : [])]) {
     hash.update(`${file}\0`);
     hash.update(lstatSync(file).isSymbolicLink() ? `link:${readlinkSync(file)}` : readFileSync(file));
   }
   const buildId = hash.digest("hex");
 
   if (imageLabel(name) === buildId) {
-    return { name, id: docker(["image", "inspect", "--format", "{{.Id}}", name]), buildId, hasShell, built: false };
+    return { name, id: docker(["image", "inspect", "--format", "{{.Id}}", name]), buildId, hasShell, hasRpcServer, built: false };
   }
 
   const rootfs = mkdtempSync(join(tmpdir(), "kimi-kit-llama-rootfs-"));
@@ -84,6 +95,7 @@ export function buildLlamaServerImage(name = process.env.KIMI_KIT_LLAMA_IMAGE ??
     mkdirSync(app, { recursive: true });
     mkdirSync(join(rootfs, "tmp"), { recursive: true });
     copyFileSync(server, join(app, "llama-server"));
+    if (hasRpcServer) copyFileSync(rpcServer, join(app, RPC_SERVER));
     for (const file of ownLibs) {
       const src = join(binDir, file);
       if (lstatSync(src).isSymbolicLink()) symlinkSync(readlinkSync(src), join(app, file));
@@ -119,5 +131,5 @@ export function buildLlamaServerImage(name = process.env.KIMI_KIT_LLAMA_IMAGE ??
   }
   const id = docker(["image", "inspect", "--format", "{{.Id}}", name]);
   if (imageLabel(name) !== buildId) throw new Error(`docker import made ${name} (${id}) without label ${BUILD_LABEL}=${buildId}`);
-  return { name, id, buildId, hasShell, built: true };
+  return { name, id, buildId, hasShell, hasRpcServer, built: true };
 }

@@ -153,7 +153,7 @@ describe("choose and estimate agree", () => {
   it.each(listStacks())("%s: the kit's rendered command line, parsed back and estimated, is the plan's memory map", (stack) => {
     const plan = buildPlan(stack, loadStackConfig(stack));
     const parsed = parseFlags(plan.llamaServerArgs);
-    const again = estimate(plan.tensors, plan.model.architecture, plan.host, parsed.sizing, { catalog });
+    const again = estimate(plan.tensors, plan.model.architecture, plan.host, parsed.sizing, { catalog, ...(plan.cluster ? { rpc: plan.cluster.rpc } : {}) });
     expect(again.devices).toEqual(plan.placement.memory);
   });
 });
