@@ -4,21 +4,46 @@
  * its configuration is invalid; --compare always exits 0 and marks refused stacks.
  * `--args "<llama-server flags>"` (with --stack, or with --gguf PATH for a local model on the
  * stack's host or this machine) estimates that command line instead of planning the kit's own.
+ * `--diff GIT-REF` and `--diff-stack OTHER` print what changed between two plans (planner/diff.ts);
+ * this file does the git worktree and the child process, the exit status says whether it is material.
  */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, unlinkSync } from "node:fs";
+import { constants, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
+import { diffPlans, diffToJson, isMaterial, renderDiffMarkdown, renderDiffText, type PlanSide } from "../planner/diff";
 import { ConfigError } from "../planner/errors";
 import { buildPlan, type Plan } from "../planner/plan";
-import { planToJson, renderComparison, renderPlan, type InvalidStack } from "../planner/report";
-import { listStacks, loadStackConfig } from "../planner/stack-file";
+import { planToJson, renderComparison, renderPlan, type InvalidStack, type PlanJson } from "../planner/report";
+import { listStacks, loadStackConfig, STACKS_DIR } from "../planner/stack-file";
 import { loadCatalog } from "../planner/catalog";
 import { commandLineToJson, estimateCommandLine, renderCommandLineEstimate, type CommandLineEstimate } from "../planner/command-line";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 import { readLocalModel, thisMachineHost } from "./local-model";
+import { writeReport } from "./report-file";
+import { renderHtmlReport, renderMemorySvg, type ReportVersion } from "../planner/report-html";
 
 const USAGE = `usage: npm run plan -- --stack NAME [--json]
        npm run plan -- --stack NAME --args "<llama-server flags>" [--json]
        npm run plan -- --gguf PATH [--args "<llama-server flags>"] [--stack NAME] [--bandwidth-gbps N] [--json]
        npm run plan -- --compare [--json]
+       npm run plan -- --stack NAME [--html FILE] [--svg FILE]
+       npm run plan -- --stack NAME --diff GIT-REF [--format text|markdown|json] [--json] [--html FILE] [--svg FILE]
+       npm run plan -- --stack NAME --diff-stack OTHER [--format text|markdown|json] [--json] [--html FILE] [--svg FILE]
+--html writes one self-contained page (memory map, decode by depth, prefill by prompt, cost by
+volume; both versions overlaid for a diff); --svg writes the memory map alone.
+--diff plans the stack with the code and data as they are at GIT-REF (in a temporary git worktree,
+removed afterwards) and as they are in the working tree, and prints what changed: devices and their
+planned bytes, the verdict, llama-server flags, decode/prefill/TTFT, costs. --diff-stack compares
+stack NAME with stack OTHER of the working tree. --format markdown is a pull-request comment, json
+(or --json) is for tools. Exit status of --diff and --diff-stack:
+  0  nothing material changed
+  3  something material changed: a verdict, any llama-server flag, a device's planned bytes (or
+     capacity) by >= 1% of its capacity, decode, prefill or TTFT by >= 5%, the monthly cost by >= $1,
+     or a side that is new, removed or could not be planned
+  2  bad usage, an unknown stack or an unknown git ref
+  1  any other failure
 stacks: ${listStacks().join(", ")}`;
 
 /** What each option that takes a value accepts, for the one line a missing value prints. */
@@ -26,6 +51,11 @@ const VALUE_OF: Record<string, string> = {
   "--stack": `a stack name (${listStacks().join(", ")})`,
   "--gguf": "a local .gguf file (the first shard of a split model)",
   "--bandwidth-gbps": "a positive number of GB/s",
+  "--diff": "a git ref (a branch, a tag, a commit, HEAD~1)",
+  "--diff-stack": `a stack name (${listStacks().join(", ")})`,
+  "--format": "text, markdown or json",
+  "--html": "a file path to write the HTML report to",
+  "--svg": "a file path to write the memory map SVG to",
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -41,7 +71,19 @@ async function main(argv: string[]): Promise<number> {
   try {
     options = parseArgs({
       args: rest,
-      options: { stack: { type: "string" }, gguf: { type: "string" }, "bandwidth-gbps": { type: "string" }, compare: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+      options: {
+        stack: { type: "string" },
+        gguf: { type: "string" },
+        "bandwidth-gbps": { type: "string" },
+        compare: { type: "boolean" },
+        json: { type: "boolean" },
+        diff: { type: "string" },
+        "diff-stack": { type: "string" },
+        format: { type: "string" },
+        html: { type: "string" },
+        svg: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
     }).values;
   } catch (error) {
     // parseArgs says "Option '--gguf <value>' argument missing": name the option and what it takes instead.
@@ -49,6 +91,17 @@ async function main(argv: string[]): Promise<number> {
     const allowed = missing ? VALUE_OF[missing] : undefined;
     process.stderr.write(`${allowed ? `${missing}: found nothing; allowed: ${allowed}` : (error as Error).message}\n${USAGE}\n`);
     return 2;
+  }
+  if (!options.help && (options.diff !== undefined || options["diff-stack"] !== undefined || options.format !== undefined)) {
+    try {
+      return await runDiff({ stack: options.stack, ref: options.diff, otherStack: options["diff-stack"], format: options.format, json: options.json === true, reports: { html: options.html, svg: options.svg }, conflicting: [argsText !== undefined ? "--args" : "", options.gguf !== undefined ? "--gguf" : "", options.compare ? "--compare" : "", options["bandwidth-gbps"] !== undefined ? "--bandwidth-gbps" : ""].filter(Boolean) });
+    } catch (error) {
+      if (error instanceof ExitError) {
+        process.stderr.write(`${error.message}${error.code === 2 && error.withUsage ? `\n${USAGE}` : ""}\n`);
+        return error.code;
+      }
+      throw error;
+    }
   }
   if (!options.help && (argsText !== undefined || options.gguf !== undefined)) {
     if (options.gguf === undefined && !options.stack) {
@@ -94,13 +147,27 @@ async function main(argv: string[]): Promise<number> {
   try {
     const plan = buildPlan(stack, loadStackConfig(stack));
     process.stdout.write(options.json ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : `${renderPlan(plan)}\n`);
+    writeReports({ html: options.html, svg: options.svg }, [{ label: stack, plan: planToJson(plan) }]);
     return plan.fits ? 0 : 1;
   } catch (error) {
     if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
+      // A report path names its flag (one line); a stack problem keeps its "stack X" preamble.
+      process.stderr.write(`${error.stack_.startsWith("--") ? error.problems.join("\n") : error.message}\n`);
       return 1;
     }
     throw error;
+  }
+}
+
+/** --html and --svg: the plan (or both sides of a diff) as a picture, written where the user asked. */
+function writeReports(paths: { html: string | undefined; svg: string | undefined }, versions: ReportVersion[]): void {
+  if (paths.html !== undefined) {
+    writeReport(paths.html, renderHtmlReport(versions), "--html");
+    process.stderr.write(`wrote ${paths.html}\n`);
+  }
+  if (paths.svg !== undefined) {
+    writeReport(paths.svg, renderMemorySvg(versions), "--svg");
+    process.stderr.write(`wrote ${paths.svg}\n`);
   }
 }
 
@@ -125,6 +192,283 @@ async function estimateUserCommandLine(request: { stack: string | undefined; ggu
     return estimateCommandLine({ modelLabel: request.gguf, hostSource, tensors: model.tensors, arch: model.arch, host, argsText: request.argsText, catalog });
   }
   return estimateCommandLine({ modelLabel: `${plan!.model.name} ${plan!.tier.name} (stack ${request.stack})`, hostSource, tensors: plan!.tensors, arch: plan!.model.architecture, host, argsText: request.argsText, catalog });
+}
+
+// ---- --diff and --diff-stack --------------------------------------------------------------------
+
+/** The kit's root (this file's parent): the tree the working-tree side plans and the git checkout --diff reads. */
+const KIT_ROOT = join(__dirname, "..");
+/** How long the plan at a ref may take (a plan takes seconds); KIMI_KIT_PLAN_DIFF_TIMEOUT_S changes it (tests use it). */
+const PLAN_AT_REF_TIMEOUT_S = 120;
+/** The signals a user or a CI runner stops us with: each must still remove the worktree. */
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+/** Names a stack file may have: the same rule as planner/stack-file.ts, so no name reaches outside stacks/. */
+const STACK_NAME = /^[A-Za-z0-9_.-]+$/;
+
+/** A failure with its exit status: 2 bad usage (with the usage text when `withUsage`), 1 a failure, 128 + n stopped by signal n. */
+class ExitError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly withUsage = false,
+  ) {
+    super(message);
+  }
+}
+
+interface DiffRequest {
+  stack: string | undefined;
+  ref: string | undefined;
+  otherStack: string | undefined;
+  format: string | undefined;
+  json: boolean;
+  reports: { html: string | undefined; svg: string | undefined };
+  /** Options given that --diff and --diff-stack cannot take. */
+  conflicting: string[];
+}
+
+async function runDiff(request: DiffRequest): Promise<number> {
+  if (request.ref === undefined && request.otherStack === undefined) throw new ExitError(2, "--format: only with --diff GIT-REF or --diff-stack OTHER", true);
+  if (request.ref !== undefined && request.otherStack !== undefined) throw new ExitError(2, "--diff and --diff-stack: one at a time (a ref of one stack, or two stacks of this tree)", true);
+  const option = request.ref !== undefined ? "--diff" : "--diff-stack";
+  if (request.conflicting.length > 0) throw new ExitError(2, `${option}: not with ${request.conflicting.join(", ")}`, true);
+  if (!request.stack) throw new ExitError(2, `${option} needs --stack NAME`, true);
+  if (request.format !== undefined && !["text", "markdown", "json"].includes(request.format)) throw new ExitError(2, `--format: found ${JSON.stringify(request.format)}; allowed: text, markdown or json`);
+  if (request.json && request.format !== undefined && request.format !== "json") throw new ExitError(2, `--json and --format ${request.format}: pick one`);
+  const format = request.json ? "json" : (request.format ?? "text");
+  const stack = request.stack;
+
+  let before: PlanSide;
+  let after: PlanSide;
+  if (request.otherStack !== undefined) {
+    for (const name of [stack, request.otherStack]) {
+      if (!stackExistsHere(name)) throw new ExitError(2, `no stack file stacks/Pulumi.${name}.yaml; stacks here: ${listStacks().join(", ")}`);
+    }
+    before = planHere(stack, stack);
+    after = planHere(request.otherStack, request.otherStack);
+  } else {
+    const ref = request.ref!;
+    const repo = gitCheckout();
+    const sha = resolveCommit(ref);
+    const label = sha.startsWith(ref) ? sha.slice(0, 7) : `${ref} (${sha.slice(0, 7)})`;
+    const atRef = STACK_NAME.test(stack) && git(["cat-file", "-e", `${sha}:${repo.prefix}stacks/Pulumi.${stack}.yaml`]).status === 0;
+    const here = stackExistsHere(stack);
+    if (!atRef && !here) throw new ExitError(2, `--stack ${stack}: no stack file stacks/Pulumi.${stack}.yaml at ${label} nor in the working tree; stacks here: ${listStacks().join(", ")}`);
+    // Planned first: a stack that is new needs no worktree at all.
+    after = here ? planHere(stack, "working tree") : { label: "working tree", stack, missing: true };
+    before = atRef ? await planAtRef({ sha, label, stack, prefix: repo.prefix }) : { label, stack, missing: true };
+  }
+  const diff = diffPlans(before, after);
+  const rendered = format === "json" ? JSON.stringify(diffToJson(diff), null, 2) : format === "markdown" ? renderDiffMarkdown(diff) : renderDiffText(diff);
+  process.stdout.write(`${rendered}\n`);
+  // Only sides that were planned can be drawn; an older ref's JSON may lack fields, which the
+  // renderer says in the page instead of drawing zeros.
+  const drawable = [before, after].flatMap((side) => (side.plan ? [{ label: side.label, plan: side.plan as PlanJson }] : []));
+  try {
+    writeReports(request.reports, drawable);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ExitError(1, error.problems.join("\n"));
+    throw error;
+  }
+  return isMaterial(diff) ? 3 : 0;
+}
+
+function stackExistsHere(stack: string): boolean {
+  return STACK_NAME.test(stack) && existsSync(join(STACKS_DIR, `Pulumi.${stack}.yaml`));
+}
+
+/** One side planned by this tree's own code, in this process; a stack that cannot be planned says why. */
+function planHere(stack: string, label: string): PlanSide {
+  try {
+    return { label, stack, plan: planToJson(buildPlan(stack, loadStackConfig(stack))) };
+  } catch (error) {
+    return { label, stack, unreadable: error instanceof ConfigError ? error.problems.join("; ") : String((error as Error).message).split("\n")[0]! };
+  }
+}
+
+function git(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const run = spawnSync("git", ["-C", KIT_ROOT, ...args], { encoding: "utf8" });
+  if (run.error) throw new ExitError(1, `--diff: cannot run git: ${run.error.message}`);
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr };
+}
+
+function firstLine(text: string): string {
+  return text.trim().split("\n")[0] ?? "";
+}
+
+/** The git checkout the kit sits in, and the kit's path inside it ("" at the top, "sub/dir/" below). */
+function gitCheckout(): { prefix: string } {
+  const inside = git(["rev-parse", "--show-prefix"]);
+  if (inside.status !== 0) throw new ExitError(1, `--diff: the kit is not in a git checkout (${firstLine(inside.stderr)})`);
+  return { prefix: inside.stdout.trim() };
+}
+
+function resolveCommit(ref: string): string {
+  // A ref that starts with "-" would be read as an option by git.
+  const found = ref.startsWith("-") ? undefined : git(["rev-parse", "--verify", "--quiet", "--end-of-options", `${ref}^{commit}`]);
+  if (!found || found.status !== 0) throw new ExitError(2, `--diff: unknown git ref ${JSON.stringify(ref)} (no commit by that name in this repository)`);
+  return found.stdout.trim();
+}
+
+/**
+ * Stops the child when a stop signal arrives while a worktree exists, so the finally block that
+ * removes the worktree runs; the caller then exits as the signal would have (128 + its number).
+ */
+class StopSignals {
+  signal: NodeJS.Signals | undefined;
+  /** Kills the child running now, if any. */
+  onStop: (() => void) | undefined;
+  private readonly handler = (signal: NodeJS.Signals) => {
+    this.signal ??= signal;
+    this.onStop?.();
+  };
+
+  listen(): void {
+    for (const signal of STOP_SIGNALS) process.on(signal, this.handler);
+  }
+
+  release(): void {
+    for (const signal of STOP_SIGNALS) process.off(signal, this.handler);
+  }
+
+  throwIfStopped(): void {
+    if (this.signal) throw new ExitError(128 + (constants.signals[this.signal] ?? 0), `--diff: stopped by ${this.signal}; the temporary worktree was removed`);
+  }
+}
+
+/** tsx's command-line entry in this kit's node_modules, and that node_modules, which the old tree borrows. */
+function tsxEntry(): { cli: string; nodeModules: string } {
+  const manifest = require.resolve("tsx/package.json");
+  const bin = (JSON.parse(readFileSync(manifest, "utf8")) as { bin: string | Record<string, string> }).bin;
+  const relative = typeof bin === "string" ? bin : bin.tsx;
+  if (!relative) throw new ExitError(1, "--diff: tsx's package.json names no tsx command");
+  return { cli: join(dirname(manifest), relative), nodeModules: realpathSync(dirname(dirname(manifest))) };
+}
+
+function timeoutSeconds(): number {
+  const text = process.env.KIMI_KIT_PLAN_DIFF_TIMEOUT_S;
+  if (text === undefined) return PLAN_AT_REF_TIMEOUT_S;
+  const seconds = Number(text);
+  if (!(seconds > 0)) throw new ExitError(2, `KIMI_KIT_PLAN_DIFF_TIMEOUT_S: found ${JSON.stringify(text)}; allowed: a positive number of seconds`);
+  return seconds;
+}
+
+/**
+ * The stack planned by the code and data of commit `sha`: a detached worktree of it in a temporary
+ * directory, its own cli/plan.ts run with --json (on this kit's node_modules, linked in), the worktree
+ * removed afterwards whatever happens. The old code may print an older JSON: diffPlans reads it
+ * defensively; output that is no plan at all makes the side "unreadable", not the command fail.
+ */
+async function planAtRef(at: { sha: string; label: string; stack: string; prefix: string }): Promise<PlanSide> {
+  const seconds = timeoutSeconds();
+  const { cli: tsxCli, nodeModules } = tsxEntry();
+  // The real path: git lists worktrees by it, and the check that none is left behind compares with it.
+  const parent = realpathSync(mkdtempSync(join(tmpdir(), "kimi-kit-plan-diff-")));
+  const tree = join(parent, "tree");
+  const kit = join(tree, at.prefix);
+  const stops = new StopSignals();
+  let linked = false;
+  stops.listen();
+  try {
+    const add = git(["worktree", "add", "--detach", "--quiet", tree, at.sha]);
+    stops.throwIfStopped();
+    if (add.status !== 0) throw new ExitError(1, `--diff: git worktree add failed: ${firstLine(add.stderr)}`);
+    const oldCli = join(kit, "cli", "plan.ts");
+    if (!existsSync(oldCli)) return { label: at.label, stack: at.stack, unreadable: "it has no cli/plan.ts" };
+    // A tree that brings its own node_modules (committed, oddly) keeps it; otherwise it borrows ours.
+    linked = !existsSync(join(kit, "node_modules"));
+    if (linked) symlinkSync(nodeModules, join(kit, "node_modules"), "dir");
+    // The old tree reads its own stacks/: a stacks directory pointed at for this tree is not its.
+    const env = { ...process.env };
+    delete env.KIMI_KIT_STACKS_DIR;
+    const run = await runChild(process.execPath, [tsxCli, oldCli, "--stack", at.stack, "--json"], { cwd: kit, env, timeoutMs: seconds * 1000 }, stops);
+    stops.throwIfStopped();
+    const side = { label: at.label, stack: at.stack };
+    if (run.timedOut) return { ...side, unreadable: `planning took longer than ${seconds} s and was stopped` };
+    if (run.spawnError) return { ...side, unreadable: `could not start its planner: ${run.spawnError}` };
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(run.stdout);
+    } catch {
+      parsed = undefined;
+    }
+    // Exit 1 with a plan is a stack that does not fit: still a plan.
+    if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) && (run.code === 0 || run.code === 1)) return { ...side, plan: parsed as Record<string, unknown> };
+    return { ...side, unreadable: childReason(run) };
+  } finally {
+    removeWorktree(tree, linked ? join(kit, "node_modules") : undefined, parent);
+    stops.release();
+  }
+}
+
+/** Why a child printed no plan, in one line: its error lines without the stack trace, or its exit. */
+function childReason(run: { code: number | null; signal: NodeJS.Signals | null; stderr: string }): string {
+  const lines = run.stderr
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line !== "" && !/^at\s/.test(line));
+  const exit = run.signal ? `killed by ${run.signal}` : `exit ${run.code}`;
+  // An uncaught error prints its source line and a caret first; the "Error: …" line is the reason.
+  const text = lines.find((line) => /^[A-Z]\w*(Error|Exception)\b/.test(line)) ?? lines.slice(0, 4).join(" ");
+  return text === "" ? `its planner printed no plan JSON (${exit})` : `${text.length > 400 ? `${text.slice(0, 399)}…` : text} (${exit})`;
+}
+
+interface ChildRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  spawnError?: string;
+}
+
+/**
+ * Runs the old tree's planner in a process group of its own, so a timeout or a stop signal can kill
+ * it and the node process tsx starts under it together.
+ */
+function runChild(command: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number }, stops: StopSignals): Promise<ChildRun> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let timedOut = false;
+    const killGroup = () => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // Already gone: nothing to stop.
+      }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
+    }, options.timeoutMs);
+    stops.onStop = killGroup;
+    if (stops.signal) killGroup();
+    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
+    const finish = (code: number | null, signal: NodeJS.Signals | null, spawnError?: string) => {
+      clearTimeout(timer);
+      stops.onStop = undefined;
+      resolve({ code, signal, stdout: Buffer.concat(stdout).toString("utf8"), stderr: Buffer.concat(stderr).toString("utf8"), timedOut, ...(spawnError ? { spawnError } : {}) });
+    };
+    child.on("error", (error) => finish(null, null, error.message));
+    child.on("close", (code, signal) => finish(code, signal));
+  });
+}
+
+/**
+ * Removes the worktree and its temporary directory. The node_modules link we made goes first, by
+ * itself, so no recursive removal below can reach into the kit's real node_modules through it.
+ */
+function removeWorktree(tree: string, link: string | undefined, parent: string): void {
+  if (link) unlinkSync(link);
+  if (existsSync(tree)) git(["worktree", "remove", "--force", tree]);
+  rmSync(parent, { recursive: true, force: true });
+  git(["worktree", "prune"]);
+  if (git(["worktree", "list", "--porcelain"]).stdout.split("\n").includes(`worktree ${tree}`)) {
+    process.stderr.write(`--diff: the temporary worktree ${tree} could not be removed; run: git worktree remove --force ${tree} && git worktree prune\n`);
+  }
 }
 
 main(process.argv.slice(2)).then(
