@@ -61,6 +61,8 @@ export interface ContainerSpec {
   /** Path inside the container where the API key file is mounted read-only. */
   secretPath: string;
   labels: Record<string, string>;
+  /** Environment variables (a split's plan.cluster.environment, e.g. GGML_RPC_NO_RDMA=1 on a TCP link). */
+  env: Record<string, string>;
 }
 
 /** The address a process on the host itself reaches llama-server at: loopback unless it binds one specific IP. */
@@ -95,6 +97,7 @@ export function containerSpecFromPlan(plan: Plan): ContainerSpec {
       "kimi-kit.tier": plan.tier.name,
       ...(plan.cluster ? { [RPC_WORKERS_LABEL]: rpcWorkersSha256(plan.cluster) } : {}),
     },
+    env: { ...(plan.cluster?.environment ?? {}) },
   };
 }
 
@@ -138,6 +141,7 @@ export function llamaContainerUpArgv(spec: ContainerSpec): string[] {
   if (spec.gpus) argv.push("--gpus", spec.gpus);
   argv.push("--restart", spec.restart, "--health-cmd", spec.healthCmd, "--health-url", spec.healthUrl, "--wait-seconds", String(spec.waitSeconds));
   argv.push("--secret-stdin", spec.secretPath);
+  for (const [key, value] of Object.entries(spec.env)) argv.push("--env", `${key}=${value}`);
   for (const [key, value] of Object.entries(spec.labels)) argv.push("--label", `${key}=${value}`);
   argv.push("--", ...spec.args);
   return argv;
@@ -158,6 +162,8 @@ export interface DockerContainerSpecArgs {
   restart: RestartPolicy;
   healthcheck: { tests: string[]; interval: string; timeout: string; startPeriod: string; retries: number };
   labels: { label: string; value: string }[];
+  /** Undefined without variables, so a stack that sets none has the same container arguments as before. */
+  envs: string[] | undefined;
   mustRun: boolean;
 }
 
@@ -179,6 +185,7 @@ export function dockerContainerArgs(spec: ContainerSpec): DockerContainerSpecArg
       retries: 3,
     },
     labels: Object.entries(spec.labels).map(([label, value]) => ({ label, value })),
+    envs: Object.keys(spec.env).length > 0 ? Object.entries(spec.env).map(([key, value]) => `${key}=${value}`) : undefined,
     mustRun: true,
   };
 }

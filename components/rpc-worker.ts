@@ -25,6 +25,7 @@ export function rpcServerUpArgv(plan: Plan, worker: RpcWorkerPlan): string[] {
   const image = clusterOf(plan).image;
   return [
     "up", "--name", worker.containerName, "--image", image, "--entrypoint", RPC_SERVER_ENTRYPOINT, "--restart", "unless-stopped",
+    ...Object.entries(clusterOf(plan).environment).flatMap(([key, value]) => ["--env", `${key}=${value}`]),
     "--label", `kimi-kit.stack=${plan.stack}`, "--label", "kimi-kit.role=rpc-worker",
     "--", ...worker.rpcServerArgs,
   ];

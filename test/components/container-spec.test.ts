@@ -36,7 +36,8 @@ describe.each(plans.map((plan) => [plan.stack, plan] as const))("%s", (_stack, p
 
   it("never carries a key, only the key file's path", () => {
     expect(plan.llamaServerArgs).toContain(CONTAINER_API_KEY_FILE);
-    expect(dockerContainerArgs(spec)).not.toHaveProperty("envs");
+    // The only environment is a split's RDMA switch: never a key, nor any llama-server setting.
+    expect(dockerContainerArgs(spec).envs).toEqual(plan.cluster ? ["GGML_RPC_NO_RDMA=1"] : undefined);
   });
 });
 

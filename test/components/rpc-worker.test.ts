@@ -187,6 +187,8 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
       const create = String(container.create);
       expect(create).toContain(`llama-container.sh up --name kimi-kit-rpc-worker-1 --image ${plan.cluster!.image} --entrypoint /app/ggml-rpc-server --restart unless-stopped`);
       expect(create).toContain("--entrypoint /app/ggml-rpc-server");
+      // The stack's link is TCP: RDMA is ruled out on the worker (either peer setting it suffices).
+      expect(create).toContain("--env GGML_RPC_NO_RDMA=1");
       expect(create).toContain(` -- --host 10.20.0.2 --port 50052 --threads 16\n`);
       expect(String(container.delete)).toContain("llama-container.sh down --name kimi-kit-rpc-worker-1");
       expect(d.edge("rpc-worker-1-scripts").dependsOn).toEqual([`${worker}-scripts-dir`]);
@@ -223,9 +225,11 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
         expect(String(container.create)).toContain(`--image ${plan.cluster!.image}`);
         expect(String(container.create)).toContain("--rpc 10.20.0.2:50052");
         expect(String(container.create)).toContain(`--label ${RPC_WORKERS_LABEL}=`);
+        expect(String(container.create)).toContain("--env GGML_RPC_NO_RDMA=1");
       } else {
         expect(d.input("server-image").name).toBe(plan.cluster!.image);
         expect(container.command).toContain("--rpc");
+        expect(container.envs).toEqual(["GGML_RPC_NO_RDMA=1"]);
         expect(JSON.stringify(container.labels)).toContain(RPC_WORKERS_LABEL);
       }
       expect(await promiseOf(d.deployment.workers[0]!.imageId)).toBe(SAME_ID);
