@@ -18,6 +18,7 @@ import { buildPlan } from "../../planner/plan";
 import { renderHtmlReport, renderMemorySvg, type ReportVersion } from "../../planner/report-html";
 import { planToJson, type PlanJson } from "../../planner/report";
 import { loadStackConfig } from "../../planner/stack-file";
+import { KIND_FIELDS } from "../support/report-kinds";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = existsSync(CHROMIUM);
@@ -25,16 +26,6 @@ const skipped = hasChromium ? "" : ` (SKIPPED: ${CHROMIUM} is absent; apt-get in
 // The default reporter shows a skipped suite only as a count: say why where it is seen.
 if (!hasChromium) console.warn(`report-html-browser.test.ts${skipped}`);
 
-const KIND_FIELDS = {
-  weights: "modelBytes",
-  repacked: "repackBytes",
-  kv: "kvBytes",
-  recurrent: "recurrentBytes",
-  compute: "computeBytes",
-  "prompt-cache": "promptCacheBytes",
-  checkpoints: "checkpointBytes",
-  headroom: "headroomBytes",
-} as const;
 
 const planJson = (stack: string): PlanJson => planToJson(buildPlan(stack, loadStackConfig(stack), { lock: null }));
 

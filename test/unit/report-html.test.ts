@@ -15,22 +15,12 @@ import { buildPlan } from "../../planner/plan";
 import { renderHtmlReport, renderMemorySvg, type ReportVersion } from "../../planner/report-html";
 import { planToJson, type PlanJson } from "../../planner/report";
 import { loadStackConfig } from "../../planner/stack-file";
+import { KIND_FIELDS } from "../support/report-kinds";
 
 const planJson = (stack: string): PlanJson => planToJson(buildPlan(stack, loadStackConfig(stack), { lock: null }));
 const cpu = planJson("cpu-ddr5");
 const gpus = planJson("rtx3090x4");
 
-/** The plan JSON's byte fields and the data-kind each is drawn as (the kinds the issue lists). */
-const KIND_FIELDS = {
-  weights: "modelBytes",
-  repacked: "repackBytes",
-  kv: "kvBytes",
-  recurrent: "recurrentBytes",
-  compute: "computeBytes",
-  "prompt-cache": "promptCacheBytes",
-  checkpoints: "checkpointBytes",
-  headroom: "headroomBytes",
-} as const;
 
 function unescape(text: string): string {
   return text.replace(/&(amp|lt|gt|quot|#39);/g, (_, name: string) => ({ amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'" })[name]!);
