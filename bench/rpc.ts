@@ -413,12 +413,12 @@ async function main(): Promise<void> {
     }
     const splitProjection = projected.get(`split ${LINKS[0]!.name}`)!.estimate.projection;
     const roundTripsProjected = splitProjection.decodeTraffic.filter((traffic) => isRpcDevice(traffic.device)).length;
-    lines.push(`- per token, both workers: ${fixed(commandTotal, 2)} commands, of which the projection charges ${roundTripsProjected} round trips (one per visit) and nothing for the others.`);
+    lines.push(`- per token, both workers: ${fixed(commandTotal, 2)} commands; the projection charges ${roundTripsProjected} round trips (one per visit), the bytes, and each command's host time (rpc.tcpSecondsPerCommand, catalog/efficiency.yaml).`);
     for (const link of LINKS) {
       const key = `split ${link.name}`;
       const gap = 1 / measured.get(key)!.decode - 1 / singleMeasured.decode;
       const network = projected.get(key)!.estimate.projection.decodeTraffic.reduce((sum, traffic) => sum + (traffic.networkSecondsPerToken ?? 0), 0);
-      lines.push(`- ${link.name}: measured split − single ${ms(gap)} ms/token, projected network ${ms(network)} ms/token; the rest, ${ms(gap - network)} ms, is ${fixed(((gap - network) / commandTotal) * 1e6)} µs per command.`);
+      lines.push(`- ${link.name}: measured split − single ${ms(gap)} ms/token, projected network ${ms(network)} ms/token; what the projection leaves unexplained, ${ms(gap - network)} ms, is ${fixed(((gap - network) / commandTotal) * 1e6)} µs per command on top of the catalog's.`);
     }
     lines.push("");
     lines.push("### Buffers per device of the split head (estimate() vs llama-server -lv 4), MiB");

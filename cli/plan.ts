@@ -8,7 +8,7 @@
  * this file does the git worktree and the child process, the exit status says whether it is material.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, unlinkSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { constants, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
@@ -17,7 +17,8 @@ import { ConfigError } from "../planner/errors";
 import { buildPlan, type Plan } from "../planner/plan";
 import { planToJson, renderComparison, renderPlan, type InvalidStack, type PlanJson } from "../planner/report";
 import { listStacks, loadStackConfig, STACKS_DIR } from "../planner/stack-file";
-import { loadCatalog } from "../planner/catalog";
+import { loadCatalog, loadPrices } from "../planner/catalog";
+import { recommend, RecommendInputError, recommendationToJson, recommendRequest, renderRecommendation, renderStackFile, stackNameProblem, type RecommendOptions, type RecommendRequest } from "../planner/recommend";
 import { commandLineToJson, estimateCommandLine, renderCommandLineEstimate, type CommandLineEstimate } from "../planner/command-line";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 import { readLocalModel, thisMachineHost } from "./local-model";
@@ -31,6 +32,17 @@ const USAGE = `usage: npm run plan -- --stack NAME [--json]
        npm run plan -- --stack NAME [--html FILE] [--svg FILE]
        npm run plan -- --stack NAME --diff GIT-REF [--format text|markdown|json] [--json] [--html FILE] [--svg FILE]
        npm run plan -- --stack NAME --diff-stack OTHER [--format text|markdown|json] [--json] [--html FILE] [--svg FILE]
+       npm run plan -- --recommend --model REPO [--tier TIER|any] [--min-decode N] [--context N] [--slots N]
+                       [--max-monthly-usd N] [--kind bare-metal|cloud|any] [--usd-per-kwh N] [--top N] [--json]
+                       [--write-stack NAME [--force]]
+--recommend plans every catalog cloud instance and every bare-metal build priced by
+catalog/prices.yaml (CPU platform × DIMM size in every channel × none or 1/2/4/8 of one GPU) for the
+tier (or every tier with any, the default), and prints the cheapest that fit and meet --min-decode
+(tok/s at depth 4096) and --max-monthly-usd, with decode/prefill, monthly cost, cost per 1M output
+tokens, break-even against the API, the near misses and why they fail. Defaults: --context 32768,
+--slots 1, --kind any, --usd-per-kwh 0.15, --top 5. --write-stack writes the cheapest as
+stacks/Pulumi.NAME.yaml (an existing one only with --force). Exit status: 0 a recommendation,
+1 none (one line says which constraint no catalog host meets and what would), 2 bad usage.
 --html writes one self-contained page (memory map, decode by depth, prefill by prompt, cost by
 volume; both versions overlaid for a diff); --svg writes the memory map alone.
 --diff plans the stack with the code and data as they are at GIT-REF (in a temporary git worktree,
@@ -56,7 +68,20 @@ const VALUE_OF: Record<string, string> = {
   "--format": "text, markdown or json",
   "--html": "a file path to write the HTML report to",
   "--svg": "a file path to write the memory map SVG to",
+  "--model": "a catalog model repo, like unsloth/Kimi-K2.6-GGUF",
+  "--tier": "a tier of the model, or any",
+  "--min-decode": "a positive number of tokens per second",
+  "--context": "a whole number of tokens per slot",
+  "--slots": "a whole number of parallel slots",
+  "--max-monthly-usd": "a positive number of US dollars per month",
+  "--kind": "bare-metal, cloud or any",
+  "--usd-per-kwh": "a number of US dollars per kWh",
+  "--top": "a whole number of recommendations",
+  "--write-stack": "a stack name to write the cheapest recommendation as",
 };
+
+/** The options only --recommend reads; each alone is a mistake worth one line. */
+const RECOMMEND_ONLY = ["model", "tier", "min-decode", "context", "slots", "max-monthly-usd", "kind", "usd-per-kwh", "top", "write-stack", "force"] as const;
 
 async function main(argv: string[]): Promise<number> {
   let options;
@@ -82,6 +107,18 @@ async function main(argv: string[]): Promise<number> {
         format: { type: "string" },
         html: { type: "string" },
         svg: { type: "string" },
+        recommend: { type: "boolean" },
+        model: { type: "string" },
+        tier: { type: "string" },
+        "min-decode": { type: "string" },
+        context: { type: "string" },
+        slots: { type: "string" },
+        "max-monthly-usd": { type: "string" },
+        kind: { type: "string" },
+        "usd-per-kwh": { type: "string" },
+        top: { type: "string" },
+        "write-stack": { type: "string" },
+        force: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -91,6 +128,32 @@ async function main(argv: string[]): Promise<number> {
     const allowed = missing ? VALUE_OF[missing] : undefined;
     process.stderr.write(`${allowed ? `${missing}: found nothing; allowed: ${allowed}` : (error as Error).message}\n${USAGE}\n`);
     return 2;
+  }
+  if (!options.help && options.recommend) {
+    const conflicting = [
+      ["--stack", options.stack],
+      ["--compare", options.compare],
+      ["--diff", options.diff],
+      ["--diff-stack", options["diff-stack"]],
+      ["--format", options.format],
+      ["--args", argsText],
+      ["--gguf", options.gguf],
+      ["--bandwidth-gbps", options["bandwidth-gbps"]],
+      ["--html", options.html],
+      ["--svg", options.svg],
+    ].flatMap(([flag, value]) => (value !== undefined && value !== false ? [flag as string] : []));
+    if (conflicting.length > 0) {
+      process.stderr.write(`--recommend: not with ${conflicting.join(", ")} (it plans catalog hosts, not a stack or a command line)\n${USAGE}\n`);
+      return 2;
+    }
+    return runRecommend(options, options.json === true);
+  }
+  if (!options.help) {
+    const stray = RECOMMEND_ONLY.find((name) => options[name] !== undefined);
+    if (stray) {
+      process.stderr.write(`--${stray}: only with --recommend\n${USAGE}\n`);
+      return 2;
+    }
   }
   if (!options.help && (options.diff !== undefined || options["diff-stack"] !== undefined || options.format !== undefined)) {
     try {
@@ -157,6 +220,68 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
+}
+
+/**
+ * --recommend: the request is checked first (one line per bad value, exit 2), then the stack name and
+ * whether it exists, so a search of seconds never ends in a refusal it could have made at once.
+ */
+function runRecommend(options: RecommendOptions & { "write-stack"?: string; force?: boolean }, json: boolean): number {
+  const catalog = loadCatalog();
+  const prices = loadPrices(catalog);
+  let request: RecommendRequest;
+  try {
+    request = recommendRequest(options, catalog, prices);
+  } catch (error) {
+    if (error instanceof RecommendInputError) {
+      process.stderr.write(`${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const name = options["write-stack"];
+  if (options.force && name === undefined) {
+    process.stderr.write(`--force: only with --write-stack NAME (it allows overwriting that stack)\n`);
+    return 2;
+  }
+  const stackFile = name !== undefined ? join(STACKS_DIR, `Pulumi.${name}.yaml`) : undefined;
+  const shownFile = name !== undefined ? (process.env.KIMI_KIT_STACKS_DIR === undefined ? `stacks/Pulumi.${name}.yaml` : stackFile!) : undefined;
+  if (name !== undefined) {
+    const problem = stackNameProblem(name);
+    if (problem) {
+      process.stderr.write(`${problem}\n`);
+      return 2;
+    }
+    if (existsSync(stackFile!) && !options.force) {
+      process.stderr.write(`--write-stack: ${shownFile} exists; allowed: a new stack name, or --force to overwrite it\n`);
+      return 2;
+    }
+  }
+  const result = recommend(request, { catalog, prices });
+  if (json) process.stdout.write(`${JSON.stringify(recommendationToJson(result), null, 2)}\n`);
+  if (result.problem !== undefined) {
+    // The one line, where a person reads it; --json also carries it as "problem".
+    process.stderr.write(`${result.problem}\n`);
+    return 1;
+  }
+  if (!json) process.stdout.write(`${renderRecommendation(result)}\n`);
+  if (name !== undefined) {
+    writeFileSync(stackFile!, renderStackFile(result.recommended[0]!, result, name, recommendCommandLine(request, name, prices.electricity.usdPerKwh)));
+    process.stderr.write(`wrote ${shownFile}: npm run plan -- --stack ${name} plans it\n`);
+  }
+  return 0;
+}
+
+/** The command that wrote a stack, for its header comment: the request as flags, no machine paths. */
+function recommendCommandLine(request: RecommendRequest, name: string, defaultUsdPerKwh: number): string {
+  const flags = [`--model ${request.model}`, `--tier ${request.tier}`];
+  if (request.minDecode !== undefined) flags.push(`--min-decode ${request.minDecode}`);
+  if (request.contextLength !== 32768) flags.push(`--context ${request.contextLength}`);
+  if (request.slots !== 1) flags.push(`--slots ${request.slots}`);
+  if (request.maxMonthlyUsd !== undefined) flags.push(`--max-monthly-usd ${request.maxMonthlyUsd}`);
+  if (request.kind !== "any") flags.push(`--kind ${request.kind}`);
+  if (request.usdPerKwh !== defaultUsdPerKwh) flags.push(`--usd-per-kwh ${request.usdPerKwh}`);
+  return `npm run plan -- --recommend ${flags.join(" ")} --write-stack ${name}`;
 }
 
 /** --html and --svg: the plan (or both sides of a diff) as a picture, written where the user asked. */

@@ -23,6 +23,8 @@ import { LlamaServer, type ContainerEngine } from "./llama-server";
 import { FrontDoor } from "./front-door";
 import { imageIdStep, parseImageId, RpcWorker } from "./rpc-worker";
 import { endpointScheme, isPublicListener, llamaServerListen } from "../planner/front-door";
+import { guardrailFacts } from "./guardrail-facts";
+import { FACTS_PROPERTY } from "../policy/facts";
 
 export interface LlmDeploymentArgs {
   /** The Pulumi stack name (plans and refusals name it). */
@@ -210,7 +212,9 @@ export class LlmDeployment extends pulumi.ComponentResource {
   constructor(name: string, args: LlmDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     // Plan before registering anything: a refused or invalid stack leaves no resource behind.
     const plan = planOrRunError(args.stack, args.config, args.planOptions);
-    super("kimi-kit:index:LlmDeployment", name, {}, opts);
+    // The plan's facts as the component's input: what the kit's policy pack (policy/) judges.
+    const secretInputs = { apiKey: args.apiKey, sshPrivateKey: args.sshPrivateKey, huggingFaceToken: args.huggingFaceToken, tlsCertificate: args.tlsCertificate, tlsPrivateKey: args.tlsPrivateKey };
+    super("kimi-kit:index:LlmDeployment", name, { [FACTS_PROPERTY]: guardrailFacts(plan, secretInputs, args.planOptions) }, opts);
     this.plan = plan;
     const serving = plan.config.serving;
 

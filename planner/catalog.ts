@@ -389,3 +389,77 @@ export function findModelByRepo(catalog: Catalog, repo: string): ModelEntry | un
 export function memoryKindMegaTransfers(catalog: Catalog, kind: string): number | undefined {
   return catalog.memoryKinds.find((entry) => entry.id === kind)?.megaTransfers;
 }
+
+// ---- catalog/prices.yaml: what `plan --recommend` prices bare-metal builds with ----------------
+
+/** A figure's provenance: a page or a stack file, and the date the source gives (or it was read). */
+const provenance = { source: z.string().min(1), date: z.string().regex(/^\d{4}-\d{2}(-\d{2})?$/, "allowed: a date like 2026-11-29 (or 2022-12)") };
+const usd = z.number().positive();
+
+const pricesSchema = z.strictObject({
+  amortizationMonths: z.strictObject({ value: z.int().positive().max(120), ...provenance }),
+  electricity: z.strictObject({ usdPerKwh: z.number().nonnegative().max(5), ...provenance }),
+  platforms: z.array(
+    z.strictObject({
+      /** An id from catalog/platforms.yaml cpuPlatforms. */
+      platform: z.string(),
+      socket: z.string().min(1),
+      /** The socket counts a board may take for this CPU. */
+      sockets: z.array(z.int().positive().max(8)).min(1),
+      dimm: z.enum(["RDIMM", "UDIMM"]),
+      dimmsPerChannel: z.int().positive().max(2),
+      /** PCIe generation and the lanes left for GPUs on one board (all sockets together). */
+      pcie: z.strictObject({ gen: z.int().min(3).max(6), gpuLanes: z.int().positive().max(256), ...provenance }),
+      /** Absent: the CPU is not priced, and no build of it is enumerated. */
+      price: z.strictObject({ usd, ...provenance }).optional(),
+      power: z.strictObject({ watts: z.number().positive(), ...provenance }).optional(),
+    }),
+  ),
+  boards: z.array(z.strictObject({ socket: z.string(), sockets: z.int().positive(), usd, ...provenance })),
+  dimmSizesGiB: z.array(z.int().positive().max(1024)).min(1),
+  dimms: z.array(z.strictObject({ kind: z.enum(["RDIMM", "UDIMM"]), sizeGiB: z.int().positive(), usd, modules: z.int().positive(), ...provenance })),
+  gpus: z.array(
+    z.strictObject({
+      /** An id from catalog/gpus.yaml. */
+      gpu: z.string(),
+      usd,
+      condition: z.enum(["new", "used"]),
+      ...provenance,
+      power: z.strictObject({ watts: z.number().positive(), ...provenance }),
+    }),
+  ),
+  unpriced: z.array(z.strictObject({ component: z.string(), why: z.string().min(1) })).default([]),
+  base: z.array(z.strictObject({ socket: z.string(), usd, what: z.string().min(1), ...provenance })),
+  power: z.strictObject({
+    dimm: z.strictObject({ watts: z.number().positive(), ...provenance }),
+    base: z.strictObject({ watts: z.number().positive(), ...provenance }),
+  }),
+});
+export type Prices = z.infer<typeof pricesSchema>;
+
+/** Reads and validates catalog/prices.yaml against the catalog it prices; every problem named by file and key. */
+export function loadPrices(catalog: Catalog, dir = CATALOG_DIR): Prices {
+  const data = parseYaml(readFileSync(join(dir, "prices.yaml"), "utf8")) as unknown;
+  const result = pricesSchema.safeParse(data);
+  if (!result.success) {
+    const lines = describeIssues(result.error.issues, () => "catalog/prices.yaml: ");
+    throw new CatalogError(`the price list is invalid:\n${lines.map((line) => `  - ${line}`).join("\n")}`);
+  }
+  const prices = result.data;
+  const problems: string[] = [];
+  const platforms = new Set(catalog.cpuPlatforms.map((platform) => platform.id));
+  const gpus = new Set(catalog.gpus.map((gpu) => gpu.id));
+  for (const entry of prices.platforms) if (!platforms.has(entry.platform)) problems.push(`platforms ${entry.platform}: not a cpuPlatforms id in catalog/platforms.yaml`);
+  for (const entry of prices.gpus) if (!gpus.has(entry.gpu)) problems.push(`gpus ${entry.gpu}: not a GPU id in catalog/gpus.yaml`);
+  // One figure per thing: two prices for the same DIMM or card would make the ranking depend on file order.
+  const seen = new Set<string>();
+  for (const key of [...prices.platforms.map((entry) => `platform ${entry.platform}`), ...prices.gpus.map((entry) => `gpu ${entry.gpu}`), ...prices.dimms.map((entry) => `dimm ${entry.kind} ${entry.sizeGiB}`), ...prices.boards.map((entry) => `board ${entry.socket} ×${entry.sockets}`), ...prices.base.map((entry) => `base ${entry.socket}`)]) {
+    if (seen.has(key)) problems.push(`${key}: listed twice`);
+    seen.add(key);
+  }
+  for (const entry of prices.platforms) {
+    if (entry.price && !entry.power) problems.push(`platforms ${entry.platform}: priced but without power (a build's monthly cost needs both)`);
+  }
+  if (problems.length > 0) throw new CatalogError(`catalog/prices.yaml is inconsistent:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  return prices;
+}

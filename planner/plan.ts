@@ -148,6 +148,12 @@ export interface PlanOptions {
   catalog?: Catalog;
   /** Overrides deployment.lockFile; pass null to ignore any lock. */
   lock?: ManifestLock | null;
+  /**
+   * false: a stack that does not fit is refused without searching the tiers and context lengths that
+   * would (plan.alternatives stays undefined). The recommender plans hundreds of candidate hosts and
+   * reports its own near misses; that search would multiply its time several-fold.
+   */
+  alternatives?: boolean;
 }
 
 export function buildPlan(stack: string, config: StackConfig, options: PlanOptions = {}): Plan {
@@ -203,7 +209,9 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
 
   let refusal: string | undefined;
   let alternatives: Plan["alternatives"];
-  if (!placement.fits) {
+  if (!placement.fits && options.alternatives === false) {
+    refusal = `${model.name} ${tier.name} does not fit on ${host.label} at ${serving.contextPerSlot} tokens × ${serving.slots} slot(s): ${shortDevices(placement)}.`;
+  } else if (!placement.fits) {
     const tiersThatFit = model.tiers
       .filter((candidate) => placementFor(tensorsFromArchitecture(model.architecture, candidate), serving.contextPerSlot).fits)
       .map((candidate) => candidate.name);
@@ -216,10 +224,9 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
       } else high = middle - 256;
     }
     alternatives = { tiersThatFit, maxContextPerSlotThatFits: maxContext };
-    const short = placement.memory.filter((device) => !device.fits);
     refusal =
       `${model.name} ${tier.name} does not fit on ${host.label} at ${serving.contextPerSlot} tokens × ${serving.slots} slot(s): ` +
-      short.map((device) => `${device.device} (${device.label}) needs ${formatBytes(device.plannedBytes)}, has ${formatBytes(device.capacityBytes)}, short by ${formatBytes(device.plannedBytes - device.capacityBytes)}`).join("; ") +
+      shortDevices(placement) +
       `. Tiers that fit this host at this context: ${tiersThatFit.length > 0 ? tiersThatFit.join(", ") : "none"}. ` +
       (maxContext !== null ? `${tier.name} fits with at most ${maxContext} tokens per slot.` : `${tier.name} does not fit at any context length: its weights alone exceed the host.`);
     if (tiersThatFit.length === 0) refusal += ` ${smallestFit(model, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack)}`;
@@ -264,6 +271,14 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     seedChecks: cluster ? [] : seedChecks(catalog, placement, projection, cost, speedInputs),
     cluster,
   };
+}
+
+/** Each device that does not hold what is placed on it: what it needs, what it has, by how much it is short. */
+export function shortDevices(placement: Pick<Placement, "memory">): string {
+  return placement.memory
+    .filter((device) => !device.fits)
+    .map((device) => `${device.device} (${device.label}) needs ${formatBytes(device.plannedBytes)}, has ${formatBytes(device.capacityBytes)}, short by ${formatBytes(device.plannedBytes - device.capacityBytes)}`)
+    .join("; ");
 }
 
 /** Every catalog cloud instance that holds the tier alone at the stack's context and slots, with its projected decode. */

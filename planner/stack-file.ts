@@ -62,6 +62,22 @@ function splitKey(key: string): [string, string] {
   return colon < 0 ? [CONFIG_NAMESPACE, key] : [key.slice(0, colon), key.slice(colon + 1)];
 }
 
+/**
+ * Pulumi hands the program every value as text and an object as its JSON, so a value the file holds
+ * as JSON text (what `pulumi new` saves for a template's answers, or `pulumi config set KEY '{…}'`
+ * without --path) reaches the program as the object it spells (readProgramConfig). Read it the same
+ * way here, so that `npm run plan` and `pulumi up` judge the same config.
+ */
+function asTheProgramReadsIt(value: unknown): unknown {
+  if (typeof value !== "string" || !/^\s*[[{]/.test(value)) return value;
+  try {
+    return JSON.parse(value) as unknown;
+  } catch {
+    // Not JSON after all: the schema refuses the text as it is, naming the key.
+    return value;
+  }
+}
+
 /** The `kimi-kit:` keys of a stack file, namespace stripped; other namespaces (aws:region) are left to Pulumi. */
 export function readStackValues(stack: string, dir = STACKS_DIR): Record<string, unknown> {
   const file = join(dir, `Pulumi.${stack}.yaml`);
@@ -94,7 +110,7 @@ export function readStackValues(stack: string, dir = STACKS_DIR): Record<string,
     if (namespace !== CONFIG_NAMESPACE) continue;
     const unknown = unknownKeyProblem(name, key);
     if (unknown) problems.push(unknown);
-    else values[name] = value;
+    else values[name] = asTheProgramReadsIt(value);
   }
   if (problems.length > 0) throw new ConfigError(stack, problems);
   return values;

@@ -24,7 +24,9 @@ Where the proxy does not serve the language host's own module at the CLI's versi
 of github.com/pulumi/pulumi/sdk/v3@v3.68.0 (the last release that held it) is built instead
 (override with KIMI_KIT_PULUMI_NODEJS_HOST_FALLBACK). That host ignores Pulumi.yaml runtime
 options (TypeScript stays on) and proxies only the resource-monitor calls it knew, so
-resource transforms and hooks are not available through it.
+resource transforms and hooks are not available through it. Its RunPlugin (how the CLI starts a
+Node.js policy pack, `--policy-pack DIR`) was a stub; the build replaces it with
+tools/pulumi-language-nodejs-run-plugin.go, which runs the pack's @pulumi/pulumi/cmd/run-policy-pack.
 
 A `pulumi` already on PATH (a prebuilt install) is used as is: it is linked into the bin dir
 and only what it lacks is built.
@@ -234,8 +236,46 @@ fi
 # Since v3.69 the host is its own module (sdk/nodejs/cmd/pulumi-language-nodejs/v3); up to v3.68.0 it
 # was a package of sdk/v3. Try the former at the CLI's version, then the newest sdk/v3 holding it.
 lang_fallback="${KIMI_KIT_PULUMI_NODEJS_HOST_FALLBACK:-v3.68.0}"
+fallback_stamp="$version (sdk/v3@$lang_fallback)"
+# The fallback host gets the kit's RunPlugin (policy packs). Its usual stamp stays as it was (a
+# checkout without the overlay then keeps the patched host instead of rebuilding it); a second
+# stamp holds the overlay's hash and the binary's, so a changed overlay, or a host rebuilt
+# without it, is built again.
+run_plugin_go="$script_dir/pulumi-language-nodejs-run-plugin.go"
+run_plugin_stamp="$bin/.pulumi-language-nodejs.run-plugin"
+run_plugin_sha=$(sha256sum "$run_plugin_go" | cut -c1-12)
+run_plugin_ok() {
+  [[ -f "$run_plugin_stamp" && -x "$bin/pulumi-language-nodejs" ]] &&
+    [[ "$(cat "$run_plugin_stamp")" == "$run_plugin_sha $(sha256sum "$bin/pulumi-language-nodejs" | cut -d' ' -f1)" ]]
+}
+
+# build_patched_nodejs_host DIR: the host package of sdk/v3@$lang_fallback copied into the throwaway
+# module in DIR, its RunPlugin stub renamed away and the kit's overlay added, built into $bin.
+build_patched_nodejs_host() {
+  local dir="$1" start=$SECONDS sdk_dir pkg="$1/host"
+  {
+    (cd "$dir" && go get "github.com/pulumi/pulumi/sdk/v3@$lang_fallback") &&
+      sdk_dir=$(cd "$dir" && go list -m -f '{{.Dir}}' "github.com/pulumi/pulumi/sdk/v3") &&
+      rm -rf "$pkg" && mkdir -p "$pkg" &&
+      find "$sdk_dir/nodejs/cmd/pulumi-language-nodejs" -maxdepth 1 -name '*.go' ! -name '*_test.go' -exec cp {} "$pkg/" \; &&
+      chmod -R u+w "$pkg" &&
+      sed -i 's/^func (host \*nodeLanguageHost) RunPlugin(/func (host *nodeLanguageHost) runPluginUnsupported(/' "$pkg/main.go" &&
+      grep -q '^func (host \*nodeLanguageHost) runPluginUnsupported(' "$pkg/main.go" &&
+      cp "$run_plugin_go" "$pkg/run_plugin_kimi_kit.go" &&
+      (cd "$dir" && go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$lang_fallback" \
+        -o "$bin/pulumi-language-nodejs.tmp" ./host) &&
+      mv -f "$bin/pulumi-language-nodejs.tmp" "$bin/pulumi-language-nodejs"
+  } >"$logs/pulumi-language-nodejs.log" 2>&1 || {
+    rm -f "$bin/pulumi-language-nodejs.tmp"
+    log "failed to build pulumi-language-nodejs (sdk/v3@$lang_fallback + RunPlugin) after $((SECONDS - start))s:"
+    sed 's/^/    /' "$logs/pulumi-language-nodejs.log" | tail -n 15 >&2
+    return 1
+  }
+  log "built pulumi-language-nodejs (sdk/v3@$lang_fallback + RunPlugin) in $((SECONDS - start))s"
+}
+
 if [[ -n "$prebuilt" ]] && stamp_ok pulumi-language-nodejs prebuilt ||
-  stamp_ok pulumi-language-nodejs "$version" || stamp_ok pulumi-language-nodejs "$version (sdk/v3@$lang_fallback)"; then
+  stamp_ok pulumi-language-nodejs "$version" || { stamp_ok pulumi-language-nodejs "$fallback_stamp" && run_plugin_ok; }; then
   log "pulumi-language-nodejs already built ($(cat "$bin/.pulumi-language-nodejs.version"))"
 else
   rm -f "$bin/pulumi-language-nodejs"
@@ -252,11 +292,9 @@ else
     prepare_module "$src/pulumi-language-nodejs-sdk" pulumi-language-nodejs-sdk
     copy_replaces "$src/pulumi-language-nodejs-sdk" "github.com/pulumi/pulumi/sdk/v3@$lang_fallback" ||
       die "cannot fetch github.com/pulumi/pulumi/sdk/v3@$lang_fallback"
-    go_build pulumi-language-nodejs "$src/pulumi-language-nodejs-sdk" \
-      "github.com/pulumi/pulumi/sdk/v3/nodejs/cmd/pulumi-language-nodejs@$lang_fallback" \
-      "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$lang_fallback" ||
-      die "could not build pulumi-language-nodejs"
-    stamp pulumi-language-nodejs "$version (sdk/v3@$lang_fallback)"
+    build_patched_nodejs_host "$src/pulumi-language-nodejs-sdk" || die "could not build pulumi-language-nodejs"
+    stamp pulumi-language-nodejs "$fallback_stamp"
+    printf '%s %s\n' "$run_plugin_sha" "$(sha256sum "$bin/pulumi-language-nodejs" | cut -d' ' -f1)" >"$run_plugin_stamp"
   fi
 fi
 

@@ -1,8 +1,8 @@
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CommandLineJson } from "../../planner/command-line";
 import { writeDeepseek2Gguf, type Deepseek2Dims } from "../support/gguf-writer";
 
@@ -23,6 +23,7 @@ beforeAll(() => {
   model = join(dir, "small.gguf");
   writeDeepseek2Gguf(model, DIMS, { type: "F16" });
 });
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("npm run plan -- --stack X --args", () => {
   it("estimates a user's command line on the stack's host: settings, ignored flags, bytes by kind, projections", () => {
