@@ -11,6 +11,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { localCommand, remoteCommand } from "./remote-exec";
 import { parseStackConfig, type StackConfig } from "../planner/config";
 import { ConfigError } from "../planner/errors";
+import { fleetToJson, type FleetJson, type TeamJson } from "../planner/report";
 import { buildPlan, type Plan, type PlanOptions } from "../planner/plan";
 import { loadCatalog } from "../planner/catalog";
 import { reprojectWithBandwidth } from "../planner/reproject";
@@ -49,6 +50,10 @@ export interface PlanSummary {
   args: string[];
   devices: { device: string; label: string; plannedBytes: number; capacityBytes: number; fits: boolean }[];
   shards: { count: number; firstShard: string; source: string };
+  /** Replicas, their throughput and the fleet's cost (planner/fleet.ts): only when the stack sets kimi-kit:fleet or kimi-kit:teams. */
+  fleet?: FleetJson;
+  /** Each team's limits and what its budget buys; team keys are not here (they are secrets). */
+  teams?: TeamJson[];
 }
 
 /** Speed three ways, side by side: projected from the plan's host, re-projected with the measured bandwidth, measured. */
@@ -128,6 +133,16 @@ export function planOrRunError(stack: string, config: StackConfig, options?: Pla
     return asRunError(error);
   }
   if (!plan.fits) throw new pulumi.RunError(plan.refusal ?? `stack ${stack}: the model does not fit this host`);
+  // Replicas and teams are planned (npm run plan, preview's plan output) but not yet deployed: the
+  // gateway, per-team keys and the replicas' firewall exist as scripts (gateway.sh, firewall.sh)
+  // without Pulumi wiring. Deploying only the first replica, with one shared key, would look like
+  // success while serving none of what the stack asks for.
+  // A preview still shows them (the plan output carries the fleet and the teams), with a warning.
+  if ((plan.fleet && plan.fleet.replicas > 1) || (plan.teams && plan.teams.length > 0)) {
+    const message = `stack ${stack}: kimi-kit:fleet replicas (${plan.fleet?.replicas ?? 1}) and kimi-kit:teams (${plan.teams?.length ?? 0}) are planned but not deployed yet: the preview's plan output and \`npm run plan -- --stack ${stack}\` show the fleet, its cost and each team's chargeback; \`pulumi up\` refuses until the gateway and replicas are wired (for one host with one key, remove kimi-kit:fleet and kimi-kit:teams).`;
+    if (!pulumi.runtime.isDryRun()) throw new pulumi.RunError(message);
+    void pulumi.log.warn(message);
+  }
   return plan;
 }
 
@@ -144,6 +159,7 @@ export function planSummary(plan: Plan): PlanSummary {
       fits: device.fits,
     })),
     shards: { count: plan.shards.count, firstShard: plan.shards.firstShard, source: plan.shards.source },
+    ...fleetToJson(plan),
   };
 }
 

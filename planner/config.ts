@@ -268,7 +268,8 @@ export function privateAddressProblem(address: string): string | undefined {
 
 /** One machine of a multi-host stack: a bare-metal host with its role and its address on the private link. */
 const clusterHostSchema = bareMetalSchema.extend({
-  role: z.enum(["head", "rpc-worker"]),
+  /** head + rpc-workers: one model split over the hosts; replica: each host serves the whole model (planner/fleet.ts). */
+  role: z.enum(["head", "rpc-worker", "replica"]),
   /** Names its resources (`<id>-rpc-server`, …): short and stable. */
   id: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, "allowed: a short id like worker-1 (lower-case letters, digits, -; starting with a letter)"),
   /** Where the host listens on the private link; a worker's ggml-rpc-server binds only here. */
@@ -285,6 +286,36 @@ const linkSchema = z.strictObject({
   transport: z.enum(["tcp", "rdma"]).default("tcp"),
   /** The slowest link this stack accepts; never below the kit's own floor. */
   minimumGbitPerSecond: z.number().min(DEFAULTS.minimumLinkGbitPerSecond, `allowed: at least the kit's floor of ${DEFAULTS.minimumLinkGbitPerSecond} Gbit/s`).max(3200).default(DEFAULTS.minimumLinkGbitPerSecond),
+});
+
+/**
+ * More than one copy of the model behind one endpoint. On a single `host` stack, `replicas` is how
+ * many hosts of that spec to run (or "auto": the planner sizes it); with `hosts` of role replica the
+ * count is the list's and `replicas` may be left out. The peak pair sizes `auto` for latency.
+ */
+const fleetSchema = z
+  .strictObject({
+    /** 1 when left out on a `host` stack; the list's length with `hosts` of role replica. */
+    replicas: z.union([z.int().min(1).max(64), z.literal("auto")]).optional(),
+    /** Requests in flight at the busiest moment, each wanting its answer within latencyTargetSeconds. */
+    peakConcurrentRequests: z.int().min(1).max(100_000).optional(),
+    latencyTargetSeconds: z.number().positive().max(86_400).optional(),
+    /** Output tokens of a typical answer: latency = tokensPerAnswer × the time per token of one slot. */
+    tokensPerAnswer: z.int().min(1).max(1_048_576).default(500),
+  })
+  .refine((fleet) => (fleet.peakConcurrentRequests === undefined) === (fleet.latencyTargetSeconds === undefined), {
+    message: "allowed: peakConcurrentRequests and latencyTargetSeconds together (a peak is only sized against a latency target), or neither",
+  });
+
+/** A team sharing the endpoint: its limits at the gateway and, with costs, what its budget buys. */
+const teamSchema = z.strictObject({
+  /** Names its key and its rate-limit entries. */
+  name: z.string().regex(/^[a-z0-9-]{1,40}$/, "allowed: a team name of 1 to 40 characters from a-z 0-9 -"),
+  /** Requests per minute; 0 admits none (a team kept but paused). */
+  rpm: z.int().nonnegative().max(1_000_000),
+  /** Tokens per minute (prompt + completion). */
+  tpm: z.int().nonnegative().max(1_000_000_000).optional(),
+  monthlyBudgetUsd: z.number().nonnegative().max(1e9).optional(),
 });
 
 const servingSchema = z.strictObject({
@@ -461,6 +492,10 @@ const stackShape = {
   hosts: z.array(clusterHostSchema).min(2).max(16).optional(),
   /** The private link between `hosts`. */
   link: linkSchema.optional(),
+  /** Replicas of the one model behind one endpoint (planner/fleet.ts). */
+  fleet: fleetSchema.optional(),
+  /** Teams sharing the endpoint; needs `costs` (their chargeback is priced from it). */
+  teams: z.array(teamSchema).min(1).max(200).optional(),
   /** vision: also fetch and load the model's vision projector (mmproj), where the pinned release can load it. */
   model: z.strictObject({ repo: modelRepo, tier: modelTier, vision: z.boolean().default(false) }),
   serving: servingSchema.default({
@@ -497,6 +532,7 @@ export const stackConfigSchema = z
   .strictObject(stackShape)
   .superRefine((config, context) => {
   clusterIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
+  fleetIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
   if ((config.hosts || config.host?.kind === "bare-metal") && config.costs && !config.costs.hardware) {
     context.addIssue({ code: "custom", path: ["costs", "hardware"], message: "allowed: required for a bare-metal host when costs is set (priceUsd, amortizationMonths, powerWatts, usdPerKwh); or leave costs out to plan without a cost section", input: undefined });
   }
@@ -528,22 +564,84 @@ export const stackConfigSchema = z
     });
   }
   })
-  .transform(({ host, hosts, link, ...rest }) => {
-    // Everything downstream reads `host` as the machine llama-server runs on (the head); the
-    // workers and the link travel beside it in `cluster`.
-    const head = hosts?.find((entry) => entry.role === "head");
+  .transform(({ host, hosts, link, fleet, ...rest }) => {
+    // Everything downstream reads `host` as the machine llama-server runs on (the head, or the first
+    // replica: all replicas are one spec); the workers and the link travel beside it in `cluster`,
+    // the replicas in `fleet`.
+    const replicaHosts = hosts?.filter((entry) => entry.role === "replica") ?? [];
+    const head = hosts?.find((entry) => entry.role === "head") ?? replicaHosts[0];
     // The bare-metal keys only: role, id, privateAddress and rpcPort are the cluster's.
     const asHost = (entry: ClusterHostEntry): BareMetalHostConfig => ({ kind: entry.kind, name: entry.name, ssh: entry.ssh, cpu: entry.cpu, memory: entry.memory, gpus: entry.gpus, pcie: entry.pcie, disk: entry.disk });
+    const fleetConfig: FleetConfig | undefined =
+      replicaHosts.length > 0
+        ? {
+            ...(fleet ?? { tokensPerAnswer: 500 }),
+            replicas: replicaHosts.length,
+            hosts: replicaHosts.map((entry) => ({ id: entry.id, index: hosts!.indexOf(entry), privateAddress: entry.privateAddress, ssh: entry.ssh })),
+          }
+        : fleet && { ...fleet, replicas: fleet.replicas ?? 1, hosts: [] };
     const cluster: ClusterConfig | undefined =
-      hosts && head && link
+      hosts && head && link && replicaHosts.length === 0
         ? {
             head: { id: head.id, privateAddress: head.privateAddress, index: hosts.indexOf(head) },
             workers: hosts.flatMap((entry, index) => (entry.role === "rpc-worker" ? [{ id: entry.id, index, privateAddress: entry.privateAddress, rpcPort: entry.rpcPort, host: asHost(entry) }] : [])),
             link,
           }
         : undefined;
-    return { ...rest, host: (head ? asHost(head) : host)!, cluster };
+    return { ...rest, host: (head ? asHost(head) : host)!, cluster, fleet: fleetConfig };
   });
+
+/** One replica named in kimi-kit:hosts: where the gateway reaches it. */
+export interface ReplicaHostConfig {
+  id: string;
+  index: number;
+  privateAddress: string;
+  ssh: BareMetalHostConfig["ssh"];
+}
+/** kimi-kit:fleet after parsing; `hosts` lists the replicas of a `hosts` stack, empty for `host` + replicas. */
+export type FleetConfig = Omit<z.infer<typeof fleetSchema>, "replicas"> & { replicas: number | "auto"; hosts: ReplicaHostConfig[] };
+export type TeamConfig = z.infer<typeof teamSchema>;
+
+/**
+ * Replicas and teams: replicas of one spec (the plan sizes one host for all), the count agreeing with
+ * the list, one multi-host shape at a time, unique team names, teams only with costs.
+ */
+function fleetIssues(config: RawStackConfig): { path: PropertyKey[]; message: string; input: unknown }[] {
+  const issues: { path: PropertyKey[]; message: string; input: unknown }[] = [];
+  const replicas = (config.hosts ?? []).flatMap((entry, index) => (entry.role === "replica" ? [{ entry, index }] : []));
+  const first = replicas[0];
+  if (first) {
+    // The CPU, memory and GPUs decide what one replica holds and how fast it runs; ssh, name and disk may differ.
+    const specOf = (entry: ClusterHostEntry) => ({ cpu: entry.cpu, memory: entry.memory, gpus: entry.gpus });
+    for (const { entry, index } of replicas.slice(1)) {
+      for (const key of ["cpu", "memory", "gpus"] as const) {
+        if (JSON.stringify(specOf(entry)[key]) !== JSON.stringify(specOf(first.entry)[key])) {
+          issues.push({ path: ["hosts", index, key], message: `allowed: the same ${key} as the first replica ${first.entry.id} (hosts[${first.index}]); replica ${entry.id} differs — the plan sizes one spec for every replica`, input: entry[key] });
+        }
+      }
+    }
+    if (config.fleet?.replicas !== undefined && config.fleet.replicas !== replicas.length) {
+      issues.push({ path: ["fleet", "replicas"], message: `allowed: ${replicas.length} (the replicas listed in hosts) or leave it out`, input: config.fleet.replicas });
+    }
+  }
+  const split = (config.hosts ?? []).some((entry) => entry.role !== "replica");
+  if (split && (first || (config.fleet?.replicas !== undefined && config.fleet.replicas !== 1))) {
+    issues.push({ path: ["hosts"], message: "allowed: a split (head + rpc-workers) or replicas, one at a time: replicas of a split are not planned yet", input: (config.hosts ?? []).map((entry) => entry.role) });
+  }
+  if (config.fleet?.replicas === "auto" && !config.costs && config.fleet.peakConcurrentRequests === undefined) {
+    issues.push({ path: ["fleet", "replicas"], message: "allowed: auto only with something to size from — costs.usage.tokensPerMonth, or fleet.peakConcurrentRequests with fleet.latencyTargetSeconds; or a number", input: "auto" });
+  }
+  const seen = new Map<string, number>();
+  (config.teams ?? []).forEach((team, index) => {
+    const earlier = seen.get(team.name);
+    if (earlier !== undefined) issues.push({ path: ["teams", index, "name"], message: `allowed: a name no other team has (teams[${earlier}] is ${team.name} too)`, input: team.name });
+    else seen.set(team.name, index);
+  });
+  if (config.teams && !config.costs) {
+    issues.push({ path: ["costs"], message: "allowed: required with teams (their chargeback is the fleet's monthly cost per token); add costs (hardware or cloud, api, usage) or leave teams out", input: undefined });
+  }
+  return issues;
+}
 
 type ClusterHostEntry = z.infer<typeof clusterHostSchema>;
 export type BareMetalHostConfig = z.infer<typeof bareMetalSchema>;
@@ -580,12 +678,17 @@ function clusterIssues(config: RawStackConfig): { path: PropertyKey[]; message: 
     if (config.link) issues.push({ path: ["link"], message: "allowed: only with hosts (a link joins several hosts)", input: config.link });
     return issues;
   }
-  const heads = config.hosts.filter((entry) => entry.role === "head").length;
-  if (heads !== 1) issues.push({ path: ["hosts"], message: `allowed: exactly one host with role head (found ${heads})`, input: config.hosts.map((entry) => entry.role) });
-  if (!config.hosts.some((entry) => entry.role === "rpc-worker")) issues.push({ path: ["hosts"], message: "allowed: at least one host with role rpc-worker", input: config.hosts.map((entry) => entry.role) });
-  if (!config.link) issues.push({ path: ["link"], message: "allowed: the link between the hosts, e.g. { gbitPerSecond: 25, roundTripMicroseconds: 50 }", input: undefined });
-  else if (config.link.gbitPerSecond < config.link.minimumGbitPerSecond) {
-    issues.push({ path: ["link", "gbitPerSecond"], message: `allowed: at least link.minimumGbitPerSecond (${config.link.minimumGbitPerSecond} Gbit/s)`, input: config.link.gbitPerSecond });
+  // Replicas (fleetIssues checks them) need no head, workers nor link; a mix with a split is refused there.
+  if (config.hosts.some((entry) => entry.role === "replica")) {
+    if (config.link) issues.push({ path: ["link"], message: "allowed: only with a split (head + rpc-workers); replicas each serve the whole model and share no link", input: config.link });
+  } else {
+    const heads = config.hosts.filter((entry) => entry.role === "head").length;
+    if (heads !== 1) issues.push({ path: ["hosts"], message: `allowed: exactly one host with role head (found ${heads})`, input: config.hosts.map((entry) => entry.role) });
+    if (!config.hosts.some((entry) => entry.role === "rpc-worker")) issues.push({ path: ["hosts"], message: "allowed: at least one host with role rpc-worker", input: config.hosts.map((entry) => entry.role) });
+    if (!config.link) issues.push({ path: ["link"], message: "allowed: the link between the hosts, e.g. { gbitPerSecond: 25, roundTripMicroseconds: 50 }", input: undefined });
+    else if (config.link.gbitPerSecond < config.link.minimumGbitPerSecond) {
+      issues.push({ path: ["link", "gbitPerSecond"], message: `allowed: at least link.minimumGbitPerSecond (${config.link.minimumGbitPerSecond} Gbit/s)`, input: config.link.gbitPerSecond });
+    }
   }
   const seen = { id: new Map<string, number>(), privateAddress: new Map<string, number>(), ssh: new Map<string, number>() };
   config.hosts.forEach((entry, index) => {

@@ -16,6 +16,7 @@ import { architectureFromMetadata, conventionalLockPath, readLock, SIZED_ARCHITE
 import { choose, type Placement, type PlacementInputs } from "./offload";
 import { planCluster, splitVerdict, type ClusterPlan } from "./cluster";
 import { cpuDecodeAtBandwidth, type Projection, type SpeedInputs } from "./speed";
+import { planFleet, type FleetPlan, type TeamPlan } from "./fleet";
 import { estimateCost, HOURS_PER_MONTH, type CostEstimate } from "./cost";
 import { tensorsFromArchitecture, totalBytes, type TensorInfo } from "./tensors";
 import { formatBytes, formatDuration } from "./units";
@@ -69,6 +70,10 @@ export interface Plan {
   seedChecks: SeedCheck[];
   /** A split over several hosts (kimi-kit:hosts): the workers, what each holds, the link's cost. */
   cluster: ClusterPlan | undefined;
+  /** Replicas behind one endpoint (kimi-kit:fleet, or hosts of role replica); also present, as one replica, when only teams are set. */
+  fleet: FleetPlan | undefined;
+  /** kimi-kit:teams with their limits and, with costs, what each budget buys. */
+  teams: TeamPlan[] | undefined;
 }
 
 export const COST_OMITTED_REASON = "the stack sets no kimi-kit:costs, so there is no monthly cost or break-even (add costs to get them)";
@@ -247,6 +252,9 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     });
   }
 
+  const fleetResult = planFleet({ config, host, modelBytes, speedInputs, slots: placement.estimate.settings.slots, prefillTokensPerSecond: projection.prefillTokensPerSecond });
+  if (refusal === undefined && fleetResult.refusal !== undefined) refusal = fleetResult.refusal;
+
   return {
     stack,
     config,
@@ -270,6 +278,8 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     costOmitted: cost ? undefined : COST_OMITTED_REASON,
     seedChecks: cluster ? [] : seedChecks(catalog, placement, projection, cost, speedInputs),
     cluster,
+    fleet: fleetResult.fleet,
+    teams: fleetResult.teams,
   };
 }
 

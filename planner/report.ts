@@ -63,6 +63,121 @@ export interface PlanJson {
     loadSeconds: number;
     networkSecondsPerToken: number;
   };
+  /** Replicas behind one endpoint (planner/fleet.ts); absent when the stack sets neither fleet nor teams. */
+  fleet?: FleetJson;
+  teams?: TeamJson[];
+}
+
+export interface FleetJson {
+  replicas: number;
+  sizedBy: "stack" | "auto";
+  basis: string[];
+  slotsPerReplica: number;
+  perReplica: { aggregateDecodeTokensPerSecond: number; perSlotDecodeTokensPerSecond: number; singleStreamDecodeTokensPerSecond: number; prefillTokensPerSecond: number; capacityTokensPerMonth: number | null; monthlyUsd: number | null };
+  aggregateDecodeTokensPerSecond: number;
+  capacityTokensPerMonth: number | null;
+  monthlyUsd: number | null;
+  tokensPerAnswer: number;
+  answerSecondsAtFullLoad: number;
+  peakConcurrentRequests: number | null;
+  latencyTargetSeconds: number | null;
+  slotsWithinLatency: number | null;
+  hosts: { id: string; privateAddress: string }[];
+  chargeback: { usdPerMillionInput: number; usdPerMillionOutput: number; usdPerMillionAtMix: number; apiUsdPerMillionInput: number; apiUsdPerMillionOutput: number; apiUsdPerMillionAtMix: number } | null;
+}
+
+/** Budget figures are null without a budget (or without costs); Infinity never reaches JSON. */
+export interface TeamJson {
+  name: string;
+  rpm: number;
+  tpm: number | null;
+  monthlyBudgetUsd: number | null;
+  budgetTokensPerMonth: number | null;
+  apiTokensForBudget: number | null;
+}
+
+export function fleetToJson(plan: Pick<Plan, "fleet" | "teams">): { fleet?: FleetJson; teams?: TeamJson[] } {
+  const finite = (value: number | undefined) => (value !== undefined && Number.isFinite(value) ? value : null);
+  const { fleet, teams } = plan;
+  return {
+    ...(fleet
+      ? {
+          fleet: {
+            replicas: fleet.replicas,
+            sizedBy: fleet.sizedBy,
+            basis: fleet.basis,
+            slotsPerReplica: fleet.replica.slots,
+            perReplica: {
+              aggregateDecodeTokensPerSecond: fleet.replica.aggregateDecodeTokensPerSecond,
+              perSlotDecodeTokensPerSecond: fleet.replica.perSlotDecodeTokensPerSecond,
+              singleStreamDecodeTokensPerSecond: fleet.replica.singleStreamDecodeTokensPerSecond,
+              prefillTokensPerSecond: fleet.replica.prefillTokensPerSecond,
+              capacityTokensPerMonth: finite(fleet.cost?.replicaCapacityTokensPerMonth),
+              monthlyUsd: finite(fleet.cost?.replicaMonthlyUsd),
+            },
+            aggregateDecodeTokensPerSecond: fleet.aggregateDecodeTokensPerSecond,
+            capacityTokensPerMonth: finite(fleet.cost?.capacityTokensPerMonth),
+            monthlyUsd: finite(fleet.cost?.monthlyUsd),
+            tokensPerAnswer: fleet.tokensPerAnswer,
+            answerSecondsAtFullLoad: fleet.answerSecondsAtFullLoad,
+            peakConcurrentRequests: fleet.peakConcurrentRequests ?? null,
+            latencyTargetSeconds: fleet.latencyTargetSeconds ?? null,
+            slotsWithinLatency: fleet.slotsWithinLatency ?? null,
+            hosts: fleet.hosts.map((host) => ({ id: host.id, privateAddress: host.privateAddress })),
+            chargeback: fleet.chargeback ?? null,
+          },
+        }
+      : {}),
+    ...(teams
+      ? {
+          teams: teams.map((team) => ({
+            name: team.name,
+            rpm: team.rpm,
+            tpm: team.tpm ?? null,
+            monthlyBudgetUsd: team.monthlyBudgetUsd ?? null,
+            budgetTokensPerMonth: finite(team.budgetTokensPerMonth),
+            apiTokensForBudget: finite(team.apiTokensForBudget),
+          })),
+        }
+      : {}),
+  };
+}
+
+/** The fleet and teams section of the text report; empty when the stack sets neither. */
+export function renderFleet(plan: Pick<Plan, "fleet" | "teams">): string[] {
+  const { fleet, teams } = plan;
+  const out: string[] = [];
+  if (fleet) {
+    const replica = fleet.replica;
+    out.push(`Fleet: ${fleet.replicas} replica(s) of this host${fleet.sizedBy === "auto" ? " (sized by the planner: replicas auto)" : ""}${fleet.hosts.length > 0 ? ` — ${fleet.hosts.map((host) => `${host.id} ${host.privateAddress}`).join(", ")}` : ""}`);
+    out.push(
+      `  per replica  ${replica.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode with ${replica.slots} slot(s) busy (${replica.perSlotDecodeTokensPerSecond.toFixed(2)} per slot; ${replica.singleStreamDecodeTokensPerSecond.toFixed(2)} alone)` +
+        (replica.bySlots.length > 1 ? `; by slots busy: ${replica.bySlots.map((entry) => `${entry.slots} → ${entry.aggregateDecodeTokensPerSecond.toFixed(2)}`).join(", ")}` : ""),
+    );
+    out.push(`  fleet        ${fleet.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode, ${fleet.replicas * replica.slots} request(s) at once; an answer of ${fleet.tokensPerAnswer} tokens takes ${formatDuration(fleet.answerSecondsAtFullLoad)} with every slot busy (decode only; TTFT above)`);
+    for (const line of fleet.basis) out.push(`  sizing       ${line}`);
+    if (fleet.cost) {
+      out.push(`  cost         ${formatUsd(fleet.cost.monthlyUsd)}/month = ${fleet.replicas} × ${formatUsd(fleet.cost.replicaMonthlyUsd)}; capacity ${formatTokens(fleet.cost.capacityTokensPerMonth)} tokens/month (${formatTokens(fleet.cost.replicaCapacityTokensPerMonth)} per replica) at ${Math.round(fleet.cost.utilization * 100)}% utilization`);
+    }
+    if (fleet.chargeback) {
+      const charge = fleet.chargeback;
+      out.push(
+        `  chargeback   per 1M tokens: input ${formatUsd(charge.usdPerMillionInput)}, output ${formatUsd(charge.usdPerMillionOutput)}, ${formatUsd(charge.usdPerMillionAtMix)} at the stack's mix — API: input ${formatUsd(charge.apiUsdPerMillionInput)}, output ${formatUsd(charge.apiUsdPerMillionOutput)}, ${formatUsd(charge.apiUsdPerMillionAtMix)} at the mix`,
+      );
+    }
+  }
+  if (teams) {
+    out.push(`Teams (${teams.length}):`);
+    for (const team of teams) {
+      const limits = `${team.rpm} requests/min${team.tpm !== undefined ? `, ${formatTokens(team.tpm)} tokens/min` : ""}`;
+      const budget =
+        team.monthlyBudgetUsd === undefined
+          ? "no budget"
+          : `budget ${formatUsd(team.monthlyBudgetUsd)}/month buys ${team.budgetTokensPerMonth === undefined ? "?" : Number.isFinite(team.budgetTokensPerMonth) ? formatTokens(team.budgetTokensPerMonth) : "unlimited"} tokens/month here (${team.apiTokensForBudget === undefined ? "?" : Number.isFinite(team.apiTokensForBudget) ? formatTokens(team.apiTokensForBudget) : "unlimited"} at the API)`;
+      out.push(`  ${team.name.padEnd(16)} ${limits}; ${budget}`);
+    }
+  }
+  return out;
 }
 
 export function planToJson(plan: Plan): PlanJson {
@@ -146,6 +261,7 @@ export function planToJson(plan: Plan): PlanJson {
           },
         }
       : {}),
+    ...fleetToJson(plan),
   };
 }
 
@@ -272,6 +388,8 @@ export function renderPlan(plan: Plan): string {
     out.push(`  API at the expected ${formatTokens(cost.expectedTokensPerMonth)} tokens/month: ${formatUsd(cost.apiMonthlyUsdAtExpected)} ($${cost.apiUsdPerMillionTokensAtMix.toFixed(3)} per 1M at this mix)`);
     out.push(`  break-even: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`);
   } else out.push(`Monthly cost: omitted — ${plan.costOmitted}`);
+  const fleetLines = renderFleet(plan);
+  if (fleetLines.length > 0) out.push("", ...fleetLines);
   // Only for a host that is the build a seed claim describes (plan.ts seedChecks); absent otherwise.
   if (plan.seedChecks.length > 0) {
     out.push("");

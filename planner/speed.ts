@@ -82,16 +82,30 @@ function decodeBytesOnDevice(
   depthTokens: number,
   kvType: KvCacheType,
   kvTypeV: KvCacheType = kvType,
+  slots = 1,
 ): number {
   let bytes = 0;
   for (const tensor of tensors) {
-    if (placement.deviceOfTensor.get(tensor.name) === device) bytes += tensor.bytes * decodeReadFraction(tensor, arch);
+    if (placement.deviceOfTensor.get(tensor.name) === device) bytes += tensor.bytes * batchReadFraction(decodeReadFraction(tensor, arch), slots);
   }
   const layersHere = placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
   const kvRead = layersHere.reduce((sum, layer) => sum + kvReadBytesPerToken(arch, layer, depthTokens, kvType, kvTypeV), 0);
   // A recurrent layer reads and writes its one-slot state once per token instead of reading KV.
   const recurrentLayersHere = layersHere.filter((layer) => arch.recurrent?.layers.includes(layer)).length;
-  return bytes + kvRead + recurrentLayersHere * 2 * recurrentBytesPerLayer(arch, 1);
+  // Every slot reads its own KV (and recurrent state): those bytes scale with the slots, the weights do not.
+  return bytes + slots * (kvRead + recurrentLayersHere * 2 * recurrentBytesPerLayer(arch, 1));
+}
+
+/**
+ * The share of a tensor one decode step reads when `slots` sequences decode together: a step reads
+ * each weight row once for the whole batch, so a dense tensor (fraction 1) is read once, and a routed
+ * expert that each token picks with probability f is read unless no slot picks it: 1 − (1 − f)^slots.
+ * This assumes independent, uniform routing across the slots (no expert is favoured); skewed routing
+ * would read fewer distinct experts, so this errs towards more bytes, that is slower.
+ */
+export function batchReadFraction(fraction: number, slots: number): number {
+  if (slots <= 1) return fraction;
+  return 1 - (1 - fraction) ** slots;
 }
 
 function matmulFlops(tensors: readonly TensorInfo[], arch: Architecture): number {
@@ -237,6 +251,12 @@ export interface SpeedInputs {
   prefillPrompts?: number[];
   catalog: Catalog;
   cpuFactors?: CpuFactorOverrides;
+  /**
+   * Sequences decoding together in one step (-np slots all busy); 1 when unset. With N, a step reads
+   * the weights once for all N (batchReadFraction), every slot's KV, and does N tokens' arithmetic, so
+   * decodeTokensPerSecond is the aggregate over the slots (planner/fleet.ts).
+   */
+  concurrentSlots?: number;
   /** --rpc: the workers behind the RPC devices, the link to them, and which device computes the logits. */
   rpc?: { workers: readonly RpcWorkerSpec[]; link: LinkSpec; outputDevice: DeviceName; flashAttention: boolean };
 }
@@ -282,6 +302,7 @@ export function project(inputs: SpeedInputs): Projection {
   const opOffload = inputs.opOffload ?? true;
 
   const rpcWorkers = inputs.rpc?.workers ?? [];
+  const slots = Math.max(1, Math.floor(inputs.concurrentSlots ?? 1));
   // In --rpc order, which is the order llama.cpp runs their layers in.
   const rpcIndex = (device: DeviceName) => rpcWorkers.findIndex((worker) => isRpcDevice(device) && worker.endpoint === endpointOf(device));
   const devices: DeviceName[] = ["CPU", ...[...placement.layerDevice, ...placement.deviceOfTensor.values()].filter(isRpcDevice).filter((device, index, all) => all.indexOf(device) === index).sort((a, b) => rpcIndex(a) - rpcIndex(b)), ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
@@ -313,14 +334,14 @@ export function project(inputs: SpeedInputs): Projection {
   const trafficAt = (depth: number): DeviceDecodeTraffic[] =>
     devices
       .map((device) => {
-        const bytesPerToken = decodeBytesOnDevice(tensors, placement, arch, device, depth, inputs.kvCacheType, kvTypeV);
+        const bytesPerToken = decodeBytesOnDevice(tensors, placement, arch, device, depth, inputs.kvCacheType, kvTypeV, slots);
         const bandwidth = effectiveBandwidth(device);
         if (!isCpuDevice(device)) return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: bytesPerToken / bandwidth, computeBound: false };
         // A CPU step is bound by whichever is slower, streaming its bytes or its threads' arithmetic
         // (roofline); the per-layer dispatch cost comes on top. An RPC device is a worker's CPU, and
         // each token's visit to it also crosses the link.
         const compute = decodeComputeOf(device);
-        const flops = decodeFlops.get(device)!;
+        const flops = decodeFlops.get(device)! * slots;
         const computeBound = flops / compute.flopsPerSecond > bytesPerToken / bandwidth;
         const networkSecondsPerToken = isRpcDevice(device) && link ? visitSeconds(link, visitBytes(arch, 1, depth, inputs.rpc!.outputDevice === device, 1), visitCommands(arch, inputs.rpc!.outputDevice === device), secondsPerCommand) : 0;
         const seconds = Math.max(bytesPerToken / bandwidth, flops / compute.flopsPerSecond) + cpuLayers(placement, device) * cpu.decodeSecondsPerLayer + networkSecondsPerToken;
@@ -330,7 +351,8 @@ export function project(inputs: SpeedInputs): Projection {
         return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: seconds, computeBound, ...(computeBasis ? { computeBasis } : {}), ...(isRpcDevice(device) ? { networkSecondsPerToken } : {}) };
       })
       .filter((traffic) => traffic.bytesPerToken > 0);
-  const decodeAt = (depth: number) => 1 / trafficAt(depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
+  // secondsPerToken is per step; a step emits one token for each busy slot.
+  const decodeAt = (depth: number) => slots / trafficAt(depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
 
   const perTokenMatmul = matmulFlops(tensors, arch);
   const coresBatch = Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores);

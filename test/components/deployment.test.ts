@@ -39,13 +39,14 @@ const kinds = Object.fromEntries(
   stacks.map((stack) => {
     const config = parseStackConfig(stack, valuesWithHostKey(stack));
     if (config.host.kind === "cloud") return [stack, "cloud"];
-    const fits = buildPlan(stack, config).fits;
-    return [stack, fits && config.cluster ? "split" : fits ? "fits" : "refused"];
+    const plan = buildPlan(stack, config);
+    const fleet = (plan.fleet?.replicas ?? 1) > 1 || (plan.teams?.length ?? 0) > 0;
+    return [stack, plan.fits && fleet ? "fleet" : plan.fits && config.cluster ? "split" : plan.fits ? "fits" : "refused"];
   }),
-) as Record<string, "cloud" | "fits" | "split" | "refused">;
+) as Record<string, "cloud" | "fits" | "split" | "fleet" | "refused">;
 
 it("covers the expected stacks", () => {
-  expect(kinds).toMatchObject({ "cpu-ddr5": "fits", "cpu-ddr5-q4": "refused", "aws-r7i": "cloud", "cpu-ddr5-q4-split": "split" });
+  expect(kinds).toMatchObject({ "cpu-ddr5": "fits", "cpu-ddr5-q4": "refused", "aws-r7i": "cloud", "cpu-ddr5-q4-split": "split", "cpu-ddr5-fleet": "fleet" });
 });
 
 const withoutStdin = (value: unknown): unknown =>
@@ -238,6 +239,16 @@ describe("refusals register nothing", () => {
       expect(() => deployStack(stack, valuesWithHostKey(stack), {}, `r-${stack}`)).toThrow(pulumi.RunError);
       // A split can fit and still be refused (too slow, or one host would do): its own reason.
       expect(() => deployStack(stack, valuesWithHostKey(stack), {}, `r-${stack}`)).toThrow(config.cluster ? buildPlan(stack, config).refusal! : /does not fit/);
+      await settle();
+      expect(count()).toBe(before);
+    });
+  }
+
+  for (const stack of stacks.filter((name) => kinds[name] === "fleet")) {
+    it(`${stack}: an update refuses replicas and teams it cannot deploy yet, before any resource`, async () => {
+      await settle();
+      const before = count();
+      expect(() => deployStack(stack, valuesWithHostKey(stack), {}, `f-${stack}`)).toThrow(/kimi-kit:fleet replicas \(2\) and kimi-kit:teams \(2\) are planned but not deployed yet/);
       await settle();
       expect(count()).toBe(before);
     });

@@ -1,0 +1,125 @@
+/**
+ * `npm run bench:concurrency`: holds planner/fleet.ts's aggregate decode (N slots decoding together:
+ * the weights read once per step, each slot's KV, N tokens' arithmetic) against the real
+ * llama-server on this machine, on the generated deepseek2 model (Kimi's shape, shrunk), with -np
+ * 1, 2 and 4 and as many concurrent requests. The CPU factors are fitted on the -np 1 run alone
+ * (bench/lib/calibrate.ts, as npm run bench does), so -np 2 and 4 are held out: they test the batch
+ * physics, not the factors. Exits non-zero when a held-out case misses by more than ±35%.
+ */
+import { mkdirSync } from "node:fs";
+import { readLocalModel, thisMachineHost, type LocalModel } from "../cli/local-model";
+import { loadCatalog } from "../planner/catalog";
+import { parseStackConfig } from "../planner/config";
+import { estimate } from "../planner/estimate";
+import { aggregateDecodeTokensPerSecond } from "../planner/fleet";
+import { parseFlags } from "../planner/flags";
+import { buildPlan } from "../planner/plan";
+import type { CpuFactorOverrides } from "../planner/speed";
+import { generatedModelCase } from "../test/support/model-mixes";
+import { thisMachine } from "../test/support/local-stack";
+import { measureReadBandwidthGBps } from "../tools/bandwidth";
+import { fitCpuFactors, median, UNIT_CPU_FACTORS } from "./lib/calibrate";
+import { startServer } from "./lib/server";
+import { benchModelsDir, benchPrompt } from "./lib/workload";
+
+/** The gate: measured aggregate decode within ±35% of the projection for -np 2 and 4. */
+const GATE = 0.35;
+const SLOT_COUNTS = [1, 2, 4] as const;
+/**
+ * Short prompts: with continuous batching one slot's prompt is processed in the same batches as the
+ * others' first decode steps, which the decode timings then include; 64 tokens keep that small.
+ */
+const PROMPT = 64;
+const GENERATED = 128;
+const DEPTH = PROMPT + GENERATED / 2;
+const ROUNDS = 3;
+const CONTEXT_PER_SLOT = 1024;
+
+const catalog = loadCatalog();
+const machine = thisMachine();
+
+/** The kit's own flags for `slots` slots on this machine, minus what the runner sets itself. */
+function kitArgs(model: LocalModel, slots: number): string[] {
+  const config = parseStackConfig("bench", {
+    host: { kind: "bare-metal", cpu: { cores: machine.cores, allCoreGHz: machine.ghz, avx512: machine.avx512 }, memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: 30 } },
+    model: { repo: model.lock.repo, tier: model.lock.tier },
+    serving: { contextLength: CONTEXT_PER_SLOT, parallelSlots: slots },
+  });
+  const args = buildPlan("bench", config, { lock: model.lock }).llamaServerArgs;
+  const runnerSets = new Set(["--model", "--host", "--port", "--api-key-file"]);
+  return args.filter((arg, index) => !runnerSets.has(arg) && !runnerSets.has(args[index - 1] ?? ""));
+}
+
+/** Aggregate decode with `slots` requests in flight: the sum of their decode rates (they overlap), median over rounds. */
+async function measureAggregate(model: LocalModel, args: string[], slots: number): Promise<number> {
+  const server = await startServer(model.path, args);
+  try {
+    await server.complete({ prompt: [1, 2, 3, 4], n_predict: 8, cache_prompt: false });
+    const rounds: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const results = await Promise.all(
+        Array.from({ length: slots }, (_, request) =>
+          server.complete({ prompt: benchPrompt(model.arch.vocabSize, round * 16 + request, PROMPT), n_predict: GENERATED, cache_prompt: false, temperature: 0, ignore_eos: true }),
+        ),
+      );
+      rounds.push(results.reduce((sum, result) => sum + result.timings.predicted_per_second, 0));
+    }
+    return median(rounds);
+  } finally {
+    await server.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const workDir = benchModelsDir();
+  mkdirSync(workDir, { recursive: true });
+  const medium = await generatedModelCase(workDir, "medium");
+  const model = await readLocalModel(medium.mixes["q2-experts"].path, "medium q2-experts");
+  const bandwidthGBps = measureReadBandwidthGBps(machine.cores);
+  const host = thisMachineHost(bandwidthGBps);
+  const project = (args: string[], cpuFactors: CpuFactorOverrides) =>
+    estimate(model.tensors, model.arch, host, parseFlags(args, "bench").sizing, { catalog, decodeDepthTokens: DEPTH, decodeDepths: [DEPTH], prefillPrompts: [PROMPT], cpuFactors });
+
+  const measured = new Map<number, number>();
+  const argsFor = new Map<number, string[]>();
+  for (const slots of SLOT_COUNTS) {
+    const args = kitArgs(model, slots);
+    argsFor.set(slots, args);
+    measured.set(slots, await measureAggregate(model, args, slots));
+  }
+
+  // Fit on -np 1 only: decode efficiency (the catalog's per-layer cost kept) and prefill efficiency.
+  const single = project(argsFor.get(1)!, UNIT_CPU_FACTORS);
+  const fit = fitCpuFactors(
+    { label: "-np 1", layers: model.arch.layers, measured: { decode: measured.get(1)!, prefill: single.projection.prefillByPrompt[0]!.tokensPerSecond }, unit: single.projection, unitPrefill: single.projection.prefillByPrompt[0]!.tokensPerSecond },
+    undefined,
+    catalog.efficiency.cpu.decodeSecondsPerLayer.value,
+    () => "fitted on -np 1 by npm run bench:concurrency",
+  );
+
+  const failures: string[] = [];
+  console.log(`bench:concurrency — medium q2-experts (${(model.bytes / 2 ** 20).toFixed(0)} MiB, ${model.arch.routedExperts} experts, ${model.arch.activeExperts} active), ${machine.cores} core(s), ${bandwidthGBps.toFixed(1)} GB/s read; depth ${DEPTH}, ${GENERATED} tokens per request, median of ${ROUNDS}`);
+  console.log("");
+  console.log("| -np (= requests) | measured aggregate tok/s | projected tok/s | error | gated |");
+  console.log("|---|---|---|---|---|");
+  for (const slots of SLOT_COUNTS) {
+    const projected = aggregateDecodeTokensPerSecond(project(argsFor.get(slots)!, fit.factors).speedInputs, slots);
+    const actual = measured.get(slots)!;
+    const error = projected / actual - 1;
+    const gated = slots > 1;
+    if (gated && Math.abs(error) > GATE) failures.push(`-np ${slots}: projected ${projected.toFixed(2)} tok/s vs measured ${actual.toFixed(2)} (${(error * 100).toFixed(1)}% beyond ±${GATE * 100}%)`);
+    console.log(`| ${slots} | ${actual.toFixed(2)} | ${projected.toFixed(2)} | ${(error * 100).toFixed(1)}% | ${gated ? "yes" : "no (calibration)"} |`);
+  }
+  console.log("");
+  console.log(`measured scaling: ${SLOT_COUNTS.map((slots) => `${slots} → ${(measured.get(slots)! / measured.get(1)!).toFixed(2)}×`).join(", ")}`);
+  if (failures.length > 0) {
+    console.error(`FAIL (gate ±${GATE * 100}% on -np 2 and 4):\n  ${failures.join("\n  ")}`);
+    process.exit(1);
+  }
+  console.log(`OK: -np 2 and 4 within ±${GATE * 100}% of the projection.`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  process.exit(1);
+});
