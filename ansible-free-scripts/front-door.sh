@@ -79,26 +79,7 @@ if [[ "$use_systemd" == auto ]]; then
   if systemd_is_pid1; then use_systemd=yes; else use_systemd=no; fi
 fi
 
-stop_haproxy() {
-  if [[ "$use_systemd" == yes ]]; then
-    if [[ -f "$unit_file" ]]; then
-      systemctl disable --now "$unit" >&2 || true
-      rm -f -- "$unit_file"
-      systemctl daemon-reload
-    fi
-    return 0
-  fi
-  local pid _
-  pid=$(live_pid_from_file "$pidfile" "$cfg") || { rm -f -- "$pidfile"; return 0; }
-  kill -TERM "$pid"
-  # Bounded: HAProxy exits promptly on TERM; KILL after 10 s.
-  for _ in $(seq 1 100); do
-    [[ -d "/proc/$pid" ]] || break
-    sleep 0.1
-  done
-  [[ -d "/proc/$pid" ]] && kill -KILL "$pid"
-  rm -f -- "$pidfile"
-}
+stop_haproxy() { haproxy_stop "$use_systemd" "$unit" "$unit_file" "$pidfile" "$cfg"; }
 
 if [[ "$action" == down ]]; then
   need_root
@@ -240,60 +221,11 @@ applied=$(cat "$cfg" "$pem" | sha256sum | cut -d' ' -f1)
 previous=$(cat "$config_dir/applied.sha256" 2>/dev/null || true)
 
 # --- run it -----------------------------------------------------------------------------------
-changed=no
-if [[ "$use_systemd" == yes ]]; then
-  haproxy_bin=$(command -v haproxy)
-  unit_changed=no
-  install_if_changed "$unit_file" 0644 <<EOF && unit_changed=yes
-[Unit]
-Description=kimi-kit front door $name (HAProxy, TLS)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=notify
-ExecStartPre=$haproxy_bin -c -q -f $cfg
-ExecStart=$haproxy_bin -Ws -f $cfg
-ExecReload=$haproxy_bin -c -q -f $cfg
-ExecReload=/bin/kill -USR2 \$MAINPID
-KillMode=mixed
-Restart=always
-RestartSec=2s
-
-[Install]
-WantedBy=multi-user.target
-EOF
-  [[ "$unit_changed" == yes ]] && systemctl daemon-reload
-  systemctl enable "$unit" >&2
-  if ! systemctl is-active --quiet "$unit"; then
-    systemctl start "$unit"; changed=yes
-  elif [[ "$unit_changed" == yes ]]; then
-    systemctl restart "$unit"; changed=yes
-  elif [[ "$applied" != "$previous" ]]; then
-    systemctl reload "$unit"; changed=yes
-  fi
-else
-  if old_pid=$(live_pid_from_file "$pidfile" "$cfg"); then
-    if [[ "$applied" != "$previous" ]]; then
-      # A new HAProxy binds beside the old one, which finishes its connections and exits.
-      haproxy -D -f "$cfg" -p "$pidfile" -sf "$old_pid"
-      changed=yes
-    fi
-  else
-    haproxy -D -f "$cfg" -p "$pidfile"
-    changed=yes
-  fi
-fi
+changed=$(haproxy_start_or_reload "kimi-kit front door $name (HAProxy, TLS)" "$use_systemd" "$unit" "$unit_file" "$cfg" "$pidfile" "$applied" "$previous")
 printf '%s\n' "$applied" | install_if_changed "$config_dir/applied.sha256" 0600 || true
 
 # Ready when the listener completes a TLS handshake (bounded by --ready-seconds).
-probe_address=$listen
-[[ "$listen" == 0.0.0.0 ]] && probe_address=127.0.0.1
-deadline=$((SECONDS + ready_seconds))
-until timeout 5 openssl s_client -connect "$probe_address:$port" -servername localhost </dev/null >/dev/null 2>&1; do
-  ((SECONDS < deadline)) || die "HAProxy did not complete a TLS handshake on $probe_address:$port within ${ready_seconds}s"
-  sleep 0.2
-done
+haproxy_wait_tls "$listen" "$port" "$ready_seconds"
 
 echo "front_door=$listen:$port"
 echo "tls_source=$tls_source"

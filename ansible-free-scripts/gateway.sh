@@ -82,90 +82,22 @@ running_pid() {
 # The public listener: the first `bind` line with ssl in the configuration.
 listen_of() { awk '$1 == "bind" && / ssl / { print $2; exit }' "$cfg"; }
 
-stop_haproxy() {
-  if [[ "$use_systemd" == yes ]]; then
-    if [[ -f "$unit_file" ]]; then
-      systemctl disable --now "$unit" >&2 || true
-      rm -f -- "$unit_file"
-      systemctl daemon-reload
-    fi
-    return 0
-  fi
-  local pid _
-  pid=$(live_pid_from_file "$pidfile" "$cfg") || { rm -f -- "$pidfile"; return 0; }
-  kill -TERM "$pid"
-  # Bounded: HAProxy exits promptly on TERM; KILL after 10 s.
-  for _ in $(seq 1 100); do
-    [[ -d "/proc/$pid" ]] || break
-    sleep 0.1
-  done
-  [[ -d "/proc/$pid" ]] && kill -KILL "$pid"
-  rm -f -- "$pidfile"
-}
+stop_haproxy() { haproxy_stop "$use_systemd" "$unit" "$unit_file" "$pidfile" "$cfg"; }
 
 # Starts HAProxy, or reloads it when what it reads changed (configuration, maps, certificate, key).
 start_or_reload() {
   local applied previous changed=no
   applied=$(cat "$cfg" "$teams_map" "$limits_map" "$config_dir/backend-key.map" "$config_dir/server.pem" | sha256sum | cut -d' ' -f1)
   previous=$(cat "$config_dir/applied.sha256" 2>/dev/null || true)
-  if [[ "$use_systemd" == yes ]]; then
-    local haproxy_bin unit_changed=no
-    haproxy_bin=$(command -v haproxy)
-    install_if_changed "$unit_file" 0644 <<EOF && unit_changed=yes
-[Unit]
-Description=kimi-kit gateway $name (HAProxy: TLS, team keys, rate limits, replicas)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=notify
-ExecStartPre=$haproxy_bin -c -q -f $cfg
-ExecStart=$haproxy_bin -Ws -f $cfg
-ExecReload=$haproxy_bin -c -q -f $cfg
-ExecReload=/bin/kill -USR2 \$MAINPID
-KillMode=mixed
-Restart=always
-RestartSec=2s
-
-[Install]
-WantedBy=multi-user.target
-EOF
-    [[ "$unit_changed" == yes ]] && systemctl daemon-reload
-    systemctl enable "$unit" >&2
-    if ! systemctl is-active --quiet "$unit"; then
-      systemctl start "$unit"; changed=yes
-    elif [[ "$unit_changed" == yes ]]; then
-      systemctl restart "$unit"; changed=yes
-    elif [[ "$applied" != "$previous" ]]; then
-      systemctl reload "$unit"; changed=yes
-    fi
-  else
-    local old_pid
-    if old_pid=$(live_pid_from_file "$pidfile" "$cfg"); then
-      if [[ "$applied" != "$previous" ]]; then
-        # The new process binds beside the old one, which stops accepting, finishes and exits.
-        haproxy -D -f "$cfg" -p "$pidfile" -sf "$old_pid"
-        changed=yes
-      fi
-    else
-      haproxy -D -f "$cfg" -p "$pidfile"
-      changed=yes
-    fi
-  fi
+  changed=$(haproxy_start_or_reload "kimi-kit gateway $name (HAProxy: TLS, team keys, rate limits, replicas)" "$use_systemd" "$unit" "$unit_file" "$cfg" "$pidfile" "$applied" "$previous")
   printf '%s\n' "$applied" | install_if_changed "$config_dir/applied.sha256" 0600 || true
   echo "$changed"
 }
 
 wait_ready() {
-  local listen address port deadline
+  local listen
   listen=$(listen_of)
-  address=${listen%:*} port=${listen##*:}
-  [[ "$address" == 0.0.0.0 ]] && address=127.0.0.1
-  deadline=$((SECONDS + ready_seconds))
-  until timeout 5 openssl s_client -connect "$address:$port" -servername localhost </dev/null >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "HAProxy did not complete a TLS handshake on $address:$port within ${ready_seconds}s"
-    sleep 0.2
-  done
+  haproxy_wait_tls "${listen%:*}" "${listen##*:}" "$ready_seconds"
 }
 
 report() { # changed

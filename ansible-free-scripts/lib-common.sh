@@ -99,3 +99,94 @@ apt_install_missing() { # package...
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   printf '%s\n' "${missing[@]}"
 }
+
+# ---------------------------------------------------------------- the kit's own HAProxy instances
+# front-door.sh and gateway.sh each run one HAProxy of their own: a systemd unit of its own where
+# systemd is PID 1, else a daemon with a pid file. Never the Debian haproxy.service.
+
+# haproxy_stop USE_SYSTEMD UNIT UNIT_FILE PIDFILE CFG: stops the instance and removes its unit.
+haproxy_stop() {
+  local use_systemd=$1 unit=$2 unit_file=$3 pidfile=$4 cfg=$5
+  if [[ "$use_systemd" == yes ]]; then
+    if [[ -f "$unit_file" ]]; then
+      systemctl disable --now "$unit" >&2 || true
+      rm -f -- "$unit_file"
+      systemctl daemon-reload
+    fi
+    return 0
+  fi
+  local pid _
+  pid=$(live_pid_from_file "$pidfile" "$cfg") || { rm -f -- "$pidfile"; return 0; }
+  kill -TERM "$pid"
+  # Bounded: HAProxy exits promptly on TERM; KILL after 10 s.
+  for _ in $(seq 1 100); do
+    [[ -d "/proc/$pid" ]] || break
+    sleep 0.1
+  done
+  [[ -d "/proc/$pid" ]] && kill -KILL "$pid"
+  rm -f -- "$pidfile"
+}
+
+# haproxy_start_or_reload DESCRIPTION USE_SYSTEMD UNIT UNIT_FILE CFG PIDFILE APPLIED PREVIOUS:
+# starts the instance, or reloads it without dropping its listeners when APPLIED (a hash of what it
+# reads) differs from PREVIOUS. Prints yes when it started, restarted or reloaded, else no.
+haproxy_start_or_reload() {
+  local description=$1 use_systemd=$2 unit=$3 unit_file=$4 cfg=$5 pidfile=$6 applied=$7 previous=$8 changed=no
+  if [[ "$use_systemd" == yes ]]; then
+    local haproxy_bin unit_changed=no
+    haproxy_bin=$(command -v haproxy)
+    install_if_changed "$unit_file" 0644 <<UNIT && unit_changed=yes
+[Unit]
+Description=$description
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStartPre=$haproxy_bin -c -q -f $cfg
+ExecStart=$haproxy_bin -Ws -f $cfg
+ExecReload=$haproxy_bin -c -q -f $cfg
+ExecReload=/bin/kill -USR2 \$MAINPID
+KillMode=mixed
+Restart=always
+RestartSec=2s
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    [[ "$unit_changed" == yes ]] && systemctl daemon-reload
+    systemctl enable "$unit" >&2
+    if ! systemctl is-active --quiet "$unit"; then
+      systemctl start "$unit" >&2; changed=yes
+    elif [[ "$unit_changed" == yes ]]; then
+      systemctl restart "$unit" >&2; changed=yes
+    elif [[ "$applied" != "$previous" ]]; then
+      systemctl reload "$unit" >&2; changed=yes
+    fi
+  else
+    local old_pid
+    if old_pid=$(live_pid_from_file "$pidfile" "$cfg"); then
+      if [[ "$applied" != "$previous" ]]; then
+        # The new process binds beside the old one, which stops accepting, finishes and exits.
+        haproxy -D -f "$cfg" -p "$pidfile" -sf "$old_pid" >&2
+        changed=yes
+      fi
+    else
+      haproxy -D -f "$cfg" -p "$pidfile" >&2
+      changed=yes
+    fi
+  fi
+  echo "$changed"
+}
+
+# haproxy_wait_tls ADDRESS PORT SECONDS: until the listener completes a TLS handshake (0.0.0.0 is
+# probed on loopback); dies after SECONDS.
+haproxy_wait_tls() {
+  local address=$1 port=$2 seconds=$3 deadline
+  [[ "$address" == 0.0.0.0 ]] && address=127.0.0.1
+  deadline=$((SECONDS + seconds))
+  until timeout 5 openssl s_client -connect "$address:$port" -servername localhost </dev/null >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "HAProxy did not complete a TLS handshake on $address:$port within ${seconds}s"
+    sleep 0.2
+  done
+}
