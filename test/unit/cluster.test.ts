@@ -7,7 +7,6 @@
 import { describe, expect, it } from "vitest";
 import { loadCatalog } from "../../planner/catalog";
 import { parseStackConfig } from "../../planner/config";
-import { ConfigError } from "../../planner/errors";
 import { estimate } from "../../planner/estimate";
 import { parseFlags } from "../../planner/flags";
 import { resolveHost } from "../../planner/host";
@@ -15,19 +14,12 @@ import { linkSpec } from "../../planner/network";
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig, readStackValues } from "../../planner/stack-file";
 import { tensorsFromArchitecture } from "../../planner/tensors";
+import { configProblems } from "../support/config-errors";
 
 const catalog = loadCatalog();
 const STACK = "cpu-ddr5-q4-split";
 
-function problemsOf(action: () => unknown): string[] {
-  try {
-    action();
-  } catch (error) {
-    if (error instanceof ConfigError) return error.problems;
-    throw error;
-  }
-  throw new Error("expected a ConfigError");
-}
+const problemsOf = configProblems;
 
 /** The split stack's raw values with a change applied to its hosts or link. */
 function variant(change: (raw: { hosts: Record<string, unknown>[]; link: Record<string, unknown> } & Record<string, unknown>) => void): Record<string, unknown> {

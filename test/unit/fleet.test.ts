@@ -6,23 +6,15 @@
 import { describe, expect, it } from "vitest";
 import { loadCatalog } from "../../planner/catalog";
 import { parseStackConfig } from "../../planner/config";
-import { ConfigError } from "../../planner/errors";
 import { aggregateDecodeTokensPerSecond, chargebackOf, teamPlan } from "../../planner/fleet";
 import { buildPlan, type Plan } from "../../planner/plan";
 import { planToJson, renderPlan } from "../../planner/report";
 import { readStackValues } from "../../planner/stack-file";
+import { configProblems } from "../support/config-errors";
 
 const catalog = loadCatalog();
 
-function problemsOf(action: () => unknown): string[] {
-  try {
-    action();
-  } catch (error) {
-    if (error instanceof ConfigError) return error.problems;
-    throw error;
-  }
-  throw new Error("expected a ConfigError");
-}
+const problemsOf = configProblems;
 
 type Raw = Record<string, unknown> & { hosts?: Record<string, unknown>[]; teams?: Record<string, unknown>[]; fleet?: Record<string, unknown> };
 function raw(stack: string, change: (values: Raw) => void = () => {}): Raw {
