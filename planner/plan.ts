@@ -247,7 +247,7 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
       cluster,
       projection,
       onHeadAlone: () => choose({ arch: model.architecture, tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens: config.projection.ttftPromptTokens }),
-      catalogHosts: () => catalogHostsHolding(model, tensors, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack),
+      catalogHosts: () => catalogHostsHolding(model, tensors, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack, config.costs),
       splitMonthlyUsd: cost?.monthlyUsd,
     });
   }
@@ -291,12 +291,31 @@ export function shortDevices(placement: Pick<Placement, "memory">): string {
     .join("; ");
 }
 
+/** A catalog cloud instance as a host, as a stack naming only its type would get it. */
+function catalogCloudHost(stack: string, instance: Catalog["instances"][number], catalog: Catalog): HostSpec {
+  return resolveHost(stack, hostSchema.parse({ kind: "cloud", provider: instance.provider, instanceType: instance.id }), catalog);
+}
+
 /** Every catalog cloud instance that holds the tier alone at the stack's context and slots, with its projected decode. */
-function catalogHostsHolding(model: ModelEntry, tensors: readonly TensorInfo[], serving: PlacementInputs["serving"], decodeDepthTokens: number, ttftPromptTokens: number, catalog: Catalog, stack: string): { name: string; decodeTokensPerSecond: number; monthlyUsd: number }[] {
+function catalogHostsHolding(
+  model: ModelEntry,
+  tensors: readonly TensorInfo[],
+  serving: PlacementInputs["serving"],
+  decodeDepthTokens: number,
+  ttftPromptTokens: number,
+  catalog: Catalog,
+  stack: string,
+  costs: StackConfig["costs"],
+): { name: string; decodeTokensPerSecond: number; monthlyUsd: number }[] {
   return catalog.instances.flatMap((instance) => {
-    const host = resolveHost(stack, hostSchema.parse({ kind: "cloud", provider: instance.provider, instanceType: instance.id }), catalog);
+    const host = catalogCloudHost(stack, instance, catalog);
     const placement = choose({ arch: model.architecture, tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens });
-    return placement.fits ? [{ name: `${instance.provider} ${instance.id}`, decodeTokensPerSecond: placement.estimate.projection.decodeTokensPerSecond, monthlyUsd: instance.usdPerHour * HOURS_PER_MONTH }] : [];
+    if (!placement.fits) return [];
+    // With costs stated, the instance is priced as a stack of its own would be (estimateCost: hours
+    // and the model volume; the stack's own cloud price override is not the instance's); without,
+    // its on-demand hours alone.
+    const monthlyUsd = costs ? estimateCost({ ...costs, cloud: undefined }, host, totalBytes(tensors), placement.estimate.projection).monthlyUsd : instance.usdPerHour * HOURS_PER_MONTH;
+    return [{ name: `${instance.provider} ${instance.id}`, decodeTokensPerSecond: placement.estimate.projection.decodeTokensPerSecond, monthlyUsd }];
   });
 }
 
@@ -385,7 +404,7 @@ function smallestFit(model: ModelEntry, serving: PlacementInputs["serving"], dec
   const smallest = bySize[0]!;
   const instances = [...catalog.instances].sort((a, b) => a.memory - b.memory || a.usdPerHour - b.usdPerHour);
   const holder = instances.find((instance) => {
-    const host = resolveHost(stack, hostSchema.parse({ kind: "cloud", provider: instance.provider, instanceType: instance.id }), catalog);
+    const host = catalogCloudHost(stack, instance, catalog);
     return choose({ arch: model.architecture, tensors: smallest.tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens }).fits;
   });
   return (
