@@ -72,3 +72,11 @@ export const monthlyCostUsd = deployment.monthlyCostUsd;
 export const breakEvenTokensPerMonth = deployment.breakEvenTokensPerMonth;
 /** A split (kimi-kit:hosts): the image every host runs, the head's layers, each worker's endpoint, layers and planned bytes; null for one host. */
 export const cluster = deployment.cluster;
+/** kimi-kit:teams: each team's key at the gateway (secret: `pulumi stack output --show-secrets teamApiKeys`). */
+export const teamApiKeys = deployment.teamApiKeys;
+/** A fleet: each replica's listener and its smoke request's timings; null for one host. */
+export const replicas = deployment.replicas;
+/** A fleet's Prometheus on the gateway host (loopback there); null for one host. */
+export const monitoringUrl = deployment.monitoringUrl;
+/** A fleet's Grafana dashboard (JSON) for that Prometheus; null for one host. */
+export const grafanaDashboard = deployment.grafanaDashboard;

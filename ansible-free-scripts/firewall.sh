@@ -27,11 +27,8 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$script_dir/lib-common.sh"
 
 action=${1:-}
-case "$action" in
-  -h|--help) usage; exit 0 ;;
-  apply|remove|show) shift ;;
-  *) die_usage "the first argument must be apply, remove or show" ;;
-esac
+need_action "$action" apply remove show
+shift
 
 table=kimi_kit dry_run=no
 allows=()

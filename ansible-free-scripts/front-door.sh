@@ -34,11 +34,8 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$script_dir/lib-common.sh"
 
 action=${1:-}
-case "$action" in
-  -h|--help) usage; exit 0 ;;
-  up|down) shift ;;
-  *) die_usage "the first argument must be up or down" ;;
-esac
+need_action "$action" up down
+shift
 
 name="" listen="" port="" backend_address=127.0.0.1 backend_port="" tls_source=internal-ca
 web_ui=no config_dir="" run_dir=/run/kimi-kit use_systemd=auto ready_seconds=30
@@ -51,14 +48,8 @@ while (($#)); do
     --port) need_value "$1" $#; need_port "$1" "$2"; port=$2; shift 2 ;;
     --backend-address) need_value "$1" $#; need_ipv4 "$1" "$2"; backend_address=$2; shift 2 ;;
     --backend-port) need_value "$1" $#; need_port "$1" "$2"; backend_port=$2; shift 2 ;;
-    --tls)
-      need_value "$1" $#
-      [[ "$2" == internal-ca || "$2" == secrets ]] || die_usage "--tls wants internal-ca or secrets, got '$2'"
-      tls_source=$2; shift 2 ;;
-    --san)
-      need_value "$1" $#
-      [[ "$2" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$ ]] || die_usage "--san wants a host name or IPv4 address, got '$2'"
-      sans+=("$2"); shift 2 ;;
+    --tls) need_value "$1" $#; need_tls_source "$1" "$2"; tls_source=$2; shift 2 ;;
+    --san) need_value "$1" $#; need_san "$1" "$2"; sans+=("$2"); shift 2 ;;
     --web-ui) web_ui=yes; shift ;;
     --config-dir) need_value "$1" $#; [[ "$2" == /?* ]] || die_usage "--config-dir wants an absolute path"; config_dir=$2; shift 2 ;;
     --run-dir) need_value "$1" $#; [[ "$2" == /?* ]] || die_usage "--run-dir wants an absolute path"; run_dir=$2; shift 2 ;;
@@ -71,19 +62,13 @@ done
 config_dir=${config_dir:-/etc/kimi-kit/front-door/$name}
 cfg="$config_dir/haproxy.cfg"
 pem="$config_dir/server.pem"
-pidfile="$run_dir/front-door-$name.pid"
-unit="kimi-kit-front-door-$name.service"
-unit_file="/etc/systemd/system/$unit"
 installed_marker=/var/lib/kimi-kit/front-door-installed-haproxy
-if [[ "$use_systemd" == auto ]]; then
-  if systemd_is_pid1; then use_systemd=yes; else use_systemd=no; fi
-fi
-
-stop_haproxy() { haproxy_stop "$use_systemd" "$unit" "$unit_file" "$pidfile" "$cfg"; }
+# HAProxy (its command line names CFG) exits promptly on TERM; KILL after 10 s.
+service_init "$use_systemd" "kimi-kit-front-door-$name.service" "$run_dir/front-door-$name.pid" "$cfg" 10
 
 if [[ "$action" == down ]]; then
   need_root
-  stop_haproxy
+  service_stop
   rm -rf -- "$config_dir"
   # The shared parents under /etc go too once no other front door is left in them.
   if [[ "$config_dir" == "/etc/kimi-kit/front-door/$name" ]]; then rmdir /etc/kimi-kit/front-door /etc/kimi-kit 2>/dev/null || true; fi
@@ -122,55 +107,15 @@ work=$(mktemp -d "$config_dir/.work.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
 
 # --- certificate ------------------------------------------------------------------------------
-ca_key="$config_dir/ca.key"
-ca_crt="$config_dir/ca.crt"
 if [[ "$tls_source" == internal-ca ]]; then
-  if [[ ! -s "$ca_key" || ! -s "$ca_crt" ]]; then
-    log "creating the internal CA for $name"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 3650 \
-      -subj "/CN=kimi-kit $name front door CA" \
-      -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-      -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
-    chmod 0600 "$work/ca.key" "$work/ca.crt"
-    mv -f -- "$work/ca.key" "$ca_key"
-    mv -f -- "$work/ca.crt" "$ca_crt"
-    rm -f -- "$pem"
-  fi
-  # The names the certificate must carry, one per line, sorted: the listen address, loopback, --san.
+  # The names the certificate carries: the listen address, loopback, --san.
   names=(127.0.0.1 localhost "${sans[@]}")
   [[ "$listen" != 0.0.0.0 ]] && names+=("$listen")
-  san_list=$(printf '%s\n' "${names[@]}" | sort -u)
-  san_ext=$(while read -r entry; do if is_ipv4 "$entry"; then echo "IP:$entry"; else echo "DNS:$entry"; fi; done <<<"$san_list" | paste -sd, -)
-  reissue=no
-  if [[ ! -s "$pem" ]] || [[ "$(cat "$config_dir/server.names" 2>/dev/null || true)" != "$san_list" ]]; then
-    reissue=yes
-  elif ! openssl x509 -in "$pem" -noout -checkend 2592000 >/dev/null 2>&1 || ! openssl verify -CAfile "$ca_crt" "$pem" >/dev/null 2>&1; then
-    reissue=yes
-  fi
-  if [[ "$reissue" == yes ]]; then
-    log "issuing the server certificate for: $(paste -sd' ' - <<<"$san_list")"
-    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
-      "extendedKeyUsage=serverAuth" "subjectAltName=$san_ext" >"$work/server.ext"
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
-      -subj "/CN=$(head -n1 <<<"$san_list")" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-    openssl x509 -req -sha256 -days 397 -in "$work/server.csr" -CA "$ca_crt" -CAkey "$ca_key" \
-      -set_serial "0x$(openssl rand -hex 16)" -extfile "$work/server.ext" -out "$work/server.crt" 2>/dev/null
-    cat "$work/server.crt" "$work/server.key" | install_if_changed "$pem" 0600 || true
-    printf '%s\n' "$san_list" | install_if_changed "$config_dir/server.names" 0600 || true
-  fi
+  tls_internal_ca "$config_dir" "$work" "$name" "kimi-kit $name front door CA" "${names[@]}"
 else
   # secrets: certificate chain and private key as PEM on stdin.
   cat >"$work/input.pem"
-  openssl x509 -in "$work/input.pem" -noout 2>/dev/null || die "--tls secrets: stdin holds no PEM certificate (expected the certificate chain and its private key)"
-  openssl pkey -in "$work/input.pem" -out "$work/input.key" 2>/dev/null || die "--tls secrets: stdin holds no unencrypted PEM private key"
-  cert_pub=$(openssl x509 -in "$work/input.pem" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum)
-  key_pub=$(openssl pkey -in "$work/input.key" -pubout -outform DER | sha256sum)
-  [[ "$cert_pub" == "$key_pub" ]] || die "--tls secrets: the private key does not belong to the (first) certificate"
-  openssl x509 -in "$work/input.pem" -noout -checkend 0 >/dev/null || die "--tls secrets: the certificate has expired"
-  # Every certificate of the chain, in order, then the key (HAProxy's crt file layout).
-  { awk '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/' "$work/input.pem"; cat "$work/input.key"; } \
-    | install_if_changed "$pem" 0600 || true
-  rm -f -- "$ca_key" "$ca_crt" "$config_dir/server.names"
+  tls_secrets_pem "$config_dir" "$work" "$work/input.pem"
 fi
 
 # --- HAProxy configuration --------------------------------------------------------------------
@@ -219,9 +164,10 @@ EOF
 haproxy -c -q -f "$cfg" >&2 || die "HAProxy refused the configuration $cfg"
 applied=$(cat "$cfg" "$pem" | sha256sum | cut -d' ' -f1)
 previous=$(cat "$config_dir/applied.sha256" 2>/dev/null || true)
+if [[ "$applied" != "$previous" ]]; then files_changed=yes; else files_changed=no; fi
 
 # --- run it -----------------------------------------------------------------------------------
-changed=$(haproxy_start_or_reload "kimi-kit front door $name (HAProxy, TLS)" "$use_systemd" "$unit" "$unit_file" "$cfg" "$pidfile" "$applied" "$previous")
+changed=$(haproxy_start_or_reload "kimi-kit front door $name (HAProxy, TLS)" "$cfg" "$files_changed")
 printf '%s\n' "$applied" | install_if_changed "$config_dir/applied.sha256" 0600 || true
 
 # Ready when the listener completes a TLS handshake (bounded by --ready-seconds).
@@ -229,6 +175,6 @@ haproxy_wait_tls "$listen" "$port" "$ready_seconds"
 
 echo "front_door=$listen:$port"
 echo "tls_source=$tls_source"
-echo "certificate_sha256=$(openssl x509 -in "$pem" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d :)"
-[[ "$tls_source" == internal-ca ]] && echo "ca_certificate_base64=$(base64 -w0 <"$ca_crt")"
+echo "certificate_sha256=$(tls_certificate_sha256 "$pem")"
+[[ "$tls_source" == internal-ca ]] && echo "ca_certificate_base64=$(tls_ca_base64 "$config_dir")"
 echo "changed=$changed"

@@ -9,7 +9,6 @@ import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { loadCatalog } from "../planner/catalog";
 import { CONTAINER_API_KEY_FILE, CONTAINER_MODEL_DIR, type Plan } from "../planner/plan";
-import { llamaServerListen } from "../planner/front-door";
 
 /** Where llama-container.sh keeps secrets (its KIMI_KIT_STATE_DIR default); the provider path writes the same file. */
 export const HOST_STATE_DIR = "/var/lib/kimi-kit";
@@ -76,9 +75,10 @@ export function defaultContainerName(stack: string): string {
 
 /** The container the plan asks for. Every value comes from the plan or the stack config. */
 export function containerSpecFromPlan(plan: Plan): ContainerSpec {
-  const { deployment, serving } = plan.config;
-  // Behind the TLS front door llama-server listens on loopback at its backend port; the checks go there.
-  const listen = llamaServerListen(serving);
+  const { deployment } = plan.config;
+  // Behind the TLS front door llama-server listens on loopback at its backend port, a replica on its
+  // private address; the checks go there.
+  const listen = plan.listen;
   const port = listen.port;
   return {
     name: deployment.containerName ?? defaultContainerName(plan.stack),

@@ -55,8 +55,8 @@ export class Host extends pulumi.ComponentResource {
       return;
     }
     const ssh = hostConfig.ssh;
-    // A split's head is hosts[i] in the stack file; a single host is `host`.
-    const configPath = args.plan.cluster ? `hosts[${args.plan.cluster.head.index}]` : "host";
+    // A split's head or a replica is hosts[i] in the stack file; a single host is `host`.
+    const configPath = args.plan.hostConfigPath;
     if (!ssh) {
       throw new pulumi.RunError(`stack ${args.plan.stack}: ${configPath}.ssh is missing: set ${configPath}.ssh.host (and port/user) so the kit can reach the machine.`);
     }

@@ -8,22 +8,25 @@
  * resource is registered.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { localCommand, remoteCommand } from "./remote-exec";
+import { localCommand } from "./remote-exec";
 import { parseStackConfig, type StackConfig } from "../planner/config";
 import { ConfigError } from "../planner/errors";
 import { fleetToJson, type FleetJson, type TeamJson } from "../planner/report";
-import { buildPlan, type Plan, type PlanOptions } from "../planner/plan";
+import { buildPlan, replicaPlan, type Plan, type PlanOptions } from "../planner/plan";
+import type { FleetServing } from "../planner/fleet-serving";
+import { Gateway, GENERATE_KEY_COMMAND } from "./gateway";
+import { Monitoring } from "./monitoring";
+import { Replica } from "./replica";
 import { loadCatalog } from "../planner/catalog";
 import { reprojectWithBandwidth } from "../planner/reproject";
-import { hostLocalAddress } from "./container-spec";
-import { shellQuote } from "../planner/shell";
+import { smokeStep, type SmokeTimings } from "./smoke";
 import { GgufShards } from "./gguf-shards";
 import { Host } from "./host";
 import { HostPrep } from "./host-prep";
 import { LlamaServer, type ContainerEngine } from "./llama-server";
 import { FrontDoor } from "./front-door";
 import { imageIdStep, parseImageId, RpcWorker } from "./rpc-worker";
-import { endpointScheme, isPublicListener, llamaServerListen } from "../planner/front-door";
+import { endpointScheme, isPublicListener } from "../planner/front-door";
 import { guardrailFacts } from "./guardrail-facts";
 import { FACTS_PROPERTY } from "../policy/facts";
 
@@ -104,11 +107,6 @@ export function sameImageOrRunError(stack: string, image: string, hosts: readonl
   );
 }
 
-export interface SmokeTimings {
-  decodeTokensPerSecond: number | null;
-  prefillTokensPerSecond: number | null;
-}
-
 /** A ConfigError (or any planner refusal) as the RunError Pulumi prints without a stack trace. */
 function asRunError(error: unknown): never {
   if (error instanceof ConfigError) throw new pulumi.RunError(error.message);
@@ -133,13 +131,12 @@ export function planOrRunError(stack: string, config: StackConfig, options?: Pla
     return asRunError(error);
   }
   if (!plan.fits) throw new pulumi.RunError(plan.refusal ?? `stack ${stack}: the model does not fit this host`);
-  // Replicas and teams are planned (npm run plan, preview's plan output) but not yet deployed: the
-  // gateway, per-team keys and the replicas' firewall exist as scripts (gateway.sh, firewall.sh)
-  // without Pulumi wiring. Deploying only the first replica, with one shared key, would look like
-  // success while serving none of what the stack asks for.
-  // A preview still shows them (the plan output carries the fleet and the teams), with a warning.
-  if ((plan.fleet && plan.fleet.replicas > 1) || (plan.teams && plan.teams.length > 0)) {
-    const message = `stack ${stack}: kimi-kit:fleet replicas (${plan.fleet?.replicas ?? 1}) and kimi-kit:teams (${plan.teams?.length ?? 0}) are planned but not deployed yet: the preview's plan output and \`npm run plan -- --stack ${stack}\` show the fleet, its cost and each team's chargeback; \`pulumi up\` refuses until the gateway and replicas are wired (for one host with one key, remove kimi-kit:fleet and kimi-kit:teams).`;
+  // A fleet the gateway cannot reach (replicas: N on one `host`, teams on a cloud host) is planned
+  // but not deployed: deploying one replica with one key would look like success while serving none
+  // of what the stack asks for. A preview still shows the plan (fleet, teams, cost), with a warning.
+  const notDeployable = plan.fleetServing?.notDeployable;
+  if (notDeployable) {
+    const message = `stack ${stack}: ${notDeployable}; \`npm run plan -- --stack ${stack}\` shows the fleet, its cost and each team's chargeback.`;
     if (!pulumi.runtime.isDryRun()) throw new pulumi.RunError(message);
     void pulumi.log.warn(message);
   }
@@ -161,42 +158,6 @@ export function planSummary(plan: Plan): PlanSummary {
     shards: { count: plan.shards.count, firstShard: plan.shards.firstShard, source: plan.shards.source },
     ...fleetToJson(plan),
   };
-}
-
-/** Reads the `{"timings":{…}}` line the smoke command prints. */
-export function parseSmokeTimings(stdout: string | undefined): SmokeTimings {
-  for (const line of (stdout ?? "").split("\n").reverse()) {
-    const start = line.indexOf("{");
-    if (start < 0 || !line.includes('"timings"')) continue;
-    try {
-      const timings = (JSON.parse(line.slice(start)) as { timings?: Record<string, unknown> }).timings ?? {};
-      const number = (value: unknown) => (typeof value === "number" && Number.isFinite(value) ? value : null);
-      return { decodeTokensPerSecond: number(timings.predicted_per_second), prefillTokensPerSecond: number(timings.prompt_per_second) };
-    } catch {
-      continue;
-    }
-  }
-  return { decodeTokensPerSecond: null, prefillTokensPerSecond: null };
-}
-
-/**
- * The smoke script: waits for /health, checks that a request without the key is refused (401:
- * llama-server runs with no authentication at all when its key file holds no usable key), sends
- * one short chat request (the key from stdin, via a header file), prints timings.
- */
-export function smokeScript(address: string, port: number, alias: string, waitSeconds: number): string {
-  const base = `http://${address}:${port}`;
-  const body = JSON.stringify({ model: alias, messages: [{ role: "user", content: "Reply with one short sentence: what is 2+2?" }], max_tokens: 16 });
-  return [
-    "set -eu",
-    'umask 077; headers=$(mktemp); response=$(mktemp); trap \'rm -f "$headers" "$response"\' EXIT',
-    `{ printf 'Authorization: Bearer '; head -n1 | tr -d '\\r\\n'; printf '\\n'; } > "$headers"`,
-    `i=0; until curl -fsS -o /dev/null ${shellQuote([`${base}/health`])}; do i=$((i+5)); [ "$i" -ge ${waitSeconds} ] && { echo "smoke: ${base}/health did not answer in ${waitSeconds}s" >&2; exit 1; }; sleep 5; done`,
-    `code=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d ${shellQuote([body])} ${shellQuote([`${base}/v1/chat/completions`])})`,
-    `[ "$code" = 401 ] || { echo "smoke: ${base}/v1/chat/completions answered HTTP $code without an API key (expected 401): the server is not checking keys" >&2; exit 1; }`,
-    `curl -fsS -H @"$headers" -H 'Content-Type: application/json' -d ${shellQuote([body])} ${shellQuote([`${base}/v1/chat/completions`])} > "$response"`,
-    `printf '{%s}\\n' "$(grep -o '"timings":{[^}]*}' "$response" | head -n1)"`,
-  ].join("\n");
 }
 
 export class LlmDeployment extends pulumi.ComponentResource {
@@ -224,6 +185,14 @@ export class LlmDeployment extends pulumi.ComponentResource {
   readonly workers: RpcWorker[];
   /** A split's hosts and what each holds; null for one host. */
   readonly cluster: pulumi.Output<ClusterSummary | null>;
+  /** With kimi-kit:teams: each team's key at the gateway, by team (secret); undefined otherwise. */
+  readonly teamApiKeys: pulumi.Output<Record<string, string> | undefined>;
+  /** A fleet's replicas: where each listens and its smoke request's timings; null without a fleet. */
+  readonly replicas: pulumi.Output<ReplicaStatus[] | null>;
+  /** A fleet's Prometheus on the gateway host (loopback there: reach it through an SSH tunnel); null without a fleet. */
+  readonly monitoringUrl: pulumi.Output<string | null>;
+  /** A fleet's Grafana dashboard (JSON) over that Prometheus; null without a fleet. */
+  readonly grafanaDashboard: pulumi.Output<string | null>;
 
   constructor(name: string, args: LlmDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     // Plan before registering anything: a refused or invalid stack leaves no resource behind.
@@ -238,8 +207,36 @@ export class LlmDeployment extends pulumi.ComponentResource {
     this.projectedDecodeTokensPerSecond = pulumi.output(plan.projection.decodeTokensPerSecond);
     this.projectedPrefillTokensPerSecond = pulumi.output(plan.projection.prefillTokensPerSecond);
     this.projectedTtft32kSeconds = pulumi.output(plan.projection.ttftSeconds);
-    this.monthlyCostUsd = pulumi.output(plan.cost?.monthlyUsd ?? null);
+    // A fleet costs its replicas together (planner/fleet.ts); one host its own cost.
+    this.monthlyCostUsd = pulumi.output(plan.fleet?.cost?.monthlyUsd ?? plan.cost?.monthlyUsd ?? null);
     this.breakEvenTokensPerMonth = pulumi.output(plan.cost?.breakEvenTokensPerMonth ?? null);
+    const catalog = args.planOptions?.catalog ?? loadCatalog();
+
+    if (plan.fleetServing) {
+      const fleet = deployFleet(this, name, plan, plan.fleetServing, args);
+      const reprojected = fleet.measuredBandwidthGBps.apply((gbps) => (gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog)));
+      this.endpoint = fleet.endpoint;
+      this.caCertificate = fleet.caCertificate;
+      this.apiKey = fleet.backendKey;
+      this.teamApiKeys = fleet.teamKeys;
+      this.measuredBandwidthGBps = fleet.measuredBandwidthGBps;
+      this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply((r) => r?.decodeTokensPerSecond ?? null);
+      this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply((r) => r?.prefillTokensPerSecond ?? null);
+      this.measuredDecodeTokensPerSecond = fleet.firstSmoke.apply((t) => t.decodeTokensPerSecond);
+      this.measuredPrefillTokensPerSecond = fleet.firstSmoke.apply((t) => t.prefillTokensPerSecond);
+      this.speedSideBySide = pulumi.all([fleet.measuredBandwidthGBps, reprojected, fleet.firstSmoke]).apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
+      this.workers = [];
+      this.cluster = pulumi.output(null);
+      this.replicas = fleet.replicas;
+      this.monitoringUrl = pulumi.output(fleet.monitoringUrl);
+      this.grafanaDashboard = pulumi.output(JSON.stringify(plan.fleetServing.monitoring.grafanaDashboard));
+      this.registerAll();
+      return;
+    }
+    this.teamApiKeys = pulumi.output(undefined);
+    this.replicas = pulumi.output(null);
+    this.monitoringUrl = pulumi.output(null);
+    this.grafanaDashboard = pulumi.output(null);
 
     const host = new Host(`${name}-host`, { plan, sshPrivateKey: args.sshPrivateKey }, { parent: this });
 
@@ -249,15 +246,11 @@ export class LlmDeployment extends pulumi.ComponentResource {
     }
 
     const executor = plan.config.deployment.remoteExecutor;
-    const apiKey =
-      args.apiKey !== undefined
-        ? pulumi.secret(args.apiKey)
-        : pulumi.secret(localCommand(executor, `${name}-api-key`, "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'", { parent: this }));
+    const apiKey = args.apiKey !== undefined ? pulumi.secret(args.apiKey) : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent: this }));
     this.apiKey = apiKey;
 
     const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
     this.measuredBandwidthGBps = prep.measuredBandwidthGBps;
-    const catalog = args.planOptions?.catalog ?? loadCatalog();
     // A split is re-projected with the head's measured bandwidth; HostPrep runs on the head only, so
     // the workers' share of each token keeps its catalog figure (speedSideBySide says so).
     const reprojected = prep.measuredBandwidthGBps.apply((gbps) => (gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog)));
@@ -298,19 +291,12 @@ export class LlmDeployment extends pulumi.ComponentResource {
       { plan, host, apiKey, engine: args.engine, after: [shards.fetched, ...this.workers], sshFilesDir: args.sshFilesDir, imageVariant: prep.llamaImageVariant, imageCheck },
       { parent: this },
     );
-    const smoke = remoteCommand(
+    const timings = smokeStep(
       executor,
       `${name}-smoke`,
-      {
-        connection: host.connection,
-        create: smokeScript(hostLocalAddress(llamaServerListen(serving).address), llamaServerListen(serving).port, plan.model.serving.alias, server.spec.waitSeconds),
-        stdin: apiKey,
-        triggers: [JSON.stringify(server.spec)],
-        logging: "stdoutAndStderr",
-      },
+      { connection: host.connection, listen: plan.listen, alias: plan.model.serving.alias, waitSeconds: server.spec.waitSeconds, apiKey, triggers: [JSON.stringify(server.spec)] },
       { parent: this, dependsOn: [server.server, ...(frontDoor ? [frontDoor.ready] : [])] },
     );
-    const timings = smoke.stdout.apply(parseSmokeTimings);
     this.measuredDecodeTokensPerSecond = timings.apply((t) => t.decodeTokensPerSecond);
     this.measuredPrefillTokensPerSecond = timings.apply((t) => t.prefillTokensPerSecond);
     this.speedSideBySide = pulumi.all([prep.measuredBandwidthGBps, reprojected, timings]).apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
@@ -339,8 +325,80 @@ export class LlmDeployment extends pulumi.ComponentResource {
       monthlyCostUsd: this.monthlyCostUsd,
       breakEvenTokensPerMonth: this.breakEvenTokensPerMonth,
       cluster: this.cluster,
+      teamApiKeys: this.teamApiKeys,
+      replicas: this.replicas,
+      monitoringUrl: this.monitoringUrl,
+      grafanaDashboard: this.grafanaDashboard,
     });
   }
+}
+
+/** One replica of a fleet as the stack output shows it. */
+export interface ReplicaStatus {
+  id: string;
+  listen: string;
+  measuredDecodeTokensPerSecond: number | null;
+  measuredPrefillTokensPerSecond: number | null;
+  measuredBandwidthGBps: number | null;
+}
+
+interface FleetOutputs {
+  endpoint: pulumi.Output<string | undefined>;
+  caCertificate: pulumi.Output<string | undefined>;
+  backendKey: pulumi.Output<string | undefined>;
+  teamKeys: pulumi.Output<Record<string, string> | undefined>;
+  measuredBandwidthGBps: pulumi.Output<number | null>;
+  firstSmoke: pulumi.Output<SmokeTimings>;
+  replicas: pulumi.Output<ReplicaStatus[]>;
+  monitoringUrl: string;
+}
+
+/**
+ * A fleet: every replica (its own host, firewall, shards, llama-server, smoke request), then the
+ * gateway and Prometheus on the first replica's host once every replica serves.
+ */
+function deployFleet(parent: pulumi.Resource, name: string, plan: Plan, fleet: FleetServing, args: LlmDeploymentArgs): FleetOutputs {
+  const executor = plan.config.deployment.remoteExecutor;
+  // The replicas' own key: the gateway sends it; teams get keys of their own.
+  const backendKey =
+    args.apiKey !== undefined ? pulumi.secret(args.apiKey) : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent }));
+  const replicas = fleet.replicas.map(
+    (replica) =>
+      new Replica(
+        `${name}-${replica.id}`,
+        { plan: replicaPlan(plan, replica), replica, apiKey: backendKey, sshPrivateKey: args.sshPrivateKey, huggingFaceToken: args.huggingFaceToken, engine: args.engine, sshFilesDir: args.sshFilesDir },
+        { parent },
+      ),
+  );
+  const gatewayReplica = replicas.find((replica) => replica.replica.id === fleet.gateway.hostId)!;
+  const connection = gatewayReplica.host.connection!;
+  const hostAddress = gatewayReplica.host.address!;
+  const gateway = new Gateway(
+    `${name}-gateway`,
+    { plan, gateway: fleet.gateway, connection, hostAddress, backendKey, tlsCertificate: args.tlsCertificate, tlsPrivateKey: args.tlsPrivateKey, after: [gatewayReplica.prep.ready, ...replicas.map((replica) => replica.server)] },
+    { parent },
+  );
+  const monitoring = new Monitoring(`${name}-monitoring`, { plan, monitoring: fleet.monitoring, tokenLimiter: fleet.tokenLimiter, connection, backendKey, after: [gateway.ready] }, { parent });
+  const serving = plan.config.serving;
+  const listenAddress = serving.bindAddress === "0.0.0.0" ? hostAddress : pulumi.output(serving.bindAddress);
+  return {
+    endpoint: pulumi.interpolate`${fleet.gateway.endpointScheme}://${listenAddress}:${serving.port}/v1`,
+    caCertificate: gateway.caCertificate,
+    backendKey,
+    teamKeys: plan.teams && plan.teams.length > 0 ? gateway.teamKeys : pulumi.output(undefined),
+    measuredBandwidthGBps: replicas[0]!.prep.measuredBandwidthGBps,
+    firstSmoke: replicas[0]!.smoke,
+    replicas: pulumi.all(replicas.map((replica) => pulumi.all([replica.smoke, replica.prep.measuredBandwidthGBps]))).apply((measured) =>
+      measured.map(([smoke, gbps], index) => ({
+        id: fleet.replicas[index]!.id,
+        listen: `${fleet.replicas[index]!.listen.address}:${fleet.replicas[index]!.listen.port}`,
+        measuredDecodeTokensPerSecond: smoke.decodeTokensPerSecond,
+        measuredPrefillTokensPerSecond: smoke.prefillTokensPerSecond,
+        measuredBandwidthGBps: gbps,
+      })),
+    ),
+    monitoringUrl: `${monitoring.url} on ${fleet.gateway.hostId} (loopback: ssh -L ${fleet.monitoring.listen.port}:${fleet.monitoring.listen.address}:${fleet.monitoring.listen.port})`,
+  };
 }
 
 export function speedSideBySide(

@@ -137,6 +137,19 @@ export function textCopyScript(remotePath: string): string {
   return `set -e; if [ -d ${target} ]; then echo ${shellQuote([`remote path ${remotePath} is a directory; a text is written to a file path`])} >&2; exit 1; fi; cat > ${target}`;
 }
 
+/**
+ * Writes `files` (name → text, no secrets: the command line shows in logs) into a fresh folder
+ * `dir` on the host, runs `then` (which reads them from there), and removes the folder again.
+ */
+export function stagedFilesScript(dir: string, files: Readonly<Record<string, string>>, then: string): string {
+  if (!/^\/[A-Za-z0-9_./-]+$/.test(dir)) throw new Error(`internal: staging folder ${JSON.stringify(dir)}`);
+  const writes = Object.entries(files).map(([name, text]) => {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw new Error(`internal: staged file name ${JSON.stringify(name)}`);
+    return `printf '%s' ${shellQuote([text])} > ${shellQuote([posix.join(dir, name)])}`;
+  });
+  return ["set -e", "umask 077", `rm -rf -- ${dir}`, `mkdir -p -- ${dir}`, `trap 'rm -rf -- ${dir}' EXIT`, ...writes, then].join("\n");
+}
+
 /** A local command whose stdout is kept (secret) in the state, e.g. a generated API key. */
 export function localCommand(executor: RemoteExecutor, name: string, create: string, opts: pulumi.CustomResourceOptions): pulumi.Output<string> {
   if (executor === "command-plugin") {

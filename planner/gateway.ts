@@ -10,13 +10,16 @@
  * Teams live only in the two map files, not in the configuration: adding or removing a team
  * rewrites the maps and reloads HAProxy hitlessly (ansible-free-scripts/gateway.sh apply: a new
  * process takes over the listener, `-sf`/systemd reload); the replicas are never touched.
- * A reload resets the per-team request counters (the stick table is not carried over).
+ * The per-team request counters survive a reload: a `peers` section with the local peer only (on
+ * loopback) lets the old process hand its stick table to the new one, so a team at its limit stays
+ * refused across an apply.
  *
  * This is the HAProxy implementation of the kit's gateway; another gateway would be another
  * function taking the same GatewayInput.
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { ConfigError } from "./errors";
 
 export interface GatewayBackend {
   /** The server's name in HAProxy (stats, metrics, logs): e.g. the replica's host name. */
@@ -32,9 +35,16 @@ export interface GatewayTeam {
   keySha256: string;
   /** Requests per minute admitted for the whole team (a sliding one-minute window); more get 429. */
   requestsPerMinute: number;
+  /**
+   * Tokens (prompt + completion) per minute for the whole team: enforced after the fact by
+   * tools/token-limiter.ts from Prometheus' per-team counters (HAProxy never sees token counts).
+   */
+  tokensPerMinute?: number;
 }
 
 export interface GatewayInput {
+  /** The Pulumi stack the gateway belongs to: named in every ConfigError. */
+  stack: string;
   /** gateway.sh --name: the folder <configDir> and the systemd unit kimi-kit-gateway-<name>. */
   name: string;
   /** Where gateway.sh keeps the configuration, maps, certificate and backend key: /etc/kimi-kit/gateway/<name> in production. */
@@ -47,10 +57,17 @@ export interface GatewayInput {
   teams: GatewayTeam[];
   /** The Prometheus exporter's listener: loopback or a private (RFC 1918) address only. */
   stats: { address: string; port: number };
+  /**
+   * The TCP port of HAProxy's local peer on 127.0.0.1, through which a reloading process hands its
+   * stick table (the per-team request counters) to the new one; default stats.port + 1.
+   */
+  peerPort?: number;
   /** leastconn (default) suits long generations of unequal length; roundrobin is the alternative. */
   balance?: "leastconn" | "roundrobin";
   /** The syslog target of the access log (HAProxy `log` syntax); default /dev/log. */
   logTarget?: string;
+  /** HAProxy's admin socket (the token limiter's way in); default <configDir>/admin.sock (a folder only root may enter). */
+  adminSocket?: string;
 }
 
 export interface GatewayFiles {
@@ -60,16 +77,27 @@ export interface GatewayFiles {
   teamsMap: string;
   /** limits.map: `<team> <requests per minute>` per line. */
   limitsMap: string;
+  /** token-limits.map: `<team> <tokens per minute>` per line, for the teams that have one (the token limiter reads it). */
+  tokenLimitsMap: string;
 }
 
-/** File names inside configDir, shared with gateway.sh. */
-export const GATEWAY_FILES = { config: "haproxy.cfg", teamsMap: "teams.map", limitsMap: "limits.map", backendKeyMap: "backend-key.map", pem: "server.pem" } as const;
+/**
+ * File names inside configDir, shared with gateway.sh. tokens-blocked.map is the token limiter's
+ * (`<team> 1` per team over its tokens per minute): gateway.sh only creates it empty.
+ */
+export const GATEWAY_FILES = {
+  config: "haproxy.cfg",
+  teamsMap: "teams.map",
+  limitsMap: "limits.map",
+  tokenLimitsMap: "token-limits.map",
+  tokensBlockedMap: "tokens-blocked.map",
+  backendKeyMap: "backend-key.map",
+  pem: "server.pem",
+} as const;
 
-export class GatewayInputError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "GatewayInputError";
-  }
+/** HAProxy's admin socket for a gateway: adminSocket, else in its config folder (0700, root's). */
+export function adminSocketOf(input: Pick<GatewayInput, "configDir" | "adminSocket">): string {
+  return input.adminSocket ?? join(input.configDir, "admin.sock");
 }
 
 /** The hash the teams map stores for an API key. */
@@ -85,43 +113,88 @@ function isPrivateOrLoopback(address: string): boolean {
   return a === 127 || a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168);
 }
 
-function checkListener(what: string, listener: { address: string; port: number }): void {
-  if (!IPV4.test(listener.address)) throw new GatewayInputError(`${what}: '${listener.address}' is not an IPv4 address`);
-  if (!Number.isInteger(listener.port) || listener.port < 1 || listener.port > 65535) throw new GatewayInputError(`${what}: port ${listener.port} is not 1-65535`);
+const NAME_ALLOWED = "a name of letters, digits, _ . - (1-63 characters, not starting with _ . -)";
+
+function checkListener(problems: string[], field: string, listener: { address: string; port: number }): void {
+  if (!IPV4.test(listener.address)) problems.push(`${field}.address: found ${JSON.stringify(listener.address)}; allowed: an IPv4 address like 192.0.2.10`);
+  checkPort(problems, `${field}.port`, listener.port);
 }
 
-function checkUnique(what: string, names: readonly string[]): void {
-  const seen = new Set<string>();
-  for (const name of names) {
-    if (seen.has(name)) throw new GatewayInputError(`duplicate ${what} '${name}'`);
-    seen.add(name);
-  }
+function checkPort(problems: string[], field: string, port: number): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) problems.push(`${field}: found ${JSON.stringify(port)}; allowed: a TCP port 1-65535`);
 }
 
-/** Rejects input HAProxy would misread (names with spaces would split a map line) or that would expose the exporter. */
+function checkUnique(problems: string[], field: (index: number) => string, what: string, values: readonly string[]): void {
+  const first = new Map<string, number>();
+  values.forEach((value, index) => {
+    const earlier = first.get(value);
+    if (earlier === undefined) first.set(value, index);
+    else problems.push(`${field(index)}: found ${JSON.stringify(value)} again (also ${field(earlier)}); allowed: a ${what} used once`);
+  });
+}
+
+/** The local peer's port: peerPort, else the one after the exporter's. */
+function peerPortOf(input: GatewayInput): number {
+  return input.peerPort ?? input.stats.port + 1;
+}
+
+/**
+ * Rejects input HAProxy would misread (names with spaces would split a map line) or that would
+ * expose the exporter: one ConfigError naming input.stack, one line per problem.
+ */
 export function validateGatewayInput(input: GatewayInput): void {
-  if (!NAME.test(input.name)) throw new GatewayInputError(`gateway name '${input.name}' wants letters, digits, _ . -`);
-  if (!input.configDir.startsWith("/") || /\s/.test(input.configDir)) throw new GatewayInputError(`configDir '${input.configDir}' must be an absolute path without spaces`);
-  checkListener("listen", input.listen);
-  checkListener("stats", input.stats);
+  const problems: string[] = [];
+  if (!NAME.test(input.name)) problems.push(`name: found ${JSON.stringify(input.name)}; allowed: ${NAME_ALLOWED}`);
+  if (!input.configDir.startsWith("/") || /\s/.test(input.configDir)) problems.push(`configDir: found ${JSON.stringify(input.configDir)}; allowed: an absolute path without spaces`);
+  checkListener(problems, "listen", input.listen);
+  checkListener(problems, "stats", input.stats);
   // The exporter has no authentication: it must never be reachable from outside.
-  if (!isPrivateOrLoopback(input.stats.address)) throw new GatewayInputError(`stats: ${input.stats.address} is neither loopback nor private; the Prometheus exporter has no authentication`);
-  if (input.stats.address === input.listen.address && input.stats.port === input.listen.port) throw new GatewayInputError("stats and listen use the same address and port");
-  if (input.backends.length === 0) throw new GatewayInputError("the gateway needs at least one backend");
-  for (const backend of input.backends) {
-    if (!NAME.test(backend.name)) throw new GatewayInputError(`backend name '${backend.name}' wants letters, digits, _ . -`);
-    checkListener(`backend ${backend.name}`, backend);
+  if (IPV4.test(input.stats.address) && !isPrivateOrLoopback(input.stats.address)) {
+    problems.push(`stats.address: found ${JSON.stringify(input.stats.address)}; allowed: loopback or a private (RFC 1918) address (the Prometheus exporter has no authentication)`);
   }
-  checkUnique("backend", input.backends.map((backend) => backend.name));
-  for (const team of input.teams) {
-    if (!NAME.test(team.name)) throw new GatewayInputError(`team name '${team.name}' wants letters, digits, _ . -`);
-    if (!/^[0-9a-f]{64}$/.test(team.keySha256)) throw new GatewayInputError(`team ${team.name}: keySha256 must be 64 lowercase hex digits`);
-    if (!Number.isInteger(team.requestsPerMinute) || team.requestsPerMinute < 1) throw new GatewayInputError(`team ${team.name}: requestsPerMinute must be a whole number ≥ 1, got ${team.requestsPerMinute}`);
+  if (input.stats.address === input.listen.address && input.stats.port === input.listen.port) {
+    problems.push(`stats: found ${input.stats.address}:${input.stats.port}, the same as listen; allowed: another address or port than listen's`);
   }
-  checkUnique("team", input.teams.map((team) => team.name));
-  checkUnique("team key", input.teams.map((team) => team.keySha256));
+  const peerPort = peerPortOf(input);
+  if (input.peerPort !== undefined) checkPort(problems, "peerPort", input.peerPort);
+  else if (Number.isInteger(input.stats.port) && peerPort > 65535) problems.push(`peerPort: found nothing, and the default stats.port + 1 = ${peerPort} is not a port; allowed: a TCP port 1-65535 (set peerPort)`);
+  for (const [field, port] of [["listen.port", input.listen.port], ["stats.port", input.stats.port]] as const) {
+    if (port === peerPort) problems.push(`peerPort: found ${peerPort}, the same as ${field}; allowed: a port of its own (HAProxy's local peer listens on 127.0.0.1:${peerPort})`);
+  }
+  if (input.backends.length === 0) problems.push("backends: found none; allowed: at least 1 backend");
+  input.backends.forEach((backend, index) => {
+    if (!NAME.test(backend.name)) problems.push(`backends[${index}].name: found ${JSON.stringify(backend.name)}; allowed: ${NAME_ALLOWED}`);
+    checkListener(problems, `backends[${index}]`, backend);
+    if (backend.address.startsWith("127.") && backend.port === peerPort) problems.push(`peerPort: found ${peerPort}, the same as backends[${index}].port on loopback; allowed: a port of its own (HAProxy's local peer listens on 127.0.0.1:${peerPort})`);
+  });
+  checkUnique(problems, (index) => `backends[${index}].name`, "backend name", input.backends.map((backend) => backend.name));
+  input.teams.forEach((team, index) => {
+    if (!NAME.test(team.name)) problems.push(`teams[${index}].name: found ${JSON.stringify(team.name)}; allowed: ${NAME_ALLOWED}`);
+    // Never echoed: a value that is not a hash may be a key in clear.
+    if (!/^[0-9a-f]{64}$/.test(team.keySha256)) problems.push(`teams[${index}].keySha256: found ${team.keySha256.length} characters that are not a sha256 (not shown: it may be a key in clear); allowed: 64 lowercase hex digits`);
+    if (!Number.isInteger(team.requestsPerMinute) || team.requestsPerMinute < 1) problems.push(`teams[${index}].requestsPerMinute: found ${JSON.stringify(team.requestsPerMinute)}; allowed: a whole number ≥ 1`);
+    if (team.tokensPerMinute !== undefined && (!Number.isInteger(team.tokensPerMinute) || team.tokensPerMinute < 1)) {
+      problems.push(`teams[${index}].tokensPerMinute: found ${JSON.stringify(team.tokensPerMinute)}; allowed: a whole number ≥ 1, or none`);
+    }
+  });
+  const socket = adminSocketOf(input);
+  // A Unix socket's path must fit sockaddr_un's 108 bytes.
+  if (!socket.startsWith("/") || /\s/.test(socket) || Buffer.byteLength(socket) > 100) {
+    problems.push(`adminSocket: found ${JSON.stringify(socket)}; allowed: an absolute path without spaces, at most 100 bytes (set adminSocket, or a shorter configDir)`);
+  }
+  checkUnique(problems, (index) => `teams[${index}].name`, "team name", input.teams.map((team) => team.name));
+  // The hash is not echoed either (it names a key).
+  const hashes = new Map<string, number>();
+  input.teams.forEach((team, index) => {
+    const earlier = hashes.get(team.keySha256);
+    if (earlier === undefined) hashes.set(team.keySha256, index);
+    else problems.push(`teams[${index}].keySha256: found the same key hash as teams[${earlier}].keySha256; allowed: one key per team (a key names one team)`);
+  });
   const certificatePath = input.tls?.certificatePath;
-  if (certificatePath !== undefined && (!certificatePath.startsWith("/") || /\s/.test(certificatePath))) throw new GatewayInputError(`tls.certificatePath '${certificatePath}' must be an absolute path without spaces`);
+  if (certificatePath !== undefined && (!certificatePath.startsWith("/") || /\s/.test(certificatePath))) {
+    problems.push(`tls.certificatePath: found ${JSON.stringify(certificatePath)}; allowed: an absolute path without spaces`);
+  }
+  if (problems.length > 0) throw new ConfigError(input.stack, problems);
 }
 
 /** JSON error bodies shaped like llama-server's (and OpenAI's), so clients parse them the same way. */
@@ -141,6 +214,8 @@ export function haproxyGatewayConfig(input: GatewayInput): GatewayFiles {
   const backendKeyMap = file(GATEWAY_FILES.backendKeyMap);
   const unauthorized = errorBody(401, "authentication_error", "invalid or missing API key");
   const limited = errorBody(429, "rate_limit_error", "the team is over its requests per minute; retry later");
+  const overTokens = errorBody(429, "rate_limit_error", "the team is over its tokens per minute; retry later");
+  const blockedMap = file(GATEWAY_FILES.tokensBlockedMap);
   const servers = input.backends.map((backend) => `    server ${backend.name} ${backend.address}:${backend.port}`);
 
   const config = `# Written by kimi-kit (planner/gateway.ts) for gateway ${input.name}; apply with gateway.sh.
@@ -150,6 +225,10 @@ global
     ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
     ssl-default-bind-ciphers ECDHE+AESGCM:ECDHE+CHACHA20
     ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+    # This process's name among the peers below (instead of the host name).
+    localpeer ${proxy}
+    # The token limiter (tools/token-limiter.ts) adds and removes teams in the blocked map here.
+    stats socket ${adminSocketOf(input)} mode 600 level admin
 
 defaults
     mode http
@@ -176,16 +255,27 @@ frontend ${proxy}
     http-request set-var(txn.rate) sc_http_req_rate(0)
     acl over_limit var(txn.rate),sub(txn.rpm) gt 0
     http-request return status 429 content-type application/json string '${limited}' hdr Retry-After 60 if over_limit
+    # Over its tokens per minute, as the token limiter last saw in Prometheus' per-team counters.
+    acl over_tokens var(txn.team),map(${blockedMap}) -m found
+    http-request return status 429 content-type application/json string '${overTokens}' hdr Retry-After 60 if over_tokens
     default_backend ${proxy}_replicas
 
+# The local peer only: on a reload the old process hands the stick table (the per-team request
+# counters) to the new one through this loopback listener, so a team at its limit stays refused.
+peers ${proxy}_peers
+    peer ${proxy} 127.0.0.1:${peerPortOf(input)}
+
 backend ${proxy}_teams
-    stick-table type string len 64 size 10k expire 2m store http_req_rate(1m)
+    stick-table type string len 64 size 10k expire 2m store http_req_rate(1m) peers ${proxy}_peers
 
 backend ${proxy}_replicas
     balance ${input.balance ?? "leastconn"}
     # The replicas get their own key, not the team's: a team key is valid only at the gateway.
     http-request del-header x-api-key
     http-request set-header Authorization "Bearer %[str(key),map(${backendKeyMap})]"
+    # The team the key named, for the usage exporter in front of each replica (tools/usage-exporter.ts);
+    # set-header replaces whatever a client sent, so no team can be charged to another.
+    http-request set-header X-Kimi-Team %[var(txn.team)]
     # llama-server answers /health without a key: 200 once the model is loaded, 503 while loading.
     option httpchk GET /health
     http-check expect status 200
@@ -205,10 +295,24 @@ frontend ${proxy}_metrics
 `;
   const teamsMapText = input.teams.map((team) => `${team.keySha256} ${team.name}\n`).join("");
   const limitsMapText = input.teams.map((team) => `${team.name} ${team.requestsPerMinute}\n`).join("");
-  return { config, teamsMap: teamsMapText, limitsMap: limitsMapText };
+  const tokenLimitsText = input.teams.flatMap((team) => (team.tokensPerMinute === undefined ? [] : [`${team.name} ${team.tokensPerMinute}\n`])).join("");
+  return { config, teamsMap: teamsMapText, limitsMap: limitsMapText, tokenLimitsMap: tokenLimitsText };
 }
 
-/** argv after `gateway.sh`: `apply` of the files haproxyGatewayConfig made, staged in fromDir. */
-export function gatewayApplyArgv(input: Pick<GatewayInput, "name" | "configDir">, fromDir: string): string[] {
-  return ["apply", "--name", input.name, "--config-dir", input.configDir, "--from", fromDir];
+/**
+ * argv after `gateway.sh`: `apply` of the files haproxyGatewayConfig made, staged in fromDir.
+ * tls internal-ca: gateway.sh makes and keeps a CA and a server certificate in configDir (for the
+ * listen address, 127.0.0.1, localhost and each of sans) and prints ca_certificate_base64; tls
+ * secrets: the PEM chain and private key arrive on stdin. secretsStdin: stdin's first line is the
+ * replicas' own API key (with tls secrets, the PEM follows it), so no secret is on a command line.
+ */
+export function gatewayApplyArgv(
+  input: Pick<GatewayInput, "name" | "configDir">,
+  fromDir: string,
+  options: { tls: "internal-ca" | "secrets"; sans: readonly string[]; secretsStdin: boolean },
+): string[] {
+  const argv = ["apply", "--name", input.name, "--config-dir", input.configDir, "--from", fromDir, "--tls", options.tls];
+  for (const san of options.sans) argv.push("--san", san);
+  if (options.secretsStdin) argv.push("--secrets-stdin");
+  return argv;
 }

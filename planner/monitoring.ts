@@ -41,7 +41,19 @@ export interface PrometheusConfigInput {
   usageExporters?: readonly NamedTarget[];
   /** Rule files, as paths Prometheus reads (relative to its config file or absolute). */
   ruleFiles: readonly string[];
+  /**
+   * A file holding the replicas' API key, for llama-server started with --api-key-file: its
+   * /metrics then wants `Authorization: Bearer KEY` (only /health and /models are public). When set,
+   * the llama-server job sends the key read from this file (Prometheus re-reads it on each scrape).
+   * A relative path is resolved against the config file's folder. ansible-free-scripts/monitoring.sh
+   * `apply --bearer-stdin` writes the key (0600) to exactly this file, which must be directly in its
+   * --config-dir: MONITORING_BEARER_TOKEN_FILE (relative, any --config-dir) or CONFIG-DIR/FILE.
+   */
+  replicaBearerTokenFile?: string;
 }
+
+/** A key-file name for replicaBearerTokenFile, relative to the installed prometheus.yml (so monitoring.sh's --config-dir is free). */
+export const MONITORING_BEARER_TOKEN_FILE = "bearer-token";
 
 const hostPort = (t: ScrapeTarget) => (t.address.includes(":") ? `[${t.address}]:${t.port}` : `${t.address}:${t.port}`);
 
@@ -66,7 +78,12 @@ export function prometheusConfig(input: PrometheusConfigInput): string {
   uniqueNames("usage exporter", input.usageExporters ?? []);
   const interval = `${input.scrapeIntervalSeconds}s`;
   const named = (targets: readonly NamedTarget[]) => targets.map((t) => ({ targets: [hostPort(t)], labels: { replica: t.name } }));
-  const scrapeConfigs: Record<string, unknown>[] = [{ job_name: JOB_REPLICAS, metrics_path: "/metrics", static_configs: named(input.replicas) }];
+  const replicaJob: Record<string, unknown> = { job_name: JOB_REPLICAS, metrics_path: "/metrics", static_configs: named(input.replicas) };
+  if (input.replicaBearerTokenFile !== undefined) {
+    if (input.replicaBearerTokenFile.trim() === "" || /[\n\r]/.test(input.replicaBearerTokenFile)) throw new Error("replicaBearerTokenFile must be a file path");
+    replicaJob.authorization = { type: "Bearer", credentials_file: input.replicaBearerTokenFile };
+  }
+  const scrapeConfigs: Record<string, unknown>[] = [replicaJob];
   if (input.gateway) {
     checkPort("gateway", input.gateway.port);
     scrapeConfigs.push({ job_name: JOB_GATEWAY, metrics_path: "/metrics", static_configs: [{ targets: [hostPort(input.gateway)] }] });

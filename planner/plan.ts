@@ -6,6 +6,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { llamaServerListen } from "./front-door";
+import { planFleetServing, type FleetServing, type Listener, type ReplicaServing } from "./fleet-serving";
 import { explainArgs, llamaServerArgs, type ExplainedArg } from "./args";
 import { findModelByRepo, loadCatalog, memoryKindMegaTransfers, TENSOR_CLASSES, type Catalog, type ModelEntry, type SeedHardware, type Tier } from "./catalog";
 import type { GgmlTypeName } from "./ggml-types";
@@ -74,6 +75,12 @@ export interface Plan {
   fleet: FleetPlan | undefined;
   /** kimi-kit:teams with their limits and, with costs, what each budget buys. */
   teams: TeamPlan[] | undefined;
+  /** Where llama-server listens (its --host and --port): loopback behind a front door or gateway; a replica's private address. */
+  listen: Listener;
+  /** The stack key that describes this plan's host: "host", or "hosts[i]" for a split's head or a replica. */
+  hostConfigPath: string;
+  /** With fleet or teams: the gateway, each replica's listener and firewall, Prometheus (planner/fleet-serving.ts). */
+  fleetServing: FleetServing | undefined;
 }
 
 export const COST_OMITTED_REASON = "the stack sets no kimi-kit:costs, so there is no monthly cost or break-even (add costs to get them)";
@@ -254,6 +261,17 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
 
   const fleetResult = planFleet({ config, host, modelBytes, speedInputs, slots: placement.estimate.settings.slots, prefillTokensPerSecond: projection.prefillTokensPerSecond });
   if (refusal === undefined && fleetResult.refusal !== undefined) refusal = fleetResult.refusal;
+  const fleetServing = fleetResult.fleet
+    ? planFleetServing({
+        stack,
+        config,
+        fleet: fleetResult.fleet,
+        teams: fleetResult.teams,
+        argsFor: (listen) => llamaServerArgs({ ...argsInputs, bindAddress: listen.address, port: listen.port }),
+        projectedDecodeTokensPerSecond: projection.decodeTokensPerSecond,
+        slotsPerReplica: placement.estimate.settings.slots,
+      })
+    : undefined;
 
   return {
     stack,
@@ -280,6 +298,29 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     cluster,
     fleet: fleetResult.fleet,
     teams: fleetResult.teams,
+    listen: { address: argsInputs.bindAddress, port: argsInputs.port },
+    hostConfigPath: cluster ? `hosts[${cluster.head.index}]` : (fleetResult.fleet?.hosts[0] ? `hosts[${fleetResult.fleet.hosts[0].index}]` : "host"),
+    fleetServing,
+  };
+}
+
+/**
+ * One replica of a fleet as a plan of its own: the fleet's plan (same model, placement, flags and
+ * projection: every replica is one spec) on that replica's host and listener. What the replica's
+ * components (HostPrep, GgufShards, LlamaServer) read; no fleet, teams or gateway of its own.
+ */
+export function replicaPlan(plan: Plan, replica: ReplicaServing): Plan {
+  const host = plan.config.host;
+  if (host.kind !== "bare-metal") throw new Error(`internal: stack ${plan.stack}: replica ${replica.id} of a fleet on a ${host.kind} host`);
+  return {
+    ...plan,
+    config: { ...plan.config, host: { ...host, ssh: replica.ssh }, fleet: undefined, teams: undefined },
+    llamaServerArgs: [...replica.llamaServerArgs],
+    listen: { ...replica.listen },
+    hostConfigPath: replica.configPath,
+    fleet: undefined,
+    teams: undefined,
+    fleetServing: undefined,
   };
 }
 

@@ -569,6 +569,36 @@ function summaryRows(versions: readonly ReportVersion[]): Row[] {
     { name: "per 1M output tokens", cells: cell((plan) => (plan.cost ? formatUsd(plan.cost.usdPerMillionOutputTokens) : "-")) },
     { name: "API per 1M tokens at the mix", cells: cell((plan) => (plan.cost && apiRate(plan.cost) !== undefined ? `$${apiRate(plan.cost)!.toFixed(3)}` : "-")) },
     { name: "break-even", cells: cell((plan) => (plan.cost ? (plan.cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(plan.cost.breakEvenTokensPerMonth)} tokens/month`) : "-")) },
+    ...fleetRows(versions),
+  ];
+}
+
+/** A fleet's rows (replicas, its cost, the chargeback, the teams), when either version has one. */
+function fleetRows(versions: readonly ReportVersion[]): Row[] {
+  if (!versions.some((version) => version.plan.fleet || version.plan.teams)) return [];
+  const cell = (each: (plan: PlanJson) => string) => versions.map((version) => each(version.plan));
+  return [
+    {
+      name: "replicas",
+      cells: cell(({ fleet }) =>
+        fleet
+          ? `${fleet.replicas} × ${fleet.slotsPerReplica} slot(s): ${fleet.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode with every slot busy (${fleet.perReplica.perSlotDecodeTokensPerSecond.toFixed(2)} per request)`
+          : "one host",
+      ),
+    },
+    { name: "fleet monthly cost", cells: cell(({ fleet }) => (fleet?.monthlyUsd != null ? `${formatUsd(fleet.monthlyUsd)} (${fleet.replicas} × ${formatUsd(fleet.perReplica.monthlyUsd ?? 0)})` : "-")) },
+    {
+      name: "chargeback per 1M at the mix",
+      cells: cell(({ fleet }) => (fleet?.chargeback ? `${formatUsd(fleet.chargeback.usdPerMillionAtMix)} here, ${formatUsd(fleet.chargeback.apiUsdPerMillionAtMix)} at the API` : "-")),
+    },
+    {
+      name: "teams",
+      cells: cell(({ teams }) =>
+        teams && teams.length > 0
+          ? teams.map((team) => `${team.name}: ${team.rpm} req/min${team.monthlyBudgetUsd !== null ? `, ${formatUsd(team.monthlyBudgetUsd)}/month buys ${team.budgetTokensPerMonth === null ? "?" : formatTokens(team.budgetTokensPerMonth)} tokens` : ""}`).join("; ")
+          : "none",
+      ),
+    },
   ];
 }
 

@@ -3,6 +3,7 @@ import { loadLine } from "./cluster";
 import { shellQuote } from "./shell";
 import type { DeviceMemory } from "./memory";
 import { hostInputs, type HostInput } from "./inputs";
+import type { FleetServing } from "./fleet-serving";
 import type { Plan } from "./plan";
 import { formatBytes, formatDuration, formatGiB, formatTokens, formatUsd } from "./units";
 
@@ -143,9 +144,27 @@ export function fleetToJson(plan: Pick<Plan, "fleet" | "teams">): { fleet?: Flee
   };
 }
 
+/** Where the fleet runs: the gateway, each replica's listener and firewall, Prometheus. */
+function renderFleetServing(serving: FleetServing): string[] {
+  const { gateway, replicas, monitoring } = serving;
+  const listen = `${gateway.input.listen.address}:${gateway.input.listen.port}`;
+  const admits = gateway.firewall ? `, admits ${gateway.firewall.allow[0]!.cidrs.join(", ")}` : " (loopback: through an SSH tunnel)";
+  const out = [
+    `  gateway      HAProxy on ${gateway.hostId}, the only public listener: ${gateway.endpointScheme} on ${listen} (TLS ${gateway.tlsSource})${admits}; team keys checked at the edge, requests/min per team, ${gateway.input.balance ?? "leastconn"} with health checks over ${replicas.length} replica(s)`,
+  ];
+  for (const replica of replicas) {
+    const usage = replica.usage;
+    const firewall = replica.firewall ? `; ports ${replica.firewall.allow.map((rule) => rule.port).join(", ")} admit only ${replica.firewall.allow[0]!.cidrs.join(", ")} (nftables table ${replica.firewall.table})` : " (loopback, on the gateway's host)";
+    out.push(`  ${replica.id.padEnd(12)} usage exporter on ${usage.listen.address}:${usage.listen.port} (per-team tokens, /metrics on ${usage.metrics.port}) → llama-server on ${replica.listen.address}:${replica.listen.port}${firewall}`);
+  }
+  out.push(`  monitoring   Prometheus on ${gateway.hostId} ${monitoring.listen.address}:${monitoring.listen.port}: every replica's /metrics, the usage exporters and the gateway's exporter (${gateway.input.stats.address}:${gateway.input.stats.port}); alerts: replica down, slots saturated, deferred requests, decode below 70% of the projection, team budgets`);
+  if (serving.notDeployable) out.push(`  not deployable: ${serving.notDeployable}`);
+  return out;
+}
+
 /** The fleet and teams section of the text report; empty when the stack sets neither. */
-export function renderFleet(plan: Pick<Plan, "fleet" | "teams">): string[] {
-  const { fleet, teams } = plan;
+export function renderFleet(plan: Pick<Plan, "fleet" | "teams" | "fleetServing">): string[] {
+  const { fleet, teams, fleetServing } = plan;
   const out: string[] = [];
   if (fleet) {
     const replica = fleet.replica;
@@ -166,10 +185,12 @@ export function renderFleet(plan: Pick<Plan, "fleet" | "teams">): string[] {
       );
     }
   }
+  if (fleetServing) out.push(...renderFleetServing(fleetServing));
   if (teams) {
     out.push(`Teams (${teams.length}):`);
     for (const team of teams) {
-      const limits = `${team.rpm} requests/min${team.tpm !== undefined ? `, ${formatTokens(team.tpm)} tokens/min` : ""}`;
+      // HAProxy never sees token counts: tpm is enforced after the fact from Prometheus' counters (tools/token-limiter.ts).
+      const limits = `${team.rpm} requests/min${team.tpm !== undefined ? `, ${formatTokens(team.tpm)} tokens/min (enforced after the fact: blocked within ~25 s of crossing it)` : ""}`;
       const budget =
         team.monthlyBudgetUsd === undefined
           ? "no budget"

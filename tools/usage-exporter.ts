@@ -19,6 +19,10 @@
  * state file they survive a restart of the proxy.
  *
  * Usage: tsx tools/usage-exporter.ts --listen HOST:PORT --upstream HOST:PORT --metrics HOST:PORT [--state FILE]
+ *
+ * On a host it runs as plain JavaScript under Debian's Node 18 (components/host-programs.ts
+ * transpiles this file alone; ansible-free-scripts/usage-exporter.sh installs and runs it), so it
+ * imports only node: built-ins and uses no API newer than Node 18.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";

@@ -3,6 +3,7 @@
  * through a `transformations` option on the root component (applied in-process to every descendant),
  * each resource's parent and dependsOn. Call installMocks() before importing any component.
  */
+import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { fakeAws } from "./aws-fake";
 
@@ -15,6 +16,11 @@ export const HOST_KEY_PAIR =
   "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAtestonly\n-----END OPENSSH PRIVATE KEY-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKimiKitCloudHostKeyForUnitTests0000000000 kimi-kit-host\n";
 /** A syntactically valid pinned host key for the stacks that do not carry one. */
 export const HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKimiKitTestHostKeyOnlyForUnitTests000000000";
+
+/** What the mocked key step named `stepName` (a Gateway's `<name>-key-<team>`) prints. */
+export function teamKeyFor(stepName: string): string {
+  return createHash("sha256").update(stepName).digest("hex");
+}
 
 export interface Registered {
   type: string;
@@ -79,7 +85,8 @@ export function installMocks(preview = false): Promise<void> {
           state.stdout = args.name.endsWith("-probe") ? PROBE_STDOUT : args.name.endsWith("-prep-bandwidth") ? BANDWIDTH_STDOUT : args.name.endsWith("-smoke") ? SMOKE_STDOUT : "ok\n";
           state.stderr = "";
         }
-        if (args.type === "command:local:Command") state.stdout = args.name.endsWith("-host-key") ? HOST_KEY_PAIR : GENERATED_KEY;
+        // Each team's key is its own (the gateway refuses two teams with one key), as /dev/urandom's would be.
+        if (args.type === "command:local:Command") state.stdout = args.name.endsWith("-host-key") ? HOST_KEY_PAIR : /-key-[^-]/.test(args.name) ? teamKeyFor(args.name) : GENERATED_KEY;
         // AWS resources: a fake EC2/EBS account that answers as the provider documents (aws-fake.ts).
         const awsResult = args.type.startsWith("aws:") ? fakeAws.newResource(args, preview) : undefined;
         if (awsResult) return awsResult;

@@ -55,3 +55,16 @@ it("a bare-metal stack previews before its host key is known (the host may not e
   expect(types).toContain("kimi-kit:serving:LlamaServer");
   expect(types).toContain("kimi-kit:model:GgufShards");
 });
+
+it("a fleet previews its replicas, gateway, teams and the fleet's monthly cost before any host exists", async () => {
+  const raw = structuredClone(readStackValues("cpu-ddr5-fleet"));
+  const plan = buildPlan("cpu-ddr5-fleet", parseStackConfig("cpu-ddr5-fleet", raw));
+  const deployment = deployStack("cpu-ddr5-fleet", raw, {}, "fleetpreview");
+  const summary = await promiseOf(deployment.planSummary);
+  expect(summary.fleet).toMatchObject({ replicas: 2, hosts: [{ id: "replica-1" }, { id: "replica-2" }], monthlyUsd: plan.fleet!.cost!.monthlyUsd });
+  expect(summary.teams?.map((team) => team.name)).toEqual(["platform", "research"]);
+  expect(await promiseOf(deployment.monthlyCostUsd)).toBe(2 * plan.cost!.monthlyUsd);
+  await settle();
+  const components = registered.filter((resource) => resource.name.startsWith("fleetpreview")).map((resource) => `${resource.type} ${resource.name}`);
+  expect(components).toEqual(expect.arrayContaining(["kimi-kit:fleet:Replica fleetpreview-replica-1", "kimi-kit:fleet:Replica fleetpreview-replica-2", "kimi-kit:serving:Gateway fleetpreview-gateway"]));
+});

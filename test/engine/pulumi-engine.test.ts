@@ -80,4 +80,18 @@ describe("pulumi CLI on this program (file backend, no plugin downloads)", () =>
     expect(preview.output).toMatch(/host\.ssh\.hostPublicKey is not set/);
     expect(preview.output).not.toContain("sk-engine-preview");
   });
+  it("previews the fleet stack with no host at all: replicas, gateway, Prometheus, the fleet's cost and the teams", async () => {
+    expect((await pulumi(["stack", "init", "cpu-ddr5-fleet"])).status).toBe(0);
+    for (const [key, value] of [["kimi-kit:deployment.remoteExecutor", "kimi-dynamic"], ["kimi-kit:deployment.containerEngine", "docker-cli"]]) {
+      expect((await pulumi(["config", "set", "--path", "--stack", "cpu-ddr5-fleet", key!, value!])).status).toBe(0);
+    }
+    const preview = await pulumi(["preview", "--stack", "cpu-ddr5-fleet"]);
+    expect(preview.status, preview.output).toBe(0);
+    for (const name of ["kimi-replica-1-server-container", "kimi-replica-2-usage", "kimi-gateway-key-platform", "kimi-gateway-haproxy", "kimi-monitoring-prometheus"]) expect(preview.output).toContain(name);
+    const plan = buildPlan("cpu-ddr5-fleet", loadStackConfig("cpu-ddr5-fleet"));
+    const cost = /monthlyCostUsd\s*:\s*(\d+\.\d+)/.exec(preview.output);
+    expect(cost, preview.output).not.toBeNull();
+    expect(Number(cost![1])).toBeCloseTo(plan.fleet!.cost!.monthlyUsd, 6);
+    expect(preview.output).toMatch(/hosts\[0\]\.ssh\.hostPublicKey is not set/);
+  });
 });

@@ -5,14 +5,16 @@
  * table) that admits only the gateway's address; HAProxy from gateway.sh with the configuration
  * planner/gateway.ts writes, in the head namespace, terminating TLS with a test CA; curl as the
  * client in the outsider namespace. A tiny UDP syslog listener in the head namespace receives
- * HAProxy's access log, to show the team is in every line.
+ * HAProxy's access log, to show the team is in every line. The per-team request counters survive
+ * the reloads an apply makes (the peers section), and a gateway applied from nothing with the argv
+ * gatewayApplyArgv builds takes its secrets on stdin (--secrets-stdin, --tls internal-ca|secrets).
  */
 import { type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { haproxyGatewayConfig, keySha256, type GatewayInput } from "../../planner/gateway";
+import { gatewayApplyArgv, haproxyGatewayConfig, keySha256, type GatewayInput } from "../../planner/gateway";
 import { llamaServerPath } from "../support/llama-cpp";
 import { generateDeepseek2Model } from "../support/models";
 import { createTopology, netnsUnavailable, type Host, type Topology } from "../support/netns";
@@ -66,6 +68,7 @@ function gatewayInput(teams: (keyof typeof KEY)[]): GatewayInput {
   const t = topo!;
   const rpm = { a: A_RPM, b: 1000, ops: 1000 };
   return {
+    stack: "gateway-netns-test",
     name,
     configDir: configDir(),
     listen: { address: t.addr.head, port: GATEWAY_PORT },
@@ -77,24 +80,32 @@ function gatewayInput(teams: (keyof typeof KEY)[]): GatewayInput {
   };
 }
 
-/** gateway.sh apply in the head namespace with the files planner/gateway.ts writes for these teams. */
-function applyGateway(teams: (keyof typeof KEY)[], first: boolean): Record<string, string> {
+/** The files planner/gateway.ts writes for these teams, staged in a folder of their own. */
+function stage(teams: (keyof typeof KEY)[]): string {
   const files = haproxyGatewayConfig(gatewayInput(teams));
   const from = join(dir, `from-${teams.join("-")}`);
   mkdirSync(from, { recursive: true });
   writeFileSync(join(from, "haproxy.cfg"), files.config);
   writeFileSync(join(from, "teams.map"), files.teamsMap);
   writeFileSync(join(from, "limits.map"), files.limitsMap);
+  return from;
+}
+
+const keyValues = (stdout: string): Record<string, string> => Object.fromEntries(stdout.trim().split("\n").map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]));
+
+/** gateway.sh apply in the head namespace with the files planner/gateway.ts writes for these teams. */
+function applyGateway(teams: (keyof typeof KEY)[], first: boolean): Record<string, string> {
+  const from = stage(teams);
   const extra = first ? ["--pem", join(dir, "server.pem"), "--backend-key-file", join(dir, "backend-key")] : [];
   const r = must(topo!.exec("head", ["bash", GATEWAY, "apply", ...gatewayDirs(), "--from", from, "--ready-seconds", "20", ...extra]), "gateway.sh apply");
   expect(r.stderr).not.toMatch(/ALERT/);
-  return Object.fromEntries(r.stdout.trim().split("\n").map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]));
+  return keyValues(r.stdout);
 }
 
-/** curl from the outsider namespace to the gateway: [HTTP status, body]. */
-function call(path: string, key: string | undefined, body?: unknown): [number, string] {
+/** curl from the outsider namespace to the gateway: [HTTP status, body]; cacert: the CA curl trusts. */
+function call(path: string, key: string | undefined, body?: unknown, cacert = ca): [number, string] {
   const t = topo!;
-  const args = ["curl", "-sS", "--max-time", "60", "--cacert", ca, "-o", "-", "-w", "\n%{http_code}"];
+  const args = ["curl", "-sS", "--max-time", "60", "--cacert", cacert, "-o", "-", "-w", "\n%{http_code}"];
   if (key !== undefined) args.push("-H", `Authorization: Bearer ${key}`);
   if (body !== undefined) args.push("-H", "Content-Type: application/json", "-d", JSON.stringify(body));
   const r = t.exec("out", [...args, `https://${t.addr.head}:${GATEWAY_PORT}${path}`], undefined, 90_000);
@@ -227,19 +238,30 @@ describe.skipIf(unavailable !== undefined)(`gateway.sh: HAProxy in front of two 
     expect(readFileSync(join(configDir(), "teams.map"), "utf8")).not.toContain(keySha256(KEY.b));
   });
 
-  it("answers 429 with a JSON body once team A is over its requests per minute", () => {
-    // The reload above reset the counters; A has made one request since.
+  it("answers 429 with a JSON body once team A is over its requests per minute; the reload above kept A's count", () => {
+    // A made two requests (one before the reload above, one after): the peers section handed the
+    // counter to the new process, so A has A_RPM - 2 left (without it, A_RPM - 1).
     const statuses: number[] = [];
     let body = "";
-    for (let i = 0; i < A_RPM + 1; i++) {
+    for (let i = 0; i < A_RPM - 1; i++) {
       const [status, text] = call("/v1/models", KEY.a);
       statuses.push(status);
       body = text;
     }
-    expect(statuses).toEqual([...Array<number>(A_RPM - 1).fill(200), 429, 429]);
+    expect(statuses).toEqual([...Array<number>(A_RPM - 2).fill(200), 429]);
     expect(JSON.parse(body)).toMatchObject({ error: { code: 429, type: "rate_limit_error" } });
     // Another team is not limited by A's use.
     expect(call("/v1/models", KEY.ops)[0]).toBe(200);
+  });
+
+  it("still refuses team A with 429 right after an apply that adds team B back (a reload)", () => {
+    const before = Number(/^pid=(\d+)$/m.exec(must(topo!.exec("head", ["bash", GATEWAY, "status", ...gatewayDirs()]), "status").stdout)?.[1]);
+    const out = applyGateway(["a", "b", "ops"], false);
+    expect(out).toMatchObject({ teams: "3", changed: "yes" });
+    expect(Number(out.pid)).not.toBe(before); // a new HAProxy process: the counters came from the old one
+    const [status, text] = call("/v1/models", KEY.a);
+    expect(status, text).toBe(429);
+    expect(call("/v1/models", KEY.b)[0]).toBe(200);
   });
 
   it("keeps serving through w2 when w1 dies; the exporter reports w1 DOWN", async () => {
@@ -268,4 +290,57 @@ describe.skipIf(unavailable !== undefined)(`gateway.sh: HAProxy in front of two 
     expect(alive(pid)).toBe(false);
     expect(topo!.exec("head", ["bash", GATEWAY, "status", ...gatewayDirs()]).status).toBe(3);
   });
+
+  it("applies from nothing with gatewayApplyArgv: --tls internal-ca and the replicas' key on stdin (--secrets-stdin)", () => {
+    const t = topo!;
+    const input = gatewayInput(["ops"]);
+    const from = stage(["ops"]);
+    const dirs = ["--run-dir", join(dir, "run"), "--no-systemd", "--ready-seconds", "20"];
+    const argv = gatewayApplyArgv(input, from, { tls: "internal-ca", sans: ["gateway.test"], secretsStdin: true });
+    expect(argv.join(" ")).not.toContain(BACKEND_KEY);
+    const first = t.exec("head", ["bash", GATEWAY, ...argv, ...dirs], `${BACKEND_KEY}\n`);
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout + first.stderr).not.toContain(BACKEND_KEY);
+    const out = keyValues(first.stdout);
+    expect(out).toMatchObject({ gateway: `${t.addr.head}:${GATEWAY_PORT}`, teams: "1", changed: "yes" });
+    const kitCa = join(dir, "kit-ca.crt");
+    writeFileSync(kitCa, Buffer.from(out.ca_certificate_base64!, "base64"));
+    expect(readFileSync(join(configDir(), "backend-key.map"), "utf8")).toBe(`key ${BACKEND_KEY}\n`);
+    // The client trusts the printed CA; the team's key works through the gateway (which sent the replicas the key from stdin).
+    const [status, text] = call("/v1/chat/completions", KEY.ops, chat, kitCa);
+    expect(status, text).toBe(200);
+    expect(t.exec("out", ["curl", "-sS", "--max-time", "10", "--cacert", ca, `https://${t.addr.head}:${GATEWAY_PORT}/health`]).status).not.toBe(0);
+    const san = must(run(["openssl", "x509", "-in", join(configDir(), "server.pem"), "-noout", "-ext", "subjectAltName"]), "openssl x509").stdout;
+    expect(san).toContain("DNS:gateway.test");
+    expect(san).toContain(`IP Address:${t.addr.head}`);
+
+    // Again with the same inputs: the CA and the certificate are reused, nothing reloads.
+    const again = t.exec("head", ["bash", GATEWAY, ...argv, ...dirs], `${BACKEND_KEY}\n`);
+    expect(again.status, again.stderr).toBe(0);
+    expect(keyValues(again.stdout)).toMatchObject({ changed: "no", ca_certificate_base64: out.ca_certificate_base64, certificate_sha256: out.certificate_sha256 });
+
+    // --tls secrets: the key line, then the operator's PEM chain and key, all on stdin.
+    const secretsArgv = gatewayApplyArgv(input, from, { tls: "secrets", sans: [], secretsStdin: true });
+    const secrets = t.exec("head", ["bash", GATEWAY, ...secretsArgv, ...dirs], `${BACKEND_KEY}\n${readFileSync(join(dir, "server.pem"), "utf8")}`);
+    expect(secrets.status, secrets.stderr).toBe(0);
+    expect(keyValues(secrets.stdout)).toMatchObject({ changed: "yes" });
+    expect(keyValues(secrets.stdout).ca_certificate_base64).toBeUndefined();
+    expect(existsSync(join(configDir(), "ca.key"))).toBe(false);
+    const [viaPki, viaPkiText] = call("/v1/chat/completions", KEY.ops, chat, ca);
+    expect(viaPki, viaPkiText).toBe(200);
+
+    // Refusals change nothing: a PEM that is not one, an empty stdin, two sources of one secret.
+    const pemBefore = readFileSync(join(configDir(), "server.pem"), "utf8");
+    const notPem = t.exec("head", ["bash", GATEWAY, ...secretsArgv, ...dirs], `${BACKEND_KEY}\nnot a certificate\n`);
+    expect(notPem.status).toBe(1);
+    expect(notPem.stderr).toContain("stdin holds no PEM certificate");
+    expect(notPem.stderr).not.toContain(BACKEND_KEY);
+    const empty = t.exec("head", ["bash", GATEWAY, ...argv, ...dirs], "");
+    expect(empty.status).toBe(1);
+    expect(empty.stderr).toContain("--secrets-stdin: stdin is empty");
+    const both = t.exec("head", ["bash", GATEWAY, ...argv, ...dirs, "--backend-key-file", join(dir, "backend-key")], `${BACKEND_KEY}\n`);
+    expect(both.status).toBe(2);
+    expect(readFileSync(join(configDir(), "server.pem"), "utf8")).toBe(pemBefore);
+    expect(call("/v1/chat/completions", KEY.ops, chat, ca)[0]).toBe(200);
+  }, 120_000);
 });

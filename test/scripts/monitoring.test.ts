@@ -4,20 +4,31 @@
  * dir, loopback port, 1 s scrape) with the kit's generated config and rules. Two teams send
  * requests (the test sets X-Kimi-Team where the gateway would); Prometheus then holds each team's
  * requests and tokens, which add up to llama-server's own token counters; every Grafana panel's
- * query returns a series; killing llama-server fires ReplicaDown for that replica.
+ * query returns a series; killing llama-server fires ReplicaDown for that replica. A replica with
+ * --api-key-file is scraped only with replicaBearerTokenFile (its /metrics wants the key). Last,
+ * the whole chain: HAProxy (gateway.sh) → usage exporter → llama-server, where the team comes from
+ * the key the gateway checked, never from the client.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { promisify } from "node:util";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startServer, type RunningServer } from "../../bench/lib/server";
-import { alertRules, grafanaDashboard, prometheusConfig, type TeamPricing } from "../../planner/monitoring";
+import { alertRules, grafanaDashboard, MONITORING_BEARER_TOKEN_FILE, prometheusConfig, type TeamPricing } from "../../planner/monitoring";
 import { startUsageProxy, type UsageProxy } from "../../tools/usage-exporter";
+import { adminSocketOf, GATEWAY_FILES, gatewayApplyArgv, haproxyGatewayConfig, keySha256 } from "../../planner/gateway";
+import { limitOnce, TOKENS_LAST_MINUTE_QUERY } from "../../tools/token-limiter";
+import { hostProgramJavaScript } from "../../components/host-programs";
 import { generateDeepseek2Model } from "../support/models";
 import { freePort } from "../support/net";
+import { until as untilCondition } from "../support/until";
 
 const hasPrometheus = spawnSync("prometheus", ["--version"]).status === 0;
+const execFileAsync = promisify(execFile);
+const GATEWAY_SCRIPT = resolve(__dirname, "../../ansible-free-scripts/gateway.sh");
+const LIMITER_SCRIPT = resolve(__dirname, "../../ansible-free-scripts/token-limiter.sh");
 const teams: TeamPricing[] = [
   { name: "alpha", monthlyBudgetUsd: 100, usdPerInputToken: 1e-6, usdPerOutputToken: 1e-5 },
   { name: "beta", usdPerInputToken: 1e-6, usdPerOutputToken: 1e-5 },
@@ -25,10 +36,15 @@ const teams: TeamPricing[] = [
 
 let dir: string;
 let server: RunningServer;
+let keyed: RunningServer | undefined;
+let model: string;
 let proxy: UsageProxy;
 let prometheus: ChildProcess;
 let promPort: number;
 let promLog = "";
+
+const until = <T>(what: string, check: () => Promise<T | undefined>) =>
+  untilCondition(what, check, { timeoutMs: 60_000, intervalMs: 250, context: () => `prometheus log:\n${promLog.slice(-2000)}` });
 
 interface Sample {
   metric: Record<string, string>;
@@ -42,28 +58,13 @@ async function query(expr: string): Promise<Sample[]> {
   return body.data.result;
 }
 
-/** Polls until `check` returns a value (not undefined), or fails with the last thing seen. */
-async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last error: ${String(last)})\nprometheus log:\n${promLog.slice(-2000)}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
 
 const byTeam = (samples: Sample[]) => Object.fromEntries(samples.map((s) => [s.metric.team ?? "", Number(s.value[1])]));
 
 beforeAll(async () => {
   if (!hasPrometheus) return;
   dir = mkdtempSync(join(tmpdir(), "kimi-kit-monitoring-"));
-  const model = generateDeepseek2Model(join(dir, "model"));
+  model = generateDeepseek2Model(join(dir, "model"));
   server = await startServer(model, ["-t", "1", "--metrics", "-c", "512", "-np", "2"]);
   proxy = await startUsageProxy({ listen: { host: "127.0.0.1", port: 0 }, upstream: { host: "127.0.0.1", port: server.port }, metrics: { host: "127.0.0.1", port: 0 } });
   // ReplicaDown waits 2 s here, not the production minute, so the test sees it fire quickly.
@@ -92,6 +93,7 @@ afterAll(async () => {
   }
   await proxy?.close();
   await server?.stop();
+  await keyed?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -173,5 +175,143 @@ describe.skipIf(!hasPrometheus)(`usage per team and alerts in a real Prometheus$
       return body.data.alerts.find((a) => a.labels.alertname === "ReplicaDown" && a.state === "firing");
     });
     expect(alert.labels).toMatchObject({ replica: "r1", job: "llama-server" });
+  }, 240_000);
+
+  it("a replica with --api-key-file serves /metrics only with its key: down without replicaBearerTokenFile, up with it", async () => {
+    const key = "monitoring-test-key";
+    writeFileSync(join(dir, "api-key"), `${key}\n`);
+    keyed = await startServer(model, ["-t", "1", "--metrics", "-c", "512", "-np", "1", "--api-key-file", join(dir, "api-key")]);
+    // Prometheus reads the key file next to its config (a relative credentials_file), as monitoring.sh installs it.
+    writeFileSync(join(dir, MONITORING_BEARER_TOKEN_FILE), `${key}\n`, { mode: 0o600 });
+    const config = (withKey: boolean) =>
+      prometheusConfig({
+        scrapeIntervalSeconds: 1,
+        replicas: [{ name: "r2", address: "127.0.0.1", port: keyed!.port }],
+        ruleFiles: [join(dir, "rules.yml")],
+        ...(withKey ? { replicaBearerTokenFile: MONITORING_BEARER_TOKEN_FILE } : {}),
+      });
+    const target = async (health: string) => {
+      const body = (await (await fetch(`http://127.0.0.1:${promPort}/api/v1/targets`)).json()) as { data: { activeTargets: { labels: Record<string, string>; health: string; lastError: string }[] } };
+      const r2 = body.data.activeTargets.find((t) => t.labels.replica === "r2");
+      return r2?.health === health ? r2 : undefined;
+    };
+    writeFileSync(join(dir, "prometheus.yml"), config(false));
+    prometheus.kill("SIGHUP");
+    const refused = await until("r2 down without the key", () => target("down"));
+    expect(refused.lastError).toMatch(/401/);
+    writeFileSync(join(dir, "prometheus.yml"), config(true));
+    prometheus.kill("SIGHUP");
+    await until("r2 up with the key", () => target("up"));
+    const samples = await until("r2's own counters", async () => {
+      const result = await query('llamacpp:requests_processing{replica="r2"}');
+      return result.length > 0 ? result : undefined;
+    });
+    expect(samples[0]!.metric).toMatchObject({ job: "llama-server", replica: "r2" });
+  }, 240_000);
+});
+
+const canRunGateway = process.getuid?.() === 0 && spawnSync("sh", ["-c", "command -v haproxy && command -v curl && command -v openssl"]).status === 0;
+
+describe.skipIf(!canRunGateway || !hasPrometheus)(`the gateway names the team for the usage exporter${canRunGateway ? "" : " (skipped: needs root, haproxy, curl, openssl and prometheus)"}`, () => {
+  it("counts requests made with a team's key through HAProxy for that team (a client's own X-Kimi-Team is overwritten); the token limiter blocks and admits a team", async () => {
+    const gatewayDir = mkdtempSync(join(tmpdir(), "kimi-kit-gateway-usage-"));
+    const replica = await startServer(model ?? generateDeepseek2Model(join(gatewayDir, "model")), ["-t", "1", "-c", "512", "-np", "1"]);
+    const counter = await startUsageProxy({ listen: { host: "127.0.0.1", port: 0 }, upstream: { host: "127.0.0.1", port: replica.port }, metrics: { host: "127.0.0.1", port: 0 } });
+    const keys = { alpha: "alpha-team-key-0123456789abcdefghij", beta: "beta-team-key-0123456789abcdefghijk" };
+    const [listenPort, statsPort, peerPort] = [await freePort(), await freePort(), await freePort()];
+    const input = {
+      stack: "usage-test",
+      name: "usagetest",
+      configDir: join(gatewayDir, "etc"),
+      listen: { address: "127.0.0.1", port: listenPort },
+      backends: [{ name: "r1", address: "127.0.0.1", port: counter.port }],
+      teams: Object.entries(keys).map(([team, key]) => ({ name: team, keySha256: keySha256(key), requestsPerMinute: 100, tokensPerMinute: 1000 })),
+      stats: { address: "127.0.0.1", port: statsPort },
+      peerPort,
+    };
+    const files = haproxyGatewayConfig(input);
+    const from = join(gatewayDir, "from");
+    mkdirSync(from);
+    writeFileSync(join(from, "haproxy.cfg"), files.config);
+    writeFileSync(join(from, "teams.map"), files.teamsMap);
+    writeFileSync(join(from, "limits.map"), files.limitsMap);
+    writeFileSync(join(from, GATEWAY_FILES.tokenLimitsMap), files.tokenLimitsMap);
+    const dirs = ["--run-dir", join(gatewayDir, "run"), "--no-systemd"];
+    try {
+      const applied = spawnSync("bash", [GATEWAY_SCRIPT, ...gatewayApplyArgv(input, from, { tls: "internal-ca", sans: [], secretsStdin: true }), ...dirs], { input: "replica-key-unused-here\n", encoding: "utf8" });
+      expect(applied.status, applied.stderr).toBe(0);
+      const caFile = join(gatewayDir, "ca.crt");
+      writeFileSync(caFile, Buffer.from(/^ca_certificate_base64=(.*)$/m.exec(applied.stdout)![1]!, "base64"));
+      const chat = async (key: string, claimedTeam?: string): Promise<string> => {
+        const args = ["-sS", "--max-time", "60", "--cacert", caFile, "-o", "/dev/null", "-w", "%{http_code}", "-H", `Authorization: Bearer ${key}`, "-H", "Content-Type: application/json"];
+        if (claimedTeam) args.push("-H", `X-Kimi-Team: ${claimedTeam}`);
+        args.push("-d", JSON.stringify({ messages: [{ role: "user", content: "hi" }], max_tokens: 4 }), `https://127.0.0.1:${listenPort}/v1/chat/completions`);
+        const result = await execFileAsync("curl", args, { encoding: "utf8" }).catch((error: { stdout?: string; stderr?: string }) => ({ stdout: error.stdout ?? "", stderr: error.stderr ?? "" }));
+        return result.stdout;
+      };
+      // The usage exporter runs in this process: every call below must leave the event loop free (no spawnSync).
+      await until("the gateway's health check to see the replica up", async () => {
+        const text = await (await fetch(`http://127.0.0.1:${statsPort}/metrics`)).text();
+        return /haproxy_server_status\{[^}]*server="r1",state="UP"\} 1/.test(text) ? true : undefined;
+      });
+      expect(await chat(keys.alpha)).toBe("200");
+      expect(await chat(keys.alpha)).toBe("200");
+      // beta claims to be alpha: the gateway's header wins, so beta pays.
+      expect(await chat(keys.beta, "alpha")).toBe("200");
+      expect(await chat("not-a-team-key", "alpha")).toBe("401");
+      const usage = counter.usage();
+      expect(usage.alpha?.requests).toBe(2);
+      expect(usage.beta?.requests).toBe(1);
+      expect(usage.none).toBeUndefined();
+      expect(usage.alpha!.completionTokens).toBeGreaterThan(0);
+
+      // Tokens per minute: Prometheus scrapes this exporter; the token limiter blocks alpha (over a
+      // 1-token limit) at the gateway through its admin socket, beta goes on, and alpha is admitted
+      // again once its limit is above what it used.
+      writeFileSync(
+        join(dir, "prometheus.yml"),
+        prometheusConfig({ scrapeIntervalSeconds: 1, replicas: [{ name: "g1", address: "127.0.0.1", port: counter.port }], usageExporters: [{ name: "g1", address: "127.0.0.1", port: counter.metricsPort }], ruleFiles: [join(dir, "rules.yml")] }),
+      );
+      prometheus.kill("SIGHUP");
+      // increase() counts only what a counter gained while scraped: once alpha's series is in
+      // Prometheus, alpha makes one more request, which is what its last minute then holds.
+      await until("alpha's counter scraped", async () => ((await query('kimi_team_requests_total{team="alpha"}')).length > 0 ? true : undefined));
+      expect(await chat(keys.alpha)).toBe("200");
+      const alphaTokens = counter.usage().alpha!.promptTokens + counter.usage().alpha!.completionTokens;
+      await until("alpha's tokens over the last minute in Prometheus", async () => {
+        const samples = await query(TOKENS_LAST_MINUTE_QUERY);
+        return samples.some((sample) => sample.metric.team === "alpha" && Number(sample.value[1]) > 0) ? true : undefined;
+      });
+      const limits = join(gatewayDir, "token-limits");
+      const limiter = { prometheusUrl: `http://127.0.0.1:${promPort}`, limitsFile: limits, socketPath: adminSocketOf(input), blockedMapFile: join(input.configDir, GATEWAY_FILES.tokensBlockedMap) };
+      writeFileSync(limits, `alpha 1\nbeta ${100 * alphaTokens}\n`);
+      const blocking = await limitOnce(limiter);
+      expect(blocking).toMatchObject({ blocked: ["alpha"], added: ["alpha"], removed: [] });
+      expect(readFileSync(limiter.blockedMapFile, "utf8")).toBe("alpha 1\n");
+      expect(await chat(keys.alpha)).toBe("429");
+      expect(await chat(keys.beta)).toBe("200");
+      writeFileSync(limits, `alpha ${100 * alphaTokens}\n`);
+      expect(await limitOnce(limiter)).toMatchObject({ blocked: [], added: [], removed: ["alpha"] });
+      expect(await chat(keys.alpha)).toBe("200");
+
+      // The same loop as the kit deploys it: token-limiter.sh runs the transpiled program as a daemon
+      // (one round at apply, then every second here); lowering alpha's limit blocks it within a round.
+      const limiterDirs = ["--install-dir", join(gatewayDir, "limiter"), "--run-dir", join(gatewayDir, "run"), "--no-systemd"];
+      writeFileSync(join(gatewayDir, "token-limiter.js"), hostProgramJavaScript("token-limiter"));
+      const limiterArgv = ["apply", "--name", "usagetest", "--from", join(gatewayDir, "token-limiter.js"), "--prometheus", limiter.prometheusUrl, "--limits", limits, "--socket", limiter.socketPath, "--blocked-map", limiter.blockedMapFile, "--interval", "1", ...limiterDirs];
+      const started = await execFileAsync("bash", [LIMITER_SCRIPT, ...limiterArgv], { encoding: "utf8" });
+      expect(started.stdout).toMatch(/^token_limiter=usagetest\npid=\d+\nchanged=yes\n$/);
+      const again = await execFileAsync("bash", [LIMITER_SCRIPT, ...limiterArgv], { encoding: "utf8" });
+      expect(again.stdout).toContain("changed=no");
+      writeFileSync(limits, "alpha 1\n");
+      await until("the daemon to block alpha", async () => ((await chat(keys.alpha)) === "429" ? true : undefined));
+      const removed = await execFileAsync("bash", [LIMITER_SCRIPT, "remove", "--name", "usagetest", ...limiterDirs], { encoding: "utf8" });
+      expect(removed.stdout).toBe("token_limiter=removed\n");
+    } finally {
+      spawnSync("bash", [GATEWAY_SCRIPT, "remove", "--name", input.name, "--config-dir", input.configDir, ...dirs]);
+      await counter.close();
+      await replica.stop();
+      rmSync(gatewayDir, { recursive: true, force: true });
+    }
   }, 240_000);
 });

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startServer, type RunningServer } from "../../bench/lib/server";
-import { parseSmokeTimings, smokeScript } from "../../components/llm-deployment";
+import { parseSmokeTimings, smokeScript } from "../../components/smoke";
 import { generateDeepseek2Model } from "../support/models";
 
 const KEY = "smoke-test-key-0123456789abcdefghijklmnop";

@@ -27,7 +27,7 @@ export function pulumiProject(): PulumiProject {
     .pop()!;
   const work = mkdtempSync(join(tmpdir(), "kimi-kit-engine-"));
   const dir = join(work, "project");
-  for (const entry of ["Pulumi.yaml", "package.json", "tsconfig.json", "index.ts", "planner", "components", "catalog", "stacks", "ansible-free-scripts", "locks", "policy"]) {
+  for (const entry of ["Pulumi.yaml", "package.json", "tsconfig.json", "index.ts", "planner", "components", "catalog", "stacks", "ansible-free-scripts", "locks", "policy", "tools"]) {
     cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
   }
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));

@@ -111,7 +111,7 @@ describe("the fleet stack: two replicas of the seed box and two teams", () => {
     const text = renderPlan(plan);
     expect(text).toMatch(/Fleet: 2 replica\(s\)/);
     expect(text).toMatch(/chargeback {3}per 1M tokens: input \$/);
-    expect(text).toMatch(/platform +30 requests\/min, 60\.0K tokens\/min; budget \$150\.00\/month buys/);
+    expect(text).toMatch(/platform +30 requests\/min, 60\.0K tokens\/min \(enforced after the fact: blocked within ~25 s of crossing it\); budget \$150\.00\/month buys/);
     const json = planToJson(plan);
     expect(json.fleet?.replicas).toBe(2);
     expect(json.fleet?.monthlyUsd).toBeCloseTo(fleet.cost!.monthlyUsd, 9);
@@ -208,5 +208,65 @@ describe("bad input is refused before anything is planned, one line each", () =>
       values.fleet = { replicas: 2, peakConcurrentRequests: 4 };
     })));
     expect(peakOnly).toEqual([expect.stringMatching(/^fleet: .*peakConcurrentRequests and latencyTargetSeconds together/)]);
+  });
+});
+
+describe("where the fleet runs (planner/fleet-serving.ts)", () => {
+  it("two replicas: the gateway on the first, each usage exporter on its private address, llama-server one port up on loopback", () => {
+    const plan = planOf("cpu-ddr5-fleet", raw("cpu-ddr5-fleet"));
+    const serving = plan.fleetServing!;
+    expect(serving.notDeployable).toBeUndefined();
+    expect(serving.gateway.hostId).toBe("replica-1");
+    expect(serving.gateway.input.listen).toEqual({ address: "0.0.0.0", port: 8080 });
+    expect(serving.gateway.input.backends).toEqual([
+      { name: "replica-1", address: "10.0.0.11", port: 8081 },
+      { name: "replica-2", address: "10.0.0.12", port: 8081 },
+    ]);
+    expect(serving.gateway.firewall!.allow).toEqual([
+      { port: 8080, cidrs: ["198.51.100.0/24"] },
+      { port: 8405, cidrs: ["10.0.0.11/32"] },
+    ]);
+    for (const replica of serving.replicas) {
+      expect(replica.listen).toEqual({ address: "127.0.0.1", port: 8082 });
+      const at = replica.llamaServerArgs.indexOf("--host");
+      expect(replica.llamaServerArgs.slice(at, at + 4)).toEqual(["--host", "127.0.0.1", "--port", "8082"]);
+      expect(replica.usage.upstream).toEqual(replica.listen);
+      expect(replica.firewall!.allow.every((rule) => rule.cidrs.join() === "10.0.0.11/32")).toBe(true);
+    }
+    // Everything else on the command line is the fleet plan's own.
+    const strip = (args: string[]) => args.filter((_, index) => !["--host", "--port"].includes(args[index - 1] ?? "") && !["--host", "--port"].includes(args[index]!));
+    expect(strip(serving.replicas[1]!.llamaServerArgs)).toEqual(strip(plan.llamaServerArgs));
+    expect(plan.hostConfigPath).toBe("hosts[0]");
+  });
+
+  it("teams on one host: the gateway takes the front door's place and everything stays on loopback", () => {
+    const plan = planOf(
+      "cpu-ddr5",
+      raw("cpu-ddr5", (values) => {
+        values.teams = [{ name: "platform", rpm: 20 }];
+        values.serving = { ...(values.serving as object), bindAddress: "0.0.0.0", allowedCidrs: ["192.0.2.0/24"], port: 443 };
+        values.costs ??= structuredClone(readStackValues("cpu-ddr5-fleet").costs);
+      }),
+    );
+    const serving = plan.fleetServing!;
+    expect(serving.notDeployable).toBeUndefined();
+    expect(serving.replicas).toHaveLength(1);
+    expect(serving.replicas[0]!.firewall).toBeUndefined();
+    expect(serving.replicas[0]!.usage.listen).toEqual({ address: "127.0.0.1", port: 444 });
+    expect(serving.replicas[0]!.listen).toEqual({ address: "127.0.0.1", port: 445 });
+    expect(serving.gateway.input.stats.address).toBe("127.0.0.1");
+  });
+
+  it("replicas: 2 on one `host` is planned but names why it cannot be deployed", () => {
+    const plan = planOf("cpu-ddr5", raw("cpu-ddr5", (values) => (values.fleet = { replicas: 2, tokensPerAnswer: 400 })));
+    expect(plan.fleet!.replicas).toBe(2);
+    expect(plan.fleetServing!.notDeployable).toMatch(/list the replicas under kimi-kit:hosts \(role: replica, each with ssh and privateAddress\)/);
+    expect(renderPlan(plan)).toContain("not deployable: kimi-kit:fleet replicas 2 on one `host`");
+  });
+
+  it("llama-server's port never lands on the public port, the exporter's or the gateway's stats port", () => {
+    const plan = planOf("cpu-ddr5-fleet", raw("cpu-ddr5-fleet", (values) => (values.serving = { ...(values.serving as object), port: 8082, backendPort: 8081 })));
+    expect(plan.fleetServing!.replicas[0]!.listen.port).not.toBe(8082);
+    expect(plan.fleetServing!.replicas[0]!.listen.port).toBe(8083);
   });
 });

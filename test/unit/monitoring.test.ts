@@ -5,12 +5,12 @@
  * the healthy one beside it. Also the usage exporter's token parsing (tools/usage-exporter.ts).
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
-import { alertRules, grafanaDashboard, prometheusConfig, QUERIES, type TeamPricing } from "../../planner/monitoring";
+import { alertRules, grafanaDashboard, MONITORING_BEARER_TOKEN_FILE, prometheusConfig, QUERIES, type TeamPricing } from "../../planner/monitoring";
 import { renderMetrics, tokensOf, tokensOfStream } from "../../tools/usage-exporter";
 
 const dir = mkdtempSync(join(tmpdir(), "kimi-kit-monitoring-unit-"));
@@ -55,6 +55,51 @@ describe("prometheusConfig and alertRules pass promtool check", () => {
       { targets: ["10.0.0.11:8080"], labels: { replica: "r1" } },
       { targets: ["10.0.0.12:8080"], labels: { replica: "r2" } },
     ]);
+  });
+
+  it("replicaBearerTokenFile: the llama-server job alone sends the key file as a Bearer token, and promtool accepts it", () => {
+    const input = {
+      scrapeIntervalSeconds: 15,
+      replicas: [{ name: "r1", address: "10.0.0.11", port: 8080 }],
+      gateway: { address: "10.0.0.10", port: 8405 },
+      usageExporters: [{ name: "r1", address: "10.0.0.11", port: 9101 }],
+      ruleFiles: ["rules.yml"],
+    };
+    type Parsed = { scrape_configs: { job_name: string; authorization?: { type: string; credentials_file: string } }[] };
+    const plain = parse(prometheusConfig(input)) as Parsed;
+    expect(plain.scrape_configs.every((c) => c.authorization === undefined)).toBe(true);
+
+    const withKey = prometheusConfig({ ...input, replicaBearerTokenFile: MONITORING_BEARER_TOKEN_FILE });
+    const parsed = parse(withKey) as Parsed;
+    expect(parsed.scrape_configs.map((c) => [c.job_name, c.authorization])).toEqual([
+      ["llama-server", { type: "Bearer", credentials_file: "bearer-token" }],
+      ["gateway", undefined],
+      ["usage", undefined],
+    ]);
+    // The relative path is resolved against the config file's folder, as monitoring.sh installs it.
+    const withToken = join(dir, "with-token");
+    mkdirSync(withToken, { recursive: true });
+    writeFileSync(join(withToken, "rules.yml"), rulesText);
+    writeFileSync(join(withToken, "bearer-token"), "secret-key\n", { mode: 0o600 });
+    writeFileSync(join(withToken, "prometheus.yml"), withKey);
+    const ok = promtool("check", "config", join(withToken, "prometheus.yml"));
+    expect(ok.output).toContain("SUCCESS");
+    expect(ok.status, ok.output).toBe(0);
+
+    // The check can fail: promtool refuses the config when the key file it names is missing.
+    const withoutToken = join(dir, "without-token");
+    mkdirSync(withoutToken, { recursive: true });
+    writeFileSync(join(withoutToken, "rules.yml"), rulesText);
+    writeFileSync(join(withoutToken, "prometheus.yml"), withKey);
+    const refused = promtool("check", "config", join(withoutToken, "prometheus.yml"));
+    expect(refused.status, refused.output).not.toBe(0);
+    expect(refused.output).toContain("bearer-token");
+
+    // An absolute path passes through unchanged; an empty one is refused before any file.
+    expect(parse(prometheusConfig({ ...input, replicaBearerTokenFile: "/etc/kimi-kit/monitoring/m/bearer-token" }))).toMatchObject({
+      scrape_configs: [{ job_name: "llama-server", authorization: { type: "Bearer", credentials_file: "/etc/kimi-kit/monitoring/m/bearer-token" } }, {}, {}],
+    });
+    expect(() => prometheusConfig({ ...input, replicaBearerTokenFile: " " })).toThrow(/file path/);
   });
 
   it("check rules: six alerts, budget ones only for teams with a budget", () => {

@@ -233,6 +233,15 @@ describe("renderHtmlReport / renderMemorySvg", () => {
   });
 });
 
+it("a fleet's page adds its replicas, the fleet's cost, the chargeback and each team; a single host's does not", () => {
+  const fleet = planJson("cpu-ddr5-fleet");
+  const text = unescape(renderHtmlReport([{ label: "cpu-ddr5-fleet", plan: fleet }]));
+  expect(text).toContain(`2 × 2 slot(s): ${fleet.fleet!.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode with every slot busy`);
+  expect(text).toContain("$354.43 (2 × $177.21)");
+  expect(text).toMatch(/platform: 30 req\/min, \$150\.00\/month buys [\d.]+M tokens; research: 10 req\/min/);
+  expect(unescape(renderHtmlReport([{ label: "cpu-ddr5", plan: cpu }]))).not.toContain("fleet monthly cost");
+});
+
 describe("writeReport", () => {
   const dir = mkdtempSync(join(tmpdir(), "report-html-"));
 

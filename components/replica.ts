@@ -1,0 +1,105 @@
+/**
+ * One replica of a fleet (planner/fleet-serving.ts): a host serving the whole model behind the
+ * gateway. Host → HostPrep → the kit's nftables table admitting only the gateway host to the
+ * usage exporter's ports (before anything listens on them) → GgufShards → LlamaServer on loopback
+ * → the usage exporter on the private address in front of it (usage-exporter.sh) → a smoke request
+ * with the replicas' key, whose timings are the replica's measured speed.
+ * Every fact comes from the replica's plan (planner/plan.ts replicaPlan); nothing from the catalog.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { firewallAllowArgv, type ReplicaServing, type UsageExporterServing } from "../planner/fleet-serving";
+import type { Plan } from "../planner/plan";
+import { GgufShards } from "./gguf-shards";
+import { Host } from "./host";
+import { HostPrep, remoteScript, scriptSha256 } from "./host-prep";
+import { LlamaServer, type ContainerEngine } from "./llama-server";
+import { REMOTE_KIT_DIR } from "./container-spec";
+import { remoteCommand, stagedFilesScript } from "./remote-exec";
+import { hostProgramJavaScript, hostProgramJavaScriptSha256 } from "./host-programs";
+import { smokeStep, type SmokeTimings } from "./smoke";
+
+/** argv after `usage-exporter.sh`: the per-team counter in front of llama-server, its script staged in `fromFile`. */
+export function usageExporterApplyArgv(usage: UsageExporterServing, fromFile: string): string[] {
+  const at = (listener: { address: string; port: number }) => `${listener.address}:${listener.port}`;
+  return ["apply", "--name", usage.name, "--from", fromFile, "--listen", at(usage.listen), "--upstream", at(usage.upstream), "--metrics", at(usage.metrics)];
+}
+
+export function usageExporterApplyScript(usage: UsageExporterServing): string {
+  const staging = `${REMOTE_KIT_DIR}/staged/usage-${usage.name}`;
+  return stagedFilesScript(staging, { "usage-exporter.js": hostProgramJavaScript("usage-exporter") }, remoteScript("usage-exporter.sh", usageExporterApplyArgv(usage, `${staging}/usage-exporter.js`)));
+}
+
+export interface ReplicaArgs {
+  /** planner/plan.ts replicaPlan(fleetPlan, replica): the fleet's plan on this replica's host and listener. */
+  plan: Plan;
+  replica: ReplicaServing;
+  /** The replicas' own key (the gateway sends it; teams never see it). */
+  apiKey: pulumi.Input<string>;
+  sshPrivateKey?: pulumi.Input<string>;
+  huggingFaceToken?: pulumi.Input<string>;
+  engine?: ContainerEngine;
+  sshFilesDir?: string;
+}
+
+export class Replica extends pulumi.ComponentResource {
+  readonly replica: ReplicaServing;
+  readonly host: Host;
+  readonly prep: HostPrep;
+  /** The usage exporter's step (after the container): what the gateway's health checks reach. */
+  readonly server: pulumi.Resource;
+  readonly smoke: pulumi.Output<SmokeTimings>;
+
+  constructor(name: string, args: ReplicaArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("kimi-kit:fleet:Replica", name, {}, opts);
+    const { plan, replica } = args;
+    this.replica = replica;
+    const host = new Host(`${name}-host`, { plan, sshPrivateKey: args.sshPrivateKey }, { parent: this });
+    if (!host.connection) throw new pulumi.RunError(`stack ${plan.stack}: replica ${replica.id} (${replica.configPath}) has no SSH connection`);
+    this.host = host;
+    const executor = plan.config.deployment.remoteExecutor;
+    const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
+    this.prep = prep;
+    let ready: pulumi.Resource = prep.ready;
+    if (replica.firewall) {
+      ready = remoteCommand(
+        executor,
+        `${name}-firewall`,
+        {
+          connection: host.connection,
+          create: remoteScript("firewall.sh", firewallAllowArgv(replica.firewall)),
+          delete: remoteScript("firewall.sh", ["remove", "--table", replica.firewall.table]),
+          triggers: [scriptSha256("firewall.sh"), scriptSha256("lib-common.sh"), replica.firewall.table],
+          logging: "stdoutAndStderr",
+        },
+        { parent: this, dependsOn: [prep.ready] },
+      ).resource;
+    }
+    const shards = new GgufShards(`${name}-shards`, { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep, ready] }, { parent: this });
+    const server = new LlamaServer(
+      `${name}-server`,
+      { plan, host, apiKey: args.apiKey, engine: args.engine, after: [shards.fetched, ready], sshFilesDir: args.sshFilesDir, imageVariant: prep.llamaImageVariant },
+      { parent: this },
+    );
+    // The gateway's only way in: the per-team counter, started once llama-server runs behind it.
+    const usage = remoteCommand(
+      executor,
+      `${name}-usage`,
+      {
+        connection: host.connection,
+        create: usageExporterApplyScript(replica.usage),
+        delete: remoteScript("usage-exporter.sh", ["remove", "--name", replica.usage.name]),
+        triggers: [scriptSha256("usage-exporter.sh"), scriptSha256("lib-common.sh"), hostProgramJavaScriptSha256("usage-exporter"), replica.usage.name],
+        logging: "stdoutAndStderr",
+      },
+      { parent: this, dependsOn: [server.server] },
+    );
+    this.server = usage.resource;
+    this.smoke = smokeStep(
+      executor,
+      `${name}-smoke`,
+      { connection: host.connection, listen: plan.listen, alias: plan.model.serving.alias, waitSeconds: server.spec.waitSeconds, apiKey: args.apiKey, triggers: [JSON.stringify(server.spec)] },
+      { parent: this, dependsOn: [server.server] },
+    );
+    this.registerOutputs({ id: replica.id, listen: replica.listen, smoke: this.smoke, measuredBandwidthGBps: prep.measuredBandwidthGBps });
+  }
+}
