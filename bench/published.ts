@@ -6,7 +6,11 @@
  * the stack schema and resolveHost, so a catalog CPU platform supplies the clock and FLOP/cycle the
  * sources do not state; PLATFORM_FACTS supplies a named CPU's datasheet channels, DIMM speed and
  * clock when the source gives none, and a stated STREAM/mlc figure is the achievable bandwidth),
- * tensors from the catalog model, flags from its command line translated from
+ * tensors from the catalog model (the corpus's model.catalogModel alias where the source names the
+ * model otherwise; model.catalogTier where its quant label means a tier under another name; a quant
+ * that is no tier, sized from its stated file size by scaling the nearest tier's routed experts), a
+ * placeholder CPU for a run with every layer on its GPUs whose source names no host (its projection
+ * does not read the CPU; a unit test holds that), flags from its command line translated from
  * llama-bench/batched-bench/cli words (TOOL_FLAGS) and parsed by parseFlags. A run whose CPU has
  * no known clock is not projected (decode's arithmetic term and prefill need it). Every assumption is
  * printed next to the run; a run that cannot be converted is listed with what blocks it. For every
@@ -21,12 +25,13 @@ import { hostSchema } from "../planner/config";
 import { estimate } from "../planner/estimate";
 import { parseFlags, type SizingFlags } from "../planner/flags";
 import { resolveHost, type HostSpec } from "../planner/host";
-import { hardwareClass, loadMeasurements, type MeasuredRun } from "../planner/measurements";
+import { hardwareClass, loadMeasurements, quantSizeProblem, type MeasuredRun } from "../planner/measurements";
 import { priorCpuFactors, project as projectSpeed, type CpuFactorName, type CpuFactorOverrides, type SpeedInputs } from "../planner/speed";
 import { readFileSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { stringify } from "yaml";
-import { tensorsFromArchitecture, type TensorInfo } from "../planner/tensors";
+import { tensorsFromArchitecture, totalBytes, type TensorInfo } from "../planner/tensors";
+import { parseSize } from "../planner/units";
 
 export const TARGETS = { decode: { median: 0.15, p90: 0.3 }, prefill: { median: 0.25, p90: 0.5 } } as const;
 
@@ -74,6 +79,30 @@ export const TOOL_FLAGS: Record<string, { server?: string; takesValue: boolean; 
   "-r": { takesValue: true, meaning: "llama-bench repetitions" },
 };
 
+/**
+ * Drops the parenthesised annotations a corpus entry adds to a command line ("-t 64 (pp512)"): a
+ * group that opens a word outside quotes. Parentheses inside a word or a quoted -ot pattern
+ * ("blk\.(3|4|5)\.ffn_.*=CUDA0") are the regex's own groups and stay.
+ */
+export function stripAnnotations(line: string): string {
+  let out = "";
+  let quote: string | undefined;
+  for (let index = 0; index < line.length; index++) {
+    const char = line[index]!;
+    if (quote) {
+      if (char === quote) quote = undefined;
+      out += char;
+    } else if (char === '"' || char === "'") {
+      quote = char;
+      out += char;
+    } else if (char === "(" && (index === 0 || /\s/.test(line[index - 1]!))) {
+      let depth = 1;
+      while (depth > 0 && ++index < line.length) depth += line[index] === "(" ? 1 : line[index] === ")" ? -1 : 0;
+    } else out += char;
+  }
+  return out.replace(/\s+/g, " ").trim();
+}
+
 /** Rewrites a benchmark tool's command line into llama-server words; undefined when it is prose, not flags. */
 export function serverWords(line: string): { words: string[]; dropped: string[] } | undefined {
   const words = splitWords(line);
@@ -96,7 +125,12 @@ export function serverWords(line: string): { words: string[]; dropped: string[] 
   return { words: out, dropped };
 }
 
-function catalogModel(run: MeasuredRun, catalog: Catalog): { model: ModelEntry; tier: Tier } | string {
+/** The catalog model a run's model shares its architecture with: the corpus's explicit alias, else the name rules. */
+export function runCatalogModel(run: MeasuredRun, catalog: Catalog): ModelEntry | string {
+  if (run.model.catalogModel !== undefined) {
+    const aliased = catalog.models.find((entry) => entry.id === run.model.catalogModel);
+    return aliased ?? `catalogModel ${run.model.catalogModel} of ${run.model.name} is not in catalog/models.yaml (it has ${catalog.models.map((entry) => entry.id).join(", ")})`;
+  }
   // Kimi K2, K2.5 and K2.6 share one architecture (deepseek2, 61 layers, 384 experts); the catalog has K2.6.
   const model = /^kimi-k2(\.\d)?(-|$)/i.test(run.model.name)
     ? catalog.models.find((entry) => entry.id.startsWith("kimi-k2"))
@@ -105,10 +139,56 @@ function catalogModel(run: MeasuredRun, catalog: Catalog): { model: ModelEntry; 
       : /^glm-5(\.\d)?$/i.test(run.model.name)
         ? catalog.models.find((entry) => entry.id === "glm-5")
         : undefined;
-  if (!model) return `no architecture for ${run.model.name} (catalog/models.yaml has ${catalog.models.map((entry) => entry.id).join(", ")})`;
-  const tier = model.tiers.find((entry) => entry.name === run.model.quant);
-  if (!tier) return `no tier ${run.model.quant} for ${model.id} (tiers: ${model.tiers.map((entry) => entry.name).join(", ")})`;
-  return { model, tier };
+  return model ?? `no architecture for ${run.model.name} (catalog/models.yaml has ${catalog.models.map((entry) => entry.id).join(", ")}; a run of one of them under another name states it in model.catalogModel)`;
+}
+
+/**
+ * A quant that is not a tier of the catalog model, sized from the file size its source states: the
+ * tensors of the model's tier nearest in built size, with the routed experts' bytes scaled so the
+ * whole file equals the stated size. The routed experts are what a quant family changes (dynamic
+ * mixes keep attention, shared experts and embeddings near 4-8 bits whatever the family), so the
+ * rest keeps that tier's types. Refused when the stated size is outside the quant family's
+ * bits-per-weight range for the architecture's parameter count (the corpus schema's rule, applied
+ * with the catalog's parameters where the source states none).
+ */
+export function sizedFromFile(model: ModelEntry, quant: string, fileSize: string): { tensors: TensorInfo[]; assumption: string } | string {
+  const bytes = parseSize(fileSize, { requireUnit: true });
+  if (bytes === undefined) return `fileSize ${JSON.stringify(fileSize)} is not a size`;
+  const built = model.tiers.map((tier) => ({ tier, tensors: tensorsFromArchitecture(model.architecture, tier) }));
+  const params = built[0]!.tensors.reduce((sum, tensor) => sum + tensor.elements, 0);
+  const problem = quantSizeProblem({ quant, totalParamsB: params / 1e9, fileSize, statedBpw: null });
+  if (problem) return `${quant} not sized from its file: ${problem} (${model.id}'s ${(params / 1e9).toFixed(1)} B parameters)`;
+  const nearest = built
+    .map((entry) => ({ ...entry, total: totalBytes(entry.tensors) }))
+    .sort((x, y) => Math.abs(Math.log(x.total / bytes)) - Math.abs(Math.log(y.total / bytes)))[0]!;
+  const routed = nearest.tensors.filter((tensor) => tensor.cls === "routedExperts").reduce((sum, tensor) => sum + tensor.bytes, 0);
+  const scale = (bytes - (nearest.total - routed)) / routed;
+  if (!(scale > 0)) return `${quant}: the stated ${fileSize} is smaller than ${model.id}'s non-expert tensors alone`;
+  const tensors = nearest.tensors.map((tensor) => (tensor.cls === "routedExperts" ? { ...tensor, bytes: tensor.bytes * scale } : tensor));
+  const expertBpw = (routed * scale * 8) / nearest.tensors.filter((tensor) => tensor.cls === "routedExperts").reduce((sum, tensor) => sum + tensor.elements, 0);
+  return {
+    tensors,
+    assumption: `${quant} is no ${model.id} tier: tensors of its ${nearest.tier.name} (built ${(nearest.total / 1e9).toFixed(1)} GB) with the routed experts' bytes ×${scale.toFixed(3)} (${expertBpw.toFixed(2)} bits per weight) so the file is the stated ${fileSize}`,
+  };
+}
+
+/** The run's catalog model and tensors: its named (or aliased) tier, else a tier sized from the stated file size. */
+export function runModel(run: MeasuredRun, catalog: Catalog): { model: ModelEntry; tier?: Tier; tensors: TensorInfo[]; assumptions: string[] } | string {
+  const model = runCatalogModel(run, catalog);
+  if (typeof model === "string") return model;
+  const assumptions: string[] = [];
+  if (run.model.catalogModel !== undefined) assumptions.push(`${run.model.name} is ${model.id}'s architecture (model.catalogModel)`);
+  const tierName = run.model.catalogTier ?? run.model.quant;
+  const tier = model.tiers.find((entry) => entry.name === tierName);
+  if (run.model.catalogTier !== undefined) {
+    if (!tier) return `catalogTier ${run.model.catalogTier} is not a tier of ${model.id} (tiers: ${model.tiers.map((entry) => entry.name).join(", ")})`;
+    assumptions.push(`${run.model.quant} read as ${model.id}'s ${tier.name} (model.catalogTier)`);
+  }
+  if (tier) return { model, tier, tensors: tensorsFromArchitecture(model.architecture, tier), assumptions };
+  if (run.model.fileSize === null) return `no tier ${run.model.quant} for ${model.id} (tiers: ${model.tiers.map((entry) => entry.name).join(", ")}) and no stated file size to size one from`;
+  const sized = sizedFromFile(model, run.model.quant, run.model.fileSize);
+  if (typeof sized === "string") return sized;
+  return { model, tensors: sized.tensors, assumptions: [...assumptions, sized.assumption] };
 }
 
 /**
@@ -124,7 +204,11 @@ function catalogModel(run: MeasuredRun, catalog: Catalog): { model: ModelEntry; 
 // HPC Performance with 5th Generation AMD EPYC"); EPYC 9654 2.40 / 3.70 (hpctech.co.jp EPYC 9004 table);
 // EPYC 7713 2.0 / 3.675 (techgage.com EPYC Milan launch table); Xeon 6980P 2.0 / 3.9, all-core 3.2
 // (hardwareluxx.de Granite Rapids test); Ryzen 7 7800X3D 4.2 / 5.0 (techpowerup.com review).
-export const PLATFORM_FACTS: Record<string, { cores: number; channelsPerSocket: number; kind: string; ccds?: number; fp32FlopsPerCycle: number; allCoreGHz: number; boostGHz: number; clock: string }> = {
+// Added for the GLM-5.2 and Kimi-K3 runs (well-known public datasheet figures, marked where not read
+// in this session): Ryzen 9 9900X 12 cores (two 6-core CCDs), base 4.4 / boost 5.6 GHz, AM5 with two
+// DDR5 channels at up to DDR5-5600 (AMD product page); Xeon Gold 6248 20 cores, base 2.5 / max turbo
+// 3.9 GHz, six DDR4-2933 channels, two AVX-512 FMA units (Intel ARK); Neoverse-N2 96-core: see its entry.
+export const PLATFORM_FACTS: Record<string, { cores: number; channelsPerSocket: number; kind?: string; ccds?: number; fp32FlopsPerCycle: number; allCoreGHz: number; boostGHz: number; clock: string; identifiedAs?: string }> = {
   // Zen 5: two 512-bit FMA pipes.
   "AMD EPYC 9355": { cores: 32, channelsPerSocket: 12, kind: "DDR5-6000", ccds: 8, fp32FlopsPerCycle: 64, allCoreGHz: 3.55, boostGHz: 4.4, clock: "base 3.55 GHz, boost 4.4 GHz (AMD)" },
   // Zen 4: AVX-512 on 256-bit units.
@@ -136,6 +220,23 @@ export const PLATFORM_FACTS: Record<string, { cores: number; channelsPerSocket: 
   // Also supports MRDIMM-8800; the source does not say which memory, so the DDR5 RDIMM speed is taken.
   // Granite Rapids: two 512-bit FMA pipes; Intel states a 3.2 GHz all-core turbo.
   "Intel Xeon 6980P": { cores: 128, channelsPerSocket: 12, kind: "DDR5-6400", fp32FlopsPerCycle: 64, allCoreGHz: 3.2, boostGHz: 3.9, clock: "all-core turbo 3.2 GHz, boost 3.9 GHz (Intel)" },
+  // Zen 5 desktop (Granite Ridge) has the full 512-bit datapath: two 512-bit FMA pipes, as the EPYC 9355.
+  // AMD states no all-core turbo: the base clock is the lower bound. Public figures (AMD product page), not read here.
+  "AMD Ryzen 9 9900X": { cores: 12, channelsPerSocket: 2, kind: "DDR5-5600", ccds: 2, fp32FlopsPerCycle: 64, allCoreGHz: 4.4, boostGHz: 5.6, clock: "base 4.4 GHz, boost 5.6 GHz (AMD)" },
+  // Cascade Lake: two AVX-512 FMA units per core. ARK gives base and max turbo only, so the base clock is
+  // the all-core figure (a lower bound; AVX-512 licence clocks sit near it). Public figures (Intel ARK), not read here.
+  "Intel Xeon Gold 6248": { cores: 20, channelsPerSocket: 6, kind: "DDR4-2933", fp32FlopsPerCycle: 64, allCoreGHz: 2.5, boostGHz: 3.9, clock: "base 2.5 GHz, max turbo 3.9 GHz (Intel)" },
+  // "Neoverse-N2" names Arm's core design, not a chip; the source gives 96 cores, one memory domain and a
+  // ~435 GB/s STREAM triad. The N2 server parts are Azure Cobalt 100 (128 cores, 12 DDR5 channels: the
+  // SemiAnalysis figures quoted on forums.tomshardware.com, read in this session; Azure sells it as the
+  // Dpsv6 VMs, Arm's learning-paths repo, read here, of up to 96 vCPUs, Standard_D96ps_v6 in aspire.dev's
+  // AKS size list, read here; one vCPU per core, Cobalt 100 having no SMT: public figure, not read here)
+  // and Alibaba's Yitian 710 (8 channels of DDR5-4800: 307 GB/s peak, below the stated triad; public
+  // figure, not read here). So the machine is read as a 96-core Cobalt 100 VM, at Cobalt 100's fixed
+  // 3.4 GHz (Microsoft Learn, Dpsv6 series: public figure, not read in this session). This is an
+  // identification, not a source statement: every run that uses it says so. FLOP/cycle is the core's own: two 128-bit SVE2/NEON FMA pipes, 2 × 4 × 2 = 16
+  // (Arm Neoverse N2 Software Optimization Guide). No DIMM speed: the runs state a measured triad instead.
+  "Neoverse-N2 96-core": { cores: 96, channelsPerSocket: 12, fp32FlopsPerCycle: 16, allCoreGHz: 3.4, boostGHz: 3.4, clock: "fixed 3.4 GHz of Azure Cobalt 100 (public figure)", identifiedAs: "Azure Cobalt 100 (the only Neoverse-N2 server part whose memory reaches the stated ~435 GB/s triad)" },
 };
 
 /**
@@ -163,14 +264,23 @@ const MEMORY_ONLY = /^(DIMM speed not stated|memory channels and DIMM speed not 
 /** Exclusions that only concern prefill: the run's decode still counts. */
 const PREFILL_ONLY = /prompt is no prefill rate/;
 
+/**
+ * The host CPU and memory a run with every layer on its GPUs is given when its source names neither:
+ * such a projection reads them for nothing but the token embedding's one row per token (a unit test
+ * holds the projection still when this placeholder changes tenfold), so it is a placeholder, said
+ * beside the run, not a fact.
+ */
+export const GPU_ONLY_PLACEHOLDER_HOST = { cores: 8, allCoreGHz: 2, fp32FlopsPerCycle: 32, kind: "DDR5-4800", channels: 2 } as const;
+
 /** The run's inputs for estimate(), or what blocks the conversion. */
-export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
+export function convert(run: MeasuredRun, catalog: Catalog, gpuOnlyPlaceholder: { cores: number; allCoreGHz: number; fp32FlopsPerCycle: number; kind: string; channels: number } = GPU_ONLY_PLACEHOLDER_HOST): Conversion {
   const blockers: string[] = [];
   const assumptions: string[] = [];
   let prefillUsable = run.prefill !== null && run.prefill !== undefined;
   if (run.engine.fork) blockers.push(`fork (${run.engine.name}), kept out of the mainline fit`);
-  const found = catalogModel(run, catalog);
+  const found = runModel(run, catalog);
   if (typeof found === "string") blockers.push(found);
+  else assumptions.push(...found.assumptions);
   const cpuModel = run.hardware.cpu.model;
   const platform = cpuModel ? catalog.cpuPlatforms.find((entry) => entry.name.toLowerCase().startsWith(cpuModel.toLowerCase())) : undefined;
   const facts = cpuModel ? PLATFORM_FACTS[cpuModel] : undefined;
@@ -183,7 +293,7 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
   const inAll = run.quotes.map((quote) => /in (\d+) channels/.exec(quote)).find(Boolean);
   if (channels === undefined && inAll) channels = Number(inAll[1]);
   if (memory.measuredBandwidthGBps === null && facts) {
-    if (!kind && (!memory.kind || facts.kind.startsWith(memory.kind))) {
+    if (!kind && facts.kind && (!memory.kind || facts.kind.startsWith(memory.kind))) {
       kind = facts.kind;
       assumptions.push(`${facts.kind} (${cpuModel} supported speed, platform fact)`);
     }
@@ -192,6 +302,15 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
       assumptions.push(`${channels} channels (${cpuModel} has ${facts.channelsPerSocket} per socket, platform fact; all assumed populated)`);
     }
   }
+  const placeholder =
+    run.placement === "gpu-only" && run.hardware.gpus.length > 0 && !platform && !facts && run.hardware.cpu.cores === null && memory.measuredBandwidthGBps === null && kind === undefined && channels === undefined
+      ? gpuOnlyPlaceholder
+      : undefined;
+  if (placeholder) {
+    kind = placeholder.kind;
+    channels = placeholder.channels;
+    assumptions.push(`CPU and memory not stated: a placeholder host (${placeholder.cores} cores, ${placeholder.kind} × ${placeholder.channels}; not a speed input with every layer on the GPUs)`);
+  }
   const bandwidthKnown = memory.measuredBandwidthGBps !== null || (kind !== undefined && channels !== undefined);
   if (run.fit) {
     for (const reason of run.fit.excluded.split(/;\s*/)) {
@@ -199,7 +318,7 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
       else if (!(MEMORY_ONLY.test(reason) && bandwidthKnown)) blockers.push(`excluded in the corpus: ${reason}`);
     }
   }
-  if (!platform && !facts && run.hardware.cpu.cores === null) blockers.push(`CPU ${cpuModel ?? "(not stated)"}: neither a catalog platform nor a core count`);
+  if (!platform && !facts && !placeholder && run.hardware.cpu.cores === null) blockers.push(`CPU ${cpuModel ?? "(not stated)"}: neither a catalog platform nor a core count`);
   if (!bandwidthKnown) blockers.push("no bandwidth: neither memory kind, speed and channels nor a measured figure");
   // RAM size is no speed input (only the memory-fit table reads it): a run that states none is sized
   // with a placeholder that holds the model, and says so.
@@ -208,7 +327,7 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
   for (const gpu of gpus) if (!gpu.model) blockers.push(`GPU ${gpu.name} has no catalog entry`);
   let flags: SizingFlags | undefined;
   // Annotations in parentheses ("-t 64 (pp512)") describe the benchmark, not flags.
-  const commandLine = run.flags.replace(/\s*\([^)]*\)/g, "").trim();
+  const commandLine = stripAnnotations(run.flags);
   let translated = serverWords(commandLine);
   if (!translated && run.hardware.gpus.length === 0 && run.decode) {
     // A CPU-only decode with no command line: llama-server's defaults; decode reads no flag a
@@ -233,9 +352,9 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
   if (blockers.length > 0 || typeof found === "string" || !flags) return { run, blockers };
   // Decode's compute term and prefill both need the all-core clock: a catalog platform's, or the
   // datasheet clock of PLATFORM_FACTS (stated as an assumption). Without either the run is not projected.
-  if (!platform && !facts) return { run, blockers: [`no all-core clock for CPU ${cpuModel ?? "(not stated)"} (neither a catalog platform nor a datasheet entry in PLATFORM_FACTS): decode's compute term and prefill need it`] };
-  const clock = facts ? runClockGHz(facts, sockets, flags.threads) : undefined;
-  if (!platform && facts) assumptions.push(`${clock!.ghz} GHz ${clock!.which} of ${facts.clock}, ${facts.fp32FlopsPerCycle} FP32 FLOP/cycle (platform facts)`);
+  if (!platform && !facts && !placeholder) return { run, blockers: [`no all-core clock for CPU ${cpuModel ?? "(not stated)"} (neither a catalog platform nor a datasheet entry in PLATFORM_FACTS): decode's compute term and prefill need it`] };
+  const clock = facts ? runClockGHz(facts, sockets, flags.threads) : placeholder ? { ghz: placeholder.allCoreGHz, which: "placeholder" } : undefined;
+  if (!platform && facts) assumptions.push(`${facts.identifiedAs ? `${cpuModel} read as ${facts.identifiedAs}, ` : ""}${clock!.ghz} GHz ${clock!.which} of ${facts.clock}, ${facts.fp32FlopsPerCycle} FP32 FLOP/cycle (platform facts)`);
   // The first GPU's link carries op offload's weight stream; a stated lane count without a generation
   // is taken at the card's own generation (an upper bound), and said.
   const firstLink = run.hardware.gpus[0]?.pcie;
@@ -248,10 +367,10 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
       ? { platform: platform.id, sockets }
       : {
           model: cpuModel ?? undefined,
-          cores: run.hardware.cpu.cores ?? facts!.cores * sockets,
+          cores: run.hardware.cpu.cores ?? (facts ? facts.cores * sockets : placeholder!.cores),
           sockets,
           allCoreGHz: clock!.ghz,
-          fp32FlopsPerCycle: facts!.fp32FlopsPerCycle,
+          fp32FlopsPerCycle: facts ? facts.fp32FlopsPerCycle : placeholder!.fp32FlopsPerCycle,
           ...(facts?.ccds ? { ccds: facts.ccds * sockets } : {}),
           ...(run.hardware.cpu.isa === "arm" ? { arch: "arm64" } : {}),
         },
@@ -267,7 +386,7 @@ export function convert(run: MeasuredRun, catalog: Catalog): Conversion {
   if (!stack.success) return { run, blockers: [`hardware does not make a stack host: ${stack.error.issues[0]?.path.join(".")} ${stack.error.issues[0]?.message ?? "invalid"}`] };
   try {
     const host = resolveHost(`published:${run.id}`, stack.data, catalog);
-    return { run, inputs: { tensors: tensorsFromArchitecture(found.model.architecture, found.tier), model: found.model, host, flags, prefill: prefillUsable, assumptions } };
+    return { run, inputs: { tensors: found.tensors, model: found.model, host, flags, prefill: prefillUsable, assumptions } };
   } catch (error) {
     return { run, blockers: [`host does not resolve: ${(error as Error).message.split("\n").slice(0, 2).join(" ")}`] };
   }
@@ -467,6 +586,15 @@ function main(argv: readonly string[]): number {
     const ok = median <= target.median && p90 <= target.p90;
     missed ||= !ok;
     console.log(`${phase}: ${errors.length} held-out runs from ${new Set(errors.map((entry) => entry.run.source)).size} sources, median |error| ${(median * 100).toFixed(1)} % (target ${target.median * 100} %), p90 ${(p90 * 100).toFixed(1)} % (target ${target.p90 * 100} %) — ${ok ? "met" : "MISSED"}`);
+  }
+  // Every hardware class's figures, also those under the five runs a written band needs.
+  for (const phase of ["decode", "prefill"] as const) {
+    const byClass = new Map<string, number[]>();
+    for (const entry of residuals.filter((residual) => residual.phase === phase)) byClass.set(hardwareClass(entry.run), [...(byClass.get(hardwareClass(entry.run)) ?? []), entry.error]);
+    for (const [name, values] of [...byClass].sort(([a], [b]) => a.localeCompare(b))) {
+      const absolute = values.map(Math.abs);
+      console.log(`  class ${phase} ${name}: ${values.length} runs, median |error| ${(quantile(absolute, 0.5) * 100).toFixed(1)} %, p90 |error| ${(quantile(absolute, 0.9) * 100).toFixed(1)} %`);
+    }
   }
   const bands = errorBands(residuals);
   for (const band of bands) console.log(`  band ${band.phase} ${band.hardwareClass}: ${band.runs} runs, p10 ${percent(band.p10)}, p90 ${percent(band.p90)}, median |error| ${(band.medianAbsolute * 100).toFixed(1)} %`);

@@ -126,6 +126,19 @@ const runSchema = z.strictObject({
     fileSize: z.string().nullable(),
     /** Bits per weight when the source states it (llama.cpp prints it at load). */
     statedBpw: z.number().positive().nullable(),
+    /**
+     * The catalog model (catalog/models.yaml id) whose architecture this run's model has, where the
+     * source's name is not one the kit's name rules know ("DeepSeek-671B (R1/V3)" is deepseek-v3's
+     * shapes): an explicit alias stated by whoever records the run, never a fuzzy match. The reason
+     * goes in `notes`.
+     */
+    catalogModel: z.string().regex(/^[a-z0-9][a-z0-9.-]*$/).optional(),
+    /**
+     * The catalog tier the source's quant label means, where the label is not the tier's name (an
+     * author's "Q4_K" for the file the same author's table calls "Q4_K (UD mix)"). The reason goes
+     * in `notes`. Absent: the quant is looked up by name, else sized from the stated file size.
+     */
+    catalogTier: z.string().min(1).optional(),
   }),
   /** The command-line flags as the source gives them (abridged to the ones that shape speed). */
   flags: z.string(),

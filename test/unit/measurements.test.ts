@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
-import { convert, fitFactor, fitPhase, leaveOneSourceOut, quantile, serverWords, splitWords } from "../../bench/published";
+import { GPU_ONLY_PLACEHOLDER_HOST, PLATFORM_FACTS, convert, stripAnnotations, fitFactor, fitPhase, leaveOneSourceOut, projectRun, quantile, runCatalogModel, runModel, serverWords, sizedFromFile, splitWords } from "../../bench/published";
 import { loadCatalog } from "../../planner/catalog";
-import { tensorsFromArchitecture } from "../../planner/tensors";
+import { tensorsFromArchitecture, totalBytes } from "../../planner/tensors";
 import {
   MEASUREMENTS_FILE,
   MeasurementsError,
@@ -141,6 +141,18 @@ describe("bench/published helpers", () => {
 });
 
 describe("bench/published conversion", () => {
+  it("drops annotations in parentheses but keeps the groups of a quoted -ot pattern", () => {
+    expect(stripAnnotations("-t 64 (pp512)")).toBe("-t 64");
+    expect(stripAnnotations("single-stream decode (threads not stated for this row; decode peaks at 64 threads)")).toBe("single-stream decode");
+    expect(stripAnnotations(`-ot "blk\\.(3|4|5)\\.ffn_.*=CUDA0" -ot exps=CPU (19 of 75 layers)`)).toBe(`-ot "blk\\.(3|4|5)\\.ffn_.*=CUDA0" -ot exps=CPU`);
+    // The corpus's 7800X3D run: layers 0-6's FFN on CUDA0 as its -ot rule says, not on the CPU.
+    const catalog = loadCatalog();
+    const run = loadMeasurements().runs.find((entry) => entry.id === "deepseek-v3-0324-udiq3xxs-7800x3d-5gpu")!;
+    const conversion = convert(run, catalog);
+    if (!("inputs" in conversion)) throw new Error(conversion.blockers.join("; "));
+    expect(conversion.inputs.flags.overrideTensor?.[0]?.pattern).toBe("blk.(0|1|2|3|4|5|6).ffn.");
+  });
+
   it("translates benchmark-tool flags into llama-server words", () => {
     expect(serverWords("-ub 4096 --flash-attn -npp 4096 -ntg 1024 -npl 1")!.words).toEqual(["-ub", "4096", "--flash-attn", "on", "--parallel", "1"]);
     expect(serverWords("-ngl 62 -fa 0 -p 512 -n 128 -t 12")!.words).toEqual(["-ngl", "62", "--flash-attn", "off", "-t", "12"]);
@@ -171,8 +183,10 @@ describe("bench/published conversion", () => {
     // A run on a quarter of the cores or fewer holds the boost clock.
     const light = convert(runs.find((run) => run.id === "deepseek-r1-udiq1s-epyc9654-3090-ngl8")!, catalog);
     expect("inputs" in light && light.inputs.host.cpu.allCoreGHz).toBe(3.7);
-    const noClock = convert(runs.find((run) => run.id === "glm52-q4km-neoverse-n2-96c")!, catalog);
-    expect("blockers" in noClock && noClock.blockers.join("; ")).toMatch(/no all-core clock for CPU Neoverse-N2 96-core/);
+    // A CPU named by neither the catalog nor PLATFORM_FACTS has no clock: the run is not projected.
+    const n2 = runs.find((run) => run.id === "glm52-q4km-neoverse-n2-96c")!;
+    const noClock = convert({ ...n2, hardware: { ...n2.hardware, cpu: { ...n2.hardware.cpu, model: "Some-Arm 96-core" } } }, catalog);
+    expect("blockers" in noClock && noClock.blockers.join("; ")).toMatch(/no all-core clock for CPU Some-Arm 96-core/);
     const unknownHost = convert(runs.find((run) => run.id === "deepseek-v3-q4km-4x3090-ngl7")!, catalog);
     expect("blockers" in unknownHost && unknownHost.blockers.join("; ")).toMatch(/no bandwidth/);
   });
@@ -215,4 +229,111 @@ describe("bench/published conversion", () => {
     // The other source's fit does train on the changed runs, so the test can tell the difference.
     expect(Math.abs(projected(after, other.run.id) / projected(before, other.run.id) - 1)).toBeGreaterThan(0.01);
   }, 60_000);
+});
+
+describe("bench/published: runs the catalog knows under another name or quant", () => {
+  const catalog = loadCatalog();
+  const runs = loadMeasurements().runs;
+  const byId = (id: string) => runs.find((run) => run.id === id)!;
+
+  it("maps a model by the corpus's explicit catalogModel alias, and refuses an alias the catalog lacks", () => {
+    const tencent = byId("deepseek-q8-epyc9135or9115-12xddr5-5600");
+    expect(tencent.model.catalogModel).toBe("deepseek-v3");
+    const aliased = runCatalogModel(tencent, catalog);
+    expect(typeof aliased !== "string" && aliased.id).toBe("deepseek-v3");
+    // Without the alias the name matches no rule (no fuzzy matching).
+    const bareModel = { ...tencent.model };
+    delete bareModel.catalogModel;
+    expect(runCatalogModel({ ...tencent, model: bareModel }, catalog)).toMatch(/no architecture for DeepSeek-671B \(R1\/V3\)/);
+    expect(runCatalogModel({ ...tencent, model: { ...tencent.model, catalogModel: "deepseek-v4" } }, catalog)).toMatch(/catalogModel deepseek-v4 of DeepSeek-671B \(R1\/V3\) is not in catalog\/models\.yaml/);
+    // The alias is stated beside the run; the run stays out for its corpus reasons, not for its name.
+    const found = runModel(tencent, catalog);
+    expect(typeof found !== "string" && found.assumptions.join("; ")).toMatch(/DeepSeek-671B \(R1\/V3\) is deepseek-v3's architecture/);
+    const conversion = convert(tencent, catalog);
+    expect("blockers" in conversion && conversion.blockers.join("; ")).not.toMatch(/no architecture/);
+    expect("blockers" in conversion && conversion.blockers.join("; ")).toMatch(/CPU model ambiguous/);
+    // Kimi-K3 runs map to the catalog's kimi-k3; DeepSeek-V4-Flash (deepseek4) stays unmapped.
+    const k3 = runCatalogModel(byId("kimi-k3-mxfp4-2x6248-2xrtx6000ada"), catalog);
+    expect(typeof k3 !== "string" && k3.id).toBe("kimi-k3");
+    expect(runCatalogModel(byId("deepseek-v4-flash-udq4-epyc9v45-cpu"), catalog)).toMatch(/no architecture for DeepSeek-V4-Flash/);
+  });
+
+  it("sizes a quant that is no catalog tier from its stated file size, scaling only the routed experts", () => {
+    const run = byId("deepseek-v3-q4km-4x3090-ngl7");
+    const model = catalog.models.find((entry) => entry.id === "deepseek-v3")!;
+    expect(model.tiers.map((tier) => tier.name)).not.toContain("Q4_K_M");
+    const found = runModel(run, catalog);
+    if (typeof found === "string") throw new Error(found);
+    expect(found.tier).toBeUndefined();
+    // The whole file is the stated 376.65 GiB.
+    expect(totalBytes(found.tensors) / (376.65 * 2 ** 30)).toBeCloseTo(1, 9);
+    expect(found.assumptions.join("; ")).toMatch(/Q4_K_M is no deepseek-v3 tier: tensors of its UD-Q3_K_XL .* routed experts' bytes ×1\.\d+ .* the stated 376\.65GiB/);
+    // Every tensor but the routed experts is the nearest tier's, unchanged.
+    const nearest = tensorsFromArchitecture(model.architecture, model.tiers.find((tier) => tier.name === "UD-Q3_K_XL")!);
+    const others = (tensors: typeof nearest) => tensors.filter((tensor) => tensor.cls !== "routedExperts").map((tensor) => [tensor.name, tensor.bytes]);
+    expect(others(found.tensors)).toEqual(others(nearest));
+    const experts = found.tensors.filter((tensor) => tensor.cls === "routedExperts");
+    const expertBpw = (experts.reduce((sum, tensor) => sum + tensor.bytes, 0) * 8) / experts.reduce((sum, tensor) => sum + tensor.elements, 0);
+    expect(expertBpw).toBeGreaterThan(4.3);
+    expect(expertBpw).toBeLessThan(5.2);
+    // The run no longer lacks a tier; it stays out because its CPU and memory are not stated.
+    const conversion = convert(run, catalog);
+    expect("blockers" in conversion && conversion.blockers.join("; ")).not.toMatch(/no tier/);
+    expect("blockers" in conversion && conversion.blockers.join("; ")).toMatch(/no bandwidth/);
+    // A stated size outside the family's bits-per-weight range for the architecture is refused.
+    expect(sizedFromFile(model, "Q4_K_M", "200GiB")).toMatch(/outside the Q4 family's 4\.3–5\.2/);
+    // A quant with neither a tier nor a stated size is not guessed.
+    expect(runModel({ ...run, model: { ...run.model, fileSize: null } }, catalog)).toMatch(/no tier Q4_K_M for deepseek-v3 .* no stated file size/);
+  });
+
+  it("reads a quant label as the catalog tier the corpus names in catalogTier", () => {
+    const run = byId("glm52-q4k-neoverse-n2-pp512-t64");
+    const found = runModel(run, catalog);
+    expect(typeof found !== "string" && found.tier?.name).toBe("UD-Q4_K");
+    expect(runModel({ ...run, model: { ...run.model, catalogTier: "Q5_K_M" } }, catalog)).toMatch(/catalogTier Q5_K_M is not a tier of glm-5/);
+  });
+
+  it("projects the Neoverse-N2 runs with the datasheet facts, and a Ryzen 9 9900X host with its own", () => {
+    const n2 = convert(byId("glm52-q4km-neoverse-n2-96c"), catalog);
+    if (!("inputs" in n2)) throw new Error(n2.blockers.join("; "));
+    expect(n2.inputs.host.cpu.allCoreGHz).toBe(3.4);
+    expect(n2.inputs.host.cpu.fp32FlopsPerCycle).toBe(16);
+    expect(n2.inputs.host.cpu.arch).toBe("arm64");
+    expect(n2.inputs.assumptions.join("; ")).toMatch(/Neoverse-N2 96-core read as Azure Cobalt 100/);
+    // The 9900X runs stay out for their corpus reasons; without them, the datasheet describes the CPU.
+    const ryzen = byId("glm52-udiq2m-9900x-4x3090-t12");
+    expect(ryzen.flags).toMatch(/^-t 12 /);
+    const unexcluded = { ...ryzen };
+    delete unexcluded.fit;
+    const conversion = convert(unexcluded, catalog);
+    if (!("inputs" in conversion)) throw new Error(conversion.blockers.join("; "));
+    expect(conversion.inputs.flags.threads).toBe(12);
+    expect(conversion.inputs.host.cpu.cores).toBe(PLATFORM_FACTS["AMD Ryzen 9 9900X"]!.cores);
+    expect(conversion.inputs.host.cpu.cores).toBe(12);
+    expect(conversion.inputs.host.cpu.allCoreGHz).toBe(4.4);
+    expect(conversion.inputs.host.cpu.fp32FlopsPerCycle).toBe(64);
+    expect(conversion.inputs.host.cpu.ccds).toBe(2);
+  });
+});
+
+describe("bench/published: a run with every layer on its GPUs and no stated host", () => {
+  it("converts with a placeholder CPU that its projection does not read", () => {
+    const catalog = loadCatalog();
+    const run = loadMeasurements().runs.find((entry) => entry.id === "deepseek-r1-udiq1s-2xh100")!;
+    expect(run.hardware.cpu.model).toBeNull();
+    const standard = convert(run, catalog);
+    if (!("inputs" in standard)) throw new Error(standard.blockers.join("; "));
+    expect(standard.inputs.assumptions.join("; ")).toMatch(/CPU and memory not stated: a placeholder host/);
+    // Ten times the placeholder's cores and channels, four times its clock and eight times its FLOP/cycle (the most a
+    // stack host allows): the projection stays put.
+    const tenfold = convert(run, catalog, { ...GPU_ONLY_PLACEHOLDER_HOST, cores: 80, allCoreGHz: 8, fp32FlopsPerCycle: 256, channels: 20 });
+    if (!("inputs" in tenfold)) throw new Error(tenfold.blockers.join("; "));
+    for (const phase of ["decode", "prefill"] as const) {
+      expect(projectRun(tenfold, catalog, phase, { source: "priors" }) / projectRun(standard, catalog, phase, { source: "priors" })).toBeCloseTo(1, 3);
+    }
+    // A hybrid run keeps needing its CPU: no placeholder there.
+    const hybrid = { ...run, placement: "hybrid" as const };
+    const refused = convert(hybrid, catalog);
+    expect("blockers" in refused && refused.blockers.join("; ")).toMatch(/no bandwidth/);
+  });
 });
