@@ -12,6 +12,7 @@
  */
 import type { BareMetalHostConfig, StackConfig } from "./config";
 import type { FleetPlan, TeamPlan } from "./fleet";
+import { ConfigError } from "./errors";
 import { backendPortOf, isPublicListener, LOOPBACK } from "./front-door";
 import { adminSocketOf, GATEWAY_FILES, type GatewayInput } from "./gateway";
 import { join } from "node:path";
@@ -142,9 +143,17 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
   const name = fleetName(stack);
   const backendPort = backendPortOf(serving);
   let notDeployable: string | undefined;
+  // The fleet's own listeners on the gateway host and every replica: serving's ports must keep clear of them.
+  const fixed: [number, string][] = [[GATEWAY_STATS_PORT, "the gateway's exporter"], [GATEWAY_STATS_PORT + 1, "the gateway's local peer"], [USAGE_METRICS_PORT, "the usage exporter's /metrics"], [MONITORING_LISTEN.port, "Prometheus"]];
+  const clashes = (["port", "backendPort"] as const).flatMap((key) => {
+    const port = key === "port" ? serving.port : backendPort;
+    const taken = fixed.find(([fixedPort]) => fixedPort === port);
+    return taken ? [`serving.${key}: found ${port}, which ${taken[1]} uses on a fleet's hosts; allowed: a port other than ${fixed.map(([fixedPort]) => fixedPort).join(", ")}`] : [];
+  });
+  if (clashes.length > 0) throw new ConfigError(stack, clashes);
 
   // llama-server moves one port up, behind the usage exporter; never onto the public port.
-  const llamaPort = [backendPort + 1, backendPort + 2, backendPort - 1].find((port) => port <= 65535 && port !== serving.port && port !== GATEWAY_STATS_PORT && port !== USAGE_METRICS_PORT)!;
+  const llamaPort = [backendPort + 1, backendPort + 2, backendPort - 1].find((port) => port <= 65535 && port !== serving.port && !fixed.some(([fixedPort]) => fixedPort === port))!;
   const replicaOn = (id: string, configPath: string, ssh: BareMetalHostConfig["ssh"], address: string, gatewayAddress: string): ReplicaServing => {
     const listen = { address: LOOPBACK, port: llamaPort };
     const usage = { name: `${name}-${id}`.slice(0, 63), listen: { address, port: backendPort }, upstream: listen, metrics: { address, port: USAGE_METRICS_PORT } };

@@ -264,6 +264,11 @@ describe("where the fleet runs (planner/fleet-serving.ts)", () => {
     expect(renderPlan(plan)).toContain("not deployable: kimi-kit:fleet replicas 2 on one `host`");
   });
 
+  it("refuses serving ports that clash with the fleet's own listeners, naming each key", () => {
+    const values = raw("cpu-ddr5-fleet", (v) => (v.serving = { ...(v.serving as object), port: 9190, backendPort: 9101 }));
+    expect(() => planOf("cpu-ddr5-fleet", values)).toThrow(/serving\.port: found 9190, which Prometheus uses on a fleet's hosts[\s\S]*serving\.backendPort: found 9101, which the usage exporter's \/metrics uses/);
+  });
+
   it("llama-server's port never lands on the public port, the exporter's or the gateway's stats port", () => {
     const plan = planOf("cpu-ddr5-fleet", raw("cpu-ddr5-fleet", (values) => (values.serving = { ...(values.serving as object), port: 8082, backendPort: 8081 })));
     expect(plan.fleetServing!.replicas[0]!.listen.port).not.toBe(8082);
