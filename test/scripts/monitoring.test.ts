@@ -275,12 +275,14 @@ describe.skipIf(!canRunGateway || !hasPrometheus)(`the gateway names the team fo
       prometheus.kill("SIGHUP");
       // increase() counts only what a counter gained while scraped: once alpha's series is in
       // Prometheus, alpha makes one more request, which is what its last minute then holds.
-      await until("alpha's counter scraped", async () => ((await query('kimi_team_requests_total{team="alpha"}')).length > 0 ? true : undefined));
+      // This exporter's own series (replica g1): the first test's exporter counted an "alpha" too.
+      await until("alpha's counter scraped from this exporter", async () => ((await query('kimi_team_requests_total{team="alpha",replica="g1"}')).length > 0 ? true : undefined));
       expect(await chat(keys.alpha)).toBe("200");
       const alphaTokens = counter.usage().alpha!.promptTokens + counter.usage().alpha!.completionTokens;
       await until("alpha's tokens over the last minute in Prometheus", async () => {
-        const samples = await query(TOKENS_LAST_MINUTE_QUERY);
-        return samples.some((sample) => sample.metric.team === "alpha" && Number(sample.value[1]) > 0) ? true : undefined;
+        const samples = await query('increase(kimi_team_completion_tokens_total{team="alpha",replica="g1"}[1m])');
+        const all = await query(TOKENS_LAST_MINUTE_QUERY);
+        return samples.some((sample) => Number(sample.value[1]) > 0) && all.some((sample) => sample.metric.team === "alpha") ? true : undefined;
       });
       const limits = join(gatewayDir, "token-limits");
       const limiter = { prometheusUrl: `http://127.0.0.1:${promPort}`, limitsFile: limits, socketPath: adminSocketOf(input), blockedMapFile: join(input.configDir, GATEWAY_FILES.tokensBlockedMap) };
