@@ -18,7 +18,7 @@ import type { CpuFactorOverrides } from "../planner/speed";
 import { generatedModelCase } from "../test/support/model-mixes";
 import { thisMachine } from "../test/support/local-stack";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
-import { fitCpuFactors, median, UNIT_CPU_FACTORS } from "./lib/calibrate";
+import { median, UNIT_CPU_FACTORS } from "./lib/calibrate";
 import { startServer } from "./lib/server";
 import { benchModelsDir, benchPrompt } from "./lib/workload";
 
@@ -50,12 +50,16 @@ function kitArgs(model: LocalModel, slots: number): string[] {
   return args.filter((arg, index) => !runnerSets.has(arg) && !runnerSets.has(args[index - 1] ?? ""));
 }
 
-/** Aggregate decode with `slots` requests in flight: the sum of their decode rates (they overlap), median over rounds. */
-async function measureAggregate(model: LocalModel, args: string[], slots: number): Promise<number> {
+/**
+ * Aggregate decode with `slots` requests in flight (the sum of their decode rates: they overlap) and
+ * the prompt rate of those requests, each the median over rounds.
+ */
+async function measureAggregate(model: LocalModel, args: string[], slots: number): Promise<{ decode: number; prefill: number }> {
   const server = await startServer(model.path, args);
   try {
     await server.complete({ prompt: [1, 2, 3, 4], n_predict: 8, cache_prompt: false });
     const rounds: number[] = [];
+    const prompts: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       const results = await Promise.all(
         Array.from({ length: slots }, (_, request) =>
@@ -63,8 +67,9 @@ async function measureAggregate(model: LocalModel, args: string[], slots: number
         ),
       );
       rounds.push(results.reduce((sum, result) => sum + result.timings.predicted_per_second, 0));
+      prompts.push(median(results.map((result) => result.timings.prompt_per_second)));
     }
-    return median(rounds);
+    return { decode: median(rounds), prefill: median(prompts) };
   } finally {
     await server.stop();
   }
@@ -81,21 +86,45 @@ async function main(): Promise<void> {
     estimate(model.tensors, model.arch, host, parseFlags(args, "bench").sizing, { catalog, decodeDepthTokens: DEPTH, decodeDepths: [DEPTH], prefillPrompts: [PROMPT], cpuFactors });
 
   const measured = new Map<number, number>();
+  let singlePrefill = 0;
   const argsFor = new Map<number, string[]>();
   for (const slots of SLOT_COUNTS) {
     const args = kitArgs(model, slots);
     argsFor.set(slots, args);
-    measured.set(slots, await measureAggregate(model, args, slots));
+    const result = await measureAggregate(model, args, slots);
+    measured.set(slots, result.decode);
+    if (slots === 1) singlePrefill = result.prefill;
   }
 
-  // Fit on -np 1 only: decode efficiency (the catalog's per-layer cost kept) and prefill efficiency.
+  // Fit on -np 1 only. The arithmetic of a decode step with N sequences is N tokens through the same
+  // quantized dot-product kernels a prompt runs (ggml's CPU mul_mat for a few rows at a time), so
+  // its rate is the one the -np 1 prompt measured (prefill efficiency); decode efficiency is then
+  // fitted to the -np 1 step with that arithmetic term in place, the catalog's per-layer cost kept.
   const single = project(argsFor.get(1)!, UNIT_CPU_FACTORS);
-  const fit = fitCpuFactors(
-    { label: "-np 1", layers: model.arch.layers, measured: { decode: measured.get(1)!, prefill: single.projection.prefillByPrompt[0]!.tokensPerSecond }, unit: single.projection, unitPrefill: single.projection.prefillByPrompt[0]!.tokensPerSecond },
-    undefined,
-    catalog.efficiency.cpu.decodeSecondsPerLayer.value,
-    () => "fitted on -np 1 by npm run bench:concurrency",
-  );
+  const unitPrefill = single.projection.prefillByPrompt[0]!.tokensPerSecond;
+  const prefillEfficiency = singlePrefill / unitPrefill;
+  const perLayer = catalog.efficiency.cpu.decodeSecondsPerLayer.value;
+  const withCompute = (decodeEfficiency: number): CpuFactorOverrides => ({
+    decodeEfficiency,
+    decodeSecondsPerLayer: perLayer,
+    decodeComputeEfficiency: prefillEfficiency,
+    prefillEfficiency,
+    source: "fitted on -np 1 by npm run bench:concurrency (arithmetic at the measured prompt rate)",
+  });
+  // Decode efficiency by bisection on the -np 1 projection (monotone in it); when the arithmetic
+  // alone already takes the whole step the efficiency does not matter and stays at the top.
+  let low = 1e-3;
+  let high = 1;
+  const decodeAt = (efficiency: number) => project(argsFor.get(1)!, withCompute(efficiency)).projection.decodeTokensPerSecond;
+  if (decodeAt(high) > measured.get(1)!) {
+    for (let step = 0; step < 60; step++) {
+      const middle = (low + high) / 2;
+      if (decodeAt(middle) > measured.get(1)!) high = middle;
+      else low = middle;
+    }
+  }
+  const fit = { factors: withCompute(high) };
+  console.log(`fit on -np 1: prompt ${singlePrefill.toFixed(1)} tok/s → arithmetic efficiency ${prefillEfficiency.toFixed(3)}; decode efficiency ${high.toFixed(3)}`);
 
   const failures: string[] = [];
   console.log(`bench:concurrency — medium q2-experts (${(model.bytes / 2 ** 20).toFixed(0)} MiB, ${model.arch.routedExperts} experts, ${model.arch.activeExperts} active), ${machine.cores} core(s), ${bandwidthGBps.toFixed(1)} GB/s read; depth ${DEPTH}, ${GENERATED} tokens per request, median of ${ROUNDS}`);
