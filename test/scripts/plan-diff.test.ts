@@ -216,7 +216,8 @@ describe("npm run plan -- --diff", { timeout: 120_000 }, () => {
     const fifo = join(dir, "ready.fifo");
     expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
     // Its own process group, as a shell gives a foreground job: the signal goes to the whole group, as Ctrl-C does.
-    const cli = spawn(join(root, "node_modules", ".bin", "tsx"), [join(repo, "cli", "plan.ts"), "--stack", "cpu-ddr5", "--diff", "hangs"], {
+    // node itself loads tsx (no tsx parent process relaying the signal and racing the child's last write).
+    const cli = spawn(process.execPath, ["--import", "tsx", join(repo, "cli", "plan.ts"), "--stack", "cpu-ddr5", "--diff", "hangs"], {
       cwd: repo,
       env: { ...process.env, TMPDIR: temp, PLAN_DIFF_TEST_FIFO: fifo },
       detached: true,
