@@ -316,6 +316,31 @@ apt_install_missing() { # package...
   printf '%s\n' "${missing[@]}"
 }
 
+# Runs one of the kit's own programs as the service service_init named: FROM installed as JS (0644),
+# `node JS ARGS...` started, and restarted when the file or the command line changed (node reads
+# the file once). The unit's [Service] holds ExecStart, Restart=always and the hardening every
+# program gets, then the lines on stdin. Sets service_changed, and kit_program_applied to the hash
+# the caller stores (in APPLIED_FILE) once the program answers.
+kit_program_service() { # description node_bin from js applied_file -- args...
+  local description=$1 node_bin=$2 from=$3 js=$4 applied_file=$5 file_changed=no files_changed=no previous extra
+  shift 5
+  [[ "${1:-}" == -- ]] && shift
+  extra=$(cat)
+  install_if_changed "$js" 0644 <"$from" && file_changed=yes
+  kit_program_applied=$({ cat "$js"; printf '%s\n' "$node_bin" "$js" "$@"; } | sha256sum | cut -d' ' -f1)
+  previous=$(cat "$applied_file" 2>/dev/null || true)
+  [[ "$file_changed" == yes || "$kit_program_applied" != "$previous" ]] && files_changed=yes
+  service_apply "$description" "$files_changed" restart "$node_bin" "$js" "$@" <<SERVICE
+ExecStart=$node_bin $js $*
+Restart=always
+UMask=0077
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectHome=yes
+$extra
+SERVICE
+}
+
 # The node that runs one of the kit's own programs (a JavaScript file made by components/host-programs.ts):
 # Debian's nodejs when `node` is missing, Node 18 or later; FILE must contain MARKER (it is that
 # program) and parse. Prints node's path; dies naming the flag otherwise.

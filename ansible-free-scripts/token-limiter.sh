@@ -96,30 +96,18 @@ umask 077
 mkdir -p -- "$install_dir" "$run_dir"
 hold_run_lock "$lockfile"
 
-file_changed=no
-install_if_changed "$js" 0644 <"$from" && file_changed=yes
-args=("$js" --prometheus "$prometheus" --limits "$limits" --socket "$socket" --blocked-map "$blocked" --interval "$interval")
+args=(--prometheus "$prometheus" --limits "$limits" --socket "$socket" --blocked-map "$blocked" --interval "$interval")
 # One round now: a Prometheus or socket that does not answer fails the apply, not a log line later.
-"$node_bin" "${args[@]}" --once || die "the first round failed (see the line above): Prometheus at $prometheus and HAProxy's socket $socket must answer"
+"$node_bin" "$from" "${args[@]}" --once || die "the first round failed (see the line above): Prometheus at $prometheus and HAProxy's socket $socket must answer"
 
-applied=$({ cat "$js"; printf '%s\n' "$node_bin" "${args[@]}"; } | sha256sum | cut -d' ' -f1)
-previous=$(cat "$applied_file" 2>/dev/null || true)
-if [[ "$file_changed" == yes || "$applied" != "$previous" ]]; then files_changed=yes; else files_changed=no; fi
-service_apply "kimi-kit token limiter $name (tokens per minute per team at the gateway)" "$files_changed" restart \
-  "$node_bin" "${args[@]}" <<SERVICE
-ExecStart=$node_bin ${args[*]}
-Restart=always
+kit_program_service "kimi-kit token limiter $name (tokens per minute per team at the gateway)" "$node_bin" "$from" "$js" "$applied_file" -- "${args[@]}" <<SERVICE
 RestartSec=5s
-UMask=0077
-NoNewPrivileges=yes
-PrivateTmp=yes
-ProtectHome=yes
 SERVICE
 changed=$service_changed
 # The loop runs: a daemon that died at once fails here, with its log.
 limiter_running() { service_pid >/dev/null; }
 service_wait_ready "$ready_seconds" "the token limiter" "the token limiter $name did not start" limiter_running
-printf '%s\n' "$applied" | install_if_changed "$applied_file" 0644 || true
+printf '%s\n' "$kit_program_applied" | install_if_changed "$applied_file" 0644 || true
 
 echo "token_limiter=$name"
 echo "pid=$(service_pid || echo none)"

@@ -141,26 +141,12 @@ mkdir -p -- "$install_dir" "$state_dir" "$run_dir"
 # One apply at a time per name (the lock's descriptor is closed for the exporter itself).
 hold_run_lock "$lockfile"
 
-file_changed=no
-install_if_changed "$js" 0644 <"$from" && file_changed=yes
 printf '%s\n' "listen=$listen" "upstream=$upstream" "metrics=$metrics" "state=$state_file" | install_if_changed "$settings" 0644 || true
 
 # What the process is started with; a change to these or to the file restarts it.
-args=("$js" --listen "$listen" --upstream "$upstream" --metrics "$metrics" --state "$state_file")
-applied=$({ cat "$js"; printf '%s\n' "$node_bin" "${args[@]}"; } | sha256sum | cut -d' ' -f1)
-previous=$(cat "$applied_file" 2>/dev/null || true)
-if [[ "$file_changed" == yes || "$applied" != "$previous" ]]; then files_changed=yes; else files_changed=no; fi
-
-# node reads the file once: any change restarts it (so does a changed command line or unit).
-service_apply "kimi-kit usage exporter $name (per-team request and token counts for $upstream)" "$files_changed" restart \
-  "$node_bin" "${args[@]}" <<SERVICE
-ExecStart=$node_bin ${args[*]}
-Restart=always
+kit_program_service "kimi-kit usage exporter $name (per-team request and token counts for $upstream)" "$node_bin" "$from" "$js" "$applied_file" \
+  -- --listen "$listen" --upstream "$upstream" --metrics "$metrics" --state "$state_file" <<SERVICE
 RestartSec=2s
-UMask=0077
-NoNewPrivileges=yes
-PrivateTmp=yes
-ProtectHome=yes
 ProtectSystem=strict
 ReadWritePaths=$state_dir
 SERVICE
@@ -169,7 +155,7 @@ changed=$service_changed
 # Until its /metrics answers with the counters; a dead daemon fails at once.
 service_wait_ready "$ready_seconds" "the usage exporter" "the usage exporter $name did not answer http://$metrics/metrics within ${ready_seconds}s" \
   metrics_ready "$metrics"
-printf '%s\n' "$applied" | install_if_changed "$applied_file" 0644 || true
+printf '%s\n' "$kit_program_applied" | install_if_changed "$applied_file" 0644 || true
 
 echo "usage_exporter=$listen"
 echo "metrics=$metrics"
