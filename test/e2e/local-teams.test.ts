@@ -4,8 +4,9 @@
  * local-stack.test.ts): the replica (shards, llama-server on loopback, the usage exporter in front
  * of it, the smoke request), the HAProxy gateway with the teams' key hashes, Prometheus and the
  * token limiter. Then: each team's key works through the gateway's TLS, a missing or unknown key is
- * refused at the edge, the usage exporter counts each team, Prometheus scrapes the replica and the
- * counters, and destroy removes it all.
+ * refused at the edge, the usage exporter counts each team, Prometheus scrapes the replica, the
+ * counters and the gateway, every panel of the exported Grafana dashboard has series there, and
+ * destroy removes it all.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -113,7 +114,20 @@ describe("local stack with teams, carried out for real", () => {
       { timeoutMs: 90_000, intervalMs: 1000 },
     );
     expect(jobs).toEqual(["gateway", "llama-server", "usage"]);
-  });
+    // The dashboard the stack exports (its gateway and per-team spend panels too): every query has series here.
+    for (const panel of plan.fleetServing!.monitoring.grafanaDashboard.panels) {
+      for (const target of panel.targets) {
+        await until(
+          `a series for panel '${panel.title}'`,
+          async () => {
+            const body = (await (await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(target.expr)}`)).json()) as { data: { result: unknown[] } };
+            return body.data.result.length > 0 ? true : undefined;
+          },
+          { timeoutMs: 90_000, intervalMs: 1000 },
+        );
+      }
+    }
+  }, 300_000);
 
   it("keeps the team keys out of every command: only their hashes reach the host", () => {
     const gatewayConfig = host.sshd.exec(`cat ${plan.fleetServing!.gateway.input.configDir}/teams.map`);
