@@ -43,7 +43,6 @@ sans=()
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
-    --name) need_value "$1" $#; need_name "$1" "$2"; name=$2; shift 2 ;;
     --listen) need_value "$1" $#; need_ipv4 "$1" "$2"; listen=$2; shift 2 ;;
     --port) need_value "$1" $#; need_port "$1" "$2"; port=$2; shift 2 ;;
     --backend-address) need_value "$1" $#; need_ipv4 "$1" "$2"; backend_address=$2; shift 2 ;;
@@ -51,11 +50,8 @@ while (($#)); do
     --tls) need_value "$1" $#; need_tls_source "$1" "$2"; tls_source=$2; shift 2 ;;
     --san) need_value "$1" $#; need_san "$1" "$2"; sans+=("$2"); shift 2 ;;
     --web-ui) web_ui=yes; shift ;;
-    --config-dir) need_value "$1" $#; [[ "$2" == /?* ]] || die_usage "--config-dir wants an absolute path"; config_dir=$2; shift 2 ;;
-    --run-dir) need_value "$1" $#; [[ "$2" == /?* ]] || die_usage "--run-dir wants an absolute path"; run_dir=$2; shift 2 ;;
-    --no-systemd) use_systemd=no; shift ;;
-    --ready-seconds) need_value "$1" $#; [[ "$2" =~ ^[0-9]{1,4}$ ]] || die_usage "--ready-seconds wants seconds"; ready_seconds=$2; shift 2 ;;
-    *) die_usage "unknown argument '$1'" ;;
+    --config-dir) need_value "$1" $#; need_abs_dir "$1" "$2"; config_dir=${2%/}; shift 2 ;;
+    *) service_common_flag "$@"; shift "$flag_args" ;;  # --name, --run-dir, --no-systemd, --ready-seconds
   esac
 done
 [[ -n "$name" ]] || die_usage "--name is required"

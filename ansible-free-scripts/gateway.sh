@@ -61,7 +61,6 @@ sans=()
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
-    --name) need_value "$1" $#; need_name "$1" "$2"; name=$2; shift 2 ;;
     --from) need_value "$1" $#; [[ -d "$2" ]] || die_usage "--from wants a folder, got '$2'"; from=$2; shift 2 ;;
     --pem) need_value "$1" $#; [[ -r "$2" ]] || die_usage "--pem: cannot read '$2'"; pem_in=$2; shift 2 ;;
     --backend-key-file) need_value "$1" $#; [[ -r "$2" ]] || die_usage "--backend-key-file: cannot read '$2'"; backend_key_in=$2; shift 2 ;;
@@ -69,11 +68,8 @@ while (($#)); do
     --san) need_value "$1" $#; need_san "$1" "$2"; sans+=("$2"); shift 2 ;;
     --secrets-stdin) secrets_stdin=yes; shift ;;
     --team) need_value "$1" $#; need_name "$1" "$2"; team=$2; shift 2 ;;
-    --config-dir) need_value "$1" $#; [[ "$2" == /?* ]] || die_usage "--config-dir wants an absolute path"; config_dir=$2; shift 2 ;;
-    --run-dir) need_value "$1" $#; [[ "$2" == /?* ]] || die_usage "--run-dir wants an absolute path"; run_dir=$2; shift 2 ;;
-    --no-systemd) use_systemd=no; shift ;;
-    --ready-seconds) need_value "$1" $#; [[ "$2" =~ ^[0-9]{1,4}$ ]] || die_usage "--ready-seconds wants seconds"; ready_seconds=$2; shift 2 ;;
-    *) die_usage "unknown argument '$1'" ;;
+    --config-dir) need_value "$1" $#; need_abs_dir "$1" "$2"; config_dir=${2%/}; shift 2 ;;
+    *) service_common_flag "$@"; shift "$flag_args" ;;  # --name, --run-dir, --no-systemd, --ready-seconds
   esac
 done
 [[ -n "$name" ]] || die_usage "--name is required"
