@@ -67,6 +67,8 @@ const architectureSchema = z.strictObject({
       stateFloatsPerLayer: z.int().positive(),
       /** KDA (Kimi Delta Attention) shapes: heads × headDim inner width, short-convolution kernel. */
       kda: z.strictObject({ heads: z.int().positive(), headDim: z.int().positive(), convKernel: z.int().positive() }).optional(),
+      /** qwen3next's gated delta net: the short convolution's channels (ssm.inner_size + 2 × group_count × state_size) and kernel. */
+      ssmConv: z.strictObject({ channels: z.int().positive(), kernel: z.int().positive() }).optional(),
     })
     .optional(),
   /**
@@ -100,6 +102,16 @@ const architectureSchema = z.strictObject({
       headK: z.int().positive(),
     })
     .optional(),
+  /**
+   * Sparse attention's indexer (deepseek32, glm-dsa, minimax-m3, deepseek4): its heads and key width
+   * (attention.indexer.head_count, key_length), whose per-token queries and per-cell scores are the
+   * largest activations of those models' compute graphs.
+   */
+  indexer: z.strictObject({ heads: z.int().positive(), keyLength: z.int().positive() }).optional(),
+  /** llama4 (interleave_moe_layer_step): every that-many-th layer is MoE, the others dense FFN layers of denseFfnSize. */
+  moeLayerInterval: z.int().positive().optional(),
+  /** deepseek4's hyper-connections (hyper_connection.count): the residual stream is that many hidden-wide copies. */
+  hyperConnections: z.int().positive().optional(),
   /** Kimi K3: routed experts work in a latent width (hidden → latent → experts → latent → hidden). */
   expertLatentSize: z.int().positive().optional(),
 });

@@ -290,6 +290,10 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
       ubatch: settings.ubatch,
       contextTotal: settings.contextTotal,
       kvCellsPerSequence,
+      slots: settings.slots,
+      kvUnified: settings.kvUnified,
+      cacheTypeK: settings.cacheTypeK,
+      swaFull: flags.swaFull ?? false,
       holdsOutput: placement.outputDevice === device,
       offloadedWeightBytes: device === "CUDA0" ? offloaded : 0,
       flashAttention: settings.flashAttn !== "off",
@@ -403,12 +407,7 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
       `Context checkpoints: up to ${flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints} per slot (--ctx-checkpoints), each one sequence's ${arch.recurrent ? "recurrent state" : ""}${arch.recurrent && arch.kvLayout?.swaLayers.length ? " and " : ""}${arch.kvLayout?.swaLayers.length ? "sliding-window cells" : ""}, held in host RAM outside --cache-ram while the slot works: ${formatGiB(devices[0]!.checkpointBytes)} at worst, counted; lower --ctx-checkpoints to trade prompt re-use for RAM.`,
     );
   }
-  if (arch.llamaCppArch !== "deepseek2") {
-    notes.push(
-      `Compute buffers are modelled on deepseek2's MLA attention step and checked on deepseek2 models only; for ${arch.llamaCppArch} llama-server's peak is elsewhere (the MoE step, recurrent or indexer tensors) and can be far larger: 1.7× on test-llama-archs' kimi-k3 model, hundreds of MiB for sparse-attention models at long context.`,
-    );
-  }
-  if (settings.flashAttn === "off") notes.push("-fa off: the compute buffer adds the f32 attention scores for one ubatch over every KV cell a sequence sees.");
+  if (settings.flashAttn === "off") notes.push(`-fa off: the compute buffer adds the f32 attention scores for one ubatch over every KV cell a sequence sees${arch.attention?.kind === "gqa" ? "" : ", and the latent V cache copied out whole"}.`);
   if (settings.cacheTypeV !== "f16" && arch.attention?.kind !== "gqa") notes.push(`-ctv ${settings.cacheTypeV}: MLA keeps no V cache, so the V type changes nothing.`);
 
   const speedInputs: SpeedInputs = {

@@ -189,6 +189,11 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     const headsOfLayer0 = heads[0]!;
     return { floats: 3 * (convKernel > 0 ? convKernel - 1 : 3) * headsOfLayer0 * headDim + headDim * headDim * headsOfLayer0, kda: { heads: headsOfLayer0, headDim, convKernel } };
   };
+  /** The sparse-attention indexer's shape, for the compute buffer; absent when the GGUF does not state its heads. */
+  const indexerOf = (keyLength: number) => {
+    const heads = number("attention.indexer.head_count", 0);
+    return heads > 0 && keyLength > 0 ? { indexer: { heads, keyLength } } : {};
+  };
   switch (arch) {
     case "deepseek2":
       return { ...common, ...mla };
@@ -213,11 +218,12 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
       const recurrentLayers = Array.isArray(raw("attention.recurrent_layers")) ? layerList(perLayer("attention.recurrent_layers")) : layerList(Array.from({ length: layers }, (_, layer) => Number((layer + 1) % interval !== 0)));
       const inner = number("ssm.inner_size");
       const stateSize = number("ssm.state_size");
-      const convFloats = (number("ssm.conv_kernel") - 1) * (inner + 2 * number("ssm.group_count") * stateSize);
+      const convChannels = inner + 2 * number("ssm.group_count") * stateSize;
+      const convFloats = (number("ssm.conv_kernel") - 1) * convChannels;
       return {
         ...common,
         ...gqa,
-        recurrent: { layers: recurrentLayers.filter((layer) => layer < trunk), stateFloatsPerLayer: convFloats + stateSize * inner },
+        recurrent: { layers: recurrentLayers.filter((layer) => layer < trunk), stateFloatsPerLayer: convFloats + stateSize * inner, ssmConv: { channels: convChannels, kernel: number("ssm.conv_kernel") } },
         kvLayout: layout(kv((layer) => layer < trunk && !recurrentLayers.includes(layer))),
       };
     }
@@ -233,7 +239,8 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     case "llama4": {
       // Chunked attention sized as a window of 8192 whatever the GGUF says, unless sliding_window is 0.
       const chunked = number("attention.sliding_window", 8192) !== 0;
-      return { ...common, ...gqa, kvLayout: layout({ ...kv((layer) => layer < trunk), swaLayers: chunked ? pattern("attention.sliding_window_pattern", 4) : [], swaWindow: chunked ? 8192 : 0 }) };
+      const interval = number("interleave_moe_layer_step", 1);
+      return { ...common, ...gqa, ...(interval > 1 ? { moeLayerInterval: interval } : {}), kvLayout: layout({ ...kv((layer) => layer < trunk), swaLayers: chunked ? pattern("attention.sliding_window_pattern", 4) : [], swaWindow: chunked ? 8192 : 0 }) };
     }
     case "deepseek32":
     case "glm-dsa": {
@@ -242,7 +249,7 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
       const glmDefault = (layer: number) => (common.contextLength < 1_048_576 || layer < 2 || (layer - 2) % 4 === 0 ? 1 : 0);
       const indexed = arch === "deepseek32" ? () => 1 : raw("attention.indexer.types") !== undefined ? (layer: number) => perLayer("attention.indexer.types")[layer]! : glmDefault;
       const main = kv((layer) => layer < trunk);
-      return { ...common, ...mla, kvLayout: layout({ ...main, indexerK: main.kElements.map((_, layer) => (layer < trunk && indexed(layer) ? indexerKey : 0)) }) };
+      return { ...common, ...mla, ...indexerOf(indexerKey), kvLayout: layout({ ...main, indexerK: main.kElements.map((_, layer) => (layer < trunk && indexed(layer) ? indexerKey : 0)) }) };
     }
     case "minimax-m3": {
       // Every layer keeps K and V; the indexer cache (K and V) on the layers past the dense ones.
@@ -251,6 +258,7 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
       return {
         ...common,
         ...gqa,
+        ...indexerOf(indexerKey),
         kvLayout: layout({ ...kv(() => true), indexerK: none().map((_, layer) => (past(layer) ? indexerKey : 0)), indexerV: none().map((_, layer) => (past(layer) ? valueLength : 0)) }),
       };
     }
@@ -263,6 +271,8 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
         ...common,
         ...gqa,
         dsv4: { kElements: keySwa * kvHeads[0]!, window: number("attention.sliding_window"), compressRatios: ratios.slice(0, layers), indexerKey: number("attention.indexer.key_length"), headK: keySwa },
+        ...indexerOf(number("attention.indexer.key_length")),
+        hyperConnections: number("hyper_connection.count", 1),
       };
     }
     default:

@@ -207,7 +207,14 @@ export interface ComputeBufferInputs {
   contextTotal: number;
   /** KV cells one sequence attends over (slots are not unified when -np is set): the mask's width. */
   kvCellsPerSequence: number;
-  /** Whether this device computes the output layer (logits for a whole ubatch). */
+  /** -np: llama-server reserves one output row per slot (n_outputs_max), and one KV stream per slot unless -kvu. */
+  slots: number;
+  kvUnified: boolean;
+  /** -ctk: without flash attention the V cache (MLA: the latent) is copied out whole in this type. */
+  cacheTypeK: KvCacheType;
+  /** --swa-full: sliding-window layers attend over the whole context. */
+  swaFull?: boolean;
+  /** Whether this device computes the output layer (logits for the slots' outputs). */
   holdsOutput: boolean;
   /** Largest CPU-resident weight a GPU must receive when llama.cpp offloads a big-batch matmul to it. */
   offloadedWeightBytes: number;
@@ -215,25 +222,211 @@ export interface ComputeBufferInputs {
   flashAttention?: boolean;
 }
 
+/** One step of the compute graph where the allocator's peak can fall, and the bytes alive at it. */
+export interface ComputeStep {
+  step: string;
+  bytes: number;
+}
+
+const F32 = 4;
+const F16 = 2;
+const I64 = 8;
+
 /**
- * Compute buffer: the graph allocator's peak for one ubatch, measured against llama-server's
- * `sched_reserve: … compute buffer size` on generated deepseek2 models (bench/accuracy.ts). The
- * peak is the MLA attention step: per token, f32 logits (vocab) on the output device, the absorbed
- * queries and attention output per head (kv_lora + rope + kv_lora), three residual-width
- * activations, plus the f16 attention mask (one entry per KV cell). A GPU that receives offloaded
- * CPU experts also holds the largest such weight while it multiplies.
+ * The candidate peak steps of one ubatch's graph (llama-server's reserve: a prompt ubatch of
+ * min(-ub, context) tokens), each the bytes ggml-alloc holds when that step's largest tensor is
+ * allocated: the graph inputs still to be used (masks, embeddings), the f32 activations the step
+ * reads and writes, and the freed activations it cannot reuse because they are smaller than it
+ * (ggml-alloc's best fit places a tensor above every hole too small for it). Traced on each
+ * architecture's test-llama-archs model with GGML_ALLOCATOR_DEBUG (test/scripts/architectures-sizing.test.ts).
+ */
+export function computeSteps(inputs: ComputeBufferInputs): ComputeStep[] {
+  const { arch } = inputs;
+  const tokens = Math.min(inputs.ubatch, inputs.contextTotal);
+  const flash = inputs.flashAttention !== false;
+  const cells = inputs.kvCellsPerSequence;
+  const streams = inputs.kvUnified ? 1 : Math.max(1, inputs.slots);
+  /** f32 activations of `floats` per token for the whole ubatch. */
+  const act = (floats: number) => tokens * floats * F32;
+  const hidden = act(arch.hiddenSize);
+  // The attention mask, one entry per token and visible cell: f16 for flash attention, f32 otherwise
+  // (llama-graph.cpp); windowed layers (gpt-oss, llama4) have their own over the window's cells.
+  const maskBytes = (width: number) => tokens * width * (flash ? F16 : F32);
+  const layout = arch.kvLayout;
+  const windowCells = layout && layout.swaLayers.length > 0 ? (inputs.swaFull ? cells : pad256(Math.min(cells, layout.swaWindow * (inputs.kvUnified ? inputs.slots : 1) + tokens))) : 0;
+  // An input is freed after its last use: at a step of layer `layer`, the full mask is alive while a
+  // later full-attention layer still needs it, the window's while a later windowed layer does.
+  const swaLayers = layout?.swaLayers ?? [];
+  const later = (layer: number, windowed: boolean) => Array.from({ length: arch.layers - layer - 1 }, (_, index) => layer + 1 + index).some((next) => keepsKv(arch, next) && swaLayers.includes(next) === windowed);
+  const masksAfter = (layer: number) => (later(layer, false) ? maskBytes(cells) : 0) + (windowCells > 0 && later(layer, true) ? maskBytes(windowCells) : 0);
+  const firstFull = Array.from({ length: arch.layers }, (_, layer) => layer).find((layer) => keepsKv(arch, layer) && !swaLayers.includes(layer)) ?? 0;
+  const masks = maskBytes(cells) + (windowCells > 0 && later(firstFull - 1, true) ? maskBytes(windowCells) : 0);
+  const steps: ComputeStep[] = [];
+
+  // Feed-forward steps of a layer before the last (the last computes only the slots' output rows):
+  // the layer input and residual, two residual-width activations freed just before (attention output,
+  // FFN norm) that the larger FFN tensors cannot reuse, and the FFN's own gate, up and activation.
+  const lastLayer = arch.layers - 1;
+  const firstMoeLayer = arch.denseLeadingLayers;
+  if (firstMoeLayer < lastLayer) {
+    const experts = act(arch.activeExperts * arch.expertFfnSize);
+    steps.push({ step: "moe", bytes: masksAfter(firstMoeLayer) + 4 * hidden + 3 * experts + act(arch.routedExperts) });
+  }
+  // Dense FFN layers: the leading ones, or llama4's between its interleaved MoE layers.
+  if ((arch.denseLeadingLayers > 0 || (arch.moeLayerInterval ?? 1) > 1) && lastLayer > 0) steps.push({ step: "dense ffn", bytes: masksAfter(0) + 4 * hidden + 2 * act(arch.denseFfnSize) });
+
+  if (arch.attention?.kind === "gqa") steps.push(...gqaAttentionSteps(inputs, { tokens, flash, cells, streams, masks, hidden, act, windowCells }));
+  else steps.push(...mlaAttentionSteps(inputs, { tokens, flash, cells, streams, masks, hidden, act, windowCells }));
+
+  // qwen3next's gated delta net: the short convolution's input (its kernel - 1 carried-over rows
+  // prepended) and output over every channel, beside the layer's residual-width activations.
+  const conv = arch.recurrent?.ssmConv;
+  if (conv) steps.push({ step: "ssm convolution", bytes: masks + 4 * hidden + (tokens + conv.kernel - 1) * conv.channels * F32 + act(conv.channels) });
+
+  // The output layer: logits for the slots' rows (n_outputs_max = -np), beside the final norm.
+  if (inputs.holdsOutput) steps.push({ step: "output", bytes: 2 * hidden + Math.min(tokens, Math.max(1, inputs.slots)) * arch.vocabSize * F32 });
+  return steps;
+}
+
+/** The attention mask over `width` cells for the ubatch. */
+const maskBytesOf = (ctx: StepContext, width: number) => ctx.tokens * width * (ctx.flash ? F16 : F32);
+
+interface StepContext {
+  tokens: number;
+  flash: boolean;
+  cells: number;
+  streams: number;
+  masks: number;
+  hidden: number;
+  act: (floats: number) => number;
+  windowCells: number;
+}
+
+/**
+ * Grouped-query attention: with flash attention Q, K, V and the output beside the layer input and
+ * residual; without it the f32 scores (heads × visible cells per token) and the V-cache row indices,
+ * one I64 per element since V is stored transposed (one index input per cache: full and window).
+ * minimax-m3's sparse attention (MSA: flash attention on, and one stream per sequence or a single
+ * one) adds the indexer's f32 scores per indexer head and visible cell and their transposed copy.
+ */
+function gqaAttentionSteps(inputs: ComputeBufferInputs, ctx: StepContext): ComputeStep[] {
+  const { arch } = inputs;
+  const attention = arch.attention!;
+  const { tokens, flash, cells, masks, hidden, act } = ctx;
+  const q = act(arch.attentionHeads * attention.keyLength);
+  const k = act(attention.headCountKv * attention.keyLength);
+  const v = act(attention.headCountKv * attention.valueLength);
+  const out = act(arch.attentionHeads * attention.valueLength);
+  const steps: ComputeStep[] = [];
+  if (flash) {
+    steps.push({ step: "attention", bytes: masks + 2 * hidden + q + k + v + out });
+  } else {
+    const scores = tokens * cells * arch.attentionHeads * F32;
+    const vIndexCaches = ctx.masks > maskBytesOf(ctx, cells) ? 2 : 1;
+    steps.push({ step: "attention scores", bytes: masks + 2 * hidden + q + k + scores + vIndexCaches * tokens * attention.headCountKv * attention.valueLength * I64 });
+  }
+  const indexer = arch.indexer;
+  if (indexer && arch.dsv4) steps.push(...dsv4Steps(inputs, ctx));
+  else if (indexer && flash && (inputs.slots <= 1 || !inputs.kvUnified)) {
+    // MSA scores one stream at a time: a sequence's tokens against its own cells, per indexer head.
+    const scores = (tokens / ctx.streams) * cells * indexer.heads * F32;
+    // Several streams: the mask is also copied to f32 for the per-stream scoring.
+    const maskCopy = ctx.streams > 1 ? tokens * cells * F32 : 0;
+    steps.push({ step: "sparse-attention indexer", bytes: masks + maskCopy + 5 * hidden + 2 * scores });
+  }
+  return steps;
+}
+
+/**
+ * deepseek4's lightning indexer (a CSA layer after an MoE layer): its per-token queries (heads ×
+ * key) twice, roped and not, placed above what the previous layer's MoE step left: the graph inputs
+ * (the raw window's mask and the compressed caches' f16 masks, one entry per compressed cell padded
+ * to 256), the hyper-connection residual (hyper_connection.count hidden-wide copies) and the experts'
+ * gate, up and activation, into whose freed space the next residual is written. Without flash
+ * attention the f32 scores (heads × raw window and compressed cells) come on top.
+ */
+function dsv4Steps(inputs: ComputeBufferInputs, ctx: StepContext): ComputeStep[] {
+  const { arch } = inputs;
+  const dsv4 = arch.dsv4!;
+  const indexer = arch.indexer!;
+  const { tokens, cells, hidden, act } = ctx;
+  const mask = (width: number) => tokens * width * (ctx.flash ? F16 : F32);
+  const rawCells = inputs.swaFull ? cells : pad256(Math.min(cells, dsv4.window + tokens));
+  const ratios = new Set(dsv4.compressRatios.filter((ratio) => ratio > 0));
+  // CSA (ratio 4) layers: the compressed attention's and its selection's masks (the attention mask's
+  // type) and the indexer's (f16 always); HCA layers: one in the attention mask's type.
+  const compressed = [...ratios].reduce((sum, ratio) => {
+    const width = pad256(Math.ceil(cells / ratio));
+    return sum + (ratio === 4 ? 2 * mask(width) + tokens * width * F16 : mask(width));
+  }, 0);
+  const residual = (arch.hyperConnections ?? 1) * hidden;
+  const moe = 3 * act(arch.activeExperts * arch.expertFfnSize);
+  const base = mask(rawCells) + compressed + hidden + residual + moe;
+  const steps = [{ step: "lightning indexer", bytes: base + 2 * act(indexer.heads * indexer.keyLength) }];
+  if (!ctx.flash) {
+    const attendedCells = rawCells + (ratios.has(4) ? Math.ceil(cells / 4) : 0);
+    steps.push({ step: "attention scores", bytes: base + 2 * act(indexer.heads * indexer.keyLength) + tokens * attendedCells * arch.attentionHeads * F32 });
+  }
+  return steps;
+}
+
+/**
+ * Multi-head latent attention (deepseek2, deepseek32, glm-dsa, kimi-k3, kimi-linear), absorbed: the
+ * query-concat moment holds q (heads × (nope + rope)), its rope part, the nope part absorbed into
+ * the latent (heads × kv_lora) and their concat Qcur (heads × (kv_lora + rope)) beside three
+ * residual-width activations; the compressed KV row (kv_lora + rope) is placed above them when it
+ * does not fit the freed q. The KDA hybrids' builder (kimi-k3, kimi-linear) then builds K as a concat
+ * of the normed latent and the roped part while Qcur is alive. Without flash attention: the f32
+ * scores (heads × visible cells) and the latent V cache copied out whole (kv_lora per cell, -ctk's
+ * type). Sparse attention (deepseek32, glm-dsa) adds the indexer: its inputs (two masks and two f32
+ * per-cell indexer masks), its per-token queries (heads × key, twice), then its f32 scores per cell.
+ */
+function mlaAttentionSteps(inputs: ComputeBufferInputs, ctx: StepContext): ComputeStep[] {
+  const { arch } = inputs;
+  const { tokens, flash, cells, streams, hidden, act } = ctx;
+  const heads = arch.attentionHeads;
+  const q = act(heads * (arch.qkNopeHeadDim + arch.qkRopeHeadDim));
+  const qPe = act(heads * arch.qkRopeHeadDim);
+  const qAbsorbed = act(heads * arch.kvLoraRank);
+  const qCur = act(heads * (arch.kvLoraRank + arch.qkRopeHeadDim));
+  const kvRow = act(arch.kvLoraRank + arch.qkRopeHeadDim);
+  const indexer = arch.indexer;
+  // DSA: the MLA mask and its converted copy, and the indexer's two f32 masks over the same cells.
+  const masks = indexer ? 2 * tokens * cells * F16 + (flash ? 0 : tokens * cells * F16) + 2 * tokens * cells * F32 : ctx.masks;
+  // The query-side tensors freed before Qcur's concat (DSA also keeps the q_lora projection, which its indexer's queries read).
+  const queryWork = (indexer ? act(arch.qLoraRank) : 0) + q + qPe + qAbsorbed;
+  const steps: ComputeStep[] = [];
+  const kvAbove = kvRow > q + qPe ? kvRow : 0;
+  const queryStep = masks + 3 * hidden + queryWork + qCur;
+  if (!indexer) steps.push({ step: "attention query", bytes: queryStep + kvAbove });
+  if (arch.recurrent?.kda) steps.push({ step: "attention key", bytes: masks + 4 * hidden + qCur + 2 * kvRow + act(arch.kvLoraRank) });
+  const indexerQueries = indexer ? act(indexer.heads * indexer.keyLength) : 0;
+  const indexerStep = queryStep + 2 * indexerQueries;
+  if (indexer) {
+    steps.push({ step: "indexer queries", bytes: indexerStep });
+    // The scores and their masked copy, one f32 per token and cell; the second reuses the freed
+    // second query copy when it fits there.
+    const scores = tokens * cells * F32;
+    const reused = scores <= indexerQueries ? scores : 0;
+    steps.push({ step: "indexer scores", bytes: masks + hidden + queryWork + qCur + indexerQueries + 2 * scores - reused });
+  }
+  if (!flash) {
+    const kqScores = tokens * cells * heads * F32;
+    const latentV = rowBytes(kvTypeToGgml(inputs.cacheTypeK), arch.kvLoraRank) * cells * streams;
+    // Sparse attention scores after its indexer, whose queries are still alive; plain MLA from the
+    // layer input and residual and the query tensors.
+    const base = indexer ? indexerStep : masks + 2 * hidden + queryWork + qCur;
+    steps.push({ step: "attention scores", bytes: base + kqScores + latentV });
+  }
+  return steps;
+}
+
+/**
+ * Compute buffer: the graph allocator's peak for one ubatch, the largest of computeSteps(); a GPU
+ * that receives offloaded CPU experts also holds the largest such weight while it multiplies.
  */
 export function computeBufferBytes(inputs: ComputeBufferInputs): number {
-  const { arch } = inputs;
-  const ubatch = Math.min(inputs.ubatch, inputs.contextTotal);
-  const widths = attentionHeadWidths(arch);
-  const floatsPerToken = (inputs.holdsOutput ? arch.vocabSize : 0) + arch.attentionHeads * (widths.key + widths.value) + 3 * arch.hiddenSize;
-  const maskBytesPerToken = 2 * inputs.kvCellsPerSequence;
-  // Without flash attention the f32 scores (one per head per visible KV cell) exist for the whole
-  // ubatch, and the mask is f32, not f16 (llama-graph.cpp: F16 only for flash attention).
-  const withoutFlash = inputs.flashAttention === false;
-  const scoresBytesPerToken = withoutFlash ? 4 * arch.attentionHeads * inputs.kvCellsPerSequence : 0;
-  return ubatch * (4 * floatsPerToken + maskBytesPerToken * (withoutFlash ? 2 : 1) + scoresBytesPerToken) + inputs.offloadedWeightBytes;
+  return Math.max(0, ...computeSteps(inputs).map((step) => step.bytes)) + inputs.offloadedWeightBytes;
 }
 
 export function hostHeadroomBytes(ramBytes: number, efficiency: Efficiency): number {

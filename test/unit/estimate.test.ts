@@ -61,10 +61,15 @@ describe("estimate: memory by kind for any command line", () => {
     expect(gpu.mappedBytes).toBe(tensors.find((tensor) => tensor.name === "token_embd.weight")!.bytes);
   });
 
-  it("-fa off adds f32 scores (heads × visible cells × 4 bytes per ubatch token) and an f32 mask", () => {
+  it("-fa off adds f32 scores (heads × visible cells × 4 bytes per ubatch token), an f32 mask and the latent V copied out", () => {
     const on = run(cpuHost, { ctxSize: 4096, parallel: 1, flashAttn: "on" }).devices[0]!;
     const off = run(cpuHost, { ctxSize: 4096, parallel: 1, flashAttn: "off" }).devices[0]!;
-    expect(off.computeBytes - on.computeBytes).toBe(512 * arch.attentionHeads * 4096 * 4 + 512 * 4096 * 2); // + the mask in f32 instead of f16
+    const scores = 512 * arch.attentionHeads * 4096 * 4;
+    const maskToF32 = 512 * 4096 * 2;
+    const latentV = arch.kvLoraRank * 4096 * 2; // the f16 cache's latent, one row per cell
+    // The flash path's peak also holds a third residual-width activation (the attention norm's input).
+    const residual = 512 * arch.hiddenSize * 4;
+    expect(off.computeBytes - on.computeBytes).toBe(scores + maskToF32 + latentV - residual);
   });
 
   it("-ngl 10 leaves the first 52 of 61 layers (and their KV) on the CPU, the output layer on a GPU", () => {
