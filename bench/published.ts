@@ -20,7 +20,7 @@
  * is nothing to evaluate. Targets: decode median |error| <= 15 %, p90 <= 30 %; prefill median <= 25 %,
  * p90 <= 50 %. --write stores the whole-corpus fit and the error bands in catalog/efficiency.yaml.
  */
-import { loadCatalog, type Catalog, type ModelEntry, type Tier } from "../planner/catalog";
+import { loadCatalog, type Catalog, type LlamaCppRelease, type ModelEntry, type Tier } from "../planner/catalog";
 import { hostSchema } from "../planner/config";
 import { estimate } from "../planner/estimate";
 import { parseFlags, type SizingFlags } from "../planner/flags";
@@ -75,7 +75,11 @@ export const TOOL_FLAGS: Record<string, { server?: string; takesValue: boolean; 
   "--flash-attn": { server: "--flash-attn", takesValue: false, meaning: "older builds' bare switch = --flash-attn on" },
   "-no-cnv": { takesValue: false, meaning: "llama-cli: no conversation mode; no server equivalent" },
   "--prio": { takesValue: true, meaning: "process priority; does not change sizing" },
-  "--no-mmap": { takesValue: false, meaning: "load into RAM instead of mapping; not a speed input of the estimator" },
+  // Older builds' switch; v0.5.0 spells it --load-mode none. It sets whether op offload copies from
+  // pinned (CUDA_Host) or pageable memory, so it is a speed input.
+  "--no-mmap": { server: "--load-mode", takesValue: false, meaning: "load into RAM instead of mapping = server --load-mode none" },
+  "-mmp": { server: "--load-mode", takesValue: true, meaning: "llama-bench -mmp 0|1 = server --load-mode none|mmap" },
+  "--mmap": { server: "--load-mode", takesValue: true, meaning: "llama-bench --mmap 0|1 = server --load-mode none|mmap" },
   "-r": { takesValue: true, meaning: "llama-bench repetitions" },
 };
 
@@ -121,6 +125,7 @@ export function serverWords(line: string): { words: string[]; dropped: string[] 
     if (!rule.server) continue;
     if (rule.server === "--flash-attn") out.push("--flash-attn", value === undefined || value === "1" ? "on" : value === "0" ? "off" : value);
     else if (rule.server === "--parallel") out.push("--parallel", value!.split(",")[0]!);
+    else if (rule.server === "--load-mode") out.push("--load-mode", value === undefined || value === "0" ? "none" : "mmap");
   }
   return { words: out, dropped };
 }
@@ -273,11 +278,34 @@ const PREFILL_ONLY = /prompt is no prefill rate/;
 export const GPU_ONLY_PLACEHOLDER_HOST = { cores: 8, allCoreGHz: 2, fp32FlopsPerCycle: 32, kind: "DDR5-4800", channels: 2 } as const;
 
 /** The run's inputs for estimate(), or what blocks the conversion. */
-export function convert(run: MeasuredRun, catalog: Catalog, gpuOnlyPlaceholder: { cores: number; allCoreGHz: number; fp32FlopsPerCycle: number; kind: string; channels: number } = GPU_ONLY_PLACEHOLDER_HOST): Conversion {
+export interface ConvertOptions {
+  /** The run's source's date: a run cannot be newer than the post that states it. */
+  sourceDate?: string | null;
+  gpuOnlyPlaceholder?: { cores: number; allCoreGHz: number; fp32FlopsPerCycle: number; kind: string; channels: number };
+}
+
+/**
+ * The pinned release's mechanics changes a run's build certainly predates: the run's source is dated
+ * before the change was first seen, and the run uses the path the change altered (cuda-moe: any run
+ * with GPUs, whose routed experts, or the CPU experts op offload streams, are multiplied on CUDA).
+ */
+export function predatedChanges(run: MeasuredRun, release: LlamaCppRelease, sourceDate: string | null | undefined): LlamaCppRelease["mechanicsChanges"] {
+  if (!sourceDate) return [];
+  const onCuda = run.hardware.gpus.length > 0 && run.placement !== "cpu-only";
+  // A month-only date ("2025-04") is read as its last possible day: only a certainly older run is left out.
+  const latest = sourceDate.length === 7 ? `${sourceDate}-31` : sourceDate;
+  return release.mechanicsChanges.filter((change) => change.path === "cuda-moe" && onCuda && latest < change.since);
+}
+
+export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOptions = {}): Conversion {
+  const gpuOnlyPlaceholder = options.gpuOnlyPlaceholder ?? GPU_ONLY_PLACEHOLDER_HOST;
   const blockers: string[] = [];
   const assumptions: string[] = [];
   let prefillUsable = run.prefill !== null && run.prefill !== undefined;
   if (run.engine.fork) blockers.push(`fork (${run.engine.name}), kept out of the mainline fit`);
+  for (const change of predatedChanges(run, catalog.llamaCpp, options.sourceDate)) {
+    blockers.push(`engine predates llama.cpp#${change.pr} (source dated ${options.sourceDate}, change first seen ${change.since}): ${change.what.split(" (")[0]}, which ${catalog.llamaCpp.release} runs and estimate() models`);
+  }
   const found = runModel(run, catalog);
   if (typeof found === "string") blockers.push(found);
   else assumptions.push(...found.assumptions);
@@ -459,6 +487,7 @@ export const FITTED: Record<Phase, { name: CpuFactorName; low: number; high: num
   prefill: [
     { name: "prefillEfficiency", low: 0.005, high: 1 },
     { name: "pcieStreamFraction", low: 0.01, high: 1 },
+    { name: "pageableStreamFraction", low: 0.05, high: 1 },
   ],
 };
 
@@ -559,7 +588,8 @@ function main(argv: readonly string[]): number {
   const catalog = loadCatalog();
   const corpus = loadMeasurements();
   const mainline = corpus.runs.filter((run) => !run.engine.fork);
-  const conversions = mainline.map((run) => convert(run, catalog));
+  const sourceDates = new Map(corpus.sources.map((source) => [source.id, source.date]));
+  const conversions = mainline.map((run) => convert(run, catalog, { sourceDate: sourceDates.get(run.source) }));
   const converted = conversions.filter((entry): entry is Converted => "inputs" in entry);
   console.log(`published corpus: ${corpus.runs.length} runs from ${new Set(corpus.runs.map((run) => run.source)).size} sources; ${mainline.length} mainline, ${converted.length} convertible to the estimator's inputs`);
   for (const entry of conversions) {

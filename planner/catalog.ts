@@ -208,6 +208,7 @@ const efficiencySchema = z.strictObject({
     priors: z.strictObject({
       decodeComputeEfficiency: sourced(z.number().gt(0).lte(1)),
       numaRemoteGain: sourced(z.number().min(0).lte(1)),
+      pageableStreamFraction: sourced(z.number().gt(0).lte(1)),
     }),
     /** Written by npm run bench:published -- --write: the factors fitted on every convertible mainline run, and the leave-one-source-out error bands. */
     corpusFit: z
@@ -220,6 +221,7 @@ const efficiencySchema = z.strictObject({
           prefillEfficiency: z.number().gt(0).lte(1).optional(),
           numaRemoteGain: z.number().min(0).lte(1).optional(),
           pcieStreamFraction: z.number().gt(0).lte(1).optional(),
+          pageableStreamFraction: z.number().gt(0).lte(1).optional(),
         }),
         errorBands: z.array(
           z.strictObject({
@@ -288,6 +290,15 @@ const llamaCppSchema = z.strictObject({
   cuda13MinDriverMajor: z.int().positive(),
   defaults: z.strictObject({ port: z.int(), batch: z.int(), ubatch: z.int(), cacheRamMiB: z.int(), ctxCheckpoints: z.int().nonnegative() }),
   repack: repackSchema,
+  mechanicsChanges: z.array(
+    z.strictObject({
+      pr: z.int().positive(),
+      since: z.iso.date(),
+      /** cuda-moe: routed experts multiplied on a CUDA device (GPU-only and hybrid runs with GPU layers). */
+      path: z.enum(["cuda-moe"]),
+      what: z.string().min(1),
+    }),
+  ),
 });
 export type LlamaCppRelease = z.infer<typeof llamaCppSchema>;
 

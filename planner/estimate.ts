@@ -421,6 +421,9 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     threadsBatch: settings.numa === "isolate" ? Math.min(settings.threadsBatch, Math.ceil(host.cpu.cores / host.cpu.numaNodes)) : settings.threadsBatch,
     threads: settings.numa === "isolate" ? Math.min(settings.threads, Math.ceil(host.cpu.cores / host.cpu.numaNodes)) : settings.threads,
     opOffload: settings.opOffload,
+    // llama-model-loader.cpp create_tensor: under mmap the CPU weights stay in plain pageable memory
+    // instead of CUDA_Host (mechanics §2), which op offload's copies then pay for.
+    hostWeightsPinned: !mapped,
     numaSpread: settings.numa === "distribute" || settings.numa === "numactl",
     decodeDepthTokens: Math.min(options.decodeDepthTokens ?? 0, settings.contextPerSlot),
     ttftPromptTokens: options.ttftPromptTokens ?? PREFILL_DEFAULT_TTFT_TOKENS,

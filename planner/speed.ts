@@ -141,11 +141,16 @@ export interface CpuFactors {
    * the CPU experts are copied from host memory once per ubatch.
    */
   pcieStreamFraction: number;
+  /**
+   * What op offload's stream reaches from pageable host memory (memory-mapped weights), as a
+   * fraction of the pinned rate: CUDA stages pageable copies through a pinned buffer.
+   */
+  pageableStreamFraction: number;
   factors: NamedFactor[];
 }
 
 /** The CPU factors a fit can change; a value given here replaces the catalog's (the bench on this machine, or a leave-one-source-out fold). */
-export const CPU_FACTOR_NAMES = ["decodeEfficiency", "decodeSecondsPerLayer", "decodeComputeEfficiency", "prefillEfficiency", "numaRemoteGain", "pcieStreamFraction"] as const;
+export const CPU_FACTOR_NAMES = ["decodeEfficiency", "decodeSecondsPerLayer", "decodeComputeEfficiency", "prefillEfficiency", "numaRemoteGain", "pcieStreamFraction", "pageableStreamFraction"] as const;
 export type CpuFactorName = (typeof CPU_FACTOR_NAMES)[number];
 
 export type CpuFactorOverrides = Partial<Record<CpuFactorName, number>> & { source: string };
@@ -190,6 +195,7 @@ export function priorCpuFactors(catalog: Catalog): NamedFactor[] {
     },
     { name: "cpu.numaRemoteGain", value: priors.numaRemoteGain.value, source: priors.numaRemoteGain.source },
     { name: "cpu.pcieStreamFraction", value: catalog.efficiency.pcie.effectiveFraction.value, source: catalog.efficiency.pcie.effectiveFraction.source },
+    { name: "cpu.pageableStreamFraction", value: priors.pageableStreamFraction.value, source: priors.pageableStreamFraction.source },
   ];
 }
 
@@ -217,6 +223,7 @@ export function cpuFactors(catalog: Catalog, overrides?: CpuFactorOverrides): Cp
     prefillEfficiency: value("prefillEfficiency"),
     numaRemoteGain: value("numaRemoteGain"),
     pcieStreamFraction: value("pcieStreamFraction"),
+    pageableStreamFraction: value("pageableStreamFraction"),
     factors: [...factors, { name: "cpu.achievableFractionOfPeak", value: bandwidth.value, source: bandwidth.source }],
   };
 }
@@ -240,6 +247,12 @@ export interface SpeedInputs {
   threadsBatch?: number;
   /** --op-offload (default on): big-batch matmuls of CPU weights run on the GPU, streamed over PCIe. */
   opOffload?: boolean;
+  /**
+   * Whether the CPU weights sit in pinned memory (CUDA_Host: --load-mode none/mlock/dio beside a
+   * GPU), so op offload streams them at the pinned rate; memory-mapped weights are pageable.
+   * Default: pinned.
+   */
+  hostWeightsPinned?: boolean;
   /** --numa distribute/numactl: every node's memory serves the threads; otherwise pages sit on one node. */
   numaSpread?: boolean;
   /** -t: the threads a decode step runs on (at most the physical cores). */
@@ -401,7 +414,8 @@ export function project(inputs: SpeedInputs): Projection {
     const offloads = opOffload && placement.ubatch >= 32;
     const streamedBytes = offloads ? cpuMatmul.reduce((sum, tensor) => sum + tensor.bytes, 0) : 0;
     const cpuFlopsPerToken = offloads ? 0 : matmulFlops(cpuMatmul, arch);
-    const pcieBandwidth = gpu0.pcieBandwidth * cpu.pcieStreamFraction;
+    const pinned = inputs.hostWeightsPinned ?? true;
+    const pcieBandwidth = gpu0.pcieBandwidth * cpu.pcieStreamFraction * (pinned ? 1 : cpu.pageableStreamFraction);
     prefillSeconds = (n) => {
       let seconds = 0;
       for (let start = 0; start < n; start += placement.ubatch) {
@@ -412,7 +426,7 @@ export function project(inputs: SpeedInputs): Projection {
     };
     prefillBasis =
       `GPU compute ${(gpuCompute / 1e12).toFixed(0)} TOPS effective (${gpu0.name} ${(gpu0.int8OpsPerSecond / 1e12).toFixed(0)} INT8 TOPS × ${gpuPrefill.value})` +
-      (streamedBytes > 0 ? `, plus ${(streamedBytes / 1e9).toFixed(1)} GB of CPU experts streamed over ${gpu0.pcie} at ${(pcieBandwidth / 1e9).toFixed(1)} GB/s once per ${placement.ubatch}-token ubatch` : "") +
+      (streamedBytes > 0 ? `, plus ${(streamedBytes / 1e9).toFixed(1)} GB of CPU experts streamed over ${gpu0.pcie} at ${(pcieBandwidth / 1e9).toFixed(1)} GB/s${pinned ? "" : " (pageable: memory-mapped weights)"} once per ${placement.ubatch}-token ubatch` : "") +
       (cpuFlopsPerToken > 0 ? `, plus ${(cpuFlopsPerToken / 1e9).toFixed(1)} GFLOP/token of CPU weights on the CPU at ${(cpuCompute / 1e12).toFixed(2)} TFLOPS (no op offload)` : "");
   }
 

@@ -9,6 +9,7 @@ import { parseStackConfig } from "../../planner/config";
 import { estimate } from "../../planner/estimate";
 import { parseFlags, type SizingFlags } from "../../planner/flags";
 import { buildPlan, type Plan } from "../../planner/plan";
+import { project } from "../../planner/speed";
 import { readStackValues } from "../../planner/stack-file";
 
 const catalog = loadCatalog();
@@ -48,5 +49,30 @@ describe("hybrid prefill follows the estimate", () => {
     expect(cpuExperts).toBe(true);
     expect(chosen).toBeLessThan(other);
     expect(plan.placement.reasons.join("\n")).toMatch(/Prefill on the CPU \(--no-op-offload/);
+  });
+});
+
+describe("op offload copies from pinned or pageable memory", () => {
+  // llama.cpp v0.5.0 keeps CPU weights in CUDA_Host (pinned) unless they are memory-mapped; a mapped
+  // model's CPU experts are pageable, and CUDA stages those copies.
+  const plan = planWithPcie({ gen: 4, lanes: 16 });
+  const streaming: SizingFlags = { ...parseFlags(plan.llamaServerArgs, "plan").sizing, opOffload: undefined, batch: 2048, ubatch: 2048 };
+  const run = (flags: SizingFlags) => estimate(plan.tensors, plan.model.architecture, plan.host, flags, { catalog, ttftPromptTokens: plan.projection.ttftPromptTokens }).projection;
+  const projectWith = (flags: SizingFlags, pageableStreamFraction: number) =>
+    project({ ...estimate(plan.tensors, plan.model.architecture, plan.host, flags, { catalog, ttftPromptTokens: plan.projection.ttftPromptTokens }).speedInputs, cpuFactors: { pageableStreamFraction, source: "test" } });
+
+  it("a memory-mapped model streams slower, and says so; decode does not stream and is unchanged", () => {
+    const pinned = run({ ...streaming, loadMode: "none" });
+    const mapped = run({ ...streaming, loadMode: "mmap" });
+    expect(mapped.ttftSeconds).toBeGreaterThan(pinned.ttftSeconds * 1.2);
+    expect(mapped.prefillBasis).toContain("pageable");
+    expect(pinned.prefillBasis).not.toContain("pageable");
+    expect(mapped.decodeTokensPerSecond).toBeCloseTo(pinned.decodeTokensPerSecond, 9);
+  });
+
+  it("pageable copies at the pinned rate would cost exactly what pinned ones do", () => {
+    const pinned = projectWith({ ...streaming, loadMode: "none" }, 0.3);
+    const mappedAtFullRate = projectWith({ ...streaming, loadMode: "mmap" }, 1);
+    expect(mappedAtFullRate.ttftSeconds).toBeCloseTo(pinned.ttftSeconds, 6);
   });
 });

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
-import { GPU_ONLY_PLACEHOLDER_HOST, PLATFORM_FACTS, convert, stripAnnotations, fitFactor, fitPhase, leaveOneSourceOut, projectRun, quantile, runCatalogModel, runModel, serverWords, sizedFromFile, splitWords } from "../../bench/published";
+import { GPU_ONLY_PLACEHOLDER_HOST, PLATFORM_FACTS, convert, predatedChanges, stripAnnotations, fitFactor, fitPhase, leaveOneSourceOut, projectRun, quantile, runCatalogModel, runModel, serverWords, sizedFromFile, splitWords } from "../../bench/published";
 import { loadCatalog } from "../../planner/catalog";
 import { tensorsFromArchitecture, totalBytes } from "../../planner/tensors";
 import {
@@ -158,6 +158,10 @@ describe("bench/published conversion", () => {
     expect(serverWords("-ngl 62 -fa 0 -p 512 -n 128 -t 12")!.words).toEqual(["-ngl", "62", "--flash-attn", "off", "-t", "12"]);
     expect(serverWords("--threads 12 -no-cnv --prio 2")!.words).toEqual(["--threads", "12"]);
     expect(serverWords("single-stream decode")).toBeUndefined();
+    // Whether weights are mapped decides pinned vs pageable op-offload copies, so it is kept.
+    expect(serverWords("--no-mmap -ngl 36")!.words).toEqual(["--load-mode", "none", "-ngl", "36"]);
+    expect(serverWords("-mmp 0 -ngl 99")!.words).toEqual(["--load-mode", "none", "-ngl", "99"]);
+    expect(serverWords("-mmp 1 -ngl 99")!.words).toEqual(["--load-mode", "mmap", "-ngl", "99"]);
   });
 
   it("builds DeepSeek-V3/R1 and GLM-5 with their published parameter counts", () => {
@@ -326,7 +330,7 @@ describe("bench/published: a run with every layer on its GPUs and no stated host
     expect(standard.inputs.assumptions.join("; ")).toMatch(/CPU and memory not stated: a placeholder host/);
     // Ten times the placeholder's cores and channels, four times its clock and eight times its FLOP/cycle (the most a
     // stack host allows): the projection stays put.
-    const tenfold = convert(run, catalog, { ...GPU_ONLY_PLACEHOLDER_HOST, cores: 80, allCoreGHz: 8, fp32FlopsPerCycle: 256, channels: 20 });
+    const tenfold = convert(run, catalog, { gpuOnlyPlaceholder: { ...GPU_ONLY_PLACEHOLDER_HOST, cores: 80, allCoreGHz: 8, fp32FlopsPerCycle: 256, channels: 20 } });
     if (!("inputs" in tenfold)) throw new Error(tenfold.blockers.join("; "));
     for (const phase of ["decode", "prefill"] as const) {
       expect(projectRun(tenfold, catalog, phase, { source: "priors" }) / projectRun(standard, catalog, phase, { source: "priors" })).toBeCloseTo(1, 3);
@@ -335,5 +339,35 @@ describe("bench/published: a run with every layer on its GPUs and no stated host
     const hybrid = { ...run, placement: "hybrid" as const };
     const refused = convert(hybrid, catalog);
     expect("blockers" in refused && refused.blockers.join("; ")).toMatch(/no bandwidth/);
+  });
+});
+
+describe("bench/published: runs on builds older than the pinned release's mechanics", () => {
+  const catalog = loadCatalog();
+  const corpus = loadMeasurements();
+  const byId = (id: string) => corpus.runs.find((run) => run.id === id)!;
+
+  it("leaves out a GPU run posted before the CUDA MoE change, naming the change and the dates", () => {
+    const h100 = byId("deepseek-r1-udiq1s-2xh100");
+    const posted = corpus.sources.find((source) => source.id === h100.source)!.date;
+    expect(posted).toBe("2025-01-28");
+    const conversion = convert(h100, catalog, { sourceDate: posted });
+    expect("blockers" in conversion).toBe(true);
+    if (!("blockers" in conversion)) return;
+    expect(conversion.blockers.join("\n")).toMatch(/engine predates llama\.cpp#13014 \(source dated 2025-01-28, change first seen 2025-04-19\)/);
+    // The same run posted after both changes converts.
+    expect("inputs" in convert(h100, catalog, { sourceDate: "2025-06-01" })).toBe(true);
+    // An undated source is no evidence of an old build.
+    expect(predatedChanges(h100, catalog.llamaCpp, null)).toEqual([]);
+  });
+
+  it("keeps a CPU-only run of the same age: the change is on the CUDA path", () => {
+    const cpuOnly = byId("deepseek-r1-q8-6980p-1s-mainline");
+    expect(cpuOnly.placement).toBe("cpu-only");
+    expect(predatedChanges(cpuOnly, catalog.llamaCpp, "2025-01-28")).toEqual([]);
+    // A month-only date is read as the month's last day: April 2025 may be after 2025-04-19.
+    const h100 = byId("deepseek-r1-udiq1s-2xh100");
+    expect(predatedChanges(h100, catalog.llamaCpp, "2025-04").map((change) => change.pr)).toEqual([]);
+    expect(predatedChanges(h100, catalog.llamaCpp, "2025-03").map((change) => change.pr)).toEqual([13014, 13199]);
   });
 });
