@@ -28,13 +28,13 @@ import { parseFlags } from "../planner/flags";
 import type { HostSpec } from "../planner/host";
 import { buildPlan } from "../planner/plan";
 import type { CpuFactorOverrides } from "../planner/speed";
-import { generatedModelCase, quantizeMix } from "../test/support/model-mixes";
-import { generateDeepseek2Model, splitGguf } from "../test/support/models";
-import { llamaTool } from "../test/support/llama-cpp";
+import { generatedModelCase, quantizeMix } from "../lab/model-mixes";
+import { generateDeepseek2Model, splitGguf } from "../lab/models";
+import { llamaTool } from "../lab/llama-cpp";
 import { fitCpuFactors, median, UNIT_CPU_FACTORS, type CalibrationCase } from "./lib/calibrate";
-import { parseBuffers, startServer } from "./lib/server";
+import { parseBuffers, startServer } from "../lab/server";
 import { benchModelsDir, benchPrompt, DECODE_DEPTH, GENERATED_TOKENS, PROMPT_TOKENS } from "./lib/workload";
-import { thisMachine } from "../test/support/local-stack";
+import { thisMachine } from "../lab/this-machine";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 
 const MiB = 1024 * 1024;

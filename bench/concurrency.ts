@@ -15,11 +15,11 @@ import { aggregateDecodeTokensPerSecond } from "../planner/fleet";
 import { parseFlags } from "../planner/flags";
 import { buildPlan } from "../planner/plan";
 import type { CpuFactorOverrides } from "../planner/speed";
-import { generatedModelCase } from "../test/support/model-mixes";
-import { thisMachine } from "../test/support/local-stack";
+import { generatedModelCase } from "../lab/model-mixes";
+import { thisMachine } from "../lab/this-machine";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 import { median, UNIT_CPU_FACTORS } from "./lib/calibrate";
-import { startServer } from "./lib/server";
+import { startServer } from "../lab/server";
 import { benchModelsDir, benchPrompt } from "./lib/workload";
 
 /** The gate: measured aggregate decode within ±35% of the projection for -np 2 and 4. */

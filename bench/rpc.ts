@@ -1,7 +1,7 @@
 /**
  * `npm run bench:rpc [-- --rounds N --out FILE]`: holds estimate()'s projection of a llama.cpp RPC
  * split (issue 12) against the real thing on this machine. Two ggml-rpc-server workers and the head
- * llama-server run in network namespaces of one machine (test/support/rpc-cluster.ts), the links
+ * llama-server run in network namespaces of one machine (lab/rpc-cluster.ts), the links
  * unlimited (veth) or limited with tbf to 25 and 10 Gbit/s; the same model runs on the head alone
  * for the single-host baseline. Every process gets -t 1, so that the three of them do not fight over
  * this machine's cores (the split runs its hosts one after another anyway).
@@ -30,15 +30,15 @@ import { estimate, type Estimate } from "../planner/estimate";
 import { parseFlags } from "../planner/flags";
 import { isRpcDevice, linkSpec, rpcDeviceName, type LinkSpec } from "../planner/network";
 import type { CpuFactorOverrides } from "../planner/speed";
-import { thisMachine } from "../test/support/local-stack";
-import { generatedModelCase, quantizeMix } from "../test/support/model-mixes";
-import { netnsUnavailable, type Host } from "../test/support/netns";
-import { startRpcCluster, type HeadServer, type RpcCluster } from "../test/support/rpc-cluster";
+import { thisMachine } from "../lab/this-machine";
+import { generatedModelCase, quantizeMix } from "../lab/model-mixes";
+import { netnsUnavailable, type Host } from "../lab/netns";
+import { startRpcCluster, type HeadServer, type RpcCluster } from "../lab/rpc-cluster";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 import { fitCpuFactors, median, UNIT_CPU_FACTORS, type CalibrationCase } from "./lib/calibrate";
 import { measureRoundTrip, measureThroughputGbit, type RoundTrip } from "./lib/rpc-link";
 import { countRpcCommands, pidsIn, rpcPayloadBytes, scaleTcp, schedCounters, subtractSched, subtractTcp, systemCpu, tcpCounters, type SchedCounters, type TcpCounters } from "./lib/rpc-trace";
-import { parseBuffers } from "./lib/server";
+import { parseBuffers } from "../lab/server";
 import { benchModelsDir, benchPrompt, DECODE_DEPTH, GENERATED_TOKENS, PROMPT_TOKENS } from "./lib/workload";
 
 const MiB = 1024 * 1024;

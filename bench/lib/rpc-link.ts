@@ -1,5 +1,5 @@
 /**
- * What the link between two namespaces of a test topology (test/support/netns.ts) does, measured
+ * What the link between two namespaces of a test topology (lab/netns.ts) does, measured
  * the way llama.cpp's RPC uses it: a TCP connection with Nagle off. The round trip is a 1-byte
  * request answered by a 1-byte reply, each side blocked in a read in between (as the head is while
  * a worker computes): it includes both processes' wake-ups, which an ICMP ping does not (and this
@@ -7,7 +7,7 @@
  * Both ends are small Node programs run with this process's own node, so nothing is installed.
  */
 import type { ChildProcess } from "node:child_process";
-import type { Host, Topology } from "../../test/support/netns";
+import type { Host, Topology } from "../../lab/netns";
 import { median } from "./calibrate";
 
 /**

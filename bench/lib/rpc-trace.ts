@@ -7,7 +7,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
-import type { Host, Topology } from "../../test/support/netns";
+import type { Host, Topology } from "../../lab/netns";
 
 export interface SchedCounters {
   cpuSeconds: number;

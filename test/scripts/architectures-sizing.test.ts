@@ -13,12 +13,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseBuffers, startServer } from "../../bench/lib/server";
+import { parseBuffers, startServer } from "../../lab/server";
 import { readLocalModel, thisMachineHost } from "../../cli/local-model";
 import { loadCatalog } from "../../planner/catalog";
 import { estimate } from "../../planner/estimate";
 import { parseFlags } from "../../planner/flags";
-import { generateArchModel } from "../support/models";
+import { generateArchModel } from "../../lab/models";
 
 const MiB = 1024 * 1024;
 const catalog = loadCatalog();

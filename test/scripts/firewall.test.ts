@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { run as runCommand, type Result } from "../support/spawn";
+import { run as runCommand, type Result } from "../../lab/spawn";
 
 const SCRIPTS = resolve(__dirname, "../../ansible-free-scripts");
 const FIREWALL = join(SCRIPTS, "firewall.sh");

@@ -10,9 +10,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startServer, type RunningServer } from "../../bench/lib/server";
-import { freePort } from "../support/net";
-import { generateDeepseek2Model } from "../support/models";
+import { startServer, type RunningServer } from "../../lab/server";
+import { freePort } from "../../lab/net";
+import { generateDeepseek2Model } from "../../lab/models";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/front-door.sh");
 const KEY = "front-door-test-key-0123456789abcdefghij";

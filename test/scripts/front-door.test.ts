@@ -10,8 +10,8 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { freePort } from "../support/net";
-import { run, type Result } from "../support/spawn";
+import { freePort } from "../../lab/net";
+import { run, type Result } from "../../lab/spawn";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/front-door.sh");
 

@@ -15,10 +15,10 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gatewayApplyArgv, haproxyGatewayConfig, keySha256, type GatewayInput } from "../../planner/gateway";
-import { llamaServerPath } from "../support/llama-cpp";
-import { generateDeepseek2Model } from "../support/models";
-import { createTopology, netnsUnavailable, type Host, type Topology } from "../support/netns";
-import { run, type Result } from "../support/spawn";
+import { llamaServerPath } from "../../lab/llama-cpp";
+import { generateDeepseek2Model } from "../../lab/models";
+import { createTopology, netnsUnavailable, type Host, type Topology } from "../../lab/netns";
+import { run, type Result } from "../../lab/spawn";
 
 const GATEWAY = resolve(__dirname, "../../ansible-free-scripts/gateway.sh");
 const FIREWALL = resolve(__dirname, "../../ansible-free-scripts/firewall.sh");

@@ -1,6 +1,6 @@
 /**
  * Generated Kimi-shaped (deepseek2: MLA, leading dense layer, routed + shared experts) models
- * bigger than test-llama-archs': written by test/support/gguf-writer.ts, read back with
+ * bigger than test-llama-archs': written by lab/gguf-writer.ts, read back with
  * @huggingface/gguf, quantized into tier-like mixes with llama-quantize, split with
  * llama-gguf-split, and served from the shards by the tested llama-server release.
  */
@@ -18,8 +18,8 @@ import {
   writeGguf,
   kv,
   type Deepseek2Dims,
-} from "../support/gguf-writer";
-import { llamaBinDir, llamaTool } from "../support/llama-cpp";
+} from "../../lab/gguf-writer";
+import { llamaBinDir, llamaTool } from "../../lab/llama-cpp";
 import {
   MIX_NAMES,
   PRESET_DIMS,
@@ -30,9 +30,9 @@ import {
   type GeneratedModelCase,
   type GgmlTypeName,
   type MixName,
-} from "../support/model-mixes";
-import { splitGguf } from "../support/models";
-import { freePort } from "../support/net";
+} from "../../lab/model-mixes";
+import { splitGguf } from "../../lab/models";
+import { freePort } from "../../lab/net";
 
 const MB = 1e6;
 const KEY = `kimi-kit-gen-${process.pid}-${Date.now().toString(36)}`;

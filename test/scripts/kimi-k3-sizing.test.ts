@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseBuffers, startServer } from "../../bench/lib/server";
+import { parseBuffers, startServer } from "../../lab/server";
 import { readLocalModel, thisMachineHost, type LocalModel } from "../../cli/local-model";
 import { loadCatalog } from "../../planner/catalog";
 import { estimate } from "../../planner/estimate";
@@ -19,7 +19,7 @@ import { architectureFromMetadata, UnsizedArchitectureError } from "../../planne
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
 import { readStackValues } from "../../planner/stack-file";
-import { generateArchModel } from "../support/models";
+import { generateArchModel } from "../../lab/models";
 
 const MiB = 1024 * 1024;
 const catalog = loadCatalog();

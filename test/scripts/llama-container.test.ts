@@ -12,8 +12,8 @@ import { basename, join, resolve } from "node:path";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
 import { ensureDockerd, type Dockerd } from "../support/dockerd";
 import { buildLlamaServerImage, type LlamaServerImage } from "../support/llama-image";
-import { generateDeepseek2Model, splitGguf } from "../support/models";
-import { freePort } from "../support/net";
+import { generateDeepseek2Model, splitGguf } from "../../lab/models";
+import { freePort } from "../../lab/net";
 import { shellQuote } from "../../planner/shell";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/llama-container.sh");
@@ -111,7 +111,7 @@ function removeIfPresent(containerName: string) {
 }
 
 beforeAll(async () => {
-  // The first run may wait for the llama.cpp build (test/support/build-llama-cpp.sh, ~12 min).
+  // The first run may wait for the llama.cpp build (lab/build-llama-cpp.sh, ~12 min).
   dockerd = await ensureDockerd();
   image = buildLlamaServerImage();
   work = mkdtempSync(join(tmpdir(), "kimi-kit-llama-container-"));

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadCatalog } from "../../planner/catalog";
-import { llamaBinDir, llamaTool } from "../support/llama-cpp";
+import { llamaBinDir, llamaTool } from "../../lab/llama-cpp";
 
 const release = loadCatalog().llamaCpp.release;
 const fixturePath = resolve(__dirname, "..", "fixtures", `llama-server-help-${release}.txt`);

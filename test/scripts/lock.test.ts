@@ -13,7 +13,7 @@ import { tensorsFromLock } from "../../planner/lock";
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig } from "../../planner/stack-file";
 import { sha256File, startHfServer, type HfServer } from "../support/hf-server";
-import { generateDeepseek2Model, splitGguf } from "../support/models";
+import { generateDeepseek2Model, splitGguf } from "../../lab/models";
 
 const REPO = "kimi-kit-test/deepseek2-moe-GGUF";
 const TIER = "F32";

@@ -13,8 +13,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { alertRules, MONITORING_BEARER_TOKEN_FILE, prometheusConfig, type TeamPricing } from "../../planner/monitoring";
-import { freePort } from "../support/net";
-import { run, type Result } from "../support/spawn";
+import { freePort } from "../../lab/net";
+import { run, type Result } from "../../lab/spawn";
 import { until as untilCondition } from "../support/until";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/monitoring.sh");

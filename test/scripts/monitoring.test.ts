@@ -15,14 +15,14 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startServer, type RunningServer } from "../../bench/lib/server";
+import { startServer, type RunningServer } from "../../lab/server";
 import { alertRules, grafanaDashboard, MONITORING_BEARER_TOKEN_FILE, prometheusConfig, type TeamPricing } from "../../planner/monitoring";
 import { startUsageProxy, type UsageProxy } from "../../tools/usage-exporter";
 import { adminSocketOf, GATEWAY_FILES, gatewayApplyArgv, haproxyGatewayConfig, keySha256 } from "../../planner/gateway";
 import { limitOnce, TOKENS_LAST_MINUTE_QUERY } from "../../tools/token-limiter";
 import { hostProgramJavaScript } from "../../components/host-programs";
-import { generateDeepseek2Model } from "../support/models";
-import { freePort } from "../support/net";
+import { generateDeepseek2Model } from "../../lab/models";
+import { freePort } from "../../lab/net";
 import { until as untilCondition } from "../support/until";
 
 const hasPrometheus = spawnSync("prometheus", ["--version"]).status === 0;

@@ -11,11 +11,11 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { parseBuffers, startServer, type RunningServer } from "../../bench/lib/server";
+import { parseBuffers, startServer, type RunningServer } from "../../lab/server";
 import { ensureDockerd, type Dockerd } from "../support/dockerd";
 import { buildLlamaServerImage, type LlamaServerImage } from "../support/llama-image";
-import { generateDeepseek2Model } from "../support/models";
-import { freePort, waitForPort } from "../support/net";
+import { generateDeepseek2Model } from "../../lab/models";
+import { freePort, waitForPort } from "../../lab/net";
 import { RPC_SERVER_ENTRYPOINT, workerDownMessage } from "../../components/rpc-worker";
 import { runRemoteNow } from "../../components/remote-exec";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
@@ -51,7 +51,7 @@ function upArgs(): string[] {
 }
 
 beforeAll(async () => {
-  // The first run may wait for the llama.cpp build (test/support/build-llama-cpp.sh, ~12 min).
+  // The first run may wait for the llama.cpp build (lab/build-llama-cpp.sh, ~12 min).
   dockerd = await ensureDockerd();
   image = buildLlamaServerImage();
   work = mkdtempSync(join(tmpdir(), "kimi-kit-rpc-container-"));

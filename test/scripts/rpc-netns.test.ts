@@ -1,7 +1,7 @@
 /**
  * llama.cpp RPC across hosts, for real on one machine: two ggml-rpc-server workers and a head
  * llama-server, each in its own network namespace, joined by veth pairs through a bridge
- * (test/support/netns.ts), the links rate-limited with tbf to 10 and 25 Gbit/s. The workers sit
+ * (lab/netns.ts), the links rate-limited with tbf to 10 and 25 Gbit/s. The workers sit
  * behind the kit's firewall (firewall.sh, table kimi_kit_rpc: only the head's address reaches the
  * RPC port). Nothing is added to the machine's own namespace: the head is reached through a Unix
  * socket, every interface, qdisc and nftables table lives and dies with the namespaces.
@@ -16,15 +16,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseBuffers, ServerStartError } from "../../bench/lib/server";
+import { parseBuffers, ServerStartError } from "../../lab/server";
 import { readLocalModel, thisMachineHost } from "../../cli/local-model";
 import { loadCatalog } from "../../planner/catalog";
 import { estimate } from "../../planner/estimate";
 import { parseFlags } from "../../planner/flags";
 import { linkSpec } from "../../planner/network";
-import { generateArchModel, generateDeepseek2Model } from "../support/models";
-import { netnsUnavailable } from "../support/netns";
-import { fixedPrompt, formatMeasurements, measure, RPC_FIREWALL_TABLE, startRpcCluster, streamCompletion, type HeadServer, type Measurement, type RpcCluster } from "../support/rpc-cluster";
+import { generateArchModel, generateDeepseek2Model } from "../../lab/models";
+import { netnsUnavailable } from "../../lab/netns";
+import { fixedPrompt, formatMeasurements, measure, RPC_FIREWALL_TABLE, startRpcCluster, streamCompletion, type HeadServer, type Measurement, type RpcCluster } from "../../lab/rpc-cluster";
 
 const unavailable = netnsUnavailable();
 

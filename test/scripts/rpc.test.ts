@@ -1,5 +1,5 @@
 /**
- * The kit's llama.cpp build carries the RPC backend (GGML_RPC=ON, test/support/build-llama-cpp.sh):
+ * The kit's llama.cpp build carries the RPC backend (GGML_RPC=ON, lab/build-llama-cpp.sh):
  * its --help lists --rpc exactly as the fixture the flag table is tested against, a ggml-rpc-server
  * on loopback serves a head llama-server's layers for real, and the flag table reads --rpc.
  */
@@ -9,11 +9,11 @@ import { tmpdir } from "node:os";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseBuffers, startServer } from "../../bench/lib/server";
+import { parseBuffers, startServer } from "../../lab/server";
 import { parseFlags } from "../../planner/flags";
-import { llamaServerPath, llamaTool } from "../support/llama-cpp";
-import { generateDeepseek2Model } from "../support/models";
-import { freePort } from "../support/net";
+import { llamaServerPath, llamaTool } from "../../lab/llama-cpp";
+import { generateDeepseek2Model } from "../../lab/models";
+import { freePort } from "../../lab/net";
 
 let dir: string;
 let worker: ChildProcess | undefined;

@@ -8,9 +8,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { startServer, type RunningServer } from "../../bench/lib/server";
+import { startServer, type RunningServer } from "../../lab/server";
 import { parseSmokeTimings, smokeScript } from "../../components/smoke";
-import { generateDeepseek2Model } from "../support/models";
+import { generateDeepseek2Model } from "../../lab/models";
 
 const KEY = "smoke-test-key-0123456789abcdefghijklmnop";
 let dir: string;

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostProgramJavaScript } from "../../components/host-programs";
-import { freePort } from "../support/net";
+import { freePort } from "../../lab/net";
 import { until as untilCondition } from "../support/until";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/usage-exporter.sh");

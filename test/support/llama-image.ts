@@ -3,7 +3,7 @@
  * llama-server, its own .so files and the system libraries `ldd` lists are copied into a root
  * folder and `docker import`ed with the official image's entrypoint (/app/llama-server).
  * When the build beside llama-server has ggml-rpc-server (GGML_RPC=ON, as
- * test/support/build-llama-cpp.sh builds it), it goes in too, at /app/ggml-rpc-server with its
+ * lab/build-llama-cpp.sh builds it), it goes in too, at /app/ggml-rpc-server with its
  * libraries: one image serves both roles of a split, as the kit's rpc image does
  * (`llama-container.sh up --entrypoint /app/ggml-rpc-server`).
  * When Debian's busybox-static is installed (/bin/busybox), it goes in too, as /bin/sh and
@@ -17,7 +17,7 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, lstatSync, readlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { llamaServerPath } from "./llama-cpp";
+import { llamaServerPath } from "../../lab/llama-cpp";
 
 export const BUILD_LABEL = "kimi-kit.llama-build";
 const BUSYBOX = "/bin/busybox";

@@ -8,12 +8,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildLock } from "../../cli/lock";
-import { thisMachineHost } from "../../cli/local-model";
+import { thisMachine } from "../../lab/this-machine";
 import { ensureDockerd, type Dockerd } from "./dockerd";
 import { startHfServer, type HfServer } from "./hf-server";
 import { buildLlamaServerImage, type LlamaServerImage } from "./llama-image";
-import { generateDeepseek2Model, splitGguf } from "./models";
-import { freePort } from "./net";
+import { generateDeepseek2Model, splitGguf } from "../../lab/models";
+import { freePort } from "../../lab/net";
 import { measureReadBandwidthGBps } from "../../tools/bandwidth";
 import { startLoopbackSshd, type LoopbackSshd } from "./sshd";
 
@@ -32,12 +32,6 @@ export interface LocalHost {
   shards: string[];
   servingPort: number;
   stop(): Promise<void>;
-}
-
-/** Physical cores, clock, AVX-512 and RAM of this machine: the host `npm run plan -- --gguf` assumes. */
-export function thisMachine(): { cores: number; ghz: number; avx512: boolean; ramBytes: number } {
-  const host = thisMachineHost(0);
-  return { cores: host.cpu.cores, ghz: host.cpu.allCoreGHz, avx512: host.cpu.avx512, ramBytes: host.memory.totalBytes };
 }
 
 export async function startLocalHost(): Promise<LocalHost> {

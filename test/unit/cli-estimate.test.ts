@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CommandLineJson } from "../../planner/command-line";
-import { writeDeepseek2Gguf, type Deepseek2Dims } from "../support/gguf-writer";
+import { writeDeepseek2Gguf, type Deepseek2Dims } from "../../lab/gguf-writer";
 
 const root = join(__dirname, "..", "..");
 const plan = (...args: string[]) => spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], { cwd: root, encoding: "utf8" });

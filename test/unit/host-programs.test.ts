@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostProgramJavaScript, hostProgramJavaScriptSha256 } from "../../components/host-programs";
-import { freePort } from "../support/net";
+import { freePort } from "../../lab/net";
 
 /** The distribution's node (what a host runs), not node_modules/.bin/node that npx puts first on PATH. */
 const SYSTEM_NODE = existsSync("/usr/bin/node") ? "/usr/bin/node" : "node";

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: test/support/build-llama-cpp.sh [--print-dir]
+# Usage: lab/build-llama-cpp.sh [--print-dir]
 # Builds llama-server, llama-gguf-split, llama-quantize and test-llama-archs from the llama.cpp
 # release source shipped inside the node-llama-cpp npm package, into a cache outside the clone
 # keyed by that package's version, and prints the directory holding the binaries.

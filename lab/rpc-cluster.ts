@@ -13,11 +13,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { startServer, type RunningServer, type ServerExit } from "../../bench/lib/server";
+import { startServer, type RunningServer, type ServerExit } from "./server";
 import { llamaTool } from "./llama-cpp";
 import { createTopology, type Host, type Topology } from "./netns";
 
-const FIREWALL = resolve(__dirname, "../../ansible-free-scripts/firewall.sh");
+const FIREWALL = resolve(__dirname, "../ansible-free-scripts/firewall.sh");
 /** The kit's table for the RPC port, kept apart from the front door's `kimi_kit`. */
 export const RPC_FIREWALL_TABLE = "kimi_kit_rpc";
 

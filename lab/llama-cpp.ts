@@ -13,7 +13,7 @@ let cachedBinDir: string | undefined;
 
 /**
  * The folder holding the llama.cpp binaries: `LLAMA_CPP_BIN_DIR` when set, else the output of
- * test/support/build-llama-cpp.sh (which builds once into a cache — ~12 minutes the first time,
+ * lab/build-llama-cpp.sh (which builds once into a cache — ~12 minutes the first time,
  * and waits on the running build's lock when another worker started it).
  */
 export function llamaBinDir(): string {

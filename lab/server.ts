@@ -5,8 +5,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { request as httpRequestRaw } from "node:http";
-import { freePort } from "../../test/support/net";
-import { llamaServerPath } from "../../test/support/llama-cpp";
+import { freePort } from "./net";
+import { llamaServerPath } from "./llama-cpp";
 
 export interface LoggedBuffers {
   /** `load_tensors: <BUF> model buffer size = X MiB`, summed per buffer name (CPU, CPU_Mapped, CPU_REPACK, CUDA0…). */
