@@ -10,12 +10,10 @@ import { cpus } from "node:os";
 import { gguf } from "@huggingface/gguf";
 import type { Architecture } from "../planner/catalog";
 import { ConfigError } from "../planner/errors";
-import { GGML_TYPE_BY_ID } from "../planner/ggml-types";
 import type { HostSpec } from "../planner/host";
 import { CPU_ISA_FEATURES, type CpuIsaFeature } from "../planner/config";
-import { architectureFromMetadata, lockSchema, SIZED_ARCHITECTURES, tensorsFromLock, UnsizedArchitectureError, type ManifestLock } from "../planner/lock";
+import { architectureFromMetadata, lockSchema, lockTensorsOf, scalarMetadata, SIZED_ARCHITECTURES, tensorsFromLock, UnsizedArchitectureError, type ManifestLock } from "../planner/lock";
 import type { TensorInfo } from "../planner/tensors";
-import { scalarMetadata } from "./lock";
 
 export interface LocalModel {
   path: string;
@@ -102,11 +100,7 @@ export async function readLocalModel(path: string, label = basename(path), extra
         path: `shard-${String(index + 1).padStart(5, "0")}.gguf`, // the lock wants plain relative names; `shards` keeps the real paths
         size: 1,
         sha256: "0".repeat(64),
-        tensors: shard.tensorInfos.map((info) => {
-          const type = GGML_TYPE_BY_ID[Number(info.dtype)];
-          if (!type) throw refuse(shards[index]!, `tensor ${info.name} has ggml type id ${info.dtype}, which the planner does not know`);
-          return { name: info.name, type, shape: info.shape.map(Number), offset: Number(info.offset) };
-        }),
+        tensors: lockTensorsOf(shard.tensorInfos, (problem) => refuse(shards[index]!, problem)),
       })),
     });
   } catch (error) {

@@ -18,6 +18,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gguf, GGMLQuantizationType } from "@huggingface/gguf";
+import { GGML_TYPES, quantizedType, type GgmlTypeName } from "../planner/ggml-types";
 import {
   classifyDeepseek2Tensor,
   deepseek2Size,
@@ -35,8 +36,6 @@ const execFileAsync = promisify(execFile);
 export type MixName = "q2-experts" | "q4-experts";
 export const MIX_NAMES: readonly MixName[] = ["q2-experts", "q4-experts"];
 
-/** ggml type names as llama-quantize and GGMLQuantizationType spell them. */
-export type GgmlTypeName = keyof typeof GGMLQuantizationType;
 
 export interface MixDefinition {
   /** llama-quantize's base type argument: every quantizable tensor not named below */
@@ -111,13 +110,6 @@ export async function quantizeMix(
   return { output, command, seconds: (Date.now() - started) / 1000, bytes: statSync(output).size, reused: false };
 }
 
-const BLOCK_SIZE: Partial<Record<GgmlTypeName, number>> = {
-  Q2_K: 256, Q3_K: 256, Q4_K: 256, Q5_K: 256, Q6_K: 256,
-  Q4_0: 32, Q4_1: 32, Q5_0: 32, Q5_1: 32, Q8_0: 32,
-};
-/** llama-quantize's fallback when ne[0] is not a multiple of the block size (src/llama-quant.cpp tensor_type_fallback). */
-const FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = { Q2_K: "Q4_0", Q3_K: "Q4_0", Q4_K: "Q5_0", Q5_K: "Q5_1", Q6_K: "Q8_0" };
-
 /** The type llama-quantize targets per tensor class under `mix` (before the shape fallback); "source" = left as is. */
 export function mixClassTypes(mix: MixName): Record<Deepseek2TensorClass, GgmlTypeName | "source"> {
   const def = MIXES[mix];
@@ -141,11 +133,8 @@ export function expectedMixType(mix: MixName, tensor: { name: string; shape: rea
   let nDims = tensor.shape.length;
   while (nDims > 1 && tensor.shape[nDims - 1] === 1) nDims--;
   if (target === "source" || nDims < 2) return tensor.type;
-  const ncols = tensor.shape[0] as number;
-  const block = BLOCK_SIZE[target] ?? 1;
-  if (ncols % block === 0) return target;
-  const fallback = FALLBACK[target] ?? target;
-  return ncols % (BLOCK_SIZE[fallback] ?? 1) === 0 ? fallback : "F16";
+  // llama-quantize's shape fallback, the planner's one table of it.
+  return quantizedType(target, tensor.shape[0] as number);
 }
 
 export type ModelPreset = "tiny" | "medium" | "large";
@@ -193,9 +182,10 @@ export interface GeneratedModelCase {
   mixes: Record<MixName, { path: string; classTypes: Record<Deepseek2TensorClass, GgmlTypeName | "source">; tensorTypes: Record<string, GgmlTypeName> }>;
 }
 
+/** A type id as @huggingface/gguf names it (the independent reader), checked against the planner's ggml type table. */
 const typeName = (t: number): GgmlTypeName => {
   const name = GGMLQuantizationType[t];
-  if (!name) throw new Error(`unknown ggml type ${t}`);
+  if (!name || !(name in GGML_TYPES)) throw new Error(`unknown ggml type ${t} (${name ?? "no name"})`);
   return name as GgmlTypeName;
 };
 

@@ -54,6 +54,24 @@ export function bitsPerWeight(type: GgmlTypeName): number {
   return (blockBytes * 8) / blockElements;
 }
 
+/**
+ * llama-quantize's fallback when a tensor's row length is not a multiple of the target type's block
+ * (src/llama-quant.cpp tensor_type_fallback, v0.5.0): 256-block i-quants to IQ4_NL, the small K-quants
+ * and ternary types to Q4_0, Q4_K/Q5_K/Q6_K to Q5_0/Q5_1/Q8_0; a 32-block type has no smaller block.
+ */
+const QUANTIZE_FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = {
+  IQ1_S: "IQ4_NL", IQ1_M: "IQ4_NL", IQ2_XXS: "IQ4_NL", IQ2_XS: "IQ4_NL", IQ2_S: "IQ4_NL", IQ3_XXS: "IQ4_NL", IQ3_S: "IQ4_NL", IQ4_XS: "IQ4_NL",
+  Q2_0: "Q4_0", Q2_K: "Q4_0", Q3_K: "Q4_0", TQ1_0: "Q4_0", TQ2_0: "Q4_0",
+  Q4_K: "Q5_0", Q5_K: "Q5_1", Q6_K: "Q8_0",
+};
+
+/** The type llama-quantize writes for a tensor of `rowLength` columns asked to be `target`: the target, its fallback, or F16 when neither fits. */
+export function quantizedType(target: GgmlTypeName, rowLength: number): GgmlTypeName {
+  if (rowLength % GGML_TYPES[target].blockElements === 0) return target;
+  const fallback = QUANTIZE_FALLBACK[target] ?? target;
+  return rowLength % GGML_TYPES[fallback].blockElements === 0 ? fallback : "F16";
+}
+
 /** Bytes of one row of `elements` values (ggml_row_size). */
 export function rowBytes(type: GgmlTypeName, elements: number): number {
   const { blockElements, blockBytes } = GGML_TYPES[type];

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { z } from "zod";
-import { GGML_TYPE_NAMES, type GgmlTypeName } from "./ggml-types";
+import { GGML_TYPE_BY_ID, GGML_TYPE_NAMES, type GgmlTypeName } from "./ggml-types";
 import { makeTensor, type TensorInfo } from "./tensors";
 import type { Architecture } from "./catalog";
 import { ConfigError, describeIssues } from "./errors";
@@ -288,4 +288,39 @@ export function tensorsFromLock(lock: ManifestLock): TensorInfo[] {
 /** The manifest GgufShards downloads and fetch-gguf.sh reads: "sha256<TAB>size<TAB>path" lines. */
 export function manifestTsv(lock: ManifestLock): string {
   return lock.shards.map((shard) => `${shard.sha256}\t${shard.size}\t${shard.path}`).join("\n") + "\n";
+}
+
+/**
+ * The GGUF metadata a lock keeps: scalars and the short numeric arrays hybrid architectures are sized
+ * from (per-layer head counts, recurrent flags); the tokenizer's tables are left out.
+ */
+export function scalarMetadata(metadata: Record<string, unknown>): ManifestLock["metadata"] {
+  const scalars: ManifestLock["metadata"] = {};
+  for (const [key, value] of Object.entries(metadata)) {
+    if (key.startsWith("tokenizer.")) continue;
+    if (typeof value === "bigint") scalars[key] = Number(value);
+    else if ((typeof value === "number" && Number.isFinite(value)) || typeof value === "string" || typeof value === "boolean") scalars[key] = value;
+    else if (Array.isArray(value) && value.length <= MAX_METADATA_ARRAY && value.every((entry) => typeof entry === "number" || typeof entry === "bigint" || typeof entry === "boolean")) {
+      // Per-layer arrays (head counts, recurrent-layer flags): what hybrid architectures are sized from.
+      scalars[key] = value.map((entry) => Number(entry));
+    }
+  }
+  return scalars;
+}
+
+/** A shard's tensor table as a GGUF header lists it (the reader's type ids and bigint shapes). */
+export interface HeaderTensorInfo {
+  name: string;
+  dtype: number;
+  shape: readonly (number | bigint)[];
+  offset: number | bigint;
+}
+
+/** The lock's tensor rows for a header's tensors; a type id the planner does not know is `refuse`d by the caller's wording. */
+export function lockTensorsOf(infos: readonly HeaderTensorInfo[], refuse: (problem: string) => Error): ManifestLock["shards"][number]["tensors"] {
+  return infos.map((info) => {
+    const type = GGML_TYPE_BY_ID[Number(info.dtype)];
+    if (!type) throw refuse(`tensor ${info.name} has ggml type id ${info.dtype}, which the planner does not know`);
+    return { name: info.name, type, shape: info.shape.map(Number), offset: Number(info.offset) };
+  });
 }

@@ -5,7 +5,7 @@
  * this list, so real tensor tables replace catalog estimates without touching the rest.
  */
 import type { Architecture, Tier, TensorClass } from "./catalog";
-import { GGML_TYPES, tensorBytes, type GgmlTypeName } from "./ggml-types";
+import { quantizedType, tensorBytes, type GgmlTypeName } from "./ggml-types";
 
 export interface TensorInfo {
   name: string;
@@ -54,24 +54,12 @@ export function makeTensor(name: string, type: GgmlTypeName, shape: number[]): T
  * Types llama-quantize cannot use for a row length fall back to one it can (llama-quant.cpp):
  * K- and I-quants need rows divisible by 256; the 32-element blocks need rows divisible by 32.
  */
-const K_QUANT_FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = {
-  Q2_K: "Q4_0", Q3_K: "Q4_0", IQ2_XXS: "Q4_0", IQ2_XS: "Q4_0", IQ2_S: "Q4_0", IQ3_XXS: "Q4_0", IQ3_S: "Q4_0", IQ1_S: "Q4_0", IQ1_M: "Q4_0", TQ1_0: "Q4_0", TQ2_0: "Q4_0",
-  IQ4_XS: "IQ4_NL", Q4_K: "Q5_0", Q5_K: "Q5_1", Q6_K: "Q8_0",
-};
-
-function fitType(type: GgmlTypeName, rowLength: number): GgmlTypeName {
-  const fallback = K_QUANT_FALLBACK[type];
-  if (fallback && rowLength % 256 !== 0) return fitType(fallback, rowLength);
-  if (rowLength % GGML_TYPES[type].blockElements !== 0) return "F16";
-  return type;
-}
-
 /** Tensor list of a deepseek2 (MLA + routed and shared experts) or kimi-k3 model, as llama.cpp names them. */
 export function tensorsFromArchitecture(arch: Architecture, tier: Tier): TensorInfo[] {
   if (arch.llamaCppArch === "kimi-k3") return kimiK3Tensors(arch, tier);
   const t = tier.types;
   const tensors: TensorInfo[] = [];
-  const add = (name: string, type: GgmlTypeName, shape: number[]) => tensors.push(makeTensor(name, fitType(type, shape[0]!), shape));
+  const add = (name: string, type: GgmlTypeName, shape: number[]) => tensors.push(makeTensor(name, quantizedType(type, shape[0]!), shape));
   const h = arch.hiddenSize;
   const qkHead = arch.qkNopeHeadDim + arch.qkRopeHeadDim;
 
@@ -106,7 +94,7 @@ export function tensorsFromArchitecture(arch: Architecture, tier: Tier): TensorI
 function kimiK3Tensors(arch: Architecture, tier: Tier): TensorInfo[] {
   const t = tier.types;
   const tensors: TensorInfo[] = [];
-  const add = (name: string, type: GgmlTypeName, shape: number[]) => tensors.push(makeTensor(name, fitType(type, shape[0]!), shape));
+  const add = (name: string, type: GgmlTypeName, shape: number[]) => tensors.push(makeTensor(name, quantizedType(type, shape[0]!), shape));
   const h = arch.hiddenSize;
   const kda = arch.recurrent?.kda;
   if (!kda || arch.expertLatentSize === undefined) throw new Error(`internal: kimi-k3 architecture without KDA shapes or expert latent width`);

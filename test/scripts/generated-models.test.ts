@@ -28,9 +28,9 @@ import {
   quantizeMix,
   readDeepseek2Dims,
   type GeneratedModelCase,
-  type GgmlTypeName,
   type MixName,
 } from "../../lab/model-mixes";
+import type { GgmlTypeName } from "../../planner/ggml-types";
 import { splitGguf } from "../../lab/models";
 import { freePort } from "../../lab/net";
 

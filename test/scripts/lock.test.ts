@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildLock } from "../../cli/lock";
+import { buildLock } from "../../hub/lock-builder";
 import { tensorsFromLock } from "../../planner/lock";
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig } from "../../planner/stack-file";

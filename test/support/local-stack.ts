@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildLock } from "../../cli/lock";
+import { buildLock } from "../../hub/lock-builder";
 import { thisMachine } from "../../lab/this-machine";
 import { ensureDockerd, type Dockerd } from "./dockerd";
 import { startHfServer, type HfServer } from "./hf-server";
