@@ -64,8 +64,10 @@ export const measuredDecodeTokensPerSecond = deployment.measuredDecodeTokensPerS
 export const measuredPrefillTokensPerSecond = deployment.measuredPrefillTokensPerSecond;
 /** The host's memory read bandwidth HostPrep measured, and the plan re-projected with it (null without one). */
 export const measuredBandwidthGBps = deployment.measuredBandwidthGBps;
-export const projectedFromMeasuredBandwidthDecodeTokensPerSecond = deployment.projectedFromMeasuredBandwidthDecodeTokensPerSecond;
-export const projectedFromMeasuredBandwidthPrefillTokensPerSecond = deployment.projectedFromMeasuredBandwidthPrefillTokensPerSecond;
+export const projectedFromMeasuredBandwidthDecodeTokensPerSecond =
+  deployment.projectedFromMeasuredBandwidthDecodeTokensPerSecond;
+export const projectedFromMeasuredBandwidthPrefillTokensPerSecond =
+  deployment.projectedFromMeasuredBandwidthPrefillTokensPerSecond;
 /** Projected from the plan's host, projected from the measured bandwidth, and measured: side by side. */
 export const speed = deployment.speedSideBySide;
 export const monthlyCostUsd = deployment.monthlyCostUsd;

@@ -10,7 +10,9 @@ import { defineConfig } from "vitest/config";
 const isRoot = process.getuid?.() === 0;
 const SYSTEM = ["test/scripts/**/*.test.ts", "test/e2e/**/*.test.ts"];
 if (!isRoot) {
-  process.stderr.write("vitest: the system tier (test/scripts, test/e2e) is skipped: it starts sshd, dockerd and network namespaces, which need root; run it as root (CI does)\n");
+  process.stderr.write(
+    "vitest: the system tier (test/scripts, test/e2e) is skipped: it starts sshd, dockerd and network namespaces, which need root; run it as root (CI does)\n",
+  );
 }
 
 export default defineConfig({

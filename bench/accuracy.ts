@@ -58,12 +58,20 @@ interface ModelFile extends LocalModel {
   generated: boolean;
 }
 
-async function readModel(label: string, path: string, generated: boolean, extraShards: string[] = []): Promise<ModelFile> {
+async function readModel(
+  label: string,
+  path: string,
+  generated: boolean,
+  extraShards: string[] = [],
+): Promise<ModelFile> {
   return { ...(await readLocalModel(path, label, extraShards)), label, generated };
 }
 
 type Kind = "model" | "repack" | "kv" | "compute" | "total";
-interface BufferRecord { predictedBytes: number; measuredBytes: number }
+interface BufferRecord {
+  predictedBytes: number;
+  measuredBytes: number;
+}
 interface CaseRecord {
   name: string;
   kind: "memory" | "speed" | "gpu";
@@ -84,13 +92,44 @@ const failures: string[] = [];
 
 // ---------------------------------------------------------------- memory
 /** slots "auto": no -np, so llama-server picks 4 slots sharing one unified KV cache (ctx is then the total). */
-interface MemoryVariant { ctx: number; slots: number | "auto"; repack: boolean; expertsOnCpuByOt: boolean; ubatch: number; loadMode?: "none" | "mmap"; flashAttn?: "on" | "off" }
+interface MemoryVariant {
+  ctx: number;
+  slots: number | "auto";
+  repack: boolean;
+  expertsOnCpuByOt: boolean;
+  ubatch: number;
+  loadMode?: "none" | "mmap";
+  flashAttn?: "on" | "off";
+}
 
-const relativeError = (record: BufferRecord) => (record.measuredBytes === 0 ? (record.predictedBytes === 0 ? 0 : Infinity) : Math.abs(record.predictedBytes / record.measuredBytes - 1));
+const relativeError = (record: BufferRecord) =>
+  record.measuredBytes === 0
+    ? record.predictedBytes === 0
+      ? 0
+      : Infinity
+    : Math.abs(record.predictedBytes / record.measuredBytes - 1);
 
 async function memoryCase(model: ModelFile, variant: MemoryVariant, host: HostSpec): Promise<CaseRecord> {
   const slotArgs = variant.slots === "auto" ? [] : ["-np", String(variant.slots)];
-  const args = ["-c", String(variant.slots === "auto" ? variant.ctx : variant.ctx * variant.slots), ...slotArgs, "-ub", String(variant.ubatch), "-b", String(Math.max(2048, variant.ubatch)), "-t", String(machine.cores), "--load-mode", variant.loadMode ?? "none", "--fit", "off", "-fa", variant.flashAttn ?? "on", "--cache-ram", "0"];
+  const args = [
+    "-c",
+    String(variant.slots === "auto" ? variant.ctx : variant.ctx * variant.slots),
+    ...slotArgs,
+    "-ub",
+    String(variant.ubatch),
+    "-b",
+    String(Math.max(2048, variant.ubatch)),
+    "-t",
+    String(machine.cores),
+    "--load-mode",
+    variant.loadMode ?? "none",
+    "--fit",
+    "off",
+    "-fa",
+    variant.flashAttn ?? "on",
+    "--cache-ram",
+    "0",
+  ];
   if (!variant.repack) args.push("--no-repack");
   if (variant.expertsOnCpuByOt) args.push("-ot", "ffn_(up|down|gate|gate_up)_exps\\.=CPU");
   const server = await startServer(model.path, args);
@@ -112,23 +151,35 @@ async function memoryCase(model: ModelFile, variant: MemoryVariant, host: HostSp
     repack: { predictedBytes: cpu.repackBytes, measuredBytes: measured.repack },
     kv: { predictedBytes: cpu.kvBytes, measuredBytes: measured.kv },
     compute: { predictedBytes: cpu.computeBytes, measuredBytes: measured.compute },
-    total: { predictedBytes: (cpu.mappedBytes > 0 ? cpu.mappedBytes : cpu.modelBytes) + cpu.repackBytes + cpu.kvBytes + cpu.computeBytes, measuredBytes: measured.model + measured.repack + measured.kv + measured.compute },
+    total: {
+      predictedBytes:
+        (cpu.mappedBytes > 0 ? cpu.mappedBytes : cpu.modelBytes) + cpu.repackBytes + cpu.kvBytes + cpu.computeBytes,
+      measuredBytes: measured.model + measured.repack + measured.kv + measured.compute,
+    },
   };
   const name = `${model.label} ctx ${variant.slots === "auto" ? `${variant.ctx} -np auto (4 slots, unified KV)` : `${variant.ctx}×${variant.slots}`} ub ${variant.ubatch}${variant.repack ? "" : " no-repack"}${variant.expertsOnCpuByOt ? " -ot exps=CPU" : ""}${variant.loadMode === "mmap" ? " mmap" : ""}${variant.flashAttn === "off" ? " -fa off" : ""}`;
   const gated: Kind[] = ["model", "repack", "kv", ...(model.generated ? (["compute"] as const) : [])];
   for (const kind of gated) {
     const limit = kind === "compute" ? GATE.compute : GATE.exactKinds;
     const error = relativeError(cpuRecord[kind]);
-    if (error > limit) failures.push(`memory ${name}: ${kind} predicted ${(cpuRecord[kind].predictedBytes / MiB).toFixed(2)} MiB vs llama-server ${(cpuRecord[kind].measuredBytes / MiB).toFixed(2)} MiB (${(error * 100).toFixed(1)}% > ${limit * 100}%)`);
+    if (error > limit)
+      failures.push(
+        `memory ${name}: ${kind} predicted ${(cpuRecord[kind].predictedBytes / MiB).toFixed(2)} MiB vs llama-server ${(cpuRecord[kind].measuredBytes / MiB).toFixed(2)} MiB (${(error * 100).toFixed(1)}% > ${limit * 100}%)`,
+      );
   }
   return { name, kind: "memory", args, gated, devices: { CPU: cpuRecord } };
 }
 
 // ---------------------------------------------------------------- speed
 
-interface Rates { decode: number; prefill: number }
+interface Rates {
+  decode: number;
+  prefill: number;
+}
 /** Medians over the rounds, and the machine's read bandwidth: the median of one probe per round. */
-interface SpeedMeasurement extends Rates { bandwidthGBps: number }
+interface SpeedMeasurement extends Rates {
+  bandwidthGBps: number;
+}
 
 async function measureSpeed(model: ModelFile, args: string[], runs: number, firstRun = 0): Promise<Rates> {
   const server = await startServer(model.path, args);
@@ -137,7 +188,13 @@ async function measureSpeed(model: ModelFile, args: string[], runs: number, firs
   try {
     await server.complete({ prompt: [1, 2, 3, 4], n_predict: 8, cache_prompt: false });
     for (let run = firstRun; run < firstRun + runs; run++) {
-      const result = await server.complete({ prompt: benchPrompt(model.arch.vocabSize, run), n_predict: GENERATED_TOKENS, cache_prompt: false, temperature: 0, ignore_eos: true });
+      const result = await server.complete({
+        prompt: benchPrompt(model.arch.vocabSize, run),
+        n_predict: GENERATED_TOKENS,
+        cache_prompt: false,
+        temperature: 0,
+        ignore_eos: true,
+      });
       decodes.push(result.timings.predicted_per_second);
       prefills.push(result.timings.prompt_per_second);
     }
@@ -153,24 +210,40 @@ async function measureSpeed(model: ModelFile, args: string[], runs: number, firs
  * bandwidth probe — and each case's figure is its median over the rounds: calibration and held-back
  * cases see the same mix of machine states, which one case after another would not.
  */
-async function measureInterleaved(entries: readonly { model: ModelFile; args: string[] }[], rounds: number): Promise<SpeedMeasurement[]> {
+async function measureInterleaved(
+  entries: readonly { model: ModelFile; args: string[] }[],
+  rounds: number,
+): Promise<SpeedMeasurement[]> {
   const rates: Rates[][] = entries.map(() => []);
   const bandwidths: number[] = [];
   for (let round = 0; round < rounds; round++) {
     bandwidths.push(measureReadBandwidthGBps(machine.cores));
-    for (const [index, entry] of entries.entries()) rates[index]!.push(await measureSpeed(entry.model, entry.args, 1, round));
+    for (const [index, entry] of entries.entries())
+      rates[index]!.push(await measureSpeed(entry.model, entry.args, 1, round));
   }
   const bandwidthGBps = median(bandwidths);
-  return rates.map((list) => ({ decode: median(list.map((rate) => rate.decode)), prefill: median(list.map((rate) => rate.prefill)), bandwidthGBps }));
+  return rates.map((list) => ({
+    decode: median(list.map((rate) => rate.decode)),
+    prefill: median(list.map((rate) => rate.prefill)),
+    bandwidthGBps,
+  }));
 }
 
 /** The kit's own llama-server flags for this model on this machine: the planner's, minus what the runner sets itself. */
 function kitArgsFor(model: ModelFile, contextLength: number): string[] {
   const config = parseStackConfig("bench", {
-    host: { kind: "bare-metal", cpu: { cores: machine.cores, allCoreGHz: machine.ghz, avx512: machine.avx512 }, memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: 30 } },
+    host: {
+      kind: "bare-metal",
+      cpu: { cores: machine.cores, allCoreGHz: machine.ghz, avx512: machine.avx512 },
+      memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: 30 },
+    },
     model: { repo: model.lock.repo, tier: model.lock.tier },
     serving: { contextLength, parallelSlots: 1 },
-    costs: { hardware: { priceUsd: 0, amortizationMonths: 1, powerWatts: 0, usdPerKwh: 0 }, api: { usdPerMillionOutput: 4 }, usage: { tokensPerMonth: 0, mix: { input: 1, output: 1 } } },
+    costs: {
+      hardware: { priceUsd: 0, amortizationMonths: 1, powerWatts: 0, usdPerKwh: 0 },
+      api: { usdPerMillionOutput: 4 },
+      usage: { tokensPerMonth: 0, mix: { input: 1, output: 1 } },
+    },
   });
   const args = buildPlan("bench", config, { lock: model.lock }).llamaServerArgs;
   const runnerSets = new Set(["--model", "--host", "--port", "--api-key-file"]);
@@ -178,9 +251,22 @@ function kitArgsFor(model: ModelFile, contextLength: number): string[] {
 }
 
 /** estimate() of the kit's command line for `model` on this machine, at the bench's decode depth and prompt. */
-function projectSpeed(model: ModelFile, args: string[], host: HostSpec, cpuFactors: CpuFactorOverrides): { decode: number; prefill: number; estimate: Estimate } {
-  const result = estimate(model.tensors, model.arch, host, parseFlags(args, "bench").sizing, { catalog, decodeDepthTokens: DECODE_DEPTH, decodeDepths: [DECODE_DEPTH], prefillPrompts: [PROMPT_TOKENS], cpuFactors });
-  const prefill = result.projection.prefillByPrompt.find((point) => point.promptTokens === PROMPT_TOKENS)!.tokensPerSecond;
+function projectSpeed(
+  model: ModelFile,
+  args: string[],
+  host: HostSpec,
+  cpuFactors: CpuFactorOverrides,
+): { decode: number; prefill: number; estimate: Estimate } {
+  const result = estimate(model.tensors, model.arch, host, parseFlags(args, "bench").sizing, {
+    catalog,
+    decodeDepthTokens: DECODE_DEPTH,
+    decodeDepths: [DECODE_DEPTH],
+    prefillPrompts: [PROMPT_TOKENS],
+    cpuFactors,
+  });
+  const prefill = result.projection.prefillByPrompt.find(
+    (point) => point.promptTokens === PROMPT_TOKENS,
+  )!.tokensPerSecond;
   return { decode: result.projection.decodeTokensPerSecond, prefill, estimate: result };
 }
 
@@ -210,8 +296,14 @@ async function main(): Promise<void> {
       execFileSync(llamaTool("test-llama-archs"), ["-a", `^${arch}$`, "-o", dir], { stdio: "ignore" });
     }
     const q8 = join(dir, `${arch}-moe-q8_0.gguf`);
-    if (!existsSync(q8)) execFileSync(llamaTool("llama-quantize"), ["--pure", source, q8, "Q8_0", String(machine.cores)], { stdio: "ignore" });
-    otherArchs.push(await readModel(`${arch} F32 (test-llama-archs)`, source, false), await readModel(`${arch} Q8_0`, q8, false));
+    if (!existsSync(q8))
+      execFileSync(llamaTool("llama-quantize"), ["--pure", source, q8, "Q8_0", String(machine.cores)], {
+        stdio: "ignore",
+      });
+    otherArchs.push(
+      await readModel(`${arch} F32 (test-llama-archs)`, source, false),
+      await readModel(`${arch} Q8_0`, q8, false),
+    );
   }
   const models = [
     ...otherArchs,
@@ -260,7 +352,9 @@ async function main(): Promise<void> {
   // Speed: decode/prefill on models big enough for memory traffic to dominate, kit flags, medians
   // of 5. The estimator's CPU factors are fitted on this machine from two calibration cases (the
   // largest and the smallest model); the others are held back and gated.
-  const speedModels = models.filter((model) => model.bytes > 100 * MiB && model.arch.llamaCppArch === "deepseek2").sort((a, b) => b.bytes - a.bytes);
+  const speedModels = models
+    .filter((model) => model.bytes > 100 * MiB && model.arch.llamaCppArch === "deepseek2")
+    .sort((a, b) => b.bytes - a.bytes);
   const runs = 5;
   const speedEntries = speedModels.map((model) => ({ model, args: kitArgsFor(model, 2048) }));
   // llama-server's own --fit choice, for the kit/--fit ratio columns (not gated).
@@ -274,17 +368,31 @@ async function main(): Promise<void> {
     // largest and the smallest model.
     const calibrationCase = (entry: (typeof measuredSpeeds)[number]): CalibrationCase => {
       const unit = projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), UNIT_CPU_FACTORS);
-      return { label: entry.model.label, layers: entry.model.arch.layers, measured: entry.kit, unit: unit.estimate.projection, unitPrefill: unit.prefill };
+      return {
+        label: entry.model.label,
+        layers: entry.model.arch.layers,
+        measured: entry.kit,
+        unit: unit.estimate.projection,
+        unitPrefill: unit.prefill,
+      };
     };
     const largest = measuredSpeeds[0]!;
     const smallest = measuredSpeeds.filter((entry) => !entry.model.label.includes("shards")).at(-1)!;
-    const fit = fitCpuFactors(calibrationCase(largest), smallest === largest ? undefined : calibrationCase(smallest), catalog.efficiency.cpu.decodeSecondsPerLayer.value, (labels) => `fitted on this machine by npm run bench (${labels})`);
+    const fit = fitCpuFactors(
+      calibrationCase(largest),
+      smallest === largest ? undefined : calibrationCase(smallest),
+      catalog.efficiency.cpu.decodeSecondsPerLayer.value,
+      (labels) => `fitted on this machine by npm run bench (${labels})`,
+    );
     const { factors: localFactors, perLayerSeconds, fitted } = fit;
     const calibrationModels = new Set([largest.model, ...(fitted ? [smallest.model] : [])]);
     const cases = measuredSpeeds.map((entry) => {
       const heldBack = !calibrationModels.has(entry.model);
       const projected = projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), localFactors);
-      const miss = heldBack && (Math.abs(projected.decode / entry.kit.decode - 1) > GATE.speed || Math.abs(projected.prefill / entry.kit.prefill - 1) > GATE.speed);
+      const miss =
+        heldBack &&
+        (Math.abs(projected.decode / entry.kit.decode - 1) > GATE.speed ||
+          Math.abs(projected.prefill / entry.kit.prefill - 1) > GATE.speed);
       return { entry, heldBack, projected, miss };
     });
     return { localFactors, perLayerSeconds, fitted, calibrationModels, cases };
@@ -299,7 +407,9 @@ async function main(): Promise<void> {
   for (const { entry, heldBack, projected, miss } of evaluation.cases) {
     const measured = entry.kit;
     if (miss) {
-      failures.push(`speed ${entry.model.label} (held back): decode ${projected.decode.toFixed(1)} projected vs ${measured.decode.toFixed(1)} measured, prefill ${projected.prefill.toFixed(1)} vs ${measured.prefill.toFixed(1)} tok/s (more than ${GATE.speed * 100}% off${remeasured ? ", measured twice" : ""})`);
+      failures.push(
+        `speed ${entry.model.label} (held back): decode ${projected.decode.toFixed(1)} projected vs ${measured.decode.toFixed(1)} measured, prefill ${projected.prefill.toFixed(1)} vs ${measured.prefill.toFixed(1)} tok/s (more than ${GATE.speed * 100}% off${remeasured ? ", measured twice" : ""})`,
+      );
     }
     const fit = fitRates.get(entry.model)!;
     records.push({
@@ -315,47 +425,73 @@ async function main(): Promise<void> {
       kitVsFitPrefillRatio: measured.prefill / fit.prefill,
     });
   }
-  records.push({ name: "hybrid placement on a GPU", kind: "gpu", note: "unverified: no GPU machine was lent to this session" });
+  records.push({
+    name: "hybrid placement on a GPU",
+    kind: "gpu",
+    note: "unverified: no GPU machine was lent to this session",
+  });
 
   // ------------------------------------------------------------ report
   const lines: string[] = [];
-  lines.push(`Machine: ${machine.cores} cores, AVX-512 ${machine.avx512 ? "yes" : "no"}, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth measured ${bandwidthGBps.toFixed(1)} GB/s (tools/membw.c, ${machine.cores} threads)`);
+  lines.push(
+    `Machine: ${machine.cores} cores, AVX-512 ${machine.avx512 ? "yes" : "no"}, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth measured ${bandwidthGBps.toFixed(1)} GB/s (tools/membw.c, ${machine.cores} threads)`,
+  );
   lines.push("");
   lines.push("### Memory: estimate() vs llama-server's logged buffers (CPU)");
   lines.push("");
-  lines.push(`Gates: weights, repacked and KV within ${GATE.exactKinds * 100}% on every case; compute within ${GATE.compute * 100}% on the generated deepseek2 models (marked *).`);
+  lines.push(
+    `Gates: weights, repacked and KV within ${GATE.exactKinds * 100}% on every case; compute within ${GATE.compute * 100}% on the generated deepseek2 models (marked *).`,
+  );
   lines.push("");
   lines.push("| case | model MiB (pred/meas) | repack MiB | KV MiB | compute MiB | total err |");
   lines.push("|---|---:|---:|---:|---:|---:|");
   for (const record of records.filter((r) => r.kind === "memory")) {
     const d = record.devices!.CPU!;
-    const cell = (b: BufferRecord) => `${(b.predictedBytes / MiB).toFixed(2)} / ${(b.measuredBytes / MiB).toFixed(2)} (${pct(b.predictedBytes, b.measuredBytes)})`;
-    lines.push(`| ${record.name}${record.gated?.includes("compute") ? " *" : ""} | ${cell(d.model)} | ${cell(d.repack)} | ${cell(d.kv)} | ${cell(d.compute)} | ${pct(d.total.predictedBytes, d.total.measuredBytes)} |`);
+    const cell = (b: BufferRecord) =>
+      `${(b.predictedBytes / MiB).toFixed(2)} / ${(b.measuredBytes / MiB).toFixed(2)} (${pct(b.predictedBytes, b.measuredBytes)})`;
+    lines.push(
+      `| ${record.name}${record.gated?.includes("compute") ? " *" : ""} | ${cell(d.model)} | ${cell(d.repack)} | ${cell(d.kv)} | ${cell(d.compute)} | ${pct(d.total.predictedBytes, d.total.measuredBytes)} |`,
+    );
   }
   lines.push("");
   lines.push(
     `### Speed: estimate() vs measured (factors fitted on ${[...calibrationModels].map((m) => m.label).join(" and ")}: decode efficiency ${localFactors.decodeEfficiency!.toFixed(3)} of measured bandwidth + ${(perLayerSeconds * 1e6).toFixed(0)} µs per layer per token${fitted ? "" : " (catalog/efficiency.yaml)"}; prefill ${localFactors.prefillEfficiency!.toFixed(3)} of fp32 peak)`,
   );
   lines.push("");
-  lines.push(`Gate: held-back cases within ${GATE.speed * 100}% (decode at depth ~${DECODE_DEPTH}, prefill of ${PROMPT_TOKENS} tokens; medians of ${runs} interleaved rounds, one run of every case per round, projected with the median of one bandwidth probe per round (${speedBandwidthGBps.toFixed(1)} GB/s); a miss re-measures and refits everything once, marked †).`);
+  lines.push(
+    `Gate: held-back cases within ${GATE.speed * 100}% (decode at depth ~${DECODE_DEPTH}, prefill of ${PROMPT_TOKENS} tokens; medians of ${runs} interleaved rounds, one run of every case per round, projected with the median of one bandwidth probe per round (${speedBandwidthGBps.toFixed(1)} GB/s); a miss re-measures and refits everything once, marked †).`,
+  );
   lines.push("");
-  lines.push("| case | decode tok/s (proj/meas) | err | prefill tok/s (proj/meas) | err | kit / --fit decode | kit / --fit prefill |");
+  lines.push(
+    "| case | decode tok/s (proj/meas) | err | prefill tok/s (proj/meas) | err | kit / --fit decode | kit / --fit prefill |",
+  );
   lines.push("|---|---:|---:|---:|---:|---:|---:|");
   for (const record of records.filter((r) => r.kind === "speed")) {
-    lines.push(`| ${record.name}${record.remeasured ? " †" : ""} | ${record.projectedDecode!.toFixed(1)} / ${record.measuredDecode!.toFixed(1)} | ${pct(record.projectedDecode!, record.measuredDecode!)} | ${record.projectedPrefill!.toFixed(1)} / ${record.measuredPrefill!.toFixed(1)} | ${pct(record.projectedPrefill!, record.measuredPrefill!)} | ${record.kitVsFitDecodeRatio?.toFixed(3) ?? "-"} | ${record.kitVsFitPrefillRatio?.toFixed(3) ?? "-"} |`);
+    lines.push(
+      `| ${record.name}${record.remeasured ? " †" : ""} | ${record.projectedDecode!.toFixed(1)} / ${record.measuredDecode!.toFixed(1)} | ${pct(record.projectedDecode!, record.measuredDecode!)} | ${record.projectedPrefill!.toFixed(1)} / ${record.measuredPrefill!.toFixed(1)} | ${pct(record.projectedPrefill!, record.measuredPrefill!)} | ${record.kitVsFitDecodeRatio?.toFixed(3) ?? "-"} | ${record.kitVsFitPrefillRatio?.toFixed(3) ?? "-"} |`,
+    );
   }
   lines.push("");
   lines.push("GPU (hybrid placement): unverified — no GPU machine was lent to this session.");
   lines.push("");
-  lines.push(`${quick ? "quick" : "full"} run, ${((Date.now() - started) / 1000).toFixed(0)} s, medians of ${runs} runs per speed figure`);
+  lines.push(
+    `${quick ? "quick" : "full"} run, ${((Date.now() - started) / 1000).toFixed(0)} s, medians of ${runs} runs per speed figure`,
+  );
   lines.push("");
-  lines.push(failures.length === 0 ? "Gates: all passed." : `Gates: ${failures.length} FAILED:\n${failures.map((failure) => `- ${failure}`).join("\n")}`);
+  lines.push(
+    failures.length === 0
+      ? "Gates: all passed."
+      : `Gates: ${failures.length} FAILED:\n${failures.map((failure) => `- ${failure}`).join("\n")}`,
+  );
   const report = lines.join("\n");
   console.log(report);
   // Results are run output, not source: an ignored folder by default (.gitignore: bench/out/).
   const out = flags.out ?? join(__dirname, "out", "results.json");
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify({ generatedAt: new Date().toISOString(), quick, bandwidthGBps, localFactors, gates: GATE, failures, records }, null, 1)}\n`);
+  writeFileSync(
+    out,
+    `${JSON.stringify({ generatedAt: new Date().toISOString(), quick, bandwidthGBps, localFactors, gates: GATE, failures, records }, null, 1)}\n`,
+  );
   if (failures.length > 0) process.exitCode = 1;
 }
 

@@ -41,7 +41,11 @@ const machine = thisMachine();
 /** The kit's own flags for `slots` slots on this machine, minus what the runner sets itself. */
 function kitArgs(model: LocalModel, slots: number): string[] {
   const config = parseStackConfig("bench", {
-    host: { kind: "bare-metal", cpu: { cores: machine.cores, allCoreGHz: machine.ghz, avx512: machine.avx512 }, memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: 30 } },
+    host: {
+      kind: "bare-metal",
+      cpu: { cores: machine.cores, allCoreGHz: machine.ghz, avx512: machine.avx512 },
+      memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: 30 },
+    },
     model: { repo: model.lock.repo, tier: model.lock.tier },
     serving: { contextLength: CONTEXT_PER_SLOT, parallelSlots: slots },
   });
@@ -54,7 +58,11 @@ function kitArgs(model: LocalModel, slots: number): string[] {
  * Aggregate decode with `slots` requests in flight (the sum of their decode rates: they overlap) and
  * the prompt rate of those requests, each the median over rounds.
  */
-async function measureAggregate(model: LocalModel, args: string[], slots: number): Promise<{ decode: number; prefill: number }> {
+async function measureAggregate(
+  model: LocalModel,
+  args: string[],
+  slots: number,
+): Promise<{ decode: number; prefill: number }> {
   const server = await startServer(model.path, args);
   try {
     await server.complete({ prompt: [1, 2, 3, 4], n_predict: 8, cache_prompt: false });
@@ -63,7 +71,13 @@ async function measureAggregate(model: LocalModel, args: string[], slots: number
     for (let round = 0; round < ROUNDS; round++) {
       const results = await Promise.all(
         Array.from({ length: slots }, (_, request) =>
-          server.complete({ prompt: benchPrompt(model.arch.vocabSize, round * 16 + request, PROMPT), n_predict: GENERATED, cache_prompt: false, temperature: 0, ignore_eos: true }),
+          server.complete({
+            prompt: benchPrompt(model.arch.vocabSize, round * 16 + request, PROMPT),
+            n_predict: GENERATED,
+            cache_prompt: false,
+            temperature: 0,
+            ignore_eos: true,
+          }),
         ),
       );
       rounds.push(results.reduce((sum, result) => sum + result.timings.predicted_per_second, 0));
@@ -83,7 +97,13 @@ async function main(): Promise<void> {
   const bandwidthGBps = measureReadBandwidthGBps(machine.cores);
   const host = thisMachineHost(bandwidthGBps);
   const project = (args: string[], cpuFactors: CpuFactorOverrides) =>
-    estimate(model.tensors, model.arch, host, parseFlags(args, "bench").sizing, { catalog, decodeDepthTokens: DEPTH, decodeDepths: [DEPTH], prefillPrompts: [PROMPT], cpuFactors });
+    estimate(model.tensors, model.arch, host, parseFlags(args, "bench").sizing, {
+      catalog,
+      decodeDepthTokens: DEPTH,
+      decodeDepths: [DEPTH],
+      prefillPrompts: [PROMPT],
+      cpuFactors,
+    });
 
   const measured = new Map<number, number>();
   let singlePrefill = 0;
@@ -115,7 +135,8 @@ async function main(): Promise<void> {
   // alone already takes the whole step the efficiency does not matter and stays at the top.
   let low = 1e-3;
   let high = 1;
-  const decodeAt = (efficiency: number) => project(argsFor.get(1)!, withCompute(efficiency)).projection.decodeTokensPerSecond;
+  const decodeAt = (efficiency: number) =>
+    project(argsFor.get(1)!, withCompute(efficiency)).projection.decodeTokensPerSecond;
   if (decodeAt(high) > measured.get(1)!) {
     for (let step = 0; step < 60; step++) {
       const middle = (low + high) / 2;
@@ -124,10 +145,14 @@ async function main(): Promise<void> {
     }
   }
   const fit = { factors: withCompute(high) };
-  console.log(`fit on -np 1: prompt ${singlePrefill.toFixed(1)} tok/s → arithmetic efficiency ${prefillEfficiency.toFixed(3)}; decode efficiency ${high.toFixed(3)}`);
+  console.log(
+    `fit on -np 1: prompt ${singlePrefill.toFixed(1)} tok/s → arithmetic efficiency ${prefillEfficiency.toFixed(3)}; decode efficiency ${high.toFixed(3)}`,
+  );
 
   const failures: string[] = [];
-  console.log(`bench:concurrency — medium q2-experts (${(model.bytes / 2 ** 20).toFixed(0)} MiB, ${model.arch.routedExperts} experts, ${model.arch.activeExperts} active), ${machine.cores} core(s), ${bandwidthGBps.toFixed(1)} GB/s read; depth ${DEPTH}, ${GENERATED} tokens per request, median of ${ROUNDS}`);
+  console.log(
+    `bench:concurrency — medium q2-experts (${(model.bytes / 2 ** 20).toFixed(0)} MiB, ${model.arch.routedExperts} experts, ${model.arch.activeExperts} active), ${machine.cores} core(s), ${bandwidthGBps.toFixed(1)} GB/s read; depth ${DEPTH}, ${GENERATED} tokens per request, median of ${ROUNDS}`,
+  );
   console.log("");
   console.log("| -np (= requests) | measured aggregate tok/s | projected tok/s | error | gated |");
   console.log("|---|---|---|---|---|");
@@ -136,11 +161,18 @@ async function main(): Promise<void> {
     const actual = measured.get(slots)!;
     const error = projected / actual - 1;
     const gated = slots > 1;
-    if (gated && Math.abs(error) > GATE) failures.push(`-np ${slots}: projected ${projected.toFixed(2)} tok/s vs measured ${actual.toFixed(2)} (${(error * 100).toFixed(1)}% beyond ±${GATE * 100}%)`);
-    console.log(`| ${slots} | ${actual.toFixed(2)} | ${projected.toFixed(2)} | ${(error * 100).toFixed(1)}% | ${gated ? "yes" : "no (calibration)"} |`);
+    if (gated && Math.abs(error) > GATE)
+      failures.push(
+        `-np ${slots}: projected ${projected.toFixed(2)} tok/s vs measured ${actual.toFixed(2)} (${(error * 100).toFixed(1)}% beyond ±${GATE * 100}%)`,
+      );
+    console.log(
+      `| ${slots} | ${actual.toFixed(2)} | ${projected.toFixed(2)} | ${(error * 100).toFixed(1)}% | ${gated ? "yes" : "no (calibration)"} |`,
+    );
   }
   console.log("");
-  console.log(`measured scaling: ${SLOT_COUNTS.map((slots) => `${slots} → ${(measured.get(slots)! / measured.get(1)!).toFixed(2)}×`).join(", ")}`);
+  console.log(
+    `measured scaling: ${SLOT_COUNTS.map((slots) => `${slots} → ${(measured.get(slots)! / measured.get(1)!).toFixed(2)}×`).join(", ")}`,
+  );
   if (failures.length > 0) {
     console.error(`FAIL (gate ±${GATE * 100}% on -np 2 and 4):\n  ${failures.join("\n  ")}`);
     process.exit(1);

@@ -26,7 +26,13 @@ import { estimate } from "../planner/estimate";
 import { parseFlags, type SizingFlags } from "../planner/flags";
 import { resolveHost, type HostSpec } from "../planner/host";
 import { hardwareClass, loadMeasurements, quantSizeProblem, type MeasuredRun } from "../planner/measurements";
-import { priorCpuFactors, project as projectSpeed, type CpuFactorName, type CpuFactorOverrides, type SpeedInputs } from "../planner/speed";
+import {
+  priorCpuFactors,
+  project as projectSpeed,
+  type CpuFactorName,
+  type CpuFactorOverrides,
+  type SpeedInputs,
+} from "../planner/speed";
 import { readFileSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { stringify } from "yaml";
@@ -66,20 +72,39 @@ export function splitWords(line: string): string[] {
  */
 export const TOOL_FLAGS: Record<string, { server?: string; takesValue: boolean; meaning: string }> = {
   "-npp": { takesValue: true, meaning: "batched-bench prompt tokens per sequence (the run's prefill.promptTokens)" },
-  "-ntg": { takesValue: true, meaning: "batched-bench generated tokens per sequence (the run's decode.generatedTokens)" },
-  "-npl": { server: "--parallel", takesValue: true, meaning: "batched-bench parallel sequences: llama-server's slots (-np)" },
+  "-ntg": {
+    takesValue: true,
+    meaning: "batched-bench generated tokens per sequence (the run's decode.generatedTokens)",
+  },
+  "-npl": {
+    server: "--parallel",
+    takesValue: true,
+    meaning: "batched-bench parallel sequences: llama-server's slots (-np)",
+  },
   "-pps": { takesValue: false, meaning: "batched-bench shared prompt; no server equivalent" },
   "-p": { takesValue: true, meaning: "llama-bench prompt length (pp512 by default)" },
   "-n": { takesValue: true, meaning: "llama-bench/llama-cli generated tokens (tg128 by default)" },
-  "-fa": { server: "--flash-attn", takesValue: true, meaning: "llama-bench -fa 0|1 = server --flash-attn off|on (on/off/auto pass through)" },
+  "-fa": {
+    server: "--flash-attn",
+    takesValue: true,
+    meaning: "llama-bench -fa 0|1 = server --flash-attn off|on (on/off/auto pass through)",
+  },
   "--flash-attn": { server: "--flash-attn", takesValue: false, meaning: "older builds' bare switch = --flash-attn on" },
   "-no-cnv": { takesValue: false, meaning: "llama-cli: no conversation mode; no server equivalent" },
   "--prio": { takesValue: true, meaning: "process priority; does not change sizing" },
   // Older builds' switch; v0.5.0 spells it --load-mode none. It sets whether op offload copies from
   // pinned (CUDA_Host) or pageable memory, so it is a speed input.
-  "--no-mmap": { server: "--load-mode", takesValue: false, meaning: "load into RAM instead of mapping = server --load-mode none" },
+  "--no-mmap": {
+    server: "--load-mode",
+    takesValue: false,
+    meaning: "load into RAM instead of mapping = server --load-mode none",
+  },
   "-mmp": { server: "--load-mode", takesValue: true, meaning: "llama-bench -mmp 0|1 = server --load-mode none|mmap" },
-  "--mmap": { server: "--load-mode", takesValue: true, meaning: "llama-bench --mmap 0|1 = server --load-mode none|mmap" },
+  "--mmap": {
+    server: "--load-mode",
+    takesValue: true,
+    meaning: "llama-bench --mmap 0|1 = server --load-mode none|mmap",
+  },
   "-r": { takesValue: true, meaning: "llama-bench repetitions" },
 };
 
@@ -123,9 +148,11 @@ export function serverWords(line: string): { words: string[]; dropped: string[] 
     const value = rule.takesValue ? words[++index] : undefined;
     dropped.push(value === undefined ? word : `${word} ${value}`);
     if (!rule.server) continue;
-    if (rule.server === "--flash-attn") out.push("--flash-attn", value === undefined || value === "1" ? "on" : value === "0" ? "off" : value);
+    if (rule.server === "--flash-attn")
+      out.push("--flash-attn", value === undefined || value === "1" ? "on" : value === "0" ? "off" : value);
     else if (rule.server === "--parallel") out.push("--parallel", value!.split(",")[0]!);
-    else if (rule.server === "--load-mode") out.push("--load-mode", value === undefined || value === "0" ? "none" : "mmap");
+    else if (rule.server === "--load-mode")
+      out.push("--load-mode", value === undefined || value === "0" ? "none" : "mmap");
   }
   return { words: out, dropped };
 }
@@ -134,7 +161,10 @@ export function serverWords(line: string): { words: string[]; dropped: string[] 
 export function runCatalogModel(run: MeasuredRun, catalog: Catalog): ModelEntry | string {
   if (run.model.catalogModel !== undefined) {
     const aliased = catalog.models.find((entry) => entry.id === run.model.catalogModel);
-    return aliased ?? `catalogModel ${run.model.catalogModel} of ${run.model.name} is not in catalog/models.yaml (it has ${catalog.models.map((entry) => entry.id).join(", ")})`;
+    return (
+      aliased ??
+      `catalogModel ${run.model.catalogModel} of ${run.model.name} is not in catalog/models.yaml (it has ${catalog.models.map((entry) => entry.id).join(", ")})`
+    );
   }
   // Kimi K2, K2.5 and K2.6 share one architecture (deepseek2, 61 layers, 384 experts); the catalog has K2.6.
   const model = /^kimi-k2(\.\d)?(-|$)/i.test(run.model.name)
@@ -144,7 +174,10 @@ export function runCatalogModel(run: MeasuredRun, catalog: Catalog): ModelEntry 
       : /^glm-5(\.\d)?$/i.test(run.model.name)
         ? catalog.models.find((entry) => entry.id === "glm-5")
         : undefined;
-  return model ?? `no architecture for ${run.model.name} (catalog/models.yaml has ${catalog.models.map((entry) => entry.id).join(", ")}; a run of one of them under another name states it in model.catalogModel)`;
+  return (
+    model ??
+    `no architecture for ${run.model.name} (catalog/models.yaml has ${catalog.models.map((entry) => entry.id).join(", ")}; a run of one of them under another name states it in model.catalogModel)`
+  );
 }
 
 /**
@@ -156,21 +189,34 @@ export function runCatalogModel(run: MeasuredRun, catalog: Catalog): ModelEntry 
  * bits-per-weight range for the architecture's parameter count (the corpus schema's rule, applied
  * with the catalog's parameters where the source states none).
  */
-export function sizedFromFile(model: ModelEntry, quant: string, fileSize: string): { tensors: TensorInfo[]; assumption: string } | string {
+export function sizedFromFile(
+  model: ModelEntry,
+  quant: string,
+  fileSize: string,
+): { tensors: TensorInfo[]; assumption: string } | string {
   const bytes = parseSize(fileSize, { requireUnit: true });
   if (bytes === undefined) return `fileSize ${JSON.stringify(fileSize)} is not a size`;
   const built = model.tiers.map((tier) => ({ tier, tensors: tensorsFromArchitecture(model.architecture, tier) }));
   const params = built[0]!.tensors.reduce((sum, tensor) => sum + tensor.elements, 0);
   const problem = quantSizeProblem({ quant, totalParamsB: params / 1e9, fileSize, statedBpw: null });
-  if (problem) return `${quant} not sized from its file: ${problem} (${model.id}'s ${(params / 1e9).toFixed(1)} B parameters)`;
+  if (problem)
+    return `${quant} not sized from its file: ${problem} (${model.id}'s ${(params / 1e9).toFixed(1)} B parameters)`;
   const nearest = built
     .map((entry) => ({ ...entry, total: totalBytes(entry.tensors) }))
     .sort((x, y) => Math.abs(Math.log(x.total / bytes)) - Math.abs(Math.log(y.total / bytes)))[0]!;
-  const routed = nearest.tensors.filter((tensor) => tensor.cls === "routedExperts").reduce((sum, tensor) => sum + tensor.bytes, 0);
+  const routed = nearest.tensors
+    .filter((tensor) => tensor.cls === "routedExperts")
+    .reduce((sum, tensor) => sum + tensor.bytes, 0);
   const scale = (bytes - (nearest.total - routed)) / routed;
   if (!(scale > 0)) return `${quant}: the stated ${fileSize} is smaller than ${model.id}'s non-expert tensors alone`;
-  const tensors = nearest.tensors.map((tensor) => (tensor.cls === "routedExperts" ? { ...tensor, bytes: tensor.bytes * scale } : tensor));
-  const expertBpw = (routed * scale * 8) / nearest.tensors.filter((tensor) => tensor.cls === "routedExperts").reduce((sum, tensor) => sum + tensor.elements, 0);
+  const tensors = nearest.tensors.map((tensor) =>
+    tensor.cls === "routedExperts" ? { ...tensor, bytes: tensor.bytes * scale } : tensor,
+  );
+  const expertBpw =
+    (routed * scale * 8) /
+    nearest.tensors
+      .filter((tensor) => tensor.cls === "routedExperts")
+      .reduce((sum, tensor) => sum + tensor.elements, 0);
   return {
     tensors,
     assumption: `${quant} is no ${model.id} tier: tensors of its ${nearest.tier.name} (built ${(nearest.total / 1e9).toFixed(1)} GB) with the routed experts' bytes ×${scale.toFixed(3)} (${expertBpw.toFixed(2)} bits per weight) so the file is the stated ${fileSize}`,
@@ -178,19 +224,25 @@ export function sizedFromFile(model: ModelEntry, quant: string, fileSize: string
 }
 
 /** The run's catalog model and tensors: its named (or aliased) tier, else a tier sized from the stated file size. */
-export function runModel(run: MeasuredRun, catalog: Catalog): { model: ModelEntry; tier?: Tier; tensors: TensorInfo[]; assumptions: string[] } | string {
+export function runModel(
+  run: MeasuredRun,
+  catalog: Catalog,
+): { model: ModelEntry; tier?: Tier; tensors: TensorInfo[]; assumptions: string[] } | string {
   const model = runCatalogModel(run, catalog);
   if (typeof model === "string") return model;
   const assumptions: string[] = [];
-  if (run.model.catalogModel !== undefined) assumptions.push(`${run.model.name} is ${model.id}'s architecture (model.catalogModel)`);
+  if (run.model.catalogModel !== undefined)
+    assumptions.push(`${run.model.name} is ${model.id}'s architecture (model.catalogModel)`);
   const tierName = run.model.catalogTier ?? run.model.quant;
   const tier = model.tiers.find((entry) => entry.name === tierName);
   if (run.model.catalogTier !== undefined) {
-    if (!tier) return `catalogTier ${run.model.catalogTier} is not a tier of ${model.id} (tiers: ${model.tiers.map((entry) => entry.name).join(", ")})`;
+    if (!tier)
+      return `catalogTier ${run.model.catalogTier} is not a tier of ${model.id} (tiers: ${model.tiers.map((entry) => entry.name).join(", ")})`;
     assumptions.push(`${run.model.quant} read as ${model.id}'s ${tier.name} (model.catalogTier)`);
   }
   if (tier) return { model, tier, tensors: tensorsFromArchitecture(model.architecture, tier), assumptions };
-  if (run.model.fileSize === null) return `no tier ${run.model.quant} for ${model.id} (tiers: ${model.tiers.map((entry) => entry.name).join(", ")}) and no stated file size to size one from`;
+  if (run.model.fileSize === null)
+    return `no tier ${run.model.quant} for ${model.id} (tiers: ${model.tiers.map((entry) => entry.name).join(", ")}) and no stated file size to size one from`;
   const sized = sizedFromFile(model, run.model.quant, run.model.fileSize);
   if (typeof sized === "string") return sized;
   return { model, tensors: sized.tensors, assumptions: [...assumptions, sized.assumption] };
@@ -213,24 +265,98 @@ export function runModel(run: MeasuredRun, catalog: Catalog): { model: ModelEntr
 // in this session): Ryzen 9 9900X 12 cores (two 6-core CCDs), base 4.4 / boost 5.6 GHz, AM5 with two
 // DDR5 channels at up to DDR5-5600 (AMD product page); Xeon Gold 6248 20 cores, base 2.5 / max turbo
 // 3.9 GHz, six DDR4-2933 channels, two AVX-512 FMA units (Intel ARK); Neoverse-N2 96-core: see its entry.
-export const PLATFORM_FACTS: Record<string, { cores: number; channelsPerSocket: number; kind?: string; ccds?: number; fp32FlopsPerCycle: number; allCoreGHz: number; boostGHz: number; clock: string; identifiedAs?: string }> = {
+export const PLATFORM_FACTS: Record<
+  string,
+  {
+    cores: number;
+    channelsPerSocket: number;
+    kind?: string;
+    ccds?: number;
+    fp32FlopsPerCycle: number;
+    allCoreGHz: number;
+    boostGHz: number;
+    clock: string;
+    identifiedAs?: string;
+  }
+> = {
   // Zen 5: two 512-bit FMA pipes.
-  "AMD EPYC 9355": { cores: 32, channelsPerSocket: 12, kind: "DDR5-6000", ccds: 8, fp32FlopsPerCycle: 64, allCoreGHz: 3.55, boostGHz: 4.4, clock: "base 3.55 GHz, boost 4.4 GHz (AMD)" },
+  "AMD EPYC 9355": {
+    cores: 32,
+    channelsPerSocket: 12,
+    kind: "DDR5-6000",
+    ccds: 8,
+    fp32FlopsPerCycle: 64,
+    allCoreGHz: 3.55,
+    boostGHz: 4.4,
+    clock: "base 3.55 GHz, boost 4.4 GHz (AMD)",
+  },
   // Zen 4: AVX-512 on 256-bit units.
-  "AMD EPYC 9654": { cores: 96, channelsPerSocket: 12, kind: "DDR5-4800", ccds: 12, fp32FlopsPerCycle: 32, allCoreGHz: 2.4, boostGHz: 3.7, clock: "base 2.4 GHz, boost 3.7 GHz (AMD)" },
+  "AMD EPYC 9654": {
+    cores: 96,
+    channelsPerSocket: 12,
+    kind: "DDR5-4800",
+    ccds: 12,
+    fp32FlopsPerCycle: 32,
+    allCoreGHz: 2.4,
+    boostGHz: 3.7,
+    clock: "base 2.4 GHz, boost 3.7 GHz (AMD)",
+  },
   // Zen 3: AVX2, two 256-bit FMA pipes.
-  "AMD EPYC 7713": { cores: 64, channelsPerSocket: 8, kind: "DDR4-3200", ccds: 8, fp32FlopsPerCycle: 32, allCoreGHz: 2.0, boostGHz: 3.675, clock: "base 2.0 GHz, boost 3.675 GHz (AMD)" },
+  "AMD EPYC 7713": {
+    cores: 64,
+    channelsPerSocket: 8,
+    kind: "DDR4-3200",
+    ccds: 8,
+    fp32FlopsPerCycle: 32,
+    allCoreGHz: 2.0,
+    boostGHz: 3.675,
+    clock: "base 2.0 GHz, boost 3.675 GHz (AMD)",
+  },
   // Zen 4, one CCD, AM5 (two channels); the 7800X3D run states its memory as "6000Mhz" and measures 64 GB/s.
-  "AMD Ryzen 7 7800X3D": { cores: 8, channelsPerSocket: 2, kind: "DDR5-5200", ccds: 1, fp32FlopsPerCycle: 32, allCoreGHz: 4.2, boostGHz: 5.0, clock: "base 4.2 GHz, boost 5.0 GHz (AMD)" },
+  "AMD Ryzen 7 7800X3D": {
+    cores: 8,
+    channelsPerSocket: 2,
+    kind: "DDR5-5200",
+    ccds: 1,
+    fp32FlopsPerCycle: 32,
+    allCoreGHz: 4.2,
+    boostGHz: 5.0,
+    clock: "base 4.2 GHz, boost 5.0 GHz (AMD)",
+  },
   // Also supports MRDIMM-8800; the source does not say which memory, so the DDR5 RDIMM speed is taken.
   // Granite Rapids: two 512-bit FMA pipes; Intel states a 3.2 GHz all-core turbo.
-  "Intel Xeon 6980P": { cores: 128, channelsPerSocket: 12, kind: "DDR5-6400", fp32FlopsPerCycle: 64, allCoreGHz: 3.2, boostGHz: 3.9, clock: "all-core turbo 3.2 GHz, boost 3.9 GHz (Intel)" },
+  "Intel Xeon 6980P": {
+    cores: 128,
+    channelsPerSocket: 12,
+    kind: "DDR5-6400",
+    fp32FlopsPerCycle: 64,
+    allCoreGHz: 3.2,
+    boostGHz: 3.9,
+    clock: "all-core turbo 3.2 GHz, boost 3.9 GHz (Intel)",
+  },
   // Zen 5 desktop (Granite Ridge) has the full 512-bit datapath: two 512-bit FMA pipes, as the EPYC 9355.
   // AMD states no all-core turbo: the base clock is the lower bound. Public figures (AMD product page), not read here.
-  "AMD Ryzen 9 9900X": { cores: 12, channelsPerSocket: 2, kind: "DDR5-5600", ccds: 2, fp32FlopsPerCycle: 64, allCoreGHz: 4.4, boostGHz: 5.6, clock: "base 4.4 GHz, boost 5.6 GHz (AMD)" },
+  "AMD Ryzen 9 9900X": {
+    cores: 12,
+    channelsPerSocket: 2,
+    kind: "DDR5-5600",
+    ccds: 2,
+    fp32FlopsPerCycle: 64,
+    allCoreGHz: 4.4,
+    boostGHz: 5.6,
+    clock: "base 4.4 GHz, boost 5.6 GHz (AMD)",
+  },
   // Cascade Lake: two AVX-512 FMA units per core. ARK gives base and max turbo only, so the base clock is
   // the all-core figure (a lower bound; AVX-512 licence clocks sit near it). Public figures (Intel ARK), not read here.
-  "Intel Xeon Gold 6248": { cores: 20, channelsPerSocket: 6, kind: "DDR4-2933", fp32FlopsPerCycle: 64, allCoreGHz: 2.5, boostGHz: 3.9, clock: "base 2.5 GHz, max turbo 3.9 GHz (Intel)" },
+  "Intel Xeon Gold 6248": {
+    cores: 20,
+    channelsPerSocket: 6,
+    kind: "DDR4-2933",
+    fp32FlopsPerCycle: 64,
+    allCoreGHz: 2.5,
+    boostGHz: 3.9,
+    clock: "base 2.5 GHz, max turbo 3.9 GHz (Intel)",
+  },
   // "Neoverse-N2" names Arm's core design, not a chip; the source gives 96 cores, one memory domain and a
   // ~435 GB/s STREAM triad. The N2 server parts are Azure Cobalt 100 (128 cores, 12 DDR5 channels: the
   // SemiAnalysis figures quoted on forums.tomshardware.com, read in this session; Azure sells it as the
@@ -241,16 +367,30 @@ export const PLATFORM_FACTS: Record<string, { cores: number; channelsPerSocket: 
   // 3.4 GHz (Microsoft Learn, Dpsv6 series: public figure, not read in this session). This is an
   // identification, not a source statement: every run that uses it says so. FLOP/cycle is the core's own: two 128-bit SVE2/NEON FMA pipes, 2 × 4 × 2 = 16
   // (Arm Neoverse N2 Software Optimization Guide). No DIMM speed: the runs state a measured triad instead.
-  "Neoverse-N2 96-core": { cores: 96, channelsPerSocket: 12, fp32FlopsPerCycle: 16, allCoreGHz: 3.4, boostGHz: 3.4, clock: "fixed 3.4 GHz of Azure Cobalt 100 (public figure)", identifiedAs: "Azure Cobalt 100 (the only Neoverse-N2 server part whose memory reaches the stated ~435 GB/s triad)" },
+  "Neoverse-N2 96-core": {
+    cores: 96,
+    channelsPerSocket: 12,
+    fp32FlopsPerCycle: 16,
+    allCoreGHz: 3.4,
+    boostGHz: 3.4,
+    clock: "fixed 3.4 GHz of Azure Cobalt 100 (public figure)",
+    identifiedAs: "Azure Cobalt 100 (the only Neoverse-N2 server part whose memory reaches the stated ~435 GB/s triad)",
+  },
 };
 
 /**
  * The clock a run's cores hold: with at most a quarter of the cores busy they reach the boost clock
  * (the package's power budget is far from spent), otherwise the all-core figure.
  */
-export function runClockGHz(facts: { cores: number; allCoreGHz: number; boostGHz: number }, sockets: number, threads: number | undefined): { ghz: number; which: string } {
+export function runClockGHz(
+  facts: { cores: number; allCoreGHz: number; boostGHz: number },
+  sockets: number,
+  threads: number | undefined,
+): { ghz: number; which: string } {
   const light = threads !== undefined && threads > 0 && threads <= (facts.cores * sockets) / 4;
-  return light ? { ghz: facts.boostGHz, which: `boost (${threads} threads of ${facts.cores * sockets} cores)` } : { ghz: facts.allCoreGHz, which: "all-core" };
+  return light
+    ? { ghz: facts.boostGHz, which: `boost (${threads} threads of ${facts.cores * sockets} cores)` }
+    : { ghz: facts.allCoreGHz, which: "all-core" };
 }
 
 /** The catalog GPU each source's GPU name means (names as the sources print them). */
@@ -265,7 +405,8 @@ const GPU_IDS: Record<string, string> = {
 };
 
 /** Corpus exclusions that only say the memory was not described: lifted when a measured figure or a platform fact describes it. */
-const MEMORY_ONLY = /^(DIMM speed not stated|memory channels and DIMM speed not stated|memory kind, channels and DIMM speed not stated.*|channels unequal between sockets.*)$/;
+const MEMORY_ONLY =
+  /^(DIMM speed not stated|memory channels and DIMM speed not stated|memory kind, channels and DIMM speed not stated.*|channels unequal between sockets.*)$/;
 /** Exclusions that only concern prefill: the run's decode still counts. */
 const PREFILL_ONLY = /prompt is no prefill rate/;
 
@@ -275,7 +416,13 @@ const PREFILL_ONLY = /prompt is no prefill rate/;
  * holds the projection still when this placeholder changes tenfold), so it is a placeholder, said
  * beside the run, not a fact.
  */
-export const GPU_ONLY_PLACEHOLDER_HOST = { cores: 8, allCoreGHz: 2, fp32FlopsPerCycle: 32, kind: "DDR5-4800", channels: 2 } as const;
+export const GPU_ONLY_PLACEHOLDER_HOST = {
+  cores: 8,
+  allCoreGHz: 2,
+  fp32FlopsPerCycle: 32,
+  kind: "DDR5-4800",
+  channels: 2,
+} as const;
 
 /** The run's inputs for estimate(), or what blocks the conversion. */
 export interface ConvertOptions {
@@ -289,7 +436,11 @@ export interface ConvertOptions {
  * before the change was first seen, and the run uses the path the change altered (cuda-moe: any run
  * with GPUs, whose routed experts, or the CPU experts op offload streams, are multiplied on CUDA).
  */
-export function predatedChanges(run: MeasuredRun, release: LlamaCppRelease, sourceDate: string | null | undefined): LlamaCppRelease["mechanicsChanges"] {
+export function predatedChanges(
+  run: MeasuredRun,
+  release: LlamaCppRelease,
+  sourceDate: string | null | undefined,
+): LlamaCppRelease["mechanicsChanges"] {
   if (!sourceDate) return [];
   const onCuda = run.hardware.gpus.length > 0 && run.placement !== "cpu-only";
   // A month-only date ("2025-04") is read as its last possible day: only a certainly older run is left out.
@@ -304,13 +455,17 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
   let prefillUsable = run.prefill !== null && run.prefill !== undefined;
   if (run.engine.fork) blockers.push(`fork (${run.engine.name}), kept out of the mainline fit`);
   for (const change of predatedChanges(run, catalog.llamaCpp, options.sourceDate)) {
-    blockers.push(`engine predates llama.cpp#${change.pr} (source dated ${options.sourceDate}, change first seen ${change.since}): ${change.what.split(" (")[0]}, which ${catalog.llamaCpp.release} runs and estimate() models`);
+    blockers.push(
+      `engine predates llama.cpp#${change.pr} (source dated ${options.sourceDate}, change first seen ${change.since}): ${change.what.split(" (")[0]}, which ${catalog.llamaCpp.release} runs and estimate() models`,
+    );
   }
   const found = runModel(run, catalog);
   if (typeof found === "string") blockers.push(found);
   else assumptions.push(...found.assumptions);
   const cpuModel = run.hardware.cpu.model;
-  const platform = cpuModel ? catalog.cpuPlatforms.find((entry) => entry.name.toLowerCase().startsWith(cpuModel.toLowerCase())) : undefined;
+  const platform = cpuModel
+    ? catalog.cpuPlatforms.find((entry) => entry.name.toLowerCase().startsWith(cpuModel.toLowerCase()))
+    : undefined;
   const facts = cpuModel ? PLATFORM_FACTS[cpuModel] : undefined;
   const memory = run.hardware.memory;
   const stated = memory.kind && memory.mtPerSecond ? `${memory.kind}-${memory.mtPerSecond}` : undefined;
@@ -327,17 +482,28 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
     }
     if (channels === undefined) {
       channels = facts.channelsPerSocket * sockets;
-      assumptions.push(`${channels} channels (${cpuModel} has ${facts.channelsPerSocket} per socket, platform fact; all assumed populated)`);
+      assumptions.push(
+        `${channels} channels (${cpuModel} has ${facts.channelsPerSocket} per socket, platform fact; all assumed populated)`,
+      );
     }
   }
   const placeholder =
-    run.placement === "gpu-only" && run.hardware.gpus.length > 0 && !platform && !facts && run.hardware.cpu.cores === null && memory.measuredBandwidthGBps === null && kind === undefined && channels === undefined
+    run.placement === "gpu-only" &&
+    run.hardware.gpus.length > 0 &&
+    !platform &&
+    !facts &&
+    run.hardware.cpu.cores === null &&
+    memory.measuredBandwidthGBps === null &&
+    kind === undefined &&
+    channels === undefined
       ? gpuOnlyPlaceholder
       : undefined;
   if (placeholder) {
     kind = placeholder.kind;
     channels = placeholder.channels;
-    assumptions.push(`CPU and memory not stated: a placeholder host (${placeholder.cores} cores, ${placeholder.kind} × ${placeholder.channels}; not a speed input with every layer on the GPUs)`);
+    assumptions.push(
+      `CPU and memory not stated: a placeholder host (${placeholder.cores} cores, ${placeholder.kind} × ${placeholder.channels}; not a speed input with every layer on the GPUs)`,
+    );
   }
   const bandwidthKnown = memory.measuredBandwidthGBps !== null || (kind !== undefined && channels !== undefined);
   if (run.fit) {
@@ -346,7 +512,8 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
       else if (!(MEMORY_ONLY.test(reason) && bandwidthKnown)) blockers.push(`excluded in the corpus: ${reason}`);
     }
   }
-  if (!platform && !facts && !placeholder && run.hardware.cpu.cores === null) blockers.push(`CPU ${cpuModel ?? "(not stated)"}: neither a catalog platform nor a core count`);
+  if (!platform && !facts && !placeholder && run.hardware.cpu.cores === null)
+    blockers.push(`CPU ${cpuModel ?? "(not stated)"}: neither a catalog platform nor a core count`);
   if (!bandwidthKnown) blockers.push("no bandwidth: neither memory kind, speed and channels nor a measured figure");
   // RAM size is no speed input (only the memory-fit table reads it): a run that states none is sized
   // with a placeholder that holds the model, and says so.
@@ -368,7 +535,13 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
     try {
       flags = parseFlags(translated.words, `run ${run.id}`).sizing;
       // Older builds took -ctk alone on MLA models; v0.5.0 refuses K and V types that differ there.
-      if (found && typeof found !== "string" && found.model.architecture.attention?.kind !== "gqa" && flags.cacheTypeK && flags.cacheTypeV === undefined) {
+      if (
+        found &&
+        typeof found !== "string" &&
+        found.model.architecture.attention?.kind !== "gqa" &&
+        flags.cacheTypeK &&
+        flags.cacheTypeV === undefined
+      ) {
         flags = { ...flags, cacheTypeV: flags.cacheTypeK };
         assumptions.push(`-ctv ${flags.cacheTypeK} beside -ctk (v0.5.0 refuses differing K and V types on MLA)`);
       }
@@ -380,15 +553,32 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
   if (blockers.length > 0 || typeof found === "string" || !flags) return { run, blockers };
   // Decode's compute term and prefill both need the all-core clock: a catalog platform's, or the
   // datasheet clock of PLATFORM_FACTS (stated as an assumption). Without either the run is not projected.
-  if (!platform && !facts && !placeholder) return { run, blockers: [`no all-core clock for CPU ${cpuModel ?? "(not stated)"} (neither a catalog platform nor a datasheet entry in PLATFORM_FACTS): decode's compute term and prefill need it`] };
-  const clock = facts ? runClockGHz(facts, sockets, flags.threads) : placeholder ? { ghz: placeholder.allCoreGHz, which: "placeholder" } : undefined;
-  if (!platform && facts) assumptions.push(`${facts.identifiedAs ? `${cpuModel} read as ${facts.identifiedAs}, ` : ""}${clock!.ghz} GHz ${clock!.which} of ${facts.clock}, ${facts.fp32FlopsPerCycle} FP32 FLOP/cycle (platform facts)`);
+  if (!platform && !facts && !placeholder)
+    return {
+      run,
+      blockers: [
+        `no all-core clock for CPU ${cpuModel ?? "(not stated)"} (neither a catalog platform nor a datasheet entry in PLATFORM_FACTS): decode's compute term and prefill need it`,
+      ],
+    };
+  const clock = facts
+    ? runClockGHz(facts, sockets, flags.threads)
+    : placeholder
+      ? { ghz: placeholder.allCoreGHz, which: "placeholder" }
+      : undefined;
+  if (!platform && facts)
+    assumptions.push(
+      `${facts.identifiedAs ? `${cpuModel} read as ${facts.identifiedAs}, ` : ""}${clock!.ghz} GHz ${clock!.which} of ${facts.clock}, ${facts.fp32FlopsPerCycle} FP32 FLOP/cycle (platform facts)`,
+    );
   // The first GPU's link carries op offload's weight stream; a stated lane count without a generation
   // is taken at the card's own generation (an upper bound), and said.
   const firstLink = run.hardware.gpus[0]?.pcie;
   const firstCard = gpus[0]?.model ? catalog.gpus.find((entry) => entry.id === gpus[0]!.model) : undefined;
-  const pcie = firstLink?.lanes && firstCard ? { gen: firstLink.gen ?? firstCard.pcieGen, lanes: firstLink.lanes } : undefined;
-  if (pcie && firstLink?.gen === null) assumptions.push(`first GPU's link at PCIe ${pcie.gen}.0 (its own generation; the source states x${pcie.lanes} only)`);
+  const pcie =
+    firstLink?.lanes && firstCard ? { gen: firstLink.gen ?? firstCard.pcieGen, lanes: firstLink.lanes } : undefined;
+  if (pcie && firstLink?.gen === null)
+    assumptions.push(
+      `first GPU's link at PCIe ${pcie.gen}.0 (its own generation; the source states x${pcie.lanes} only)`,
+    );
   const stack = hostSchema.safeParse({
     kind: "bare-metal",
     cpu: platform
@@ -411,10 +601,19 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
     gpus: gpus.map((gpu) => ({ model: gpu.model!, count: gpu.count })),
     ...(pcie ? { pcie } : {}),
   });
-  if (!stack.success) return { run, blockers: [`hardware does not make a stack host: ${stack.error.issues[0]?.path.join(".")} ${stack.error.issues[0]?.message ?? "invalid"}`] };
+  if (!stack.success)
+    return {
+      run,
+      blockers: [
+        `hardware does not make a stack host: ${stack.error.issues[0]?.path.join(".")} ${stack.error.issues[0]?.message ?? "invalid"}`,
+      ],
+    };
   try {
     const host = resolveHost(`published:${run.id}`, stack.data, catalog);
-    return { run, inputs: { tensors: found.tensors, model: found.model, host, flags, prefill: prefillUsable, assumptions } };
+    return {
+      run,
+      inputs: { tensors: found.tensors, model: found.model, host, flags, prefill: prefillUsable, assumptions },
+    };
   } catch (error) {
     return { run, blockers: [`host does not resolve: ${(error as Error).message.split("\n").slice(0, 2).join(" ")}`] };
   }
@@ -496,13 +695,30 @@ export const FITTED: Record<Phase, { name: CpuFactorName; low: number; high: num
  * runs say nothing about (the loss does not move across its bounds: no multi-socket run for the NUMA
  * gain, no thread-limited run for decode's compute term) keeps its prior and is reported unfitted.
  */
-export function fitPhase(runs: readonly Converted[], catalog: Catalog, phase: Phase): { factors: Partial<Record<CpuFactorName, number>>; informed: CpuFactorName[] } {
-  const priors = Object.fromEntries(priorCpuFactors(catalog).map((factor) => [factor.name.slice(4), factor.value])) as Record<CpuFactorName, number>;
+export function fitPhase(
+  runs: readonly Converted[],
+  catalog: Catalog,
+  phase: Phase,
+): { factors: Partial<Record<CpuFactorName, number>>; informed: CpuFactorName[] } {
+  const priors = Object.fromEntries(
+    priorCpuFactors(catalog).map((factor) => [factor.name.slice(4), factor.value]),
+  ) as Record<CpuFactorName, number>;
   const current: Partial<Record<CpuFactorName, number>> = {};
   for (const factor of FITTED[phase]) current[factor.name] = priors[factor.name];
   const loss = (values: Partial<Record<CpuFactorName, number>>) =>
-    runs.reduce((sum, entry) => sum + Math.log(projectRun(entry, catalog, phase, { ...values, source: "fit" }) / measured(entry.run, phase)!) ** 2, 0);
-  const informed = FITTED[phase].filter((factor) => Math.abs(loss({ ...current, [factor.name]: factor.low }) - loss({ ...current, [factor.name]: factor.high })) > 1e-9).map((factor) => factor.name);
+    runs.reduce(
+      (sum, entry) =>
+        sum +
+        Math.log(projectRun(entry, catalog, phase, { ...values, source: "fit" }) / measured(entry.run, phase)!) ** 2,
+      0,
+    );
+  const informed = FITTED[phase]
+    .filter(
+      (factor) =>
+        Math.abs(loss({ ...current, [factor.name]: factor.low }) - loss({ ...current, [factor.name]: factor.high })) >
+        1e-9,
+    )
+    .map((factor) => factor.name);
   for (let sweep = 0; sweep < 4; sweep++) {
     for (const factor of FITTED[phase]) {
       if (!informed.includes(factor.name)) continue;
@@ -550,15 +766,25 @@ export function leaveOneSourceOut(converted: readonly Converted[], catalog: Cata
 }
 
 /** Error bands per hardware class (≥ 5 held-out runs) and over all runs, from leave-one-source-out residuals. */
-export function errorBands(residuals: readonly Residual[]): { hardwareClass: string; phase: Phase; runs: number; p10: number; p90: number; medianAbsolute: number }[] {
+export function errorBands(
+  residuals: readonly Residual[],
+): { hardwareClass: string; phase: Phase; runs: number; p10: number; p90: number; medianAbsolute: number }[] {
   const bands = [];
   for (const phase of ["decode", "prefill"] as const) {
     const errors = residuals.filter((entry) => entry.phase === phase);
     const groups = new Map<string, number[]>([["all", errors.map((entry) => entry.error)]]);
-    for (const entry of errors) groups.set(hardwareClass(entry.run), [...(groups.get(hardwareClass(entry.run)) ?? []), entry.error]);
+    for (const entry of errors)
+      groups.set(hardwareClass(entry.run), [...(groups.get(hardwareClass(entry.run)) ?? []), entry.error]);
     for (const [name, values] of groups) {
       if (values.length < (name === "all" ? 1 : 5)) continue;
-      bands.push({ hardwareClass: name, phase, runs: values.length, p10: quantile(values, 0.1), p90: quantile(values, 0.9), medianAbsolute: quantile(values.map(Math.abs), 0.5) });
+      bands.push({
+        hardwareClass: name,
+        phase,
+        runs: values.length,
+        p10: quantile(values, 0.1),
+        p90: quantile(values, 0.9),
+        medianAbsolute: quantile(values.map(Math.abs), 0.5),
+      });
     }
   }
   return bands;
@@ -579,7 +805,10 @@ function writeCorpusFit(corpusFit: NonNullable<Catalog["efficiency"]["cpu"]["cor
     .split("\n")
     .map((line) => indent + line)
     .join("\n");
-  writeFileSync(path, text.replace(pattern, (whole) => `${whole.split("\n")[0]}\n${block}\n${indent}# END corpusFit`));
+  writeFileSync(
+    path,
+    text.replace(pattern, (whole) => `${whole.split("\n")[0]}\n${block}\n${indent}# END corpusFit`),
+  );
   return path;
 }
 
@@ -591,22 +820,33 @@ function main(argv: readonly string[]): number {
   const sourceDates = new Map(corpus.sources.map((source) => [source.id, source.date]));
   const conversions = mainline.map((run) => convert(run, catalog, { sourceDate: sourceDates.get(run.source) }));
   const converted = conversions.filter((entry): entry is Converted => "inputs" in entry);
-  console.log(`published corpus: ${corpus.runs.length} runs from ${new Set(corpus.runs.map((run) => run.source)).size} sources; ${mainline.length} mainline, ${converted.length} convertible to the estimator's inputs`);
+  console.log(
+    `published corpus: ${corpus.runs.length} runs from ${new Set(corpus.runs.map((run) => run.source)).size} sources; ${mainline.length} mainline, ${converted.length} convertible to the estimator's inputs`,
+  );
   for (const entry of conversions) {
     if ("blockers" in entry) console.log(`  not used  ${entry.run.id}: ${entry.blockers.join("; ")}`);
-    else console.log(`  used      ${entry.run.id}${entry.inputs.prefill ? "" : " (decode only)"}${entry.inputs.assumptions.length > 0 ? ` — assumes ${entry.inputs.assumptions.join(", ")}` : ""}`);
+    else
+      console.log(
+        `  used      ${entry.run.id}${entry.inputs.prefill ? "" : " (decode only)"}${entry.inputs.assumptions.length > 0 ? ` — assumes ${entry.inputs.assumptions.join(", ")}` : ""}`,
+      );
   }
   const residuals = leaveOneSourceOut(converted, catalog);
   for (const entry of residuals) {
-    const fitted = Object.entries(entry.factors).map(([name, value]) => `${name} ${value!.toFixed(3)}`).join(", ");
-    console.log(`  held out  ${entry.run.id} ${entry.phase}: ${percent(entry.error)}  (fitted without its source: ${fitted})`);
+    const fitted = Object.entries(entry.factors)
+      .map(([name, value]) => `${name} ${value!.toFixed(3)}`)
+      .join(", ");
+    console.log(
+      `  held out  ${entry.run.id} ${entry.phase}: ${percent(entry.error)}  (fitted without its source: ${fitted})`,
+    );
   }
   let missed = false;
   for (const phase of ["decode", "prefill"] as const) {
     const target = TARGETS[phase];
     const errors = residuals.filter((entry) => entry.phase === phase);
     if (errors.length === 0) {
-      console.log(`${phase}: no held-out projections (needs convertible runs from at least two sources) — target not evaluated, counted as missed`);
+      console.log(
+        `${phase}: no held-out projections (needs convertible runs from at least two sources) — target not evaluated, counted as missed`,
+      );
       missed = true;
       continue;
     }
@@ -615,25 +855,63 @@ function main(argv: readonly string[]): number {
     const p90 = quantile(absolute, 0.9);
     const ok = median <= target.median && p90 <= target.p90;
     missed ||= !ok;
-    console.log(`${phase}: ${errors.length} held-out runs from ${new Set(errors.map((entry) => entry.run.source)).size} sources, median |error| ${(median * 100).toFixed(1)} % (target ${target.median * 100} %), p90 ${(p90 * 100).toFixed(1)} % (target ${target.p90 * 100} %) — ${ok ? "met" : "MISSED"}`);
+    console.log(
+      `${phase}: ${errors.length} held-out runs from ${new Set(errors.map((entry) => entry.run.source)).size} sources, median |error| ${(median * 100).toFixed(1)} % (target ${target.median * 100} %), p90 ${(p90 * 100).toFixed(1)} % (target ${target.p90 * 100} %) — ${ok ? "met" : "MISSED"}`,
+    );
   }
   // Every hardware class's figures, also those under the five runs a written band needs.
   for (const phase of ["decode", "prefill"] as const) {
     const byClass = new Map<string, number[]>();
-    for (const entry of residuals.filter((residual) => residual.phase === phase)) byClass.set(hardwareClass(entry.run), [...(byClass.get(hardwareClass(entry.run)) ?? []), entry.error]);
+    for (const entry of residuals.filter((residual) => residual.phase === phase))
+      byClass.set(hardwareClass(entry.run), [...(byClass.get(hardwareClass(entry.run)) ?? []), entry.error]);
     for (const [name, values] of [...byClass].sort(([a], [b]) => a.localeCompare(b))) {
       const absolute = values.map(Math.abs);
-      console.log(`  class ${phase} ${name}: ${values.length} runs, median |error| ${(quantile(absolute, 0.5) * 100).toFixed(1)} %, p90 |error| ${(quantile(absolute, 0.9) * 100).toFixed(1)} %`);
+      console.log(
+        `  class ${phase} ${name}: ${values.length} runs, median |error| ${(quantile(absolute, 0.5) * 100).toFixed(1)} %, p90 |error| ${(quantile(absolute, 0.9) * 100).toFixed(1)} %`,
+      );
     }
   }
   const bands = errorBands(residuals);
-  for (const band of bands) console.log(`  band ${band.phase} ${band.hardwareClass}: ${band.runs} runs, p10 ${percent(band.p10)}, p90 ${percent(band.p90)}, median |error| ${(band.medianAbsolute * 100).toFixed(1)} %`);
-  const whole = { decode: fitPhase(converted.filter((entry) => usable(entry, "decode")), catalog, "decode"), prefill: fitPhase(converted.filter((entry) => usable(entry, "prefill")), catalog, "prefill") };
-  const factors = Object.fromEntries((["decode", "prefill"] as const).flatMap((phase) => whole[phase].informed.map((name) => [name, Number(whole[phase].factors[name]!.toPrecision(4))])));
-  console.log(`whole-corpus fit: ${Object.entries(factors).map(([name, value]) => `${name} ${value}`).join(", ") || "nothing informed"}; kept at their priors: ${(["decode", "prefill"] as const).flatMap((phase) => FITTED[phase].filter((factor) => !whole[phase].informed.includes(factor.name)).map((factor) => factor.name)).join(", ") || "none"}`);
+  for (const band of bands)
+    console.log(
+      `  band ${band.phase} ${band.hardwareClass}: ${band.runs} runs, p10 ${percent(band.p10)}, p90 ${percent(band.p90)}, median |error| ${(band.medianAbsolute * 100).toFixed(1)} %`,
+    );
+  const whole = {
+    decode: fitPhase(
+      converted.filter((entry) => usable(entry, "decode")),
+      catalog,
+      "decode",
+    ),
+    prefill: fitPhase(
+      converted.filter((entry) => usable(entry, "prefill")),
+      catalog,
+      "prefill",
+    ),
+  };
+  const factors = Object.fromEntries(
+    (["decode", "prefill"] as const).flatMap((phase) =>
+      whole[phase].informed.map((name) => [name, Number(whole[phase].factors[name]!.toPrecision(4))]),
+    ),
+  );
+  console.log(
+    `whole-corpus fit: ${
+      Object.entries(factors)
+        .map(([name, value]) => `${name} ${value}`)
+        .join(", ") || "nothing informed"
+    }; kept at their priors: ${(["decode", "prefill"] as const).flatMap((phase) => FITTED[phase].filter((factor) => !whole[phase].informed.includes(factor.name)).map((factor) => factor.name)).join(", ") || "none"}`,
+  );
   if (write) {
     const fittedOn = `${converted.length} convertible mainline runs of catalog/measurements.yaml, ${new Date().toISOString().slice(0, 10)}`;
-    const path = writeCorpusFit({ fittedOn, factors, errorBands: bands.map((band) => ({ ...band, p10: Number(band.p10.toFixed(3)), p90: Number(band.p90.toFixed(3)), medianAbsolute: Number(band.medianAbsolute.toFixed(3)) })) });
+    const path = writeCorpusFit({
+      fittedOn,
+      factors,
+      errorBands: bands.map((band) => ({
+        ...band,
+        p10: Number(band.p10.toFixed(3)),
+        p90: Number(band.p90.toFixed(3)),
+        medianAbsolute: Number(band.medianAbsolute.toFixed(3)),
+      })),
+    });
     console.log(`wrote cpu.corpusFit to ${path.replace(`${resolve(__dirname, "..")}/`, "")}`);
   }
   return missed ? 1 : 0;

@@ -37,14 +37,27 @@ import { startRpcCluster, type HeadServer, type RpcCluster } from "../lab/rpc-cl
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 import { fitCpuFactors, median, UNIT_CPU_FACTORS, type CalibrationCase } from "./lib/calibrate";
 import { measureRoundTrip, measureThroughputGbit, type RoundTrip } from "./lib/rpc-link";
-import { countRpcCommands, pidsIn, rpcPayloadBytes, scaleTcp, schedCounters, subtractSched, subtractTcp, systemCpu, tcpCounters, type SchedCounters, type TcpCounters } from "./lib/rpc-trace";
+import {
+  countRpcCommands,
+  pidsIn,
+  rpcPayloadBytes,
+  scaleTcp,
+  schedCounters,
+  subtractSched,
+  subtractTcp,
+  systemCpu,
+  tcpCounters,
+  type SchedCounters,
+  type TcpCounters,
+} from "./lib/rpc-trace";
 import { parseBuffers } from "../lab/server";
 import { benchModelsDir, benchPrompt, DECODE_DEPTH, GENERATED_TOKENS, PROMPT_TOKENS } from "./lib/workload";
 
 const MiB = 1024 * 1024;
 const { values: options } = parseArgs({ options: { rounds: { type: "string" }, out: { type: "string" } } });
 const ROUNDS = Number(options.rounds ?? 5);
-if (!Number.isInteger(ROUNDS) || ROUNDS < 3) throw new Error(`--rounds wants an integer of at least 3 (a median of fewer is no median), got ${options.rounds}`);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 3)
+  throw new Error(`--rounds wants an integer of at least 3 (a median of fewer is no median), got ${options.rounds}`);
 
 /**
  * The gate: projected split ÷ single within 35% of the measured one, decode and prefill, at every
@@ -118,8 +131,19 @@ interface CommandCounts {
 const catalog = loadCatalog();
 const machine = thisMachine();
 
-function completionBody(vocabSize: number, run: number, nPredict: number, promptTokens = PROMPT_TOKENS): Record<string, unknown> {
-  return { prompt: benchPrompt(vocabSize, run, promptTokens), n_predict: nPredict, cache_prompt: false, temperature: 0, ignore_eos: true };
+function completionBody(
+  vocabSize: number,
+  run: number,
+  nPredict: number,
+  promptTokens = PROMPT_TOKENS,
+): Record<string, unknown> {
+  return {
+    prompt: benchPrompt(vocabSize, run, promptTokens),
+    n_predict: nPredict,
+    cache_prompt: false,
+    temperature: 0,
+    ignore_eos: true,
+  };
 }
 
 /** Sets the links to a case's rate, only when it differs from the rate they have. */
@@ -152,7 +176,11 @@ async function tracePerToken(cluster: RpcCluster, server: HeadServer, vocabSize:
   const perTokenSched = (key: "head" | "w1" | "w2"): SchedCounters => {
     const long = subtractSched(end[key], middle[key]);
     const short = subtractSched(middle[key], start[key]);
-    return { cpuSeconds: (long.cpuSeconds - short.cpuSeconds) / TRACE_TOKENS, runqueueWaitSeconds: (long.runqueueWaitSeconds - short.runqueueWaitSeconds) / TRACE_TOKENS, switches: (long.switches - short.switches) / TRACE_TOKENS };
+    return {
+      cpuSeconds: (long.cpuSeconds - short.cpuSeconds) / TRACE_TOKENS,
+      runqueueWaitSeconds: (long.runqueueWaitSeconds - short.runqueueWaitSeconds) / TRACE_TOKENS,
+      switches: (long.switches - short.switches) / TRACE_TOKENS,
+    };
   };
   const tcp = cluster.workers.map((_, index) => {
     const long = subtractTcp(end.tcp[index]!, middle.tcp[index]!);
@@ -180,15 +208,28 @@ async function countCommands(model: LocalModel, args: readonly string[]): Promis
   return cluster.workers.map((worker, index) => {
     const lines = logs[index]!.split("\n").filter((line) => /^\[\w+\]/.test(line));
     const recomputes = lines.flatMap((line, at) => (line.startsWith("[graph_recompute]") ? [at] : []));
-    if (recomputes.length < COUNT_STEPS + 1) throw new Error(`${worker.endpoint} logged ${recomputes.length} graph_recompute commands for a ${COUNT_REQUEST_TOKENS}-token request; expected more than ${COUNT_STEPS}:\n${logs[index]!.slice(-2000)}`);
+    if (recomputes.length < COUNT_STEPS + 1)
+      throw new Error(
+        `${worker.endpoint} logged ${recomputes.length} graph_recompute commands for a ${COUNT_REQUEST_TOKENS}-token request; expected more than ${COUNT_STEPS}:\n${logs[index]!.slice(-2000)}`,
+      );
     const window = lines.slice(recomputes.at(-COUNT_STEPS - 1)! + 1, recomputes.at(-1)! + 1).join("\n");
-    const perStep = Object.fromEntries(Object.entries(countRpcCommands(window)).map(([name, count]) => [name, count / COUNT_STEPS]));
-    const bytesPerStep = Object.fromEntries(Object.entries(rpcPayloadBytes(window)).map(([name, bytes]) => [name, bytes / COUNT_STEPS]));
+    const perStep = Object.fromEntries(
+      Object.entries(countRpcCommands(window)).map(([name, count]) => [name, count / COUNT_STEPS]),
+    );
+    const bytesPerStep = Object.fromEntries(
+      Object.entries(rpcPayloadBytes(window)).map(([name, bytes]) => [name, bytes / COUNT_STEPS]),
+    );
     return { endpoint: worker.endpoint, perStep, bytesPerStep };
   });
 }
 
-function projection(model: LocalModel, args: readonly string[], bandwidthGBps: number, cpuFactors: CpuFactorOverrides, rpc?: { endpoints: string[]; link: LinkSpec }): { decode: number; prefill: number; estimate: Estimate } {
+function projection(
+  model: LocalModel,
+  args: readonly string[],
+  bandwidthGBps: number,
+  cpuFactors: CpuFactorOverrides,
+  rpc?: { endpoints: string[]; link: LinkSpec },
+): { decode: number; prefill: number; estimate: Estimate } {
   const host = thisMachineHost(bandwidthGBps);
   const result = estimate(model.tensors, model.arch, host, parseFlags(args, "bench:rpc").sizing, {
     catalog,
@@ -197,9 +238,13 @@ function projection(model: LocalModel, args: readonly string[], bandwidthGBps: n
     prefillPrompts: [PROMPT_TOKENS],
     cpuFactors,
     // Each worker is this machine too, serving its device with ggml-rpc-server -t 1.
-    ...(rpc ? { rpc: { workers: rpc.endpoints.map((endpoint) => ({ endpoint, host, threads: 1 })), link: rpc.link } } : {}),
+    ...(rpc
+      ? { rpc: { workers: rpc.endpoints.map((endpoint) => ({ endpoint, host, threads: 1 })), link: rpc.link } }
+      : {}),
   });
-  const prefill = result.projection.prefillByPrompt.find((point) => point.promptTokens === PROMPT_TOKENS)!.tokensPerSecond;
+  const prefill = result.projection.prefillByPrompt.find(
+    (point) => point.promptTokens === PROMPT_TOKENS,
+  )!.tokensPerSecond;
   return { decode: result.projection.decodeTokensPerSecond, prefill, estimate: result };
 }
 
@@ -242,7 +287,8 @@ async function main(): Promise<void> {
     for (const link of LINKS) {
       setRate(link);
       const trips: RoundTrip[] = [];
-      for (const worker of cluster.workers) trips.push(await measureRoundTrip(cluster.topology, "head", worker.host, probePort));
+      for (const worker of cluster.workers)
+        trips.push(await measureRoundTrip(cluster.topology, "head", worker.host, probePort));
       roundTrips.set(link, trips);
     }
     setRate(LINKS[0]);
@@ -250,7 +296,10 @@ async function main(): Promise<void> {
     const linkOf = (link: LinkCase): LinkSpec => {
       const rtt = median(roundTrips.get(link)!.map((trip) => trip.medianMicroseconds));
       const spec = linkSpec(link.gbit ?? vethGbit, rtt, "tcp");
-      return { ...spec, basis: `${link.gbit === undefined ? `veth, measured ${fixed(vethGbit)} Gbit/s` : `tbf ${link.gbit} Gbit/s`}, ${fixed(rtt)} µs TCP round trip (measured)` };
+      return {
+        ...spec,
+        basis: `${link.gbit === undefined ? `veth, measured ${fixed(vethGbit)} Gbit/s` : `tbf ${link.gbit} Gbit/s`}, ${fixed(rtt)} µs TCP round trip (measured)`,
+      };
     };
 
     // ---------------------------------------------------------------- the heads
@@ -262,12 +311,40 @@ async function main(): Promise<void> {
     const splitBuffers = parseBuffers(split.log());
     for (const endpoint of endpoints) {
       const device = rpcDeviceName(endpoint);
-      if (!((splitBuffers.model[device] ?? 0) > 0 && (splitBuffers.kv[device] ?? 0) > 0)) throw new Error(`-ts ${SPLIT[1]}: ${device} holds no layers (model ${splitBuffers.model[device] ?? 0} B, KV ${splitBuffers.kv[device] ?? 0} B); every worker must hold layers`);
+      if (!((splitBuffers.model[device] ?? 0) > 0 && (splitBuffers.kv[device] ?? 0) > 0))
+        throw new Error(
+          `-ts ${SPLIT[1]}: ${device} holds no layers (model ${splitBuffers.model[device] ?? 0} B, KV ${splitBuffers.kv[device] ?? 0} B); every worker must hold layers`,
+        );
     }
     const cases: Case[] = [
-      { key: "single-medium", label: "single host (medium q2-experts; calibration)", model: models.medium, modelLabel: "medium q2-experts", args: FLAGS, server: singleMedium, runs: [] },
-      { key: "single-large", label: "single host (large q2-experts; calibration)", model: splitModel, modelLabel: "large q2-experts", args: FLAGS, server: singleLarge, runs: [] },
-      ...LINKS.map((link): Case => ({ key: `split ${link.name}`, label: `split over 2 workers, ${link.name}`, model: splitModel, modelLabel: "large q2-experts", args: splitArgs, server: split, link, runs: [] })),
+      {
+        key: "single-medium",
+        label: "single host (medium q2-experts; calibration)",
+        model: models.medium,
+        modelLabel: "medium q2-experts",
+        args: FLAGS,
+        server: singleMedium,
+        runs: [],
+      },
+      {
+        key: "single-large",
+        label: "single host (large q2-experts; calibration)",
+        model: splitModel,
+        modelLabel: "large q2-experts",
+        args: FLAGS,
+        server: singleLarge,
+        runs: [],
+      },
+      ...LINKS.map((link): Case => ({
+        key: `split ${link.name}`,
+        label: `split over 2 workers, ${link.name}`,
+        model: splitModel,
+        modelLabel: "large q2-experts",
+        args: splitArgs,
+        server: split,
+        link,
+        runs: [],
+      })),
     ];
     for (const entry of cases) {
       setRate(entry.link);
@@ -279,7 +356,11 @@ async function main(): Promise<void> {
     // What else ran while the requests did: the machine's busy CPU time minus this bench's own
     // (the three servers, the workers and this process), summed over the rounds' request phases.
     const load = { wallSeconds: 0, busySeconds: 0, ownSeconds: 0, stealSeconds: 0 };
-    const ownPids = () => [...pidsIn(cluster.topology, "head"), ...pidsIn(cluster.topology, "w1"), ...pidsIn(cluster.topology, "w2")];
+    const ownPids = () => [
+      ...pidsIn(cluster.topology, "head"),
+      ...pidsIn(cluster.topology, "w1"),
+      ...pidsIn(cluster.topology, "w2"),
+    ];
     const ownCpu = (pids: number[]) => {
       const self = process.cpuUsage();
       return schedCounters(pids).cpuSeconds + (self.user + self.system) / 1e6;
@@ -292,8 +373,13 @@ async function main(): Promise<void> {
       for (let index = 0; index < cases.length; index++) {
         const entry = cases[(index + round) % cases.length]!;
         setRate(entry.link);
-        const { timings } = await entry.server.complete(completionBody(entry.model.arch.vocabSize, round, GENERATED_TOKENS));
-        if (timings.prompt_n !== PROMPT_TOKENS || timings.predicted_n !== GENERATED_TOKENS) throw new Error(`${entry.label}: evaluated ${timings.prompt_n} prompt tokens and decoded ${timings.predicted_n}, expected ${PROMPT_TOKENS} and ${GENERATED_TOKENS}`);
+        const { timings } = await entry.server.complete(
+          completionBody(entry.model.arch.vocabSize, round, GENERATED_TOKENS),
+        );
+        if (timings.prompt_n !== PROMPT_TOKENS || timings.predicted_n !== GENERATED_TOKENS)
+          throw new Error(
+            `${entry.label}: evaluated ${timings.prompt_n} prompt tokens and decoded ${timings.predicted_n}, expected ${PROMPT_TOKENS} and ${GENERATED_TOKENS}`,
+          );
         entry.runs.push({ decode: timings.predicted_per_second, prefill: timings.prompt_per_second });
       }
       const after = systemCpu();
@@ -303,7 +389,12 @@ async function main(): Promise<void> {
       load.ownSeconds += ownCpu(pids) - before.own;
     }
     const bandwidthGBps = median(bandwidths);
-    const measured = new Map(cases.map((entry) => [entry.key, { decode: median(entry.runs.map((run) => run.decode)), prefill: median(entry.runs.map((run) => run.prefill)) }]));
+    const measured = new Map(
+      cases.map((entry) => [
+        entry.key,
+        { decode: median(entry.runs.map((run) => run.decode)), prefill: median(entry.runs.map((run) => run.prefill)) },
+      ]),
+    );
 
     // ---------------------------------------------------------------- evidence: per decoded token
     const traces = new Map<string, PerToken>();
@@ -319,22 +410,42 @@ async function main(): Promise<void> {
     // ---------------------------------------------------------------- projections
     const calibrationCase = (entry: Case): CalibrationCase => {
       const unit = projection(entry.model, entry.args, bandwidthGBps, UNIT_CPU_FACTORS);
-      return { label: entry.modelLabel, layers: entry.model.arch.layers, measured: measured.get(entry.key)!, unit: unit.estimate.projection, unitPrefill: unit.prefill };
+      return {
+        label: entry.modelLabel,
+        layers: entry.model.arch.layers,
+        measured: measured.get(entry.key)!,
+        unit: unit.estimate.projection,
+        unitPrefill: unit.prefill,
+      };
     };
-    const fit = fitCpuFactors(calibrationCase(cases[1]!), calibrationCase(cases[0]!), catalog.efficiency.cpu.decodeSecondsPerLayer.value, (labels) => `fitted on this machine by npm run bench:rpc (single host, -t 1: ${labels})`);
+    const fit = fitCpuFactors(
+      calibrationCase(cases[1]!),
+      calibrationCase(cases[0]!),
+      catalog.efficiency.cpu.decodeSecondsPerLayer.value,
+      (labels) => `fitted on this machine by npm run bench:rpc (single host, -t 1: ${labels})`,
+    );
     const projected = new Map(
-      cases.map((entry) => [entry.key, entry.link ? projection(entry.model, entry.args, bandwidthGBps, fit.factors, { endpoints, link: linkOf(entry.link) }) : projection(entry.model, entry.args, bandwidthGBps, fit.factors)]),
+      cases.map((entry) => [
+        entry.key,
+        entry.link
+          ? projection(entry.model, entry.args, bandwidthGBps, fit.factors, { endpoints, link: linkOf(entry.link) })
+          : projection(entry.model, entry.args, bandwidthGBps, fit.factors),
+      ]),
     );
 
     // ---------------------------------------------------------------- report
     const lines: string[] = [];
     const singleMeasured = measured.get("single-large")!;
     const singleProjected = projected.get("single-large")!;
-    lines.push(`Machine: ${machine.cores} cores, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth ${fixed(bandwidthGBps)} GB/s (tools/membw.c, ${machine.cores} threads, median of one probe per round). Every process -t 1.`);
+    lines.push(
+      `Machine: ${machine.cores} cores, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth ${fixed(bandwidthGBps)} GB/s (tools/membw.c, ${machine.cores} threads, median of one probe per round). Every process -t 1.`,
+    );
     lines.push(
       `While the rounds' requests ran (${fixed(load.wallSeconds, 0)} s): the machine's ${machine.cores} cores were busy ${fixed(load.busySeconds / load.wallSeconds, 2)} cores on average, this bench's processes ${fixed(load.ownSeconds / load.wallSeconds, 2)}, other processes ${fixed(Math.max(0, load.busySeconds - load.ownSeconds) / load.wallSeconds, 2)}; steal ${fixed(load.stealSeconds / load.wallSeconds, 2)} cores. A split's processes wake each other many times a token (wake-ups below), and each wake-up waits when the cores are taken, so other processes slow the split more than the single host.`,
     );
-    lines.push(`Model of the split: large q2-experts (${splitModel.arch.llamaCppArch}, ${splitModel.arch.layers} layers, hidden ${splitModel.arch.hiddenSize}, ${fixed(splitModel.bytes / MiB)} MiB). Head flags: ${FLAGS.join(" ")}; split adds ${SPLIT.join(" ")} --rpc <w1>,<w2>.`);
+    lines.push(
+      `Model of the split: large q2-experts (${splitModel.arch.llamaCppArch}, ${splitModel.arch.layers} layers, hidden ${splitModel.arch.hiddenSize}, ${fixed(splitModel.bytes / MiB)} MiB). Head flags: ${FLAGS.join(" ")}; split adds ${SPLIT.join(" ")} --rpc <w1>,<w2>.`,
+    );
     lines.push(
       `CPU factors (bench/lib/calibrate.ts, on the two single-host cases): decode ${fixed(fit.factors.decodeEfficiency!, 3)} of the measured bandwidth + ${fixed(fit.perLayerSeconds * 1e6, 0)} µs per layer per token${fit.fitted ? "" : " (catalog/efficiency.yaml: the two-case fit was not physical)"}; prefill ${fixed(fit.factors.prefillEfficiency!, 4)} of fp32 peak.`,
     );
@@ -345,25 +456,38 @@ async function main(): Promise<void> {
     lines.push("|---|---:|---:|---|");
     for (const link of LINKS) {
       const [a, b] = roundTrips.get(link)!;
-      const cell = (trip: RoundTrip) => `${fixed(trip.medianMicroseconds)} (${fixed(trip.p10Microseconds)}–${fixed(trip.p90Microseconds)})`;
+      const cell = (trip: RoundTrip) =>
+        `${fixed(trip.medianMicroseconds)} (${fixed(trip.p10Microseconds)}–${fixed(trip.p90Microseconds)})`;
       lines.push(`| ${link.name} | ${cell(a!)} | ${cell(b!)} | ${linkOf(link).basis} |`);
     }
     lines.push("");
-    lines.push(`### Speed: measured (llama-server timings, median of ${ROUNDS} interleaved rounds) vs estimate() of the same command line`);
+    lines.push(
+      `### Speed: measured (llama-server timings, median of ${ROUNDS} interleaved rounds) vs estimate() of the same command line`,
+    );
     lines.push("");
-    lines.push(`Decode: ${GENERATED_TOKENS} tokens after a ${PROMPT_TOKENS}-token prompt (projected at depth ${DECODE_DEPTH}); prefill: the ${PROMPT_TOKENS}-token prompt. Ratio = projected ÷ measured.`);
+    lines.push(
+      `Decode: ${GENERATED_TOKENS} tokens after a ${PROMPT_TOKENS}-token prompt (projected at depth ${DECODE_DEPTH}); prefill: the ${PROMPT_TOKENS}-token prompt. Ratio = projected ÷ measured.`,
+    );
     lines.push("");
-    lines.push("| configuration | measured decode t/s | projected | ratio | measured prefill t/s | projected | ratio |");
+    lines.push(
+      "| configuration | measured decode t/s | projected | ratio | measured prefill t/s | projected | ratio |",
+    );
     lines.push("|---|---:|---:|---:|---:|---:|---:|");
     for (const entry of cases) {
       const m = measured.get(entry.key)!;
       const p = projected.get(entry.key)!;
-      lines.push(`| ${entry.label} | ${fixed(m.decode)} | ${fixed(p.decode)} | ${ratioCell(p.decode, m.decode)} | ${fixed(m.prefill)} | ${fixed(p.prefill)} | ${ratioCell(p.prefill, m.prefill)} |`);
+      lines.push(
+        `| ${entry.label} | ${fixed(m.decode)} | ${fixed(p.decode)} | ${ratioCell(p.decode, m.decode)} | ${fixed(m.prefill)} | ${fixed(p.prefill)} | ${ratioCell(p.prefill, m.prefill)} |`,
+      );
     }
     lines.push("");
-    lines.push(`### Split ÷ single host (large q2-experts): the planner's verdicts rest on this. Gate: projected within ±${GATE * 100}% of measured, decode and prefill, at every link rate.`);
+    lines.push(
+      `### Split ÷ single host (large q2-experts): the planner's verdicts rest on this. Gate: projected within ±${GATE * 100}% of measured, decode and prefill, at every link rate.`,
+    );
     lines.push("");
-    lines.push("| link | decode measured | decode projected | off by | prefill measured | prefill projected | off by | gate |");
+    lines.push(
+      "| link | decode measured | decode projected | off by | prefill measured | prefill projected | off by | gate |",
+    );
     lines.push("|---|---:|---:|---:|---:|---:|---:|---|");
     for (const link of LINKS) {
       const key = `split ${link.name}`;
@@ -378,9 +502,14 @@ async function main(): Promise<void> {
       const missed: string[] = [];
       if (Math.abs(decodeOff) > GATE) missed.push("decode");
       if (Math.abs(prefillOff) > GATE) missed.push("prefill");
-      for (const phase of missed) failures.push(`split ÷ single ${phase} at ${link.name}: projected ${fixed(phase === "decode" ? decodeProjected : prefillProjected, 3)} vs measured ${fixed(phase === "decode" ? decodeMeasured : prefillMeasured, 3)} (more than ${GATE * 100}% off)`);
+      for (const phase of missed)
+        failures.push(
+          `split ÷ single ${phase} at ${link.name}: projected ${fixed(phase === "decode" ? decodeProjected : prefillProjected, 3)} vs measured ${fixed(phase === "decode" ? decodeMeasured : prefillMeasured, 3)} (more than ${GATE * 100}% off)`,
+        );
       const pct = (value: number) => `${value >= 0 ? "+" : ""}${fixed(value * 100)}%`;
-      lines.push(`| ${link.name} | ${fixed(decodeMeasured, 3)} | ${fixed(decodeProjected, 3)} | ${pct(decodeOff)} | ${fixed(prefillMeasured, 3)} | ${fixed(prefillProjected, 3)} | ${pct(prefillOff)} | ${missed.length === 0 ? "pass" : `MISSED (${missed.join(", ")})`} |`);
+      lines.push(
+        `| ${link.name} | ${fixed(decodeMeasured, 3)} | ${fixed(decodeProjected, 3)} | ${pct(decodeOff)} | ${fixed(prefillMeasured, 3)} | ${fixed(prefillProjected, 3)} | ${pct(prefillOff)} | ${missed.length === 0 ? "pass" : `MISSED (${missed.join(", ")})`} |`,
+      );
     }
     lines.push("");
     lines.push("### Where a decoded token's time goes (large q2-experts)");
@@ -389,36 +518,62 @@ async function main(): Promise<void> {
       `Measured ms/token: the rounds' median. The rest: kernel counters differenced over a 1-token and a ${1 + TRACE_TOKENS}-token request after a ${TRACE_PROMPT_TOKENS}-token prompt, per decoded token: CPU time, run-queue wait (runnable, no core free) and wake-ups (threads switched in) of each process from /proc/PID/task/*/schedstat; data segments (sent + received) from ss -tin on the head's connection to each worker.`,
     );
     lines.push("");
-    lines.push("| configuration | measured ms/token | − single | projected network | CPU head / w1 / w2 | CPU all − single | run-queue wait head / w1 / w2 | wake-ups head / w1 / w2 | data segments w1, w2 |");
+    lines.push(
+      "| configuration | measured ms/token | − single | projected network | CPU head / w1 / w2 | CPU all − single | run-queue wait head / w1 / w2 | wake-ups head / w1 / w2 | data segments w1, w2 |",
+    );
     lines.push("|---|---:|---:|---:|---|---:|---|---|---|");
     const singleTrace = traces.get("single-large")!;
     const cpuAll = (trace: PerToken) => trace.head.cpuSeconds + trace.w1.cpuSeconds + trace.w2.cpuSeconds;
     for (const entry of cases.filter((item) => traces.has(item.key))) {
       const trace = traces.get(entry.key)!;
       const seconds = 1 / measured.get(entry.key)!.decode;
-      const network = projected.get(entry.key)!.estimate.projection.decodeTraffic.reduce((sum, traffic) => sum + (traffic.networkSecondsPerToken ?? 0), 0);
+      const network = projected
+        .get(entry.key)!
+        .estimate.projection.decodeTraffic.reduce((sum, traffic) => sum + (traffic.networkSecondsPerToken ?? 0), 0);
       const segments = trace.tcp.map((tcp) => fixed(tcp.dataSegsOut + tcp.dataSegsIn)).join(", ");
-      const three = (pick: (counters: SchedCounters) => number, format: (value: number) => string) => [trace.head, trace.w1, trace.w2].map((counters) => format(pick(counters))).join(" / ");
+      const three = (pick: (counters: SchedCounters) => number, format: (value: number) => string) =>
+        [trace.head, trace.w1, trace.w2].map((counters) => format(pick(counters))).join(" / ");
       lines.push(
-        `| ${entry.label} | ${ms(seconds)} | ${ms(seconds - 1 / singleMeasured.decode)} | ${ms(network)} | ${three((c) => c.cpuSeconds, ms)} | ${ms(cpuAll(trace) - cpuAll(singleTrace))} | ${three((c) => c.runqueueWaitSeconds, ms)} | ${three((c) => c.switches, (v) => fixed(v))} | ${entry.link ? segments : "-"} |`,
+        `| ${entry.label} | ${ms(seconds)} | ${ms(seconds - 1 / singleMeasured.decode)} | ${ms(network)} | ${three((c) => c.cpuSeconds, ms)} | ${ms(cpuAll(trace) - cpuAll(singleTrace))} | ${three((c) => c.runqueueWaitSeconds, ms)} | ${three(
+          (c) => c.switches,
+          (v) => fixed(v),
+        )} | ${entry.link ? segments : "-"} |`,
       );
     }
     lines.push("", "(All times in ms per decoded token.)");
     lines.push("");
-    lines.push(`RPC commands each worker serves per decode step (GGML_RPC_DEBUG=1, a separate run of the same command line, last ${COUNT_STEPS} steps of a ${COUNT_REQUEST_TOKENS}-token request; payload bytes per step in brackets). set_tensor and graph_recompute have no reply; get_tensor waits for the worker's compute and its reply.`);
+    lines.push(
+      `RPC commands each worker serves per decode step (GGML_RPC_DEBUG=1, a separate run of the same command line, last ${COUNT_STEPS} steps of a ${COUNT_REQUEST_TOKENS}-token request; payload bytes per step in brackets). set_tensor and graph_recompute have no reply; get_tensor waits for the worker's compute and its reply.`,
+    );
     lines.push("");
-    const commandTotal = commands.reduce((sum, worker) => sum + Object.values(worker.perStep).reduce((a, b) => a + b, 0), 0);
+    const commandTotal = commands.reduce(
+      (sum, worker) => sum + Object.values(worker.perStep).reduce((a, b) => a + b, 0),
+      0,
+    );
     for (const [index, worker] of commands.entries()) {
-      lines.push(`- RPC${index} (w${index + 1}): ${Object.entries(worker.perStep).map(([name, count]) => `${name} ${fixed(count, 2)}${worker.bytesPerStep[name] ? ` [${fixed(worker.bytesPerStep[name]!, 0)} B]` : ""}`).join(", ")}`);
+      lines.push(
+        `- RPC${index} (w${index + 1}): ${Object.entries(worker.perStep)
+          .map(
+            ([name, count]) =>
+              `${name} ${fixed(count, 2)}${worker.bytesPerStep[name] ? ` [${fixed(worker.bytesPerStep[name]!, 0)} B]` : ""}`,
+          )
+          .join(", ")}`,
+      );
     }
     const splitProjection = projected.get(`split ${LINKS[0]!.name}`)!.estimate.projection;
     const roundTripsProjected = splitProjection.decodeTraffic.filter((traffic) => isRpcDevice(traffic.device)).length;
-    lines.push(`- per token, both workers: ${fixed(commandTotal, 2)} commands; the projection charges ${roundTripsProjected} round trips (one per visit), the bytes, and each command's host time (rpc.tcpSecondsPerCommand, catalog/efficiency.yaml).`);
+    lines.push(
+      `- per token, both workers: ${fixed(commandTotal, 2)} commands; the projection charges ${roundTripsProjected} round trips (one per visit), the bytes, and each command's host time (rpc.tcpSecondsPerCommand, catalog/efficiency.yaml).`,
+    );
     for (const link of LINKS) {
       const key = `split ${link.name}`;
       const gap = 1 / measured.get(key)!.decode - 1 / singleMeasured.decode;
-      const network = projected.get(key)!.estimate.projection.decodeTraffic.reduce((sum, traffic) => sum + (traffic.networkSecondsPerToken ?? 0), 0);
-      lines.push(`- ${link.name}: measured split − single ${ms(gap)} ms/token, projected network ${ms(network)} ms/token; what the projection leaves unexplained, ${ms(gap - network)} ms, is ${fixed(((gap - network) / commandTotal) * 1e6)} µs per command on top of the catalog's.`);
+      const network = projected
+        .get(key)!
+        .estimate.projection.decodeTraffic.reduce((sum, traffic) => sum + (traffic.networkSecondsPerToken ?? 0), 0);
+      lines.push(
+        `- ${link.name}: measured split − single ${ms(gap)} ms/token, projected network ${ms(network)} ms/token; what the projection leaves unexplained, ${ms(gap - network)} ms, is ${fixed(((gap - network) / commandTotal) * 1e6)} µs per command on top of the catalog's.`,
+      );
     }
     lines.push("");
     lines.push("### Buffers per device of the split head (estimate() vs llama-server -lv 4), MiB");
@@ -429,18 +584,34 @@ async function main(): Promise<void> {
     for (const device of ["CPU", ...endpoints.map(rpcDeviceName)]) {
       const planned = splitEstimate.devices.find((entry) => entry.device === device);
       if (!planned) continue;
-      const model = (device === "CPU" ? (splitBuffers.model.CPU ?? 0) + (splitBuffers.model.CPU_Mapped ?? 0) : (splitBuffers.model[device] ?? 0)) / MiB;
-      const predictedModel = (planned.mappedBytes > 0 ? planned.mappedBytes : planned.modelBytes + planned.repackBytes) / MiB;
+      const model =
+        (device === "CPU"
+          ? (splitBuffers.model.CPU ?? 0) + (splitBuffers.model.CPU_Mapped ?? 0)
+          : (splitBuffers.model[device] ?? 0)) / MiB;
+      const predictedModel =
+        (planned.mappedBytes > 0 ? planned.mappedBytes : planned.modelBytes + planned.repackBytes) / MiB;
       const kv = (splitBuffers.kv[device] ?? 0) / MiB;
       const compute = (splitBuffers.compute[device] ?? 0) / MiB;
       const predictedCompute = planned.computeBytes / MiB;
-      lines.push(`| ${device} | ${fixed(predictedModel, 2)} / ${fixed(model, 2)} | ${fixed(planned.kvBytes / MiB, 2)} / ${fixed(kv, 2)} | ${fixed(predictedCompute, 2)} / ${fixed(compute, 2)} | ${compute > 0 ? `${fixed((predictedCompute / compute - 1) * 100)}%` : "-"} |`);
+      lines.push(
+        `| ${device} | ${fixed(predictedModel, 2)} / ${fixed(model, 2)} | ${fixed(planned.kvBytes / MiB, 2)} / ${fixed(kv, 2)} | ${fixed(predictedCompute, 2)} / ${fixed(compute, 2)} | ${compute > 0 ? `${fixed((predictedCompute / compute - 1) * 100)}%` : "-"} |`,
+      );
     }
-    if (/pipeline parallelism enabled/.test(split.log())) lines.push("", "(llama.cpp logged \"pipeline parallelism enabled\" for the split: its scheduler keeps several copies of the split inputs.)");
+    if (/pipeline parallelism enabled/.test(split.log()))
+      lines.push(
+        "",
+        '(llama.cpp logged "pipeline parallelism enabled" for the split: its scheduler keeps several copies of the split inputs.)',
+      );
     lines.push("");
-    lines.push(`Runtime: ${fixed((Date.now() - started) / 1000, 0)} s (${fixed(timedMs / 1000, 0)} s up to the end of the timed cluster, then the command count).`);
+    lines.push(
+      `Runtime: ${fixed((Date.now() - started) / 1000, 0)} s (${fixed(timedMs / 1000, 0)} s up to the end of the timed cluster, then the command count).`,
+    );
     lines.push("");
-    lines.push(failures.length === 0 ? "Gates: all passed." : `Gates: ${failures.length} MISSED:\n${failures.map((failure) => `- ${failure}`).join("\n")}`);
+    lines.push(
+      failures.length === 0
+        ? "Gates: all passed."
+        : `Gates: ${failures.length} MISSED:\n${failures.map((failure) => `- ${failure}`).join("\n")}`,
+    );
     console.log(lines.join("\n"));
 
     // Results are run output, not source: an ignored folder by default (.gitignore: bench/out/).
@@ -460,7 +631,18 @@ async function main(): Promise<void> {
           gate: GATE,
           failures,
           roundTrips: Object.fromEntries(LINKS.map((link) => [link.name, roundTrips.get(link)])),
-          cases: cases.map((entry) => ({ key: entry.key, args: entry.args, runs: entry.runs, measured: measured.get(entry.key), projected: { decode: projected.get(entry.key)!.decode, prefill: projected.get(entry.key)!.prefill, decodeTraffic: projected.get(entry.key)!.estimate.projection.decodeTraffic }, perToken: traces.get(entry.key) })),
+          cases: cases.map((entry) => ({
+            key: entry.key,
+            args: entry.args,
+            runs: entry.runs,
+            measured: measured.get(entry.key),
+            projected: {
+              decode: projected.get(entry.key)!.decode,
+              prefill: projected.get(entry.key)!.prefill,
+              decodeTraffic: projected.get(entry.key)!.estimate.projection.decodeTraffic,
+            },
+            perToken: traces.get(entry.key),
+          })),
           commands,
           buffers: splitBuffers,
         },

@@ -12,7 +12,16 @@ import type { Architecture } from "../planner/catalog";
 import { ConfigError } from "../planner/errors";
 import type { HostSpec } from "../planner/host";
 import { CPU_ISA_FEATURES, type CpuIsaFeature } from "../planner/config";
-import { architectureFromMetadata, lockSchema, lockTensorsOf, scalarMetadata, SIZED_ARCHITECTURES, tensorsFromLock, UnsizedArchitectureError, type ManifestLock } from "../planner/lock";
+import {
+  architectureFromMetadata,
+  lockSchema,
+  lockTensorsOf,
+  scalarMetadata,
+  SIZED_ARCHITECTURES,
+  tensorsFromLock,
+  UnsizedArchitectureError,
+  type ManifestLock,
+} from "../planner/lock";
 import type { TensorInfo } from "../planner/tensors";
 
 export interface LocalModel {
@@ -28,11 +37,13 @@ export interface LocalModel {
 /** llama.cpp's split naming (gguf-split): PREFIX-00001-of-00004.gguf. */
 const SPLIT_NAME = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/;
 
-const refuse = (path: string, problem: string): ConfigError => new ConfigError("--gguf", [`--gguf: ${path}: ${problem}`]);
+const refuse = (path: string, problem: string): ConfigError =>
+  new ConfigError("--gguf", [`--gguf: ${path}: ${problem}`]);
 
 /** GGUF files start with the ASCII magic "GGUF" (ggml/include/gguf.h GGUF_MAGIC). */
 function assertGgufFile(path: string): void {
-  if (!existsSync(path)) throw refuse(path, "no such file; allowed: a local .gguf file (the first shard of a split model)");
+  if (!existsSync(path))
+    throw refuse(path, "no such file; allowed: a local .gguf file (the first shard of a split model)");
   if (!statSync(path).isFile()) throw refuse(path, "not a file; allowed: a local .gguf file");
   const magic = Buffer.alloc(4);
   let fd: number | undefined;
@@ -44,7 +55,8 @@ function assertGgufFile(path: string): void {
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
-  if (magic.toString("latin1") !== "GGUF") throw refuse(path, "not a GGUF file (it does not start with the GGUF magic)");
+  if (magic.toString("latin1") !== "GGUF")
+    throw refuse(path, "not a GGUF file (it does not start with the GGUF magic)");
 }
 
 async function header(path: string): Promise<Awaited<ReturnType<typeof gguf>>> {
@@ -60,7 +72,11 @@ async function header(path: string): Promise<Awaited<ReturnType<typeof gguf>>> {
  * Reads a model the way llama-server loads it: from its first shard, the other shards found beside
  * it by name. `extraShards` overrides that search (the bench names its shards itself).
  */
-export async function readLocalModel(path: string, label = basename(path), extraShards?: string[]): Promise<LocalModel> {
+export async function readLocalModel(
+  path: string,
+  label = basename(path),
+  extraShards?: string[],
+): Promise<LocalModel> {
   const first = await header(path);
   const metadata = first.metadata as Record<string, unknown>;
   const splitNo = Number(metadata["split.no"] ?? 0);
@@ -70,16 +86,24 @@ export async function readLocalModel(path: string, label = basename(path), extra
     const firstName = name ? `${name[1]}-00001-of-${name[3]}.gguf` : "its -00001-of-N shard";
     const index = splitNo > 0 ? splitNo + 1 : Number(name![2]);
     const count = splitCount > 1 ? splitCount : Number(name?.[3] ?? splitCount);
-    throw refuse(path, `shard ${index} of ${count} of a split model; allowed: the first shard (${firstName}), which llama-server loads the rest from`);
+    throw refuse(
+      path,
+      `shard ${index} of ${count} of a split model; allowed: the first shard (${firstName}), which llama-server loads the rest from`,
+    );
   }
   let others = extraShards;
   if (!others) {
     others = [];
     if (splitCount > 1) {
-      if (!name) throw refuse(path, `the first of ${splitCount} shards, but not named PREFIX-00001-of-${String(splitCount).padStart(5, "0")}.gguf, so its other shards cannot be found`);
+      if (!name)
+        throw refuse(
+          path,
+          `the first of ${splitCount} shards, but not named PREFIX-00001-of-${String(splitCount).padStart(5, "0")}.gguf, so its other shards cannot be found`,
+        );
       for (let index = 2; index <= splitCount; index++) {
         const sibling = join(dirname(path), `${name[1]}-${String(index).padStart(5, "0")}-of-${name[3]}.gguf`);
-        if (!existsSync(sibling)) throw refuse(sibling, `missing: shard ${index} of ${splitCount} must sit beside the first`);
+        if (!existsSync(sibling))
+          throw refuse(sibling, `missing: shard ${index} of ${splitCount} must sit beside the first`);
         others.push(sibling);
       }
     }
@@ -105,14 +129,22 @@ export async function readLocalModel(path: string, label = basename(path), extra
     });
   } catch (error) {
     if (error instanceof ConfigError) throw error;
-    throw refuse(path, `its header does not describe a model the planner can read (${(error as Error).message.split("\n")[0]})`);
+    throw refuse(
+      path,
+      `its header does not describe a model the planner can read (${(error as Error).message.split("\n")[0]})`,
+    );
   }
   let arch: Architecture;
   try {
     arch = architectureFromMetadata(lock.metadata);
   } catch (error) {
     // An unsized architecture's message already names what is allowed.
-    throw refuse(path, error instanceof UnsizedArchitectureError ? error.message : `${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`);
+    throw refuse(
+      path,
+      error instanceof UnsizedArchitectureError
+        ? error.message
+        : `${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`,
+    );
   }
   const tensors = tensorsFromLock(lock);
   return { path, shards, arch, tensors, bytes: tensors.reduce((sum, tensor) => sum + tensor.bytes, 0), lock };
@@ -167,6 +199,16 @@ export function thisMachineHost(bandwidthGBps: number): HostSpec {
 /** The kit's ISA feature names from /proc/cpuinfo's flags (x86-64) or Features (arm64) line. */
 function isaOf(cpuinfo: string): CpuIsaFeature[] {
   const words = new Set((/^(?:flags|Features)\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "").split(/\s+/));
-  const kernelName: Record<CpuIsaFeature, string> = { avx2: "avx2", avx512: "avx512f", "avx512-vnni": "avx512_vnni", "avx512-bf16": "avx512_bf16", amx: "amx_tile", neon: "asimd", sve: "sve", i8mm: "i8mm", dotprod: "asimddp" };
+  const kernelName: Record<CpuIsaFeature, string> = {
+    avx2: "avx2",
+    avx512: "avx512f",
+    "avx512-vnni": "avx512_vnni",
+    "avx512-bf16": "avx512_bf16",
+    amx: "amx_tile",
+    neon: "asimd",
+    sve: "sve",
+    i8mm: "i8mm",
+    dotprod: "asimddp",
+  };
   return CPU_ISA_FEATURES.filter((feature) => words.has(kernelName[feature]));
 }

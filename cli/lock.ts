@@ -19,7 +19,16 @@ import { loadStackConfig } from "../planner/stack-file";
 const USAGE = "usage: npm run lock -- --stack NAME [--base-url URL] [--revision REV] [--out FILE]";
 
 async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { stack: { type: "string" }, "base-url": { type: "string" }, revision: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      stack: { type: "string" },
+      "base-url": { type: "string" },
+      revision: { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
   if (values.help || !values.stack) {
     process.stdout.write(`${USAGE}\n`);
     return values.help ? 0 : 2;
@@ -41,13 +50,19 @@ async function main(argv: string[]): Promise<number> {
     const tier = model?.tiers.find((entry) => entry.name === config.model.tier);
     const tensors = lock.shards.reduce((sum, shard) => sum + shard.tensors.length, 0);
     const bytes = lock.shards.reduce((sum, shard) => sum + shard.size, 0);
-    process.stdout.write(`wrote ${relative(process.cwd(), out) || out}: ${lock.shards.length} shard(s), ${bytes} bytes, ${tensors} tensors from ${lock.source}\n`);
+    process.stdout.write(
+      `wrote ${relative(process.cwd(), out) || out}: ${lock.shards.length} shard(s), ${bytes} bytes, ${tensors} tensors from ${lock.source}\n`,
+    );
     if (tier && tier.shards.count !== lock.shards.length) {
-      process.stdout.write(`note: the catalog expected ${tier.shards.count} shards for ${tier.name}; the repository has ${lock.shards.length} (the lock wins)\n`);
+      process.stdout.write(
+        `note: the catalog expected ${tier.shards.count} shards for ${tier.name}; the repository has ${lock.shards.length} (the lock wins)\n`,
+      );
     }
     return 0;
   } catch (error) {
-    process.stderr.write(`${error instanceof ConfigError ? error.message : `lock failed: ${(error as Error).message}`}\n`);
+    process.stderr.write(
+      `${error instanceof ConfigError ? error.message : `lock failed: ${(error as Error).message}`}\n`,
+    );
     return 1;
   }
 }

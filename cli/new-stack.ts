@@ -14,7 +14,16 @@ import { join, relative } from "node:path";
 import { createInterface, type Interface } from "node:readline/promises";
 import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
-import { loadCatalog, loadPrices, type Catalog, type CpuPlatformEntry, type GpuEntry, type InstanceEntry, type ModelEntry, type Tier } from "../planner/catalog";
+import {
+  loadCatalog,
+  loadPrices,
+  type Catalog,
+  type CpuPlatformEntry,
+  type GpuEntry,
+  type InstanceEntry,
+  type ModelEntry,
+  type Tier,
+} from "../planner/catalog";
 import { cidrProblem, CONFIG_NAMESPACE, hostSchema, parseStackConfig, type StackConfig } from "../planner/config";
 import { ConfigError, describeIssues } from "../planner/errors";
 import { buildPlan, type Plan } from "../planner/plan";
@@ -108,14 +117,21 @@ const found = (text: string) => `found ${JSON.stringify(text)}`;
 const bareMetal = (answers: Partial<Answers>) => answers.kind === "bare-metal";
 const cloud = (answers: Partial<Answers>) => answers.kind === "cloud";
 /** A cost section is written for a cloud instance (its price is in the catalog) or a priced bare-metal box. */
-const withCosts = (answers: Partial<Answers>) => cloud(answers) || (bareMetal(answers) && typeof answers.priceUsd === "number");
+const withCosts = (answers: Partial<Answers>) =>
+  cloud(answers) || (bareMetal(answers) && typeof answers.priceUsd === "number");
 
 /** Picks a catalog entry by its number in the list shown or by its id (case-insensitive). */
-function pick<T extends { id: string }>(text: string, entries: readonly T[], also: (entry: T) => string[] = () => []): T | undefined {
+function pick<T extends { id: string }>(
+  text: string,
+  entries: readonly T[],
+  also: (entry: T) => string[] = () => [],
+): T | undefined {
   const trimmed = text.trim();
   if (/^\d+$/.test(trimmed)) return entries[Number(trimmed) - 1];
   const lower = trimmed.toLowerCase();
-  return entries.find((entry) => entry.id.toLowerCase() === lower || also(entry).some((name) => name.toLowerCase() === lower));
+  return entries.find(
+    (entry) => entry.id.toLowerCase() === lower || also(entry).some((name) => name.toLowerCase() === lower),
+  );
 }
 
 /** "50M", "1.5B", "50,000,000", "2e8": a count of tokens (K, M, B are 10³, 10⁶, 10⁹). */
@@ -134,7 +150,17 @@ export function parseAmount(text: string): number | undefined {
   return Number(cleaned);
 }
 
-const SIZE_UNITS: Record<string, string> = { b: "B", kb: "KB", mb: "MB", gb: "GB", tb: "TB", kib: "KiB", mib: "MiB", gib: "GiB", tib: "TiB" };
+const SIZE_UNITS: Record<string, string> = {
+  b: "B",
+  kb: "KB",
+  mb: "MB",
+  gb: "GB",
+  tb: "TB",
+  kib: "KiB",
+  mib: "MiB",
+  gib: "GiB",
+  tib: "TiB",
+};
 /** "384 gib" → "384GiB": the spelling the stacks use; undefined when it is not a size with its unit. */
 export function canonicalSize(text: string): string | undefined {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b)\s*$/i.exec(text);
@@ -157,7 +183,10 @@ function schemaProblem(raw: Record<string, unknown>, path: string): string | und
   }
 }
 /** A stack the schema accepts, for checking one value in place. */
-const BASE_RAW = { host: { kind: "bare-metal", cpu: { platform: "epyc-9124" }, memory: { total: "384GiB" } }, model: { repo: "unsloth/Kimi-K2.6-GGUF", tier: "UD-Q2_K_XL" } };
+const BASE_RAW = {
+  host: { kind: "bare-metal", cpu: { platform: "epyc-9124" }, memory: { total: "384GiB" } },
+  model: { repo: "unsloth/Kimi-K2.6-GGUF", tier: "UD-Q2_K_XL" },
+};
 
 /** Stack names: what `pulumi stack init` and a file name both take without quoting. */
 export const STACK_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -174,9 +203,14 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     defaultText: () => undefined,
     parse: (text, _answers, context) => {
       const name = text.trim();
-      if (!STACK_NAME_PATTERN.test(name)) return { problem: `${found(name)}; allowed: 1 to 63 lower-case letters, digits and -, not starting with - (a stack name, e.g. team-a-epyc)` };
+      if (!STACK_NAME_PATTERN.test(name))
+        return {
+          problem: `${found(name)}; allowed: 1 to 63 lower-case letters, digits and -, not starting with - (a stack name, e.g. team-a-epyc)`,
+        };
       if (!context.force && existsSync(join(context.stacksDir, `Pulumi.${name}.yaml`))) {
-        return { problem: `${found(name)}, which exists (Pulumi.${name}.yaml); allowed: a name no stack has, or --force to replace that stack` };
+        return {
+          problem: `${found(name)}, which exists (Pulumi.${name}.yaml); allowed: a name no stack has, or --force to replace that stack`,
+        };
       }
       return { value: name };
     },
@@ -189,11 +223,18 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     asked: true,
     applies: () => true,
     prompt: () => "Model",
-    choices: (_answers, { catalog }) => ["Models (catalog/models.yaml):", ...catalog.models.map((model, index) => `  ${index + 1}) ${model.id.padEnd(12)} ${model.name} (${model.repo})`)],
+    choices: (_answers, { catalog }) => [
+      "Models (catalog/models.yaml):",
+      ...catalog.models.map((model, index) => `  ${index + 1}) ${model.id.padEnd(12)} ${model.name} (${model.repo})`),
+    ],
     defaultText: (_answers, { catalog }) => catalog.models[0]!.id,
     parse: (text, _answers, { catalog }) => {
       const model = pick(text, catalog.models, (entry) => [entry.repo]);
-      return model ? { value: model } : { problem: `${found(text.trim())}; allowed: ${catalog.models.map((entry) => entry.id).join(", ")} (a number from the list, an id or a repo)` };
+      return model
+        ? { value: model }
+        : {
+            problem: `${found(text.trim())}; allowed: ${catalog.models.map((entry) => entry.id).join(", ")} (a number from the list, an id or a repo)`,
+          };
     },
   }),
   question({
@@ -204,13 +245,24 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     asked: true,
     applies: () => true,
     prompt: (answers) => `Tier of ${answers.model!.name}`,
-    choices: (answers) => [`Tiers of ${answers.model!.name} (size as published):`, ...answers.model!.tiers.map((tier, index) => `  ${index + 1}) ${tier.name.padEnd(12)} ${formatBytes(tier.publishedSizeBytes)}`)],
+    choices: (answers) => [
+      `Tiers of ${answers.model!.name} (size as published):`,
+      ...answers.model!.tiers.map(
+        (tier, index) => `  ${index + 1}) ${tier.name.padEnd(12)} ${formatBytes(tier.publishedSizeBytes)}`,
+      ),
+    ],
     defaultText: (answers) => answers.model!.tiers[0]!.name,
     parse: (text, answers) => {
       const tiers = answers.model!.tiers;
       const trimmed = text.trim();
-      const tier = /^\d+$/.test(trimmed) ? tiers[Number(trimmed) - 1] : tiers.find((entry) => entry.name.toLowerCase() === trimmed.toLowerCase());
-      return tier ? { value: tier } : { problem: `${found(trimmed)}; allowed: ${tiers.map((entry) => entry.name).join(", ")} (${answers.model!.name}'s tiers)` };
+      const tier = /^\d+$/.test(trimmed)
+        ? tiers[Number(trimmed) - 1]
+        : tiers.find((entry) => entry.name.toLowerCase() === trimmed.toLowerCase());
+      return tier
+        ? { value: tier }
+        : {
+            problem: `${found(trimmed)}; allowed: ${tiers.map((entry) => entry.name).join(", ")} (${answers.model!.name}'s tiers)`,
+          };
     },
   }),
   question({
@@ -222,7 +274,9 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     prompt: () => "Host kind: bare-metal (a machine you own) or cloud (an AWS instance)",
     defaultText: () => "bare-metal",
     parse: (text) => {
-      const kind = { "1": "bare-metal", "2": "cloud", "bare-metal": "bare-metal", cloud: "cloud" }[text.trim().toLowerCase()] as HostKind | undefined;
+      const kind = { "1": "bare-metal", "2": "cloud", "bare-metal": "bare-metal", cloud: "cloud" }[
+        text.trim().toLowerCase()
+      ] as HostKind | undefined;
       return kind ? { value: kind } : { problem: `${found(text.trim())}; allowed: bare-metal or cloud` };
     },
   }),
@@ -233,7 +287,8 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     field: "serving.contextLength",
     asked: true,
     applies: () => true,
-    prompt: (answers) => `Context length per slot in tokens (32k = 32768; ${answers.model!.name} was trained to ${answers.model!.architecture.contextLength})`,
+    prompt: (answers) =>
+      `Context length per slot in tokens (32k = 32768; ${answers.model!.name} was trained to ${answers.model!.architecture.contextLength})`,
     defaultText: (answers) => String(Math.min(32768, answers.model!.architecture.contextLength)),
     parse: (text, answers) => {
       const tokens = parseCount(text, 1024);
@@ -271,12 +326,19 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     prompt: () => "CPU platform (a number, an id, or recommend)",
     choices: (_answers, { catalog }) => [
       "CPU platforms (catalog/platforms.yaml):",
-      ...catalog.cpuPlatforms.map((platform, index) => `  ${index + 1}) ${platform.id.padEnd(20)} ${platform.name}, ${platform.cores} cores, ${platform.memory.channels} × ${platform.memory.kind}`),
+      ...catalog.cpuPlatforms.map(
+        (platform, index) =>
+          `  ${index + 1}) ${platform.id.padEnd(20)} ${platform.name}, ${platform.cores} cores, ${platform.memory.channels} × ${platform.memory.kind}`,
+      ),
     ],
     defaultText: (_answers, { catalog }) => catalog.cpuPlatforms[0]!.id,
     parse: (text, _answers, { catalog }) => {
       const platform = pick(text, catalog.cpuPlatforms);
-      return platform ? { value: platform } : { problem: `${found(text.trim())}; allowed: ${catalog.cpuPlatforms.map((entry) => entry.id).join(", ")} (a number from the list or an id)` };
+      return platform
+        ? { value: platform }
+        : {
+            problem: `${found(text.trim())}; allowed: ${catalog.cpuPlatforms.map((entry) => entry.id).join(", ")} (a number from the list or an id)`,
+          };
     },
   }),
   question({
@@ -291,7 +353,10 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     parse: (text) => {
       const sockets = /^\s*\d+\s*$/.test(text) ? Number(text) : undefined;
       if (sockets === undefined) return { problem: `${found(text.trim())}; allowed: a whole number from 1 to 8` };
-      const problem = schemaProblem({ ...BASE_RAW, host: { ...BASE_RAW.host, cpu: { platform: "epyc-9124", sockets } } }, "host.cpu.sockets");
+      const problem = schemaProblem(
+        { ...BASE_RAW, host: { ...BASE_RAW.host, cpu: { platform: "epyc-9124", sockets } } },
+        "host.cpu.sockets",
+      );
       return problem ? { problem } : { value: sockets };
     },
   }),
@@ -301,12 +366,15 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     field: "host.memory.total",
     asked: true,
     applies: bareMetal,
-    prompt: (answers) => `RAM in all (with its unit, like 384GiB; ${answers.platform!.id} has ${answers.platform!.memory.channels * (answers.sockets ?? 1)} channels)`,
+    prompt: (answers) =>
+      `RAM in all (with its unit, like 384GiB; ${answers.platform!.id} has ${answers.platform!.memory.channels * (answers.sockets ?? 1)} channels)`,
     defaultText: (answers) => `${answers.platform!.memory.channels * (answers.sockets ?? 1) * 32}GiB`,
     parse: (text) => {
       const size = canonicalSize(text);
       if (size === undefined || (parseSize(size, { requireUnit: true }) ?? 0) <= 0) {
-        return { problem: `${found(text.trim())}; allowed: a positive size with its unit, like "384GiB", "512GB" or "1.5TiB" (a bare number is refused: bytes, GB or GiB?)` };
+        return {
+          problem: `${found(text.trim())}; allowed: a positive size with its unit, like "384GiB", "512GB" or "1.5TiB" (a bare number is refused: bytes, GB or GiB?)`,
+        };
       }
       return { value: size };
     },
@@ -318,7 +386,10 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     asked: true,
     applies: bareMetal,
     prompt: () => "GPUs as MODEL:COUNT, several separated by commas, or none",
-    choices: (_answers, { catalog }) => ["GPUs (catalog/gpus.yaml):", ...catalog.gpus.map((gpu) => `  ${gpu.id.padEnd(14)} ${gpu.name}, ${formatGiB(gpu.memory)}`)],
+    choices: (_answers, { catalog }) => [
+      "GPUs (catalog/gpus.yaml):",
+      ...catalog.gpus.map((gpu) => `  ${gpu.id.padEnd(14)} ${gpu.name}, ${formatGiB(gpu.memory)}`),
+    ],
     defaultText: () => "none",
     parse: (text, _answers, { catalog }) => {
       const trimmed = text.trim().toLowerCase();
@@ -351,10 +422,13 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     parse: (text) => {
       if (text.trim().toLowerCase() === "full") return { value: null };
       const match = /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(text);
-      const allowed = "allowed: GEN:LANES with GEN 3 to 6 and LANES 1, 2, 4, 8 or 16 (risers and x4 slots: 4:4), or full";
+      const allowed =
+        "allowed: GEN:LANES with GEN 3 to 6 and LANES 1, 2, 4, 8 or 16 (risers and x4 slots: 4:4), or full";
       if (!match) return { problem: `${found(text.trim())}; ${allowed}` };
       const pcie = { gen: Number(match[1]), lanes: Number(match[2]) };
-      const problem = schemaProblem({ ...BASE_RAW, host: { ...BASE_RAW.host, pcie } }, "host.pcie.gen") ?? schemaProblem({ ...BASE_RAW, host: { ...BASE_RAW.host, pcie } }, "host.pcie.lanes");
+      const problem =
+        schemaProblem({ ...BASE_RAW, host: { ...BASE_RAW.host, pcie } }, "host.pcie.gen") ??
+        schemaProblem({ ...BASE_RAW, host: { ...BASE_RAW.host, pcie } }, "host.pcie.lanes");
       return problem ? { problem: `${found(text.trim())}; ${allowed}` } : { value: pcie };
     },
   }),
@@ -382,12 +456,19 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     prompt: () => "Instance type (a number, an id, or recommend)",
     choices: (_answers, { catalog }) => [
       "AWS instance types (catalog/cloud-instances.yaml, us-east-1 on-demand):",
-      ...catalog.instances.map((instance, index) => `  ${index + 1}) ${instance.id.padEnd(16)} ${formatGiB(instance.memory, 0)}, ${instance.vcpus} vCPUs${instance.gpus ? `, ${instance.gpus.count} × ${instance.gpus.model}` : ""}, $${instance.usdPerHour}/h`),
+      ...catalog.instances.map(
+        (instance, index) =>
+          `  ${index + 1}) ${instance.id.padEnd(16)} ${formatGiB(instance.memory, 0)}, ${instance.vcpus} vCPUs${instance.gpus ? `, ${instance.gpus.count} × ${instance.gpus.model}` : ""}, $${instance.usdPerHour}/h`,
+      ),
     ],
     defaultText: (_answers, { catalog }) => catalog.instances[0]!.id,
     parse: (text, _answers, { catalog }) => {
       const instance = pick(text, catalog.instances);
-      return instance ? { value: instance } : { problem: `${found(text.trim())}; allowed: ${catalog.instances.map((entry) => entry.id).join(", ")} (a number from the list or an id)` };
+      return instance
+        ? { value: instance }
+        : {
+            problem: `${found(text.trim())}; allowed: ${catalog.instances.map((entry) => entry.id).join(", ")} (a number from the list or an id)`,
+          };
     },
   }),
   question({
@@ -415,10 +496,20 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     prompt: () => "Networks that may reach SSH and the API port (CIDRs separated by commas, like 203.0.113.0/24)",
     defaultText: () => undefined,
     parse: (text) => {
-      const blocks = text.split(",").map((block) => block.trim()).filter(Boolean);
-      if (blocks.length === 0) return { problem: `found nothing; allowed: one or more IPv4 CIDRs like 203.0.113.0/24 (nothing is opened by default)` };
+      const blocks = text
+        .split(",")
+        .map((block) => block.trim())
+        .filter(Boolean);
+      if (blocks.length === 0)
+        return {
+          problem: `found nothing; allowed: one or more IPv4 CIDRs like 203.0.113.0/24 (nothing is opened by default)`,
+        };
       for (const block of blocks) {
-        const problem = cidrProblem(block) ?? (block.endsWith("/0") ? "allowed: a CIDR narrower than /0 (admitting the whole internet needs host.allowPublic: true, set in the file by hand)" : undefined);
+        const problem =
+          cidrProblem(block) ??
+          (block.endsWith("/0")
+            ? "allowed: a CIDR narrower than /0 (admitting the whole internet needs host.allowPublic: true, set in the file by hand)"
+            : undefined);
         if (problem) return { problem: `${found(block)}; ${problem}` };
       }
       return { value: blocks };
@@ -450,7 +541,9 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     parse: (text) => {
       if (text.trim().toLowerCase() === "none" || text.trim() === "") return { value: null };
       const usd = parseAmount(text);
-      return usd === undefined ? { problem: `${found(text.trim())}; allowed: a price in US dollars like 5000 or $16,500, or none` } : { value: usd };
+      return usd === undefined
+        ? { problem: `${found(text.trim())}; allowed: a price in US dollars like 5000 or $16,500, or none` }
+        : { value: usd };
     },
   }),
   question({
@@ -475,7 +568,9 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     defaultText: () => "36",
     parse: (text) => {
       const months = /^\s*\d+\s*$/.test(text) ? Number(text) : 0;
-      return months >= 1 && months <= 120 ? { value: months } : { problem: `${found(text.trim())}; allowed: a whole number of months from 1 to 120` };
+      return months >= 1 && months <= 120
+        ? { value: months }
+        : { problem: `${found(text.trim())}; allowed: a whole number of months from 1 to 120` };
     },
   }),
   question({
@@ -500,7 +595,9 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     defaultText: () => "50M",
     parse: (text) => {
       const tokens = parseCount(text);
-      return tokens === undefined ? { problem: `${found(text.trim())}; allowed: a number of tokens like 50000000, 50M or 1.5B` } : { value: tokens };
+      return tokens === undefined
+        ? { problem: `${found(text.trim())}; allowed: a number of tokens like 50000000, 50M or 1.5B` }
+        : { value: tokens };
     },
   }),
   question({
@@ -515,7 +612,10 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     parse: (text) => {
       const match = /^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$/.exec(text);
       const mix = match ? { input: Number(match[1]), output: Number(match[2]) } : undefined;
-      if (!mix || mix.input + mix.output === 0) return { problem: `${found(text.trim())}; allowed: IN:OUT, two numbers not both zero, like 3:1 (three input tokens for each output token)` };
+      if (!mix || mix.input + mix.output === 0)
+        return {
+          problem: `${found(text.trim())}; allowed: IN:OUT, two numbers not both zero, like 3:1 (three input tokens for each output token)`,
+        };
       return { value: mix };
     },
   }),
@@ -552,19 +652,26 @@ export const QUESTIONS: readonly AnyQuestion[] = [
     defaultText: () => "0.5",
     parse: (text) => {
       const value = parseAmount(text);
-      return value !== undefined && value > 0 && value <= 1 ? { value } : { problem: `${found(text.trim())}; allowed: a fraction more than 0 and at most 1, like 0.5` };
+      return value !== undefined && value > 0 && value <= 1
+        ? { value }
+        : { problem: `${found(text.trim())}; allowed: a fraction more than 0 and at most 1, like 0.5` };
     },
   }),
 ];
 
 function numberInRange(text: string, low: number, high: number, allowed: string): Parsed<number> {
   const value = parseAmount(text);
-  return value !== undefined && value >= low && value <= high ? { value } : { problem: `${found(text.trim())}; allowed: ${allowed}` };
+  return value !== undefined && value >= low && value <= high
+    ? { value }
+    : { problem: `${found(text.trim())}; allowed: ${allowed}` };
 }
 
 /** The cloud host schema's refusal of one of its values (region, sshPublicKey), without the path. */
 function cloudHostProblem(values: Record<string, string>, path: string): string | undefined {
-  const result = hostSchema.safeParse({ kind: "cloud", provider: "aws", instanceType: "r7i.12xlarge", allowedCidrs: ["203.0.113.0/24"], ...values }, { reportInput: true });
+  const result = hostSchema.safeParse(
+    { kind: "cloud", provider: "aws", instanceType: "r7i.12xlarge", allowedCidrs: ["203.0.113.0/24"], ...values },
+    { reportInput: true },
+  );
   if (result.success) return undefined;
   const line = describeIssues(result.error.issues, () => "host.").find((problem) => problem.startsWith(`${path}: `));
   return line?.slice(path.length + 2);
@@ -578,7 +685,13 @@ export function questionFor(key: AnswerKey): AnyQuestion {
  * Checks one answer and records it. Returns the refusal (`found …; allowed: …`, the field not
  * included: a terminal names the field, a flag names the flag and the field) or undefined.
  */
-export function answer(session: Session, key: AnswerKey, text: string, origin: Origin, context: Context): string | undefined {
+export function answer(
+  session: Session,
+  key: AnswerKey,
+  text: string,
+  origin: Origin,
+  context: Context,
+): string | undefined {
   const entry = questionFor(key);
   const parsed = entry.parse(text, session.answers, context);
   if ("problem" in parsed) return parsed.problem;
@@ -590,7 +703,8 @@ export function answer(session: Session, key: AnswerKey, text: string, origin: O
 /** The refusal as a terminal shows it: `host.memory.total: found "384"; allowed: …`. */
 export const fieldLine = (key: AnswerKey, problem: string) => `${questionFor(key).field}: ${problem}`;
 /** The refusal as a script sees it: `--memory (host.memory.total): found "384"; allowed: …`. */
-export const flagLine = (key: AnswerKey, problem: string) => `${questionFor(key).flag} (${questionFor(key).field}): ${problem}`;
+export const flagLine = (key: AnswerKey, problem: string) =>
+  `${questionFor(key).flag} (${questionFor(key).field}): ${problem}`;
 
 // ---- "recommend" ---------------------------------------------------------------------------------
 
@@ -609,7 +723,10 @@ export interface RecommendedHardware {
  * model and tier at the answered context and slots becomes the answers (its parts priced by
  * catalog/prices.yaml). No candidate: its one line says which constraint fails and what would pass.
  */
-export function recommendHardware(request: { model: ModelEntry; tier: Tier; kind: HostKind; contextLength: number; slots: number; usdPerKwh?: number }, catalog: Catalog): RecommendedHardware | string {
+export function recommendHardware(
+  request: { model: ModelEntry; tier: Tier; kind: HostKind; contextLength: number; slots: number; usdPerKwh?: number },
+  catalog: Catalog,
+): RecommendedHardware | string {
   const prices = loadPrices(catalog);
   let result: ReturnType<typeof recommend>;
   try {
@@ -624,11 +741,13 @@ export function recommendHardware(request: { model: ModelEntry; tier: Tier; kind
     };
     result = recommend(recommendRequest(options, catalog, prices), { catalog, prices });
   } catch (error) {
-    if (error instanceof RecommendInputError) return `allowed: a choice from the list (the recommendation refused its request: ${error.message})`;
+    if (error instanceof RecommendInputError)
+      return `allowed: a choice from the list (the recommendation refused its request: ${error.message})`;
     throw error;
   }
   const best = result.recommended[0];
-  if (!best) return `allowed: a choice from the list — ${result.problem ?? `no catalog ${request.kind} host qualifies`}`;
+  if (!best)
+    return `allowed: a choice from the list — ${result.problem ?? `no catalog ${request.kind} host qualifies`}`;
   const { host, build, label } = best.candidate;
   const texts: Partial<Record<AnswerKey, string>> =
     host.kind === "cloud"
@@ -639,7 +758,14 @@ export function recommendHardware(request: { model: ModelEntry; tier: Tier; kind
           memory: host.memory.total,
           gpus: host.gpus?.map((gpu) => `${gpu.model}:${gpu.count}`).join(",") || "none",
           ...(host.pcie ? { pcie: `${host.pcie.gen}:${host.pcie.lanes}` } : {}),
-          ...(build ? { priceUsd: String(build.priceUsd), powerWatts: String(build.powerWatts), amortizationMonths: String(prices.amortizationMonths.value), usdPerKwh: String(result.request.usdPerKwh) } : {}),
+          ...(build
+            ? {
+                priceUsd: String(build.priceUsd),
+                powerWatts: String(build.powerWatts),
+                amortizationMonths: String(prices.amortizationMonths.value),
+                usdPerKwh: String(result.request.usdPerKwh),
+              }
+            : {}),
         };
   const why =
     `\`npm run plan -- --recommend\` picked ${label}: the cheapest catalog ${request.kind} host that holds ${request.model.name} ${request.tier.name} at ${request.contextLength} tokens × ${request.slots} slot(s), ` +
@@ -699,7 +825,11 @@ function hostLabel(answers: Answers): string {
  * The stack file, in the style of the stacks in stacks/: every value with a comment saying what it is
  * and where it came from (an answer, a flag, the catalog or this command's default).
  */
-export function renderStackFile(answers: Answers, origins: Partial<Record<AnswerKey, Origin>>, notes: readonly string[] = []): string {
+export function renderStackFile(
+  answers: Answers,
+  origins: Partial<Record<AnswerKey, Origin>>,
+  notes: readonly string[] = [],
+): string {
   const from = (key: AnswerKey) => said(key, origins[key]);
   const lines: string[] = [];
   const push = (indent: number, text: string) => lines.push(`${" ".repeat(indent)}${text}`);
@@ -721,26 +851,38 @@ export function renderStackFile(answers: Answers, origins: Partial<Record<Answer
     comment(4, "What the plan and its report call this machine (from the answers).");
     push(4, `name: ${scalar(hostLabel(answers))}`);
     if (answers.sshHost) {
-      comment(4, `Where \`pulumi up\` connects (${from("sshHost")}); pin its key as ssh.hostPublicKey (ssh-keyscan) before up.`);
+      comment(
+        4,
+        `Where \`pulumi up\` connects (${from("sshHost")}); pin its key as ssh.hostPublicKey (ssh-keyscan) before up.`,
+      );
       push(4, "ssh:");
       push(6, `host: ${scalar(answers.sshHost)}`);
     } else {
       comment(4, "`pulumi up` needs the address it connects to; the plan does not:");
-      comment(4, "ssh: { host: 203.0.113.10, user: root, hostPublicKey: \"ssh-ed25519 AAAA…\" }");
+      comment(4, 'ssh: { host: 203.0.113.10, user: root, hostPublicKey: "ssh-ed25519 AAAA…" }');
     }
     push(4, "cpu:");
-    comment(6, `catalog/platforms.yaml ${platform.id}: ${platform.name}, ${platform.cores} cores${platform.ccds ? ` in ${platform.ccds} CCDs` : ""}, ${platform.memory.channels} channels of ${platform.memory.kind} per socket (${from("platform")}).`);
+    comment(
+      6,
+      `catalog/platforms.yaml ${platform.id}: ${platform.name}, ${platform.cores} cores${platform.ccds ? ` in ${platform.ccds} CCDs` : ""}, ${platform.memory.channels} channels of ${platform.memory.kind} per socket (${from("platform")}).`,
+    );
     push(6, `platform: ${platform.id}`);
     if (answers.sockets !== platform.sockets) {
       comment(6, `Sockets (${from("sockets")}): the platform's cores, channels and NUMA nodes are multiplied.`);
       push(6, `sockets: ${answers.sockets}`);
     }
     push(4, "memory:");
-    const memoryWhy = origins.memory === "default" ? `one 32 GiB DIMM in each of the ${channels} channels` : `${channels} channels of ${platform.memory.kind}`;
+    const memoryWhy =
+      origins.memory === "default"
+        ? `one 32 GiB DIMM in each of the ${channels} channels`
+        : `${channels} channels of ${platform.memory.kind}`;
     comment(6, `RAM in all (${from("memory")}; ${memoryWhy}); the plan checks the tier against it.`);
     push(6, `total: ${answers.memory}`);
     if (answers.gpus.length > 0) {
-      comment(4, `catalog/gpus.yaml (${from("gpus")})${answers.pcie ? "" : "; each on a full-width PCIe link unless host.pcie (gen, lanes) says less: risers, x4 slots"}.`);
+      comment(
+        4,
+        `catalog/gpus.yaml (${from("gpus")})${answers.pcie ? "" : "; each on a full-width PCIe link unless host.pcie (gen, lanes) says less: risers, x4 slots"}.`,
+      );
       push(4, "gpus:");
       for (const entry of answers.gpus) {
         comment(6, `${entry.gpu.name}, ${formatGiB(entry.gpu.memory)} each, ${entry.gpu.bandwidthGBps} GB/s.`);
@@ -756,32 +898,53 @@ export function renderStackFile(answers: Answers, origins: Partial<Record<Answer
     const { instance } = answers;
     push(4, "kind: cloud");
     push(4, "provider: aws");
-    comment(4, `catalog/cloud-instances.yaml: ${instance.vcpus} vCPUs, ${formatGiB(instance.memory, 0)}${instance.gpus ? `, ${instance.gpus.count} × ${instance.gpus.model}` : ""}, $${instance.usdPerHour}/h on demand in us-east-1 (${from("instance")}).`);
+    comment(
+      4,
+      `catalog/cloud-instances.yaml: ${instance.vcpus} vCPUs, ${formatGiB(instance.memory, 0)}${instance.gpus ? `, ${instance.gpus.count} × ${instance.gpus.model}` : ""}, $${instance.usdPerHour}/h on demand in us-east-1 (${from("instance")}).`,
+    );
     push(4, `instanceType: ${instance.id}`);
-    comment(4, `The region (${from("region")})${answers.region === "us-east-1" ? "" : `; the catalog's price is us-east-1's: set costs.cloud.usdPerHour to ${answers.region}'s`}.`);
+    comment(
+      4,
+      `The region (${from("region")})${answers.region === "us-east-1" ? "" : `; the catalog's price is us-east-1's: set costs.cloud.usdPerHour to ${answers.region}'s`}.`,
+    );
     push(4, `region: ${answers.region}`);
     comment(4, `Only these networks reach SSH and the API port (${from("allowedCidrs")}).`);
     push(4, `allowedCidrs: [${answers.allowedCidrs.map((block) => JSON.stringify(block)).join(", ")}]`);
     if (answers.sshPublicKey) {
-      comment(4, `The public half of kimi-kit:sshPrivateKey, installed for root by cloud-init (${from("sshPublicKey")}).`);
+      comment(
+        4,
+        `The public half of kimi-kit:sshPrivateKey, installed for root by cloud-init (${from("sshPublicKey")}).`,
+      );
       push(4, `sshPublicKey: ${scalar(answers.sshPublicKey)}`);
     } else {
-      comment(4, "`pulumi up` installs this public key for root (the half of kimi-kit:sshPrivateKey); the plan needs none:");
+      comment(
+        4,
+        "`pulumi up` installs this public key for root (the half of kimi-kit:sshPrivateKey); the plan needs none:",
+      );
       comment(4, "sshPublicKey: ssh-ed25519 AAAA… ops@example.com");
     }
   }
   push(2, `${CONFIG_NAMESPACE}:model:`);
   comment(4, `catalog/models.yaml ${model.id}: ${model.name} (${from("model")}).`);
   push(4, `repo: ${model.repo}`);
-  comment(4, `${formatBytes(tier.publishedSizeBytes)} as published (${from("tier")}); the plan checks it against the memory above.`);
+  comment(
+    4,
+    `${formatBytes(tier.publishedSizeBytes)} as published (${from("tier")}); the plan checks it against the memory above.`,
+  );
   push(4, `tier: ${scalar(tier.name)}`);
   push(2, `${CONFIG_NAMESPACE}:serving:`);
-  comment(4, `Tokens of context per slot (${from("contextLength")}); ${model.name} was trained to ${model.architecture.contextLength}.`);
+  comment(
+    4,
+    `Tokens of context per slot (${from("contextLength")}); ${model.name} was trained to ${model.architecture.contextLength}.`,
+  );
   push(4, `contextLength: ${answers.contextLength}`);
   comment(4, `Requests served at once, each with its own context's KV cache (${from("slots")}).`);
   push(4, `parallelSlots: ${answers.slots}`);
   if (!withCosts(answers)) {
-    comment(2, "No kimi-kit:costs: a bare-metal cost needs the hardware's price (--hardware-price-usd), so the plan sizes and projects everything and omits the monthly cost and break-even.");
+    comment(
+      2,
+      "No kimi-kit:costs: a bare-metal cost needs the hardware's price (--hardware-price-usd), so the plan sizes and projects everything and omits the monthly cost and break-even.",
+    );
     return `${lines.join("\n")}\n`;
   }
   push(2, `${CONFIG_NAMESPACE}:costs:`);
@@ -796,7 +959,10 @@ export function renderStackFile(answers: Answers, origins: Partial<Record<Answer
     comment(6, `Electricity, USD per kWh (${from("usdPerKwh")}).`);
     push(6, `usdPerKwh: ${String(answers.usdPerKwh)}`);
   } else {
-    comment(4, "The instance's hourly price is catalog/cloud-instances.yaml's; the model volume is priced per GB-month.");
+    comment(
+      4,
+      "The instance's hourly price is catalog/cloud-instances.yaml's; the model volume is priced per GB-month.",
+    );
     push(4, "cloud:");
     push(6, "storageUsdPerGbMonth: 0.08");
   }
@@ -827,14 +993,21 @@ export function valuesOf(text: string): Record<string, unknown> {
 
 /** Whether every answer the applicable questions need is there: the keys missing, in question order. */
 export function missingAnswers(answers: Partial<Answers>): AnswerKey[] {
-  return QUESTIONS.filter((entry) => entry.applies(answers) && answers[entry.key] === undefined).map((entry) => entry.key);
+  return QUESTIONS.filter((entry) => entry.applies(answers) && answers[entry.key] === undefined).map(
+    (entry) => entry.key,
+  );
 }
 
 /**
  * Renders, parses and plans the stack (nothing on disk): a file the schema or the planner would
  * refuse is a bug here, never written.
  */
-export function prepareStack(name: string, answers: Answers, origins: Partial<Record<AnswerKey, Origin>>, notes: readonly string[] = []): { text: string; config: StackConfig; plan: Plan } {
+export function prepareStack(
+  name: string,
+  answers: Answers,
+  origins: Partial<Record<AnswerKey, Origin>>,
+  notes: readonly string[] = [],
+): { text: string; config: StackConfig; plan: Plan } {
   const text = renderStackFile(answers, origins, notes);
   const config = parseStackConfig(name, valuesOf(text));
   return { text, config, plan: buildPlan(name, config) };
@@ -846,7 +1019,10 @@ export function prepareStack(name: string, answers: Answers, origins: Partial<Re
  */
 export function writeStackFile(dir: string, name: string, text: string, force: boolean): string {
   const path = join(dir, `Pulumi.${name}.yaml`);
-  if (!force && existsSync(path)) throw new ConfigError(name, [`found "${name}", which exists (Pulumi.${name}.yaml); allowed: a name no stack has, or --force to replace that stack`]);
+  if (!force && existsSync(path))
+    throw new ConfigError(name, [
+      `found "${name}", which exists (Pulumi.${name}.yaml); allowed: a name no stack has, or --force to replace that stack`,
+    ]);
   const temporary = join(dir, `.Pulumi.${name}.yaml.${process.pid}.tmp`);
   // A signal's default action would end the process between the write and the rename; with a handler
   // it waits for this synchronous block, and the run then ends as interrupted, its file whole.
@@ -874,17 +1050,33 @@ export function writeStackFile(dir: string, name: string, text: string, force: b
 export function renderSummary(plan: Plan): string {
   const { placement, projection, cost } = plan;
   const out: string[] = [];
-  out.push(plan.fits ? `Verdict: FITS (${placement.mode})` : placement.fits ? `Verdict: REFUSED — ${plan.refusal}` : `Verdict: DOES NOT FIT — ${plan.refusal}`);
+  out.push(
+    plan.fits
+      ? `Verdict: FITS (${placement.mode})`
+      : placement.fits
+        ? `Verdict: REFUSED — ${plan.refusal}`
+        : `Verdict: DOES NOT FIT — ${plan.refusal}`,
+  );
   out.push(`  ${plan.model.name} ${plan.tier.name} (${formatBytes(plan.modelBytes)}) on ${plan.host.label}`);
   for (const device of placement.memory) {
-    out.push(`  memory   ${device.device} (${device.label}): ${formatBytes(device.plannedBytes)} of ${formatBytes(device.capacityBytes)}${device.fits ? "" : " — short"}`);
+    out.push(
+      `  memory   ${device.device} (${device.label}): ${formatBytes(device.plannedBytes)} of ${formatBytes(device.capacityBytes)}${device.fits ? "" : " — short"}`,
+    );
   }
   out.push(`  decode   ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens}`);
-  out.push(`  prefill  ${projection.prefillTokensPerSecond.toFixed(1)} tok/s for a ${projection.prefillPromptTokens}-token prompt`);
-  out.push(`  TTFT     ${formatDuration(projection.ttftSeconds)} for a ${formatTokens(projection.ttftPromptTokens)}-token prompt`);
+  out.push(
+    `  prefill  ${projection.prefillTokensPerSecond.toFixed(1)} tok/s for a ${projection.prefillPromptTokens}-token prompt`,
+  );
+  out.push(
+    `  TTFT     ${formatDuration(projection.ttftSeconds)} for a ${formatTokens(projection.ttftPromptTokens)}-token prompt`,
+  );
   if (cost) {
-    out.push(`  monthly  ${formatUsd(cost.monthlyUsd)}; ${formatUsd(cost.usdPerMillionTokensAtMix)} per 1M tokens at this mix (API ${formatUsd(cost.apiUsdPerMillionTokensAtMix)})`);
-    out.push(`  break-even ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`);
+    out.push(
+      `  monthly  ${formatUsd(cost.monthlyUsd)}; ${formatUsd(cost.usdPerMillionTokensAtMix)} per 1M tokens at this mix (API ${formatUsd(cost.apiUsdPerMillionTokensAtMix)})`,
+    );
+    out.push(
+      `  break-even ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`,
+    );
   } else out.push(`  monthly  omitted — ${plan.costOmitted}`);
   return out.join("\n");
 }
@@ -950,7 +1142,9 @@ class Asker {
       const shown = fallback === undefined ? "" : ` [${fallback === "" ? "blank" : fallback}]`;
       let reply: string;
       try {
-        reply = await this.rl.question(`${entry.prompt(session.answers, context)}${shown}: `, { signal: this.abort.signal });
+        reply = await this.rl.question(`${entry.prompt(session.answers, context)}${shown}: `, {
+          signal: this.abort.signal,
+        });
       } catch {
         throw new Interrupted(this.interrupted ? "interrupted" : "end of input");
       }
@@ -967,7 +1161,8 @@ class Asker {
 
 /** An answer, or "recommend" for the hardware questions: recorded, or the refusal. */
 function take(session: Session, key: AnswerKey, text: string, origin: Origin, context: Context): string | undefined {
-  if ((key === "platform" || key === "instance") && text.trim().toLowerCase() === "recommend") return applyRecommendation(session, context);
+  if ((key === "platform" || key === "instance") && text.trim().toLowerCase() === "recommend")
+    return applyRecommendation(session, context);
   return answer(session, key, text, origin, context);
 }
 
@@ -977,12 +1172,25 @@ const RECOMMENDED_HARDWARE: readonly AnswerKey[] = ["sockets", "memory", "gpus",
 /** Fills the host answers from recommendHardware, except those given as flags; the refusal when it has none. */
 function applyRecommendation(session: Session, context: Context): string | undefined {
   // The recommendation picks the build: a flag that also picks part of it contradicts it.
-  const conflicting = RECOMMENDED_HARDWARE.filter((key) => context.flags?.[key] !== undefined).map((key) => questionFor(key).flag);
-  if (conflicting.length > 0) return `found "recommend"; allowed: a choice from the list, or recommend without ${conflicting.join(", ")} (the recommendation picks the whole build)`;
+  const conflicting = RECOMMENDED_HARDWARE.filter((key) => context.flags?.[key] !== undefined).map(
+    (key) => questionFor(key).flag,
+  );
+  if (conflicting.length > 0)
+    return `found "recommend"; allowed: a choice from the list, or recommend without ${conflicting.join(", ")} (the recommendation picks the whole build)`;
   const { model, tier, kind, contextLength, slots } = session.answers;
   // The electricity price enters the search's monthly cost; a bad one is refused later, at its own question.
   const usdPerKwh = context.flags?.usdPerKwh === undefined ? undefined : parseAmount(context.flags.usdPerKwh);
-  const result = recommendHardware({ model: model!, tier: tier!, kind: kind!, contextLength: contextLength!, slots: slots!, ...(usdPerKwh === undefined ? {} : { usdPerKwh }) }, context.catalog);
+  const result = recommendHardware(
+    {
+      model: model!,
+      tier: tier!,
+      kind: kind!,
+      contextLength: contextLength!,
+      slots: slots!,
+      ...(usdPerKwh === undefined ? {} : { usdPerKwh }),
+    },
+    context.catalog,
+  );
   if (typeof result === "string") return `found "recommend"; ${result}`;
   // Checked as typed answers, in question order (a later check may read an earlier answer), on a copy:
   // a build refused half-way must not leave half its answers behind.
@@ -990,9 +1198,14 @@ function applyRecommendation(session: Session, context: Context): string | undef
   for (const entry of QUESTIONS) {
     const text = result.texts[entry.key];
     // A flag's answer stands; the hardware question itself was answered "recommend".
-    if (text === undefined || (context.flags?.[entry.key] !== undefined && entry.key !== "platform" && entry.key !== "instance")) continue;
+    if (
+      text === undefined ||
+      (context.flags?.[entry.key] !== undefined && entry.key !== "platform" && entry.key !== "instance")
+    )
+      continue;
     const problem = answer(trial, entry.key, text, "recommended", context);
-    if (problem) return `found "recommend"; allowed: a choice from the list (the recommendation's ${entry.field} was refused: ${problem})`;
+    if (problem)
+      return `found "recommend"; allowed: a choice from the list (the recommendation's ${entry.field} was refused: ${problem})`;
   }
   Object.assign(session.answers, trial.answers);
   Object.assign(session.origins, trial.origins);
@@ -1006,15 +1219,30 @@ interface Io {
   stderr: NodeJS.WritableStream;
 }
 
-export async function main(argv: string[], io: Io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function main(
+  argv: string[],
+  io: Io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
   const flagOptions = Object.fromEntries(QUESTIONS.map((entry) => [entry.flag.slice(2), { type: "string" as const }]));
   let values: Record<string, string | boolean | undefined>;
   try {
-    values = parseArgs({ args: argv, options: { ...flagOptions, yes: { type: "boolean", short: "y" }, force: { type: "boolean" }, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false }).values;
+    values = parseArgs({
+      args: argv,
+      options: {
+        ...flagOptions,
+        yes: { type: "boolean", short: "y" },
+        force: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
   } catch (error) {
     // parseArgs says "Option '--memory <value>' argument missing": name the flag and point at the usage.
     const missing = /^Option '(--[\w-]+) <value>' argument missing/.exec((error as Error).message)?.[1];
-    io.stderr.write(`${missing ? `${missing}: found nothing; allowed: a value (see the usage below)` : (error as Error).message}\n${USAGE}\n`);
+    io.stderr.write(
+      `${missing ? `${missing}: found nothing; allowed: a value (see the usage below)` : (error as Error).message}\n${USAGE}\n`,
+    );
     return 2;
   }
   if (values.help) {
@@ -1044,7 +1272,8 @@ export async function main(argv: string[], io: Io = { stdin: process.stdin, stdo
       if (missing.length > 0) {
         // An earlier answer is missing, so this one cannot be checked: only list it if it is missing too.
         // The answers that decide which questions apply (kind, price) depend on nothing: still taken.
-        if (typeof flagText === "string" && (entry.key === "kind" || entry.key === "priceUsd")) answer(session, entry.key, flagText, "flag", context);
+        if (typeof flagText === "string" && (entry.key === "kind" || entry.key === "priceUsd"))
+          answer(session, entry.key, flagText, "flag", context);
         else if (typeof flagText !== "string" && entry.asked && (!yes || entry.mustAnswer)) missing.push(entry.key);
         continue;
       }
@@ -1082,7 +1311,10 @@ export async function main(argv: string[], io: Io = { stdin: process.stdin, stdo
   if (missing.length > 0) {
     const flags = missing.map((key) => questionFor(key).flag).join(", ");
     const why = terminal ? "--yes asks nothing" : "stdin is not a terminal, so nothing is asked";
-    return refuse(io, `${flags}: found nothing; allowed: a value for each (${why}; --yes takes the default of an answer that has one)`);
+    return refuse(
+      io,
+      `${flags}: found nothing; allowed: a value for each (${why}; --yes takes the default of an answer that has one)`,
+    );
   }
 
   const answers = session.answers as Answers;
@@ -1091,7 +1323,9 @@ export async function main(argv: string[], io: Io = { stdin: process.stdin, stdo
     prepared = prepareStack(answers.name, answers, session.origins, session.notes);
   } catch (error) {
     if (error instanceof ConfigError) {
-      io.stderr.write(`new-stack would write a stack the kit refuses (a bug in cli/new-stack.ts); nothing written:\n${error.message}\n`);
+      io.stderr.write(
+        `new-stack would write a stack the kit refuses (a bug in cli/new-stack.ts); nothing written:\n${error.message}\n`,
+      );
       return 1;
     }
     throw error;

@@ -8,7 +8,16 @@
  * this file does the git worktree and the child process, the exit status says whether it is material.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { constants, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
@@ -18,8 +27,23 @@ import { buildPlan, type Plan } from "../planner/plan";
 import { planToJson, renderComparison, renderPlan, type InvalidStack, type PlanJson } from "../planner/report";
 import { listStacks, loadStackConfig, STACKS_DIR } from "../planner/stack-file";
 import { loadCatalog, loadPrices } from "../planner/catalog";
-import { recommend, RecommendInputError, recommendationToJson, recommendRequest, renderRecommendation, renderStackFile, stackNameProblem, type RecommendOptions, type RecommendRequest } from "../planner/recommend";
-import { commandLineToJson, estimateCommandLine, renderCommandLineEstimate, type CommandLineEstimate } from "../planner/command-line";
+import {
+  recommend,
+  RecommendInputError,
+  recommendationToJson,
+  recommendRequest,
+  renderRecommendation,
+  renderStackFile,
+  stackNameProblem,
+  type RecommendOptions,
+  type RecommendRequest,
+} from "../planner/recommend";
+import {
+  commandLineToJson,
+  estimateCommandLine,
+  renderCommandLineEstimate,
+  type CommandLineEstimate,
+} from "../planner/command-line";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 import { readLocalModel, thisMachineHost } from "./local-model";
 import { writeReport } from "./report-file";
@@ -81,7 +105,19 @@ const VALUE_OF: Record<string, string> = {
 };
 
 /** The options only --recommend reads; each alone is a mistake worth one line. */
-const RECOMMEND_ONLY = ["model", "tier", "min-decode", "context", "slots", "max-monthly-usd", "kind", "usd-per-kwh", "top", "write-stack", "force"] as const;
+const RECOMMEND_ONLY = [
+  "model",
+  "tier",
+  "min-decode",
+  "context",
+  "slots",
+  "max-monthly-usd",
+  "kind",
+  "usd-per-kwh",
+  "top",
+  "write-stack",
+  "force",
+] as const;
 
 async function main(argv: string[]): Promise<number> {
   let options;
@@ -89,10 +125,13 @@ async function main(argv: string[]): Promise<number> {
   const at = argv.indexOf("--args");
   const argsText = at >= 0 ? argv[at + 1] : argv.find((arg) => arg.startsWith("--args="))?.slice("--args=".length);
   if (at >= 0 && argsText === undefined) {
-    process.stderr.write(`--args: found nothing; allowed: llama-server flags in one quoted word, e.g. --args "-c 8192 -np 2"\n${USAGE}\n`);
+    process.stderr.write(
+      `--args: found nothing; allowed: llama-server flags in one quoted word, e.g. --args "-c 8192 -np 2"\n${USAGE}\n`,
+    );
     return 2;
   }
-  const rest = at >= 0 ? [...argv.slice(0, at), ...argv.slice(at + 2)] : argv.filter((arg) => !arg.startsWith("--args="));
+  const rest =
+    at >= 0 ? [...argv.slice(0, at), ...argv.slice(at + 2)] : argv.filter((arg) => !arg.startsWith("--args="));
   try {
     options = parseArgs({
       args: rest,
@@ -126,7 +165,9 @@ async function main(argv: string[]): Promise<number> {
     // parseArgs says "Option '--gguf <value>' argument missing": name the option and what it takes instead.
     const missing = /^Option '(--[\w-]+) <value>' argument missing/.exec((error as Error).message)?.[1];
     const allowed = missing ? VALUE_OF[missing] : undefined;
-    process.stderr.write(`${allowed ? `${missing}: found nothing; allowed: ${allowed}` : (error as Error).message}\n${USAGE}\n`);
+    process.stderr.write(
+      `${allowed ? `${missing}: found nothing; allowed: ${allowed}` : (error as Error).message}\n${USAGE}\n`,
+    );
     return 2;
   }
   if (!options.help && options.recommend) {
@@ -143,7 +184,9 @@ async function main(argv: string[]): Promise<number> {
       ["--svg", options.svg],
     ].flatMap(([flag, value]) => (value !== undefined && value !== false ? [flag as string] : []));
     if (conflicting.length > 0) {
-      process.stderr.write(`--recommend: not with ${conflicting.join(", ")} (it plans catalog hosts, not a stack or a command line)\n${USAGE}\n`);
+      process.stderr.write(
+        `--recommend: not with ${conflicting.join(", ")} (it plans catalog hosts, not a stack or a command line)\n${USAGE}\n`,
+      );
       return 2;
     }
     return runRecommend(options, options.json === true);
@@ -155,9 +198,25 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
   }
-  if (!options.help && (options.diff !== undefined || options["diff-stack"] !== undefined || options.format !== undefined)) {
+  if (
+    !options.help &&
+    (options.diff !== undefined || options["diff-stack"] !== undefined || options.format !== undefined)
+  ) {
     try {
-      return await runDiff({ stack: options.stack, ref: options.diff, otherStack: options["diff-stack"], format: options.format, json: options.json === true, reports: { html: options.html, svg: options.svg }, conflicting: [argsText !== undefined ? "--args" : "", options.gguf !== undefined ? "--gguf" : "", options.compare ? "--compare" : "", options["bandwidth-gbps"] !== undefined ? "--bandwidth-gbps" : ""].filter(Boolean) });
+      return await runDiff({
+        stack: options.stack,
+        ref: options.diff,
+        otherStack: options["diff-stack"],
+        format: options.format,
+        json: options.json === true,
+        reports: { html: options.html, svg: options.svg },
+        conflicting: [
+          argsText !== undefined ? "--args" : "",
+          options.gguf !== undefined ? "--gguf" : "",
+          options.compare ? "--compare" : "",
+          options["bandwidth-gbps"] !== undefined ? "--bandwidth-gbps" : "",
+        ].filter(Boolean),
+      });
     } catch (error) {
       if (error instanceof ExitError) {
         process.stderr.write(`${error.message}${error.code === 2 && error.withUsage ? `\n${USAGE}` : ""}\n`);
@@ -172,8 +231,17 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     try {
-      const result = await estimateUserCommandLine({ stack: options.stack, gguf: options.gguf, argsText: argsText ?? "", bandwidthGBps: options["bandwidth-gbps"] });
-      process.stdout.write(options.json ? `${JSON.stringify(commandLineToJson(result), null, 2)}\n` : `${renderCommandLineEstimate(result)}\n`);
+      const result = await estimateUserCommandLine({
+        stack: options.stack,
+        gguf: options.gguf,
+        argsText: argsText ?? "",
+        bandwidthGBps: options["bandwidth-gbps"],
+      });
+      process.stdout.write(
+        options.json
+          ? `${JSON.stringify(commandLineToJson(result), null, 2)}\n`
+          : `${renderCommandLineEstimate(result)}\n`,
+      );
       return result.estimate.fits ? 0 : 1;
     } catch (error) {
       if (error instanceof ConfigError) {
@@ -196,8 +264,13 @@ async function main(argv: string[]): Promise<number> {
         plans.push(buildPlan(stack, loadStackConfig(stack)));
       } catch (error) {
         // One broken stack must not hide the others (nor crash --compare): it gets its own row.
-        const problems = error instanceof ConfigError ? error.problems : [String((error as Error).message).split("\n")[0]!];
-        invalid.push({ stack, problems, message: error instanceof ConfigError ? error.message : `stack ${stack}: ${problems[0]}` });
+        const problems =
+          error instanceof ConfigError ? error.problems : [String((error as Error).message).split("\n")[0]!];
+        invalid.push({
+          stack,
+          problems,
+          message: error instanceof ConfigError ? error.message : `stack ${stack}: ${problems[0]}`,
+        });
       }
     }
     const invalidJson = invalid.map(({ stack, problems }) => ({ stack, invalid: true, problems }));
@@ -245,7 +318,12 @@ function runRecommend(options: RecommendOptions & { "write-stack"?: string; forc
     return 2;
   }
   const stackFile = name !== undefined ? join(STACKS_DIR, `Pulumi.${name}.yaml`) : undefined;
-  const shownFile = name !== undefined ? (process.env.KIMI_KIT_STACKS_DIR === undefined ? `stacks/Pulumi.${name}.yaml` : stackFile!) : undefined;
+  const shownFile =
+    name !== undefined
+      ? process.env.KIMI_KIT_STACKS_DIR === undefined
+        ? `stacks/Pulumi.${name}.yaml`
+        : stackFile!
+      : undefined;
   if (name !== undefined) {
     const problem = stackNameProblem(name);
     if (problem) {
@@ -253,7 +331,9 @@ function runRecommend(options: RecommendOptions & { "write-stack"?: string; forc
       return 2;
     }
     if (existsSync(stackFile!) && !options.force) {
-      process.stderr.write(`--write-stack: ${shownFile} exists; allowed: a new stack name, or --force to overwrite it\n`);
+      process.stderr.write(
+        `--write-stack: ${shownFile} exists; allowed: a new stack name, or --force to overwrite it\n`,
+      );
       return 2;
     }
   }
@@ -266,7 +346,15 @@ function runRecommend(options: RecommendOptions & { "write-stack"?: string; forc
   }
   if (!json) process.stdout.write(`${renderRecommendation(result)}\n`);
   if (name !== undefined) {
-    writeFileSync(stackFile!, renderStackFile(result.recommended[0]!, result, name, recommendCommandLine(request, name, prices.electricity.usdPerKwh)));
+    writeFileSync(
+      stackFile!,
+      renderStackFile(
+        result.recommended[0]!,
+        result,
+        name,
+        recommendCommandLine(request, name, prices.electricity.usdPerKwh),
+      ),
+    );
     process.stderr.write(`wrote ${shownFile}: npm run plan -- --stack ${name} plans it\n`);
   }
   return 0;
@@ -297,9 +385,16 @@ function writeReports(paths: { html: string | undefined; svg: string | undefined
 }
 
 /** The model and host for --args/--gguf: a stack's (its model, tier and host) or a local file's on this machine. */
-async function estimateUserCommandLine(request: { stack: string | undefined; gguf: string | undefined; argsText: string; bandwidthGBps: string | undefined }): Promise<CommandLineEstimate> {
+async function estimateUserCommandLine(request: {
+  stack: string | undefined;
+  gguf: string | undefined;
+  argsText: string;
+  bandwidthGBps: string | undefined;
+}): Promise<CommandLineEstimate> {
   if (request.stack && request.bandwidthGBps !== undefined) {
-    throw new ConfigError("--bandwidth-gbps", [`--bandwidth-gbps: not used with --stack ${request.stack}, whose host states its own bandwidth; allowed: --bandwidth-gbps only with --gguf and no --stack (this machine)`]);
+    throw new ConfigError("--bandwidth-gbps", [
+      `--bandwidth-gbps: not used with --stack ${request.stack}, whose host states its own bandwidth; allowed: --bandwidth-gbps only with --gguf and no --stack (this machine)`,
+    ]);
   }
   const catalog = loadCatalog();
   const plan = request.stack ? buildPlan(request.stack, loadStackConfig(request.stack), { catalog }) : undefined;
@@ -307,16 +402,39 @@ async function estimateUserCommandLine(request: { stack: string | undefined; ggu
   let hostSource = `stack ${request.stack}`;
   if (!host) {
     // No stack: this machine, at the read bandwidth given or measured now (membw, as the bench does).
-    const gbps = request.bandwidthGBps === undefined ? measureReadBandwidthGBps(thisMachineHost(1).cpu.cores) : Number(request.bandwidthGBps);
-    if (!(gbps > 0)) throw new ConfigError("--bandwidth-gbps", [`--bandwidth-gbps: found ${JSON.stringify(request.bandwidthGBps)}; allowed: a positive number of GB/s`]);
+    const gbps =
+      request.bandwidthGBps === undefined
+        ? measureReadBandwidthGBps(thisMachineHost(1).cpu.cores)
+        : Number(request.bandwidthGBps);
+    if (!(gbps > 0))
+      throw new ConfigError("--bandwidth-gbps", [
+        `--bandwidth-gbps: found ${JSON.stringify(request.bandwidthGBps)}; allowed: a positive number of GB/s`,
+      ]);
     host = thisMachineHost(gbps);
-    hostSource = request.bandwidthGBps === undefined ? "this machine, bandwidth measured now" : "this machine, --bandwidth-gbps";
+    hostSource =
+      request.bandwidthGBps === undefined ? "this machine, bandwidth measured now" : "this machine, --bandwidth-gbps";
   }
   if (request.gguf !== undefined) {
     const model = await readLocalModel(request.gguf);
-    return estimateCommandLine({ modelLabel: request.gguf, hostSource, tensors: model.tensors, arch: model.arch, host, argsText: request.argsText, catalog });
+    return estimateCommandLine({
+      modelLabel: request.gguf,
+      hostSource,
+      tensors: model.tensors,
+      arch: model.arch,
+      host,
+      argsText: request.argsText,
+      catalog,
+    });
   }
-  return estimateCommandLine({ modelLabel: `${plan!.model.name} ${plan!.tier.name} (stack ${request.stack})`, hostSource, tensors: plan!.tensors, arch: plan!.model.architecture, host, argsText: request.argsText, catalog });
+  return estimateCommandLine({
+    modelLabel: `${plan!.model.name} ${plan!.tier.name} (stack ${request.stack})`,
+    hostSource,
+    tensors: plan!.tensors,
+    arch: plan!.model.architecture,
+    host,
+    argsText: request.argsText,
+    catalog,
+  });
 }
 
 // ---- --diff and --diff-stack --------------------------------------------------------------------
@@ -353,13 +471,22 @@ interface DiffRequest {
 }
 
 async function runDiff(request: DiffRequest): Promise<number> {
-  if (request.ref === undefined && request.otherStack === undefined) throw new ExitError(2, "--format: only with --diff GIT-REF or --diff-stack OTHER", true);
-  if (request.ref !== undefined && request.otherStack !== undefined) throw new ExitError(2, "--diff and --diff-stack: one at a time (a ref of one stack, or two stacks of this tree)", true);
+  if (request.ref === undefined && request.otherStack === undefined)
+    throw new ExitError(2, "--format: only with --diff GIT-REF or --diff-stack OTHER", true);
+  if (request.ref !== undefined && request.otherStack !== undefined)
+    throw new ExitError(
+      2,
+      "--diff and --diff-stack: one at a time (a ref of one stack, or two stacks of this tree)",
+      true,
+    );
   const option = request.ref !== undefined ? "--diff" : "--diff-stack";
-  if (request.conflicting.length > 0) throw new ExitError(2, `${option}: not with ${request.conflicting.join(", ")}`, true);
+  if (request.conflicting.length > 0)
+    throw new ExitError(2, `${option}: not with ${request.conflicting.join(", ")}`, true);
   if (!request.stack) throw new ExitError(2, `${option} needs --stack NAME`, true);
-  if (request.format !== undefined && !["text", "markdown", "json"].includes(request.format)) throw new ExitError(2, `--format: found ${JSON.stringify(request.format)}; allowed: text, markdown or json`);
-  if (request.json && request.format !== undefined && request.format !== "json") throw new ExitError(2, `--json and --format ${request.format}: pick one`);
+  if (request.format !== undefined && !["text", "markdown", "json"].includes(request.format))
+    throw new ExitError(2, `--format: found ${JSON.stringify(request.format)}; allowed: text, markdown or json`);
+  if (request.json && request.format !== undefined && request.format !== "json")
+    throw new ExitError(2, `--json and --format ${request.format}: pick one`);
   const format = request.json ? "json" : (request.format ?? "text");
   const stack = request.stack;
 
@@ -367,7 +494,8 @@ async function runDiff(request: DiffRequest): Promise<number> {
   let after: PlanSide;
   if (request.otherStack !== undefined) {
     for (const name of [stack, request.otherStack]) {
-      if (!stackExistsHere(name)) throw new ExitError(2, `no stack file stacks/Pulumi.${name}.yaml; stacks here: ${listStacks().join(", ")}`);
+      if (!stackExistsHere(name))
+        throw new ExitError(2, `no stack file stacks/Pulumi.${name}.yaml; stacks here: ${listStacks().join(", ")}`);
     }
     before = planHere(stack, stack);
     after = planHere(request.otherStack, request.otherStack);
@@ -376,19 +504,32 @@ async function runDiff(request: DiffRequest): Promise<number> {
     const repo = gitCheckout();
     const sha = resolveCommit(ref);
     const label = sha.startsWith(ref) ? sha.slice(0, 7) : `${ref} (${sha.slice(0, 7)})`;
-    const atRef = STACK_NAME.test(stack) && git(["cat-file", "-e", `${sha}:${repo.prefix}stacks/Pulumi.${stack}.yaml`]).status === 0;
+    const atRef =
+      STACK_NAME.test(stack) &&
+      git(["cat-file", "-e", `${sha}:${repo.prefix}stacks/Pulumi.${stack}.yaml`]).status === 0;
     const here = stackExistsHere(stack);
-    if (!atRef && !here) throw new ExitError(2, `--stack ${stack}: no stack file stacks/Pulumi.${stack}.yaml at ${label} nor in the working tree; stacks here: ${listStacks().join(", ")}`);
+    if (!atRef && !here)
+      throw new ExitError(
+        2,
+        `--stack ${stack}: no stack file stacks/Pulumi.${stack}.yaml at ${label} nor in the working tree; stacks here: ${listStacks().join(", ")}`,
+      );
     // Planned first: a stack that is new needs no worktree at all.
     after = here ? planHere(stack, "working tree") : { label: "working tree", stack, missing: true };
     before = atRef ? await planAtRef({ sha, label, stack, prefix: repo.prefix }) : { label, stack, missing: true };
   }
   const diff = diffPlans(before, after);
-  const rendered = format === "json" ? JSON.stringify(diffToJson(diff), null, 2) : format === "markdown" ? renderDiffMarkdown(diff) : renderDiffText(diff);
+  const rendered =
+    format === "json"
+      ? JSON.stringify(diffToJson(diff), null, 2)
+      : format === "markdown"
+        ? renderDiffMarkdown(diff)
+        : renderDiffText(diff);
   process.stdout.write(`${rendered}\n`);
   // Only sides that were planned can be drawn; an older ref's JSON may lack fields, which the
   // renderer says in the page instead of drawing zeros.
-  const drawable = [before, after].flatMap((side) => (side.plan ? [{ label: side.label, plan: side.plan as PlanJson }] : []));
+  const drawable = [before, after].flatMap((side) =>
+    side.plan ? [{ label: side.label, plan: side.plan as PlanJson }] : [],
+  );
   try {
     writeReports(request.reports, drawable);
   } catch (error) {
@@ -407,7 +548,12 @@ function planHere(stack: string, label: string): PlanSide {
   try {
     return { label, stack, plan: planToJson(buildPlan(stack, loadStackConfig(stack))) };
   } catch (error) {
-    return { label, stack, unreadable: error instanceof ConfigError ? error.problems.join("; ") : String((error as Error).message).split("\n")[0]! };
+    return {
+      label,
+      stack,
+      unreadable:
+        error instanceof ConfigError ? error.problems.join("; ") : String((error as Error).message).split("\n")[0]!,
+    };
   }
 }
 
@@ -424,14 +570,21 @@ function firstLine(text: string): string {
 /** The git checkout the kit sits in, and the kit's path inside it ("" at the top, "sub/dir/" below). */
 function gitCheckout(): { prefix: string } {
   const inside = git(["rev-parse", "--show-prefix"]);
-  if (inside.status !== 0) throw new ExitError(1, `--diff: the kit is not in a git checkout (${firstLine(inside.stderr)})`);
+  if (inside.status !== 0)
+    throw new ExitError(1, `--diff: the kit is not in a git checkout (${firstLine(inside.stderr)})`);
   return { prefix: inside.stdout.trim() };
 }
 
 function resolveCommit(ref: string): string {
   // A ref that starts with "-" would be read as an option by git.
-  const found = ref.startsWith("-") ? undefined : git(["rev-parse", "--verify", "--quiet", "--end-of-options", `${ref}^{commit}`]);
-  if (!found || found.status !== 0) throw new ExitError(2, `--diff: unknown git ref ${JSON.stringify(ref)} (no commit by that name in this repository)`);
+  const found = ref.startsWith("-")
+    ? undefined
+    : git(["rev-parse", "--verify", "--quiet", "--end-of-options", `${ref}^{commit}`]);
+  if (!found || found.status !== 0)
+    throw new ExitError(
+      2,
+      `--diff: unknown git ref ${JSON.stringify(ref)} (no commit by that name in this repository)`,
+    );
   return found.stdout.trim();
 }
 
@@ -457,7 +610,11 @@ class StopSignals {
   }
 
   throwIfStopped(): void {
-    if (this.signal) throw new ExitError(128 + (constants.signals[this.signal] ?? 0), `--diff: stopped by ${this.signal}; the temporary worktree was removed`);
+    if (this.signal)
+      throw new ExitError(
+        128 + (constants.signals[this.signal] ?? 0),
+        `--diff: stopped by ${this.signal}; the temporary worktree was removed`,
+      );
   }
 }
 
@@ -474,7 +631,11 @@ function timeoutSeconds(): number {
   const text = process.env.KIMI_KIT_PLAN_DIFF_TIMEOUT_S;
   if (text === undefined) return PLAN_AT_REF_TIMEOUT_S;
   const seconds = Number(text);
-  if (!(seconds > 0)) throw new ExitError(2, `KIMI_KIT_PLAN_DIFF_TIMEOUT_S: found ${JSON.stringify(text)}; allowed: a positive number of seconds`);
+  if (!(seconds > 0))
+    throw new ExitError(
+      2,
+      `KIMI_KIT_PLAN_DIFF_TIMEOUT_S: found ${JSON.stringify(text)}; allowed: a positive number of seconds`,
+    );
   return seconds;
 }
 
@@ -506,7 +667,12 @@ async function planAtRef(at: { sha: string; label: string; stack: string; prefix
     // The old tree reads its own stacks/: a stacks directory pointed at for this tree is not its.
     const env = { ...process.env };
     delete env.KIMI_KIT_STACKS_DIR;
-    const run = await runChild(process.execPath, [tsxCli, oldCli, "--stack", at.stack, "--json"], { cwd: kit, env, timeoutMs: seconds * 1000 }, stops);
+    const run = await runChild(
+      process.execPath,
+      [tsxCli, oldCli, "--stack", at.stack, "--json"],
+      { cwd: kit, env, timeoutMs: seconds * 1000 },
+      stops,
+    );
     stops.throwIfStopped();
     const side = { label: at.label, stack: at.stack };
     if (run.timedOut) return { ...side, unreadable: `planning took longer than ${seconds} s and was stopped` };
@@ -518,7 +684,8 @@ async function planAtRef(at: { sha: string; label: string; stack: string; prefix
       parsed = undefined;
     }
     // Exit 1 with a plan is a stack that does not fit: still a plan.
-    if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) && (run.code === 0 || run.code === 1)) return { ...side, plan: parsed as Record<string, unknown> };
+    if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) && (run.code === 0 || run.code === 1))
+      return { ...side, plan: parsed as Record<string, unknown> };
     return { ...side, unreadable: childReason(run) };
   } finally {
     removeWorktree(tree, linked ? join(kit, "node_modules") : undefined, parent);
@@ -535,7 +702,9 @@ function childReason(run: { code: number | null; signal: NodeJS.Signals | null; 
   const exit = run.signal ? `killed by ${run.signal}` : `exit ${run.code}`;
   // An uncaught error prints its source line and a caret first; the "Error: …" line is the reason.
   const text = lines.find((line) => /^[A-Z]\w*(Error|Exception)\b/.test(line)) ?? lines.slice(0, 4).join(" ");
-  return text === "" ? `its planner printed no plan JSON (${exit})` : `${text.length > 400 ? `${text.slice(0, 399)}…` : text} (${exit})`;
+  return text === ""
+    ? `its planner printed no plan JSON (${exit})`
+    : `${text.length > 400 ? `${text.slice(0, 399)}…` : text} (${exit})`;
 }
 
 interface ChildRun {
@@ -551,9 +720,19 @@ interface ChildRun {
  * Runs the old tree's planner in a process group of its own, so a timeout or a stop signal can kill
  * it and the node process tsx starts under it together.
  */
-function runChild(command: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number }, stops: StopSignals): Promise<ChildRun> {
+function runChild(
+  command: string,
+  args: string[],
+  options: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number },
+  stops: StopSignals,
+): Promise<ChildRun> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let timedOut = false;
@@ -575,7 +754,14 @@ function runChild(command: string, args: string[], options: { cwd: string; env: 
     const finish = (code: number | null, signal: NodeJS.Signals | null, spawnError?: string) => {
       clearTimeout(timer);
       stops.onStop = undefined;
-      resolve({ code, signal, stdout: Buffer.concat(stdout).toString("utf8"), stderr: Buffer.concat(stderr).toString("utf8"), timedOut, ...(spawnError ? { spawnError } : {}) });
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(stdout).toString("utf8"),
+        stderr: Buffer.concat(stderr).toString("utf8"),
+        timedOut,
+        ...(spawnError ? { spawnError } : {}),
+      });
     };
     child.on("error", (error) => finish(null, null, error.message));
     child.on("close", (code, signal) => finish(code, signal));
@@ -592,7 +778,9 @@ function removeWorktree(tree: string, link: string | undefined, parent: string):
   rmSync(parent, { recursive: true, force: true });
   git(["worktree", "prune"]);
   if (git(["worktree", "list", "--porcelain"]).stdout.split("\n").includes(`worktree ${tree}`)) {
-    process.stderr.write(`--diff: the temporary worktree ${tree} could not be removed; run: git worktree remove --force ${tree} && git worktree prune\n`);
+    process.stderr.write(
+      `--diff: the temporary worktree ${tree} could not be removed; run: git worktree remove --force ${tree} && git worktree prune\n`,
+    );
   }
 }
 

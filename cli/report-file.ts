@@ -33,7 +33,8 @@ function why(code: string | undefined, path: string, fallback: string): string {
  * "`flag` PATH: cannot write the report: REASON" when the path is not writable.
  */
 export function writeReport(path: string, content: string, flag = "--html"): void {
-  if (path.trim() === "") throw new ConfigError(flag, [`${flag}: found nothing; allowed: a file path to write the report to`]);
+  if (path.trim() === "")
+    throw new ConfigError(flag, [`${flag}: found nothing; allowed: a file path to write the report to`]);
   try {
     writeFileSync(path, content, "utf8");
   } catch (error) {

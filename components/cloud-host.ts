@@ -127,9 +127,22 @@ main "$@"
 `;
 
 /** cloud-init: pinned host key, the model volume (by its EBS id) mounted, Docker, NVIDIA driver on GPU types. */
-export function cloudInit(options: { hostPrivateKey: string; hostPublicKey: string; sshPublicKey: string; modelDir: string; modelVolumeId: string; gpus: boolean }): string {
-  if (!/^vol-[0-9a-f]{8,17}$/.test(options.modelVolumeId)) throw new Error(`cloudInit: not an EBS volume id: ${JSON.stringify(options.modelVolumeId)}`);
-  const indent = (text: string, spaces: number) => text.trim().split("\n").map((line) => (line ? `${" ".repeat(spaces)}${line}` : "")).join("\n");
+export function cloudInit(options: {
+  hostPrivateKey: string;
+  hostPublicKey: string;
+  sshPublicKey: string;
+  modelDir: string;
+  modelVolumeId: string;
+  gpus: boolean;
+}): string {
+  if (!/^vol-[0-9a-f]{8,17}$/.test(options.modelVolumeId))
+    throw new Error(`cloudInit: not an EBS volume id: ${JSON.stringify(options.modelVolumeId)}`);
+  const indent = (text: string, spaces: number) =>
+    text
+      .trim()
+      .split("\n")
+      .map((line) => (line ? `${" ".repeat(spaces)}${line}` : ""))
+      .join("\n");
   return [
     "#cloud-config",
     "ssh_deletekeys: true",
@@ -147,7 +160,9 @@ export function cloudInit(options: { hostPrivateKey: string; hostPublicKey: stri
     "    - -c",
     "    - |",
     indent(MODEL_VOLUME_SCRIPT, 6),
-    ...["kimi-model-volume", options.modelVolumeId, options.modelDir, String(MODEL_VOLUME_WAIT_S)].map((arg) => `    - ${JSON.stringify(arg)}`),
+    ...["kimi-model-volume", options.modelVolumeId, options.modelDir, String(MODEL_VOLUME_WAIT_S)].map(
+      (arg) => `    - ${JSON.stringify(arg)}`,
+    ),
     "write_files:",
     "  - path: /root/.ssh/authorized_keys",
     "    permissions: '0600'",
@@ -187,7 +202,15 @@ export function chooseModelVolume(options: {
   stack: string;
   instanceType: string;
   region: string;
-  retained: readonly { id: string; availabilityZone: string; size: number; volumeType: string; iops: number; throughput: number; tags: Record<string, string> }[];
+  retained: readonly {
+    id: string;
+    availabilityZone: string;
+    size: number;
+    volumeType: string;
+    iops: number;
+    throughput: number;
+    tags: Record<string, string>;
+  }[];
   offeredZones: readonly string[];
   wantedGiB: number;
   tags: Record<string, string>;
@@ -202,12 +225,25 @@ export function chooseModelVolume(options: {
   const [found] = retained;
   if (found) {
     if (found.size < options.wantedGiB) {
-      pulumi.log.warn(`stack ${options.stack}: the retained model volume ${found.id} is ${found.size} GiB, less than the ${options.wantedGiB} GiB wanted; it is adopted as it is; the next \`pulumi up\` grows the volume, and its file system follows at the instance's next boot.`);
+      pulumi.log.warn(
+        `stack ${options.stack}: the retained model volume ${found.id} is ${found.size} GiB, less than the ${options.wantedGiB} GiB wanted; it is adopted as it is; the next \`pulumi up\` grows the volume, and its file system follows at the instance's next boot.`,
+      );
     }
-    return { adoptVolumeId: found.id, availabilityZone: found.availabilityZone, sizeGiB: found.size, type: found.volumeType, iops: found.iops, throughputMiBps: found.throughput, tags: found.tags };
+    return {
+      adoptVolumeId: found.id,
+      availabilityZone: found.availabilityZone,
+      sizeGiB: found.size,
+      type: found.volumeType,
+      iops: found.iops,
+      throughputMiBps: found.throughput,
+      tags: found.tags,
+    };
   }
   const zone = [...options.offeredZones].sort()[0];
-  if (!zone) throw new pulumi.RunError(`stack ${options.stack}: ${options.instanceType} is not offered in any availability zone of ${options.region}; allowed: a region that offers it`);
+  if (!zone)
+    throw new pulumi.RunError(
+      `stack ${options.stack}: ${options.instanceType} is not offered in any availability zone of ${options.region}; allowed: a region that offers it`,
+    );
   return { availabilityZone: zone, sizeGiB: options.wantedGiB, ...NEW_VOLUME, tags: options.tags };
 }
 
@@ -224,13 +260,18 @@ export class CloudHost extends pulumi.ComponentResource {
     const { plan } = args;
     const host = plan.config.host;
     const cloud = plan.host.cloud;
-    if (host.kind !== "cloud" || !cloud) throw new pulumi.RunError(`stack ${plan.stack}: CloudHost needs host.kind: cloud`);
+    if (host.kind !== "cloud" || !cloud)
+      throw new pulumi.RunError(`stack ${plan.stack}: CloudHost needs host.kind: cloud`);
     if (host.allowedCidrs.length === 0) {
-      throw new pulumi.RunError(`stack ${plan.stack}: host.allowedCidrs is empty; allowed: the CIDRs that may reach SSH and port ${plan.config.serving.port} (nothing is opened to the world by default)`);
+      throw new pulumi.RunError(
+        `stack ${plan.stack}: host.allowedCidrs is empty; allowed: the CIDRs that may reach SSH and port ${plan.config.serving.port} (nothing is opened to the world by default)`,
+      );
     }
     const sshPublicKey = host.sshPublicKey;
     if (!sshPublicKey) {
-      throw new pulumi.RunError(`stack ${plan.stack}: host.sshPublicKey is missing; allowed: the public half of kimi-kit:sshPrivateKey ("ssh-ed25519 AAAA…")`);
+      throw new pulumi.RunError(
+        `stack ${plan.stack}: host.sshPublicKey is missing; allowed: the public half of kimi-kit:sshPrivateKey ("ssh-ed25519 AAAA…")`,
+      );
     }
     const provider = new aws.Provider(`${name}-aws`, { region: host.region as aws.Region }, { parent: this });
     const childOpts = { parent: this, provider };
@@ -244,7 +285,9 @@ export class CloudHost extends pulumi.ComponentResource {
       `d=$(mktemp -d) && ssh-keygen -q -t ed25519 -N '' -C kimi-kit-host -f "$d/k" && cat "$d/k" "$d/k.pub" && rm -rf "$d"`,
       { parent: this },
     );
-    const hostPrivateKey = pulumi.secret(hostKeyPair.apply((text) => text.slice(0, text.indexOf("-----END OPENSSH PRIVATE KEY-----") + 34)));
+    const hostPrivateKey = pulumi.secret(
+      hostKeyPair.apply((text) => text.slice(0, text.indexOf("-----END OPENSSH PRIVATE KEY-----") + 34)),
+    );
     this.hostPublicKey = hostKeyPair.apply((text) => text.trim().split("\n").pop()!.split(" ").slice(0, 2).join(" "));
 
     // An explicit host.ami is a pin the user changes on purpose: a new value replaces the instance.
@@ -254,7 +297,12 @@ export class CloudHost extends pulumi.ComponentResource {
     // for another reason (a new instance type) keeps that AMI too; set host.ami to move on.
     const ami =
       host.ami ??
-      aws.ec2.getAmiOutput({ owners: [UBUNTU_OWNER], mostRecent: true, filters: [{ name: "name", values: [UBUNTU_NAME] }] }, invokeOpts).apply((image) => image.id);
+      aws.ec2
+        .getAmiOutput(
+          { owners: [UBUNTU_OWNER], mostRecent: true, filters: [{ name: "name", values: [UBUNTU_NAME] }] },
+          invokeOpts,
+        )
+        .apply((image) => image.id);
 
     const group = new aws.ec2.SecurityGroup(
       `${name}-sg`,
@@ -262,9 +310,23 @@ export class CloudHost extends pulumi.ComponentResource {
         description: `kimi-kit ${plan.stack}: SSH and the llama-server API, from the stack's CIDRs only`,
         ingress: [
           { protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: host.allowedCidrs, description: "SSH" },
-          { protocol: "tcp", fromPort: plan.config.serving.port, toPort: plan.config.serving.port, cidrBlocks: host.allowedCidrs, description: "llama-server API (key required)" },
+          {
+            protocol: "tcp",
+            fromPort: plan.config.serving.port,
+            toPort: plan.config.serving.port,
+            cidrBlocks: host.allowedCidrs,
+            description: "llama-server API (key required)",
+          },
         ],
-        egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"], description: "package mirrors and Hugging Face" }],
+        egress: [
+          {
+            protocol: "-1",
+            fromPort: 0,
+            toPort: 0,
+            cidrBlocks: ["0.0.0.0/0"],
+            description: "package mirrors and Hugging Face",
+          },
+        ],
         tags: { [STACK_TAG]: plan.stack },
       },
       childOpts,
@@ -310,9 +372,17 @@ export class CloudHost extends pulumi.ComponentResource {
       { locationType: "availability-zone", filters: [{ name: "instance-type", values: [cloud.instanceType] }] },
       invokeOpts,
     ).locations;
-    const volumeSpec = pulumi
-      .all([retained, offeredZones])
-      .apply(([found, zones]) => chooseModelVolume({ stack: plan.stack, instanceType: cloud.instanceType, region: host.region, retained: found, offeredZones: zones, wantedGiB, tags: volumeTags }));
+    const volumeSpec = pulumi.all([retained, offeredZones]).apply(([found, zones]) =>
+      chooseModelVolume({
+        stack: plan.stack,
+        instanceType: cloud.instanceType,
+        region: host.region,
+        retained: found,
+        offeredZones: zones,
+        wantedGiB,
+        tags: volumeTags,
+      }),
+    );
 
     // Registered once the lookups have answered, since `import` must be a plain id. Lookups run in
     // preview as well, so a preview still shows the volume, the instance and the attachment.
@@ -320,7 +390,14 @@ export class CloudHost extends pulumi.ComponentResource {
       (spec) =>
         new aws.ebs.Volume(
           `${name}-models`,
-          { availabilityZone: spec.availabilityZone, size: spec.sizeGiB, type: spec.type, iops: spec.iops, throughput: spec.throughputMiBps, tags: spec.tags },
+          {
+            availabilityZone: spec.availabilityZone,
+            size: spec.sizeGiB,
+            type: spec.type,
+            iops: spec.iops,
+            throughput: spec.throughputMiBps,
+            tags: spec.tags,
+          },
           {
             ...childOpts,
             // Shards are kept unless the stack asks to purge them.
@@ -336,7 +413,14 @@ export class CloudHost extends pulumi.ComponentResource {
 
     const userData = pulumi.secret(
       pulumi.all([hostPrivateKey, this.hostPublicKey, volumeId]).apply(([privateKey, publicKey, modelVolumeId]) =>
-        cloudInit({ hostPrivateKey: privateKey, hostPublicKey: publicKey, sshPublicKey, modelDir: plan.config.deployment.modelDir, modelVolumeId, gpus: plan.host.gpus.length > 0 }),
+        cloudInit({
+          hostPrivateKey: privateKey,
+          hostPublicKey: publicKey,
+          sshPublicKey,
+          modelDir: plan.config.deployment.modelDir,
+          modelVolumeId,
+          gpus: plan.host.gpus.length > 0,
+        }),
       ),
     );
     const instance = (this.instance = new aws.ec2.Instance(
@@ -367,6 +451,12 @@ export class CloudHost extends pulumi.ComponentResource {
     this.ami = instance.ami;
     // SSH users of the address (every remote step) wait for the attachment, not just the instance.
     this.address = pulumi.all([instance.publicIp, attachment.id]).apply(([ip]) => ip);
-    this.registerOutputs({ address: this.address, instanceId: instance.id, volumeId, ami: this.ami, hostPublicKey: this.hostPublicKey });
+    this.registerOutputs({
+      address: this.address,
+      instanceId: instance.id,
+      volumeId,
+      ami: this.ami,
+      hostPublicKey: this.hostPublicKey,
+    });
   }
 }

@@ -28,7 +28,8 @@ export const REMOTE_MANIFESTS_DIR = `${REMOTE_KIT_DIR}/manifests`;
  * ("1800s") shows a diff on every `pulumi up`.
  */
 export function goDurationOfSeconds(totalSeconds: number): string {
-  if (!Number.isInteger(totalSeconds) || totalSeconds < 0) throw new RangeError(`goDurationOfSeconds: ${totalSeconds} is not a whole, non-negative number of seconds`);
+  if (!Number.isInteger(totalSeconds) || totalSeconds < 0)
+    throw new RangeError(`goDurationOfSeconds: ${totalSeconds} is not a whole, non-negative number of seconds`);
   const hours = Math.floor(totalSeconds / 3600);
   const minutes = Math.floor((totalSeconds % 3600) / 60);
   const seconds = totalSeconds % 60;
@@ -109,8 +110,14 @@ export function containerSpecFromPlan(plan: Plan): ContainerSpec {
 export const RPC_WORKERS_LABEL = "kimi-kit.rpc-workers-sha256";
 
 function rpcWorkersSha256(cluster: NonNullable<Plan["cluster"]>): string {
-  const workers = cluster.workers.map((worker) => ({ name: worker.containerName, endpoint: worker.endpoint, args: worker.rpcServerArgs }));
-  return createHash("sha256").update(JSON.stringify({ image: cluster.image, workers })).digest("hex");
+  const workers = cluster.workers.map((worker) => ({
+    name: worker.containerName,
+    endpoint: worker.endpoint,
+    args: worker.rpcServerArgs,
+  }));
+  return createHash("sha256")
+    .update(JSON.stringify({ image: cluster.image, workers }))
+    .digest("hex");
 }
 
 /**
@@ -137,9 +144,19 @@ export function secretHostPath(spec: ContainerSpec): string {
 /** argv after `llama-container.sh`: the `up` command for this spec (the key arrives on stdin). */
 export function llamaContainerUpArgv(spec: ContainerSpec): string[] {
   const argv = ["up", "--name", spec.name, "--image", spec.image];
-  for (const volume of spec.volumes) argv.push("--volume", `${volume.hostPath}:${volume.containerPath}:${volume.readOnly ? "ro" : "rw"}`);
+  for (const volume of spec.volumes)
+    argv.push("--volume", `${volume.hostPath}:${volume.containerPath}:${volume.readOnly ? "ro" : "rw"}`);
   if (spec.gpus) argv.push("--gpus", spec.gpus);
-  argv.push("--restart", spec.restart, "--health-cmd", spec.healthCmd, "--health-url", spec.healthUrl, "--wait-seconds", String(spec.waitSeconds));
+  argv.push(
+    "--restart",
+    spec.restart,
+    "--health-cmd",
+    spec.healthCmd,
+    "--health-url",
+    spec.healthUrl,
+    "--wait-seconds",
+    String(spec.waitSeconds),
+  );
   argv.push("--secret-stdin", spec.secretPath);
   for (const [key, value] of Object.entries(spec.env)) argv.push("--env", `${key}=${value}`);
   for (const [key, value] of Object.entries(spec.labels)) argv.push("--label", `${key}=${value}`);
@@ -174,7 +191,10 @@ export function dockerContainerArgs(spec: ContainerSpec): DockerContainerSpecArg
     image: spec.image,
     command: [...spec.args],
     networkMode: "host",
-    volumes: [...spec.volumes.map((volume) => ({ ...volume })), { hostPath: secretHostPath(spec), containerPath: spec.secretPath, readOnly: true }],
+    volumes: [
+      ...spec.volumes.map((volume) => ({ ...volume })),
+      { hostPath: secretHostPath(spec), containerPath: spec.secretPath, readOnly: true },
+    ],
     gpus: spec.gpus,
     restart: spec.restart,
     healthcheck: {
@@ -185,7 +205,8 @@ export function dockerContainerArgs(spec: ContainerSpec): DockerContainerSpecArg
       retries: 3,
     },
     labels: Object.entries(spec.labels).map(([label, value]) => ({ label, value })),
-    envs: Object.keys(spec.env).length > 0 ? Object.entries(spec.env).map(([key, value]) => `${key}=${value}`) : undefined,
+    envs:
+      Object.keys(spec.env).length > 0 ? Object.entries(spec.env).map(([key, value]) => `${key}=${value}`) : undefined,
     mustRun: true,
   };
 }
@@ -201,17 +222,20 @@ export interface ContainerView {
   healthCmd: string;
 }
 
-const mountKey = (hostPath: string, containerPath: string, readOnly: boolean) => `${hostPath}:${containerPath}:${readOnly ? "ro" : "rw"}`;
+const mountKey = (hostPath: string, containerPath: string, readOnly: boolean) =>
+  `${hostPath}:${containerPath}:${readOnly ? "ro" : "rw"}`;
 
 /** Reads a `llama-container.sh up` argv back (the secret mount is the one the script creates). */
 export function viewOfCliArgv(argv: readonly string[]): ContainerView {
   const separator = argv.indexOf("--");
   const flags = argv.slice(1, separator);
-  const values = (flag: string) => flags.flatMap((word, index) => (word === flag && index + 1 < flags.length ? [flags[index + 1]!] : []));
+  const values = (flag: string) =>
+    flags.flatMap((word, index) => (word === flag && index + 1 < flags.length ? [flags[index + 1]!] : []));
   const name = values("--name")[0] ?? "";
   const secretPath = values("--secret-stdin")[0];
   const mounts = values("--volume").map((volume) => (/:(ro|rw)$/.test(volume) ? volume : `${volume}:rw`));
-  if (secretPath) mounts.push(mountKey(`${HOST_STATE_DIR}/secrets/${name}/${posix.basename(secretPath)}`, secretPath, true));
+  if (secretPath)
+    mounts.push(mountKey(`${HOST_STATE_DIR}/secrets/${name}/${posix.basename(secretPath)}`, secretPath, true));
   return {
     name,
     image: values("--image")[0] ?? "",

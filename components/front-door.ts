@@ -10,7 +10,14 @@ import type * as command from "@pulumi/command";
 import { remoteCommand } from "./remote-exec";
 import { parseKeyValues, remoteScript, scriptSha256 } from "./host-prep";
 import type { Plan } from "../planner/plan";
-import { firewallApplyArgv, firewallRemoveArgv, frontDoorDownArgv, frontDoorPlan, frontDoorUpArgv, type FrontDoorPlan } from "../planner/front-door";
+import {
+  firewallApplyArgv,
+  firewallRemoveArgv,
+  frontDoorDownArgv,
+  frontDoorPlan,
+  frontDoorUpArgv,
+  type FrontDoorPlan,
+} from "../planner/front-door";
 
 export interface FrontDoorArgs {
   plan: Plan;
@@ -48,9 +55,14 @@ export class FrontDoor extends pulumi.ComponentResource {
   constructor(name: string, args: FrontDoorArgs, opts?: pulumi.ComponentResourceOptions) {
     const { plan } = args;
     const door = frontDoorPlan(plan.stack, plan.config.serving);
-    if (!door) throw new Error(`internal: FrontDoor ${name}: serving.bindAddress ${plan.config.serving.bindAddress} is loopback; there is no front door to build`);
+    if (!door)
+      throw new Error(
+        `internal: FrontDoor ${name}: serving.bindAddress ${plan.config.serving.bindAddress} is loopback; there is no front door to build`,
+      );
     if (door.tlsSource === "secrets" && (args.tlsCertificate === undefined || args.tlsPrivateKey === undefined)) {
-      throw new pulumi.RunError(`stack ${plan.stack}: serving.tls.source "secrets" needs kimi-kit:tlsCertificate and kimi-kit:tlsPrivateKey (secret config)`);
+      throw new pulumi.RunError(
+        `stack ${plan.stack}: serving.tls.source "secrets" needs kimi-kit:tlsCertificate and kimi-kit:tlsPrivateKey (secret config)`,
+      );
     }
     super("kimi-kit:serving:FrontDoor", name, {}, opts);
     this.door = door;
@@ -72,14 +84,20 @@ export class FrontDoor extends pulumi.ComponentResource {
     );
     const stdin =
       door.tlsSource === "secrets"
-        ? pulumi.secret(pulumi.all([args.tlsCertificate!, args.tlsPrivateKey!]).apply(([certificate, key]) => tlsSecretsPem(certificate, key)))
+        ? pulumi.secret(
+            pulumi
+              .all([args.tlsCertificate!, args.tlsPrivateKey!])
+              .apply(([certificate, key]) => tlsSecretsPem(certificate, key)),
+          )
         : undefined;
     const proxy = remoteCommand(
       executor,
       `${name}-proxy`,
       {
         connection: args.connection,
-        create: pulumi.output(args.hostAddress).apply((address) => remoteScript("front-door.sh", frontDoorUpArgv(door, [address]))),
+        create: pulumi
+          .output(args.hostAddress)
+          .apply((address) => remoteScript("front-door.sh", frontDoorUpArgv(door, [address]))),
         delete: remoteScript("front-door.sh", frontDoorDownArgv(door)),
         stdin,
         // A new name or TLS source is a new front door; a changed address or certificate re-runs `up` in place.

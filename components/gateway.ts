@@ -27,11 +27,24 @@ export const GENERATE_KEY_COMMAND = "head -c 32 /dev/urandom | od -An -tx1 | tr 
  * The apply step's script: the three files staged on the host, then gateway.sh apply reading them
  * (and the secrets on stdin). `sans` are the names clients dial, for the internal CA's certificate.
  */
-export function gatewayApplyScript(gateway: GatewayServing, teams: readonly GatewayTeam[], sans: readonly string[]): string {
+export function gatewayApplyScript(
+  gateway: GatewayServing,
+  teams: readonly GatewayTeam[],
+  sans: readonly string[],
+): string {
   const files = haproxyGatewayConfig({ ...gateway.input, teams: [...teams] });
   const staging = `${REMOTE_KIT_DIR}/staged/gateway-${gateway.input.name}`;
   const argv = gatewayApplyArgv(gateway.input, staging, { tls: gateway.tlsSource, sans, secretsStdin: true });
-  return stagedFilesScript(staging, { [GATEWAY_FILES.config]: files.config, [GATEWAY_FILES.teamsMap]: files.teamsMap, [GATEWAY_FILES.limitsMap]: files.limitsMap, [GATEWAY_FILES.tokenLimitsMap]: files.tokenLimitsMap }, remoteScript("gateway.sh", argv));
+  return stagedFilesScript(
+    staging,
+    {
+      [GATEWAY_FILES.config]: files.config,
+      [GATEWAY_FILES.teamsMap]: files.teamsMap,
+      [GATEWAY_FILES.limitsMap]: files.limitsMap,
+      [GATEWAY_FILES.tokenLimitsMap]: files.tokenLimitsMap,
+    },
+    remoteScript("gateway.sh", argv),
+  );
 }
 
 /** What gateway.sh --secrets-stdin reads: the replicas' key on the first line, then the PEM (TLS from secrets). */
@@ -62,15 +75,24 @@ export class Gateway extends pulumi.ComponentResource {
   constructor(name: string, args: GatewayArgs, opts?: pulumi.ComponentResourceOptions) {
     const { plan, gateway } = args;
     if (gateway.tlsSource === "secrets" && (args.tlsCertificate === undefined || args.tlsPrivateKey === undefined)) {
-      throw new pulumi.RunError(`stack ${plan.stack}: serving.tls.source "secrets" needs kimi-kit:tlsCertificate and kimi-kit:tlsPrivateKey (secret config)`);
+      throw new pulumi.RunError(
+        `stack ${plan.stack}: serving.tls.source "secrets" needs kimi-kit:tlsCertificate and kimi-kit:tlsPrivateKey (secret config)`,
+      );
     }
     super("kimi-kit:serving:Gateway", name, {}, opts);
     const executor = plan.config.deployment.remoteExecutor;
     const library = scriptSha256("lib-common.sh");
     const teams = plan.teams ?? [];
     // One resource per team: adding a team adds one key, removing one deletes only that key.
-    const keys = teams.map((team) => ({ team, key: localCommand(executor, `${name}-key-${team.name}`, GENERATE_KEY_COMMAND, { parent: this }) }));
-    this.teamKeys = pulumi.secret(pulumi.all(keys.map((entry) => entry.key)).apply((values) => Object.fromEntries(keys.map((entry, index) => [entry.team.name, values[index]!]))));
+    const keys = teams.map((team) => ({
+      team,
+      key: localCommand(executor, `${name}-key-${team.name}`, GENERATE_KEY_COMMAND, { parent: this }),
+    }));
+    this.teamKeys = pulumi.secret(
+      pulumi
+        .all(keys.map((entry) => entry.key))
+        .apply((values) => Object.fromEntries(keys.map((entry, index) => [entry.team.name, values[index]!]))),
+    );
 
     let ready: pulumi.Resource[] = args.after;
     if (gateway.firewall) {
@@ -90,24 +112,36 @@ export class Gateway extends pulumi.ComponentResource {
     }
     // The maps hold hashes only; they are computed from the keys, so the script is no secret.
     const hashedTeams = pulumi.unsecret(
-      pulumi.all(keys.map((entry) => entry.key)).apply((values) => keys.map(
-        (entry, index): GatewayTeam => ({
+      pulumi.all(keys.map((entry) => entry.key)).apply((values) =>
+        keys.map((entry, index): GatewayTeam => ({
           name: entry.team.name,
           keySha256: keySha256(values[index]!),
           requestsPerMinute: entry.team.rpm,
           ...(entry.team.tpm !== undefined ? { tokensPerMinute: entry.team.tpm } : {}),
-        }),
-      )),
+        })),
+      ),
     );
     const pem =
-      gateway.tlsSource === "secrets" ? pulumi.all([args.tlsCertificate!, args.tlsPrivateKey!]).apply(([certificate, key]) => tlsSecretsPem(certificate, key)) : pulumi.output(undefined);
+      gateway.tlsSource === "secrets"
+        ? pulumi
+            .all([args.tlsCertificate!, args.tlsPrivateKey!])
+            .apply(([certificate, key]) => tlsSecretsPem(certificate, key))
+        : pulumi.output(undefined);
     const apply = remoteCommand(
       executor,
       `${name}-haproxy`,
       {
         connection: args.connection,
-        create: pulumi.all([hashedTeams, args.hostAddress]).apply(([hashed, address]) => gatewayApplyScript(gateway, hashed, [address])),
-        delete: remoteScript("gateway.sh", ["remove", "--name", gateway.input.name, "--config-dir", gateway.input.configDir]),
+        create: pulumi
+          .all([hashedTeams, args.hostAddress])
+          .apply(([hashed, address]) => gatewayApplyScript(gateway, hashed, [address])),
+        delete: remoteScript("gateway.sh", [
+          "remove",
+          "--name",
+          gateway.input.name,
+          "--config-dir",
+          gateway.input.configDir,
+        ]),
         stdin: pulumi.secret(pulumi.all([args.backendKey, pem]).apply(([key, chain]) => gatewayStdin(key, chain))),
         // A new name or TLS source is a new gateway; new teams, limits, replicas or a new address re-run apply in place (a reload).
         triggers: [scriptSha256("gateway.sh"), library, gateway.input.name, gateway.tlsSource],

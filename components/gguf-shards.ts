@@ -31,9 +31,12 @@ export function tierFolder(plan: Plan): string {
 export function fetchArgs(plan: Plan, manifestPath: string | undefined, withToken: boolean): string[] {
   const deployment = plan.config.deployment;
   return [
-    "--dest", deployment.modelDir,
-    "--base-url", deployment.huggingFaceBaseUrl,
-    "--repo", plan.model.repo,
+    "--dest",
+    deployment.modelDir,
+    "--base-url",
+    deployment.huggingFaceBaseUrl,
+    "--repo",
+    plan.model.repo,
     ...(manifestPath ? ["--manifest", manifestPath] : ["--resolve", tierFolder(plan)]),
     ...(withToken ? ["--token-stdin"] : []),
   ];

@@ -9,7 +9,14 @@ import { DEFAULTS } from "../planner/config";
 import { ConfigError } from "../planner/errors";
 import { buildPlan, type Plan, type PlanOptions } from "../planner/plan";
 import { frontDoorPlan } from "../planner/front-door";
-import { FACTS_VERSION, SECRET_KEYS, type GuardrailFacts, type SecretArrival, type SecretKey, type Verdict } from "../policy/facts";
+import {
+  FACTS_VERSION,
+  SECRET_KEYS,
+  type GuardrailFacts,
+  type SecretArrival,
+  type SecretKey,
+  type Verdict,
+} from "../policy/facts";
 
 /** The value after `flag` in an argument list (ggml-rpc-server's --host, --port). */
 function argAfter(args: readonly string[], flag: string): string | undefined {
@@ -17,7 +24,10 @@ function argAfter(args: readonly string[], flag: string): string | undefined {
   return index >= 0 ? args[index + 1] : undefined;
 }
 
-const verdictOf = (plan: Pick<Plan, "fits" | "refusal">): Verdict => ({ fits: plan.fits, refusal: plan.refusal ?? null });
+const verdictOf = (plan: Pick<Plan, "fits" | "refusal">): Verdict => ({
+  fits: plan.fits,
+  refusal: plan.refusal ?? null,
+});
 
 /**
  * The planner's verdict with the kit's own thresholds, where the stack lowered one: a split's
@@ -29,11 +39,21 @@ export function verdictAtKitThresholds(plan: Plan, options?: PlanOptions): Guard
   if (!plan.cluster) return null;
   const relaxed: string[] = [];
   if (projection.minDecodeTokensPerSecond < DEFAULTS.minDecodeTokensPerSecond) {
-    relaxed.push(`projection.minDecodeTokensPerSecond to ${projection.minDecodeTokensPerSecond} (kit: ${DEFAULTS.minDecodeTokensPerSecond})`);
+    relaxed.push(
+      `projection.minDecodeTokensPerSecond to ${projection.minDecodeTokensPerSecond} (kit: ${DEFAULTS.minDecodeTokensPerSecond})`,
+    );
   }
-  if (!projection.compareSplitWithCatalogHosts) relaxed.push("projection.compareSplitWithCatalogHosts to false (kit: true)");
+  if (!projection.compareSplitWithCatalogHosts)
+    relaxed.push("projection.compareSplitWithCatalogHosts to false (kit: true)");
   if (relaxed.length === 0) return null;
-  const config = { ...plan.config, projection: { ...projection, minDecodeTokensPerSecond: Math.max(projection.minDecodeTokensPerSecond, DEFAULTS.minDecodeTokensPerSecond), compareSplitWithCatalogHosts: true } };
+  const config = {
+    ...plan.config,
+    projection: {
+      ...projection,
+      minDecodeTokensPerSecond: Math.max(projection.minDecodeTokensPerSecond, DEFAULTS.minDecodeTokensPerSecond),
+      compareSplitWithCatalogHosts: true,
+    },
+  };
   try {
     return { ...verdictOf(buildPlan(plan.stack, config, options)), relaxed };
   } catch (error) {
@@ -55,7 +75,13 @@ export function planFacts(plan: Plan, options?: PlanOptions): Omit<GuardrailFact
     verdict: verdictOf(plan),
     verdictAtKitThresholds: verdictAtKitThresholds(plan, options),
     monthlyCostUsd: plan.cost?.monthlyUsd ?? null,
-    serving: { bindAddress: serving.bindAddress, port: serving.port, tls: door?.tlsSource ?? null, allowedCidrs: [...serving.allowedCidrs], allowPublic: serving.allowPublic },
+    serving: {
+      bindAddress: serving.bindAddress,
+      port: serving.port,
+      tls: door?.tlsSource ?? null,
+      allowedCidrs: [...serving.allowedCidrs],
+      allowPublic: serving.allowPublic,
+    },
     // What each worker's ggml-rpc-server is actually started with, not what the stack asked for.
     rpcWorkers: (plan.cluster?.workers ?? []).map((worker) => ({
       id: worker.id,
@@ -74,7 +100,11 @@ async function arrival(value: pulumi.Input<string> | undefined): Promise<SecretA
 }
 
 /** The facts, as the component's input: resolved once every secret's flag is known (never its value). */
-export function guardrailFacts(plan: Plan, secrets: Partial<Record<SecretKey, pulumi.Input<string>>>, options?: PlanOptions): pulumi.Output<GuardrailFacts> {
+export function guardrailFacts(
+  plan: Plan,
+  secrets: Partial<Record<SecretKey, pulumi.Input<string>>>,
+  options?: PlanOptions,
+): pulumi.Output<GuardrailFacts> {
   const flags = Promise.all(SECRET_KEYS.map(async (key) => [key, await arrival(secrets[key])] as const)).then(
     (entries) => Object.fromEntries(entries) as Record<SecretKey, SecretArrival>,
   );

@@ -19,13 +19,19 @@ import { shellQuote } from "../planner/shell";
 export const SCRIPTS_DIR = join(REPO_ROOT, "ansible-free-scripts");
 
 export function scriptSha256(script: string): string {
-  return createHash("sha256").update(readFileSync(join(SCRIPTS_DIR, script))).digest("hex");
+  return createHash("sha256")
+    .update(readFileSync(join(SCRIPTS_DIR, script)))
+    .digest("hex");
 }
 
 /** sha256 over every script's name and contents: changes when any script changes. */
 export function scriptsFolderSha256(): string {
   const hash = createHash("sha256");
-  for (const file of readdirSync(SCRIPTS_DIR).sort()) hash.update(`${file}\0`).update(readFileSync(join(SCRIPTS_DIR, file))).update("\0");
+  for (const file of readdirSync(SCRIPTS_DIR).sort())
+    hash
+      .update(`${file}\0`)
+      .update(readFileSync(join(SCRIPTS_DIR, file)))
+      .update("\0");
   return hash.digest("hex");
 }
 
@@ -68,8 +74,16 @@ export function probeArgs(plan: Plan): string[] {
 /** probe-host.sh's --min-* flags for a machine the plan sized (the head, or a split's worker). */
 export function probeRequirements(host: HostSpec): string[] {
   // 3% slack: the kernel and firmware keep part of the installed RAM (and VRAM) from what the OS reports.
-  const args = ["--min-ram-bytes", String(Math.round(host.memory.totalBytes * 0.97)), "--min-physical-cores", String(host.cpu.cores), "--min-gpus", String(host.gpus.length)];
-  if (host.gpus.length > 0) args.push("--min-gpu-vram-bytes", String(Math.round(Math.min(...host.gpus.map((gpu) => gpu.memoryBytes)) * 0.97)));
+  const args = [
+    "--min-ram-bytes",
+    String(Math.round(host.memory.totalBytes * 0.97)),
+    "--min-physical-cores",
+    String(host.cpu.cores),
+    "--min-gpus",
+    String(host.gpus.length),
+  ];
+  if (host.gpus.length > 0)
+    args.push("--min-gpu-vram-bytes", String(Math.round(Math.min(...host.gpus.map((gpu) => gpu.memoryBytes)) * 0.97)));
   return args;
 }
 
@@ -78,7 +92,13 @@ export function probeRequirements(host: HostSpec): string[] {
  * then ansible-free-scripts/ copied (`<name>-scripts`); both re-run when any script changes.
  * Returns the copy, which every step running a script depends on.
  */
-export function copyKitScripts(executor: RemoteExecutor, name: string, connection: pulumi.Input<command.types.input.remote.ConnectionArgs>, parent: pulumi.Resource, after: pulumi.Resource[] = []): pulumi.Resource {
+export function copyKitScripts(
+  executor: RemoteExecutor,
+  name: string,
+  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>,
+  parent: pulumi.Resource,
+  after: pulumi.Resource[] = [],
+): pulumi.Resource {
   const folderHash = scriptsFolderSha256();
   // The copy creates neither parents nor a text file's folder (CopyToRemote makes only the last
   // element of a path), so the kit's folders are made here, and scripts the repo no longer ships
@@ -93,7 +113,12 @@ export function copyKitScripts(executor: RemoteExecutor, name: string, connectio
     },
     { parent, dependsOn: after },
   ).resource;
-  return remoteCopy(executor, `${name}-scripts`, { connection, source: { folder: SCRIPTS_DIR }, remotePath: REMOTE_KIT_DIR, triggers: [folderHash] }, { parent, dependsOn: [clear] });
+  return remoteCopy(
+    executor,
+    `${name}-scripts`,
+    { connection, source: { folder: SCRIPTS_DIR }, remotePath: REMOTE_KIT_DIR, triggers: [folderHash] },
+    { parent, dependsOn: [clear] },
+  );
 }
 
 /** How long measure-bandwidth.sh reads memory (its own bound on the whole run is 2 × this + 60 s). */
@@ -151,13 +176,25 @@ export class HostPrep extends pulumi.ComponentResource {
     // when the script changes; a llama-server already serving then shares the memory bus and lowers the figure).
     const bandwidth = step("bandwidth", "measure-bandwidth.sh", bandwidthArgs(plan), probe.resource);
     const docker = step("docker", "install-docker.sh", [], bandwidth.resource);
-    const nvidia = plan.host.gpus.length > 0 ? step("nvidia", "install-nvidia-container-toolkit.sh", [], docker.resource) : undefined;
-    const tune = step("tune", "tune-host.sh", ["--numa-nodes", String(plan.host.cpu.numaNodes)], (nvidia ?? docker).resource);
+    const nvidia =
+      plan.host.gpus.length > 0
+        ? step("nvidia", "install-nvidia-container-toolkit.sh", [], docker.resource)
+        : undefined;
+    const tune = step(
+      "tune",
+      "tune-host.sh",
+      ["--numa-nodes", String(plan.host.cpu.numaNodes)],
+      (nvidia ?? docker).resource,
+    );
 
     this.facts = probe.stdout.apply((stdout) => parseKeyValues(stdout ?? ""));
     this.llamaImageVariant = this.facts.apply((facts) => facts.llama_image_variant);
     this.measuredBandwidthGBps = bandwidth.stdout.apply(parseMeasuredBandwidth);
     this.ready = tune.resource;
-    this.registerOutputs({ facts: this.facts, llamaImageVariant: this.llamaImageVariant, measuredBandwidthGBps: this.measuredBandwidthGBps });
+    this.registerOutputs({
+      facts: this.facts,
+      llamaImageVariant: this.llamaImageVariant,
+      measuredBandwidthGBps: this.measuredBandwidthGBps,
+    });
   }
 }

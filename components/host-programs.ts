@@ -41,7 +41,9 @@ export function hostProgramJavaScript(program: HostProgram): string {
   });
   const errors = (output.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
   if (errors.length > 0) {
-    throw new Error(`transpiling ${path} failed: ${errors.map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n")).join("; ")}`);
+    throw new Error(
+      `transpiling ${path} failed: ${errors.map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n")).join("; ")}`,
+    );
   }
   // Self-contained means every require() is a Node built-in: a package import would fail on the host.
   const builtins = new Set(builtinModules);

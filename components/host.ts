@@ -58,7 +58,9 @@ export class Host extends pulumi.ComponentResource {
     // A split's head or a replica is hosts[i] in the stack file; a single host is `host`.
     const configPath = args.plan.hostConfigPath;
     if (!ssh) {
-      throw new pulumi.RunError(`stack ${args.plan.stack}: ${configPath}.ssh is missing: set ${configPath}.ssh.host (and port/user) so the kit can reach the machine.`);
+      throw new pulumi.RunError(
+        `stack ${args.plan.stack}: ${configPath}.ssh is missing: set ${configPath}.ssh.host (and port/user) so the kit can reach the machine.`,
+      );
     }
     requirePinnedHostKey(args.plan.stack, ssh, `${configPath}.ssh.hostPublicKey`, this);
     this.address = pulumi.output(ssh.host);
@@ -84,7 +86,12 @@ export interface SshEndpoint {
  * that pins it (`keyPath`, e.g. host.ssh.hostPublicKey); a preview warns and goes on, since it
  * must work before the machine exists (nothing connects then).
  */
-export function requirePinnedHostKey(stack: string, ssh: SshEndpoint, keyPath: string, resource: pulumi.Resource): void {
+export function requirePinnedHostKey(
+  stack: string,
+  ssh: SshEndpoint,
+  keyPath: string,
+  resource: pulumi.Resource,
+): void {
   if (ssh.hostPublicKey) return;
   const message =
     `stack ${stack}: ${keyPath} is not set; the kit only connects to a pinned host key. ` +
@@ -95,7 +102,10 @@ export function requirePinnedHostKey(stack: string, ssh: SshEndpoint, keyPath: s
 }
 
 /** The remote-command connection to a bare-metal machine: its pinned host key, and the kit's private key when given (else the SSH agent). */
-export function pinnedConnection(ssh: SshEndpoint, privateKey: pulumi.Output<string> | undefined): pulumi.Output<command.types.input.remote.ConnectionArgs> {
+export function pinnedConnection(
+  ssh: SshEndpoint,
+  privateKey: pulumi.Output<string> | undefined,
+): pulumi.Output<command.types.input.remote.ConnectionArgs> {
   return pulumi.secret(
     pulumi.output({
       host: ssh.host,

@@ -20,7 +20,8 @@ import { remoteCommand } from "./remote-exec";
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import type { Plan } from "../planner/plan";
-import { imageForHost,
+import {
+  imageForHost,
   containerSpecFromPlan,
   dockerContainerArgs,
   llamaContainerDownArgv,
@@ -80,7 +81,8 @@ export class LlamaServer extends pulumi.ComponentResource {
     super("kimi-kit:serving:LlamaServer", name, {}, opts);
     const { plan, host } = args;
     const connection = host.connection;
-    if (!connection || !host.address || (!host.hostPublicKey && !pulumi.runtime.isDryRun())) throw new pulumi.RunError(`stack ${plan.stack}: LlamaServer needs a reachable host with a pinned key`);
+    if (!connection || !host.address || (!host.hostPublicKey && !pulumi.runtime.isDryRun()))
+      throw new pulumi.RunError(`stack ${plan.stack}: LlamaServer needs a reachable host with a pinned key`);
     const spec = containerSpecFromPlan(plan);
     this.spec = spec;
     this.engine = args.engine ?? plan.config.deployment.containerEngine;
@@ -97,7 +99,9 @@ export class LlamaServer extends pulumi.ComponentResource {
         `${name}-container`,
         {
           connection,
-          create: image.apply((chosen) => remoteScript("llama-container.sh", llamaContainerUpArgv({ ...spec, image: chosen }))),
+          create: image.apply((chosen) =>
+            remoteScript("llama-container.sh", llamaContainerUpArgv({ ...spec, image: chosen })),
+          ),
           delete: remoteScript("llama-container.sh", llamaContainerDownArgv(spec)),
           stdin: apiKey,
           // A changed spec (args, image, mounts…) re-runs `up`, which replaces the container.
@@ -110,24 +114,41 @@ export class LlamaServer extends pulumi.ComponentResource {
       const filesDir = args.sshFilesDir ?? `~/.ssh/kimi-kit/${plan.stack}`;
       const knownHosts = `${filesDir}/known_hosts`;
       const identity = `${filesDir}/id`;
-      const sshOpts = ["-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "IdentitiesOnly=yes"];
+      const sshOpts = [
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        `UserKnownHostsFile=${knownHosts}`,
+        "-o",
+        "IdentitiesOnly=yes",
+      ];
       if (host.sshPrivateKey) sshOpts.push("-i", identity);
       // The docker provider shells out to the system ssh: give it the pinned key and the private key
       // as files (0600, under a 0700 folder). Written on every run, never during preview.
-      const written = pulumi.all([host.sshPrivateKey, host.address, host.hostPublicKey]).apply(([privateKey, address, hostPublicKey]) => {
-        if (pulumi.runtime.isDryRun()) return false;
-        const dir = expandHome(filesDir);
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        writeFileSync(expandHome(knownHosts), knownHostsLine(address!, host.sshPort, hostPublicKey!), { mode: 0o600 });
-        if (privateKey !== undefined) {
-          writeFileSync(expandHome(identity), privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, { mode: 0o600 });
-          chmodSync(expandHome(identity), 0o600);
-        }
-        return true;
-      });
+      const written = pulumi
+        .all([host.sshPrivateKey, host.address, host.hostPublicKey])
+        .apply(([privateKey, address, hostPublicKey]) => {
+          if (pulumi.runtime.isDryRun()) return false;
+          const dir = expandHome(filesDir);
+          mkdirSync(dir, { recursive: true, mode: 0o700 });
+          writeFileSync(expandHome(knownHosts), knownHostsLine(address!, host.sshPort, hostPublicKey!), {
+            mode: 0o600,
+          });
+          if (privateKey !== undefined) {
+            writeFileSync(expandHome(identity), privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, {
+              mode: 0o600,
+            });
+            chmodSync(expandHome(identity), 0o600);
+          }
+          return true;
+        });
       const provider = new docker.Provider(
         `${name}-docker`,
-        { host: pulumi.interpolate`ssh://${host.sshUser}@${host.address}:${host.sshPort}`, sshOpts, disableDockerDaemonCheck: true },
+        {
+          host: pulumi.interpolate`ssh://${host.sshUser}@${host.address}:${host.sshPort}`,
+          sshOpts,
+          disableDockerDaemonCheck: true,
+        },
         { parent: this },
       );
       const keyFile = secretHostPath(spec);
@@ -152,13 +173,22 @@ export class LlamaServer extends pulumi.ComponentResource {
       // the provider replaces a container whose labels change (llama-container.sh folds the same
       // hash into its spec label).
       const containerArgs = dockerContainerArgs(spec);
-      const labels = apiKey.apply((key) => [...containerArgs.labels, { label: API_KEY_HASH_LABEL, value: createHash("sha256").update(key).digest("hex") }]);
+      const labels = apiKey.apply((key) => [
+        ...containerArgs.labels,
+        { label: API_KEY_HASH_LABEL, value: createHash("sha256").update(key).digest("hex") },
+      ]);
       this.server = new docker.Container(
         `${name}-container`,
         { ...containerArgs, labels, image: remoteImage.imageId },
         { parent: this, provider, dependsOn: [secret, ...after], deleteBeforeReplace: true },
       );
     }
-    this.registerOutputs({ containerName: this.containerName, engine: this.engine, healthUrl: this.healthUrl, args: spec.args, image: spec.image });
+    this.registerOutputs({
+      containerName: this.containerName,
+      engine: this.engine,
+      healthUrl: this.healthUrl,
+      args: spec.args,
+      image: spec.image,
+    });
   }
 }

@@ -62,8 +62,16 @@ export interface PlanSummary {
 /** Speed three ways, side by side: projected from the plan's host, re-projected with the measured bandwidth, measured. */
 export interface SpeedSideBySide {
   bandwidthGBps: { plan: number; planBasis: string; measured: number | null };
-  decodeTokensPerSecond: { projectedFromPlan: number; projectedFromMeasuredBandwidth: number | null; measured: number | null };
-  prefillTokensPerSecond: { projectedFromPlan: number; projectedFromMeasuredBandwidth: number | null; measured: number | null };
+  decodeTokensPerSecond: {
+    projectedFromPlan: number;
+    projectedFromMeasuredBandwidth: number | null;
+    measured: number | null;
+  };
+  prefillTokensPerSecond: {
+    projectedFromPlan: number;
+    projectedFromMeasuredBandwidth: number | null;
+    measured: number | null;
+  };
   /** Where each figure comes from; the smoke request's figures are for a short prompt and 16 tokens. */
   notes: string[];
 }
@@ -82,7 +90,13 @@ export function clusterSummary(plan: Plan): ClusterSummary | null {
   return {
     image: cluster.image,
     head: { id: cluster.head.id, privateAddress: cluster.head.privateAddress, layers: cluster.head.layers.length },
-    workers: cluster.workers.map((worker) => ({ id: worker.id, endpoint: worker.endpoint, layers: worker.layers.length, holdsOutput: worker.holdsOutput, plannedBytes: worker.memory.plannedBytes })),
+    workers: cluster.workers.map((worker) => ({
+      id: worker.id,
+      endpoint: worker.endpoint,
+      layers: worker.layers.length,
+      holdsOutput: worker.holdsOutput,
+      plannedBytes: worker.memory.plannedBytes,
+    })),
   };
 }
 
@@ -198,8 +212,19 @@ export class LlmDeployment extends pulumi.ComponentResource {
     // Plan before registering anything: a refused or invalid stack leaves no resource behind.
     const plan = planOrRunError(args.stack, args.config, args.planOptions);
     // The plan's facts as the component's input: what the kit's policy pack (policy/) judges.
-    const secretInputs = { apiKey: args.apiKey, sshPrivateKey: args.sshPrivateKey, huggingFaceToken: args.huggingFaceToken, tlsCertificate: args.tlsCertificate, tlsPrivateKey: args.tlsPrivateKey };
-    super("kimi-kit:index:LlmDeployment", name, { [FACTS_PROPERTY]: guardrailFacts(plan, secretInputs, args.planOptions) }, opts);
+    const secretInputs = {
+      apiKey: args.apiKey,
+      sshPrivateKey: args.sshPrivateKey,
+      huggingFaceToken: args.huggingFaceToken,
+      tlsCertificate: args.tlsCertificate,
+      tlsPrivateKey: args.tlsPrivateKey,
+    };
+    super(
+      "kimi-kit:index:LlmDeployment",
+      name,
+      { [FACTS_PROPERTY]: guardrailFacts(plan, secretInputs, args.planOptions) },
+      opts,
+    );
     this.plan = plan;
     const serving = plan.config.serving;
 
@@ -214,17 +239,25 @@ export class LlmDeployment extends pulumi.ComponentResource {
 
     if (plan.fleetServing) {
       const fleet = deployFleet(this, name, plan, plan.fleetServing, args);
-      const reprojected = fleet.measuredBandwidthGBps.apply((gbps) => (gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog)));
+      const reprojected = fleet.measuredBandwidthGBps.apply((gbps) =>
+        gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog),
+      );
       this.endpoint = fleet.endpoint;
       this.caCertificate = fleet.caCertificate;
       this.apiKey = fleet.backendKey;
       this.teamApiKeys = fleet.teamKeys;
       this.measuredBandwidthGBps = fleet.measuredBandwidthGBps;
-      this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply((r) => r?.decodeTokensPerSecond ?? null);
-      this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply((r) => r?.prefillTokensPerSecond ?? null);
+      this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply(
+        (r) => r?.decodeTokensPerSecond ?? null,
+      );
+      this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply(
+        (r) => r?.prefillTokensPerSecond ?? null,
+      );
       this.measuredDecodeTokensPerSecond = fleet.firstSmoke.apply((t) => t.decodeTokensPerSecond);
       this.measuredPrefillTokensPerSecond = fleet.firstSmoke.apply((t) => t.prefillTokensPerSecond);
-      this.speedSideBySide = pulumi.all([fleet.measuredBandwidthGBps, reprojected, fleet.firstSmoke]).apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
+      this.speedSideBySide = pulumi
+        .all([fleet.measuredBandwidthGBps, reprojected, fleet.firstSmoke])
+        .apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
       this.workers = [];
       this.cluster = pulumi.output(null);
       this.replicas = fleet.replicas;
@@ -246,60 +279,114 @@ export class LlmDeployment extends pulumi.ComponentResource {
     }
 
     const executor = plan.config.deployment.remoteExecutor;
-    const apiKey = args.apiKey !== undefined ? pulumi.secret(args.apiKey) : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent: this }));
+    const apiKey =
+      args.apiKey !== undefined
+        ? pulumi.secret(args.apiKey)
+        : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent: this }));
     this.apiKey = apiKey;
 
     const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
     this.measuredBandwidthGBps = prep.measuredBandwidthGBps;
     // A split is re-projected with the head's measured bandwidth; HostPrep runs on the head only, so
     // the workers' share of each token keeps its catalog figure (speedSideBySide says so).
-    const reprojected = prep.measuredBandwidthGBps.apply((gbps) => (gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog)));
-    this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply((r) => r?.decodeTokensPerSecond ?? null);
-    this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply((r) => r?.prefillTokensPerSecond ?? null);
+    const reprojected = prep.measuredBandwidthGBps.apply((gbps) =>
+      gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog),
+    );
+    this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply(
+      (r) => r?.decodeTokensPerSecond ?? null,
+    );
+    this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply(
+      (r) => r?.prefillTokensPerSecond ?? null,
+    );
     // A public listener gets the firewall and the TLS front door; llama-server stays on loopback.
     const frontDoor = isPublicListener(serving)
       ? new FrontDoor(
           `${name}-front-door`,
-          { plan, connection: host.connection, hostAddress: host.address, tlsCertificate: args.tlsCertificate, tlsPrivateKey: args.tlsPrivateKey, after: [prep.ready] },
+          {
+            plan,
+            connection: host.connection,
+            hostAddress: host.address,
+            tlsCertificate: args.tlsCertificate,
+            tlsPrivateKey: args.tlsPrivateKey,
+            after: [prep.ready],
+          },
           { parent: this },
         )
       : undefined;
     this.caCertificate = frontDoor ? frontDoor.caCertificate : pulumi.output(undefined);
     // A split: the workers come up beside the head's preparation (they need nothing from it).
     const cluster = plan.cluster;
-    this.workers = (cluster?.workers ?? []).map((worker) => new RpcWorker(`${name}-rpc-${worker.id}`, { plan, worker, sshPrivateKey: args.sshPrivateKey }, { parent: this }));
+    this.workers = (cluster?.workers ?? []).map(
+      (worker) =>
+        new RpcWorker(
+          `${name}-rpc-${worker.id}`,
+          { plan, worker, sshPrivateKey: args.sshPrivateKey },
+          { parent: this },
+        ),
+    );
     this.cluster = pulumi.output(clusterSummary(plan));
     // The head's image ID, read the same way as each worker's; the head's container is registered
     // only once every ID agrees and every worker's ggml-rpc-server runs (RpcWorker.containerState).
     const imageCheck = cluster
       ? pulumi
           .all([
-            imageIdStep(executor, `${name}-head-image`, host.connection, cluster.image, { parent: this, dependsOn: [prep.ready] }).stdout,
+            imageIdStep(executor, `${name}-head-image`, host.connection, cluster.image, {
+              parent: this,
+              dependsOn: [prep.ready],
+            }).stdout,
             pulumi.all(this.workers.map((worker) => worker.imageId)),
             pulumi.all(this.workers.map((worker) => worker.containerState)),
           ])
           .apply(([headStdout, workerIds]) =>
             sameImageOrRunError(plan.stack, cluster.image, [
-              { host: `head ${cluster.head.id}`, imageId: parseImageId(headStdout) ?? `no image ID (${JSON.stringify((headStdout ?? "").slice(-200))})` },
-              ...cluster.workers.map((worker, index) => ({ host: `worker ${worker.id} (${worker.endpoint})`, imageId: workerIds[index]! })),
+              {
+                host: `head ${cluster.head.id}`,
+                imageId: parseImageId(headStdout) ?? `no image ID (${JSON.stringify((headStdout ?? "").slice(-200))})`,
+              },
+              ...cluster.workers.map((worker, index) => ({
+                host: `worker ${worker.id} (${worker.endpoint})`,
+                imageId: workerIds[index]!,
+              })),
             ]),
           )
       : undefined;
-    const shards = new GgufShards(`${name}-shards`, { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep] }, { parent: this });
+    const shards = new GgufShards(
+      `${name}-shards`,
+      { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep] },
+      { parent: this },
+    );
     const server = new LlamaServer(
       `${name}-server`,
-      { plan, host, apiKey, engine: args.engine, after: [shards.fetched, ...this.workers], sshFilesDir: args.sshFilesDir, imageVariant: prep.llamaImageVariant, imageCheck },
+      {
+        plan,
+        host,
+        apiKey,
+        engine: args.engine,
+        after: [shards.fetched, ...this.workers],
+        sshFilesDir: args.sshFilesDir,
+        imageVariant: prep.llamaImageVariant,
+        imageCheck,
+      },
       { parent: this },
     );
     const timings = smokeStep(
       executor,
       `${name}-smoke`,
-      { connection: host.connection, listen: plan.listen, alias: plan.model.serving.alias, waitSeconds: server.spec.waitSeconds, apiKey, triggers: [JSON.stringify(server.spec)] },
+      {
+        connection: host.connection,
+        listen: plan.listen,
+        alias: plan.model.serving.alias,
+        waitSeconds: server.spec.waitSeconds,
+        apiKey,
+        triggers: [JSON.stringify(server.spec)],
+      },
       { parent: this, dependsOn: [server.server, ...(frontDoor ? [frontDoor.ready] : [])] },
     );
     this.measuredDecodeTokensPerSecond = timings.apply((t) => t.decodeTokensPerSecond);
     this.measuredPrefillTokensPerSecond = timings.apply((t) => t.prefillTokensPerSecond);
-    this.speedSideBySide = pulumi.all([prep.measuredBandwidthGBps, reprojected, timings]).apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
+    this.speedSideBySide = pulumi
+      .all([prep.measuredBandwidthGBps, reprojected, timings])
+      .apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
 
     // The bind address decides who can reach it: loopback → only through an SSH tunnel to the host.
     const publicAddress = serving.bindAddress === "0.0.0.0" ? host.address : pulumi.output(serving.bindAddress);
@@ -357,16 +444,32 @@ interface FleetOutputs {
  * A fleet: every replica (its own host, firewall, shards, llama-server, smoke request), then the
  * gateway and Prometheus on the first replica's host once every replica serves.
  */
-function deployFleet(parent: pulumi.Resource, name: string, plan: Plan, fleet: FleetServing, args: LlmDeploymentArgs): FleetOutputs {
+function deployFleet(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  fleet: FleetServing,
+  args: LlmDeploymentArgs,
+): FleetOutputs {
   const executor = plan.config.deployment.remoteExecutor;
   // The replicas' own key: the gateway sends it; teams get keys of their own.
   const backendKey =
-    args.apiKey !== undefined ? pulumi.secret(args.apiKey) : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent }));
+    args.apiKey !== undefined
+      ? pulumi.secret(args.apiKey)
+      : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent }));
   const replicas = fleet.replicas.map(
     (replica) =>
       new Replica(
         `${name}-${replica.id}`,
-        { plan: replicaPlan(plan, replica), replica, apiKey: backendKey, sshPrivateKey: args.sshPrivateKey, huggingFaceToken: args.huggingFaceToken, engine: args.engine, sshFilesDir: args.sshFilesDir },
+        {
+          plan: replicaPlan(plan, replica),
+          replica,
+          apiKey: backendKey,
+          sshPrivateKey: args.sshPrivateKey,
+          huggingFaceToken: args.huggingFaceToken,
+          engine: args.engine,
+          sshFilesDir: args.sshFilesDir,
+        },
         { parent },
       ),
   );
@@ -375,10 +478,30 @@ function deployFleet(parent: pulumi.Resource, name: string, plan: Plan, fleet: F
   const hostAddress = gatewayReplica.host.address!;
   const gateway = new Gateway(
     `${name}-gateway`,
-    { plan, gateway: fleet.gateway, connection, hostAddress, backendKey, tlsCertificate: args.tlsCertificate, tlsPrivateKey: args.tlsPrivateKey, after: [gatewayReplica.prep.ready, ...replicas.map((replica) => replica.server)] },
+    {
+      plan,
+      gateway: fleet.gateway,
+      connection,
+      hostAddress,
+      backendKey,
+      tlsCertificate: args.tlsCertificate,
+      tlsPrivateKey: args.tlsPrivateKey,
+      after: [gatewayReplica.prep.ready, ...replicas.map((replica) => replica.server)],
+    },
     { parent },
   );
-  const monitoring = new Monitoring(`${name}-monitoring`, { plan, monitoring: fleet.monitoring, tokenLimiter: fleet.tokenLimiter, connection, backendKey, after: [gateway.ready] }, { parent });
+  const monitoring = new Monitoring(
+    `${name}-monitoring`,
+    {
+      plan,
+      monitoring: fleet.monitoring,
+      tokenLimiter: fleet.tokenLimiter,
+      connection,
+      backendKey,
+      after: [gateway.ready],
+    },
+    { parent },
+  );
   const serving = plan.config.serving;
   const listenAddress = serving.bindAddress === "0.0.0.0" ? hostAddress : pulumi.output(serving.bindAddress);
   return {
@@ -388,15 +511,17 @@ function deployFleet(parent: pulumi.Resource, name: string, plan: Plan, fleet: F
     teamKeys: plan.teams && plan.teams.length > 0 ? gateway.teamKeys : pulumi.output(undefined),
     measuredBandwidthGBps: replicas[0]!.prep.measuredBandwidthGBps,
     firstSmoke: replicas[0]!.smoke,
-    replicas: pulumi.all(replicas.map((replica) => pulumi.all([replica.smoke, replica.prep.measuredBandwidthGBps]))).apply((measured) =>
-      measured.map(([smoke, gbps], index) => ({
-        id: fleet.replicas[index]!.id,
-        listen: `${fleet.replicas[index]!.listen.address}:${fleet.replicas[index]!.listen.port}`,
-        measuredDecodeTokensPerSecond: smoke.decodeTokensPerSecond,
-        measuredPrefillTokensPerSecond: smoke.prefillTokensPerSecond,
-        measuredBandwidthGBps: gbps,
-      })),
-    ),
+    replicas: pulumi
+      .all(replicas.map((replica) => pulumi.all([replica.smoke, replica.prep.measuredBandwidthGBps])))
+      .apply((measured) =>
+        measured.map(([smoke, gbps], index) => ({
+          id: fleet.replicas[index]!.id,
+          listen: `${fleet.replicas[index]!.listen.address}:${fleet.replicas[index]!.listen.port}`,
+          measuredDecodeTokensPerSecond: smoke.decodeTokensPerSecond,
+          measuredPrefillTokensPerSecond: smoke.prefillTokensPerSecond,
+          measuredBandwidthGBps: gbps,
+        })),
+      ),
     monitoringUrl: `${monitoring.url} on ${fleet.gateway.hostId} (loopback: ssh -L ${fleet.monitoring.listen.port}:${fleet.monitoring.listen.address}:${fleet.monitoring.listen.port})`,
   };
 }
@@ -409,9 +534,21 @@ export function speedSideBySide(
 ): SpeedSideBySide {
   const projection = plan.projection;
   return {
-    bandwidthGBps: { plan: plan.host.memory.achievableBandwidth / 1e9, planBasis: plan.host.memory.basis, measured: measuredGBps },
-    decodeTokensPerSecond: { projectedFromPlan: projection.decodeTokensPerSecond, projectedFromMeasuredBandwidth: reprojected?.decodeTokensPerSecond ?? null, measured: smoke.decodeTokensPerSecond },
-    prefillTokensPerSecond: { projectedFromPlan: projection.prefillTokensPerSecond, projectedFromMeasuredBandwidth: reprojected?.prefillTokensPerSecond ?? null, measured: smoke.prefillTokensPerSecond },
+    bandwidthGBps: {
+      plan: plan.host.memory.achievableBandwidth / 1e9,
+      planBasis: plan.host.memory.basis,
+      measured: measuredGBps,
+    },
+    decodeTokensPerSecond: {
+      projectedFromPlan: projection.decodeTokensPerSecond,
+      projectedFromMeasuredBandwidth: reprojected?.decodeTokensPerSecond ?? null,
+      measured: smoke.decodeTokensPerSecond,
+    },
+    prefillTokensPerSecond: {
+      projectedFromPlan: projection.prefillTokensPerSecond,
+      projectedFromMeasuredBandwidth: reprojected?.prefillTokensPerSecond ?? null,
+      measured: smoke.prefillTokensPerSecond,
+    },
     notes: [
       `projectedFromPlan: the plan's host inputs (memory bandwidth: ${plan.host.memory.basis}); decode at depth ${projection.decodeDepthTokens}, prefill for a ${projection.prefillPromptTokens}-token prompt.`,
       measuredGBps === null
@@ -428,7 +565,11 @@ export function speedSideBySide(
 export function deployStack(
   stack: string,
   raw: Record<string, unknown>,
-  secrets: Pick<LlmDeploymentArgs, "apiKey" | "sshPrivateKey" | "huggingFaceToken" | "tlsCertificate" | "tlsPrivateKey"> & Omit<Partial<LlmDeploymentArgs>, "stack" | "config"> = {},
+  secrets: Pick<
+    LlmDeploymentArgs,
+    "apiKey" | "sshPrivateKey" | "huggingFaceToken" | "tlsCertificate" | "tlsPrivateKey"
+  > &
+    Omit<Partial<LlmDeploymentArgs>, "stack" | "config"> = {},
   name = "kimi",
 ): LlmDeployment {
   const config = parseConfigOrRunError(stack, raw);

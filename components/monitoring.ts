@@ -17,25 +17,57 @@ import { remoteCommand, stagedFilesScript } from "./remote-exec";
 
 /** argv after `monitoring.sh`: apply the files staged in `fromDir`, the key on stdin. */
 export function monitoringApplyArgv(monitoring: MonitoringServing, fromDir: string): string[] {
-  return ["apply", "--name", monitoring.name, "--from", fromDir, "--config-dir", monitoring.configDir, "--listen", `${monitoring.listen.address}:${monitoring.listen.port}`, "--bearer-stdin"];
+  return [
+    "apply",
+    "--name",
+    monitoring.name,
+    "--from",
+    fromDir,
+    "--config-dir",
+    monitoring.configDir,
+    "--listen",
+    `${monitoring.listen.address}:${monitoring.listen.port}`,
+    "--bearer-stdin",
+  ];
 }
 
 export function monitoringApplyScript(monitoring: MonitoringServing): string {
   const staging = `${REMOTE_KIT_DIR}/staged/monitoring-${monitoring.name}`;
-  return stagedFilesScript(staging, { "prometheus.yml": monitoring.prometheusYml, "rules.yml": monitoring.rulesYml }, remoteScript("monitoring.sh", monitoringApplyArgv(monitoring, staging)));
+  return stagedFilesScript(
+    staging,
+    { "prometheus.yml": monitoring.prometheusYml, "rules.yml": monitoring.rulesYml },
+    remoteScript("monitoring.sh", monitoringApplyArgv(monitoring, staging)),
+  );
 }
 
 /** argv after `token-limiter.sh`: apply the staged program with the gateway's files. */
 export function tokenLimiterApplyArgv(limiter: TokenLimiterServing, fromFile: string): string[] {
   return [
-    "apply", "--name", limiter.name, "--from", fromFile, "--prometheus", limiter.prometheusUrl, "--limits", limiter.limitsFile,
-    "--socket", limiter.socket, "--blocked-map", limiter.blockedMapFile, "--interval", String(limiter.intervalSeconds),
+    "apply",
+    "--name",
+    limiter.name,
+    "--from",
+    fromFile,
+    "--prometheus",
+    limiter.prometheusUrl,
+    "--limits",
+    limiter.limitsFile,
+    "--socket",
+    limiter.socket,
+    "--blocked-map",
+    limiter.blockedMapFile,
+    "--interval",
+    String(limiter.intervalSeconds),
   ];
 }
 
 export function tokenLimiterApplyScript(limiter: TokenLimiterServing): string {
   const staging = `${REMOTE_KIT_DIR}/staged/token-limiter-${limiter.name}`;
-  return stagedFilesScript(staging, { "token-limiter.js": hostProgramJavaScript("token-limiter") }, remoteScript("token-limiter.sh", tokenLimiterApplyArgv(limiter, `${staging}/token-limiter.js`)));
+  return stagedFilesScript(
+    staging,
+    { "token-limiter.js": hostProgramJavaScript("token-limiter") },
+    remoteScript("token-limiter.sh", tokenLimiterApplyArgv(limiter, `${staging}/token-limiter.js`)),
+  );
 }
 
 export interface MonitoringArgs {
@@ -61,7 +93,13 @@ export class Monitoring extends pulumi.ComponentResource {
       {
         connection: args.connection,
         create: monitoringApplyScript(monitoring),
-        delete: remoteScript("monitoring.sh", ["remove", "--name", monitoring.name, "--config-dir", monitoring.configDir]),
+        delete: remoteScript("monitoring.sh", [
+          "remove",
+          "--name",
+          monitoring.name,
+          "--config-dir",
+          monitoring.configDir,
+        ]),
         stdin: pulumi.secret(pulumi.output(args.backendKey).apply((key) => `${key}\n`)),
         triggers: [scriptSha256("monitoring.sh"), scriptSha256("lib-common.sh"), monitoring.name],
         logging: "stdoutAndStderr",
@@ -77,7 +115,12 @@ export class Monitoring extends pulumi.ComponentResource {
           connection: args.connection,
           create: tokenLimiterApplyScript(limiter),
           delete: remoteScript("token-limiter.sh", ["remove", "--name", limiter.name]),
-          triggers: [scriptSha256("token-limiter.sh"), scriptSha256("lib-common.sh"), hostProgramJavaScriptSha256("token-limiter"), limiter.name],
+          triggers: [
+            scriptSha256("token-limiter.sh"),
+            scriptSha256("lib-common.sh"),
+            hostProgramJavaScriptSha256("token-limiter"),
+            limiter.name,
+          ],
           logging: "stdoutAndStderr",
         },
         { parent: this, dependsOn: [step.resource] },

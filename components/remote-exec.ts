@@ -48,7 +48,12 @@ export interface RemoteStep {
   stdout: pulumi.Output<string>;
 }
 
-export function remoteCommand(executor: RemoteExecutor, name: string, args: RemoteCommandArgs, opts: pulumi.CustomResourceOptions): RemoteStep {
+export function remoteCommand(
+  executor: RemoteExecutor,
+  name: string,
+  args: RemoteCommandArgs,
+  opts: pulumi.CustomResourceOptions,
+): RemoteStep {
   let stepArgs = args;
   if (args.delete !== undefined) {
     const owned = pulumi
@@ -74,8 +79,16 @@ export const REMOTE_OWNERS_DIR = `${HOST_STATE_DIR}/owners`;
  * only while the file still holds that token (or no token at all), so when a replacement has
  * re-created the container or re-verified the shards, the old step's delete leaves them alone.
  */
-export function ownedStepCommands(stepName: string, create: string, remove: string, triggers: readonly unknown[]): { create: string; delete: string } {
-  const token = createHash("sha256").update(JSON.stringify({ stepName, create, remove, triggers })).digest("hex").slice(0, 32);
+export function ownedStepCommands(
+  stepName: string,
+  create: string,
+  remove: string,
+  triggers: readonly unknown[],
+): { create: string; delete: string } {
+  const token = createHash("sha256")
+    .update(JSON.stringify({ stepName, create, remove, triggers }))
+    .digest("hex")
+    .slice(0, 32);
   const ownerFile = `${REMOTE_OWNERS_DIR}/${stepName.replace(/[^A-Za-z0-9_.-]/g, "-")}`;
   const recordOwner = `${shellQuote(["mkdir", "-p", "--", REMOTE_OWNERS_DIR])} && printf '%s\n' ${token} > ${shellQuote([`${ownerFile}.tmp`])} && ${shellQuote(["mv", "-f", "--", `${ownerFile}.tmp`, ownerFile])}`;
   const notice = `kimi-kit: ${stepName} was created again by a newer step; this older step removes nothing`;
@@ -107,21 +120,48 @@ export function remoteFolderDestination(folder: string, remotePath: string): str
   return posix.join(remotePath, basename(folder));
 }
 
-export function remoteCopy(executor: RemoteExecutor, name: string, args: RemoteCopyArgs, opts: pulumi.CustomResourceOptions): pulumi.Resource {
+export function remoteCopy(
+  executor: RemoteExecutor,
+  name: string,
+  args: RemoteCopyArgs,
+  opts: pulumi.CustomResourceOptions,
+): pulumi.Resource {
   if ("folder" in args.source && args.source.folder.endsWith("/")) {
     // A trailing slash switches CopyToRemote to "copy the contents", with a different layout when
     // remotePath is missing; the kit never asks for that, so neither executor has to model it.
-    throw new Error(`internal: remoteCopy ${name}: source folder ${args.source.folder} ends with "/"; allowed: a folder path without a trailing slash`);
+    throw new Error(
+      `internal: remoteCopy ${name}: source folder ${args.source.folder} ends with "/"; allowed: a folder path without a trailing slash`,
+    );
   }
   if (executor === "command-plugin") {
-    const source = "folder" in args.source ? new pulumi.asset.FileArchive(args.source.folder) : new pulumi.asset.StringAsset(args.source.text);
-    return new command.remote.CopyToRemote(name, { connection: args.connection, source, remotePath: args.remotePath, triggers: args.triggers }, opts);
+    const source =
+      "folder" in args.source
+        ? new pulumi.asset.FileArchive(args.source.folder)
+        : new pulumi.asset.StringAsset(args.source.text);
+    return new command.remote.CopyToRemote(
+      name,
+      { connection: args.connection, source, remotePath: args.remotePath, triggers: args.triggers },
+      opts,
+    );
   }
   if ("folder" in args.source) {
     const create = folderCopyScript(args.source.folder, args.remotePath);
-    return new SshCommand(name, { connection: args.connection, create, stdinFromFolder: args.source.folder, triggers: args.triggers }, opts);
+    return new SshCommand(
+      name,
+      { connection: args.connection, create, stdinFromFolder: args.source.folder, triggers: args.triggers },
+      opts,
+    );
   }
-  return new SshCommand(name, { connection: args.connection, create: textCopyScript(args.remotePath), stdin: args.source.text, triggers: args.triggers }, opts);
+  return new SshCommand(
+    name,
+    {
+      connection: args.connection,
+      create: textCopyScript(args.remotePath),
+      stdin: args.source.text,
+      triggers: args.triggers,
+    },
+    opts,
+  );
 }
 
 /** The kit provider's remote side of a folder copy: a tar of the folder's entries arrives on stdin. */
@@ -144,16 +184,34 @@ export function textCopyScript(remotePath: string): string {
 export function stagedFilesScript(dir: string, files: Readonly<Record<string, string>>, then: string): string {
   if (!/^\/[A-Za-z0-9_./-]+$/.test(dir)) throw new Error(`internal: staging folder ${JSON.stringify(dir)}`);
   const writes = Object.entries(files).map(([name, text]) => {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw new Error(`internal: staged file name ${JSON.stringify(name)}`);
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name))
+      throw new Error(`internal: staged file name ${JSON.stringify(name)}`);
     return `printf '%s' ${shellQuote([text])} > ${shellQuote([posix.join(dir, name)])}`;
   });
-  return ["set -e", "umask 077", `rm -rf -- ${dir}`, `mkdir -p -- ${dir}`, `trap 'rm -rf -- ${dir}' EXIT`, ...writes, then].join("\n");
+  return [
+    "set -e",
+    "umask 077",
+    `rm -rf -- ${dir}`,
+    `mkdir -p -- ${dir}`,
+    `trap 'rm -rf -- ${dir}' EXIT`,
+    ...writes,
+    then,
+  ].join("\n");
 }
 
 /** A local command whose stdout is kept (secret) in the state, e.g. a generated API key. */
-export function localCommand(executor: RemoteExecutor, name: string, create: string, opts: pulumi.CustomResourceOptions): pulumi.Output<string> {
+export function localCommand(
+  executor: RemoteExecutor,
+  name: string,
+  create: string,
+  opts: pulumi.CustomResourceOptions,
+): pulumi.Output<string> {
   if (executor === "command-plugin") {
-    return new command.local.Command(name, { create, addPreviousOutputInEnv: false }, { ...opts, additionalSecretOutputs: ["stdout"] }).stdout;
+    return new command.local.Command(
+      name,
+      { create, addPreviousOutputInEnv: false },
+      { ...opts, additionalSecretOutputs: ["stdout"] },
+    ).stdout;
   }
   return new LocalCommand(name, { create }, { ...opts, additionalSecretOutputs: ["stdout"] }).stdout;
 }
@@ -182,7 +240,10 @@ interface SshInputs {
   triggers?: unknown[];
 }
 
-function runSsh(inputs: { connection: Connection; stdin?: string; stdinFromFolder?: string }, script: string): { stdout: string; stderr: string } {
+function runSsh(
+  inputs: { connection: Connection; stdin?: string; stdinFromFolder?: string },
+  script: string,
+): { stdout: string; stderr: string } {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const childProcess = require("child_process") as typeof import("child_process");
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -195,25 +256,50 @@ function runSsh(inputs: { connection: Connection; stdin?: string; stdinFromFolde
   const port = connection.port ?? 22;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kimi-kit-ssh-"));
   try {
-    const options = ["-o", "BatchMode=yes", "-o", `ConnectTimeout=${connection.perDialTimeout ?? 15}`, "-o", `ConnectionAttempts=${Math.max(1, Math.min(connection.dialErrorLimit ?? 3, 10))}`, "-p", String(port)];
+    const options = [
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      `ConnectTimeout=${connection.perDialTimeout ?? 15}`,
+      "-o",
+      `ConnectionAttempts=${Math.max(1, Math.min(connection.dialErrorLimit ?? 3, 10))}`,
+      "-p",
+      String(port),
+    ];
     if (connection.hostKey) {
       const knownHosts = path.join(dir, "known_hosts");
-      fs.writeFileSync(knownHosts, `${port === 22 ? connection.host : `[${connection.host}]:${port}`} ${connection.hostKey}\n`, { mode: 0o600 });
+      fs.writeFileSync(
+        knownHosts,
+        `${port === 22 ? connection.host : `[${connection.host}]:${port}`} ${connection.hostKey}\n`,
+        { mode: 0o600 },
+      );
       options.push("-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHosts}`);
     } else {
       throw new Error(`ssh ${connection.host}:${port}: no pinned host key; refusing to connect to an unverified host`);
     }
     if (connection.privateKey) {
       const key = path.join(dir, "id");
-      fs.writeFileSync(key, connection.privateKey.endsWith("\n") ? connection.privateKey : `${connection.privateKey}\n`, { mode: 0o600 });
+      fs.writeFileSync(
+        key,
+        connection.privateKey.endsWith("\n") ? connection.privateKey : `${connection.privateKey}\n`,
+        { mode: 0o600 },
+      );
       options.push("-i", key, "-o", "IdentitiesOnly=yes");
     }
-    const input = inputs.stdinFromFolder !== undefined ? childProcess.execFileSync("tar", ["-C", inputs.stdinFromFolder, "-cf", "-", "."]) : (inputs.stdin ?? "");
-    const run = childProcess.spawnSync("ssh", [...options, `${connection.user ?? "root"}@${connection.host}`, script], { input, maxBuffer: 256 * 1024 * 1024 });
+    const input =
+      inputs.stdinFromFolder !== undefined
+        ? childProcess.execFileSync("tar", ["-C", inputs.stdinFromFolder, "-cf", "-", "."])
+        : (inputs.stdin ?? "");
+    const run = childProcess.spawnSync("ssh", [...options, `${connection.user ?? "root"}@${connection.host}`, script], {
+      input,
+      maxBuffer: 256 * 1024 * 1024,
+    });
     const stdout = run.stdout?.toString() ?? "";
     const stderr = run.stderr?.toString() ?? "";
     if (run.status !== 0) {
-      throw new Error(`ssh ${connection.user ?? "root"}@${connection.host}:${port}: exit ${run.status ?? run.signal}\n${stderr.slice(-4000)}${stdout.slice(-2000)}`);
+      throw new Error(
+        `ssh ${connection.user ?? "root"}@${connection.host}:${port}: exit ${run.status ?? run.signal}\n${stderr.slice(-4000)}${stdout.slice(-2000)}`,
+      );
     }
     return { stdout, stderr };
   } finally {
@@ -233,7 +319,11 @@ const sshProvider: pulumi.dynamic.ResourceProvider = {
   async diff(_id: string, olds: SshInputs, news: SshInputs) {
     const keys = ["connection", "create", "delete", "stdin", "stdinFromFolder", "triggers"] as const;
     const changed = keys.filter((key) => JSON.stringify(olds[key] ?? null) !== JSON.stringify(news[key] ?? null));
-    return { changes: changed.length > 0, replaces: changed.filter((key) => key === "triggers"), deleteBeforeReplace: false };
+    return {
+      changes: changed.length > 0,
+      replaces: changed.filter((key) => key === "triggers"),
+      deleteBeforeReplace: false,
+    };
   },
   async update(_id: string, _olds: SshInputs, news: SshInputs) {
     const { stdout, stderr } = runSsh(news, news.create);
@@ -247,8 +337,19 @@ const sshProvider: pulumi.dynamic.ResourceProvider = {
 class SshCommand extends pulumi.dynamic.Resource {
   declare readonly stdout: pulumi.Output<string>;
   declare readonly stderr: pulumi.Output<string>;
-  constructor(name: string, args: RemoteCommandArgs & { stdinFromFolder?: string }, opts: pulumi.CustomResourceOptions) {
-    super(sshProvider, name, { ...args, stdout: undefined, stderr: undefined }, { ...opts, additionalSecretOutputs: ["connection", "stdin", ...(opts.additionalSecretOutputs ?? [])] }, "kimi-kit", "SshCommand");
+  constructor(
+    name: string,
+    args: RemoteCommandArgs & { stdinFromFolder?: string },
+    opts: pulumi.CustomResourceOptions,
+  ) {
+    super(
+      sshProvider,
+      name,
+      { ...args, stdout: undefined, stderr: undefined },
+      { ...opts, additionalSecretOutputs: ["connection", "stdin", ...(opts.additionalSecretOutputs ?? [])] },
+      "kimi-kit",
+      "SshCommand",
+    );
   }
 }
 

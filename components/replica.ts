@@ -21,12 +21,28 @@ import { smokeStep, type SmokeTimings } from "./smoke";
 /** argv after `usage-exporter.sh`: the per-team counter in front of llama-server, its script staged in `fromFile`. */
 export function usageExporterApplyArgv(usage: UsageExporterServing, fromFile: string): string[] {
   const at = (listener: { address: string; port: number }) => `${listener.address}:${listener.port}`;
-  return ["apply", "--name", usage.name, "--from", fromFile, "--listen", at(usage.listen), "--upstream", at(usage.upstream), "--metrics", at(usage.metrics)];
+  return [
+    "apply",
+    "--name",
+    usage.name,
+    "--from",
+    fromFile,
+    "--listen",
+    at(usage.listen),
+    "--upstream",
+    at(usage.upstream),
+    "--metrics",
+    at(usage.metrics),
+  ];
 }
 
 export function usageExporterApplyScript(usage: UsageExporterServing): string {
   const staging = `${REMOTE_KIT_DIR}/staged/usage-${usage.name}`;
-  return stagedFilesScript(staging, { "usage-exporter.js": hostProgramJavaScript("usage-exporter") }, remoteScript("usage-exporter.sh", usageExporterApplyArgv(usage, `${staging}/usage-exporter.js`)));
+  return stagedFilesScript(
+    staging,
+    { "usage-exporter.js": hostProgramJavaScript("usage-exporter") },
+    remoteScript("usage-exporter.sh", usageExporterApplyArgv(usage, `${staging}/usage-exporter.js`)),
+  );
 }
 
 export interface ReplicaArgs {
@@ -54,7 +70,10 @@ export class Replica extends pulumi.ComponentResource {
     const { plan, replica } = args;
     this.replica = replica;
     const host = new Host(`${name}-host`, { plan, sshPrivateKey: args.sshPrivateKey }, { parent: this });
-    if (!host.connection) throw new pulumi.RunError(`stack ${plan.stack}: replica ${replica.id} (${replica.configPath}) has no SSH connection`);
+    if (!host.connection)
+      throw new pulumi.RunError(
+        `stack ${plan.stack}: replica ${replica.id} (${replica.configPath}) has no SSH connection`,
+      );
     this.host = host;
     const executor = plan.config.deployment.remoteExecutor;
     const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
@@ -74,10 +93,22 @@ export class Replica extends pulumi.ComponentResource {
         { parent: this, dependsOn: [prep.ready] },
       ).resource;
     }
-    const shards = new GgufShards(`${name}-shards`, { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep, ready] }, { parent: this });
+    const shards = new GgufShards(
+      `${name}-shards`,
+      { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep, ready] },
+      { parent: this },
+    );
     const server = new LlamaServer(
       `${name}-server`,
-      { plan, host, apiKey: args.apiKey, engine: args.engine, after: [shards.fetched, ready], sshFilesDir: args.sshFilesDir, imageVariant: prep.llamaImageVariant },
+      {
+        plan,
+        host,
+        apiKey: args.apiKey,
+        engine: args.engine,
+        after: [shards.fetched, ready],
+        sshFilesDir: args.sshFilesDir,
+        imageVariant: prep.llamaImageVariant,
+      },
       { parent: this },
     );
     // The gateway's only way in: the per-team counter, started once llama-server runs behind it.
@@ -88,7 +119,12 @@ export class Replica extends pulumi.ComponentResource {
         connection: host.connection,
         create: usageExporterApplyScript(replica.usage),
         delete: remoteScript("usage-exporter.sh", ["remove", "--name", replica.usage.name]),
-        triggers: [scriptSha256("usage-exporter.sh"), scriptSha256("lib-common.sh"), hostProgramJavaScriptSha256("usage-exporter"), replica.usage.name],
+        triggers: [
+          scriptSha256("usage-exporter.sh"),
+          scriptSha256("lib-common.sh"),
+          hostProgramJavaScriptSha256("usage-exporter"),
+          replica.usage.name,
+        ],
         logging: "stdoutAndStderr",
       },
       { parent: this, dependsOn: [server.server] },
@@ -97,9 +133,21 @@ export class Replica extends pulumi.ComponentResource {
     this.smoke = smokeStep(
       executor,
       `${name}-smoke`,
-      { connection: host.connection, listen: plan.listen, alias: plan.model.serving.alias, waitSeconds: server.spec.waitSeconds, apiKey: args.apiKey, triggers: [JSON.stringify(server.spec)] },
+      {
+        connection: host.connection,
+        listen: plan.listen,
+        alias: plan.model.serving.alias,
+        waitSeconds: server.spec.waitSeconds,
+        apiKey: args.apiKey,
+        triggers: [JSON.stringify(server.spec)],
+      },
       { parent: this, dependsOn: [server.server] },
     );
-    this.registerOutputs({ id: replica.id, listen: replica.listen, smoke: this.smoke, measuredBandwidthGBps: prep.measuredBandwidthGBps });
+    this.registerOutputs({
+      id: replica.id,
+      listen: replica.listen,
+      smoke: this.smoke,
+      measuredBandwidthGBps: prep.measuredBandwidthGBps,
+    });
   }
 }

@@ -24,10 +24,22 @@ export const RPC_SERVER_ENTRYPOINT = "/app/ggml-rpc-server";
 export function rpcServerUpArgv(plan: Plan, worker: RpcWorkerPlan): string[] {
   const image = clusterOf(plan).image;
   return [
-    "up", "--name", worker.containerName, "--image", image, "--entrypoint", RPC_SERVER_ENTRYPOINT, "--restart", "unless-stopped",
+    "up",
+    "--name",
+    worker.containerName,
+    "--image",
+    image,
+    "--entrypoint",
+    RPC_SERVER_ENTRYPOINT,
+    "--restart",
+    "unless-stopped",
     ...Object.entries(clusterOf(plan).environment).flatMap(([key, value]) => ["--env", `${key}=${value}`]),
-    "--label", `kimi-kit.stack=${plan.stack}`, "--label", "kimi-kit.role=rpc-worker",
-    "--", ...worker.rpcServerArgs,
+    "--label",
+    `kimi-kit.stack=${plan.stack}`,
+    "--label",
+    "kimi-kit.role=rpc-worker",
+    "--",
+    ...worker.rpcServerArgs,
   ];
 }
 
@@ -37,7 +49,13 @@ export function rpcServerDownArgv(worker: RpcWorkerPlan): string[] {
 
 /** argv after `firewall.sh`: only the head may reach the RPC port. */
 export function rpcFirewallApplyArgv(worker: RpcWorkerPlan): string[] {
-  return ["apply", "--table", worker.firewall.table, "--allow", `${worker.firewall.port}=${worker.firewall.allowFrom.join(",")}`];
+  return [
+    "apply",
+    "--table",
+    worker.firewall.table,
+    "--allow",
+    `${worker.firewall.port}=${worker.firewall.allowFrom.join(",")}`,
+  ];
 }
 
 export function rpcFirewallRemoveArgv(worker: RpcWorkerPlan): string[] {
@@ -62,7 +80,13 @@ export function parseImageId(stdout: string | undefined): string | undefined {
 }
 
 /** A step whose stdout is the ID `image` resolves to on the host; re-run when the image name changes. */
-export function imageIdStep(executor: RemoteExecutor, name: string, connection: pulumi.Input<command.types.input.remote.ConnectionArgs>, image: string, opts: pulumi.CustomResourceOptions): RemoteStep {
+export function imageIdStep(
+  executor: RemoteExecutor,
+  name: string,
+  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>,
+  image: string,
+  opts: pulumi.CustomResourceOptions,
+): RemoteStep {
   return remoteCommand(executor, name, { connection, create: imageIdScript(image), logging: "stderr" }, opts);
 }
 
@@ -71,10 +95,17 @@ export function imageIdStep(executor: RemoteExecutor, name: string, connection: 
  * with when it is not running (undefined when it is): the worker, the state, and how to bring it
  * back (the step that made it runs again only when its inputs change).
  */
-export function workerDownMessage(worker: Pick<RpcWorkerPlan, "id" | "endpoint" | "containerName">, statusStdout: string, upCommand: string): string | undefined {
+export function workerDownMessage(
+  worker: Pick<RpcWorkerPlan, "id" | "endpoint" | "containerName">,
+  statusStdout: string,
+  upCommand: string,
+): string | undefined {
   const status = parseKeyValues(statusStdout);
   if (status.state === "running") return undefined;
-  const detail = status.state === "absent" || status.state === undefined ? "absent" : `${status.state}, exit code ${status.exit_code || "?"}, ${status.restart_count || "0"} restart(s)`;
+  const detail =
+    status.state === "absent" || status.state === undefined
+      ? "absent"
+      : `${status.state}, exit code ${status.exit_code || "?"}, ${status.restart_count || "0"} restart(s)`;
   return (
     `worker ${worker.id} (${worker.endpoint}): ggml-rpc-server container not running (container ${worker.containerName}: ${detail}). ` +
     `Start it again on that host with \`${upCommand}\` (what the kit ran), then run \`pulumi up\` again; the head's llama-server lost the worker's layers and may need a restart too.`
@@ -112,13 +143,29 @@ export class RpcWorker extends pulumi.ComponentResource {
     super("kimi-kit:fleet:RpcWorker", name, {}, opts);
     this.worker = worker;
     const configPath = `hosts[${worker.index}]`;
-    if (!worker.ssh) throw new pulumi.RunError(`stack ${plan.stack}: ${configPath}.ssh is missing: set ${configPath}.ssh.host (and port/user) so the kit can reach worker ${worker.id}.`);
+    if (!worker.ssh)
+      throw new pulumi.RunError(
+        `stack ${plan.stack}: ${configPath}.ssh is missing: set ${configPath}.ssh.host (and port/user) so the kit can reach worker ${worker.id}.`,
+      );
     requirePinnedHostKey(plan.stack, worker.ssh, `${configPath}.ssh.hostPublicKey`, this);
-    const connection = pinnedConnection(worker.ssh, args.sshPrivateKey === undefined ? undefined : pulumi.secret(args.sshPrivateKey));
+    const connection = pinnedConnection(
+      worker.ssh,
+      args.sshPrivateKey === undefined ? undefined : pulumi.secret(args.sshPrivateKey),
+    );
     this.connection = connection;
     const executor = plan.config.deployment.remoteExecutor;
     const step = (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
-      remoteCommand(executor, `${name}-${stepName}`, { connection, create: remoteScript(script, scriptArgs), triggers: [scriptSha256(script)], logging: "stdoutAndStderr" }, { parent: this, dependsOn: [after] });
+      remoteCommand(
+        executor,
+        `${name}-${stepName}`,
+        {
+          connection,
+          create: remoteScript(script, scriptArgs),
+          triggers: [scriptSha256(script)],
+          logging: "stdoutAndStderr",
+        },
+        { parent: this, dependsOn: [after] },
+      );
 
     const scripts = copyKitScripts(executor, name, connection, this);
     // No model on a worker: only its RAM and cores are the plan's to check.
@@ -153,10 +200,16 @@ export class RpcWorker extends pulumi.ComponentResource {
       { parent: this, dependsOn: [firewall.resource] },
     );
     this.server = container.resource;
-    const image = imageIdStep(executor, `${name}-image`, connection, cluster.image, { parent: this, dependsOn: [container.resource] });
+    const image = imageIdStep(executor, `${name}-image`, connection, cluster.image, {
+      parent: this,
+      dependsOn: [container.resource],
+    });
     this.imageId = image.stdout.apply((stdout) => {
       const id = parseImageId(stdout);
-      if (!id) throw new pulumi.RunError(`worker ${worker.id} (${worker.endpoint}): no image ID for ${cluster.image} in the step's output: ${JSON.stringify((stdout ?? "").slice(-500))}`);
+      if (!id)
+        throw new pulumi.RunError(
+          `worker ${worker.id} (${worker.endpoint}): no image ID for ${cluster.image} in the step's output: ${JSON.stringify((stdout ?? "").slice(-500))}`,
+        );
       return id;
     });
 
@@ -180,13 +233,20 @@ export class RpcWorker extends pulumi.ComponentResource {
       try {
         stdout = runRemoteNow(reach as Connection, statusScript);
       } catch (error) {
-        throw new pulumi.RunError(`worker ${worker.id} (${worker.endpoint}): could not ask whether ggml-rpc-server runs (${String(error instanceof Error ? error.message : error).trim()})`);
+        throw new pulumi.RunError(
+          `worker ${worker.id} (${worker.endpoint}): could not ask whether ggml-rpc-server runs (${String(error instanceof Error ? error.message : error).trim()})`,
+        );
       }
       const down = workerDownMessage(worker, stdout, upCommand);
       if (down) throw new pulumi.RunError(down);
       return "running";
     });
     this.containerState = pulumi.unsecret(state);
-    this.registerOutputs({ endpoint: worker.endpoint, containerName: worker.containerName, imageId: this.imageId, containerState: this.containerState });
+    this.registerOutputs({
+      endpoint: worker.endpoint,
+      containerName: worker.containerName,
+      imageId: this.imageId,
+      containerState: this.containerState,
+    });
   }
 }

@@ -22,7 +22,10 @@ export function parseSmokeTimings(stdout: string | undefined): SmokeTimings {
     try {
       const timings = (JSON.parse(line.slice(start)) as { timings?: Record<string, unknown> }).timings ?? {};
       const number = (value: unknown) => (typeof value === "number" && Number.isFinite(value) ? value : null);
-      return { decodeTokensPerSecond: number(timings.predicted_per_second), prefillTokensPerSecond: number(timings.prompt_per_second) };
+      return {
+        decodeTokensPerSecond: number(timings.predicted_per_second),
+        prefillTokensPerSecond: number(timings.prompt_per_second),
+      };
     } catch {
       continue;
     }
@@ -37,7 +40,11 @@ export function parseSmokeTimings(stdout: string | undefined): SmokeTimings {
  */
 export function smokeScript(address: string, port: number, alias: string, waitSeconds: number): string {
   const base = `http://${address}:${port}`;
-  const body = JSON.stringify({ model: alias, messages: [{ role: "user", content: "Reply with one short sentence: what is 2+2?" }], max_tokens: 16 });
+  const body = JSON.stringify({
+    model: alias,
+    messages: [{ role: "user", content: "Reply with one short sentence: what is 2+2?" }],
+    max_tokens: 16,
+  });
   return [
     "set -eu",
     'umask 077; headers=$(mktemp); response=$(mktemp); trap \'rm -f "$headers" "$response"\' EXIT',
@@ -63,7 +70,12 @@ export interface SmokeStepArgs {
 }
 
 /** The smoke request as a remote step, and llama-server's timings for it. */
-export function smokeStep(executor: RemoteExecutor, name: string, args: SmokeStepArgs, opts: pulumi.CustomResourceOptions): pulumi.Output<SmokeTimings> {
+export function smokeStep(
+  executor: RemoteExecutor,
+  name: string,
+  args: SmokeStepArgs,
+  opts: pulumi.CustomResourceOptions,
+): pulumi.Output<SmokeTimings> {
   const step = remoteCommand(
     executor,
     name,

@@ -39,8 +39,7 @@ export type GgufScalarType = Exclude<keyof typeof GGUF_VALUE_TYPE, "array">;
 type ScalarJs = number | bigint | boolean | string;
 
 export type GgufValue =
-  | { type: GgufScalarType; value: ScalarJs }
-  | { type: "array"; itemType: GgufScalarType; value: readonly ScalarJs[] };
+  { type: GgufScalarType; value: ScalarJs } | { type: "array"; itemType: GgufScalarType; value: readonly ScalarJs[] };
 
 /** Constructors for metadata values: `kv.u32(7)`, `kv.str("deepseek2")`, `kv.arr("str", [...])`. */
 export const kv = {
@@ -73,16 +72,56 @@ class ByteWriter {
     this.buf = next;
   }
 
-  u8(v: number) { this.ensure(1); this.buf.writeUInt8(v, this.length); this.length += 1; }
-  i8(v: number) { this.ensure(1); this.buf.writeInt8(v, this.length); this.length += 1; }
-  u16(v: number) { this.ensure(2); this.buf.writeUInt16LE(v, this.length); this.length += 2; }
-  i16(v: number) { this.ensure(2); this.buf.writeInt16LE(v, this.length); this.length += 2; }
-  u32(v: number) { this.ensure(4); this.buf.writeUInt32LE(v, this.length); this.length += 4; }
-  i32(v: number) { this.ensure(4); this.buf.writeInt32LE(v, this.length); this.length += 4; }
-  f32(v: number) { this.ensure(4); this.buf.writeFloatLE(v, this.length); this.length += 4; }
-  f64(v: number) { this.ensure(8); this.buf.writeDoubleLE(v, this.length); this.length += 8; }
-  u64(v: number | bigint) { this.ensure(8); this.buf.writeBigUInt64LE(BigInt(v), this.length); this.length += 8; }
-  i64(v: number | bigint) { this.ensure(8); this.buf.writeBigInt64LE(BigInt(v), this.length); this.length += 8; }
+  u8(v: number) {
+    this.ensure(1);
+    this.buf.writeUInt8(v, this.length);
+    this.length += 1;
+  }
+  i8(v: number) {
+    this.ensure(1);
+    this.buf.writeInt8(v, this.length);
+    this.length += 1;
+  }
+  u16(v: number) {
+    this.ensure(2);
+    this.buf.writeUInt16LE(v, this.length);
+    this.length += 2;
+  }
+  i16(v: number) {
+    this.ensure(2);
+    this.buf.writeInt16LE(v, this.length);
+    this.length += 2;
+  }
+  u32(v: number) {
+    this.ensure(4);
+    this.buf.writeUInt32LE(v, this.length);
+    this.length += 4;
+  }
+  i32(v: number) {
+    this.ensure(4);
+    this.buf.writeInt32LE(v, this.length);
+    this.length += 4;
+  }
+  f32(v: number) {
+    this.ensure(4);
+    this.buf.writeFloatLE(v, this.length);
+    this.length += 4;
+  }
+  f64(v: number) {
+    this.ensure(8);
+    this.buf.writeDoubleLE(v, this.length);
+    this.length += 8;
+  }
+  u64(v: number | bigint) {
+    this.ensure(8);
+    this.buf.writeBigUInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
+  i64(v: number | bigint) {
+    this.ensure(8);
+    this.buf.writeBigInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
   str(s: string) {
     const bytes = Buffer.from(s, "utf8");
     this.u64(bytes.length);
@@ -96,7 +135,9 @@ class ByteWriter {
     this.buf.fill(0, this.length, this.length + n);
     this.length += n;
   }
-  bytes(): Buffer { return this.buf.subarray(0, this.length); }
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
 }
 
 function writeScalar(w: ByteWriter, type: GgufScalarType, value: ScalarJs, key: string): void {
@@ -105,17 +146,26 @@ function writeScalar(w: ByteWriter, type: GgufScalarType, value: ScalarJs, key: 
     return value;
   };
   switch (type) {
-    case "u8": return w.u8(num());
-    case "i8": return w.i8(num());
-    case "u16": return w.u16(num());
-    case "i16": return w.i16(num());
-    case "u32": return w.u32(num());
-    case "i32": return w.i32(num());
-    case "f32": return w.f32(num());
-    case "f64": return w.f64(num());
+    case "u8":
+      return w.u8(num());
+    case "i8":
+      return w.i8(num());
+    case "u16":
+      return w.u16(num());
+    case "i16":
+      return w.i16(num());
+    case "u32":
+      return w.u32(num());
+    case "i32":
+      return w.i32(num());
+    case "f32":
+      return w.f32(num());
+    case "f64":
+      return w.f64(num());
     case "u64":
     case "i64":
-      if (typeof value !== "number" && typeof value !== "bigint") throw new Error(`GGUF key ${key}: ${type} needs a number or bigint`);
+      if (typeof value !== "number" && typeof value !== "bigint")
+        throw new Error(`GGUF key ${key}: ${type} needs a number or bigint`);
       return type === "u64" ? w.u64(value) : w.i64(value);
     case "bool":
       if (typeof value !== "boolean") throw new Error(`GGUF key ${key}: bool needs a boolean`);
@@ -200,12 +250,12 @@ export function f32ToF16Bits(v: number): number {
     let half = mant >>> shift;
     const rem = mant & ((1 << shift) - 1);
     const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
+    if (rem > mid || (rem === mid && half & 1)) half++;
     return sign | half;
   }
   let half = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++; // a carry into the exponent is still correct (up to inf)
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++; // a carry into the exponent is still correct (up to inf)
   return sign | half;
 }
 
@@ -266,7 +316,8 @@ function writeTensorData(fd: number, spec: GgufTensorSpec, scratch: ArrayBuffer)
   const size = BYTES_PER_ELEMENT[spec.type];
   const data = spec.data;
   if (data.kind === "bytes") {
-    if (data.bytes.length !== n * size) throw new Error(`tensor ${spec.name}: ${data.bytes.length} bytes given, ${n * size} needed`);
+    if (data.bytes.length !== n * size)
+      throw new Error(`tensor ${spec.name}: ${data.bytes.length} bytes given, ${n * size} needed`);
     let off = 0;
     while (off < data.bytes.length) off += writeSync(fd, data.bytes, off, data.bytes.length - off);
     return data.bytes.length;
@@ -312,7 +363,8 @@ export function writeGguf(
 ): WrittenGguf {
   const alignmentKv = metadata["general.alignment"];
   const alignment = alignmentKv && alignmentKv.type === "u32" ? Number(alignmentKv.value) : 32;
-  if (!(alignment > 0 && alignment % 8 === 0)) throw new Error(`general.alignment must be a positive multiple of 8, got ${alignment}`);
+  if (!(alignment > 0 && alignment % 8 === 0))
+    throw new Error(`general.alignment must be a positive multiple of 8, got ${alignment}`);
 
   const names = new Set<string>();
   const infos: WrittenTensor[] = [];
@@ -329,7 +381,10 @@ export function writeGguf(
   }
 
   const w = new ByteWriter();
-  w.u8(0x47); w.u8(0x47); w.u8(0x55); w.u8(0x46); // "GGUF"
+  w.u8(0x47);
+  w.u8(0x47);
+  w.u8(0x55);
+  w.u8(0x46); // "GGUF"
   w.u32(3);
   w.u64(tensors.length);
   w.u64(Object.keys(metadata).length);
@@ -456,8 +511,19 @@ function checkDims(d: Deepseek2Dims): void {
     if (!Number.isInteger(v) || v < 0) throw new Error(`deepseek2 dims: ${k} must be a non-negative integer, got ${v}`);
   }
   const positive: (keyof Deepseek2Dims)[] = [
-    "layers", "hidden", "heads", "kvLoraRank", "qkNopeHeadDim", "qkRopeHeadDim", "vHeadDim",
-    "experts", "activeExperts", "sharedExperts", "expertFfn", "vocab", "contextLength",
+    "layers",
+    "hidden",
+    "heads",
+    "kvLoraRank",
+    "qkNopeHeadDim",
+    "qkRopeHeadDim",
+    "vHeadDim",
+    "experts",
+    "activeExperts",
+    "sharedExperts",
+    "expertFfn",
+    "vocab",
+    "contextLength",
   ];
   for (const k of positive) if (d[k] < 1) throw new Error(`deepseek2 dims: ${k} must be ≥ 1 (llama.cpp requires it)`);
   if (d.denseLeadingLayers > d.layers) throw new Error("deepseek2 dims: denseLeadingLayers > layers");
@@ -590,7 +656,11 @@ export interface WrittenDeepseek2 extends WrittenGguf {
  * shared experts, MLA split into attn_k_b/attn_v_b. Matrices ~N(0, std²) (seeded per tensor
  * name), RMS norm weights 1, expert bias 0.
  */
-export function writeDeepseek2Gguf(path: string, dims: Deepseek2Dims, options: Deepseek2WriteOptions = {}): WrittenDeepseek2 {
+export function writeDeepseek2Gguf(
+  path: string,
+  dims: Deepseek2Dims,
+  options: Deepseek2WriteOptions = {},
+): WrittenDeepseek2 {
   const type = options.type ?? "F16";
   const seed = options.seed ?? 1;
   const std = options.std ?? 0.02;
@@ -600,9 +670,11 @@ export function writeDeepseek2Gguf(path: string, dims: Deepseek2Dims, options: D
     shape: t.shape,
     type: t.type,
     data:
-      t.class === "norm" ? { kind: "constant", value: 1 }
-      : t.class === "expert_bias" ? { kind: "constant", value: 0 }
-      : { kind: "normal", std, seed },
+      t.class === "norm"
+        ? { kind: "constant", value: 1 }
+        : t.class === "expert_bias"
+          ? { kind: "constant", value: 0 }
+          : { kind: "normal", std, seed },
   }));
   const written = writeGguf(path, deepseek2Metadata(dims, { ...options, type }), specs);
   return { ...written, dims: { ...dims }, plan };

@@ -36,7 +36,6 @@ const execFileAsync = promisify(execFile);
 export type MixName = "q2-experts" | "q4-experts";
 export const MIX_NAMES: readonly MixName[] = ["q2-experts", "q4-experts"];
 
-
 export interface MixDefinition {
   /** llama-quantize's base type argument: every quantizable tensor not named below */
   base: GgmlTypeName;
@@ -128,7 +127,10 @@ export function mixClassTypes(mix: MixName): Record<Deepseek2TensorClass, GgmlTy
 }
 
 /** The type a tensor of `sourceType` and `shape` (ggml order) ends up with after quantizeMix(…, mix). */
-export function expectedMixType(mix: MixName, tensor: { name: string; shape: readonly number[]; type: GgmlTypeName }): GgmlTypeName {
+export function expectedMixType(
+  mix: MixName,
+  tensor: { name: string; shape: readonly number[]; type: GgmlTypeName },
+): GgmlTypeName {
   const target = mixClassTypes(mix)[classifyDeepseek2Tensor(tensor.name)];
   let nDims = tensor.shape.length;
   while (nDims > 1 && tensor.shape[nDims - 1] === 1) nDims--;
@@ -139,7 +141,14 @@ export function expectedMixType(mix: MixName, tensor: { name: string; shape: rea
 
 export type ModelPreset = "tiny" | "medium" | "large";
 
-const COMMON = { qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, kvLoraRank: 512, sharedExperts: 1, denseLeadingLayers: 1 };
+const COMMON = {
+  qkNopeHeadDim: 128,
+  qkRopeHeadDim: 64,
+  vHeadDim: 128,
+  kvLoraRank: 512,
+  sharedExperts: 1,
+  denseLeadingLayers: 1,
+};
 
 /**
  * Generated presets (the Kimi K2 ratios shrunk: MLA 512/64/128/128, 1 leading dense layer,
@@ -150,12 +159,30 @@ const COMMON = { qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, kvLoraRan
  */
 export const PRESET_DIMS: Record<Exclude<ModelPreset, "tiny">, Deepseek2Dims> = {
   medium: {
-    ...COMMON, layers: 8, hidden: 1024, heads: 8, qLoraRank: 512, denseFfn: 2816,
-    experts: 16, activeExperts: 4, expertFfn: 512, vocab: 2048, contextLength: 4096,
+    ...COMMON,
+    layers: 8,
+    hidden: 1024,
+    heads: 8,
+    qLoraRank: 512,
+    denseFfn: 2816,
+    experts: 16,
+    activeExperts: 4,
+    expertFfn: 512,
+    vocab: 2048,
+    contextLength: 4096,
   },
   large: {
-    ...COMMON, layers: 8, hidden: 1536, heads: 12, qLoraRank: 768, denseFfn: 4096,
-    experts: 16, activeExperts: 4, expertFfn: 512, vocab: 4096, contextLength: 8192,
+    ...COMMON,
+    layers: 8,
+    hidden: 1536,
+    heads: 12,
+    qLoraRank: 768,
+    denseFfn: 4096,
+    experts: 16,
+    activeExperts: 4,
+    expertFfn: 512,
+    vocab: 4096,
+    contextLength: 8192,
   },
 };
 
@@ -179,7 +206,14 @@ export interface GeneratedModelCase {
   /** the source's tensors as planned (generated) or as read from its header (tiny) */
   tensors: CaseTensor[];
   /** per mix: where quantizeMix should write it, the target type per tensor class, and per tensor after fallbacks */
-  mixes: Record<MixName, { path: string; classTypes: Record<Deepseek2TensorClass, GgmlTypeName | "source">; tensorTypes: Record<string, GgmlTypeName> }>;
+  mixes: Record<
+    MixName,
+    {
+      path: string;
+      classTypes: Record<Deepseek2TensorClass, GgmlTypeName | "source">;
+      tensorTypes: Record<string, GgmlTypeName>;
+    }
+  >;
 }
 
 /** A type id as @huggingface/gguf names it (the independent reader), checked against the planner's ggml type table. */

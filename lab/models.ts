@@ -23,7 +23,10 @@ function run(tool: string, args: string[]): string {
     }).toString();
   } catch (error) {
     const e = error as { stderr?: Buffer; stdout?: Buffer };
-    throw new Error(`${tool} ${args.join(" ")} failed:\n${e.stderr?.toString() ?? ""}${e.stdout?.toString() ?? String(error)}`, { cause: error });
+    throw new Error(
+      `${tool} ${args.join(" ")} failed:\n${e.stderr?.toString() ?? ""}${e.stdout?.toString() ?? String(error)}`,
+      { cause: error },
+    );
   }
 }
 

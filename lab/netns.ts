@@ -93,7 +93,10 @@ export function createTopology(): Topology {
   const subnet = `10.231.${octet}.0/24`;
   const switchNs = `${prefix}-sw`;
   const ns = Object.fromEntries(HOSTS.map((host) => [host, `${prefix}-${host}`])) as Record<Host, string>;
-  const addr = Object.fromEntries(HOSTS.map((host) => [host, `10.231.${octet}.${HOST_OCTET[host]}`])) as Record<Host, string>;
+  const addr = Object.fromEntries(HOSTS.map((host) => [host, `10.231.${octet}.${HOST_OCTET[host]}`])) as Record<
+    Host,
+    string
+  >;
   const made: string[] = [];
   let limited = false;
 
@@ -105,7 +108,11 @@ export function createTopology(): Topology {
   };
 
   // Both ends of each link, as (namespace, device) pairs: the switch-side end and the host's eth0.
-  const linkEnds = (): [string, string][] => HOSTS.flatMap((host): [string, string][] => [[switchNs, `v${host}`], [ns[host], "eth0"]]);
+  const linkEnds = (): [string, string][] =>
+    HOSTS.flatMap((host): [string, string][] => [
+      [switchNs, `v${host}`],
+      [ns[host], "eth0"],
+    ]);
 
   try {
     for (const name of [switchNs, ...HOSTS.map((host) => ns[host])]) {
@@ -119,7 +126,21 @@ export function createTopology(): Topology {
     must(["ip", "-n", switchNs, "link", "add", "br0", "type", "bridge"]);
     must(["ip", "-n", switchNs, "link", "set", "br0", "up"]);
     for (const host of HOSTS) {
-      must(["ip", "-n", switchNs, "link", "add", `v${host}`, "type", "veth", "peer", "name", "eth0", "netns", ns[host]]);
+      must([
+        "ip",
+        "-n",
+        switchNs,
+        "link",
+        "add",
+        `v${host}`,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns[host],
+      ]);
       must(["ip", "-n", switchNs, "link", "set", `v${host}`, "master", "br0"]);
       must(["ip", "-n", switchNs, "link", "set", `v${host}`, "up"]);
       must(["ip", "-n", ns[host], "addr", "add", `${addr[host]}/24`, "dev", "eth0"]);
@@ -147,7 +168,11 @@ export function createTopology(): Topology {
     },
     canConnect(from, host, port, timeoutS = 2) {
       // bash's /dev/tcp opens a plain TCP connection; `timeout` bounds a SYN that gets no answer.
-      const r = run([...prefixFor(from), "timeout", String(timeoutS), "bash", "-c", 'exec 3<>"/dev/tcp/$0/$1"', host, String(port)], undefined, (timeoutS + 10) * 1000);
+      const r = run(
+        [...prefixFor(from), "timeout", String(timeoutS), "bash", "-c", 'exec 3<>"/dev/tcp/$0/$1"', host, String(port)],
+        undefined,
+        (timeoutS + 10) * 1000,
+      );
       return r.status === 0;
     },
     setRate(gbitPerSecond) {

@@ -49,7 +49,11 @@ export interface RpcCluster {
    * Starts a llama-server in the head namespace with `args`, plus `--rpc` naming every worker
    * unless `rpc` is false (the single-host baseline, same namespace, same flags otherwise).
    */
-  startHead(model: string, args: readonly string[], options?: { rpc?: boolean; timeoutMs?: number }): Promise<HeadServer>;
+  startHead(
+    model: string,
+    args: readonly string[],
+    options?: { rpc?: boolean; timeoutMs?: number },
+  ): Promise<HeadServer>;
   /** Starts a worker again after it died or was killed, and waits until it accepts connections. */
   restartWorker(host: WorkerHost): Promise<void>;
   /** Stops every head and worker, deletes the namespaces (their nftables tables go with them) and the socket folder. */
@@ -91,11 +95,28 @@ export async function startRpcCluster(options: RpcClusterOptions = {}): Promise<
     // the first "Accepted client connection" flush; line buffering shows each line as printed,
     // and keeps what it printed even when the worker is killed. stdbuf and `ip netns exec` both
     // exec in place, so the child's pid is ggml-rpc-server's.
-    const child = topology.spawnIn(host, ["stdbuf", "-oL", "-eL", llamaTool("ggml-rpc-server"), "-H", topology.addr[host], "-p", String(port), "-t", String(threads)], { env: { ...process.env, ...options.workerEnv } });
+    const child = topology.spawnIn(
+      host,
+      [
+        "stdbuf",
+        "-oL",
+        "-eL",
+        llamaTool("ggml-rpc-server"),
+        "-H",
+        topology.addr[host],
+        "-p",
+        String(port),
+        "-t",
+        String(threads),
+      ],
+      { env: { ...process.env, ...options.workerEnv } },
+    );
     const state: WorkerState = {
       child,
       log: "",
-      exited: new Promise((resolveExit) => child.once("close", (code: number | null, signal: NodeJS.Signals | null) => resolveExit({ code, signal }))),
+      exited: new Promise((resolveExit) =>
+        child.once("close", (code: number | null, signal: NodeJS.Signals | null) => resolveExit({ code, signal })),
+      ),
     };
     child.stdout?.on("data", (chunk: Buffer) => (state.log += chunk.toString()));
     child.stderr?.on("data", (chunk: Buffer) => (state.log += chunk.toString()));
@@ -105,8 +126,12 @@ export async function startRpcCluster(options: RpcClusterOptions = {}): Promise<
     // to accepting.
     const deadline = Date.now() + startTimeoutMs;
     while (!topology.canConnect("head", topology.addr[host], port, 1)) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`ggml-rpc-server in ${host} exited (${child.exitCode ?? child.signalCode}):\n${state.log}`);
-      if (Date.now() > deadline) throw new Error(`ggml-rpc-server in ${host} not reachable from the head after ${startTimeoutMs} ms:\n${state.log}`);
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`ggml-rpc-server in ${host} exited (${child.exitCode ?? child.signalCode}):\n${state.log}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `ggml-rpc-server in ${host} not reachable from the head after ${startTimeoutMs} ms:\n${state.log}`,
+        );
       await new Promise((r) => setTimeout(r, 50));
     }
   };
@@ -130,8 +155,17 @@ export async function startRpcCluster(options: RpcClusterOptions = {}): Promise<
     for (const host of hosts) {
       if (options.firewall ?? true) {
         // Before the worker listens, as on a real host: there is no moment the port is open to all.
-        const applied = topology.exec(host, ["bash", FIREWALL, "apply", "--table", RPC_FIREWALL_TABLE, "--allow", `${port}=${topology.addr.head}/32`]);
-        if (applied.status !== 0) throw new Error(`firewall.sh apply in ${host} exited ${applied.status}: ${applied.stderr}${applied.stdout}`);
+        const applied = topology.exec(host, [
+          "bash",
+          FIREWALL,
+          "apply",
+          "--table",
+          RPC_FIREWALL_TABLE,
+          "--allow",
+          `${port}=${topology.addr.head}/32`,
+        ]);
+        if (applied.status !== 0)
+          throw new Error(`firewall.sh apply in ${host} exited ${applied.status}: ${applied.stderr}${applied.stdout}`);
         firewallOutput[host] = applied.stdout;
       }
       await spawnWorker(host);
@@ -161,7 +195,10 @@ export async function startRpcCluster(options: RpcClusterOptions = {}): Promise<
     async startHead(model, args, headOptions = {}) {
       const socketPath = join(socketDir, `head-${++headCount}.sock`);
       const rpc = (headOptions.rpc ?? true) ? ["--rpc", workers.map((w) => w.endpoint).join(",")] : [];
-      const server = await startServer(model, [...args, ...rpc], headOptions.timeoutMs ?? 120_000, { command: topology.prefixFor("head"), host: socketPath });
+      const server = await startServer(model, [...args, ...rpc], headOptions.timeoutMs ?? 120_000, {
+        command: topology.prefixFor("head"),
+        host: socketPath,
+      });
       const head: HeadServer = { ...server, socketPath };
       heads.push(head);
       return head;
@@ -202,13 +239,27 @@ const median = (values: number[]): number => {
  * cache is off, so every run evaluates the whole prompt, and EOS is ignored, so every run decodes
  * exactly nPredict tokens.
  */
-export async function measure(server: RunningServer, options: { prompt: number[]; nPredict: number; repeats?: number }): Promise<Measurement> {
-  const body = { prompt: options.prompt, n_predict: options.nPredict, cache_prompt: false, ignore_eos: true, temperature: 0 };
+export async function measure(
+  server: RunningServer,
+  options: { prompt: number[]; nPredict: number; repeats?: number },
+): Promise<Measurement> {
+  const body = {
+    prompt: options.prompt,
+    n_predict: options.nPredict,
+    cache_prompt: false,
+    ignore_eos: true,
+    temperature: 0,
+  };
   await server.complete(body);
   const runs: Measurement["runs"] = [];
   for (let i = 0; i < (options.repeats ?? 3); i++) {
     const { timings } = await server.complete(body);
-    runs.push({ promptN: timings.prompt_n, promptPerSecond: timings.prompt_per_second, predictedN: timings.predicted_n, predictedPerSecond: timings.predicted_per_second });
+    runs.push({
+      promptN: timings.prompt_n,
+      promptPerSecond: timings.prompt_per_second,
+      predictedN: timings.predicted_n,
+      predictedPerSecond: timings.predicted_per_second,
+    });
   }
   return {
     promptTokens: options.prompt.length,
@@ -223,7 +274,10 @@ export async function measure(server: RunningServer, options: { prompt: number[]
 export function formatMeasurements(title: string, rows: [string, Measurement][]): string {
   const width = Math.max(14, ...rows.map(([label]) => label.length));
   const lines = [title, `${"configuration".padEnd(width)}  prompt t/s  decode t/s`];
-  for (const [label, m] of rows) lines.push(`${label.padEnd(width)}  ${m.promptPerSecond.toFixed(1).padStart(10)}  ${m.predictedPerSecond.toFixed(1).padStart(10)}`);
+  for (const [label, m] of rows)
+    lines.push(
+      `${label.padEnd(width)}  ${m.promptPerSecond.toFixed(1).padStart(10)}  ${m.predictedPerSecond.toFixed(1).padStart(10)}`,
+    );
   return lines.join("\n");
 }
 
@@ -242,7 +296,11 @@ export interface StreamOutcome {
  * POSTs a streamed /completion to a server's Unix socket; onEvent is called with the count after
  * each `data:` event (one per token), so a caller can act while the generation is under way.
  */
-export function streamCompletion(socketPath: string, body: Record<string, unknown>, onEvent: (events: number) => void): Promise<StreamOutcome> {
+export function streamCompletion(
+  socketPath: string,
+  body: Record<string, unknown>,
+  onEvent: (events: number) => void,
+): Promise<StreamOutcome> {
   const payload = JSON.stringify({ ...body, stream: true });
   return new Promise((resolveOutcome) => {
     const outcome: StreamOutcome = { status: 0, events: 0, completed: false };
@@ -256,31 +314,45 @@ export function streamCompletion(socketPath: string, body: Record<string, unknow
       }
       resolveOutcome(outcome);
     };
-    const req = request({ socketPath, path: "/completion", method: "POST", headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(payload) } }, (response) => {
-      outcome.status = response.statusCode ?? 0;
-      let pending = "";
-      let sawStop = false;
-      response.setEncoding("utf8");
-      response.on("data", (chunk: string) => {
-        pending += chunk;
-        let cut: number;
-        while ((cut = pending.indexOf("\n\n")) >= 0) {
-          const event = pending.slice(0, cut);
-          pending = pending.slice(cut + 2);
-          if (!event.startsWith("data: ")) continue;
-          outcome.events++;
-          if (/"stop"\s*:\s*true/.test(event)) sawStop = true;
-          onEvent(outcome.events);
-        }
-      });
-      response.on("end", () => {
-        outcome.completed = sawStop;
-        settle();
-      });
-      response.on("error", settle);
-      // A response cut off mid-body (the server died) ends in 'close' without 'end' on some paths.
-      response.on("close", () => settle(response.complete ? undefined : Object.assign(new Error("response closed before its end"), { code: "ECLOSED" })));
-    });
+    const req = request(
+      {
+        socketPath,
+        path: "/completion",
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(payload) },
+      },
+      (response) => {
+        outcome.status = response.statusCode ?? 0;
+        let pending = "";
+        let sawStop = false;
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => {
+          pending += chunk;
+          let cut: number;
+          while ((cut = pending.indexOf("\n\n")) >= 0) {
+            const event = pending.slice(0, cut);
+            pending = pending.slice(cut + 2);
+            if (!event.startsWith("data: ")) continue;
+            outcome.events++;
+            if (/"stop"\s*:\s*true/.test(event)) sawStop = true;
+            onEvent(outcome.events);
+          }
+        });
+        response.on("end", () => {
+          outcome.completed = sawStop;
+          settle();
+        });
+        response.on("error", settle);
+        // A response cut off mid-body (the server died) ends in 'close' without 'end' on some paths.
+        response.on("close", () =>
+          settle(
+            response.complete
+              ? undefined
+              : Object.assign(new Error("response closed before its end"), { code: "ECLOSED" }),
+          ),
+        );
+      },
+    );
     req.on("error", settle);
     req.end(payload);
   });

@@ -25,13 +25,20 @@ const MiB = 1024 * 1024;
 
 export function parseBuffers(log: string): LoggedBuffers {
   const buffers: LoggedBuffers = { model: {}, kv: {}, compute: {}, output: {}, recurrent: {} };
-  const add = (record: Record<string, number>, name: string, mib: string) => (record[name] = (record[name] ?? 0) + Number(mib) * MiB);
-  for (const match of log.matchAll(/load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB/g)) add(buffers.model, match[1]!, match[2]!);
-  for (const match of log.matchAll(/llama_kv_cache:\s+(\S+) KV buffer size =\s+([\d.]+) MiB/g)) add(buffers.kv, match[1]!, match[2]!);
-  for (const match of log.matchAll(/sched_reserve:\s+(\S+) compute buffer size =\s+([\d.]+) MiB/g)) add(buffers.compute, match[1]!, match[2]!);
-  for (const match of log.matchAll(/llama_context:\s+(\S+)\s+output buffer size =\s+([\d.]+) MiB/g)) add(buffers.output, match[1]!, match[2]!);
-  for (const match of log.matchAll(/llama_memory_recurrent:\s+(\S+) RS buffer size =\s+([\d.]+) MiB/g)) add(buffers.recurrent, match[1]!, match[2]!);
-  for (const match of log.matchAll(/llama_dsv4_comp_state:\s+(\S+) DSV4 \w+ state buffer size =\s+([\d.]+) MiB/g)) add(buffers.recurrent, match[1]!, match[2]!);
+  const add = (record: Record<string, number>, name: string, mib: string) =>
+    (record[name] = (record[name] ?? 0) + Number(mib) * MiB);
+  for (const match of log.matchAll(/load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB/g))
+    add(buffers.model, match[1]!, match[2]!);
+  for (const match of log.matchAll(/llama_kv_cache:\s+(\S+) KV buffer size =\s+([\d.]+) MiB/g))
+    add(buffers.kv, match[1]!, match[2]!);
+  for (const match of log.matchAll(/sched_reserve:\s+(\S+) compute buffer size =\s+([\d.]+) MiB/g))
+    add(buffers.compute, match[1]!, match[2]!);
+  for (const match of log.matchAll(/llama_context:\s+(\S+)\s+output buffer size =\s+([\d.]+) MiB/g))
+    add(buffers.output, match[1]!, match[2]!);
+  for (const match of log.matchAll(/llama_memory_recurrent:\s+(\S+) RS buffer size =\s+([\d.]+) MiB/g))
+    add(buffers.recurrent, match[1]!, match[2]!);
+  for (const match of log.matchAll(/llama_dsv4_comp_state:\s+(\S+) DSV4 \w+ state buffer size =\s+([\d.]+) MiB/g))
+    add(buffers.recurrent, match[1]!, match[2]!);
   return buffers;
 }
 
@@ -39,7 +46,9 @@ export interface RunningServer {
   /** The TCP port it listens on (passed, but unused, when it listens on a Unix socket). */
   port: number;
   log(): string;
-  complete(body: Record<string, unknown>): Promise<{ timings: { prompt_n: number; prompt_per_second: number; predicted_n: number; predicted_per_second: number } }>;
+  complete(body: Record<string, unknown>): Promise<{
+    timings: { prompt_n: number; prompt_per_second: number; predicted_n: number; predicted_per_second: number };
+  }>;
   /** Settles once the process has exited, however (its own exit, a signal, stop()), and its output is read to the end. */
   exited: Promise<ServerExit>;
   stop(): Promise<void>;
@@ -79,21 +88,40 @@ export interface ServerPlacement {
 }
 
 /** One HTTP exchange with the server, over TCP or its Unix socket (which fetch cannot reach); the body is read whole. */
-function httpRequest(target: { host: string; port: number } | { socketPath: string }, method: "GET" | "POST", path: string, body?: string): Promise<{ status: number; text: string }> {
+function httpRequest(
+  target: { host: string; port: number } | { socketPath: string },
+  method: "GET" | "POST",
+  path: string,
+  body?: string,
+): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const request = httpRequestRaw({ ...target, method, path, headers: body === undefined ? {} : { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) } }, (response) => {
-      let text = "";
-      response.setEncoding("utf8");
-      response.on("data", (chunk: string) => (text += chunk));
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, text }));
-      response.on("error", reject);
-    });
+    const request = httpRequestRaw(
+      {
+        ...target,
+        method,
+        path,
+        headers:
+          body === undefined ? {} : { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) },
+      },
+      (response) => {
+        let text = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => (text += chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, text }));
+        response.on("error", reject);
+      },
+    );
     request.on("error", reject);
     request.end(body);
   });
 }
 
-export async function startServer(model: string, args: readonly string[], timeoutMs = 300_000, placement: ServerPlacement = {}): Promise<RunningServer> {
+export async function startServer(
+  model: string,
+  args: readonly string[],
+  timeoutMs = 300_000,
+  placement: ServerPlacement = {},
+): Promise<RunningServer> {
   const port = await freePort();
   const host = placement.host ?? "127.0.0.1";
   const viaSocket = host.endsWith(".sock");
@@ -101,19 +129,29 @@ export async function startServer(model: string, args: readonly string[], timeou
   // llama-server logs `listening on unix://PATH` for a socket, `listening on http://HOST:PORT` otherwise.
   const listening = viaSocket ? `listening on unix://${host}` : `listening on http://${host}:${port}`;
   const [program, ...prefix] = [...(placement.command ?? []), llamaServerPath()];
-  const child: ChildProcess = spawn(program!, [...prefix, "-m", model, "--host", host, "--port", String(port), "-lv", "4", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const child: ChildProcess = spawn(
+    program!,
+    [...prefix, "-m", model, "--host", host, "--port", String(port), "-lv", "4", ...args],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
   let log = "";
   child.stdout?.on("data", (chunk: Buffer) => (log += chunk.toString()));
   child.stderr?.on("data", (chunk: Buffer) => (log += chunk.toString()));
   // 'close', not 'exit': it comes once stdout and stderr are read to their end, so log() is whole.
-  const exited = new Promise<ServerExit>((resolve) => child.once("close", (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })));
+  const exited = new Promise<ServerExit>((resolve) =>
+    child.once("close", (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })),
+  );
   // A process killed by a signal (an abort, say) has exitCode null and signalCode set.
   const hasExited = () => child.exitCode !== null || child.signalCode !== null;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (hasExited()) {
       const exit = await exited;
-      throw new ServerStartError(`llama-server exited (${exit.code ?? exit.signal}) before it was healthy:\n${log.slice(-3000)}`, log, exit);
+      throw new ServerStartError(
+        `llama-server exited (${exit.code ?? exit.signal}) before it was healthy:\n${log.slice(-3000)}`,
+        log,
+        exit,
+      );
     }
     try {
       const response = await httpRequest(target, "GET", "/health");

@@ -80,12 +80,21 @@ export function kitFlags(inputs: ArgsInputs): FlagSet {
 export const KIT_FLAG_REASONS: ReadonlyArray<readonly [string, (inputs: ArgsInputs) => string]> = [
   ["--model", () => "split GGUFs load from their first shard; llama.cpp finds the rest beside it"],
   ["--alias", () => "the model name clients send in the OpenAI API"],
-  ["--host", (i) => (i.bindAddress === "127.0.0.1" ? "loopback only: reached by SSH tunnel, or through the TLS front door when the stack opens a port" : "the stack binds this address itself; the API key is always required")],
+  [
+    "--host",
+    (i) =>
+      i.bindAddress === "127.0.0.1"
+        ? "loopback only: reached by SSH tunnel, or through the TLS front door when the stack opens a port"
+        : "the stack binds this address itself; the API key is always required",
+  ],
   ["--port", () => "always explicit: the default port differs between releases"],
   ["--api-key-file", () => "the key stays out of the argument list, docker inspect and logs"],
   ["--ctx-size", (i) => `${i.slots} slot(s) × ${i.contextPerSlot} tokens each`],
   ["--parallel", () => "slots are set, not auto, so the KV cache is the size the plan counted"],
-  ["--cache-type-k", (i) => (storesV(i.model.architecture) ? "K cache type (serving.kvCacheType)" : "MLA stores only K (the latent)")],
+  [
+    "--cache-type-k",
+    (i) => (storesV(i.model.architecture) ? "K cache type (serving.kvCacheType)" : "MLA stores only K (the latent)"),
+  ],
   [
     "--cache-type-v",
     (i) =>
@@ -94,18 +103,62 @@ export const KIT_FLAG_REASONS: ReadonlyArray<readonly [string, (inputs: ArgsInpu
         : "equal to -ctk: MLA stores no V, but llama-server refuses an MLA model whose K and V cache types differ (llama-context.cpp)",
   ],
   ["--flash-attn", () => "no materialized attention matrix, so compute buffers stay small at long context"],
-  ["--threads", (i) => (threadsOf(i) === i.host.cpu.cores ? `one thread per physical core (${i.host.cpu.cores}); hyperthreads only contend for the same memory bandwidth` : `serving.threads: ${threadsOf(i)} (the host has ${i.host.cpu.cores} physical cores)`)],
-  ["--threads-batch", (i) => (i.placement.flags.threadsBatch === i.host.cpu.cores ? "prompt processing is compute-bound: all physical cores" : "serving.threadsBatch (else serving.threads), as the stack set it")],
-  ["--numa", (i) => (i.placement.flags.numa === "distribute" ? `${i.host.cpu.numaNodes} NUMA nodes: spread threads and pages over all of them` : `serving.numa: ${i.placement.flags.numa}`)],
+  [
+    "--threads",
+    (i) =>
+      threadsOf(i) === i.host.cpu.cores
+        ? `one thread per physical core (${i.host.cpu.cores}); hyperthreads only contend for the same memory bandwidth`
+        : `serving.threads: ${threadsOf(i)} (the host has ${i.host.cpu.cores} physical cores)`,
+  ],
+  [
+    "--threads-batch",
+    (i) =>
+      i.placement.flags.threadsBatch === i.host.cpu.cores
+        ? "prompt processing is compute-bound: all physical cores"
+        : "serving.threadsBatch (else serving.threads), as the stack set it",
+  ],
+  [
+    "--numa",
+    (i) =>
+      i.placement.flags.numa === "distribute"
+        ? `${i.host.cpu.numaNodes} NUMA nodes: spread threads and pages over all of them`
+        : `serving.numa: ${i.placement.flags.numa}`,
+  ],
   ["--op-offload", () => "serving.opOffload false: big-batch matmuls of CPU weights stay on the CPU"],
   ["--load-mode", () => "weights read once into llama.cpp's buffers; no page-cache double"],
   ["--repack", () => "CPU experts must stay copyable to the GPU for big-batch prefill"],
   ["--batch-size", () => "logical batch"],
-  ["--ubatch-size", (i) => (i.placement.mode === "hybrid" ? "fewer PCIe passes of the CPU experts per prompt" : "llama.cpp's default physical batch")],
-  ["--rpc", () => "the rpc-workers' ggml-rpc-servers, on their private addresses, in kimi-kit:hosts order (llama.cpp puts RPC devices before local GPUs)"],
-  ["--gpu-layers", (i) => (i.placement.flags.rpc ? "the last layers and the output go to the RPC workers; the first stay on the head's CPU (the count that balances memory)" : "every layer's attention and KV on the GPUs")],
-  ["--split-mode", (i) => (i.placement.flags.rpc ? "whole layers per worker, run one after another" : "whole layers per GPU, pipelined")],
-  ["--tensor-split", (i) => (i.placement.flags.rpc ? "layers split by each worker's usable RAM (GiB), explicitly, so the plan's placement is llama.cpp's" : "layers split by VRAM, explicitly, so the plan's placement is llama.cpp's")],
+  [
+    "--ubatch-size",
+    (i) =>
+      i.placement.mode === "hybrid"
+        ? "fewer PCIe passes of the CPU experts per prompt"
+        : "llama.cpp's default physical batch",
+  ],
+  [
+    "--rpc",
+    () =>
+      "the rpc-workers' ggml-rpc-servers, on their private addresses, in kimi-kit:hosts order (llama.cpp puts RPC devices before local GPUs)",
+  ],
+  [
+    "--gpu-layers",
+    (i) =>
+      i.placement.flags.rpc
+        ? "the last layers and the output go to the RPC workers; the first stay on the head's CPU (the count that balances memory)"
+        : "every layer's attention and KV on the GPUs",
+  ],
+  [
+    "--split-mode",
+    (i) =>
+      i.placement.flags.rpc ? "whole layers per worker, run one after another" : "whole layers per GPU, pipelined",
+  ],
+  [
+    "--tensor-split",
+    (i) =>
+      i.placement.flags.rpc
+        ? "layers split by each worker's usable RAM (GiB), explicitly, so the plan's placement is llama.cpp's"
+        : "layers split by VRAM, explicitly, so the plan's placement is llama.cpp's",
+  ],
   ["--override-tensor", () => "expert layers placed per GPU first, the rest on CPU last (first match wins)"],
   ["--fit", () => "the kit has placed everything; llama.cpp must not re-place it"],
   ["--cache-ram", () => "prompt cache sized to the RAM the plan left over (MiB)"],
@@ -136,5 +189,7 @@ export function explainArgs(inputs: ArgsInputs): ExplainedArg[] {
 }
 
 export function llamaServerArgs(inputs: ArgsInputs): string[] {
-  return explainArgs(inputs).flatMap((row) => (row.values.length === 0 ? [row.flag] : row.values.flatMap((value) => [row.flag, value])));
+  return explainArgs(inputs).flatMap((row) =>
+    row.values.length === 0 ? [row.flag] : row.values.flatMap((value) => [row.flag, value]),
+  );
 }

@@ -16,7 +16,11 @@ export const CATALOG_DIR = join(__dirname, "..", "catalog");
 const sizeBytes = z.union([z.string(), z.number()]).transform((value, context) => {
   const bytes = parseSize(value);
   if (bytes === undefined) {
-    context.addIssue({ code: "custom", message: `not a size; allowed: "24576MiB", "340GB", "2TB" or bytes`, input: value });
+    context.addIssue({
+      code: "custom",
+      message: `not a size; allowed: "24576MiB", "340GB", "2TB" or bytes`,
+      input: value,
+    });
     return z.NEVER;
   }
   return bytes;
@@ -39,7 +43,14 @@ const architectureSchema = z.strictObject({
   /** deepseek2 (MLA) for the catalog's models; a lock may bring another MoE architecture. */
   llamaCppArch: z.string(),
   /** Standard grouped-query attention (qwen3moe, glm4moe…); absent means MLA, which keeps only the latent K. */
-  attention: z.strictObject({ kind: z.literal("gqa"), headCountKv: z.int().positive(), keyLength: z.int().positive(), valueLength: z.int().positive() }).optional(),
+  attention: z
+    .strictObject({
+      kind: z.literal("gqa"),
+      headCountKv: z.int().positive(),
+      keyLength: z.int().positive(),
+      valueLength: z.int().positive(),
+    })
+    .optional(),
   layers: z.int().positive(),
   denseLeadingLayers: z.int().nonnegative(),
   hiddenSize: z.int().positive(),
@@ -66,7 +77,9 @@ const architectureSchema = z.strictObject({
       layers: z.array(z.int().nonnegative()),
       stateFloatsPerLayer: z.int().positive(),
       /** KDA (Kimi Delta Attention) shapes: heads × headDim inner width, short-convolution kernel. */
-      kda: z.strictObject({ heads: z.int().positive(), headDim: z.int().positive(), convKernel: z.int().positive() }).optional(),
+      kda: z
+        .strictObject({ heads: z.int().positive(), headDim: z.int().positive(), convKernel: z.int().positive() })
+        .optional(),
       /** qwen3next's gated delta net: the short convolution's channels (ssm.inner_size + 2 × group_count × state_size) and kernel. */
       ssmConv: z.strictObject({ channels: z.int().positive(), kernel: z.int().positive() }).optional(),
     })
@@ -120,7 +133,9 @@ export type Architecture = z.infer<typeof architectureSchema>;
 const tierSchema = z.strictObject({
   name: z.string().min(1),
   publishedSizeBytes: sizeBytes,
-  types: z.strictObject(Object.fromEntries(TENSOR_CLASSES.map((cls) => [cls, ggmlType])) as Record<TensorClass, typeof ggmlType>),
+  types: z.strictObject(
+    Object.fromEntries(TENSOR_CLASSES.map((cls) => [cls, ggmlType])) as Record<TensorClass, typeof ggmlType>,
+  ),
   /** Dynamic quants keep the routed experts' down projection at more bits than gate and up; absent: as routedExperts. */
   routedExpertsDown: ggmlType.optional(),
   shards: z.strictObject({ count: z.int().positive(), verified: z.boolean() }),
@@ -278,7 +293,13 @@ export type Efficiency = z.infer<typeof efficiencySchema>;
 
 const repackSchema = z.strictObject({
   source: z.string(),
-  rules: z.array(z.strictObject({ type: ggmlType, requires: z.enum(["avx2", "avx512", "neon", "sve"]), rowMultiple: z.int().positive() })),
+  rules: z.array(
+    z.strictObject({
+      type: ggmlType,
+      requires: z.enum(["avx2", "avx512", "neon", "sve"]),
+      rowMultiple: z.int().positive(),
+    }),
+  ),
 });
 export type RepackRules = z.infer<typeof repackSchema>;
 
@@ -288,7 +309,13 @@ const llamaCppSchema = z.strictObject({
   /** rpc: the official images are built without -DGGML_RPC=ON, so a split needs an image of the kit's own build. */
   images: z.strictObject({ cpu: z.string(), cuda: z.string(), cuda13: z.string(), rpc: z.string() }),
   cuda13MinDriverMajor: z.int().positive(),
-  defaults: z.strictObject({ port: z.int(), batch: z.int(), ubatch: z.int(), cacheRamMiB: z.int(), ctxCheckpoints: z.int().nonnegative() }),
+  defaults: z.strictObject({
+    port: z.int(),
+    batch: z.int(),
+    ubatch: z.int(),
+    cacheRamMiB: z.int(),
+    ctxCheckpoints: z.int().nonnegative(),
+  }),
   repack: repackSchema,
   mechanicsChanges: z.array(
     z.strictObject({
@@ -387,22 +414,30 @@ function checkReferences(catalog: Catalog): void {
   const platforms = new Set(catalog.cpuPlatforms.map((platform) => platform.id));
   const gpus = new Set(catalog.gpus.map((gpu) => gpu.id));
   for (const platform of catalog.cpuPlatforms) {
-    if (!memoryKinds.has(platform.memory.kind)) problems.push(`cpuPlatforms ${platform.id}: unknown memory kind ${platform.memory.kind}`);
+    if (!memoryKinds.has(platform.memory.kind))
+      problems.push(`cpuPlatforms ${platform.id}: unknown memory kind ${platform.memory.kind}`);
   }
   for (const instance of catalog.instances) {
-    if (instance.cpuPlatform && !platforms.has(instance.cpuPlatform)) problems.push(`instances ${instance.id}: unknown cpuPlatform ${instance.cpuPlatform}`);
-    if (!instance.cpuPlatform && !(instance.cpu && instance.memoryPlatform)) problems.push(`instances ${instance.id}: needs cpuPlatform or cpu + memoryPlatform`);
-    if (instance.memoryPlatform && !memoryKinds.has(instance.memoryPlatform.kind)) problems.push(`instances ${instance.id}: unknown memory kind ${instance.memoryPlatform.kind}`);
-    if (instance.gpus && !gpus.has(instance.gpus.model)) problems.push(`instances ${instance.id}: unknown GPU ${instance.gpus.model}`);
+    if (instance.cpuPlatform && !platforms.has(instance.cpuPlatform))
+      problems.push(`instances ${instance.id}: unknown cpuPlatform ${instance.cpuPlatform}`);
+    if (!instance.cpuPlatform && !(instance.cpu && instance.memoryPlatform))
+      problems.push(`instances ${instance.id}: needs cpuPlatform or cpu + memoryPlatform`);
+    if (instance.memoryPlatform && !memoryKinds.has(instance.memoryPlatform.kind))
+      problems.push(`instances ${instance.id}: unknown memory kind ${instance.memoryPlatform.kind}`);
+    if (instance.gpus && !gpus.has(instance.gpus.model))
+      problems.push(`instances ${instance.id}: unknown GPU ${instance.gpus.model}`);
   }
   const seedHardware = new Set(catalog.seedHardware.map((entry) => entry.id));
   for (const claim of catalog.claims) {
-    for (const id of claim.hardware) if (!seedHardware.has(id)) problems.push(`claims ${claim.id}: unknown seedHardware ${id}`);
+    for (const id of claim.hardware)
+      if (!seedHardware.has(id)) problems.push(`claims ${claim.id}: unknown seedHardware ${id}`);
   }
   for (const entry of catalog.seedHardware) {
-    if (entry.gpus.model && !gpus.has(entry.gpus.model)) problems.push(`seedHardware ${entry.id}: unknown GPU ${entry.gpus.model}`);
+    if (entry.gpus.model && !gpus.has(entry.gpus.model))
+      problems.push(`seedHardware ${entry.id}: unknown GPU ${entry.gpus.model}`);
   }
-  if (problems.length > 0) throw new CatalogError(`the catalog is inconsistent:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  if (problems.length > 0)
+    throw new CatalogError(`the catalog is inconsistent:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
 }
 
 export function findModelByRepo(catalog: Catalog, repo: string): ModelEntry | undefined {
@@ -416,7 +451,10 @@ export function memoryKindMegaTransfers(catalog: Catalog, kind: string): number 
 // ---- catalog/prices.yaml: what `plan --recommend` prices bare-metal builds with ----------------
 
 /** A figure's provenance: a page or a stack file, and the date the source gives (or it was read). */
-const provenance = { source: z.string().min(1), date: z.string().regex(/^\d{4}-\d{2}(-\d{2})?$/, "allowed: a date like 2026-11-29 (or 2022-12)") };
+const provenance = {
+  source: z.string().min(1),
+  date: z.string().regex(/^\d{4}-\d{2}(-\d{2})?$/, "allowed: a date like 2026-11-29 (or 2022-12)"),
+};
 const usd = z.number().positive();
 
 const pricesSchema = z.strictObject({
@@ -440,7 +478,15 @@ const pricesSchema = z.strictObject({
   ),
   boards: z.array(z.strictObject({ socket: z.string(), sockets: z.int().positive(), usd, ...provenance })),
   dimmSizesGiB: z.array(z.int().positive().max(1024)).min(1),
-  dimms: z.array(z.strictObject({ kind: z.enum(["RDIMM", "UDIMM"]), sizeGiB: z.int().positive(), usd, modules: z.int().positive(), ...provenance })),
+  dimms: z.array(
+    z.strictObject({
+      kind: z.enum(["RDIMM", "UDIMM"]),
+      sizeGiB: z.int().positive(),
+      usd,
+      modules: z.int().positive(),
+      ...provenance,
+    }),
+  ),
   gpus: z.array(
     z.strictObject({
       /** An id from catalog/gpus.yaml. */
@@ -472,17 +518,28 @@ export function loadPrices(catalog: Catalog, dir = CATALOG_DIR): Prices {
   const problems: string[] = [];
   const platforms = new Set(catalog.cpuPlatforms.map((platform) => platform.id));
   const gpus = new Set(catalog.gpus.map((gpu) => gpu.id));
-  for (const entry of prices.platforms) if (!platforms.has(entry.platform)) problems.push(`platforms ${entry.platform}: not a cpuPlatforms id in catalog/platforms.yaml`);
-  for (const entry of prices.gpus) if (!gpus.has(entry.gpu)) problems.push(`gpus ${entry.gpu}: not a GPU id in catalog/gpus.yaml`);
+  for (const entry of prices.platforms)
+    if (!platforms.has(entry.platform))
+      problems.push(`platforms ${entry.platform}: not a cpuPlatforms id in catalog/platforms.yaml`);
+  for (const entry of prices.gpus)
+    if (!gpus.has(entry.gpu)) problems.push(`gpus ${entry.gpu}: not a GPU id in catalog/gpus.yaml`);
   // One figure per thing: two prices for the same DIMM or card would make the ranking depend on file order.
   const seen = new Set<string>();
-  for (const key of [...prices.platforms.map((entry) => `platform ${entry.platform}`), ...prices.gpus.map((entry) => `gpu ${entry.gpu}`), ...prices.dimms.map((entry) => `dimm ${entry.kind} ${entry.sizeGiB}`), ...prices.boards.map((entry) => `board ${entry.socket} ×${entry.sockets}`), ...prices.base.map((entry) => `base ${entry.socket}`)]) {
+  for (const key of [
+    ...prices.platforms.map((entry) => `platform ${entry.platform}`),
+    ...prices.gpus.map((entry) => `gpu ${entry.gpu}`),
+    ...prices.dimms.map((entry) => `dimm ${entry.kind} ${entry.sizeGiB}`),
+    ...prices.boards.map((entry) => `board ${entry.socket} ×${entry.sockets}`),
+    ...prices.base.map((entry) => `base ${entry.socket}`),
+  ]) {
     if (seen.has(key)) problems.push(`${key}: listed twice`);
     seen.add(key);
   }
   for (const entry of prices.platforms) {
-    if (entry.price && !entry.power) problems.push(`platforms ${entry.platform}: priced but without power (a build's monthly cost needs both)`);
+    if (entry.price && !entry.power)
+      problems.push(`platforms ${entry.platform}: priced but without power (a build's monthly cost needs both)`);
   }
-  if (problems.length > 0) throw new CatalogError(`catalog/prices.yaml is inconsistent:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  if (problems.length > 0)
+    throw new CatalogError(`catalog/prices.yaml is inconsistent:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   return prices;
 }

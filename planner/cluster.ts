@@ -74,9 +74,17 @@ export interface ClusterInputs {
 export function planCluster(stack: string, config: StackConfig, head: HostSpec, catalog: Catalog): ClusterInputs {
   const cluster = config.cluster as ClusterConfig;
   const gpuProblems = [
-    ...(head.gpus.length > 0 ? [`hosts[${cluster.head.index}].gpus: found ${head.gpus.length} GPU(s); allowed: none in a split — the kit sizes RPC splits of CPU hosts only (v0.5.0's RPC devices take no op offload, and a GPU beside RPC devices is not measured here)`] : []),
+    ...(head.gpus.length > 0
+      ? [
+          `hosts[${cluster.head.index}].gpus: found ${head.gpus.length} GPU(s); allowed: none in a split — the kit sizes RPC splits of CPU hosts only (v0.5.0's RPC devices take no op offload, and a GPU beside RPC devices is not measured here)`,
+        ]
+      : []),
     ...cluster.workers.flatMap((worker) =>
-      worker.host.gpus.length > 0 ? [`hosts[${worker.index}].gpus: found ${worker.host.gpus.length} GPU model(s); allowed: none — the kit runs CPU ggml-rpc-servers only`] : [],
+      worker.host.gpus.length > 0
+        ? [
+            `hosts[${worker.index}].gpus: found ${worker.host.gpus.length} GPU model(s); allowed: none — the kit runs CPU ggml-rpc-servers only`,
+          ]
+        : [],
     ),
   ];
   if (gpuProblems.length > 0) throw new ConfigError(stack, gpuProblems);
@@ -86,7 +94,11 @@ export function planCluster(stack: string, config: StackConfig, head: HostSpec, 
       host = resolveHost(stack, worker.host, catalog);
     } catch (error) {
       // resolveHost names the head's keys (host.cpu…); a worker's live under hosts[i].
-      if (error instanceof ConfigError) throw new ConfigError(stack, error.problems.map((problem) => problem.replace(/^host\./, `hosts[${worker.index}].`)));
+      if (error instanceof ConfigError)
+        throw new ConfigError(
+          stack,
+          error.problems.map((problem) => problem.replace(/^host\./, `hosts[${worker.index}].`)),
+        );
       throw error;
     }
     return { endpoint: `${worker.privateAddress}:${worker.rpcPort}`, host, threads: host.cpu.cores };
@@ -94,7 +106,8 @@ export function planCluster(stack: string, config: StackConfig, head: HostSpec, 
   const spec = linkSpec(cluster.link.gbitPerSecond, cluster.link.roundTripMicroseconds, cluster.link.transport);
   const finish = (placement: Placement): ClusterPlan => {
     const memoryOf = (device: DeviceName) => placement.memory.find((entry) => entry.device === device)!;
-    const layersOf = (device: DeviceName) => placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
+    const layersOf = (device: DeviceName) =>
+      placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
     const workerPlans = cluster.workers.map((worker, index): RpcWorkerPlan => {
       const spec = workers[index]!;
       const device = rpcDeviceName(spec.endpoint);
@@ -106,16 +119,30 @@ export function planCluster(stack: string, config: StackConfig, head: HostSpec, 
         endpoint: spec.endpoint,
         device,
         host: spec.host,
-        ssh: worker.host.ssh && { host: worker.host.ssh.host, port: worker.host.ssh.port, user: worker.host.ssh.user, hostPublicKey: worker.host.ssh.hostPublicKey },
+        ssh: worker.host.ssh && {
+          host: worker.host.ssh.host,
+          port: worker.host.ssh.port,
+          user: worker.host.ssh.user,
+          hostPublicKey: worker.host.ssh.hostPublicKey,
+        },
         memory: memoryOf(device),
         layers: layersOf(device),
         holdsOutput: placement.outputDevice === device,
-        rpcServerArgs: ["--host", worker.privateAddress, "--port", String(worker.rpcPort), "--threads", String(spec.threads)],
+        rpcServerArgs: [
+          "--host",
+          worker.privateAddress,
+          "--port",
+          String(worker.rpcPort),
+          "--threads",
+          String(spec.threads),
+        ],
         firewall: { table: RPC_FIREWALL_TABLE, port: worker.rpcPort, allowFrom: [`${cluster.head.privateAddress}/32`] },
         containerName: `kimi-kit-rpc-${worker.id}`,
       };
     });
-    const shippedBytes = placement.memory.filter((device) => isRpcDevice(device.device)).reduce((sum, device) => sum + device.modelBytes, 0);
+    const shippedBytes = placement.memory
+      .filter((device) => isRpcDevice(device.device))
+      .reduce((sum, device) => sum + device.modelBytes, 0);
     const traffic = placement.estimate.projection.decodeTraffic;
     return {
       head: { ...cluster.head, layers: layersOf("CPU") },
@@ -174,7 +201,9 @@ export function splitVerdict(inputs: SplitVerdictInputs): string | undefined {
     // An 8-GPU instance at a hundred dollars an hour is not the alternative to two owned boxes: with
     // costs stated, only catalog hosts that cost no more a month are compared.
     const budget = inputs.splitMonthlyUsd;
-    const affordable = inputs.catalogHosts().filter((candidate) => budget === undefined || candidate.monthlyUsd <= budget);
+    const affordable = inputs
+      .catalogHosts()
+      .filter((candidate) => budget === undefined || candidate.monthlyUsd <= budget);
     const best = affordable.sort((a, b) => b.decodeTokensPerSecond - a.decodeTokensPerSecond)[0];
     if (best && best.decodeTokensPerSecond > decode) {
       return (

@@ -51,11 +51,19 @@ export function estimateCommandLine(inputs: CommandLineInputs): CommandLineEstim
   });
   const { tensors, catalog, ...rest } = inputs;
   void catalog;
-  return { inputs: rest, argv, parsed, modelBytes: tensors.reduce((sum, tensor) => sum + tensor.bytes, 0), estimate: result };
+  return {
+    inputs: rest,
+    argv,
+    parsed,
+    modelBytes: tensors.reduce((sum, tensor) => sum + tensor.bytes, 0),
+    estimate: result,
+  };
 }
 
 function describeSettings(settings: ResolvedSettings): string {
-  const slots = settings.kvUnified ? `${settings.slots} slot(s) sharing one unified KV cache` : `${settings.slots} slot(s) × ${settings.contextPerSlot} tokens`;
+  const slots = settings.kvUnified
+    ? `${settings.slots} slot(s) sharing one unified KV cache`
+    : `${settings.slots} slot(s) × ${settings.contextPerSlot} tokens`;
   return [
     `context ${settings.contextTotal} (${slots}, ${settings.kvCells} KV cells)`,
     `batch ${settings.batch}/ubatch ${settings.ubatch}`,
@@ -67,21 +75,36 @@ function describeSettings(settings: ResolvedSettings): string {
     `cache-ram ${settings.cacheRamMiB} MiB`,
     `op offload ${settings.opOffload ? "on" : "off"}`,
     `numa ${settings.numa}`,
-    ...(settings.gpuLayers > 0 ? [`GPU layers ${settings.gpuLayers}, split ${settings.splitMode} ${settings.tensorSplit.join(",")}`] : []),
+    ...(settings.gpuLayers > 0
+      ? [`GPU layers ${settings.gpuLayers}, split ${settings.splitMode} ${settings.tensorSplit.join(",")}`]
+      : []),
   ].join(", ");
 }
 
 export function renderCommandLineEstimate(result: CommandLineEstimate): string {
   const { inputs, estimate: est } = result;
   const out: string[] = [];
-  out.push(`Model: ${inputs.modelLabel} (${formatBytes(result.modelBytes)}, ${inputs.arch.llamaCppArch}, ${inputs.arch.layers} layers)`);
-  out.push(`Host: ${inputs.host.label} (${inputs.hostSource}): ${inputs.host.cpu.cores} cores, ${formatGiB(inputs.host.memory.totalBytes)} RAM, ${(inputs.host.memory.achievableBandwidth / 1e9).toFixed(1)} GB/s${inputs.host.gpus.length ? `, ${inputs.host.gpus.length}× ${inputs.host.gpus[0]!.name}` : ""}`);
+  out.push(
+    `Model: ${inputs.modelLabel} (${formatBytes(result.modelBytes)}, ${inputs.arch.llamaCppArch}, ${inputs.arch.layers} layers)`,
+  );
+  out.push(
+    `Host: ${inputs.host.label} (${inputs.hostSource}): ${inputs.host.cpu.cores} cores, ${formatGiB(inputs.host.memory.totalBytes)} RAM, ${(inputs.host.memory.achievableBandwidth / 1e9).toFixed(1)} GB/s${inputs.host.gpus.length ? `, ${inputs.host.gpus.length}× ${inputs.host.gpus[0]!.name}` : ""}`,
+  );
   out.push(`Command line: llama-server ${inputs.argsText}`.trimEnd());
   out.push(`As llama-server runs it: ${describeSettings(est.settings)}`);
-  out.push(`Ignored for sizing: ${result.parsed.ignoredForSizing.length > 0 ? result.parsed.ignoredForSizing.join(", ") : "none"}`);
-  if (result.parsed.notModelled.length > 0) out.push(`Warning: ${result.parsed.notModelled.join(", ")} change memory or speed in llama-server, but this estimate does not model them: the figures below are without their effect.`);
+  out.push(
+    `Ignored for sizing: ${result.parsed.ignoredForSizing.length > 0 ? result.parsed.ignoredForSizing.join(", ") : "none"}`,
+  );
+  if (result.parsed.notModelled.length > 0)
+    out.push(
+      `Warning: ${result.parsed.notModelled.join(", ")} change memory or speed in llama-server, but this estimate does not model them: the figures below are without their effect.`,
+    );
   const short = est.devices.filter((device) => !device.fits);
-  out.push(est.fits ? `Verdict: FITS (${est.placement.mode})` : `Verdict: DOES NOT FIT — ${short.map((device) => `${device.device} needs ${formatBytes(device.plannedBytes)}, has ${formatBytes(device.capacityBytes)}`).join("; ")}`);
+  out.push(
+    est.fits
+      ? `Verdict: FITS (${est.placement.mode})`
+      : `Verdict: DOES NOT FIT — ${short.map((device) => `${device.device} needs ${formatBytes(device.plannedBytes)}, has ${formatBytes(device.capacityBytes)}`).join("; ")}`,
+  );
   out.push("");
   out.push("Memory (per device, by kind):");
   out.push(renderMemoryTable(est.devices));
@@ -89,9 +112,15 @@ export function renderCommandLineEstimate(result: CommandLineEstimate): string {
   out.push("");
   const projection = est.projection;
   out.push(`Projection (${est.placement.mode}):`);
-  out.push(`  decode   by depth: ${projection.decodeByDepth.map((point) => `${formatTokens(point.depthTokens)} → ${point.tokensPerSecond.toFixed(1)}`).join(", ")} tok/s — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(3)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective`).join(" + ")}`);
-  out.push(`  prefill  by prompt: ${projection.prefillByPrompt.map((point) => `${formatTokens(point.promptTokens)} → ${point.tokensPerSecond.toFixed(1)} tok/s (${formatDuration(point.seconds)})`).join(", ")} — ${projection.prefillBasis}`);
-  out.push(`  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value > 0 && factor.value < 0.01 ? factor.value.toExponential(2) : factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`);
+  out.push(
+    `  decode   by depth: ${projection.decodeByDepth.map((point) => `${formatTokens(point.depthTokens)} → ${point.tokensPerSecond.toFixed(1)}`).join(", ")} tok/s — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(3)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective`).join(" + ")}`,
+  );
+  out.push(
+    `  prefill  by prompt: ${projection.prefillByPrompt.map((point) => `${formatTokens(point.promptTokens)} → ${point.tokensPerSecond.toFixed(1)} tok/s (${formatDuration(point.seconds)})`).join(", ")} — ${projection.prefillBasis}`,
+  );
+  out.push(
+    `  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value > 0 && factor.value < 0.01 ? factor.value.toExponential(2) : factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`,
+  );
   return out.join("\n");
 }
 
@@ -105,7 +134,22 @@ export interface CommandLineJson {
   settings: ResolvedSettings;
   mode: string;
   fits: boolean;
-  devices: { name: string; label: string; capacityBytes: number; plannedBytes: number; fits: boolean; bytesByKind: { weights: number; repackedWeights: number; kv: number; compute: number; promptCache: number; headroom: number }; mappedFileSpanBytes: number }[];
+  devices: {
+    name: string;
+    label: string;
+    capacityBytes: number;
+    plannedBytes: number;
+    fits: boolean;
+    bytesByKind: {
+      weights: number;
+      repackedWeights: number;
+      kv: number;
+      compute: number;
+      promptCache: number;
+      headroom: number;
+    };
+    mappedFileSpanBytes: number;
+  }[];
   projection: {
     decodeByDepth: { depthTokens: number; tokensPerSecond: number }[];
     prefillByPrompt: { promptTokens: number; seconds: number; tokensPerSecond: number }[];
@@ -117,8 +161,19 @@ export interface CommandLineJson {
 export function commandLineToJson(result: CommandLineEstimate): CommandLineJson {
   const { inputs, estimate: est } = result;
   return {
-    model: { label: inputs.modelLabel, bytes: result.modelBytes, architecture: inputs.arch.llamaCppArch, layers: inputs.arch.layers },
-    host: { label: inputs.host.label, source: inputs.hostSource, ramBytes: inputs.host.memory.totalBytes, memoryBandwidthBytesPerSecond: inputs.host.memory.achievableBandwidth, gpus: inputs.host.gpus.map((gpu) => gpu.name) },
+    model: {
+      label: inputs.modelLabel,
+      bytes: result.modelBytes,
+      architecture: inputs.arch.llamaCppArch,
+      layers: inputs.arch.layers,
+    },
+    host: {
+      label: inputs.host.label,
+      source: inputs.hostSource,
+      ramBytes: inputs.host.memory.totalBytes,
+      memoryBandwidthBytesPerSecond: inputs.host.memory.achievableBandwidth,
+      gpus: inputs.host.gpus.map((gpu) => gpu.name),
+    },
     args: result.argv,
     ignoredForSizing: result.parsed.ignoredForSizing,
     notModelled: result.parsed.notModelled,

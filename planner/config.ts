@@ -80,7 +80,9 @@ const plainText = (maxChars: number) =>
     .string()
     .min(1, "allowed: a non-empty text")
     .max(maxChars)
-    .refine((text) => !hasControlCharacter(text), { message: "allowed: text without control characters (newlines, tabs, escapes)" });
+    .refine((text) => !hasControlCharacter(text), {
+      message: "allowed: text without control characters (newlines, tabs, escapes)",
+    });
 
 const secretRef = z.strictObject({ secure: z.string() });
 /** Secrets arrive as `{secure: …}` in the stack file; a plain string would be committed in clear. */
@@ -95,7 +97,13 @@ const secretOnly = z.union([secretRef, z.string()]).superRefine((value, context)
 });
 
 /** The keys whose values are secrets: `pulumi up` refuses them unless Pulumi holds them encrypted. */
-export const SECRET_CONFIG_KEYS = ["apiKey", "sshPrivateKey", "huggingFaceToken", "tlsCertificate", "tlsPrivateKey"] as const;
+export const SECRET_CONFIG_KEYS = [
+  "apiKey",
+  "sshPrivateKey",
+  "huggingFaceToken",
+  "tlsCertificate",
+  "tlsPrivateKey",
+] as const;
 export type SecretConfigKey = (typeof SECRET_CONFIG_KEYS)[number];
 
 export const API_KEY_MIN_CHARS = 32;
@@ -115,7 +123,17 @@ export function apiKeyProblem(key: string): string | undefined {
   const bad = [...new Set([...key].filter((char) => !/[A-Za-z0-9_-]/.test(char)))];
   if (bad.length > 0) {
     // Naming the kind of character, not the character, keeps the key's content out of logs.
-    const kinds = [...new Set(bad.map((char) => (/\s/.test(char) ? "white space" : hasControlCharacter(char) ? "control characters" : "other punctuation or non-ASCII characters")))];
+    const kinds = [
+      ...new Set(
+        bad.map((char) =>
+          /\s/.test(char)
+            ? "white space"
+            : hasControlCharacter(char)
+              ? "control characters"
+              : "other punctuation or non-ASCII characters",
+        ),
+      ),
+    ];
     return `apiKey: found a value containing ${kinds.join(" and ")}; ${allowed}`;
   }
   return undefined;
@@ -146,14 +164,29 @@ const cpuSchema = z
     const arch = cpu.arch ?? "x86-64";
     (cpu.isa ?? []).forEach((feature, index) => {
       if (!(ISA_FEATURES_OF[arch] as readonly string[]).includes(feature)) {
-        context.addIssue({ code: "custom", path: ["isa", index], message: `allowed: for arch ${arch}, one of ${ISA_FEATURES_OF[arch].join(", ")} (set host.cpu.arch for the other architecture)`, input: feature });
+        context.addIssue({
+          code: "custom",
+          path: ["isa", index],
+          message: `allowed: for arch ${arch}, one of ${ISA_FEATURES_OF[arch].join(", ")} (set host.cpu.arch for the other architecture)`,
+          input: feature,
+        });
       }
     });
     if (cpu.avx512 !== undefined && cpu.isa !== undefined && cpu.avx512 !== cpu.isa.includes("avx512")) {
-      context.addIssue({ code: "custom", path: ["avx512"], message: `allowed: a value that agrees with host.cpu.isa (${cpu.isa.includes("avx512") ? "true" : "false"}), or leave avx512 out and list the features in isa`, input: cpu.avx512 });
+      context.addIssue({
+        code: "custom",
+        path: ["avx512"],
+        message: `allowed: a value that agrees with host.cpu.isa (${cpu.isa.includes("avx512") ? "true" : "false"}), or leave avx512 out and list the features in isa`,
+        input: cpu.avx512,
+      });
     }
     if (cpu.avx512 === true && arch === "arm64") {
-      context.addIssue({ code: "custom", path: ["avx512"], message: "allowed: false or nothing for arch arm64 (AVX-512 is an x86-64 feature)", input: cpu.avx512 });
+      context.addIssue({
+        code: "custom",
+        path: ["avx512"],
+        message: "allowed: false or nothing for arch arm64 (AVX-512 is an x86-64 feature)",
+        input: cpu.avx512,
+      });
     }
   });
 
@@ -181,7 +214,10 @@ const pcieSchema = z.strictObject({
 const hostname = z
   .string()
   .max(253)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9.:-]*$/, "allowed: a host name or IP address (letters, digits, `.`, `:`, `-`; not starting with `-`)");
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9.:-]*$/,
+    "allowed: a host name or IP address (letters, digits, `.`, `:`, `-`; not starting with `-`)",
+  );
 
 const sshPublicKeyPattern = /^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+( [\x20-\x7e]*)?$/;
 
@@ -192,10 +228,17 @@ const bareMetalSchema = z.strictObject({
     .strictObject({
       host: hostname,
       port: z.int().min(1).max(65535).default(22),
-      user: z.string().max(32).regex(/^[a-z_][a-z0-9_-]*$/, "allowed: a POSIX user name").default("root"),
+      user: z
+        .string()
+        .max(32)
+        .regex(/^[a-z_][a-z0-9_-]*$/, "allowed: a POSIX user name")
+        .default("root"),
       hostPublicKey: z
         .string()
-        .regex(/^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+$/, "allowed: the host's public key, e.g. \"ssh-ed25519 AAAA…\" (ssh-keyscan)")
+        .regex(
+          /^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+$/,
+          'allowed: the host\'s public key, e.g. "ssh-ed25519 AAAA…" (ssh-keyscan)',
+        )
         .optional(),
     })
     .optional(),
@@ -213,7 +256,8 @@ export function cidrProblem(cidr: string): string | undefined {
   if (!match) return "allowed: an IPv4 CIDR like 203.0.113.0/24 (no leading zeros)";
   const octets = match.slice(1, 5).map(Number);
   const prefix = Number(match[5]);
-  if (octets.some((octet) => octet > 255) || prefix > 32) return "allowed: an IPv4 CIDR like 203.0.113.0/24 (octets 0-255, prefix 0-32)";
+  if (octets.some((octet) => octet > 255) || prefix > 32)
+    return "allowed: an IPv4 CIDR like 203.0.113.0/24 (octets 0-255, prefix 0-32)";
   const address = octets.reduce((sum, octet) => sum * 256 + octet, 0);
   const hostBits = 2 ** (32 - prefix);
   if (address % hostBits !== 0) {
@@ -240,16 +284,26 @@ const awsRegion = z
 const cloudSchema = z.strictObject({
   kind: z.literal("cloud"),
   provider: z.literal("aws"),
-  instanceType: z.string().max(64).regex(/^[a-z0-9][a-z0-9.-]*$/, "allowed: an EC2 instance type like r7i.12xlarge"),
+  instanceType: z
+    .string()
+    .max(64)
+    .regex(/^[a-z0-9][a-z0-9.-]*$/, "allowed: an EC2 instance type like r7i.12xlarge"),
   region: awsRegion.default("us-east-1"),
-  ami: z.string().regex(/^ami-[0-9a-f]{8,17}$/, "allowed: an AMI id like ami-0123456789abcdef0").optional(),
+  ami: z
+    .string()
+    .regex(/^ami-[0-9a-f]{8,17}$/, "allowed: an AMI id like ami-0123456789abcdef0")
+    .optional(),
   diskSize: size.optional(),
   /** Who reaches SSH and the API port. Never empty: an instance nobody can reach cannot be deployed to. */
   allowedCidrs: z.array(cidr).max(50).default([]),
   /** Must be set, and true, for a CIDR that admits the whole internet (0.0.0.0/0 or any /0). */
   allowPublic: z.boolean().default(false),
   /** The public half of kimi-kit:sshPrivateKey, installed for root by cloud-init. */
-  sshPublicKey: z.string().max(16384).regex(sshPublicKeyPattern, "allowed: an OpenSSH public key, e.g. \"ssh-ed25519 AAAA…\"").optional(),
+  sshPublicKey: z
+    .string()
+    .max(16384)
+    .regex(sshPublicKeyPattern, 'allowed: an OpenSSH public key, e.g. "ssh-ed25519 AAAA…"')
+    .optional(),
   memory: z.strictObject({ measuredBandwidthGBps: z.number().positive() }).optional(),
 });
 
@@ -271,7 +325,12 @@ const clusterHostSchema = bareMetalSchema.extend({
   /** head + rpc-workers: one model split over the hosts; replica: each host serves the whole model (planner/fleet.ts). */
   role: z.enum(["head", "rpc-worker", "replica"]),
   /** Names its resources (`<id>-rpc-server`, …): short and stable. */
-  id: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, "allowed: a short id like worker-1 (lower-case letters, digits, -; starting with a letter)"),
+  id: z
+    .string()
+    .regex(
+      /^[a-z][a-z0-9-]{0,30}$/,
+      "allowed: a short id like worker-1 (lower-case letters, digits, -; starting with a letter)",
+    ),
   /** Where the host listens on the private link; a worker's ggml-rpc-server binds only here. */
   privateAddress: z.ipv4(),
   rpcPort: z.int().min(1024).max(65535).default(DEFAULTS.rpcPort),
@@ -285,7 +344,14 @@ const linkSchema = z.strictObject({
   /** rdma: ggml-rpc's RoCE transport (negotiated; needs a RoCE GID on the private address); tcp forces TCP (GGML_RPC_NO_RDMA). */
   transport: z.enum(["tcp", "rdma"]).default("tcp"),
   /** The slowest link this stack accepts; never below the kit's own floor. */
-  minimumGbitPerSecond: z.number().min(DEFAULTS.minimumLinkGbitPerSecond, `allowed: at least the kit's floor of ${DEFAULTS.minimumLinkGbitPerSecond} Gbit/s`).max(3200).default(DEFAULTS.minimumLinkGbitPerSecond),
+  minimumGbitPerSecond: z
+    .number()
+    .min(
+      DEFAULTS.minimumLinkGbitPerSecond,
+      `allowed: at least the kit's floor of ${DEFAULTS.minimumLinkGbitPerSecond} Gbit/s`,
+    )
+    .max(3200)
+    .default(DEFAULTS.minimumLinkGbitPerSecond),
 });
 
 /**
@@ -304,7 +370,8 @@ const fleetSchema = z
     tokensPerAnswer: z.int().min(1).max(1_048_576).default(500),
   })
   .refine((fleet) => (fleet.peakConcurrentRequests === undefined) === (fleet.latencyTargetSeconds === undefined), {
-    message: "allowed: peakConcurrentRequests and latencyTargetSeconds together (a peak is only sized against a latency target), or neither",
+    message:
+      "allowed: peakConcurrentRequests and latencyTargetSeconds together (a peak is only sized against a latency target), or neither",
   });
 
 /** A team sharing the endpoint: its limits at the gateway and, with costs, what its budget buys. */
@@ -328,10 +395,26 @@ const servingSchema = z.strictObject({
    * models (-ctv, kvCacheType when unset); MLA models store no V, so it is not passed there.
    */
   vCacheType: z.enum(KV_CACHE_TYPES).optional(),
-  batch: z.int().min(1, "allowed: an integer ≥ 1 (llama-server -b N, logical batch; default 2048)").max(1_048_576).optional(),
-  ubatch: z.int().min(1, "allowed: an integer ≥ 1 (llama-server -ub N, physical batch; default 512)").max(1_048_576).optional(),
-  threads: z.int().min(1, "allowed: an integer ≥ 1 (llama-server -t N; leave it out for one per physical core)").max(1024).optional(),
-  threadsBatch: z.int().min(1, "allowed: an integer ≥ 1 (llama-server -tb N; leave it out for serving.threads)").max(1024).optional(),
+  batch: z
+    .int()
+    .min(1, "allowed: an integer ≥ 1 (llama-server -b N, logical batch; default 2048)")
+    .max(1_048_576)
+    .optional(),
+  ubatch: z
+    .int()
+    .min(1, "allowed: an integer ≥ 1 (llama-server -ub N, physical batch; default 512)")
+    .max(1_048_576)
+    .optional(),
+  threads: z
+    .int()
+    .min(1, "allowed: an integer ≥ 1 (llama-server -t N; leave it out for one per physical core)")
+    .max(1024)
+    .optional(),
+  threadsBatch: z
+    .int()
+    .min(1, "allowed: an integer ≥ 1 (llama-server -tb N; leave it out for serving.threads)")
+    .max(1024)
+    .optional(),
   /** false → --no-op-offload: big-batch matmuls of CPU weights stay on the CPU instead of streaming to the GPU. */
   opOffload: z.boolean().optional(),
   /** llama-server --numa TYPE; "off" passes none (the planner passes distribute on multi-node hosts). */
@@ -347,7 +430,9 @@ const servingSchema = z.strictObject({
   /** Must be set, and true, for a CIDR that admits the whole internet (0.0.0.0/0 or any /0). */
   allowPublic: z.boolean().default(false),
   /** internal-ca: the kit makes a CA and a certificate on the host; secrets: kimi-kit:tlsCertificate and kimi-kit:tlsPrivateKey. */
-  tls: z.strictObject({ source: z.enum(["internal-ca", "secrets"]).default("internal-ca") }).default({ source: "internal-ca" }),
+  tls: z
+    .strictObject({ source: z.enum(["internal-ca", "secrets"]).default("internal-ca") })
+    .default({ source: "internal-ca" }),
   /** llama-server's loopback port behind the front door; default port + 1 (port - 1 for 65535). */
   backendPort: z.int().min(1).max(65535).optional(),
   /** llama-server's built-in web UI; off unless asked (--no-webui). */
@@ -375,9 +460,11 @@ const costsSchema = z.strictObject({
   }),
   usage: z.strictObject({
     tokensPerMonth: z.number().nonnegative(),
-    mix: z.strictObject({ input: z.number().nonnegative(), output: z.number().nonnegative() }).refine((mix) => mix.input + mix.output > 0, {
-      message: "allowed: input and output parts that are not both zero",
-    }),
+    mix: z
+      .strictObject({ input: z.number().nonnegative(), output: z.number().nonnegative() })
+      .refine((mix) => mix.input + mix.output > 0, {
+        message: "allowed: input and output parts that are not both zero",
+      }),
     utilization: z.number().gt(0).lte(1).default(0.5),
   }),
 });
@@ -394,7 +481,12 @@ const projectionSchema = z
      */
     compareSplitWithCatalogHosts: z.boolean().default(true),
   })
-  .default({ decodeDepthTokens: 0, ttftPromptTokens: 32768, minDecodeTokensPerSecond: DEFAULTS.minDecodeTokensPerSecond, compareSplitWithCatalogHosts: true });
+  .default({
+    decodeDepthTokens: 0,
+    ttftPromptTokens: 32768,
+    minDecodeTokensPerSecond: DEFAULTS.minDecodeTokensPerSecond,
+    compareSplitWithCatalogHosts: true,
+  });
 
 /**
  * A Hugging Face repo id (owner/name) and a tier name end up in host paths and command lines: only
@@ -404,19 +496,44 @@ const noDotDot = (text: string) => !text.includes("..");
 export const modelRepo = z
   .string()
   .max(200)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*\/[A-Za-z0-9][A-Za-z0-9_.-]*$/, "allowed: a Hugging Face repo id like unsloth/Kimi-K2.6-GGUF")
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_.-]*\/[A-Za-z0-9][A-Za-z0-9_.-]*$/,
+    "allowed: a Hugging Face repo id like unsloth/Kimi-K2.6-GGUF",
+  )
   .refine(noDotDot, { message: "allowed: a Hugging Face repo id without `..`" });
 export const modelTier = z
   .string()
   .max(100)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/, "allowed: a tier name like UD-Q2_K_XL (letters, digits, _ . + -; not starting with - or .)")
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/,
+    "allowed: a tier name like UD-Q2_K_XL (letters, digits, _ . + -; not starting with - or .)",
+  )
   .refine(noDotDot, { message: "allowed: a tier name without `..`" });
 
 /**
  * Folders the model directory may never be: the system's own trees (purgeModels deletes inside the
  * model directory, a volume is mounted on it, the container reads all of it).
  */
-export const FORBIDDEN_MODEL_DIRS = ["/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"] as const;
+export const FORBIDDEN_MODEL_DIRS = [
+  "/",
+  "/bin",
+  "/boot",
+  "/dev",
+  "/etc",
+  "/home",
+  "/lib",
+  "/lib64",
+  "/opt",
+  "/proc",
+  "/root",
+  "/run",
+  "/sbin",
+  "/srv",
+  "/sys",
+  "/tmp",
+  "/usr",
+  "/var",
+] as const;
 /** Trees no model belongs in, at any depth: pseudo-filesystems, boot and system configuration. */
 const FORBIDDEN_MODEL_TREES = ["/boot", "/dev", "/etc", "/proc", "/sys"] as const;
 
@@ -424,7 +541,8 @@ export function modelDirProblem(dir: string): string | undefined {
   const allowed = `allowed: an absolute path of plain folder names (letters, digits, _ . -; none starting with - or being . or ..), not ${FORBIDDEN_MODEL_DIRS.join(", ")} themselves nor inside ${FORBIDDEN_MODEL_TREES.join(", ")}`;
   if (dir.length > 1024 || !dir.startsWith("/")) return allowed;
   const parts = dir === "/" ? [] : dir.slice(1).replace(/\/$/, "").split("/");
-  if (parts.some((part) => !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(part) || part === "." || part === "..")) return allowed;
+  if (parts.some((part) => !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(part) || part === "." || part === ".."))
+    return allowed;
   const normal = `/${parts.join("/")}`;
   if ((FORBIDDEN_MODEL_DIRS as readonly string[]).includes(normal)) return allowed;
   if (FORBIDDEN_MODEL_TREES.some((tree) => normal.startsWith(`${tree}/`))) return allowed;
@@ -444,17 +562,25 @@ const imageComponent = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
 // Docker reads the first part as a registry only with a dot, a port or as localhost; else it is a lower-case path.
 const domainLabel = "[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?";
 const imageRegistry = `(?:localhost(?::\\d{1,5})?|${domainLabel}(?:\\.${domainLabel})+(?::\\d{1,5})?|${domainLabel}:\\d{1,5})`;
-const IMAGE_REFERENCE = new RegExp(`^(?:${imageRegistry}/)?${imageComponent}(?:/${imageComponent})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`);
+const IMAGE_REFERENCE = new RegExp(
+  `^(?:${imageRegistry}/)?${imageComponent}(?:/${imageComponent})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`,
+);
 export const imageReference = z
   .string()
   .max(512)
-  .regex(IMAGE_REFERENCE, "allowed: an image reference like ghcr.io/ggml-org/llama.cpp:server-v0.5.0 (lower-case path, optional :tag and @sha256:digest)");
+  .regex(
+    IMAGE_REFERENCE,
+    "allowed: an image reference like ghcr.io/ggml-org/llama.cpp:server-v0.5.0 (lower-case path, optional :tag and @sha256:digest)",
+  );
 
 /** Only http(s) mirrors: `file:`, `javascript:` and friends would make curl read or run something else. */
 const httpUrl = z
   .string()
   .max(2048)
-  .regex(/^https?:\/\/[A-Za-z0-9.-]+(?::\d{1,5})?(?:\/[A-Za-z0-9._~%/-]*)?$/, "allowed: an http:// or https:// URL like https://huggingface.co (no credentials, query or fragment)");
+  .regex(
+    /^https?:\/\/[A-Za-z0-9.-]+(?::\d{1,5})?(?:\/[A-Za-z0-9._~%/-]*)?$/,
+    "allowed: an http:// or https:// URL like https://huggingface.co (no credentials, query or fragment)",
+  );
 
 const deploymentSchema = z
   .strictObject({
@@ -469,9 +595,19 @@ const deploymentSchema = z
     lockFile: z
       .string()
       .max(1024)
-      .regex(/^[A-Za-z0-9_./][A-Za-z0-9_./-]*\.json$/, "allowed: the path of a .json lock written by `npm run lock` (letters, digits, _ . / -)")
+      .regex(
+        /^[A-Za-z0-9_./][A-Za-z0-9_./-]*\.json$/,
+        "allowed: the path of a .json lock written by `npm run lock` (letters, digits, _ . / -)",
+      )
       .optional(),
-    containerName: z.string().max(128).regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/, "allowed: a container name (letters, digits, _ . -; not starting with _ . -)").optional(),
+    containerName: z
+      .string()
+      .max(128)
+      .regex(
+        /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/,
+        "allowed: a container name (letters, digits, _ . -; not starting with _ . -)",
+      )
+      .optional(),
     healthCommand: plainText(1000).optional(),
     /** Model load can take many minutes from a cold disk; the health check's start period and the smoke step's wait. */
     containerWaitSeconds: z.int().min(30).max(86_400).default(DEFAULTS.containerWaitSeconds),
@@ -531,38 +667,50 @@ export const STACK_CONFIG_KEYS = Object.keys(stackShape) as (keyof typeof stackS
 export const stackConfigSchema = z
   .strictObject(stackShape)
   .superRefine((config, context) => {
-  clusterIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
-  fleetIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
-  if ((config.hosts || config.host?.kind === "bare-metal") && config.costs && !config.costs.hardware) {
-    context.addIssue({ code: "custom", path: ["costs", "hardware"], message: "allowed: required for a bare-metal host when costs is set (priceUsd, amortizationMonths, powerWatts, usdPerKwh); or leave costs out to plan without a cost section", input: undefined });
-  }
-  const { batch, ubatch } = config.serving;
-  // llama.cpp silently clamps -ub to -b: a larger ubatch would be sized for memory it never uses.
-  if (ubatch !== undefined && ubatch > (batch ?? Math.max(ubatch, LLAMA_DEFAULT_BATCH))) {
-    context.addIssue({ code: "custom", path: ["serving", "ubatch"], message: `allowed: at most serving.batch (${batch}); llama-server clamps the physical batch to the logical one`, input: ubatch });
-  }
-  servingExposureIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
-  if (config.host?.kind === "cloud") {
-    const { allowedCidrs, allowPublic } = config.host;
-    if (allowedCidrs.length === 0) {
+    clusterIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
+    fleetIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
+    if ((config.hosts || config.host?.kind === "bare-metal") && config.costs && !config.costs.hardware) {
       context.addIssue({
         code: "custom",
-        path: ["host", "allowedCidrs"],
-        message: `allowed: the CIDRs that may reach SSH and port ${config.serving.port}, like ["203.0.113.0/24"] (nothing is opened by default; the whole internet only as ["0.0.0.0/0"] with allowPublic: true)`,
-        input: allowedCidrs,
+        path: ["costs", "hardware"],
+        message:
+          "allowed: required for a bare-metal host when costs is set (priceUsd, amortizationMonths, powerWatts, usdPerKwh); or leave costs out to plan without a cost section",
+        input: undefined,
       });
     }
-    allowedCidrs.forEach((block, index) => {
-      if (block.endsWith("/0") && !allowPublic) {
+    const { batch, ubatch } = config.serving;
+    // llama.cpp silently clamps -ub to -b: a larger ubatch would be sized for memory it never uses.
+    if (ubatch !== undefined && ubatch > (batch ?? Math.max(ubatch, LLAMA_DEFAULT_BATCH))) {
+      context.addIssue({
+        code: "custom",
+        path: ["serving", "ubatch"],
+        message: `allowed: at most serving.batch (${batch}); llama-server clamps the physical batch to the logical one`,
+        input: ubatch,
+      });
+    }
+    servingExposureIssues(config).forEach((issue) => context.addIssue({ code: "custom", ...issue }));
+    if (config.host?.kind === "cloud") {
+      const { allowedCidrs, allowPublic } = config.host;
+      if (allowedCidrs.length === 0) {
         context.addIssue({
           code: "custom",
-          path: ["host", "allowedCidrs", index],
-          message: "allowed: a CIDR narrower than /0; admitting the whole internet needs host.allowPublic: true as well",
-          input: block,
+          path: ["host", "allowedCidrs"],
+          message: `allowed: the CIDRs that may reach SSH and port ${config.serving.port}, like ["203.0.113.0/24"] (nothing is opened by default; the whole internet only as ["0.0.0.0/0"] with allowPublic: true)`,
+          input: allowedCidrs,
         });
       }
-    });
-  }
+      allowedCidrs.forEach((block, index) => {
+        if (block.endsWith("/0") && !allowPublic) {
+          context.addIssue({
+            code: "custom",
+            path: ["host", "allowedCidrs", index],
+            message:
+              "allowed: a CIDR narrower than /0; admitting the whole internet needs host.allowPublic: true as well",
+            input: block,
+          });
+        }
+      });
+    }
   })
   .transform(({ host, hosts, link, fleet, ...rest }) => {
     // Everything downstream reads `host` as the machine llama-server runs on (the head, or the first
@@ -571,20 +719,46 @@ export const stackConfigSchema = z
     const replicaHosts = hosts?.filter((entry) => entry.role === "replica") ?? [];
     const head = hosts?.find((entry) => entry.role === "head") ?? replicaHosts[0];
     // The bare-metal keys only: role, id, privateAddress and rpcPort are the cluster's.
-    const asHost = (entry: ClusterHostEntry): BareMetalHostConfig => ({ kind: entry.kind, name: entry.name, ssh: entry.ssh, cpu: entry.cpu, memory: entry.memory, gpus: entry.gpus, pcie: entry.pcie, disk: entry.disk });
+    const asHost = (entry: ClusterHostEntry): BareMetalHostConfig => ({
+      kind: entry.kind,
+      name: entry.name,
+      ssh: entry.ssh,
+      cpu: entry.cpu,
+      memory: entry.memory,
+      gpus: entry.gpus,
+      pcie: entry.pcie,
+      disk: entry.disk,
+    });
     const fleetConfig: FleetConfig | undefined =
       replicaHosts.length > 0
         ? {
             ...(fleet ?? { tokensPerAnswer: 500 }),
             replicas: replicaHosts.length,
-            hosts: replicaHosts.map((entry) => ({ id: entry.id, index: hosts!.indexOf(entry), privateAddress: entry.privateAddress, ssh: entry.ssh })),
+            hosts: replicaHosts.map((entry) => ({
+              id: entry.id,
+              index: hosts!.indexOf(entry),
+              privateAddress: entry.privateAddress,
+              ssh: entry.ssh,
+            })),
           }
         : fleet && { ...fleet, replicas: fleet.replicas ?? 1, hosts: [] };
     const cluster: ClusterConfig | undefined =
       hosts && head && link && replicaHosts.length === 0
         ? {
             head: { id: head.id, privateAddress: head.privateAddress, index: hosts.indexOf(head) },
-            workers: hosts.flatMap((entry, index) => (entry.role === "rpc-worker" ? [{ id: entry.id, index, privateAddress: entry.privateAddress, rpcPort: entry.rpcPort, host: asHost(entry) }] : [])),
+            workers: hosts.flatMap((entry, index) =>
+              entry.role === "rpc-worker"
+                ? [
+                    {
+                      id: entry.id,
+                      index,
+                      privateAddress: entry.privateAddress,
+                      rpcPort: entry.rpcPort,
+                      host: asHost(entry),
+                    },
+                  ]
+                : [],
+            ),
             link,
           }
         : undefined;
@@ -599,7 +773,10 @@ export interface ReplicaHostConfig {
   ssh: BareMetalHostConfig["ssh"];
 }
 /** kimi-kit:fleet after parsing; `hosts` lists the replicas of a `hosts` stack, empty for `host` + replicas. */
-export type FleetConfig = Omit<z.infer<typeof fleetSchema>, "replicas"> & { replicas: number | "auto"; hosts: ReplicaHostConfig[] };
+export type FleetConfig = Omit<z.infer<typeof fleetSchema>, "replicas"> & {
+  replicas: number | "auto";
+  hosts: ReplicaHostConfig[];
+};
 export type TeamConfig = z.infer<typeof teamSchema>;
 
 /**
@@ -616,29 +793,57 @@ function fleetIssues(config: RawStackConfig): { path: PropertyKey[]; message: st
     for (const { entry, index } of replicas.slice(1)) {
       for (const key of ["cpu", "memory", "gpus"] as const) {
         if (JSON.stringify(specOf(entry)[key]) !== JSON.stringify(specOf(first.entry)[key])) {
-          issues.push({ path: ["hosts", index, key], message: `allowed: the same ${key} as the first replica ${first.entry.id} (hosts[${first.index}]); replica ${entry.id} differs — the plan sizes one spec for every replica`, input: entry[key] });
+          issues.push({
+            path: ["hosts", index, key],
+            message: `allowed: the same ${key} as the first replica ${first.entry.id} (hosts[${first.index}]); replica ${entry.id} differs — the plan sizes one spec for every replica`,
+            input: entry[key],
+          });
         }
       }
     }
     if (config.fleet?.replicas !== undefined && config.fleet.replicas !== replicas.length) {
-      issues.push({ path: ["fleet", "replicas"], message: `allowed: ${replicas.length} (the replicas listed in hosts) or leave it out`, input: config.fleet.replicas });
+      issues.push({
+        path: ["fleet", "replicas"],
+        message: `allowed: ${replicas.length} (the replicas listed in hosts) or leave it out`,
+        input: config.fleet.replicas,
+      });
     }
   }
   const split = (config.hosts ?? []).some((entry) => entry.role !== "replica");
   if (split && (first || (config.fleet?.replicas !== undefined && config.fleet.replicas !== 1))) {
-    issues.push({ path: ["hosts"], message: "allowed: a split (head + rpc-workers) or replicas, one at a time: replicas of a split are not planned yet", input: (config.hosts ?? []).map((entry) => entry.role) });
+    issues.push({
+      path: ["hosts"],
+      message:
+        "allowed: a split (head + rpc-workers) or replicas, one at a time: replicas of a split are not planned yet",
+      input: (config.hosts ?? []).map((entry) => entry.role),
+    });
   }
   if (config.fleet?.replicas === "auto" && !config.costs && config.fleet.peakConcurrentRequests === undefined) {
-    issues.push({ path: ["fleet", "replicas"], message: "allowed: auto only with something to size from — costs.usage.tokensPerMonth, or fleet.peakConcurrentRequests with fleet.latencyTargetSeconds; or a number", input: "auto" });
+    issues.push({
+      path: ["fleet", "replicas"],
+      message:
+        "allowed: auto only with something to size from — costs.usage.tokensPerMonth, or fleet.peakConcurrentRequests with fleet.latencyTargetSeconds; or a number",
+      input: "auto",
+    });
   }
   const seen = new Map<string, number>();
   (config.teams ?? []).forEach((team, index) => {
     const earlier = seen.get(team.name);
-    if (earlier !== undefined) issues.push({ path: ["teams", index, "name"], message: `allowed: a name no other team has (teams[${earlier}] is ${team.name} too)`, input: team.name });
+    if (earlier !== undefined)
+      issues.push({
+        path: ["teams", index, "name"],
+        message: `allowed: a name no other team has (teams[${earlier}] is ${team.name} too)`,
+        input: team.name,
+      });
     else seen.set(team.name, index);
   });
   if (config.teams && !config.costs) {
-    issues.push({ path: ["costs"], message: "allowed: required with teams (their chargeback is the fleet's monthly cost per token); add costs (hardware or cloud, api, usage) or leave teams out", input: undefined });
+    issues.push({
+      path: ["costs"],
+      message:
+        "allowed: required with teams (their chargeback is the fleet's monthly cost per token); add costs (hardware or cloud, api, usage) or leave teams out",
+      input: undefined,
+    });
   }
   return issues;
 }
@@ -672,28 +877,77 @@ type RawStackConfig = z.infer<z.ZodObject<typeof stackShape>>;
  */
 function clusterIssues(config: RawStackConfig): { path: PropertyKey[]; message: string; input: unknown }[] {
   const issues: { path: PropertyKey[]; message: string; input: unknown }[] = [];
-  if (config.host && config.hosts) return [{ path: ["hosts"], message: "allowed: either host (one machine) or hosts (a head and its rpc-workers), not both", input: "both set" }];
-  if (!config.host && !config.hosts) return [{ path: ["host"], message: "allowed: a host (kind bare-metal or cloud), or hosts: a head and its rpc-workers", input: undefined }];
+  if (config.host && config.hosts)
+    return [
+      {
+        path: ["hosts"],
+        message: "allowed: either host (one machine) or hosts (a head and its rpc-workers), not both",
+        input: "both set",
+      },
+    ];
+  if (!config.host && !config.hosts)
+    return [
+      {
+        path: ["host"],
+        message: "allowed: a host (kind bare-metal or cloud), or hosts: a head and its rpc-workers",
+        input: undefined,
+      },
+    ];
   if (!config.hosts) {
-    if (config.link) issues.push({ path: ["link"], message: "allowed: only with hosts (a link joins several hosts)", input: config.link });
+    if (config.link)
+      issues.push({
+        path: ["link"],
+        message: "allowed: only with hosts (a link joins several hosts)",
+        input: config.link,
+      });
     return issues;
   }
   // Replicas (fleetIssues checks them) need no head, workers nor link; a mix with a split is refused there.
   if (config.hosts.some((entry) => entry.role === "replica")) {
-    if (config.link) issues.push({ path: ["link"], message: "allowed: only with a split (head + rpc-workers); replicas each serve the whole model and share no link", input: config.link });
+    if (config.link)
+      issues.push({
+        path: ["link"],
+        message:
+          "allowed: only with a split (head + rpc-workers); replicas each serve the whole model and share no link",
+        input: config.link,
+      });
   } else {
     const heads = config.hosts.filter((entry) => entry.role === "head").length;
-    if (heads !== 1) issues.push({ path: ["hosts"], message: `allowed: exactly one host with role head (found ${heads})`, input: config.hosts.map((entry) => entry.role) });
-    if (!config.hosts.some((entry) => entry.role === "rpc-worker")) issues.push({ path: ["hosts"], message: "allowed: at least one host with role rpc-worker", input: config.hosts.map((entry) => entry.role) });
-    if (!config.link) issues.push({ path: ["link"], message: "allowed: the link between the hosts, e.g. { gbitPerSecond: 25, roundTripMicroseconds: 50 }", input: undefined });
+    if (heads !== 1)
+      issues.push({
+        path: ["hosts"],
+        message: `allowed: exactly one host with role head (found ${heads})`,
+        input: config.hosts.map((entry) => entry.role),
+      });
+    if (!config.hosts.some((entry) => entry.role === "rpc-worker"))
+      issues.push({
+        path: ["hosts"],
+        message: "allowed: at least one host with role rpc-worker",
+        input: config.hosts.map((entry) => entry.role),
+      });
+    if (!config.link)
+      issues.push({
+        path: ["link"],
+        message: "allowed: the link between the hosts, e.g. { gbitPerSecond: 25, roundTripMicroseconds: 50 }",
+        input: undefined,
+      });
     else if (config.link.gbitPerSecond < config.link.minimumGbitPerSecond) {
-      issues.push({ path: ["link", "gbitPerSecond"], message: `allowed: at least link.minimumGbitPerSecond (${config.link.minimumGbitPerSecond} Gbit/s)`, input: config.link.gbitPerSecond });
+      issues.push({
+        path: ["link", "gbitPerSecond"],
+        message: `allowed: at least link.minimumGbitPerSecond (${config.link.minimumGbitPerSecond} Gbit/s)`,
+        input: config.link.gbitPerSecond,
+      });
     }
   }
-  const seen = { id: new Map<string, number>(), privateAddress: new Map<string, number>(), ssh: new Map<string, number>() };
+  const seen = {
+    id: new Map<string, number>(),
+    privateAddress: new Map<string, number>(),
+    ssh: new Map<string, number>(),
+  };
   config.hosts.forEach((entry, index) => {
     const problem = privateAddressProblem(entry.privateAddress);
-    if (problem) issues.push({ path: ["hosts", index, "privateAddress"], message: problem, input: entry.privateAddress });
+    if (problem)
+      issues.push({ path: ["hosts", index, "privateAddress"], message: problem, input: entry.privateAddress });
     const keys: [keyof typeof seen, string | undefined, PropertyKey[]][] = [
       ["id", entry.id, ["id"]],
       ["privateAddress", entry.privateAddress, ["privateAddress"]],
@@ -702,7 +956,12 @@ function clusterIssues(config: RawStackConfig): { path: PropertyKey[]; message: 
     for (const [key, value, path] of keys) {
       if (value === undefined) continue;
       const first = seen[key].get(value);
-      if (first !== undefined) issues.push({ path: ["hosts", index, ...path], message: `allowed: a value no other host has (hosts[${first}] has it too)`, input: value });
+      if (first !== undefined)
+        issues.push({
+          path: ["hosts", index, ...path],
+          message: `allowed: a value no other host has (hosts[${first}] has it too)`,
+          input: value,
+        });
       else seen[key].set(value, index);
     }
   });
@@ -714,7 +973,9 @@ function clusterIssues(config: RawStackConfig): { path: PropertyKey[]; message: 
  * with allowPublic, both TLS secrets when the certificate comes from secrets, and a backend port
  * that is not the public one.
  */
-function servingExposureIssues(config: z.infer<z.ZodObject<typeof stackShape>>): { path: PropertyKey[]; message: string; input: unknown }[] {
+function servingExposureIssues(
+  config: z.infer<z.ZodObject<typeof stackShape>>,
+): { path: PropertyKey[]; message: string; input: unknown }[] {
   const { serving } = config;
   if (serving.bindAddress === "127.0.0.1") return [];
   const issues: { path: PropertyKey[]; message: string; input: unknown }[] = [];
@@ -727,18 +988,31 @@ function servingExposureIssues(config: z.infer<z.ZodObject<typeof stackShape>>):
   }
   serving.allowedCidrs.forEach((block, index) => {
     if (block.endsWith("/0") && !serving.allowPublic) {
-      issues.push({ path: ["serving", "allowedCidrs", index], message: "allowed: a CIDR narrower than /0; admitting the whole internet needs serving.allowPublic: true as well", input: block });
+      issues.push({
+        path: ["serving", "allowedCidrs", index],
+        message:
+          "allowed: a CIDR narrower than /0; admitting the whole internet needs serving.allowPublic: true as well",
+        input: block,
+      });
     }
   });
   if (serving.tls.source === "secrets") {
     for (const key of ["tlsCertificate", "tlsPrivateKey"] as const) {
       if (config[key] === undefined) {
-        issues.push({ path: [key], message: `allowed: required with serving.tls.source "secrets"; set it with \`pulumi config set --secret kimi-kit:${key} < file.pem\``, input: undefined });
+        issues.push({
+          path: [key],
+          message: `allowed: required with serving.tls.source "secrets"; set it with \`pulumi config set --secret kimi-kit:${key} < file.pem\``,
+          input: undefined,
+        });
       }
     }
   }
   if (serving.backendPort !== undefined && serving.backendPort === serving.port) {
-    issues.push({ path: ["serving", "backendPort"], message: `allowed: a port other than serving.port (${serving.port}); llama-server listens there on loopback, behind the TLS front door`, input: serving.backendPort });
+    issues.push({
+      path: ["serving", "backendPort"],
+      message: `allowed: a port other than serving.port (${serving.port}); llama-server listens there on loopback, behind the TLS front door`,
+      input: serving.backendPort,
+    });
   }
   return issues;
 }
@@ -752,10 +1026,14 @@ export function deployabilityProblems(config: StackConfig, shardBytes: number): 
   const problems: string[] = [];
   const needed = `${(shardBytes / 1e9).toFixed(1)} GB (${(shardBytes / 1024 ** 3).toFixed(1)} GiB)`;
   if (config.host.kind === "bare-metal" && config.host.disk.free !== undefined && config.host.disk.free < shardBytes) {
-    problems.push(`host.disk.free: found ${formatSize(config.host.disk.free)}; allowed: at least the shards' ${needed}`);
+    problems.push(
+      `host.disk.free: found ${formatSize(config.host.disk.free)}; allowed: at least the shards' ${needed}`,
+    );
   }
   if (config.host.kind === "cloud" && config.host.diskSize !== undefined && config.host.diskSize < shardBytes) {
-    problems.push(`host.diskSize: found ${formatSize(config.host.diskSize)}; allowed: at least the shards' ${needed} (leave it out for ${DEFAULTS.modelVolumeHeadroomRatio}× the shards)`);
+    problems.push(
+      `host.diskSize: found ${formatSize(config.host.diskSize)}; allowed: at least the shards' ${needed} (leave it out for ${DEFAULTS.modelVolumeHeadroomRatio}× the shards)`,
+    );
   }
   return problems;
 }
@@ -773,7 +1051,11 @@ export function assertDeployable(stack: string, config: StackConfig, shardBytes:
 /** Parses the `kimi-kit:*` values of one stack; throws ConfigError with one line per problem. */
 export function parseStackConfig(stackName: string, raw: Record<string, unknown>): StackConfig {
   const result = stackConfigSchema.safeParse(raw, { reportInput: true });
-  if (!result.success) throw new ConfigError(stackName, describeIssues(result.error.issues, () => "", allowedKeysAt(raw)));
+  if (!result.success)
+    throw new ConfigError(
+      stackName,
+      describeIssues(result.error.issues, () => "", allowedKeysAt(raw)),
+    );
   return result.data;
 }
 
@@ -817,7 +1099,11 @@ interface SchemaNode {
 function unwrap(schema: SchemaNode | undefined, value: unknown): SchemaNode | undefined {
   for (let depth = 0; schema && depth < 16; depth++) {
     const def: SchemaDef = schema._zod.def;
-    if ((def.type === "default" || def.type === "optional" || def.type === "nullable" || def.type === "prefault") && def.innerType) schema = def.innerType;
+    if (
+      (def.type === "default" || def.type === "optional" || def.type === "nullable" || def.type === "prefault") &&
+      def.innerType
+    )
+      schema = def.innerType;
     else if (def.type === "pipe" && def.in) schema = def.in;
     else if (def.type === "union" && def.options) {
       const kind = value !== null && typeof value === "object" ? (value as Record<string, unknown>).kind : undefined;

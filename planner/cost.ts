@@ -42,7 +42,11 @@ export function estimateCost(
   const lines: CostLine[] = [];
   if (host.cloud) {
     const hourly = costs.cloud?.usdPerHour ?? host.cloud.usdPerHour;
-    lines.push({ item: `${host.cloud.instanceType} on-demand`, monthlyUsd: hourly * HOURS_PER_MONTH, basis: `$${hourly}/h × ${HOURS_PER_MONTH} h` });
+    lines.push({
+      item: `${host.cloud.instanceType} on-demand`,
+      monthlyUsd: hourly * HOURS_PER_MONTH,
+      basis: `$${hourly}/h × ${HOURS_PER_MONTH} h`,
+    });
     const storageGb = Math.ceil(modelVolumeBytes(host.diskFreeBytes, modelBytes) / 1e9);
     const perGb = costs.cloud?.storageUsdPerGbMonth ?? 0.08;
     lines.push({ item: "model volume", monthlyUsd: storageGb * perGb, basis: `${storageGb} GB × $${perGb}/GB-month` });
@@ -54,16 +58,22 @@ export function estimateCost(
       basis: `$${hardware.priceUsd} ÷ ${hardware.amortizationMonths} months`,
     });
     const kwh = (hardware.powerWatts / 1000) * HOURS_PER_MONTH;
-    lines.push({ item: "power", monthlyUsd: kwh * hardware.usdPerKwh, basis: `${hardware.powerWatts} W × ${HOURS_PER_MONTH} h = ${kwh.toFixed(0)} kWh × $${hardware.usdPerKwh}/kWh` });
+    lines.push({
+      item: "power",
+      monthlyUsd: kwh * hardware.usdPerKwh,
+      basis: `${hardware.powerWatts} W × ${HOURS_PER_MONTH} h = ${kwh.toFixed(0)} kWh × $${hardware.usdPerKwh}/kWh`,
+    });
   }
   const monthlyUsd = lines.reduce((sum, line) => sum + line.monthlyUsd, 0);
   const { mix, utilization, tokensPerMonth } = costs.usage;
   const inputShare = mix.input / (mix.input + mix.output);
   const secondsPerMonth = HOURS_PER_MONTH * 3600 * utilization;
-  const secondsPerMixedToken = inputShare / speeds.prefillTokensPerSecond + (1 - inputShare) / speeds.decodeTokensPerSecond;
+  const secondsPerMixedToken =
+    inputShare / speeds.prefillTokensPerSecond + (1 - inputShare) / speeds.decodeTokensPerSecond;
   const capacityTokensPerMonth = secondsPerMonth / secondsPerMixedToken;
   const outputTokensPerMonthCapacity = secondsPerMonth * speeds.decodeTokensPerSecond;
-  const apiUsdPerMillionTokensAtMix = inputShare * costs.api.usdPerMillionInput + (1 - inputShare) * costs.api.usdPerMillionOutput;
+  const apiUsdPerMillionTokensAtMix =
+    inputShare * costs.api.usdPerMillionInput + (1 - inputShare) * costs.api.usdPerMillionOutput;
   const usdPerMillionTokensAtMix = capacityTokensPerMonth > 0 ? (monthlyUsd / capacityTokensPerMonth) * 1e6 : Infinity;
   const volume = apiUsdPerMillionTokensAtMix > 0 ? (monthlyUsd / apiUsdPerMillionTokensAtMix) * 1e6 : Infinity;
   let breakEvenTokensPerMonth: number | null = volume;
@@ -84,7 +94,8 @@ export function estimateCost(
     inputShare,
     outputTokensPerMonthCapacity,
     capacityTokensPerMonth,
-    usdPerMillionOutputTokens: outputTokensPerMonthCapacity > 0 ? (monthlyUsd / outputTokensPerMonthCapacity) * 1e6 : Infinity,
+    usdPerMillionOutputTokens:
+      outputTokensPerMonthCapacity > 0 ? (monthlyUsd / outputTokensPerMonthCapacity) * 1e6 : Infinity,
     usdPerMillionTokensAtMix,
     apiUsdPerMillionTokensAtMix,
     expectedTokensPerMonth: tokensPerMonth,

@@ -81,7 +81,13 @@ export interface MetricDiff extends Change<number> {
 export type CostState =
   | { state: "unknown" }
   | { state: "none"; reason?: string }
-  | { state: "priced"; monthlyUsd?: number; usdPerMillionOutputTokens?: number; breakEvenTokensPerMonth?: number | null; breakEvenReason?: string };
+  | {
+      state: "priced";
+      monthlyUsd?: number;
+      usdPerMillionOutputTokens?: number;
+      breakEvenTokensPerMonth?: number | null;
+      breakEvenReason?: string;
+    };
 
 export interface PlanDiff {
   /** The stack, or "X..Y" for two stacks: names the pull-request comment. */
@@ -148,7 +154,9 @@ const METRICS: readonly { key: MetricKey; name: string; unit: string; higherIsBe
 ];
 
 function record(value: unknown): Record<string, unknown> | undefined {
-  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  return value !== null && typeof value === "object" && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
 }
 
 function num(value: unknown): number | undefined {
@@ -169,7 +177,15 @@ function readPlan(value: PlanJsonAtAnyRef): ReadPlan {
         const device = record(entry);
         const name = str(device?.name);
         if (!device || name === undefined) return [];
-        return [{ name, label: str(device.label) ?? "", capacityBytes: num(device.capacityBytes), plannedBytes: num(device.plannedBytes), kinds: Object.fromEntries(DEVICE_KINDS.map(([field]) => [field, num(device[field])])) }];
+        return [
+          {
+            name,
+            label: str(device.label) ?? "",
+            capacityBytes: num(device.capacityBytes),
+            plannedBytes: num(device.plannedBytes),
+            kinds: Object.fromEntries(DEVICE_KINDS.map(([field]) => [field, num(device[field])])),
+          },
+        ];
       })
     : undefined;
   // Workers of a split stack hold bytes of their own; a kit that listed them only under cluster.workers
@@ -180,12 +196,19 @@ function readPlan(value: PlanJsonAtAnyRef): ReadPlan {
       const worker = record(entry);
       const name = str(worker?.device);
       if (!worker || name === undefined || devices.some((device) => device.name === name)) continue;
-      devices.push({ name, label: `worker ${str(worker.id) ?? "?"} ${str(worker.endpoint) ?? ""}`.trim(), capacityBytes: num(worker.capacityBytes), plannedBytes: num(worker.plannedBytes), kinds: {} });
+      devices.push({
+        name,
+        label: `worker ${str(worker.id) ?? "?"} ${str(worker.endpoint) ?? ""}`.trim(),
+        capacityBytes: num(worker.capacityBytes),
+        plannedBytes: num(worker.plannedBytes),
+        kinds: {},
+      });
     }
   }
   let cost: CostState;
   if (!("cost" in plan)) cost = { state: "unknown" };
-  else if (plan.cost === null) cost = { state: "none", ...(str(plan.costOmitted) ? { reason: str(plan.costOmitted) } : {}) };
+  else if (plan.cost === null)
+    cost = { state: "none", ...(str(plan.costOmitted) ? { reason: str(plan.costOmitted) } : {}) };
   else {
     const figures = record(plan.cost);
     const breakEven = figures?.breakEvenTokensPerMonth;
@@ -203,17 +226,30 @@ function readPlan(value: PlanJsonAtAnyRef): ReadPlan {
   const tier = str(model?.tier);
   return {
     stack: str(plan.stack),
-    verdict: { fits: typeof plan.fits === "boolean" ? plan.fits : undefined, mode: str(plan.mode), refusal: str(plan.refusal) },
-    model: repo === undefined && tier === undefined ? undefined : [repo, tier].filter((part) => part !== undefined).join(" "),
+    verdict: {
+      fits: typeof plan.fits === "boolean" ? plan.fits : undefined,
+      mode: str(plan.mode),
+      refusal: str(plan.refusal),
+    },
+    model:
+      repo === undefined && tier === undefined
+        ? undefined
+        : [repo, tier].filter((part) => part !== undefined).join(" "),
     host: str(host?.label),
     image: str(plan.image),
     devices,
-    args: Array.isArray(plan.llamaServerArgs) && plan.llamaServerArgs.every((arg) => typeof arg === "string") ? (plan.llamaServerArgs as string[]) : undefined,
+    args:
+      Array.isArray(plan.llamaServerArgs) && plan.llamaServerArgs.every((arg) => typeof arg === "string")
+        ? (plan.llamaServerArgs as string[])
+        : undefined,
     metrics: {
       decode: { value: num(projection?.decodeTokensPerSecond), at: num(projection?.decodeDepthTokens) },
       prefill: { value: num(projection?.prefillTokensPerSecond), at: undefined },
       // The JSON field kept its historical "32k" name; the prompt is the stack's ttftPromptTokens.
-      ttft: { value: num(projection?.ttft32kSeconds) ?? num(projection?.ttftSeconds), at: num(projection?.ttftPromptTokens) },
+      ttft: {
+        value: num(projection?.ttft32kSeconds) ?? num(projection?.ttftSeconds),
+        at: num(projection?.ttftPromptTokens),
+      },
     },
     cost,
   };
@@ -258,13 +294,30 @@ function diffFlags(before: readonly string[], after: readonly string[]): FlagCha
 }
 
 function diffDevices(before: readonly ReadDevice[], after: readonly ReadDevice[]): DeviceDiff[] {
-  const names = [...after.map((device) => device.name), ...before.map((device) => device.name).filter((name) => !after.some((device) => device.name === name))];
+  const names = [
+    ...after.map((device) => device.name),
+    ...before.map((device) => device.name).filter((name) => !after.some((device) => device.name === name)),
+  ];
   return names.map((name): DeviceDiff => {
     const was = before.find((device) => device.name === name);
     const now = after.find((device) => device.name === name);
-    const deltaBytes = was?.plannedBytes !== undefined && now?.plannedBytes !== undefined ? now.plannedBytes - was.plannedBytes : undefined;
-    const kinds = was && now ? DEVICE_KINDS.map(([field, kind]) => ({ kind, before: was.kinds[field], after: now.kinds[field] })).filter((entry) => entry.before !== undefined && entry.after !== undefined && entry.before !== entry.after) : [];
-    const status = !was ? "added" : !now ? "removed" : deltaBytes !== 0 || was.capacityBytes !== now.capacityBytes || kinds.length > 0 ? "changed" : "unchanged";
+    const deltaBytes =
+      was?.plannedBytes !== undefined && now?.plannedBytes !== undefined
+        ? now.plannedBytes - was.plannedBytes
+        : undefined;
+    const kinds =
+      was && now
+        ? DEVICE_KINDS.map(([field, kind]) => ({ kind, before: was.kinds[field], after: now.kinds[field] })).filter(
+            (entry) => entry.before !== undefined && entry.after !== undefined && entry.before !== entry.after,
+          )
+        : [];
+    const status = !was
+      ? "added"
+      : !now
+        ? "removed"
+        : deltaBytes !== 0 || was.capacityBytes !== now.capacityBytes || kinds.length > 0
+          ? "changed"
+          : "unchanged";
     return {
       name,
       label: now?.label ?? was?.label ?? "",
@@ -272,7 +325,9 @@ function diffDevices(before: readonly ReadDevice[], after: readonly ReadDevice[]
       capacity: { before: was?.capacityBytes, after: now?.capacityBytes },
       planned: { before: was?.plannedBytes, after: now?.plannedBytes },
       ...(deltaBytes !== undefined ? { deltaBytes } : {}),
-      ...((now?.capacityBytes ?? was?.capacityBytes) !== undefined ? { referenceCapacity: now?.capacityBytes ?? was?.capacityBytes } : {}),
+      ...((now?.capacityBytes ?? was?.capacityBytes) !== undefined
+        ? { referenceCapacity: now?.capacityBytes ?? was?.capacityBytes }
+        : {}),
       kinds,
     };
   });
@@ -282,7 +337,8 @@ function summary(side: PlanSide): SideSummary {
   const stack = side.stack ?? (side.plan ? str((side.plan as Record<string, unknown>).stack) : undefined);
   const base = { label: side.label, ...(stack !== undefined ? { stack } : {}) };
   if (side.missing) return { ...base, state: "missing" };
-  if (side.unreadable !== undefined || !side.plan) return { ...base, state: "unreadable", reason: side.unreadable ?? "no plan" };
+  if (side.unreadable !== undefined || !side.plan)
+    return { ...base, state: "unreadable", reason: side.unreadable ?? "no plan" };
   return { ...base, state: "planned" };
 }
 
@@ -292,7 +348,10 @@ export function diffPlans(before: PlanSide, after: PlanSide): PlanDiff {
   const b = sides.after.state === "planned" ? readPlan(after.plan!) : undefined;
   const stackBefore = sides.before.stack ?? a?.stack;
   const stackAfter = sides.after.stack ?? b?.stack;
-  const key = stackBefore !== undefined && stackAfter !== undefined && stackBefore !== stackAfter ? `${stackBefore}..${stackAfter}` : (stackAfter ?? stackBefore ?? "unknown");
+  const key =
+    stackBefore !== undefined && stackAfter !== undefined && stackBefore !== stackAfter
+      ? `${stackBefore}..${stackAfter}`
+      : (stackAfter ?? stackBefore ?? "unknown");
   let kind: PlanDiff["kind"] = "nothing to compare";
   if (a && b) kind = "compared";
   else if (sides.before.state === "missing" && sides.after.state !== "missing") kind = "new stack";
@@ -303,7 +362,8 @@ export function diffPlans(before: PlanSide, after: PlanSide): PlanDiff {
   /** Names the side(s) whose JSON lacks what `what` needs; only when both sides were planned. */
   const lacking = (what: string, known: { before: boolean; after: boolean }) => {
     if (!a || !b) return;
-    for (const side of ["before", "after"] as const) if (!known[side]) notCompared.push(`${what}: ${sides[side].label}'s plan JSON has no such field (an older kit?)`);
+    for (const side of ["before", "after"] as const)
+      if (!known[side]) notCompared.push(`${what}: ${sides[side].label}'s plan JSON has no such field (an older kit?)`);
   };
 
   let devices: DeviceDiff[] = [];
@@ -312,7 +372,9 @@ export function diffPlans(before: PlanSide, after: PlanSide): PlanDiff {
     else lacking("devices", { before: a.devices !== undefined, after: b.devices !== undefined });
   } else if (a || b) {
     // One side only (a new stack, or the other side unreadable): its devices, shown as such.
-    devices = diffDevices(a?.devices ?? [], b?.devices ?? []).map((device) => (kind === "unreadable" ? { ...device, status: "one side" } : device));
+    devices = diffDevices(a?.devices ?? [], b?.devices ?? []).map((device) =>
+      kind === "unreadable" ? { ...device, status: "one side" } : device,
+    );
   }
 
   let flags: FlagChange[] = [];
@@ -325,8 +387,15 @@ export function diffPlans(before: PlanSide, after: PlanSide): PlanDiff {
     const was = a?.metrics[metric];
     const now = b?.metrics[metric];
     lacking(name, { before: was?.value !== undefined, after: now?.value !== undefined });
-    const fraction = was?.value !== undefined && now?.value !== undefined && was.value !== 0 ? now.value / was.value - 1 : undefined;
-    return { key: metric, before: was?.value, after: now?.value, at: { before: was?.at, after: now?.at }, ...(fraction !== undefined ? { fraction } : {}) };
+    const fraction =
+      was?.value !== undefined && now?.value !== undefined && was.value !== 0 ? now.value / was.value - 1 : undefined;
+    return {
+      key: metric,
+      before: was?.value,
+      after: now?.value,
+      at: { before: was?.at, after: now?.at },
+      ...(fraction !== undefined ? { fraction } : {}),
+    };
   });
   lacking("costs", { before: a?.cost.state !== "unknown", after: b?.cost.state !== "unknown" });
   lacking("verdict", { before: a?.verdict.fits !== undefined, after: b?.verdict.fits !== undefined });
@@ -351,7 +420,10 @@ function isDeviceMaterial(device: DeviceDiff): boolean {
   if (device.status === "added" || device.status === "removed") return true;
   const capacity = device.referenceCapacity;
   if (capacity === undefined || capacity <= 0) return device.deltaBytes !== undefined && device.deltaBytes !== 0;
-  const capacityDelta = device.capacity.before !== undefined && device.capacity.after !== undefined ? device.capacity.after - device.capacity.before : 0;
+  const capacityDelta =
+    device.capacity.before !== undefined && device.capacity.after !== undefined
+      ? device.capacity.after - device.capacity.before
+      : 0;
   // A hair of float noise must not turn exactly 1% into 0.99999…%.
   const limit = DEVICE_BYTES_MATERIAL_FRACTION * capacity * (1 - 1e-9);
   return Math.abs(device.deltaBytes ?? 0) >= limit || Math.abs(capacityDelta) >= limit;
@@ -373,22 +445,36 @@ export function materialChanges(diff: PlanDiff): string[] {
   // Nothing can be said to be unchanged when a side is missing or could not be planned.
   if (diff.kind === "new stack") reasons.push(`new stack (absent at ${diff.before.label})`);
   if (diff.kind === "removed stack") reasons.push(`stack removed (absent at ${diff.after.label})`);
-  for (const side of [diff.before, diff.after]) if (side.state === "unreadable") reasons.push(`unreadable at ${side.label}`);
+  for (const side of [diff.before, diff.after])
+    if (side.state === "unreadable") reasons.push(`unreadable at ${side.label}`);
   if (diff.kind !== "compared") return reasons;
   const { before, after } = diff.verdict;
-  if (before?.fits !== undefined && after?.fits !== undefined && before.fits !== after.fits) reasons.push(after.fits ? "verdict: now fits" : "verdict: NOW REFUSED");
+  if (before?.fits !== undefined && after?.fits !== undefined && before.fits !== after.fits)
+    reasons.push(after.fits ? "verdict: now fits" : "verdict: NOW REFUSED");
   if (diff.flags.length > 0) reasons.push(`llama-server flags: ${diff.flags.map((flag) => flag.flag).join(", ")}`);
   for (const device of diff.devices.filter(isDeviceMaterial)) {
-    reasons.push(device.status === "added" ? `device ${device.name} added` : device.status === "removed" ? `device ${device.name} removed` : `${device.name} planned bytes ${signedGiB(device.deltaBytes ?? 0)}${shareText(device)}`);
+    reasons.push(
+      device.status === "added"
+        ? `device ${device.name} added`
+        : device.status === "removed"
+          ? `device ${device.name} removed`
+          : `${device.name} planned bytes ${signedGiB(device.deltaBytes ?? 0)}${shareText(device)}`,
+    );
   }
-  for (const metric of diff.projections.filter(isMetricMaterial)) reasons.push(`${METRICS.find((entry) => entry.key === metric.key)!.name} ${percentText(metric)}`);
+  for (const metric of diff.projections.filter(isMetricMaterial))
+    reasons.push(`${METRICS.find((entry) => entry.key === metric.key)!.name} ${percentText(metric)}`);
   const [was, now] = [diff.cost.before, diff.cost.after];
   if (was && now && was.state !== "unknown" && now.state !== "unknown") {
     if (was.state !== now.state) reasons.push(now.state === "priced" ? "costs added" : "costs removed");
     else {
       const delta = (monthly(now) ?? 0) - (monthly(was) ?? 0);
       // Cents, as the plan prints them: $0.995 of float noise is not a dollar.
-      if (monthly(was) !== undefined && monthly(now) !== undefined && Math.abs(Math.round(delta * 100)) >= MONTHLY_COST_MATERIAL_USD * 100) reasons.push(`monthly cost ${signedUsd(delta)}`);
+      if (
+        monthly(was) !== undefined &&
+        monthly(now) !== undefined &&
+        Math.abs(Math.round(delta * 100)) >= MONTHLY_COST_MATERIAL_USD * 100
+      )
+        reasons.push(`monthly cost ${signedUsd(delta)}`);
     }
   }
   return reasons;
@@ -410,7 +496,11 @@ export function diffToJson(diff: PlanDiff): PlanDiffJson {
     ...diff,
     material: isMaterial(diff),
     materialChanges: materialChanges(diff),
-    thresholds: { deviceBytesFractionOfCapacity: DEVICE_BYTES_MATERIAL_FRACTION, projectionFraction: PROJECTION_MATERIAL_FRACTION, monthlyCostUsd: MONTHLY_COST_MATERIAL_USD },
+    thresholds: {
+      deviceBytesFractionOfCapacity: DEVICE_BYTES_MATERIAL_FRACTION,
+      projectionFraction: PROJECTION_MATERIAL_FRACTION,
+      monthlyCostUsd: MONTHLY_COST_MATERIAL_USD,
+    },
   };
 }
 
@@ -431,7 +521,8 @@ function shareText(device: DeviceDiff): string {
 }
 
 function percentText(metric: MetricDiff): string {
-  if (metric.fraction === undefined) return metric.before === 0 && metric.after !== undefined && metric.after !== 0 ? "from 0" : "";
+  if (metric.fraction === undefined)
+    return metric.before === 0 && metric.after !== undefined && metric.after !== 0 ? "from 0" : "";
   const percent = metric.fraction * 100;
   return `${percent < 0 ? "-" : "+"}${Math.abs(percent).toFixed(1)}%`;
 }
@@ -449,7 +540,12 @@ function verdictChange(diff: PlanDiff): "now refused" | "now fits" | undefined {
 }
 
 /** What a side shows for a figure: "—" for a side with no plan, "unknown" for a field its JSON lacks. */
-function shown<T>(diff: PlanDiff, side: "before" | "after", value: T | undefined, format: (value: T) => string): string {
+function shown<T>(
+  diff: PlanDiff,
+  side: "before" | "after",
+  value: T | undefined,
+  format: (value: T) => string,
+): string {
   if (diff[side].state !== "planned") return "—";
   return value === undefined ? "unknown" : format(value);
 }
@@ -463,7 +559,8 @@ function metricLabel(metric: MetricDiff): string {
   const { before, after } = metric.at;
   if (before === undefined && after === undefined) return name;
   const where = metric.key === "decode" ? "depth" : "prompt";
-  if (before === undefined || after === undefined || before === after) return `${name} @${formatTokens((after ?? before)!)} ${where}`;
+  if (before === undefined || after === undefined || before === after)
+    return `${name} @${formatTokens((after ?? before)!)} ${where}`;
   return `${name} @${formatTokens(before)} → @${formatTokens(after)} ${where}`;
 }
 
@@ -477,7 +574,8 @@ function costValue(diff: PlanDiff, side: "before" | "after", pick: (cost: Priced
 
 function costRows(diff: PlanDiff): { name: string; before: string; after: string; change: string }[] {
   const usd = (value: number | undefined) => (value === undefined ? "unknown" : formatUsd(value));
-  const breakEven = (value: number | null | undefined) => (value === undefined ? "unknown" : value === null ? "none" : `${formatTokens(value)} tok/mo`);
+  const breakEven = (value: number | null | undefined) =>
+    value === undefined ? "unknown" : value === null ? "none" : `${formatTokens(value)} tok/mo`;
   const figure = (side: "before" | "after", pick: (cost: Priced) => number | undefined) => {
     const cost = diff.cost[side];
     return cost?.state === "priced" ? pick(cost) : undefined;
@@ -487,9 +585,24 @@ function costRows(diff: PlanDiff): { name: string; before: string; after: string
     return was !== undefined && now !== undefined ? signedUsd(now - was) : "";
   };
   return [
-    { name: "monthly cost", before: costValue(diff, "before", (c) => usd(c.monthlyUsd)), after: costValue(diff, "after", (c) => usd(c.monthlyUsd)), change: delta((c) => c.monthlyUsd) },
-    { name: "per 1M output tokens", before: costValue(diff, "before", (c) => usd(c.usdPerMillionOutputTokens)), after: costValue(diff, "after", (c) => usd(c.usdPerMillionOutputTokens)), change: delta((c) => c.usdPerMillionOutputTokens) },
-    { name: "break-even", before: costValue(diff, "before", (c) => breakEven(c.breakEvenTokensPerMonth)), after: costValue(diff, "after", (c) => breakEven(c.breakEvenTokensPerMonth)), change: "" },
+    {
+      name: "monthly cost",
+      before: costValue(diff, "before", (c) => usd(c.monthlyUsd)),
+      after: costValue(diff, "after", (c) => usd(c.monthlyUsd)),
+      change: delta((c) => c.monthlyUsd),
+    },
+    {
+      name: "per 1M output tokens",
+      before: costValue(diff, "before", (c) => usd(c.usdPerMillionOutputTokens)),
+      after: costValue(diff, "after", (c) => usd(c.usdPerMillionOutputTokens)),
+      change: delta((c) => c.usdPerMillionOutputTokens),
+    },
+    {
+      name: "break-even",
+      before: costValue(diff, "before", (c) => breakEven(c.breakEvenTokensPerMonth)),
+      after: costValue(diff, "after", (c) => breakEven(c.breakEvenTokensPerMonth)),
+      change: "",
+    },
   ];
 }
 
@@ -499,15 +612,26 @@ function twoStacks(diff: PlanDiff): boolean {
 }
 
 function headline(diff: PlanDiff, code: (text: string) => string): string {
-  return twoStacks(diff) ? `stack ${code(diff.before.stack!)} → stack ${code(diff.after.stack!)}` : `stack ${code(diff.key)}: ${diff.before.label} → ${diff.after.label}`;
+  return twoStacks(diff)
+    ? `stack ${code(diff.before.stack!)} → stack ${code(diff.after.stack!)}`
+    : `stack ${code(diff.key)}: ${diff.before.label} → ${diff.after.label}`;
 }
 
 /** Sides that could not be compared, in the words the issue asks for: "unreadable at REF: reason", "new stack". */
 function sideProblems(diff: PlanDiff): { what: string; detail: string }[] {
   const lines: { what: string; detail: string }[] = [];
-  for (const side of [diff.before, diff.after]) if (side.state === "unreadable") lines.push({ what: `unreadable at ${side.label}`, detail: side.reason ?? "" });
-  if (diff.kind === "new stack") lines.push({ what: "new stack", detail: `stacks/Pulumi.${diff.after.stack ?? diff.key}.yaml does not exist at ${diff.before.label}` });
-  if (diff.kind === "removed stack") lines.push({ what: "removed stack", detail: `stacks/Pulumi.${diff.before.stack ?? diff.key}.yaml does not exist at ${diff.after.label}` });
+  for (const side of [diff.before, diff.after])
+    if (side.state === "unreadable") lines.push({ what: `unreadable at ${side.label}`, detail: side.reason ?? "" });
+  if (diff.kind === "new stack")
+    lines.push({
+      what: "new stack",
+      detail: `stacks/Pulumi.${diff.after.stack ?? diff.key}.yaml does not exist at ${diff.before.label}`,
+    });
+  if (diff.kind === "removed stack")
+    lines.push({
+      what: "removed stack",
+      detail: `stacks/Pulumi.${diff.before.stack ?? diff.key}.yaml does not exist at ${diff.after.label}`,
+    });
   return lines;
 }
 
@@ -525,7 +649,10 @@ function flagDiffLines(flags: readonly FlagChange[]): string[] {
     const added = now.filter((value) => !was.includes(value));
     // Same values in another order or count (repeated -ot rules, whose order matters): both lists whole.
     const [minus, plus] = gone.length + added.length > 0 ? [gone, added] : [was, now];
-    lines.push(...minus.map((value) => `- ${flagText(change.flag, value)}`), ...plus.map((value) => `+ ${flagText(change.flag, value)}`));
+    lines.push(
+      ...minus.map((value) => `- ${flagText(change.flag, value)}`),
+      ...plus.map((value) => `+ ${flagText(change.flag, value)}`),
+    );
   }
   return lines;
 }
@@ -545,7 +672,8 @@ function thresholdsText(): string {
 }
 
 function deviceCell(diff: PlanDiff, device: DeviceDiff, side: "before" | "after"): string {
-  if (diff[side].state !== "planned" || (side === "before" ? device.status === "added" : device.status === "removed")) return "—";
+  if (diff[side].state !== "planned" || (side === "before" ? device.status === "added" : device.status === "removed"))
+    return "—";
   const planned = device.planned[side];
   const capacity = device.capacity[side];
   if (planned === undefined) return "unknown";
@@ -556,7 +684,12 @@ function deviceChange(device: DeviceDiff): string {
   if (device.status === "added" || device.status === "removed") return device.status;
   if (device.status === "one side" || device.deltaBytes === undefined) return "";
   if (device.status === "unchanged") return "unchanged";
-  const capacity = device.capacity.before !== device.capacity.after && device.capacity.before !== undefined && device.capacity.after !== undefined ? `; capacity ${signedGiB(device.capacity.after - device.capacity.before)}` : "";
+  const capacity =
+    device.capacity.before !== device.capacity.after &&
+    device.capacity.before !== undefined &&
+    device.capacity.after !== undefined
+      ? `; capacity ${signedGiB(device.capacity.after - device.capacity.before)}`
+      : "";
   return `${signedGiB(device.deltaBytes)}${shareText(device)}${capacity}`;
 }
 
@@ -570,18 +703,35 @@ function arrow(diff: PlanDiff, before: string, after: string): string {
 export function renderDiffText(diff: PlanDiff): string {
   const out: string[] = [`Plan diff, ${headline(diff, (text) => text)}`];
   const change = verdictChange(diff);
-  if (change === "now refused") out.push(`VERDICT CHANGED: ${verdictText(diff.verdict.before)} → DOES NOT FIT — NOW REFUSED: ${diff.verdict.after?.refusal ?? "(no reason given)"}`);
+  if (change === "now refused")
+    out.push(
+      `VERDICT CHANGED: ${verdictText(diff.verdict.before)} → DOES NOT FIT — NOW REFUSED: ${diff.verdict.after?.refusal ?? "(no reason given)"}`,
+    );
   if (change === "now fits") out.push(`VERDICT CHANGED: DOES NOT FIT → ${verdictText(diff.verdict.after)} — now fits`);
   for (const problem of sideProblems(diff)) out.push(`${problem.what}: ${problem.detail}`);
   const reasons = materialChanges(diff);
-  out.push(reasons.length > 0 ? `Material: yes — ${reasons.join("; ")}` : `Material: no (material: ${thresholdsText()})`);
+  out.push(
+    reasons.length > 0 ? `Material: yes — ${reasons.join("; ")}` : `Material: no (material: ${thresholdsText()})`,
+  );
   if (diff.before.state !== "planned" && diff.after.state !== "planned") return out.join("\n");
 
   out.push("");
   const [verdictBefore, verdictAfter] = [verdictText(diff.verdict.before), verdictText(diff.verdict.after)];
-  if (!change) out.push(`Verdict: ${diff.kind === "compared" && verdictBefore === verdictAfter ? `${verdictAfter} (unchanged)` : arrow(diff, verdictBefore, verdictAfter)}`);
-  if (diff.verdict.before?.fits === false && diff.verdict.after?.fits === false && diff.verdict.before.refusal !== diff.verdict.after.refusal) out.push(`  refusal now: ${diff.verdict.after.refusal ?? "(none given)"}`);
-  for (const [name, value] of [["Model", diff.model], ["Host", diff.host], ["Image", diff.image]] as const) {
+  if (!change)
+    out.push(
+      `Verdict: ${diff.kind === "compared" && verdictBefore === verdictAfter ? `${verdictAfter} (unchanged)` : arrow(diff, verdictBefore, verdictAfter)}`,
+    );
+  if (
+    diff.verdict.before?.fits === false &&
+    diff.verdict.after?.fits === false &&
+    diff.verdict.before.refusal !== diff.verdict.after.refusal
+  )
+    out.push(`  refusal now: ${diff.verdict.after.refusal ?? "(none given)"}`);
+  for (const [name, value] of [
+    ["Model", diff.model],
+    ["Host", diff.host],
+    ["Image", diff.image],
+  ] as const) {
     const [was, now] = [value.before ?? "unknown", value.after ?? "unknown"];
     out.push(`${name}: ${diff.kind === "compared" && was === now ? was : arrow(diff, was, now)}`);
   }
@@ -589,16 +739,29 @@ export function renderDiffText(diff: PlanDiff): string {
     out.push("");
     out.push("Devices (planned bytes of capacity; a change as a share of capacity):");
     for (const device of diff.devices) {
-      const free = (side: "before" | "after") => (device.planned[side] !== undefined && device.capacity[side] !== undefined ? formatGiB(device.capacity[side]! - device.planned[side]!) : "unknown");
+      const free = (side: "before" | "after") =>
+        device.planned[side] !== undefined && device.capacity[side] !== undefined
+          ? formatGiB(device.capacity[side]! - device.planned[side]!)
+          : "unknown";
       const changeText = deviceChange(device);
       const freeText = device.status === "changed" ? `; free ${free("before")} → ${free("after")}` : "";
-      out.push(`  ${device.name} ${device.label}: ${arrow(diff, deviceCell(diff, device, "before"), deviceCell(diff, device, "after"))}${changeText ? `, ${changeText}` : ""}${freeText}`);
-      if (device.kinds.length > 0) out.push(`    ${device.kinds.map((kind) => `${kind.kind} ${formatGiB(kind.before!, 2)} → ${formatGiB(kind.after!, 2)} (${signedGiB(kind.after! - kind.before!)})`).join("; ")}`);
+      out.push(
+        `  ${device.name} ${device.label}: ${arrow(diff, deviceCell(diff, device, "before"), deviceCell(diff, device, "after"))}${changeText ? `, ${changeText}` : ""}${freeText}`,
+      );
+      if (device.kinds.length > 0)
+        out.push(
+          `    ${device.kinds.map((kind) => `${kind.kind} ${formatGiB(kind.before!, 2)} → ${formatGiB(kind.after!, 2)} (${signedGiB(kind.after! - kind.before!)})`).join("; ")}`,
+        );
     }
   }
   if (diff.kind === "compared") {
     out.push("");
-    if (diff.flags.length === 0) out.push(diff.notCompared.some((line) => line.startsWith("llama-server flags")) ? "llama-server flags: not compared" : "llama-server flags: unchanged");
+    if (diff.flags.length === 0)
+      out.push(
+        diff.notCompared.some((line) => line.startsWith("llama-server flags"))
+          ? "llama-server flags: not compared"
+          : "llama-server flags: unchanged",
+      );
     else {
       out.push(`llama-server flags (${diff.flags.length} changed):`);
       for (const line of flagTextLines(diff.flags)) out.push(`  ${line}`);
@@ -607,16 +770,25 @@ export function renderDiffText(diff: PlanDiff): string {
   out.push("");
   out.push("Projections:");
   for (const metric of diff.projections) {
-    const figure = (side: "before" | "after") => shown(diff, side, metric[side], (value) => metricValue(metric.key, value));
+    const figure = (side: "before" | "after") =>
+      shown(diff, side, metric[side], (value) => metricValue(metric.key, value));
     const percent = percentText(metric);
-    out.push(`  ${metricLabel(metric)}: ${arrow(diff, figure("before"), figure("after"))}${percent ? ` (${percent})` : ""}`);
+    out.push(
+      `  ${metricLabel(metric)}: ${arrow(diff, figure("before"), figure("after"))}${percent ? ` (${percent})` : ""}`,
+    );
   }
   // plan.ts projects a refused plan as if it ran (so the reader sees what the tier would do); say so.
-  if ([diff.verdict.before, diff.verdict.after].some((verdict) => verdict?.fits === false)) out.push("  (a side that does not fit is projected as if it ran: those figures describe a deployment that cannot start)");
+  if ([diff.verdict.before, diff.verdict.after].some((verdict) => verdict?.fits === false))
+    out.push(
+      "  (a side that does not fit is projected as if it ran: those figures describe a deployment that cannot start)",
+    );
   out.push("");
   out.push("Costs:");
-  for (const row of costRows(diff)) out.push(`  ${row.name}: ${arrow(diff, row.before, row.after)}${row.change ? ` (${row.change})` : ""}`);
-  const omitted = new Set([diff.cost.before, diff.cost.after].flatMap((cost) => (cost?.state === "none" && cost.reason ? [cost.reason] : [])));
+  for (const row of costRows(diff))
+    out.push(`  ${row.name}: ${arrow(diff, row.before, row.after)}${row.change ? ` (${row.change})` : ""}`);
+  const omitted = new Set(
+    [diff.cost.before, diff.cost.after].flatMap((cost) => (cost?.state === "none" && cost.reason ? [cost.reason] : [])),
+  );
   for (const reason of omitted) out.push(`  no costs: ${reason}`);
   if (diff.notCompared.length > 0) {
     out.push("");
@@ -639,35 +811,93 @@ function cell(text: string): string {
 export function renderDiffMarkdown(diff: PlanDiff): string {
   const out: string[] = [diffMarker(diff.key), `### Plan diff: ${headline(diff, (text) => `\`${text}\``)}`, ""];
   const change = verdictChange(diff);
-  if (change === "now refused") out.push(`> [!CAUTION]`, `> **Verdict changed: ${verdictText(diff.verdict.before)} → DOES NOT FIT (now refused).** ${cell(diff.verdict.after?.refusal ?? "")}`, "");
-  if (change === "now fits") out.push(`> [!NOTE]`, `> **Verdict changed: DOES NOT FIT → ${verdictText(diff.verdict.after)} (now fits).**`, "");
+  if (change === "now refused")
+    out.push(
+      `> [!CAUTION]`,
+      `> **Verdict changed: ${verdictText(diff.verdict.before)} → DOES NOT FIT (now refused).** ${cell(diff.verdict.after?.refusal ?? "")}`,
+      "",
+    );
+  if (change === "now fits")
+    out.push(`> [!NOTE]`, `> **Verdict changed: DOES NOT FIT → ${verdictText(diff.verdict.after)} (now fits).**`, "");
   for (const problem of sideProblems(diff)) out.push(`**${problem.what}**: ${cell(problem.detail)}`, "");
   const reasons = materialChanges(diff);
-  out.push(reasons.length > 0 ? `**Material change:** ${reasons.map(cell).join("; ")}` : `No material change (material: ${thresholdsText()}).`);
+  out.push(
+    reasons.length > 0
+      ? `**Material change:** ${reasons.map(cell).join("; ")}`
+      : `No material change (material: ${thresholdsText()}).`,
+  );
   if (diff.before.state !== "planned" && diff.after.state !== "planned") return out.join("\n");
   out.push("");
-  const [beforeHead, afterHead] = twoStacks(diff) ? [diff.before.stack!, diff.after.stack!] : [diff.before.label, diff.after.label];
+  const [beforeHead, afterHead] = twoStacks(diff)
+    ? [diff.before.stack!, diff.after.stack!]
+    : [diff.before.label, diff.after.label];
   const sameVerdict = diff.kind === "compared" && verdictText(diff.verdict.before) === verdictText(diff.verdict.after);
-  const rows: string[][] = [["**verdict**", verdictText(diff.verdict.before), verdictText(diff.verdict.after), change ? `**${change.toUpperCase()}**` : sameVerdict ? "unchanged" : ""]];
-  if (diff.model.before !== diff.model.after) rows.push(["model", diff.model.before ?? "—", diff.model.after ?? "—", diff.kind === "compared" ? "changed" : ""]);
-  if (diff.host.before !== diff.host.after) rows.push(["host", diff.host.before ?? "—", diff.host.after ?? "—", diff.kind === "compared" ? "changed" : ""]);
-  for (const device of diff.devices) rows.push([`${device.name} planned`, deviceCell(diff, device, "before"), deviceCell(diff, device, "after"), deviceChange(device)]);
+  const rows: string[][] = [
+    [
+      "**verdict**",
+      verdictText(diff.verdict.before),
+      verdictText(diff.verdict.after),
+      change ? `**${change.toUpperCase()}**` : sameVerdict ? "unchanged" : "",
+    ],
+  ];
+  if (diff.model.before !== diff.model.after)
+    rows.push(["model", diff.model.before ?? "—", diff.model.after ?? "—", diff.kind === "compared" ? "changed" : ""]);
+  if (diff.host.before !== diff.host.after)
+    rows.push(["host", diff.host.before ?? "—", diff.host.after ?? "—", diff.kind === "compared" ? "changed" : ""]);
+  for (const device of diff.devices)
+    rows.push([
+      `${device.name} planned`,
+      deviceCell(diff, device, "before"),
+      deviceCell(diff, device, "after"),
+      deviceChange(device),
+    ]);
   for (const metric of diff.projections) {
-    rows.push([metricLabel(metric), shown(diff, "before", metric.before, (value) => metricValue(metric.key, value)), shown(diff, "after", metric.after, (value) => metricValue(metric.key, value)), percentText(metric)]);
+    rows.push([
+      metricLabel(metric),
+      shown(diff, "before", metric.before, (value) => metricValue(metric.key, value)),
+      shown(diff, "after", metric.after, (value) => metricValue(metric.key, value)),
+      percentText(metric),
+    ]);
   }
   for (const row of costRows(diff)) rows.push([row.name, row.before, row.after, row.change]);
-  if (diff.kind === "compared") rows.push(["llama-server flags", "", "", diff.flags.length === 0 ? "unchanged" : `${diff.flags.length} changed`]);
+  if (diff.kind === "compared")
+    rows.push(["llama-server flags", "", "", diff.flags.length === 0 ? "unchanged" : `${diff.flags.length} changed`]);
   out.push(`| | ${cell(beforeHead)} | ${cell(afterHead)} | change |`, "|---|---:|---:|---:|");
   for (const row of rows) out.push(`| ${row.map(cell).join(" | ")} |`);
-  if ([diff.verdict.before, diff.verdict.after].some((verdict) => verdict?.fits === false)) out.push("", "_A side that does not fit is projected as if it ran: its figures describe a deployment that cannot start._");
-  if (diff.flags.length > 0) out.push("", `<details><summary>llama-server flags: ${diff.flags.length} changed</summary>`, "", "```diff", ...flagDiffLines(diff.flags), "```", "", "</details>");
+  if ([diff.verdict.before, diff.verdict.after].some((verdict) => verdict?.fits === false))
+    out.push(
+      "",
+      "_A side that does not fit is projected as if it ran: its figures describe a deployment that cannot start._",
+    );
+  if (diff.flags.length > 0)
+    out.push(
+      "",
+      `<details><summary>llama-server flags: ${diff.flags.length} changed</summary>`,
+      "",
+      "```diff",
+      ...flagDiffLines(diff.flags),
+      "```",
+      "",
+      "</details>",
+    );
   const withKinds = diff.devices.filter((device) => device.kinds.length > 0);
   if (withKinds.length > 0) {
-    out.push("", "<details><summary>Memory by kind</summary>", "", `| device | kind | ${cell(beforeHead)} | ${cell(afterHead)} | change |`, "|---|---|---:|---:|---:|");
-    for (const device of withKinds) for (const kind of device.kinds) out.push(`| ${cell(device.name)} | ${kind.kind} | ${formatGiB(kind.before!, 2)} | ${formatGiB(kind.after!, 2)} | ${signedGiB(kind.after! - kind.before!)} |`);
+    out.push(
+      "",
+      "<details><summary>Memory by kind</summary>",
+      "",
+      `| device | kind | ${cell(beforeHead)} | ${cell(afterHead)} | change |`,
+      "|---|---|---:|---:|---:|",
+    );
+    for (const device of withKinds)
+      for (const kind of device.kinds)
+        out.push(
+          `| ${cell(device.name)} | ${kind.kind} | ${formatGiB(kind.before!, 2)} | ${formatGiB(kind.after!, 2)} | ${signedGiB(kind.after! - kind.before!)} |`,
+        );
     out.push("", "</details>");
   }
-  if (diff.kind === "compared" && diff.image.before !== diff.image.after) out.push("", `Image: \`${diff.image.before ?? "unknown"}\` → \`${diff.image.after ?? "unknown"}\``);
+  if (diff.kind === "compared" && diff.image.before !== diff.image.after)
+    out.push("", `Image: \`${diff.image.before ?? "unknown"}\` → \`${diff.image.after ?? "unknown"}\``);
   if (diff.notCompared.length > 0) out.push("", "Not compared:", ...diff.notCompared.map((line) => `- ${cell(line)}`));
   return out.join("\n");
 }

@@ -24,7 +24,13 @@ function foundValue(issue: z.core.$ZodIssue): string {
   const input = "input" in issue ? issue.input : undefined;
   if (input === undefined) return "nothing (missing)";
   const last = issue.path.at(-1);
-  if (issue.code === "invalid_union" && input && typeof input === "object" && typeof last === "string" && last in input) {
+  if (
+    issue.code === "invalid_union" &&
+    input &&
+    typeof input === "object" &&
+    typeof last === "string" &&
+    last in input
+  ) {
     return JSON.stringify((input as Record<string, unknown>)[last]);
   }
   const text = JSON.stringify(input);

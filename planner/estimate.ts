@@ -105,7 +105,13 @@ const pad = (cells: number) => Math.ceil(cells / KV_PAD) * KV_PAD;
 /** llama.cpp's expert-tensor pattern (common/common.h LLM_FFN_EXPS_REGEX), which --cpu-moe and --n-cpu-moe use. */
 export const FFN_EXPS_REGEX = "\\.ffn_(up|down|gate|gate_up)_(ch|)exps";
 
-function resolveSettings(arch: Architecture, host: HostSpec, flags: SizingFlags, catalog: Catalog, rpcWorkers: readonly RpcWorkerSpec[]): ResolvedSettings {
+function resolveSettings(
+  arch: Architecture,
+  host: HostSpec,
+  flags: SizingFlags,
+  catalog: Catalog,
+  rpcWorkers: readonly RpcWorkerSpec[],
+): ResolvedSettings {
   const defaults = catalog.llamaCpp.defaults;
   const contextTotal = flags.ctxSize && flags.ctxSize > 0 ? flags.ctxSize : arch.contextLength;
   const auto = flags.parallel === undefined || flags.parallel === -1;
@@ -121,10 +127,18 @@ function resolveSettings(arch: Architecture, host: HostSpec, flags: SizingFlags,
   const gpuCount = rpcWorkers.length + host.gpus.length;
   // -ngl auto (the default) lets --fit choose; with --fit's default margin the kit's hosts offload
   // everything that fits, which this estimate cannot replay, so auto is sized as all (noted).
-  const gpuLayers = gpuCount === 0 ? 0 : flags.gpuLayers === undefined || flags.gpuLayers === "auto" || flags.gpuLayers === "all" ? arch.layers + 1 : Math.min(flags.gpuLayers, arch.layers + 1);
+  const gpuLayers =
+    gpuCount === 0
+      ? 0
+      : flags.gpuLayers === undefined || flags.gpuLayers === "auto" || flags.gpuLayers === "all"
+        ? arch.layers + 1
+        : Math.min(flags.gpuLayers, arch.layers + 1);
   // Without -ts llama.cpp splits by each device's free memory; a CPU ggml-rpc-server reports all of
   // its RAM as free (ggml-cpu.cpp ggml_backend_cpu_device_get_memory).
-  const tensorSplit = flags.tensorSplit ?? [...rpcWorkers.map((worker) => Math.round(worker.host.memory.totalBytes / MiB / 1024)), ...host.gpus.map((gpu) => Math.round(gpu.memoryBytes / MiB / 1024))];
+  const tensorSplit = flags.tensorSplit ?? [
+    ...rpcWorkers.map((worker) => Math.round(worker.host.memory.totalBytes / MiB / 1024)),
+    ...host.gpus.map((gpu) => Math.round(gpu.memoryBytes / MiB / 1024)),
+  ];
   return {
     contextTotal,
     slots,
@@ -178,7 +192,15 @@ export function assignLayers(layerCount: number, split: readonly number[], gpuLa
   return devices; // index layerCount is the output layer
 }
 
-function place(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpec, flags: SizingFlags, settings: ResolvedSettings, catalog: Catalog, rpcWorkers: readonly RpcWorkerSpec[]): EstimatedPlacement {
+function place(
+  tensors: readonly TensorInfo[],
+  arch: Architecture,
+  host: HostSpec,
+  flags: SizingFlags,
+  settings: ResolvedSettings,
+  catalog: Catalog,
+  rpcWorkers: readonly RpcWorkerSpec[],
+): EstimatedPlacement {
   const gpuCount = host.gpus.length;
   const deviceCount = rpcWorkers.length + gpuCount;
   const layers: (number | null)[] =
@@ -186,31 +208,46 @@ function place(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpe
       ? assignLayers(arch.layers, deviceCount > 0 ? [1] : [], settings.gpuLayers) // one device (main GPU 0) takes every offloaded layer
       : assignLayers(arch.layers, settings.tensorSplit.slice(0, deviceCount), settings.gpuLayers);
   const nameOf = (index: number | null): DeviceName =>
-    index === null ? "CPU" : index < rpcWorkers.length ? rpcDeviceName(rpcWorkers[index]!.endpoint) : `CUDA${index - rpcWorkers.length}`;
+    index === null
+      ? "CPU"
+      : index < rpcWorkers.length
+        ? rpcDeviceName(rpcWorkers[index]!.endpoint)
+        : `CUDA${index - rpcWorkers.length}`;
   const layerDevice = layers.slice(0, arch.layers).map(nameOf);
   const outputDevice = nameOf(layers[arch.layers] ?? null);
 
   // -ot rules in order, then --cpu-moe / --n-cpu-moe (llama.cpp appends those to the same list; a
   // --cpu-moe written before an -ot rule that matches the same tensor would win there, not here).
   const rules: { regex: RegExp; device: DeviceName }[] = [];
-  const buffers = ["CPU", ...rpcWorkers.map((worker) => rpcBufferName(worker.endpoint)), ...host.gpus.map((gpu) => `CUDA${gpu.index}`)];
+  const buffers = [
+    "CPU",
+    ...rpcWorkers.map((worker) => rpcBufferName(worker.endpoint)),
+    ...host.gpus.map((gpu) => `CUDA${gpu.index}`),
+  ];
   for (const rule of flags.overrideTensor ?? []) {
     const rpcIndex = rpcWorkers.findIndex((worker) => rpcBufferName(worker.endpoint) === rule.device);
     if (rule.device !== "CPU" && rpcIndex === -1) {
       const index = Number(/^CUDA(\d+)$/.exec(rule.device)?.[1] ?? Number.NaN);
       if (!(index < gpuCount)) {
-        throw new ConfigError("--args", [`-ot: found "${rule.pattern}=${rule.device}"; allowed: buffers of this host's devices (${buffers.join(", ")})`]);
+        throw new ConfigError("--args", [
+          `-ot: found "${rule.pattern}=${rule.device}"; allowed: buffers of this host's devices (${buffers.join(", ")})`,
+        ]);
       }
     }
-    rules.push({ regex: new RegExp(rule.pattern), device: rpcIndex >= 0 ? rpcDeviceName(rpcWorkers[rpcIndex]!.endpoint) : (rule.device as DeviceName) });
+    rules.push({
+      regex: new RegExp(rule.pattern),
+      device: rpcIndex >= 0 ? rpcDeviceName(rpcWorkers[rpcIndex]!.endpoint) : (rule.device as DeviceName),
+    });
   }
   if (flags.cpuMoe) rules.push({ regex: new RegExp(FFN_EXPS_REGEX), device: "CPU" });
-  for (let layer = 0; layer < (flags.nCpuMoe ?? 0); layer++) rules.push({ regex: new RegExp(`blk\\.${layer}${FFN_EXPS_REGEX}`), device: "CPU" });
+  for (let layer = 0; layer < (flags.nCpuMoe ?? 0); layer++)
+    rules.push({ regex: new RegExp(`blk\\.${layer}${FFN_EXPS_REGEX}`), device: "CPU" });
 
   const deviceOfTensor = new Map<string, DeviceName>();
   for (const tensor of tensors) {
     let device: DeviceName;
-    if (tensor.cls === "embedding") device = "CPU"; // llama.cpp keeps the input layer on the CPU
+    if (tensor.cls === "embedding")
+      device = "CPU"; // llama.cpp keeps the input layer on the CPU
     else if (tensor.layer === null) device = outputDevice;
     else device = layerDevice[tensor.layer] ?? "CPU";
     const override = rules.find((rule) => rule.regex.test(tensor.name));
@@ -221,11 +258,16 @@ function place(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpe
   // its host buffer comes before CPU_REPACK, so repacking happens only on hosts without a GPU.
   const repacked = new Set<string>();
   if (settings.repack && gpuCount === 0) {
-    for (const tensor of tensors) if (deviceOfTensor.get(tensor.name) === "CPU" && isRepacked(tensor, host.cpu, catalog.llamaCpp)) repacked.add(tensor.name);
+    for (const tensor of tensors)
+      if (deviceOfTensor.get(tensor.name) === "CPU" && isRepacked(tensor, host.cpu, catalog.llamaCpp))
+        repacked.add(tensor.name);
   }
-  const expertsOnCpu = tensors.some((tensor) => tensor.cls === "routedExperts" && deviceOfTensor.get(tensor.name) === "CPU");
+  const expertsOnCpu = tensors.some(
+    (tensor) => tensor.cls === "routedExperts" && deviceOfTensor.get(tensor.name) === "CPU",
+  );
   // RPC workers are CPUs too: a split over CPU hosts is still a CPU-only placement.
-  const mode: PlacementMode = gpuCount === 0 ? "cpu-only" : expertsOnCpu || layerDevice.includes("CPU") ? "hybrid" : "all-gpu";
+  const mode: PlacementMode =
+    gpuCount === 0 ? "cpu-only" : expertsOnCpu || layerDevice.includes("CPU") ? "hybrid" : "all-gpu";
   return { mode, deviceOfTensor, layerDevice, outputDevice, repacked };
 }
 
@@ -259,7 +301,13 @@ function largestOffloadedWeight(tensors: readonly TensorInfo[], placement: Estim
   return largest;
 }
 
-export function estimate(tensors: readonly TensorInfo[], arch: Architecture, host: HostSpec, flags: SizingFlags, options: EstimateOptions): Estimate {
+export function estimate(
+  tensors: readonly TensorInfo[],
+  arch: Architecture,
+  host: HostSpec,
+  flags: SizingFlags,
+  options: EstimateOptions,
+): Estimate {
   const { catalog } = options;
   const efficiency = catalog.efficiency;
   const rpcWorkers = rpcWorkersOf(flags, options);
@@ -267,7 +315,9 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
   // llama-context.cpp (llama_init_from_model): an MLA model whose K and V cache types differ is
   // refused ("model does not support different K and V cache types"), though it stores no V.
   if (arch.attention?.kind !== "gqa" && settings.cacheTypeK !== settings.cacheTypeV) {
-    throw new ConfigError("--args", [`-ctv: found ${settings.cacheTypeV} with -ctk ${settings.cacheTypeK}; allowed: -ctv ${settings.cacheTypeK} (${arch.llamaCppArch} uses MLA, and llama-server refuses different K and V cache types for it)`]);
+    throw new ConfigError("--args", [
+      `-ctv: found ${settings.cacheTypeV} with -ctk ${settings.cacheTypeK}; allowed: -ctv ${settings.cacheTypeK} (${arch.llamaCppArch} uses MLA, and llama-server refuses different K and V cache types for it)`,
+    ]);
   }
   const placement = place(tensors, arch, host, flags, settings, catalog, rpcWorkers);
   const notes: string[] = [];
@@ -283,7 +333,10 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
   };
   // The attention mask spans the cells one sequence can see: all of them when unified.
   const kvCellsPerSequence = settings.kvUnified ? settings.kvCells : pad(settings.contextPerSlot);
-  const offloaded = host.gpus.length > 0 && settings.opOffload && settings.ubatch >= OP_OFFLOAD_MIN_BATCH ? largestOffloadedWeight(tensors, placement) : 0;
+  const offloaded =
+    host.gpus.length > 0 && settings.opOffload && settings.ubatch >= OP_OFFLOAD_MIN_BATCH
+      ? largestOffloadedWeight(tensors, placement)
+      : 0;
   const compute = (device: DeviceName) =>
     computeBufferBytes({
       arch,
@@ -300,7 +353,11 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     });
 
   const devices: DeviceMemory[] = [];
-  const deviceNames: DeviceName[] = ["CPU", ...rpcWorkers.map((worker) => rpcDeviceName(worker.endpoint)), ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
+  const deviceNames: DeviceName[] = [
+    "CPU",
+    ...rpcWorkers.map((worker) => rpcDeviceName(worker.endpoint)),
+    ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName),
+  ];
   const mapped = settings.loadMode === "auto" || settings.loadMode === "mmap" || settings.loadMode === "mmap+mlock";
   for (const device of deviceNames) {
     let modelBytes = 0;
@@ -327,7 +384,10 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
           recurrentBytes,
           computeBytes,
           promptCacheBytes: promptCacheBytes(settings.cacheRamMiB),
-          checkpointBytes: settings.slots * (flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints) * checkpointBytes(arch, cacheSettings),
+          checkpointBytes:
+            settings.slots *
+            (flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints) *
+            checkpointBytes(arch, cacheSettings),
           headroomBytes,
           mappedBytes: mapped ? mappedSpanBytes(tensors, placement) : 0,
         }),
@@ -379,47 +439,80 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
       `Load mode ${settings.loadMode} (memory-mapped): llama-server maps ${formatGiB(cpu.mappedBytes)} of the file for the CPU weights; the ${formatGiB(cpu.modelBytes)} it reads are counted as weights (evicting them makes tokens re-read the file), the rest of the span (tensors copied to ${host.gpus.length > 0 ? "GPUs" : "the repack buffer"}) is page cache the kernel can reclaim, so it is not added.`,
     );
   }
-  if (settings.cacheRamMiB === -1) notes.push("--cache-ram -1: the prompt cache has no limit and grows into whatever RAM is free; counted as 0 here.");
-  if (host.gpus.length + rpcWorkers.length > 0 && (flags.gpuLayers === undefined || flags.gpuLayers === "auto")) notes.push("-ngl auto: sized as all layers on the GPUs and RPC devices; llama.cpp's --fit may choose fewer.");
+  if (settings.cacheRamMiB === -1)
+    notes.push("--cache-ram -1: the prompt cache has no limit and grows into whatever RAM is free; counted as 0 here.");
+  if (host.gpus.length + rpcWorkers.length > 0 && (flags.gpuLayers === undefined || flags.gpuLayers === "auto"))
+    notes.push("-ngl auto: sized as all layers on the GPUs and RPC devices; llama.cpp's --fit may choose fewer.");
   // llama-context.cpp: several devices, every layer offloaded, -sm layer, no tensor overrides →
   // pipeline parallelism, whose scheduler keeps GGML_SCHED_MAX_COPIES (4) copies of each split's inputs.
   const overridden = (flags.overrideTensor?.length ?? 0) > 0 || flags.cpuMoe === true || (flags.nCpuMoe ?? 0) > 0;
-  if (rpcWorkers.length + host.gpus.length > 1 && settings.gpuLayers > arch.layers && settings.splitMode === "layer" && !overridden) {
+  if (
+    rpcWorkers.length + host.gpus.length > 1 &&
+    settings.gpuLayers > arch.layers &&
+    settings.splitMode === "layer" &&
+    !overridden
+  ) {
     notes.push(
       "Pipeline parallelism (several devices, every layer offloaded, no -ot): llama.cpp keeps 4 copies of each device's graph inputs, which these compute buffers do not count (measured +15–17 MiB per RPC device on a 1536-wide deepseek2, npm run bench:rpc); the kit's own plans keep layers on the CPU or use -ot, which turns it off.",
     );
   }
   if (rpcWorkers.length > 0 && host.gpus.length > 0) {
-    notes.push("--rpc beside local GPUs: memory is sized per device, but prefill is projected on the GPU path alone (the RPC workers' share of a prompt is not added); the kit plans RPC splits of CPU hosts only.");
+    notes.push(
+      "--rpc beside local GPUs: memory is sized per device, but prefill is projected on the GPU path alone (the RPC workers' share of a prompt is not added); the kit plans RPC splits of CPU hosts only.",
+    );
   }
   if (rpcWorkers.length > 0) {
-    const shipped = devices.filter((device) => isRpcDevice(device.device)).reduce((sum, device) => sum + device.modelBytes, 0);
+    const shipped = devices
+      .filter((device) => isRpcDevice(device.device))
+      .reduce((sum, device) => sum + device.modelBytes, 0);
     notes.push(
       `--rpc: ${formatGiB(shipped)} of weights cross the link to ${rpcWorkers.length} ggml-rpc-server(s) at every model load (${options.rpc!.link.basis}); activations cross it for every token, staged in the head's RAM between workers.`,
     );
   }
-  if (settings.splitMode === "row" || settings.splitMode === "tensor") notes.push(`-sm ${settings.splitMode}: sized as -sm layer (row and tensor split are not modelled).`);
-  if ((flags.swaFull !== undefined || flags.ctxCheckpoints !== undefined) && !arch.recurrent && !arch.kvLayout?.swaLayers.length) {
-    notes.push(`--swa-full and --ctx-checkpoints change only sliding-window and recurrent layers; ${arch.llamaCppArch} has neither, so they cost nothing here.`);
+  if (settings.splitMode === "row" || settings.splitMode === "tensor")
+    notes.push(`-sm ${settings.splitMode}: sized as -sm layer (row and tensor split are not modelled).`);
+  if (
+    (flags.swaFull !== undefined || flags.ctxCheckpoints !== undefined) &&
+    !arch.recurrent &&
+    !arch.kvLayout?.swaLayers.length
+  ) {
+    notes.push(
+      `--swa-full and --ctx-checkpoints change only sliding-window and recurrent layers; ${arch.llamaCppArch} has neither, so they cost nothing here.`,
+    );
   }
   if (devices[0]!.checkpointBytes > 0) {
     notes.push(
       `Context checkpoints: up to ${flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints} per slot (--ctx-checkpoints), each one sequence's ${arch.recurrent ? "recurrent state" : ""}${arch.recurrent && arch.kvLayout?.swaLayers.length ? " and " : ""}${arch.kvLayout?.swaLayers.length ? "sliding-window cells" : ""}, held in host RAM outside --cache-ram while the slot works: ${formatGiB(devices[0]!.checkpointBytes)} at worst, counted; lower --ctx-checkpoints to trade prompt re-use for RAM.`,
     );
   }
-  if (settings.flashAttn === "off") notes.push(`-fa off: the compute buffer adds the f32 attention scores for one ubatch over every KV cell a sequence sees${arch.attention?.kind === "gqa" ? "" : ", and the latent V cache copied out whole"}.`);
-  if (settings.cacheTypeV !== "f16" && arch.attention?.kind !== "gqa") notes.push(`-ctv ${settings.cacheTypeV}: MLA keeps no V cache, so the V type changes nothing.`);
+  if (settings.flashAttn === "off")
+    notes.push(
+      `-fa off: the compute buffer adds the f32 attention scores for one ubatch over every KV cell a sequence sees${arch.attention?.kind === "gqa" ? "" : ", and the latent V cache copied out whole"}.`,
+    );
+  if (settings.cacheTypeV !== "f16" && arch.attention?.kind !== "gqa")
+    notes.push(`-ctv ${settings.cacheTypeV}: MLA keeps no V cache, so the V type changes nothing.`);
 
   const speedInputs: SpeedInputs = {
     arch,
     tensors,
     host,
-    placement: { mode: placement.mode, deviceOfTensor: placement.deviceOfTensor, layerDevice: placement.layerDevice, ubatch: settings.ubatch },
+    placement: {
+      mode: placement.mode,
+      deviceOfTensor: placement.deviceOfTensor,
+      layerDevice: placement.layerDevice,
+      ubatch: settings.ubatch,
+    },
     kvCacheType: settings.cacheTypeK,
     kvCacheTypeV: settings.cacheTypeV,
     // --numa isolate spawns threads only on the node llama-server started on (--help).
-    threadsBatch: settings.numa === "isolate" ? Math.min(settings.threadsBatch, Math.ceil(host.cpu.cores / host.cpu.numaNodes)) : settings.threadsBatch,
-    threads: settings.numa === "isolate" ? Math.min(settings.threads, Math.ceil(host.cpu.cores / host.cpu.numaNodes)) : settings.threads,
+    threadsBatch:
+      settings.numa === "isolate"
+        ? Math.min(settings.threadsBatch, Math.ceil(host.cpu.cores / host.cpu.numaNodes))
+        : settings.threadsBatch,
+    threads:
+      settings.numa === "isolate"
+        ? Math.min(settings.threads, Math.ceil(host.cpu.cores / host.cpu.numaNodes))
+        : settings.threads,
     opOffload: settings.opOffload,
     // llama-model-loader.cpp create_tensor: under mmap the CPU weights stay in plain pageable memory
     // instead of CUDA_Host (mechanics §2), which op offload's copies then pay for.
@@ -432,7 +525,16 @@ export function estimate(tensors: readonly TensorInfo[], arch: Architecture, hos
     prefillPrompts: options.prefillPrompts,
     catalog,
     cpuFactors: options.cpuFactors,
-    ...(rpcWorkers.length > 0 ? { rpc: { workers: rpcWorkers, link: options.rpc!.link, outputDevice: placement.outputDevice, flashAttention: settings.flashAttn !== "off" } } : {}),
+    ...(rpcWorkers.length > 0
+      ? {
+          rpc: {
+            workers: rpcWorkers,
+            link: options.rpc!.link,
+            outputDevice: placement.outputDevice,
+            flashAttention: settings.flashAttn !== "off",
+          },
+        }
+      : {}),
   };
   const projection = project(speedInputs);
   return { settings, placement, devices, fits: devices.every((device) => device.fits), projection, speedInputs, notes };

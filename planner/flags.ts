@@ -114,7 +114,13 @@ export interface FlagRow {
 }
 
 function row(names: string, valueHint: string | null, env: string | null, sizing: SizingKey | null = null): FlagRow {
-  return { names: names.split(" "), valueHint, valueWords: valueHint === null ? 0 : valueHint === "START END" ? 2 : 1, env, sizing };
+  return {
+    names: names.split(" "),
+    valueHint,
+    valueWords: valueHint === null ? 0 : valueHint === "START END" ? 2 : 1,
+    env,
+    sizing,
+  };
 }
 
 /** Generated from llama-server v0.5.0 --help (order kept); the last column added by hand. */
@@ -166,7 +172,12 @@ export const LLAMA_SERVER_FLAGS: readonly FlagRow[] = [
   row("--numa", "TYPE", "LLAMA_ARG_NUMA", "numa"),
   row("-dev --device", "<dev1,dev2,..>", "LLAMA_ARG_DEVICE"),
   row("--list-devices", null, null),
-  row("-ot --override-tensor", "<tensor name pattern>=<buffer type>,...", "LLAMA_ARG_OVERRIDE_TENSOR", "overrideTensor"),
+  row(
+    "-ot --override-tensor",
+    "<tensor name pattern>=<buffer type>,...",
+    "LLAMA_ARG_OVERRIDE_TENSOR",
+    "overrideTensor",
+  ),
   row("-cmoe --cpu-moe", null, "LLAMA_ARG_CPU_MOE", "cpuMoe"),
   row("-ncmoe --n-cpu-moe", "N", "LLAMA_ARG_N_CPU_MOE", "nCpuMoe"),
   row("-ncffn --n-cpu-ffn", "N", "LLAMA_ARG_N_CPU_FFN"),
@@ -261,7 +272,11 @@ export const LLAMA_SERVER_FLAGS: readonly FlagRow[] = [
   row("--spec-draft-device -devd --device-draft", "<dev1,dev2,..>", null),
   row("--spec-draft-ngl -ngld --gpu-layers-draft --n-gpu-layers-draft", "N", "LLAMA_ARG_N_GPU_LAYERS_DRAFT"),
   row("--spec-draft-model -md --model-draft", "FNAME", "LLAMA_ARG_SPEC_DRAFT_MODEL"),
-  row("--spec-type", "none,draft-simple,draft-eagle3,draft-mtp,draft-dflash,draft-dspark,ngram-simple,ngram-map-k,ngram-map-k4v,ngram-mod,ngram-cache", "LLAMA_ARG_SPEC_TYPE"),
+  row(
+    "--spec-type",
+    "none,draft-simple,draft-eagle3,draft-mtp,draft-dflash,draft-dspark,ngram-simple,ngram-map-k,ngram-map-k4v,ngram-mod,ngram-cache",
+    "LLAMA_ARG_SPEC_TYPE",
+  ),
   row("--spec-ngram-mod-n-min", "N", null),
   row("--spec-ngram-mod-n-max", "N", null),
   row("--spec-ngram-mod-n-match", "N", null),
@@ -386,7 +401,9 @@ export const REMOVED_FLAGS: Readonly<Record<string, string>> = {
   "-dio": "--load-mode dio",
 };
 
-const BY_NAME = new Map<string, FlagRow>(LLAMA_SERVER_FLAGS.flatMap((flag) => flag.names.map((name) => [name, flag] as const)));
+const BY_NAME = new Map<string, FlagRow>(
+  LLAMA_SERVER_FLAGS.flatMap((flag) => flag.names.map((name) => [name, flag] as const)),
+);
 
 export function flagRow(name: string): FlagRow | undefined {
   return BY_NAME.get(name);
@@ -407,7 +424,9 @@ function isNegative(name: string): boolean {
   return name.startsWith("--no-") || SHORT_NEGATIVES.has(name);
 }
 
-const SIZING_ROW = new Map<SizingKey, FlagRow>(LLAMA_SERVER_FLAGS.filter((flag) => flag.sizing !== null).map((flag) => [flag.sizing!, flag]));
+const SIZING_ROW = new Map<SizingKey, FlagRow>(
+  LLAMA_SERVER_FLAGS.filter((flag) => flag.sizing !== null).map((flag) => [flag.sizing!, flag]),
+);
 
 export function sizingRow(key: SizingKey): FlagRow {
   const found = SIZING_ROW.get(key);
@@ -418,16 +437,24 @@ export function sizingRow(key: SizingKey): FlagRow {
 // ------------------------------------------------------------------ values
 
 type Problem = string;
-const problem = (name: string, found: string, allowed: string): Problem => `${name}: found ${JSON.stringify(found)}; allowed: ${allowed}`;
+const problem = (name: string, found: string, allowed: string): Problem =>
+  `${name}: found ${JSON.stringify(found)}; allowed: ${allowed}`;
 
 function integer(name: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER, what = ""): number | Problem {
   const value = /^-?\d+$/.test(text.trim()) ? Number(text) : Number.NaN;
-  if (!Number.isSafeInteger(value) || value < min || value > max) return problem(name, text, `an integer ${max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `${min} to ${max}`}${what}`);
+  if (!Number.isSafeInteger(value) || value < min || value > max)
+    return problem(
+      name,
+      text,
+      `an integer ${max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `${min} to ${max}`}${what}`,
+    );
   return value;
 }
 
 function oneOf<T extends string>(name: string, text: string, values: readonly T[]): T | Problem {
-  return (values as readonly string[]).includes(text) ? (text as T) : problem(name, text, `one of ${values.join(", ")}`);
+  return (values as readonly string[]).includes(text)
+    ? (text as T)
+    : problem(name, text, `one of ${values.join(", ")}`);
 }
 
 const isProblem = (value: unknown): value is Problem => typeof value === "string" && value.includes("; allowed: ");
@@ -444,7 +471,10 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
       return set(key, integer(name, text, 0, Number.MAX_SAFE_INTEGER, " (0 = the model's trained context)"));
     case "parallel": {
       const value = integer(name, text, -1);
-      return set(key, typeof value !== "number" || value === 0 ? problem(name, text, "an integer ≥ 1, or -1 (auto)") : value);
+      return set(
+        key,
+        typeof value !== "number" || value === 0 ? problem(name, text, "an integer ≥ 1, or -1 (auto)") : value,
+      );
     }
     case "batch":
     case "ubatch":
@@ -452,7 +482,12 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
     case "threads":
     case "threadsBatch": {
       const value = integer(name, text, -1);
-      return set(key, typeof value !== "number" || value === 0 ? problem(name, text, "an integer ≥ 1, or -1 (one per physical core)") : value);
+      return set(
+        key,
+        typeof value !== "number" || value === 0
+          ? problem(name, text, "an integer ≥ 1, or -1 (one per physical core)")
+          : value,
+      );
     }
     case "gpuLayers":
       if (text === "auto" || text === "all") return set(key, text);
@@ -462,7 +497,11 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
     case "tensorSplit": {
       const parts = text.split(/[,/]/);
       const values = parts.map(Number);
-      if (parts.some((part) => part.trim() === "") || values.some((value) => !Number.isFinite(value) || value < 0) || values.every((value) => value === 0)) {
+      if (
+        parts.some((part) => part.trim() === "") ||
+        values.some((value) => !Number.isFinite(value) || value < 0) ||
+        values.every((value) => value === 0)
+      ) {
         return problem(name, text, "non-negative proportions separated by , or / (not all zero)");
       }
       return set(key, values);
@@ -473,7 +512,8 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
         const at = part.lastIndexOf("=");
         const pattern = part.slice(0, at);
         const device = part.slice(at + 1);
-        if (at <= 0 || !/^(CPU|CUDA\d+|RPC\[[^\]]+\])$/.test(device)) return problem(name, part, "PATTERN=BUFFER where BUFFER is CPU, CUDA0, CUDA1, … or RPC[host:port]");
+        if (at <= 0 || !/^(CPU|CUDA\d+|RPC\[[^\]]+\])$/.test(device))
+          return problem(name, part, "PATTERN=BUFFER where BUFFER is CPU, CUDA0, CUDA1, … or RPC[host:port]");
         try {
           new RegExp(pattern);
         } catch {
@@ -486,7 +526,8 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
     case "rpc": {
       // common/arg.cpp splits on "," and each server must be host:port (ggml_backend_rpc_add_server).
       const endpoints = text.split(",");
-      if (endpoints.some((endpoint) => !/^[A-Za-z0-9.-]+:\d{1,5}$/.test(endpoint))) return problem(name, text, "host:port endpoints separated by ,");
+      if (endpoints.some((endpoint) => !/^[A-Za-z0-9.-]+:\d{1,5}$/.test(endpoint)))
+        return problem(name, text, "host:port endpoints separated by ,");
       return set(key, endpoints);
     }
     case "nCpuMoe":
@@ -546,7 +587,9 @@ export function parseFlags(argv: readonly string[], source = "--args"): ParsedFl
     if (!name.startsWith("-")) {
       const previous = BY_NAME.get(argv[index - 1] ?? "");
       const after = previous?.valueWords === 0 ? ` (${argv[index - 1]} is a switch and takes no value)` : "";
-      problems.push(`${JSON.stringify(word)}: a value with no flag before it${after}; allowed: flags as llama-server v0.5.0 --help lists them, each followed by its value`);
+      problems.push(
+        `${JSON.stringify(word)}: a value with no flag before it${after}; allowed: flags as llama-server v0.5.0 --help lists them, each followed by its value`,
+      );
       continue;
     }
     const removed = REMOVED_FLAGS[name];
@@ -556,7 +599,9 @@ export function parseFlags(argv: readonly string[], source = "--args"): ParsedFl
     }
     const flag = BY_NAME.get(name);
     if (!flag) {
-      problems.push(`${name}: not a llama-server v0.5.0 flag; allowed: the flags its --help lists (test/fixtures/llama-server-help-v0.5.0.txt)`);
+      problems.push(
+        `${name}: not a llama-server v0.5.0 flag; allowed: the flags its --help lists (test/fixtures/llama-server-help-v0.5.0.txt)`,
+      );
       continue;
     }
     let values: string[] = [];
@@ -648,7 +693,8 @@ export function renderFlags(set: FlagSet, order: readonly string[] = []): Render
   for (const entry of set.other) {
     const flag = BY_NAME.get(entry.flag);
     if (!flag) throw new Error(`planner/flags.ts: ${entry.flag} is not in the flag table`);
-    if (flag.sizing !== null) throw new Error(`planner/flags.ts: ${entry.flag} sets ${flag.sizing}; put it in FlagSet.sizing`);
+    if (flag.sizing !== null)
+      throw new Error(`planner/flags.ts: ${entry.flag} sets ${flag.sizing}; put it in FlagSet.sizing`);
     rendered.set(canonicalName(flag), { flag: entry.flag, env: flag.env, values: entry.values });
   }
   const tableOrder = LLAMA_SERVER_FLAGS.map(canonicalName);

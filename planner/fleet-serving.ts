@@ -16,7 +16,14 @@ import { ConfigError } from "./errors";
 import { backendPortOf, isPublicListener, LOOPBACK } from "./front-door";
 import { adminSocketOf, GATEWAY_FILES, type GatewayInput } from "./gateway";
 import { join } from "node:path";
-import { alertRules, grafanaDashboard, MONITORING_BEARER_TOKEN_FILE, prometheusConfig, type Dashboard, type TeamPricing } from "./monitoring";
+import {
+  alertRules,
+  grafanaDashboard,
+  MONITORING_BEARER_TOKEN_FILE,
+  prometheusConfig,
+  type Dashboard,
+  type TeamPricing,
+} from "./monitoring";
 
 /** HAProxy's Prometheus exporter port on the gateway host (its private address, never public). */
 export const GATEWAY_STATS_PORT = 8405;
@@ -41,7 +48,12 @@ export interface FirewallPlan {
 
 /** argv after `firewall.sh`. */
 export function firewallAllowArgv(firewall: FirewallPlan): string[] {
-  return ["apply", "--table", firewall.table, ...firewall.allow.flatMap((rule) => ["--allow", `${rule.port}=${rule.cidrs.join(",")}`])];
+  return [
+    "apply",
+    "--table",
+    firewall.table,
+    ...firewall.allow.flatMap((rule) => ["--allow", `${rule.port}=${rule.cidrs.join(",")}`]),
+  ];
 }
 
 /** The per-team token counter in front of one replica's llama-server (usage-exporter.sh apply). */
@@ -144,23 +156,48 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
   const backendPort = backendPortOf(serving);
   let notDeployable: string | undefined;
   // The fleet's own listeners on the gateway host and every replica: serving's ports must keep clear of them.
-  const fixed: [number, string][] = [[GATEWAY_STATS_PORT, "the gateway's exporter"], [GATEWAY_STATS_PORT + 1, "the gateway's local peer"], [USAGE_METRICS_PORT, "the usage exporter's /metrics"], [MONITORING_LISTEN.port, "Prometheus"]];
+  const fixed: [number, string][] = [
+    [GATEWAY_STATS_PORT, "the gateway's exporter"],
+    [GATEWAY_STATS_PORT + 1, "the gateway's local peer"],
+    [USAGE_METRICS_PORT, "the usage exporter's /metrics"],
+    [MONITORING_LISTEN.port, "Prometheus"],
+  ];
   const clashes = (["port", "backendPort"] as const).flatMap((key) => {
     const port = key === "port" ? serving.port : backendPort;
     const taken = fixed.find(([fixedPort]) => fixedPort === port);
-    return taken ? [`serving.${key}: found ${port}, which ${taken[1]} uses on a fleet's hosts; allowed: a port other than ${fixed.map(([fixedPort]) => fixedPort).join(", ")}`] : [];
+    return taken
+      ? [
+          `serving.${key}: found ${port}, which ${taken[1]} uses on a fleet's hosts; allowed: a port other than ${fixed.map(([fixedPort]) => fixedPort).join(", ")}`,
+        ]
+      : [];
   });
   if (clashes.length > 0) throw new ConfigError(stack, clashes);
 
   // llama-server moves one port up, behind the usage exporter; never onto the public port.
-  const llamaPort = [backendPort + 1, backendPort + 2, backendPort - 1].find((port) => port <= 65535 && port !== serving.port && !fixed.some(([fixedPort]) => fixedPort === port))!;
-  const replicaOn = (id: string, configPath: string, ssh: BareMetalHostConfig["ssh"], address: string, gatewayAddress: string): ReplicaServing => {
+  const llamaPort = [backendPort + 1, backendPort + 2, backendPort - 1].find(
+    (port) => port <= 65535 && port !== serving.port && !fixed.some(([fixedPort]) => fixedPort === port),
+  )!;
+  const replicaOn = (
+    id: string,
+    configPath: string,
+    ssh: BareMetalHostConfig["ssh"],
+    address: string,
+    gatewayAddress: string,
+  ): ReplicaServing => {
     const listen = { address: LOOPBACK, port: llamaPort };
-    const usage = { name: `${name}-${id}`.slice(0, 63), listen: { address, port: backendPort }, upstream: listen, metrics: { address, port: USAGE_METRICS_PORT } };
+    const usage = {
+      name: `${name}-${id}`.slice(0, 63),
+      listen: { address, port: backendPort },
+      upstream: listen,
+      metrics: { address, port: USAGE_METRICS_PORT },
+    };
     const firewall =
       address === LOOPBACK
         ? undefined
-        : { table: tableName(stack, "replica"), allow: [backendPort, USAGE_METRICS_PORT].map((port) => ({ port, cidrs: [`${gatewayAddress}/32`] })) };
+        : {
+            table: tableName(stack, "replica"),
+            allow: [backendPort, USAGE_METRICS_PORT].map((port) => ({ port, cidrs: [`${gatewayAddress}/32`] })),
+          };
     return { id, configPath, ssh, listen, llamaServerArgs: inputs.argsFor(listen), usage, firewall };
   };
 
@@ -168,17 +205,22 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
   let gatewayPrivate: string;
   if (fleet.hosts.length > 0) {
     gatewayPrivate = fleet.hosts[0]!.privateAddress;
-    replicas = fleet.hosts.map((host) => replicaOn(host.id, `hosts[${host.index}]`, host.ssh, host.privateAddress, gatewayPrivate));
+    replicas = fleet.hosts.map((host) =>
+      replicaOn(host.id, `hosts[${host.index}]`, host.ssh, host.privateAddress, gatewayPrivate),
+    );
   } else {
     // One host (teams without replicas, or `host` + replicas: N): the gateway fronts everything on loopback.
     gatewayPrivate = LOOPBACK;
-    replicas = [replicaOn("host", "host", config.host.kind === "bare-metal" ? config.host.ssh : undefined, LOOPBACK, LOOPBACK)];
+    replicas = [
+      replicaOn("host", "host", config.host.kind === "bare-metal" ? config.host.ssh : undefined, LOOPBACK, LOOPBACK),
+    ];
     if (fleet.replicas > 1) {
       notDeployable =
         `kimi-kit:fleet replicas ${fleet.replicas} on one \`host\` is planned, not deployable: list the replicas under kimi-kit:hosts ` +
         `(role: replica, each with ssh and privateAddress) so the gateway can reach them`;
     } else if (config.host.kind !== "bare-metal") {
-      notDeployable = "kimi-kit:teams on a cloud host is planned, not deployable yet: the gateway runs on bare-metal hosts (kimi-kit:host kind bare-metal, or kimi-kit:hosts of role replica)";
+      notDeployable =
+        "kimi-kit:teams on a cloud host is planned, not deployable yet: the gateway runs on bare-metal hosts (kimi-kit:host kind bare-metal, or kimi-kit:hosts of role replica)";
     }
   }
 
@@ -196,7 +238,13 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
     },
     tlsSource: serving.tls.source,
     firewall: publicListener
-      ? { table: tableName(stack, "gateway"), allow: [{ port: serving.port, cidrs: [...serving.allowedCidrs] }, { port: GATEWAY_STATS_PORT, cidrs: [`${gatewayPrivate}/32`] }] }
+      ? {
+          table: tableName(stack, "gateway"),
+          allow: [
+            { port: serving.port, cidrs: [...serving.allowedCidrs] },
+            { port: GATEWAY_STATS_PORT, cidrs: [`${gatewayPrivate}/32`] },
+          ],
+        }
       : undefined,
     endpointScheme: "https",
   };
@@ -222,7 +270,11 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
       ruleFiles: [`${configDir}/rules.yml`],
       replicaBearerTokenFile: bearerTokenFile,
     }),
-    rulesYml: alertRules({ projectedDecodeTokensPerSecond: inputs.projectedDecodeTokensPerSecond, slotsPerReplica: inputs.slotsPerReplica, teams: teamsPricing }),
+    rulesYml: alertRules({
+      projectedDecodeTokensPerSecond: inputs.projectedDecodeTokensPerSecond,
+      slotsPerReplica: inputs.slotsPerReplica,
+      teams: teamsPricing,
+    }),
     bearerTokenFile,
     grafanaDashboard: grafanaDashboard({ title: `kimi-kit ${stack}`, gateway: true, teams: teamsPricing }),
   };

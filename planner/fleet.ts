@@ -22,7 +22,8 @@ export const MAX_REPLICAS = 64;
  * arithmetic (per device, summed over devices as in project()), and each step emits one token per slot.
  */
 export function aggregateDecodeTokensPerSecond(inputs: SpeedInputs, concurrentSlots: number): number {
-  if (!Number.isInteger(concurrentSlots) || concurrentSlots < 1) throw new Error(`concurrentSlots: found ${concurrentSlots}; allowed: an integer ≥ 1`);
+  if (!Number.isInteger(concurrentSlots) || concurrentSlots < 1)
+    throw new Error(`concurrentSlots: found ${concurrentSlots}; allowed: an integer ≥ 1`);
   return project({ ...inputs, concurrentSlots }).decodeTokensPerSecond;
 }
 
@@ -123,12 +124,18 @@ export function planFleet(inputs: FleetInputs): FleetResult {
   const fleetConfig: FleetConfig = config.fleet ?? { replicas: 1, tokensPerAnswer: 500, hosts: [] };
   const replica = replicaThroughput(inputs.speedInputs, inputs.slots, inputs.prefillTokensPerSecond);
   const costs = config.costs;
-  const oneCost = costs ? estimateCost(costs, inputs.host, inputs.modelBytes, { decodeTokensPerSecond: replica.aggregateDecodeTokensPerSecond, prefillTokensPerSecond: replica.prefillTokensPerSecond }) : undefined;
+  const oneCost = costs
+    ? estimateCost(costs, inputs.host, inputs.modelBytes, {
+        decodeTokensPerSecond: replica.aggregateDecodeTokensPerSecond,
+        prefillTokensPerSecond: replica.prefillTokensPerSecond,
+      })
+    : undefined;
 
   const { tokensPerAnswer, peakConcurrentRequests: peak, latencyTargetSeconds: target } = fleetConfig;
   // Latency of one answer with k slots busy: its tokens at the per-slot rate, k ÷ aggregate(k) s a token.
   // Prompt processing is left out (TTFT is reported on its own; a server interleaves it with decode).
-  const answerSeconds = (busy: number) => (tokensPerAnswer * busy) / replica.bySlots[busy - 1]!.aggregateDecodeTokensPerSecond;
+  const answerSeconds = (busy: number) =>
+    (tokensPerAnswer * busy) / replica.bySlots[busy - 1]!.aggregateDecodeTokensPerSecond;
   let slotsWithinLatency: number | undefined;
   if (target !== undefined) {
     slotsWithinLatency = 0;
@@ -139,28 +146,39 @@ export function planFleet(inputs: FleetInputs): FleetResult {
   let replicas: number;
   let refusal: string | undefined;
   if (fleetConfig.replicas === "auto") {
-    const byVolume = oneCost && costs ? Math.max(1, Math.ceil(costs.usage.tokensPerMonth / oneCost.capacityTokensPerMonth)) : 1;
-    if (oneCost && costs) basis.push(`volume: ${fmtM(costs.usage.tokensPerMonth)} tokens/month ÷ ${fmtM(oneCost.capacityTokensPerMonth)} per replica (${replica.slots} slot(s) busy, ${Math.round(costs.usage.utilization * 100)}% utilization) → ${byVolume}`);
+    const byVolume =
+      oneCost && costs ? Math.max(1, Math.ceil(costs.usage.tokensPerMonth / oneCost.capacityTokensPerMonth)) : 1;
+    if (oneCost && costs)
+      basis.push(
+        `volume: ${fmtM(costs.usage.tokensPerMonth)} tokens/month ÷ ${fmtM(oneCost.capacityTokensPerMonth)} per replica (${replica.slots} slot(s) busy, ${Math.round(costs.usage.utilization * 100)}% utilization) → ${byVolume}`,
+      );
     let byPeak = 1;
     if (peak !== undefined && target !== undefined && slotsWithinLatency !== undefined) {
       if (slotsWithinLatency === 0) {
         refusal = `fleet.latencyTargetSeconds: ${target} s cannot be met by any number of replicas: one request alone takes ${answerSeconds(1).toFixed(1)} s for ${tokensPerAnswer} tokens at ${replica.singleStreamDecodeTokensPerSecond.toFixed(1)} tok/s on this host`;
       } else {
         byPeak = Math.ceil(peak / slotsWithinLatency);
-        basis.push(`peak: ${peak} concurrent request(s) ÷ ${slotsWithinLatency} slot(s) per replica within ${target} s (${tokensPerAnswer} tokens at ${(replica.bySlots[slotsWithinLatency - 1]!.aggregateDecodeTokensPerSecond / slotsWithinLatency).toFixed(2)} tok/s each) → ${byPeak}`);
+        basis.push(
+          `peak: ${peak} concurrent request(s) ÷ ${slotsWithinLatency} slot(s) per replica within ${target} s (${tokensPerAnswer} tokens at ${(replica.bySlots[slotsWithinLatency - 1]!.aggregateDecodeTokensPerSecond / slotsWithinLatency).toFixed(2)} tok/s each) → ${byPeak}`,
+        );
       }
     }
     replicas = Math.max(byVolume, byPeak);
-    if (replicas > MAX_REPLICAS && refusal === undefined) refusal = `fleet.replicas auto: the stack needs ${replicas} replicas (${basis.join("; ")}), above the kit's ${MAX_REPLICAS}`;
+    if (replicas > MAX_REPLICAS && refusal === undefined)
+      refusal = `fleet.replicas auto: the stack needs ${replicas} replicas (${basis.join("; ")}), above the kit's ${MAX_REPLICAS}`;
   } else {
     replicas = fleetConfig.replicas;
     if (peak !== undefined && slotsWithinLatency !== undefined) {
       const served = replicas * slotsWithinLatency;
-      basis.push(`peak: ${replicas} replica(s) × ${slotsWithinLatency} slot(s) within ${target} s = ${served} concurrent request(s) for a peak of ${peak}${served < peak ? " — short: requests beyond it queue or miss the target" : ""}`);
+      basis.push(
+        `peak: ${replicas} replica(s) × ${slotsWithinLatency} slot(s) within ${target} s = ${served} concurrent request(s) for a peak of ${peak}${served < peak ? " — short: requests beyond it queue or miss the target" : ""}`,
+      );
     }
     if (oneCost && costs) {
       const capacity = replicas * oneCost.capacityTokensPerMonth;
-      basis.push(`volume: ${fmtM(capacity)} tokens/month capacity for ${fmtM(costs.usage.tokensPerMonth)} expected${capacity < costs.usage.tokensPerMonth ? " — short" : ""}`);
+      basis.push(
+        `volume: ${fmtM(capacity)} tokens/month capacity for ${fmtM(costs.usage.tokensPerMonth)} expected${capacity < costs.usage.tokensPerMonth ? " — short" : ""}`,
+      );
     }
   }
 
@@ -196,8 +214,15 @@ export function planFleet(inputs: FleetInputs): FleetResult {
   return { fleet, teams, refusal };
 }
 
-export function replicaThroughput(speedInputs: SpeedInputs, slots: number, prefillTokensPerSecond: number): ReplicaThroughput {
-  const bySlots = Array.from({ length: slots }, (_, index) => ({ slots: index + 1, aggregateDecodeTokensPerSecond: aggregateDecodeTokensPerSecond(speedInputs, index + 1) }));
+export function replicaThroughput(
+  speedInputs: SpeedInputs,
+  slots: number,
+  prefillTokensPerSecond: number,
+): ReplicaThroughput {
+  const bySlots = Array.from({ length: slots }, (_, index) => ({
+    slots: index + 1,
+    aggregateDecodeTokensPerSecond: aggregateDecodeTokensPerSecond(speedInputs, index + 1),
+  }));
   const aggregate = bySlots[slots - 1]!.aggregateDecodeTokensPerSecond;
   return {
     slots,
@@ -209,7 +234,12 @@ export function replicaThroughput(speedInputs: SpeedInputs, slots: number, prefi
   };
 }
 
-export function chargebackOf(cost: Pick<FleetCost, "monthlyUsd" | "utilization" | "inputShare">, replicas: number, replica: Pick<ReplicaThroughput, "aggregateDecodeTokensPerSecond" | "prefillTokensPerSecond">, api: { usdPerMillionInput: number; usdPerMillionOutput: number }): Chargeback {
+export function chargebackOf(
+  cost: Pick<FleetCost, "monthlyUsd" | "utilization" | "inputShare">,
+  replicas: number,
+  replica: Pick<ReplicaThroughput, "aggregateDecodeTokensPerSecond" | "prefillTokensPerSecond">,
+  api: { usdPerMillionInput: number; usdPerMillionOutput: number },
+): Chargeback {
   const usdPerReplicaSecond = cost.monthlyUsd / (replicas * HOURS_PER_MONTH * 3600 * cost.utilization);
   const usdPerMillionInput = (usdPerReplicaSecond / replica.prefillTokensPerSecond) * 1e6;
   const usdPerMillionOutput = (usdPerReplicaSecond / replica.aggregateDecodeTokensPerSecond) * 1e6;
@@ -226,7 +256,12 @@ export function chargebackOf(cost: Pick<FleetCost, "monthlyUsd" | "utilization" 
 
 export function teamPlan(team: TeamConfig, chargeback: Chargeback | undefined): TeamPlan {
   const budget = team.monthlyBudgetUsd;
-  const tokensFor = (usdPerMillion: number | undefined) => (budget === undefined || usdPerMillion === undefined ? undefined : usdPerMillion > 0 ? (budget / usdPerMillion) * 1e6 : Infinity);
+  const tokensFor = (usdPerMillion: number | undefined) =>
+    budget === undefined || usdPerMillion === undefined
+      ? undefined
+      : usdPerMillion > 0
+        ? (budget / usdPerMillion) * 1e6
+        : Infinity;
   return {
     name: team.name,
     rpm: team.rpm,

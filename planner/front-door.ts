@@ -42,8 +42,13 @@ export function backendPortOf(serving: Pick<Serving, "port" | "backendPort">): n
  * step): the stack's bindAddress and port for a loopback listener, 127.0.0.1:backendPort behind
  * a front door.
  */
-export function llamaServerListen(serving: Pick<Serving, "bindAddress" | "port" | "backendPort">): { address: string; port: number } {
-  return isPublicListener(serving) ? { address: LOOPBACK, port: backendPortOf(serving) } : { address: serving.bindAddress, port: serving.port };
+export function llamaServerListen(serving: Pick<Serving, "bindAddress" | "port" | "backendPort">): {
+  address: string;
+  port: number;
+} {
+  return isPublicListener(serving)
+    ? { address: LOOPBACK, port: backendPortOf(serving) }
+    : { address: serving.bindAddress, port: serving.port };
 }
 
 /** A stack name as front-door.sh and nftables accept it. */
@@ -74,9 +79,19 @@ export function frontDoorPlan(stack: string, serving: Serving): FrontDoorPlan | 
 /** argv after `front-door.sh`: `up` for this plan; `sans` are the names clients dial (the host's address). */
 export function frontDoorUpArgv(door: FrontDoorPlan, sans: readonly string[]): string[] {
   const argv = ["up", "--name", door.name, "--listen", door.listenAddress, "--port", String(door.port)];
-  argv.push("--backend-address", door.backendAddress, "--backend-port", String(door.backendPort), "--tls", door.tlsSource);
+  argv.push(
+    "--backend-address",
+    door.backendAddress,
+    "--backend-port",
+    String(door.backendPort),
+    "--tls",
+    door.tlsSource,
+  );
   // front-door.sh takes host names and IPv4 addresses; anything else (an IPv6 literal) is left out.
-  for (const san of [...new Set(sans)].filter((name) => /^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/.test(name) && name !== "0.0.0.0")) argv.push("--san", san);
+  for (const san of [...new Set(sans)].filter(
+    (name) => /^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/.test(name) && name !== "0.0.0.0",
+  ))
+    argv.push("--san", san);
   if (door.webUi) argv.push("--web-ui");
   return argv;
 }

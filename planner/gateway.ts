@@ -116,20 +116,32 @@ function isPrivateOrLoopback(address: string): boolean {
 const NAME_ALLOWED = "a name of letters, digits, _ . - (1-63 characters, not starting with _ . -)";
 
 function checkListener(problems: string[], field: string, listener: { address: string; port: number }): void {
-  if (!IPV4.test(listener.address)) problems.push(`${field}.address: found ${JSON.stringify(listener.address)}; allowed: an IPv4 address like 192.0.2.10`);
+  if (!IPV4.test(listener.address))
+    problems.push(
+      `${field}.address: found ${JSON.stringify(listener.address)}; allowed: an IPv4 address like 192.0.2.10`,
+    );
   checkPort(problems, `${field}.port`, listener.port);
 }
 
 function checkPort(problems: string[], field: string, port: number): void {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) problems.push(`${field}: found ${JSON.stringify(port)}; allowed: a TCP port 1-65535`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    problems.push(`${field}: found ${JSON.stringify(port)}; allowed: a TCP port 1-65535`);
 }
 
-function checkUnique(problems: string[], field: (index: number) => string, what: string, values: readonly string[]): void {
+function checkUnique(
+  problems: string[],
+  field: (index: number) => string,
+  what: string,
+  values: readonly string[],
+): void {
   const first = new Map<string, number>();
   values.forEach((value, index) => {
     const earlier = first.get(value);
     if (earlier === undefined) first.set(value, index);
-    else problems.push(`${field(index)}: found ${JSON.stringify(value)} again (also ${field(earlier)}); allowed: a ${what} used once`);
+    else
+      problems.push(
+        `${field(index)}: found ${JSON.stringify(value)} again (also ${field(earlier)}); allowed: a ${what} used once`,
+      );
   });
 }
 
@@ -145,54 +157,98 @@ function peerPortOf(input: GatewayInput): number {
 export function validateGatewayInput(input: GatewayInput): void {
   const problems: string[] = [];
   if (!NAME.test(input.name)) problems.push(`name: found ${JSON.stringify(input.name)}; allowed: ${NAME_ALLOWED}`);
-  if (!input.configDir.startsWith("/") || /\s/.test(input.configDir)) problems.push(`configDir: found ${JSON.stringify(input.configDir)}; allowed: an absolute path without spaces`);
+  if (!input.configDir.startsWith("/") || /\s/.test(input.configDir))
+    problems.push(`configDir: found ${JSON.stringify(input.configDir)}; allowed: an absolute path without spaces`);
   checkListener(problems, "listen", input.listen);
   checkListener(problems, "stats", input.stats);
   // The exporter has no authentication: it must never be reachable from outside.
   if (IPV4.test(input.stats.address) && !isPrivateOrLoopback(input.stats.address)) {
-    problems.push(`stats.address: found ${JSON.stringify(input.stats.address)}; allowed: loopback or a private (RFC 1918) address (the Prometheus exporter has no authentication)`);
+    problems.push(
+      `stats.address: found ${JSON.stringify(input.stats.address)}; allowed: loopback or a private (RFC 1918) address (the Prometheus exporter has no authentication)`,
+    );
   }
   if (input.stats.address === input.listen.address && input.stats.port === input.listen.port) {
-    problems.push(`stats: found ${input.stats.address}:${input.stats.port}, the same as listen; allowed: another address or port than listen's`);
+    problems.push(
+      `stats: found ${input.stats.address}:${input.stats.port}, the same as listen; allowed: another address or port than listen's`,
+    );
   }
   const peerPort = peerPortOf(input);
   if (input.peerPort !== undefined) checkPort(problems, "peerPort", input.peerPort);
-  else if (Number.isInteger(input.stats.port) && peerPort > 65535) problems.push(`peerPort: found nothing, and the default stats.port + 1 = ${peerPort} is not a port; allowed: a TCP port 1-65535 (set peerPort)`);
-  for (const [field, port] of [["listen.port", input.listen.port], ["stats.port", input.stats.port]] as const) {
-    if (port === peerPort) problems.push(`peerPort: found ${peerPort}, the same as ${field}; allowed: a port of its own (HAProxy's local peer listens on 127.0.0.1:${peerPort})`);
+  else if (Number.isInteger(input.stats.port) && peerPort > 65535)
+    problems.push(
+      `peerPort: found nothing, and the default stats.port + 1 = ${peerPort} is not a port; allowed: a TCP port 1-65535 (set peerPort)`,
+    );
+  for (const [field, port] of [
+    ["listen.port", input.listen.port],
+    ["stats.port", input.stats.port],
+  ] as const) {
+    if (port === peerPort)
+      problems.push(
+        `peerPort: found ${peerPort}, the same as ${field}; allowed: a port of its own (HAProxy's local peer listens on 127.0.0.1:${peerPort})`,
+      );
   }
   if (input.backends.length === 0) problems.push("backends: found none; allowed: at least 1 backend");
   input.backends.forEach((backend, index) => {
-    if (!NAME.test(backend.name)) problems.push(`backends[${index}].name: found ${JSON.stringify(backend.name)}; allowed: ${NAME_ALLOWED}`);
+    if (!NAME.test(backend.name))
+      problems.push(`backends[${index}].name: found ${JSON.stringify(backend.name)}; allowed: ${NAME_ALLOWED}`);
     checkListener(problems, `backends[${index}]`, backend);
-    if (backend.address.startsWith("127.") && backend.port === peerPort) problems.push(`peerPort: found ${peerPort}, the same as backends[${index}].port on loopback; allowed: a port of its own (HAProxy's local peer listens on 127.0.0.1:${peerPort})`);
+    if (backend.address.startsWith("127.") && backend.port === peerPort)
+      problems.push(
+        `peerPort: found ${peerPort}, the same as backends[${index}].port on loopback; allowed: a port of its own (HAProxy's local peer listens on 127.0.0.1:${peerPort})`,
+      );
   });
-  checkUnique(problems, (index) => `backends[${index}].name`, "backend name", input.backends.map((backend) => backend.name));
+  checkUnique(
+    problems,
+    (index) => `backends[${index}].name`,
+    "backend name",
+    input.backends.map((backend) => backend.name),
+  );
   input.teams.forEach((team, index) => {
-    if (!NAME.test(team.name)) problems.push(`teams[${index}].name: found ${JSON.stringify(team.name)}; allowed: ${NAME_ALLOWED}`);
+    if (!NAME.test(team.name))
+      problems.push(`teams[${index}].name: found ${JSON.stringify(team.name)}; allowed: ${NAME_ALLOWED}`);
     // Never echoed: a value that is not a hash may be a key in clear.
-    if (!/^[0-9a-f]{64}$/.test(team.keySha256)) problems.push(`teams[${index}].keySha256: found ${team.keySha256.length} characters that are not a sha256 (not shown: it may be a key in clear); allowed: 64 lowercase hex digits`);
-    if (!Number.isInteger(team.requestsPerMinute) || team.requestsPerMinute < 1) problems.push(`teams[${index}].requestsPerMinute: found ${JSON.stringify(team.requestsPerMinute)}; allowed: a whole number ≥ 1`);
+    if (!/^[0-9a-f]{64}$/.test(team.keySha256))
+      problems.push(
+        `teams[${index}].keySha256: found ${team.keySha256.length} characters that are not a sha256 (not shown: it may be a key in clear); allowed: 64 lowercase hex digits`,
+      );
+    if (!Number.isInteger(team.requestsPerMinute) || team.requestsPerMinute < 1)
+      problems.push(
+        `teams[${index}].requestsPerMinute: found ${JSON.stringify(team.requestsPerMinute)}; allowed: a whole number ≥ 1`,
+      );
     if (team.tokensPerMinute !== undefined && (!Number.isInteger(team.tokensPerMinute) || team.tokensPerMinute < 1)) {
-      problems.push(`teams[${index}].tokensPerMinute: found ${JSON.stringify(team.tokensPerMinute)}; allowed: a whole number ≥ 1, or none`);
+      problems.push(
+        `teams[${index}].tokensPerMinute: found ${JSON.stringify(team.tokensPerMinute)}; allowed: a whole number ≥ 1, or none`,
+      );
     }
   });
   const socket = adminSocketOf(input);
   // A Unix socket's path must fit sockaddr_un's 108 bytes.
   if (!socket.startsWith("/") || /\s/.test(socket) || Buffer.byteLength(socket) > 100) {
-    problems.push(`adminSocket: found ${JSON.stringify(socket)}; allowed: an absolute path without spaces, at most 100 bytes (set adminSocket, or a shorter configDir)`);
+    problems.push(
+      `adminSocket: found ${JSON.stringify(socket)}; allowed: an absolute path without spaces, at most 100 bytes (set adminSocket, or a shorter configDir)`,
+    );
   }
-  checkUnique(problems, (index) => `teams[${index}].name`, "team name", input.teams.map((team) => team.name));
+  checkUnique(
+    problems,
+    (index) => `teams[${index}].name`,
+    "team name",
+    input.teams.map((team) => team.name),
+  );
   // The hash is not echoed either (it names a key).
   const hashes = new Map<string, number>();
   input.teams.forEach((team, index) => {
     const earlier = hashes.get(team.keySha256);
     if (earlier === undefined) hashes.set(team.keySha256, index);
-    else problems.push(`teams[${index}].keySha256: found the same key hash as teams[${earlier}].keySha256; allowed: one key per team (a key names one team)`);
+    else
+      problems.push(
+        `teams[${index}].keySha256: found the same key hash as teams[${earlier}].keySha256; allowed: one key per team (a key names one team)`,
+      );
   });
   const certificatePath = input.tls?.certificatePath;
   if (certificatePath !== undefined && (!certificatePath.startsWith("/") || /\s/.test(certificatePath))) {
-    problems.push(`tls.certificatePath: found ${JSON.stringify(certificatePath)}; allowed: an absolute path without spaces`);
+    problems.push(
+      `tls.certificatePath: found ${JSON.stringify(certificatePath)}; allowed: an absolute path without spaces`,
+    );
   }
   if (problems.length > 0) throw new ConfigError(input.stack, problems);
 }
@@ -295,7 +351,9 @@ frontend ${proxy}_metrics
 `;
   const teamsMapText = input.teams.map((team) => `${team.keySha256} ${team.name}\n`).join("");
   const limitsMapText = input.teams.map((team) => `${team.name} ${team.requestsPerMinute}\n`).join("");
-  const tokenLimitsText = input.teams.flatMap((team) => (team.tokensPerMinute === undefined ? [] : [`${team.name} ${team.tokensPerMinute}\n`])).join("");
+  const tokenLimitsText = input.teams
+    .flatMap((team) => (team.tokensPerMinute === undefined ? [] : [`${team.name} ${team.tokensPerMinute}\n`]))
+    .join("");
   return { config, teamsMap: teamsMapText, limitsMap: limitsMapText, tokenLimitsMap: tokenLimitsText };
 }
 
@@ -311,7 +369,17 @@ export function gatewayApplyArgv(
   fromDir: string,
   options: { tls: "internal-ca" | "secrets"; sans: readonly string[]; secretsStdin: boolean },
 ): string[] {
-  const argv = ["apply", "--name", input.name, "--config-dir", input.configDir, "--from", fromDir, "--tls", options.tls];
+  const argv = [
+    "apply",
+    "--name",
+    input.name,
+    "--config-dir",
+    input.configDir,
+    "--from",
+    fromDir,
+    "--tls",
+    options.tls,
+  ];
   for (const san of options.sans) argv.push("--san", san);
   if (options.secretsStdin) argv.push("--secrets-stdin");
   return argv;

@@ -43,10 +43,35 @@ export const GGML_TYPE_NAMES = Object.keys(GGML_TYPES) as GgmlTypeName[];
  * ggml's numeric type ids (enum ggml_type in ggml.h), for reading GGUF tensor tables.
  */
 export const GGML_TYPE_BY_ID: Record<number, GgmlTypeName> = {
-  0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
-  10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K",
-  16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
-  23: "IQ4_XS", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4", 40: "NVFP4", 41: "Q1_0", 42: "Q2_0",
+  0: "F32",
+  1: "F16",
+  2: "Q4_0",
+  3: "Q4_1",
+  6: "Q5_0",
+  7: "Q5_1",
+  8: "Q8_0",
+  10: "Q2_K",
+  11: "Q3_K",
+  12: "Q4_K",
+  13: "Q5_K",
+  14: "Q6_K",
+  15: "Q8_K",
+  16: "IQ2_XXS",
+  17: "IQ2_XS",
+  18: "IQ3_XXS",
+  19: "IQ1_S",
+  20: "IQ4_NL",
+  21: "IQ3_S",
+  22: "IQ2_S",
+  23: "IQ4_XS",
+  29: "IQ1_M",
+  30: "BF16",
+  34: "TQ1_0",
+  35: "TQ2_0",
+  39: "MXFP4",
+  40: "NVFP4",
+  41: "Q1_0",
+  42: "Q2_0",
 };
 
 export function bitsPerWeight(type: GgmlTypeName): number {
@@ -60,9 +85,22 @@ export function bitsPerWeight(type: GgmlTypeName): number {
  * and ternary types to Q4_0, Q4_K/Q5_K/Q6_K to Q5_0/Q5_1/Q8_0; a 32-block type has no smaller block.
  */
 const QUANTIZE_FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = {
-  IQ1_S: "IQ4_NL", IQ1_M: "IQ4_NL", IQ2_XXS: "IQ4_NL", IQ2_XS: "IQ4_NL", IQ2_S: "IQ4_NL", IQ3_XXS: "IQ4_NL", IQ3_S: "IQ4_NL", IQ4_XS: "IQ4_NL",
-  Q2_0: "Q4_0", Q2_K: "Q4_0", Q3_K: "Q4_0", TQ1_0: "Q4_0", TQ2_0: "Q4_0",
-  Q4_K: "Q5_0", Q5_K: "Q5_1", Q6_K: "Q8_0",
+  IQ1_S: "IQ4_NL",
+  IQ1_M: "IQ4_NL",
+  IQ2_XXS: "IQ4_NL",
+  IQ2_XS: "IQ4_NL",
+  IQ2_S: "IQ4_NL",
+  IQ3_XXS: "IQ4_NL",
+  IQ3_S: "IQ4_NL",
+  IQ4_XS: "IQ4_NL",
+  Q2_0: "Q4_0",
+  Q2_K: "Q4_0",
+  Q3_K: "Q4_0",
+  TQ1_0: "Q4_0",
+  TQ2_0: "Q4_0",
+  Q4_K: "Q5_0",
+  Q5_K: "Q5_1",
+  Q6_K: "Q8_0",
 };
 
 /** The type llama-quantize writes for a tensor of `rowLength` columns asked to be `target`: the target, its fallback, or F16 when neither fits. */

@@ -66,7 +66,9 @@ export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): 
         `host.instanceType: found "${host.instanceType}"; allowed: ${catalog.instances.map((entry) => entry.id).join(", ")}`,
       ]);
     }
-    const platform = instance.cpuPlatform ? catalog.cpuPlatforms.find((entry) => entry.id === instance.cpuPlatform) : undefined;
+    const platform = instance.cpuPlatform
+      ? catalog.cpuPlatforms.find((entry) => entry.id === instance.cpuPlatform)
+      : undefined;
     const cpuSource = platform ?? instance.cpu!;
     const memoryPlatform = platform?.memory ?? instance.memoryPlatform!;
     const cpu: CpuSpec = {
@@ -89,7 +91,9 @@ export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): 
       channels: memoryPlatform.channels,
       measuredGBps: host.memory?.measuredBandwidthGBps,
     });
-    const gpus = instance.gpus ? expandGpus(stack, catalog, [{ model: instance.gpus.model, count: instance.gpus.count }], undefined, problems) : [];
+    const gpus = instance.gpus
+      ? expandGpus(stack, catalog, [{ model: instance.gpus.model, count: instance.gpus.count }], undefined, problems)
+      : [];
     if (problems.length > 0) throw new ConfigError(stack, problems);
     return {
       kind: "cloud",
@@ -104,34 +108,50 @@ export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): 
 
   const platform = host.cpu.platform ? catalog.cpuPlatforms.find((entry) => entry.id === host.cpu.platform) : undefined;
   if (host.cpu.platform && !platform) {
-    problems.push(`host.cpu.platform: found "${host.cpu.platform}"; allowed: ${catalog.cpuPlatforms.map((entry) => entry.id).join(", ")}`);
+    problems.push(
+      `host.cpu.platform: found "${host.cpu.platform}"; allowed: ${catalog.cpuPlatforms.map((entry) => entry.id).join(", ")}`,
+    );
   }
   const kind = host.memory.kind ?? platform?.memory.kind;
   if (kind !== undefined && memoryKindMegaTransfers(catalog, kind) === undefined) {
-    problems.push(`host.memory.kind: found "${kind}"; allowed: ${catalog.memoryKinds.map((entry) => entry.id).join(", ")}`);
+    problems.push(
+      `host.memory.kind: found "${kind}"; allowed: ${catalog.memoryKinds.map((entry) => entry.id).join(", ")}`,
+    );
   }
   // A catalog platform describes platform.sockets socket(s); a stack with more sockets has that many
   // times the cores, channels and NUMA nodes unless it says otherwise.
   const sockets = host.cpu.sockets ?? platform?.sockets ?? 1;
   const perPlatform = platform ? sockets / platform.sockets : 1;
-  const channelsPerSocket = host.memory.channelsPerSocket ?? (platform ? platform.memory.channels / platform.sockets : undefined);
+  const channelsPerSocket =
+    host.memory.channelsPerSocket ?? (platform ? platform.memory.channels / platform.sockets : undefined);
   const channelsFromSockets = channelsPerSocket !== undefined ? channelsPerSocket * sockets : undefined;
-  if (host.memory.channels !== undefined && host.memory.channelsPerSocket !== undefined && host.memory.channels !== channelsFromSockets) {
-    problems.push(`host.memory.channels: found ${host.memory.channels}; allowed: memory.channelsPerSocket × cpu.sockets = ${host.memory.channelsPerSocket} × ${sockets} = ${channelsFromSockets} (or give only one of channels and channelsPerSocket)`);
+  if (
+    host.memory.channels !== undefined &&
+    host.memory.channelsPerSocket !== undefined &&
+    host.memory.channels !== channelsFromSockets
+  ) {
+    problems.push(
+      `host.memory.channels: found ${host.memory.channels}; allowed: memory.channelsPerSocket × cpu.sockets = ${host.memory.channelsPerSocket} × ${sockets} = ${channelsFromSockets} (or give only one of channels and channelsPerSocket)`,
+    );
   }
   const channels = host.memory.channels ?? channelsFromSockets;
   if (host.memory.measuredBandwidthGBps === undefined && (kind === undefined || channels === undefined)) {
-    problems.push(`host.memory: found no bandwidth; allowed: memory.kind and memory.channels (or a cpu.platform that has them), or memory.measuredBandwidthGBps`);
+    problems.push(
+      `host.memory: found no bandwidth; allowed: memory.kind and memory.channels (or a cpu.platform that has them), or memory.measuredBandwidthGBps`,
+    );
   }
   const cores = host.cpu.cores ?? (platform ? platform.cores * perPlatform : 0);
   const allCoreGHz = host.cpu.allCoreGHz ?? platform?.allCoreGHz;
-  if (allCoreGHz === undefined) problems.push(`host.cpu.allCoreGHz: missing; allowed: the all-core clock in GHz (or a cpu.platform)`);
+  if (allCoreGHz === undefined)
+    problems.push(`host.cpu.allCoreGHz: missing; allowed: the all-core clock in GHz (or a cpu.platform)`);
   const gpus = expandGpus(stack, catalog, host.gpus, host.pcie, problems);
   if (problems.length > 0) throw new ConfigError(stack, problems);
 
   const platformArch: CpuArch | undefined = platform ? (platform.isa.includes("neon") ? "arm64" : "x86-64") : undefined;
   if (host.cpu.arch !== undefined && platformArch !== undefined && host.cpu.arch !== platformArch) {
-    throw new ConfigError(stack, [`host.cpu.arch: found "${host.cpu.arch}"; allowed: "${platformArch}" for cpu.platform ${platform!.id} (or leave arch out)`]);
+    throw new ConfigError(stack, [
+      `host.cpu.arch: found "${host.cpu.arch}"; allowed: "${platformArch}" for cpu.platform ${platform!.id} (or leave arch out)`,
+    ]);
   }
   const arch: CpuArch = host.cpu.arch ?? platformArch ?? "x86-64";
   // The stack's isa list wins; else the platform's; else what every x86-64 server CPU the kit sizes has
@@ -179,10 +199,18 @@ function resolveBandwidth(
   catalog: Catalog,
   efficiency: Efficiency,
   cpu: CpuSpec,
-  memory: { totalBytes: number; kind: string | undefined; channels: number | undefined; measuredGBps: number | undefined },
+  memory: {
+    totalBytes: number;
+    kind: string | undefined;
+    channels: number | undefined;
+    measuredGBps: number | undefined;
+  },
 ): MemorySpec {
   const megaTransfers = memory.kind ? memoryKindMegaTransfers(catalog, memory.kind) : undefined;
-  const peak = megaTransfers !== undefined && memory.channels !== undefined ? memory.channels * megaTransfers * 1e6 * 8 : undefined;
+  const peak =
+    megaTransfers !== undefined && memory.channels !== undefined
+      ? memory.channels * megaTransfers * 1e6 * 8
+      : undefined;
   if (memory.measuredGBps !== undefined) {
     return {
       totalBytes: memory.totalBytes,
@@ -209,7 +237,14 @@ function resolveBandwidth(
       basis: `${ramText}, but the CPU's ${cpu.ccds} CCDs read at most ${cpu.ccds} × ${efficiency.cpu.fabricBytesPerClockPerCcd.value} B × ${cpu.fabricClockMHz} MHz = ${(fabricSide / 1e9).toFixed(1)} GB/s, which binds`,
     };
   }
-  return { totalBytes: memory.totalBytes, kind: memory.kind, channels: memory.channels, peakBandwidth: peak, achievableBandwidth: ramSide, basis: ramText };
+  return {
+    totalBytes: memory.totalBytes,
+    kind: memory.kind,
+    channels: memory.channels,
+    peakBandwidth: peak,
+    achievableBandwidth: ramSide,
+    basis: ramText,
+  };
 }
 
 function expandGpus(
@@ -223,7 +258,9 @@ function expandGpus(
   gpus.forEach((request, position) => {
     const entry = catalog.gpus.find((gpu) => gpu.id === request.model);
     if (!entry) {
-      problems.push(`host.gpus[${position}].model: found "${request.model}"; allowed: ${catalog.gpus.map((gpu) => gpu.id).join(", ")}`);
+      problems.push(
+        `host.gpus[${position}].model: found "${request.model}"; allowed: ${catalog.gpus.map((gpu) => gpu.id).join(", ")}`,
+      );
       return;
     }
     const gen = Math.min(pcie?.gen ?? entry.pcieGen, entry.pcieGen);

@@ -20,7 +20,14 @@ export interface HostInput {
   basis: string;
 }
 
-const entry = (key: string, what: string, value: string, source: InputSource, basis: string): HostInput => ({ key, what, value, source, assumption: source === "catalog" || source === "default", basis });
+const entry = (key: string, what: string, value: string, source: InputSource, basis: string): HostInput => ({
+  key,
+  what,
+  value,
+  source,
+  assumption: source === "catalog" || source === "default",
+  basis,
+});
 
 export function hostInputs(plan: Plan): HostInput[] {
   const { host } = plan;
@@ -31,19 +38,54 @@ export function hostInputs(plan: Plan): HostInput[] {
     const instance = `catalog instance ${config.instanceType}`;
     inputs.push(
       config.memory?.measuredBandwidthGBps !== undefined
-        ? entry("host.memory.measuredBandwidthGBps", "achievable memory bandwidth", bandwidth, "measured", host.memory.basis)
-        : entry("host.memory.measuredBandwidthGBps", "achievable memory bandwidth", bandwidth, "catalog", `${instance}'s memory: datasheet peak × the achievable fraction of catalog/efficiency.yaml`),
-      entry("host.instanceType", "CPU cores, clock, FLOP/cycle, ISA", `${host.cpu.cores} cores at ${host.cpu.allCoreGHz} GHz`, "catalog", instance),
+        ? entry(
+            "host.memory.measuredBandwidthGBps",
+            "achievable memory bandwidth",
+            bandwidth,
+            "measured",
+            host.memory.basis,
+          )
+        : entry(
+            "host.memory.measuredBandwidthGBps",
+            "achievable memory bandwidth",
+            bandwidth,
+            "catalog",
+            `${instance}'s memory: datasheet peak × the achievable fraction of catalog/efficiency.yaml`,
+          ),
+      entry(
+        "host.instanceType",
+        "CPU cores, clock, FLOP/cycle, ISA",
+        `${host.cpu.cores} cores at ${host.cpu.allCoreGHz} GHz`,
+        "catalog",
+        instance,
+      ),
       entry("host.instanceType", "RAM", `${(host.memory.totalBytes / 2 ** 30).toFixed(0)} GiB`, "catalog", instance),
     );
   } else {
     const platform = config.cpu.platform ? `catalog platform ${config.cpu.platform}` : undefined;
-    const cpuField = (key: "cores" | "allCoreGHz" | "fp32FlopsPerCycle" | "numaNodes", what: string, value: string, fallback: [InputSource, string]) =>
-      config.cpu[key] !== undefined ? entry(`host.cpu.${key}`, what, value, "stated", "the stack") : platform ? entry(`host.cpu.${key}`, what, value, "catalog", platform) : entry(`host.cpu.${key}`, what, value, fallback[0], fallback[1]);
-    const memoryStated = config.memory.kind !== undefined && (config.memory.channels !== undefined || config.memory.channelsPerSocket !== undefined);
+    const cpuField = (
+      key: "cores" | "allCoreGHz" | "fp32FlopsPerCycle" | "numaNodes",
+      what: string,
+      value: string,
+      fallback: [InputSource, string],
+    ) =>
+      config.cpu[key] !== undefined
+        ? entry(`host.cpu.${key}`, what, value, "stated", "the stack")
+        : platform
+          ? entry(`host.cpu.${key}`, what, value, "catalog", platform)
+          : entry(`host.cpu.${key}`, what, value, fallback[0], fallback[1]);
+    const memoryStated =
+      config.memory.kind !== undefined &&
+      (config.memory.channels !== undefined || config.memory.channelsPerSocket !== undefined);
     inputs.push(
       config.memory.measuredBandwidthGBps !== undefined
-        ? entry("host.memory.measuredBandwidthGBps", "achievable memory bandwidth", bandwidth, "measured", host.memory.basis)
+        ? entry(
+            "host.memory.measuredBandwidthGBps",
+            "achievable memory bandwidth",
+            bandwidth,
+            "measured",
+            host.memory.basis,
+          )
         : entry(
             "host.memory.measuredBandwidthGBps",
             "achievable memory bandwidth",
@@ -54,15 +96,44 @@ export function hostInputs(plan: Plan): HostInput[] {
       entry("host.memory.total", "RAM", `${(host.memory.totalBytes / 2 ** 30).toFixed(0)} GiB`, "stated", "the stack"),
       cpuField("cores", "CPU cores", String(host.cpu.cores), ["stated", "the stack"]),
       cpuField("allCoreGHz", "all-core clock", `${host.cpu.allCoreGHz} GHz`, ["stated", "the stack"]),
-      cpuField("fp32FlopsPerCycle", "FP32 FLOP per cycle per core", String(host.cpu.fp32FlopsPerCycle), ["default", "the kit's default (32)"]),
+      cpuField("fp32FlopsPerCycle", "FP32 FLOP per cycle per core", String(host.cpu.fp32FlopsPerCycle), [
+        "default",
+        "the kit's default (32)",
+      ]),
       cpuField("numaNodes", "NUMA nodes", String(host.cpu.numaNodes), ["default", "one per socket"]),
     );
   }
   if (host.gpus.length > 0) {
-    inputs.push(entry("catalog/gpus", "GPU memory, bandwidth and INT8 throughput", [...new Set(host.gpus.map((gpu) => gpu.name))].map((name) => `${host.gpus.filter((gpu) => gpu.name === name).length}× ${name}`).join(", "), "catalog", "catalog datasheet figures"));
+    inputs.push(
+      entry(
+        "catalog/gpus",
+        "GPU memory, bandwidth and INT8 throughput",
+        [...new Set(host.gpus.map((gpu) => gpu.name))]
+          .map((name) => `${host.gpus.filter((gpu) => gpu.name === name).length}× ${name}`)
+          .join(", "),
+        "catalog",
+        "catalog datasheet figures",
+      ),
+    );
     const pcieStated = config.kind === "bare-metal" && config.pcie !== undefined;
-    inputs.push(entry("host.pcie", "GPU host link", host.gpus[0]!.pcie, pcieStated ? "stated" : "catalog", pcieStated ? "the stack" : "the GPU's own link, assumed fully wired"));
+    inputs.push(
+      entry(
+        "host.pcie",
+        "GPU host link",
+        host.gpus[0]!.pcie,
+        pcieStated ? "stated" : "catalog",
+        pcieStated ? "the stack" : "the GPU's own link, assumed fully wired",
+      ),
+    );
   }
-  inputs.push(entry("catalog/efficiency.yaml", "efficiency factors", host.gpus.length > 0 ? "CPU and GPU" : "CPU", "catalog", "fitted to published and bench runs, not to this host"));
+  inputs.push(
+    entry(
+      "catalog/efficiency.yaml",
+      "efficiency factors",
+      host.gpus.length > 0 ? "CPU and GPU" : "CPU",
+      "catalog",
+      "fitted to published and bench runs, not to this host",
+    ),
+  );
   return inputs;
 }

@@ -19,14 +19,24 @@ import { modelRepo, modelTier } from "./config";
 const shardPath = z
   .string()
   .max(1024)
-  .regex(/^[A-Za-z0-9_][A-Za-z0-9_.+-]*(\/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$/, "allowed: a relative path of plain names (letters, digits, _ . + -; none starting with - or .)")
+  .regex(
+    /^[A-Za-z0-9_][A-Za-z0-9_.+-]*(\/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$/,
+    "allowed: a relative path of plain names (letters, digits, _ . + -; none starting with - or .)",
+  )
   .refine((path) => !path.split("/").includes(".."), { message: "allowed: a relative path without `..`" });
 
 const lockShard = z.strictObject({
   path: z.string(),
   size: z.int().positive(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  tensors: z.array(z.strictObject({ name: z.string(), type: z.enum(GGML_TYPE_NAMES as [string, ...string[]]), shape: z.array(z.int().nonnegative()), offset: z.int().nonnegative() })),
+  tensors: z.array(
+    z.strictObject({
+      name: z.string(),
+      type: z.enum(GGML_TYPE_NAMES as [string, ...string[]]),
+      shape: z.array(z.int().nonnegative()),
+      offset: z.int().nonnegative(),
+    }),
+  ),
 });
 
 /** Longest per-layer metadata array a lock keeps (layer counts are in the hundreds). */
@@ -41,7 +51,10 @@ export const lockSchema = z.strictObject({
   source: z.string(),
   generatedAt: z.string(),
   /** GGUF metadata of the first shard, scalars and per-layer number arrays (tokenizer arrays left out): the model's real architecture. */
-  metadata: z.record(z.string(), z.union([z.number(), z.string(), z.boolean(), z.array(z.number()).max(MAX_METADATA_ARRAY)])),
+  metadata: z.record(
+    z.string(),
+    z.union([z.number(), z.string(), z.boolean(), z.array(z.number()).max(MAX_METADATA_ARRAY)]),
+  ),
   shards: z.array(lockShard).min(1),
 });
 
@@ -73,10 +86,16 @@ const MAX_LOCK_BYTES = 256 * 1024 ** 2;
  * device, /etc/passwd, a JSON file that is not a lock) is a ConfigError naming the field and the
  * path, never the file's content and never a stack trace.
  */
-export function readLock(path: string, where: { stack: string; field: string } = { stack: "(no stack)", field: "lock" }): ManifestLock | undefined {
+export function readLock(
+  path: string,
+  where: { stack: string; field: string } = { stack: "(no stack)", field: "lock" },
+): ManifestLock | undefined {
   if (!existsSync(path)) return undefined;
   const refuse = (what: string, details: string[] = []): never => {
-    throw new ConfigError(where.stack, [`${where.field}: found ${JSON.stringify(path)}, ${what}; allowed: a lock written by \`npm run lock -- --stack ${where.stack}\``, ...details]);
+    throw new ConfigError(where.stack, [
+      `${where.field}: found ${JSON.stringify(path)}, ${what}; allowed: a lock written by \`npm run lock -- --stack ${where.stack}\``,
+      ...details,
+    ]);
   };
   const stat = statSync(path);
   if (!stat.isFile()) refuse("which is not a regular file");
@@ -91,7 +110,10 @@ export function readLock(path: string, where: { stack: string; field: string } =
   const result = deployableLockSchema.safeParse(document, { reportInput: true });
   if (!result.success) {
     const lines = describeIssues(result.error.issues).map((line) => `${where.field} ${line}`);
-    return refuse("which is not a lock", lines.length > 5 ? [...lines.slice(0, 5), `… and ${lines.length - 5} more`] : lines);
+    return refuse(
+      "which is not a lock",
+      lines.length > 5 ? [...lines.slice(0, 5), `… and ${lines.length - 5} more`] : lines,
+    );
   }
   return result.data;
 }
@@ -100,7 +122,21 @@ export function readLock(path: string, where: { stack: string; field: string } =
  * Architectures this kit sizes exactly from GGUF metadata, and why each other one is refused: a model
  * whose memory the estimator cannot account for is never guessed.
  */
-export const SIZED_ARCHITECTURES = ["deepseek2", "kimi-k3", "kimi-linear", "deepseek32", "glm-dsa", "deepseek4", "qwen3next", "qwen3moe", "glm4moe", "gpt-oss", "llama4", "minimax-m2", "minimax-m3"] as const;
+export const SIZED_ARCHITECTURES = [
+  "deepseek2",
+  "kimi-k3",
+  "kimi-linear",
+  "deepseek32",
+  "glm-dsa",
+  "deepseek4",
+  "qwen3next",
+  "qwen3moe",
+  "glm4moe",
+  "gpt-oss",
+  "llama4",
+  "minimax-m2",
+  "minimax-m3",
+] as const;
 
 export class UnsizedArchitectureError extends Error {
   constructor(readonly arch: string) {
@@ -128,7 +164,10 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
   const perLayer = (key: string, fallback?: number): number[] => {
     const value = raw(key);
     if (Array.isArray(value)) {
-      if (value.length !== layers) throw new Error(`the lock's GGUF metadata ${arch}.${key} has ${value.length} entries; allowed: one per layer (${arch}.block_count = ${layers})`);
+      if (value.length !== layers)
+        throw new Error(
+          `the lock's GGUF metadata ${arch}.${key} has ${value.length} entries; allowed: one per layer (${arch}.block_count = ${layers})`,
+        );
       return value;
     }
     return Array.from({ length: layers }, () => number(key, fallback));
@@ -159,11 +198,20 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
   // MTP (nextn) layers are loaded but keep no cache in the main context (llama_model::create_memory).
   const trunk = layers - number("nextn_predict_layers", 0);
   const none = () => Array.from({ length: layers }, () => 0);
-  const kv = (keepsCache: (layer: number) => boolean, key = (_layer: number) => keyLength, value = (_layer: number) => valueLength) => ({
+  const kv = (
+    keepsCache: (layer: number) => boolean,
+    key = (_layer: number) => keyLength,
+    value = (_layer: number) => valueLength,
+  ) => ({
     kElements: Array.from({ length: layers }, (_, layer) => (keepsCache(layer) ? key(layer) * kvHeads[layer]! : 0)),
-    vElements: Array.from({ length: layers }, (_, layer) => (keepsCache(layer) && !isMla ? value(layer) * kvHeads[layer]! : 0)),
+    vElements: Array.from({ length: layers }, (_, layer) =>
+      keepsCache(layer) && !isMla ? value(layer) * kvHeads[layer]! : 0,
+    ),
   });
-  const layout = (parts: Partial<NonNullable<Architecture["kvLayout"]>> & Pick<NonNullable<Architecture["kvLayout"]>, "kElements" | "vElements">) => ({
+  const layout = (
+    parts: Partial<NonNullable<Architecture["kvLayout"]>> &
+      Pick<NonNullable<Architecture["kvLayout"]>, "kElements" | "vElements">,
+  ) => ({
     swaLayers: [],
     swaWindow: 0,
     indexerK: none(),
@@ -172,8 +220,18 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
   });
   const layerList = (flags: number[]) => flags.flatMap((flag, layer) => (flag ? [layer] : []));
   /** A per-layer pattern key if the GGUF has one, else llama.cpp's period rule: layer il matches when il % period < period - 1. */
-  const pattern = (key: string, period: number) => (Array.isArray(raw(key)) ? layerList(perLayer(key)) : layerList(Array.from({ length: layers }, (_, layer) => Number(layer % period < period - 1))));
-  const gqa = { attention: { kind: "gqa" as const, headCountKv: Math.max(...kvHeads), keyLength, valueLength }, qLoraRank: 0, kvLoraRank: 0, qkNopeHeadDim: 0, qkRopeHeadDim: number("rope.dimension_count", keyLength), vHeadDim: valueLength };
+  const pattern = (key: string, period: number) =>
+    Array.isArray(raw(key))
+      ? layerList(perLayer(key))
+      : layerList(Array.from({ length: layers }, (_, layer) => Number(layer % period < period - 1)));
+  const gqa = {
+    attention: { kind: "gqa" as const, headCountKv: Math.max(...kvHeads), keyLength, valueLength },
+    qLoraRank: 0,
+    kvLoraRank: 0,
+    qkNopeHeadDim: 0,
+    qkRopeHeadDim: number("rope.dimension_count", keyLength),
+    vHeadDim: valueLength,
+  };
   const rope = number("rope.dimension_count", 64);
   const mla = {
     qLoraRank: number("attention.q_lora_rank", 0),
@@ -187,7 +245,10 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     const headDim = number("kda.head_dim");
     const convKernel = number("ssm.conv_kernel", 4);
     const headsOfLayer0 = heads[0]!;
-    return { floats: 3 * (convKernel > 0 ? convKernel - 1 : 3) * headsOfLayer0 * headDim + headDim * headDim * headsOfLayer0, kda: { heads: headsOfLayer0, headDim, convKernel } };
+    return {
+      floats: 3 * (convKernel > 0 ? convKernel - 1 : 3) * headsOfLayer0 * headDim + headDim * headDim * headsOfLayer0,
+      kda: { heads: headsOfLayer0, headDim, convKernel },
+    };
   };
   /** The sparse-attention indexer's shape, for the compute buffer; absent when the GGUF does not state its heads. */
   const indexerOf = (keyLength: number) => {
@@ -202,7 +263,11 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
       return {
         ...common,
         ...mla,
-        recurrent: { layers: layerList(perLayer("attention.recurrent_layers", 0)), stateFloatsPerLayer: state.floats, kda: state.kda },
+        recurrent: {
+          layers: layerList(perLayer("attention.recurrent_layers", 0)),
+          stateFloatsPerLayer: state.floats,
+          kda: state.kda,
+        },
         expertLatentSize: number("expert_latent_length", common.hiddenSize),
       };
     }
@@ -210,12 +275,19 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
       // models/kimi-linear.cpp: a layer with no KV heads is a KDA (recurrent) layer.
       const recurrentLayers = layerList(kvHeads.map((heads) => Number(heads === 0)));
       const state = kdaState();
-      return { ...common, ...mla, recurrent: { layers: recurrentLayers, stateFloatsPerLayer: state.floats, kda: state.kda }, kvLayout: layout(kv((layer) => layer < trunk && kvHeads[layer]! > 0)) };
+      return {
+        ...common,
+        ...mla,
+        recurrent: { layers: recurrentLayers, stateFloatsPerLayer: state.floats, kda: state.kda },
+        kvLayout: layout(kv((layer) => layer < trunk && kvHeads[layer]! > 0)),
+      };
     }
     case "qwen3next": {
       // attention.recurrent_layers, else every full_attention_interval-th layer keeps KV (default 4).
       const interval = number("full_attention_interval", 4);
-      const recurrentLayers = Array.isArray(raw("attention.recurrent_layers")) ? layerList(perLayer("attention.recurrent_layers")) : layerList(Array.from({ length: layers }, (_, layer) => Number((layer + 1) % interval !== 0)));
+      const recurrentLayers = Array.isArray(raw("attention.recurrent_layers"))
+        ? layerList(perLayer("attention.recurrent_layers"))
+        : layerList(Array.from({ length: layers }, (_, layer) => Number((layer + 1) % interval !== 0)));
       const inner = number("ssm.inner_size");
       const stateSize = number("ssm.state_size");
       const convChannels = inner + 2 * number("ssm.group_count") * stateSize;
@@ -223,7 +295,11 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
       return {
         ...common,
         ...gqa,
-        recurrent: { layers: recurrentLayers.filter((layer) => layer < trunk), stateFloatsPerLayer: convFloats + stateSize * inner, ssmConv: { channels: convChannels, kernel: number("ssm.conv_kernel") } },
+        recurrent: {
+          layers: recurrentLayers.filter((layer) => layer < trunk),
+          stateFloatsPerLayer: convFloats + stateSize * inner,
+          ssmConv: { channels: convChannels, kernel: number("ssm.conv_kernel") },
+        },
         kvLayout: layout(kv((layer) => layer < trunk && !recurrentLayers.includes(layer))),
       };
     }
@@ -233,23 +309,54 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
       return { ...common, ...gqa, kvLayout: layout(kv((layer) => layer < trunk)) };
     case "gpt-oss": {
       const swaLayers = pattern("attention.sliding_window_pattern", 2);
-      const widths = kv((layer) => layer < trunk, (layer) => (swaLayers.includes(layer) ? number("attention.key_length_swa", keyLength) : keyLength), (layer) => (swaLayers.includes(layer) ? number("attention.value_length_swa", valueLength) : valueLength));
-      return { ...common, ...gqa, kvLayout: layout({ ...widths, swaLayers, swaWindow: number("attention.sliding_window") }) };
+      const widths = kv(
+        (layer) => layer < trunk,
+        (layer) => (swaLayers.includes(layer) ? number("attention.key_length_swa", keyLength) : keyLength),
+        (layer) => (swaLayers.includes(layer) ? number("attention.value_length_swa", valueLength) : valueLength),
+      );
+      return {
+        ...common,
+        ...gqa,
+        kvLayout: layout({ ...widths, swaLayers, swaWindow: number("attention.sliding_window") }),
+      };
     }
     case "llama4": {
       // Chunked attention sized as a window of 8192 whatever the GGUF says, unless sliding_window is 0.
       const chunked = number("attention.sliding_window", 8192) !== 0;
       const interval = number("interleave_moe_layer_step", 1);
-      return { ...common, ...gqa, ...(interval > 1 ? { moeLayerInterval: interval } : {}), kvLayout: layout({ ...kv((layer) => layer < trunk), swaLayers: chunked ? pattern("attention.sliding_window_pattern", 4) : [], swaWindow: chunked ? 8192 : 0 }) };
+      return {
+        ...common,
+        ...gqa,
+        ...(interval > 1 ? { moeLayerInterval: interval } : {}),
+        kvLayout: layout({
+          ...kv((layer) => layer < trunk),
+          swaLayers: chunked ? pattern("attention.sliding_window_pattern", 4) : [],
+          swaWindow: chunked ? 8192 : 0,
+        }),
+      };
     }
     case "deepseek32":
     case "glm-dsa": {
       // Sparse attention (llama-kv-cache-dsa.cpp): the MLA cache plus the indexer's K-only cache.
       const indexerKey = number("attention.indexer.key_length");
-      const glmDefault = (layer: number) => (common.contextLength < 1_048_576 || layer < 2 || (layer - 2) % 4 === 0 ? 1 : 0);
-      const indexed = arch === "deepseek32" ? () => 1 : raw("attention.indexer.types") !== undefined ? (layer: number) => perLayer("attention.indexer.types")[layer]! : glmDefault;
+      const glmDefault = (layer: number) =>
+        common.contextLength < 1_048_576 || layer < 2 || (layer - 2) % 4 === 0 ? 1 : 0;
+      const indexed =
+        arch === "deepseek32"
+          ? () => 1
+          : raw("attention.indexer.types") !== undefined
+            ? (layer: number) => perLayer("attention.indexer.types")[layer]!
+            : glmDefault;
       const main = kv((layer) => layer < trunk);
-      return { ...common, ...mla, ...indexerOf(indexerKey), kvLayout: layout({ ...main, indexerK: main.kElements.map((_, layer) => (layer < trunk && indexed(layer) ? indexerKey : 0)) }) };
+      return {
+        ...common,
+        ...mla,
+        ...indexerOf(indexerKey),
+        kvLayout: layout({
+          ...main,
+          indexerK: main.kElements.map((_, layer) => (layer < trunk && indexed(layer) ? indexerKey : 0)),
+        }),
+      };
     }
     case "minimax-m3": {
       // Every layer keeps K and V; the indexer cache (K and V) on the layers past the dense ones.
@@ -259,18 +366,31 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
         ...common,
         ...gqa,
         ...indexerOf(indexerKey),
-        kvLayout: layout({ ...kv(() => true), indexerK: none().map((_, layer) => (past(layer) ? indexerKey : 0)), indexerV: none().map((_, layer) => (past(layer) ? valueLength : 0)) }),
+        kvLayout: layout({
+          ...kv(() => true),
+          indexerK: none().map((_, layer) => (past(layer) ? indexerKey : 0)),
+          indexerV: none().map((_, layer) => (past(layer) ? valueLength : 0)),
+        }),
       };
     }
     case "deepseek4": {
       // Every layer (MTP ones too) keeps the windowed raw cache; compress_ratios may be longer than the trunk.
       const ratios = raw("attention.compress_ratios");
-      if (!Array.isArray(ratios) || ratios.length < layers) throw new Error(`the lock's GGUF metadata ${arch}.attention.compress_ratios must list at least one ratio per layer (${arch}.block_count = ${layers})`);
+      if (!Array.isArray(ratios) || ratios.length < layers)
+        throw new Error(
+          `the lock's GGUF metadata ${arch}.attention.compress_ratios must list at least one ratio per layer (${arch}.block_count = ${layers})`,
+        );
       const keySwa = number("attention.key_length_swa", keyLength);
       return {
         ...common,
         ...gqa,
-        dsv4: { kElements: keySwa * kvHeads[0]!, window: number("attention.sliding_window"), compressRatios: ratios.slice(0, layers), indexerKey: number("attention.indexer.key_length"), headK: keySwa },
+        dsv4: {
+          kElements: keySwa * kvHeads[0]!,
+          window: number("attention.sliding_window"),
+          compressRatios: ratios.slice(0, layers),
+          indexerKey: number("attention.indexer.key_length"),
+          headK: keySwa,
+        },
         ...indexerOf(number("attention.indexer.key_length")),
         hyperConnections: number("hyper_connection.count", 1),
       };
@@ -282,7 +402,13 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
 
 export function tensorsFromLock(lock: ManifestLock): TensorInfo[] {
   // Where each tensor sits (shard, offset in its data section): memory-mapped loading maps file spans.
-  return lock.shards.flatMap((shard, file) => shard.tensors.map((tensor) => ({ ...makeTensor(tensor.name, tensor.type as GgmlTypeName, tensor.shape), file, offset: tensor.offset })));
+  return lock.shards.flatMap((shard, file) =>
+    shard.tensors.map((tensor) => ({
+      ...makeTensor(tensor.name, tensor.type as GgmlTypeName, tensor.shape),
+      file,
+      offset: tensor.offset,
+    })),
+  );
 }
 
 /** The manifest GgufShards downloads and fetch-gguf.sh reads: "sha256<TAB>size<TAB>path" lines. */
@@ -299,8 +425,17 @@ export function scalarMetadata(metadata: Record<string, unknown>): ManifestLock[
   for (const [key, value] of Object.entries(metadata)) {
     if (key.startsWith("tokenizer.")) continue;
     if (typeof value === "bigint") scalars[key] = Number(value);
-    else if ((typeof value === "number" && Number.isFinite(value)) || typeof value === "string" || typeof value === "boolean") scalars[key] = value;
-    else if (Array.isArray(value) && value.length <= MAX_METADATA_ARRAY && value.every((entry) => typeof entry === "number" || typeof entry === "bigint" || typeof entry === "boolean")) {
+    else if (
+      (typeof value === "number" && Number.isFinite(value)) ||
+      typeof value === "string" ||
+      typeof value === "boolean"
+    )
+      scalars[key] = value;
+    else if (
+      Array.isArray(value) &&
+      value.length <= MAX_METADATA_ARRAY &&
+      value.every((entry) => typeof entry === "number" || typeof entry === "bigint" || typeof entry === "boolean")
+    ) {
       // Per-layer arrays (head counts, recurrent-layer flags): what hybrid architectures are sized from.
       scalars[key] = value.map((entry) => Number(entry));
     }
@@ -317,7 +452,10 @@ export interface HeaderTensorInfo {
 }
 
 /** The lock's tensor rows for a header's tensors; a type id the planner does not know is `refuse`d by the caller's wording. */
-export function lockTensorsOf(infos: readonly HeaderTensorInfo[], refuse: (problem: string) => Error): ManifestLock["shards"][number]["tensors"] {
+export function lockTensorsOf(
+  infos: readonly HeaderTensorInfo[],
+  refuse: (problem: string) => Error,
+): ManifestLock["shards"][number]["tensors"] {
   return infos.map((info) => {
     const type = GGML_TYPE_BY_ID[Number(info.dtype)];
     if (!type) throw refuse(`tensor ${info.name} has ggml type id ${info.dtype}, which the planner does not know`);

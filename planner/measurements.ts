@@ -44,7 +44,10 @@ export const QUANT_FAMILY_BPW: Record<string, readonly [number, number]> = {
 
 /** The family a quant name belongs to: "UD-Q4_K_XL" → Q4, "IQ2_KL" → IQ2, "Q8_0" → Q8, "MXFP4" → MXFP4. */
 export function quantFamily(quant: string): string | undefined {
-  const name = quant.toUpperCase().replace(/^UD-/, "").replace(/^SMOL-/, "");
+  const name = quant
+    .toUpperCase()
+    .replace(/^UD-/, "")
+    .replace(/^SMOL-/, "");
   for (const family of ["MXFP4", "BF16", "F16", "TQ1"]) if (name.startsWith(family)) return family;
   const match = /^(IQ|Q)(\d)/.exec(name);
   return match ? `${match[1]}${match[2]}` : undefined;
@@ -58,7 +61,10 @@ const sourceSchema = z.strictObject({
   url: z.url(),
   /** Who posted the figures (a GitHub handle, a site); one person's posts in one thread are one source. */
   author: z.string().min(1),
-  date: z.string().regex(/^\d{4}-\d{2}(-\d{2})?$/).nullable(),
+  date: z
+    .string()
+    .regex(/^\d{4}-\d{2}(-\d{2})?$/)
+    .nullable(),
   /** Which search corpus the page was read from in this kit's session (provenance of the quote). */
   readVia: z.enum(["issues", "pages"]),
 });
@@ -114,7 +120,15 @@ const runSchema = z.strictObject({
     fork: z.boolean(),
     /** Build number, commit or "master" as stated; null when not stated. */
     version: z.string().nullable(),
-    tool: z.enum(["llama-server", "llama-cli", "llama-bench", "llama-batched-bench", "llama-sweep-bench", "ktransformers", "unstated"]),
+    tool: z.enum([
+      "llama-server",
+      "llama-cli",
+      "llama-bench",
+      "llama-batched-bench",
+      "llama-sweep-bench",
+      "ktransformers",
+      "unstated",
+    ]),
   }),
   hardware: hardwareSchema,
   model: z.strictObject({
@@ -132,7 +146,10 @@ const runSchema = z.strictObject({
      * shapes): an explicit alias stated by whoever records the run, never a fuzzy match. The reason
      * goes in `notes`.
      */
-    catalogModel: z.string().regex(/^[a-z0-9][a-z0-9.-]*$/).optional(),
+    catalogModel: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]*$/)
+      .optional(),
     /**
      * The catalog tier the source's quant label means, where the label is not the tier's name (an
      * author's "Q4_K" for the file the same author's table calls "Q4_K (UD mix)"). The reason goes
@@ -168,20 +185,55 @@ export const measurementsSchema = z
   .superRefine((corpus, context) => {
     const sourceIds = new Set<string>();
     corpus.sources.forEach((source, index) => {
-      if (sourceIds.has(source.id)) context.addIssue({ code: "custom", path: ["sources", index, "id"], message: `duplicate source id ${source.id}`, input: source.id });
+      if (sourceIds.has(source.id))
+        context.addIssue({
+          code: "custom",
+          path: ["sources", index, "id"],
+          message: `duplicate source id ${source.id}`,
+          input: source.id,
+        });
       sourceIds.add(source.id);
     });
     const runIds = new Set<string>();
     corpus.runs.forEach((run, index) => {
-      if (runIds.has(run.id)) context.addIssue({ code: "custom", path: ["runs", index, "id"], message: `duplicate run id ${run.id}`, input: run.id });
+      if (runIds.has(run.id))
+        context.addIssue({
+          code: "custom",
+          path: ["runs", index, "id"],
+          message: `duplicate run id ${run.id}`,
+          input: run.id,
+        });
       runIds.add(run.id);
-      if (!sourceIds.has(run.source)) context.addIssue({ code: "custom", path: ["runs", index, "source"], message: `run ${run.id}: unknown source ${run.source}`, input: run.source });
-      if (!run.decode && !run.prefill) context.addIssue({ code: "custom", path: ["runs", index], message: `run ${run.id}: neither decode nor prefill`, input: run.id });
+      if (!sourceIds.has(run.source))
+        context.addIssue({
+          code: "custom",
+          path: ["runs", index, "source"],
+          message: `run ${run.id}: unknown source ${run.source}`,
+          input: run.source,
+        });
+      if (!run.decode && !run.prefill)
+        context.addIssue({
+          code: "custom",
+          path: ["runs", index],
+          message: `run ${run.id}: neither decode nor prefill`,
+          input: run.id,
+        });
       if (run.engine.fork !== (run.engine.name !== "llama.cpp")) {
-        context.addIssue({ code: "custom", path: ["runs", index, "engine", "fork"], message: `run ${run.id}: fork must be true exactly for ${run.engine.name === "llama.cpp" ? "a fork" : run.engine.name}`, input: run.engine.fork });
+        context.addIssue({
+          code: "custom",
+          path: ["runs", index, "engine", "fork"],
+          message: `run ${run.id}: fork must be true exactly for ${run.engine.name === "llama.cpp" ? "a fork" : run.engine.name}`,
+          input: run.engine.fork,
+        });
       }
       const problem = quantSizeProblem(run.model);
-      if (problem) context.addIssue({ code: "custom", path: ["runs", index, "model"], message: `run ${run.id}: ${problem}`, input: run.model.quant });
+      if (problem)
+        context.addIssue({
+          code: "custom",
+          path: ["runs", index, "model"],
+          message: `run ${run.id}: ${problem}`,
+          input: run.model.quant,
+        });
     });
   });
 
@@ -189,16 +241,27 @@ export type Measurements = z.infer<typeof measurementsSchema>;
 export type MeasuredRun = Measurements["runs"][number];
 
 /** Why a run's stated size or bpw does not fit its quant family, or undefined when it fits (or nothing is stated). */
-export function quantSizeProblem(model: { quant: string; totalParamsB: number | null; fileSize: string | null; statedBpw: number | null }): string | undefined {
+export function quantSizeProblem(model: {
+  quant: string;
+  totalParamsB: number | null;
+  fileSize: string | null;
+  statedBpw: number | null;
+}): string | undefined {
   const family = quantFamily(model.quant);
-  if (!family) return `quant ${model.quant} is of no known family; allowed families: ${Object.keys(QUANT_FAMILY_BPW).join(", ")}`;
+  if (!family)
+    return `quant ${model.quant} is of no known family; allowed families: ${Object.keys(QUANT_FAMILY_BPW).join(", ")}`;
   const [low, high] = QUANT_FAMILY_BPW[family]!;
   const checks: { bpw: number; what: string }[] = [];
   if (model.statedBpw !== null) checks.push({ bpw: model.statedBpw, what: `stated ${model.statedBpw} bpw` });
   if (model.fileSize !== null) {
     const bytes = parseSize(model.fileSize, { requireUnit: true });
-    if (bytes === undefined) return `fileSize ${JSON.stringify(model.fileSize)} is not a size; allowed: "376.65GiB", "213GB"`;
-    if (model.totalParamsB !== null) checks.push({ bpw: (bytes * 8) / (model.totalParamsB * 1e9), what: `${model.fileSize} for ${model.totalParamsB} B parameters` });
+    if (bytes === undefined)
+      return `fileSize ${JSON.stringify(model.fileSize)} is not a size; allowed: "376.65GiB", "213GB"`;
+    if (model.totalParamsB !== null)
+      checks.push({
+        bpw: (bytes * 8) / (model.totalParamsB * 1e9),
+        what: `${model.fileSize} for ${model.totalParamsB} B parameters`,
+      });
   }
   for (const check of checks) {
     if (check.bpw < low || check.bpw > high) {
@@ -215,8 +278,12 @@ export function parseMeasurements(data: unknown, origin = "catalog/measurements.
   const result = measurementsSchema.safeParse(data);
   if (!result.success) {
     const lines = describeIssues(result.error.issues, () => `${origin}: `);
-    const custom = result.error.issues.filter((issue) => issue.code === "custom").map((issue) => `${origin}: ${issue.message}`);
-    throw new MeasurementsError(`the measurements corpus is invalid:\n${[...custom, ...lines].map((line) => `  - ${line}`).join("\n")}`);
+    const custom = result.error.issues
+      .filter((issue) => issue.code === "custom")
+      .map((issue) => `${origin}: ${issue.message}`);
+    throw new MeasurementsError(
+      `the measurements corpus is invalid:\n${[...custom, ...lines].map((line) => `  - ${line}`).join("\n")}`,
+    );
   }
   return result.data;
 }

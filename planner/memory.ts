@@ -55,7 +55,10 @@ export function kvCells(contextPerSlot: number, slots: number): number {
 export function kvBytesPerTokenPerLayer(arch: Architecture, type: KvCacheType, typeV: KvCacheType = type): number {
   const ggml = kvTypeToGgml(type);
   if (arch.attention?.kind === "gqa") {
-    return rowBytes(ggml, arch.attention.headCountKv * arch.attention.keyLength) + rowBytes(kvTypeToGgml(typeV), arch.attention.headCountKv * arch.attention.valueLength);
+    return (
+      rowBytes(ggml, arch.attention.headCountKv * arch.attention.keyLength) +
+      rowBytes(kvTypeToGgml(typeV), arch.attention.headCountKv * arch.attention.valueLength)
+    );
   }
   return rowBytes(ggml, arch.kvLoraRank + arch.qkRopeHeadDim);
 }
@@ -102,8 +105,16 @@ export function kvBytesOfLayer(arch: Architecture, layer: number, cache: CacheSe
   const v = kvTypeToGgml(cache.cacheTypeV);
   if (arch.dsv4) return dsv4KvBytesOfLayer(arch.dsv4, layer, cache);
   const layout = arch.kvLayout;
-  if (!layout) return keepsKv(arch, layer) ? kvBytesPerTokenPerLayer(arch, cache.cacheTypeK, cache.cacheTypeV) * streams * cache.cellsPerStream : 0;
-  const window = layout.swaLayers.includes(layer) && !cache.swaFull ? Math.ceil(Math.min(cache.cellsPerStream, layout.swaWindow * (cache.kvUnified ? cache.slots : 1) + cache.ubatch) / 256) * 256 : cache.cellsPerStream;
+  if (!layout)
+    return keepsKv(arch, layer)
+      ? kvBytesPerTokenPerLayer(arch, cache.cacheTypeK, cache.cacheTypeV) * streams * cache.cellsPerStream
+      : 0;
+  const window =
+    layout.swaLayers.includes(layer) && !cache.swaFull
+      ? Math.ceil(
+          Math.min(cache.cellsPerStream, layout.swaWindow * (cache.kvUnified ? cache.slots : 1) + cache.ubatch) / 256,
+        ) * 256
+      : cache.cellsPerStream;
   const main = rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!);
   const indexer = rowBytes(k, layout.indexerK[layer]!) + rowBytes(v, layout.indexerV[layer]!);
   return streams * (window * main + cache.cellsPerStream * indexer);
@@ -120,7 +131,8 @@ function dsv4KvBytesOfLayer(dsv4: NonNullable<Architecture["dsv4"]>, layer: numb
   const k = kvTypeToGgml(cache.cacheTypeK);
   const cells = cache.cellsPerStream;
   const ratio = dsv4.compressRatios[layer] ?? 0;
-  const raw = (cache.swaFull ? cells : pad256(Math.min(cells, dsv4.window + cache.ubatch))) * rowBytes(k, dsv4.kElements);
+  const raw =
+    (cache.swaFull ? cells : pad256(Math.min(cells, dsv4.window + cache.ubatch))) * rowBytes(k, dsv4.kElements);
   const compressed = ratio > 0 ? pad256(Math.ceil(cells / ratio)) * rowBytes(k, dsv4.kElements) : 0;
   const indexer = ratio === 4 ? pad256(Math.ceil(cells / ratio)) * rowBytes(k, dsv4.indexerKey) : 0;
   return cache.slots * (raw + compressed + indexer);
@@ -152,7 +164,9 @@ export function checkpointBytes(arch: Architecture, cache: CacheSettings): numbe
   if (arch.dsv4) {
     // Assumed like a sliding-window model's: one sequence's raw windows and compressor states (not measured).
     const dsv4 = arch.dsv4;
-    const window = pad256(Math.min(cache.cellsPerStream, dsv4.window + cache.ubatch)) * rowBytes(kvTypeToGgml(cache.cacheTypeK), dsv4.kElements);
+    const window =
+      pad256(Math.min(cache.cellsPerStream, dsv4.window + cache.ubatch)) *
+      rowBytes(kvTypeToGgml(cache.cacheTypeK), dsv4.kElements);
     return dsv4.compressRatios.reduce((sum, _ratio, layer) => sum + window + stateBytesOfLayer(arch, layer, 1), 0);
   }
   const layout = arch.kvLayout;
@@ -161,24 +175,42 @@ export function checkpointBytes(arch: Architecture, cache: CacheSettings): numbe
   const k = kvTypeToGgml(cache.cacheTypeK);
   const v = kvTypeToGgml(cache.cacheTypeV);
   const cells = Math.ceil(Math.min(cache.cellsPerStream, layout.swaWindow + cache.ubatch) / 256) * 256;
-  return state + layout.swaLayers.reduce((sum, layer) => sum + cells * (rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!)), 0);
+  return (
+    state +
+    layout.swaLayers.reduce(
+      (sum, layer) => sum + cells * (rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!)),
+      0,
+    )
+  );
 }
 
 /** Cache bytes one decoded token reads from a layer at a depth: a window's layer reads at most the window. */
-export function kvReadBytesPerToken(arch: Architecture, layer: number, depthTokens: number, typeK: KvCacheType, typeV: KvCacheType): number {
+export function kvReadBytesPerToken(
+  arch: Architecture,
+  layer: number,
+  depthTokens: number,
+  typeK: KvCacheType,
+  typeV: KvCacheType,
+): number {
   if (arch.dsv4) {
     const { kElements, window, indexerKey } = arch.dsv4;
     const ratio = arch.dsv4.compressRatios[layer] ?? 0;
     const k = kvTypeToGgml(typeK);
     const compressedCells = ratio > 0 ? Math.ceil(depthTokens / ratio) : 0;
-    return Math.min(depthTokens, window) * rowBytes(k, kElements) + compressedCells * (rowBytes(k, kElements) + (ratio === 4 ? rowBytes(k, indexerKey) : 0));
+    return (
+      Math.min(depthTokens, window) * rowBytes(k, kElements) +
+      compressedCells * (rowBytes(k, kElements) + (ratio === 4 ? rowBytes(k, indexerKey) : 0))
+    );
   }
   const layout = arch.kvLayout;
   if (!layout) return keepsKv(arch, layer) ? kvBytesPerTokenPerLayer(arch, typeK, typeV) * depthTokens : 0;
   const k = kvTypeToGgml(typeK);
   const v = kvTypeToGgml(typeV);
   const seen = layout.swaLayers.includes(layer) ? Math.min(depthTokens, layout.swaWindow) : depthTokens;
-  return seen * (rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!)) + depthTokens * (rowBytes(k, layout.indexerK[layer]!) + rowBytes(v, layout.indexerV[layer]!));
+  return (
+    seen * (rowBytes(k, layout.kElements[layer]!) + rowBytes(v, layout.vElements[layer]!)) +
+    depthTokens * (rowBytes(k, layout.indexerK[layer]!) + rowBytes(v, layout.indexerV[layer]!))
+  );
 }
 
 /**
@@ -253,13 +285,25 @@ export function computeSteps(inputs: ComputeBufferInputs): ComputeStep[] {
   // (llama-graph.cpp); windowed layers (gpt-oss, llama4) have their own over the window's cells.
   const maskBytes = (width: number) => tokens * width * (flash ? F16 : F32);
   const layout = arch.kvLayout;
-  const windowCells = layout && layout.swaLayers.length > 0 ? (inputs.swaFull ? cells : pad256(Math.min(cells, layout.swaWindow * (inputs.kvUnified ? inputs.slots : 1) + tokens))) : 0;
+  const windowCells =
+    layout && layout.swaLayers.length > 0
+      ? inputs.swaFull
+        ? cells
+        : pad256(Math.min(cells, layout.swaWindow * (inputs.kvUnified ? inputs.slots : 1) + tokens))
+      : 0;
   // An input is freed after its last use: at a step of layer `layer`, the full mask is alive while a
   // later full-attention layer still needs it, the window's while a later windowed layer does.
   const swaLayers = layout?.swaLayers ?? [];
-  const later = (layer: number, windowed: boolean) => Array.from({ length: arch.layers - layer - 1 }, (_, index) => layer + 1 + index).some((next) => keepsKv(arch, next) && swaLayers.includes(next) === windowed);
-  const masksAfter = (layer: number) => (later(layer, false) ? maskBytes(cells) : 0) + (windowCells > 0 && later(layer, true) ? maskBytes(windowCells) : 0);
-  const firstFull = Array.from({ length: arch.layers }, (_, layer) => layer).find((layer) => keepsKv(arch, layer) && !swaLayers.includes(layer)) ?? 0;
+  const later = (layer: number, windowed: boolean) =>
+    Array.from({ length: arch.layers - layer - 1 }, (_, index) => layer + 1 + index).some(
+      (next) => keepsKv(arch, next) && swaLayers.includes(next) === windowed,
+    );
+  const masksAfter = (layer: number) =>
+    (later(layer, false) ? maskBytes(cells) : 0) + (windowCells > 0 && later(layer, true) ? maskBytes(windowCells) : 0);
+  const firstFull =
+    Array.from({ length: arch.layers }, (_, layer) => layer).find(
+      (layer) => keepsKv(arch, layer) && !swaLayers.includes(layer),
+    ) ?? 0;
   const masks = maskBytes(cells) + (windowCells > 0 && later(firstFull - 1, true) ? maskBytes(windowCells) : 0);
   const steps: ComputeStep[] = [];
 
@@ -273,18 +317,28 @@ export function computeSteps(inputs: ComputeBufferInputs): ComputeStep[] {
     steps.push({ step: "moe", bytes: masksAfter(firstMoeLayer) + 4 * hidden + 3 * experts + act(arch.routedExperts) });
   }
   // Dense FFN layers: the leading ones, or llama4's between its interleaved MoE layers.
-  if ((arch.denseLeadingLayers > 0 || (arch.moeLayerInterval ?? 1) > 1) && lastLayer > 0) steps.push({ step: "dense ffn", bytes: masksAfter(0) + 4 * hidden + 2 * act(arch.denseFfnSize) });
+  if ((arch.denseLeadingLayers > 0 || (arch.moeLayerInterval ?? 1) > 1) && lastLayer > 0)
+    steps.push({ step: "dense ffn", bytes: masksAfter(0) + 4 * hidden + 2 * act(arch.denseFfnSize) });
 
-  if (arch.attention?.kind === "gqa") steps.push(...gqaAttentionSteps(inputs, { tokens, flash, cells, streams, masks, hidden, act, windowCells }));
+  if (arch.attention?.kind === "gqa")
+    steps.push(...gqaAttentionSteps(inputs, { tokens, flash, cells, streams, masks, hidden, act, windowCells }));
   else steps.push(...mlaAttentionSteps(inputs, { tokens, flash, cells, streams, masks, hidden, act, windowCells }));
 
   // qwen3next's gated delta net: the short convolution's input (its kernel - 1 carried-over rows
   // prepended) and output over every channel, beside the layer's residual-width activations.
   const conv = arch.recurrent?.ssmConv;
-  if (conv) steps.push({ step: "ssm convolution", bytes: masks + 4 * hidden + (tokens + conv.kernel - 1) * conv.channels * F32 + act(conv.channels) });
+  if (conv)
+    steps.push({
+      step: "ssm convolution",
+      bytes: masks + 4 * hidden + (tokens + conv.kernel - 1) * conv.channels * F32 + act(conv.channels),
+    });
 
   // The output layer: logits for the slots' rows (n_outputs_max = -np), beside the final norm.
-  if (inputs.holdsOutput) steps.push({ step: "output", bytes: 2 * hidden + Math.min(tokens, Math.max(1, inputs.slots)) * arch.vocabSize * F32 });
+  if (inputs.holdsOutput)
+    steps.push({
+      step: "output",
+      bytes: 2 * hidden + Math.min(tokens, Math.max(1, inputs.slots)) * arch.vocabSize * F32,
+    });
   return steps;
 }
 
@@ -323,7 +377,16 @@ function gqaAttentionSteps(inputs: ComputeBufferInputs, ctx: StepContext): Compu
   } else {
     const scores = tokens * cells * arch.attentionHeads * F32;
     const vIndexCaches = ctx.masks > maskBytesOf(ctx, cells) ? 2 : 1;
-    steps.push({ step: "attention scores", bytes: masks + 2 * hidden + q + k + scores + vIndexCaches * tokens * attention.headCountKv * attention.valueLength * I64 });
+    steps.push({
+      step: "attention scores",
+      bytes:
+        masks +
+        2 * hidden +
+        q +
+        k +
+        scores +
+        vIndexCaches * tokens * attention.headCountKv * attention.valueLength * I64,
+    });
   }
   const indexer = arch.indexer;
   if (indexer && arch.dsv4) steps.push(...dsv4Steps(inputs, ctx));
@@ -365,7 +428,10 @@ function dsv4Steps(inputs: ComputeBufferInputs, ctx: StepContext): ComputeStep[]
   const steps = [{ step: "lightning indexer", bytes: base + 2 * act(indexer.heads * indexer.keyLength) }];
   if (!ctx.flash) {
     const attendedCells = rawCells + (ratios.has(4) ? Math.ceil(cells / 4) : 0);
-    steps.push({ step: "attention scores", bytes: base + 2 * act(indexer.heads * indexer.keyLength) + tokens * attendedCells * arch.attentionHeads * F32 });
+    steps.push({
+      step: "attention scores",
+      bytes: base + 2 * act(indexer.heads * indexer.keyLength) + tokens * attendedCells * arch.attentionHeads * F32,
+    });
   }
   return steps;
 }
@@ -392,14 +458,17 @@ function mlaAttentionSteps(inputs: ComputeBufferInputs, ctx: StepContext): Compu
   const kvRow = act(arch.kvLoraRank + arch.qkRopeHeadDim);
   const indexer = arch.indexer;
   // DSA: the MLA mask and its converted copy, and the indexer's two f32 masks over the same cells.
-  const masks = indexer ? 2 * tokens * cells * F16 + (flash ? 0 : tokens * cells * F16) + 2 * tokens * cells * F32 : ctx.masks;
+  const masks = indexer
+    ? 2 * tokens * cells * F16 + (flash ? 0 : tokens * cells * F16) + 2 * tokens * cells * F32
+    : ctx.masks;
   // The query-side tensors freed before Qcur's concat (DSA also keeps the q_lora projection, which its indexer's queries read).
   const queryWork = (indexer ? act(arch.qLoraRank) : 0) + q + qPe + qAbsorbed;
   const steps: ComputeStep[] = [];
   const kvAbove = kvRow > q + qPe ? kvRow : 0;
   const queryStep = masks + 3 * hidden + queryWork + qCur;
   if (!indexer) steps.push({ step: "attention query", bytes: queryStep + kvAbove });
-  if (arch.recurrent?.kda) steps.push({ step: "attention key", bytes: masks + 4 * hidden + qCur + 2 * kvRow + act(arch.kvLoraRank) });
+  if (arch.recurrent?.kda)
+    steps.push({ step: "attention key", bytes: masks + 4 * hidden + qCur + 2 * kvRow + act(arch.kvLoraRank) });
   const indexerQueries = indexer ? act(indexer.heads * indexer.keyLength) : 0;
   const indexerStep = queryStep + 2 * indexerQueries;
   if (indexer) {
@@ -408,7 +477,10 @@ function mlaAttentionSteps(inputs: ComputeBufferInputs, ctx: StepContext): Compu
     // second query copy when it fits there.
     const scores = tokens * cells * F32;
     const reused = scores <= indexerQueries ? scores : 0;
-    steps.push({ step: "indexer scores", bytes: masks + hidden + queryWork + qCur + indexerQueries + 2 * scores - reused });
+    steps.push({
+      step: "indexer scores",
+      bytes: masks + hidden + queryWork + qCur + indexerQueries + 2 * scores - reused,
+    });
   }
   if (!flash) {
     const kqScores = tokens * cells * heads * F32;
@@ -443,6 +515,13 @@ export function promptCacheBytes(cacheRamMiB: number): number {
 
 export function finishDevice(partial: Omit<DeviceMemory, "plannedBytes" | "fits">): DeviceMemory {
   const plannedBytes =
-    partial.modelBytes + partial.repackBytes + partial.kvBytes + partial.recurrentBytes + partial.computeBytes + partial.promptCacheBytes + partial.checkpointBytes + partial.headroomBytes;
+    partial.modelBytes +
+    partial.repackBytes +
+    partial.kvBytes +
+    partial.recurrentBytes +
+    partial.computeBytes +
+    partial.promptCacheBytes +
+    partial.checkpointBytes +
+    partial.headroomBytes;
   return { ...partial, plannedBytes, fits: plannedBytes <= partial.capacityBytes };
 }

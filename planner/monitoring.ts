@@ -72,21 +72,32 @@ function uniqueNames(what: string, targets: readonly NamedTarget[]): void {
 
 /** prometheus.yml: one job for the replicas (a `replica` label each), one for the gateway, one for usage. */
 export function prometheusConfig(input: PrometheusConfigInput): string {
-  if (!(input.scrapeIntervalSeconds > 0)) throw new Error(`scrapeIntervalSeconds must be positive, got ${input.scrapeIntervalSeconds}`);
+  if (!(input.scrapeIntervalSeconds > 0))
+    throw new Error(`scrapeIntervalSeconds must be positive, got ${input.scrapeIntervalSeconds}`);
   if (input.replicas.length === 0) throw new Error("prometheusConfig needs at least one replica");
   uniqueNames("replica", input.replicas);
   uniqueNames("usage exporter", input.usageExporters ?? []);
   const interval = `${input.scrapeIntervalSeconds}s`;
-  const named = (targets: readonly NamedTarget[]) => targets.map((t) => ({ targets: [hostPort(t)], labels: { replica: t.name } }));
-  const replicaJob: Record<string, unknown> = { job_name: JOB_REPLICAS, metrics_path: "/metrics", static_configs: named(input.replicas) };
+  const named = (targets: readonly NamedTarget[]) =>
+    targets.map((t) => ({ targets: [hostPort(t)], labels: { replica: t.name } }));
+  const replicaJob: Record<string, unknown> = {
+    job_name: JOB_REPLICAS,
+    metrics_path: "/metrics",
+    static_configs: named(input.replicas),
+  };
   if (input.replicaBearerTokenFile !== undefined) {
-    if (input.replicaBearerTokenFile.trim() === "" || /[\n\r]/.test(input.replicaBearerTokenFile)) throw new Error("replicaBearerTokenFile must be a file path");
+    if (input.replicaBearerTokenFile.trim() === "" || /[\n\r]/.test(input.replicaBearerTokenFile))
+      throw new Error("replicaBearerTokenFile must be a file path");
     replicaJob.authorization = { type: "Bearer", credentials_file: input.replicaBearerTokenFile };
   }
   const scrapeConfigs: Record<string, unknown>[] = [replicaJob];
   if (input.gateway) {
     checkPort("gateway", input.gateway.port);
-    scrapeConfigs.push({ job_name: JOB_GATEWAY, metrics_path: "/metrics", static_configs: [{ targets: [hostPort(input.gateway)] }] });
+    scrapeConfigs.push({
+      job_name: JOB_GATEWAY,
+      metrics_path: "/metrics",
+      static_configs: [{ targets: [hostPort(input.gateway)] }],
+    });
   }
   if (input.usageExporters && input.usageExporters.length > 0) {
     scrapeConfigs.push({ job_name: JOB_USAGE, metrics_path: "/metrics", static_configs: named(input.usageExporters) });
@@ -115,7 +126,13 @@ export interface AlertRulesInput {
   for?: Partial<Record<AlertName, string>>;
 }
 
-export type AlertName = "ReplicaDown" | "SlotsSaturated" | "DeferredRequestsGrowing" | "DecodeBelowProjection" | "TeamBudget80" | "TeamBudget100";
+export type AlertName =
+  | "ReplicaDown"
+  | "SlotsSaturated"
+  | "DeferredRequestsGrowing"
+  | "DecodeBelowProjection"
+  | "TeamBudget80"
+  | "TeamBudget100";
 
 export const DEFAULT_FOR: Record<AlertName, string> = {
   ReplicaDown: "1m",
@@ -160,15 +177,18 @@ function checkTeams(teams: readonly TeamPricing[]): void {
   for (const team of teams) {
     if (seen.has(team.name)) throw new Error(`team '${team.name}' appears twice`);
     seen.add(team.name);
-    if (!(team.usdPerInputToken >= 0) || !(team.usdPerOutputToken >= 0)) throw new Error(`team '${team.name}': token prices must be non-negative`);
-    if (team.monthlyBudgetUsd !== undefined && !(team.monthlyBudgetUsd > 0)) throw new Error(`team '${team.name}': monthlyBudgetUsd must be positive`);
+    if (!(team.usdPerInputToken >= 0) || !(team.usdPerOutputToken >= 0))
+      throw new Error(`team '${team.name}': token prices must be non-negative`);
+    if (team.monthlyBudgetUsd !== undefined && !(team.monthlyBudgetUsd > 0))
+      throw new Error(`team '${team.name}': monthlyBudgetUsd must be positive`);
   }
 }
 
 /** The rules file (YAML) with the six alerts; budget alerts exist only for teams with a budget. */
 export function alertRules(input: AlertRulesInput): string {
   if (!(input.projectedDecodeTokensPerSecond > 0)) throw new Error("projectedDecodeTokensPerSecond must be positive");
-  if (!Number.isInteger(input.slotsPerReplica) || input.slotsPerReplica < 1) throw new Error("slotsPerReplica must be a positive integer");
+  if (!Number.isInteger(input.slotsPerReplica) || input.slotsPerReplica < 1)
+    throw new Error("slotsPerReplica must be a positive integer");
   checkTeams(input.teams);
   const forOf = (name: AlertName) => input.for?.[name] ?? DEFAULT_FOR[name];
   const floor = input.projectedDecodeTokensPerSecond * DECODE_FLOOR;
@@ -178,14 +198,21 @@ export function alertRules(input: AlertRulesInput): string {
       expr: `${QUERIES.replicaUp} == 0`,
       for: forOf("ReplicaDown"),
       labels: { severity: "critical" },
-      annotations: { summary: "Replica {{ $labels.replica }} is down", description: "Prometheus cannot scrape llama-server on {{ $labels.replica }} ({{ $labels.instance }}); the gateway sends its traffic to the other replicas." },
+      annotations: {
+        summary: "Replica {{ $labels.replica }} is down",
+        description:
+          "Prometheus cannot scrape llama-server on {{ $labels.replica }} ({{ $labels.instance }}); the gateway sends its traffic to the other replicas.",
+      },
     },
     {
       alert: "SlotsSaturated",
       expr: `${QUERIES.requestsProcessing} >= ${input.slotsPerReplica}`,
       for: forOf("SlotsSaturated"),
       labels: { severity: "warning" },
-      annotations: { summary: "Replica {{ $labels.replica }} has all its slots busy", description: `{{ $labels.replica }} has processed {{ $value }} requests at once (of ${input.slotsPerReplica} slots) for ${forOf("SlotsSaturated")}: add a replica or slots.` },
+      annotations: {
+        summary: "Replica {{ $labels.replica }} has all its slots busy",
+        description: `{{ $labels.replica }} has processed {{ $value }} requests at once (of ${input.slotsPerReplica} slots) for ${forOf("SlotsSaturated")}: add a replica or slots.`,
+      },
     },
     {
       alert: "DeferredRequestsGrowing",
@@ -193,28 +220,48 @@ export function alertRules(input: AlertRulesInput): string {
       expr: `deriv(${QUERIES.requestsDeferred}[10m]) > 0 and ${QUERIES.requestsDeferred} > 0`,
       for: forOf("DeferredRequestsGrowing"),
       labels: { severity: "warning" },
-      annotations: { summary: "Requests queue up on replica {{ $labels.replica }}", description: "The deferred-request queue on {{ $labels.replica }} has grown over 10 minutes: the fleet is short of slots." },
+      annotations: {
+        summary: "Requests queue up on replica {{ $labels.replica }}",
+        description:
+          "The deferred-request queue on {{ $labels.replica }} has grown over 10 minutes: the fleet is short of slots.",
+      },
     },
     {
       alert: "DecodeBelowProjection",
       expr: `${QUERIES.decodeRate} < ${floor}`,
       for: forOf("DecodeBelowProjection"),
       labels: { severity: "warning" },
-      annotations: { summary: "Replica {{ $labels.replica }} decodes below the plan", description: `{{ $labels.replica }} decodes at {{ $value }} tok/s per slot, under ${DECODE_FLOOR * 100}% of the plan's ${input.projectedDecodeTokensPerSecond} tok/s.` },
+      annotations: {
+        summary: "Replica {{ $labels.replica }} decodes below the plan",
+        description: `{{ $labels.replica }} decodes at {{ $value }} tok/s per slot, under ${DECODE_FLOOR * 100}% of the plan's ${input.projectedDecodeTokensPerSecond} tok/s.`,
+      },
     },
   ];
   const budgetRules = input.teams.flatMap((team) => {
     if (team.monthlyBudgetUsd === undefined) return [];
     const budget = team.monthlyBudgetUsd;
-    return ([["TeamBudget80", 0.8, "warning"], ["TeamBudget100", 1, "critical"]] as const).map(([alert, share, severity]) => ({
+    return (
+      [
+        ["TeamBudget80", 0.8, "warning"],
+        ["TeamBudget100", 1, "critical"],
+      ] as const
+    ).map(([alert, share, severity]) => ({
       alert,
       expr: `${teamSpendQuery(team)} >= ${share * budget}`,
       for: forOf(alert),
       labels: { severity, team: team.name },
-      annotations: { summary: `Team ${team.name} has spent ${share * 100}% of its monthly budget`, description: `Team ${team.name}: {{ $value }} USD this month of ${budget} USD.` },
+      annotations: {
+        summary: `Team ${team.name} has spent ${share * 100}% of its monthly budget`,
+        description: `Team ${team.name}: {{ $value }} USD this month of ${budget} USD.`,
+      },
     }));
   });
-  return stringify({ groups: [{ name: "kimi-replicas", rules: replicaRules }, ...(budgetRules.length > 0 ? [{ name: "kimi-teams", rules: budgetRules }] : [])] });
+  return stringify({
+    groups: [
+      { name: "kimi-replicas", rules: replicaRules },
+      ...(budgetRules.length > 0 ? [{ name: "kimi-teams", rules: budgetRules }] : []),
+    ],
+  });
 }
 
 export interface DashboardInput {
@@ -256,7 +303,11 @@ export function grafanaDashboard(input: DashboardInput): Dashboard {
     ["Requests per team", QUERIES.teamRequests, "{{team}}"],
     ["Prompt tokens per team", QUERIES.teamPromptTokens, "{{team}}"],
     ["Completion tokens per team", QUERIES.teamCompletionTokens, "{{team}}"],
-    ...input.teams.map((team): [string, string, string] => [`Spend this month: ${team.name} (USD)`, teamSpendQuery(team), team.name]),
+    ...input.teams.map((team): [string, string, string] => [
+      `Spend this month: ${team.name} (USD)`,
+      teamSpendQuery(team),
+      team.name,
+    ]),
     ...(input.gateway ? [["Gateway up", QUERIES.gatewayUp, "{{instance}}"] as [string, string, string]] : []),
   ];
   return {

@@ -68,7 +68,13 @@ const MASK_BYTES_PER_CELL = 2;
  * the mask over the visible cells in, and out either the residual stream for the next device or,
  * on the device holding the output layer, the logits of the tokens that need them.
  */
-export function visitBytes(arch: Architecture, tokens: number, visibleCells: number, holdsOutput: boolean, outputTokens: number): number {
+export function visitBytes(
+  arch: Architecture,
+  tokens: number,
+  visibleCells: number,
+  holdsOutput: boolean,
+  outputTokens: number,
+): number {
   const activationIn = tokens * arch.hiddenSize * F32_BYTES;
   const maskIn = tokens * visibleCells * MASK_BYTES_PER_CELL;
   const out = holdsOutput ? outputTokens * arch.vocabSize * F32_BYTES : tokens * arch.hiddenSize * F32_BYTES;

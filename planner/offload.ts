@@ -107,7 +107,11 @@ function baseFlags(inputs: PlacementInputs): SizingFlags {
     cacheTypeK: serving.kvCacheType,
     // Passed whenever V is sized, so llama-server's own default (f16) never differs from the plan; on
     // MLA (no V stored) it must equal -ctk, or llama-server refuses to create the context.
-    cacheTypeV: storesV(arch) ? (knobs.cacheTypeV ?? serving.kvCacheType) : serving.kvCacheType === "f16" ? undefined : serving.kvCacheType,
+    cacheTypeV: storesV(arch)
+      ? (knobs.cacheTypeV ?? serving.kvCacheType)
+      : serving.kvCacheType === "f16"
+        ? undefined
+        : serving.kvCacheType,
     flashAttn: "on",
     threads,
     // llama-server's -tb follows -t when unset; so does the kit.
@@ -119,7 +123,10 @@ function baseFlags(inputs: PlacementInputs): SizingFlags {
 }
 
 /** The stack's batch sizes over the planner's; a batch set alone caps the planner's ubatch (llama.cpp would clamp it). */
-function batchesFor(inputs: PlacementInputs, planned: { batch: number; ubatch: number }): { batch: number; ubatch: number } {
+function batchesFor(
+  inputs: PlacementInputs,
+  planned: { batch: number; ubatch: number },
+): { batch: number; ubatch: number } {
   const knobs = inputs.serving.knobs ?? {};
   const ubatch = knobs.ubatch ?? Math.min(planned.ubatch, knobs.batch ?? planned.ubatch);
   return { batch: knobs.batch ?? Math.max(planned.batch, ubatch), ubatch };
@@ -134,8 +141,14 @@ function knobReasons(inputs: PlacementInputs, est: Estimate): string[] {
   if (knobs.ubatch !== undefined) set.push(`-ub ${est.settings.ubatch} (serving.ubatch)`);
   if (knobs.threads !== undefined) set.push(`-t ${est.settings.threads} (serving.threads)`);
   if (knobs.threadsBatch !== undefined) set.push(`-tb ${est.settings.threadsBatch} (serving.threadsBatch)`);
-  if (knobs.opOffload === false) set.push(inputs.host.gpus.length > 0 ? "--no-op-offload (serving.opOffload): CPU weights are multiplied on the CPU during prefill, not streamed to the GPU" : "--no-op-offload (serving.opOffload): no GPU here, so it changes nothing");
-  if (knobs.numa !== undefined) set.push(knobs.numa === "off" ? "no --numa (serving.numa off)" : `--numa ${knobs.numa} (serving.numa)`);
+  if (knobs.opOffload === false)
+    set.push(
+      inputs.host.gpus.length > 0
+        ? "--no-op-offload (serving.opOffload): CPU weights are multiplied on the CPU during prefill, not streamed to the GPU"
+        : "--no-op-offload (serving.opOffload): no GPU here, so it changes nothing",
+    );
+  if (knobs.numa !== undefined)
+    set.push(knobs.numa === "off" ? "no --numa (serving.numa off)" : `--numa ${knobs.numa} (serving.numa)`);
   if (knobs.cacheTypeV !== undefined && storesV(inputs.arch)) set.push(`-ctv ${knobs.cacheTypeV} (serving.vCacheType)`);
   if (set.length > 0) reasons.push(`Set by the stack instead of chosen, and sized as set: ${set.join("; ")}.`);
   if (knobs.cacheTypeV !== undefined && !storesV(inputs.arch)) {
@@ -219,14 +232,32 @@ function cpuOnly(inputs: PlacementInputs): Placement {
 function acrossHosts(inputs: PlacementInputs, rpc: NonNullable<PlacementInputs["rpc"]>): Placement {
   const { arch, catalog } = inputs;
   const release = catalog.llamaCpp;
-  const split = rpc.workers.map((worker) => Math.max(1, Math.floor((worker.host.memory.totalBytes - hostHeadroomBytes(worker.host.memory.totalBytes, catalog.efficiency)) / MiB / 1024)));
-  const base: SizingFlags = { ...baseFlags(inputs), ...batchesFor(inputs, release.defaults), rpc: rpc.workers.map((worker) => worker.endpoint), splitMode: "layer", tensorSplit: split };
+  const split = rpc.workers.map((worker) =>
+    Math.max(
+      1,
+      Math.floor(
+        (worker.host.memory.totalBytes - hostHeadroomBytes(worker.host.memory.totalBytes, catalog.efficiency)) /
+          MiB /
+          1024,
+      ),
+    ),
+  );
+  const base: SizingFlags = {
+    ...baseFlags(inputs),
+    ...batchesFor(inputs, release.defaults),
+    rpc: rpc.workers.map((worker) => worker.endpoint),
+    splitMode: "layer",
+    tensorSplit: split,
+  };
   let best: { flags: SizingFlags; estimate: Estimate; fullest: number } | undefined;
   for (let headLayers = 0; headLayers <= arch.layers; headLayers++) {
     const flags: SizingFlags = { ...base, gpuLayers: arch.layers + 1 - headLayers, cacheRamMiB: 0 };
     const candidate = estimateOf(inputs, flags);
     const fullest = Math.max(...candidate.devices.map((device) => device.plannedBytes / device.capacityBytes));
-    const better = !best || (candidate.fits && !best.estimate.fits) || (candidate.fits === best.estimate.fits && fullest < best.fullest);
+    const better =
+      !best ||
+      (candidate.fits && !best.estimate.fits) ||
+      (candidate.fits === best.estimate.fits && fullest < best.fullest);
     if (better) best = { flags, estimate: candidate, fullest };
   }
   const result = withPromptCache(inputs, best!.flags);
@@ -253,18 +284,31 @@ function withGpus(inputs: PlacementInputs): Placement {
   const allGpu = estimateOf(inputs, allGpuFlags);
   if (allGpu.devices.slice(1).every((device) => device.fits)) {
     const result = withPromptCache(inputs, allGpuFlags);
-    const reasons = [`All ${arch.layers} layers, experts included, fit in ${gpus.length} GPU(s): -ngl all with no CPU experts, so every byte read per token comes from VRAM.`, ...knobReasons(inputs, result.estimate)];
-    return fromEstimate(result, { tensorSplit: split, expertLayersByGpu: expertLayersOf(result.estimate, tensors, gpus.length), overrideRules: [], reasons });
+    const reasons = [
+      `All ${arch.layers} layers, experts included, fit in ${gpus.length} GPU(s): -ngl all with no CPU experts, so every byte read per token comes from VRAM.`,
+      ...knobReasons(inputs, result.estimate),
+    ];
+    return fromEstimate(result, {
+      tensorSplit: split,
+      expertLayersByGpu: expertLayersOf(result.estimate, tensors, gpus.length),
+      overrideRules: [],
+      reasons,
+    });
   }
 
   // Hybrid: prefill streams CPU experts through the GPU one ubatch at a time, so a large ubatch
   // streams them fewer times; no repacking, so the CPU experts stay copyable to the GPU.
   const hybridUbatch = 2048;
-  const hybridFlags: SizingFlags = { ...gpuFlags, ...batchesFor(inputs, { batch: Math.max(release.defaults.batch, hybridUbatch), ubatch: hybridUbatch }), repack: false };
+  const hybridFlags: SizingFlags = {
+    ...gpuFlags,
+    ...batchesFor(inputs, { batch: Math.max(release.defaults.batch, hybridUbatch), ubatch: hybridUbatch }),
+    repack: false,
+  };
   const genericRule = `${EXPERT_PATTERN}=CPU`;
   const expertsOnCpu = estimateOf(inputs, { ...hybridFlags, overrideTensor: [overrideRuleOf(genericRule)] });
   const expertBytesByLayer = new Map<number, number>();
-  for (const tensor of tensors.filter(isExpert)) expertBytesByLayer.set(tensor.layer!, (expertBytesByLayer.get(tensor.layer!) ?? 0) + tensor.bytes);
+  for (const tensor of tensors.filter(isExpert))
+    expertBytesByLayer.set(tensor.layer!, (expertBytesByLayer.get(tensor.layer!) ?? 0) + tensor.bytes);
   const totalExpertBytes = [...expertBytesByLayer.values()].reduce((sum, bytes) => sum + bytes, 0);
   const expertLayersByGpu: number[][] = gpus.map(() => []);
   gpus.forEach((_, index) => {
@@ -288,8 +332,20 @@ function withGpus(inputs: PlacementInputs): Placement {
   // ubatch; the kit takes whichever estimate() says reaches the first token sooner, unless the stack
   // decided (serving.opOffload).
   const knobs = inputs.serving.knobs ?? {};
-  const onCpu = knobs.opOffload === undefined ? withPromptCache(inputs, { ...gpuFlags, ...batchesFor(inputs, release.defaults), repack: false, opOffload: false, overrideTensor }) : undefined;
-  const useCpuExperts = onCpu !== undefined && onCpu.estimate.fits && onCpu.estimate.projection.ttftSeconds < streamed.estimate.projection.ttftSeconds;
+  const onCpu =
+    knobs.opOffload === undefined
+      ? withPromptCache(inputs, {
+          ...gpuFlags,
+          ...batchesFor(inputs, release.defaults),
+          repack: false,
+          opOffload: false,
+          overrideTensor,
+        })
+      : undefined;
+  const useCpuExperts =
+    onCpu !== undefined &&
+    onCpu.estimate.fits &&
+    onCpu.estimate.projection.ttftSeconds < streamed.estimate.projection.ttftSeconds;
   const result = useCpuExperts ? onCpu : streamed;
   const ttftPrompt = result.estimate.projection.ttftPromptTokens;
   const prefillReason = useCpuExperts

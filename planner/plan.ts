@@ -8,12 +8,28 @@ import { join, resolve } from "node:path";
 import { llamaServerListen } from "./front-door";
 import { planFleetServing, type FleetServing, type Listener, type ReplicaServing } from "./fleet-serving";
 import { explainArgs, llamaServerArgs, type ExplainedArg } from "./args";
-import { findModelByRepo, loadCatalog, memoryKindMegaTransfers, TENSOR_CLASSES, type Catalog, type ModelEntry, type SeedHardware, type Tier } from "./catalog";
+import {
+  findModelByRepo,
+  loadCatalog,
+  memoryKindMegaTransfers,
+  TENSOR_CLASSES,
+  type Catalog,
+  type ModelEntry,
+  type SeedHardware,
+  type Tier,
+} from "./catalog";
 import type { GgmlTypeName } from "./ggml-types";
 import { assertDeployable, hostSchema, type StackConfig } from "./config";
 import { ConfigError } from "./errors";
 import { resolveHost, type HostSpec } from "./host";
-import { architectureFromMetadata, conventionalLockPath, readLock, SIZED_ARCHITECTURES, tensorsFromLock, type ManifestLock } from "./lock";
+import {
+  architectureFromMetadata,
+  conventionalLockPath,
+  readLock,
+  SIZED_ARCHITECTURES,
+  tensorsFromLock,
+  type ManifestLock,
+} from "./lock";
 import { choose, type Placement, type PlacementInputs } from "./offload";
 import { planCluster, splitVerdict, type ClusterPlan } from "./cluster";
 import { cpuDecodeAtBandwidth, type Projection, type SpeedInputs } from "./speed";
@@ -83,13 +99,17 @@ export interface Plan {
   fleetServing: FleetServing | undefined;
 }
 
-export const COST_OMITTED_REASON = "the stack sets no kimi-kit:costs, so there is no monthly cost or break-even (add costs to get them)";
+export const COST_OMITTED_REASON =
+  "the stack sets no kimi-kit:costs, so there is no monthly cost or break-even (add costs to get them)";
 
 function shardPaths(model: ModelEntry, tier: Tier): string[] {
   const count = tier.shards.count;
   const pad = (n: number) => String(n).padStart(5, "0");
   return Array.from({ length: count }, (_, i) =>
-    model.shardPathPattern.replaceAll("{tier}", tier.name).replace("{index}", pad(i + 1)).replace("{count}", pad(count)),
+    model.shardPathPattern
+      .replaceAll("{tier}", tier.name)
+      .replace("{index}", pad(i + 1))
+      .replace("{count}", pad(count)),
   );
 }
 
@@ -97,35 +117,52 @@ function shardPaths(model: ModelEntry, tier: Tier): string[] {
  * The model and tier: from the catalog, or — for a deepseek2 repo the catalog does not list — from
  * its lock alone (architecture from the GGUF metadata, generic serving defaults).
  */
-function resolveModel(stack: string, config: StackConfig, catalog: Catalog, lockFor: (repo: string, tier: string) => ManifestLock | undefined): { model: ModelEntry; tier: Tier; lock: ManifestLock | undefined } {
+function resolveModel(
+  stack: string,
+  config: StackConfig,
+  catalog: Catalog,
+  lockFor: (repo: string, tier: string) => ManifestLock | undefined,
+): { model: ModelEntry; tier: Tier; lock: ManifestLock | undefined } {
   let model = findModelByRepo(catalog, config.model.repo);
   if (!model) {
     const lock = lockFor(config.model.repo, config.model.tier);
     if (!lock) {
-      throw new ConfigError(stack, [`model.repo: found "${config.model.repo}"; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}, or any deepseek2 GGUF repo with a lock (\`npm run lock -- --stack ${stack}\`)`]);
+      throw new ConfigError(stack, [
+        `model.repo: found "${config.model.repo}"; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}, or any deepseek2 GGUF repo with a lock (\`npm run lock -- --stack ${stack}\`)`,
+      ]);
     }
     try {
       model = modelFromLock(lock);
     } catch (error) {
       // An architecture this kit does not size, or per-layer metadata of the wrong length: the lock's problem, named by the stack's key.
-      throw new ConfigError(stack, [`model.repo: found "${config.model.repo}", whose lock says: ${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`]);
+      throw new ConfigError(stack, [
+        `model.repo: found "${config.model.repo}", whose lock says: ${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`,
+      ]);
     }
   }
   const tier = model.tiers.find((entry) => entry.name === config.model.tier);
   if (!tier) {
-    throw new ConfigError(stack, [`model.tier: found "${config.model.tier}"; allowed: ${model.tiers.map((entry) => entry.name).join(", ")}`]);
+    throw new ConfigError(stack, [
+      `model.tier: found "${config.model.tier}"; allowed: ${model.tiers.map((entry) => entry.name).join(", ")}`,
+    ]);
   }
   if (config.serving.contextLength > model.architecture.contextLength) {
-    throw new ConfigError(stack, [`serving.contextLength: found ${config.serving.contextLength}; allowed: 256 to ${model.architecture.contextLength} (${model.name}'s trained context)`]);
+    throw new ConfigError(stack, [
+      `serving.contextLength: found ${config.serving.contextLength}; allowed: 256 to ${model.architecture.contextLength} (${model.name}'s trained context)`,
+    ]);
   }
   if (config.model.vision) {
     // Only a projector the pinned release loads would be fetched; no catalog model has one today.
-    const why = model.vision ? model.vision.notLoadableBecause : `${model.name} has no vision projector the kit can load`;
+    const why = model.vision
+      ? model.vision.notLoadableBecause
+      : `${model.name} has no vision projector the kit can load`;
     throw new ConfigError(stack, [`model.vision: found true; allowed: false — ${why}`]);
   }
   const lock = lockFor(model.repo, tier.name);
   if (lock && (lock.tier !== tier.name || lock.repo.toLowerCase() !== model.repo.toLowerCase())) {
-    throw new ConfigError(stack, [`deployment.lockFile: found a lock for ${lock.repo} ${lock.tier}; allowed: a lock for ${model.repo} ${tier.name}`]);
+    throw new ConfigError(stack, [
+      `deployment.lockFile: found a lock for ${lock.repo} ${lock.tier}; allowed: a lock for ${model.repo} ${tier.name}`,
+    ]);
   }
   return { model, tier, lock };
 }
@@ -134,7 +171,8 @@ function modelFromLock(lock: ManifestLock): ModelEntry {
   const tensors = tensorsFromLock(lock);
   const commonType = (cls: TensorInfo["cls"], fallback: GgmlTypeName): GgmlTypeName => {
     const counts = new Map<GgmlTypeName, number>();
-    for (const tensor of tensors.filter((t) => t.cls === cls)) counts.set(tensor.type, (counts.get(tensor.type) ?? 0) + tensor.bytes);
+    for (const tensor of tensors.filter((t) => t.cls === cls))
+      counts.set(tensor.type, (counts.get(tensor.type) ?? 0) + tensor.bytes);
     return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? fallback;
   };
   const name = lock.repo.split("/").pop()!;
@@ -174,13 +212,19 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     if (options.lock !== undefined) return options.lock ?? undefined;
     const lockPath = resolve(REPO_ROOT, config.deployment.lockFile ?? conventionalLockPath(repo, tierName));
     if (config.deployment.lockFile && !existsSync(lockPath)) {
-      throw new ConfigError(stack, [`deployment.lockFile: found "${config.deployment.lockFile}", which does not exist; allowed: a lock written by \`npm run lock -- --stack ${stack}\``]);
+      throw new ConfigError(stack, [
+        `deployment.lockFile: found "${config.deployment.lockFile}", which does not exist; allowed: a lock written by \`npm run lock -- --stack ${stack}\``,
+      ]);
     }
     return readLock(lockPath, { stack, field: config.deployment.lockFile ? "deployment.lockFile" : "lock" });
   };
   const { model, tier, lock } = resolveModel(stack, config, catalog, lockFor);
   // Refuse what `up` would trip on (a disk smaller than the shards) here, so plan and up agree.
-  assertDeployable(stack, config, lock ? lock.shards.reduce((sum, shard) => sum + shard.size, 0) : tier.publishedSizeBytes);
+  assertDeployable(
+    stack,
+    config,
+    lock ? lock.shards.reduce((sum, shard) => sum + shard.size, 0) : tier.publishedSizeBytes,
+  );
   const host = resolveHost(stack, config.host, catalog);
   const split = config.cluster ? planCluster(stack, config, host, catalog) : undefined;
   const tensors = lock ? tensorsFromLock(lock) : tensorsFromArchitecture(model.architecture, tier);
@@ -189,15 +233,38 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     contextPerSlot: config.serving.contextLength,
     slots: config.serving.parallelSlots,
     kvCacheType: config.serving.kvCacheType,
-    knobs: { batch: knobs.batch, ubatch: knobs.ubatch, threads: knobs.threads, threadsBatch: knobs.threadsBatch, opOffload: knobs.opOffload, numa: knobs.numa, cacheTypeV: knobs.vCacheType },
+    knobs: {
+      batch: knobs.batch,
+      ubatch: knobs.ubatch,
+      threads: knobs.threads,
+      threadsBatch: knobs.threadsBatch,
+      opOffload: knobs.opOffload,
+      numa: knobs.numa,
+      cacheTypeV: knobs.vCacheType,
+    },
   };
   const decodeDepthTokens = Math.min(config.projection.decodeDepthTokens, serving.contextPerSlot);
   const placementFor = (candidateTensors: readonly TensorInfo[], contextPerSlot: number) =>
-    choose({ arch: model.architecture, tensors: candidateTensors, host, serving: { ...serving, contextPerSlot }, catalog, decodeDepthTokens, ttftPromptTokens: config.projection.ttftPromptTokens, ...(split ? { rpc: split.rpc } : {}) });
+    choose({
+      arch: model.architecture,
+      tensors: candidateTensors,
+      host,
+      serving: { ...serving, contextPerSlot },
+      catalog,
+      decodeDepthTokens,
+      ttftPromptTokens: config.projection.ttftPromptTokens,
+      ...(split ? { rpc: split.rpc } : {}),
+    });
   const placement = placementFor(tensors, serving.contextPerSlot);
 
   const paths = lock ? lock.shards.map((shard) => shard.path) : shardPaths(model, tier);
-  const shards: ShardPlan = { count: paths.length, paths, verified: Boolean(lock) || tier.shards.verified, firstShard: paths.find((path) => /-00001-of-\d{5}\.gguf$/.test(path)) ?? paths[0]!, source: lock ? "lock" : "catalog" };
+  const shards: ShardPlan = {
+    count: paths.length,
+    paths,
+    verified: Boolean(lock) || tier.shards.verified,
+    firstShard: paths.find((path) => /-00001-of-\d{5}\.gguf$/.test(path)) ?? paths[0]!,
+    source: lock ? "lock" : "catalog",
+  };
   const argsInputs = {
     model,
     host,
@@ -217,7 +284,13 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
   const speedInputs = placement.estimate.speedInputs;
   const modelBytes = totalBytes(tensors);
   const cost = config.costs ? estimateCost(config.costs, host, modelBytes, projection) : undefined;
-  const image = config.deployment.image ?? (split ? catalog.llamaCpp.images.rpc : host.gpus.length > 0 ? catalog.llamaCpp.images.cuda : catalog.llamaCpp.images.cpu);
+  const image =
+    config.deployment.image ??
+    (split
+      ? catalog.llamaCpp.images.rpc
+      : host.gpus.length > 0
+        ? catalog.llamaCpp.images.cuda
+        : catalog.llamaCpp.images.cpu);
 
   let refusal: string | undefined;
   let alternatives: Plan["alternatives"];
@@ -225,10 +298,13 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     refusal = `${model.name} ${tier.name} does not fit on ${host.label} at ${serving.contextPerSlot} tokens × ${serving.slots} slot(s): ${shortDevices(placement)}.`;
   } else if (!placement.fits) {
     const tiersThatFit = model.tiers
-      .filter((candidate) => placementFor(tensorsFromArchitecture(model.architecture, candidate), serving.contextPerSlot).fits)
+      .filter(
+        (candidate) =>
+          placementFor(tensorsFromArchitecture(model.architecture, candidate), serving.contextPerSlot).fits,
+      )
       .map((candidate) => candidate.name);
     let maxContext: number | null = null;
-    for (let low = 256, high = model.architecture.contextLength; low <= high; ) {
+    for (let low = 256, high = model.architecture.contextLength; low <= high;) {
       const middle = Math.floor((low + high) / 2 / 256) * 256 || 256;
       if (placementFor(tensors, middle).fits) {
         maxContext = middle;
@@ -240,8 +316,11 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
       `${model.name} ${tier.name} does not fit on ${host.label} at ${serving.contextPerSlot} tokens × ${serving.slots} slot(s): ` +
       shortDevices(placement) +
       `. Tiers that fit this host at this context: ${tiersThatFit.length > 0 ? tiersThatFit.join(", ") : "none"}. ` +
-      (maxContext !== null ? `${tier.name} fits with at most ${maxContext} tokens per slot.` : `${tier.name} does not fit at any context length: its weights alone exceed the host.`);
-    if (tiersThatFit.length === 0) refusal += ` ${smallestFit(model, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack)}`;
+      (maxContext !== null
+        ? `${tier.name} fits with at most ${maxContext} tokens per slot.`
+        : `${tier.name} does not fit at any context length: its weights alone exceed the host.`);
+    if (tiersThatFit.length === 0)
+      refusal += ` ${smallestFit(model, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack)}`;
   }
   const cluster = split?.finish(placement);
   if (cluster && refusal === undefined) {
@@ -253,13 +332,39 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
       tier,
       cluster,
       projection,
-      onHeadAlone: () => choose({ arch: model.architecture, tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens: config.projection.ttftPromptTokens }),
-      catalogHosts: () => catalogHostsHolding(model, tensors, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack, config.costs),
+      onHeadAlone: () =>
+        choose({
+          arch: model.architecture,
+          tensors,
+          host,
+          serving,
+          catalog,
+          decodeDepthTokens,
+          ttftPromptTokens: config.projection.ttftPromptTokens,
+        }),
+      catalogHosts: () =>
+        catalogHostsHolding(
+          model,
+          tensors,
+          serving,
+          decodeDepthTokens,
+          config.projection.ttftPromptTokens,
+          catalog,
+          stack,
+          config.costs,
+        ),
       splitMonthlyUsd: cost?.monthlyUsd,
     });
   }
 
-  const fleetResult = planFleet({ config, host, modelBytes, speedInputs, slots: placement.estimate.settings.slots, prefillTokensPerSecond: projection.prefillTokensPerSecond });
+  const fleetResult = planFleet({
+    config,
+    host,
+    modelBytes,
+    speedInputs,
+    slots: placement.estimate.settings.slots,
+    prefillTokensPerSecond: projection.prefillTokensPerSecond,
+  });
   if (refusal === undefined && fleetResult.refusal !== undefined) refusal = fleetResult.refusal;
   const fleetServing = fleetResult.fleet
     ? planFleetServing({
@@ -299,7 +404,11 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     fleet: fleetResult.fleet,
     teams: fleetResult.teams,
     listen: { address: argsInputs.bindAddress, port: argsInputs.port },
-    hostConfigPath: cluster ? `hosts[${cluster.head.index}]` : (fleetResult.fleet?.hosts[0] ? `hosts[${fleetResult.fleet.hosts[0].index}]` : "host"),
+    hostConfigPath: cluster
+      ? `hosts[${cluster.head.index}]`
+      : fleetResult.fleet?.hosts[0]
+        ? `hosts[${fleetResult.fleet.hosts[0].index}]`
+        : "host",
     fleetServing,
   };
 }
@@ -311,7 +420,8 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
  */
 export function replicaPlan(plan: Plan, replica: ReplicaServing): Plan {
   const host = plan.config.host;
-  if (host.kind !== "bare-metal") throw new Error(`internal: stack ${plan.stack}: replica ${replica.id} of a fleet on a ${host.kind} host`);
+  if (host.kind !== "bare-metal")
+    throw new Error(`internal: stack ${plan.stack}: replica ${replica.id} of a fleet on a ${host.kind} host`);
   return {
     ...plan,
     config: { ...plan.config, host: { ...host, ssh: replica.ssh }, fleet: undefined, teams: undefined },
@@ -328,13 +438,20 @@ export function replicaPlan(plan: Plan, replica: ReplicaServing): Plan {
 export function shortDevices(placement: Pick<Placement, "memory">): string {
   return placement.memory
     .filter((device) => !device.fits)
-    .map((device) => `${device.device} (${device.label}) needs ${formatBytes(device.plannedBytes)}, has ${formatBytes(device.capacityBytes)}, short by ${formatBytes(device.plannedBytes - device.capacityBytes)}`)
+    .map(
+      (device) =>
+        `${device.device} (${device.label}) needs ${formatBytes(device.plannedBytes)}, has ${formatBytes(device.capacityBytes)}, short by ${formatBytes(device.plannedBytes - device.capacityBytes)}`,
+    )
     .join("; ");
 }
 
 /** A catalog cloud instance as a host, as a stack naming only its type would get it. */
 function catalogCloudHost(stack: string, instance: Catalog["instances"][number], catalog: Catalog): HostSpec {
-  return resolveHost(stack, hostSchema.parse({ kind: "cloud", provider: instance.provider, instanceType: instance.id }), catalog);
+  return resolveHost(
+    stack,
+    hostSchema.parse({ kind: "cloud", provider: instance.provider, instanceType: instance.id }),
+    catalog,
+  );
 }
 
 /** Every catalog cloud instance that holds the tier alone at the stack's context and slots, with its projected decode. */
@@ -350,13 +467,30 @@ function catalogHostsHolding(
 ): { name: string; decodeTokensPerSecond: number; monthlyUsd: number }[] {
   return catalog.instances.flatMap((instance) => {
     const host = catalogCloudHost(stack, instance, catalog);
-    const placement = choose({ arch: model.architecture, tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens });
+    const placement = choose({
+      arch: model.architecture,
+      tensors,
+      host,
+      serving,
+      catalog,
+      decodeDepthTokens,
+      ttftPromptTokens,
+    });
     if (!placement.fits) return [];
     // With costs stated, the instance is priced as a stack of its own would be (estimateCost: hours
     // and the model volume; the stack's own cloud price override is not the instance's); without,
     // its on-demand hours alone.
-    const monthlyUsd = costs ? estimateCost({ ...costs, cloud: undefined }, host, totalBytes(tensors), placement.estimate.projection).monthlyUsd : instance.usdPerHour * HOURS_PER_MONTH;
-    return [{ name: `${instance.provider} ${instance.id}`, decodeTokensPerSecond: placement.estimate.projection.decodeTokensPerSecond, monthlyUsd }];
+    const monthlyUsd = costs
+      ? estimateCost({ ...costs, cloud: undefined }, host, totalBytes(tensors), placement.estimate.projection)
+          .monthlyUsd
+      : instance.usdPerHour * HOURS_PER_MONTH;
+    return [
+      {
+        name: `${instance.provider} ${instance.id}`,
+        decodeTokensPerSecond: placement.estimate.projection.decodeTokensPerSecond,
+        monthlyUsd,
+      },
+    ];
   });
 }
 
@@ -370,13 +504,21 @@ export function matchesSeedHardware(hardware: SeedHardware, host: HostSpec): boo
   return hardware.cores === undefined || within(host.cpu.cores, hardware.cores);
 }
 
-function seedChecks(catalog: Catalog, placement: Placement, projection: Projection, cost: CostEstimate | undefined, speedInputs: SpeedInputs): SeedCheck[] {
+function seedChecks(
+  catalog: Catalog,
+  placement: Placement,
+  projection: Projection,
+  cost: CostEstimate | undefined,
+  speedInputs: SpeedInputs,
+): SeedCheck[] {
   const checks: SeedCheck[] = [];
   const host = speedInputs.host;
   for (const claim of catalog.claims) {
     if (claim.appliesTo !== "any" && claim.appliesTo !== placement.mode) continue;
     // Only a host that is the build the claim describes is compared with it.
-    const hardware = claim.hardware.map((id) => catalog.seedHardware.find((entry) => entry.id === id)!).find((entry) => matchesSeedHardware(entry, host));
+    const hardware = claim.hardware
+      .map((id) => catalog.seedHardware.find((entry) => entry.id === id)!)
+      .find((entry) => matchesSeedHardware(entry, host));
     if (!hardware) continue;
     const base = { claim: claim.text, hardware: hardware.description };
     if (claim.decodeTokensPerSecond) {
@@ -386,7 +528,12 @@ function seedChecks(catalog: Catalog, placement: Placement, projection: Projecti
         seedFigure: `${claim.decodeTokensPerSecond.low}–${claim.decodeTokensPerSecond.high} tok/s`,
         kitFigure: `${value.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens}`,
         agrees: value >= claim.decodeTokensPerSecond.low && value <= claim.decodeTokensPerSecond.high,
-        why: projection.decodeTraffic.map((t) => `${t.device} ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s`).join(" + "),
+        why: projection.decodeTraffic
+          .map(
+            (t) =>
+              `${t.device} ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s`,
+          )
+          .join(" + "),
       });
     }
     if (claim.bandwidthGBps !== undefined) {
@@ -407,7 +554,8 @@ function seedChecks(catalog: Catalog, placement: Placement, projection: Projecti
       checks.push({
         ...base,
         seedFigure: `${(claim.tokensPerMonth / 1e6).toFixed(0)}M tokens/month pays off`,
-        kitFigure: breakEven === null ? "no break-even within capacity" : `${(breakEven / 1e6).toFixed(0)}M tokens/month`,
+        kitFigure:
+          breakEven === null ? "no break-even within capacity" : `${(breakEven / 1e6).toFixed(0)}M tokens/month`,
         agrees: breakEven !== null && breakEven <= claim.tokensPerMonth,
         why: `API at this mix: ${(claim.tokensPerMonth / 1e6).toFixed(0)}M tokens cost $${((claim.tokensPerMonth / 1e6) * cost.apiUsdPerMillionTokensAtMix).toFixed(0)}/month vs the host's $${cost.monthlyUsd.toFixed(0)}/month; ${cost.breakEvenReason}`,
       });
@@ -417,7 +565,11 @@ function seedChecks(catalog: Catalog, placement: Placement, projection: Projecti
 }
 
 /** The seed's RAM bandwidth figure beside this host's own: its channels, memory kind, peak and what is achievable. */
-function bandwidthCheck(catalog: Catalog, claimGBps: number, speedInputs: SpeedInputs): Pick<SeedCheck, "seedFigure" | "kitFigure" | "agrees" | "why"> {
+function bandwidthCheck(
+  catalog: Catalog,
+  claimGBps: number,
+  speedInputs: SpeedInputs,
+): Pick<SeedCheck, "seedFigure" | "kitFigure" | "agrees" | "why"> {
   const memory = speedInputs.host.memory;
   const achievableGBps = memory.achievableBandwidth / 1e9;
   const decodeAtClaim = cpuDecodeAtBandwidth(speedInputs, claimGBps * 1e9);
@@ -440,16 +592,35 @@ function bandwidthCheck(catalog: Catalog, claimGBps: number, speedInputs: SpeedI
  * Where no tier fits: the smallest tier, and the catalog's smallest cloud instance (by memory, then
  * price) that holds it at the stack's context and slots, planned by the same choose().
  */
-function smallestFit(model: ModelEntry, serving: PlacementInputs["serving"], decodeDepthTokens: number, ttftPromptTokens: number, catalog: Catalog, stack: string): string {
-  const bySize = [...model.tiers].map((tier) => ({ tier, tensors: tensorsFromArchitecture(model.architecture, tier) })).sort((a, b) => totalBytes(a.tensors) - totalBytes(b.tensors));
+function smallestFit(
+  model: ModelEntry,
+  serving: PlacementInputs["serving"],
+  decodeDepthTokens: number,
+  ttftPromptTokens: number,
+  catalog: Catalog,
+  stack: string,
+): string {
+  const bySize = [...model.tiers]
+    .map((tier) => ({ tier, tensors: tensorsFromArchitecture(model.architecture, tier) }))
+    .sort((a, b) => totalBytes(a.tensors) - totalBytes(b.tensors));
   const smallest = bySize[0]!;
   const instances = [...catalog.instances].sort((a, b) => a.memory - b.memory || a.usdPerHour - b.usdPerHour);
   const holder = instances.find((instance) => {
     const host = catalogCloudHost(stack, instance, catalog);
-    return choose({ arch: model.architecture, tensors: smallest.tensors, host, serving, catalog, decodeDepthTokens, ttftPromptTokens }).fits;
+    return choose({
+      arch: model.architecture,
+      tensors: smallest.tensors,
+      host,
+      serving,
+      catalog,
+      decodeDepthTokens,
+      ttftPromptTokens,
+    }).fits;
   });
   return (
     `The smallest tier, ${smallest.tier.name}, is ${formatBytes(totalBytes(smallest.tensors))}; ` +
-    (holder ? `the smallest catalog host that holds it is ${holder.provider} ${holder.id} (${formatBytes(holder.memory)} RAM${holder.gpus ? `, ${holder.gpus.count} × ${holder.gpus.model}` : ""}).` : "no catalog host holds it (catalog/cloud-instances.yaml).")
+    (holder
+      ? `the smallest catalog host that holds it is ${holder.provider} ${holder.id} (${formatBytes(holder.memory)} RAM${holder.gpus ? `, ${holder.gpus.count} × ${holder.gpus.model}` : ""}).`
+      : "no catalog host holds it (catalog/cloud-instances.yaml).")
   );
 }

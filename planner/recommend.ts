@@ -6,7 +6,16 @@
  * Pure apart from reading the catalog: no network, no clock except the search's own timing.
  */
 import { Document, isMap, isScalar, type Node as YamlNode } from "yaml";
-import { findModelByRepo, loadCatalog, loadPrices, type Catalog, type CpuPlatformEntry, type ModelEntry, type Prices, type Tier } from "./catalog";
+import {
+  findModelByRepo,
+  loadCatalog,
+  loadPrices,
+  type Catalog,
+  type CpuPlatformEntry,
+  type ModelEntry,
+  type Prices,
+  type Tier,
+} from "./catalog";
 import { parseStackConfig, type StackConfig } from "./config";
 import { estimateCost } from "./cost";
 import { resolveHost } from "./host";
@@ -155,43 +164,94 @@ export interface RecommendOptions {
   top?: string;
 }
 
-function numberOption(flag: string, text: string | undefined, allowed: string, check: (value: number) => boolean): number | undefined {
+function numberOption(
+  flag: string,
+  text: string | undefined,
+  allowed: string,
+  check: (value: number) => boolean,
+): number | undefined {
   if (text === undefined) return undefined;
   // Number("") is 0 and Number("1e3") is 1000: only plain decimals are read as numbers.
   const value = /^\s*\d+(\.\d+)?\s*$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isFinite(value) || !check(value)) throw new RecommendInputError(`${flag}: found ${JSON.stringify(text)}; allowed: ${allowed}`);
+  if (!Number.isFinite(value) || !check(value))
+    throw new RecommendInputError(`${flag}: found ${JSON.stringify(text)}; allowed: ${allowed}`);
   return value;
 }
 
 /** Checks every --recommend option against the catalog; the first bad one is thrown as one line. */
 export function recommendRequest(options: RecommendOptions, catalog: Catalog, prices: Prices): RecommendRequest {
-  if (options.model === undefined) throw new RecommendInputError(`--model: found nothing; allowed: a catalog model repo (${catalog.models.map((entry) => entry.repo).join(", ")})`);
+  if (options.model === undefined)
+    throw new RecommendInputError(
+      `--model: found nothing; allowed: a catalog model repo (${catalog.models.map((entry) => entry.repo).join(", ")})`,
+    );
   const model = findModelByRepo(catalog, options.model);
-  if (!model) throw new RecommendInputError(`--model: found ${JSON.stringify(options.model)}; allowed: a catalog model repo (${catalog.models.map((entry) => entry.repo).join(", ")})`);
+  if (!model)
+    throw new RecommendInputError(
+      `--model: found ${JSON.stringify(options.model)}; allowed: a catalog model repo (${catalog.models.map((entry) => entry.repo).join(", ")})`,
+    );
   const tier = options.tier ?? "any";
   if (tier !== "any" && !model.tiers.some((entry) => entry.name === tier)) {
-    throw new RecommendInputError(`--tier: found ${JSON.stringify(tier)}; allowed: any, ${model.tiers.map((entry) => entry.name).join(", ")} (${model.name})`);
+    throw new RecommendInputError(
+      `--tier: found ${JSON.stringify(tier)}; allowed: any, ${model.tiers.map((entry) => entry.name).join(", ")} (${model.name})`,
+    );
   }
   const kind = options.kind ?? "any";
-  if (kind !== "any" && kind !== "bare-metal" && kind !== "cloud") throw new RecommendInputError(`--kind: found ${JSON.stringify(kind)}; allowed: bare-metal, cloud or any`);
+  if (kind !== "any" && kind !== "bare-metal" && kind !== "cloud")
+    throw new RecommendInputError(`--kind: found ${JSON.stringify(kind)}; allowed: bare-metal, cloud or any`);
   const maxContext = model.architecture.contextLength;
   return {
     model: model.repo,
     tier,
-    minDecode: numberOption("--min-decode", options["min-decode"], "a positive number of tokens per second, like 5 or 7.5", (value) => value > 0),
-    contextLength: numberOption("--context", options.context, `a whole number of tokens per slot from 256 to ${maxContext} (${model.name}'s trained context)`, (value) => Number.isInteger(value) && value >= 256 && value <= maxContext) ?? 32768,
-    slots: numberOption("--slots", options.slots, "a whole number of parallel slots from 1 to 64", (value) => Number.isInteger(value) && value >= 1 && value <= 64) ?? 1,
-    maxMonthlyUsd: numberOption("--max-monthly-usd", options["max-monthly-usd"], "a positive number of US dollars per month, like 500", (value) => value > 0),
+    minDecode: numberOption(
+      "--min-decode",
+      options["min-decode"],
+      "a positive number of tokens per second, like 5 or 7.5",
+      (value) => value > 0,
+    ),
+    contextLength:
+      numberOption(
+        "--context",
+        options.context,
+        `a whole number of tokens per slot from 256 to ${maxContext} (${model.name}'s trained context)`,
+        (value) => Number.isInteger(value) && value >= 256 && value <= maxContext,
+      ) ?? 32768,
+    slots:
+      numberOption(
+        "--slots",
+        options.slots,
+        "a whole number of parallel slots from 1 to 64",
+        (value) => Number.isInteger(value) && value >= 1 && value <= 64,
+      ) ?? 1,
+    maxMonthlyUsd: numberOption(
+      "--max-monthly-usd",
+      options["max-monthly-usd"],
+      "a positive number of US dollars per month, like 500",
+      (value) => value > 0,
+    ),
     kind,
-    usdPerKwh: numberOption("--usd-per-kwh", options["usd-per-kwh"], "a number of US dollars per kWh from 0 to 5, like 0.15", (value) => value <= 5) ?? prices.electricity.usdPerKwh,
-    top: numberOption("--top", options.top, "a whole number of recommendations from 1 to 50", (value) => Number.isInteger(value) && value >= 1 && value <= 50) ?? 5,
+    usdPerKwh:
+      numberOption(
+        "--usd-per-kwh",
+        options["usd-per-kwh"],
+        "a number of US dollars per kWh from 0 to 5, like 0.15",
+        (value) => value <= 5,
+      ) ?? prices.electricity.usdPerKwh,
+    top:
+      numberOption(
+        "--top",
+        options.top,
+        "a whole number of recommendations from 1 to 50",
+        (value) => Number.isInteger(value) && value >= 1 && value <= 50,
+      ) ?? 5,
   };
 }
 
 // ---- the candidates ----------------------------------------------------------------------------
 
-const gpuLabel = (catalog: Catalog, id: string) => catalog.gpus.find((gpu) => gpu.id === id)?.name.replace(/^NVIDIA (GeForce )?/, "") ?? id;
-const platformLabel = (platform: CpuPlatformEntry) => platform.name.replace(/ \(.*\)$/, "").replace(/^(AMD|Intel) /, "");
+const gpuLabel = (catalog: Catalog, id: string) =>
+  catalog.gpus.find((gpu) => gpu.id === id)?.name.replace(/^NVIDIA (GeForce )?/, "") ?? id;
+const platformLabel = (platform: CpuPlatformEntry) =>
+  platform.name.replace(/ \(.*\)$/, "").replace(/^(AMD|Intel) /, "");
 
 function unpricedWhy(prices: Prices, component: string, fallback: string): string {
   return prices.unpriced.find((entry) => entry.component === component)?.why ?? fallback;
@@ -204,7 +264,11 @@ function unpricedWhy(prices: Prices, component: string, fallback: string): strin
  * Bounded: mixed GPU models and partly populated channels are not built. What is left out for want
  * of a price is returned in `skipped`.
  */
-export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: RecommendRequest["kind"]): { candidates: Candidate[]; skipped: Skipped[] } {
+export function enumerateCandidates(
+  catalog: Catalog,
+  prices: Prices,
+  kind: RecommendRequest["kind"],
+): { candidates: Candidate[]; skipped: Skipped[] } {
   const candidates: Candidate[] = [];
   const skipped = new Map<string, string>();
   const skip = (component: string, why: string) => skipped.has(component) || skipped.set(component, why);
@@ -219,7 +283,10 @@ export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: Reco
     for (const platform of catalog.cpuPlatforms) {
       const build = prices.platforms.find((entry) => entry.platform === platform.id);
       if (!build?.price || !build.power) {
-        skip(`platform ${platform.id}`, unpricedWhy(prices, `platform ${platform.id}`, "no price in catalog/prices.yaml platforms"));
+        skip(
+          `platform ${platform.id}`,
+          unpricedWhy(prices, `platform ${platform.id}`, "no price in catalog/prices.yaml platforms"),
+        );
         continue;
       }
       const cpuPrice = build.price;
@@ -228,7 +295,10 @@ export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: Reco
         const board = prices.boards.find((entry) => entry.socket === build.socket && entry.sockets === sockets);
         const base = prices.base.find((entry) => entry.socket === build.socket);
         if (!board) {
-          skip(`${sockets}-socket ${platform.id}`, `no sourced price for a ${sockets}-socket ${build.socket} board in catalog/prices.yaml boards`);
+          skip(
+            `${sockets}-socket ${platform.id}`,
+            `no sourced price for a ${sockets}-socket ${build.socket} board in catalog/prices.yaml boards`,
+          );
           continue;
         }
         if (!base) {
@@ -237,7 +307,13 @@ export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: Reco
         }
         const channels = (platform.memory.channels / platform.sockets) * sockets;
         const dimmCount = channels * build.dimmsPerChannel;
-        const gpuOptions: { gpus: { model: string; count: number }[]; lanes: number; parts: PricedPart[]; vramBytes: number; label: string }[] = [{ gpus: [], lanes: 0, parts: [], vramBytes: 0, label: "" }];
+        const gpuOptions: {
+          gpus: { model: string; count: number }[];
+          lanes: number;
+          parts: PricedPart[];
+          vramBytes: number;
+          label: string;
+        }[] = [{ gpus: [], lanes: 0, parts: [], vramBytes: 0, label: "" }];
         for (const { gpu, price } of pricedGpus) {
           for (const count of GPU_COUNTS) {
             // Each card's share of the lanes, as a width a slot or bifurcation gives (x16, x8, x4).
@@ -246,7 +322,15 @@ export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: Reco
             gpuOptions.push({
               gpus: [{ model: gpu.id, count }],
               lanes: share,
-              parts: [{ item: `${gpu.name} (${price.condition})`, count, usdEach: price.usd, wattsEach: price.power.watts, source: `${price.source}; power: ${price.power.source}` }],
+              parts: [
+                {
+                  item: `${gpu.name} (${price.condition})`,
+                  count,
+                  usdEach: price.usd,
+                  wattsEach: price.power.watts,
+                  source: `${price.source}; power: ${price.power.source}`,
+                },
+              ],
               vramBytes: gpu.memory * count,
               label: `, ${count} × ${gpuLabel(catalog, gpu.id)}${share < 16 ? ` at x${share}` : ""}`,
             });
@@ -261,11 +345,35 @@ export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: Reco
           const ramGiB = sizeGiB * dimmCount;
           for (const option of gpuOptions) {
             const parts: PricedPart[] = [
-              { item: platform.name, count: sockets, usdEach: cpuPrice.usd, wattsEach: cpuPower.watts, source: `${cpuPrice.source}; power: ${cpuPower.source}` },
-              { item: `${sockets}-socket ${build.socket} board`, count: 1, usdEach: board.usd, wattsEach: 0, source: board.source },
-              { item: `${sizeGiB} GiB ${build.dimm} ${platform.memory.kind}`, count: dimmCount, usdEach: dimm.usd / dimm.modules, wattsEach: dimmPower.watts, source: `${dimm.source}; power: ${dimmPower.source}` },
+              {
+                item: platform.name,
+                count: sockets,
+                usdEach: cpuPrice.usd,
+                wattsEach: cpuPower.watts,
+                source: `${cpuPrice.source}; power: ${cpuPower.source}`,
+              },
+              {
+                item: `${sockets}-socket ${build.socket} board`,
+                count: 1,
+                usdEach: board.usd,
+                wattsEach: 0,
+                source: board.source,
+              },
+              {
+                item: `${sizeGiB} GiB ${build.dimm} ${platform.memory.kind}`,
+                count: dimmCount,
+                usdEach: dimm.usd / dimm.modules,
+                wattsEach: dimmPower.watts,
+                source: `${dimm.source}; power: ${dimmPower.source}`,
+              },
               ...option.parts,
-              { item: `base: ${base.what}`, count: 1, usdEach: base.usd, wattsEach: prices.power.base.watts, source: `${base.source}; power: ${prices.power.base.source}` },
+              {
+                item: `base: ${base.what}`,
+                count: 1,
+                usdEach: base.usd,
+                wattsEach: prices.power.base.watts,
+                source: `${base.source}; power: ${prices.power.base.source}`,
+              },
             ];
             const label = `${sockets > 1 ? `${sockets} × ` : ""}${platformLabel(platform)}, ${dimmCount} × ${sizeGiB} GiB ${build.dimm}${option.label}`;
             candidates.push({
@@ -276,7 +384,9 @@ export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: Reco
                 name: label,
                 cpu: { platform: platform.id, sockets },
                 memory: { total: `${ramGiB}GiB` },
-                ...(option.gpus.length > 0 ? { gpus: option.gpus, pcie: { gen: build.pcie.gen, lanes: option.lanes } } : {}),
+                ...(option.gpus.length > 0
+                  ? { gpus: option.gpus, pcie: { gen: build.pcie.gen, lanes: option.lanes } }
+                  : {}),
               },
               build: {
                 priceUsd: round2(parts.reduce((sum, part) => sum + part.count * part.usdEach, 0)),
@@ -299,7 +409,13 @@ export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: Reco
       candidates.push({
         kind: "cloud",
         label: `AWS ${instance.id}${instance.gpus ? ` (${instance.gpus.count} × ${gpuLabel(catalog, instance.gpus.model)})` : ""}`,
-        host: { kind: "cloud", provider: instance.provider, instanceType: instance.id, region: CLOUD_REGION, allowedCidrs: [...PLACEHOLDER_CIDRS] },
+        host: {
+          kind: "cloud",
+          provider: instance.provider,
+          instanceType: instance.id,
+          region: CLOUD_REGION,
+          allowedCidrs: [...PLACEHOLDER_CIDRS],
+        },
         build: undefined,
         group: instance.id,
         dimmGiB: undefined,
@@ -309,23 +425,48 @@ export function enumerateCandidates(catalog: Catalog, prices: Prices, kind: Reco
     }
   }
   // One line per DIMM kind: the sizes tried that have no price.
-  for (const [kind, sizes] of unpricedDimms) skip(`${kind} ${[...sizes].sort((x, y) => x - y).join(", ")} GiB`, `no price for these DIMM sizes in catalog/prices.yaml dimms`);
+  for (const [kind, sizes] of unpricedDimms)
+    skip(
+      `${kind} ${[...sizes].sort((x, y) => x - y).join(", ")} GiB`,
+      `no price for these DIMM sizes in catalog/prices.yaml dimms`,
+    );
   return { candidates, skipped: [...skipped.entries()].map(([component, why]) => ({ component, why })) };
 }
 
 const round2 = (value: number) => Math.round(value * 100) / 100;
 
 /** The kimi-kit:* values of a candidate serving a tier: the stack `--write-stack` writes, before comments. */
-export function stackValues(candidate: Candidate, model: ModelEntry, tier: Tier, request: Pick<RecommendRequest, "contextLength" | "slots" | "usdPerKwh">, prices: Prices): Record<string, unknown> {
+export function stackValues(
+  candidate: Candidate,
+  model: ModelEntry,
+  tier: Tier,
+  request: Pick<RecommendRequest, "contextLength" | "slots" | "usdPerKwh">,
+  prices: Prices,
+): Record<string, unknown> {
   const costs = candidate.build
-    ? { hardware: { priceUsd: candidate.build.priceUsd, amortizationMonths: prices.amortizationMonths.value, powerWatts: candidate.build.powerWatts, usdPerKwh: request.usdPerKwh } }
+    ? {
+        hardware: {
+          priceUsd: candidate.build.priceUsd,
+          amortizationMonths: prices.amortizationMonths.value,
+          powerWatts: candidate.build.powerWatts,
+          usdPerKwh: request.usdPerKwh,
+        },
+      }
     : { cloud: { storageUsdPerGbMonth: STORAGE_USD_PER_GB_MONTH } };
   return {
     host: candidate.host,
     model: { repo: model.repo, tier: tier.name },
     serving: { contextLength: request.contextLength, parallelSlots: request.slots },
     projection: { decodeDepthTokens: RECOMMEND_DECODE_DEPTH },
-    costs: { ...costs, api: { ...RECOMMEND_API }, usage: { tokensPerMonth: RECOMMEND_USAGE.tokensPerMonth, mix: { ...RECOMMEND_USAGE.mix }, utilization: RECOMMEND_USAGE.utilization } },
+    costs: {
+      ...costs,
+      api: { ...RECOMMEND_API },
+      usage: {
+        tokensPerMonth: RECOMMEND_USAGE.tokensPerMonth,
+        mix: { ...RECOMMEND_USAGE.mix },
+        utilization: RECOMMEND_USAGE.utilization,
+      },
+    },
   };
 }
 
@@ -344,14 +485,23 @@ interface Pair {
  * stop once it has `top` that qualify, and knows that every one it skipped costs at least as much.
  * When nothing qualifies it plans everything left, to say which constraint fails and what would pass.
  */
-export function recommend(request: RecommendRequest, options: { catalog?: Catalog; prices?: Prices; explain?: boolean } = {}): Recommendation {
+export function recommend(
+  request: RecommendRequest,
+  options: { catalog?: Catalog; prices?: Prices; explain?: boolean } = {},
+): Recommendation {
   const started = performance.now();
   const catalog = options.catalog ?? loadCatalog();
   const prices = options.prices ?? loadPrices(catalog);
   const model = findModelByRepo(catalog, request.model);
-  if (!model) throw new RecommendInputError(`--model: found ${JSON.stringify(request.model)}; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}`);
+  if (!model)
+    throw new RecommendInputError(
+      `--model: found ${JSON.stringify(request.model)}; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}`,
+    );
   const tiers = request.tier === "any" ? model.tiers : model.tiers.filter((entry) => entry.name === request.tier);
-  if (tiers.length === 0) throw new RecommendInputError(`--tier: found ${JSON.stringify(request.tier)}; allowed: any, ${model.tiers.map((entry) => entry.name).join(", ")}`);
+  if (tiers.length === 0)
+    throw new RecommendInputError(
+      `--tier: found ${JSON.stringify(request.tier)}; allowed: any, ${model.tiers.map((entry) => entry.name).join(", ")}`,
+    );
   const { candidates, skipped } = enumerateCandidates(catalog, prices, request.kind);
 
   const pairs: Pair[] = [];
@@ -364,13 +514,23 @@ export function recommend(request: RecommendRequest, options: { catalog?: Catalo
       const config = parseStackConfig("recommend", stackValues(candidate, model, tier, request, prices));
       const host = resolveHost("recommend", config.host, catalog);
       // estimateCost's own monthly figure (amortization + power, or hours + volume): speeds do not enter it.
-      const monthlyUsd = estimateCost(config.costs!, host, catalogBytes, { decodeTokensPerSecond: 1, prefillTokensPerSecond: 1 }).monthlyUsd;
+      const monthlyUsd = estimateCost(config.costs!, host, catalogBytes, {
+        decodeTokensPerSecond: 1,
+        prefillTokensPerSecond: 1,
+      }).monthlyUsd;
       pairs.push({ candidate, tier, config, monthlyUsd, weightsBytes });
     }
   }
   pairs.sort((a, b) => a.monthlyUsd - b.monthlyUsd);
 
-  const counts = { hosts: candidates.length, pairs: pairs.length, planned: 0, tooSmall: 0, largerDimms: 0, notNeeded: 0 };
+  const counts = {
+    hosts: candidates.length,
+    pairs: pairs.length,
+    planned: 0,
+    tooSmall: 0,
+    largerDimms: 0,
+    notNeeded: 0,
+  };
   const evaluations: Evaluation[] = [];
   const recommended: Evaluation[] = [];
   const fitsWithDimm = new Map<string, number>();
@@ -380,7 +540,12 @@ export function recommend(request: RecommendRequest, options: { catalog?: Catalo
     const pair = pairs[index]!;
     if (recommended.length >= request.top) break;
     // Past the cap, only the cheapest host that would otherwise qualify is still wanted (to name it).
-    if (request.maxMonthlyUsd !== undefined && pair.monthlyUsd > request.maxMonthlyUsd && (recommended.length > 0 || overBudget)) break;
+    if (
+      request.maxMonthlyUsd !== undefined &&
+      pair.monthlyUsd > request.maxMonthlyUsd &&
+      (recommended.length > 0 || overBudget)
+    )
+      break;
     if (pair.candidate.ramBytes + pair.candidate.vramBytes < pair.weightsBytes) {
       counts.tooSmall++;
       continue;
@@ -401,7 +566,8 @@ export function recommend(request: RecommendRequest, options: { catalog?: Catalo
       status = "does-not-fit";
       why = `does not fit: ${plan.placement.fits ? (plan.refusal ?? "refused") : shortDevices(plan.placement)}`;
     } else {
-      if (pair.candidate.dimmGiB !== undefined && fittingDimm === undefined) fitsWithDimm.set(groupKey, pair.candidate.dimmGiB);
+      if (pair.candidate.dimmGiB !== undefined && fittingDimm === undefined)
+        fitsWithDimm.set(groupKey, pair.candidate.dimmGiB);
       if (request.minDecode !== undefined && decode < request.minDecode) {
         status = "too-slow";
         why = `decode ${decode.toFixed(1)} tok/s is below --min-decode ${request.minDecode}`;
@@ -416,28 +582,54 @@ export function recommend(request: RecommendRequest, options: { catalog?: Catalo
     if (status === "over-budget" && !overBudget) overBudget = evaluation;
   }
   counts.notNeeded = pairs.length - index;
-  recommended.sort((a, b) => a.monthlyUsd - b.monthlyUsd || b.plan.projection.decodeTokensPerSecond - a.plan.projection.decodeTokensPerSecond);
+  recommended.sort(
+    (a, b) =>
+      a.monthlyUsd - b.monthlyUsd || b.plan.projection.decodeTokensPerSecond - a.plan.projection.decodeTokensPerSecond,
+  );
   const nearMisses = evaluations.filter((evaluation) => evaluation.status !== "recommended").slice(0, request.top);
-  const result: Recommendation = { request, model, tiers, recommended, nearMisses, skipped, counts, seconds: 0, problem: undefined, prices };
+  const result: Recommendation = {
+    request,
+    model,
+    tiers,
+    recommended,
+    nearMisses,
+    skipped,
+    counts,
+    seconds: 0,
+    problem: undefined,
+    prices,
+  };
   if (recommended.length === 0) {
     // A search run to explain another (explain: false) only needs its picks; explaining it in turn could recurse.
-    result.problem = options.explain === false ? `no catalog ${kindText(request.kind)} qualifies` : explainNone(result, evaluations, pairs, catalog, prices);
+    result.problem =
+      options.explain === false
+        ? `no catalog ${kindText(request.kind)} qualifies`
+        : explainNone(result, evaluations, pairs, catalog, prices);
   }
   result.seconds = (performance.now() - started) / 1000;
   return result;
 }
 
 function tierText(result: Pick<Recommendation, "model" | "tiers" | "request">): string {
-  return result.request.tier === "any" ? `any tier of ${result.model.name}` : `${result.model.name} ${result.tiers[0]!.name}`;
+  return result.request.tier === "any"
+    ? `any tier of ${result.model.name}`
+    : `${result.model.name} ${result.tiers[0]!.name}`;
 }
 
-const kindText = (kind: RecommendRequest["kind"]) => (kind === "cloud" ? "cloud instance" : kind === "bare-metal" ? "bare-metal build" : "host");
+const kindText = (kind: RecommendRequest["kind"]) =>
+  kind === "cloud" ? "cloud instance" : kind === "bare-metal" ? "bare-metal build" : "host";
 
 /**
  * The one line for an empty result, constraint by constraint in the order a host fails them: holding
  * the tier, then --min-decode, then --max-monthly-usd; each says what would pass.
  */
-function explainNone(result: Recommendation, evaluations: Evaluation[], pairs: Pair[], catalog: Catalog, prices: Prices): string {
+function explainNone(
+  result: Recommendation,
+  evaluations: Evaluation[],
+  pairs: Pair[],
+  catalog: Catalog,
+  prices: Prices,
+): string {
   const { request } = result;
   const shape = `${request.contextLength} tokens × ${request.slots} slot(s)`;
   const fitting = evaluations.filter((evaluation) => evaluation.status !== "does-not-fit");
@@ -446,22 +638,39 @@ function explainNone(result: Recommendation, evaluations: Evaluation[], pairs: P
     const closest = closestMiss(evaluations, pairs);
     // What would: the other kind of host, else another tier, else a shorter context.
     if (request.kind !== "any") {
-      const other = recommend({ ...request, kind: request.kind === "cloud" ? "bare-metal" : "cloud", minDecode: undefined, maxMonthlyUsd: undefined, top: 1 }, { catalog, prices, explain: false });
+      const other = recommend(
+        {
+          ...request,
+          kind: request.kind === "cloud" ? "bare-metal" : "cloud",
+          minDecode: undefined,
+          maxMonthlyUsd: undefined,
+          top: 1,
+        },
+        { catalog, prices, explain: false },
+      );
       const first = other.recommended[0];
-      if (first) return `${noneHolds} (${closest}); --kind ${first.candidate.kind} does: the cheapest is ${first.candidate.label} at ${formatUsd(first.monthlyUsd)}/month`;
+      if (first)
+        return `${noneHolds} (${closest}); --kind ${first.candidate.kind} does: the cheapest is ${first.candidate.label} at ${formatUsd(first.monthlyUsd)}/month`;
     }
     if (request.tier !== "any") {
-      const other = recommend({ ...request, tier: "any", kind: "any", minDecode: undefined, maxMonthlyUsd: undefined, top: 1 }, { catalog, prices, explain: false });
+      const other = recommend(
+        { ...request, tier: "any", kind: "any", minDecode: undefined, maxMonthlyUsd: undefined, top: 1 },
+        { catalog, prices, explain: false },
+      );
       const first = other.recommended[0];
-      if (first) return `${noneHolds} (${closest}); ${first.tier.name} fits: the cheapest host is ${first.candidate.label} at ${formatUsd(first.monthlyUsd)}/month`;
+      if (first)
+        return `${noneHolds} (${closest}); ${first.tier.name} fits: the cheapest host is ${first.candidate.label} at ${formatUsd(first.monthlyUsd)}/month`;
     }
-    if (request.contextLength > 4096 || request.slots > 1) return `${noneHolds} (${closest}); a shorter --context or fewer --slots may: 4096 × 1 is the least the search would try`;
+    if (request.contextLength > 4096 || request.slots > 1)
+      return `${noneHolds} (${closest}); a shorter --context or fewer --slots may: 4096 × 1 is the least the search would try`;
     return `${noneHolds} (${closest}); nothing in the catalog would: a host with more RAM + VRAM is needed`;
   }
   if (request.minDecode !== undefined) {
     const fast = fitting.filter((evaluation) => evaluation.plan.projection.decodeTokensPerSecond >= request.minDecode!);
     if (fast.length === 0) {
-      const fastest = [...fitting].sort((a, b) => b.plan.projection.decodeTokensPerSecond - a.plan.projection.decodeTokensPerSecond)[0]!;
+      const fastest = [...fitting].sort(
+        (a, b) => b.plan.projection.decodeTokensPerSecond - a.plan.projection.decodeTokensPerSecond,
+      )[0]!;
       const rate = fastest.plan.projection.decodeTokensPerSecond;
       return `no catalog ${kindText(request.kind)} meets --min-decode ${request.minDecode} for ${tierText(result)} at ${shape}; the fastest is ${fastest.candidate.label} (${fastest.tier.name}, ${formatUsd(fastest.monthlyUsd)}/month) at ${rate.toFixed(1)} tok/s: --min-decode ${Math.floor(rate * 10) / 10} or less would find it`;
     }
@@ -484,10 +693,18 @@ function shortSummary(plan: Plan): string {
 
 /** The host that came closest to holding the tier: the least short among those planned, else the largest ruled out unplanned. */
 function closestMiss(evaluations: Evaluation[], pairs: Pair[]): string {
-  const shortBy = (evaluation: Evaluation) => evaluation.plan.placement.memory.reduce((sum, device) => sum + Math.max(0, device.plannedBytes - device.capacityBytes), 0);
-  const planned = evaluations.filter((evaluation) => evaluation.status === "does-not-fit").sort((a, b) => shortBy(a) - shortBy(b))[0];
+  const shortBy = (evaluation: Evaluation) =>
+    evaluation.plan.placement.memory.reduce(
+      (sum, device) => sum + Math.max(0, device.plannedBytes - device.capacityBytes),
+      0,
+    );
+  const planned = evaluations
+    .filter((evaluation) => evaluation.status === "does-not-fit")
+    .sort((a, b) => shortBy(a) - shortBy(b))[0];
   if (planned) return `the closest, ${planned.candidate.label}, ${planned.tier.name}: ${shortSummary(planned.plan)}`;
-  const largest = [...pairs].sort((a, b) => b.candidate.ramBytes + b.candidate.vramBytes - (a.candidate.ramBytes + a.candidate.vramBytes))[0];
+  const largest = [...pairs].sort(
+    (a, b) => b.candidate.ramBytes + b.candidate.vramBytes - (a.candidate.ramBytes + a.candidate.vramBytes),
+  )[0];
   if (!largest) return "no candidate at all";
   return `the largest, ${largest.candidate.label}, has ${formatGiB(largest.candidate.ramBytes + largest.candidate.vramBytes)} of RAM + VRAM for ${formatGiB(largest.weightsBytes)} of ${largest.tier.name} weights`;
 }
@@ -520,7 +737,14 @@ export interface EvaluationJson {
 export interface RecommendationJson {
   request: RecommendRequest;
   model: { repo: string; name: string; tiers: string[] };
-  assumptions: { amortizationMonths: number; usdPerKwh: number; api: typeof RECOMMEND_API; usage: typeof RECOMMEND_USAGE; decodeDepthTokens: number; prices: string };
+  assumptions: {
+    amortizationMonths: number;
+    usdPerKwh: number;
+    api: typeof RECOMMEND_API;
+    usage: typeof RECOMMEND_USAGE;
+    decodeDepthTokens: number;
+    prices: string;
+  };
   search: Recommendation["counts"] & { seconds: number };
   recommendations: EvaluationJson[];
   nearMisses: EvaluationJson[];
@@ -550,7 +774,8 @@ function evaluationJson(evaluation: Evaluation): EvaluationJson {
     prefillBand: band(projection.prefillTokensPerSecond, projection.errorBands.prefill),
     monthlyUsd: evaluation.monthlyUsd,
     costLines: plan.cost?.lines ?? [],
-    usdPerMillionOutputTokens: plan.cost && Number.isFinite(plan.cost.usdPerMillionOutputTokens) ? plan.cost.usdPerMillionOutputTokens : null,
+    usdPerMillionOutputTokens:
+      plan.cost && Number.isFinite(plan.cost.usdPerMillionOutputTokens) ? plan.cost.usdPerMillionOutputTokens : null,
     breakEvenTokensPerMonth: plan.cost?.breakEvenTokensPerMonth ?? null,
     breakEvenReason: plan.cost?.breakEvenReason ?? null,
     hardware: evaluation.candidate.build ?? null,
@@ -605,16 +830,30 @@ export function renderRecommendation(result: Recommendation): string {
     const { plan, candidate } = evaluation;
     const projection = plan.projection;
     const cost = plan.cost!;
-    out.push(`${position + 1}. ${formatUsd(evaluation.monthlyUsd)}/month — ${candidate.kind === "cloud" ? "cloud" : "bare metal"}: ${candidate.label} — ${evaluation.tier.name}, ${plan.placement.mode}`);
-    out.push(`   decode ${rateText(projection.decodeTokensPerSecond, projection.errorBands.decode)} at depth ${projection.decodeDepthTokens}; prefill ${rateText(projection.prefillTokensPerSecond, projection.errorBands.prefill)}`);
-    out.push(`   cost: ${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)} (${line.basis})`).join(" + ")}; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`);
-    out.push(`   break-even vs API: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`);
-    if (candidate.build) out.push(`   parts: ${candidate.build.parts.map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.item} ${formatUsd(part.usdEach)}${part.wattsEach > 0 ? ` ${part.wattsEach} W` : ""}`).join("; ")} = ${formatUsd(candidate.build.priceUsd)}, ${candidate.build.powerWatts} W`);
+    out.push(
+      `${position + 1}. ${formatUsd(evaluation.monthlyUsd)}/month — ${candidate.kind === "cloud" ? "cloud" : "bare metal"}: ${candidate.label} — ${evaluation.tier.name}, ${plan.placement.mode}`,
+    );
+    out.push(
+      `   decode ${rateText(projection.decodeTokensPerSecond, projection.errorBands.decode)} at depth ${projection.decodeDepthTokens}; prefill ${rateText(projection.prefillTokensPerSecond, projection.errorBands.prefill)}`,
+    );
+    out.push(
+      `   cost: ${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)} (${line.basis})`).join(" + ")}; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`,
+    );
+    out.push(
+      `   break-even vs API: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`,
+    );
+    if (candidate.build)
+      out.push(
+        `   parts: ${candidate.build.parts.map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.item} ${formatUsd(part.usdEach)}${part.wattsEach > 0 ? ` ${part.wattsEach} W` : ""}`).join("; ")} = ${formatUsd(candidate.build.priceUsd)}, ${candidate.build.powerWatts} W`,
+      );
   });
   if (result.nearMisses.length > 0) {
     out.push("");
     out.push("Near misses (cheapest first, and why each was not picked):");
-    for (const evaluation of result.nearMisses) out.push(`  - ${formatUsd(evaluation.monthlyUsd)}/month ${evaluation.candidate.label} — ${evaluation.tier.name}: ${evaluation.why}`);
+    for (const evaluation of result.nearMisses)
+      out.push(
+        `  - ${formatUsd(evaluation.monthlyUsd)}/month ${evaluation.candidate.label} — ${evaluation.tier.name}: ${evaluation.why}`,
+      );
   }
   if (result.skipped.length > 0) {
     out.push("");
@@ -623,7 +862,9 @@ export function renderRecommendation(result: Recommendation): string {
   }
   if (result.recommended.length > 0) {
     out.push("");
-    out.push(`Write the first as a stack that plans unchanged: add --write-stack NAME (then npm run plan -- --stack NAME).`);
+    out.push(
+      `Write the first as a stack that plans unchanged: add --write-stack NAME (then npm run plan -- --stack NAME).`,
+    );
   }
   return out.join("\n");
 }
@@ -634,11 +875,20 @@ function keyComment(doc: Document, path: readonly string[], text: string): void 
   const parent = doc.getIn(path.slice(0, -1), true) as YamlNode | undefined;
   if (!parent || !isMap(parent)) return;
   const pair = parent.items.find((item) => isScalar(item.key) && item.key.value === path.at(-1));
-  if (pair && isScalar(pair.key)) pair.key.commentBefore = text.split("\n").map((line) => ` ${line}`).join("\n");
+  if (pair && isScalar(pair.key))
+    pair.key.commentBefore = text
+      .split("\n")
+      .map((line) => ` ${line}`)
+      .join("\n");
 }
 
 /** The stack file for a recommendation: its values (stackValues) with comments saying where each came from. */
-export function renderStackFile(evaluation: Evaluation, result: Pick<Recommendation, "request" | "model" | "prices">, name: string, commandLine: string): string {
+export function renderStackFile(
+  evaluation: Evaluation,
+  result: Pick<Recommendation, "request" | "model" | "prices">,
+  name: string,
+  commandLine: string,
+): string {
   const values = stackValues(evaluation.candidate, result.model, evaluation.tier, result.request, result.prices);
   const config = Object.fromEntries(Object.entries(values).map(([key, value]) => [`kimi-kit:${key}`, value]));
   const doc = new Document({ config });
@@ -651,21 +901,61 @@ export function renderStackFile(evaluation: Evaluation, result: Pick<Recommendat
   ].join("\n");
   const host = evaluation.candidate.host;
   if (host.kind === "bare-metal") {
-    keyComment(doc, ["config", k("host")], `${evaluation.candidate.label}. Before \`pulumi up\`, add ssh: { host, hostPublicKey } and disk.free;\nthe plan does not need them.`);
-    keyComment(doc, ["config", k("host"), "memory"], `One DIMM size in every slot of every channel: the planner sizes bandwidth from the platform's channels.`);
-    if (host.pcie) keyComment(doc, ["config", k("host"), "pcie"], `Each card's share of the platform's GPU lanes (catalog/prices.yaml platforms pcie).`);
+    keyComment(
+      doc,
+      ["config", k("host")],
+      `${evaluation.candidate.label}. Before \`pulumi up\`, add ssh: { host, hostPublicKey } and disk.free;\nthe plan does not need them.`,
+    );
+    keyComment(
+      doc,
+      ["config", k("host"), "memory"],
+      `One DIMM size in every slot of every channel: the planner sizes bandwidth from the platform's channels.`,
+    );
+    if (host.pcie)
+      keyComment(
+        doc,
+        ["config", k("host"), "pcie"],
+        `Each card's share of the platform's GPU lanes (catalog/prices.yaml platforms pcie).`,
+      );
   } else {
-    keyComment(doc, ["config", k("host")], `${evaluation.candidate.label}, on-demand in ${host.region} (catalog/cloud-instances.yaml).`);
-    keyComment(doc, ["config", k("host"), "allowedCidrs"], `Only these networks reach SSH and the API port: a documentation range (RFC 5737); put your team's here.`);
+    keyComment(
+      doc,
+      ["config", k("host")],
+      `${evaluation.candidate.label}, on-demand in ${host.region} (catalog/cloud-instances.yaml).`,
+    );
+    keyComment(
+      doc,
+      ["config", k("host"), "allowedCidrs"],
+      `Only these networks reach SSH and the API port: a documentation range (RFC 5737); put your team's here.`,
+    );
   }
-  keyComment(doc, ["config", k("projection"), "decodeDepthTokens"], `Decode quoted with 4K tokens in context, a coding-assistant turn.`);
+  keyComment(
+    doc,
+    ["config", k("projection"), "decodeDepthTokens"],
+    `Decode quoted with 4K tokens in context, a coding-assistant turn.`,
+  );
   const build = evaluation.candidate.build;
   if (build) {
-    keyComment(doc, ["config", k("costs"), "hardware", "priceUsd"], `catalog/prices.yaml: ${build.parts.map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.item} ${formatUsd(part.usdEach)}`).join(", ")}.`);
-    keyComment(doc, ["config", k("costs"), "hardware", "powerWatts"], `Nameplate: ${build.parts.filter((part) => part.wattsEach > 0).map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.wattsEach} W ${part.item}`).join(", ")}.`);
+    keyComment(
+      doc,
+      ["config", k("costs"), "hardware", "priceUsd"],
+      `catalog/prices.yaml: ${build.parts.map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.item} ${formatUsd(part.usdEach)}`).join(", ")}.`,
+    );
+    keyComment(
+      doc,
+      ["config", k("costs"), "hardware", "powerWatts"],
+      `Nameplate: ${build.parts
+        .filter((part) => part.wattsEach > 0)
+        .map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.wattsEach} W ${part.item}`)
+        .join(", ")}.`,
+    );
   }
   keyComment(doc, ["config", k("costs"), "api"], `The seed's API prices, as every stack states them.`);
-  keyComment(doc, ["config", k("costs"), "usage"], `The seed's fifty million tokens a month, at 3:1 input:output and 50% utilization.`);
+  keyComment(
+    doc,
+    ["config", k("costs"), "usage"],
+    `The seed's fifty million tokens a month, at 3:1 input:output and 50% utilization.`,
+  );
   const mix = doc.getIn(["config", k("costs"), "usage", "mix"], true) as YamlNode | undefined;
   if (mix && isMap(mix)) mix.flow = true;
   return doc.toString({ lineWidth: 0 });
@@ -673,6 +963,7 @@ export function renderStackFile(evaluation: Evaluation, result: Pick<Recommendat
 
 /** Refuses a name the stack files cannot have, in one line. */
 export function stackNameProblem(name: string): string | undefined {
-  if (!WRITABLE_STACK_NAME.test(name)) return `--write-stack: found ${JSON.stringify(name)}; allowed: a stack name of letters, digits, _ . - (starting with a letter or digit, at most 100 characters)`;
+  if (!WRITABLE_STACK_NAME.test(name))
+    return `--write-stack: found ${JSON.stringify(name)}; allowed: a stack name of letters, digits, _ . - (starting with a letter or digit, at most 100 characters)`;
   return undefined;
 }

@@ -18,7 +18,15 @@ export interface ReportVersion {
 }
 
 type DeviceJson = PlanJson["devices"][number];
-type ByteField = "modelBytes" | "repackBytes" | "kvBytes" | "recurrentBytes" | "computeBytes" | "promptCacheBytes" | "checkpointBytes" | "headroomBytes";
+type ByteField =
+  | "modelBytes"
+  | "repackBytes"
+  | "kvBytes"
+  | "recurrentBytes"
+  | "computeBytes"
+  | "promptCacheBytes"
+  | "checkpointBytes"
+  | "headroomBytes";
 
 /**
  * The stacked segments in the order llama.cpp's buffers are listed by the text report; `kind` is the
@@ -49,7 +57,10 @@ const API_COLOR = ["#D55E00", "#B07A5A"] as const;
 
 /** Escapes text for HTML and XML alike (element content and quoted attributes). */
 export function escapeXml(text: string): string {
-  return text.replace(/[&<>"']/g, (char) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[char]!);
+  return text.replace(
+    /[&<>"']/g,
+    (char) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[char]!,
+  );
 }
 
 /** Coordinates to 3 decimals: exact enough for a 2 px check, short enough to keep files small. */
@@ -67,7 +78,8 @@ function bytesOf(device: DeviceJson, field: ByteField | "capacityBytes" | "plann
 }
 
 function checkVersions(versions: readonly ReportVersion[]): void {
-  if (versions.length < 1 || versions.length > 2) throw new Error(`a plan report draws 1 or 2 versions (a plan or a diff); got ${versions.length}`);
+  if (versions.length < 1 || versions.length > 2)
+    throw new Error(`a plan report draws 1 or 2 versions (a plan or a diff); got ${versions.length}`);
 }
 
 /** Role of version i: the only one, or before/after of a diff. */
@@ -78,9 +90,11 @@ function isBefore(versions: readonly ReportVersion[], index: number): boolean {
 function title(versions: readonly ReportVersion[]): string {
   if (versions.length === 1) return `Plan for stack ${versions[0]!.plan.stack}`;
   const [before, after] = [versions[0]!, versions[1]!];
-  if (before.plan.stack === after.plan.stack) return `Plan diff for stack ${after.plan.stack}: ${before.label} → ${after.label}`;
+  if (before.plan.stack === after.plan.stack)
+    return `Plan diff for stack ${after.plan.stack}: ${before.label} → ${after.label}`;
   // Two stacks (--diff-stack): a label that is just the stack's name is not repeated.
-  const side = (version: ReportVersion) => (version.label === version.plan.stack ? `stack ${version.label}` : `${version.label} (stack ${version.plan.stack})`);
+  const side = (version: ReportVersion) =>
+    version.label === version.plan.stack ? `stack ${version.label}` : `${version.label} (stack ${version.plan.stack})`;
   return `Plan diff: ${side(before)} → ${side(after)}`;
 }
 
@@ -118,7 +132,9 @@ function svgLegend(items: readonly LegendItem[], y: number): { svg: string; heig
   items.forEach((item, index) => {
     const x = PAD + (index % perRow) * column;
     const rowY = y + Math.floor(index / perRow) * 20;
-    out.push(`<g class="legend-item" transform="translate(${x},${rowY})">${item.swatch}<text x="20" y="11" class="small">${escapeXml(item.text)}</text></g>`);
+    out.push(
+      `<g class="legend-item" transform="translate(${x},${rowY})">${item.swatch}<text x="20" y="11" class="small">${escapeXml(item.text)}</text></g>`,
+    );
   });
   return { svg: out.join(""), height: Math.ceil(items.length / perRow) * 20 };
 }
@@ -131,15 +147,23 @@ function memorySvgBody(versions: readonly ReportVersion[], standalone: boolean):
   out.push(`<text x="${PAD}" y="${y + 14}" class="heading">${escapeXml(`Memory map — ${title(versions)}`)}</text>`);
   y += 28;
 
-  const present = KINDS.filter((kind) => versions.some((version) => version.plan.devices.some((device) => bytesOf(device, kind.field) > 0)));
+  const present = KINDS.filter((kind) =>
+    versions.some((version) => version.plan.devices.some((device) => bytesOf(device, kind.field) > 0)),
+  );
   const legendItems: LegendItem[] = [
     ...present.map((kind) => ({ swatch: `<rect width="14" height="14" fill="${kind.color}"/>`, text: kind.name })),
     { swatch: `<rect width="14" height="14" fill="#EEF0F3" stroke="#B8BEC6"/>`, text: "free (capacity not planned)" },
     { swatch: `<rect x="6" y="-2" width="2" height="18" fill="#1F2328"/>`, text: "capacity" },
   ];
   if (diff) {
-    legendItems.push({ swatch: `<rect width="14" height="14" fill="url(#${ID}-hatch-weights)"/>`, text: `striped: ${versions[0]!.label}` });
-    legendItems.push({ swatch: `<rect width="14" height="14" fill="${KINDS[0]!.color}"/>`, text: `solid: ${versions[1]!.label}` });
+    legendItems.push({
+      swatch: `<rect width="14" height="14" fill="url(#${ID}-hatch-weights)"/>`,
+      text: `striped: ${versions[0]!.label}`,
+    });
+    legendItems.push({
+      swatch: `<rect width="14" height="14" fill="${KINDS[0]!.color}"/>`,
+      text: `solid: ${versions[1]!.label}`,
+    });
   }
   const legend = svgLegend(legendItems, y);
   out.push(legend.svg);
@@ -147,19 +171,27 @@ function memorySvgBody(versions: readonly ReportVersion[], standalone: boolean):
 
   for (const name of names) {
     const found = versions.map((version) => version.plan.devices.find((device) => device.name === name));
-    const maxBytes = Math.max(...found.map((device) => (device ? Math.max(bytesOf(device, "capacityBytes"), bytesOf(device, "plannedBytes")) : 0)));
+    const maxBytes = Math.max(
+      ...found.map((device) =>
+        device ? Math.max(bytesOf(device, "capacityBytes"), bytesOf(device, "plannedBytes")) : 0,
+      ),
+    );
     // One scale per device: a GPU's 24 GiB next to 384 GiB of RAM would be a sliver on a shared one.
     // The device's largest figure (capacity or, when over, planned) across the versions spans the track.
     const scale = maxBytes > 0 ? TRACK_PX / maxBytes : 0;
     const latest = [...found].reverse().find((device) => device !== undefined)!;
     const labels = [...new Set(found.flatMap((device) => (device ? [device.label] : [])))];
-    out.push(`<text x="${PAD}" y="${y + 14}" class="device-label" data-device="${escapeXml(name)}"><tspan class="device-name">${escapeXml(name)}</tspan> · ${escapeXml(latest.label)}${labels.length > 1 ? escapeXml(` (${versions[0]!.label}: ${labels[0]})`) : ""}</text>`);
+    out.push(
+      `<text x="${PAD}" y="${y + 14}" class="device-label" data-device="${escapeXml(name)}"><tspan class="device-name">${escapeXml(name)}</tspan> · ${escapeXml(latest.label)}${labels.length > 1 ? escapeXml(` (${versions[0]!.label}: ${labels[0]})`) : ""}</text>`,
+    );
     y += 22;
     found.forEach((device, index) => {
       const version = versions[index]!;
       const prefix = diff ? `${version.label}: ` : "";
       if (!device) {
-        out.push(`<text x="${PAD}" y="${y + 11}" class="small missing" data-device="${escapeXml(name)}" data-version="${index}">${escapeXml(`${prefix}no such device in this version`)}</text>`);
+        out.push(
+          `<text x="${PAD}" y="${y + 11}" class="small missing" data-device="${escapeXml(name)}" data-version="${index}">${escapeXml(`${prefix}no such device in this version`)}</text>`,
+        );
         y += 20;
         return;
       }
@@ -173,20 +205,30 @@ function memorySvgBody(versions: readonly ReportVersion[], standalone: boolean):
       const height = 18;
       const attrs = (kind: string, bytes: number) =>
         `data-device="${escapeXml(name)}" data-version="${index}" data-version-label="${escapeXml(version.label)}" data-kind="${kind}" data-bytes="${bytes}" data-scale-px-per-byte="${scale}"`;
-      out.push(`<g class="bar" data-device="${escapeXml(name)}" data-version="${index}" data-planned-bytes="${planned}" data-capacity-bytes="${capacity}">`);
-      out.push(`<rect class="capacity" x="${PAD}" y="${barY}" width="${px(capacity * scale)}" height="${height}" fill="#EEF0F3" ${attrs("capacity", capacity)}><title>${escapeXml(`${prefix}${name} capacity ${formatGiB(capacity, 2)}`)}</title></rect>`);
+      out.push(
+        `<g class="bar" data-device="${escapeXml(name)}" data-version="${index}" data-planned-bytes="${planned}" data-capacity-bytes="${capacity}">`,
+      );
+      out.push(
+        `<rect class="capacity" x="${PAD}" y="${barY}" width="${px(capacity * scale)}" height="${height}" fill="#EEF0F3" ${attrs("capacity", capacity)}><title>${escapeXml(`${prefix}${name} capacity ${formatGiB(capacity, 2)}`)}</title></rect>`,
+      );
       let x = PAD;
       for (const kind of KINDS) {
         const bytes = bytesOf(device, kind.field);
         if (bytes <= 0) continue;
         const width = bytes * scale;
         const fill = isBefore(versions, index) ? `url(#${ID}-hatch-${kind.kind})` : kind.color;
-        out.push(`<rect class="segment" x="${px(x)}" y="${barY}" width="${px(width)}" height="${height}" fill="${fill}" ${attrs(kind.kind, bytes)}><title>${escapeXml(`${prefix}${name} ${kind.name}: ${formatGiB(bytes, 2)} (${percent(bytes, capacity)} of capacity)`)}</title></rect>`);
+        out.push(
+          `<rect class="segment" x="${px(x)}" y="${barY}" width="${px(width)}" height="${height}" fill="${fill}" ${attrs(kind.kind, bytes)}><title>${escapeXml(`${prefix}${name} ${kind.name}: ${formatGiB(bytes, 2)} (${percent(bytes, capacity)} of capacity)`)}</title></rect>`,
+        );
         x += width;
       }
       // The outline and the capacity mark carry no data-kind: they are drawn for the eye, not measured.
-      out.push(`<rect x="${PAD + 0.5}" y="${barY + 0.5}" width="${px(Math.max(0, capacity * scale - 1))}" height="${height - 1}" fill="none" stroke="#B8BEC6"/>`);
-      out.push(`<rect x="${px(PAD + capacity * scale - 1)}" y="${barY - 3}" width="2" height="${height + 6}" fill="#1F2328"/>`);
+      out.push(
+        `<rect x="${PAD + 0.5}" y="${barY + 0.5}" width="${px(Math.max(0, capacity * scale - 1))}" height="${height - 1}" fill="none" stroke="#B8BEC6"/>`,
+      );
+      out.push(
+        `<rect x="${px(PAD + capacity * scale - 1)}" y="${barY - 3}" width="2" height="${height + 6}" fill="#1F2328"/>`,
+      );
       out.push(`</g>`);
       y += height + 8;
     });
@@ -322,40 +364,61 @@ function chartSvg(spec: ChartSpec): string {
   const xMax = spec.x.ticks.at(-1)!;
   const yMax = spec.y.ticks.at(-1)!;
   const sx = (value: number) => {
-    const fraction = spec.x.log ? (Math.log2(value) - Math.log2(xMin)) / (Math.log2(xMax) - Math.log2(xMin)) : (value - xMin) / (xMax - xMin || 1);
+    const fraction = spec.x.log
+      ? (Math.log2(value) - Math.log2(xMin)) / (Math.log2(xMax) - Math.log2(xMin))
+      : (value - xMin) / (xMax - xMin || 1);
     return left + fraction * plotWidth;
   };
   const sy = (value: number) => top + plotHeight - (value / (yMax || 1)) * plotHeight;
   const clip = `${ID}-clip-${spec.kind}`;
   const out: string[] = [];
   out.push(`<text x="${left}" y="22" class="heading">${escapeXml(spec.title)}</text>`);
-  out.push(`<defs><clipPath id="${clip}"><rect x="${left - 8}" y="${top - 8}" width="${plotWidth + 16}" height="${plotHeight + 16}"/></clipPath></defs>`);
+  out.push(
+    `<defs><clipPath id="${clip}"><rect x="${left - 8}" y="${top - 8}" width="${plotWidth + 16}" height="${plotHeight + 16}"/></clipPath></defs>`,
+  );
   for (const tick of spec.y.ticks) {
     const y = px(sy(tick));
-    out.push(`<line x1="${left}" x2="${left + plotWidth}" y1="${y}" y2="${y}" class="grid"/><text x="${left - 6}" y="${y}" dy="4" text-anchor="end" class="tick">${escapeXml(spec.y.format(tick))}</text>`);
+    out.push(
+      `<line x1="${left}" x2="${left + plotWidth}" y1="${y}" y2="${y}" class="grid"/><text x="${left - 6}" y="${y}" dy="4" text-anchor="end" class="tick">${escapeXml(spec.y.format(tick))}</text>`,
+    );
   }
   for (const tick of spec.x.ticks) {
     const x = px(sx(tick));
-    out.push(`<line x1="${x}" x2="${x}" y1="${top + plotHeight}" y2="${top + plotHeight + 4}" class="axis"/><text x="${x}" y="${top + plotHeight + 17}" text-anchor="middle" class="tick">${escapeXml(spec.x.format(tick))}</text>`);
+    out.push(
+      `<line x1="${x}" x2="${x}" y1="${top + plotHeight}" y2="${top + plotHeight + 4}" class="axis"/><text x="${x}" y="${top + plotHeight + 17}" text-anchor="middle" class="tick">${escapeXml(spec.x.format(tick))}</text>`,
+    );
   }
-  out.push(`<line x1="${left}" x2="${left + plotWidth}" y1="${top + plotHeight}" y2="${top + plotHeight}" class="axis"/><line x1="${left}" x2="${left}" y1="${top}" y2="${top + plotHeight}" class="axis"/>`);
-  out.push(`<text x="${left + plotWidth / 2}" y="${spec.height - 8}" text-anchor="middle" class="axis-label">${escapeXml(spec.x.label)}</text>`);
-  out.push(`<text transform="translate(16,${top + plotHeight / 2}) rotate(-90)" text-anchor="middle" class="axis-label">${escapeXml(spec.y.label)}</text>`);
+  out.push(
+    `<line x1="${left}" x2="${left + plotWidth}" y1="${top + plotHeight}" y2="${top + plotHeight}" class="axis"/><line x1="${left}" x2="${left}" y1="${top}" y2="${top + plotHeight}" class="axis"/>`,
+  );
+  out.push(
+    `<text x="${left + plotWidth / 2}" y="${spec.height - 8}" text-anchor="middle" class="axis-label">${escapeXml(spec.x.label)}</text>`,
+  );
+  out.push(
+    `<text transform="translate(16,${top + plotHeight / 2}) rotate(-90)" text-anchor="middle" class="axis-label">${escapeXml(spec.y.label)}</text>`,
+  );
   out.push(`<g clip-path="url(#${clip})">`);
   // Vertical lines' labels sit on staggered rows, in x order, so lines close together stay legible.
-  [...spec.verticals].sort((a, b) => a.x - b.x).forEach((line, index) => {
-    const x = sx(line.x);
-    const anchor = x > left + plotWidth * 0.8 ? "end" : "start";
-    out.push(
-      `<g class="vertical" data-kind="${line.kind}" data-version="${line.version}" data-x="${line.x}"><line x1="${px(x)}" x2="${px(x)}" y1="${top}" y2="${top + plotHeight}" stroke="${line.color}" stroke-dasharray="2 3"/><text x="${px(x)}" y="${top + 10 + (index % 4) * 13}" dx="${anchor === "end" ? -4 : 4}" text-anchor="${anchor}" class="tick" style="fill: ${line.color}">${escapeXml(line.label)}</text></g>`,
-    );
-  });
+  [...spec.verticals]
+    .sort((a, b) => a.x - b.x)
+    .forEach((line, index) => {
+      const x = sx(line.x);
+      const anchor = x > left + plotWidth * 0.8 ? "end" : "start";
+      out.push(
+        `<g class="vertical" data-kind="${line.kind}" data-version="${line.version}" data-x="${line.x}"><line x1="${px(x)}" x2="${px(x)}" y1="${top}" y2="${top + plotHeight}" stroke="${line.color}" stroke-dasharray="2 3"/><text x="${px(x)}" y="${top + 10 + (index % 4) * 13}" dx="${anchor === "end" ? -4 : 4}" text-anchor="${anchor}" class="tick" style="fill: ${line.color}">${escapeXml(line.label)}</text></g>`,
+      );
+    });
   for (const series of spec.series) {
     const path = series.points.map((point) => `${px(sx(point.x))},${px(sy(point.y))}`).join(" ");
     out.push(`<g class="series" data-kind="${series.kind}" data-version="${series.version}">`);
-    if (series.points.length > 1) out.push(`<polyline points="${path}" fill="none" stroke="${series.color}" stroke-width="2"${series.dashed ? ` stroke-dasharray="6 4"` : ""}/>`);
+    if (series.points.length > 1)
+      out.push(
+        `<polyline points="${path}" fill="none" stroke="${series.color}" stroke-width="2"${series.dashed ? ` stroke-dasharray="6 4"` : ""}/>`,
+      );
     for (const point of series.points) {
-      out.push(`<circle cx="${px(sx(point.x))}" cy="${px(sy(point.y))}" r="3.5" fill="${series.dashed ? "#FFFFFF" : series.color}" stroke="${series.color}" stroke-width="1.5" data-x="${point.x}" data-y="${point.y}"><title>${escapeXml(point.note)}</title></circle>`);
+      out.push(
+        `<circle cx="${px(sx(point.x))}" cy="${px(sy(point.y))}" r="3.5" fill="${series.dashed ? "#FFFFFF" : series.color}" stroke="${series.color}" stroke-width="1.5" data-x="${point.x}" data-y="${point.y}"><title>${escapeXml(point.note)}</title></circle>`,
+      );
     }
     out.push(`</g>`);
   }
@@ -363,7 +426,9 @@ function chartSvg(spec: ChartSpec): string {
     const x = sx(marker.x);
     const y = sy(marker.y);
     const anchor = x > left + plotWidth * 0.7 ? "end" : "start";
-    out.push(`<g class="marker" data-kind="${marker.kind}" data-version="${marker.version}" data-x="${marker.x}" data-y="${marker.y}"><circle cx="${px(x)}" cy="${px(y)}" r="6" fill="none" stroke="${marker.color}" stroke-width="2.5"/><text x="${px(x)}" y="${px(y)}" dx="${anchor === "end" ? -9 : 9}" dy="-9" text-anchor="${anchor}" class="tick marker-label" style="fill: ${marker.color}">${escapeXml(marker.label)}</text><title>${escapeXml(marker.label)}</title></g>`);
+    out.push(
+      `<g class="marker" data-kind="${marker.kind}" data-version="${marker.version}" data-x="${marker.x}" data-y="${marker.y}"><circle cx="${px(x)}" cy="${px(y)}" r="6" fill="none" stroke="${marker.color}" stroke-width="2.5"/><text x="${px(x)}" y="${px(y)}" dx="${anchor === "end" ? -9 : 9}" dy="-9" text-anchor="${anchor}" class="tick marker-label" style="fill: ${marker.color}">${escapeXml(marker.label)}</text><title>${escapeXml(marker.label)}</title></g>`,
+    );
   }
   out.push(`</g>`);
   return `<svg class="chart" data-chart="${spec.kind}" width="${spec.width}" height="${spec.height}" viewBox="0 0 ${spec.width} ${spec.height}" role="img" aria-label="${escapeXml(spec.title)}">${out.join("")}</svg>`;
@@ -372,7 +437,10 @@ function chartSvg(spec: ChartSpec): string {
 /** An HTML legend under a chart: a line swatch (dashed for before) and the series' name. */
 function htmlLegend(series: readonly Series[]): string {
   return `<ul class="legend">${series
-    .map((entry) => `<li><span class="swatch" style="border-top: 3px ${entry.dashed ? "dashed" : "solid"} ${entry.color}"></span>${escapeXml(entry.name)}</li>`)
+    .map(
+      (entry) =>
+        `<li><span class="swatch" style="border-top: 3px ${entry.dashed ? "dashed" : "solid"} ${entry.color}"></span>${escapeXml(entry.name)}</li>`,
+    )
     .join("")}</ul>`;
 }
 
@@ -393,7 +461,11 @@ function decodeChart(versions: readonly ReportVersion[]): string {
     version: index,
     color: VERSION_COLOR[isBefore(versions, index) ? 1 : 0],
     dashed: isBefore(versions, index),
-    points: version.plan.projection.decodeByDepth.map((point) => ({ x: point.depthTokens, y: point.tokensPerSecond, note: `${seriesName(versions, index, "")}${point.tokensPerSecond.toFixed(2)} tok/s at depth ${point.depthTokens} tokens` })),
+    points: version.plan.projection.decodeByDepth.map((point) => ({
+      x: point.depthTokens,
+      y: point.tokensPerSecond,
+      note: `${seriesName(versions, index, "")}${point.tokensPerSecond.toFixed(2)} tok/s at depth ${point.depthTokens} tokens`,
+    })),
   }));
   const all = series.flatMap((entry) => entry.points);
   const xTicks = tokenTicks(Math.max(1, ...all.map((point) => point.x)));
@@ -418,7 +490,9 @@ function prefillChart(versions: readonly ReportVersion[]): string {
   versions.forEach((version, index) => {
     const points = version.plan.projection.prefillByPrompt;
     if (!points || points.length === 0) {
-      missing.push(`${seriesName(versions, index, "")}no prefill-by-prompt figures in this plan (its JSON was written by a kit without them)`);
+      missing.push(
+        `${seriesName(versions, index, "")}no prefill-by-prompt figures in this plan (its JSON was written by a kit without them)`,
+      );
       return;
     }
     series.push({
@@ -463,8 +537,10 @@ function prefillChart(versions: readonly ReportVersion[]): string {
  */
 function apiRate(cost: NonNullable<PlanJson["cost"]>): number | undefined {
   if (cost.apiUsdPerMillionTokensAtMix !== undefined) return cost.apiUsdPerMillionTokensAtMix;
-  if (cost.expectedTokensPerMonth && cost.expectedTokensPerMonth > 0) return (cost.apiMonthlyUsdAtExpected / cost.expectedTokensPerMonth) * 1e6;
-  if (cost.breakEvenTokensPerMonth && cost.breakEvenTokensPerMonth > 0) return (cost.monthlyUsd / cost.breakEvenTokensPerMonth) * 1e6;
+  if (cost.expectedTokensPerMonth && cost.expectedTokensPerMonth > 0)
+    return (cost.apiMonthlyUsdAtExpected / cost.expectedTokensPerMonth) * 1e6;
+  if (cost.breakEvenTokensPerMonth && cost.breakEvenTokensPerMonth > 0)
+    return (cost.monthlyUsd / cost.breakEvenTokensPerMonth) * 1e6;
   return undefined;
 }
 
@@ -488,10 +564,19 @@ function costChart(versions: readonly ReportVersion[]): string {
   });
   if (priced.length === 0) return `<p class="note">No cost chart: no version sets costs.</p>${notes(lines)}`;
 
-  const xMax = Math.max(...priced.flatMap(({ cost }) => [cost.capacityTokensPerMonth, cost.breakEvenTokensPerMonth ?? 0, cost.expectedTokensPerMonth ?? 0])) * 1.1;
+  const xMax =
+    Math.max(
+      ...priced.flatMap(({ cost }) => [
+        cost.capacityTokensPerMonth,
+        cost.breakEvenTokensPerMonth ?? 0,
+        cost.expectedTokensPerMonth ?? 0,
+      ]),
+    ) * 1.1;
   const xTicks = linearTicks(xMax > 0 ? xMax : 1);
   const xEnd = xTicks.at(-1)!;
-  const yTop = Math.max(...priced.flatMap(({ cost, rate }) => [cost.monthlyUsd, rate === undefined ? 0 : (xEnd * rate) / 1e6]));
+  const yTop = Math.max(
+    ...priced.flatMap(({ cost, rate }) => [cost.monthlyUsd, rate === undefined ? 0 : (xEnd * rate) / 1e6]),
+  );
   const yTicks = linearTicks(yTop * 1.05);
   const series: Series[] = [];
   const markers: Marker[] = [];
@@ -502,14 +587,26 @@ function costChart(versions: readonly ReportVersion[]): string {
     const apiColor = API_COLOR[before ? 1 : 0];
     const capacity = cost.capacityTokensPerMonth;
     series.push({
-      name: seriesName(versions, index, `self-hosted: ${formatUsd(cost.monthlyUsd)}/month, up to its capacity of ${formatTokens(capacity)} tokens/month`),
+      name: seriesName(
+        versions,
+        index,
+        `self-hosted: ${formatUsd(cost.monthlyUsd)}/month, up to its capacity of ${formatTokens(capacity)} tokens/month`,
+      ),
       kind: "self-hosted",
       version: index,
       color,
       dashed: before,
       points: [
-        { x: 0, y: cost.monthlyUsd, note: `${seriesName(versions, index, "")}self-hosted ${formatUsd(cost.monthlyUsd)}/month at any volume` },
-        { x: capacity, y: cost.monthlyUsd, note: `${seriesName(versions, index, "")}capacity ${formatTokens(capacity)} tokens/month${cost.utilization !== undefined ? ` at ${Math.round(cost.utilization * 100)}% utilization` : ""}` },
+        {
+          x: 0,
+          y: cost.monthlyUsd,
+          note: `${seriesName(versions, index, "")}self-hosted ${formatUsd(cost.monthlyUsd)}/month at any volume`,
+        },
+        {
+          x: capacity,
+          y: cost.monthlyUsd,
+          note: `${seriesName(versions, index, "")}capacity ${formatTokens(capacity)} tokens/month${cost.utilization !== undefined ? ` at ${Math.round(cost.utilization * 100)}% utilization` : ""}`,
+        },
       ],
     });
     if (rate !== undefined) {
@@ -521,23 +618,53 @@ function costChart(versions: readonly ReportVersion[]): string {
         dashed: before,
         points: [
           { x: 0, y: 0, note: "API: $0 at no volume" },
-          { x: xEnd, y: (xEnd * rate) / 1e6, note: `${seriesName(versions, index, "")}API ${formatUsd((xEnd * rate) / 1e6)}/month at ${formatTokens(xEnd)} tokens/month` },
+          {
+            x: xEnd,
+            y: (xEnd * rate) / 1e6,
+            note: `${seriesName(versions, index, "")}API ${formatUsd((xEnd * rate) / 1e6)}/month at ${formatTokens(xEnd)} tokens/month`,
+          },
         ],
       });
     }
     if (cost.breakEvenTokensPerMonth !== null) {
-      markers.push({ x: cost.breakEvenTokensPerMonth, y: cost.monthlyUsd, label: `${seriesName(versions, index, "")}break-even ${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`, kind: "break-even", version: index, color: "#1F2328" });
+      markers.push({
+        x: cost.breakEvenTokensPerMonth,
+        y: cost.monthlyUsd,
+        label: `${seriesName(versions, index, "")}break-even ${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`,
+        kind: "break-even",
+        version: index,
+        color: "#1F2328",
+      });
     }
-    verticals.push({ x: capacity, label: `${seriesName(versions, index, "")}capacity`, kind: "capacity", version: index, color });
-    if (cost.expectedTokensPerMonth !== undefined) verticals.push({ x: cost.expectedTokensPerMonth, label: `${seriesName(versions, index, "")}expected`, kind: "expected", version: index, color: "#6B6B6B" });
+    verticals.push({
+      x: capacity,
+      label: `${seriesName(versions, index, "")}capacity`,
+      kind: "capacity",
+      version: index,
+      color,
+    });
+    if (cost.expectedTokensPerMonth !== undefined)
+      verticals.push({
+        x: cost.expectedTokensPerMonth,
+        label: `${seriesName(versions, index, "")}expected`,
+        kind: "expected",
+        version: index,
+        color: "#6B6B6B",
+      });
   }
-  if (priced.every(({ cost }) => cost.breakEvenTokensPerMonth === null)) lines.unshift("The lines do not meet within what the host can serve: there is no break-even point.");
+  if (priced.every(({ cost }) => cost.breakEvenTokensPerMonth === null))
+    lines.unshift("The lines do not meet within what the host can serve: there is no break-even point.");
   const svg = chartSvg({
     kind: "cost",
     title: "Monthly cost vs tokens per month",
     width: WIDTH,
     height: 340,
-    x: { label: "tokens per month (input + output at the stack's mix)", log: false, ticks: xTicks, format: formatTokens },
+    x: {
+      label: "tokens per month (input + output at the stack's mix)",
+      log: false,
+      ticks: xTicks,
+      format: formatTokens,
+    },
     y: { label: "US$ per month", log: false, ticks: yTicks, format: (value) => `$${value.toLocaleString("en-US")}` },
     series,
     markers,
@@ -559,16 +686,71 @@ function summaryRows(versions: readonly ReportVersion[]): Row[] {
   const projection = (plan: PlanJson) => plan.projection;
   return [
     { name: "stack", cells: cell((plan) => plan.stack) },
-    { name: "model", cells: cell((plan) => `${plan.model.repo} ${plan.model.tier} (${formatGiB(plan.model.bytes)}, tensors from the ${plan.model.tensorSource})`) },
-    { name: "host", cells: cell((plan) => `${plan.host.label} (${plan.host.kind}; ${formatGiB(plan.host.ramBytes)} RAM${plan.host.gpus.length ? `; ${plan.host.gpus.join(", ")}` : ""})`) },
-    { name: "verdict", cells: cell((plan) => (plan.fits ? `fits (${plan.mode})` : `DOES NOT FIT — ${plan.refusal ?? ""}`)) },
-    { name: "decode", cells: cell((plan) => `${projection(plan).decodeTokensPerSecond.toFixed(2)} tok/s at depth ${projection(plan).decodeDepthTokens}`) },
-    { name: "prefill", cells: cell((plan) => `${projection(plan).prefillTokensPerSecond.toFixed(2)} tok/s${projection(plan).prefillPromptTokens ? ` for a ${projection(plan).prefillPromptTokens}-token prompt` : ""}`) },
-    { name: "time to first token", cells: cell((plan) => `${formatDuration(projection(plan).ttft32kSeconds)}${projection(plan).ttftPromptTokens ? ` for a ${projection(plan).ttftPromptTokens}-token prompt` : ""}`) },
-    { name: "monthly cost", cells: cell((plan) => (plan.cost ? formatUsd(plan.cost.monthlyUsd) : `omitted — ${plan.costOmitted ?? "no costs"}`)) },
-    { name: "per 1M output tokens", cells: cell((plan) => (plan.cost ? formatUsd(plan.cost.usdPerMillionOutputTokens) : "-")) },
-    { name: "API per 1M tokens at the mix", cells: cell((plan) => (plan.cost && apiRate(plan.cost) !== undefined ? `$${apiRate(plan.cost)!.toFixed(3)}` : "-")) },
-    { name: "break-even", cells: cell((plan) => (plan.cost ? (plan.cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(plan.cost.breakEvenTokensPerMonth)} tokens/month`) : "-")) },
+    {
+      name: "model",
+      cells: cell(
+        (plan) =>
+          `${plan.model.repo} ${plan.model.tier} (${formatGiB(plan.model.bytes)}, tensors from the ${plan.model.tensorSource})`,
+      ),
+    },
+    {
+      name: "host",
+      cells: cell(
+        (plan) =>
+          `${plan.host.label} (${plan.host.kind}; ${formatGiB(plan.host.ramBytes)} RAM${plan.host.gpus.length ? `; ${plan.host.gpus.join(", ")}` : ""})`,
+      ),
+    },
+    {
+      name: "verdict",
+      cells: cell((plan) => (plan.fits ? `fits (${plan.mode})` : `DOES NOT FIT — ${plan.refusal ?? ""}`)),
+    },
+    {
+      name: "decode",
+      cells: cell(
+        (plan) =>
+          `${projection(plan).decodeTokensPerSecond.toFixed(2)} tok/s at depth ${projection(plan).decodeDepthTokens}`,
+      ),
+    },
+    {
+      name: "prefill",
+      cells: cell(
+        (plan) =>
+          `${projection(plan).prefillTokensPerSecond.toFixed(2)} tok/s${projection(plan).prefillPromptTokens ? ` for a ${projection(plan).prefillPromptTokens}-token prompt` : ""}`,
+      ),
+    },
+    {
+      name: "time to first token",
+      cells: cell(
+        (plan) =>
+          `${formatDuration(projection(plan).ttft32kSeconds)}${projection(plan).ttftPromptTokens ? ` for a ${projection(plan).ttftPromptTokens}-token prompt` : ""}`,
+      ),
+    },
+    {
+      name: "monthly cost",
+      cells: cell((plan) =>
+        plan.cost ? formatUsd(plan.cost.monthlyUsd) : `omitted — ${plan.costOmitted ?? "no costs"}`,
+      ),
+    },
+    {
+      name: "per 1M output tokens",
+      cells: cell((plan) => (plan.cost ? formatUsd(plan.cost.usdPerMillionOutputTokens) : "-")),
+    },
+    {
+      name: "API per 1M tokens at the mix",
+      cells: cell((plan) =>
+        plan.cost && apiRate(plan.cost) !== undefined ? `$${apiRate(plan.cost)!.toFixed(3)}` : "-",
+      ),
+    },
+    {
+      name: "break-even",
+      cells: cell((plan) =>
+        plan.cost
+          ? plan.cost.breakEvenTokensPerMonth === null
+            ? "none"
+            : `${formatTokens(plan.cost.breakEvenTokensPerMonth)} tokens/month`
+          : "-",
+      ),
+    },
     ...fleetRows(versions),
   ];
 }
@@ -586,16 +768,32 @@ function fleetRows(versions: readonly ReportVersion[]): Row[] {
           : "one host",
       ),
     },
-    { name: "fleet monthly cost", cells: cell(({ fleet }) => (fleet?.monthlyUsd != null ? `${formatUsd(fleet.monthlyUsd)} (${fleet.replicas} × ${formatUsd(fleet.perReplica.monthlyUsd ?? 0)})` : "-")) },
+    {
+      name: "fleet monthly cost",
+      cells: cell(({ fleet }) =>
+        fleet?.monthlyUsd != null
+          ? `${formatUsd(fleet.monthlyUsd)} (${fleet.replicas} × ${formatUsd(fleet.perReplica.monthlyUsd ?? 0)})`
+          : "-",
+      ),
+    },
     {
       name: "chargeback per 1M at the mix",
-      cells: cell(({ fleet }) => (fleet?.chargeback ? `${formatUsd(fleet.chargeback.usdPerMillionAtMix)} here, ${formatUsd(fleet.chargeback.apiUsdPerMillionAtMix)} at the API` : "-")),
+      cells: cell(({ fleet }) =>
+        fleet?.chargeback
+          ? `${formatUsd(fleet.chargeback.usdPerMillionAtMix)} here, ${formatUsd(fleet.chargeback.apiUsdPerMillionAtMix)} at the API`
+          : "-",
+      ),
     },
     {
       name: "teams",
       cells: cell(({ teams }) =>
         teams && teams.length > 0
-          ? teams.map((team) => `${team.name}: ${team.rpm} req/min${team.monthlyBudgetUsd !== null ? `, ${formatUsd(team.monthlyBudgetUsd)}/month buys ${team.budgetTokensPerMonth === null ? "?" : formatTokens(team.budgetTokensPerMonth)} tokens` : ""}`).join("; ")
+          ? teams
+              .map(
+                (team) =>
+                  `${team.name}: ${team.rpm} req/min${team.monthlyBudgetUsd !== null ? `, ${formatUsd(team.monthlyBudgetUsd)}/month buys ${team.budgetTokensPerMonth === null ? "?" : formatTokens(team.budgetTokensPerMonth)} tokens` : ""}`,
+              )
+              .join("; ")
           : "none",
       ),
     },
@@ -603,7 +801,10 @@ function fleetRows(versions: readonly ReportVersion[]): Row[] {
 }
 
 function summaryTable(versions: readonly ReportVersion[]): string {
-  const head = versions.length === 2 ? `<thead><tr><th></th>${versions.map((version) => `<th>${escapeXml(version.label)}</th>`).join("")}</tr></thead>` : "";
+  const head =
+    versions.length === 2
+      ? `<thead><tr><th></th>${versions.map((version) => `<th>${escapeXml(version.label)}</th>`).join("")}</tr></thead>`
+      : "";
   const body = summaryRows(versions)
     .map((row) => {
       // In a diff a changed figure is marked, so the eye lands on what the change does.

@@ -16,7 +16,20 @@ export interface PlanJson {
   /** Each host input with its source; `assumption` marks catalog and default figures. */
   hostInputs: HostInput[];
   mode: string;
-  devices: { name: string; label: string; capacityBytes: number; plannedBytes: number; modelBytes: number; repackBytes: number; kvBytes: number; recurrentBytes: number; checkpointBytes: number; computeBytes: number; promptCacheBytes: number; headroomBytes: number }[];
+  devices: {
+    name: string;
+    label: string;
+    capacityBytes: number;
+    plannedBytes: number;
+    modelBytes: number;
+    repackBytes: number;
+    kvBytes: number;
+    recurrentBytes: number;
+    checkpointBytes: number;
+    computeBytes: number;
+    promptCacheBytes: number;
+    headroomBytes: number;
+  }[];
   llamaServerArgs: string[];
   image: string;
   shards: { count: number; firstShard: string; verified: boolean };
@@ -59,7 +72,16 @@ export interface PlanJson {
   cluster?: {
     head: { id: string; privateAddress: string; layers: number };
     link: { gbitPerSecond: number; roundTripMicroseconds: number; transport: string };
-    workers: { id: string; endpoint: string; device: string; layers: number; holdsOutput: boolean; plannedBytes: number; capacityBytes: number; fits: boolean }[];
+    workers: {
+      id: string;
+      endpoint: string;
+      device: string;
+      layers: number;
+      holdsOutput: boolean;
+      plannedBytes: number;
+      capacityBytes: number;
+      fits: boolean;
+    }[];
     shippedBytes: number;
     loadSeconds: number;
     networkSecondsPerToken: number;
@@ -74,7 +96,14 @@ export interface FleetJson {
   sizedBy: "stack" | "auto";
   basis: string[];
   slotsPerReplica: number;
-  perReplica: { aggregateDecodeTokensPerSecond: number; perSlotDecodeTokensPerSecond: number; singleStreamDecodeTokensPerSecond: number; prefillTokensPerSecond: number; capacityTokensPerMonth: number | null; monthlyUsd: number | null };
+  perReplica: {
+    aggregateDecodeTokensPerSecond: number;
+    perSlotDecodeTokensPerSecond: number;
+    singleStreamDecodeTokensPerSecond: number;
+    prefillTokensPerSecond: number;
+    capacityTokensPerMonth: number | null;
+    monthlyUsd: number | null;
+  };
   aggregateDecodeTokensPerSecond: number;
   capacityTokensPerMonth: number | null;
   monthlyUsd: number | null;
@@ -84,7 +113,14 @@ export interface FleetJson {
   latencyTargetSeconds: number | null;
   slotsWithinLatency: number | null;
   hosts: { id: string; privateAddress: string }[];
-  chargeback: { usdPerMillionInput: number; usdPerMillionOutput: number; usdPerMillionAtMix: number; apiUsdPerMillionInput: number; apiUsdPerMillionOutput: number; apiUsdPerMillionAtMix: number } | null;
+  chargeback: {
+    usdPerMillionInput: number;
+    usdPerMillionOutput: number;
+    usdPerMillionAtMix: number;
+    apiUsdPerMillionInput: number;
+    apiUsdPerMillionOutput: number;
+    apiUsdPerMillionAtMix: number;
+  } | null;
 }
 
 /** Budget figures are null without a budget (or without costs); Infinity never reaches JSON. */
@@ -148,16 +184,24 @@ export function fleetToJson(plan: Pick<Plan, "fleet" | "teams">): { fleet?: Flee
 function renderFleetServing(serving: FleetServing): string[] {
   const { gateway, replicas, monitoring } = serving;
   const listen = `${gateway.input.listen.address}:${gateway.input.listen.port}`;
-  const admits = gateway.firewall ? `, admits ${gateway.firewall.allow[0]!.cidrs.join(", ")}` : " (loopback: through an SSH tunnel)";
+  const admits = gateway.firewall
+    ? `, admits ${gateway.firewall.allow[0]!.cidrs.join(", ")}`
+    : " (loopback: through an SSH tunnel)";
   const out = [
     `  gateway      HAProxy on ${gateway.hostId}, the only public listener: ${gateway.endpointScheme} on ${listen} (TLS ${gateway.tlsSource})${admits}; team keys checked at the edge, requests/min per team, ${gateway.input.balance ?? "leastconn"} with health checks over ${replicas.length} replica(s)`,
   ];
   for (const replica of replicas) {
     const usage = replica.usage;
-    const firewall = replica.firewall ? `; ports ${replica.firewall.allow.map((rule) => rule.port).join(", ")} admit only ${replica.firewall.allow[0]!.cidrs.join(", ")} (nftables table ${replica.firewall.table})` : " (loopback, on the gateway's host)";
-    out.push(`  ${replica.id.padEnd(12)} usage exporter on ${usage.listen.address}:${usage.listen.port} (per-team tokens, /metrics on ${usage.metrics.port}) → llama-server on ${replica.listen.address}:${replica.listen.port}${firewall}`);
+    const firewall = replica.firewall
+      ? `; ports ${replica.firewall.allow.map((rule) => rule.port).join(", ")} admit only ${replica.firewall.allow[0]!.cidrs.join(", ")} (nftables table ${replica.firewall.table})`
+      : " (loopback, on the gateway's host)";
+    out.push(
+      `  ${replica.id.padEnd(12)} usage exporter on ${usage.listen.address}:${usage.listen.port} (per-team tokens, /metrics on ${usage.metrics.port}) → llama-server on ${replica.listen.address}:${replica.listen.port}${firewall}`,
+    );
   }
-  out.push(`  monitoring   Prometheus on ${gateway.hostId} ${monitoring.listen.address}:${monitoring.listen.port}: every replica's /metrics, the usage exporters and the gateway's exporter (${gateway.input.stats.address}:${gateway.input.stats.port}); alerts: replica down, slots saturated, deferred requests, decode below 70% of the projection, team budgets`);
+  out.push(
+    `  monitoring   Prometheus on ${gateway.hostId} ${monitoring.listen.address}:${monitoring.listen.port}: every replica's /metrics, the usage exporters and the gateway's exporter (${gateway.input.stats.address}:${gateway.input.stats.port}); alerts: replica down, slots saturated, deferred requests, decode below 70% of the projection, team budgets`,
+  );
   if (serving.notDeployable) out.push(`  not deployable: ${serving.notDeployable}`);
   return out;
 }
@@ -168,15 +212,23 @@ export function renderFleet(plan: Pick<Plan, "fleet" | "teams" | "fleetServing">
   const out: string[] = [];
   if (fleet) {
     const replica = fleet.replica;
-    out.push(`Fleet: ${fleet.replicas} replica(s) of this host${fleet.sizedBy === "auto" ? " (sized by the planner: replicas auto)" : ""}${fleet.hosts.length > 0 ? ` — ${fleet.hosts.map((host) => `${host.id} ${host.privateAddress}`).join(", ")}` : ""}`);
+    out.push(
+      `Fleet: ${fleet.replicas} replica(s) of this host${fleet.sizedBy === "auto" ? " (sized by the planner: replicas auto)" : ""}${fleet.hosts.length > 0 ? ` — ${fleet.hosts.map((host) => `${host.id} ${host.privateAddress}`).join(", ")}` : ""}`,
+    );
     out.push(
       `  per replica  ${replica.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode with ${replica.slots} slot(s) busy (${replica.perSlotDecodeTokensPerSecond.toFixed(2)} per slot; ${replica.singleStreamDecodeTokensPerSecond.toFixed(2)} alone)` +
-        (replica.bySlots.length > 1 ? `; by slots busy: ${replica.bySlots.map((entry) => `${entry.slots} → ${entry.aggregateDecodeTokensPerSecond.toFixed(2)}`).join(", ")}` : ""),
+        (replica.bySlots.length > 1
+          ? `; by slots busy: ${replica.bySlots.map((entry) => `${entry.slots} → ${entry.aggregateDecodeTokensPerSecond.toFixed(2)}`).join(", ")}`
+          : ""),
     );
-    out.push(`  fleet        ${fleet.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode, ${fleet.replicas * replica.slots} request(s) at once; an answer of ${fleet.tokensPerAnswer} tokens takes ${formatDuration(fleet.answerSecondsAtFullLoad)} with every slot busy (decode only; TTFT above)`);
+    out.push(
+      `  fleet        ${fleet.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode, ${fleet.replicas * replica.slots} request(s) at once; an answer of ${fleet.tokensPerAnswer} tokens takes ${formatDuration(fleet.answerSecondsAtFullLoad)} with every slot busy (decode only; TTFT above)`,
+    );
     for (const line of fleet.basis) out.push(`  sizing       ${line}`);
     if (fleet.cost) {
-      out.push(`  cost         ${formatUsd(fleet.cost.monthlyUsd)}/month = ${fleet.replicas} × ${formatUsd(fleet.cost.replicaMonthlyUsd)}; capacity ${formatTokens(fleet.cost.capacityTokensPerMonth)} tokens/month (${formatTokens(fleet.cost.replicaCapacityTokensPerMonth)} per replica) at ${Math.round(fleet.cost.utilization * 100)}% utilization`);
+      out.push(
+        `  cost         ${formatUsd(fleet.cost.monthlyUsd)}/month = ${fleet.replicas} × ${formatUsd(fleet.cost.replicaMonthlyUsd)}; capacity ${formatTokens(fleet.cost.capacityTokensPerMonth)} tokens/month (${formatTokens(fleet.cost.replicaCapacityTokensPerMonth)} per replica) at ${Math.round(fleet.cost.utilization * 100)}% utilization`,
+      );
     }
     if (fleet.chargeback) {
       const charge = fleet.chargeback;
@@ -253,7 +305,9 @@ export function planToJson(plan: Plan): PlanJson {
           apiMonthlyUsdAtExpected: plan.cost.apiMonthlyUsdAtExpected,
           apiUsdPerMillionTokensAtMix: plan.cost.apiUsdPerMillionTokensAtMix,
           // Infinite when the host serves nothing; JSON would turn that into null, so it is left out.
-          ...(Number.isFinite(plan.cost.usdPerMillionTokensAtMix) ? { usdPerMillionTokensAtMix: plan.cost.usdPerMillionTokensAtMix } : {}),
+          ...(Number.isFinite(plan.cost.usdPerMillionTokensAtMix)
+            ? { usdPerMillionTokensAtMix: plan.cost.usdPerMillionTokensAtMix }
+            : {}),
           expectedTokensPerMonth: plan.cost.expectedTokensPerMonth,
           utilization: plan.cost.utilization,
         }
@@ -264,8 +318,16 @@ export function planToJson(plan: Plan): PlanJson {
     ...(plan.cluster
       ? {
           cluster: {
-            head: { id: plan.cluster.head.id, privateAddress: plan.cluster.head.privateAddress, layers: plan.cluster.head.layers.length },
-            link: { gbitPerSecond: plan.cluster.link.gbitPerSecond, roundTripMicroseconds: plan.cluster.link.roundTripMicroseconds, transport: plan.cluster.link.transport },
+            head: {
+              id: plan.cluster.head.id,
+              privateAddress: plan.cluster.head.privateAddress,
+              layers: plan.cluster.head.layers.length,
+            },
+            link: {
+              gbitPerSecond: plan.cluster.link.gbitPerSecond,
+              roundTripMicroseconds: plan.cluster.link.roundTripMicroseconds,
+              transport: plan.cluster.link.transport,
+            },
             workers: plan.cluster.workers.map((worker) => ({
               id: worker.id,
               endpoint: worker.endpoint,
@@ -303,7 +365,9 @@ function table(rows: string[][], alignRight: boolean[] = []): string {
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length)));
   return rows
     .map((row, index) => {
-      const line = row.map((cell, column) => (alignRight[column] ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join("  ");
+      const line = row
+        .map((cell, column) => (alignRight[column] ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!)))
+        .join("  ");
       return index === 0 ? `${line}\n${widths.map((width) => "-".repeat(width)).join("  ")}` : line;
     })
     .join("\n")
@@ -316,15 +380,41 @@ export function renderMemoryTable(devices: readonly DeviceMemory[]): string {
   // their own; other models' tables stay as they were.
   const recurrent = devices.some((device) => device.recurrentBytes > 0);
   const checkpoints = devices.some((device) => device.checkpointBytes > 0);
-  const row = (cells: { kv: string; rs: string; cp: string }, before: string[], after: string[]) => [...before, cells.kv, ...(recurrent ? [cells.rs] : []), ...after.slice(0, 2), ...(checkpoints ? [cells.cp] : []), ...after.slice(2)];
+  const row = (cells: { kv: string; rs: string; cp: string }, before: string[], after: string[]) => [
+    ...before,
+    cells.kv,
+    ...(recurrent ? [cells.rs] : []),
+    ...after.slice(0, 2),
+    ...(checkpoints ? [cells.cp] : []),
+    ...after.slice(2),
+  ];
   return table(
     [
-      row({ kv: "KV", rs: "recurrent", cp: "checkpoints" }, ["device", "capacity", "weights", "repacked"], ["compute", "prompt cache", "headroom", "planned", "fits"]),
+      row(
+        { kv: "KV", rs: "recurrent", cp: "checkpoints" },
+        ["device", "capacity", "weights", "repacked"],
+        ["compute", "prompt cache", "headroom", "planned", "fits"],
+      ),
       ...devices.map((device) =>
         row(
-          { kv: formatGiB(device.kvBytes, 2), rs: formatGiB(device.recurrentBytes, 2), cp: formatGiB(device.checkpointBytes) },
-          [`${device.device} ${device.label}`, formatGiB(device.capacityBytes), `${formatGiB(device.modelBytes)}${device.mappedBytes > 0 ? ` (mmap span ${formatGiB(device.mappedBytes)})` : ""}`, formatGiB(device.repackBytes)],
-          [formatGiB(device.computeBytes, 2), formatGiB(device.promptCacheBytes), formatGiB(device.headroomBytes), formatGiB(device.plannedBytes), device.fits ? "yes" : "NO"],
+          {
+            kv: formatGiB(device.kvBytes, 2),
+            rs: formatGiB(device.recurrentBytes, 2),
+            cp: formatGiB(device.checkpointBytes),
+          },
+          [
+            `${device.device} ${device.label}`,
+            formatGiB(device.capacityBytes),
+            `${formatGiB(device.modelBytes)}${device.mappedBytes > 0 ? ` (mmap span ${formatGiB(device.mappedBytes)})` : ""}`,
+            formatGiB(device.repackBytes),
+          ],
+          [
+            formatGiB(device.computeBytes, 2),
+            formatGiB(device.promptCacheBytes),
+            formatGiB(device.headroomBytes),
+            formatGiB(device.plannedBytes),
+            device.fits ? "yes" : "NO",
+          ],
         ),
       ),
     ],
@@ -349,21 +439,39 @@ function rangeText(layers: readonly number[]): string {
 export function renderPlan(plan: Plan): string {
   const out: string[] = [];
   const { host, placement, projection, cost } = plan;
-  out.push(`Stack ${plan.stack}: ${plan.model.name} ${plan.tier.name} (${formatBytes(plan.modelBytes)}, tensors from the ${plan.tensorSource}) on ${host.label}`);
+  out.push(
+    `Stack ${plan.stack}: ${plan.model.name} ${plan.tier.name} (${formatBytes(plan.modelBytes)}, tensors from the ${plan.tensorSource}) on ${host.label}`,
+  );
   // A split that fits in memory can still be refused (one host would do, or it is too slow).
-  out.push(plan.fits ? `Verdict: FITS (${placement.mode})` : placement.fits ? `Verdict: REFUSED — ${plan.refusal}` : `Verdict: DOES NOT FIT — ${plan.refusal}`);
+  out.push(
+    plan.fits
+      ? `Verdict: FITS (${placement.mode})`
+      : placement.fits
+        ? `Verdict: REFUSED — ${plan.refusal}`
+        : `Verdict: DOES NOT FIT — ${plan.refusal}`,
+  );
   out.push("");
-  out.push(`Host: ${host.cpu.name}, ${host.cpu.cores} cores, ${host.cpu.numaNodes} NUMA node(s), ${formatGiB(host.memory.totalBytes)} RAM${host.gpus.length ? `, ${host.gpus.length}× ${host.gpus[0]!.name} (${host.gpus[0]!.pcie})` : ""}`);
+  out.push(
+    `Host: ${host.cpu.name}, ${host.cpu.cores} cores, ${host.cpu.numaNodes} NUMA node(s), ${formatGiB(host.memory.totalBytes)} RAM${host.gpus.length ? `, ${host.gpus.length}× ${host.gpus[0]!.name} (${host.gpus[0]!.pcie})` : ""}`,
+  );
   out.push(`Memory bandwidth: ${host.memory.basis}`);
-  out.push("Host inputs (ASSUMED = a catalog or default figure, not this host's: state or measure it; HostPrep measures the bandwidth at deploy time and re-projects):");
+  out.push(
+    "Host inputs (ASSUMED = a catalog or default figure, not this host's: state or measure it; HostPrep measures the bandwidth at deploy time and re-projects):",
+  );
   for (const input of hostInputs(plan)) {
-    out.push(`  ${input.assumption ? "ASSUMED " : input.source === "measured" ? "measured" : "stated  "}  ${input.what}: ${input.value} — ${input.basis}${input.assumption && input.key.startsWith("host.") ? ` (set ${input.key})` : ""}`);
+    out.push(
+      `  ${input.assumption ? "ASSUMED " : input.source === "measured" ? "measured" : "stated  "}  ${input.what}: ${input.value} — ${input.basis}${input.assumption && input.key.startsWith("host.") ? ` (set ${input.key})` : ""}`,
+    );
   }
   if (plan.cluster) {
     const { cluster } = plan;
     out.push("");
-    out.push(`Split over ${cluster.workers.length + 1} hosts (llama.cpp RPC; ${cluster.link.spec.basis}; hosts must agree on image ${cluster.image}):`);
-    out.push(`  head      ${cluster.head.id} ${cluster.head.privateAddress}: llama-server, token embeddings and layers ${rangeText(cluster.head.layers)}`);
+    out.push(
+      `Split over ${cluster.workers.length + 1} hosts (llama.cpp RPC; ${cluster.link.spec.basis}; hosts must agree on image ${cluster.image}):`,
+    );
+    out.push(
+      `  head      ${cluster.head.id} ${cluster.head.privateAddress}: llama-server, token embeddings and layers ${rangeText(cluster.head.layers)}`,
+    );
     for (const worker of cluster.workers) {
       out.push(
         `  worker    ${worker.id} ${worker.endpoint} (${worker.device}): ggml-rpc-server ${worker.rpcServerArgs.join(" ")}, layers ${rangeText(worker.layers)}${worker.holdsOutput ? " and the output layer" : ""}; ` +
@@ -371,29 +479,46 @@ export function renderPlan(plan: Plan): string {
       );
     }
     out.push(`  load      ${loadLine(cluster)}`);
-    out.push(`  network   ${(cluster.networkSecondsPerToken * 1e3).toFixed(3)} ms per decoded token (per worker: one round trip, the activations in and out, each command's host time; the logits from the last)`);
+    out.push(
+      `  network   ${(cluster.networkSecondsPerToken * 1e3).toFixed(3)} ms per decoded token (per worker: one round trip, the activations in and out, each command's host time; the logits from the last)`,
+    );
   }
   out.push("");
   out.push("Memory map (resident under the chosen load mode):");
   out.push(renderMemoryTable(placement.memory));
   if (plan.alternatives) {
     out.push("");
-    out.push(`What would fit: tiers ${plan.alternatives.tiersThatFit.join(", ") || "none"} at this context; ${plan.tier.name} up to ${plan.alternatives.maxContextPerSlotThatFits ?? "no"} tokens per slot.`);
+    out.push(
+      `What would fit: tiers ${plan.alternatives.tiersThatFit.join(", ") || "none"} at this context; ${plan.tier.name} up to ${plan.alternatives.maxContextPerSlotThatFits ?? "no"} tokens per slot.`,
+    );
   }
   out.push("");
   out.push(`Why this placement:`);
   for (const reason of placement.reasons) out.push(`  - ${reason}`);
   out.push("");
-  out.push(`Container image: ${plan.image}; shards: ${plan.shards.count} (${plan.shards.verified ? "verified by a lock" : "count and names unverified until `npm run lock`"}), first ${plan.shards.firstShard}`);
+  out.push(
+    `Container image: ${plan.image}; shards: ${plan.shards.count} (${plan.shards.verified ? "verified by a lock" : "count and names unverified until `npm run lock`"}), first ${plan.shards.firstShard}`,
+  );
   out.push(renderCommandLine(plan));
   out.push("  (API key: read from a file mounted at the --api-key-file path, never an argument)");
   out.push("");
   out.push(`Projection (${placement.mode}):`);
-  out.push(`  decode   ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens} — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective${t.computeBasis ? ` (${t.computeBasis})` : ""}${t.networkSecondsPerToken ? `, plus ${(t.networkSecondsPerToken * 1e3).toFixed(3)} ms on the link` : ""}`).join(" + ")}`);
-  out.push(`           by depth: ${projection.decodeByDepth.map((point) => `${formatTokens(point.depthTokens)} → ${point.tokensPerSecond.toFixed(1)}`).join(", ")} tok/s`);
-  out.push(`  prefill  ${projection.prefillTokensPerSecond.toFixed(1)} tok/s for a ${projection.prefillPromptTokens}-token prompt — ${projection.prefillBasis}`);
-  out.push(`  TTFT     ${formatDuration(projection.ttftSeconds)} for a ${formatTokens(projection.ttftPromptTokens)}-token prompt`);
-  for (const [phase, rate] of [["decode", projection.decodeTokensPerSecond], ["prefill", projection.prefillTokensPerSecond]] as const) {
+  out.push(
+    `  decode   ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens} — ${projection.decodeTraffic.map((t) => `${t.device} reads ${(t.bytesPerToken / 1e9).toFixed(2)} GB/token at ${(t.effectiveBandwidth / 1e9).toFixed(0)} GB/s effective${t.computeBasis ? ` (${t.computeBasis})` : ""}${t.networkSecondsPerToken ? `, plus ${(t.networkSecondsPerToken * 1e3).toFixed(3)} ms on the link` : ""}`).join(" + ")}`,
+  );
+  out.push(
+    `           by depth: ${projection.decodeByDepth.map((point) => `${formatTokens(point.depthTokens)} → ${point.tokensPerSecond.toFixed(1)}`).join(", ")} tok/s`,
+  );
+  out.push(
+    `  prefill  ${projection.prefillTokensPerSecond.toFixed(1)} tok/s for a ${projection.prefillPromptTokens}-token prompt — ${projection.prefillBasis}`,
+  );
+  out.push(
+    `  TTFT     ${formatDuration(projection.ttftSeconds)} for a ${formatTokens(projection.ttftPromptTokens)}-token prompt`,
+  );
+  for (const [phase, rate] of [
+    ["decode", projection.decodeTokensPerSecond],
+    ["prefill", projection.prefillTokensPerSecond],
+  ] as const) {
     const band = projection.errorBands[phase];
     out.push(
       band
@@ -401,22 +526,36 @@ export function renderPlan(plan: Plan): string {
         : `  band     ${phase}: uncalibrated (no published runs in catalog/efficiency.yaml cpu.corpusFit)`,
     );
   }
-  out.push(`  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value > 0 && factor.value < 0.01 ? factor.value.toExponential(2) : factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`);
+  out.push(
+    `  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value > 0 && factor.value < 0.01 ? factor.value.toExponential(2) : factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`,
+  );
   out.push("");
   if (cost) {
-    out.push(`Monthly cost: ${formatUsd(cost.monthlyUsd)} (${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)}: ${line.basis}`).join("; ")})`);
-    out.push(`  capacity ${formatTokens(cost.capacityTokensPerMonth)} tokens/month at ${Math.round(cost.utilization * 100)}% utilization and ${Math.round(cost.inputShare * 100)}% input; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`);
-    out.push(`  API at the expected ${formatTokens(cost.expectedTokensPerMonth)} tokens/month: ${formatUsd(cost.apiMonthlyUsdAtExpected)} ($${cost.apiUsdPerMillionTokensAtMix.toFixed(3)} per 1M at this mix)`);
-    out.push(`  break-even: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`);
+    out.push(
+      `Monthly cost: ${formatUsd(cost.monthlyUsd)} (${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)}: ${line.basis}`).join("; ")})`,
+    );
+    out.push(
+      `  capacity ${formatTokens(cost.capacityTokensPerMonth)} tokens/month at ${Math.round(cost.utilization * 100)}% utilization and ${Math.round(cost.inputShare * 100)}% input; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`,
+    );
+    out.push(
+      `  API at the expected ${formatTokens(cost.expectedTokensPerMonth)} tokens/month: ${formatUsd(cost.apiMonthlyUsdAtExpected)} ($${cost.apiUsdPerMillionTokensAtMix.toFixed(3)} per 1M at this mix)`,
+    );
+    out.push(
+      `  break-even: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`,
+    );
   } else out.push(`Monthly cost: omitted — ${plan.costOmitted}`);
   const fleetLines = renderFleet(plan);
   if (fleetLines.length > 0) out.push("", ...fleetLines);
   // Only for a host that is the build a seed claim describes (plan.ts seedChecks); absent otherwise.
   if (plan.seedChecks.length > 0) {
     out.push("");
-    out.push(`Seed figures, checked (this host matches ${[...new Set(plan.seedChecks.map((check) => check.hardware))].join("; ")}):`);
+    out.push(
+      `Seed figures, checked (this host matches ${[...new Set(plan.seedChecks.map((check) => check.hardware))].join("; ")}):`,
+    );
     for (const check of plan.seedChecks) {
-      out.push(`  - "${check.claim}": seed ${check.seedFigure}; kit ${check.kitFigure} (${check.agrees ? "agrees" : "differs"}) — ${check.why}`);
+      out.push(
+        `  - "${check.claim}": seed ${check.seedFigure}; kit ${check.kitFigure} (${check.agrees ? "agrees" : "differs"}) — ${check.why}`,
+      );
     }
   }
   return out.join("\n");
@@ -439,16 +578,52 @@ export function renderComparison(plans: Plan[], invalid: readonly InvalidStack[]
     plan.fits ? plan.placement.mode : plan.placement.fits ? "refused" : "does not fit",
     // Each figure names where it was taken, and prefill is the TTFT prompt's own rate, so the
     // prefill and TTFT columns of one row always agree.
-    plan.fits ? `${plan.projection.decodeTokensPerSecond.toFixed(1)} @${formatTokens(plan.projection.decodeDepthTokens)}` : "-",
-    plan.fits ? `${(plan.projection.ttftPromptTokens / plan.projection.ttftSeconds).toFixed(1)} @${formatTokens(plan.projection.ttftPromptTokens)}` : "-",
-    plan.fits ? `${formatDuration(plan.projection.ttftSeconds)} @${formatTokens(plan.projection.ttftPromptTokens)}` : "-",
+    plan.fits
+      ? `${plan.projection.decodeTokensPerSecond.toFixed(1)} @${formatTokens(plan.projection.decodeDepthTokens)}`
+      : "-",
+    plan.fits
+      ? `${(plan.projection.ttftPromptTokens / plan.projection.ttftSeconds).toFixed(1)} @${formatTokens(plan.projection.ttftPromptTokens)}`
+      : "-",
+    plan.fits
+      ? `${formatDuration(plan.projection.ttftSeconds)} @${formatTokens(plan.projection.ttftPromptTokens)}`
+      : "-",
     plan.cost ? formatUsd(plan.cost.monthlyUsd) : "no costs",
     plan.fits && plan.cost ? formatUsd(plan.cost.usdPerMillionOutputTokens) : "-",
-    plan.fits && plan.cost ? (plan.cost.breakEvenTokensPerMonth === null ? "none" : formatTokens(plan.cost.breakEvenTokensPerMonth)) : "-",
+    plan.fits && plan.cost
+      ? plan.cost.breakEvenTokensPerMonth === null
+        ? "none"
+        : formatTokens(plan.cost.breakEvenTokensPerMonth)
+      : "-",
   ]);
-  const invalidRows = invalid.map((entry) => [entry.stack, "-", "-", `INVALID CONFIG (${entry.problems.length} problem${entry.problems.length === 1 ? "" : "s"}, see below)`, "-", "-", "-", "-", "-", "-"]);
+  const invalidRows = invalid.map((entry) => [
+    entry.stack,
+    "-",
+    "-",
+    `INVALID CONFIG (${entry.problems.length} problem${entry.problems.length === 1 ? "" : "s"}, see below)`,
+    "-",
+    "-",
+    "-",
+    "-",
+    "-",
+    "-",
+  ]);
   return table(
-    [["stack", "host", "model and tier", "verdict", "decode tok/s @depth", "prefill tok/s @prompt", "TTFT @prompt", "$/month", "$/1M out", "break-even tok/mo"], ...rows, ...invalidRows],
+    [
+      [
+        "stack",
+        "host",
+        "model and tier",
+        "verdict",
+        "decode tok/s @depth",
+        "prefill tok/s @prompt",
+        "TTFT @prompt",
+        "$/month",
+        "$/1M out",
+        "break-even tok/mo",
+      ],
+      ...rows,
+      ...invalidRows,
+    ],
     [false, false, false, false, true, true, true, true, true, true],
   );
 }

@@ -22,11 +22,18 @@ export interface Reprojection {
 }
 
 /** The plan's host with its achievable memory bandwidth replaced by a measurement. */
-export function hostWithMeasuredBandwidth(host: HostSpec, bandwidthGBps: number, source = "measured on the host by HostPrep"): HostSpec {
+export function hostWithMeasuredBandwidth(
+  host: HostSpec,
+  bandwidthGBps: number,
+  source = "measured on the host by HostPrep",
+): HostSpec {
   if (!(Number.isFinite(bandwidthGBps) && bandwidthGBps > 0)) {
     throw new RangeError(`internal: a measured bandwidth must be a positive number of GB/s, got ${bandwidthGBps}`);
   }
-  return { ...host, memory: { ...host.memory, achievableBandwidth: bandwidthGBps * 1e9, basis: `${source}: ${bandwidthGBps} GB/s` } };
+  return {
+    ...host,
+    memory: { ...host.memory, achievableBandwidth: bandwidthGBps * 1e9, basis: `${source}: ${bandwidthGBps} GB/s` },
+  };
 }
 
 /** Projects the plan's chosen flags on its host at `bandwidthGBps`; everything else as the plan had it. */

@@ -12,9 +12,23 @@ import type { Architecture, Catalog, ModelEntry } from "./catalog";
 import type { KvCacheType } from "./ggml-types";
 import type { HostSpec } from "./host";
 import { keepsKv, kvLayerCount, kvReadBytesPerToken, recurrentBytesPerLayer, type DeviceName } from "./memory";
-import { endpointOf, isRpcDevice, visitBytes, visitCommands, visitSeconds, type LinkSpec, type RpcWorkerSpec } from "./network";
+import {
+  endpointOf,
+  isRpcDevice,
+  visitBytes,
+  visitCommands,
+  visitSeconds,
+  type LinkSpec,
+  type RpcWorkerSpec,
+} from "./network";
 import type { PlacementMode } from "./estimate";
-import { attentionFlopsPerTokenPerLayer, decodeReadFraction, matmulFlopsPerToken, tensorsFromArchitecture, type TensorInfo } from "./tensors";
+import {
+  attentionFlopsPerTokenPerLayer,
+  decodeReadFraction,
+  matmulFlopsPerToken,
+  tensorsFromArchitecture,
+  type TensorInfo,
+} from "./tensors";
 
 export interface NamedFactor {
   name: string;
@@ -69,8 +83,12 @@ export function projectionClass(mode: PlacementMode, host: Pick<HostSpec, "cpu">
 
 function errorBand(catalog: Catalog, hardwareClass: string, phase: "decode" | "prefill"): ErrorBand | undefined {
   const bands = (catalog.efficiency.cpu.corpusFit?.errorBands ?? []).filter((band) => band.phase === phase);
-  const band = bands.find((entry) => entry.hardwareClass === hardwareClass) ?? bands.find((entry) => entry.hardwareClass === "all");
-  return band && { hardwareClass: band.hardwareClass, runs: band.runs, low: 1 / (1 + band.p90), high: 1 / (1 + band.p10) };
+  const band =
+    bands.find((entry) => entry.hardwareClass === hardwareClass) ??
+    bands.find((entry) => entry.hardwareClass === "all");
+  return (
+    band && { hardwareClass: band.hardwareClass, runs: band.runs, low: 1 / (1 + band.p90), high: 1 / (1 + band.p10) }
+  );
 }
 
 /** Bytes one decoded token reads from every tensor placed on `device`, at a KV depth. */
@@ -86,10 +104,14 @@ function decodeBytesOnDevice(
 ): number {
   let bytes = 0;
   for (const tensor of tensors) {
-    if (placement.deviceOfTensor.get(tensor.name) === device) bytes += tensor.bytes * batchReadFraction(decodeReadFraction(tensor, arch), slots);
+    if (placement.deviceOfTensor.get(tensor.name) === device)
+      bytes += tensor.bytes * batchReadFraction(decodeReadFraction(tensor, arch), slots);
   }
   const layersHere = placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
-  const kvRead = layersHere.reduce((sum, layer) => sum + kvReadBytesPerToken(arch, layer, depthTokens, kvType, kvTypeV), 0);
+  const kvRead = layersHere.reduce(
+    (sum, layer) => sum + kvReadBytesPerToken(arch, layer, depthTokens, kvType, kvTypeV),
+    0,
+  );
   // A recurrent layer reads and writes its one-slot state once per token instead of reading KV.
   const recurrentLayersHere = layersHere.filter((layer) => arch.recurrent?.layers.includes(layer)).length;
   // Every slot reads its own KV (and recurrent state): those bytes scale with the slots, the weights do not.
@@ -150,7 +172,15 @@ export interface CpuFactors {
 }
 
 /** The CPU factors a fit can change; a value given here replaces the catalog's (the bench on this machine, or a leave-one-source-out fold). */
-export const CPU_FACTOR_NAMES = ["decodeEfficiency", "decodeSecondsPerLayer", "decodeComputeEfficiency", "prefillEfficiency", "numaRemoteGain", "pcieStreamFraction", "pageableStreamFraction"] as const;
+export const CPU_FACTOR_NAMES = [
+  "decodeEfficiency",
+  "decodeSecondsPerLayer",
+  "decodeComputeEfficiency",
+  "prefillEfficiency",
+  "numaRemoteGain",
+  "pcieStreamFraction",
+  "pageableStreamFraction",
+] as const;
 export type CpuFactorName = (typeof CPU_FACTOR_NAMES)[number];
 
 export type CpuFactorOverrides = Partial<Record<CpuFactorName, number>> & { source: string };
@@ -163,21 +193,32 @@ export type CpuFactorOverrides = Partial<Record<CpuFactorName, number>> & { sour
  * keeps one wherever its training runs say nothing about it.
  */
 export function priorCpuFactors(catalog: Catalog): NamedFactor[] {
-  const { decodeCalibration: decode, prefillCalibration: prefill, decodeSecondsPerLayer: perLayer, priors } = catalog.efficiency.cpu;
+  const {
+    decodeCalibration: decode,
+    prefillCalibration: prefill,
+    decodeSecondsPerLayer: perLayer,
+    priors,
+  } = catalog.efficiency.cpu;
   const factorFor = (modelId: string, tierName: string): { model: ModelEntry; tensors: TensorInfo[] } => {
     const model = catalog.models.find((entry) => entry.id === modelId);
     const tier = model?.tiers.find((entry) => entry.name === tierName);
-    if (!model || !tier) throw new Error(`catalog/efficiency.yaml calibrates on ${modelId} ${tierName}, which catalog/models.yaml lacks`);
+    if (!model || !tier)
+      throw new Error(`catalog/efficiency.yaml calibrates on ${modelId} ${tierName}, which catalog/models.yaml lacks`);
     return { model, tensors: tensorsFromArchitecture(model.architecture, tier) };
   };
   const d = factorFor(decode.model, decode.tier);
-  const cpuOnly = { deviceOfTensor: new Map(d.tensors.map((t) => [t.name, "CPU" as DeviceName])), layerDevice: d.tensors.filter((t) => t.name.endsWith("attn_norm.weight")).map(() => "CPU" as DeviceName) };
+  const cpuOnly = {
+    deviceOfTensor: new Map(d.tensors.map((t) => [t.name, "CPU" as DeviceName])),
+    layerDevice: d.tensors.filter((t) => t.name.endsWith("attn_norm.weight")).map(() => "CPU" as DeviceName),
+  };
   const bytesPerToken = decodeBytesOnDevice(d.tensors, cpuOnly, d.model.architecture, "CPU", decode.depthTokens, "f16");
   const streamingSeconds = 1 / decode.decodeTokensPerSecond - d.model.architecture.layers * perLayer.value;
   const decodeEfficiency = bytesPerToken / streamingSeconds / (decode.measuredBandwidthGBps * 1e9);
 
   const p = factorFor(prefill.model, prefill.tier);
-  const flopsPerToken = prefillFlops(matmulFlops(p.tensors, p.model.architecture), p.model.architecture, 0, prefill.promptTokens) / prefill.promptTokens;
+  const flopsPerToken =
+    prefillFlops(matmulFlops(p.tensors, p.model.architecture), p.model.architecture, 0, prefill.promptTokens) /
+    prefill.promptTokens;
   const peak = prefill.cores * prefill.allCoreGHz * 1e9 * prefill.fp32FlopsPerCycle;
   const prefillEfficiency = (prefill.prefillTokensPerSecond * flopsPerToken) / peak;
   return [
@@ -187,15 +228,27 @@ export function priorCpuFactors(catalog: Catalog): NamedFactor[] {
       source: `${(bytesPerToken / 1e9).toFixed(2)} GB/token (this planner, ${decode.model} ${decode.tier}) ÷ (1/${decode.decodeTokensPerSecond} t/s − ${d.model.architecture.layers} layers × ${(perLayer.value * 1e6).toFixed(0)} µs) ÷ ${decode.measuredBandwidthGBps} GB/s — ${decode.source}`,
     },
     { name: "cpu.decodeSecondsPerLayer", value: perLayer.value, source: perLayer.source },
-    { name: "cpu.decodeComputeEfficiency", value: priors.decodeComputeEfficiency.value, source: priors.decodeComputeEfficiency.source },
+    {
+      name: "cpu.decodeComputeEfficiency",
+      value: priors.decodeComputeEfficiency.value,
+      source: priors.decodeComputeEfficiency.source,
+    },
     {
       name: "cpu.prefillEfficiency",
       value: prefillEfficiency,
       source: `${prefill.prefillTokensPerSecond} t/s × ${(flopsPerToken / 1e9).toFixed(1)} GFLOP/token ÷ (${prefill.cores} cores × ${prefill.allCoreGHz} GHz × ${prefill.fp32FlopsPerCycle} FLOP/cycle) — ${prefill.source}`,
     },
     { name: "cpu.numaRemoteGain", value: priors.numaRemoteGain.value, source: priors.numaRemoteGain.source },
-    { name: "cpu.pcieStreamFraction", value: catalog.efficiency.pcie.effectiveFraction.value, source: catalog.efficiency.pcie.effectiveFraction.source },
-    { name: "cpu.pageableStreamFraction", value: priors.pageableStreamFraction.value, source: priors.pageableStreamFraction.source },
+    {
+      name: "cpu.pcieStreamFraction",
+      value: catalog.efficiency.pcie.effectiveFraction.value,
+      source: catalog.efficiency.pcie.effectiveFraction.source,
+    },
+    {
+      name: "cpu.pageableStreamFraction",
+      value: priors.pageableStreamFraction.value,
+      source: priors.pageableStreamFraction.source,
+    },
   ];
 }
 
@@ -211,7 +264,12 @@ export function cpuFactors(catalog: Catalog, overrides?: CpuFactorOverrides): Cp
     const override = overrides?.[name];
     if (override !== undefined) return { name: prior.name, value: override, source: overrides!.source };
     const fitted = fit?.factors[name];
-    if (fitted !== undefined) return { name: prior.name, value: fitted, source: `whole-corpus fit, npm run bench:published -- --write (${fit!.fittedOn})` };
+    if (fitted !== undefined)
+      return {
+        name: prior.name,
+        value: fitted,
+        source: `whole-corpus fit, npm run bench:published -- --write (${fit!.fittedOn})`,
+      };
     return prior;
   });
   const value = (name: CpuFactorName) => factors.find((factor) => factor.name === `cpu.${name}`)!.value;
@@ -317,16 +375,34 @@ export function project(inputs: SpeedInputs): Projection {
   const rpcWorkers = inputs.rpc?.workers ?? [];
   const slots = Math.max(1, Math.floor(inputs.concurrentSlots ?? 1));
   // In --rpc order, which is the order llama.cpp runs their layers in.
-  const rpcIndex = (device: DeviceName) => rpcWorkers.findIndex((worker) => isRpcDevice(device) && worker.endpoint === endpointOf(device));
-  const devices: DeviceName[] = ["CPU", ...[...placement.layerDevice, ...placement.deviceOfTensor.values()].filter(isRpcDevice).filter((device, index, all) => all.indexOf(device) === index).sort((a, b) => rpcIndex(a) - rpcIndex(b)), ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName)];
+  const rpcIndex = (device: DeviceName) =>
+    rpcWorkers.findIndex((worker) => isRpcDevice(device) && worker.endpoint === endpointOf(device));
+  const devices: DeviceName[] = [
+    "CPU",
+    ...[...placement.layerDevice, ...placement.deviceOfTensor.values()]
+      .filter(isRpcDevice)
+      .filter((device, index, all) => all.indexOf(device) === index)
+      .sort((a, b) => rpcIndex(a) - rpcIndex(b)),
+    ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName),
+  ];
   // ggml-rpc-server has no --numa: the thread that receives a tensor touches its pages, so one node serves them.
   const cpuOf = (device: DeviceName): CpuDevice => {
     if (!isRpcDevice(device)) {
-      return { host, decodeThreads: Math.min(inputs.threads ?? host.cpu.cores, host.cpu.cores), batchThreads: Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores), numaSpread: inputs.numaSpread ?? host.cpu.numaNodes <= 1 };
+      return {
+        host,
+        decodeThreads: Math.min(inputs.threads ?? host.cpu.cores, host.cpu.cores),
+        batchThreads: Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores),
+        numaSpread: inputs.numaSpread ?? host.cpu.numaNodes <= 1,
+      };
     }
     const worker = rpcWorkers[rpcIndex(device)]!;
     const threads = Math.min(worker.threads, worker.host.cpu.cores);
-    return { host: worker.host, decodeThreads: threads, batchThreads: threads, numaSpread: worker.host.cpu.numaNodes <= 1 };
+    return {
+      host: worker.host,
+      decodeThreads: threads,
+      batchThreads: threads,
+      numaSpread: worker.host.cpu.numaNodes <= 1,
+    };
   };
   const isCpuDevice = (device: DeviceName) => device === "CPU" || isRpcDevice(device);
   const effectiveBandwidth = (device: DeviceName): number => {
@@ -336,9 +412,17 @@ export function project(inputs: SpeedInputs): Projection {
   };
   const decodeComputeOf = (device: DeviceName) => {
     const { host: owner, decodeThreads } = cpuOf(device);
-    return { threads: decodeThreads, owner, flopsPerSecond: decodeThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.decodeComputeEfficiency };
+    return {
+      threads: decodeThreads,
+      owner,
+      flopsPerSecond:
+        decodeThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.decodeComputeEfficiency,
+    };
   };
-  const flopsOnDevice = (device: DeviceName) => tensors.filter((tensor) => placement.deviceOfTensor.get(tensor.name) === device).reduce((sum, tensor) => sum + matmulFlopsPerToken(tensor, arch), 0);
+  const flopsOnDevice = (device: DeviceName) =>
+    tensors
+      .filter((tensor) => placement.deviceOfTensor.get(tensor.name) === device)
+      .reduce((sum, tensor) => sum + matmulFlopsPerToken(tensor, arch), 0);
   const decodeFlops = new Map(devices.filter(isCpuDevice).map((device) => [device, flopsOnDevice(device)]));
   const link = inputs.rpc?.link;
   // Measured over TCP; RDMA's transport still hands every command over and waits for its completion
@@ -347,25 +431,61 @@ export function project(inputs: SpeedInputs): Projection {
   const trafficAt = (depth: number): DeviceDecodeTraffic[] =>
     devices
       .map((device) => {
-        const bytesPerToken = decodeBytesOnDevice(tensors, placement, arch, device, depth, inputs.kvCacheType, kvTypeV, slots);
+        const bytesPerToken = decodeBytesOnDevice(
+          tensors,
+          placement,
+          arch,
+          device,
+          depth,
+          inputs.kvCacheType,
+          kvTypeV,
+          slots,
+        );
         const bandwidth = effectiveBandwidth(device);
-        if (!isCpuDevice(device)) return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: bytesPerToken / bandwidth, computeBound: false };
+        if (!isCpuDevice(device))
+          return {
+            device,
+            bytesPerToken,
+            effectiveBandwidth: bandwidth,
+            secondsPerToken: bytesPerToken / bandwidth,
+            computeBound: false,
+          };
         // A CPU step is bound by whichever is slower, streaming its bytes or its threads' arithmetic
         // (roofline); the per-layer dispatch cost comes on top. An RPC device is a worker's CPU, and
         // each token's visit to it also crosses the link.
         const compute = decodeComputeOf(device);
         const flops = decodeFlops.get(device)! * slots;
         const computeBound = flops / compute.flopsPerSecond > bytesPerToken / bandwidth;
-        const networkSecondsPerToken = isRpcDevice(device) && link ? visitSeconds(link, visitBytes(arch, 1, depth, inputs.rpc!.outputDevice === device, 1), visitCommands(arch, inputs.rpc!.outputDevice === device), secondsPerCommand) : 0;
-        const seconds = Math.max(bytesPerToken / bandwidth, flops / compute.flopsPerSecond) + cpuLayers(placement, device) * cpu.decodeSecondsPerLayer + networkSecondsPerToken;
+        const networkSecondsPerToken =
+          isRpcDevice(device) && link
+            ? visitSeconds(
+                link,
+                visitBytes(arch, 1, depth, inputs.rpc!.outputDevice === device, 1),
+                visitCommands(arch, inputs.rpc!.outputDevice === device),
+                secondsPerCommand,
+              )
+            : 0;
+        const seconds =
+          Math.max(bytesPerToken / bandwidth, flops / compute.flopsPerSecond) +
+          cpuLayers(placement, device) * cpu.decodeSecondsPerLayer +
+          networkSecondsPerToken;
         const computeBasis = computeBound
           ? `compute-bound: ${(flops / 1e9).toFixed(1)} GFLOP/token on ${compute.threads} threads × ${compute.owner.cpu.allCoreGHz} GHz × ${compute.owner.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.decodeComputeEfficiency.toFixed(3)} = ${(compute.flopsPerSecond / 1e12).toFixed(2)} TFLOPS`
           : undefined;
-        return { device, bytesPerToken, effectiveBandwidth: bandwidth, secondsPerToken: seconds, computeBound, ...(computeBasis ? { computeBasis } : {}), ...(isRpcDevice(device) ? { networkSecondsPerToken } : {}) };
+        return {
+          device,
+          bytesPerToken,
+          effectiveBandwidth: bandwidth,
+          secondsPerToken: seconds,
+          computeBound,
+          ...(computeBasis ? { computeBasis } : {}),
+          ...(isRpcDevice(device) ? { networkSecondsPerToken } : {}),
+        };
       })
       .filter((traffic) => traffic.bytesPerToken > 0);
   // secondsPerToken is per step; a step emits one token for each busy slot.
-  const decodeAt = (depth: number) => slots / trafficAt(depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
+  const decodeAt = (depth: number) =>
+    slots / trafficAt(depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
 
   const perTokenMatmul = matmulFlops(tensors, arch);
   const coresBatch = Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores);
@@ -378,7 +498,9 @@ export function project(inputs: SpeedInputs): Projection {
     const cpuDevices = devices.filter(isCpuDevice);
     const share = cpuDevices.map((device) => {
       const { host: owner, batchThreads } = cpuOf(device);
-      const kvLayersHere = placement.layerDevice.filter((owner, layer) => owner === device && keepsKv(arch, layer)).length;
+      const kvLayersHere = placement.layerDevice.filter(
+        (owner, layer) => owner === device && keepsKv(arch, layer),
+      ).length;
       return {
         device,
         flopsPerSecond: batchThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.prefillEfficiency,
@@ -394,7 +516,13 @@ export function project(inputs: SpeedInputs): Projection {
         for (const part of share) {
           seconds += (count * part.matmulPerToken + part.attentionPerPosition * positions) / part.flopsPerSecond;
           // The server asks for the last prompt token's logits only.
-          if (isRpcDevice(part.device)) seconds += visitSeconds(link, visitBytes(arch, count, start + count, inputs.rpc!.outputDevice === part.device, 1), visitCommands(arch, inputs.rpc!.outputDevice === part.device), secondsPerCommand);
+          if (isRpcDevice(part.device))
+            seconds += visitSeconds(
+              link,
+              visitBytes(arch, count, start + count, inputs.rpc!.outputDevice === part.device, 1),
+              visitCommands(arch, inputs.rpc!.outputDevice === part.device),
+              secondsPerCommand,
+            );
         }
       }
       return seconds;
@@ -404,13 +532,15 @@ export function project(inputs: SpeedInputs): Projection {
       `; every ${placement.ubatch}-token ubatch visits each worker once over ${link.basis}`;
   } else if (placement.mode === "cpu-only") {
     prefillSeconds = (n) => prefillFlops(perTokenMatmul, arch, 0, n) / cpuCompute;
-    prefillBasis = `CPU compute: ${coresBatch} cores × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.prefillEfficiency.toFixed(3)} = ${(cpuCompute / 1e12).toFixed(2)} TFLOPS effective; ${(perTokenMatmul / 1e9).toFixed(1)} GFLOP/token of weights plus ${(kvLayerCount(arch) * attentionFlopsPerTokenPerLayer(arch, 1) / 1e6).toFixed(2)} MFLOP per token of context`;
+    prefillBasis = `CPU compute: ${coresBatch} cores × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.prefillEfficiency.toFixed(3)} = ${(cpuCompute / 1e12).toFixed(2)} TFLOPS effective; ${(perTokenMatmul / 1e9).toFixed(1)} GFLOP/token of weights plus ${((kvLayerCount(arch) * attentionFlopsPerTokenPerLayer(arch, 1)) / 1e6).toFixed(2)} MFLOP per token of context`;
   } else {
     const gpu0 = host.gpus[0]!;
     const gpuCompute = gpu0.int8OpsPerSecond * gpuPrefill.value;
     // CPU weights that big batches multiply: with op offload they cross PCIe once per ubatch (to
     // the first GPU) and run there; without it they run on the CPU cores.
-    const cpuMatmul = tensors.filter((tensor) => placement.deviceOfTensor.get(tensor.name) === "CPU" && matmulFlopsPerToken(tensor, arch) > 0);
+    const cpuMatmul = tensors.filter(
+      (tensor) => placement.deviceOfTensor.get(tensor.name) === "CPU" && matmulFlopsPerToken(tensor, arch) > 0,
+    );
     const offloads = opOffload && placement.ubatch >= 32;
     const streamedBytes = offloads ? cpuMatmul.reduce((sum, tensor) => sum + tensor.bytes, 0) : 0;
     const cpuFlopsPerToken = offloads ? 0 : matmulFlops(cpuMatmul, arch);
@@ -420,25 +550,45 @@ export function project(inputs: SpeedInputs): Projection {
       let seconds = 0;
       for (let start = 0; start < n; start += placement.ubatch) {
         const count = Math.min(placement.ubatch, n - start);
-        seconds += (prefillFlops(perTokenMatmul - cpuFlopsPerToken, arch, start, count)) / gpuCompute + streamedBytes / pcieBandwidth + (count * cpuFlopsPerToken) / cpuCompute;
+        seconds +=
+          prefillFlops(perTokenMatmul - cpuFlopsPerToken, arch, start, count) / gpuCompute +
+          streamedBytes / pcieBandwidth +
+          (count * cpuFlopsPerToken) / cpuCompute;
       }
       return seconds;
     };
     prefillBasis =
       `GPU compute ${(gpuCompute / 1e12).toFixed(0)} TOPS effective (${gpu0.name} ${(gpu0.int8OpsPerSecond / 1e12).toFixed(0)} INT8 TOPS × ${gpuPrefill.value})` +
-      (streamedBytes > 0 ? `, plus ${(streamedBytes / 1e9).toFixed(1)} GB of CPU experts streamed over ${gpu0.pcie} at ${(pcieBandwidth / 1e9).toFixed(1)} GB/s${pinned ? "" : " (pageable: memory-mapped weights)"} once per ${placement.ubatch}-token ubatch` : "") +
-      (cpuFlopsPerToken > 0 ? `, plus ${(cpuFlopsPerToken / 1e9).toFixed(1)} GFLOP/token of CPU weights on the CPU at ${(cpuCompute / 1e12).toFixed(2)} TFLOPS (no op offload)` : "");
+      (streamedBytes > 0
+        ? `, plus ${(streamedBytes / 1e9).toFixed(1)} GB of CPU experts streamed over ${gpu0.pcie} at ${(pcieBandwidth / 1e9).toFixed(1)} GB/s${pinned ? "" : " (pageable: memory-mapped weights)"} once per ${placement.ubatch}-token ubatch`
+        : "") +
+      (cpuFlopsPerToken > 0
+        ? `, plus ${(cpuFlopsPerToken / 1e9).toFixed(1)} GFLOP/token of CPU weights on the CPU at ${(cpuCompute / 1e12).toFixed(2)} TFLOPS (no op offload)`
+        : "");
   }
 
   const factors: NamedFactor[] = [...cpu.factors];
-  if (link) factors.push({ name: "rpc.tcpSecondsPerCommand", value: secondsPerCommand, source: catalog.efficiency.rpc.tcpSecondsPerCommand.source });
+  if (link)
+    factors.push({
+      name: "rpc.tcpSecondsPerCommand",
+      value: secondsPerCommand,
+      source: catalog.efficiency.rpc.tcpSecondsPerCommand.source,
+    });
   if (host.gpus.length > 0) {
     factors.push({ name: "gpu.decodeBandwidthFraction", value: gpuDecode.value, source: gpuDecode.source });
     factors.push({ name: "gpu.prefillComputeFraction", value: gpuPrefill.value, source: gpuPrefill.source });
   }
 
-  const depths = [...new Set([0, 4096, 32768, inputs.decodeDepthTokens, inputs.contextPerSlot, ...(inputs.decodeDepths ?? [])])].filter((depth) => depth <= inputs.contextPerSlot).sort((a, b) => a - b);
-  const prompts = [...new Set([PREFILL_REPORT_PROMPT_TOKENS, inputs.ttftPromptTokens, ...(inputs.prefillPrompts ?? [])])].filter((n) => n > 0).sort((a, b) => a - b);
+  const depths = [
+    ...new Set([0, 4096, 32768, inputs.decodeDepthTokens, inputs.contextPerSlot, ...(inputs.decodeDepths ?? [])]),
+  ]
+    .filter((depth) => depth <= inputs.contextPerSlot)
+    .sort((a, b) => a - b);
+  const prompts = [
+    ...new Set([PREFILL_REPORT_PROMPT_TOKENS, inputs.ttftPromptTokens, ...(inputs.prefillPrompts ?? [])]),
+  ]
+    .filter((n) => n > 0)
+    .sort((a, b) => a - b);
   return {
     decodeDepthTokens: inputs.decodeDepthTokens,
     decodeTokensPerSecond: decodeAt(inputs.decodeDepthTokens),
@@ -446,17 +596,29 @@ export function project(inputs: SpeedInputs): Projection {
     decodeByDepth: depths.map((depthTokens) => ({ depthTokens, tokensPerSecond: decodeAt(depthTokens) })),
     prefillPromptTokens: PREFILL_REPORT_PROMPT_TOKENS,
     prefillTokensPerSecond: PREFILL_REPORT_PROMPT_TOKENS / prefillSeconds(PREFILL_REPORT_PROMPT_TOKENS),
-    prefillByPrompt: prompts.map((promptTokens) => ({ promptTokens, seconds: prefillSeconds(promptTokens), tokensPerSecond: promptTokens / prefillSeconds(promptTokens) })),
+    prefillByPrompt: prompts.map((promptTokens) => ({
+      promptTokens,
+      seconds: prefillSeconds(promptTokens),
+      tokensPerSecond: promptTokens / prefillSeconds(promptTokens),
+    })),
     ttftPromptTokens: inputs.ttftPromptTokens,
     ttftSeconds: prefillSeconds(inputs.ttftPromptTokens),
     prefillBasis,
     factors,
-    errorBands: { decode: errorBand(catalog, projectionClass(placement.mode, host), "decode"), prefill: errorBand(catalog, projectionClass(placement.mode, host), "prefill") },
+    errorBands: {
+      decode: errorBand(catalog, projectionClass(placement.mode, host), "decode"),
+      prefill: errorBand(catalog, projectionClass(placement.mode, host), "prefill"),
+    },
   };
 }
 
 /** What a given CPU bandwidth would decode at, for checking a claim like the seed's "~100 GB/s". */
 export function cpuDecodeAtBandwidth(inputs: SpeedInputs, bandwidthBytesPerSecond: number): number {
   const host = { ...inputs.host, memory: { ...inputs.host.memory, achievableBandwidth: bandwidthBytesPerSecond } };
-  return project({ ...inputs, host, numaSpread: true, cpuFactors: { numaRemoteGain: 1, ...inputs.cpuFactors, source: inputs.cpuFactors?.source ?? "a stated bandwidth" } }).decodeTokensPerSecond;
+  return project({
+    ...inputs,
+    host,
+    numaSpread: true,
+    cpuFactors: { numaRemoteGain: 1, ...inputs.cpuFactors, source: inputs.cpuFactors?.source ?? "a stated bandwidth" },
+  }).decodeTokensPerSecond;
 }

@@ -6,7 +6,15 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { apiKeyProblem, CONFIG_NAMESPACE, parseStackConfig, SECRET_CONFIG_KEYS, STACK_CONFIG_KEYS, type SecretConfigKey, type StackConfig } from "./config";
+import {
+  apiKeyProblem,
+  CONFIG_NAMESPACE,
+  parseStackConfig,
+  SECRET_CONFIG_KEYS,
+  STACK_CONFIG_KEYS,
+  type SecretConfigKey,
+  type StackConfig,
+} from "./config";
 import { ConfigError } from "./errors";
 
 /** stacks/ of this repository; KIMI_KIT_STACKS_DIR points `npm run plan` elsewhere (tests use it). */
@@ -50,7 +58,8 @@ function editDistance(a: string, b: string): number {
   let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
   for (let i = 1; i <= a.length; i++) {
     const current = [i];
-    for (let j = 1; j <= b.length; j++) current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    for (let j = 1; j <= b.length; j++)
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
     previous = current;
   }
   return previous[b.length]!;
@@ -86,9 +95,12 @@ export function readStackValues(stack: string, dir = STACKS_DIR): Record<string,
     throw new ConfigError(stack, [`no stack file ${shown}; stacks here: ${listStacks(dir).join(", ")}`]);
   }
   const stat = statSync(file);
-  if (!stat.isFile()) throw new ConfigError(stack, [`${shown}: found something that is not a regular file; allowed: a YAML stack file`]);
+  if (!stat.isFile())
+    throw new ConfigError(stack, [`${shown}: found something that is not a regular file; allowed: a YAML stack file`]);
   if (stat.size > MAX_STACK_FILE_BYTES) {
-    throw new ConfigError(stack, [`${shown}: found ${stat.size} bytes; allowed: at most ${MAX_STACK_FILE_BYTES} bytes (a stack file is a few KiB)`]);
+    throw new ConfigError(stack, [
+      `${shown}: found ${stat.size} bytes; allowed: at most ${MAX_STACK_FILE_BYTES} bytes (a stack file is a few KiB)`,
+    ]);
   }
   let document: unknown;
   try {
@@ -99,7 +111,9 @@ export function readStackValues(stack: string, dir = STACKS_DIR): Record<string,
   }
   const config = (document as { config?: unknown } | null)?.config ?? {};
   if (config === null || typeof config !== "object" || Array.isArray(config)) {
-    throw new ConfigError(stack, [`${shown} config: found ${Array.isArray(config) ? "a list" : typeof config}; allowed: a mapping of keys like ${CONFIG_NAMESPACE}:host`]);
+    throw new ConfigError(stack, [
+      `${shown} config: found ${Array.isArray(config) ? "a list" : typeof config}; allowed: a mapping of keys like ${CONFIG_NAMESPACE}:host`,
+    ]);
   }
   const values: Record<string, unknown> = {};
   const problems: string[] = [];
@@ -132,7 +146,11 @@ export interface ProgramConfig {
  * JSON): refuses misspelled keys and namespaces, secrets Pulumi does not hold encrypted, and an API
  * key that is not one; then checks the rest against the schema, so every problem is listed at once.
  */
-export function readProgramConfig(stack: string, all: Record<string, string>, isSecret: (fullKey: string) => boolean): ProgramConfig {
+export function readProgramConfig(
+  stack: string,
+  all: Record<string, string>,
+  isSecret: (fullKey: string) => boolean,
+): ProgramConfig {
   const raw: Record<string, unknown> = {};
   const secrets: Partial<Record<SecretConfigKey, string>> = {};
   const problems: string[] = [];
@@ -149,7 +167,9 @@ export function readProgramConfig(stack: string, all: Record<string, string>, is
     const secretKey = (SECRET_CONFIG_KEYS as readonly string[]).includes(name) ? (name as SecretConfigKey) : undefined;
     if (secretKey) {
       if (!isSecret(fullKey)) {
-        problems.push(`${secretKey}: found a plain-text value (hidden); allowed: only an encrypted value; set it with \`pulumi config set --secret ${fullKey} <value>\``);
+        problems.push(
+          `${secretKey}: found a plain-text value (hidden); allowed: only an encrypted value; set it with \`pulumi config set --secret ${fullKey} <value>\``,
+        );
         continue;
       }
       if (secretKey === "apiKey") {

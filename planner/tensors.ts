@@ -59,7 +59,8 @@ export function tensorsFromArchitecture(arch: Architecture, tier: Tier): TensorI
   if (arch.llamaCppArch === "kimi-k3") return kimiK3Tensors(arch, tier);
   const t = tier.types;
   const tensors: TensorInfo[] = [];
-  const add = (name: string, type: GgmlTypeName, shape: number[]) => tensors.push(makeTensor(name, quantizedType(type, shape[0]!), shape));
+  const add = (name: string, type: GgmlTypeName, shape: number[]) =>
+    tensors.push(makeTensor(name, quantizedType(type, shape[0]!), shape));
   const h = arch.hiddenSize;
   const qkHead = arch.qkNopeHeadDim + arch.qkRopeHeadDim;
 
@@ -94,10 +95,12 @@ export function tensorsFromArchitecture(arch: Architecture, tier: Tier): TensorI
 function kimiK3Tensors(arch: Architecture, tier: Tier): TensorInfo[] {
   const t = tier.types;
   const tensors: TensorInfo[] = [];
-  const add = (name: string, type: GgmlTypeName, shape: number[]) => tensors.push(makeTensor(name, quantizedType(type, shape[0]!), shape));
+  const add = (name: string, type: GgmlTypeName, shape: number[]) =>
+    tensors.push(makeTensor(name, quantizedType(type, shape[0]!), shape));
   const h = arch.hiddenSize;
   const kda = arch.recurrent?.kda;
-  if (!kda || arch.expertLatentSize === undefined) throw new Error(`internal: kimi-k3 architecture without KDA shapes or expert latent width`);
+  if (!kda || arch.expertLatentSize === undefined)
+    throw new Error(`internal: kimi-k3 architecture without KDA shapes or expert latent width`);
   const inner = kda.heads * kda.headDim;
   const latent = arch.expertLatentSize;
   const qkHead = arch.qkNopeHeadDim + arch.qkRopeHeadDim;
@@ -111,7 +114,8 @@ function kimiK3Tensors(arch: Architecture, tier: Tier): TensorInfo[] {
     if (arch.recurrent!.layers.includes(layer)) {
       for (const name of ["attn_q", "attn_k", "attn_v"]) add(`${p}${name}.weight`, attention, [h, inner]);
       add(`${p}attn_output.weight`, attention, [inner, h]);
-      for (const name of ["ssm_conv1d_q", "ssm_conv1d_k", "ssm_conv1d_v"]) add(`${p}${name}.weight`, "F32", [kda.convKernel, 1, inner]);
+      for (const name of ["ssm_conv1d_q", "ssm_conv1d_k", "ssm_conv1d_v"])
+        add(`${p}${name}.weight`, "F32", [kda.convKernel, 1, inner]);
       add(`${p}ssm_f_a.weight`, attention, [h, kda.headDim]);
       add(`${p}ssm_f_b.weight`, attention, [kda.headDim, inner]);
       add(`${p}ssm_g.weight`, attention, [h, inner]);
@@ -149,7 +153,12 @@ function kimiK3Tensors(arch: Architecture, tier: Tier): TensorInfo[] {
  * router, the routed experts (in the expert latent width where the model has one, else the hidden
  * width) and the shared experts (hidden width, expertFfnSize × sharedExperts).
  */
-function addFfn(add: (name: string, type: GgmlTypeName, shape: number[]) => void, layer: number, arch: Architecture, tier: Tier): void {
+function addFfn(
+  add: (name: string, type: GgmlTypeName, shape: number[]) => void,
+  layer: number,
+  arch: Architecture,
+  tier: Tier,
+): void {
   const t = tier.types;
   const p = `blk.${layer}.`;
   const h = arch.hiddenSize;
@@ -167,7 +176,11 @@ function addFfn(add: (name: string, type: GgmlTypeName, shape: number[]) => void
   const experts = t.routedExperts as GgmlTypeName;
   add(`${p}ffn_gate_exps.weight`, experts, [width, arch.expertFfnSize, arch.routedExperts]);
   add(`${p}ffn_up_exps.weight`, experts, [width, arch.expertFfnSize, arch.routedExperts]);
-  add(`${p}ffn_down_exps.weight`, (tier.routedExpertsDown ?? experts) as GgmlTypeName, [arch.expertFfnSize, width, arch.routedExperts]);
+  add(`${p}ffn_down_exps.weight`, (tier.routedExpertsDown ?? experts) as GgmlTypeName, [
+    arch.expertFfnSize,
+    width,
+    arch.routedExperts,
+  ]);
   if (arch.sharedExperts > 0) {
     const shared = t.sharedExperts as GgmlTypeName;
     const sharedWidth = arch.expertFfnSize * arch.sharedExperts;

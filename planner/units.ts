@@ -56,7 +56,8 @@ const UNIT_BYTES: Record<string, number> = {
  * Returns undefined when the text is not a size, so the schema can say what is allowed.
  */
 export function parseSize(value: string | number, options: { requireUnit?: boolean } = {}): number | undefined {
-  if (typeof value === "number") return !options.requireUnit && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+  if (typeof value === "number")
+    return !options.requireUnit && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
   const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$/i.exec(value);
   if (!match) return undefined;
   if (options.requireUnit && match[2] === undefined) return undefined;

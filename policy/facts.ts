@@ -62,10 +62,12 @@ export interface GuardrailFacts {
 /** The facts, or what is wrong with them (a shape this pack does not know). */
 export type FactsReading = { facts: GuardrailFacts } | { problem: string };
 
-const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
 const isString = (value: unknown): value is string => typeof value === "string";
 const isStringArray = (value: unknown): value is string[] => Array.isArray(value) && value.every(isString);
-const isPort = (value: unknown): value is number => typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= 65535;
+const isPort = (value: unknown): value is number =>
+  typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= 65535;
 
 function isVerdict(value: unknown): value is Verdict {
   return isRecord(value) && typeof value.fits === "boolean" && (value.refusal === null || isString(value.refusal));
@@ -78,17 +80,25 @@ function isVerdict(value: unknown): value is Verdict {
  */
 export function readFacts(props: Record<string, unknown>): FactsReading {
   const raw = props[FACTS_PROPERTY];
-  if (raw === undefined) return { problem: `no ${FACTS_PROPERTY} input (a kit older than this policy pack, or PULUMI_NODEJS_SKIP_COMPONENT_INPUTS set)` };
+  if (raw === undefined)
+    return {
+      problem: `no ${FACTS_PROPERTY} input (a kit older than this policy pack, or PULUMI_NODEJS_SKIP_COMPONENT_INPUTS set)`,
+    };
   if (!isRecord(raw)) return { problem: `${FACTS_PROPERTY} is not an object` };
-  if (raw.version !== FACTS_VERSION) return { problem: `${FACTS_PROPERTY}.version is ${JSON.stringify(raw.version)}; this pack reads version ${FACTS_VERSION}` };
+  if (raw.version !== FACTS_VERSION)
+    return {
+      problem: `${FACTS_PROPERTY}.version is ${JSON.stringify(raw.version)}; this pack reads version ${FACTS_VERSION}`,
+    };
   const bad = (path: string): FactsReading => ({ problem: `${FACTS_PROPERTY}.${path} is missing or malformed` });
   if (!isString(raw.stack)) return bad("stack");
   const model = raw.model;
   if (!isRecord(model) || !isString(model.repo) || !isString(model.tier)) return bad("model");
   if (!isVerdict(raw.verdict)) return bad("verdict");
   const strict = raw.verdictAtKitThresholds;
-  if (strict !== null && !(isRecord(strict) && isVerdict(strict) && isStringArray(strict.relaxed))) return bad("verdictAtKitThresholds");
-  if (raw.monthlyCostUsd !== null && !(typeof raw.monthlyCostUsd === "number" && Number.isFinite(raw.monthlyCostUsd))) return bad("monthlyCostUsd");
+  if (strict !== null && !(isRecord(strict) && isVerdict(strict) && isStringArray(strict.relaxed)))
+    return bad("verdictAtKitThresholds");
+  if (raw.monthlyCostUsd !== null && !(typeof raw.monthlyCostUsd === "number" && Number.isFinite(raw.monthlyCostUsd)))
+    return bad("monthlyCostUsd");
   const serving = raw.serving;
   if (
     !isRecord(serving) ||
@@ -101,13 +111,27 @@ export function readFacts(props: Record<string, unknown>): FactsReading {
     return bad("serving");
   }
   const workers = raw.rpcWorkers;
-  if (!Array.isArray(workers) || !workers.every((worker) => isRecord(worker) && isString(worker.id) && isString(worker.configPath) && isString(worker.listenAddress) && isPort(worker.port))) {
+  if (
+    !Array.isArray(workers) ||
+    !workers.every(
+      (worker) =>
+        isRecord(worker) &&
+        isString(worker.id) &&
+        isString(worker.configPath) &&
+        isString(worker.listenAddress) &&
+        isPort(worker.port),
+    )
+  ) {
     return bad("rpcWorkers");
   }
   const deployment = raw.deployment;
   if (!isRecord(deployment) || typeof deployment.purgeModels !== "boolean") return bad("deployment");
   const secrets = raw.secrets;
-  if (!isRecord(secrets) || !SECRET_KEYS.every((key) => secrets[key] === "secret" || secrets[key] === "plaintext" || secrets[key] === "absent")) return bad("secrets");
+  if (
+    !isRecord(secrets) ||
+    !SECRET_KEYS.every((key) => secrets[key] === "secret" || secrets[key] === "plaintext" || secrets[key] === "absent")
+  )
+    return bad("secrets");
   // Every field above has been checked against GuardrailFacts.
   return { facts: raw as unknown as GuardrailFacts };
 }

@@ -9,7 +9,8 @@ import { PolicyPack } from "@pulumi/policy";
 import { policies } from "./policies";
 
 new PolicyPack("kimi-kit-guardrails", {
-  description: "kimi-kit guardrails: cost cap, endpoint exposure, pinned host keys, encrypted secrets, the planner's verdict, private RPC, production shards",
+  description:
+    "kimi-kit guardrails: cost cap, endpoint exposure, pinned host keys, encrypted secrets, the planner's verdict, private RPC, production shards",
   enforcementLevel: "mandatory",
   policies,
 });

@@ -62,7 +62,8 @@ export class GitError extends Error {}
 function git(cwd: string, args: string[]): string {
   const result = spawnSync("git", args, { cwd, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
   if (result.error) throw new GitError(`git ${args[0]}: ${result.error.message}`);
-  if (result.status !== 0) throw new GitError(`git ${args.join(" ")}: ${result.stderr.trim().split("\n")[0] ?? `exit ${result.status}`}`);
+  if (result.status !== 0)
+    throw new GitError(`git ${args.join(" ")}: ${result.stderr.trim().split("\n")[0] ?? `exit ${result.status}`}`);
   return result.stdout;
 }
 
@@ -91,16 +92,28 @@ export function stacksAt(cwd: string, commit: string): string[] {
 }
 
 /** Which stacks a change touches, from the changed paths and the stacks at each end. */
-export function selectStacks(changed: readonly string[], atBase: readonly string[], atHead: readonly string[]): Selection {
+export function selectStacks(
+  changed: readonly string[],
+  atBase: readonly string[],
+  atHead: readonly string[],
+): Selection {
   const globalDirs = GLOBAL_DIRS.filter((dir) => changed.some((path) => path.startsWith(dir)));
-  const named = globalDirs.length > 0
-    ? [...new Set([...atBase, ...atHead])]
-    : [...new Set(changed.map((path) => STACK_FILE.exec(path)?.[1]).filter((name): name is string => name !== undefined))];
+  const named =
+    globalDirs.length > 0
+      ? [...new Set([...atBase, ...atHead])]
+      : [
+          ...new Set(
+            changed.map((path) => STACK_FILE.exec(path)?.[1]).filter((name): name is string => name !== undefined),
+          ),
+        ];
   const ok = named.filter((name) => STACK_NAME.test(name)).sort();
   return {
-    reason: globalDirs.length > 0
-      ? `${globalDirs.join(", ")} changed: every stack is planned again`
-      : ok.length > 0 || named.length > 0 ? "stack files changed" : "no stack file changed",
+    reason:
+      globalDirs.length > 0
+        ? `${globalDirs.join(", ")} changed: every stack is planned again`
+        : ok.length > 0 || named.length > 0
+          ? "stack files changed"
+          : "no stack file changed",
     present: ok.filter((name) => atHead.includes(name)),
     removed: ok.filter((name) => !atHead.includes(name)),
     oddNames: named.filter((name) => !STACK_NAME.test(name)).sort(),
@@ -114,8 +127,14 @@ export function planRunner(cwd: string, program?: string): PlanRunner {
   return (stack, base) => {
     const args = ["--stack", stack, "--diff", base, "--format", "markdown"];
     const [command, argv] = program ? [program, args] : ["npm", ["run", "-s", "plan", "--", ...args]];
-    const result = spawnSync(command, argv, { cwd, encoding: "utf8", maxBuffer: 64 * 1024 * 1024, timeout: 15 * 60_000 });
-    if (result.error) return { status: null, stdout: result.stdout ?? "", stderr: `${result.error.message}\n${result.stderr ?? ""}` };
+    const result = spawnSync(command, argv, {
+      cwd,
+      encoding: "utf8",
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 15 * 60_000,
+    });
+    if (result.error)
+      return { status: null, stdout: result.stdout ?? "", stderr: `${result.error.message}\n${result.stderr ?? ""}` };
     return { status: result.status, stdout: result.stdout, stderr: result.stderr };
   };
 }
@@ -129,14 +148,24 @@ export function diffStacks(selection: Selection, base: string, run: PlanRunner):
     return { stack, status: "failed", exit: status, text: tail(stderr.trim() || stdout.trim() || "(no output)") };
   });
   results.push(...selection.removed.map((stack): StackDiff => ({ stack, status: "removed", text: "" })));
-  results.push(...selection.oddNames.map((stack): StackDiff => ({ stack, status: "skipped", text: "the file name is not a stack name the kit accepts (letters, digits, _ . -)" })));
+  results.push(
+    ...selection.oddNames.map((stack): StackDiff => ({
+      stack,
+      status: "skipped",
+      text: "the file name is not a stack name the kit accepts (letters, digits, _ . -)",
+    })),
+  );
   const order: StackStatus[] = ["material", "failed", "unchanged", "removed", "skipped"];
   return results.sort((a, b) => order.indexOf(a.status) - order.indexOf(b.status) || a.stack.localeCompare(b.stack));
 }
 
 /** The last lines of a failure's output, each cut: enough to see why, never a whole log. */
 function tail(text: string): string {
-  return text.split("\n").slice(-20).map((line) => (line.length > 300 ? `${line.slice(0, 300)}…` : line)).join("\n");
+  return text
+    .split("\n")
+    .slice(-20)
+    .map((line) => (line.length > 300 ? `${line.slice(0, 300)}…` : line))
+    .join("\n");
 }
 
 /** A fenced block that nothing inside can close: the fence is longer than any backtick run in the text. */
@@ -191,12 +220,16 @@ export interface BodyInput {
  * section that would not fit is replaced by a line saying where the full text is.
  */
 export function composeBody(input: BodyInput, budget = Number.POSITIVE_INFINITY): string {
-  const rows = input.results.map((result) => `| ${shown(result.stack)} | ${LABEL[result.status]}${result.status === "failed" ? ` (exit ${result.exit ?? "killed"})` : ""}${result.status === "skipped" ? `: ${result.text}` : ""} |`);
+  const rows = input.results.map(
+    (result) =>
+      `| ${shown(result.stack)} | ${LABEL[result.status]}${result.status === "failed" ? ` (exit ${result.exit ?? "killed"})` : ""}${result.status === "skipped" ? `: ${result.text}` : ""} |`,
+  );
   const material = input.results.filter((result) => result.status === "material").length;
   const failed = input.results.filter((result) => result.status === "failed").length;
-  const verdict = input.results.length === 0
-    ? "No stack to diff."
-    : `${material} of ${input.results.length} stack(s) with a material change${failed ? `, ${failed} could not be diffed` : ""}.`;
+  const verdict =
+    input.results.length === 0
+      ? "No stack to diff."
+      : `${material} of ${input.results.length} stack(s) with a material change${failed ? `, ${failed} could not be diffed` : ""}.`;
   const head = [
     MARKER,
     `## Plan diff against \`${input.base.slice(0, 12)}\``,
@@ -205,7 +238,9 @@ export function composeBody(input: BodyInput, budget = Number.POSITIVE_INFINITY)
     ...(rows.length ? ["", "| stack | result |", "|---|---|", ...rows] : []),
   ].join("\n");
   const footer = `\n\n<sub>kimi-kit plan diff · base ${input.base.slice(0, 12)} · head ${input.head.slice(0, 12)}${input.runUrl ? ` · [workflow run](${input.runUrl})` : ""}</sub>\n`;
-  const where = input.runUrl ? `the \`plan-diff\` artifact of the [workflow run](${input.runUrl})` : "the `plan-diff` artifact (full.md)";
+  const where = input.runUrl
+    ? `the \`plan-diff\` artifact of the [workflow run](${input.runUrl})`
+    : "the `plan-diff` artifact (full.md)";
   let body = head;
   for (const result of input.results) {
     const text = section(result);
@@ -219,7 +254,12 @@ export function composeBody(input: BodyInput, budget = Number.POSITIVE_INFINITY)
 export interface Built {
   body: string;
   full: string;
-  summary: { base: string; head: string; reason: string; stacks: { stack: string; status: StackStatus; exit?: number | null }[] };
+  summary: {
+    base: string;
+    head: string;
+    reason: string;
+    stacks: { stack: string; status: StackStatus; exit?: number | null }[];
+  };
 }
 
 /** Everything the workflow needs, for the change from BASE to HEAD in the repository at cwd. */
@@ -232,7 +272,12 @@ export function buildPlanDiff(cwd: string, baseRef: string, headRef: string, run
   return {
     body: composeBody(input, BODY_BUDGET),
     full: composeBody(input),
-    summary: { base, head, reason: selection.reason, stacks: results.map(({ stack, status, exit }) => ({ stack, status, exit })) },
+    summary: {
+      base,
+      head,
+      reason: selection.reason,
+      stacks: results.map(({ stack, status, exit }) => ({ stack, status, exit })),
+    },
   };
 }
 
@@ -241,14 +286,23 @@ export function main(argv: string[], cwd = process.cwd()): number {
   try {
     values = parseArgs({
       args: argv,
-      options: { base: { type: "string" }, head: { type: "string" }, out: { type: "string" }, pr: { type: "string" }, "run-url": { type: "string" }, "plan-command": { type: "string" } },
+      options: {
+        base: { type: "string" },
+        head: { type: "string" },
+        out: { type: "string" },
+        pr: { type: "string" },
+        "run-url": { type: "string" },
+        "plan-command": { type: "string" },
+      },
     }).values;
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${USAGE}\n`);
     return 2;
   }
   if (!values.base || !values.out) {
-    process.stderr.write(`${!values.base ? "--base: wants the git ref to diff against" : "--out: wants the folder to write the body into"}\n${USAGE}\n`);
+    process.stderr.write(
+      `${!values.base ? "--base: wants the git ref to diff against" : "--out: wants the folder to write the body into"}\n${USAGE}\n`,
+    );
     return 2;
   }
   if (values.pr !== undefined && !/^[1-9][0-9]{0,9}$/.test(values.pr)) {
@@ -256,7 +310,13 @@ export function main(argv: string[], cwd = process.cwd()): number {
     return 2;
   }
   try {
-    const built = buildPlanDiff(cwd, values.base, values.head ?? "HEAD", planRunner(cwd, values["plan-command"]), values["run-url"]);
+    const built = buildPlanDiff(
+      cwd,
+      values.base,
+      values.head ?? "HEAD",
+      planRunner(cwd, values["plan-command"]),
+      values["run-url"],
+    );
     mkdirSync(values.out, { recursive: true });
     writeFileSync(join(values.out, "body.md"), built.body);
     writeFileSync(join(values.out, "full.md"), built.full);

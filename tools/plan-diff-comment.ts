@@ -63,8 +63,14 @@ export function nextLink(header: string | null): string | undefined {
 }
 
 /** The comment to update: the first (oldest) that carries the marker and was written by the bot. */
-export function findBotComment(comments: readonly IssueComment[], botLogin = DEFAULT_BOT_LOGIN): IssueComment | undefined {
-  return comments.find((comment) => comment.user?.type === "Bot" && comment.user.login === botLogin && (comment.body ?? "").includes(MARKER));
+export function findBotComment(
+  comments: readonly IssueComment[],
+  botLogin = DEFAULT_BOT_LOGIN,
+): IssueComment | undefined {
+  return comments.find(
+    (comment) =>
+      comment.user?.type === "Bot" && comment.user.login === botLogin && (comment.body ?? "").includes(MARKER),
+  );
 }
 
 /**
@@ -74,7 +80,8 @@ export function findBotComment(comments: readonly IssueComment[], botLogin = DEF
 export function commentBody(text: string): string {
   const body = text.includes(MARKER) ? text : `${MARKER}\n${text}`;
   if (body.length <= GITHUB_BODY_LIMIT) return body;
-  const note = "\n\n… cut to fit GitHub's 65,536-character comment limit; the full text is in the workflow run's artifact.\n";
+  const note =
+    "\n\n… cut to fit GitHub's 65,536-character comment limit; the full text is in the workflow run's artifact.\n";
   return body.slice(0, GITHUB_BODY_LIMIT - note.length) + note;
 }
 
@@ -108,7 +115,10 @@ export async function upsertComment(options: Options): Promise<Outcome> {
 
   const call = async (method: string, url: URL, body?: unknown): Promise<Reply> => {
     // The token goes only to the API's own origin: a Link header pointing elsewhere is refused.
-    if (url.origin !== api.origin) throw new CommentError(`${method} ${url.origin}${url.pathname} for ${where}: refusing to send the token outside ${api.origin}`);
+    if (url.origin !== api.origin)
+      throw new CommentError(
+        `${method} ${url.origin}${url.pathname} for ${where}: refusing to send the token outside ${api.origin}`,
+      );
     let response: Response;
     try {
       response = await fetch(url, {
@@ -124,7 +134,9 @@ export async function upsertComment(options: Options): Promise<Outcome> {
       });
     } catch (error) {
       const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-      throw new CommentError(`${method} ${url.pathname} for ${where}: cannot reach ${api.origin} (${cause?.code ?? cause?.message ?? (error as Error).message})`);
+      throw new CommentError(
+        `${method} ${url.pathname} for ${where}: cannot reach ${api.origin} (${cause?.code ?? cause?.message ?? (error as Error).message})`,
+      );
     }
     const text = await response.text();
     // An error page from a proxy is not JSON: the status alone still makes the one line.
@@ -134,7 +146,10 @@ export async function upsertComment(options: Options): Promise<Outcome> {
     } catch {
       json = undefined;
     }
-    if (!response.ok) throw new CommentError(`${method} ${url.pathname} for ${where} failed: ${response.status} ${explain(response.status, json)}`);
+    if (!response.ok)
+      throw new CommentError(
+        `${method} ${url.pathname} for ${where} failed: ${response.status} ${explain(response.status, json)}`,
+      );
     return { status: response.status, headers: response.headers, json };
   };
 
@@ -142,10 +157,17 @@ export async function upsertComment(options: Options): Promise<Outcome> {
   if (options.runPrs !== undefined || options.headSha !== undefined) {
     const listed = options.runPrs?.includes(options.pr) ?? false;
     if (!listed) {
-      if (options.headSha === undefined) throw new CommentError(`PR #${options.pr} is not among the triggering run's pull requests (${options.runPrs?.join(", ") || "none"}): refusing to comment on ${where}`);
-      const pull = (await call("GET", new URL(`${repoPath}/pulls/${options.pr}`, api))).json as { head?: { sha?: string } } | undefined;
+      if (options.headSha === undefined)
+        throw new CommentError(
+          `PR #${options.pr} is not among the triggering run's pull requests (${options.runPrs?.join(", ") || "none"}): refusing to comment on ${where}`,
+        );
+      const pull = (await call("GET", new URL(`${repoPath}/pulls/${options.pr}`, api))).json as
+        { head?: { sha?: string } } | undefined;
       const head = pull?.head?.sha;
-      if (head !== options.headSha) throw new CommentError(`PR ${where} has head ${head ?? "(none)"}, not the triggering run's ${options.headSha}: refusing to comment (a newer push, or an artifact naming another PR)`);
+      if (head !== options.headSha)
+        throw new CommentError(
+          `PR ${where} has head ${head ?? "(none)"}, not the triggering run's ${options.headSha}: refusing to comment (a newer push, or an artifact naming another PR)`,
+        );
     }
   }
 
@@ -154,7 +176,10 @@ export async function upsertComment(options: Options): Promise<Outcome> {
   // A cap on pages, so a server that keeps answering rel="next" cannot loop this forever.
   for (let page = 0; next && page < 1000; page += 1) {
     const reply = await call("GET", next);
-    if (!Array.isArray(reply.json)) throw new CommentError(`GET ${next.pathname} for ${where}: expected a JSON array of comments, got ${typeof reply.json}`);
+    if (!Array.isArray(reply.json))
+      throw new CommentError(
+        `GET ${next.pathname} for ${where}: expected a JSON array of comments, got ${typeof reply.json}`,
+      );
     comments.push(...(reply.json as IssueComment[]));
     const link = nextLink(reply.headers.get("link"));
     next = link === undefined ? undefined : new URL(link, api);
@@ -171,16 +196,26 @@ export async function upsertComment(options: Options): Promise<Outcome> {
 
 /** GitHub's own message for a refusal, on the same line, with a hint for the statuses a workflow meets. */
 function explain(status: number, json: unknown): string {
-  const message = typeof json === "object" && json !== null && "message" in json ? String((json as { message: unknown }).message) : "";
+  const message =
+    typeof json === "object" && json !== null && "message" in json
+      ? String((json as { message: unknown }).message)
+      : "";
   const hint: Record<number, string> = {
     401: "the token is missing or invalid",
     403: "the token lacks pull-requests: write, or the conversation is locked",
     404: "no such repository or pull request, or the token cannot see it",
     422: "GitHub refused the body",
   };
-  const errors = typeof json === "object" && json !== null && "errors" in json && Array.isArray((json as { errors: unknown }).errors)
-    ? (json as { errors: unknown[] }).errors.map((error) => (typeof error === "object" && error !== null && "message" in error ? String((error as { message: unknown }).message) : "")).filter(Boolean)
-    : [];
+  const errors =
+    typeof json === "object" && json !== null && "errors" in json && Array.isArray((json as { errors: unknown }).errors)
+      ? (json as { errors: unknown[] }).errors
+          .map((error) =>
+            typeof error === "object" && error !== null && "message" in error
+              ? String((error as { message: unknown }).message)
+              : "",
+          )
+          .filter(Boolean)
+      : [];
   return [message, ...errors, hint[status]].filter(Boolean).join("; ").replace(/\s+/g, " ");
 }
 
@@ -203,14 +238,24 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): Options {
     throw new CommentError(`${(error as Error).message}\n${USAGE}`, 2);
   }
   const { repo, pr } = values;
-  if (!repo || !/^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/.test(repo)) throw new CommentError(`--repo: wants OWNER/NAME, got '${repo ?? ""}'\n${USAGE}`, 2);
+  if (!repo || !/^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/.test(repo))
+    throw new CommentError(`--repo: wants OWNER/NAME, got '${repo ?? ""}'\n${USAGE}`, 2);
   // Digits only, no sign or leading zero: the number arrives from an untrusted artifact.
-  if (!pr || !/^[1-9][0-9]{0,9}$/.test(pr)) throw new CommentError(`--pr: wants a pull request number (digits only), got '${(pr ?? "").slice(0, 40)}'\n${USAGE}`, 2);
+  if (!pr || !/^[1-9][0-9]{0,9}$/.test(pr))
+    throw new CommentError(
+      `--pr: wants a pull request number (digits only), got '${(pr ?? "").slice(0, 40)}'\n${USAGE}`,
+      2,
+    );
   if (!values["body-file"]) throw new CommentError(`--body-file: wants the markdown file to post\n${USAGE}`, 2);
   const headSha = values["head-sha"];
-  if (headSha !== undefined && !/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(headSha)) throw new CommentError(`--head-sha: wants a full commit id, got '${headSha.slice(0, 70)}'`, 2);
+  if (headSha !== undefined && !/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(headSha))
+    throw new CommentError(`--head-sha: wants a full commit id, got '${headSha.slice(0, 70)}'`, 2);
   const runPrsText = values["run-prs"];
-  if (runPrsText !== undefined && !/^[0-9\s]*$/.test(runPrsText)) throw new CommentError(`--run-prs: wants pull request numbers separated by spaces, got '${runPrsText.slice(0, 70)}'`, 2);
+  if (runPrsText !== undefined && !/^[0-9\s]*$/.test(runPrsText))
+    throw new CommentError(
+      `--run-prs: wants pull request numbers separated by spaces, got '${runPrsText.slice(0, 70)}'`,
+      2,
+    );
   const runPrs = runPrsText?.split(/\s+/).filter(Boolean).map(Number);
   const token = env.GITHUB_TOKEN ?? "";
   if (!token) throw new CommentError(`GITHUB_TOKEN is not set: cannot comment on ${repo}#${pr}`, 2);
@@ -218,9 +263,13 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): Options {
   try {
     body = readFileSync(values["body-file"], "utf8");
   } catch (error) {
-    throw new CommentError(`--body-file: cannot read ${values["body-file"]} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, 2);
+    throw new CommentError(
+      `--body-file: cannot read ${values["body-file"]} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+      2,
+    );
   }
-  if (!body.trim()) throw new CommentError(`--body-file: ${values["body-file"]} is empty: nothing to post on ${repo}#${pr}`, 2);
+  if (!body.trim())
+    throw new CommentError(`--body-file: ${values["body-file"]} is empty: nothing to post on ${repo}#${pr}`, 2);
   return {
     repo,
     pr: Number(pr),
@@ -239,7 +288,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     const options = parseCli(argv, env);
     token = options.token;
     const outcome = await upsertComment(options);
-    process.stdout.write(`${outcome.action} comment ${outcome.id} on ${options.repo}#${options.pr}${outcome.url ? `: ${outcome.url}` : ""}\n`);
+    process.stdout.write(
+      `${outcome.action} comment ${outcome.id} on ${options.repo}#${options.pr}${outcome.url ? `: ${outcome.url}` : ""}\n`,
+    );
     return 0;
   } catch (error) {
     const known = error instanceof CommentError;

@@ -17,7 +17,13 @@ export const ROOT = resolve(__dirname, "..");
 const START = "<!-- reliability:start (npm run reliability writes this table) -->";
 const END = "<!-- reliability:end -->";
 
-const rowSchema = z.strictObject({ fault: z.string(), did: z.string(), lost: z.string(), file: z.string(), test: z.string() });
+const rowSchema = z.strictObject({
+  fault: z.string(),
+  did: z.string(),
+  lost: z.string(),
+  file: z.string(),
+  test: z.string(),
+});
 export type ReliabilityRow = z.infer<typeof rowSchema>;
 
 export function readRows(): ReliabilityRow[] {
@@ -28,7 +34,8 @@ const cell = (text: string) => text.replaceAll("|", "\\|");
 
 export function renderTable(rows: readonly ReliabilityRow[]): string {
   const lines = ["| fault tried | what the kit did | nothing lost | proved by (passing) |", "|---|---|---|---|"];
-  for (const row of rows) lines.push(`| ${cell(row.fault)} | ${cell(row.did)} | ${cell(row.lost)} | \`${row.file}\`: ${cell(row.test)} |`);
+  for (const row of rows)
+    lines.push(`| ${cell(row.fault)} | ${cell(row.did)} | ${cell(row.lost)} | \`${row.file}\`: ${cell(row.test)} |`);
   return `${START}\n${lines.join("\n")}\n${END}`;
 }
 
@@ -56,7 +63,10 @@ function main(): number {
   try {
     const out = join(dir, "results.json");
     const files = [...new Set(rows.map((row) => row.file))];
-    spawnSync("npx", ["vitest", "run", ...files, "--reporter=json", `--outputFile=${out}`], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
+    spawnSync("npx", ["vitest", "run", ...files, "--reporter=json", `--outputFile=${out}`], {
+      cwd: ROOT,
+      stdio: ["ignore", "ignore", "inherit"],
+    });
     const report = JSON.parse(readFileSync(out, "utf8")) as JsonReport;
     const failures = rows.filter((row) => {
       const file = report.testResults.find((result) => result.name.endsWith(row.file));
@@ -65,7 +75,10 @@ function main(): number {
     for (const row of failures) console.error(`not passing: ${row.file}: ${row.test}`);
     if (failures.length > 0) return 1;
     const table = renderTable(rows);
-    writeFileSync(readmePath, current === undefined ? `${readme.trimEnd()}\n\n${table}\n` : readme.replace(current, table));
+    writeFileSync(
+      readmePath,
+      current === undefined ? `${readme.trimEnd()}\n\n${table}\n` : readme.replace(current, table),
+    );
     console.log(`README.md: reliability table written, ${rows.length} rows, every test passing`);
     return 0;
   } finally {

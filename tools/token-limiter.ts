@@ -40,13 +40,21 @@ export function parseTeamNumbers(text: string): Map<string, number> {
 
 /** The teams at or over their limit, sorted. A team Prometheus has no series for has used nothing. */
 export function teamsOverLimit(limits: ReadonlyMap<string, number>, used: ReadonlyMap<string, number>): string[] {
-  return [...limits].filter(([team, limit]) => (used.get(team) ?? 0) >= limit).map(([team]) => team).sort();
+  return [...limits]
+    .filter(([team, limit]) => (used.get(team) ?? 0) >= limit)
+    .map(([team]) => team)
+    .sort();
 }
 
 /** Prometheus' instant-query answer as team → value. */
 export function usedByTeam(body: unknown): Map<string, number> {
-  const data = (body as { status?: string; data?: { result?: { metric?: Record<string, string>; value?: [number, string] }[] } }) ?? {};
-  if (data.status !== "success" || !Array.isArray(data.data?.result)) throw new Error(`Prometheus answered ${JSON.stringify(body).slice(0, 300)}`);
+  const data =
+    (body as {
+      status?: string;
+      data?: { result?: { metric?: Record<string, string>; value?: [number, string] }[] };
+    }) ?? {};
+  if (data.status !== "success" || !Array.isArray(data.data?.result))
+    throw new Error(`Prometheus answered ${JSON.stringify(body).slice(0, 300)}`);
   const out = new Map<string, number>();
   for (const sample of data.data.result) {
     const team = sample.metric?.team;
@@ -62,7 +70,9 @@ export function haproxyCommand(socketPath: string, command: string): Promise<str
     const socket = createConnection(socketPath);
     let answer = "";
     socket.setEncoding("utf8");
-    socket.setTimeout(5000, () => socket.destroy(new Error(`HAProxy admin socket ${socketPath}: no answer to '${command}' in 5 s`)));
+    socket.setTimeout(5000, () =>
+      socket.destroy(new Error(`HAProxy admin socket ${socketPath}: no answer to '${command}' in 5 s`)),
+    );
     socket.on("connect", () => socket.end(`${command}\n`));
     socket.on("data", (chunk: string) => (answer += chunk));
     socket.on("end", () => resolve(answer));
@@ -97,7 +107,9 @@ export interface LimiterRound {
 /** One round: ask Prometheus, then make HAProxy's blocked map (live and on disk) exactly the teams over their limit. */
 export async function limitOnce(options: LimiterOptions): Promise<LimiterRound> {
   const limits = parseTeamNumbers(readFileSync(options.limitsFile, "utf8"));
-  const response = await fetch(`${options.prometheusUrl.replace(/\/$/, "")}/api/v1/query?query=${encodeURIComponent(TOKENS_LAST_MINUTE_QUERY)}`);
+  const response = await fetch(
+    `${options.prometheusUrl.replace(/\/$/, "")}/api/v1/query?query=${encodeURIComponent(TOKENS_LAST_MINUTE_QUERY)}`,
+  );
   const used = usedByTeam(await response.json());
   const blocked = teamsOverLimit(limits, used);
   const live = parseShowMap(await haproxyCommand(options.socketPath, `show map ${options.blockedMapFile}`));
@@ -126,12 +138,20 @@ if (require.main === module) {
     }
     return value;
   };
-  const options: LimiterOptions = { prometheusUrl: required("--prometheus"), limitsFile: required("--limits"), socketPath: required("--socket"), blockedMapFile: required("--blocked-map") };
+  const options: LimiterOptions = {
+    prometheusUrl: required("--prometheus"),
+    limitsFile: required("--limits"),
+    socketPath: required("--socket"),
+    blockedMapFile: required("--blocked-map"),
+  };
   const intervalSeconds = Number(flagValue(args, "--interval") ?? "10");
   const round = async () => {
     try {
       const result = await limitOnce(options);
-      for (const team of result.added) console.error(`token-limiter: ${team} blocked (${Math.round(result.used[team] ?? 0)} tokens in the last minute)`);
+      for (const team of result.added)
+        console.error(
+          `token-limiter: ${team} blocked (${Math.round(result.used[team] ?? 0)} tokens in the last minute)`,
+        );
       for (const team of result.removed) console.error(`token-limiter: ${team} admitted again`);
       return true;
     } catch (error) {

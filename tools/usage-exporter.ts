@@ -25,7 +25,13 @@
  * imports only node: built-ins and uses no API newer than Node 18.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import type { AddressInfo } from "node:net";
 
 export const TEAM_HEADER = "x-kimi-team";
@@ -33,7 +39,13 @@ const NO_TEAM = "none";
 /** The largest JSON body kept for parsing; longer ones still pass through, uncounted for tokens. */
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
 /** Paths whose responses carry usage (OpenAI-compatible and llama-server's own). */
-const COMPLETION_PATHS = new Set(["/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion"]);
+const COMPLETION_PATHS = new Set([
+  "/v1/chat/completions",
+  "/chat/completions",
+  "/v1/completions",
+  "/completions",
+  "/completion",
+]);
 
 export interface TeamUsage {
   requests: number;
@@ -104,7 +116,13 @@ export function renderMetrics(teams: Record<string, TeamUsage>): string {
   ];
   const names = Object.keys(teams).sort();
   return families
-    .map(([name, help, key]) => [`# HELP ${name} ${help}`, `# TYPE ${name} counter`, ...names.map((team) => `${name}{team="${label(team)}"} ${teams[team]![key]}`)].join("\n"))
+    .map(([name, help, key]) =>
+      [
+        `# HELP ${name} ${help}`,
+        `# TYPE ${name} counter`,
+        ...names.map((team) => `${name}{team="${label(team)}"} ${teams[team]![key]}`),
+      ].join("\n"),
+    )
     .join("\n")
     .concat("\n");
 }
@@ -128,7 +146,8 @@ export interface UsageProxy {
 export async function startUsageProxy(options: UsageProxyOptions): Promise<UsageProxy> {
   const now = options.now ?? (() => new Date());
   let state: State = { month: monthOf(now()), teams: {} };
-  if (options.stateFile && existsSync(options.stateFile)) state = JSON.parse(readFileSync(options.stateFile, "utf8")) as State;
+  if (options.stateFile && existsSync(options.stateFile))
+    state = JSON.parse(readFileSync(options.stateFile, "utf8")) as State;
 
   const current = (): State => {
     const month = monthOf(now());
@@ -153,35 +172,44 @@ export async function startUsageProxy(options: UsageProxyOptions): Promise<Usage
     const team = (Array.isArray(rawTeam) ? rawTeam[0] : rawTeam) || NO_TEAM;
     const path = (req.url ?? "/").split("?")[0]!;
     const counted = req.method === "POST" && COMPLETION_PATHS.has(path);
-    const upstream = httpRequest({ host: options.upstream.host, port: options.upstream.port, method: req.method, path: req.url, headers: req.headers }, (upstreamRes) => {
-      res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
-      const chunks: Buffer[] = [];
-      let kept = 0;
-      upstreamRes.on("data", (chunk: Buffer) => {
-        if (counted && kept + chunk.length <= MAX_JSON_BYTES) {
-          chunks.push(chunk);
-          kept += chunk.length;
-        }
-        res.write(chunk);
-      });
-      upstreamRes.on("end", () => {
-        res.end();
-        if (!counted) return;
-        const text = Buffer.concat(chunks).toString("utf8");
-        const isStream = (upstreamRes.headers["content-type"] ?? "").includes("text/event-stream");
-        let tokens: Tokens | undefined;
-        if (isStream) tokens = tokensOfStream(text);
-        else {
-          try {
-            tokens = tokensOf(JSON.parse(text));
-          } catch {
-            tokens = undefined;
+    const upstream = httpRequest(
+      {
+        host: options.upstream.host,
+        port: options.upstream.port,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+      },
+      (upstreamRes) => {
+        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
+        const chunks: Buffer[] = [];
+        let kept = 0;
+        upstreamRes.on("data", (chunk: Buffer) => {
+          if (counted && kept + chunk.length <= MAX_JSON_BYTES) {
+            chunks.push(chunk);
+            kept += chunk.length;
           }
-        }
-        record(team, tokens);
-      });
-      upstreamRes.on("error", () => res.destroy());
-    });
+          res.write(chunk);
+        });
+        upstreamRes.on("end", () => {
+          res.end();
+          if (!counted) return;
+          const text = Buffer.concat(chunks).toString("utf8");
+          const isStream = (upstreamRes.headers["content-type"] ?? "").includes("text/event-stream");
+          let tokens: Tokens | undefined;
+          if (isStream) tokens = tokensOfStream(text);
+          else {
+            try {
+              tokens = tokensOf(JSON.parse(text));
+            } catch {
+              tokens = undefined;
+            }
+          }
+          record(team, tokens);
+        });
+        upstreamRes.on("error", () => res.destroy());
+      },
+    );
     upstream.on("error", () => {
       if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
       res.end("upstream unreachable\n");

@@ -11,7 +11,13 @@
  */
 import type { CpuFactorOverrides, Projection } from "../../planner/speed";
 
-export const UNIT_CPU_FACTORS: CpuFactorOverrides = { decodeEfficiency: 1, decodeSecondsPerLayer: 0, decodeComputeEfficiency: 1, prefillEfficiency: 1, source: "unit" };
+export const UNIT_CPU_FACTORS: CpuFactorOverrides = {
+  decodeEfficiency: 1,
+  decodeSecondsPerLayer: 0,
+  decodeComputeEfficiency: 1,
+  prefillEfficiency: 1,
+  source: "unit",
+};
 
 export interface CalibrationCase {
   label: string;
@@ -53,7 +59,12 @@ export function streamSecondsPerToken(unit: Projection): number {
  * efficiency from `largest`. `publishedPerLayer` is the catalog's per-layer cost, kept when the fit
  * cannot be made; `source` names the fit for estimate()'s factor list.
  */
-export function fitCpuFactors(largest: CalibrationCase, smallest: CalibrationCase | undefined, publishedPerLayer: number, source: (labels: string) => string): FittedCpuFactors {
+export function fitCpuFactors(
+  largest: CalibrationCase,
+  smallest: CalibrationCase | undefined,
+  publishedPerLayer: number,
+  source: (labels: string) => string,
+): FittedCpuFactors {
   const secondsA = 1 / largest.measured.decode;
   const streamA = streamSecondsPerToken(largest.unit);
   let inverseEfficiency = (secondsA - largest.layers * publishedPerLayer) / streamA;

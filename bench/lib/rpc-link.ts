@@ -71,7 +71,9 @@ async function startServer(topology: Topology, host: Host, port: number, mode: s
       out += chunk.toString();
       if (out.includes("ready")) resolve();
     });
-    child.once("close", (code) => reject(new Error(`link probe server in ${host} exited (${code}) before listening: ${err}`)));
+    child.once("close", (code) =>
+      reject(new Error(`link probe server in ${host} exited (${code}) before listening: ${err}`)),
+    );
   });
   return child;
 }
@@ -84,28 +86,56 @@ async function stopServer(child: ChildProcess): Promise<void> {
 }
 
 function runClient(topology: Topology, from: Host, to: Host, port: number, args: string[], timeoutMs: number): string {
-  const result = topology.exec(from, [process.execPath, "-e", CLIENT, topology.addr[to], String(port), ...args], undefined, timeoutMs);
-  if (result.status !== 0) throw new Error(`link probe client ${from} → ${to} exited ${result.status}: ${result.stderr}`);
+  const result = topology.exec(
+    from,
+    [process.execPath, "-e", CLIENT, topology.addr[to], String(port), ...args],
+    undefined,
+    timeoutMs,
+  );
+  if (result.status !== 0)
+    throw new Error(`link probe client ${from} → ${to} exited ${result.status}: ${result.stderr}`);
   return result.stdout.trim();
 }
 
 /** The TCP round trip from `from` to `to`: `count` one-byte exchanges on one connection, after `warmup` unmeasured ones. */
-export async function measureRoundTrip(topology: Topology, from: Host, to: Host, port: number, count = 400, warmup = 50): Promise<RoundTrip> {
+export async function measureRoundTrip(
+  topology: Topology,
+  from: Host,
+  to: Host,
+  port: number,
+  count = 400,
+  warmup = 50,
+): Promise<RoundTrip> {
   const server = await startServer(topology, to, port, ["echo"]);
   try {
-    const rtts = (JSON.parse(runClient(topology, from, to, port, ["ping", String(count), String(warmup)], 60_000)) as number[]).sort((a, b) => a - b);
-    return { medianMicroseconds: median(rtts), p10Microseconds: rtts[Math.floor(rtts.length / 10)]!, p90Microseconds: rtts[Math.floor(rtts.length * 0.9)]!, samples: rtts.length };
+    const rtts = (
+      JSON.parse(runClient(topology, from, to, port, ["ping", String(count), String(warmup)], 60_000)) as number[]
+    ).sort((a, b) => a - b);
+    return {
+      medianMicroseconds: median(rtts),
+      p10Microseconds: rtts[Math.floor(rtts.length / 10)]!,
+      p90Microseconds: rtts[Math.floor(rtts.length * 0.9)]!,
+      samples: rtts.length,
+    };
   } finally {
     await stopServer(server);
   }
 }
 
 /** One bulk TCP stream of `bytes` from `from` to `to`, in Gbit/s (the median of `runs`). */
-export async function measureThroughputGbit(topology: Topology, from: Host, to: Host, port: number, bytes = 256 * 1024 * 1024, runs = 3): Promise<number> {
+export async function measureThroughputGbit(
+  topology: Topology,
+  from: Host,
+  to: Host,
+  port: number,
+  bytes = 256 * 1024 * 1024,
+  runs = 3,
+): Promise<number> {
   const server = await startServer(topology, to, port, ["sink", String(bytes)]);
   try {
     const rates: number[] = [];
-    for (let run = 0; run < runs; run++) rates.push((bytes * 8) / 1e9 / Number(runClient(topology, from, to, port, ["bulk", String(bytes)], 120_000)));
+    for (let run = 0; run < runs; run++)
+      rates.push((bytes * 8) / 1e9 / Number(runClient(topology, from, to, port, ["bulk", String(bytes)], 120_000)));
     return median(rates);
   } finally {
     await stopServer(server);

@@ -20,7 +20,11 @@ const ZERO: SchedCounters = { cpuSeconds: 0, runqueueWaitSeconds: 0, switches: 0
 
 /** The processes in a host's namespace whose command line contains `match` (every one when omitted). */
 export function pidsIn(topology: Topology, host: Host, match?: string): number[] {
-  const listed = execFileSync("ip", ["netns", "pids", topology.ns[host]]).toString().split(/\s+/).filter(Boolean).map(Number);
+  const listed = execFileSync("ip", ["netns", "pids", topology.ns[host]])
+    .toString()
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number);
   return listed.filter((pid) => {
     if (match === undefined) return true;
     try {
@@ -43,7 +47,10 @@ export function schedCounters(pids: readonly number[]): SchedCounters {
     }
     for (const tid of threads) {
       try {
-        const [cpu, wait, slices] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").trim().split(/\s+/).map(Number);
+        const [cpu, wait, slices] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8")
+          .trim()
+          .split(/\s+/)
+          .map(Number);
         total.cpuSeconds += cpu! / 1e9;
         total.runqueueWaitSeconds += wait! / 1e9;
         total.switches += slices!;
@@ -56,7 +63,11 @@ export function schedCounters(pids: readonly number[]): SchedCounters {
 }
 
 export function subtractSched(after: SchedCounters, before: SchedCounters): SchedCounters {
-  return { cpuSeconds: after.cpuSeconds - before.cpuSeconds, runqueueWaitSeconds: after.runqueueWaitSeconds - before.runqueueWaitSeconds, switches: after.switches - before.switches };
+  return {
+    cpuSeconds: after.cpuSeconds - before.cpuSeconds,
+    runqueueWaitSeconds: after.runqueueWaitSeconds - before.runqueueWaitSeconds,
+    switches: after.switches - before.switches,
+  };
 }
 
 export interface TcpCounters {
@@ -124,7 +135,8 @@ export function countRpcCommands(log: string): Record<string, number> {
 /** The bytes each command carried, by name, from the same output ("size: N" on set_tensor and get_tensor lines). */
 export function rpcPayloadBytes(log: string): Record<string, number> {
   const bytes: Record<string, number> = {};
-  for (const match of log.matchAll(/^\[(\w+)\][^\n]*\bsize: (\d+)/gm)) bytes[match[1]!] = (bytes[match[1]!] ?? 0) + Number(match[2]);
+  for (const match of log.matchAll(/^\[(\w+)\][^\n]*\bsize: (\d+)/gm))
+    bytes[match[1]!] = (bytes[match[1]!] ?? 0) + Number(match[2]);
   return bytes;
 }
 
@@ -140,6 +152,11 @@ let clockTicks: number | undefined;
 /** The whole machine's CPU counters (/proc/stat's first line, in clock ticks). */
 export function systemCpu(): SystemCpu {
   clockTicks ??= Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim());
-  const [user, nice, system, , , irq, softirq, steal] = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = readFileSync("/proc/stat", "utf8")
+    .split("\n")[0]!
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
   return { busySeconds: (user! + nice! + system! + irq! + softirq!) / clockTicks, stealSeconds: steal! / clockTicks };
 }

@@ -44,13 +44,20 @@ export const DEFAULT_AMI = "ami-0kimikit0000test";
 const UBUNTU_OWNER = "099720109477";
 
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`);
+  return new RegExp(
+    `^${glob
+      .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+      .replace(/\*/g, ".*")
+      .replace(/\?/g, ".")}$`,
+  );
 }
 
 /** JSON with object keys sorted: a tag map's order means nothing to EC2. */
 function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_key, inner: unknown) =>
-    inner && typeof inner === "object" && !Array.isArray(inner) ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b))) : inner,
+    inner && typeof inner === "object" && !Array.isArray(inner)
+      ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)))
+      : inner,
   );
 }
 
@@ -70,7 +77,14 @@ export class FakeAws {
   }
 
   reset(): void {
-    this.images = [{ id: DEFAULT_AMI, name: "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20250101", ownerId: UBUNTU_OWNER, creationDate: "2025-01-01T00:00:00.000Z" }];
+    this.images = [
+      {
+        id: DEFAULT_AMI,
+        name: "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20250101",
+        ownerId: UBUNTU_OWNER,
+        creationDate: "2025-01-01T00:00:00.000Z",
+      },
+    ];
     this.volumes.clear();
     this.instances.clear();
   }
@@ -102,18 +116,40 @@ export class FakeAws {
         const owners = (inputs.owners ?? []) as string[];
         const matches = this.images
           .filter((image) => owners.length === 0 || owners.includes(image.ownerId))
-          .filter((image) => filters.every((filter) => filter.name !== "name" || filter.values.some((value) => globToRegExp(value).test(image.name))))
+          .filter((image) =>
+            filters.every(
+              (filter) => filter.name !== "name" || filter.values.some((value) => globToRegExp(value).test(image.name)),
+            ),
+          )
           .sort((a, b) => a.creationDate.localeCompare(b.creationDate));
-        if (matches.length === 0) throw new Error("Your query returned no results. Please change your search criteria and try again.");
-        if (matches.length > 1 && !inputs.mostRecent) throw new Error("Your query returned more than one result. Please try a more specific search criteria, or set `most_recent` attribute to true.");
+        if (matches.length === 0)
+          throw new Error("Your query returned no results. Please change your search criteria and try again.");
+        if (matches.length > 1 && !inputs.mostRecent)
+          throw new Error(
+            "Your query returned more than one result. Please try a more specific search criteria, or set `most_recent` attribute to true.",
+          );
         const image = matches[matches.length - 1]!;
-        return { ...inputs, id: image.id, imageId: image.id, name: image.name, ownerId: image.ownerId, creationDate: image.creationDate };
+        return {
+          ...inputs,
+          id: image.id,
+          imageId: image.id,
+          name: image.name,
+          ownerId: image.ownerId,
+          creationDate: image.creationDate,
+        };
       }
       case "aws:ebs/getEbsVolumes:getEbsVolumes":
-        return { ...inputs, id: "us-east-1", ids: this.matchVolumes(filters, inputs.tags as Record<string, string> | undefined).map((volume) => volume.id) };
+        return {
+          ...inputs,
+          id: "us-east-1",
+          ids: this.matchVolumes(filters, inputs.tags as Record<string, string> | undefined).map((volume) => volume.id),
+        };
       case "aws:ebs/getVolume:getVolume": {
         const matches = this.matchVolumes(filters, undefined);
-        if (matches.length !== 1) throw new Error(matches.length === 0 ? "Your query returned no results." : "Your query returned more than one result.");
+        if (matches.length !== 1)
+          throw new Error(
+            matches.length === 0 ? "Your query returned no results." : "Your query returned more than one result.",
+          );
         const volume = matches[0]!;
         return {
           ...inputs,
@@ -131,7 +167,13 @@ export class FakeAws {
       }
       case "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
         const type = filters.find((filter) => filter.name === "instance-type")?.values[0] ?? "";
-        return { ...inputs, id: "us-east-1", locations: [...this.defaultZones], instanceTypes: this.defaultZones.map(() => type), locationTypes: this.defaultZones.map(() => "availability-zone") };
+        return {
+          ...inputs,
+          id: "us-east-1",
+          locations: [...this.defaultZones],
+          instanceTypes: this.defaultZones.map(() => type),
+          locationTypes: this.defaultZones.map(() => "availability-zone"),
+        };
       }
       default:
         return inputs;
@@ -154,16 +196,29 @@ export class FakeAws {
   }
 
   /** The provider's state for a new (or imported) resource; undefined for types this fake does not model. */
-  newResource(args: pulumi.runtime.MockResourceArgs, preview: boolean): { id: string; state: Record<string, unknown> } | undefined {
+  newResource(
+    args: pulumi.runtime.MockResourceArgs,
+    preview: boolean,
+  ): { id: string; state: Record<string, unknown> } | undefined {
     const inputs = args.inputs as Record<string, unknown>;
     switch (args.type) {
       case "aws:ebs/volume:Volume": {
         if (args.id) {
           const existing = this.volumes.get(args.id);
           if (!existing) throw new Error(`importing ${args.id}: InvalidVolume.NotFound`);
-          const actual: Record<string, unknown> = { availabilityZone: existing.availabilityZone, size: existing.size, type: existing.type, iops: existing.iops, throughput: existing.throughput, tags: existing.tags };
-          const differing = Object.keys(actual).filter((key) => key in inputs && canonicalJson(inputs[key]) !== canonicalJson(actual[key]));
-          if (differing.length > 0) throw new Error(`inputs to import do not match the existing resource: ${differing.join(", ")}`);
+          const actual: Record<string, unknown> = {
+            availabilityZone: existing.availabilityZone,
+            size: existing.size,
+            type: existing.type,
+            iops: existing.iops,
+            throughput: existing.throughput,
+            tags: existing.tags,
+          };
+          const differing = Object.keys(actual).filter(
+            (key) => key in inputs && canonicalJson(inputs[key]) !== canonicalJson(actual[key]),
+          );
+          if (differing.length > 0)
+            throw new Error(`inputs to import do not match the existing resource: ${differing.join(", ")}`);
           return { id: existing.id, state: { ...inputs, ...actual } };
         }
         if (!inputs.availabilityZone) throw new Error("creating EBS Volume: availability_zone is required");
@@ -178,10 +233,20 @@ export class FakeAws {
           status: "available",
         };
         if (!preview) this.volumes.set(volume.id, volume);
-        return { id: volume.id, state: { ...inputs, availabilityZone: volume.availabilityZone, iops: volume.iops, throughput: volume.throughput } };
+        return {
+          id: volume.id,
+          state: {
+            ...inputs,
+            availabilityZone: volume.availabilityZone,
+            iops: volume.iops,
+            throughput: volume.throughput,
+          },
+        };
       }
       case "aws:ec2/instance:Instance": {
-        const zone = inputs.availabilityZone ? String(inputs.availabilityZone) : this.defaultZones[this.placement++ % this.defaultZones.length]!;
+        const zone = inputs.availabilityZone
+          ? String(inputs.availabilityZone)
+          : this.defaultZones[this.placement++ % this.defaultZones.length]!;
         const instance: FakeInstance = { id: this.nextId("i"), availabilityZone: zone, ami: String(inputs.ami) };
         if (!preview) this.instances.set(instance.id, instance);
         return { id: instance.id, state: { ...inputs, availabilityZone: zone, publicIp: "198.51.100.7" } };
@@ -190,11 +255,15 @@ export class FakeAws {
         if (preview) return { id: "", state: { ...inputs } };
         const volume = this.volumes.get(String(inputs.volumeId));
         const instance = this.instances.get(String(inputs.instanceId));
-        if (!volume || !instance) throw new Error(`attaching ${String(inputs.volumeId)} to ${String(inputs.instanceId)}: not found`);
+        if (!volume || !instance)
+          throw new Error(`attaching ${String(inputs.volumeId)} to ${String(inputs.instanceId)}: not found`);
         if (volume.availabilityZone !== instance.availabilityZone) {
-          throw new Error(`InvalidVolume.ZoneMismatch: The volume '${volume.id}' is not in the same availability zone as instance '${instance.id}'`);
+          throw new Error(
+            `InvalidVolume.ZoneMismatch: The volume '${volume.id}' is not in the same availability zone as instance '${instance.id}'`,
+          );
         }
-        if (volume.status !== "available") throw new Error(`VolumeInUse: ${volume.id} is already attached to an instance`);
+        if (volume.status !== "available")
+          throw new Error(`VolumeInUse: ${volume.id} is already attached to an instance`);
         volume.status = "in-use";
         volume.attachedTo = instance.id;
         return { id: `vai-${this.counter}`, state: { ...inputs } };

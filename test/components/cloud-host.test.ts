@@ -9,7 +9,17 @@
  *   and fails, naming the volume, when it does not show up in time.
  */
 import { spawnSync, spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -20,7 +30,14 @@ import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
 import { installMocks, registered } from "./mocks";
 import { DEFAULT_AMI, fakeAws, type FakeVolume } from "./aws-fake";
-import { chooseModelVolume, CloudHost, cloudInit, MODEL_TAG, PULUMI_STACK_TAG, STACK_TAG } from "../../components/cloud-host";
+import {
+  chooseModelVolume,
+  CloudHost,
+  cloudInit,
+  MODEL_TAG,
+  PULUMI_STACK_TAG,
+  STACK_TAG,
+} from "../../components/cloud-host";
 
 beforeAll(() => installMocks(false));
 beforeEach(() => fakeAws.reset());
@@ -70,7 +87,11 @@ async function up(name: string, plan = planFor()): Promise<Run> {
  * What the engine sends the provider on a later `up`: the program's inputs, except that every
  * property named in ignoreChanges keeps its value from the state (Pulumi's documented ignoreChanges).
  */
-function effectiveInputs(previous: Record<string, unknown>, next: Record<string, unknown>, ignoreChanges: string[] | undefined): Record<string, unknown> {
+function effectiveInputs(
+  previous: Record<string, unknown>,
+  next: Record<string, unknown>,
+  ignoreChanges: string[] | undefined,
+): Record<string, unknown> {
   const result = { ...next };
   for (const key of ignoreChanges ?? []) if (key in previous) result[key] = previous[key];
   return result;
@@ -88,17 +109,29 @@ describe("AMI", () => {
     expect(first.inputs("instance").ami).toBe(DEFAULT_AMI);
 
     const newer = "ami-0feedfacecafe0001";
-    fakeAws.publishImage({ id: newer, name: "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20260101", ownerId: "099720109477", creationDate: "2026-01-01T00:00:00.000Z" });
+    fakeAws.publishImage({
+      id: newer,
+      name: "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20260101",
+      ownerId: "099720109477",
+      creationDate: "2026-01-01T00:00:00.000Z",
+    });
     const second = await up("ami-second");
     // The lookup itself does see the newer image: the test would be empty otherwise.
     expect(second.inputs("instance").ami).toBe(newer);
-    const sent = effectiveInputs(first.inputs("instance"), second.inputs("instance"), second.options("instance").ignoreChanges);
+    const sent = effectiveInputs(
+      first.inputs("instance"),
+      second.inputs("instance"),
+      second.options("instance").ignoreChanges,
+    );
     expect(sent.ami).toBe(DEFAULT_AMI);
   });
 
   it("an explicit host.ami is a pin the user changes on purpose: it is sent as it is, not ignored", async () => {
     const pinned = "ami-0123456789abcdef0";
-    const run = await up("ami-pinned", planFor((raw) => ((raw.host as Record<string, unknown>).ami = pinned)));
+    const run = await up(
+      "ami-pinned",
+      planFor((raw) => ((raw.host as Record<string, unknown>).ami = pinned)),
+    );
     expect(run.inputs("instance").ami).toBe(pinned);
     expect(run.options("instance").ignoreChanges ?? []).not.toContain("ami");
   });
@@ -149,13 +182,24 @@ describe("model volume across re-creates", () => {
       type: "gp3",
       iops: 3000,
       throughput: 125,
-      tags: { Name: `kimi-kit-${STACK}-models`, [STACK_TAG]: STACK, [PULUMI_STACK_TAG]: PULUMI_STACK, [MODEL_TAG]: `${plan.config.model.repo}/${plan.config.model.tier}`, owner: "ops" },
+      tags: {
+        Name: `kimi-kit-${STACK}-models`,
+        [STACK_TAG]: STACK,
+        [PULUMI_STACK_TAG]: PULUMI_STACK,
+        [MODEL_TAG]: `${plan.config.model.repo}/${plan.config.model.tier}`,
+        owner: "ops",
+      },
       status: "available",
     };
     fakeAws.volumes.set(kept.id, kept);
     const run = await up("adopt-small", plan);
     expect(run.options("models").import).toBe(kept.id);
-    expect(run.inputs("models")).toMatchObject({ size: 100, availabilityZone: "us-east-1c", iops: 3000, throughput: 125 });
+    expect(run.inputs("models")).toMatchObject({
+      size: 100,
+      availabilityZone: "us-east-1c",
+      iops: 3000,
+      throughput: 125,
+    });
     expect(run.inputs("instance").availabilityZone).toBe("us-east-1c");
     expect(kept.status).toBe("in-use");
   });
@@ -164,11 +208,48 @@ describe("model volume across re-creates", () => {
     const plan = planFor();
     const model = `${plan.config.model.repo}/${plan.config.model.tier}`;
     const decoys: FakeVolume[] = [
-      { id: "vol-0bbbbbbbbbbbbbbb1", availabilityZone: "us-east-1a", size: 466, type: "gp3", iops: 6000, throughput: 1000, tags: { [STACK_TAG]: STACK, [PULUMI_STACK_TAG]: PULUMI_STACK, [MODEL_TAG]: "other/Repo-GGUF/Q4_K_M" }, status: "available" },
-      { id: "vol-0bbbbbbbbbbbbbbb2", availabilityZone: "us-east-1a", size: 466, type: "gp3", iops: 6000, throughput: 1000, tags: { [STACK_TAG]: "other-stack", [PULUMI_STACK_TAG]: "kimi-kit/other-stack", [MODEL_TAG]: model }, status: "available" },
-      { id: "vol-0bbbbbbbbbbbbbbb3", availabilityZone: "us-east-1a", size: 466, type: "gp3", iops: 6000, throughput: 1000, tags: { [STACK_TAG]: STACK, [PULUMI_STACK_TAG]: PULUMI_STACK, [MODEL_TAG]: model }, status: "in-use", attachedTo: "i-0elsewhere" },
+      {
+        id: "vol-0bbbbbbbbbbbbbbb1",
+        availabilityZone: "us-east-1a",
+        size: 466,
+        type: "gp3",
+        iops: 6000,
+        throughput: 1000,
+        tags: { [STACK_TAG]: STACK, [PULUMI_STACK_TAG]: PULUMI_STACK, [MODEL_TAG]: "other/Repo-GGUF/Q4_K_M" },
+        status: "available",
+      },
+      {
+        id: "vol-0bbbbbbbbbbbbbbb2",
+        availabilityZone: "us-east-1a",
+        size: 466,
+        type: "gp3",
+        iops: 6000,
+        throughput: 1000,
+        tags: { [STACK_TAG]: "other-stack", [PULUMI_STACK_TAG]: "kimi-kit/other-stack", [MODEL_TAG]: model },
+        status: "available",
+      },
+      {
+        id: "vol-0bbbbbbbbbbbbbbb3",
+        availabilityZone: "us-east-1a",
+        size: 466,
+        type: "gp3",
+        iops: 6000,
+        throughput: 1000,
+        tags: { [STACK_TAG]: STACK, [PULUMI_STACK_TAG]: PULUMI_STACK, [MODEL_TAG]: model },
+        status: "in-use",
+        attachedTo: "i-0elsewhere",
+      },
       // Another team's stack of the same name in the same account.
-      { id: "vol-0bbbbbbbbbbbbbbb4", availabilityZone: "us-east-1a", size: 466, type: "gp3", iops: 6000, throughput: 1000, tags: { [STACK_TAG]: STACK, [PULUMI_STACK_TAG]: "other-org/kimi-kit/aws-r7i", [MODEL_TAG]: model }, status: "available" },
+      {
+        id: "vol-0bbbbbbbbbbbbbbb4",
+        availabilityZone: "us-east-1a",
+        size: 466,
+        type: "gp3",
+        iops: 6000,
+        throughput: 1000,
+        tags: { [STACK_TAG]: STACK, [PULUMI_STACK_TAG]: "other-org/kimi-kit/aws-r7i", [MODEL_TAG]: model },
+        status: "available",
+      },
     ];
     for (const volume of decoys) fakeAws.volumes.set(volume.id, structuredClone(volume));
     const run = await up("decoys", plan);
@@ -178,29 +259,62 @@ describe("model volume across re-creates", () => {
   });
 
   it("two kept volumes for the same stack and model are refused, naming both", () => {
-    const volume = (id: string) => ({ id, availabilityZone: "us-east-1a", size: 466, volumeType: "gp3", iops: 6000, throughput: 1000, tags: {} });
+    const volume = (id: string) => ({
+      id,
+      availabilityZone: "us-east-1a",
+      size: 466,
+      volumeType: "gp3",
+      iops: 6000,
+      throughput: 1000,
+      tags: {},
+    });
     expect(() =>
-      chooseModelVolume({ stack: STACK, instanceType: "r7i.12xlarge", region: "us-east-1", retained: [volume("vol-01"), volume("vol-02")], offeredZones: ["us-east-1a"], wantedGiB: 466, tags: {} }),
+      chooseModelVolume({
+        stack: STACK,
+        instanceType: "r7i.12xlarge",
+        region: "us-east-1",
+        retained: [volume("vol-01"), volume("vol-02")],
+        offeredZones: ["us-east-1a"],
+        wantedGiB: 466,
+        tags: {},
+      }),
     ).toThrow(/vol-01 in us-east-1a, vol-02 in us-east-1a/);
   });
 
   it("a type offered in no zone of the region is refused before anything is created", () => {
-    expect(() => chooseModelVolume({ stack: STACK, instanceType: "p5.48xlarge", region: "eu-north-1", retained: [], offeredZones: [], wantedGiB: 466, tags: {} })).toThrow(
-      /p5\.48xlarge is not offered in any availability zone of eu-north-1/,
-    );
+    expect(() =>
+      chooseModelVolume({
+        stack: STACK,
+        instanceType: "p5.48xlarge",
+        region: "eu-north-1",
+        retained: [],
+        offeredZones: [],
+        wantedGiB: 466,
+        tags: {},
+      }),
+    ).toThrow(/p5\.48xlarge is not offered in any availability zone of eu-north-1/);
   });
 });
 
 // ------------------------------------------------------------------ cloud-init's mount script, run for real
 
 const VOLUME_ID = "vol-0123456789abcdef0";
-const hasTools = ["blkid", "mkfs.ext4", "mkswap"].every((tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0);
+const hasTools = ["blkid", "mkfs.ext4", "mkswap"].every(
+  (tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0,
+);
 
 describe.skipIf(!hasTools)("cloud-init mounts the model volume found by its EBS id", () => {
   const root = mkdtempSync(join(tmpdir(), "kimi-cloud-init-"));
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-  const userData = cloudInit({ hostPrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----", hostPublicKey: "ssh-ed25519 AAAA", sshPublicKey: "ssh-ed25519 BBBB", modelDir: "/srv/kimi/models", modelVolumeId: VOLUME_ID, gpus: false });
+  const userData = cloudInit({
+    hostPrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----",
+    hostPublicKey: "ssh-ed25519 AAAA",
+    sshPublicKey: "ssh-ed25519 BBBB",
+    modelDir: "/srv/kimi/models",
+    modelVolumeId: VOLUME_ID,
+    gpus: false,
+  });
   const config = parseYaml(userData) as { bootcmd?: string[][]; write_files: { path: string }[] };
   // The command exactly as cloud-init runs it: bash -c SCRIPT NAME VOLUME_ID MODEL_DIR WAIT_S.
   const bootcmd = config.bootcmd?.[0] ?? [];
@@ -215,7 +329,8 @@ describe.skipIf(!hasTools)("cloud-init mounts the model volume found by its EBS 
   });
 
   /** cloud-init's util.shellify: each list entry becomes one line of single-quoted words ('\'' for a quote). */
-  const shellify = (commands: string[][]) => `#!/bin/sh\n${commands.map((words) => `${words.map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ")}\n`).join("")}`;
+  const shellify = (commands: string[][]) =>
+    `#!/bin/sh\n${commands.map((words) => `${words.map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ")}\n`).join("")}`;
 
   let caseNumber = 0;
   /** A fake host: /dev/disk/by-id links to image files, stubs for mount(8), mountpoint(1) and chattr(1) (no root, no real mounts). */
@@ -277,7 +392,15 @@ describe.skipIf(!hasTools)("cloud-init mounts the model volume found by its EBS 
 
   const probe = (image: string) => {
     const result = spawnSync("blkid", ["-p", "-o", "export", image], { encoding: "utf8" });
-    return { status: result.status, fields: Object.fromEntries(result.stdout.split("\n").filter(Boolean).map((line) => line.split("=", 2) as [string, string])) };
+    return {
+      status: result.status,
+      fields: Object.fromEntries(
+        result.stdout
+          .split("\n")
+          .filter(Boolean)
+          .map((line) => line.split("=", 2) as [string, string]),
+      ),
+    };
   };
   const OURS = `nvme-Amazon_Elastic_Block_Store_${VOLUME_ID.replace("-", "")}`;
   const ROOT = "nvme-Amazon_Elastic_Block_Store_vol0fedcba98765432100";
@@ -351,7 +474,9 @@ describe.skipIf(!hasTools)("cloud-init mounts the model volume found by its EBS 
     expect(host.run(5).status).toBe(0);
     rmSync(host.mounted);
     expect(host.run(5).status).toBe(0);
-    const entries = readFileSync(host.fstab, "utf8").split("\n").filter((line) => line.split(/\s+/)[1] === host.modelDir);
+    const entries = readFileSync(host.fstab, "utf8")
+      .split("\n")
+      .filter((line) => line.split(/\s+/)[1] === host.modelDir);
     expect(entries).toHaveLength(1);
   });
 });

@@ -60,7 +60,10 @@ describe("image for the probed host", () => {
     expect(imageForHost(gpu, "server-cuda")).toBe(images.cuda);
     expect(imageForHost(gpu, undefined)).toBe(gpu.image);
     expect(imageForHost(planOf("cpu-ddr5"), "server")).toBe(images.cpu);
-    const own = { ...gpu, config: { ...gpu.config, deployment: { ...gpu.config.deployment, image: "registry.example/llama:mine" } } };
+    const own = {
+      ...gpu,
+      config: { ...gpu.config, deployment: { ...gpu.config.deployment, image: "registry.example/llama:mine" } },
+    };
     expect(imageForHost(own, "server-cuda13")).toBe("registry.example/llama:mine");
   });
 });

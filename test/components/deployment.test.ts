@@ -11,7 +11,19 @@ import * as pulumi from "@pulumi/pulumi";
 import { listStacks, readStackValues } from "../../planner/stack-file";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
-import { BANDWIDTH_STDOUT, dockerContainerReadBack, edgeRecorder, GENERATED_KEY, HOST_KEY, installMocks, isSecret, promiseOf, registered, settle, type Edge } from "./mocks";
+import {
+  BANDWIDTH_STDOUT,
+  dockerContainerReadBack,
+  edgeRecorder,
+  GENERATED_KEY,
+  HOST_KEY,
+  installMocks,
+  isSecret,
+  promiseOf,
+  registered,
+  settle,
+  type Edge,
+} from "./mocks";
 
 // The component modules register nothing when imported; resources are only created (in beforeAll
 // and the tests) after the mocks are in place.
@@ -41,12 +53,21 @@ const kinds = Object.fromEntries(
     if (config.host.kind === "cloud") return [stack, "cloud"];
     const plan = buildPlan(stack, config);
     const fleet = (plan.fleet?.replicas ?? 1) > 1 || (plan.teams?.length ?? 0) > 0;
-    return [stack, plan.fits && fleet ? "fleet" : plan.fits && config.cluster ? "split" : plan.fits ? "fits" : "refused"];
+    return [
+      stack,
+      plan.fits && fleet ? "fleet" : plan.fits && config.cluster ? "split" : plan.fits ? "fits" : "refused",
+    ];
   }),
 ) as Record<string, "cloud" | "fits" | "split" | "fleet" | "refused">;
 
 it("covers the expected stacks", () => {
-  expect(kinds).toMatchObject({ "cpu-ddr5": "fits", "cpu-ddr5-q4": "refused", "aws-r7i": "cloud", "cpu-ddr5-q4-split": "split", "cpu-ddr5-fleet": "fleet" });
+  expect(kinds).toMatchObject({
+    "cpu-ddr5": "fits",
+    "cpu-ddr5-q4": "refused",
+    "aws-r7i": "cloud",
+    "cpu-ddr5-q4-split": "split",
+    "cpu-ddr5-fleet": "fleet",
+  });
 });
 
 const withoutStdin = (value: unknown): unknown =>
@@ -62,7 +83,8 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
         const key = keySource === "configured" ? CONFIGURED_KEY : GENERATED_KEY;
         const { transformation, edges } = edgeRecorder();
         let deployment: LlmDeployment;
-        const mine = () => registered.filter((resource) => resource.name === name || resource.name.startsWith(`${name}-`));
+        const mine = () =>
+          registered.filter((resource) => resource.name === name || resource.name.startsWith(`${name}-`));
         const edge = (suffix: string): Edge => {
           const found = edges.find((candidate) => candidate.name === `${name}-${suffix}`);
           if (!found) throw new Error(`no resource ${name}-${suffix}; have ${edges.map((e) => e.name).join(", ")}`);
@@ -78,7 +100,9 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
               config,
               engine,
               apiKey: keySource === "configured" ? pulumi.secret(CONFIGURED_KEY) : undefined,
-              sshPrivateKey: pulumi.secret("-----BEGIN OPENSSH PRIVATE KEY-----\ntest\n-----END OPENSSH PRIVATE KEY-----\n"),
+              sshPrivateKey: pulumi.secret(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\ntest\n-----END OPENSSH PRIVATE KEY-----\n",
+              ),
               sshFilesDir: join(tmpdir(), "kimi-kit-test-ssh", name),
             },
             { transformations: [transformation] },
@@ -114,7 +138,11 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
                 ]),
             `command:remote:Command ${name}-smoke`,
           ];
-          expect(mine().map((resource) => `${resource.type} ${resource.name}`).sort()).toEqual(expected.sort());
+          expect(
+            mine()
+              .map((resource) => `${resource.type} ${resource.name}`)
+              .sort(),
+          ).toEqual(expected.sort());
           expect(mine().some((resource) => /aws/i.test(resource.type))).toBe(false);
         });
 
@@ -122,7 +150,8 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           expect(edge("prep-probe").parent).toBe(`${name}-prep`);
           expect(edge("shards-fetch").parent).toBe(`${name}-shards`);
           expect(edge("server-container").parent).toBe(`${name}-server`);
-          for (const component of ["host", "prep", "shards", "server", "smoke"]) expect(edge(component).parent).toBe(name);
+          for (const component of ["host", "prep", "shards", "server", "smoke"])
+            expect(edge(component).parent).toBe(name);
         });
 
         it("orders probe → prep → shards → server → smoke", () => {
@@ -148,7 +177,15 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           expect(input("prep-probe").addPreviousOutputInEnv).toBe(false);
           // The bandwidth step: the copied script with every physical core the plan counts on, its
           // own time bound, best effort; re-run when the script changes.
-          expect(String(input("prep-bandwidth").create)).toBe(remoteScript("measure-bandwidth.sh", ["--threads", String(plan.host.cpu.cores), "--seconds", "10", "--best-effort"]));
+          expect(String(input("prep-bandwidth").create)).toBe(
+            remoteScript("measure-bandwidth.sh", [
+              "--threads",
+              String(plan.host.cpu.cores),
+              "--seconds",
+              "10",
+              "--best-effort",
+            ]),
+          );
           expect(input("prep-bandwidth").triggers).toEqual([expect.stringMatching(/^[0-9a-f]{64}$/)]);
           expect(input("prep-bandwidth").logging).toBe("stdoutAndStderr");
           const fetch = String(input("shards-fetch").create);
@@ -156,7 +193,8 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           expect(fetch).toContain(`--repo ${plan.model.repo}`);
           expect(fetch).toMatch(plan.shards.source === "lock" ? /--manifest / : /--resolve /);
           const fetchDelete = String(input("shards-fetch").delete);
-          if (config.deployment.purgeModels) expect(fetchDelete).toContain(`${config.deployment.modelDir}/${plan.shards.paths[0]}`);
+          if (config.deployment.purgeModels)
+            expect(fetchDelete).toContain(`${config.deployment.modelDir}/${plan.shards.paths[0]}`);
           else expect(fetchDelete).toContain("kimi-kit: keeping");
           // Both steps with a delete are owned (a newer step's creation stops an older step's delete).
           for (const owned of ["shards-fetch", ...(engine === "docker-cli" ? ["server-container"] : [])]) {
@@ -170,7 +208,9 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           const container = input("server-container");
           if (engine === "docker-cli") {
             const containerSpec = spec.containerSpecFromPlan(plan);
-            expect(String(container.create)).toContain(`\n${remoteScript("llama-container.sh", spec.llamaContainerUpArgv(containerSpec))}\n`);
+            expect(String(container.create)).toContain(
+              `\n${remoteScript("llama-container.sh", spec.llamaContainerUpArgv(containerSpec))}\n`,
+            );
             expect(String(container.create)).toContain(` -- ${shellQuote(plan.llamaServerArgs)}\n`);
             expect(String(container.delete)).toContain(`llama-container.sh down --name ${containerSpec.name}`);
           } else {
@@ -180,7 +220,11 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
             expect(container.gpus).toBe(plan.host.gpus.length > 0 ? "all" : undefined);
             // A second `up` is a no-op only if what Docker reports back equals what the kit sends.
             expect(dockerContainerReadBack(container).healthcheck).toEqual(container.healthcheck);
-            expect(container.healthcheck).toMatchObject({ interval: "30s", timeout: "10s", startPeriod: expect.stringMatching(/^\d+m0s$/) });
+            expect(container.healthcheck).toMatchObject({
+              interval: "30s",
+              timeout: "10s",
+              startPeriod: expect.stringMatching(/^\d+m0s$/),
+            });
           }
         });
 
@@ -203,11 +247,25 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           expect(decode).toBe(again.decodeTokensPerSecond);
           expect(prefill).toBe(again.prefillTokensPerSecond);
           // Decode follows the bandwidth: slower where 87.5 GB/s is below the plan's figure, faster where above.
-          expect(Math.sign(decode! - plan.projection.decodeTokensPerSecond)).toBe(Math.sign(87.5 - plan.host.memory.achievableBandwidth / 1e9));
+          expect(Math.sign(decode! - plan.projection.decodeTokensPerSecond)).toBe(
+            Math.sign(87.5 - plan.host.memory.achievableBandwidth / 1e9),
+          );
           expect(await promiseOf(deployment.speedSideBySide)).toMatchObject({
-            bandwidthGBps: { plan: plan.host.memory.achievableBandwidth / 1e9, planBasis: plan.host.memory.basis, measured: 87.5 },
-            decodeTokensPerSecond: { projectedFromPlan: plan.projection.decodeTokensPerSecond, projectedFromMeasuredBandwidth: decode, measured: 9.25 },
-            prefillTokensPerSecond: { projectedFromPlan: plan.projection.prefillTokensPerSecond, projectedFromMeasuredBandwidth: prefill, measured: 41.5 },
+            bandwidthGBps: {
+              plan: plan.host.memory.achievableBandwidth / 1e9,
+              planBasis: plan.host.memory.basis,
+              measured: 87.5,
+            },
+            decodeTokensPerSecond: {
+              projectedFromPlan: plan.projection.decodeTokensPerSecond,
+              projectedFromMeasuredBandwidth: decode,
+              measured: 9.25,
+            },
+            prefillTokensPerSecond: {
+              projectedFromPlan: plan.projection.prefillTokensPerSecond,
+              projectedFromMeasuredBandwidth: prefill,
+              measured: 41.5,
+            },
           });
         });
 
@@ -215,8 +273,14 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
           const host = config.host.kind === "bare-metal" ? config.host.ssh!.host : "";
           const address = config.serving.bindAddress === "0.0.0.0" ? host : config.serving.bindAddress;
           expect(await promiseOf(deployment.endpoint)).toBe(`http://${address}:${config.serving.port}/v1`);
-          expect(await promiseOf(deployment.planSummary)).toMatchObject({ mode: plan.placement.mode, image: plan.image, args: plan.llamaServerArgs });
-          expect(await promiseOf(deployment.projectedDecodeTokensPerSecond)).toBe(plan.projection.decodeTokensPerSecond);
+          expect(await promiseOf(deployment.planSummary)).toMatchObject({
+            mode: plan.placement.mode,
+            image: plan.image,
+            args: plan.llamaServerArgs,
+          });
+          expect(await promiseOf(deployment.projectedDecodeTokensPerSecond)).toBe(
+            plan.projection.decodeTokensPerSecond,
+          );
           expect(await promiseOf(deployment.projectedTtft32kSeconds)).toBe(plan.projection.ttftSeconds);
           expect(await promiseOf(deployment.measuredDecodeTokensPerSecond)).toBe(9.25);
           expect(await promiseOf(deployment.measuredPrefillTokensPerSecond)).toBe(41.5);
@@ -238,7 +302,9 @@ describe("refusals register nothing", () => {
       const config = parseStackConfig(stack, valuesWithHostKey(stack));
       expect(() => deployStack(stack, valuesWithHostKey(stack), {}, `r-${stack}`)).toThrow(pulumi.RunError);
       // A split can fit and still be refused (too slow, or one host would do): its own reason.
-      expect(() => deployStack(stack, valuesWithHostKey(stack), {}, `r-${stack}`)).toThrow(config.cluster ? buildPlan(stack, config).refusal! : /does not fit/);
+      expect(() => deployStack(stack, valuesWithHostKey(stack), {}, `r-${stack}`)).toThrow(
+        config.cluster ? buildPlan(stack, config).refusal! : /does not fit/,
+      );
       await settle();
       expect(count()).toBe(before);
     });
@@ -271,7 +337,9 @@ describe("refusals register nothing", () => {
     it(`${stack}: refuses a cloud host without allowed CIDRs`, () => {
       const raw = valuesWithHostKey(stack);
       (raw.host as Record<string, unknown>).allowedCidrs = [];
-      expect(() => deployStack(stack, raw, { apiKey: pulumi.secret(CONFIGURED_KEY) }, `nocidr-${stack}`)).toThrow(/host\.allowedCidrs: found \[\]; allowed: the CIDRs that may reach SSH/);
+      expect(() => deployStack(stack, raw, { apiKey: pulumi.secret(CONFIGURED_KEY) }, `nocidr-${stack}`)).toThrow(
+        /host\.allowedCidrs: found \[\]; allowed: the CIDRs that may reach SSH/,
+      );
     });
   }
 

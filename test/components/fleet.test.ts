@@ -12,13 +12,25 @@ import * as pulumi from "@pulumi/pulumi";
 import { readStackValues } from "../../planner/stack-file";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
-import { edgeRecorder, GENERATED_KEY, HOST_KEY, installMocks, isSecret, promiseOf, registered, settle, teamKeyFor, type Edge } from "./mocks";
+import {
+  edgeRecorder,
+  GENERATED_KEY,
+  HOST_KEY,
+  installMocks,
+  isSecret,
+  promiseOf,
+  registered,
+  settle,
+  teamKeyFor,
+  type Edge,
+} from "./mocks";
 import { deployStack, LlmDeployment } from "../../components/llm-deployment";
 
 beforeAll(() => installMocks(false));
 
 /** A secret input as the mock monitor holds it ({ <secret signature>: …, value }), unwrapped. */
-const plain = (value: unknown): unknown => (value !== null && typeof value === "object" && "value" in value ? (value as { value: unknown }).value : value);
+const plain = (value: unknown): unknown =>
+  value !== null && typeof value === "object" && "value" in value ? (value as { value: unknown }).value : value;
 
 const STACK = "cpu-ddr5-fleet";
 
@@ -39,7 +51,8 @@ async function deployFleet(name: string, raw: Record<string, unknown>) {
   const mine = registered.filter((resource) => resource.name.startsWith(`${name}-`));
   const input = (suffix: string) => {
     const found = mine.find((resource) => resource.name === `${name}-${suffix}`);
-    if (!found) throw new Error(`no resource ${name}-${suffix}; have ${mine.map((resource) => resource.name).join(", ")}`);
+    if (!found)
+      throw new Error(`no resource ${name}-${suffix}; have ${mine.map((resource) => resource.name).join(", ")}`);
     return found.inputs;
   };
   const edge = (suffix: string): Edge => {
@@ -57,7 +70,9 @@ describe(`${STACK}: two replicas and two teams behind one gateway`, () => {
   });
 
   it("registers one Replica per host, one Gateway and one Monitoring", () => {
-    const components = d.mine.filter((resource) => resource.type.startsWith("kimi-kit:")).map((resource) => `${resource.type} ${resource.name}`);
+    const components = d.mine
+      .filter((resource) => resource.type.startsWith("kimi-kit:"))
+      .map((resource) => `${resource.type} ${resource.name}`);
     expect(components).toEqual(
       expect.arrayContaining([
         "kimi-kit:fleet:Replica fl-replica-1",
@@ -73,12 +88,18 @@ describe(`${STACK}: two replicas and two teams behind one gateway`, () => {
   });
 
   it("runs each replica's steps on its own host, llama-server on loopback behind the usage exporter on the private address", () => {
-    for (const [id, ssh, address] of [["replica-1", "203.0.113.11", "10.0.0.11"], ["replica-2", "203.0.113.12", "10.0.0.12"]] as const) {
+    for (const [id, ssh, address] of [
+      ["replica-1", "203.0.113.11", "10.0.0.11"],
+      ["replica-2", "203.0.113.12", "10.0.0.12"],
+    ] as const) {
       const connection = plain(d.input(`${id}-usage`).connection) as { host: string };
       expect(connection.host).toBe(ssh);
       // docker-cli renders llama-server's args into a command line, docker-provider into `command`.
       const container = JSON.stringify(d.input(`${id}-server-container`));
-      expect(container.includes("--host 127.0.0.1 --port 8082") || container.includes('"--host","127.0.0.1","--port","8082"')).toBe(true);
+      expect(
+        container.includes("--host 127.0.0.1 --port 8082") ||
+          container.includes('"--host","127.0.0.1","--port","8082"'),
+      ).toBe(true);
       const usage = String(d.input(`${id}-usage`).create);
       expect(usage).toContain(`--listen ${address}:8081 --upstream 127.0.0.1:8082 --metrics ${address}:9101`);
       // The firewall admits only the gateway host (replica-1's private address) to both exporter ports.
@@ -91,7 +112,9 @@ describe(`${STACK}: two replicas and two teams behind one gateway`, () => {
     expect(d.edge("replica-2-firewall").dependsOn).toContain("fl-replica-2-prep-tune");
     expect(d.edge("replica-2-shards-fetch").dependsOn).toEqual(expect.arrayContaining(["fl-replica-2-firewall"]));
     expect(d.edge("replica-2-usage").dependsOn).toEqual(["fl-replica-2-server-container"]);
-    expect(d.edge("gateway-firewall").dependsOn).toEqual(expect.arrayContaining(["fl-replica-1-usage", "fl-replica-2-usage"]));
+    expect(d.edge("gateway-firewall").dependsOn).toEqual(
+      expect.arrayContaining(["fl-replica-1-usage", "fl-replica-2-usage"]),
+    );
     expect(d.edge("gateway-haproxy").dependsOn).toEqual(["fl-gateway-firewall"]);
     expect(d.edge("monitoring-prometheus").dependsOn).toEqual(["fl-gateway-haproxy"]);
   });
@@ -104,14 +127,18 @@ describe(`${STACK}: two replicas and two teams behind one gateway`, () => {
     expect(create).toContain("server replica-2 10.0.0.12:8081");
     expect(create).toContain("bind 0.0.0.0:8080 ssl");
     for (const team of ["platform", "research"]) {
-      const hash = createHash("sha256").update(teamKeyFor(`fl-gateway-key-${team}`)).digest("hex");
+      const hash = createHash("sha256")
+        .update(teamKeyFor(`fl-gateway-key-${team}`))
+        .digest("hex");
       expect(create).toContain(`${hash} ${team}`);
     }
     expect(create).toMatch(/platform 30\b/);
     expect(create).toMatch(/research 10\b/);
     expect(create).toContain("--tls internal-ca --san 203.0.113.11");
     // The public port for the stack's CIDRs, the exporter for the gateway host alone.
-    expect(String(d.input("gateway-firewall").create)).toContain("--allow 8080=198.51.100.0/24 --allow 8405=10.0.0.11/32");
+    expect(String(d.input("gateway-firewall").create)).toContain(
+      "--allow 8080=198.51.100.0/24 --allow 8405=10.0.0.11/32",
+    );
   });
 
   it("keeps every key out of commands: team keys only as hashes, the replicas' key only on stdin", async () => {
@@ -139,22 +166,28 @@ describe(`${STACK}: two replicas and two teams behind one gateway`, () => {
 
   it("Prometheus scrapes both replicas through their exporters with the replicas' key file, and both exporters", () => {
     const create = String(d.input("monitoring-prometheus").create);
-    for (const target of ["10.0.0.11:8081", "10.0.0.12:8081", "10.0.0.11:9101", "10.0.0.12:9101", "10.0.0.11:8405"]) expect(create).toContain(target);
+    for (const target of ["10.0.0.11:8081", "10.0.0.12:8081", "10.0.0.11:9101", "10.0.0.12:9101", "10.0.0.11:8405"])
+      expect(create).toContain(target);
     expect(create).toContain("credentials_file: /etc/kimi-kit/monitoring/kimi-kit-cpu-ddr5-fleet/bearer-token");
   });
 
   it("runs the token limiter beside Prometheus for the team with a tpm, on the gateway's own files", () => {
     const gatewayDir = "/etc/kimi-kit/gateway/kimi-kit-cpu-ddr5-fleet";
     // Only platform has a tokens-per-minute limit in the stack.
-    expect(String(d.input("gateway-haproxy").create)).toMatch(/printf '%s' 'platform 60000\n' > \S+\/token-limits\.map/);
+    expect(String(d.input("gateway-haproxy").create)).toMatch(
+      /printf '%s' 'platform 60000\n' > \S+\/token-limits\.map/,
+    );
     const create = String(d.input("monitoring-token-limiter").create);
-    expect(create).toContain(`--prometheus http://127.0.0.1:9190 --limits ${gatewayDir}/token-limits.map --socket ${gatewayDir}/admin.sock --blocked-map ${gatewayDir}/tokens-blocked.map --interval 10`);
+    expect(create).toContain(
+      `--prometheus http://127.0.0.1:9190 --limits ${gatewayDir}/token-limits.map --socket ${gatewayDir}/admin.sock --blocked-map ${gatewayDir}/tokens-blocked.map --interval 10`,
+    );
     expect(d.edge("monitoring-token-limiter").dependsOn).toEqual(["fl-monitoring-prometheus"]);
   });
 
   it("exports a Grafana dashboard with a spend panel per team", async () => {
     const dashboard = JSON.parse((await promiseOf(d.deployment.grafanaDashboard))!) as { panels: { title: string }[] };
-    for (const team of ["platform", "research"]) expect(dashboard.panels.some((panel) => panel.title.includes(team))).toBe(true);
+    for (const team of ["platform", "research"])
+      expect(dashboard.panels.some((panel) => panel.title.includes(team))).toBe(true);
   });
 });
 
@@ -186,7 +219,9 @@ it("replicas: 2 on one `host` is refused by an update (the gateway cannot reach 
   const values = { ...raw, fleet: { replicas: 2, tokensPerAnswer: 400 } };
   await settle();
   const before = registered.length;
-  expect(() => deployStack("cpu-ddr5", values, { apiKey: pulumi.secret("sk-x-0123456789") }, "one-host")).toThrow(/replicas 2 on one `host` is planned, not deployable: list the replicas under kimi-kit:hosts/);
+  expect(() => deployStack("cpu-ddr5", values, { apiKey: pulumi.secret("sk-x-0123456789") }, "one-host")).toThrow(
+    /replicas 2 on one `host` is planned, not deployable: list the replicas under kimi-kit:hosts/,
+  );
   await settle();
   expect(registered.length).toBe(before);
 });

@@ -36,8 +36,14 @@ beforeAll(() =>
         const state: Record<string, unknown> = { ...args.inputs };
         if (args.type === "command:remote:Command") {
           // front-door.sh prints the CA certificate only for the internal CA.
-          const proxyStdout = String(args.inputs.create).includes("--tls secrets") ? "tls_source=secrets\nchanged=yes\n" : FRONT_DOOR_STDOUT;
-          state.stdout = args.name.endsWith("-front-door-proxy") ? proxyStdout : args.name.endsWith("-smoke") ? SMOKE_STDOUT : "ok\n";
+          const proxyStdout = String(args.inputs.create).includes("--tls secrets")
+            ? "tls_source=secrets\nchanged=yes\n"
+            : FRONT_DOOR_STDOUT;
+          state.stdout = args.name.endsWith("-front-door-proxy")
+            ? proxyStdout
+            : args.name.endsWith("-smoke")
+              ? SMOKE_STDOUT
+              : "ok\n";
         }
         if (args.type === "docker:index/remoteImage:RemoteImage") state.imageId = args.inputs.name;
         return { id: `${args.name}-id`, state };
@@ -57,7 +63,11 @@ function stackConfig(serving: Record<string, unknown>, extra: Record<string, unk
   return parseStackConfig("cpu-ddr5", { ...raw, ...extra });
 }
 
-async function deploy(name: string, config: StackConfig, secrets: { tlsCertificate?: string; tlsPrivateKey?: string } = {}) {
+async function deploy(
+  name: string,
+  config: StackConfig,
+  secrets: { tlsCertificate?: string; tlsPrivateKey?: string } = {},
+) {
   const { transformation, edges } = edgeRecorder();
   const deployment = new LlmDeployment(
     name,
@@ -85,15 +95,28 @@ async function deploy(name: string, config: StackConfig, secrets: { tlsCertifica
 
 describe("a public listener with the internal CA", () => {
   const name = "fd-ca";
-  const config = stackConfig({ bindAddress: "0.0.0.0", port: 8443, allowedCidrs: ["203.0.113.0/24", "198.51.100.0/24"] });
+  const config = stackConfig({
+    bindAddress: "0.0.0.0",
+    port: 8443,
+    allowedCidrs: ["203.0.113.0/24", "198.51.100.0/24"],
+  });
   let d: Awaited<ReturnType<typeof deploy>>;
   beforeAll(async () => {
     d = await deploy(name, config);
   });
 
   it("registers the FrontDoor component with a firewall step and a proxy step under it", () => {
-    expect(d.mine.filter((r) => r.name.startsWith(`${name}-front-door`)).map((r) => `${r.type} ${r.name}`).sort()).toEqual(
-      [`kimi-kit:serving:FrontDoor ${name}-front-door`, `command:remote:Command ${name}-front-door-firewall`, `command:remote:Command ${name}-front-door-proxy`].sort(),
+    expect(
+      d.mine
+        .filter((r) => r.name.startsWith(`${name}-front-door`))
+        .map((r) => `${r.type} ${r.name}`)
+        .sort(),
+    ).toEqual(
+      [
+        `kimi-kit:serving:FrontDoor ${name}-front-door`,
+        `command:remote:Command ${name}-front-door-firewall`,
+        `command:remote:Command ${name}-front-door-proxy`,
+      ].sort(),
     );
     expect(d.edge("front-door").parent).toBe(name);
     expect(d.edge("front-door-firewall").parent).toBe(`${name}-front-door`);
@@ -108,14 +131,38 @@ describe("a public listener with the internal CA", () => {
 
   it("admits only the allowed CIDRs in the kit's own table, and removes that table on destroy", () => {
     const firewall = d.input("front-door-firewall");
-    expect(String(firewall.create)).toContain(remoteScript("firewall.sh", ["apply", "--table", "kimi_kit_cpu_ddr5", "--allow", "8443=203.0.113.0/24,198.51.100.0/24"]));
+    expect(String(firewall.create)).toContain(
+      remoteScript("firewall.sh", [
+        "apply",
+        "--table",
+        "kimi_kit_cpu_ddr5",
+        "--allow",
+        "8443=203.0.113.0/24,198.51.100.0/24",
+      ]),
+    );
     expect(String(firewall.delete)).toContain(remoteScript("firewall.sh", ["remove", "--table", "kimi_kit_cpu_ddr5"]));
   });
 
   it("runs HAProxy on the public port in front of llama-server's loopback port, with the host's address on the certificate", () => {
     const proxy = d.input("front-door-proxy");
     expect(String(proxy.create)).toContain(
-      remoteScript("front-door.sh", ["up", "--name", "kimi-kit-cpu-ddr5", "--listen", "0.0.0.0", "--port", "8443", "--backend-address", "127.0.0.1", "--backend-port", "8444", "--tls", "internal-ca", "--san", "203.0.113.10"]),
+      remoteScript("front-door.sh", [
+        "up",
+        "--name",
+        "kimi-kit-cpu-ddr5",
+        "--listen",
+        "0.0.0.0",
+        "--port",
+        "8443",
+        "--backend-address",
+        "127.0.0.1",
+        "--backend-port",
+        "8444",
+        "--tls",
+        "internal-ca",
+        "--san",
+        "203.0.113.10",
+      ]),
     );
     expect(String(proxy.create)).not.toContain("--web-ui");
     expect(String(proxy.delete)).toContain(remoteScript("front-door.sh", ["down", "--name", "kimi-kit-cpu-ddr5"]));
@@ -139,7 +186,14 @@ describe("a public listener with TLS from secrets", () => {
   let d: Awaited<ReturnType<typeof deploy>>;
   beforeAll(async () => {
     const config = stackConfig(
-      { bindAddress: "198.51.100.7", port: 443, backendPort: 18080, allowedCidrs: ["10.0.0.0/8"], tls: { source: "secrets" }, webUi: true },
+      {
+        bindAddress: "198.51.100.7",
+        port: 443,
+        backendPort: 18080,
+        allowedCidrs: ["10.0.0.0/8"],
+        tls: { source: "secrets" },
+        webUi: true,
+      },
       { tlsCertificate: { secure: "(set)" }, tlsPrivateKey: { secure: "(set)" } },
     );
     d = await deploy(name, config, { tlsCertificate: TLS_CERT, tlsPrivateKey: TLS_KEY });
@@ -148,10 +202,15 @@ describe("a public listener with TLS from secrets", () => {
   it("hands the certificate and key to front-door.sh on stdin only, as a secret", async () => {
     const proxy = d.input("front-door-proxy");
     expect(String(proxy.create)).toContain("--tls secrets");
-    expect(String(proxy.create)).toContain("--listen 198.51.100.7 --port 443 --backend-address 127.0.0.1 --backend-port 18080");
+    expect(String(proxy.create)).toContain(
+      "--listen 198.51.100.7 --port 443 --backend-address 127.0.0.1 --backend-port 18080",
+    );
     expect(String(proxy.create)).toContain("--web-ui");
     // The mock monitor sees a secret as Pulumi's secret envelope around the value.
-    expect(proxy.stdin).toEqual({ [pulumi.runtime.specialSigKey]: pulumi.runtime.specialSecretSig, value: tlsSecretsPem(TLS_CERT, TLS_KEY) });
+    expect(proxy.stdin).toEqual({
+      [pulumi.runtime.specialSigKey]: pulumi.runtime.specialSecretSig,
+      value: tlsSecretsPem(TLS_CERT, TLS_KEY),
+    });
     const withoutStdin = d.mine.map((resource) => ({ ...resource.inputs, stdin: undefined }));
     expect(JSON.stringify(withoutStdin)).not.toContain("teamPrivateKey");
   });
@@ -177,7 +236,9 @@ describe("caCertificateOf", () => {
   it("reads the CA certificate from front-door.sh's stdout, and nothing that is not one", () => {
     expect(caCertificateOf(FRONT_DOOR_STDOUT)).toBe(CA_PEM);
     expect(caCertificateOf("tls_source=secrets\n")).toBeUndefined();
-    expect(caCertificateOf(`ca_certificate_base64=${Buffer.from("not a certificate").toString("base64")}\n`)).toBeUndefined();
+    expect(
+      caCertificateOf(`ca_certificate_base64=${Buffer.from("not a certificate").toString("base64")}\n`),
+    ).toBeUndefined();
     expect(caCertificateOf(undefined)).toBeUndefined();
   });
 });

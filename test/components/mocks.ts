@@ -8,9 +8,12 @@ import * as pulumi from "@pulumi/pulumi";
 import { fakeAws } from "./aws-fake";
 
 export const GENERATED_KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-export const PROBE_STDOUT = "ram_bytes=412316860416\nphysical_cores=16\ngpu_count=0\nllama_image_variant=cpu\nshortfalls=\n";
-export const BANDWIDTH_STDOUT = "read_bandwidth_gbps=87.50\nthreads=16\nblock_bytes=67108864\nseconds=10\nnuma_interleave=no\ntool=sysbench 1.0.20\n";
-export const SMOKE_STDOUT = 'waiting for health\n{"timings":{"prompt_n":20,"prompt_per_second":41.5,"predicted_n":16,"predicted_per_second":9.25}}\n';
+export const PROBE_STDOUT =
+  "ram_bytes=412316860416\nphysical_cores=16\ngpu_count=0\nllama_image_variant=cpu\nshortfalls=\n";
+export const BANDWIDTH_STDOUT =
+  "read_bandwidth_gbps=87.50\nthreads=16\nblock_bytes=67108864\nseconds=10\nnuma_interleave=no\ntool=sysbench 1.0.20\n";
+export const SMOKE_STDOUT =
+  'waiting for health\n{"timings":{"prompt_n":20,"prompt_per_second":41.5,"predicted_n":16,"predicted_per_second":9.25}}\n';
 /** What the cloud host's `ssh-keygen` step prints: the private key, then the public line. */
 export const HOST_KEY_PAIR =
   "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAtestonly\n-----END OPENSSH PRIVATE KEY-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKimiKitCloudHostKeyForUnitTests0000000000 kimi-kit-host\n";
@@ -38,13 +41,14 @@ export interface Edge {
 
 export const registered: Registered[] = [];
 
-const NANOS_PER_UNIT: Record<string, number> = { ns: 1, us: 1e3, "µs": 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+const NANOS_PER_UNIT: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
 
 /** Go's time.ParseDuration (the Docker provider parses health-check durations with it). */
 export function parseGoDuration(text: string): number {
   const parts = [...text.matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/g)];
   if (text === "0") return 0;
-  if (parts.length === 0 || parts.map((part) => part[0]).join("") !== text) throw new Error(`time: invalid duration ${JSON.stringify(text)}`);
+  if (parts.length === 0 || parts.map((part) => part[0]).join("") !== text)
+    throw new Error(`time: invalid duration ${JSON.stringify(text)}`);
   return Math.round(parts.reduce((total, part) => total + Number(part[1]) * NANOS_PER_UNIT[part[2]!]!, 0));
 }
 
@@ -70,7 +74,12 @@ export function dockerContainerReadBack(inputs: Record<string, unknown>): Record
   const healthcheck = inputs.healthcheck as Record<string, unknown> | undefined;
   if (!healthcheck) return { ...inputs };
   const canonical = Object.fromEntries(
-    Object.entries(healthcheck).map(([key, value]) => [key, ["interval", "timeout", "startPeriod", "startInterval"].includes(key) && typeof value === "string" ? formatGoDuration(parseGoDuration(value)) : value]),
+    Object.entries(healthcheck).map(([key, value]) => [
+      key,
+      ["interval", "timeout", "startPeriod", "startInterval"].includes(key) && typeof value === "string"
+        ? formatGoDuration(parseGoDuration(value))
+        : value,
+    ]),
   );
   return { ...inputs, healthcheck: canonical };
 }
@@ -82,16 +91,28 @@ export function installMocks(preview = false): Promise<void> {
         registered.push({ type: args.type, name: args.name, inputs: args.inputs, custom: args.custom ?? false });
         const state: Record<string, unknown> = { ...args.inputs };
         if (args.type === "command:remote:Command") {
-          state.stdout = args.name.endsWith("-probe") ? PROBE_STDOUT : args.name.endsWith("-prep-bandwidth") ? BANDWIDTH_STDOUT : args.name.endsWith("-smoke") ? SMOKE_STDOUT : "ok\n";
+          state.stdout = args.name.endsWith("-probe")
+            ? PROBE_STDOUT
+            : args.name.endsWith("-prep-bandwidth")
+              ? BANDWIDTH_STDOUT
+              : args.name.endsWith("-smoke")
+                ? SMOKE_STDOUT
+                : "ok\n";
           state.stderr = "";
         }
         // Each team's key is its own (the gateway refuses two teams with one key), as /dev/urandom's would be.
-        if (args.type === "command:local:Command") state.stdout = args.name.endsWith("-host-key") ? HOST_KEY_PAIR : /-key-[^-]/.test(args.name) ? teamKeyFor(args.name) : GENERATED_KEY;
+        if (args.type === "command:local:Command")
+          state.stdout = args.name.endsWith("-host-key")
+            ? HOST_KEY_PAIR
+            : /-key-[^-]/.test(args.name)
+              ? teamKeyFor(args.name)
+              : GENERATED_KEY;
         // AWS resources: a fake EC2/EBS account that answers as the provider documents (aws-fake.ts).
         const awsResult = args.type.startsWith("aws:") ? fakeAws.newResource(args, preview) : undefined;
         if (awsResult) return awsResult;
         if (args.type === "docker:index/remoteImage:RemoteImage") state.imageId = args.inputs.name;
-        if (args.type === "docker:index/container:Container") Object.assign(state, dockerContainerReadBack(args.inputs));
+        if (args.type === "docker:index/container:Container")
+          Object.assign(state, dockerContainerReadBack(args.inputs));
         return { id: `${args.name}-id`, state };
       },
       call(args: pulumi.runtime.MockCallArgs) {
@@ -116,8 +137,14 @@ export function edgeRecorder(): { transformation: pulumi.ResourceTransformation;
     const edge: Edge = { type: args.type, name: args.name, parent: undefined, dependsOn: [] };
     edges.push(edge);
     // Names resolve lazily: a dependency is always registered before its dependent.
-    Object.defineProperty(edge, "parent", { enumerable: true, get: () => (args.opts.parent ? names.get(args.opts.parent) : undefined) });
-    Object.defineProperty(edge, "dependsOn", { enumerable: true, get: () => list.map((resource) => names.get(resource) ?? "?") });
+    Object.defineProperty(edge, "parent", {
+      enumerable: true,
+      get: () => (args.opts.parent ? names.get(args.opts.parent) : undefined),
+    });
+    Object.defineProperty(edge, "dependsOn", {
+      enumerable: true,
+      get: () => list.map((resource) => names.get(resource) ?? "?"),
+    });
     return undefined;
   };
   return { transformation, edges };

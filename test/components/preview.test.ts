@@ -16,12 +16,25 @@ it("aws-r7i previews the plan and the AWS resources it would create, before any 
   const raw = readStackValues("aws-r7i");
   const plan = buildPlan("aws-r7i", parseStackConfig("aws-r7i", raw));
   const deployment = deployStack("aws-r7i", raw, { apiKey: pulumi.secret("sk-preview") }, "cloud");
-  expect(await promiseOf(deployment.planSummary)).toMatchObject({ mode: plan.placement.mode, args: plan.llamaServerArgs, image: plan.image });
+  expect(await promiseOf(deployment.planSummary)).toMatchObject({
+    mode: plan.placement.mode,
+    args: plan.llamaServerArgs,
+    image: plan.image,
+  });
   expect(await promiseOf(deployment.monthlyCostUsd)).toBe(plan.cost!.monthlyUsd);
   expect(await isSecret(deployment.apiKey)).toBe(true);
   await settle();
-  const types = new Set(registered.filter((resource) => resource.name.startsWith("cloud")).map((resource) => resource.type));
-  for (const type of ["kimi-kit:host:CloudHost", "aws:ec2/instance:Instance", "aws:ec2/securityGroup:SecurityGroup", "aws:ebs/volume:Volume", "aws:ec2/volumeAttachment:VolumeAttachment", "kimi-kit:serving:LlamaServer"]) {
+  const types = new Set(
+    registered.filter((resource) => resource.name.startsWith("cloud")).map((resource) => resource.type),
+  );
+  for (const type of [
+    "kimi-kit:host:CloudHost",
+    "aws:ec2/instance:Instance",
+    "aws:ec2/securityGroup:SecurityGroup",
+    "aws:ebs/volume:Volume",
+    "aws:ec2/volumeAttachment:VolumeAttachment",
+    "kimi-kit:serving:LlamaServer",
+  ]) {
     expect(types).toContain(type);
   }
 });
@@ -41,7 +54,13 @@ it("index.ts runs a bare-metal stack from config in preview", async () => {
   const types = registered.filter((resource) => resource.name.startsWith("kimi")).map((resource) => resource.type);
   expect(types).toContain("kimi-kit:serving:LlamaServer");
   expect(types).toContain("docker:index/container:Container");
-  expect(JSON.stringify(registered.map((resource) => JSON.parse(JSON.stringify(resource.inputs, (key, value: unknown) => (key === "stdin" ? undefined : value)))))).not.toContain("sk-from-config");
+  expect(
+    JSON.stringify(
+      registered.map((resource) =>
+        JSON.parse(JSON.stringify(resource.inputs, (key, value: unknown) => (key === "stdin" ? undefined : value))),
+      ),
+    ),
+  ).not.toContain("sk-from-config");
 });
 
 it("a bare-metal stack previews before its host key is known (the host may not exist yet)", async () => {
@@ -61,10 +80,22 @@ it("a fleet previews its replicas, gateway, teams and the fleet's monthly cost b
   const plan = buildPlan("cpu-ddr5-fleet", parseStackConfig("cpu-ddr5-fleet", raw));
   const deployment = deployStack("cpu-ddr5-fleet", raw, {}, "fleetpreview");
   const summary = await promiseOf(deployment.planSummary);
-  expect(summary.fleet).toMatchObject({ replicas: 2, hosts: [{ id: "replica-1" }, { id: "replica-2" }], monthlyUsd: plan.fleet!.cost!.monthlyUsd });
+  expect(summary.fleet).toMatchObject({
+    replicas: 2,
+    hosts: [{ id: "replica-1" }, { id: "replica-2" }],
+    monthlyUsd: plan.fleet!.cost!.monthlyUsd,
+  });
   expect(summary.teams?.map((team) => team.name)).toEqual(["platform", "research"]);
   expect(await promiseOf(deployment.monthlyCostUsd)).toBe(2 * plan.cost!.monthlyUsd);
   await settle();
-  const components = registered.filter((resource) => resource.name.startsWith("fleetpreview")).map((resource) => `${resource.type} ${resource.name}`);
-  expect(components).toEqual(expect.arrayContaining(["kimi-kit:fleet:Replica fleetpreview-replica-1", "kimi-kit:fleet:Replica fleetpreview-replica-2", "kimi-kit:serving:Gateway fleetpreview-gateway"]));
+  const components = registered
+    .filter((resource) => resource.name.startsWith("fleetpreview"))
+    .map((resource) => `${resource.type} ${resource.name}`);
+  expect(components).toEqual(
+    expect.arrayContaining([
+      "kimi-kit:fleet:Replica fleetpreview-replica-1",
+      "kimi-kit:fleet:Replica fleetpreview-replica-2",
+      "kimi-kit:serving:Gateway fleetpreview-gateway",
+    ]),
+  );
 });

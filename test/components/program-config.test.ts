@@ -31,19 +31,27 @@ async function runProgram(config: Record<string, string>, secretKeys: string[]):
   }
 }
 
-it.each(["apiKey", "sshPrivateKey", "huggingFaceToken"])("refuses kimi-kit:%s set in plain text, registering nothing", async (key) => {
-  const before = registered.length;
-  const error = await runProgram(programConfig({ [`kimi-kit:${key}`]: VALID_KEY }), []);
-  expect(error).toBeInstanceOf(pulumi.RunError);
-  expect(error!.message).toContain(`${key}: found a plain-text value (hidden); allowed: only an encrypted value; set it with \`pulumi config set --secret kimi-kit:${key} <value>\``);
-  expect(error!.message).not.toContain(VALID_KEY);
-  expect(error!.stack ?? "").not.toContain(VALID_KEY);
-  await settle();
-  expect(registered.length).toBe(before);
-});
+it.each(["apiKey", "sshPrivateKey", "huggingFaceToken"])(
+  "refuses kimi-kit:%s set in plain text, registering nothing",
+  async (key) => {
+    const before = registered.length;
+    const error = await runProgram(programConfig({ [`kimi-kit:${key}`]: VALID_KEY }), []);
+    expect(error).toBeInstanceOf(pulumi.RunError);
+    expect(error!.message).toContain(
+      `${key}: found a plain-text value (hidden); allowed: only an encrypted value; set it with \`pulumi config set --secret kimi-kit:${key} <value>\``,
+    );
+    expect(error!.message).not.toContain(VALID_KEY);
+    expect(error!.stack ?? "").not.toContain(VALID_KEY);
+    await settle();
+    expect(registered.length).toBe(before);
+  },
+);
 
 it("refuses a misspelled key and a misspelled namespace, naming both", async () => {
-  const config = programConfig({ "kimi-kit:servng": JSON.stringify({ port: 9090 }), "kimi_kit:model": JSON.stringify({ repo: "x/y", tier: "z" }) });
+  const config = programConfig({
+    "kimi-kit:servng": JSON.stringify({ port: 9090 }),
+    "kimi_kit:model": JSON.stringify({ repo: "x/y", tier: "z" }),
+  });
   const error = await runProgram(config, []);
   expect(error).toBeInstanceOf(pulumi.RunError);
   expect(error!.message).toMatch(/kimi-kit:servng: found the key "servng"; allowed: only the keys .*kimi-kit:serving/);

@@ -12,7 +12,16 @@ import * as pulumi from "@pulumi/pulumi";
 import { readStackValues } from "../../planner/stack-file";
 import { parseStackConfig, type StackConfig } from "../../planner/config";
 import { buildPlan, type Plan } from "../../planner/plan";
-import { BANDWIDTH_STDOUT, edgeRecorder, HOST_KEY, PROBE_STDOUT, promiseOf, settle, SMOKE_STDOUT, type Edge } from "./mocks";
+import {
+  BANDWIDTH_STDOUT,
+  edgeRecorder,
+  HOST_KEY,
+  PROBE_STDOUT,
+  promiseOf,
+  settle,
+  SMOKE_STDOUT,
+  type Edge,
+} from "./mocks";
 
 // The status check runs ssh from the program itself; here it answers from the connection's key.
 const status = vi.hoisted(() => ({
@@ -64,7 +73,15 @@ function mocks(preview: boolean): Promise<void> {
         registered.push({ type: args.type, name: args.name, inputs: args.inputs });
         const state: Record<string, unknown> = { ...args.inputs };
         const stdoutOf = (name: string) =>
-          name.endsWith("-image") ? `${imageIdOf(name)}\n` : name.endsWith("-probe") ? PROBE_STDOUT : name.endsWith("-prep-bandwidth") ? BANDWIDTH_STDOUT : name.endsWith("-smoke") ? SMOKE_STDOUT : "ok\n";
+          name.endsWith("-image")
+            ? `${imageIdOf(name)}\n`
+            : name.endsWith("-probe")
+              ? PROBE_STDOUT
+              : name.endsWith("-prep-bandwidth")
+                ? BANDWIDTH_STDOUT
+                : name.endsWith("-smoke")
+                  ? SMOKE_STDOUT
+                  : "ok\n";
         // Both executors' steps: the command plugin's and the kit's dynamic provider's. In preview
         // too, as for steps that exist unchanged (a preview then sees their last outputs).
         if (args.type === "command:remote:Command" || args.type === SSH_COMMAND) state.stdout = stdoutOf(args.name);
@@ -114,17 +131,31 @@ function withDeployment(config: StackConfig, deployment: Partial<StackConfig["de
 const baseConfig = parseStackConfig(STACK, stackValues());
 const plan: Plan = buildPlan(STACK, baseConfig);
 
-function deploy(name: string, options: { engine?: "docker-cli" | "docker-provider"; config?: StackConfig; sshPrivateKey?: string } = {}) {
+function deploy(
+  name: string,
+  options: { engine?: "docker-cli" | "docker-provider"; config?: StackConfig; sshPrivateKey?: string } = {},
+) {
   const { transformation, edges } = edgeRecorder();
   const deployment = new LlmDeployment(
     name,
-    { stack: STACK, config: options.config ?? baseConfig, engine: options.engine ?? "docker-cli", apiKey: pulumi.secret("sk-split-test-0123456789abcdef"), sshPrivateKey: pulumi.secret(options.sshPrivateKey ?? PRIVATE_KEY) },
+    {
+      stack: STACK,
+      config: options.config ?? baseConfig,
+      engine: options.engine ?? "docker-cli",
+      apiKey: pulumi.secret("sk-split-test-0123456789abcdef"),
+      sshPrivateKey: pulumi.secret(options.sshPrivateKey ?? PRIVATE_KEY),
+    },
     { transformations: [transformation] },
   );
   const mine = () => registered.filter((resource) => resource.name === name || resource.name.startsWith(`${name}-`));
   const input = (suffix: string) => {
     const found = mine().find((resource) => resource.name === `${name}-${suffix}`);
-    if (!found) throw new Error(`no resource ${name}-${suffix}; have ${mine().map((resource) => resource.name).join(", ")}`);
+    if (!found)
+      throw new Error(
+        `no resource ${name}-${suffix}; have ${mine()
+          .map((resource) => resource.name)
+          .join(", ")}`,
+      );
     return found.inputs;
   };
   const edge = (suffix: string): Edge => {
@@ -142,7 +173,9 @@ function nextRejection(): Promise<unknown> {
 
 it("plans the stack as a split with one worker on 10.20.0.2", () => {
   expect(plan.fits).toBe(true);
-  expect(plan.cluster?.workers.map((worker) => [worker.id, worker.endpoint])).toEqual([["worker-1", "10.20.0.2:50052"]]);
+  expect(plan.cluster?.workers.map((worker) => [worker.id, worker.endpoint])).toEqual([
+    ["worker-1", "10.20.0.2:50052"],
+  ]);
 });
 
 for (const engine of ["docker-cli", "docker-provider"] as const) {
@@ -171,13 +204,16 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
         ].sort(),
       );
       expect(d.edge("rpc-worker-1").parent).toBe(name);
-      for (const step of ["scripts-dir", "scripts", "probe", "docker", "firewall", "container", "image"]) expect(d.edge(`rpc-worker-1-${step}`).parent).toBe(worker);
+      for (const step of ["scripts-dir", "scripts", "probe", "docker", "firewall", "container", "image"])
+        expect(d.edge(`rpc-worker-1-${step}`).parent).toBe(worker);
       expect(d.edge("head-image").parent).toBe(name);
     });
 
     it("admits only the head to the RPC port in the kit's own table, and removes that table on destroy", () => {
       const firewall = d.input("rpc-worker-1-firewall");
-      expect(String(firewall.create)).toContain(remoteScript("firewall.sh", ["apply", "--table", "kimi_kit_rpc", "--allow", "50052=10.20.0.1/32"]));
+      expect(String(firewall.create)).toContain(
+        remoteScript("firewall.sh", ["apply", "--table", "kimi_kit_rpc", "--allow", "50052=10.20.0.1/32"]),
+      );
       expect(String(firewall.create)).toContain("--allow 50052=10.20.0.1/32");
       expect(String(firewall.delete)).toContain(remoteScript("firewall.sh", ["remove", "--table", "kimi_kit_rpc"]));
     });
@@ -185,7 +221,9 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
     it("runs ggml-rpc-server from the split's image on the worker's private address, after the firewall", () => {
       const container = d.input("rpc-worker-1-container");
       const create = String(container.create);
-      expect(create).toContain(`llama-container.sh up --name kimi-kit-rpc-worker-1 --image ${plan.cluster!.image} --entrypoint /app/ggml-rpc-server --restart unless-stopped`);
+      expect(create).toContain(
+        `llama-container.sh up --name kimi-kit-rpc-worker-1 --image ${plan.cluster!.image} --entrypoint /app/ggml-rpc-server --restart unless-stopped`,
+      );
       expect(create).toContain("--entrypoint /app/ggml-rpc-server");
       // The stack's link is TCP: RDMA is ruled out on the worker (either peer setting it suffices).
       expect(create).toContain("--env GGML_RPC_NO_RDMA=1");
@@ -202,7 +240,9 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
     it("probes the worker against its own RAM and cores, over its own pinned connection", () => {
       const probe = String(d.input("rpc-worker-1-probe").create);
       const host = plan.cluster!.workers[0]!.host;
-      expect(probe).toContain(`--min-ram-bytes ${Math.round(host.memory.totalBytes * 0.97)} --min-physical-cores ${host.cpu.cores} --min-gpus 0`);
+      expect(probe).toContain(
+        `--min-ram-bytes ${Math.round(host.memory.totalBytes * 0.97)} --min-physical-cores ${host.cpu.cores} --min-gpus 0`,
+      );
       expect(probe).not.toContain("--model-dir");
       const connection = JSON.stringify(d.input("rpc-worker-1-container").connection);
       expect(connection).toContain('"host":"203.0.113.11"');
@@ -212,8 +252,12 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
     });
 
     it("reads each host's image ID: the worker's after its container, the head's after its preparation", () => {
-      expect(String(d.input("rpc-worker-1-image").create)).toContain(`docker image inspect --format '{{.Id}}' ${plan.cluster!.image}`);
-      expect(String(d.input("head-image").create)).toContain(`docker image inspect --format '{{.Id}}' ${plan.cluster!.image}`);
+      expect(String(d.input("rpc-worker-1-image").create)).toContain(
+        `docker image inspect --format '{{.Id}}' ${plan.cluster!.image}`,
+      );
+      expect(String(d.input("head-image").create)).toContain(
+        `docker image inspect --format '{{.Id}}' ${plan.cluster!.image}`,
+      );
       expect(d.edge("head-image").dependsOn).toEqual([`${name}-prep-tune`]);
     });
 
@@ -234,7 +278,10 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
       }
       expect(await promiseOf(d.deployment.workers[0]!.imageId)).toBe(SAME_ID);
       expect(await promiseOf(d.deployment.workers[0]!.containerState)).toBe("running");
-      expect(status.calls).toContainEqual({ host: "203.0.113.11", script: remoteScript("llama-container.sh", ["status", "--name", "kimi-kit-rpc-worker-1"]) });
+      expect(status.calls).toContainEqual({
+        host: "203.0.113.11",
+        script: remoteScript("llama-container.sh", ["status", "--name", "kimi-kit-rpc-worker-1"]),
+      });
     });
 
     it("exports the cluster: each worker's endpoint, layers and planned bytes", async () => {
@@ -242,7 +289,15 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
       expect(await promiseOf(d.deployment.cluster)).toEqual({
         image: plan.cluster!.image,
         head: { id: "head", privateAddress: "10.20.0.1", layers: plan.cluster!.head.layers.length },
-        workers: [{ id: "worker-1", endpoint: "10.20.0.2:50052", layers: worker1.layers.length, holdsOutput: worker1.holdsOutput, plannedBytes: worker1.memory.plannedBytes }],
+        workers: [
+          {
+            id: "worker-1",
+            endpoint: "10.20.0.2:50052",
+            layers: worker1.layers.length,
+            holdsOutput: worker1.holdsOutput,
+            plannedBytes: worker1.memory.plannedBytes,
+          },
+        ],
       });
       expect(worker1.layers.length).toBeGreaterThan(0);
     });
@@ -253,7 +308,9 @@ for (const engine of ["docker-cli", "docker-provider"] as const) {
       // 87.5 GB/s is below the plan's 230 GB/s for the head: the head's half of each token can only get slower.
       expect(reprojected).not.toBeNull();
       expect(reprojected!).toBeLessThanOrEqual(plan.projection.decodeTokensPerSecond);
-      expect((await promiseOf(d.deployment.speedSideBySide)).notes.join("\n")).toContain("the workers' layers keep the plan's figure");
+      expect((await promiseOf(d.deployment.speedSideBySide)).notes.join("\n")).toContain(
+        "the workers' layers keep the plan's figure",
+      );
     });
 
     it("fails nothing", () => {
@@ -303,9 +360,13 @@ describe("what stops an update", () => {
     const d = deploy(name, { sshPrivateKey: `${PRIVATE_KEY}worker-down\n` });
     const error = await failed;
     expect(pulumi.RunError.isInstance(error)).toBe(true);
-    expect((error as Error).message).toContain("worker worker-1 (10.20.0.2:50052): ggml-rpc-server container not running (container kimi-kit-rpc-worker-1: exited, exit code 139");
+    expect((error as Error).message).toContain(
+      "worker worker-1 (10.20.0.2:50052): ggml-rpc-server container not running (container kimi-kit-rpc-worker-1: exited, exit code 139",
+    );
     // How to bring it back: the very command the container step ran.
-    expect((error as Error).message).toContain(`Start it again on that host with \`${remoteScript("llama-container.sh", rpcServerUpArgv(plan, plan.cluster!.workers[0]!))}\``);
+    expect((error as Error).message).toContain(
+      `Start it again on that host with \`${remoteScript("llama-container.sh", rpcServerUpArgv(plan, plan.cluster!.workers[0]!))}\``,
+    );
     expect(d.mine().some((resource) => resource.name === `${name}-server-container`)).toBe(false);
   });
 

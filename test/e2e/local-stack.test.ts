@@ -26,11 +26,21 @@ let recorded: typeof registered;
 async function registerLocalStack(values: Record<string, unknown>): Promise<typeof registered> {
   const before = registered.length;
   const { deployStack } = await import("../../components/llm-deployment.js");
-  deployStack("local", { ...values, apiKey: { secure: "(set)" }, sshPrivateKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }, {
-    apiKey: pulumi.secret(API_KEY),
-    sshPrivateKey: pulumi.secret(host.sshd.privateKey),
-    huggingFaceToken: pulumi.secret(HF_TOKEN),
-  }, "local");
+  deployStack(
+    "local",
+    {
+      ...values,
+      apiKey: { secure: "(set)" },
+      sshPrivateKey: { secure: "(set)" },
+      huggingFaceToken: { secure: "(set)" },
+    },
+    {
+      apiKey: pulumi.secret(API_KEY),
+      sshPrivateKey: pulumi.secret(host.sshd.privateKey),
+      huggingFaceToken: pulumi.secret(HF_TOKEN),
+    },
+    "local",
+  );
   await settle();
   return registered.slice(before).filter((resource) => resource.name.startsWith("local"));
 }
@@ -38,7 +48,10 @@ async function registerLocalStack(values: Record<string, unknown>): Promise<type
 beforeAll(async () => {
   host = await startLocalHost();
   const values = localStackValues(host);
-  plan = buildPlan("local", parseStackConfig("local", { ...values, apiKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }));
+  plan = buildPlan(
+    "local",
+    parseStackConfig("local", { ...values, apiKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }),
+  );
   await installMocks(false);
   recorded = await registerLocalStack(values);
   steps = await applyRecorded(recorded, host.sshd, (line) => process.stdout.write(`  harness: ${line}\n`));
@@ -112,7 +125,10 @@ describe("local stack, carried out for real", () => {
     const generation = (overrides: { parallelSlots: number; purgeModels: boolean; lockFile: string }) => {
       const values = localStackValues(host);
       (values.serving as Record<string, unknown>).parallelSlots = overrides.parallelSlots;
-      Object.assign(values.deployment as Record<string, unknown>, { purgeModels: overrides.purgeModels, lockFile: overrides.lockFile });
+      Object.assign(values.deployment as Record<string, unknown>, {
+        purgeModels: overrides.purgeModels,
+        lockFile: overrides.lockFile,
+      });
       return registerLocalStack(values);
     };
     /** What the engine does for a step whose triggers changed: the new one is created first, the old one's delete runs after. */
@@ -128,9 +144,17 @@ describe("local stack, carried out for real", () => {
     };
     const serving = () => {
       const inspect = JSON.parse(host.sshd.exec(`docker inspect ${name}`))[0];
-      return { running: inspect.State.Running as boolean, args: inspect.Args as string[], health: http(`http://127.0.0.1:${host.servingPort}/health`).status };
+      return {
+        running: inspect.State.Running as boolean,
+        args: inspect.Args as string[],
+        health: http(`http://127.0.0.1:${host.servingPort}/health`).status,
+      };
     };
-    const shardsPresent = () => plan.lock!.shards.every((shard) => existsSync(join(host.modelDir, shard.path)) && existsSync(join(host.modelDir, `${shard.path}.verified`)));
+    const shardsPresent = () =>
+      plan.lock!.shards.every(
+        (shard) =>
+          existsSync(join(host.modelDir, shard.path)) && existsSync(join(host.modelDir, `${shard.path}.verified`)),
+      );
 
     // A new lock with the same files, the later shards listed in another order, changes the fetch
     // step's trigger (its manifest) but not a byte on disk.
@@ -157,8 +181,13 @@ describe("local stack, carried out for real", () => {
   it("destroy removes the container and keeps the shards", async () => {
     const results = await destroyRecorded(recorded, host.sshd);
     for (const result of results) expect(result.status, `${result.name}: ${result.stderr}`).toBe(0);
-    expect(host.sshd.exec(`docker ps -a --filter name=^${plan.config.deployment.containerName}$ --format '{{.Names}}'`).trim()).toBe("");
-    for (const shard of plan.lock!.shards) expect(readFileSync(join(host.modelDir, shard.path)).length).toBe(shard.size);
+    expect(
+      host.sshd
+        .exec(`docker ps -a --filter name=^${plan.config.deployment.containerName}$ --format '{{.Names}}'`)
+        .trim(),
+    ).toBe("");
+    for (const shard of plan.lock!.shards)
+      expect(readFileSync(join(host.modelDir, shard.path)).length).toBe(shard.size);
     recorded = [];
   });
 });

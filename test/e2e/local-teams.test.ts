@@ -35,16 +35,37 @@ function teamsValues(): Record<string, unknown> {
     containerName: `kimi-kit-local-teams-${host.servingPort}`,
     healthCommand: host.image.hasShell ? `wget -q -O /dev/null http://127.0.0.1:${llamaPort}/health` : undefined,
   });
-  return { ...values, teams: [{ name: "alpha", rpm: 100, tpm: 100000 }, { name: "beta", rpm: 100 }] };
+  return {
+    ...values,
+    teams: [
+      { name: "alpha", rpm: 100, tpm: 100000 },
+      { name: "beta", rpm: 100 },
+    ],
+  };
 }
 
 const keyOf = (team: string) => teamKeyFor(`local-gateway-key-${team}`);
 
 /** curl through the gateway's TLS (trusting its CA), returning the status. */
 function viaGateway(path: string, key?: string): { status: number; body: string } {
-  const args = ["-s", "--cacert", caFile, "-o", "-", "-w", "\n%{http_code}", `https://127.0.0.1:${host.servingPort}${path}`];
+  const args = [
+    "-s",
+    "--cacert",
+    caFile,
+    "-o",
+    "-",
+    "-w",
+    "\n%{http_code}",
+    `https://127.0.0.1:${host.servingPort}${path}`,
+  ];
   if (key) args.push("-H", `Authorization: Bearer ${key}`);
-  if (path.startsWith("/v1/chat")) args.push("-H", "Content-Type: application/json", "--data-binary", JSON.stringify({ messages: [{ role: "user", content: "hi" }], max_tokens: 4 }));
+  if (path.startsWith("/v1/chat"))
+    args.push(
+      "-H",
+      "Content-Type: application/json",
+      "--data-binary",
+      JSON.stringify({ messages: [{ role: "user", content: "hi" }], max_tokens: 4 }),
+    );
   const out = execFileSync("curl", args).toString();
   const cut = out.lastIndexOf("\n");
   return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
@@ -53,15 +74,28 @@ function viaGateway(path: string, key?: string): { status: number; body: string 
 beforeAll(async () => {
   host = await startLocalHost();
   const values = teamsValues();
-  plan = buildPlan("local", parseStackConfig("local", { ...values, apiKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }));
+  plan = buildPlan(
+    "local",
+    parseStackConfig("local", { ...values, apiKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }),
+  );
   await installMocks(false);
   const before = registered.length;
   const { deployStack } = await import("../../components/llm-deployment.js");
-  deployStack("local", { ...values, apiKey: { secure: "(set)" }, sshPrivateKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }, {
-    apiKey: pulumi.secret(BACKEND_KEY),
-    sshPrivateKey: pulumi.secret(host.sshd.privateKey),
-    huggingFaceToken: pulumi.secret(HF_TOKEN),
-  }, "local");
+  deployStack(
+    "local",
+    {
+      ...values,
+      apiKey: { secure: "(set)" },
+      sshPrivateKey: { secure: "(set)" },
+      huggingFaceToken: { secure: "(set)" },
+    },
+    {
+      apiKey: pulumi.secret(BACKEND_KEY),
+      sshPrivateKey: pulumi.secret(host.sshd.privateKey),
+      huggingFaceToken: pulumi.secret(HF_TOKEN),
+    },
+    "local",
+  );
   await settle();
   recorded = registered.slice(before).filter((resource) => resource.name.startsWith("local"));
   steps = await applyRecorded(recorded, host.sshd, (line) => process.stdout.write(`  harness: ${line}\n`));
@@ -107,9 +141,13 @@ describe("local stack with teams, carried out for real", () => {
     const jobs = await until(
       "every target up in Prometheus",
       async () => {
-        const body = (await (await fetch(`${prometheus}/api/v1/targets`)).json()) as { data: { activeTargets: { labels: { job: string }; health: string }[] } };
+        const body = (await (await fetch(`${prometheus}/api/v1/targets`)).json()) as {
+          data: { activeTargets: { labels: { job: string }; health: string }[] };
+        };
         const targets = body.data.activeTargets;
-        return targets.length === 3 && targets.every((target) => target.health === "up") ? targets.map((target) => target.labels.job).sort() : undefined;
+        return targets.length === 3 && targets.every((target) => target.health === "up")
+          ? targets.map((target) => target.labels.job).sort()
+          : undefined;
       },
       { timeoutMs: 90_000, intervalMs: 1000 },
     );
@@ -120,7 +158,9 @@ describe("local stack with teams, carried out for real", () => {
         await until(
           `a series for panel '${panel.title}'`,
           async () => {
-            const body = (await (await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(target.expr)}`)).json()) as { data: { result: unknown[] } };
+            const body = (await (
+              await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(target.expr)}`)
+            ).json()) as { data: { result: unknown[] } };
             return body.data.result.length > 0 ? true : undefined;
           },
           { timeoutMs: 90_000, intervalMs: 1000 },
@@ -142,7 +182,20 @@ describe("local stack with teams, carried out for real", () => {
     const results = await destroyRecorded(recorded, host.sshd);
     for (const result of results) expect(result.status, `${result.name}: ${result.stderr}`).toBe(0);
     recorded = [];
-    expect(() => execFileSync("curl", ["-s", "--max-time", "5", "--cacert", caFile, `https://127.0.0.1:${host.servingPort}/health`])).toThrow();
-    expect(host.sshd.exec(`docker ps -a --filter name=^${plan.config.deployment.containerName}$ --format '{{.Names}}'`).trim()).toBe("");
+    expect(() =>
+      execFileSync("curl", [
+        "-s",
+        "--max-time",
+        "5",
+        "--cacert",
+        caFile,
+        `https://127.0.0.1:${host.servingPort}/health`,
+      ]),
+    ).toThrow();
+    expect(
+      host.sshd
+        .exec(`docker ps -a --filter name=^${plan.config.deployment.containerName}$ --format '{{.Names}}'`)
+        .trim(),
+    ).toBe("");
   });
 });

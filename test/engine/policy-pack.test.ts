@@ -24,25 +24,47 @@ let project: PulumiProject;
 
 /** The kimi-kit:* values of a committed stack file, to derive the test's stacks from. */
 function stackValues(stack: string): Record<string, unknown> {
-  const file = parse(readFileSync(join(__dirname, "..", "..", "stacks", `Pulumi.${stack}.yaml`), "utf8")) as { config: Record<string, unknown> };
-  return Object.fromEntries(Object.entries(file.config).map(([key, value]) => [key.replace(/^kimi-kit:/, ""), structuredClone(value)]));
+  const file = parse(readFileSync(join(__dirname, "..", "..", "stacks", `Pulumi.${stack}.yaml`), "utf8")) as {
+    config: Record<string, unknown>;
+  };
+  return Object.fromEntries(
+    Object.entries(file.config).map(([key, value]) => [key.replace(/^kimi-kit:/, ""), structuredClone(value)]),
+  );
 }
 
 /** A stack that previews with no host and no resource plugin: the kit's ssh executor and the docker CLI. */
 function offline(values: Record<string, unknown>): Record<string, unknown> {
-  return { ...values, deployment: { ...(values.deployment as object | undefined), remoteExecutor: "kimi-dynamic", containerEngine: "docker-cli" } };
+  return {
+    ...values,
+    deployment: {
+      ...(values.deployment as object | undefined),
+      remoteExecutor: "kimi-dynamic",
+      containerEngine: "docker-cli",
+    },
+  };
 }
 
-async function initStack(stack: string, values: Record<string, unknown>, tags: Record<string, string> = {}): Promise<void> {
+async function initStack(
+  stack: string,
+  values: Record<string, unknown>,
+  tags: Record<string, string> = {},
+): Promise<void> {
   project.writeStack(stack, values);
-  for (const args of [["stack", "init", stack], ["config", "set", "--secret", "--stack", stack, "kimi-kit:apiKey", API_KEY], ...Object.entries(tags).map(([tag, value]) => ["stack", "tag", "set", "--stack", stack, tag, value])]) {
+  for (const args of [
+    ["stack", "init", stack],
+    ["config", "set", "--secret", "--stack", stack, "kimi-kit:apiKey", API_KEY],
+    ...Object.entries(tags).map(([tag, value]) => ["stack", "tag", "set", "--stack", stack, tag, value]),
+  ]) {
     const result = await project.run(args);
     expect(result.status, `pulumi ${args.join(" ")}\n${result.output}`).toBe(0);
   }
 }
 
 /** `pulumi preview` with the pack and a policy config file written for this run. */
-async function previewWithPolicies(stack: string, config: Record<string, unknown>): Promise<{ status: number; output: string }> {
+async function previewWithPolicies(
+  stack: string,
+  config: Record<string, unknown>,
+): Promise<{ status: number; output: string }> {
   const file = join(project.dir, `policy-config.${stack}.json`);
   writeFileSync(file, JSON.stringify(config));
   return project.run(["preview", "--stack", stack, "--policy-pack", "./policy", "--policy-pack-config", file]);
@@ -50,7 +72,11 @@ async function previewWithPolicies(stack: string, config: Record<string, unknown
 
 /** The violation lines the CLI prints under "Policies:", as [level, policy, resource]. */
 function reported(output: string): string[][] {
-  return [...output.matchAll(/- \[(mandatory|advisory)\]\s+(kimi-[a-z-]+)\s+\(([^)]+)\)/g)].map((match) => [match[1]!, match[2]!, match[3]!]);
+  return [...output.matchAll(/- \[(mandatory|advisory)\]\s+(kimi-[a-z-]+)\s+\(([^)]+)\)/g)].map((match) => [
+    match[1]!,
+    match[2]!,
+    match[3]!,
+  ]);
 }
 
 beforeAll(() => {
@@ -69,7 +95,13 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
       const base = stackValues("cpu-ddr5");
       const values = offline({
         ...base,
-        serving: { ...(base.serving as object), bindAddress: "0.0.0.0", port: 8443, allowedCidrs: ["0.0.0.0/0"], allowPublic: true },
+        serving: {
+          ...(base.serving as object),
+          bindAddress: "0.0.0.0",
+          port: 8443,
+          allowedCidrs: ["0.0.0.0/0"],
+          allowPublic: true,
+        },
         deployment: { purgeModels: true },
       });
       await initStack("policy-violating", values, { "kimi-kit:production": "true" });
@@ -81,14 +113,26 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
       expect(preview.status, preview.output).not.toBe(0);
       const lines = reported(preview.output);
       expect(lines).toContainEqual(["mandatory", "kimi-monthly-cost-cap", "kimi-kit:index:LlmDeployment: kimi"]);
-      expect(preview.output).toContain(`kimi-monthly-cost-cap: kimi-kit:index:LlmDeployment kimi: found a planned monthly cost of $${cost.toFixed(2)} for stack policy-violating; allowed: at most $100.00 a month (maxMonthlyUsd)`);
+      expect(preview.output).toContain(
+        `kimi-monthly-cost-cap: kimi-kit:index:LlmDeployment kimi: found a planned monthly cost of $${cost.toFixed(2)} for stack policy-violating; allowed: at most $100.00 a month (maxMonthlyUsd)`,
+      );
       expect(lines).toContainEqual(["mandatory", "kimi-production-keeps-shards", "kimi-kit:index:LlmDeployment: kimi"]);
-      expect(preview.output).toContain("found deployment.purgeModels: true in production stack policy-violating (stack tag kimi-kit:production=true)");
+      expect(preview.output).toContain(
+        "found deployment.purgeModels: true in production stack policy-violating (stack tag kimi-kit:production=true)",
+      );
       // The committed cpu-ddr5 pins no host key: every remote step is reported, by name and endpoint.
-      expect(lines).toContainEqual(["mandatory", "kimi-host-key-pinned", "pulumi-nodejs:dynamic/kimi-kit:SshCommand: kimi-prep-probe"]);
-      expect(preview.output).toContain("kimi-host-key-pinned: pulumi-nodejs:dynamic/kimi-kit:SshCommand kimi-prep-probe: found an SSH connection to root@203.0.113.10:22 with no connection.hostKey");
+      expect(lines).toContainEqual([
+        "mandatory",
+        "kimi-host-key-pinned",
+        "pulumi-nodejs:dynamic/kimi-kit:SshCommand: kimi-prep-probe",
+      ]);
+      expect(preview.output).toContain(
+        "kimi-host-key-pinned: pulumi-nodejs:dynamic/kimi-kit:SshCommand kimi-prep-probe: found an SSH connection to root@203.0.113.10:22 with no connection.hostKey",
+      );
       expect(lines).toContainEqual(["advisory", "kimi-endpoint-exposure", "kimi-kit:index:LlmDeployment: kimi"]);
-      expect(preview.output).toContain("found an endpoint on 0.0.0.0:8443 (beyond loopback) with an allow-list admitting the whole internet (0.0.0.0/0)");
+      expect(preview.output).toContain(
+        "found an endpoint on 0.0.0.0:8443 (beyond loopback) with an allow-list admitting the whole internet (0.0.0.0/0)",
+      );
       expect(preview.output).not.toContain(API_KEY);
     },
     PREVIEW_TIMEOUT_MS,
@@ -98,7 +142,14 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
     "fails a split the planner accepts only under the stack's lowered thresholds, with workers outside the platform's range",
     async () => {
       const base = stackValues("k3-q2-split");
-      const values = offline({ ...base, projection: { ...(base.projection as object), minDecodeTokensPerSecond: 1, compareSplitWithCatalogHosts: false } });
+      const values = offline({
+        ...base,
+        projection: {
+          ...(base.projection as object),
+          minDecodeTokensPerSecond: 1,
+          compareSplitWithCatalogHosts: false,
+        },
+      });
       await initStack("policy-split", values);
       const preview = await previewWithPolicies("policy-split", {
         "kimi-rpc-private-address": { privateCidrs: ["10.20.0.0/16"] },
@@ -110,7 +161,9 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
       expect(preview.output).toMatch(
         /kimi-model-tier-verdict: kimi-kit:index:LlmDeployment kimi: found unsloth\/Kimi-K3-GGUF UD-Q2_K_XL, accepted only because the stack relaxed projection\.minDecodeTokensPerSecond to 1 \(kit: 2\) and projection\.compareSplitWithCatalogHosts to false \(kit: true\); at the kit's thresholds the planner refuses it: .*projects 1\.\d+ tok\/s decode/,
       );
-      expect(preview.output).toContain("kimi-rpc-private-address: kimi-kit:index:LlmDeployment kimi: found RPC worker worker-1 (hosts[1].privateAddress) listening on 10.30.0.2:50052; allowed: an address inside 10.20.0.0/16 (privateCidrs)");
+      expect(preview.output).toContain(
+        "kimi-rpc-private-address: kimi-kit:index:LlmDeployment kimi: found RPC worker worker-1 (hosts[1].privateAddress) listening on 10.30.0.2:50052; allowed: an address inside 10.20.0.0/16 (privateCidrs)",
+      );
       expect(lines.filter(([, policy]) => policy === "kimi-host-key-pinned")).toEqual([]);
     },
     PREVIEW_TIMEOUT_MS,
@@ -124,7 +177,9 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
       const values = offline({ ...base, host: { ...host, ssh: { ...host.ssh, hostPublicKey: HOST_KEY } } });
       await initStack("policy-clean", values, { "kimi-kit:production": "true" });
       // The example config platform teams start from: every policy mandatory, a $2,500 cap.
-      const example = JSON.parse(readFileSync(join(__dirname, "..", "..", "policy", "policy-config.example.json"), "utf8")) as Record<string, unknown>;
+      const example = JSON.parse(
+        readFileSync(join(__dirname, "..", "..", "policy", "policy-config.example.json"), "utf8"),
+      ) as Record<string, unknown>;
       const preview = await previewWithPolicies("policy-clean", example);
       expect(preview.status, preview.output).toBe(0);
       expect(reported(preview.output)).toEqual([]);

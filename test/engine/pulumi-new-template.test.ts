@@ -21,14 +21,21 @@ let work: string;
 let env: NodeJS.ProcessEnv;
 
 beforeAll(() => {
-  const bin = execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], { encoding: "utf8", timeout: 1_200_000, stdio: ["ignore", "pipe", "inherit"] })
+  const bin = execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], {
+    encoding: "utf8",
+    timeout: 1_200_000,
+    stdio: ["ignore", "pipe", "inherit"],
+  })
     .trim()
     .split("\n")
     .pop()!;
   work = mkdtempSync(join(tmpdir(), "kimi-kit-pulumi-new-"));
   for (const dir of ["state", "home", "fake-bin", "kimi-kit"]) mkdirSync(join(work, dir));
   // The language host checks that an install leaves a node_modules folder, as npm's does.
-  writeFileSync(join(work, "fake-bin", "npm"), `#!/bin/sh\necho "npm $* in $(pwd)" >> "${join(work, "npm.log")}"\nmkdir -p node_modules\n`);
+  writeFileSync(
+    join(work, "fake-bin", "npm"),
+    `#!/bin/sh\necho "npm $* in $(pwd)" >> "${join(work, "npm.log")}"\nmkdir -p node_modules\n`,
+  );
   chmodSync(join(work, "fake-bin", "npm"), 0o755);
   // Until the preview, ../kimi-kit is a stand-in without dependencies: nothing for `pulumi new` to fetch.
   writeFileSync(join(work, "kimi-kit", "package.json"), JSON.stringify({ name: "kimi-kit-stand-in", private: true }));
@@ -57,36 +64,70 @@ function pulumi(args: string[], cwd = team()): { status: number | null; output: 
 describe("pulumi new ./templates/kimi-kit", () => {
   it("makes a project of the team's stacks whose program is the kit beside it; the answers become the stack's config", () => {
     const made = pulumi(
-      ["new", join(ROOT, "templates", "kimi-kit"), "--yes", "--dir", team(), "--name", "team-llm", "--stack", "dev", "--config", 'kimi-kit:serving={"contextLength": 65536, "parallelSlots": 2}'],
+      [
+        "new",
+        join(ROOT, "templates", "kimi-kit"),
+        "--yes",
+        "--dir",
+        team(),
+        "--name",
+        "team-llm",
+        "--stack",
+        "dev",
+        "--config",
+        'kimi-kit:serving={"contextLength": 65536, "parallelSlots": 2}',
+      ],
       work,
     );
     expect(made.status, made.output).toBe(0);
     expect(made.output).toContain("KIMI_KIT_STACKS_DIR=$PWD npm --prefix ../kimi-kit run plan");
 
     const project = parseYaml(readFileSync(join(team(), "Pulumi.yaml"), "utf8")) as Record<string, unknown>;
-    expect(project).toMatchObject({ name: "team-llm", runtime: { name: "nodejs", options: { typescript: true } }, main: "../kimi-kit" });
+    expect(project).toMatchObject({
+      name: "team-llm",
+      runtime: { name: "nodejs", options: { typescript: true } },
+      main: "../kimi-kit",
+    });
     expect(project.template).toBeUndefined();
     expect(readFileSync(join(team(), "README.md"), "utf8")).toMatch(/^# team-llm\n/);
     // pulumi new installed the program's dependencies where the program is: the kit beside the project.
-    expect(readFileSync(join(work, "npm.log"), "utf8")).toContain(`npm install --loglevel=error in ${join(work, "kimi-kit")}`);
+    expect(readFileSync(join(work, "npm.log"), "utf8")).toContain(
+      `npm install --loglevel=error in ${join(work, "kimi-kit")}`,
+    );
 
-    const stack = parseYaml(readFileSync(join(team(), "Pulumi.dev.yaml"), "utf8")) as { config: Record<string, unknown> };
-    expect(Object.keys(stack.config).sort()).toEqual(["kimi-kit:costs", "kimi-kit:host", "kimi-kit:model", "kimi-kit:serving"]);
+    const stack = parseYaml(readFileSync(join(team(), "Pulumi.dev.yaml"), "utf8")) as {
+      config: Record<string, unknown>;
+    };
+    expect(Object.keys(stack.config).sort()).toEqual([
+      "kimi-kit:costs",
+      "kimi-kit:host",
+      "kimi-kit:model",
+      "kimi-kit:serving",
+    ]);
     // A blank secret answer is not saved: `up` refuses a stack without one, naming the command that sets it.
     expect(stack.config["kimi-kit:apiKey"]).toBeUndefined();
     expect(JSON.parse(stack.config["kimi-kit:serving"] as string)).toEqual({ contextLength: 65536, parallelSlots: 2 });
-    expect(JSON.parse(stack.config["kimi-kit:model"] as string)).toEqual({ repo: "unsloth/Kimi-K2.6-GGUF", tier: "UD-Q2_K_XL" });
+    expect(JSON.parse(stack.config["kimi-kit:model"] as string)).toEqual({
+      repo: "unsloth/Kimi-K2.6-GGUF",
+      tier: "UD-Q2_K_XL",
+    });
   });
 
   it("the stack plans unchanged, read as `npm run plan` reads a file and as Pulumi hands it to the program", () => {
     const fromFile = loadStackConfig("dev", team());
-    const stack = parseYaml(readFileSync(join(team(), "Pulumi.dev.yaml"), "utf8")) as { config: Record<string, string> };
+    const stack = parseYaml(readFileSync(join(team(), "Pulumi.dev.yaml"), "utf8")) as {
+      config: Record<string, string>;
+    };
     const fromProgram = parseStackConfig("dev", readProgramConfig("dev", stack.config, () => false).raw);
     expect(fromProgram).toEqual(fromFile);
     const plan = buildPlan("dev", fromFile);
     expect(plan.fits, plan.refusal).toBe(true);
     expect(plan.config.serving).toMatchObject({ contextLength: 65536, parallelSlots: 2 });
-    const cli = spawnSync("npm", ["--prefix", ROOT, "run", "-s", "plan", "--", "--stack", "dev"], { cwd: team(), encoding: "utf8", env: { ...process.env, KIMI_KIT_STACKS_DIR: team() } });
+    const cli = spawnSync("npm", ["--prefix", ROOT, "run", "-s", "plan", "--", "--stack", "dev"], {
+      cwd: team(),
+      encoding: "utf8",
+      env: { ...process.env, KIMI_KIT_STACKS_DIR: team() },
+    });
     expect(cli.status, cli.stderr).toBe(0);
     expect(cli.stdout).toContain("Verdict: FITS (cpu-only)");
   });
@@ -95,9 +136,23 @@ describe("pulumi new ./templates/kimi-kit", () => {
     rmSync(join(work, "kimi-kit"), { recursive: true });
     symlinkSync(ROOT, join(work, "kimi-kit"));
     for (const args of [
-      ["config", "set", "--stack", "dev", "kimi-kit:host", '{"kind": "bare-metal", "cpu": {"platform": "epyc-9124"}, "memory": {"total": "384GiB"}, "ssh": {"host": "203.0.113.10"}}'],
+      [
+        "config",
+        "set",
+        "--stack",
+        "dev",
+        "kimi-kit:host",
+        '{"kind": "bare-metal", "cpu": {"platform": "epyc-9124"}, "memory": {"total": "384GiB"}, "ssh": {"host": "203.0.113.10"}}',
+      ],
       // No plugins here: the kit's own ssh executor and the docker CLI (as test/engine/pulumi-engine.test.ts).
-      ["config", "set", "--stack", "dev", "kimi-kit:deployment", '{"remoteExecutor": "kimi-dynamic", "containerEngine": "docker-cli"}'],
+      [
+        "config",
+        "set",
+        "--stack",
+        "dev",
+        "kimi-kit:deployment",
+        '{"remoteExecutor": "kimi-dynamic", "containerEngine": "docker-cli"}',
+      ],
       ["config", "set", "--secret", "--stack", "dev", "kimi-kit:apiKey", "sk-template-preview-0123456789abcdefghij"],
     ]) {
       const set = pulumi(args);
@@ -109,6 +164,9 @@ describe("pulumi new ./templates/kimi-kit", () => {
     expect(preview.output).not.toContain("sk-template-preview");
     const decode = /projectedDecodeTokensPerSecond\s*:\s*(\d+\.\d+)/.exec(preview.output);
     expect(decode, preview.output).not.toBeNull();
-    expect(Number(decode![1])).toBeCloseTo(buildPlan("dev", loadStackConfig("dev", team())).projection.decodeTokensPerSecond, 6);
+    expect(Number(decode![1])).toBeCloseTo(
+      buildPlan("dev", loadStackConfig("dev", team())).projection.decodeTokensPerSecond,
+      6,
+    );
   }, 600_000);
 });

@@ -49,7 +49,21 @@ const SETTINGS = [
   ["-c", "8192", "-np", "1", "-ub", "2048", "-b", "2048", "--load-mode", "none"],
 ];
 
-describe.each(["kimi-linear", "deepseek32", "glm-dsa", "deepseek4", "qwen3next", "qwen3moe", "glm4moe", "gpt-oss", "llama4", "minimax-m2", "minimax-m3", "deepseek2", "kimi-k3"])("%s", (arch) => {
+describe.each([
+  "kimi-linear",
+  "deepseek32",
+  "glm-dsa",
+  "deepseek4",
+  "qwen3next",
+  "qwen3moe",
+  "glm4moe",
+  "gpt-oss",
+  "llama4",
+  "minimax-m2",
+  "minimax-m3",
+  "deepseek2",
+  "kimi-k3",
+])("%s", (arch) => {
   it("weights, KV (windows, indexers) and recurrent state match llama-server's buffers, the compute buffer within 10%", async () => {
     const model = await readLocalModel(generateArchModel(join(dir, arch), arch));
     expect(model.arch.llamaCppArch).toBe(arch);
@@ -60,16 +74,22 @@ describe.each(["kimi-linear", "deepseek32", "glm-dsa", "deepseek4", "qwen3next",
       // deepseek4 logs one KV buffer per cache (raw window, compressed, indexer), each rounded on its own.
       const kvFigures = [...server.log().matchAll(/llama_kv_cache:\s+CPU KV buffer size/g)].length;
       await server.stop();
-      const cpu = estimate(model.tensors, model.arch, thisMachineHost(10), parseFlags(argv, "test").sizing, { catalog }).devices[0]!;
+      const cpu = estimate(model.tensors, model.arch, thisMachineHost(10), parseFlags(argv, "test").sizing, { catalog })
+        .devices[0]!;
       // Memory-mapped, llama-server's CPU_Mapped buffer is the mapped file span (estimate()'s mappedBytes).
       const weights = cpu.mappedBytes > 0 ? cpu.mappedBytes + cpu.repackBytes : cpu.modelBytes + cpu.repackBytes;
       const report = `${arch} ${settings.join(" ")}: predicted weights ${weights}, KV ${cpu.kvBytes}, RS ${cpu.recurrentBytes}, compute ${cpu.computeBytes}; logged ${JSON.stringify(logged)}`;
-      expect(agrees(weights, (logged.model.CPU ?? 0) + (logged.model.CPU_Mapped ?? 0) + (logged.model.CPU_REPACK ?? 0)), report).toBe(true);
+      expect(
+        agrees(weights, (logged.model.CPU ?? 0) + (logged.model.CPU_Mapped ?? 0) + (logged.model.CPU_REPACK ?? 0)),
+        report,
+      ).toBe(true);
       expect(agrees(cpu.kvBytes, logged.kv.CPU ?? 0, kvFigures), report).toBe(true);
       expect(agrees(cpu.recurrentBytes, logged.recurrent.CPU ?? 0), report).toBe(true);
       const loggedCompute = logged.compute.CPU;
       expect(loggedCompute, report).toBeGreaterThan(0);
-      expect(Math.abs(cpu.computeBytes - loggedCompute!) / loggedCompute!, report).toBeLessThanOrEqual(COMPUTE_TOLERANCE);
+      expect(Math.abs(cpu.computeBytes - loggedCompute!) / loggedCompute!, report).toBeLessThanOrEqual(
+        COMPUTE_TOLERANCE,
+      );
     }
   }, 180_000);
 });
@@ -77,6 +97,8 @@ describe.each(["kimi-linear", "deepseek32", "glm-dsa", "deepseek4", "qwen3next",
 describe("architectures the kit does not size", () => {
   it("are refused by name, as the file's problem", async () => {
     // test-llama-archs' qwen3vlmoe: a MoE architecture whose vision-language caches the kit does not size.
-    await expect(readLocalModel(generateArchModel(join(dir, "qwen3vlmoe"), "qwen3vlmoe"))).rejects.toThrow(/architecture qwen3vlmoe is not sized by this kit/);
+    await expect(readLocalModel(generateArchModel(join(dir, "qwen3vlmoe"), "qwen3vlmoe"))).rejects.toThrow(
+      /architecture qwen3vlmoe is not sized by this kit/,
+    );
   }, 180_000);
 });

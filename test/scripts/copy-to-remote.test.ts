@@ -4,7 +4,16 @@
  * and checks which files exist afterwards. The expectations are the table's, written out by hand.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, type Dirent } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  type Dirent,
+} from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -122,10 +131,15 @@ describe("CopyToRemote, row by row", () => {
 });
 
 describe("the kit's own ssh provider (kimi-dynamic) copies the way the plugin does", () => {
-  const sshRun = (script: string, stdin: string | Buffer) => spawnSync("ssh", [...sshd.sshArgs(), script], { input: stdin });
+  const sshRun = (script: string, stdin: string | Buffer) =>
+    spawnSync("ssh", [...sshd.sshArgs(), script], { input: stdin });
   const tarOf = (folder: string) => execFileSync("tar", ["-C", folder, "-cf", "-", "."]);
   /** Every file under a folder, relative, sorted: the layout to compare. */
-  const layout = (root: string): string[] => (readdirSync(root, { recursive: true, withFileTypes: true }) as Dirent[]).filter((entry) => entry.isFile()).map((entry) => relative(root, join(entry.parentPath, entry.name))).sort();
+  const layout = (root: string): string[] =>
+    (readdirSync(root, { recursive: true, withFileTypes: true }) as Dirent[])
+      .filter((entry) => entry.isFile())
+      .map((entry) => relative(root, join(entry.parentPath, entry.name)))
+      .sort();
 
   for (const start of ["folder", "missing"] as const) {
     it(`folder → ${start} path: same files as CopyToRemote`, async () => {
@@ -167,7 +181,11 @@ describe("the scripts folder step", () => {
     const current = readdirSync(SCRIPTS_DIR);
     const stale = `stale-${process.pid}.sh`;
     const run = (script: string) => spawnSync("ssh", [...sshd.sshArgs(), script], { encoding: "utf8" });
-    expect(run(`mkdir -p ${shellQuote([REMOTE_SCRIPTS_DIR])} && touch ${shellQuote([`${REMOTE_SCRIPTS_DIR}/${stale}`, `${REMOTE_SCRIPTS_DIR}/${current[0]!}`])}`).status).toBe(0);
+    expect(
+      run(
+        `mkdir -p ${shellQuote([REMOTE_SCRIPTS_DIR])} && touch ${shellQuote([`${REMOTE_SCRIPTS_DIR}/${stale}`, `${REMOTE_SCRIPTS_DIR}/${current[0]!}`])}`,
+      ).status,
+    ).toBe(0);
     const prep = run(scriptsFolderPrepCommand(current));
     expect(prep.status, prep.stderr).toBe(0);
     expect(existsSync(join(REMOTE_SCRIPTS_DIR, stale))).toBe(false);

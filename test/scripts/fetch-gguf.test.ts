@@ -4,7 +4,19 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -117,7 +129,9 @@ function listTree(dir: string): string[] {
   } catch {
     return [];
   }
-  return entries.flatMap((e) => (e.isDirectory() ? listTree(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : []));
+  return entries.flatMap((e) =>
+    e.isDirectory() ? listTree(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : [],
+  );
 }
 
 beforeAll(async () => {
@@ -140,7 +154,10 @@ beforeAll(async () => {
   mkdirSync(join(work, "host-tmp"));
   hostScript = join(hostDir, "fetch-gguf.sh");
   // Ship the script to the "host" the way a person would: over ssh.
-  sshd.exec(`mkdir -p ${q(hostDir)} && cat > ${q(hostScript)} && chmod 755 ${q(hostScript)}`, readFileSync(SCRIPT, "utf8"));
+  sshd.exec(
+    `mkdir -p ${q(hostDir)} && cat > ${q(hostScript)} && chmod 755 ${q(hostScript)}`,
+    readFileSync(SCRIPT, "utf8"),
+  );
 }, 60_000);
 
 /** Unmounts a test filesystem, stopping first anything of this test still writing there. */
@@ -155,7 +172,9 @@ afterAll(async () => {
   if (work) unmount(join(work, "small-disk"));
   if (sshd && work) {
     // Anything of ours still running on the host (a failed kill test, say).
-    await onHost(`pkill -9 -f ${q(`${work}/host/[f]etch-gguf.sh`)}; pkill -9 -f ${q(`[c]url .*${work}/dest/`)}; true`).catch(() => undefined);
+    await onHost(
+      `pkill -9 -f ${q(`${work}/host/[f]etch-gguf.sh`)}; pkill -9 -f ${q(`[c]url .*${work}/dest/`)}; true`,
+    ).catch(() => undefined);
   }
   for (const child of children) child.kill("SIGKILL");
   await hf?.stop();
@@ -169,8 +188,18 @@ describe("fetch-gguf.sh", () => {
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^Usage: fetch-gguf\.sh --dest DIR --base-url URL --repo OWNER\/NAME/);
     for (const flag of [
-      "--revision", "--manifest", "--resolve", "--connections", "--token-stdin", "--reverify", "--progress-seconds",
-      "--attempts", "--retry-delay", "--retry-max-delay", "--min-rate-bytes-per-second", "--stall-seconds",
+      "--revision",
+      "--manifest",
+      "--resolve",
+      "--connections",
+      "--token-stdin",
+      "--reverify",
+      "--progress-seconds",
+      "--attempts",
+      "--retry-delay",
+      "--retry-max-delay",
+      "--min-rate-bytes-per-second",
+      "--stall-seconds",
     ]) {
       expect(help.stdout).toContain(flag);
     }
@@ -184,9 +213,20 @@ describe("fetch-gguf.sh", () => {
     expect(unknown.stderr).toContain("unknown argument: --bogus");
     const both = await fetchGguf([...baseArgs(newDest("usage")), "--manifest", manifestFile, "--resolve", TIER]);
     expect(both.code).toBe(2);
-    const badConnections = await fetchGguf([...baseArgs(newDest("usage")), "--manifest", manifestFile, "--connections", "0"]);
+    const badConnections = await fetchGguf([
+      ...baseArgs(newDest("usage")),
+      "--manifest",
+      manifestFile,
+      "--connections",
+      "0",
+    ]);
     expect(badConnections.code).toBe(2);
-    for (const [flag, value] of [["--attempts", "0"], ["--min-rate-bytes-per-second", "0"], ["--stall-seconds", "x"], ["--retry-delay", "-1"]] as const) {
+    for (const [flag, value] of [
+      ["--attempts", "0"],
+      ["--min-rate-bytes-per-second", "0"],
+      ["--stall-seconds", "x"],
+      ["--retry-delay", "-1"],
+    ] as const) {
       const bad = await fetchGguf([...baseArgs(newDest("usage")), "--manifest", manifestFile, flag, value]);
       expect(bad.code, flag).toBe(2);
       expect(bad.stderr, flag).toContain(`${flag} must be`);
@@ -241,7 +281,11 @@ describe("fetch-gguf.sh", () => {
       `fetched 4 shard(s), ${total} bytes; skipped 0 verified shard(s); all 4 shard(s) verified in ${full()}\n`,
     );
     expect(lastLine(run.stdout)).toBe(`FETCH_GGUF_RESULT verified=4 downloaded_bytes=${total}`);
-    expect(readdirSync(join(full(), TIER)).sort()).toEqual(PATHS.flatMap((p) => [p, `${p}.verified`]).map((p) => p.slice(TIER.length + 1)).sort());
+    expect(readdirSync(join(full(), TIER)).sort()).toEqual(
+      PATHS.flatMap((p) => [p, `${p}.verified`])
+        .map((p) => p.slice(TIER.length + 1))
+        .sort(),
+    );
   });
 
   it("downloads nothing on a second run", async () => {
@@ -250,7 +294,9 @@ describe("fetch-gguf.sh", () => {
     expect(run.code).toBe(0);
     expect(hf.requests.slice(before)).toEqual([]);
     expect(run.stdout.match(/: verified earlier, skipping/g)).toHaveLength(4);
-    expect(run.stdout).toContain(`fetched 0 shard(s), 0 bytes; skipped 4 verified shard(s); all 4 shard(s) verified in ${full()}`);
+    expect(run.stdout).toContain(
+      `fetched 0 shard(s), 0 bytes; skipped 4 verified shard(s); all 4 shard(s) verified in ${full()}`,
+    );
     expect(lastLine(run.stdout)).toBe("FETCH_GGUF_RESULT verified=4 downloaded_bytes=0");
     expectAllVerified(full());
   });
@@ -268,7 +314,9 @@ describe("fetch-gguf.sh", () => {
     const gets = hf.requests.slice(before);
     expect(gets.map((r) => r.path)).toEqual([PATHS[1]]);
     expect(gets[0]!.rangeStart).toBeNull();
-    expect(run.stderr).toContain(`sha256 mismatch: expected ${shas[1]}, found ${corruptedSha}; moved it to ${corrupted}.bad`);
+    expect(run.stderr).toContain(
+      `sha256 mismatch: expected ${shas[1]}, found ${corruptedSha}; moved it to ${corrupted}.bad`,
+    );
     expect(sha256(`${corrupted}.bad`)).toBe(corruptedSha);
     expect(run.stdout).toMatch(/\[1\/4\] Q2\/Model-Q2-00001-of-00004\.gguf: sha256 ok, skipping/);
     expect(lastLine(run.stdout)).toBe(`FETCH_GGUF_RESULT verified=4 downloaded_bytes=${SIZES[1]}`);
@@ -294,7 +342,11 @@ describe("fetch-gguf.sh", () => {
       [false, null],
     ]);
     const final = join(dest, PATHS[2]!);
-    expect(run.stderr).toMatch(new RegExp(`sha256 mismatch for ${final}: expected ${shas[2]}, found [0-9a-f]{64}; the file is now ${final}\\.bad`));
+    expect(run.stderr).toMatch(
+      new RegExp(
+        `sha256 mismatch for ${final}: expected ${shas[2]}, found [0-9a-f]{64}; the file is now ${final}\\.bad`,
+      ),
+    );
     expect(existsSync(`${final}.bad`)).toBe(true);
     expect(sha256(`${final}.bad`)).not.toBe(shas[2]);
     expect(run.stdout).toContain("downloading it once more from scratch");
@@ -308,7 +360,9 @@ describe("fetch-gguf.sh", () => {
     hf.corruptNextServe(PATHS[0]!, 2);
     const twice = await fetchGguf([...baseArgs(dest2), "--manifest", one]);
     expect(twice.code).toBe(5);
-    expect(twice.stderr).toMatch(new RegExp(`${PATHS[0]}: failed verification twice \\(expected sha256 ${shas[0]}, found [0-9a-f]{64}\\)`));
+    expect(twice.stderr).toMatch(
+      new RegExp(`${PATHS[0]}: failed verification twice \\(expected sha256 ${shas[0]}, found [0-9a-f]{64}\\)`),
+    );
     expect(existsSync(join(dest2, PATHS[0]!))).toBe(false);
     expect(existsSync(join(dest2, `${PATHS[0]}.verified`))).toBe(false);
     expect(existsSync(join(dest2, `${PATHS[0]}.bad`))).toBe(true);
@@ -319,11 +373,21 @@ describe("fetch-gguf.sh", () => {
     const partial3 = join(dest, `${PATHS[2]}.partial`);
     hf.setThrottle(2 * MB);
     const before = hf.requests.length;
-    const first = startFetchGguf([...baseArgs(dest), "--manifest", manifestFile, "--connections", "1", "--progress-seconds", "1"]);
+    const first = startFetchGguf([
+      ...baseArgs(dest),
+      "--manifest",
+      manifestFile,
+      "--connections",
+      "1",
+      "--progress-seconds",
+      "1",
+    ]);
     await waitFor("shard 3 to be under way", () => fileSize(partial3) >= MB, 30_000);
     hf.setThrottle(MB / 4); // slow enough that shard 3 cannot finish before the kill, even on a busy machine
-    const progressLine = /^\[3\/4\] Q2\/Model-Q2-00003-of-00004\.gguf \d+\.\d MiB \/ 4\.0 MiB \(\d+%\) \d+(\.\d)? (B|KiB|MiB)\/s ETA (\d+:\d\d|--:--)$/m;
-    const totalLine = /^total: \d+\.\d MiB \/ 15\.0 MiB \(\d+%\) \d+(\.\d)? (B|KiB|MiB)\/s ETA (\d+:\d\d|--:--), 2 of 4 shard\(s\) verified$/m;
+    const progressLine =
+      /^\[3\/4\] Q2\/Model-Q2-00003-of-00004\.gguf \d+\.\d MiB \/ 4\.0 MiB \(\d+%\) \d+(\.\d)? (B|KiB|MiB)\/s ETA (\d+:\d\d|--:--)$/m;
+    const totalLine =
+      /^total: \d+\.\d MiB \/ 15\.0 MiB \(\d+%\) \d+(\.\d)? (B|KiB|MiB)\/s ETA (\d+:\d\d|--:--), 2 of 4 shard\(s\) verified$/m;
     await waitFor("a progress line for shard 3", () => progressLine.test(first.stdout()), 10_000);
     await waitFor("a total progress line", () => totalLine.test(first.stdout()), 10_000);
 
@@ -332,7 +396,9 @@ describe("fetch-gguf.sh", () => {
     expect(locked.code).toBe(7);
     expect(locked.stderr).toContain(`${dest}/.fetch-gguf.lock`);
 
-    const kill = await onHost(`pkill -9 -f ${q(`${work}/host/[f]etch-gguf.sh`)}; pkill -9 -f ${q(`[c]url .*${dest}/`)}; true`);
+    const kill = await onHost(
+      `pkill -9 -f ${q(`${work}/host/[f]etch-gguf.sh`)}; pkill -9 -f ${q(`[c]url .*${dest}/`)}; true`,
+    );
     expect(kill.code).toBe(0);
     const killed = await first.result;
     expect(killed.code).not.toBe(0);
@@ -360,11 +426,16 @@ describe("fetch-gguf.sh", () => {
     expect(resumed).toHaveLength(1);
     expect(resumed[0]).toMatchObject({ rangeStart: have, status: 206, bytesSent: SIZES[2]! - have });
     expect(second.stdout).toContain(`resuming at byte ${have} of ${SIZES[2]}`);
-    const served3 = hf.requests.slice(before).filter((r) => r.path === PATHS[2]).reduce((a, r) => a + r.bytesSent, 0);
+    const served3 = hf.requests
+      .slice(before)
+      .filter((r) => r.path === PATHS[2])
+      .reduce((a, r) => a + r.bytesSent, 0);
     expect(served3).toBeGreaterThanOrEqual(SIZES[2]!);
     expect(served3).toBeLessThan(SIZES[2]! + MB); // about once, not twice
     expect(secondRun.filter((r) => r.path === PATHS[3]).map((r) => r.rangeStart)).toEqual([null]);
-    expect(lastLine(second.stdout)).toBe(`FETCH_GGUF_RESULT verified=4 downloaded_bytes=${SIZES[2]! - have + SIZES[3]!}`);
+    expect(lastLine(second.stdout)).toBe(
+      `FETCH_GGUF_RESULT verified=4 downloaded_bytes=${SIZES[2]! - have + SIZES[3]!}`,
+    );
     expectAllVerified(dest);
   }, 60_000);
 
@@ -378,7 +449,9 @@ describe("fetch-gguf.sh", () => {
     const before = hf.requests.length;
     const run = await fetchGguf([...baseArgs(dest), "--manifest", one]);
     expect(run.code).toBe(0);
-    expect(run.stdout).toContain(`${partial} has ${SIZES[0]! + 10} bytes, more than the manifest's ${SIZES[0]}: moving it to ${join(dest, PATHS[0]!)}.bad`);
+    expect(run.stdout).toContain(
+      `${partial} has ${SIZES[0]! + 10} bytes, more than the manifest's ${SIZES[0]}: moving it to ${join(dest, PATHS[0]!)}.bad`,
+    );
     expect(hf.requests.slice(before).map((r) => [r.path, r.rangeStart])).toEqual([[PATHS[0], null]]);
     expect(fileSize(`${join(dest, PATHS[0]!)}.bad`)).toBe(SIZES[0]! + 10);
     expect(sha256(join(dest, PATHS[0]!))).toBe(shas[0]);
@@ -395,8 +468,12 @@ describe("fetch-gguf.sh", () => {
     const before = hf.requests.length;
     const run = await fetchGguf([...baseArgs(dest), "--manifest", file]);
     expect(run.code).toBe(4);
-    expect(run.stderr).toContain(`not enough free disk space in ${dest}: 4 shard(s) still to download need ${4 * huge} bytes (`);
-    expect(run.stderr).toMatch(/need \d+ bytes \(\d+\.\d GiB\), available \d+ bytes \(\d+\.\d GiB\)\. Nothing was downloaded\./);
+    expect(run.stderr).toContain(
+      `not enough free disk space in ${dest}: 4 shard(s) still to download need ${4 * huge} bytes (`,
+    );
+    expect(run.stderr).toMatch(
+      /need \d+ bytes \(\d+\.\d GiB\), available \d+ bytes \(\d+\.\d GiB\)\. Nothing was downloaded\./,
+    );
     expect(hf.requests.slice(before)).toEqual([]);
     expect(readdirSync(dest)).toEqual([".fetch-gguf.lock"]);
   });
@@ -419,10 +496,16 @@ describe("fetch-gguf.sh", () => {
       [PATHS[0], 200],
       [`${TIER}/not-there.gguf`, 404],
     ]);
-    expect(run.stdout).toContain(`[1/2] ${PATHS[0]}: try 1 of 5 failed (curl exit 22, HTTP 503) at 0 B/s; 0 of ${SIZES[0]} bytes kept in ${join(dest, PATHS[0]!)}.partial; retrying in 2 s`);
-    expect(run.stdout).toContain(`[1/2] ${PATHS[0]}: try 2 of 5 failed (curl exit 22, HTTP 503) at 0 B/s; 0 of ${SIZES[0]} bytes kept in ${join(dest, PATHS[0]!)}.partial; retrying in 4 s`);
+    expect(run.stdout).toContain(
+      `[1/2] ${PATHS[0]}: try 1 of 5 failed (curl exit 22, HTTP 503) at 0 B/s; 0 of ${SIZES[0]} bytes kept in ${join(dest, PATHS[0]!)}.partial; retrying in 2 s`,
+    );
+    expect(run.stdout).toContain(
+      `[1/2] ${PATHS[0]}: try 2 of 5 failed (curl exit 22, HTTP 503) at 0 B/s; 0 of ${SIZES[0]} bytes kept in ${join(dest, PATHS[0]!)}.partial; retrying in 4 s`,
+    );
     expect(sha256(join(dest, PATHS[0]!))).toBe(shas[0]);
-    expect(run.stderr).toContain(`[2/2] ${TIER}/not-there.gguf: download failed (curl exit 22, HTTP 404: ${TIER}/not-there.gguf not found in ${REPO} at revision main) from ${hf.baseUrl}/${REPO}/resolve/main/${TIER}/not-there.gguf`);
+    expect(run.stderr).toContain(
+      `[2/2] ${TIER}/not-there.gguf: download failed (curl exit 22, HTTP 404: ${TIER}/not-there.gguf not found in ${REPO} at revision main) from ${hf.baseUrl}/${REPO}/resolve/main/${TIER}/not-there.gguf`,
+    );
     expect(run.stderr).toContain("Not retried: this will not heal by itself.");
     expect(run.stdout).not.toContain("not-there.gguf: try");
     expect(elapsed).toBeLessThan(20_000);
@@ -438,16 +521,24 @@ describe("fetch-gguf.sh", () => {
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
     const gets = hf.requests.slice(before).filter((r) => r.path === PATHS[1]);
-    expect(gets.map((r) => ({ fault: r.fault, rangeStart: r.rangeStart, status: r.status, bytesSent: r.bytesSent }))).toEqual([
+    expect(
+      gets.map((r) => ({ fault: r.fault, rangeStart: r.rangeStart, status: r.status, bytesSent: r.bytesSent })),
+    ).toEqual([
       { fault: "drop", rangeStart: null, status: 200, bytesSent: cut },
       { fault: "reset", rangeStart: cut, status: 0, bytesSent: 0 },
       { fault: undefined, rangeStart: cut, status: 206, bytesSent: SIZES[1]! - cut },
     ]);
     const partial = `${join(dest, PATHS[1]!)}.partial`;
-    expect(run.stdout).toContain(`[2/4] ${PATHS[1]}: try 1 of 5 failed (curl exit 18, the connection dropped before the end of the shard)`);
+    expect(run.stdout).toContain(
+      `[2/4] ${PATHS[1]}: try 1 of 5 failed (curl exit 18, the connection dropped before the end of the shard)`,
+    );
     expect(run.stdout).toContain(`; ${cut} of ${SIZES[1]} bytes kept in ${partial}; retrying in 2 s`);
-    expect(run.stdout).toContain(`[2/4] ${PATHS[1]}: try 2 of 5 failed (curl exit 52, the server closed the connection without a reply)`);
-    expect(run.stdout).toContain(`[2/4] ${PATHS[1]}: resuming at byte ${cut} of ${SIZES[1]} from ${hf.baseUrl}/${REPO}/resolve/main/${PATHS[1]} (try 3 of 5)`);
+    expect(run.stdout).toContain(
+      `[2/4] ${PATHS[1]}: try 2 of 5 failed (curl exit 52, the server closed the connection without a reply)`,
+    );
+    expect(run.stdout).toContain(
+      `[2/4] ${PATHS[1]}: resuming at byte ${cut} of ${SIZES[1]} from ${hf.baseUrl}/${REPO}/resolve/main/${PATHS[1]} (try 3 of 5)`,
+    );
     expectAllVerified(dest);
     expect(lastLine(run.stdout)).toBe(`FETCH_GGUF_RESULT verified=4 downloaded_bytes=${total}`);
   }, 60_000);
@@ -459,7 +550,18 @@ describe("fetch-gguf.sh", () => {
     hf.faultNext(PATHS[0]!, { kind: "trickle", bytesPerSecond: 10 }, 3);
     const url = `${hf.baseUrl}/${REPO}/resolve/main/${PATHS[0]}`;
     const partial = `${join(dest, PATHS[0]!)}.partial`;
-    const flags = ["--attempts", "3", "--min-rate-bytes-per-second", "1000", "--stall-seconds", "2", "--retry-delay", "1", "--retry-max-delay", "1"];
+    const flags = [
+      "--attempts",
+      "3",
+      "--min-rate-bytes-per-second",
+      "1000",
+      "--stall-seconds",
+      "2",
+      "--retry-delay",
+      "1",
+      "--retry-max-delay",
+      "1",
+    ];
     const before = hf.requests.length;
     const started = Date.now();
     const run = await fetchGguf([...baseArgs(dest), "--manifest", one, ...flags]);
@@ -470,7 +572,11 @@ describe("fetch-gguf.sh", () => {
     expect(gets[0]!.rangeStart).toBeNull();
     expect(gets[1]!.rangeStart).toBe(gets[0]!.bytesSent);
     expect(gets[2]!.rangeStart).toBe(gets[0]!.bytesSent + gets[1]!.bytesSent);
-    expect(run.stdout.match(/: try [12] of 3 failed \(curl exit 28, transfer too slow: \d+ B\/s on average, below --min-rate-bytes-per-second 1000 for --stall-seconds 2\) at \d+ B\/s; \d+ of 2097152 bytes kept in .*; retrying in 1 s$/gm)).toHaveLength(2);
+    expect(
+      run.stdout.match(
+        /: try [12] of 3 failed \(curl exit 28, transfer too slow: \d+ B\/s on average, below --min-rate-bytes-per-second 1000 for --stall-seconds 2\) at \d+ B\/s; \d+ of 2097152 bytes kept in .*; retrying in 1 s$/gm,
+      ),
+    ).toHaveLength(2);
     const kept = fileSize(partial);
     expect(kept).toBeGreaterThan(0);
     expect(kept).toBe(gets.reduce((a, r) => a + r.bytesSent, 0));
@@ -525,8 +631,12 @@ describe("fetch-gguf.sh", () => {
       const kept = fileSize(partial);
       expect(kept).toBeGreaterThanOrEqual(128 * 1024);
       expect(kept).toBeLessThan(SIZES[0]!);
-      expect(run.stderr).toContain(`fetch-gguf.sh: disk full in ${dest}: [1/1] ${PATHS[0]}: writing ${partial} stopped at ${kept} of ${SIZES[0]} bytes (curl exit 23, could not write; `);
-      expect(run.stderr).toContain(`The ${kept} bytes received stay in ${partial}: free space in ${dest}, then re-run to resume.`);
+      expect(run.stderr).toContain(
+        `fetch-gguf.sh: disk full in ${dest}: [1/1] ${PATHS[0]}: writing ${partial} stopped at ${kept} of ${SIZES[0]} bytes (curl exit 23, could not write; `,
+      );
+      expect(run.stderr).toContain(
+        `The ${kept} bytes received stay in ${partial}: free space in ${dest}, then re-run to resume.`,
+      );
       expect(hf.requests.slice(before).filter((r) => r.path === PATHS[0])).toHaveLength(1); // not retried
       expect(existsSync(join(dest, PATHS[0]!))).toBe(false);
 
@@ -555,10 +665,14 @@ describe("fetch-gguf.sh", () => {
       const dest = newDest("resolve-fail");
       const resolve = await fetchGguf([...baseArgs(dest, secured), "--resolve", TIER]);
       expect(resolve.code).toBe(3);
-      expect(resolve.stderr).toContain(`HTTP 401 from ${secured.baseUrl}/api/models/${REPO}/tree/main/${TIER}: the Hugging Face token is missing or wrong`);
+      expect(resolve.stderr).toContain(
+        `HTTP 401 from ${secured.baseUrl}/api/models/${REPO}/tree/main/${TIER}: the Hugging Face token is missing or wrong`,
+      );
       const download = await fetchGguf([...baseArgs(dest, secured), "--manifest", manifestFile]);
       expect(download.code).toBe(6);
-      expect(download.stderr).toMatch(/\[1\/4\] Q2\/Model-Q2-00001-of-00004\.gguf: download failed \(curl exit 22, HTTP 401: the Hugging Face token is missing or wrong/);
+      expect(download.stderr).toMatch(
+        /\[1\/4\] Q2\/Model-Q2-00001-of-00004\.gguf: download failed \(curl exit 22, HTTP 401: the Hugging Face token is missing or wrong/,
+      );
       expect(download.stderr).toContain(`${secured.baseUrl}/${REPO}/resolve/main/${PATHS[0]}`);
       expect(secured.requests.every((r) => r.status === 401 && !r.authorized)).toBe(true);
       // 401 is not retried: no path asked for twice, and the run says so.
@@ -569,10 +683,14 @@ describe("fetch-gguf.sh", () => {
 
       const docs = await fetchGguf([...baseArgs(dest), "--resolve", "docs"]);
       expect(docs.code).toBe(3);
-      expect(docs.stderr).toContain(`folder docs: no .gguf files listed at ${hf.baseUrl}/api/models/${REPO}/tree/main/docs`);
+      expect(docs.stderr).toContain(
+        `folder docs: no .gguf files listed at ${hf.baseUrl}/api/models/${REPO}/tree/main/docs`,
+      );
       const nope = await fetchGguf([...baseArgs(dest), "--resolve", "nope"]);
       expect(nope.code).toBe(3);
-      expect(nope.stderr).toContain(`cannot list folder nope: HTTP 404 from ${hf.baseUrl}/api/models/${REPO}/tree/main/nope`);
+      expect(nope.stderr).toContain(
+        `cannot list folder nope: HTTP 404 from ${hf.baseUrl}/api/models/${REPO}/tree/main/nope`,
+      );
     });
 
     it("resolves the folder through the tree API with the token, which never touches disk, argv or environ", async () => {
@@ -582,7 +700,9 @@ describe("fetch-gguf.sh", () => {
       secured.faultNext(PATHS[2]!, { kind: "drop", afterBytes: 100_000 });
       const before = secured.requests.length;
       let done = false;
-      const run = fetchGguf([...baseArgs(dest, secured), "--resolve", TIER, "--token-stdin"], `${TOKEN}\n`).finally(() => (done = true));
+      const run = fetchGguf([...baseArgs(dest, secured), "--resolve", TIER, "--token-stdin"], `${TOKEN}\n`).finally(
+        () => (done = true),
+      );
       const samples: string[] = [];
       const leaks: string[] = [];
       const hostTmp = join(work, "host-tmp");
@@ -595,7 +715,8 @@ describe("fetch-gguf.sh", () => {
             const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
             if (!cmdline.includes(work)) continue;
             if (cmdline.includes(TOKEN)) leaks.push(`argv of ${pid}: ${cmdline}`);
-            if (readFileSync(`/proc/${pid}/environ`, "utf8").includes(TOKEN)) leaks.push(`environ of ${pid}: ${cmdline}`);
+            if (readFileSync(`/proc/${pid}/environ`, "utf8").includes(TOKEN))
+              leaks.push(`environ of ${pid}: ${cmdline}`);
           } catch {
             // the process ended meanwhile
           }
@@ -622,7 +743,9 @@ describe("fetch-gguf.sh", () => {
       expect(samples.filter((s) => s.includes(TOKEN))).toEqual([]);
       expect(result.stderr).toBe("");
       expect(result.code).toBe(0);
-      expect(result.stdout).toContain(`# manifest resolved from ${secured.baseUrl}/api/models/${REPO}/tree/main/${TIER}: 4 shard(s), ${total} bytes`);
+      expect(result.stdout).toContain(
+        `# manifest resolved from ${secured.baseUrl}/api/models/${REPO}/tree/main/${TIER}: 4 shard(s), ${total} bytes`,
+      );
       expect(result.stdout).toContain(manifestText);
       expect(result.stdout).toContain(`[3/4] ${PATHS[2]}: try 1 of 5 failed (curl exit 18,`);
       const mine = secured.requests.slice(before);

@@ -76,7 +76,9 @@ let work = "";
 /** Starts a process inside a namespace and resolves once it prints `ready`. */
 function startInNs(ns: string, script: string): Promise<ChildProcess> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", script], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     const timer = setTimeout(() => reject(new Error(`listener in ${ns} did not start: ${out}`)), 15_000);
     child.stdout!.on("data", (chunk: Buffer) => {
@@ -114,7 +116,22 @@ function cleanup(): void {
   backend?.kill("SIGKILL");
   if (work) {
     // front-door.sh down stops its HAProxy (found by its pid file) inside the namespace.
-    run(["ip", "netns", "exec", NS.server, "bash", FRONT_DOOR, "down", "--name", "fwtest", "--config-dir", join(work, "front-door"), "--run-dir", join(work, "run"), "--no-systemd"]);
+    run([
+      "ip",
+      "netns",
+      "exec",
+      NS.server,
+      "bash",
+      FRONT_DOOR,
+      "down",
+      "--name",
+      "fwtest",
+      "--config-dir",
+      join(work, "front-door"),
+      "--run-dir",
+      join(work, "run"),
+      "--no-systemd",
+    ]);
     rmSync(work, { recursive: true, force: true });
   }
   for (const ns of Object.values(NS)) run(["ip", "netns", "del", ns]);
@@ -239,8 +256,28 @@ describe("the front door behind the firewall (HAProxy TLS in the server namespac
   it("an allowed client gets the backend over https with the kit's CA; a refused client gets nothing", async () => {
     backend = await startInNs(NS.server, BACKEND);
     const up = inNs(NS.server, [
-      "bash", FRONT_DOOR, "up", "--name", "fwtest", "--listen", "0.0.0.0", "--port", String(TLS_PORT), "--backend-port", String(BACKEND_PORT),
-      "--san", SERVER_A, "--san", SERVER_B, "--config-dir", join(work, "front-door"), "--run-dir", join(work, "run"), "--no-systemd", "--ready-seconds", "20",
+      "bash",
+      FRONT_DOOR,
+      "up",
+      "--name",
+      "fwtest",
+      "--listen",
+      "0.0.0.0",
+      "--port",
+      String(TLS_PORT),
+      "--backend-port",
+      String(BACKEND_PORT),
+      "--san",
+      SERVER_A,
+      "--san",
+      SERVER_B,
+      "--config-dir",
+      join(work, "front-door"),
+      "--run-dir",
+      join(work, "run"),
+      "--no-systemd",
+      "--ready-seconds",
+      "20",
     ]);
     expect(up.stderr).not.toMatch(/ALERT|WARNING/);
     expect(up.status, up.stderr).toBe(0);
@@ -251,7 +288,19 @@ describe("the front door behind the firewall (HAProxy TLS in the server namespac
     expect(firewall("apply", "--allow", `${TLS_PORT}=10.77.1.0/24`).status).toBe(0);
 
     const https = (client: string, address: string) =>
-      inNs(client, ["curl", "-sS", "--connect-timeout", "2", "--max-time", "5", "--cacert", ca, "-H", "Authorization: Bearer test-key", `https://${address}:${TLS_PORT}/v1/models`]);
+      inNs(client, [
+        "curl",
+        "-sS",
+        "--connect-timeout",
+        "2",
+        "--max-time",
+        "5",
+        "--cacert",
+        ca,
+        "-H",
+        "Authorization: Bearer test-key",
+        `https://${address}:${TLS_PORT}/v1/models`,
+      ]);
     const ok = https(NS.allowed, SERVER_A);
     expect(ok.status, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout)).toEqual({ backend: "llama", path: "/v1/models", proto: "https" });

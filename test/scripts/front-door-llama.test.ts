@@ -29,10 +29,29 @@ function run(argv: string[], timeoutMs = 60_000) {
   return r;
 }
 
-const dirs = (name: string) => ["--config-dir", join(dir, name, "etc"), "--run-dir", join(dir, name, "run"), "--no-systemd"];
+const dirs = (name: string) => [
+  "--config-dir",
+  join(dir, name, "etc"),
+  "--run-dir",
+  join(dir, name, "run"),
+  "--no-systemd",
+];
 
 function frontDoor(name: string, backendPort: number): void {
-  const r = run(["bash", SCRIPT, "up", "--name", name, "--listen", "127.0.0.1", "--port", String(port), "--backend-port", String(backendPort), ...dirs(name)]);
+  const r = run([
+    "bash",
+    SCRIPT,
+    "up",
+    "--name",
+    name,
+    "--listen",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--backend-port",
+    String(backendPort),
+    ...dirs(name),
+  ]);
   if (r.status !== 0) throw new Error(`front-door.sh up: ${r.stderr}`);
   const b64 = /^ca_certificate_base64=(\S+)$/m.exec(r.stdout)?.[1];
   if (!b64) throw new Error(`no CA certificate in ${r.stdout}`);
@@ -74,7 +93,10 @@ describe("HAProxy TLS in front of llama-server --no-webui", () => {
     const body = JSON.stringify({ model: "kimi", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
     const [status, text] = https("/v1/chat/completions", KEY, body);
     expect(status, text).toBe("200");
-    expect(JSON.parse(text)).toMatchObject({ object: "chat.completion", choices: [expect.objectContaining({ index: 0 })] });
+    expect(JSON.parse(text)).toMatchObject({
+      object: "chat.completion",
+      choices: [expect.objectContaining({ index: 0 })],
+    });
 
     expect(https("/v1/chat/completions", undefined, body)[0]).toBe("401"); // the proxy
     expect(https("/health", undefined)[0]).toBe("401"); // the proxy: /health is not open to the world

@@ -15,9 +15,14 @@ import { run, type Result } from "../../lab/spawn";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/front-door.sh");
 
-
 function keyValues(stdout: string): Record<string, string> {
-  return Object.fromEntries(stdout.split("\n").flatMap((line) => (/^([a-z0-9_]+)=(.*)$/.exec(line) ? [[line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]] : [])));
+  return Object.fromEntries(
+    stdout
+      .split("\n")
+      .flatMap((line) =>
+        /^([a-z0-9_]+)=(.*)$/.exec(line) ? [[line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]] : [],
+      ),
+  );
 }
 
 let work: string;
@@ -25,8 +30,14 @@ let backend: ChildProcess;
 let backendPort: number;
 let port: number;
 /** The requests that reached the backend, one line each (the backend is its own process: the test blocks in spawnSync). */
-const seen = () => (existsSync(join(work, "backend.log")) ? readFileSync(join(work, "backend.log"), "utf8").split("\n").filter(Boolean) : []);
-const haproxyCfgHash = () => (existsSync("/etc/haproxy/haproxy.cfg") ? createHash("sha256").update(readFileSync("/etc/haproxy/haproxy.cfg")).digest("hex") : "absent");
+const seen = () =>
+  existsSync(join(work, "backend.log"))
+    ? readFileSync(join(work, "backend.log"), "utf8").split("\n").filter(Boolean)
+    : [];
+const haproxyCfgHash = () =>
+  existsSync("/etc/haproxy/haproxy.cfg")
+    ? createHash("sha256").update(readFileSync("/etc/haproxy/haproxy.cfg")).digest("hex")
+    : "absent";
 let distroCfgBefore: string;
 
 const configDir = () => join(work, "etc");
@@ -35,7 +46,26 @@ const pidFile = (name: string) => join(runDir(), `front-door-${name}.pid`);
 const dirs = () => ["--config-dir", configDir(), "--run-dir", runDir(), "--no-systemd"];
 
 function up(extra: string[] = [], input?: string, name = "t"): Result {
-  return run(["bash", SCRIPT, "up", "--name", name, "--listen", "127.0.0.1", "--port", String(port), "--backend-port", String(backendPort), ...dirs(), "--ready-seconds", "20", ...extra], input);
+  return run(
+    [
+      "bash",
+      SCRIPT,
+      "up",
+      "--name",
+      name,
+      "--listen",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--backend-port",
+      String(backendPort),
+      ...dirs(),
+      "--ready-seconds",
+      "20",
+      ...extra,
+    ],
+    input,
+  );
 }
 
 function down(name = "t"): Result {
@@ -43,7 +73,12 @@ function down(name = "t"): Result {
 }
 
 /** curl over https to the front door; `ca` is the file curl trusts. */
-function curl(ca: string | undefined, path: string, headers: string[] = [], scheme = "https"): Result & { code: string } {
+function curl(
+  ca: string | undefined,
+  path: string,
+  headers: string[] = [],
+  scheme = "https",
+): Result & { code: string } {
   const args = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"];
   if (ca) args.push("--cacert", ca);
   for (const header of headers) args.push("-H", header);
@@ -63,7 +98,26 @@ function writeCa(stdout: string, file: string): string {
 function selfSigned(name: string, san: string): { cert: string; key: string } {
   const cert = join(work, `${name}.crt`);
   const key = join(work, `${name}.key`);
-  const r = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", `/CN=${name}`, "-addext", `subjectAltName=${san}`, "-keyout", key, "-out", cert]);
+  const r = run([
+    "openssl",
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${name}`,
+    "-addext",
+    `subjectAltName=${san}`,
+    "-keyout",
+    key,
+    "-out",
+    cert,
+  ]);
   if (r.status !== 0) throw new Error(r.stderr);
   return { cert, key };
 }
@@ -174,7 +228,9 @@ describe("front-door.sh up (internal CA)", () => {
     expect(r.status, r.stderr).toBe(0);
     expect(keyValues(r.stdout).changed).toBe("yes");
     expect(readFileSync(join(configDir(), "ca.crt"), "utf8")).toBe(caText);
-    expect(run(["openssl", "x509", "-in", join(configDir(), "server.pem"), "-noout", "-ext", "subjectAltName"]).stdout).toContain("IP Address:192.0.2.10");
+    expect(
+      run(["openssl", "x509", "-in", join(configDir(), "server.pem"), "-noout", "-ext", "subjectAltName"]).stdout,
+    ).toContain("IP Address:192.0.2.10");
     expect(pidOf()).not.toBe(pid);
     expect(curl(ca, "/v1/models", ["Authorization: Bearer k"]).code).toBe("200");
   });
@@ -185,7 +241,19 @@ describe("front-door.sh up (internal CA)", () => {
     expect(curl(ca, "/").code).toBe("200");
     expect(curl(ca, "/health").code).toBe("401");
     expect(curl(ca, "/v1/models").code).toBe("401");
-    const post = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca, "-d", "{}", `https://127.0.0.1:${port}/`]);
+    const post = run([
+      "curl",
+      "-sS",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "--cacert",
+      ca,
+      "-d",
+      "{}",
+      `https://127.0.0.1:${port}/`,
+    ]);
     expect(post.stdout).toBe("401");
   });
 

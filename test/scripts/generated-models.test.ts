@@ -37,9 +37,22 @@ import { freePort } from "../../lab/net";
 const MB = 1e6;
 const KEY = `kimi-kit-gen-${process.pid}-${Date.now().toString(36)}`;
 const SMALL: Deepseek2Dims = {
-  layers: 3, denseLeadingLayers: 1, hidden: 256, heads: 2, qLoraRank: 128, kvLoraRank: 128,
-  qkNopeHeadDim: 32, qkRopeHeadDim: 16, vHeadDim: 32, denseFfn: 320, experts: 4,
-  activeExperts: 2, sharedExperts: 1, expertFfn: 256, vocab: 300, contextLength: 1024,
+  layers: 3,
+  denseLeadingLayers: 1,
+  hidden: 256,
+  heads: 2,
+  qLoraRank: 128,
+  kvLoraRank: 128,
+  qkNopeHeadDim: 32,
+  qkRopeHeadDim: 16,
+  vHeadDim: 32,
+  denseFfn: 320,
+  experts: 4,
+  activeExperts: 2,
+  sharedExperts: 1,
+  expertFfn: 256,
+  vocab: 300,
+  contextLength: 1024,
 };
 
 let work: string;
@@ -52,7 +65,12 @@ async function header(path: string) {
   const { metadata, tensorInfos, tensorDataOffset } = await gguf(path, { allowLocalFile: true });
   return {
     metadata: metadata as Record<string, unknown>,
-    tensors: tensorInfos.map((t) => ({ name: t.name, shape: t.shape.map(Number), dtype: t.dtype, offset: Number(t.offset) })),
+    tensors: tensorInfos.map((t) => ({
+      name: t.name,
+      shape: t.shape.map(Number),
+      dtype: t.dtype,
+      offset: Number(t.offset),
+    })),
     dataOffset: Number(tensorDataOffset),
   };
 }
@@ -83,7 +101,15 @@ function stats(values: number[]): { mean: number; std: number } {
   return { mean, std: Math.sqrt(variance) };
 }
 
-const GGML_TYPE_NAMES: Record<number, GgmlTypeName> = { 0: "F32", 1: "F16", 2: "Q4_0", 6: "Q5_0", 8: "Q8_0", 10: "Q2_K", 12: "Q4_K" };
+const GGML_TYPE_NAMES: Record<number, GgmlTypeName> = {
+  0: "F32",
+  1: "F16",
+  2: "Q4_0",
+  6: "Q5_0",
+  8: "Q8_0",
+  10: "Q2_K",
+  12: "Q4_K",
+};
 const typeName = (dtype: number) => GGML_TYPE_NAMES[dtype] ?? (`type#${dtype}` as GgmlTypeName);
 
 interface Server {
@@ -135,7 +161,8 @@ async function waitHealthy(server: Server, port: number, timeoutMs: number): Pro
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error(`llama-server not healthy after ${timeoutMs} ms:\n${server.log().slice(-4000)}`);
+    if (Date.now() > deadline)
+      throw new Error(`llama-server not healthy after ${timeoutMs} ms:\n${server.log().slice(-4000)}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -193,7 +220,9 @@ describe("gguf-writer", () => {
     expect(s.std).toBeLessThan(0.021);
     expect(new Set(values.slice(0, 1000)).size).toBeGreaterThan(900); // not a repeating pattern
     const normRaw = readBytes(a.path, a.dataOffset + norm.offset, norm.nbytes);
-    expect(Array.from(new Float32Array(normRaw.buffer, normRaw.byteOffset, norm.nbytes / 4)).every((v) => v === 1)).toBe(true);
+    expect(
+      Array.from(new Float32Array(normRaw.buffer, normRaw.byteOffset, norm.nbytes / 4)).every((v) => v === 1),
+    ).toBe(true);
   });
 
   it("writes every GGUF metadata value type the reader understands", async () => {
@@ -201,18 +230,39 @@ describe("gguf-writer", () => {
     writeGguf(
       path,
       {
-        "t.u8": kv.u8(200), "t.i8": kv.i8(-5), "t.u16": kv.u16(60000), "t.i16": kv.i16(-300),
-        "t.u32": kv.u32(4_000_000_000), "t.i32": kv.i32(-7), "t.f32": kv.f32(0.5), "t.bool": kv.bool(true),
-        "t.str": kv.str("héllo"), "t.u64": kv.u64(2n ** 40n), "t.i64": kv.i64(-(2n ** 40n)), "t.f64": kv.f64(1.25),
-        "t.arr": kv.arr("str", ["a", "b"]), "t.arr_i32": kv.arr("i32", [1, -2, 3]),
+        "t.u8": kv.u8(200),
+        "t.i8": kv.i8(-5),
+        "t.u16": kv.u16(60000),
+        "t.i16": kv.i16(-300),
+        "t.u32": kv.u32(4_000_000_000),
+        "t.i32": kv.i32(-7),
+        "t.f32": kv.f32(0.5),
+        "t.bool": kv.bool(true),
+        "t.str": kv.str("héllo"),
+        "t.u64": kv.u64(2n ** 40n),
+        "t.i64": kv.i64(-(2n ** 40n)),
+        "t.f64": kv.f64(1.25),
+        "t.arr": kv.arr("str", ["a", "b"]),
+        "t.arr_i32": kv.arr("i32", [1, -2, 3]),
       },
       [{ name: "x", shape: [4, 2], type: "F16", data: { kind: "constant", value: 1.5 } }],
     );
     const h = await header(path);
     expect(h.metadata).toMatchObject({
-      "t.u8": 200, "t.i8": -5, "t.u16": 60000, "t.i16": -300, "t.u32": 4_000_000_000, "t.i32": -7,
-      "t.f32": 0.5, "t.bool": true, "t.str": "héllo", "t.u64": 2n ** 40n, "t.i64": -(2n ** 40n), "t.f64": 1.25,
-      "t.arr": ["a", "b"], "t.arr_i32": [1, -2, 3],
+      "t.u8": 200,
+      "t.i8": -5,
+      "t.u16": 60000,
+      "t.i16": -300,
+      "t.u32": 4_000_000_000,
+      "t.i32": -7,
+      "t.f32": 0.5,
+      "t.bool": true,
+      "t.str": "héllo",
+      "t.u64": 2n ** 40n,
+      "t.i64": -(2n ** 40n),
+      "t.f64": 1.25,
+      "t.arr": ["a", "b"],
+      "t.arr_i32": [1, -2, 3],
     });
     expect(h.tensors).toEqual([{ name: "x", shape: [4, 2], dtype: 1, offset: 0 }]);
     const raw = readBytes(path, h.dataOffset, 16);
@@ -252,11 +302,16 @@ describe("medium generated model", () => {
 
     // the MoE layers carry separate routed experts, shared experts, router and bias; the dense layer a plain FFN
     const names = new Set(h.tensors.map((t) => t.name));
-    for (const n of ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps", "ffn_gate_shexp", "ffn_gate_inp"]) expect(names.has(`blk.1.${n}.weight`)).toBe(true);
+    for (const n of ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps", "ffn_gate_shexp", "ffn_gate_inp"])
+      expect(names.has(`blk.1.${n}.weight`)).toBe(true);
     expect(names.has("blk.1.exp_probs_b.bias")).toBe(true);
     expect(names.has("blk.0.ffn_gate.weight")).toBe(true);
     expect([...names].some((n) => n.includes("gate_up_exps"))).toBe(false);
-    expect(h.tensors.find((t) => t.name === "blk.3.attn_k_b.weight")?.shape).toEqual([d.qkNopeHeadDim, d.kvLoraRank, d.heads]);
+    expect(h.tensors.find((t) => t.name === "blk.3.attn_k_b.weight")?.shape).toEqual([
+      d.qkNopeHeadDim,
+      d.kvLoraRank,
+      d.heads,
+    ]);
 
     // F16 values: small, finite, spread
     const t = h.tensors.find((x) => x.name === "blk.2.ffn_down_exps.weight");
@@ -269,29 +324,40 @@ describe("medium generated model", () => {
     expect(s.std).toBeLessThan(0.022);
   });
 
-  it.each(MIX_NAMES)("quantizes into the %s mix with the planned type per tensor class", async (mix) => {
-    const r = await quantizeMix(medium.source, medium.mixes[mix].path, mix);
-    quantized[mix] = r.output;
-    const h = await header(r.output);
-    const got = Object.fromEntries(h.tensors.map((t) => [t.name, typeName(t.dtype)]));
-    expect(got).toEqual(medium.mixes[mix].tensorTypes);
+  it.each(MIX_NAMES)(
+    "quantizes into the %s mix with the planned type per tensor class",
+    async (mix) => {
+      const r = await quantizeMix(medium.source, medium.mixes[mix].path, mix);
+      quantized[mix] = r.output;
+      const h = await header(r.output);
+      const got = Object.fromEntries(h.tensors.map((t) => [t.name, typeName(t.dtype)]));
+      expect(got).toEqual(medium.mixes[mix].tensorTypes);
 
-    // per class, as the tier is meant: experts K-quant, the rest Q8_0, router/norms F32
-    const byClass = new Map<string, Set<string>>();
-    for (const t of h.tensors) {
-      const cls = classifyDeepseek2Tensor(t.name);
-      byClass.set(cls, (byClass.get(cls) ?? new Set()).add(typeName(t.dtype)));
-    }
-    const experts = mix === "q2-experts" ? "Q2_K" : "Q4_K";
-    expect(Object.fromEntries([...byClass].map(([k, v]) => [k, [...v].sort()]))).toEqual({
-      token_embd: ["Q8_0"], output: ["Q8_0"], attention: ["Q8_0"], dense_ffn: ["Q8_0"], shared_experts: ["Q8_0"],
-      routed_experts: [experts], router: ["F32"], expert_bias: ["F32"], norm: ["F32"],
-    });
-    const [lo, hi] = mix === "q2-experts" ? [90 * MB, 150 * MB] : [130 * MB, 200 * MB];
-    expect(r.bytes).toBeGreaterThan(lo);
-    expect(r.bytes).toBeLessThan(hi);
-    expect(r.command).toContain("--pure");
-  }, 120_000);
+      // per class, as the tier is meant: experts K-quant, the rest Q8_0, router/norms F32
+      const byClass = new Map<string, Set<string>>();
+      for (const t of h.tensors) {
+        const cls = classifyDeepseek2Tensor(t.name);
+        byClass.set(cls, (byClass.get(cls) ?? new Set()).add(typeName(t.dtype)));
+      }
+      const experts = mix === "q2-experts" ? "Q2_K" : "Q4_K";
+      expect(Object.fromEntries([...byClass].map(([k, v]) => [k, [...v].sort()]))).toEqual({
+        token_embd: ["Q8_0"],
+        output: ["Q8_0"],
+        attention: ["Q8_0"],
+        dense_ffn: ["Q8_0"],
+        shared_experts: ["Q8_0"],
+        routed_experts: [experts],
+        router: ["F32"],
+        expert_bias: ["F32"],
+        norm: ["F32"],
+      });
+      const [lo, hi] = mix === "q2-experts" ? [90 * MB, 150 * MB] : [130 * MB, 200 * MB];
+      expect(r.bytes).toBeGreaterThan(lo);
+      expect(r.bytes).toBeLessThan(hi);
+      expect(r.command).toContain("--pure");
+    },
+    120_000,
+  );
 
   it("splits the q2-experts mix into shards that llama-server loads and serves with the API key", async () => {
     const q2 = quantized["q2-experts"];
@@ -348,7 +414,9 @@ describe("tiny (test-llama-archs) model", () => {
     // ne[0] = 128 and 192: Q2_K falls back to Q4_0
     expect(got["blk.1.ffn_gate_up_exps.weight"]).toBe("Q4_0");
     expect(got["blk.1.ffn_down_exps.weight"]).toBe("Q4_0");
-    expect(expectedMixType("q4-experts", { name: "blk.1.ffn_down_exps.weight", shape: [192, 128, 2], type: "F32" })).toBe("Q5_0");
+    expect(
+      expectedMixType("q4-experts", { name: "blk.1.ffn_down_exps.weight", shape: [192, 128, 2], type: "F32" }),
+    ).toBe("Q5_0");
     expect(got["blk.1.ffn_gate_inp.weight"]).toBe("F32");
     expect(got["token_embd.weight"]).toBe("Q8_0");
   }, 60_000);

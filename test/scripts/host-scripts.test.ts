@@ -66,7 +66,10 @@ beforeAll(async () => {
   localTmp = mkdtempSync(join(tmpdir(), "kimi-kit-host-scripts-"));
   remoteDir = sshd.exec("mktemp -d -t kimi-kit-scripts-XXXXXX").trim();
   for (const name of SCRIPTS) {
-    sshd.exec(`cat > ${q(`${remoteDir}/${name}`)} && chmod 0755 ${q(`${remoteDir}/${name}`)}`, readFileSync(join(SCRIPTS_DIR, name), "utf8"));
+    sshd.exec(
+      `cat > ${q(`${remoteDir}/${name}`)} && chmod 0755 ${q(`${remoteDir}/${name}`)}`,
+      readFileSync(join(SCRIPTS_DIR, name), "utf8"),
+    );
   }
 }, 180_000);
 
@@ -114,7 +117,10 @@ describe("probe-host.sh", () => {
     expect(Number(kv.logical_cpus)).toBe(cpus().length);
 
     // Independent count of physical cores: distinct (socket, core) pairs from lscpu.
-    const topo = execFileSync("lscpu", ["-p=Core,Socket"]).toString().split("\n").filter((l) => l && !l.startsWith("#"));
+    const topo = execFileSync("lscpu", ["-p=Core,Socket"])
+      .toString()
+      .split("\n")
+      .filter((l) => l && !l.startsWith("#"));
     expect(Number(kv.physical_cores)).toBe(new Set(topo).size);
     expect(Number(kv.sockets)).toBe(new Set(topo.map((l) => l.split(",")[1] ?? "")).size);
     expect(Number(kv.physical_cores)).toBeLessThanOrEqual(Number(kv.logical_cpus));
@@ -129,7 +135,14 @@ describe("probe-host.sh", () => {
     // No GPU on this machine.
     const hasNvidiaSmi = spawnSync("bash", ["-c", "command -v nvidia-smi"]).status === 0;
     if (!hasNvidiaSmi) {
-      expect(kv).toMatchObject({ gpu_count: "0", gpu_names: "", gpu_vram_bytes: "", nvidia_driver: "none", cuda_major_supported: "none", llama_image_variant: "server" });
+      expect(kv).toMatchObject({
+        gpu_count: "0",
+        gpu_names: "",
+        gpu_vram_bytes: "",
+        nvidia_driver: "none",
+        cuda_major_supported: "none",
+        llama_image_variant: "server",
+      });
     }
 
     // Free disk of the nearest existing parent of the (absent) model dir.
@@ -147,7 +160,14 @@ describe("probe-host.sh", () => {
   it("reports every shortfall with both numbers and exits 3", () => {
     const memBytes = memTotalBytes();
     const want = 412316860416; // 384 GiB
-    const r = script("probe-host.sh", ["--min-ram-bytes", String(want), "--min-physical-cores", "4096", "--min-gpus", "8"]);
+    const r = script("probe-host.sh", [
+      "--min-ram-bytes",
+      String(want),
+      "--min-physical-cores",
+      "4096",
+      "--min-gpus",
+      "8",
+    ]);
     expect(r.status).toBe(3);
     const ramLine = r.stderr.split("\n").find((l) => l.startsWith("probe: ram:"));
     expect(ramLine).toBeDefined();
@@ -174,8 +194,15 @@ fi
       ["550.127.05", "12.4", "server-cuda"],
     ];
     for (const [driver, cuda, variant] of cases) {
-      onHost(`mkdir -p ${q(fakeBin)} && cat > ${q(`${fakeBin}/nvidia-smi`)} && chmod +x ${q(`${fakeBin}/nvidia-smi`)}`, fake(driver, cuda));
-      const r = script("probe-host.sh", ["--min-gpus", "2", "--min-gpu-vram-bytes", String(200 * 2 ** 30)], `PATH=${q(fakeBin)}:"$PATH"`);
+      onHost(
+        `mkdir -p ${q(fakeBin)} && cat > ${q(`${fakeBin}/nvidia-smi`)} && chmod +x ${q(`${fakeBin}/nvidia-smi`)}`,
+        fake(driver, cuda),
+      );
+      const r = script(
+        "probe-host.sh",
+        ["--min-gpus", "2", "--min-gpu-vram-bytes", String(200 * 2 ** 30)],
+        `PATH=${q(fakeBin)}:"$PATH"`,
+      );
       const kv = keyValues(r.stdout);
       expect(kv).toMatchObject({
         gpu_count: "2",
@@ -203,7 +230,9 @@ fi
 describe("tune-host.sh on a fake root", () => {
   const makeRoot = (balancing: string) => {
     const root = onHost("mktemp -d -t kimi-kit-root-XXXXXX").stdout.trim();
-    onHost(`mkdir -p ${q(`${root}/proc/sys/kernel`)} ${q(`${root}/proc/sys/vm`)} && echo ${balancing} > ${q(`${root}/proc/sys/kernel/numa_balancing`)} && echo 0 > ${q(`${root}/proc/sys/vm/drop_caches`)}`);
+    onHost(
+      `mkdir -p ${q(`${root}/proc/sys/kernel`)} ${q(`${root}/proc/sys/vm`)} && echo ${balancing} > ${q(`${root}/proc/sys/kernel/numa_balancing`)} && echo 0 > ${q(`${root}/proc/sys/vm/drop_caches`)}`,
+    );
     return root;
   };
   const read = (path: string) => onHost(`cat ${q(path)}`).stdout;

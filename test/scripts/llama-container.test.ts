@@ -56,22 +56,36 @@ function upArgs(ctx: number, containerName = name, extraServerArgs: string[] = [
   const health = `http://127.0.0.1:${port}/health`;
   return [
     "up",
-    "--name", containerName,
-    "--image", image.name,
-    "--volume", `${modelDir}:/models:ro`,
-    "--secret-stdin", SECRET_IN_CONTAINER,
-    "--health-url", health,
-    "--wait-seconds", "120",
+    "--name",
+    containerName,
+    "--image",
+    image.name,
+    "--volume",
+    `${modelDir}:/models:ro`,
+    "--secret-stdin",
+    SECRET_IN_CONTAINER,
+    "--health-url",
+    health,
+    "--wait-seconds",
+    "120",
     ...(image.hasShell ? ["--health-cmd", `wget -q -O /dev/null ${health}`] : []),
-    "--label", "kimi-kit.test=llama-container",
-    "--env", "LLAMA_ARG_N_PREDICT=64",
+    "--label",
+    "kimi-kit.test=llama-container",
+    "--env",
+    "LLAMA_ARG_N_PREDICT=64",
     "--",
-    "-m", `/models/${basename(shards[0] ?? "")}`,
-    "--host", "127.0.0.1",
-    "--port", String(port),
-    "-c", String(ctx),
-    "-t", "2",
-    "--api-key-file", SECRET_IN_CONTAINER,
+    "-m",
+    `/models/${basename(shards[0] ?? "")}`,
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "-c",
+    String(ctx),
+    "-t",
+    "2",
+    "--api-key-file",
+    SECRET_IN_CONTAINER,
     ...extraServerArgs,
   ];
 }
@@ -84,7 +98,12 @@ function result(stdout: string): { action: string; id: string } {
 }
 
 function keyValues(stdout: string): Record<string, string> {
-  return Object.fromEntries(stdout.split("\n").filter((l) => l.includes("=")).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+  return Object.fromEntries(
+    stdout
+      .split("\n")
+      .filter((l) => l.includes("="))
+      .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
 }
 
 /** sha256 and mtime of every file in the model dir: proof nothing touched them. */
@@ -168,12 +187,14 @@ describe("llama-container.sh", () => {
   it("keeps the key out of docker inspect and logs, in a 0600 file mounted read-only", () => {
     const inspect = docker(["inspect", name]);
     expect(inspect).not.toContain(KEY);
-    const [info] = JSON.parse(inspect) as [{
-      HostConfig: { NetworkMode: string; RestartPolicy: { Name: string } };
-      Mounts: Array<{ Source: string; Destination: string; RW: boolean }>;
-      Config: { Labels: Record<string, string>; Env: string[] };
-      Args: string[];
-    }];
+    const [info] = JSON.parse(inspect) as [
+      {
+        HostConfig: { NetworkMode: string; RestartPolicy: { Name: string } };
+        Mounts: Array<{ Source: string; Destination: string; RW: boolean }>;
+        Config: { Labels: Record<string, string>; Env: string[] };
+        Args: string[];
+      },
+    ];
     expect(info.HostConfig.NetworkMode).toBe("host");
     expect(info.HostConfig.RestartPolicy.Name).toBe("unless-stopped");
     expect(info.Config.Labels["kimi-kit.test"]).toBe("llama-container");
@@ -181,10 +202,16 @@ describe("llama-container.sh", () => {
     expect(info.Config.Env).toContain("LLAMA_ARG_N_PREDICT=64");
     expect(info.Args).toContain("--api-key-file");
     const secretMount = info.Mounts.find((m) => m.Destination === SECRET_IN_CONTAINER);
-    expect(secretMount).toMatchObject({ Source: join(stateDir, "secrets", name, basename(SECRET_IN_CONTAINER)), RW: false });
+    expect(secretMount).toMatchObject({
+      Source: join(stateDir, "secrets", name, basename(SECRET_IN_CONTAINER)),
+      RW: false,
+    });
     expect(info.Mounts.find((m) => m.Destination === "/models")).toMatchObject({ Source: modelDir, RW: false });
 
-    const logs = execFileSync("docker", ["logs", name], { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
+    const logs = execFileSync("docker", ["logs", name], {
+      stdio: ["ignore", "pipe", "pipe"],
+      maxBuffer: 64 * 1024 * 1024,
+    });
     expect(logs.toString()).not.toContain(KEY);
     expect(statSync(join(stateDir, "secrets", name)).mode & 0o777).toBe(0o700);
     expect(statSync(secretMount!.Source).mode & 0o777).toBe(0o600);
@@ -196,7 +223,9 @@ describe("llama-container.sh", () => {
     expect(r.status).toBe(0);
     const kv = keyValues(r.stdout);
     expect(kv).toMatchObject({ name, state: "running", id: firstId, image: image.name, restart_count: "0" });
-    expect(kv.spec_sha256).toBe(docker(["inspect", "--format", '{{index .Config.Labels "kimi-kit.spec-sha256"}}', name]).trim());
+    expect(kv.spec_sha256).toBe(
+      docker(["inspect", "--format", '{{index .Config.Labels "kimi-kit.spec-sha256"}}', name]).trim(),
+    );
     expect(kv.health).toMatch(image.hasShell ? /^(starting|healthy)$/ : /^none$/);
   });
 
@@ -236,11 +265,26 @@ describe("llama-container.sh", () => {
   }, 180_000);
 
   it("a server that cannot start fails with its logs, naming the container and URL", () => {
-    const r = container(
-      ["up", "--name", failingName, "--image", image.name, "--volume", `${modelDir}:/models:ro`,
-        "--health-url", `http://127.0.0.1:${port + 1}/health`, "--wait-seconds", "60",
-        "--", "-m", "/models/no-such-model.gguf", "--host", "127.0.0.1", "--port", String(port + 1)],
-    );
+    const r = container([
+      "up",
+      "--name",
+      failingName,
+      "--image",
+      image.name,
+      "--volume",
+      `${modelDir}:/models:ro`,
+      "--health-url",
+      `http://127.0.0.1:${port + 1}/health`,
+      "--wait-seconds",
+      "60",
+      "--",
+      "-m",
+      "/models/no-such-model.gguf",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port + 1),
+    ]);
     expect(r.status).toBe(3);
     expect(r.stderr).toContain(`container ${failingName} stopped before http://127.0.0.1:${port + 1}/health answered`);
     expect(r.stderr).toContain(`last 50 log lines of ${failingName}`);
@@ -253,11 +297,30 @@ describe("llama-container.sh", () => {
   it("a server that never answers the health URL times out with exit 3 after --wait-seconds", () => {
     const url = `http://127.0.0.1:${port + 2}/no-such-endpoint`;
     const started = Date.now();
-    const r = container(
-      ["up", "--name", failingName, "--image", image.name, "--volume", `${modelDir}:/models:ro`,
-        "--health-url", url, "--wait-seconds", "4",
-        "--", "-m", `/models/${basename(shards[0] ?? "")}`, "--host", "127.0.0.1", "--port", String(port + 2), "-c", "256", "-t", "1"],
-    );
+    const r = container([
+      "up",
+      "--name",
+      failingName,
+      "--image",
+      image.name,
+      "--volume",
+      `${modelDir}:/models:ro`,
+      "--health-url",
+      url,
+      "--wait-seconds",
+      "4",
+      "--",
+      "-m",
+      `/models/${basename(shards[0] ?? "")}`,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port + 2),
+      "-c",
+      "256",
+      "-t",
+      "1",
+    ]);
     expect(r.status).toBe(3);
     expect(Date.now() - started).toBeGreaterThanOrEqual(4_000);
     expect(r.stderr).toContain(`container ${failingName} is running but ${url} did not answer 200 within 4s`);
@@ -267,7 +330,17 @@ describe("llama-container.sh", () => {
   }, 180_000);
 
   it("refuses a missing volume source and a container it did not create", () => {
-    const missing = container(["up", "--name", `${name}-x`, "--image", image.name, "--volume", `${work}/absent:/models:ro`, "--", "--version"]);
+    const missing = container([
+      "up",
+      "--name",
+      `${name}-x`,
+      "--image",
+      image.name,
+      "--volume",
+      `${work}/absent:/models:ro`,
+      "--",
+      "--version",
+    ]);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain(`volume source ${work}/absent does not exist on this host`);
 
@@ -289,7 +362,22 @@ describe("llama-container.sh", () => {
   it("--entrypoint runs another program of the same image, is part of the spec, and must be absolute", () => {
     expect(image.hasRpcServer).toBe(true);
     const entryName = `${name}-entrypoint`;
-    const entryArgs = (entrypoint: string) => ["up", "--name", entryName, "--image", image.name, "--entrypoint", entrypoint, "--restart", "no", "--", "--host", "127.0.0.1", "--port", String(port + 3)];
+    const entryArgs = (entrypoint: string) => [
+      "up",
+      "--name",
+      entryName,
+      "--image",
+      image.name,
+      "--entrypoint",
+      entrypoint,
+      "--restart",
+      "no",
+      "--",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port + 3),
+    ];
     try {
       const relative = container(entryArgs("ggml-rpc-server"));
       expect(relative.status).toBe(2);
@@ -297,12 +385,16 @@ describe("llama-container.sh", () => {
       const up = container(entryArgs("/app/ggml-rpc-server"));
       expect(up.status, up.stderr).toBe(0);
       expect(result(up.stdout).action).toBe("created");
-      expect(docker(["inspect", "--format", "{{json .Config.Entrypoint}}", entryName]).trim()).toBe('["/app/ggml-rpc-server"]');
+      expect(docker(["inspect", "--format", "{{json .Config.Entrypoint}}", entryName]).trim()).toBe(
+        '["/app/ggml-rpc-server"]',
+      );
       // The same arguments under another entrypoint are another spec.
       const other = container(entryArgs("/app/llama-server"));
       expect(other.status, other.stderr).toBe(0);
       expect(result(other.stdout).action).toBe("replaced");
-      expect(docker(["inspect", "--format", "{{json .Config.Entrypoint}}", entryName]).trim()).toBe('["/app/llama-server"]');
+      expect(docker(["inspect", "--format", "{{json .Config.Entrypoint}}", entryName]).trim()).toBe(
+        '["/app/llama-server"]',
+      );
     } finally {
       removeIfPresent(entryName);
     }

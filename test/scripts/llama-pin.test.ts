@@ -32,12 +32,17 @@ describe(`the llama.cpp pin (${release})`, () => {
   });
 
   it("builds the catalog's release: the source's own tag, as node-llama-cpp ships it", () => {
-    const info = JSON.parse(readFileSync(join(llamaBinDir(), "..", "..", "llama.cpp.info.json"), "utf8")) as { tag: string };
+    const info = JSON.parse(readFileSync(join(llamaBinDir(), "..", "..", "llama.cpp.info.json"), "utf8")) as {
+      tag: string;
+    };
     expect(info.tag).toBe(release);
   });
 
   it("the built llama-server's --help lists exactly the fixture's flags and environment names", () => {
-    const help = execFileSync(llamaTool("llama-server"), ["--help"], { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 8 * 1024 * 1024 }).toString();
+    const help = execFileSync(llamaTool("llama-server"), ["--help"], {
+      stdio: ["ignore", "pipe", "pipe"],
+      maxBuffer: 8 * 1024 * 1024,
+    }).toString();
     const built = helpSurface(help);
     const fixture = helpSurface(readFileSync(fixturePath, "utf8"));
     expect(built.flags.length).toBeGreaterThan(100);

@@ -36,7 +36,13 @@ afterAll(async () => {
 
 describe("npm run lock", () => {
   it("lists every shard with size and sha256 and reads every tensor table over range requests", async () => {
-    const lock = await buildLock({ repo: REPO, tier: TIER, baseUrl: server.baseUrl, revision: "main", token: "hf_test_token" });
+    const lock = await buildLock({
+      repo: REPO,
+      tier: TIER,
+      baseUrl: server.baseUrl,
+      revision: "main",
+      token: "hf_test_token",
+    });
     expect(lock.shards.map((shard) => shard.path)).toEqual(shards.map((file) => `${TIER}/${file.split("/").pop()}`));
     for (const [index, shard] of lock.shards.entries()) {
       expect(shard.size).toBe(statSync(shards[index]!).size);
@@ -55,25 +61,43 @@ describe("npm run lock", () => {
   });
 
   it("classifies the real tensors: fused routed experts, shared experts, MLA attention", async () => {
-    const lock = await buildLock({ repo: REPO, tier: TIER, baseUrl: server.baseUrl, revision: "main", token: "hf_test_token" });
+    const lock = await buildLock({
+      repo: REPO,
+      tier: TIER,
+      baseUrl: server.baseUrl,
+      revision: "main",
+      token: "hf_test_token",
+    });
     const tensors = tensorsFromLock(lock);
     const experts = tensors.filter((tensor) => tensor.cls === "routedExperts");
     expect(experts.length).toBeGreaterThan(0);
-    expect(experts.some((tensor) => tensor.name.includes("ffn_gate_up_exps") || tensor.name.includes("ffn_up_exps"))).toBe(true);
+    expect(
+      experts.some((tensor) => tensor.name.includes("ffn_gate_up_exps") || tensor.name.includes("ffn_up_exps")),
+    ).toBe(true);
     expect(tensors.some((tensor) => tensor.cls === "sharedExperts")).toBe(true);
     expect(tensors.some((tensor) => tensor.name.includes("attn_kv_a_mqa") && tensor.cls === "attention")).toBe(true);
     expect(tensors.every((tensor) => tensor.bytes > 0)).toBe(true);
   });
 
   it("says what failed when the token is wrong or the tier folder is missing", async () => {
-    await expect(buildLock({ repo: REPO, tier: TIER, baseUrl: server.baseUrl, revision: "main", token: "wrong" })).rejects.toThrow(/tree\/main\/F32 failed/);
-    await expect(buildLock({ repo: REPO, tier: "Q9", baseUrl: server.baseUrl, revision: "main", token: "hf_test_token" })).rejects.toThrow(/Q9/);
+    await expect(
+      buildLock({ repo: REPO, tier: TIER, baseUrl: server.baseUrl, revision: "main", token: "wrong" }),
+    ).rejects.toThrow(/tree\/main\/F32 failed/);
+    await expect(
+      buildLock({ repo: REPO, tier: "Q9", baseUrl: server.baseUrl, revision: "main", token: "hf_test_token" }),
+    ).rejects.toThrow(/Q9/);
   });
 });
 
 describe("planning from a lock", () => {
   it("places the real tensors and takes the architecture from the GGUF metadata, for a repo the catalog does not list", async () => {
-    const lock = await buildLock({ repo: REPO, tier: TIER, baseUrl: server.baseUrl, revision: "main", token: "hf_test_token" });
+    const lock = await buildLock({
+      repo: REPO,
+      tier: TIER,
+      baseUrl: server.baseUrl,
+      revision: "main",
+      token: "hf_test_token",
+    });
     const lockFile = join(root, "deepseek2.lock.json");
     writeFileSync(lockFile, JSON.stringify(lock));
     const base = loadStackConfig("cpu-ddr5");
@@ -86,7 +110,14 @@ describe("planning from a lock", () => {
     expect(plan.tensorSource).toBe("lock");
     expect(plan.model.architecture.layers).toBe(2);
     expect(plan.model.architecture.kvLoraRank + plan.model.architecture.qkRopeHeadDim).toBe(576);
-    expect(plan.modelBytes).toBe(lock.shards.flatMap((shard) => shard.tensors).reduce((sum, t) => sum + tensorsFromLock({ ...lock, shards: [{ ...lock.shards[0]!, tensors: [t] }] })[0]!.bytes, 0));
+    expect(plan.modelBytes).toBe(
+      lock.shards
+        .flatMap((shard) => shard.tensors)
+        .reduce(
+          (sum, t) => sum + tensorsFromLock({ ...lock, shards: [{ ...lock.shards[0]!, tensors: [t] }] })[0]!.bytes,
+          0,
+        ),
+    );
     expect(plan.placement.memory[0]!.kvBytes).toBe(256 * 576 * 2 * 2);
     expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--model") + 1]).toBe(`/models/${lock.shards[0]!.path}`);
   });

@@ -28,16 +28,19 @@ function onHost(command: string): { status: number | null; stdout: string; stder
 const run = (args: string[], env = "") => onHost(`${env} bash ${q(`${remoteDir}/${SCRIPT}`)} ${args.map(q).join(" ")}`);
 
 function keyValues(stdout: string): Record<string, string> {
-  return Object.fromEntries(stdout.split("\n").flatMap((line) => {
-    const match = /^([a-z_0-9]+)=(.*)$/.exec(line);
-    return match ? [[match[1]!, match[2]!]] : [];
-  }));
+  return Object.fromEntries(
+    stdout.split("\n").flatMap((line) => {
+      const match = /^([a-z_0-9]+)=(.*)$/.exec(line);
+      return match ? [[match[1]!, match[2]!]] : [];
+    }),
+  );
 }
 
 beforeAll(async () => {
   sshd = await startLoopbackSshd();
   remoteDir = sshd.exec("mktemp -d -t kimi-kit-membw-XXXXXX").trim();
-  for (const name of [SCRIPT, "lib-common.sh"]) sshd.exec(`cat > ${q(`${remoteDir}/${name}`)}`, readFileSync(join(SCRIPTS_DIR, name), "utf8"));
+  for (const name of [SCRIPT, "lib-common.sh"])
+    sshd.exec(`cat > ${q(`${remoteDir}/${name}`)}`, readFileSync(join(SCRIPTS_DIR, name), "utf8"));
 }, 60_000);
 
 afterAll(async () => {
@@ -52,7 +55,13 @@ describe("measure-bandwidth.sh", () => {
     const help = run(["--help"]);
     expect(help.status).toBe(0);
     expect(help.stdout).toMatch(/^Usage: measure-bandwidth\.sh/);
-    for (const args of [["--bogus"], ["--seconds", "0"], ["--seconds", "121"], ["--threads", "x"], ["--block-mib", "48"]]) {
+    for (const args of [
+      ["--bogus"],
+      ["--seconds", "0"],
+      ["--seconds", "121"],
+      ["--threads", "x"],
+      ["--block-mib", "48"],
+    ]) {
       const r = run(args);
       expect(r.status, args.join(" ")).toBe(2);
       expect(r.stderr).toContain(args[0]);
@@ -73,7 +82,15 @@ describe("measure-bandwidth.sh", () => {
       expect(gbps).toBeGreaterThan(1);
       expect(gbps).toBeLessThan(2000);
       figures.push(gbps);
-      expect(kv.threads).toBe(String(new Set(spawnSync("lscpu", ["-p=Core,Socket"], { encoding: "utf8" }).stdout.split("\n").filter((l) => l && !l.startsWith("#"))).size));
+      expect(kv.threads).toBe(
+        String(
+          new Set(
+            spawnSync("lscpu", ["-p=Core,Socket"], { encoding: "utf8" })
+              .stdout.split("\n")
+              .filter((l) => l && !l.startsWith("#")),
+          ).size,
+        ),
+      );
       expect(kv.seconds).toBe("3");
       expect(kv.tool).toMatch(/^sysbench \d/);
       // sysbench reads for 3 s; buffer set-up and ssh add a little, far below the 2 × S + 60 s bound.
@@ -97,7 +114,22 @@ describe("measure-bandwidth.sh", () => {
   it("with --best-effort, a host where sysbench cannot be installed yields an empty figure, the reason, and exit 0", () => {
     // A PATH without sysbench or apt-get, as a non-Debian host would have.
     const emptyBin = sshd.exec("mktemp -d -t kimi-kit-nobin-XXXXXX").trim();
-    for (const tool of ["bash", "awk", "sed", "grep", "find", "wc", "sort", "head", "tr", "id", "lscpu", "getconf", "timeout", "dirname"]) {
+    for (const tool of [
+      "bash",
+      "awk",
+      "sed",
+      "grep",
+      "find",
+      "wc",
+      "sort",
+      "head",
+      "tr",
+      "id",
+      "lscpu",
+      "getconf",
+      "timeout",
+      "dirname",
+    ]) {
       sshd.exec(`p=$(command -v ${tool}) && ln -s "$p" ${q(`${emptyBin}/${tool}`)} || true`);
     }
     const soft = onHost(`PATH=${q(emptyBin)} bash ${q(`${remoteDir}/${SCRIPT}`)} --best-effort --seconds 1`);

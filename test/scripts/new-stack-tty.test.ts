@@ -30,7 +30,30 @@ function tmux(...args: string[]): string {
 /** Starts the command in a 200×60 terminal; the pane stays after it exits, to read its output and status. */
 function start(command: string): void {
   const shell = `${command}; echo "new-stack exited with $?"`;
-  tmux("start-server", ";", "set-option", "-wg", "remain-on-exit", "on", ";", "new-session", "-d", "-s", "t", "-x", "200", "-y", "60", "-c", root, "-e", `KIMI_KIT_STACKS_DIR=${stacksDir}`, "sh", "-c", shell);
+  tmux(
+    "start-server",
+    ";",
+    "set-option",
+    "-wg",
+    "remain-on-exit",
+    "on",
+    ";",
+    "new-session",
+    "-d",
+    "-s",
+    "t",
+    "-x",
+    "200",
+    "-y",
+    "60",
+    "-c",
+    root,
+    "-e",
+    `KIMI_KIT_STACKS_DIR=${stacksDir}`,
+    "sh",
+    "-c",
+    shell,
+  );
 }
 
 /** Everything the terminal shows and scrolled past, wrapped lines joined. */
@@ -43,7 +66,8 @@ async function waitFor(part: string, times = 1): Promise<string> {
   for (;;) {
     const shown = screen();
     if (occurrences(shown, part) >= times) return shown;
-    if (Date.now() > deadline) throw new Error(`waited ${PROMPT_TIMEOUT_MS} ms for ${JSON.stringify(part)} (×${times}); the screen:\n${shown}`);
+    if (Date.now() > deadline)
+      throw new Error(`waited ${PROMPT_TIMEOUT_MS} ms for ${JSON.stringify(part)} (×${times}); the screen:\n${shown}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
@@ -92,7 +116,10 @@ describe("npm run new-stack in a terminal (tmux)", () => {
     await waitFor('host.memory.total: found "384"; allowed: a positive size with its unit');
     await reply("RAM in all (with its unit, like 384GiB; epyc-9374f has 12 channels) [384GiB]: ", "384GiB", 2);
     await reply("GPUs as MODEL:COUNT, several separated by commas, or none [none]: ", "rtx-pro-6000:1");
-    await reply("SSH address `pulumi up` connects to (blank: add it later; the plan needs none) [blank]: ", "203.0.113.30");
+    await reply(
+      "SSH address `pulumi up` connects to (blank: add it later; the plan needs none) [blank]: ",
+      "203.0.113.30",
+    );
     await reply("What the hardware costs to buy, USD (none: no cost section) [none]: ", "$16,500");
     await reply("Power draw under load, watts: ", "700");
     await reply("Expected tokens per month, input and output together (50M = 50,000,000) [50M]: ", "200M");
@@ -107,7 +134,10 @@ describe("npm run new-stack in a terminal (tmux)", () => {
     expect(config.host.kind === "bare-metal" && config.host.gpus).toEqual([{ model: "rtx-pro-6000", count: 1 }]);
     expect(config.host.kind === "bare-metal" && config.host.ssh?.host).toBe("203.0.113.30");
     expect(config.serving).toMatchObject({ contextLength: 65536, parallelSlots: 2 });
-    expect(config.costs).toMatchObject({ hardware: { priceUsd: 16500, powerWatts: 700 }, usage: { tokensPerMonth: 200_000_000, mix: { input: 3, output: 1 } } });
+    expect(config.costs).toMatchObject({
+      hardware: { priceUsd: 16500, powerWatts: 700 },
+      usage: { tokensPerMonth: 200_000_000, mix: { input: 3, output: 1 } },
+    });
     // What the terminal printed is the plan of the file on disk.
     const plan = buildPlan("team-a", config);
     expect(shown).toContain(plan.fits ? `Verdict: FITS (${plan.placement.mode})` : "Verdict: ");
@@ -127,14 +157,24 @@ describe("npm run new-stack in a terminal (tmux)", () => {
     await reply("AWS region [us-east-1]: ", "");
     await reply("Networks that may reach SSH and the API port (CIDRs separated by commas, like 203.0.113.0/24): ", "");
     await waitFor("host.allowedCidrs: found nothing; allowed: one or more IPv4 CIDRs");
-    await reply("Networks that may reach SSH and the API port (CIDRs separated by commas, like 203.0.113.0/24): ", "203.0.113.0/24", 2);
+    await reply(
+      "Networks that may reach SSH and the API port (CIDRs separated by commas, like 203.0.113.0/24): ",
+      "203.0.113.0/24",
+      2,
+    );
     await reply("Expected tokens per month, input and output together (50M = 50,000,000) [50M]: ", "");
     await reply("Input to output tokens, IN:OUT [3:1]: ", "");
     const { status, shown } = await finished();
     expect(status, shown).toBe(0);
-    for (const asked of ["Stack name", "Host kind", "Instance type", "Context length", "Parallel slots"]) expect(shown).not.toContain(asked);
+    for (const asked of ["Stack name", "Host kind", "Instance type", "Context length", "Parallel slots"])
+      expect(shown).not.toContain(asked);
     const config = loadStackConfig("cloud-a", stacksDir);
-    expect(config.host).toMatchObject({ kind: "cloud", instanceType: "r7i.24xlarge", region: "us-east-1", allowedCidrs: ["203.0.113.0/24"] });
+    expect(config.host).toMatchObject({
+      kind: "cloud",
+      instanceType: "r7i.24xlarge",
+      region: "us-east-1",
+      allowedCidrs: ["203.0.113.0/24"],
+    });
     expect(shown).toContain(`Verdict: FITS (${buildPlan("cloud-a", config).placement.mode})`);
   }, 180_000);
 

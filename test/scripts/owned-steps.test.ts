@@ -33,7 +33,9 @@ function onHost(script: string): { status: number | null; stdout: string } {
 
 /** A step named `name` that makes `thing` and removes it on delete; `generation` stands for its triggers. */
 function step(name: string, thing: string, generation: string) {
-  return ownedStepCommands(name, shellQuote(["touch", "--", thing]), shellQuote(["rm", "-f", "--", thing]), [generation]);
+  return ownedStepCommands(name, shellQuote(["touch", "--", thing]), shellQuote(["rm", "-f", "--", thing]), [
+    generation,
+  ]);
 }
 
 it("replace: create(new), then delete(old) keeps what the new step made; destroy removes it", () => {

@@ -5,7 +5,17 @@
  * run checks that no worktree and no temporary directory is left behind, Ctrl-C included.
  */
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  existsSync,
+} from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -35,13 +45,24 @@ function sideRef(tag: string, files: Record<string, string>): void {
     return run.stdout.trim();
   };
   plumb(["read-tree", "HEAD"]);
-  for (const [path, content] of Object.entries(files)) plumb(["update-index", "--add", "--cacheinfo", `100644,${plumb(["hash-object", "-w", "--stdin"], content)},${path}`]);
+  for (const [path, content] of Object.entries(files))
+    plumb([
+      "update-index",
+      "--add",
+      "--cacheinfo",
+      `100644,${plumb(["hash-object", "-w", "--stdin"], content)},${path}`,
+    ]);
   const commit = plumb(["commit-tree", plumb(["write-tree"]), "-p", "HEAD", "-m", tag]);
   plumb(["tag", tag, commit]);
 }
 
 function plan(args: string[], env: Record<string, string> = {}): SpawnSyncReturns<string> {
-  return spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(repo, "cli", "plan.ts"), ...args], { cwd: repo, encoding: "utf8", env: { ...process.env, TMPDIR: temp, ...env }, timeout: 120_000 });
+  return spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(repo, "cli", "plan.ts"), ...args], {
+    cwd: repo,
+    encoding: "utf8",
+    env: { ...process.env, TMPDIR: temp, ...env },
+    timeout: 120_000,
+  });
 }
 
 /** The worktrees git knows of: only the repository itself once a run is over. */
@@ -65,7 +86,11 @@ beforeAll(() => {
   temp = join(dir, "tmp");
   mkdirSync(temp);
   // The kit as it is now (tracked and new files, not ignored ones), so the test runs this tree's code.
-  const files = spawnSync("git", ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], { encoding: "utf8" }).stdout.split("\0").filter(Boolean);
+  const files = spawnSync("git", ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], {
+    encoding: "utf8",
+  })
+    .stdout.split("\0")
+    .filter(Boolean);
   for (const file of files) {
     if (!existsSync(join(root, file))) continue; // deleted in the working tree, still in the index
     mkdirSync(dirname(join(repo, file)), { recursive: true });
@@ -75,7 +100,12 @@ beforeAll(() => {
   // The kit's node_modules, linked: .gitignore's "node_modules/" matches a directory, not a link, so say it here.
   symlinkSync(join(root, "node_modules"), join(repo, "node_modules"), "dir");
   writeFileSync(join(repo, ".git", "info", "exclude"), "/node_modules\n");
-  for (const [key, value] of [["user.name", "plan-diff test"], ["user.email", "plan-diff@test.invalid"], ["commit.gpgsign", "false"]] as const) git("config", key, value);
+  for (const [key, value] of [
+    ["user.name", "plan-diff test"],
+    ["user.email", "plan-diff@test.invalid"],
+    ["commit.gpgsign", "false"],
+  ] as const)
+    git("config", key, value);
   git("add", "-A");
   git("commit", "--quiet", "-m", "the kit");
 
@@ -90,7 +120,13 @@ beforeAll(() => {
   git("commit", "--quiet", "-m", "cpu-ddr5: 64K context; a new stack");
 
   // "Older kits" at side refs: their own cli/plan.ts is what --diff must run.
-  const oldPlan = { stack: "cpu-ddr5", fits: true, mode: "cpu-only", devices: [{ name: "CPU", label: "system RAM", capacityBytes: 384 * 1024 ** 3, plannedBytes: 300 * 1024 ** 3 }], projection: { decodeTokensPerSecond: 3 } };
+  const oldPlan = {
+    stack: "cpu-ddr5",
+    fits: true,
+    mode: "cpu-only",
+    devices: [{ name: "CPU", label: "system RAM", capacityBytes: 384 * 1024 ** 3, plannedBytes: 300 * 1024 ** 3 }],
+    projection: { decodeTokensPerSecond: 3 },
+  };
   sideRef("old-shape", { "cli/plan.ts": `process.stdout.write(${JSON.stringify(JSON.stringify(oldPlan))});\n` });
   sideRef("crashes", { "cli/plan.ts": `throw new RangeError("the old planner gave up");\n` });
   // Tells the test it is running (its pid, through a FIFO when one is named), then never finishes.
@@ -114,7 +150,9 @@ describe("npm run plan -- --diff", { timeout: 120_000 }, () => {
     expect(run.stdout).toContain("Material: yes — llama-server flags: --ctx-size");
     expect(run.stdout).toContain("changed  --ctx-size: 32768 → 65536");
     // Kimi K2.6's MLA KV: 61 layers × (512 + 64) × 2 bytes per token, 32768 → 65536 tokens.
-    expect(run.stdout).toContain(`KV ${((61 * 576 * 2 * 32768) / 1024 ** 3).toFixed(2)} GiB → ${((61 * 576 * 2 * 65536) / 1024 ** 3).toFixed(2)} GiB`);
+    expect(run.stdout).toContain(
+      `KV ${((61 * 576 * 2 * 32768) / 1024 ** 3).toFixed(2)} GiB → ${((61 * 576 * 2 * 65536) / 1024 ** 3).toFixed(2)} GiB`,
+    );
     expectNothingLeft();
   });
 
@@ -168,7 +206,9 @@ describe("npm run plan -- --diff", { timeout: 120_000 }, () => {
   it("a stack added after the ref is a new stack, not an error", () => {
     const run = plan(["--stack", "fresh", "--diff", "HEAD~1"]);
     expect(run.status).toBe(3);
-    expect(run.stdout).toContain(`new stack: stacks/Pulumi.fresh.yaml does not exist at HEAD~1 (${git("rev-parse", "--short=7", "HEAD~1")})`);
+    expect(run.stdout).toContain(
+      `new stack: stacks/Pulumi.fresh.yaml does not exist at HEAD~1 (${git("rev-parse", "--short=7", "HEAD~1")})`,
+    );
     expect(run.stdout).toContain("Verdict: FITS (cpu-only)");
     expectNothingLeft();
   });
@@ -184,11 +224,18 @@ describe("npm run plan -- --diff", { timeout: 120_000 }, () => {
     const run = plan(["--stack", "cpu-ddr5", "--diff", "HEAD~1"]);
     expect(run.status).toBe(3);
     const sha = git("rev-parse", "--short=7", "HEAD~1");
-    expect(run.stdout).toMatch(new RegExp(`^unreadable at HEAD~1 \\(${sha}\\): stack cpu-ddr5: the configuration is invalid: .*serving\\.contextLength: found -5.* \\(exit 1\\)$`, "m"));
+    expect(run.stdout).toMatch(
+      new RegExp(
+        `^unreadable at HEAD~1 \\(${sha}\\): stack cpu-ddr5: the configuration is invalid: .*serving\\.contextLength: found -5.* \\(exit 1\\)$`,
+        "m",
+      ),
+    );
     expect(run.stdout).toContain("Verdict: FITS (cpu-only)");
     const crashed = plan(["--stack", "cpu-ddr5", "--diff", "crashes"]);
     expect(crashed.status).toBe(3);
-    expect(crashed.stdout).toMatch(/^unreadable at crashes \([0-9a-f]{7}\): RangeError: the old planner gave up \(exit 1\)$/m);
+    expect(crashed.stdout).toMatch(
+      /^unreadable at crashes \([0-9a-f]{7}\): RangeError: the old planner gave up \(exit 1\)$/m,
+    );
     expectNothingLeft();
   });
 
@@ -217,12 +264,16 @@ describe("npm run plan -- --diff", { timeout: 120_000 }, () => {
     expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
     // Its own process group, as a shell gives a foreground job: the signal goes to the whole group, as Ctrl-C does.
     // node itself loads tsx (no tsx parent process relaying the signal and racing the child's last write).
-    const cli = spawn(process.execPath, ["--import", "tsx", join(repo, "cli", "plan.ts"), "--stack", "cpu-ddr5", "--diff", "hangs"], {
-      cwd: repo,
-      env: { ...process.env, TMPDIR: temp, PLAN_DIFF_TEST_FIFO: fifo },
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const cli = spawn(
+      process.execPath,
+      ["--import", "tsx", join(repo, "cli", "plan.ts"), "--stack", "cpu-ddr5", "--diff", "hangs"],
+      {
+        cwd: repo,
+        env: { ...process.env, TMPDIR: temp, PLAN_DIFF_TEST_FIFO: fifo },
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let stderr = "";
     cli.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => cli.on("close", (code) => resolve(code)));
@@ -237,7 +288,9 @@ describe("npm run plan -- --diff", { timeout: 120_000 }, () => {
     expect(stderr).toContain("--diff: stopped by SIGINT; the temporary worktree was removed");
     expectNothingLeft();
     // The old planner is gone (or a zombie nobody has reaped yet: no longer running either way).
-    const state = existsSync(`/proc/${pid}/status`) ? /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] : "gone";
+    const state = existsSync(`/proc/${pid}/status`)
+      ? /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]
+      : "gone";
     expect(["gone", "Z"]).toContain(state);
   });
 });
@@ -249,17 +302,23 @@ describe("npm run plan -- --diff-stack", { timeout: 120_000 }, () => {
     const lines = run.stdout.split("\n");
     expect(lines[0]).toBe("<!-- kimi-kit-plan-diff:cpu-ddr5..cpu-ddr5-q4 -->");
     expect(lines[1]).toBe("### Plan diff: stack `cpu-ddr5` → stack `cpu-ddr5-q4`");
-    expect(lines.slice(2, 6).join("\n")).toMatch(/> \*\*Verdict changed: FITS \(cpu-only\) → DOES NOT FIT \(now refused\)\.\*\*/);
+    expect(lines.slice(2, 6).join("\n")).toMatch(
+      /> \*\*Verdict changed: FITS \(cpu-only\) → DOES NOT FIT \(now refused\)\.\*\*/,
+    );
     expect(worktrees()).toEqual([`worktree ${repo}`]);
   });
 
   it("bad usage is one line and exit 2: an unknown stack, both --diff and --diff-stack, an unknown --format", () => {
     const unknown = plan(["--stack", "cpu-ddr5", "--diff-stack", "nope"]);
     expect(unknown.status).toBe(2);
-    expect(unknown.stderr.trim().split("\n")).toEqual([expect.stringContaining("no stack file stacks/Pulumi.nope.yaml")]);
+    expect(unknown.stderr.trim().split("\n")).toEqual([
+      expect.stringContaining("no stack file stacks/Pulumi.nope.yaml"),
+    ]);
     const both = plan(["--stack", "cpu-ddr5", "--diff", "HEAD", "--diff-stack", "cpu-ddr5-q4"]);
     expect(both.status).toBe(2);
-    expect(both.stderr.split("\n")[0]).toBe("--diff and --diff-stack: one at a time (a ref of one stack, or two stacks of this tree)");
+    expect(both.stderr.split("\n")[0]).toBe(
+      "--diff and --diff-stack: one at a time (a ref of one stack, or two stacks of this tree)",
+    );
     const format = plan(["--stack", "cpu-ddr5", "--diff-stack", "cpu-ddr5-q4", "--format", "html"]);
     expect(format.status).toBe(2);
     expect(format.stderr).toBe('--format: found "html"; allowed: text, markdown or json\n');

@@ -26,7 +26,6 @@ const skipped = hasChromium ? "" : ` (SKIPPED: ${CHROMIUM} is absent; apt-get in
 // The default reporter shows a skipped suite only as a count: say why where it is seen.
 if (!hasChromium) console.warn(`report-html-browser.test.ts${skipped}`);
 
-
 const planJson = (stack: string): PlanJson => planToJson(buildPlan(stack, loadStackConfig(stack), { lock: null }));
 
 /** What the page reports about itself: bars as drawn, device labels, and what went wrong. */
@@ -53,7 +52,11 @@ interface PageDocument {
 }
 
 /** Opens a file in a fresh page; returns what it rendered and every console error or page error. */
-async function open(browser: Browser, file: string, screenshot: string): Promise<{ rendered: Rendered; errors: string[] }> {
+async function open(
+  browser: Browser,
+  file: string,
+  screenshot: string,
+): Promise<{ rendered: Rendered; errors: string[] }> {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
   const errors: string[] = [];
   page.on("console", (message) => {
@@ -78,7 +81,10 @@ async function open(browser: Browser, file: string, screenshot: string): Promise
           left: box.left,
         };
       }),
-      labels: [...document.querySelectorAll(".device-label")].map((text) => ({ device: text.getAttribute("data-device") ?? "", text: text.textContent ?? "" })),
+      labels: [...document.querySelectorAll(".device-label")].map((text) => ({
+        device: text.getAttribute("data-device") ?? "",
+        text: text.textContent ?? "",
+      })),
       text: document.documentElement.textContent ?? "",
     };
   });
@@ -98,7 +104,9 @@ function expectRenderedMatches(rendered: Rendered, versions: readonly ReportVers
     const latest = [...devices].reverse().find((device) => device !== undefined)!;
     expect(label.text).toContain(name);
     expect(label.text).toContain(latest.label);
-    const scale = rendered.trackPx / Math.max(...devices.map((device) => (device ? Math.max(device.capacityBytes, device.plannedBytes) : 0)));
+    const scale =
+      rendered.trackPx /
+      Math.max(...devices.map((device) => (device ? Math.max(device.capacityBytes, device.plannedBytes) : 0)));
     devices.forEach((device, version) => {
       const bars = rendered.bars.filter((bar) => bar.device === name && bar.version === String(version));
       if (!device) return expect(bars).toEqual([]);
@@ -144,18 +152,22 @@ describe.skipIf(!hasChromium)(`plan report in headless chromium${skipped}`, () =
     await browser?.close();
   });
 
-  it.each(["cpu-ddr5", "rtx3090x4", "diff"])("%s: no errors, every label, bar widths within 2 px, a screenshot", async (name) => {
-    const versions = cases[name]!;
-    const file = join(dir, `${name}.html`);
-    writeFileSync(file, renderHtmlReport(versions));
-    const screenshot = join(dir, `${name}.png`);
-    const { rendered, errors } = await open(browser, file, screenshot);
-    expect(errors).toEqual([]);
-    expectRenderedMatches(rendered, versions);
-    for (const version of versions) for (const device of version.plan.devices) expect(rendered.text).toContain(device.label);
-    expect(readFileSync(screenshot).subarray(1, 4).toString("latin1")).toBe("PNG");
-    expect(statSync(screenshot).size).toBeGreaterThan(10_000);
-  });
+  it.each(["cpu-ddr5", "rtx3090x4", "diff"])(
+    "%s: no errors, every label, bar widths within 2 px, a screenshot",
+    async (name) => {
+      const versions = cases[name]!;
+      const file = join(dir, `${name}.html`);
+      writeFileSync(file, renderHtmlReport(versions));
+      const screenshot = join(dir, `${name}.png`);
+      const { rendered, errors } = await open(browser, file, screenshot);
+      expect(errors).toEqual([]);
+      expectRenderedMatches(rendered, versions);
+      for (const version of versions)
+        for (const device of version.plan.devices) expect(rendered.text).toContain(device.label);
+      expect(readFileSync(screenshot).subarray(1, 4).toString("latin1")).toBe("PNG");
+      expect(statSync(screenshot).size).toBeGreaterThan(10_000);
+    },
+  );
 
   it("the standalone memory SVG renders the same bars", async () => {
     const versions = cases["diff"]!;

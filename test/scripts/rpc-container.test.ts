@@ -33,7 +33,11 @@ let sshd: LoopbackSshd;
 
 /** Runs llama-container.sh on this host, as the kit's steps run it on a worker. */
 function container(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const run = spawnSync("bash", [SCRIPT, ...args], { encoding: "utf8", timeout: 120_000, env: { ...process.env, KIMI_KIT_STATE_DIR: join(work, "state") } });
+  const run = spawnSync("bash", [SCRIPT, ...args], {
+    encoding: "utf8",
+    timeout: 120_000,
+    env: { ...process.env, KIMI_KIT_STATE_DIR: join(work, "state") },
+  });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
@@ -42,12 +46,33 @@ function lastResult(stdout: string): string {
 }
 
 function docker(args: string[]): string {
-  return execFileSync("docker", args, { stdio: ["ignore", "pipe", "pipe"] }).toString().trim();
+  return execFileSync("docker", args, { stdio: ["ignore", "pipe", "pipe"] })
+    .toString()
+    .trim();
 }
 
 /** RpcWorker's argv (rpcServerUpArgv) with this test's image, address and port. */
 function upArgs(): string[] {
-  return ["up", "--name", name, "--image", image.name, "--entrypoint", RPC_SERVER_ENTRYPOINT, "--restart", "unless-stopped", "--label", "kimi-kit.test=rpc-container", "--", "--host", "127.0.0.1", "--port", String(port), "--threads", "2"];
+  return [
+    "up",
+    "--name",
+    name,
+    "--image",
+    image.name,
+    "--entrypoint",
+    RPC_SERVER_ENTRYPOINT,
+    "--restart",
+    "unless-stopped",
+    "--label",
+    "kimi-kit.test=rpc-container",
+    "--",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--threads",
+    "2",
+  ];
 }
 
 beforeAll(async () => {
@@ -61,9 +86,19 @@ beforeAll(async () => {
 
 /** RpcWorker's check: `llama-container.sh status` over the pinned connection, read by workerDownMessage. */
 function workerCheck(): string | undefined {
-  const connection = { host: sshd.host, port: sshd.port, user: sshd.user, hostKey: sshd.hostPublicKey, privateKey: sshd.privateKey };
+  const connection = {
+    host: sshd.host,
+    port: sshd.port,
+    user: sshd.user,
+    hostKey: sshd.hostPublicKey,
+    privateKey: sshd.privateKey,
+  };
   const stdout = runRemoteNow(connection, shellQuote(["bash", SCRIPT, "status", "--name", name]));
-  return workerDownMessage({ id: "worker-1", endpoint: `127.0.0.1:${port}`, containerName: name }, stdout, "llama-container.sh up …");
+  return workerDownMessage(
+    { id: "worker-1", endpoint: `127.0.0.1:${port}`, containerName: name },
+    stdout,
+    "llama-container.sh up …",
+  );
 }
 
 afterAll(async () => {
@@ -83,14 +118,31 @@ describe("ggml-rpc-server in a container from the llama-server image", () => {
     const up = container(upArgs());
     expect(up.status, up.stderr).toBe(0);
     expect(lastResult(up.stdout)).toMatch(/^CONTAINER_RESULT action=created id=[0-9a-f]{64}$/);
-    expect(JSON.parse(docker(["inspect", "--format", "{{json .Config.Entrypoint}}", name]))).toEqual([RPC_SERVER_ENTRYPOINT]);
+    expect(JSON.parse(docker(["inspect", "--format", "{{json .Config.Entrypoint}}", name]))).toEqual([
+      RPC_SERVER_ENTRYPOINT,
+    ]);
     expect(docker(["inspect", "--format", "{{.HostConfig.NetworkMode}}", name])).toBe("host");
     // ggml-rpc-server has no health URL: its listening socket is the condition.
     await waitForPort(port, 60_000).catch((error: unknown) => {
-      throw new Error(`${String(error)}; container state ${docker(["inspect", "--format", "{{.State.Status}}", name])}, logs:\n${docker(["logs", name])}`);
+      throw new Error(
+        `${String(error)}; container state ${docker(["inspect", "--format", "{{.State.Status}}", name])}, logs:\n${docker(["logs", name])}`,
+      );
     });
 
-    head = await startServer(generateDeepseek2Model(work), ["-c", "512", "-np", "1", "-t", "2", "--fit", "off", "-ngl", "99", "--rpc", `127.0.0.1:${port}`]);
+    head = await startServer(generateDeepseek2Model(work), [
+      "-c",
+      "512",
+      "-np",
+      "1",
+      "-t",
+      "2",
+      "--fit",
+      "off",
+      "-ngl",
+      "99",
+      "--rpc",
+      `127.0.0.1:${port}`,
+    ]);
     const answer = await head.complete({ prompt: [1, 2, 3, 4], n_predict: 4 });
     const logged = parseBuffers(head.log());
     await head.stop();

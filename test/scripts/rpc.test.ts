@@ -32,26 +32,47 @@ describe("llama.cpp built with RPC", () => {
     const help = execFileSync(llamaServerPath(), ["--help"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     const fixture = readFileSync(join(__dirname, "..", "fixtures", "llama-server-help-v0.5.0.txt"), "utf8");
     // The fixture was saved with stderr, whose one timestamped log line ("0.00.000.690 I srv …") is not help.
-    const body = (text: string) => text.split("\n").filter((line) => !/^\d+\.\d+\.\d+\.\d+ I /.test(line)).join("\n").trim();
+    const body = (text: string) =>
+      text
+        .split("\n")
+        .filter((line) => !/^\d+\.\d+\.\d+\.\d+ I /.test(line))
+        .join("\n")
+        .trim();
     expect(body(help)).toBe(body(fixture));
     expect(help).toMatch(/^--rpc SERVERS\s+comma-separated list of RPC servers \(host:port\)$/m);
   });
 
   it("a head llama-server places its layers on a ggml-rpc-server worker and serves", async () => {
     const port = await freePort();
-    worker = spawn(llamaTool("ggml-rpc-server"), ["-H", "127.0.0.1", "-p", String(port)], { stdio: ["ignore", "pipe", "pipe"] });
+    worker = spawn(llamaTool("ggml-rpc-server"), ["-H", "127.0.0.1", "-p", String(port)], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     worker.stdout?.on("data", (chunk: Buffer) => (workerLog += chunk.toString()));
     worker.stderr?.on("data", (chunk: Buffer) => (workerLog += chunk.toString()));
     // Its banner goes to a pipe, block-buffered: the listening socket is the condition to wait on.
-    const listening = () => new Promise<boolean>((resolve) => {
-      const socket = connect(port, "127.0.0.1", () => (socket.end(), resolve(true)));
-      socket.on("error", () => resolve(false));
-    });
+    const listening = () =>
+      new Promise<boolean>((resolve) => {
+        const socket = connect(port, "127.0.0.1", () => (socket.end(), resolve(true)));
+        socket.on("error", () => resolve(false));
+      });
     for (let tries = 0; !(await listening()); tries++) {
       if (worker.exitCode !== null || tries > 300) throw new Error(`ggml-rpc-server did not start:\n${workerLog}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    const head = await startServer(generateDeepseek2Model(dir), ["-c", "512", "-np", "1", "-t", "2", "--fit", "off", "-ngl", "99", "--rpc", `127.0.0.1:${port}`]);
+    const head = await startServer(generateDeepseek2Model(dir), [
+      "-c",
+      "512",
+      "-np",
+      "1",
+      "-t",
+      "2",
+      "--fit",
+      "off",
+      "-ngl",
+      "99",
+      "--rpc",
+      `127.0.0.1:${port}`,
+    ]);
     const logged = parseBuffers(head.log());
     const answer = await head.complete({ prompt: [1, 2, 3, 4], n_predict: 4 });
     await head.stop();

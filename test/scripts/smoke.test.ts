@@ -27,7 +27,12 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const smoke = (port: number) => spawnSync("bash", ["-c", smokeScript("127.0.0.1", port, "kimi", 60)], { input: `${KEY}\n`, encoding: "utf8", timeout: 120_000 });
+const smoke = (port: number) =>
+  spawnSync("bash", ["-c", smokeScript("127.0.0.1", port, "kimi", 60)], {
+    input: `${KEY}\n`,
+    encoding: "utf8",
+    timeout: 120_000,
+  });
 
 it("fails, naming the cause, when the server runs without keys", async () => {
   const open = await startServer(model, ["-c", "256"]);

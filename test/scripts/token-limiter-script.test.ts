@@ -15,9 +15,31 @@ const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/token-limiter.sh")
 const dir = mkdtempSync(join(tmpdir(), "kimi-kit-limiter-script-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const base = () => ["apply", "--name", "t", "--from", join(dir, "token-limiter.js"), "--prometheus", "http://127.0.0.1:9", "--limits", join(dir, "limits"), "--socket", join(dir, "admin.sock"), "--blocked-map", join(dir, "blocked.map"), "--interval", "10", "--install-dir", join(dir, "install"), "--run-dir", join(dir, "run"), "--no-systemd"];
+const base = () => [
+  "apply",
+  "--name",
+  "t",
+  "--from",
+  join(dir, "token-limiter.js"),
+  "--prometheus",
+  "http://127.0.0.1:9",
+  "--limits",
+  join(dir, "limits"),
+  "--socket",
+  join(dir, "admin.sock"),
+  "--blocked-map",
+  join(dir, "blocked.map"),
+  "--interval",
+  "10",
+  "--install-dir",
+  join(dir, "install"),
+  "--run-dir",
+  join(dir, "run"),
+  "--no-systemd",
+];
 const run = (argv: string[]) => spawnSync("bash", [SCRIPT, ...argv], { encoding: "utf8" });
-const replaced = (flag: string, value: string) => base().map((arg, index, all) => (all[index - 1] === flag ? value : arg));
+const replaced = (flag: string, value: string) =>
+  base().map((arg, index, all) => (all[index - 1] === flag ? value : arg));
 
 writeFileSync(join(dir, "token-limiter.js"), hostProgramJavaScript("token-limiter"));
 writeFileSync(join(dir, "limits"), "alpha 100\n");
@@ -41,14 +63,19 @@ describe("token-limiter.sh refuses bad input, naming it", () => {
     expect(result.stderr).toContain("--socket is required");
   });
 
-  it.skipIf(process.getuid?.() !== 0)("no gateway socket, or a file that is not the limiter → exit 1, nothing installed", () => {
-    const noSocket = run(base());
-    expect(noSocket.status).toBe(1);
-    expect(noSocket.stderr).toContain(`--socket ${join(dir, "admin.sock")} is not a socket (is the gateway running?)`);
-    writeFileSync(join(dir, "other.js"), "console.log('hello');\n");
-    const other = run(replaced("--from", join(dir, "other.js")));
-    expect(other.status).toBe(1);
-    expect(other.stderr).toContain("is not the token limiter (no TOKENS_LAST_MINUTE_QUERY in it)");
-    expect(existsSync(join(dir, "install", "t"))).toBe(false);
-  });
+  it.skipIf(process.getuid?.() !== 0)(
+    "no gateway socket, or a file that is not the limiter → exit 1, nothing installed",
+    () => {
+      const noSocket = run(base());
+      expect(noSocket.status).toBe(1);
+      expect(noSocket.stderr).toContain(
+        `--socket ${join(dir, "admin.sock")} is not a socket (is the gateway running?)`,
+      );
+      writeFileSync(join(dir, "other.js"), "console.log('hello');\n");
+      const other = run(replaced("--from", join(dir, "other.js")));
+      expect(other.status).toBe(1);
+      expect(other.stderr).toContain("is not the token limiter (no TOKENS_LAST_MINUTE_QUERY in it)");
+      expect(existsSync(join(dir, "install", "t"))).toBe(false);
+    },
+  );
 });

@@ -17,10 +17,16 @@ import { until as untilCondition } from "../support/until";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/usage-exporter.sh");
 const isRoot = process.getuid?.() === 0;
-const hostPath = (process.env.PATH ?? "").split(delimiter).filter((entry) => !entry.includes("node_modules")).join(delimiter);
+const hostPath = (process.env.PATH ?? "")
+  .split(delimiter)
+  .filter((entry) => !entry.includes("node_modules"))
+  .join(delimiter);
 const hasNode = spawnSync("node", ["--version"], { env: { ...process.env, PATH: hostPath } }).status === 0;
-const hasTools = ["curl", "setsid", "flock"].every((tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0);
-const until = <T>(what: string, check: () => Promise<T | undefined>) => untilCondition(what, check, { timeoutMs: 15_000, intervalMs: 100 });
+const hasTools = ["curl", "setsid", "flock"].every(
+  (tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0,
+);
+const until = <T>(what: string, check: () => Promise<T | undefined>) =>
+  untilCondition(what, check, { timeoutMs: 15_000, intervalMs: 100 });
 
 interface Result {
   status: number | null;
@@ -29,15 +35,24 @@ interface Result {
 }
 
 function script(args: string[], timeoutMs = 60_000): Result {
-  const r = spawnSync("bash", [SCRIPT, ...args], { encoding: "utf8", timeout: timeoutMs, env: { ...process.env, PATH: hostPath } });
+  const r = spawnSync("bash", [SCRIPT, ...args], {
+    encoding: "utf8",
+    timeout: timeoutMs,
+    env: { ...process.env, PATH: hostPath },
+  });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function keyValues(stdout: string): Record<string, string> {
-  return Object.fromEntries(stdout.split("\n").flatMap((line) => (/^[a-z0-9_]+=/.test(line) ? [[line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]] : [])));
+  return Object.fromEntries(
+    stdout
+      .split("\n")
+      .flatMap((line) =>
+        /^[a-z0-9_]+=/.test(line) ? [[line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]] : [],
+      ),
+  );
 }
-
 
 /** Running: it exists and is no zombie (PID 1 here may reap an orphan late). */
 const alive = (pid: number) => {
@@ -63,9 +78,29 @@ describe.skipIf(!isRoot || !hasNode || !hasTools)("usage-exporter.sh (daemon mod
   const stateFile = () => join(stateDir(), "r1.json");
   const dirs = () => ["--install-dir", installDir(), "--state-dir", stateDir(), "--run-dir", runDir(), "--no-systemd"];
   const apply = (metrics = metricsPort, extra: string[] = []) =>
-    script(["apply", "--name", "r1", "--from", jsFile(), "--listen", `127.0.0.1:${proxyPort}`, "--upstream", `127.0.0.1:${upstreamPort}`, "--metrics", `127.0.0.1:${metrics}`, ...dirs(), "--ready-seconds", "30", ...extra]);
-  const log = () => (existsSync(join(runDir(), "usage-r1.log")) ? readFileSync(join(runDir(), "usage-r1.log"), "utf8").slice(-2000) : "(no log)");
-  const expectOk = (r: Result) => expect(r.status, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}\nexporter log:\n${log()}`).toBe(0);
+    script([
+      "apply",
+      "--name",
+      "r1",
+      "--from",
+      jsFile(),
+      "--listen",
+      `127.0.0.1:${proxyPort}`,
+      "--upstream",
+      `127.0.0.1:${upstreamPort}`,
+      "--metrics",
+      `127.0.0.1:${metrics}`,
+      ...dirs(),
+      "--ready-seconds",
+      "30",
+      ...extra,
+    ]);
+  const log = () =>
+    existsSync(join(runDir(), "usage-r1.log"))
+      ? readFileSync(join(runDir(), "usage-r1.log"), "utf8").slice(-2000)
+      : "(no log)";
+  const expectOk = (r: Result) =>
+    expect(r.status, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}\nexporter log:\n${log()}`).toBe(0);
 
   const metricsText = async (port: number) => {
     const response = await fetch(`http://127.0.0.1:${port}/metrics`);
@@ -96,7 +131,12 @@ describe.skipIf(!isRoot || !hasNode || !hasTools)("usage-exporter.sh (daemon mod
     work = mkdtempSync(join(tmpdir(), "kimi-usage-exporter-script-"));
     mkdirSync(join(work, "from"));
     writeFileSync(jsFile(), hostProgramJavaScript("usage-exporter"));
-    [upstreamPort, proxyPort, metricsPort, metricsPort2] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    [upstreamPort, proxyPort, metricsPort, metricsPort2] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
     const fake = `
       require("http").createServer((req, res) => {
         req.resume();
@@ -136,14 +176,18 @@ describe.skipIf(!isRoot || !hasNode || !hasTools)("usage-exporter.sh (daemon mod
     firstPid = Number(out.pid);
     expect(firstPid).toBeGreaterThan(1);
     expect(alive(firstPid)).toBe(true);
-    expect(readFileSync(join(installDir(), "r1", "usage-exporter.js"), "utf8")).toBe(hostProgramJavaScript("usage-exporter"));
+    expect(readFileSync(join(installDir(), "r1", "usage-exporter.js"), "utf8")).toBe(
+      hostProgramJavaScript("usage-exporter"),
+    );
     expect(readFileSync(join(runDir(), "usage-r1.pid"), "utf8").trim()).toBe(String(firstPid));
 
     await complete("a");
     const text = await countsReach(metricsPort, "a", 1);
     expect(metric(text, "kimi_team_prompt_tokens_total", "a")).toBe(12);
     expect(metric(text, "kimi_team_completion_tokens_total", "a")).toBe(5);
-    await until("the state file to hold team a", async () => (existsSync(stateFile()) && readFileSync(stateFile(), "utf8").includes('"a"') ? true : undefined));
+    await until("the state file to hold team a", async () =>
+      existsSync(stateFile()) && readFileSync(stateFile(), "utf8").includes('"a"') ? true : undefined,
+    );
   }, 90_000);
 
   it("re-applies unchanged: changed=no, same pid", () => {
@@ -202,14 +246,53 @@ describe.skipIf(!isRoot || !hasNode || !hasTools)("usage-exporter.sh (daemon mod
   });
 
   it("refuses an unreadable --from and a bad --listen with exit 2, naming the flag, and leaves it running", () => {
-    const missing = script(["apply", "--name", "r1", "--from", join(work, "nope.js"), "--listen", `127.0.0.1:${proxyPort}`, "--upstream", `127.0.0.1:${upstreamPort}`, "--metrics", `127.0.0.1:${metricsPort2}`, ...dirs()]);
+    const missing = script([
+      "apply",
+      "--name",
+      "r1",
+      "--from",
+      join(work, "nope.js"),
+      "--listen",
+      `127.0.0.1:${proxyPort}`,
+      "--upstream",
+      `127.0.0.1:${upstreamPort}`,
+      "--metrics",
+      `127.0.0.1:${metricsPort2}`,
+      ...dirs(),
+    ]);
     expect(missing.status).toBe(2);
     expect(missing.stderr).toContain("--from");
-    const folder = script(["apply", "--name", "r1", "--from", work, "--listen", `127.0.0.1:${proxyPort}`, "--upstream", `127.0.0.1:${upstreamPort}`, "--metrics", `127.0.0.1:${metricsPort2}`, ...dirs()]);
+    const folder = script([
+      "apply",
+      "--name",
+      "r1",
+      "--from",
+      work,
+      "--listen",
+      `127.0.0.1:${proxyPort}`,
+      "--upstream",
+      `127.0.0.1:${upstreamPort}`,
+      "--metrics",
+      `127.0.0.1:${metricsPort2}`,
+      ...dirs(),
+    ]);
     expect(folder.status).toBe(2);
     expect(folder.stderr).toContain("--from");
     for (const bad of ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "localhost:8080", "300.1.1.1:80"]) {
-      const r = script(["apply", "--name", "r1", "--from", jsFile(), "--listen", bad, "--upstream", `127.0.0.1:${upstreamPort}`, "--metrics", `127.0.0.1:${metricsPort2}`, ...dirs()]);
+      const r = script([
+        "apply",
+        "--name",
+        "r1",
+        "--from",
+        jsFile(),
+        "--listen",
+        bad,
+        "--upstream",
+        `127.0.0.1:${upstreamPort}`,
+        "--metrics",
+        `127.0.0.1:${metricsPort2}`,
+        ...dirs(),
+      ]);
       expect(r.status, `--listen ${bad}: ${r.stderr}`).toBe(2);
       expect(r.stderr).toContain("--listen");
     }

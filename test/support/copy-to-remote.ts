@@ -22,7 +22,8 @@ import { basename, posix } from "node:path";
 
 export type RemoteEntry = "folder" | "file" | "missing";
 
-export type CopySource = { kind: "folder"; localPath: string } | { kind: "file"; localPath: string } | { kind: "text"; text: string };
+export type CopySource =
+  { kind: "folder"; localPath: string } | { kind: "file"; localPath: string } | { kind: "text"; text: string };
 
 export type CopyAction =
   /** sftp Mkdir: one level; fails when the parent is missing or the path exists. */
@@ -32,19 +33,25 @@ export type CopyAction =
   /** copyFile / copyTextContent: create (or truncate) remotePath and write it. */
   | { kind: "write-file"; remotePath: string; from: { localPath: string } | { text: string } };
 
-
-
 /** The paths the plugin stats before it decides, so a caller can look them up in one go. */
 export function pathsToStat(source: CopySource, remotePath: string): string[] {
-  if (source.kind === "folder" && !source.localPath.endsWith("/")) return [remotePath, posix.join(remotePath, basename(source.localPath))];
+  if (source.kind === "folder" && !source.localPath.endsWith("/"))
+    return [remotePath, posix.join(remotePath, basename(source.localPath))];
   return [remotePath];
 }
 
 /** The plugin's decision, given what each path in pathsToStat(...) is on the host. */
-export function copyToRemoteActions(source: CopySource, remotePath: string, stat: (path: string) => RemoteEntry): CopyAction[] {
+export function copyToRemoteActions(
+  source: CopySource,
+  remotePath: string,
+  stat: (path: string) => RemoteEntry,
+): CopyAction[] {
   const destination = stat(remotePath);
   if (source.kind === "text") {
-    if (destination === "folder") throw new Error(`remote path ${remotePath} is a directory; when using a text asset, remotePath must be a file path`);
+    if (destination === "folder")
+      throw new Error(
+        `remote path ${remotePath} is a directory; when using a text asset, remotePath must be a file path`,
+      );
     return [{ kind: "write-file", remotePath, from: { text: source.text } }];
   }
   if (source.kind === "file") {

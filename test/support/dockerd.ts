@@ -15,7 +15,15 @@
  */
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import {
-  existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync, writeFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -202,7 +210,8 @@ export async function ensureDockerd(): Promise<Dockerd> {
       await stopDaemon(ours);
     }
 
-    if (!host.startsWith("unix://")) throw new Error(`DOCKER_HOST=${host} does not answer and is no unix socket to start dockerd on`);
+    if (!host.startsWith("unix://"))
+      throw new Error(`DOCKER_HOST=${host} does not answer and is no unix socket to start dockerd on`);
     const keepRoot = Boolean(process.env.KIMI_KIT_DOCKERD_ROOT);
     const root = process.env.KIMI_KIT_DOCKERD_ROOT || mkdtempSync(join(tmpdir(), "kimi-kit-dockerd-"));
     mkdirSync(root, { recursive: true });

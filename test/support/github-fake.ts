@@ -119,7 +119,11 @@ export async function startGithubFake(options: FakeOptions): Promise<GithubFake>
   };
 
   const send = (res: ServerResponse, status: number, json: unknown, headers: Record<string, string> = {}): void => {
-    res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", "X-GitHub-Api-Version-Selected": "2022-11-28", ...headers });
+    res.writeHead(status, {
+      "Content-Type": "application/json; charset=utf-8",
+      "X-GitHub-Api-Version-Selected": "2022-11-28",
+      ...headers,
+    });
     res.end(JSON.stringify(json));
   };
   const error = (res: ServerResponse, status: number, message: string, extra: Record<string, unknown> = {}): void =>
@@ -142,11 +146,22 @@ export async function startGithubFake(options: FakeOptions): Promise<GithubFake>
     }
     const body = typeof parsed === "object" && parsed !== null ? (parsed as { body?: unknown }).body : undefined;
     if (typeof body !== "string" || body.length === 0) {
-      error(res, 422, "Validation Failed", { errors: [{ resource: "IssueComment", code: "missing_field", field: "body" }] });
+      error(res, 422, "Validation Failed", {
+        errors: [{ resource: "IssueComment", code: "missing_field", field: "body" }],
+      });
       return undefined;
     }
     if (body.length > fake.maxBody) {
-      error(res, 422, "Validation Failed", { errors: [{ resource: "IssueComment", code: "custom", field: "body", message: `body is too long (maximum is ${fake.maxBody} characters)` }] });
+      error(res, 422, "Validation Failed", {
+        errors: [
+          {
+            resource: "IssueComment",
+            code: "custom",
+            field: "body",
+            message: `body is too long (maximum is ${fake.maxBody} characters)`,
+          },
+        ],
+      });
       return undefined;
     }
     return body;
@@ -175,13 +190,19 @@ export async function startGithubFake(options: FakeOptions): Promise<GithubFake>
         const page = Math.max(1, Number(url.searchParams.get("page") ?? 1) || 1);
         const all = comments.get(pr) ?? [];
         const last = Math.max(1, Math.ceil(all.length / perPage));
-        const link = (p: number, rel: string) => `<${base}/repositories/${REPO_ID}/issues/${pr}/comments?per_page=${perPage}&page=${p}>; rel="${rel}"`;
+        const link = (p: number, rel: string) =>
+          `<${base}/repositories/${REPO_ID}/issues/${pr}/comments?per_page=${perPage}&page=${p}>; rel="${rel}"`;
         const links = [
           ...(page > 1 ? [link(page - 1, "prev")] : []),
           ...(page < last ? [link(page + 1, "next"), link(last, "last")] : []),
           ...(page > 1 ? [link(1, "first")] : []),
         ];
-        return send(res, 200, all.slice((page - 1) * perPage, page * perPage), links.length ? { Link: links.join(", ") } : {});
+        return send(
+          res,
+          200,
+          all.slice((page - 1) * perPage, page * perPage),
+          links.length ? { Link: links.join(", ") } : {},
+        );
       }
       if (req.method === "POST") {
         if (!who.write) return error(res, 403, "Resource not accessible by integration");
@@ -221,7 +242,14 @@ export async function startGithubFake(options: FakeOptions): Promise<GithubFake>
   };
 
   const server: Server = createServer((req, res) => {
-    res.on("finish", () => requests.push({ method: req.method ?? "", url: req.url ?? "", status: res.statusCode, authorization: req.headers.authorization }));
+    res.on("finish", () =>
+      requests.push({
+        method: req.method ?? "",
+        url: req.url ?? "",
+        status: res.statusCode,
+        authorization: req.headers.authorization,
+      }),
+    );
     handle(req, res).catch((caught: unknown) => {
       if (!res.headersSent) error(res, 500, (caught as Error).message);
       else res.destroy();

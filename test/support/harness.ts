@@ -39,11 +39,17 @@ async function assetSource(source: unknown): Promise<CopySource> {
     return { kind: statSync(localPath).isDirectory() ? "folder" : "file", localPath };
   }
   if (source instanceof pulumi.asset.StringAsset) return { kind: "text", text: await source.text };
-  throw new Error(`harness: CopyToRemote refuses source ${JSON.stringify(source)}: asset must be a path-based file asset or a text asset`);
+  throw new Error(
+    `harness: CopyToRemote refuses source ${JSON.stringify(source)}: asset must be a path-based file asset or a text asset`,
+  );
 }
 
 /** Runs a command and collects its output without blocking the event loop: the loopback HTTP server lives in this process. */
-function run(program: string, args: string[], stdin?: string | Buffer): Promise<{ status: number; stdout: string; stderr: string }> {
+function run(
+  program: string,
+  args: string[],
+  stdin?: string | Buffer,
+): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(program, args, { stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
@@ -61,9 +67,21 @@ function ssh(sshd: LoopbackSshd, command: string, stdin?: string | Buffer) {
 }
 
 /** Carries out one CopyToRemote the way the plugin does; a refusal comes back as exit 1 with the plugin's message. */
-export async function copyToRemote(sshd: LoopbackSshd, source: CopySource, remotePath: string): Promise<{ status: number; stdout: string; stderr: string }> {
+export async function copyToRemote(
+  sshd: LoopbackSshd,
+  source: CopySource,
+  remotePath: string,
+): Promise<{ status: number; stdout: string; stderr: string }> {
   const paths = pathsToStat(source, remotePath);
-  const probe = await ssh(sshd, paths.map((path) => `if [ -d ${shellQuote([path])} ]; then echo folder; elif [ -e ${shellQuote([path])} ]; then echo file; else echo missing; fi`).join("; "));
+  const probe = await ssh(
+    sshd,
+    paths
+      .map(
+        (path) =>
+          `if [ -d ${shellQuote([path])} ]; then echo folder; elif [ -e ${shellQuote([path])} ]; then echo file; else echo missing; fi`,
+      )
+      .join("; "),
+  );
   if (probe.status !== 0) return probe;
   const kinds = new Map(paths.map((path, index) => [path, probe.stdout.split("\n")[index] as RemoteEntry]));
   let actions;
@@ -77,7 +95,11 @@ export async function copyToRemote(sshd: LoopbackSshd, source: CopySource, remot
     if (action.kind === "mkdir") last = await ssh(sshd, shellQuote(["mkdir", "--", action.remotePath]));
     else if (action.kind === "copy-folder-entries") {
       const archive = execFileSync("tar", ["-C", action.localFolder, "-cf", "-", "."], { maxBuffer: 1 << 30 });
-      last = await ssh(sshd, `[ -d ${shellQuote([action.remoteFolder])} ] && ${shellQuote(["tar", "-C", action.remoteFolder, "--no-overwrite-dir", "-xf", "-"])}`, archive);
+      last = await ssh(
+        sshd,
+        `[ -d ${shellQuote([action.remoteFolder])} ] && ${shellQuote(["tar", "-C", action.remoteFolder, "--no-overwrite-dir", "-xf", "-"])}`,
+        archive,
+      );
     } else {
       const content = "text" in action.from ? action.from.text : readFileSync(action.from.localPath);
       last = await ssh(sshd, `cat > ${shellQuote([action.remotePath])}`, content);
@@ -87,22 +109,43 @@ export async function copyToRemote(sshd: LoopbackSshd, source: CopySource, remot
   return last;
 }
 
-export async function applyRecorded(steps: readonly Registered[], sshd: LoopbackSshd, log: (line: string) => void = () => {}): Promise<StepResult[]> {
+export async function applyRecorded(
+  steps: readonly Registered[],
+  sshd: LoopbackSshd,
+  log: (line: string) => void = () => {},
+): Promise<StepResult[]> {
   const results: StepResult[] = [];
   for (const step of steps) {
     const started = Date.now();
     if (step.type === "command:remote:CopyToRemote") {
       const remotePath = String(plain(step.inputs.remotePath));
       const outcome = await copyToRemote(sshd, await assetSource(plain(step.inputs.source)), remotePath);
-      results.push({ name: step.name, type: step.type, action: "copy", ...outcome, seconds: (Date.now() - started) / 1000 });
+      results.push({
+        name: step.name,
+        type: step.type,
+        action: "copy",
+        ...outcome,
+        seconds: (Date.now() - started) / 1000,
+      });
     } else if (step.type === "command:remote:Command") {
       const stdin = plain(step.inputs.stdin);
-      const outcome = await ssh(sshd, String(plain(step.inputs.create)), stdin === undefined ? undefined : String(stdin));
-      results.push({ name: step.name, type: step.type, action: "create", ...outcome, seconds: (Date.now() - started) / 1000 });
+      const outcome = await ssh(
+        sshd,
+        String(plain(step.inputs.create)),
+        stdin === undefined ? undefined : String(stdin),
+      );
+      results.push({
+        name: step.name,
+        type: step.type,
+        action: "create",
+        ...outcome,
+        seconds: (Date.now() - started) / 1000,
+      });
     } else continue;
     const last = results.at(-1)!;
     log(`${last.action} ${last.name}: exit ${last.status} in ${last.seconds.toFixed(1)} s`);
-    if (last.status !== 0) throw new Error(`${last.name} failed (exit ${last.status}):\n${last.stderr}\n${last.stdout}`);
+    if (last.status !== 0)
+      throw new Error(`${last.name} failed (exit ${last.status}):\n${last.stderr}\n${last.stdout}`);
   }
   return results;
 }
@@ -113,7 +156,13 @@ export async function destroyRecorded(steps: readonly Registered[], sshd: Loopba
     if (step.type !== "command:remote:Command" || step.inputs.delete === undefined) continue;
     const started = Date.now();
     const outcome = await ssh(sshd, String(plain(step.inputs.delete)));
-    results.push({ name: step.name, type: step.type, action: "delete", ...outcome, seconds: (Date.now() - started) / 1000 });
+    results.push({
+      name: step.name,
+      type: step.type,
+      action: "delete",
+      ...outcome,
+      seconds: (Date.now() - started) / 1000,
+    });
   }
   return results;
 }

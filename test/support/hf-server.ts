@@ -294,7 +294,8 @@ export async function startHfServer(options: HfServerOptions): Promise<HfServer>
         }
         const rate = fault?.kind === "trickle" ? fault.bytesPerSecond : throttle;
         // Fast rates: 20 writes a second; slow ones: 10 (a 10 B/s trickle is 1 byte every 100 ms).
-        const chunkSize = rate <= 0 ? 256 * 1024 : rate >= 20 * 1024 ? Math.floor(rate / 20) : Math.max(1, Math.floor(rate / 10));
+        const chunkSize =
+          rate <= 0 ? 256 * 1024 : rate >= 20 * 1024 ? Math.floor(rate / 20) : Math.max(1, Math.floor(rate / 10));
         const want = Math.min(chunkSize, end - pos + 1, dropAt - pos);
         const buf = Buffer.alloc(want);
         const { bytesRead } = await fh.read(buf, 0, want, pos);
@@ -348,7 +349,10 @@ export async function startHfServer(options: HfServerOptions): Promise<HfServer>
     const handle = async () => {
       let segments: string[];
       try {
-        segments = pathname.split("/").slice(1).map((s) => decodeURIComponent(s));
+        segments = pathname
+          .split("/")
+          .slice(1)
+          .map((s) => decodeURIComponent(s));
       } catch {
         return sendJson(res, log, 400, { error: "bad URL encoding" });
       }

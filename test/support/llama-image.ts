@@ -14,7 +14,18 @@
  */
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, lstatSync, readlinkSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  lstatSync,
+  readlinkSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { llamaServerPath } from "../../lab/llama-cpp";
@@ -52,7 +63,9 @@ function lddLibraries(binary: string): string[] {
 }
 
 function docker(args: string[], input?: Buffer): string {
-  return execFileSync("docker", args, { input, stdio: ["pipe", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 }).toString().trim();
+  return execFileSync("docker", args, { input, stdio: ["pipe", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 })
+    .toString()
+    .trim();
 }
 
 function imageLabel(name: string): string | undefined {
@@ -64,29 +77,47 @@ function imageLabel(name: string): string | undefined {
   }
 }
 
-export function buildLlamaServerImage(name = process.env.KIMI_KIT_LLAMA_IMAGE ?? "local/llama.cpp:server-test"): LlamaServerImage {
+export function buildLlamaServerImage(
+  name = process.env.KIMI_KIT_LLAMA_IMAGE ?? "local/llama.cpp:server-test",
+): LlamaServerImage {
   const server = llamaServerPath();
   const binDir = dirname(server);
   // The build's own shared objects (real files and their soname links) and the system ones.
-  const ownLibs = readdirSync(binDir).filter((f) => /^lib.*\.so(\.\d+)*$/.test(f)).sort();
+  const ownLibs = readdirSync(binDir)
+    .filter((f) => /^lib.*\.so(\.\d+)*$/.test(f))
+    .sort();
   const ownLibSet = new Set(ownLibs.map((f) => join(binDir, f)));
   // The RPC worker from the same build: a split must run one build on every host.
   const rpcServer = join(binDir, RPC_SERVER);
   const hasRpcServer = existsSync(rpcServer);
   const programs = [server, ...(hasRpcServer ? [rpcServer] : [])];
-  const systemLibs = [...new Set(programs.flatMap(lddLibraries))].filter((p) => !ownLibSet.has(p) && dirname(p) !== binDir).sort();
+  const systemLibs = [...new Set(programs.flatMap(lddLibraries))]
+    .filter((p) => !ownLibSet.has(p) && dirname(p) !== binDir)
+    .sort();
   const hasShell = existsSync(BUSYBOX);
 
   const hash = createHash("sha256");
   hash.update("format=2\0");
-  for (const file of [...programs, ...ownLibs.map((f) => join(binDir, f)), ...systemLibs, ...(hasShell ? [BUSYBOX] : [])]) {
+  for (const file of [
+    ...programs,
+    ...ownLibs.map((f) => join(binDir, f)),
+    ...systemLibs,
+    ...(hasShell ? [BUSYBOX] : []),
+  ]) {
     hash.update(`${file}\0`);
     hash.update(lstatSync(file).isSymbolicLink() ? `link:${readlinkSync(file)}` : readFileSync(file));
   }
   const buildId = hash.digest("hex");
 
   if (imageLabel(name) === buildId) {
-    return { name, id: docker(["image", "inspect", "--format", "{{.Id}}", name]), buildId, hasShell, hasRpcServer, built: false };
+    return {
+      name,
+      id: docker(["image", "inspect", "--format", "{{.Id}}", name]),
+      buildId,
+      hasShell,
+      hasRpcServer,
+      built: false,
+    };
   }
 
   const rootfs = mkdtempSync(join(tmpdir(), "kimi-kit-llama-rootfs-"));
@@ -113,14 +144,20 @@ export function buildLlamaServerImage(name = process.env.KIMI_KIT_LLAMA_IMAGE ??
     }
     execFileSync("chmod", ["-R", "a+rX", rootfs]);
     execFileSync("chmod", ["1777", join(rootfs, "tmp")]);
-    const tar = execFileSync("tar", ["-C", rootfs, "--owner=0", "--group=0", "-c", "."], { maxBuffer: 1024 * 1024 * 1024 });
+    const tar = execFileSync("tar", ["-C", rootfs, "--owner=0", "--group=0", "-c", "."], {
+      maxBuffer: 1024 * 1024 * 1024,
+    });
     docker(
       [
         "import",
-        "-c", "ENV LD_LIBRARY_PATH=/app",
-        "-c", "ENV PATH=/app:/bin",
-        "-c", 'ENTRYPOINT ["/app/llama-server"]',
-        "-c", `LABEL ${BUILD_LABEL}=${buildId}`,
+        "-c",
+        "ENV LD_LIBRARY_PATH=/app",
+        "-c",
+        "ENV PATH=/app:/bin",
+        "-c",
+        'ENTRYPOINT ["/app/llama-server"]',
+        "-c",
+        `LABEL ${BUILD_LABEL}=${buildId}`,
         "-",
         name,
       ],
@@ -130,6 +167,7 @@ export function buildLlamaServerImage(name = process.env.KIMI_KIT_LLAMA_IMAGE ??
     rmSync(rootfs, { recursive: true, force: true });
   }
   const id = docker(["image", "inspect", "--format", "{{.Id}}", name]);
-  if (imageLabel(name) !== buildId) throw new Error(`docker import made ${name} (${id}) without label ${BUILD_LABEL}=${buildId}`);
+  if (imageLabel(name) !== buildId)
+    throw new Error(`docker import made ${name} (${id}) without label ${BUILD_LABEL}=${buildId}`);
   return { name, id, buildId, hasShell, hasRpcServer, built: true };
 }

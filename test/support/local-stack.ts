@@ -43,7 +43,13 @@ export async function startLocalHost(): Promise<LocalHost> {
   const dockerd = await ensureDockerd();
   const image = buildLlamaServerImage();
   const hf = await startHfServer({ root: repoRoot, repo: LOCAL_REPO, token: HF_TOKEN });
-  const lock = await buildLock({ repo: LOCAL_REPO, tier: LOCAL_TIER, baseUrl: hf.baseUrl, revision: "main", token: HF_TOKEN });
+  const lock = await buildLock({
+    repo: LOCAL_REPO,
+    tier: LOCAL_TIER,
+    baseUrl: hf.baseUrl,
+    revision: "main",
+    token: HF_TOKEN,
+  });
   const lockFile = join(dir, "local.lock.json");
   writeFileSync(lockFile, JSON.stringify(lock));
   const modelDir = join(dir, "host-models");
@@ -75,11 +81,22 @@ export function localStackValues(host: LocalHost, overrides: { contextLength?: n
       kind: "bare-metal",
       name: "loopback host (this machine)",
       ssh: { host: "127.0.0.1", port: host.sshd.port, user: host.sshd.user, hostPublicKey: host.sshd.hostPublicKey },
-      cpu: { cores: machine.cores, allCoreGHz: Number(machine.ghz.toFixed(2)), fp32FlopsPerCycle: 32, avx512: machine.avx512 },
+      cpu: {
+        cores: machine.cores,
+        allCoreGHz: Number(machine.ghz.toFixed(2)),
+        fp32FlopsPerCycle: 32,
+        avx512: machine.avx512,
+      },
       memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: measureReadBandwidthGBps(machine.cores) },
     },
     model: { repo: LOCAL_REPO, tier: LOCAL_TIER },
-    serving: { contextLength: overrides.contextLength ?? 256, parallelSlots: 1, kvCacheType: "f16", port: host.servingPort, bindAddress: "127.0.0.1" },
+    serving: {
+      contextLength: overrides.contextLength ?? 256,
+      parallelSlots: 1,
+      kvCacheType: "f16",
+      port: host.servingPort,
+      bindAddress: "127.0.0.1",
+    },
     costs: {
       hardware: { priceUsd: 0, amortizationMonths: 1, powerWatts: 0, usdPerKwh: 0 },
       api: { usdPerMillionInput: 0.95, usdPerMillionOutput: 4.0 },
@@ -92,16 +109,22 @@ export function localStackValues(host: LocalHost, overrides: { contextLength?: n
       huggingFaceBaseUrl: host.hf.baseUrl,
       lockFile: host.lockFile,
       containerName: `kimi-kit-local-${host.servingPort}`,
-      healthCommand: host.image.hasShell ? `wget -q -O /dev/null http://127.0.0.1:${host.servingPort}/health` : undefined,
+      healthCommand: host.image.hasShell
+        ? `wget -q -O /dev/null http://127.0.0.1:${host.servingPort}/health`
+        : undefined,
     },
   };
 }
 
 /** curl on this machine, returning status and body. */
-export function http(url: string, options: { method?: string; key?: string; body?: unknown } = {}): { status: number; body: string } {
+export function http(
+  url: string,
+  options: { method?: string; key?: string; body?: unknown } = {},
+): { status: number; body: string } {
   const args = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", options.method ?? "GET", url];
   if (options.key) args.push("-H", `Authorization: Bearer ${options.key}`);
-  if (options.body !== undefined) args.push("-H", "Content-Type: application/json", "--data-binary", JSON.stringify(options.body));
+  if (options.body !== undefined)
+    args.push("-H", "Content-Type: application/json", "--data-binary", JSON.stringify(options.body));
   const out = execFileSync("curl", args, { maxBuffer: 16 * 1024 * 1024 }).toString();
   const cut = out.lastIndexOf("\n");
   return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };

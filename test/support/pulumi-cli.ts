@@ -21,13 +21,30 @@ export interface PulumiProject {
 }
 
 export function pulumiProject(): PulumiProject {
-  const bin = execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], { encoding: "utf8", timeout: 1_200_000, stdio: ["ignore", "pipe", "inherit"] })
+  const bin = execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], {
+    encoding: "utf8",
+    timeout: 1_200_000,
+    stdio: ["ignore", "pipe", "inherit"],
+  })
     .trim()
     .split("\n")
     .pop()!;
   const work = mkdtempSync(join(tmpdir(), "kimi-kit-engine-"));
   const dir = join(work, "project");
-  for (const entry of ["Pulumi.yaml", "package.json", "tsconfig.json", "index.ts", "planner", "components", "catalog", "stacks", "ansible-free-scripts", "locks", "policy", "tools"]) {
+  for (const entry of [
+    "Pulumi.yaml",
+    "package.json",
+    "tsconfig.json",
+    "index.ts",
+    "planner",
+    "components",
+    "catalog",
+    "stacks",
+    "ansible-free-scripts",
+    "locks",
+    "policy",
+    "tools",
+  ]) {
     cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
   }
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
@@ -47,7 +64,11 @@ export function pulumiProject(): PulumiProject {
     dir,
     run(args, input) {
       return new Promise((resolve, reject) => {
-        const child = spawn(join(bin, "pulumi"), [...args, "--non-interactive"], { cwd: dir, env, stdio: ["pipe", "pipe", "pipe"] });
+        const child = spawn(join(bin, "pulumi"), [...args, "--non-interactive"], {
+          cwd: dir,
+          env,
+          stdio: ["pipe", "pipe", "pipe"],
+        });
         let output = "";
         child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
         child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));

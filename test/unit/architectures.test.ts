@@ -14,7 +14,11 @@ import { renderMemoryTable } from "../../planner/report";
 import { loadStackConfig } from "../../planner/stack-file";
 
 /** Metadata every MoE architecture needs, for a model of `layers` layers. */
-function metadata(arch: string, layers: number, extra: Record<string, number | number[] | string>): ManifestLock["metadata"] {
+function metadata(
+  arch: string,
+  layers: number,
+  extra: Record<string, number | number[] | string>,
+): ManifestLock["metadata"] {
   const key = (name: string) => `${arch}.${name}`;
   return {
     "general.architecture": arch,
@@ -45,7 +49,9 @@ describe("per-layer rules where the GGUF has no per-layer key", () => {
     const chunked = architectureFromMetadata(metadata("llama4", 8, { "attention.sliding_window": 4096 }));
     expect(chunked.kvLayout!.swaLayers).toEqual([0, 1, 2, 4, 5, 6]);
     expect(chunked.kvLayout!.swaWindow).toBe(8192);
-    expect(architectureFromMetadata(metadata("llama4", 8, { "attention.sliding_window": 0 })).kvLayout!.swaLayers).toEqual([]);
+    expect(
+      architectureFromMetadata(metadata("llama4", 8, { "attention.sliding_window": 0 })).kvLayout!.swaLayers,
+    ).toEqual([]);
   });
 
   it("qwen3next: without recurrent_layers every full_attention_interval-th layer keeps KV (default 4), the rest are recurrent", () => {
@@ -57,8 +63,19 @@ describe("per-layer rules where the GGUF has no per-layer key", () => {
   });
 
   it("glm-dsa: without indexer.types every layer is indexed below a 1M context; at 1M the first two and every fourth after them", () => {
-    const dsa = { "attention.kv_lora_rank": 512, "attention.key_length": 576, "attention.key_length_mla": 192, "attention.value_length_mla": 128, "attention.head_count_kv": 1, "rope.dimension_count": 64, "attention.indexer.key_length": 128 };
-    const indexed = (context: number) => architectureFromMetadata(metadata("glm-dsa", 10, { ...dsa, context_length: context })).kvLayout!.indexerK.flatMap((k, layer) => (k > 0 ? [layer] : []));
+    const dsa = {
+      "attention.kv_lora_rank": 512,
+      "attention.key_length": 576,
+      "attention.key_length_mla": 192,
+      "attention.value_length_mla": 128,
+      "attention.head_count_kv": 1,
+      "rope.dimension_count": 64,
+      "attention.indexer.key_length": 128,
+    };
+    const indexed = (context: number) =>
+      architectureFromMetadata(metadata("glm-dsa", 10, { ...dsa, context_length: context })).kvLayout!.indexerK.flatMap(
+        (k, layer) => (k > 0 ? [layer] : []),
+      );
     expect(indexed(202_752)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(indexed(1_048_576)).toEqual([0, 1, 2, 6]);
   });
@@ -80,7 +97,14 @@ describe("a stack whose lock holds an architecture the kit does not size", () =>
       source: "test",
       generatedAt: "test",
       metadata: { "general.architecture": "rwkv7" },
-      shards: [{ path: "rwkv-00001-of-00001.gguf", size: 1, sha256: "0".repeat(64), tensors: [{ name: "token_embd.weight", type: "F32", shape: [8, 8], offset: 0 }] }],
+      shards: [
+        {
+          path: "rwkv-00001-of-00001.gguf",
+          size: 1,
+          sha256: "0".repeat(64),
+          tensors: [{ name: "token_embd.weight", type: "F32", shape: [8, 8], offset: 0 }],
+        },
+      ],
     };
     let refusal: unknown;
     try {
@@ -89,7 +113,11 @@ describe("a stack whose lock holds an architecture the kit does not size", () =>
       refusal = error;
     }
     expect(refusal).toBeInstanceOf(ConfigError);
-    expect((refusal as ConfigError).problems).toEqual([expect.stringMatching(/^model\.repo: found "example\/rwkv-moe", whose lock says: architecture rwkv7 is not sized by this kit .*; allowed: a MoE model of an architecture this kit sizes \(deepseek2, kimi-k3, /)]);
+    expect((refusal as ConfigError).problems).toEqual([
+      expect.stringMatching(
+        /^model\.repo: found "example\/rwkv-moe", whose lock says: architecture rwkv7 is not sized by this kit .*; allowed: a MoE model of an architecture this kit sizes \(deepseek2, kimi-k3, /,
+      ),
+    ]);
   });
 });
 
@@ -100,7 +128,20 @@ describe("memory table columns", () => {
     const header = (table: string) => table.split("\n")[0]!.split(/\s{2,}/);
     expect(header(renderMemoryTable(k2.placement.memory))).not.toContain("recurrent");
     expect(header(renderMemoryTable(k2.placement.memory))).not.toContain("checkpoints");
-    expect(header(renderMemoryTable(k3.placement.memory))).toEqual(["device", "capacity", "weights", "repacked", "KV", "recurrent", "compute", "prompt cache", "checkpoints", "headroom", "planned", "fits"]);
+    expect(header(renderMemoryTable(k3.placement.memory))).toEqual([
+      "device",
+      "capacity",
+      "weights",
+      "repacked",
+      "KV",
+      "recurrent",
+      "compute",
+      "prompt cache",
+      "checkpoints",
+      "headroom",
+      "planned",
+      "fits",
+    ]);
     expect(loadCatalog().llamaCpp.defaults.ctxCheckpoints).toBe(32);
   });
 });

@@ -17,17 +17,22 @@ describe("llama-server arguments for the pinned release", () => {
     }
   });
 
-  it.each(listStacks().filter((stack) => stack !== "cpu-ddr5-q4"))("%s: every flag in the plan is in the table, the key is a file", (stack) => {
-    const plan = buildPlan(stack, loadStackConfig(stack));
-    const flags = plan.llamaServerArgs.filter((arg) => arg.startsWith("--"));
-    for (const flag of flags) expect(KIT_FLAG_REASONS.map(([name]) => name)).toContain(flag.replace(/^--no-/, "--"));
-    expect(flags).not.toContain("--api-key");
-    expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--api-key-file") + 1]).toBe("/run/kimi-kit/api-key");
-    const { tier } = plan.config.model;
-    const prefix = plan.model.id === "kimi-k3" ? "Kimi-K3" : "Kimi-K2.6";
-    expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--model") + 1]).toBe(`/models/${tier}/${prefix}-${tier}-00001-of-000${String(plan.shards.count).padStart(2, "0")}.gguf`);
-    expect(plan.explainedArgs.every((row) => row.why.length > 10)).toBe(true);
-  });
+  it.each(listStacks().filter((stack) => stack !== "cpu-ddr5-q4"))(
+    "%s: every flag in the plan is in the table, the key is a file",
+    (stack) => {
+      const plan = buildPlan(stack, loadStackConfig(stack));
+      const flags = plan.llamaServerArgs.filter((arg) => arg.startsWith("--"));
+      for (const flag of flags) expect(KIT_FLAG_REASONS.map(([name]) => name)).toContain(flag.replace(/^--no-/, "--"));
+      expect(flags).not.toContain("--api-key");
+      expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--api-key-file") + 1]).toBe("/run/kimi-kit/api-key");
+      const { tier } = plan.config.model;
+      const prefix = plan.model.id === "kimi-k3" ? "Kimi-K3" : "Kimi-K2.6";
+      expect(plan.llamaServerArgs[plan.llamaServerArgs.indexOf("--model") + 1]).toBe(
+        `/models/${tier}/${prefix}-${tier}-00001-of-000${String(plan.shards.count).padStart(2, "0")}.gguf`,
+      );
+      expect(plan.explainedArgs.every((row) => row.why.length > 10)).toBe(true);
+    },
+  );
 
   it("CPU build: threads = physical cores, no NUMA flag on one node, repacking on", () => {
     const plan = buildPlan("cpu-ddr5", loadStackConfig("cpu-ddr5"));

@@ -7,13 +7,31 @@ import type { CommandLineJson } from "../../planner/command-line";
 import { writeDeepseek2Gguf, type Deepseek2Dims } from "../../lab/gguf-writer";
 
 const root = join(__dirname, "..", "..");
-const plan = (...args: string[]) => spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], { cwd: root, encoding: "utf8" });
+const plan = (...args: string[]) =>
+  spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], {
+    cwd: root,
+    encoding: "utf8",
+  });
 const GiB = 1024 ** 3;
 
 /** A small deepseek2 model: 3 layers (1 dense), MLA with kv_lora 64 + rope 16, 8 experts of 64. */
 const DIMS: Deepseek2Dims = {
-  layers: 3, denseLeadingLayers: 1, hidden: 128, heads: 4, qLoraRank: 64, kvLoraRank: 64, qkNopeHeadDim: 32, qkRopeHeadDim: 16, vHeadDim: 32,
-  denseFfn: 256, experts: 8, activeExperts: 2, sharedExperts: 1, expertFfn: 64, vocab: 512, contextLength: 4096,
+  layers: 3,
+  denseLeadingLayers: 1,
+  hidden: 128,
+  heads: 4,
+  qLoraRank: 64,
+  kvLoraRank: 64,
+  qkNopeHeadDim: 32,
+  qkRopeHeadDim: 16,
+  vHeadDim: 32,
+  denseFfn: 256,
+  experts: 8,
+  activeExperts: 2,
+  sharedExperts: 1,
+  expertFfn: 64,
+  vocab: 512,
+  contextLength: 4096,
 };
 let dir: string;
 let model: string;
@@ -27,7 +45,13 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("npm run plan -- --stack X --args", () => {
   it("estimates a user's command line on the stack's host: settings, ignored flags, bytes by kind, projections", () => {
-    const run = plan("--stack", "cpu-ddr5", "--args", "-c 65536 -np 2 -ctk q8_0 -ctv q8_0 --jinja --temp 0.6", "--json");
+    const run = plan(
+      "--stack",
+      "cpu-ddr5",
+      "--args",
+      "-c 65536 -np 2 -ctk q8_0 -ctv q8_0 --jinja --temp 0.6",
+      "--json",
+    );
     expect(run.stderr).toBe("");
     expect(run.status).toBe(0);
     const json = JSON.parse(run.stdout) as CommandLineJson;
@@ -36,7 +60,9 @@ describe("npm run plan -- --stack X --args", () => {
     // Kimi K2.6's MLA KV: (512 + 64) q8_0 elements per token per layer = 18 blocks × 34 bytes = 612 B; 61 layers; 65,536 cells.
     expect(json.devices[0]!.bytesByKind.kv).toBe(612 * 61 * 65536);
     // llama-server's default load mode maps the file: the whole model is one span, 11.5 GiB of it read (the rest is repacked).
-    expect(json.devices[0]!.mappedFileSpanBytes).toBeGreaterThan(json.devices[0]!.bytesByKind.weights + json.devices[0]!.bytesByKind.repackedWeights * 0.99);
+    expect(json.devices[0]!.mappedFileSpanBytes).toBeGreaterThan(
+      json.devices[0]!.bytesByKind.weights + json.devices[0]!.bytesByKind.repackedWeights * 0.99,
+    );
     expect(json.projection.decodeByDepth.map((point) => point.depthTokens)).toEqual([0, 4096, 32768]);
     expect(json.projection.prefillByPrompt.length).toBeGreaterThan(1);
   });
@@ -44,7 +70,17 @@ describe("npm run plan -- --stack X --args", () => {
   it("text output prints the table by kind and says which flags it ignored (a pasted program name is dropped)", () => {
     const run = plan("--stack", "cpu-ddr5", "--args", "/usr/bin/llama-server -c 8192 --no-repack --metrics");
     expect(run.status).toBe(0);
-    for (const part of ["Ignored for sizing: --metrics", "repack off", "weights", "repacked", "prompt cache", "headroom", "decode   by depth", "prefill  by prompt"]) expect(run.stdout).toContain(part);
+    for (const part of [
+      "Ignored for sizing: --metrics",
+      "repack off",
+      "weights",
+      "repacked",
+      "prompt cache",
+      "headroom",
+      "decode   by depth",
+      "prefill  by prompt",
+    ])
+      expect(run.stdout).toContain(part);
   });
 
   it.each([
@@ -70,7 +106,15 @@ describe("npm run plan -- --stack X --args", () => {
 
 describe("npm run plan -- --gguf PATH", () => {
   it("reads a local GGUF and sizes it on this machine at the given bandwidth", () => {
-    const run = plan("--gguf", model, "--args", "-c 2048 -np 1 --load-mode none --cache-ram 0", "--bandwidth-gbps", "20", "--json");
+    const run = plan(
+      "--gguf",
+      model,
+      "--args",
+      "-c 2048 -np 1 --load-mode none --cache-ram 0",
+      "--bandwidth-gbps",
+      "20",
+      "--json",
+    );
     expect(run.stderr).toBe("");
     expect(run.status).toBe(0);
     const json = JSON.parse(run.stdout) as CommandLineJson;
@@ -98,17 +142,25 @@ describe("npm run plan -- --gguf PATH", () => {
 
   it.each([
     ["a file that does not exist", () => join(dir, "missing.gguf"), /^--gguf: .*missing\.gguf: no such file/],
-    ["a file that is not GGUF", () => {
-      const path = join(dir, "notes.gguf");
-      writeFileSync(path, "hello, not a model\n");
-      return path;
-    }, /^--gguf: .*notes\.gguf: not a GGUF file/],
+    [
+      "a file that is not GGUF",
+      () => {
+        const path = join(dir, "notes.gguf");
+        writeFileSync(path, "hello, not a model\n");
+        return path;
+      },
+      /^--gguf: .*notes\.gguf: not a GGUF file/,
+    ],
     ["a directory", () => dir, /^--gguf: .*: not a file; allowed: a local \.gguf file$/],
-    ["a shard that is not the first", () => {
-      const path = join(dir, "small-00002-of-00003.gguf");
-      copyFileSync(model, path);
-      return path;
-    }, /^--gguf: .*small-00002-of-00003\.gguf: shard 2 of 3 of a split model; allowed: the first shard \(small-00001-of-00003\.gguf\)/],
+    [
+      "a shard that is not the first",
+      () => {
+        const path = join(dir, "small-00002-of-00003.gguf");
+        copyFileSync(model, path);
+        return path;
+      },
+      /^--gguf: .*small-00002-of-00003\.gguf: shard 2 of 3 of a split model; allowed: the first shard \(small-00001-of-00003\.gguf\)/,
+    ],
   ])("%s is one clear line naming the file, exit 1", (_, pathOf, message) => {
     const run = plan("--gguf", pathOf(), "--bandwidth-gbps", "20");
     expect(run.status).toBe(1);
@@ -120,6 +172,8 @@ describe("npm run plan -- --gguf PATH", () => {
   it("--gguf with no path names the option and what it takes, exit 2", () => {
     const run = plan("--args", "-c 4096", "--gguf");
     expect(run.status).toBe(2);
-    expect(run.stderr.split("\n")[0]).toBe("--gguf: found nothing; allowed: a local .gguf file (the first shard of a split model)");
+    expect(run.stderr.split("\n")[0]).toBe(
+      "--gguf: found nothing; allowed: a local .gguf file (the first shard of a split model)",
+    );
   });
 });

@@ -6,13 +6,28 @@ import { describe, expect, it } from "vitest";
 import type { PlanJson } from "../../planner/report";
 
 const root = join(__dirname, "..", "..");
-const plan = (...args: string[]) => spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], { cwd: root, encoding: "utf8" });
+const plan = (...args: string[]) =>
+  spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], {
+    cwd: root,
+    encoding: "utf8",
+  });
 
 describe("npm run plan", () => {
   it("prints verdict, memory map, command line, projections, cost and break-even; exit 0", () => {
     const run = plan("--stack", "cpu-ddr5");
     expect(run.status).toBe(0);
-    for (const part of ["Verdict: FITS", "Memory map", "llama-server \\", "--api-key-file", "decode", "prefill", "TTFT", "Monthly cost", "break-even", "Seed figures"]) {
+    for (const part of [
+      "Verdict: FITS",
+      "Memory map",
+      "llama-server \\",
+      "--api-key-file",
+      "decode",
+      "prefill",
+      "TTFT",
+      "Monthly cost",
+      "break-even",
+      "Seed figures",
+    ]) {
       expect(run.stdout).toContain(part);
     }
     expect(run.stderr).toBe("");
@@ -40,7 +55,9 @@ describe("npm run plan", () => {
       // Both hosts of the split are drawn, each device by the name llama.cpp logs.
       expect(html).toContain('data-device="CPU"');
       expect(html).toContain('data-device="RPC0[10.20.0.2:50052]"');
-      expect(readFileSync(join(dir, "one.svg"), "utf8")).toMatch(/^<\?xml [^>]*>\s*<svg[^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+      expect(readFileSync(join(dir, "one.svg"), "utf8")).toMatch(
+        /^<\?xml [^>]*>\s*<svg[^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/,
+      );
       const two = plan("--stack", "cpu-ddr5", "--diff-stack", "cpu-ddr5-q4", "--html", join(dir, "two.html"));
       expect(two.status).toBe(3);
       const diffPage = readFileSync(join(dir, "two.html"), "utf8");
@@ -48,7 +65,9 @@ describe("npm run plan", () => {
       expect(new Set([...diffPage.matchAll(/data-version="([^"]+)"/g)].map((match) => match[1])).size).toBe(2);
       const bad = plan("--stack", "cpu-ddr5", "--html", join(dir, "missing", "x.html"));
       expect(bad.status).toBe(1);
-      expect(bad.stderr.trim()).toBe(`--html ${join(dir, "missing", "x.html")}: cannot write the report: its folder ${join(dir, "missing")} does not exist`);
+      expect(bad.stderr.trim()).toBe(
+        `--html ${join(dir, "missing", "x.html")}: cannot write the report: its folder ${join(dir, "missing")} does not exist`,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -75,7 +94,9 @@ describe("npm run plan", () => {
     expect(lines.find((line) => line.startsWith("cpu-ddr5-q4 "))).toContain("does not fit");
     expect(lines.at(-1)).toMatch(/does not fit|refused/);
     expect(lines.find((line) => line.startsWith("k3-q2-split"))).toContain("refused");
-    const fitting = lines.filter((line) => !/does not fit|refused/.test(line)).map((line) => Number(/\$([\d,]+\.\d\d)/.exec(line)![1]!.replaceAll(",", "")));
+    const fitting = lines
+      .filter((line) => !/does not fit|refused/.test(line))
+      .map((line) => Number(/\$([\d,]+\.\d\d)/.exec(line)![1]!.replaceAll(",", "")));
     expect(fitting).toEqual([...fitting].sort((a, b) => a - b));
     const json = JSON.parse(plan("--compare", "--json").stdout) as PlanJson[];
     expect(json.find((entry) => entry.stack === "cpu-ddr5-q4")!.refusal).toMatch(/does not fit/);

@@ -58,7 +58,9 @@ describe("stack config errors", () => {
   it("names catalog references that do not exist, with the allowed values", () => {
     const raw = good();
     (raw.model as Record<string, unknown>).tier = "UD-Q3_K_XL";
-    expect(problemsOf(raw)[0]).toMatch(/model\.tier: found "UD-Q3_K_XL"; allowed: UD-Q2_K_XL, UD-Q4_K_XL, UD-Q8_K_XL, BF16/);
+    expect(problemsOf(raw)[0]).toMatch(
+      /model\.tier: found "UD-Q3_K_XL"; allowed: UD-Q2_K_XL, UD-Q4_K_XL, UD-Q8_K_XL, BF16/,
+    );
 
     const gpuStack = structuredClone(readStackValues("rtx3090x4"));
     (gpuStack.host as { gpus: { model: string }[] }).gpus[0]!.model = "rtx-3080";

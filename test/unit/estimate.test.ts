@@ -26,7 +26,8 @@ describe("estimate: memory by kind for any command line", () => {
 
   it("grouped-query attention: -ctk sizes K and -ctv sizes V (8 KV heads × 128: q8_0 = 32 × 34 B, q4_0 = 32 × 18 B per token per layer)", () => {
     const gqa = { ...arch, attention: { kind: "gqa" as const, headCountKv: 8, keyLength: 128, valueLength: 128 } };
-    const kvOf = (flags: SizingFlags) => estimate(tensors, gqa, cpuHost, { ctxSize: 4096, parallel: 1, ...flags }, { catalog }).devices[0]!.kvBytes;
+    const kvOf = (flags: SizingFlags) =>
+      estimate(tensors, gqa, cpuHost, { ctxSize: 4096, parallel: 1, ...flags }, { catalog }).devices[0]!.kvBytes;
     expect(kvOf({ cacheTypeK: "q8_0", cacheTypeV: "q8_0" })).toBe(61 * 4096 * 32 * 34 * 2);
     expect(kvOf({ cacheTypeK: "q8_0", cacheTypeV: "q4_0" })).toBe(61 * 4096 * (32 * 34 + 32 * 18));
   });
@@ -85,7 +86,9 @@ describe("estimate: memory by kind for any command line", () => {
     const experts = tensors.filter((tensor) => tensor.cls === "routedExperts");
     for (const tensor of experts) expect(all.placement.deviceOfTensor.get(tensor.name), tensor.name).toBe("CPU");
     const five = run(gpuHost, { gpuLayers: "all", nCpuMoe: 5 });
-    const onCpu = experts.filter((tensor) => five.placement.deviceOfTensor.get(tensor.name) === "CPU").map((tensor) => tensor.layer);
+    const onCpu = experts
+      .filter((tensor) => five.placement.deviceOfTensor.get(tensor.name) === "CPU")
+      .map((tensor) => tensor.layer);
     expect([...new Set(onCpu)]).toEqual([1, 2, 3, 4]); // layer 0 is Kimi's dense layer
     // With a GPU, the CUDA host buffer comes before CPU_REPACK: nothing is repacked.
     expect(all.devices[0]!.repackBytes).toBe(0);
@@ -95,7 +98,9 @@ describe("estimate: memory by kind for any command line", () => {
     const flags: SizingFlags = { gpuLayers: "all", cpuMoe: true, ubatch: 2048 };
     const offload = run(gpuHost, flags);
     const local = run(gpuHost, { ...flags, opOffload: false });
-    const largestExpert = Math.max(...tensors.filter((tensor) => tensor.cls === "routedExperts").map((tensor) => tensor.bytes));
+    const largestExpert = Math.max(
+      ...tensors.filter((tensor) => tensor.cls === "routedExperts").map((tensor) => tensor.bytes),
+    );
     expect(offload.devices[1]!.computeBytes - local.devices[1]!.computeBytes).toBe(largestExpert);
     expect(local.projection.prefillBasis).toMatch(/on the CPU/);
     expect(offload.projection.prefillBasis).toMatch(/streamed over PCIe/);
@@ -106,17 +111,27 @@ describe("estimate: memory by kind for any command line", () => {
     try {
       run(gpuHost, { overrideTensor: [{ pattern: "exps", device: "CUDA9" }] });
     } catch (error) {
-      expect((error as ConfigError).problems).toEqual([expect.stringMatching(/^-ot: found "exps=CUDA9"; allowed: .*CPU, CUDA0, CUDA1, CUDA2, CUDA3/)]);
+      expect((error as ConfigError).problems).toEqual([
+        expect.stringMatching(/^-ot: found "exps=CUDA9"; allowed: .*CPU, CUDA0, CUDA1, CUDA2, CUDA3/),
+      ]);
     }
   });
 });
 
 describe("estimate: projections", () => {
   it("decode slows with depth; prefill is quoted by prompt length", () => {
-    const result = estimate(tensors, arch, cpuHost, { ctxSize: 65536, parallel: 1 }, { catalog, decodeDepths: [0, 8192, 65536], prefillPrompts: [512, 8192] });
+    const result = estimate(
+      tensors,
+      arch,
+      cpuHost,
+      { ctxSize: 65536, parallel: 1 },
+      { catalog, decodeDepths: [0, 8192, 65536], prefillPrompts: [512, 8192] },
+    );
     const decode = result.projection.decodeByDepth.map((point) => point.tokensPerSecond);
     expect(decode).toEqual([...decode].sort((a, b) => b - a));
-    expect(result.projection.prefillByPrompt.map((point) => point.promptTokens)).toEqual(expect.arrayContaining([512, 8192]));
+    expect(result.projection.prefillByPrompt.map((point) => point.promptTokens)).toEqual(
+      expect.arrayContaining([512, 8192]),
+    );
   });
 
   it("-tb: prompt processing scales with the batch threads (compute-bound), decode does not", () => {
@@ -129,7 +144,13 @@ describe("estimate: projections", () => {
   it("without --numa on a two-node host one node's memory serves every thread; with it the second node adds numaRemoteGain of its own", () => {
     const twoNodes: HostSpec = { ...cpuHost, cpu: { ...cpuHost.cpu, numaNodes: 2 } };
     const withGain = (numaRemoteGain: number, numa?: "distribute") =>
-      estimate(tensors, arch, twoNodes, { ctxSize: 4096, parallel: 1, ...(numa ? { numa } : {}) }, { catalog, cpuFactors: { numaRemoteGain, source: "test" } }).projection.decodeTraffic[0]!.effectiveBandwidth;
+      estimate(
+        tensors,
+        arch,
+        twoNodes,
+        { ctxSize: 4096, parallel: 1, ...(numa ? { numa } : {}) },
+        { catalog, cpuFactors: { numaRemoteGain, source: "test" } },
+      ).projection.decodeTraffic[0]!.effectiveBandwidth;
     const oneNode = withGain(0.5);
     // Per node: half the host's achievable bandwidth, times the decode efficiency.
     expect(withGain(0.3, "distribute") / oneNode).toBeCloseTo(1.3, 9);
@@ -140,7 +161,13 @@ describe("estimate: projections", () => {
   it("-t: decode on few threads is bound by their arithmetic (it scales with -t), on all cores by bandwidth", () => {
     const slowCompute = { decodeComputeEfficiency: 0.01, source: "test" };
     const decodeAt = (threads: number, cpuFactors?: { decodeComputeEfficiency: number; source: string }) =>
-      estimate(tensors, arch, cpuHost, { ctxSize: 4096, parallel: 1, threads }, { catalog, ...(cpuFactors ? { cpuFactors } : {}) }).projection;
+      estimate(
+        tensors,
+        arch,
+        cpuHost,
+        { ctxSize: 4096, parallel: 1, threads },
+        { catalog, ...(cpuFactors ? { cpuFactors } : {}) },
+      ).projection;
     // At 1% of peak every thread count is compute-bound: time = FLOPs ÷ (threads × clock × FLOP/cycle × 0.01) + layers × per-layer cost.
     const two = decodeAt(2, slowCompute);
     const four = decodeAt(4, slowCompute);
@@ -149,16 +176,26 @@ describe("estimate: projections", () => {
     // At full peak, half the cores still out-compute the memory: both stream at the bandwidth bound.
     const fastCompute = { decodeComputeEfficiency: 1, source: "test" };
     const cores = cpuHost.cpu.cores;
-    expect(decodeAt(cores / 2, fastCompute).decodeTokensPerSecond).toBe(decodeAt(cores, fastCompute).decodeTokensPerSecond);
-    expect(decodeAt(1, fastCompute).decodeTokensPerSecond).toBeLessThan(decodeAt(cores, fastCompute).decodeTokensPerSecond);
+    expect(decodeAt(cores / 2, fastCompute).decodeTokensPerSecond).toBe(
+      decodeAt(cores, fastCompute).decodeTokensPerSecond,
+    );
+    expect(decodeAt(1, fastCompute).decodeTokensPerSecond).toBeLessThan(
+      decodeAt(cores, fastCompute).decodeTokensPerSecond,
+    );
   });
 });
 
 describe("choose and estimate agree", () => {
-  it.each(listStacks())("%s: the kit's rendered command line, parsed back and estimated, is the plan's memory map", (stack) => {
-    const plan = buildPlan(stack, loadStackConfig(stack));
-    const parsed = parseFlags(plan.llamaServerArgs);
-    const again = estimate(plan.tensors, plan.model.architecture, plan.host, parsed.sizing, { catalog, ...(plan.cluster ? { rpc: plan.cluster.rpc } : {}) });
-    expect(again.devices).toEqual(plan.placement.memory);
-  });
+  it.each(listStacks())(
+    "%s: the kit's rendered command line, parsed back and estimated, is the plan's memory map",
+    (stack) => {
+      const plan = buildPlan(stack, loadStackConfig(stack));
+      const parsed = parseFlags(plan.llamaServerArgs);
+      const again = estimate(plan.tensors, plan.model.architecture, plan.host, parsed.sizing, {
+        catalog,
+        ...(plan.cluster ? { rpc: plan.cluster.rpc } : {}),
+      });
+      expect(again.devices).toEqual(plan.placement.memory);
+    },
+  );
 });

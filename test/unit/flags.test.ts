@@ -39,8 +39,35 @@ describe("the llama-server flag table", () => {
   });
 
   it("models every flag the issue names as changing memory or speed", () => {
-    const sizing = new Map(LLAMA_SERVER_FLAGS.filter((flag) => flag.sizing).flatMap((flag) => flag.names.map((name) => [name, flag.sizing] as const)));
-    for (const name of ["-c", "-np", "-b", "-ub", "-t", "-tb", "-ngl", "-sm", "-ts", "-ot", "--cpu-moe", "--n-cpu-moe", "-ctk", "-ctv", "-fa", "--no-repack", "--load-mode", "--cache-ram", "--no-op-offload", "--numa", "--swa-full", "--ctx-checkpoints"]) {
+    const sizing = new Map(
+      LLAMA_SERVER_FLAGS.filter((flag) => flag.sizing).flatMap((flag) =>
+        flag.names.map((name) => [name, flag.sizing] as const),
+      ),
+    );
+    for (const name of [
+      "-c",
+      "-np",
+      "-b",
+      "-ub",
+      "-t",
+      "-tb",
+      "-ngl",
+      "-sm",
+      "-ts",
+      "-ot",
+      "--cpu-moe",
+      "--n-cpu-moe",
+      "-ctk",
+      "-ctv",
+      "-fa",
+      "--no-repack",
+      "--load-mode",
+      "--cache-ram",
+      "--no-op-offload",
+      "--numa",
+      "--swa-full",
+      "--ctx-checkpoints",
+    ]) {
       expect(sizing.get(name), name).toBeTruthy();
     }
     expect(sizing.get("--jinja")).toBeUndefined();
@@ -49,7 +76,11 @@ describe("the llama-server flag table", () => {
 
 describe("parseFlags", () => {
   it("reads a user's command line into typed fields and names the flags it ignores for sizing", () => {
-    const parsed = parseFlags(splitCommandLine(`-c 8192 -np 2 -ub 256 --no-repack -ot "blk\\.(1|2)\\.ffn_.*_exps=CUDA0,exps=CPU" --jinja --temp 0.6 -ngl all -ts 3/1 --load-mode=mmap --cache-ram -1 --no-op-offload -ctk q8_0 -fa off`));
+    const parsed = parseFlags(
+      splitCommandLine(
+        `-c 8192 -np 2 -ub 256 --no-repack -ot "blk\\.(1|2)\\.ffn_.*_exps=CUDA0,exps=CPU" --jinja --temp 0.6 -ngl all -ts 3/1 --load-mode=mmap --cache-ram -1 --no-op-offload -ctk q8_0 -fa off`,
+      ),
+    );
     expect(parsed.sizing).toEqual({
       ctxSize: 8192,
       parallel: 2,
@@ -76,7 +107,9 @@ describe("parseFlags", () => {
   });
 
   it("an unknown flag is an error naming it", () => {
-    expect(problemsOf(["-c", "4096", "--turbo"])).toEqual([expect.stringMatching(/^--turbo: not a llama-server v0\.5\.0 flag/)]);
+    expect(problemsOf(["-c", "4096", "--turbo"])).toEqual([
+      expect.stringMatching(/^--turbo: not a llama-server v0\.5\.0 flag/),
+    ]);
   });
 
   it("a flag v0.5.0 removed is an error naming it and what replaced it", () => {
@@ -103,16 +136,44 @@ describe("parseFlags", () => {
   });
 
   it("renders in --help order and parses back to the same set", () => {
-    const argv = ["--threads", "8", "--no-repack", "--override-tensor", "a=CPU", "--override-tensor", "b=CUDA1", "--tensor-split", "1,2", "--swa-full", "--alias", "x"];
+    const argv = [
+      "--threads",
+      "8",
+      "--no-repack",
+      "--override-tensor",
+      "a=CPU",
+      "--override-tensor",
+      "b=CUDA1",
+      "--tensor-split",
+      "1,2",
+      "--swa-full",
+      "--alias",
+      "x",
+    ];
     const parsed = parseFlags(argv);
-    expect(renderArgv(parsed)).toEqual(["--threads", "8", "--swa-full", "--no-repack", "--override-tensor", "a=CPU", "--override-tensor", "b=CUDA1", "--tensor-split", "1,2", "--alias", "x"]);
+    expect(renderArgv(parsed)).toEqual([
+      "--threads",
+      "8",
+      "--swa-full",
+      "--no-repack",
+      "--override-tensor",
+      "a=CPU",
+      "--override-tensor",
+      "b=CUDA1",
+      "--tensor-split",
+      "1,2",
+      "--alias",
+      "x",
+    ]);
     expect(parseFlags(renderArgv(parsed))).toEqual(parsed);
   });
 
   it("the kit's own command lines parse without a problem into the placement the plan chose", () => {
     const plan = buildPlan("rtx3090x4", loadStackConfig("rtx3090x4"));
     const parsed = parseFlags(plan.llamaServerArgs);
-    expect(parsed.sizing.overrideTensor?.map((rule) => `${rule.pattern}=${rule.device}`)).toEqual(plan.placement.overrideRules);
+    expect(parsed.sizing.overrideTensor?.map((rule) => `${rule.pattern}=${rule.device}`)).toEqual(
+      plan.placement.overrideRules,
+    );
     expect(parsed.sizing.tensorSplit).toEqual([24, 24, 24, 24]);
     expect(parsed.sizing.repack).toBe(false);
     expect(parsed.ignoredForSizing).toEqual(expect.arrayContaining(["--model", "--api-key-file", "--fit"]));

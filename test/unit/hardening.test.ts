@@ -50,7 +50,11 @@ function stackYaml(raw: Record<string, unknown>, extra: Record<string, unknown> 
 }
 
 const plan = (env: Record<string, string>, ...args: string[]) =>
-  spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], { cwd: root, encoding: "utf8", env: { ...process.env, ...env } });
+  spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], {
+    cwd: root,
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+  });
 
 const GOOD_KEY = "kK7_x-0123456789abcdefghijklmnopqrstuv";
 
@@ -76,7 +80,9 @@ describe("item 2: misspelled keys and namespaces, secrets only encrypted", () =>
     const serving = raw.serving;
     delete raw.serving;
     const dir = stacksDirWith({ ns: stackYaml(raw, { "kimi_kit:serving": serving, "aws:region": "us-east-1" }) });
-    expect(() => readStackValues("ns", dir)).toThrow(/kimi_kit:serving: found the namespace "kimi_kit"; allowed: "kimi-kit:"/);
+    expect(() => readStackValues("ns", dir)).toThrow(
+      /kimi_kit:serving: found the namespace "kimi_kit"; allowed: "kimi-kit:"/,
+    );
   });
 
   it("an unknown nested key lists the keys allowed there, for the host kind in use", () => {
@@ -84,18 +90,32 @@ describe("item 2: misspelled keys and namespaces, secrets only encrypted", () =>
     at(raw).serving!.contextLenght = 8192;
     (at(raw).host!.disk as Record<string, unknown>).fre = "1TB";
     const problems = problemsOf(raw);
-    expect(problems.find((line) => line.startsWith("serving:"))).toMatch(/^serving: found "contextLenght"; allowed: only the keys contextLength, parallelSlots, /);
+    expect(problems.find((line) => line.startsWith("serving:"))).toMatch(
+      /^serving: found "contextLenght"; allowed: only the keys contextLength, parallelSlots, /,
+    );
     expect(problems).toContain('host.disk: found "fre"; allowed: only the keys free');
     const cloudRaw = cloud();
     at(cloudRaw).host!.allowedCidr = ["203.0.113.0/24"];
-    expect(problemsOf(cloudRaw)[0]).toMatch(/^host: found "allowedCidr"; allowed: only the keys kind, provider, instanceType, region, ami, diskSize, allowedCidrs, allowPublic/);
+    expect(problemsOf(cloudRaw)[0]).toMatch(
+      /^host: found "allowedCidr"; allowed: only the keys kind, provider, instanceType, region, ami, diskSize, allowedCidrs, allowPublic/,
+    );
   });
 
   const asProgramConfig = (raw: Record<string, unknown>): Record<string, string> =>
-    Object.fromEntries(Object.entries(raw).map(([key, value]) => [`kimi-kit:${key}`, typeof value === "string" ? value : JSON.stringify(value)]));
+    Object.fromEntries(
+      Object.entries(raw).map(([key, value]) => [
+        `kimi-kit:${key}`,
+        typeof value === "string" ? value : JSON.stringify(value),
+      ]),
+    );
 
   it("up refuses apiKey, sshPrivateKey and huggingFaceToken set in plain text, without showing them", () => {
-    const all = { ...asProgramConfig(bare()), "kimi-kit:apiKey": GOOD_KEY, "kimi-kit:sshPrivateKey": "-----BEGIN KEY-----", "kimi-kit:huggingFaceToken": "hf_plain_token" };
+    const all = {
+      ...asProgramConfig(bare()),
+      "kimi-kit:apiKey": GOOD_KEY,
+      "kimi-kit:sshPrivateKey": "-----BEGIN KEY-----",
+      "kimi-kit:huggingFaceToken": "hf_plain_token",
+    };
     let error: unknown;
     try {
       readProgramConfig("cpu-ddr5", all, () => false);
@@ -105,14 +125,20 @@ describe("item 2: misspelled keys and namespaces, secrets only encrypted", () =>
     expect(error).toBeInstanceOf(ConfigError);
     const problems = (error as ConfigError).problems;
     for (const key of ["apiKey", "sshPrivateKey", "huggingFaceToken"]) {
-      expect(problems.find((line) => line.startsWith(`${key}:`))).toContain(`pulumi config set --secret kimi-kit:${key}`);
+      expect(problems.find((line) => line.startsWith(`${key}:`))).toContain(
+        `pulumi config set --secret kimi-kit:${key}`,
+      );
     }
     expect((error as ConfigError).message).not.toMatch(/kK7_x|BEGIN KEY|hf_plain/);
   });
 
   it("up accepts them as secrets and hands their values on", () => {
     const all = { ...asProgramConfig(bare()), "kimi-kit:apiKey": GOOD_KEY, "kimi-kit:huggingFaceToken": "hf_token" };
-    const config = readProgramConfig("cpu-ddr5", all, (key) => key === "kimi-kit:apiKey" || key === "kimi-kit:huggingFaceToken");
+    const config = readProgramConfig(
+      "cpu-ddr5",
+      all,
+      (key) => key === "kimi-kit:apiKey" || key === "kimi-kit:huggingFaceToken",
+    );
     expect(config.secrets).toEqual({ apiKey: GOOD_KEY, huggingFaceToken: "hf_token" });
     expect(config.raw.apiKey).toEqual({ secure: "(set)" });
   });
@@ -153,8 +179,13 @@ describe("item 5: an API key is a key", () => {
   });
 
   it("up refuses a secret API key that is not a key", () => {
-    const all = { "kimi-kit:apiKey": "#", ...Object.fromEntries(Object.entries(bare()).map(([key, value]) => [`kimi-kit:${key}`, JSON.stringify(value)])) };
-    expect(() => readProgramConfig("cpu-ddr5", all, () => true)).toThrow(/apiKey: found a value of 1 characters; allowed/);
+    const all = {
+      "kimi-kit:apiKey": "#",
+      ...Object.fromEntries(Object.entries(bare()).map(([key, value]) => [`kimi-kit:${key}`, JSON.stringify(value)])),
+    };
+    expect(() => readProgramConfig("cpu-ddr5", all, () => true)).toThrow(
+      /apiKey: found a value of 1 characters; allowed/,
+    );
   });
 });
 
@@ -162,7 +193,11 @@ describe("item 6: what up would trip on, refused by plan too", () => {
   it("refuses a bare-metal disk smaller than the shards, with the sizes", () => {
     const raw = bare();
     at(raw).host!.disk = { free: "100GB" };
-    expect(problemsOf(raw)).toEqual([expect.stringMatching(/^host\.disk\.free: found 100\.0 GB \(93\.1 GiB\); allowed: at least the shards' \d+\.\d GB/)]);
+    expect(problemsOf(raw)).toEqual([
+      expect.stringMatching(
+        /^host\.disk\.free: found 100\.0 GB \(93\.1 GiB\); allowed: at least the shards' \d+\.\d GB/,
+      ),
+    ]);
   });
 
   it("refuses an AWS volume smaller than the shards", () => {
@@ -174,10 +209,14 @@ describe("item 6: what up would trip on, refused by plan too", () => {
   it("refuses sizes without a unit", () => {
     const raw = bare();
     at(raw).host!.disk = { free: 1000000000000 };
-    expect(problemsOf(raw)[0]).toMatch(/^host\.disk\.free: found 1000000000000; allowed: a positive size with its unit/);
+    expect(problemsOf(raw)[0]).toMatch(
+      /^host\.disk\.free: found 1000000000000; allowed: a positive size with its unit/,
+    );
     const text = bare();
     (at(text).host!.memory as Record<string, unknown>).total = "412316860416";
-    expect(problemsOf(text)[0]).toMatch(/^host\.memory\.total: found "412316860416"; allowed: a positive size with its unit/);
+    expect(problemsOf(text)[0]).toMatch(
+      /^host\.memory\.total: found "412316860416"; allowed: a positive size with its unit/,
+    );
   });
 
   it("refuses allowedCidrs [] and a /0 without allowPublic: true; accepts /0 with it", () => {
@@ -186,7 +225,9 @@ describe("item 6: what up would trip on, refused by plan too", () => {
     expect(problemsOf(empty)[0]).toMatch(/^host\.allowedCidrs: found \[\]; allowed: the CIDRs that may reach SSH/);
     const world = cloud();
     at(world).host!.allowedCidrs = ["203.0.113.0/24", "0.0.0.0/0"];
-    expect(problemsOf(world)[0]).toMatch(/^host\.allowedCidrs\[1\]: found "0\.0\.0\.0\/0"; allowed: .*allowPublic: true/);
+    expect(problemsOf(world)[0]).toMatch(
+      /^host\.allowedCidrs\[1\]: found "0\.0\.0\.0\/0"; allowed: .*allowPublic: true/,
+    );
     at(world).host!.allowPublic = true;
     expect(buildPlan("aws-r7i", parseStackConfig("aws-r7i", world)).fits).toBe(true);
   });
@@ -201,7 +242,9 @@ describe("item 6: what up would trip on, refused by plan too", () => {
   ])("refuses a malformed CIDR (%s = %j)", (field, cidrs) => {
     const raw = cloud();
     at(raw).host!.allowedCidrs = cidrs;
-    expect(problemsOf(raw)[0]).toMatch(new RegExp(`^${field.replace(/[.[\]]/g, "\\$&")}: found "${cidrs[0]!.replace(/\./g, "\\.")}"; allowed: `));
+    expect(problemsOf(raw)[0]).toMatch(
+      new RegExp(`^${field.replace(/[.[\]]/g, "\\$&")}: found "${cidrs[0]!.replace(/\./g, "\\.")}"; allowed: `),
+    );
   });
 
   it.each(["us-east-1; touch /tmp/x", "mars-north-1", "US-EAST-1", ""])("refuses the region %j", (region) => {
@@ -210,10 +253,18 @@ describe("item 6: what up would trip on, refused by plan too", () => {
     expect(problemsOf(raw)[0]).toMatch(/^host\.region: found .*; allowed: an AWS region name like us-east-1/);
   });
 
-  it.each(["file:///etc/passwd", "javascript:alert(1)", "ftp://mirror.example", "https://user:pw@mirror.example", "https://mirror.example/?a=b"])("refuses the mirror URL %j", (url) => {
+  it.each([
+    "file:///etc/passwd",
+    "javascript:alert(1)",
+    "ftp://mirror.example",
+    "https://user:pw@mirror.example",
+    "https://mirror.example/?a=b",
+  ])("refuses the mirror URL %j", (url) => {
     const raw = bare();
     raw.deployment = { huggingFaceBaseUrl: url };
-    expect(problemsOf(raw)[0]).toMatch(/^deployment\.huggingFaceBaseUrl: found .*; allowed: an http:\/\/ or https:\/\/ URL/);
+    expect(problemsOf(raw)[0]).toMatch(
+      /^deployment\.huggingFaceBaseUrl: found .*; allowed: an http:\/\/ or https:\/\/ URL/,
+    );
   });
 
   it("accepts an http(s) mirror, with a port and a path", () => {
@@ -224,15 +275,22 @@ describe("item 6: what up would trip on, refused by plan too", () => {
     }
   });
 
-  it.each(["", "--privileged", "-v/:/host", "ghcr.io/x/y:tag; rm -rf /", "UPPER/case"])("refuses the image name %j", (image) => {
-    const raw = bare();
-    raw.deployment = { image };
-    expect(problemsOf(raw)[0]).toMatch(/^deployment\.image: found .*; allowed: an image reference like/);
-  });
+  it.each(["", "--privileged", "-v/:/host", "ghcr.io/x/y:tag; rm -rf /", "UPPER/case"])(
+    "refuses the image name %j",
+    (image) => {
+      const raw = bare();
+      raw.deployment = { image };
+      expect(problemsOf(raw)[0]).toMatch(/^deployment\.image: found .*; allowed: an image reference like/);
+    },
+  );
 
   it("accepts the catalog's images and digest-pinned references", () => {
     const images = Object.values(loadCatalog().llamaCpp.images);
-    for (const image of [...images, "localhost:5000/llama:test", `ghcr.io/ggml-org/llama.cpp@sha256:${"a".repeat(64)}`]) {
+    for (const image of [
+      ...images,
+      "localhost:5000/llama:test",
+      `ghcr.io/ggml-org/llama.cpp@sha256:${"a".repeat(64)}`,
+    ]) {
       const raw = bare();
       raw.deployment = { image };
       expect(parseStackConfig("cpu-ddr5", raw).deployment.image).toBe(image);
@@ -259,28 +317,33 @@ describe("item 6: what up would trip on, refused by plan too", () => {
     }
     const passwd = bare();
     passwd.deployment = { lockFile: "/etc/passwd" };
-    expect(problemsOf(passwd)[0]).toMatch(/^deployment\.lockFile: found "\/etc\/passwd"; allowed: the path of a \.json lock/);
+    expect(problemsOf(passwd)[0]).toMatch(
+      /^deployment\.lockFile: found "\/etc\/passwd"; allowed: the path of a \.json lock/,
+    );
   });
 
-  it.each(["../../etc/cron.d/x.gguf", "-rf.gguf", "/etc/x.gguf", "UD-Q2/.hidden.gguf", "a/b\nc.gguf"])("refuses a lock whose shard path is %j", (shardPath) => {
-    const dir = mkdtempSync(join(tmpdir(), "kimi-lock-"));
-    const lock = {
-      lockVersion: 1,
-      repo: "unsloth/Kimi-K2.6-GGUF",
-      revision: "main",
-      tier: "UD-Q2_K_XL",
-      source: "https://huggingface.co",
-      generatedAt: "2026-01-01T00:00:00Z",
-      metadata: {},
-      shards: [{ path: shardPath, size: 1, sha256: "0".repeat(64), tensors: [] }],
-    };
-    writeFileSync(join(dir, "evil.lock.json"), JSON.stringify(lock));
-    const raw = bare();
-    raw.deployment = { lockFile: join(dir, "evil.lock.json") };
-    const problems = problemsOf(raw);
-    expect(problems[0]).toMatch(/^deployment\.lockFile: found ".*evil\.lock\.json", which is not a lock/);
-    expect(problems[1]).toMatch(/^deployment\.lockFile shards\[0\]\.path: found .*; allowed: a relative path/);
-  });
+  it.each(["../../etc/cron.d/x.gguf", "-rf.gguf", "/etc/x.gguf", "UD-Q2/.hidden.gguf", "a/b\nc.gguf"])(
+    "refuses a lock whose shard path is %j",
+    (shardPath) => {
+      const dir = mkdtempSync(join(tmpdir(), "kimi-lock-"));
+      const lock = {
+        lockVersion: 1,
+        repo: "unsloth/Kimi-K2.6-GGUF",
+        revision: "main",
+        tier: "UD-Q2_K_XL",
+        source: "https://huggingface.co",
+        generatedAt: "2026-01-01T00:00:00Z",
+        metadata: {},
+        shards: [{ path: shardPath, size: 1, sha256: "0".repeat(64), tensors: [] }],
+      };
+      writeFileSync(join(dir, "evil.lock.json"), JSON.stringify(lock));
+      const raw = bare();
+      raw.deployment = { lockFile: join(dir, "evil.lock.json") };
+      const problems = problemsOf(raw);
+      expect(problems[0]).toMatch(/^deployment\.lockFile: found ".*evil\.lock\.json", which is not a lock/);
+      expect(problems[1]).toMatch(/^deployment\.lockFile shards\[0\]\.path: found .*; allowed: a relative path/);
+    },
+  );
 
   it.each([
     ["model.repo", "../../etc/x"],
@@ -295,17 +358,48 @@ describe("item 6: what up would trip on, refused by plan too", () => {
     const raw = bare();
     at(raw).model![field.split(".")[1]!] = value;
     // The catalog lookup would refuse these too, but only after a lock path was built from them.
-    expect(problemsOf(raw)[0]).toMatch(new RegExp(`^${field.replace(".", "\\.")}: found .*; allowed: an? (Hugging Face repo id|tier name)`));
+    expect(problemsOf(raw)[0]).toMatch(
+      new RegExp(`^${field.replace(".", "\\.")}: found .*; allowed: an? (Hugging Face repo id|tier name)`),
+    );
   });
 
-  it.each(["/", "/etc", "/usr", "/bin", "/boot", "/dev", "/proc", "/sys", "/var", "/root", "/home", "/home/", "/etc/models", "/proc/1/root", "/srv/../etc", "/srv/./models", "/srv//models", "/srv/-rf", "models", "/srv/mo dels"])("refuses the model dir %j", (modelDir) => {
+  it.each([
+    "/",
+    "/etc",
+    "/usr",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/var",
+    "/root",
+    "/home",
+    "/home/",
+    "/etc/models",
+    "/proc/1/root",
+    "/srv/../etc",
+    "/srv/./models",
+    "/srv//models",
+    "/srv/-rf",
+    "models",
+    "/srv/mo dels",
+  ])("refuses the model dir %j", (modelDir) => {
     const raw = bare();
     raw.deployment = { modelDir };
-    expect(problemsOf(raw)[0]).toMatch(/^deployment\.modelDir: found .*; allowed: an absolute path of plain folder names/);
+    expect(problemsOf(raw)[0]).toMatch(
+      /^deployment\.modelDir: found .*; allowed: an absolute path of plain folder names/,
+    );
   });
 
   it("accepts model dirs below the system trees", () => {
-    for (const modelDir of ["/srv/models", "/data/models", "/var/lib/kimi-kit/models", "/home/ops/models", "/mnt/nvme0/kimi"]) {
+    for (const modelDir of [
+      "/srv/models",
+      "/data/models",
+      "/var/lib/kimi-kit/models",
+      "/home/ops/models",
+      "/mnt/nvme0/kimi",
+    ]) {
       const raw = bare();
       raw.deployment = { modelDir };
       expect(parseStackConfig("cpu-ddr5", raw).deployment.modelDir).toBe(modelDir);
@@ -315,7 +409,9 @@ describe("item 6: what up would trip on, refused by plan too", () => {
   it("refuses an ssh host that would read as an option", () => {
     const raw = bare();
     (at(raw).host!.ssh as Record<string, unknown>).host = "-Jattacker.example";
-    expect(problemsOf(raw)[0]).toMatch(/^host\.ssh\.host: found "-Jattacker.example"; allowed: a host name or IP address/);
+    expect(problemsOf(raw)[0]).toMatch(
+      /^host\.ssh\.host: found "-Jattacker.example"; allowed: a host name or IP address/,
+    );
   });
 
   it("npm run plan --compare exits 0 and marks a broken stack; --stack names the problem without a stack trace", () => {
@@ -368,7 +464,9 @@ describe("item 10: defaults stated once, input capped", () => {
 
   it("no component or script states its own model dir, volume headroom or container wait", () => {
     const sources = ["components", "planner", "ansible-free-scripts"].flatMap((dir) =>
-      readdirSync(join(root, dir)).filter((file) => /\.(ts|sh)$/.test(file)).map((file) => ({ file: `${dir}/${file}`, text: readFileSync(join(root, dir, file), "utf8") })),
+      readdirSync(join(root, dir))
+        .filter((file) => /\.(ts|sh)$/.test(file))
+        .map((file) => ({ file: `${dir}/${file}`, text: readFileSync(join(root, dir, file), "utf8") })),
     );
     for (const { file, text } of sources) {
       if (file === "planner/config.ts") continue;
@@ -377,15 +475,21 @@ describe("item 10: defaults stated once, input capped", () => {
       expect(text, file).not.toMatch(/waitSeconds: \d/);
     }
     // The scripts run on their own too, so they keep a default of their own: the same one.
-    expect(readFileSync(join(root, "ansible-free-scripts", "probe-host.sh"), "utf8")).toMatch(new RegExp(`^model_dir=${DEFAULTS.modelDir}$`, "m"));
-    expect(readFileSync(join(root, "ansible-free-scripts", "llama-container.sh"), "utf8")).toMatch(new RegExp(`wait_seconds=${DEFAULTS.containerWaitSeconds}\\b`));
+    expect(readFileSync(join(root, "ansible-free-scripts", "probe-host.sh"), "utf8")).toMatch(
+      new RegExp(`^model_dir=${DEFAULTS.modelDir}$`, "m"),
+    );
+    expect(readFileSync(join(root, "ansible-free-scripts", "llama-container.sh"), "utf8")).toMatch(
+      new RegExp(`wait_seconds=${DEFAULTS.containerWaitSeconds}\\b`),
+    );
   });
 
   it("refuses a stack file over the size cap before parsing it, quickly", () => {
     const keys = Array.from({ length: 10_000 }, (_, index) => `    k${index}: ${index}`).join("\n");
     const dir = stacksDirWith({ huge: `config:\n  kimi-kit:serving:\n${keys}\n` });
     const started = performance.now();
-    expect(() => readStackValues("huge", dir)).toThrow(new RegExp(`found \\d+ bytes; allowed: at most ${MAX_STACK_FILE_BYTES} bytes`));
+    expect(() => readStackValues("huge", dir)).toThrow(
+      new RegExp(`found \\d+ bytes; allowed: at most ${MAX_STACK_FILE_BYTES} bytes`),
+    );
     expect(performance.now() - started).toBeLessThan(1000);
   });
 });

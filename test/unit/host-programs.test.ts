@@ -18,7 +18,7 @@ import { freePort } from "../../lab/net";
 /** The distribution's node (what a host runs), not node_modules/.bin/node that npx puts first on PATH. */
 const SYSTEM_NODE = existsSync("/usr/bin/node") ? "/usr/bin/node" : "node";
 
-describe("hostProgramJavaScript(\"usage-exporter\")", () => {
+describe('hostProgramJavaScript("usage-exporter")', () => {
   it("is CommonJS that requires only Node built-ins, and its sha256 is the file's", () => {
     const js = hostProgramJavaScript("usage-exporter");
     expect(js).not.toMatch(/^\s*import\s/m);
@@ -67,12 +67,19 @@ describe("the transpiled exporter under the system node", () => {
         if (request.stream) {
           res.writeHead(200, { "content-type": "text/event-stream" });
           res.write(`data: ${JSON.stringify({ choices: [{ delta: { content: "hi" } }] })}\n\n`);
-          res.write(`data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: prompt, completion_tokens: 5, total_tokens: prompt + 5 } })}\n\n`);
+          res.write(
+            `data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: prompt, completion_tokens: 5, total_tokens: prompt + 5 } })}\n\n`,
+          );
           res.end("data: [DONE]\n\n");
           return;
         }
         res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({ choices: [{ message: { role: "assistant", content: "hello" } }], usage: { prompt_tokens: prompt, completion_tokens: 4, total_tokens: prompt + 4 } }));
+        res.end(
+          JSON.stringify({
+            choices: [{ message: { role: "assistant", content: "hello" } }],
+            usage: { prompt_tokens: prompt, completion_tokens: 4, total_tokens: prompt + 4 },
+          }),
+        );
       });
     });
     await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", () => resolve()));
@@ -83,7 +90,17 @@ describe("the transpiled exporter under the system node", () => {
     // From a folder without node_modules: nothing but the file and Node itself.
     exporter = spawn(
       SYSTEM_NODE,
-      [file, "--listen", `127.0.0.1:${proxyPort}`, "--upstream", `127.0.0.1:${upstreamPort}`, "--metrics", `127.0.0.1:${metricsPort}`, "--state", join(work, "state.json")],
+      [
+        file,
+        "--listen",
+        `127.0.0.1:${proxyPort}`,
+        "--upstream",
+        `127.0.0.1:${upstreamPort}`,
+        "--metrics",
+        `127.0.0.1:${metricsPort}`,
+        "--state",
+        join(work, "state.json"),
+      ],
       { cwd: work, stdio: ["ignore", "pipe", "pipe"] },
     );
     exporter.stdout!.on("data", (chunk: Buffer) => (exporterLog += chunk.toString("utf8")));
@@ -91,7 +108,10 @@ describe("the transpiled exporter under the system node", () => {
     const deadline = Date.now() + 15_000;
     for (;;) {
       if (exporter.exitCode !== null) throw new Error(`the exporter exited ${exporter.exitCode}: ${exporterLog}`);
-      const up = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.ok, () => false);
+      const up = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+        (r) => r.ok,
+        () => false,
+      );
       if (up) break;
       if (Date.now() > deadline) throw new Error(`the exporter's /metrics did not answer within 15 s: ${exporterLog}`);
       await new Promise((r) => setTimeout(r, 100));
@@ -154,7 +174,10 @@ describe("the transpiled exporter under the system node", () => {
     expect(text.split("\n").filter((l) => l.startsWith("kimi_team_requests_total{"))).toHaveLength(3);
 
     // The state file holds the same month-to-date counts.
-    const state = JSON.parse(readFileSync(join(work, "state.json"), "utf8")) as { month: string; teams: Record<string, { requests: number; promptTokens: number }> };
+    const state = JSON.parse(readFileSync(join(work, "state.json"), "utf8")) as {
+      month: string;
+      teams: Record<string, { requests: number; promptTokens: number }>;
+    };
     expect(state.month).toBe(new Date().toISOString().slice(0, 7));
     expect(state.teams.a).toEqual({ requests: 2, promptTokens: 30, completionTokens: 8 });
   });
@@ -163,12 +186,15 @@ describe("the transpiled exporter under the system node", () => {
 describe('hostProgramJavaScript("token-limiter")', () => {
   it("is one file of node: built-ins that the system node runs, naming a missing flag with exit 2", () => {
     const js = hostProgramJavaScript("token-limiter");
-    for (const [, specifier] of js.matchAll(/\brequire\(\s*["']([^"']+)["']\s*\)/g)) expect(specifier!.startsWith("node:") || builtinModules.includes(specifier!)).toBe(true);
+    for (const [, specifier] of js.matchAll(/\brequire\(\s*["']([^"']+)["']\s*\)/g))
+      expect(specifier!.startsWith("node:") || builtinModules.includes(specifier!)).toBe(true);
     expect(hostProgramJavaScriptSha256("token-limiter")).not.toBe(hostProgramJavaScriptSha256("usage-exporter"));
     const dir = mkdtempSync(join(tmpdir(), "kimi-kit-limiter-js-"));
     try {
       writeFileSync(join(dir, "token-limiter.js"), js);
-      const run = spawnSync("node", [join(dir, "token-limiter.js"), "--prometheus", "http://127.0.0.1:9"], { encoding: "utf8" });
+      const run = spawnSync("node", [join(dir, "token-limiter.js"), "--prometheus", "http://127.0.0.1:9"], {
+        encoding: "utf8",
+      });
       expect(run.status).toBe(2);
       expect(run.stderr).toContain("token-limiter: --limits is required");
     } finally {

@@ -22,7 +22,10 @@ function planWithPcie(pcie: { gen: number; lanes: number }): Plan {
 
 /** TTFT of a flag set on the plan's model and host, for the plan's TTFT prompt. */
 function ttftOf(plan: Plan, flags: SizingFlags): number {
-  const result = estimate(plan.tensors, plan.model.architecture, plan.host, flags, { catalog, ttftPromptTokens: plan.projection.ttftPromptTokens });
+  const result = estimate(plan.tensors, plan.model.architecture, plan.host, flags, {
+    catalog,
+    ttftPromptTokens: plan.projection.ttftPromptTokens,
+  });
   return result.projection.ttftSeconds;
 }
 
@@ -30,7 +33,9 @@ function chosenAndOther(plan: Plan): { chosen: number; other: number; cpuExperts
   const chosen = parseFlags(plan.llamaServerArgs, "plan").sizing;
   const cpuExperts = chosen.opOffload === false;
   // The other choice, as the planner would have written it: streaming wants the big ubatch, CPU experts llama.cpp's default.
-  const other: SizingFlags = cpuExperts ? { ...chosen, opOffload: undefined, batch: 2048, ubatch: 2048 } : { ...chosen, opOffload: false, batch: 2048, ubatch: 512 };
+  const other: SizingFlags = cpuExperts
+    ? { ...chosen, opOffload: undefined, batch: 2048, ubatch: 2048 }
+    : { ...chosen, opOffload: false, batch: 2048, ubatch: 512 };
   return { chosen: ttftOf(plan, chosen), other: ttftOf(plan, other), cpuExperts };
 }
 
@@ -56,10 +61,25 @@ describe("op offload copies from pinned or pageable memory", () => {
   // llama.cpp v0.5.0 keeps CPU weights in CUDA_Host (pinned) unless they are memory-mapped; a mapped
   // model's CPU experts are pageable, and CUDA stages those copies.
   const plan = planWithPcie({ gen: 4, lanes: 16 });
-  const streaming: SizingFlags = { ...parseFlags(plan.llamaServerArgs, "plan").sizing, opOffload: undefined, batch: 2048, ubatch: 2048 };
-  const run = (flags: SizingFlags) => estimate(plan.tensors, plan.model.architecture, plan.host, flags, { catalog, ttftPromptTokens: plan.projection.ttftPromptTokens }).projection;
+  const streaming: SizingFlags = {
+    ...parseFlags(plan.llamaServerArgs, "plan").sizing,
+    opOffload: undefined,
+    batch: 2048,
+    ubatch: 2048,
+  };
+  const run = (flags: SizingFlags) =>
+    estimate(plan.tensors, plan.model.architecture, plan.host, flags, {
+      catalog,
+      ttftPromptTokens: plan.projection.ttftPromptTokens,
+    }).projection;
   const projectWith = (flags: SizingFlags, pageableStreamFraction: number) =>
-    project({ ...estimate(plan.tensors, plan.model.architecture, plan.host, flags, { catalog, ttftPromptTokens: plan.projection.ttftPromptTokens }).speedInputs, cpuFactors: { pageableStreamFraction, source: "test" } });
+    project({
+      ...estimate(plan.tensors, plan.model.architecture, plan.host, flags, {
+        catalog,
+        ttftPromptTokens: plan.projection.ttftPromptTokens,
+      }).speedInputs,
+      cpuFactors: { pageableStreamFraction, source: "test" },
+    });
 
   it("a memory-mapped model streams slower, and says so; decode does not stream and is unchanged", () => {
     const pinned = run({ ...streaming, loadMode: "none" });

@@ -30,7 +30,9 @@ describe("layout", () => {
   });
 
   it("the rule sees a test import when there is one", () => {
-    expect(relativeImports("bench/x.ts", 'import { a } from "../test/support/local-stack";')).toEqual(["test/support/local-stack"]);
+    expect(relativeImports("bench/x.ts", 'import { a } from "../test/support/local-stack";')).toEqual([
+      "test/support/local-stack",
+    ]);
     expect(relativeImports("lab/x.ts", 'import { a } from "./net";')).toEqual(["lab/net"]);
   });
 });

@@ -1,7 +1,23 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
-import { GPU_ONLY_PLACEHOLDER_HOST, PLATFORM_FACTS, convert, predatedChanges, stripAnnotations, fitFactor, fitPhase, leaveOneSourceOut, projectRun, quantile, runCatalogModel, runModel, serverWords, sizedFromFile, splitWords } from "../../bench/published";
+import {
+  GPU_ONLY_PLACEHOLDER_HOST,
+  PLATFORM_FACTS,
+  convert,
+  predatedChanges,
+  stripAnnotations,
+  fitFactor,
+  fitPhase,
+  leaveOneSourceOut,
+  projectRun,
+  quantile,
+  runCatalogModel,
+  runModel,
+  serverWords,
+  sizedFromFile,
+  splitWords,
+} from "../../bench/published";
 import { loadCatalog } from "../../planner/catalog";
 import { tensorsFromArchitecture, totalBytes } from "../../planner/tensors";
 import {
@@ -36,7 +52,9 @@ describe("catalog/measurements.yaml", () => {
       expect(source!.url, run.id).toMatch(/^https?:\/\//);
       expect(run.quotes.length, run.id).toBeGreaterThan(0);
       // At least one quote carries one of the figures recorded (as printed: 7.30, 22.05, 14…).
-      const figures = [run.decode?.tokensPerSecond, run.prefill?.tokensPerSecond].filter((value): value is number => value !== undefined);
+      const figures = [run.decode?.tokensPerSecond, run.prefill?.tokensPerSecond].filter(
+        (value): value is number => value !== undefined,
+      );
       const printed = figures.flatMap((value) => [String(value), value.toFixed(2), value.toFixed(1)]);
       const quoted = run.quotes.join(" ");
       expect(
@@ -102,11 +120,15 @@ describe("the quant size rule", () => {
     // 307.20 GiB for 672.05 B parameters is 3.93 bits per weight: not a Q8_0 file.
     bad.model = { name: "DeepSeek-R1", totalParamsB: 672.05, quant: "Q8_0", fileSize: "307.20GiB", statedBpw: null };
     expect(() => parseMeasurements({ ...raw, runs: [...runs, bad] })).toThrow(MeasurementsError);
-    expect(() => parseMeasurements({ ...raw, runs: [...runs, bad] })).toThrow(/constructed-bad-q8: Q8_0: 307\.20GiB for 672\.05 B parameters is 3\.93 bits per weight, outside the Q8 family's 8–8\.7/);
+    expect(() => parseMeasurements({ ...raw, runs: [...runs, bad] })).toThrow(
+      /constructed-bad-q8: Q8_0: 307\.20GiB for 672\.05 B parameters is 3\.93 bits per weight, outside the Q8 family's 8–8\.7/,
+    );
   });
 
   it("refuses a stated bpw outside the family's range", () => {
-    expect(quantSizeProblem({ quant: "IQ4_NL", totalParamsB: null, fileSize: null, statedBpw: 2.7 })).toMatch(/outside the IQ4 family/);
+    expect(quantSizeProblem({ quant: "IQ4_NL", totalParamsB: null, fileSize: null, statedBpw: 2.7 })).toMatch(
+      /outside the IQ4 family/,
+    );
     expect(quantSizeProblem({ quant: "UD-IQ2_M", totalParamsB: null, fileSize: null, statedBpw: 2.7 })).toBeUndefined();
   });
 
@@ -116,22 +138,35 @@ describe("the quant size rule", () => {
     const odd = structuredClone(runs[0]!);
     odd.id = "constructed-odd";
     odd.model = { ...(odd.model as object), quant: "EXL2-4.0" };
-    expect(() => parseMeasurements({ ...raw, runs: [...runs, odd] })).toThrow(/constructed-odd: quant EXL2-4.0 is of no known family/);
+    expect(() => parseMeasurements({ ...raw, runs: [...runs, odd] })).toThrow(
+      /constructed-odd: quant EXL2-4.0 is of no known family/,
+    );
     const orphan = structuredClone(runs[0]!);
     orphan.id = "constructed-orphan";
     orphan.source = "nowhere";
-    expect(() => parseMeasurements({ ...raw, runs: [...runs, orphan] })).toThrow(/constructed-orphan: unknown source nowhere/);
+    expect(() => parseMeasurements({ ...raw, runs: [...runs, orphan] })).toThrow(
+      /constructed-orphan: unknown source nowhere/,
+    );
     const empty = structuredClone(runs[0]!);
     empty.id = "constructed-empty";
     empty.decode = null;
     empty.prefill = null;
-    expect(() => parseMeasurements({ ...raw, runs: [...runs, empty] })).toThrow(/constructed-empty: neither decode nor prefill/);
+    expect(() => parseMeasurements({ ...raw, runs: [...runs, empty] })).toThrow(
+      /constructed-empty: neither decode nor prefill/,
+    );
   });
 });
 
 describe("bench/published helpers", () => {
   it("splits a command line, fits a factor in (0, 1] and takes quantiles", () => {
-    expect(splitWords(`-ot "blk\\.(3|4)\\.ffn_.*=CUDA0" -ot exps=CPU --threads 32`)).toEqual(["-ot", "blk\\.(3|4)\\.ffn_.*=CUDA0", "-ot", "exps=CPU", "--threads", "32"]);
+    expect(splitWords(`-ot "blk\\.(3|4)\\.ffn_.*=CUDA0" -ot exps=CPU --threads 32`)).toEqual([
+      "-ot",
+      "blk\\.(3|4)\\.ffn_.*=CUDA0",
+      "-ot",
+      "exps=CPU",
+      "--threads",
+      "32",
+    ]);
     // A projection proportional to the factor, measured at 0.42 of the factor-1 figure.
     expect(fitFactor((factor) => Math.log((100 * factor) / 42) ** 2)).toBeCloseTo(0.42, 3);
     expect(fitFactor((factor) => Math.log((100 * factor) / 150) ** 2)).toBeCloseTo(1, 3);
@@ -143,8 +178,12 @@ describe("bench/published helpers", () => {
 describe("bench/published conversion", () => {
   it("drops annotations in parentheses but keeps the groups of a quoted -ot pattern", () => {
     expect(stripAnnotations("-t 64 (pp512)")).toBe("-t 64");
-    expect(stripAnnotations("single-stream decode (threads not stated for this row; decode peaks at 64 threads)")).toBe("single-stream decode");
-    expect(stripAnnotations(`-ot "blk\\.(3|4|5)\\.ffn_.*=CUDA0" -ot exps=CPU (19 of 75 layers)`)).toBe(`-ot "blk\\.(3|4|5)\\.ffn_.*=CUDA0" -ot exps=CPU`);
+    expect(stripAnnotations("single-stream decode (threads not stated for this row; decode peaks at 64 threads)")).toBe(
+      "single-stream decode",
+    );
+    expect(stripAnnotations(`-ot "blk\\.(3|4|5)\\.ffn_.*=CUDA0" -ot exps=CPU (19 of 75 layers)`)).toBe(
+      `-ot "blk\\.(3|4|5)\\.ffn_.*=CUDA0" -ot exps=CPU`,
+    );
     // The corpus's 7800X3D run: layers 0-6's FFN on CUDA0 as its -ot rule says, not on the CPU.
     const catalog = loadCatalog();
     const run = loadMeasurements().runs.find((entry) => entry.id === "deepseek-v3-0324-udiq3xxs-7800x3d-5gpu")!;
@@ -154,8 +193,22 @@ describe("bench/published conversion", () => {
   });
 
   it("translates benchmark-tool flags into llama-server words", () => {
-    expect(serverWords("-ub 4096 --flash-attn -npp 4096 -ntg 1024 -npl 1")!.words).toEqual(["-ub", "4096", "--flash-attn", "on", "--parallel", "1"]);
-    expect(serverWords("-ngl 62 -fa 0 -p 512 -n 128 -t 12")!.words).toEqual(["-ngl", "62", "--flash-attn", "off", "-t", "12"]);
+    expect(serverWords("-ub 4096 --flash-attn -npp 4096 -ntg 1024 -npl 1")!.words).toEqual([
+      "-ub",
+      "4096",
+      "--flash-attn",
+      "on",
+      "--parallel",
+      "1",
+    ]);
+    expect(serverWords("-ngl 62 -fa 0 -p 512 -n 128 -t 12")!.words).toEqual([
+      "-ngl",
+      "62",
+      "--flash-attn",
+      "off",
+      "-t",
+      "12",
+    ]);
     expect(serverWords("--threads 12 -no-cnv --prio 2")!.words).toEqual(["--threads", "12"]);
     expect(serverWords("single-stream decode")).toBeUndefined();
     // Whether weights are mapped decides pinned vs pageable op-offload copies, so it is kept.
@@ -168,7 +221,10 @@ describe("bench/published conversion", () => {
     const models = loadCatalog().models;
     const params = (id: string) => {
       const model = models.find((entry) => entry.id === id)!;
-      return tensorsFromArchitecture(model.architecture, model.tiers[0]!).reduce((sum, tensor) => sum + tensor.elements, 0) / 1e9;
+      return (
+        tensorsFromArchitecture(model.architecture, model.tiers[0]!).reduce((sum, tensor) => sum + tensor.elements, 0) /
+        1e9
+      );
     };
     expect(params("deepseek-v3")).toBeCloseTo(671, -1);
     expect(params("glm-5")).toBeGreaterThan(735);
@@ -178,20 +234,32 @@ describe("bench/published conversion", () => {
   it("converts a mainline run with platform facts, and refuses one without a described host", () => {
     const catalog = loadCatalog();
     const runs = loadMeasurements().runs;
-    const kimi = convert(runs.find((run) => run.id === "kimi-k2-q4kxl-dual-9355-rtx6000pro")!, catalog);
+    const kimi = convert(
+      runs.find((run) => run.id === "kimi-k2-q4kxl-dual-9355-rtx6000pro")!,
+      catalog,
+    );
     expect("inputs" in kimi && kimi.inputs.host.memory.channels).toBe(23);
     expect("inputs" in kimi && kimi.inputs.flags.flashAttn).toBe("on");
     // No catalog platform: the datasheet clock of PLATFORM_FACTS stands in, and says so.
     expect("inputs" in kimi && kimi.inputs.host.cpu.allCoreGHz).toBe(3.55);
     expect("inputs" in kimi && kimi.inputs.assumptions.join("; ")).toMatch(/3\.55 GHz all-core of base 3\.55 GHz/);
     // A run on a quarter of the cores or fewer holds the boost clock.
-    const light = convert(runs.find((run) => run.id === "deepseek-r1-udiq1s-epyc9654-3090-ngl8")!, catalog);
+    const light = convert(
+      runs.find((run) => run.id === "deepseek-r1-udiq1s-epyc9654-3090-ngl8")!,
+      catalog,
+    );
     expect("inputs" in light && light.inputs.host.cpu.allCoreGHz).toBe(3.7);
     // A CPU named by neither the catalog nor PLATFORM_FACTS has no clock: the run is not projected.
     const n2 = runs.find((run) => run.id === "glm52-q4km-neoverse-n2-96c")!;
-    const noClock = convert({ ...n2, hardware: { ...n2.hardware, cpu: { ...n2.hardware.cpu, model: "Some-Arm 96-core" } } }, catalog);
+    const noClock = convert(
+      { ...n2, hardware: { ...n2.hardware, cpu: { ...n2.hardware.cpu, model: "Some-Arm 96-core" } } },
+      catalog,
+    );
     expect("blockers" in noClock && noClock.blockers.join("; ")).toMatch(/no all-core clock for CPU Some-Arm 96-core/);
-    const unknownHost = convert(runs.find((run) => run.id === "deepseek-v3-q4km-4x3090-ngl7")!, catalog);
+    const unknownHost = convert(
+      runs.find((run) => run.id === "deepseek-v3-q4km-4x3090-ngl7")!,
+      catalog,
+    );
     expect("blockers" in unknownHost && unknownHost.blockers.join("; ")).toMatch(/no bandwidth/);
   });
 
@@ -199,7 +267,10 @@ describe("bench/published conversion", () => {
     const catalog = loadCatalog();
     const runs = loadMeasurements().runs;
     const singleSocket = ["deepseek-r1-q8-6980p-1s-mainline", "deepseek-r1-udiq1s-epyc7713-2xa6000ada"].map((id) => {
-      const conversion = convert(runs.find((run) => run.id === id)!, catalog);
+      const conversion = convert(
+        runs.find((run) => run.id === id)!,
+        catalog,
+      );
       if (!("inputs" in conversion)) throw new Error(`${id} does not convert`);
       return conversion;
     });
@@ -214,7 +285,10 @@ describe("bench/published conversion", () => {
     const catalog = loadCatalog();
     const runs = loadMeasurements().runs;
     const pick = (id: string) => {
-      const conversion = convert(runs.find((run) => run.id === id)!, catalog);
+      const conversion = convert(
+        runs.find((run) => run.id === id)!,
+        catalog,
+      );
       if (!("inputs" in conversion)) throw new Error(`${id} does not convert`);
       return conversion;
     };
@@ -222,7 +296,10 @@ describe("bench/published conversion", () => {
     const other = pick("deepseek-r1-udiq1s-epyc7713-2xa6000ada");
     expect(held.run.source).not.toBe(other.run.source);
     // The held-out source's measured decode, tripled: a fit that saw it would move.
-    const tripled = { ...held, run: { ...held.run, decode: { ...held.run.decode!, tokensPerSecond: held.run.decode!.tokensPerSecond * 3 } } };
+    const tripled = {
+      ...held,
+      run: { ...held.run, decode: { ...held.run.decode!, tokensPerSecond: held.run.decode!.tokensPerSecond * 3 } },
+    };
     const projected = (residuals: ReturnType<typeof leaveOneSourceOut>, id: string) => {
       const entry = residuals.find((residual) => residual.run.id === id && residual.phase === "decode")!;
       return (entry.error + 1) * entry.run.decode!.tokensPerSecond;
@@ -248,18 +325,26 @@ describe("bench/published: runs the catalog knows under another name or quant", 
     // Without the alias the name matches no rule (no fuzzy matching).
     const bareModel = { ...tencent.model };
     delete bareModel.catalogModel;
-    expect(runCatalogModel({ ...tencent, model: bareModel }, catalog)).toMatch(/no architecture for DeepSeek-671B \(R1\/V3\)/);
-    expect(runCatalogModel({ ...tencent, model: { ...tencent.model, catalogModel: "deepseek-v4" } }, catalog)).toMatch(/catalogModel deepseek-v4 of DeepSeek-671B \(R1\/V3\) is not in catalog\/models\.yaml/);
+    expect(runCatalogModel({ ...tencent, model: bareModel }, catalog)).toMatch(
+      /no architecture for DeepSeek-671B \(R1\/V3\)/,
+    );
+    expect(runCatalogModel({ ...tencent, model: { ...tencent.model, catalogModel: "deepseek-v4" } }, catalog)).toMatch(
+      /catalogModel deepseek-v4 of DeepSeek-671B \(R1\/V3\) is not in catalog\/models\.yaml/,
+    );
     // The alias is stated beside the run; the run stays out for its corpus reasons, not for its name.
     const found = runModel(tencent, catalog);
-    expect(typeof found !== "string" && found.assumptions.join("; ")).toMatch(/DeepSeek-671B \(R1\/V3\) is deepseek-v3's architecture/);
+    expect(typeof found !== "string" && found.assumptions.join("; ")).toMatch(
+      /DeepSeek-671B \(R1\/V3\) is deepseek-v3's architecture/,
+    );
     const conversion = convert(tencent, catalog);
     expect("blockers" in conversion && conversion.blockers.join("; ")).not.toMatch(/no architecture/);
     expect("blockers" in conversion && conversion.blockers.join("; ")).toMatch(/CPU model ambiguous/);
     // Kimi-K3 runs map to the catalog's kimi-k3; DeepSeek-V4-Flash (deepseek4) stays unmapped.
     const k3 = runCatalogModel(byId("kimi-k3-mxfp4-2x6248-2xrtx6000ada"), catalog);
     expect(typeof k3 !== "string" && k3.id).toBe("kimi-k3");
-    expect(runCatalogModel(byId("deepseek-v4-flash-udq4-epyc9v45-cpu"), catalog)).toMatch(/no architecture for DeepSeek-V4-Flash/);
+    expect(runCatalogModel(byId("deepseek-v4-flash-udq4-epyc9v45-cpu"), catalog)).toMatch(
+      /no architecture for DeepSeek-V4-Flash/,
+    );
   });
 
   it("sizes a quant that is no catalog tier from its stated file size, scaling only the routed experts", () => {
@@ -271,13 +356,21 @@ describe("bench/published: runs the catalog knows under another name or quant", 
     expect(found.tier).toBeUndefined();
     // The whole file is the stated 376.65 GiB.
     expect(totalBytes(found.tensors) / (376.65 * 2 ** 30)).toBeCloseTo(1, 9);
-    expect(found.assumptions.join("; ")).toMatch(/Q4_K_M is no deepseek-v3 tier: tensors of its UD-Q3_K_XL .* routed experts' bytes ×1\.\d+ .* the stated 376\.65GiB/);
+    expect(found.assumptions.join("; ")).toMatch(
+      /Q4_K_M is no deepseek-v3 tier: tensors of its UD-Q3_K_XL .* routed experts' bytes ×1\.\d+ .* the stated 376\.65GiB/,
+    );
     // Every tensor but the routed experts is the nearest tier's, unchanged.
-    const nearest = tensorsFromArchitecture(model.architecture, model.tiers.find((tier) => tier.name === "UD-Q3_K_XL")!);
-    const others = (tensors: typeof nearest) => tensors.filter((tensor) => tensor.cls !== "routedExperts").map((tensor) => [tensor.name, tensor.bytes]);
+    const nearest = tensorsFromArchitecture(
+      model.architecture,
+      model.tiers.find((tier) => tier.name === "UD-Q3_K_XL")!,
+    );
+    const others = (tensors: typeof nearest) =>
+      tensors.filter((tensor) => tensor.cls !== "routedExperts").map((tensor) => [tensor.name, tensor.bytes]);
     expect(others(found.tensors)).toEqual(others(nearest));
     const experts = found.tensors.filter((tensor) => tensor.cls === "routedExperts");
-    const expertBpw = (experts.reduce((sum, tensor) => sum + tensor.bytes, 0) * 8) / experts.reduce((sum, tensor) => sum + tensor.elements, 0);
+    const expertBpw =
+      (experts.reduce((sum, tensor) => sum + tensor.bytes, 0) * 8) /
+      experts.reduce((sum, tensor) => sum + tensor.elements, 0);
     expect(expertBpw).toBeGreaterThan(4.3);
     expect(expertBpw).toBeLessThan(5.2);
     // The run no longer lacks a tier; it stays out because its CPU and memory are not stated.
@@ -287,14 +380,18 @@ describe("bench/published: runs the catalog knows under another name or quant", 
     // A stated size outside the family's bits-per-weight range for the architecture is refused.
     expect(sizedFromFile(model, "Q4_K_M", "200GiB")).toMatch(/outside the Q4 family's 4\.3–5\.2/);
     // A quant with neither a tier nor a stated size is not guessed.
-    expect(runModel({ ...run, model: { ...run.model, fileSize: null } }, catalog)).toMatch(/no tier Q4_K_M for deepseek-v3 .* no stated file size/);
+    expect(runModel({ ...run, model: { ...run.model, fileSize: null } }, catalog)).toMatch(
+      /no tier Q4_K_M for deepseek-v3 .* no stated file size/,
+    );
   });
 
   it("reads a quant label as the catalog tier the corpus names in catalogTier", () => {
     const run = byId("glm52-q4k-neoverse-n2-pp512-t64");
     const found = runModel(run, catalog);
     expect(typeof found !== "string" && found.tier?.name).toBe("UD-Q4_K");
-    expect(runModel({ ...run, model: { ...run.model, catalogTier: "Q5_K_M" } }, catalog)).toMatch(/catalogTier Q5_K_M is not a tier of glm-5/);
+    expect(runModel({ ...run, model: { ...run.model, catalogTier: "Q5_K_M" } }, catalog)).toMatch(
+      /catalogTier Q5_K_M is not a tier of glm-5/,
+    );
   });
 
   it("projects the Neoverse-N2 runs with the datasheet facts, and a Ryzen 9 9900X host with its own", () => {
@@ -330,10 +427,21 @@ describe("bench/published: a run with every layer on its GPUs and no stated host
     expect(standard.inputs.assumptions.join("; ")).toMatch(/CPU and memory not stated: a placeholder host/);
     // Ten times the placeholder's cores and channels, four times its clock and eight times its FLOP/cycle (the most a
     // stack host allows): the projection stays put.
-    const tenfold = convert(run, catalog, { gpuOnlyPlaceholder: { ...GPU_ONLY_PLACEHOLDER_HOST, cores: 80, allCoreGHz: 8, fp32FlopsPerCycle: 256, channels: 20 } });
+    const tenfold = convert(run, catalog, {
+      gpuOnlyPlaceholder: {
+        ...GPU_ONLY_PLACEHOLDER_HOST,
+        cores: 80,
+        allCoreGHz: 8,
+        fp32FlopsPerCycle: 256,
+        channels: 20,
+      },
+    });
     if (!("inputs" in tenfold)) throw new Error(tenfold.blockers.join("; "));
     for (const phase of ["decode", "prefill"] as const) {
-      expect(projectRun(tenfold, catalog, phase, { source: "priors" }) / projectRun(standard, catalog, phase, { source: "priors" })).toBeCloseTo(1, 3);
+      expect(
+        projectRun(tenfold, catalog, phase, { source: "priors" }) /
+          projectRun(standard, catalog, phase, { source: "priors" }),
+      ).toBeCloseTo(1, 3);
     }
     // A hybrid run keeps needing its CPU: no placeholder there.
     const hybrid = { ...run, placement: "hybrid" as const };
@@ -354,7 +462,9 @@ describe("bench/published: runs on builds older than the pinned release's mechan
     const conversion = convert(h100, catalog, { sourceDate: posted });
     expect("blockers" in conversion).toBe(true);
     if (!("blockers" in conversion)) return;
-    expect(conversion.blockers.join("\n")).toMatch(/engine predates llama\.cpp#13014 \(source dated 2025-01-28, change first seen 2025-04-19\)/);
+    expect(conversion.blockers.join("\n")).toMatch(
+      /engine predates llama\.cpp#13014 \(source dated 2025-01-28, change first seen 2025-04-19\)/,
+    );
     // The same run posted after both changes converts.
     expect("inputs" in convert(h100, catalog, { sourceDate: "2025-06-01" })).toBe(true);
     // An undated source is no evidence of an old build.

@@ -3,7 +3,14 @@ import { loadCatalog } from "../../planner/catalog";
 import { isRepacked, kvBytesOfLayer, kvBytesPerTokenPerLayer, kvCells, type CacheSettings } from "../../planner/memory";
 
 /** One slot, f16 K and V, a stream of `cells` cells. */
-const oneSlot = (cells: number): CacheSettings => ({ cacheTypeK: "f16", cacheTypeV: "f16", kvUnified: false, slots: 1, cellsPerStream: cells, ubatch: 512 });
+const oneSlot = (cells: number): CacheSettings => ({
+  cacheTypeK: "f16",
+  cacheTypeV: "f16",
+  kvUnified: false,
+  slots: 1,
+  cellsPerStream: cells,
+  ubatch: 512,
+});
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig } from "../../planner/stack-file";
 import { makeTensor } from "../../planner/tensors";
@@ -12,7 +19,20 @@ import type { CpuSpec } from "../../planner/host";
 
 const catalog = loadCatalog();
 const kimi = catalog.models[0]!.architecture;
-const cpu = (avx512: boolean): CpuSpec => ({ name: "x", cores: 2, sockets: 1, numaNodes: 1, allCoreGHz: 3, fp32FlopsPerCycle: 32, arch: "x86-64", isa: avx512 ? ["avx2", "avx512"] : ["avx2"], avx2: true, avx512, ccds: undefined, fabricClockMHz: undefined });
+const cpu = (avx512: boolean): CpuSpec => ({
+  name: "x",
+  cores: 2,
+  sockets: 1,
+  numaNodes: 1,
+  allCoreGHz: 3,
+  fp32FlopsPerCycle: 32,
+  arch: "x86-64",
+  isa: avx512 ? ["avx2", "avx512"] : ["avx2"],
+  avx2: true,
+  avx512,
+  ccds: undefined,
+  fabricClockMHz: undefined,
+});
 
 describe("KV cache (MLA keeps K only)", () => {
   it("matches the llama-server log of the test-llama-archs deepseek2 model: 256 cells × 2 layers × 576 × f16 = 0.5625 MiB", () => {
@@ -60,25 +80,35 @@ describe("memory fit per device", () => {
   it("refuses UD-Q4_K_XL on 384 GiB with needed vs available and what would fit", () => {
     const plan = buildPlan("cpu-ddr5-q4", loadStackConfig("cpu-ddr5-q4"));
     expect(plan.fits).toBe(false);
-    expect(plan.refusal).toMatch(/CPU \(system RAM \(DDR5-4800\)\) needs \d{3}\.\d GB .* has 412\.3 GB \(384\.0 GiB\), short by/);
+    expect(plan.refusal).toMatch(
+      /CPU \(system RAM \(DDR5-4800\)\) needs \d{3}\.\d GB .* has 412\.3 GB \(384\.0 GiB\), short by/,
+    );
     expect(plan.alternatives).toEqual({ tiersThatFit: ["UD-Q2_K_XL"], maxContextPerSlotThatFits: null });
   });
 
   it("offers the largest context that fits when only the context is too long", () => {
     const config = loadStackConfig("cpu-ddr5");
-    const plan = buildPlan("cpu-ddr5-long", { ...config, serving: { ...config.serving, contextLength: 262144, parallelSlots: 4 } });
+    const plan = buildPlan("cpu-ddr5-long", {
+      ...config,
+      serving: { ...config.serving, contextLength: 262144, parallelSlots: 4 },
+    });
     expect(plan.fits).toBe(false);
     const best = plan.alternatives!.maxContextPerSlotThatFits!;
     expect(best).toBeGreaterThan(32768);
     expect(best).toBeLessThan(262144);
-    expect(buildPlan("x", { ...config, serving: { ...config.serving, contextLength: best, parallelSlots: 4 } }).fits).toBe(true);
-    expect(buildPlan("x", { ...config, serving: { ...config.serving, contextLength: best + 256, parallelSlots: 4 } }).fits).toBe(false);
+    expect(
+      buildPlan("x", { ...config, serving: { ...config.serving, contextLength: best, parallelSlots: 4 } }).fits,
+    ).toBe(true);
+    expect(
+      buildPlan("x", { ...config, serving: { ...config.serving, contextLength: best + 256, parallelSlots: 4 } }).fits,
+    ).toBe(false);
   });
 
   it("keeps every GPU within its VRAM in the hybrid plan", () => {
     const plan = buildPlan("rtx3090x4", loadStackConfig("rtx3090x4"));
     expect(plan.placement.mode).toBe("hybrid");
-    for (const device of plan.placement.memory) expect(device.plannedBytes, device.device).toBeLessThanOrEqual(device.capacityBytes);
+    for (const device of plan.placement.memory)
+      expect(device.plannedBytes, device.device).toBeLessThanOrEqual(device.capacityBytes);
     const gpus = plan.placement.memory.filter((device) => device.device.startsWith("CUDA"));
     expect(gpus).toHaveLength(4);
     expect(gpus.reduce((sum, device) => sum + device.kvBytes, 0)).toBe(32768 * 70_272);

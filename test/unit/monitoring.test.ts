@@ -10,7 +10,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
-import { alertRules, grafanaDashboard, MONITORING_BEARER_TOKEN_FILE, prometheusConfig, QUERIES, type TeamPricing } from "../../planner/monitoring";
+import {
+  alertRules,
+  grafanaDashboard,
+  MONITORING_BEARER_TOKEN_FILE,
+  prometheusConfig,
+  QUERIES,
+  type TeamPricing,
+} from "../../planner/monitoring";
 import { renderMetrics, tokensOf, tokensOfStream } from "../../tools/usage-exporter";
 
 const dir = mkdtempSync(join(tmpdir(), "kimi-kit-monitoring-unit-"));
@@ -49,7 +56,9 @@ describe("prometheusConfig and alertRules pass promtool check", () => {
     const r = promtool("check", "config", join(dir, "prometheus.yml"));
     expect(r.output).toContain("SUCCESS");
     expect(r.status).toBe(0);
-    const parsed = parse(config) as { scrape_configs: { job_name: string; static_configs: { targets: string[]; labels?: { replica: string } }[] }[] };
+    const parsed = parse(config) as {
+      scrape_configs: { job_name: string; static_configs: { targets: string[]; labels?: { replica: string } }[] }[];
+    };
     expect(parsed.scrape_configs.map((c) => c.job_name)).toEqual(["llama-server", "gateway", "usage"]);
     expect(parsed.scrape_configs[0]!.static_configs).toEqual([
       { targets: ["10.0.0.11:8080"], labels: { replica: "r1" } },
@@ -65,7 +74,9 @@ describe("prometheusConfig and alertRules pass promtool check", () => {
       usageExporters: [{ name: "r1", address: "10.0.0.11", port: 9101 }],
       ruleFiles: ["rules.yml"],
     };
-    type Parsed = { scrape_configs: { job_name: string; authorization?: { type: string; credentials_file: string } }[] };
+    type Parsed = {
+      scrape_configs: { job_name: string; authorization?: { type: string; credentials_file: string } }[];
+    };
     const plain = parse(prometheusConfig(input)) as Parsed;
     expect(plain.scrape_configs.every((c) => c.authorization === undefined)).toBe(true);
 
@@ -96,8 +107,17 @@ describe("prometheusConfig and alertRules pass promtool check", () => {
     expect(refused.output).toContain("bearer-token");
 
     // An absolute path passes through unchanged; an empty one is refused before any file.
-    expect(parse(prometheusConfig({ ...input, replicaBearerTokenFile: "/etc/kimi-kit/monitoring/m/bearer-token" }))).toMatchObject({
-      scrape_configs: [{ job_name: "llama-server", authorization: { type: "Bearer", credentials_file: "/etc/kimi-kit/monitoring/m/bearer-token" } }, {}, {}],
+    expect(
+      parse(prometheusConfig({ ...input, replicaBearerTokenFile: "/etc/kimi-kit/monitoring/m/bearer-token" })),
+    ).toMatchObject({
+      scrape_configs: [
+        {
+          job_name: "llama-server",
+          authorization: { type: "Bearer", credentials_file: "/etc/kimi-kit/monitoring/m/bearer-token" },
+        },
+        {},
+        {},
+      ],
     });
     expect(() => prometheusConfig({ ...input, replicaBearerTokenFile: " " })).toThrow(/file path/);
   });
@@ -107,7 +127,9 @@ describe("prometheusConfig and alertRules pass promtool check", () => {
     const r = promtool("check", "rules", join(dir, "rules-check.yml"));
     expect(r.status, r.output).toBe(0);
     expect(r.output).toContain("SUCCESS: 8 rules found");
-    const alerts = (parse(rulesText) as { groups: { rules: { alert: string; labels: Record<string, string> }[] }[] }).groups.flatMap((g) => g.rules);
+    const alerts = (
+      parse(rulesText) as { groups: { rules: { alert: string; labels: Record<string, string> }[] }[] }
+    ).groups.flatMap((g) => g.rules);
     expect(alerts.map((a) => `${a.alert}${a.labels.team ? `:${a.labels.team}` : ""}`)).toEqual([
       "ReplicaDown",
       "SlotsSaturated",
@@ -126,7 +148,9 @@ describe("prometheusConfig and alertRules pass promtool check", () => {
   });
 
   it("bad input is refused before any file", () => {
-    expect(() => alertRules({ projectedDecodeTokensPerSecond: 10, slotsPerReplica: 2, teams: [teams[0]!, teams[0]!] })).toThrow(/twice/);
+    expect(() =>
+      alertRules({ projectedDecodeTokensPerSecond: 10, slotsPerReplica: 2, teams: [teams[0]!, teams[0]!] }),
+    ).toThrow(/twice/);
     expect(() => alertRules({ projectedDecodeTokensPerSecond: 0, slotsPerReplica: 2, teams })).toThrow(/positive/);
     expect(() => prometheusConfig({ scrapeIntervalSeconds: 1, replicas: [], ruleFiles: [] })).toThrow(/at least one/);
   });
@@ -153,29 +177,44 @@ describe("promtool test rules: each alert fires for its replica or team and stay
       tests: [
         {
           interval: "1m",
-          input_series: [
-            series("up", replica("r1"), "1 1 0 0 0 0 0 0"),
-            series("up", replica("r2"), "1x7"),
-          ],
+          input_series: [series("up", replica("r1"), "1 1 0 0 0 0 0 0"), series("up", replica("r2"), "1x7")],
           alert_rule_test: [
             { eval_time: "2m", alertname: "ReplicaDown", exp_alerts: [] },
-            { eval_time: "5m", alertname: "ReplicaDown", exp_alerts: [{ exp_labels: { severity: "critical", ...replica("r1") } }] },
+            {
+              eval_time: "5m",
+              alertname: "ReplicaDown",
+              exp_alerts: [{ exp_labels: { severity: "critical", ...replica("r1") } }],
+            },
           ],
         },
         {
           interval: "1m",
-          input_series: [series("llamacpp:requests_processing", replica("r1"), "2x10"), series("llamacpp:requests_processing", replica("r2"), "1x10")],
+          input_series: [
+            series("llamacpp:requests_processing", replica("r1"), "2x10"),
+            series("llamacpp:requests_processing", replica("r2"), "1x10"),
+          ],
           alert_rule_test: [
             { eval_time: "3m", alertname: "SlotsSaturated", exp_alerts: [] },
-            { eval_time: "8m", alertname: "SlotsSaturated", exp_alerts: [{ exp_labels: { severity: "warning", ...replica("r1") } }] },
+            {
+              eval_time: "8m",
+              alertname: "SlotsSaturated",
+              exp_alerts: [{ exp_labels: { severity: "warning", ...replica("r1") } }],
+            },
           ],
         },
         {
           interval: "1m",
-          input_series: [series("llamacpp:requests_deferred", replica("r1"), "0+1x30"), series("llamacpp:requests_deferred", replica("r2"), "3x30")],
+          input_series: [
+            series("llamacpp:requests_deferred", replica("r1"), "0+1x30"),
+            series("llamacpp:requests_deferred", replica("r2"), "3x30"),
+          ],
           alert_rule_test: [
             { eval_time: "5m", alertname: "DeferredRequestsGrowing", exp_alerts: [] },
-            { eval_time: "20m", alertname: "DeferredRequestsGrowing", exp_alerts: [{ exp_labels: { severity: "warning", ...replica("r1") } }] },
+            {
+              eval_time: "20m",
+              alertname: "DeferredRequestsGrowing",
+              exp_alerts: [{ exp_labels: { severity: "warning", ...replica("r1") } }],
+            },
           ],
         },
         {
@@ -189,7 +228,11 @@ describe("promtool test rules: each alert fires for its replica or team and stay
           ],
           alert_rule_test: [
             { eval_time: "10m", alertname: "DecodeBelowProjection", exp_alerts: [] },
-            { eval_time: "30m", alertname: "DecodeBelowProjection", exp_alerts: [{ exp_labels: { severity: "warning", ...replica("r1") } }] },
+            {
+              eval_time: "30m",
+              alertname: "DecodeBelowProjection",
+              exp_alerts: [{ exp_labels: { severity: "warning", ...replica("r1") } }],
+            },
           ],
         },
         {
@@ -203,9 +246,17 @@ describe("promtool test rules: each alert fires for its replica or team and stay
           ],
           alert_rule_test: [
             { eval_time: "7m", alertname: "TeamBudget80", exp_alerts: [] },
-            { eval_time: "8m", alertname: "TeamBudget80", exp_alerts: [{ exp_labels: { severity: "warning", team: "alpha" } }] },
+            {
+              eval_time: "8m",
+              alertname: "TeamBudget80",
+              exp_alerts: [{ exp_labels: { severity: "warning", team: "alpha" } }],
+            },
             { eval_time: "9m", alertname: "TeamBudget100", exp_alerts: [] },
-            { eval_time: "10m", alertname: "TeamBudget100", exp_alerts: [{ exp_labels: { severity: "critical", team: "alpha" } }] },
+            {
+              eval_time: "10m",
+              alertname: "TeamBudget100",
+              exp_alerts: [{ exp_labels: { severity: "critical", team: "alpha" } }],
+            },
           ],
         },
       ],
@@ -224,7 +275,15 @@ describe("promtool test rules: each alert fires for its replica or team and stay
         {
           interval: "1m",
           input_series: [{ series: 'up{job="llama-server",replica="r2",instance="r2:8080"}', values: "1x7" }],
-          alert_rule_test: [{ eval_time: "5m", alertname: "ReplicaDown", exp_alerts: [{ exp_labels: { severity: "critical", job: "llama-server", replica: "r2", instance: "r2:8080" } }] }],
+          alert_rule_test: [
+            {
+              eval_time: "5m",
+              alertname: "ReplicaDown",
+              exp_alerts: [
+                { exp_labels: { severity: "critical", job: "llama-server", replica: "r2", instance: "r2:8080" } },
+              ],
+            },
+          ],
         },
       ],
     };
@@ -247,7 +306,12 @@ describe("grafanaDashboard", () => {
 
 describe("usage exporter parsing", () => {
   it("takes usage from a JSON body, and timings when usage is absent", () => {
-    expect(tokensOf({ usage: { prompt_tokens: 11, completion_tokens: 5 }, timings: { prompt_n: 1, cache_n: 10, predicted_n: 5 } })).toEqual({ prompt: 11, completion: 5 });
+    expect(
+      tokensOf({
+        usage: { prompt_tokens: 11, completion_tokens: 5 },
+        timings: { prompt_n: 1, cache_n: 10, predicted_n: 5 },
+      }),
+    ).toEqual({ prompt: 11, completion: 5 });
     expect(tokensOf({ timings: { prompt_n: 1, cache_n: 10, predicted_n: 5 } })).toEqual({ prompt: 11, completion: 5 });
     expect(tokensOf({ choices: [] })).toBeUndefined();
   });
@@ -260,7 +324,10 @@ describe("usage exporter parsing", () => {
       "data: [DONE]",
     ].join("\n\n");
     expect(tokensOfStream(stream)).toEqual({ prompt: 3, completion: 4 });
-    expect(tokensOfStream('data: {"timings":{"prompt_n":7,"predicted_n":2}}\n\ndata: [DONE]')).toEqual({ prompt: 7, completion: 2 });
+    expect(tokensOfStream('data: {"timings":{"prompt_n":7,"predicted_n":2}}\n\ndata: [DONE]')).toEqual({
+      prompt: 7,
+      completion: 2,
+    });
   });
 
   it("renders counters with escaped team labels", () => {

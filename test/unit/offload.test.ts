@@ -47,7 +47,9 @@ describe("hybrid offload plan", () => {
       else expect(matched, tensor.name).toBeUndefined();
     }
     // blk.1. must not catch blk.10. or blk.11.
-    expect(firstMatch(["^blk\\.(1)\\.ffn_(up|down|gate|gate_up)_exps\\.=CUDA0"], "blk.11.ffn_up_exps.weight")).toBeUndefined();
+    expect(
+      firstMatch(["^blk\\.(1)\\.ffn_(up|down|gate|gate_up)_exps\\.=CUDA0"], "blk.11.ffn_up_exps.weight"),
+    ).toBeUndefined();
   });
 
   it("fills spare VRAM with whole expert layers that each GPU already runs", () => {
@@ -66,10 +68,19 @@ describe("hybrid offload plan", () => {
 
   it("puts everything on the GPUs when it fits there", () => {
     const config = loadStackConfig("rtx3090x4");
-    const big = buildPlan("h200x4", { ...config, host: { ...config.host, kind: "bare-metal", gpus: [{ model: "h200", count: 4 }], memory: { ...(config.host.kind === "bare-metal" ? config.host.memory : { total: 0 }), total: 512 * 1024 ** 3 } } as typeof config.host });
+    const big = buildPlan("h200x4", {
+      ...config,
+      host: {
+        ...config.host,
+        kind: "bare-metal",
+        gpus: [{ model: "h200", count: 4 }],
+        memory: { ...(config.host.kind === "bare-metal" ? config.host.memory : { total: 0 }), total: 512 * 1024 ** 3 },
+      } as typeof config.host,
+    });
     expect(big.placement.mode).toBe("all-gpu");
     expect(big.placement.overrideRules).toEqual([]);
     expect(big.llamaServerArgs).not.toContain("--override-tensor");
-    for (const tensor of tensors.filter((t) => t.cls === "routedExperts")) expect(big.placement.deviceOfTensor.get(tensor.name)).toMatch(/^CUDA/);
+    for (const tensor of tensors.filter((t) => t.cls === "routedExperts"))
+      expect(big.placement.deviceOfTensor.get(tensor.name)).toMatch(/^CUDA/);
   });
 });

@@ -59,7 +59,10 @@ interface Run {
 /** The tool as a child process (async: the fake answers from this same event loop). */
 function runTool(args: string[], env: Record<string, string | undefined> = { GITHUB_TOKEN: TOKEN }): Promise<Run> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [...NODE_FLAGS, TOOL, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [...NODE_FLAGS, TOOL, ...args], {
+      env: { PATH: process.env.PATH, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -70,7 +73,17 @@ function runTool(args: string[], env: Record<string, string | undefined> = { GIT
 }
 
 function args(pr: number | string, body: string, extra: string[] = []): string[] {
-  return ["--repo", `${fake.owner}/${fake.repo}`, "--pr", String(pr), "--body-file", body, "--api-url", fake.apiUrl, ...extra];
+  return [
+    "--repo",
+    `${fake.owner}/${fake.repo}`,
+    "--pr",
+    String(pr),
+    "--body-file",
+    body,
+    "--api-url",
+    fake.apiUrl,
+    ...extra,
+  ];
 }
 
 const writes = () => fake.requests.filter((request) => request.method === "POST" || request.method === "PATCH");
@@ -81,7 +94,9 @@ describe("plan-diff-comment against a fake GitHub", () => {
     const first = await runTool(args(PR, bodyFile(`${MARKER}\nfirst diff\n`)));
     expect(first.stderr).toBe("");
     expect(first.code).toBe(0);
-    expect(first.stdout).toMatch(/^created comment \d+ on kimi-org\/kimi-kit#7: https:\/\/github\.com\/kimi-org\/kimi-kit\/pull\/7#issuecomment-\d+\n$/);
+    expect(first.stdout).toMatch(
+      /^created comment \d+ on kimi-org\/kimi-kit#7: https:\/\/github\.com\/kimi-org\/kimi-kit\/pull\/7#issuecomment-\d+\n$/,
+    );
     expect(fake.comments.get(PR)).toHaveLength(1);
     const id = fake.comments.get(PR)![0]!.id;
 
@@ -89,7 +104,11 @@ describe("plan-diff-comment against a fake GitHub", () => {
     expect(second.code).toBe(0);
     expect(second.stdout).toContain(`updated comment ${id} on kimi-org/kimi-kit#7`);
     expect(fake.comments.get(PR)).toHaveLength(1);
-    expect(fake.comments.get(PR)![0]!).toMatchObject({ id, body: `${MARKER}\nsecond diff\n`, user: { login: "github-actions[bot]", type: "Bot" } });
+    expect(fake.comments.get(PR)![0]!).toMatchObject({
+      id,
+      body: `${MARKER}\nsecond diff\n`,
+      user: { login: "github-actions[bot]", type: "Bot" },
+    });
     expect(writes().map((request) => `${request.method} ${request.status}`)).toEqual(["POST 201", "PATCH 200"]);
     // Every request carried the token, and only to the fake.
     expect(fake.requests.every((request) => request.authorization === `Bearer ${TOKEN}`)).toBe(true);
@@ -114,7 +133,9 @@ describe("plan-diff-comment against a fake GitHub", () => {
     expect(all).toHaveLength(3);
     expect(all.find((comment) => comment.id === human.id)!.body).toBe(`Why does the bot write ${MARKER} at the top?`);
     expect(all.find((comment) => comment.id === otherBot.id)!.body).toBe(`${MARKER}\nnot ours`);
-    expect(all.filter((comment) => comment.user.login === "github-actions[bot]").map((comment) => comment.body)).toEqual([`${MARKER}\nv2\n`]);
+    expect(
+      all.filter((comment) => comment.user.login === "github-actions[bot]").map((comment) => comment.body),
+    ).toEqual([`${MARKER}\nv2\n`]);
   });
 
   it("follows Link rel=next past 100 comments and updates the bot's comment on page 2", async () => {
@@ -140,12 +161,24 @@ describe("plan-diff-comment against a fake GitHub", () => {
     await startFake();
     const body = bodyFile(`${MARKER}\nx\n`);
     const cases: [Run, RegExp][] = [
-      [await runTool(args(999, body)), /^plan-diff-comment: GET \/repos\/kimi-org\/kimi-kit\/issues\/999\/comments for kimi-org\/kimi-kit#999 failed: 404 Not Found; .*\n$/],
-      [await runTool(args(PR, body), { GITHUB_TOKEN: READ_ONLY }), /^plan-diff-comment: POST \/repos\/kimi-org\/kimi-kit\/issues\/7\/comments for kimi-org\/kimi-kit#7 failed: 403 Resource not accessible by integration; .*pull-requests: write.*\n$/],
-      [await runTool(args(PR, body), { GITHUB_TOKEN: "ghs_wrong" }), /^plan-diff-comment: GET .* for kimi-org\/kimi-kit#7 failed: 401 Bad credentials; .*\n$/],
+      [
+        await runTool(args(999, body)),
+        /^plan-diff-comment: GET \/repos\/kimi-org\/kimi-kit\/issues\/999\/comments for kimi-org\/kimi-kit#999 failed: 404 Not Found; .*\n$/,
+      ],
+      [
+        await runTool(args(PR, body), { GITHUB_TOKEN: READ_ONLY }),
+        /^plan-diff-comment: POST \/repos\/kimi-org\/kimi-kit\/issues\/7\/comments for kimi-org\/kimi-kit#7 failed: 403 Resource not accessible by integration; .*pull-requests: write.*\n$/,
+      ],
+      [
+        await runTool(args(PR, body), { GITHUB_TOKEN: "ghs_wrong" }),
+        /^plan-diff-comment: GET .* for kimi-org\/kimi-kit#7 failed: 401 Bad credentials; .*\n$/,
+      ],
     ];
     fake.maxBody = 4;
-    cases.push([await runTool(args(PR, body)), /^plan-diff-comment: POST .* for kimi-org\/kimi-kit#7 failed: 422 Validation Failed; body is too long \(maximum is 4 characters\); .*\n$/]);
+    cases.push([
+      await runTool(args(PR, body)),
+      /^plan-diff-comment: POST .* for kimi-org\/kimi-kit#7 failed: 422 Validation Failed; body is too long \(maximum is 4 characters\); .*\n$/,
+    ]);
     for (const [run, pattern] of cases) {
       expect(run.code, run.stderr).toBe(1);
       expect(run.stderr).toMatch(pattern);
@@ -161,9 +194,20 @@ describe("plan-diff-comment against a fake GitHub", () => {
     await startFake();
     const url = fake.apiUrl;
     await fake.stop();
-    const run = await runTool(["--repo", "kimi-org/kimi-kit", "--pr", "7", "--body-file", bodyFile("x"), "--api-url", url]);
+    const run = await runTool([
+      "--repo",
+      "kimi-org/kimi-kit",
+      "--pr",
+      "7",
+      "--body-file",
+      bodyFile("x"),
+      "--api-url",
+      url,
+    ]);
     expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/^plan-diff-comment: GET \/repos\/kimi-org\/kimi-kit\/issues\/7\/comments for kimi-org\/kimi-kit#7: cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)\n$/);
+    expect(run.stderr).toMatch(
+      /^plan-diff-comment: GET \/repos\/kimi-org\/kimi-kit\/issues\/7\/comments for kimi-org\/kimi-kit#7: cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)\n$/,
+    );
   });
 
   it("the fake, like GitHub, answers 401 to a request without Authorization", async () => {
@@ -181,9 +225,19 @@ describe("plan-diff-comment against a fake GitHub", () => {
     expect(noToken.stderr).toBe("plan-diff-comment: GITHUB_TOKEN is not set: cannot comment on kimi-org/kimi-kit#7\n");
     for (const bad of ["7; rm -rf /", "07", "-7", "7e3", ""]) {
       // --pr=VALUE, as the workflow passes it, so that "-7" is a value and not an option.
-      const run = await runTool(["--repo", "kimi-org/kimi-kit", `--pr=${bad}`, "--body-file", body, "--api-url", fake.apiUrl]);
+      const run = await runTool([
+        "--repo",
+        "kimi-org/kimi-kit",
+        `--pr=${bad}`,
+        "--body-file",
+        body,
+        "--api-url",
+        fake.apiUrl,
+      ]);
       expect(run.code, bad).toBe(2);
-      expect(run.stderr.split("\n")[0]).toMatch(/^plan-diff-comment: --pr: wants a pull request number \(digits only\)/);
+      expect(run.stderr.split("\n")[0]).toMatch(
+        /^plan-diff-comment: --pr: wants a pull request number \(digits only\)/,
+      );
     }
     expect(fake.requests).toHaveLength(0);
   });
@@ -206,7 +260,9 @@ describe("the PR number from the artifact is checked against the triggering run"
     // An artifact naming PR 8 from a run whose head is PR 7's: refused, nothing written on 8.
     const forged = await runTool(args(8, bodyFile("x"), ["--run-prs", "", "--head-sha", HEAD]));
     expect(forged.code).toBe(1);
-    expect(forged.stderr).toBe(`plan-diff-comment: PR kimi-org/kimi-kit#8 has head ${"b".repeat(40)}, not the triggering run's ${HEAD}: refusing to comment (a newer push, or an artifact naming another PR)\n`);
+    expect(forged.stderr).toBe(
+      `plan-diff-comment: PR kimi-org/kimi-kit#8 has head ${"b".repeat(40)}, not the triggering run's ${HEAD}: refusing to comment (a newer push, or an artifact naming another PR)\n`,
+    );
     expect(fake.comments.get(8) ?? []).toHaveLength(0);
 
     const notListed = await runTool(args(8, bodyFile("x"), ["--run-prs", "7"]));
@@ -217,7 +273,8 @@ describe("the PR number from the artifact is checked against the triggering run"
 
 describe("pieces", () => {
   it("nextLink reads rel=next from GitHub's Link header and nothing else", () => {
-    const header = '<https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=1>; rel="prev", <https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=3>; rel="next", <https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=5>; rel="last"';
+    const header =
+      '<https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=1>; rel="prev", <https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=3>; rel="next", <https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=5>; rel="last"';
     expect(nextLink(header)).toBe("https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=3");
     expect(nextLink('<https://x/a?page=1>; rel="first", <https://x/a?page=4>; rel="last"')).toBeUndefined();
     expect(nextLink(null)).toBeUndefined();
@@ -248,13 +305,25 @@ describe("pieces", () => {
     try {
       // A server that answers page 1 with a rel="next" pointing at another host.
       const evil = createServer((req, res) => {
-        res.writeHead(200, { "Content-Type": "application/json", Link: `<${other.apiUrl}/repos/kimi-org/kimi-kit/issues/7/comments?page=2>; rel="next"` });
+        res.writeHead(200, {
+          "Content-Type": "application/json",
+          Link: `<${other.apiUrl}/repos/kimi-org/kimi-kit/issues/7/comments?page=2>; rel="next"`,
+        });
         res.end("[]");
       });
       await new Promise<void>((done) => evil.listen(0, "127.0.0.1", () => done()));
       const address = evil.address();
       const port = typeof address === "object" && address ? address.port : 0;
-      const run = await runTool(["--repo", "kimi-org/kimi-kit", "--pr", "7", "--body-file", bodyFile("x"), "--api-url", `http://127.0.0.1:${port}`]);
+      const run = await runTool([
+        "--repo",
+        "kimi-org/kimi-kit",
+        "--pr",
+        "7",
+        "--body-file",
+        bodyFile("x"),
+        "--api-url",
+        `http://127.0.0.1:${port}`,
+      ]);
       await new Promise<void>((done) => evil.close(() => done()));
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(/refusing to send the token outside http:\/\/127\.0\.0\.1:\d+\n$/);

@@ -67,8 +67,12 @@ describe("diffPlans", () => {
     const markdown = renderDiffMarkdown(diff).split("\n");
     expect(markdown[0]).toBe("<!-- kimi-kit-plan-diff:cpu-ddr5 -->");
     // The verdict comes before anything else: the caution block, then the table's first row.
-    expect(markdown.findIndex((line) => line.includes("Verdict changed: FITS (cpu-only) → DOES NOT FIT"))).toBeLessThan(markdown.findIndex((line) => line.startsWith("|")));
-    expect(markdown.find((line) => line.startsWith("| **verdict**"))).toBe("| **verdict** | FITS (cpu-only) | DOES NOT FIT | **NOW REFUSED** |");
+    expect(markdown.findIndex((line) => line.includes("Verdict changed: FITS (cpu-only) → DOES NOT FIT"))).toBeLessThan(
+      markdown.findIndex((line) => line.startsWith("|")),
+    );
+    expect(markdown.find((line) => line.startsWith("| **verdict**"))).toBe(
+      "| **verdict** | FITS (cpu-only) | DOES NOT FIT | **NOW REFUSED** |",
+    );
   });
 
   it("twice the context: KV doubles (61 layers × (512 + 64) × 2 bytes per token), --ctx-size changes; the bytes alone stay under 1%", () => {
@@ -99,7 +103,8 @@ describe("diffPlans", () => {
       });
     const half = diffPlans(side("HEAD~1", base), side("working tree", priced(5000 + 18)));
     expect(half.cost.after).toMatchObject({ state: "priced" });
-    const monthlyDelta = (diff: typeof half) => (diff.cost.after as { monthlyUsd: number }).monthlyUsd - (diff.cost.before as { monthlyUsd: number }).monthlyUsd;
+    const monthlyDelta = (diff: typeof half) =>
+      (diff.cost.after as { monthlyUsd: number }).monthlyUsd - (diff.cost.before as { monthlyUsd: number }).monthlyUsd;
     expect(monthlyDelta(half)).toBeCloseTo(18 / 36, 9);
     expect(isMaterial(half)).toBe(false);
     expect(renderDiffText(half)).toMatch(/monthly cost: \$177\.21 → \$177\.71 \(\+\$0\.50\)/);
@@ -156,7 +161,14 @@ describe("diffPlans", () => {
   });
 
   it("a side that could not be planned is 'unreadable at REF: reason', material, and the other side is still shown", () => {
-    const diff = diffPlans({ label: "HEAD~1 (abc1234)", stack: "cpu-ddr5", unreadable: "serving.contextLength: found -1; allowed: at least 1" }, side("working tree", base));
+    const diff = diffPlans(
+      {
+        label: "HEAD~1 (abc1234)",
+        stack: "cpu-ddr5",
+        unreadable: "serving.contextLength: found -1; allowed: at least 1",
+      },
+      side("working tree", base),
+    );
     expect(diff.kind).toBe("unreadable");
     expect(materialChanges(diff)).toEqual(["unreadable at HEAD~1 (abc1234)"]);
     const text = renderDiffText(diff);
@@ -164,7 +176,9 @@ describe("diffPlans", () => {
     expect(text).toContain("Verdict: FITS (cpu-only)");
     // The readable side's memory line is still rendered (its figure is the estimator's, checked elsewhere).
     expect(text).toMatch(/CPU system RAM \(DDR5-4800\): \d+\.\d GiB of 384\.0 GiB\n/);
-    expect(renderDiffMarkdown(diff)).toContain("**unreadable at HEAD~1 (abc1234)**: serving.contextLength: found -1; allowed: at least 1");
+    expect(renderDiffMarkdown(diff)).toContain(
+      "**unreadable at HEAD~1 (abc1234)**: serving.contextLength: found -1; allowed: at least 1",
+    );
   });
 
   it("a stack absent at the ref is a new stack, one absent now a removed one", () => {
@@ -175,24 +189,49 @@ describe("diffPlans", () => {
     expect(isMaterial(added)).toBe(true);
     const removed = diffPlans(side("HEAD~1", base), { label: "working tree", stack: "cpu-ddr5", missing: true });
     expect(removed.kind).toBe("removed stack");
-    expect(renderDiffMarkdown(removed)).toContain("**removed stack**: stacks/Pulumi.cpu-ddr5.yaml does not exist at working tree");
+    expect(renderDiffMarkdown(removed)).toContain(
+      "**removed stack**: stacks/Pulumi.cpu-ddr5.yaml does not exist at working tree",
+    );
   });
 
   it("two stacks: keyed X..Y, headed by the stack names", () => {
-    const diff = diffPlans({ label: "cpu-ddr5", stack: "cpu-ddr5", plan: base }, { label: "rtx3090x4", stack: "rtx3090x4", plan: planOf("rtx3090x4") });
+    const diff = diffPlans(
+      { label: "cpu-ddr5", stack: "cpu-ddr5", plan: base },
+      { label: "rtx3090x4", stack: "rtx3090x4", plan: planOf("rtx3090x4") },
+    );
     expect(diff.key).toBe("cpu-ddr5..rtx3090x4");
     // The GPUs exist on one side only: added devices, each material.
-    expect(diff.devices.filter((device) => device.status === "added").map((device) => device.name)).toEqual(["CUDA0", "CUDA1", "CUDA2", "CUDA3"]);
+    expect(diff.devices.filter((device) => device.status === "added").map((device) => device.name)).toEqual([
+      "CUDA0",
+      "CUDA1",
+      "CUDA2",
+      "CUDA3",
+    ]);
     expect(materialChanges(diff)).toEqual(expect.arrayContaining(["device CUDA0 added"]));
     const markdown = renderDiffMarkdown(diff);
     expect(markdown.split("\n")[0]).toBe("<!-- kimi-kit-plan-diff:cpu-ddr5..rtx3090x4 -->");
     expect(markdown).toContain("| | cpu-ddr5 | rtx3090x4 | change |");
-    expect(diffToJson(diff)).toMatchObject({ key: "cpu-ddr5..rtx3090x4", material: true, thresholds: { deviceBytesFractionOfCapacity: 0.01, projectionFraction: 0.05, monthlyCostUsd: 1 } });
+    expect(diffToJson(diff)).toMatchObject({
+      key: "cpu-ddr5..rtx3090x4",
+      material: true,
+      thresholds: { deviceBytesFractionOfCapacity: 0.01, projectionFraction: 0.05, monthlyCostUsd: 1 },
+    });
   });
 
   it("workers of a split stack count as devices, by the name the head gives them", () => {
-    const worker = { id: "worker-1", endpoint: "10.0.0.2:50052", device: "RPC0[10.0.0.2:50052]", layers: 30, holdsOutput: true, capacityBytes: 100 * GiB, fits: true };
-    const split = (plannedGiB: number) => ({ ...base, cluster: { workers: [{ ...worker, plannedBytes: plannedGiB * GiB }] } });
+    const worker = {
+      id: "worker-1",
+      endpoint: "10.0.0.2:50052",
+      device: "RPC0[10.0.0.2:50052]",
+      layers: 30,
+      holdsOutput: true,
+      capacityBytes: 100 * GiB,
+      fits: true,
+    };
+    const split = (plannedGiB: number) => ({
+      ...base,
+      cluster: { workers: [{ ...worker, plannedBytes: plannedGiB * GiB }] },
+    });
     const diff = diffPlans(side("a", split(50)), side("b", split(52)));
     const rpc = diff.devices.find((device) => device.name === "RPC0[10.0.0.2:50052]")!;
     expect(rpc.deltaBytes).toBe(2 * GiB);

@@ -21,9 +21,11 @@ const planJson = (stack: string): PlanJson => planToJson(buildPlan(stack, loadSt
 const cpu = planJson("cpu-ddr5");
 const gpus = planJson("rtx3090x4");
 
-
 function unescape(text: string): string {
-  return text.replace(/&(amp|lt|gt|quot|#39);/g, (_, name: string) => ({ amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'" })[name]!);
+  return text.replace(
+    /&(amp|lt|gt|quot|#39);/g,
+    (_, name: string) => ({ amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'" })[name]!,
+  );
 }
 
 /** Every element of one tag with its attributes, from the markup the renderer wrote. */
@@ -33,7 +35,8 @@ function elements(markup: string, tag: string): Record<string, string>[] {
   );
 }
 
-const trackPx = (markup: string): number => Number(elements(markup, "svg").find((svg) => svg["data-track-px"])!["data-track-px"]);
+const trackPx = (markup: string): number =>
+  Number(elements(markup, "svg").find((svg) => svg["data-track-px"])!["data-track-px"]);
 
 /** Checks every device's bars in `markup` against the plans: rect per non-zero kind, width = bytes × scale. */
 function expectBarsMatch(markup: string, versions: readonly ReportVersion[]): void {
@@ -44,7 +47,9 @@ function expectBarsMatch(markup: string, versions: readonly ReportVersion[]): vo
   for (const name of names) {
     const devices = versions.map((version) => version.plan.devices.find((device) => device.name === name));
     // The device's largest figure across versions spans the track.
-    const largest = Math.max(...devices.map((device) => (device ? Math.max(device.capacityBytes, device.plannedBytes) : 0)));
+    const largest = Math.max(
+      ...devices.map((device) => (device ? Math.max(device.capacityBytes, device.plannedBytes) : 0)),
+    );
     const scale = track / largest;
     devices.forEach((device, version) => {
       const mine = rects.filter((rect) => rect["data-device"] === name && rect["data-version"] === String(version));
@@ -81,7 +86,11 @@ function hostile(): PlanJson {
   const plan = structuredClone(cpu);
   plan.stack = `x<script>alert(1)</script>`;
   plan.host.label = `host "quoted" & <b>bold</b>`;
-  plan.devices = plan.devices.map((device) => ({ ...device, name: `${device.name}<i>`, label: `RAM <img src=x onerror=alert(1)> 'DDR5' & more` }));
+  plan.devices = plan.devices.map((device) => ({
+    ...device,
+    name: `${device.name}<i>`,
+    label: `RAM <img src=x onerror=alert(1)> 'DDR5' & more`,
+  }));
   plan.llamaServerArgs = [...plan.llamaServerArgs, "--alias", "</pre><script>x</script>"];
   return plan;
 }
@@ -95,7 +104,10 @@ describe("renderHtmlReport / renderMemorySvg", () => {
       for (const device of plan.devices) expect(html).toContain(device.label);
     }
     const plan = hostile();
-    for (const markup of [renderHtmlReport([{ label: `<label>`, plan }]), renderMemorySvg([{ label: `<label>`, plan }])]) {
+    for (const markup of [
+      renderHtmlReport([{ label: `<label>`, plan }]),
+      renderMemorySvg([{ label: `<label>`, plan }]),
+    ]) {
       expect(markup).not.toMatch(/<script|<img|<i>|<b>|<label>|onerror=alert\(1\)>/);
       expect(markup).toContain("RAM &lt;img src=x onerror=alert(1)&gt; &#39;DDR5&#39; &amp; more");
       expect(markup).toContain("CPU&lt;i&gt;");
@@ -141,7 +153,10 @@ describe("renderHtmlReport / renderMemorySvg", () => {
       device.plannedBytes += device.kvBytes / 2;
     }
     after.devices.push({ ...after.devices[1]!, name: "CUDA4", label: "NVIDIA GeForce RTX 4090" });
-    after.projection.decodeByDepth = after.projection.decodeByDepth.map((point) => ({ ...point, tokensPerSecond: point.tokensPerSecond * 1.2 }));
+    after.projection.decodeByDepth = after.projection.decodeByDepth.map((point) => ({
+      ...point,
+      tokensPerSecond: point.tokensPerSecond * 1.2,
+    }));
     const versions: ReportVersion[] = [
       { label: "main", plan: gpus },
       { label: "this branch", plan: after },
@@ -150,20 +165,32 @@ describe("renderHtmlReport / renderMemorySvg", () => {
     expectBarsMatch(html, versions);
     expect(html).toContain("Plan diff for stack rtx3090x4: main → this branch");
     const segments = elements(html, "rect").filter((rect) => rect.class === "segment");
-    expect(segments.filter((rect) => rect["data-version"] === "0").every((rect) => rect.fill!.startsWith("url(#"))).toBe(true);
-    expect(segments.filter((rect) => rect["data-version"] === "1").every((rect) => rect.fill!.startsWith("#"))).toBe(true);
+    expect(
+      segments.filter((rect) => rect["data-version"] === "0").every((rect) => rect.fill!.startsWith("url(#")),
+    ).toBe(true);
+    expect(segments.filter((rect) => rect["data-version"] === "1").every((rect) => rect.fill!.startsWith("#"))).toBe(
+      true,
+    );
     expect(html).toContain("main: no such device in this version");
     // Each chart has a series per version, the before one dashed.
     const series = elements(html, "g").filter((group) => group.class === "series");
     for (const kind of ["decode", "prefill", "self-hosted", "api"]) {
-      expect(series.filter((group) => group["data-kind"] === kind).map((group) => group["data-version"])).toEqual(["0", "1"]);
+      expect(series.filter((group) => group["data-kind"] === kind).map((group) => group["data-version"])).toEqual([
+        "0",
+        "1",
+      ]);
     }
     const lines = elements(html, "polyline");
     expect(lines.filter((line) => line["stroke-dasharray"]).length).toBe(4);
     // The decode series' points are the plans' own figures.
     const points = elements(html, "circle").filter((circle) => circle["data-x"] !== undefined);
     for (const point of after.projection.decodeByDepth) {
-      expect(points.some((circle) => Number(circle["data-x"]) === point.depthTokens && Number(circle["data-y"]) === point.tokensPerSecond)).toBe(true);
+      expect(
+        points.some(
+          (circle) =>
+            Number(circle["data-x"]) === point.depthTokens && Number(circle["data-y"]) === point.tokensPerSecond,
+        ),
+      ).toBe(true);
     }
   });
 
@@ -184,9 +211,14 @@ describe("renderHtmlReport / renderMemorySvg", () => {
     const marker = elements(html, "g").find((group) => group["data-kind"] === "break-even")!;
     expect(Number(marker["data-x"])).toBe(cost.breakEvenTokensPerMonth);
     expect(Number(marker["data-y"])).toBe(cost.monthlyUsd);
-    const api = elements(html, "circle").filter((circle) => circle["data-x"] !== undefined && Number(circle["data-x"]) > 0 && Number(circle["data-y"]) !== cost.monthlyUsd);
+    const api = elements(html, "circle").filter(
+      (circle) =>
+        circle["data-x"] !== undefined && Number(circle["data-x"]) > 0 && Number(circle["data-y"]) !== cost.monthlyUsd,
+    );
     // The API line's end point lies on tokens × $100 per 1M.
-    expect(api.some((circle) => Math.abs(Number(circle["data-y"]) - (Number(circle["data-x"]) * 100) / 1e6) < 1e-6)).toBe(true);
+    expect(
+      api.some((circle) => Math.abs(Number(circle["data-y"]) - (Number(circle["data-x"]) * 100) / 1e6) < 1e-6),
+    ).toBe(true);
   });
 
   it("reads a plan JSON without this report's added fields (an older checkout's), saying what is missing", () => {
@@ -229,14 +261,22 @@ describe("renderHtmlReport / renderMemorySvg", () => {
 
   it("draws one or two versions, no other count", () => {
     expect(() => renderHtmlReport([])).toThrow(/1 or 2 versions/);
-    expect(() => renderMemorySvg([{ label: "a", plan: cpu }, { label: "b", plan: cpu }, { label: "c", plan: cpu }])).toThrow(/1 or 2 versions/);
+    expect(() =>
+      renderMemorySvg([
+        { label: "a", plan: cpu },
+        { label: "b", plan: cpu },
+        { label: "c", plan: cpu },
+      ]),
+    ).toThrow(/1 or 2 versions/);
   });
 });
 
 it("a fleet's page adds its replicas, the fleet's cost, the chargeback and each team; a single host's does not", () => {
   const fleet = planJson("cpu-ddr5-fleet");
   const text = unescape(renderHtmlReport([{ label: "cpu-ddr5-fleet", plan: fleet }]));
-  expect(text).toContain(`2 × 2 slot(s): ${fleet.fleet!.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode with every slot busy`);
+  expect(text).toContain(
+    `2 × 2 slot(s): ${fleet.fleet!.aggregateDecodeTokensPerSecond.toFixed(2)} tok/s decode with every slot busy`,
+  );
   expect(text).toContain("$354.43 (2 × $177.21)");
   expect(text).toMatch(/platform: 30 req\/min, \$150\.00\/month buys [\d.]+M tokens; research: 10 req\/min/);
   expect(unescape(renderHtmlReport([{ label: "cpu-ddr5", plan: cpu }]))).not.toContain("fleet monthly cost");
@@ -253,9 +293,17 @@ describe("writeReport", () => {
   });
 
   it.each([
-    ["a missing folder", () => join(dir, "missing", "report.html"), /^--html \S+: cannot write the report: its folder \S+missing does not exist$/],
+    [
+      "a missing folder",
+      () => join(dir, "missing", "report.html"),
+      /^--html \S+: cannot write the report: its folder \S+missing does not exist$/,
+    ],
     ["a folder", () => dir, /^--html \S+: cannot write the report: it is a folder; name a file inside it$/],
-    ["a path through a file", () => join(dir, "report.html", "x.html"), /^--html \S+: cannot write the report: a part of the path is a file, not a folder$/],
+    [
+      "a path through a file",
+      () => join(dir, "report.html", "x.html"),
+      /^--html \S+: cannot write the report: a part of the path is a file, not a folder$/,
+    ],
   ])("refuses %s with one line naming the flag, the path and why", (_, pathOf, message) => {
     writeFileSync(join(dir, "report.html"), "x");
     const path = pathOf();

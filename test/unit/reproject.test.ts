@@ -16,7 +16,17 @@ const cpuPlan = buildPlan("cpu-ddr5", loadStackConfig("cpu-ddr5"));
 // (tested below); the bandwidth physics is tested on a catalog whose CPU arithmetic never binds.
 const catalog = {
   ...published,
-  efficiency: { ...published.efficiency, cpu: { ...published.efficiency.cpu, corpusFit: { fittedOn: "test: memory-bound", factors: { ...published.efficiency.cpu.corpusFit?.factors, decodeComputeEfficiency: 1 }, errorBands: [] } } },
+  efficiency: {
+    ...published.efficiency,
+    cpu: {
+      ...published.efficiency.cpu,
+      corpusFit: {
+        fittedOn: "test: memory-bound",
+        factors: { ...published.efficiency.cpu.corpusFit?.factors, decodeComputeEfficiency: 1 },
+        errorBands: [],
+      },
+    },
+  },
 };
 const hybridPlan = buildPlan("epyc-pro6000", loadStackConfig("epyc-pro6000"));
 const gbps = (plan: typeof cpuPlan) => plan.host.memory.achievableBandwidth / 1e9;
@@ -47,7 +57,8 @@ describe("reprojectWithBandwidth", () => {
   });
 
   it("CPU only: time per token is memory time ∝ 1/bandwidth plus a constant — the share read off two bandwidths predicts a third", () => {
-    const at = (factor: number) => 1 / reprojectWithBandwidth(cpuPlan, gbps(cpuPlan) * factor, catalog).decodeTokensPerSecond;
+    const at = (factor: number) =>
+      1 / reprojectWithBandwidth(cpuPlan, gbps(cpuPlan) * factor, catalog).decodeTokensPerSecond;
     const t1 = at(1);
     // t(1/2) = t1 (1 + m) where m is the memory share of t1; then t(1/4) must be t1 (1 + 3m).
     const memoryShare = at(0.5) / t1 - 1;
@@ -77,7 +88,9 @@ describe("reprojectWithBandwidth", () => {
 
   it("hybrid: only the CPU's share of a token slows down — decode falls, by less than for CPU only", () => {
     expect(hybridPlan.placement.mode).toBe("hybrid");
-    const ratio = (plan: typeof cpuPlan) => reprojectWithBandwidth(plan, gbps(plan) / 2, catalog).decodeTokensPerSecond / reprojectWithBandwidth(plan, gbps(plan), catalog).decodeTokensPerSecond;
+    const ratio = (plan: typeof cpuPlan) =>
+      reprojectWithBandwidth(plan, gbps(plan) / 2, catalog).decodeTokensPerSecond /
+      reprojectWithBandwidth(plan, gbps(plan), catalog).decodeTokensPerSecond;
     expect(ratio(hybridPlan)).toBeLessThan(1);
     expect(ratio(hybridPlan)).toBeGreaterThan(ratio(cpuPlan));
   });
@@ -86,8 +99,12 @@ describe("reprojectWithBandwidth", () => {
     const host = hostWithMeasuredBandwidth(cpuPlan.host, 123.4);
     expect(host.memory.achievableBandwidth).toBe(123.4e9);
     expect(host.memory.basis).toMatch(/measured on the host by HostPrep: 123.4 GB\/s/);
-    expect({ ...host, memory: { ...host.memory, achievableBandwidth: 0, basis: "" } }).toEqual({ ...cpuPlan.host, memory: { ...cpuPlan.host.memory, achievableBandwidth: 0, basis: "" } });
+    expect({ ...host, memory: { ...host.memory, achievableBandwidth: 0, basis: "" } }).toEqual({
+      ...cpuPlan.host,
+      memory: { ...cpuPlan.host.memory, achievableBandwidth: 0, basis: "" },
+    });
     expect(cpuPlan.host.memory.achievableBandwidth).toBe(gbps(cpuPlan) * 1e9); // the plan is not changed
-    for (const bad of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) expect(() => reprojectWithBandwidth(cpuPlan, bad, catalog)).toThrow(/positive number/);
+    for (const bad of [0, -5, Number.NaN, Number.POSITIVE_INFINITY])
+      expect(() => reprojectWithBandwidth(cpuPlan, bad, catalog)).toThrow(/positive number/);
   });
 });

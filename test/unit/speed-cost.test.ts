@@ -80,7 +80,10 @@ describe("monthly cost and break-even", () => {
 
   it("gives a break-even volume when the API is dear enough", () => {
     const config = loadStackConfig("cpu-ddr5");
-    const dear = buildPlan("x", { ...config, costs: { ...config.costs!, api: { usdPerMillionInput: 30, usdPerMillionOutput: 120 } } });
+    const dear = buildPlan("x", {
+      ...config,
+      costs: { ...config.costs!, api: { usdPerMillionInput: 30, usdPerMillionOutput: 120 } },
+    });
     const breakEven = dear.cost!.breakEvenTokensPerMonth!;
     expect(breakEven).toBeGreaterThan(0);
     expect(breakEven).toBeLessThanOrEqual(dear.cost!.capacityTokensPerMonth);

@@ -21,7 +21,8 @@ type Raw = Record<string, unknown>;
 const catalog = loadCatalog();
 const raw = (stack: string): Raw => structuredClone(readStackValues(stack));
 const section = (values: Raw, key: string): Raw => (values[key] ??= {}) as Raw;
-const planOf = (values: Raw, options: { catalog?: Catalog } = {}): Plan => buildPlan("knobs", parseStackConfig("knobs", values), { lock: null, ...options });
+const planOf = (values: Raw, options: { catalog?: Catalog } = {}): Plan =>
+  buildPlan("knobs", parseStackConfig("knobs", values), { lock: null, ...options });
 const withServing = (stack: string, serving: Raw): Plan => {
   const values = raw(stack);
   Object.assign(section(values, "serving"), serving);
@@ -76,7 +77,9 @@ describe("serving knobs flow into the command line and the estimate", () => {
     expect(plan.projection.prefillTokensPerSecond / base.projection.prefillTokensPerSecond).toBeCloseTo(8 / 16, 6);
     // Decode on the seed's 16 cores is compute-bound (the corpus fit): its arithmetic time doubles on half the threads.
     expect(base.projection.decodeTraffic[0]!.computeBound).toBe(true);
-    const perLayerSeconds = base.model.architecture.layers * base.projection.factors.find((factor) => factor.name === "cpu.decodeSecondsPerLayer")!.value;
+    const perLayerSeconds =
+      base.model.architecture.layers *
+      base.projection.factors.find((factor) => factor.name === "cpu.decodeSecondsPerLayer")!.value;
     const arithmetic = (of: Plan) => 1 / of.projection.decodeTokensPerSecond - perLayerSeconds;
     expect(arithmetic(plan) / arithmetic(base)).toBeCloseTo(2, 6);
   });
@@ -101,7 +104,13 @@ describe("serving knobs flow into the command line and the estimate", () => {
     // The largest matmul weight left on the CPU, found here from the tensor list and the placement.
     const largest = Math.max(
       ...rig.tensors
-        .filter((tensor) => rig.placement.deviceOfTensor.get(tensor.name) === "CPU" && tensor.cls !== "embedding" && tensor.cls !== "norms" && tensor.shape.length >= 2)
+        .filter(
+          (tensor) =>
+            rig.placement.deviceOfTensor.get(tensor.name) === "CPU" &&
+            tensor.cls !== "embedding" &&
+            tensor.cls !== "norms" &&
+            tensor.shape.length >= 2,
+        )
         .map((tensor) => tensor.bytes),
     );
     expect(largest).toBeGreaterThan(0);
@@ -189,7 +198,10 @@ describe("host knobs: sockets, channels, NUMA, architecture and ISA", () => {
     expect(isolate.projection.decodeTokensPerSecond).toBeLessThan(distribute.projection.decodeTokensPerSecond);
     expect(off.projection.decodeTokensPerSecond).toBeLessThan(distribute.projection.decodeTokensPerSecond);
     expect(numactl.projection.decodeTokensPerSecond).toBeCloseTo(distribute.projection.decodeTokensPerSecond, 9);
-    expect(isolate.projection.prefillTokensPerSecond / distribute.projection.prefillTokensPerSecond).toBeCloseTo(16 / 32, 6);
+    expect(isolate.projection.prefillTokensPerSecond / distribute.projection.prefillTokensPerSecond).toBeCloseTo(
+      16 / 32,
+      6,
+    );
   });
 
   it("isa: without avx512 the Q2_K experts are not repacked (llama.cpp's Q2_K layout needs AVX-512); arm64 takes no x86 layout", () => {
@@ -198,7 +210,9 @@ describe("host knobs: sockets, channels, NUMA, architecture and ISA", () => {
       Object.assign(section(section(values, "host"), "cpu"), cpu);
       return planOf(values);
     };
-    const q2k = base.tensors.filter((tensor) => tensor.type === "Q2_K" && base.placement.estimate.placement.repacked.has(tensor.name)).reduce((sum, tensor) => sum + tensor.bytes, 0);
+    const q2k = base.tensors
+      .filter((tensor) => tensor.type === "Q2_K" && base.placement.estimate.placement.repacked.has(tensor.name))
+      .reduce((sum, tensor) => sum + tensor.bytes, 0);
     expect(q2k).toBeGreaterThan(0);
     const avx2 = variant({ isa: ["avx2"] });
     expect(cpuOf(base).repackBytes - cpuOf(avx2).repackBytes).toBe(q2k);
@@ -207,33 +221,96 @@ describe("host knobs: sockets, channels, NUMA, architecture and ISA", () => {
     // An arm64 CPU described without a catalog platform (no catalog platform is arm64), same RAM.
     const armValues = raw("cpu-ddr5");
     const host = section(armValues, "host");
-    host.cpu = { model: "arm64 server CPU", cores: 16, allCoreGHz: 3.0, arch: "arm64", isa: ["neon", "dotprod", "i8mm"] };
+    host.cpu = {
+      model: "arm64 server CPU",
+      cores: 16,
+      allCoreGHz: 3.0,
+      arch: "arm64",
+      isa: ["neon", "dotprod", "i8mm"],
+    };
     Object.assign(section(host, "memory"), { kind: "DDR5-4800", channels: 12 });
     const arm = planOf(armValues);
     expect(arm.host.cpu.arch).toBe("arm64");
     expect(cpuOf(arm).repackBytes).toBe(0);
     // Weights move between the two columns, never appear or vanish.
-    for (const plan of [avx2, arm]) expect(cpuOf(plan).modelBytes + cpuOf(plan).repackBytes).toBe(cpuOf(base).modelBytes + cpuOf(base).repackBytes);
+    for (const plan of [avx2, arm])
+      expect(cpuOf(plan).modelBytes + cpuOf(plan).repackBytes).toBe(cpuOf(base).modelBytes + cpuOf(base).repackBytes);
   });
 });
 
 describe("bad knob values are refused, naming key, value and what is allowed", () => {
   const cases: [string, (values: Raw) => void, RegExp][] = [
     ["serving.batch", (v) => (section(v, "serving").batch = 0), /^serving\.batch: found 0; allowed: an integer ≥ 1/],
-    ["serving.ubatch", (v) => (section(v, "serving").ubatch = -1), /^serving\.ubatch: found -1; allowed: an integer ≥ 1/],
-    ["serving.ubatch > batch", (v) => Object.assign(section(v, "serving"), { batch: 1024, ubatch: 2048 }), /^serving\.ubatch: found 2048; allowed: at most serving\.batch \(1024\)/],
-    ["serving.threads", (v) => (section(v, "serving").threads = 0), /^serving\.threads: found 0; allowed: an integer ≥ 1/],
-    ["serving.threadsBatch", (v) => (section(v, "serving").threadsBatch = 2.5), /^serving\.threadsBatch: found 2\.5; allowed: /],
-    ["serving.numa", (v) => (section(v, "serving").numa = "interleave"), /^serving\.numa: found "interleave"; allowed: one of "distribute", "isolate", "numactl", "off"/],
-    ["serving.vCacheType", (v) => (section(v, "serving").vCacheType = "q3_k"), /^serving\.vCacheType: found "q3_k"; allowed: one of .*"q8_0"/],
-    ["serving.opOffload", (v) => (section(v, "serving").opOffload = "no"), /^serving\.opOffload: found "no"; allowed: a boolean/],
-    ["host.cpu.arch", (v) => (section(section(v, "host"), "cpu").arch = "riscv64"), /^host\.cpu\.arch: found "riscv64"; allowed: one of "x86-64", "arm64"/],
-    ["host.cpu.isa", (v) => (section(section(v, "host"), "cpu").isa = ["avx2", "neon"]), /^host\.cpu\.isa\[1\]: found "neon"; allowed: for arch x86-64, one of avx2, avx512/],
-    ["host.cpu.isa unknown", (v) => (section(section(v, "host"), "cpu").isa = ["avx10"]), /^host\.cpu\.isa\[0\]: found "avx10"; allowed: one of /],
-    ["host.cpu.avx512 vs isa", (v) => Object.assign(section(section(v, "host"), "cpu"), { avx512: true, isa: ["avx2"] }), /^host\.cpu\.avx512: found true; allowed: a value that agrees with host\.cpu\.isa/],
-    ["host.cpu.arch vs platform", (v) => (section(section(v, "host"), "cpu").arch = "arm64"), /^host\.cpu\.arch: found "arm64"; allowed: "x86-64" for cpu\.platform epyc-9124/],
-    ["host.memory.channelsPerSocket", (v) => (section(section(v, "host"), "memory").channelsPerSocket = 0), /^host\.memory\.channelsPerSocket: found 0; allowed: /],
-    ["channels vs channelsPerSocket", (v) => Object.assign(section(section(v, "host"), "memory"), { channels: 12, channelsPerSocket: 8 }), /^host\.memory\.channels: found 12; allowed: memory\.channelsPerSocket × cpu\.sockets = 8 × 1 = 8/],
+    [
+      "serving.ubatch",
+      (v) => (section(v, "serving").ubatch = -1),
+      /^serving\.ubatch: found -1; allowed: an integer ≥ 1/,
+    ],
+    [
+      "serving.ubatch > batch",
+      (v) => Object.assign(section(v, "serving"), { batch: 1024, ubatch: 2048 }),
+      /^serving\.ubatch: found 2048; allowed: at most serving\.batch \(1024\)/,
+    ],
+    [
+      "serving.threads",
+      (v) => (section(v, "serving").threads = 0),
+      /^serving\.threads: found 0; allowed: an integer ≥ 1/,
+    ],
+    [
+      "serving.threadsBatch",
+      (v) => (section(v, "serving").threadsBatch = 2.5),
+      /^serving\.threadsBatch: found 2\.5; allowed: /,
+    ],
+    [
+      "serving.numa",
+      (v) => (section(v, "serving").numa = "interleave"),
+      /^serving\.numa: found "interleave"; allowed: one of "distribute", "isolate", "numactl", "off"/,
+    ],
+    [
+      "serving.vCacheType",
+      (v) => (section(v, "serving").vCacheType = "q3_k"),
+      /^serving\.vCacheType: found "q3_k"; allowed: one of .*"q8_0"/,
+    ],
+    [
+      "serving.opOffload",
+      (v) => (section(v, "serving").opOffload = "no"),
+      /^serving\.opOffload: found "no"; allowed: a boolean/,
+    ],
+    [
+      "host.cpu.arch",
+      (v) => (section(section(v, "host"), "cpu").arch = "riscv64"),
+      /^host\.cpu\.arch: found "riscv64"; allowed: one of "x86-64", "arm64"/,
+    ],
+    [
+      "host.cpu.isa",
+      (v) => (section(section(v, "host"), "cpu").isa = ["avx2", "neon"]),
+      /^host\.cpu\.isa\[1\]: found "neon"; allowed: for arch x86-64, one of avx2, avx512/,
+    ],
+    [
+      "host.cpu.isa unknown",
+      (v) => (section(section(v, "host"), "cpu").isa = ["avx10"]),
+      /^host\.cpu\.isa\[0\]: found "avx10"; allowed: one of /,
+    ],
+    [
+      "host.cpu.avx512 vs isa",
+      (v) => Object.assign(section(section(v, "host"), "cpu"), { avx512: true, isa: ["avx2"] }),
+      /^host\.cpu\.avx512: found true; allowed: a value that agrees with host\.cpu\.isa/,
+    ],
+    [
+      "host.cpu.arch vs platform",
+      (v) => (section(section(v, "host"), "cpu").arch = "arm64"),
+      /^host\.cpu\.arch: found "arm64"; allowed: "x86-64" for cpu\.platform epyc-9124/,
+    ],
+    [
+      "host.memory.channelsPerSocket",
+      (v) => (section(section(v, "host"), "memory").channelsPerSocket = 0),
+      /^host\.memory\.channelsPerSocket: found 0; allowed: /,
+    ],
+    [
+      "channels vs channelsPerSocket",
+      (v) => Object.assign(section(section(v, "host"), "memory"), { channels: 12, channelsPerSocket: 8 }),
+      /^host\.memory\.channels: found 12; allowed: memory\.channelsPerSocket × cpu\.sockets = 8 × 1 = 8/,
+    ],
   ];
   for (const [name, mutate, expected] of cases) {
     it(name, () => {
@@ -278,7 +355,11 @@ describe("a stack without costs", () => {
     writeFileSync(join(dir, "Pulumi.no-costs.yaml"), stringify({ config }));
     const root = join(__dirname, "..", "..");
     const run = (...args: string[]) =>
-      spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], { cwd: root, encoding: "utf8", env: { ...process.env, KIMI_KIT_STACKS_DIR: dir } });
+      spawnSync(join(root, "node_modules", ".bin", "tsx"), [join(root, "cli", "plan.ts"), ...args], {
+        cwd: root,
+        encoding: "utf8",
+        env: { ...process.env, KIMI_KIT_STACKS_DIR: dir },
+      });
     const text = run("--stack", "no-costs");
     expect(text.status).toBe(0);
     expect(text.stdout).toMatch(/Monthly cost: omitted/);
@@ -312,7 +393,9 @@ describe("seed figures: only for the hardware a claim describes, in the stack's 
 
   it("present for cpu-ddr5 with its own channels, memory kind and peak", () => {
     const text = renderPlan(base);
-    expect(text).toMatch(/Seed figures, checked \(this host matches a CPU-only host with about 384 GB of DDR5 and 16 cores\)/);
+    expect(text).toMatch(
+      /Seed figures, checked \(this host matches a CPU-only host with about 384 GB of DDR5 and 16 cores\)/,
+    );
     const bandwidth = base.seedChecks.find((check) => check.seedFigure === "100 GB/s")!;
     // EPYC 9124 platform: 12 channels of DDR5-4800 → 12 × 4800 MT/s × 8 B = 460.8 GB/s.
     expect(bandwidth.why).toContain("12 channel(s) of DDR5-4800");
@@ -332,7 +415,10 @@ describe("seed figures: only for the hardware a claim describes, in the stack's 
 
   it("present for the 4 × RTX 3090 rig, and only its claims", () => {
     const rig = planOf(raw("rtx3090x4"));
-    expect(rig.seedChecks.map((check) => check.hardware)).toEqual(["4 × RTX 3090 with about 256 GB of RAM", "4 × RTX 3090 with about 256 GB of RAM"]);
+    expect(rig.seedChecks.map((check) => check.hardware)).toEqual([
+      "4 × RTX 3090 with about 256 GB of RAM",
+      "4 × RTX 3090 with about 256 GB of RAM",
+    ]);
     expect(planOf(raw("epyc-pro6000")).seedChecks).toEqual([]);
   });
 });
