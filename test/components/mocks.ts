@@ -4,6 +4,7 @@
  * each resource's parent and dependsOn. Call installMocks() before importing any component.
  */
 import { createHash } from "node:crypto";
+import { createRequire } from "node:module";
 import * as pulumi from "@pulumi/pulumi";
 import { fakeAws } from "./aws-fake";
 
@@ -158,7 +159,16 @@ export async function isSecret<T>(output: pulumi.Output<T>): Promise<boolean> {
   return (output as unknown as { isSecret: Promise<boolean> }).isSecret;
 }
 
-/** Waits until the mock monitor has seen every registration started so far. */
+/**
+ * @pulumi/pulumi's own wait for its RPC queue (runtime/settings.js waitForRPCs, which disconnect()
+ * calls before it ends a program; internal, so not in the package's .d.ts): every registration is an
+ * RPC kept alive until the monitor answers, and the wait repeats while new ones start meanwhile.
+ */
+const runtimeSettings = createRequire(__filename)("@pulumi/pulumi/runtime/settings") as {
+  waitForRPCs: () => Promise<void>;
+};
+
+/** Waits until the mock monitor has answered every registration started so far, and those they start. */
 export async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  await runtimeSettings.waitForRPCs();
 }

@@ -245,7 +245,8 @@ describe("npm run plan -- --diff", { timeout: 120_000 }, () => {
     expect(run.status).toBe(3);
     // The old kit's figures (300 GiB, 3 tok/s) can only have come from the ref's cli/plan.ts.
     expect(run.stdout).toMatch(/CPU system RAM \(DDR5-4800\): 300\.0 GiB of 384\.0 GiB → \d+\.\d GiB of 384\.0 GiB/);
-    expect(run.stdout).toMatch(/decode @4\.1K depth: 3\.00 tok\/s → 3\.96 tok\/s/);
+    // The after side is this tree's own projection (checked elsewhere); here only the old side's figure matters.
+    expect(run.stdout).toMatch(/decode @4\.1K depth: 3\.00 tok\/s → \d+\.\d{2} tok\/s/);
     expect(run.stdout).toContain("monthly cost: unknown → $177.21");
     expect(run.stdout).toContain("  - llama-server flags: old-shape");
     expect(run.stdout).toContain("  - costs: old-shape");
