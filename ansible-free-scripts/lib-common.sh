@@ -341,7 +341,7 @@ $extra
 SERVICE
 }
 
-# The node that runs one of the kit's own programs (a JavaScript file made by components/host-programs.ts):
+# The node that runs one of the kit's own programs (a JavaScript file made by components/exec/host-programs.ts):
 # Debian's nodejs when `node` is missing, Node 18 or later; FILE must contain MARKER (it is that
 # program) and parse. Prints node's path; dies naming the flag otherwise.
 kit_program_node() { # flag file marker program-name

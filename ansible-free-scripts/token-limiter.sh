@@ -6,7 +6,7 @@
 #        token-limiter.sh status --name NAME [--install-dir DIR] [--run-dir DIR] [--no-systemd]
 #
 # The gateway's tokens-per-minute limits: tools/token-limiter.ts as the plain JavaScript file
-# components/host-programs.ts makes of it (FILE.js), run by node (Debian's nodejs, installed when
+# components/exec/host-programs.ts makes of it (FILE.js), run by node (Debian's nodejs, installed when
 # `node` is missing). Every --interval seconds (default 10) it asks Prometheus at URL for each team's
 # tokens over the last minute, reads the limits (`<team> <tokens per minute>` lines: the gateway's
 # token-limits.map) and, through HAProxy's admin socket PATH, adds the teams at or over their limit

@@ -7,7 +7,7 @@
 #        usage-exporter.sh status --name NAME [--install-dir DIR] [--run-dir DIR] [--no-systemd]
 #
 # The per-team usage exporter in front of one llama-server replica: tools/usage-exporter.ts as the
-# plain JavaScript file components/host-programs.ts makes of it (FILE.js), run by node (Debian's
+# plain JavaScript file components/exec/host-programs.ts makes of it (FILE.js), run by node (Debian's
 # nodejs package, installed when `node` is missing; Node 18 or later). It proxies --listen to the
 # replica at --upstream, counting requests and prompt/completion tokens per team (the X-Kimi-Team
 # header the gateway sets), and serves the month-to-date counters for Prometheus on

@@ -8,24 +8,24 @@
  * resource is registered.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { localCommand } from "./remote-exec";
+import { localCommand } from "./exec/remote-exec";
 import { parseStackConfig, type StackConfig } from "../planner/config";
 import { ConfigError } from "../planner/errors";
 import { fleetToJson, type FleetJson, type TeamJson } from "../planner/report";
 import { buildPlan, replicaPlan, type Plan, type PlanOptions } from "../planner/plan";
 import type { FleetServing } from "../planner/fleet-serving";
-import { Gateway, GENERATE_KEY_COMMAND } from "./gateway";
-import { Monitoring } from "./monitoring";
-import { Replica } from "./replica";
+import { Gateway, GENERATE_KEY_COMMAND } from "./serving/gateway";
+import { Monitoring } from "./serving/monitoring";
+import { Replica } from "./fleet/replica";
 import { loadCatalog } from "../planner/catalog";
 import { reprojectWithBandwidth } from "../planner/reproject";
-import { smokeStep, type SmokeTimings } from "./smoke";
-import { GgufShards } from "./gguf-shards";
-import { Host } from "./host";
-import { HostPrep } from "./host-prep";
-import { LlamaServer, type ContainerEngine } from "./llama-server";
-import { FrontDoor } from "./front-door";
-import { imageIdStep, parseImageId, RpcWorker } from "./rpc-worker";
+import { smokeStep, type SmokeTimings } from "./serving/smoke";
+import { GgufShards } from "./model/gguf-shards";
+import { Host } from "./host/host";
+import { HostPrep } from "./host/host-prep";
+import { LlamaServer, type ContainerEngine } from "./serving/llama-server";
+import { FrontDoor } from "./serving/front-door";
+import { imageIdStep, parseImageId, RpcWorker } from "./fleet/rpc-worker";
 import { endpointScheme, isPublicListener } from "../planner/front-door";
 import { guardrailFacts } from "./guardrail-facts";
 import { FACTS_PROPERTY } from "../policy/facts";

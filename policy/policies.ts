@@ -28,7 +28,7 @@ export const POLICY = {
   production: "kimi-production-keeps-shards",
 } as const;
 
-/** The remote steps the kit registers, on either executor (components/remote-exec.ts). */
+/** The remote steps the kit registers, on either executor (components/exec/remote-exec.ts). */
 export const REMOTE_STEP_TYPES = [
   "command:remote:Command",
   "command:remote:CopyToRemote",

@@ -20,7 +20,7 @@
  *
  * Usage: tsx tools/usage-exporter.ts --listen HOST:PORT --upstream HOST:PORT --metrics HOST:PORT [--state FILE]
  *
- * On a host it runs as plain JavaScript under Debian's Node 18 (components/host-programs.ts
+ * On a host it runs as plain JavaScript under Debian's Node 18 (components/exec/host-programs.ts
  * transpiles this file alone; ansible-free-scripts/usage-exporter.sh installs and runs it), so it
  * imports only node: built-ins and uses no API newer than Node 18.
  */

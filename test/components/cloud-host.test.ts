@@ -1,5 +1,5 @@
 /**
- * The AWS host (components/cloud-host.ts) against a fake EC2/EBS account (aws-fake.ts) behind the
+ * The AWS host (components/host/cloud-host.ts) against a fake EC2/EBS account (aws-fake.ts) behind the
  * Pulumi mocks, and its cloud-init mount script run for real (bash, blkid, mkfs.ext4 on image files
  * under a fake /dev/disk/by-id):
  * - a later `up` that finds a newer Ubuntu AMI does not change the instance's AMI;
@@ -37,7 +37,7 @@ import {
   MODEL_TAG,
   PULUMI_STACK_TAG,
   STACK_TAG,
-} from "../../components/cloud-host";
+} from "../../components/host/cloud-host";
 
 beforeAll(() => installMocks(false));
 beforeEach(() => fakeAws.reset());

@@ -10,7 +10,7 @@ import {
   viewOfDockerArgs,
   imageForHost,
   goDurationOfSeconds,
-} from "../../components/container-spec";
+} from "../../components/serving/container-spec";
 import { shellQuote } from "../../planner/shell";
 import { loadCatalog } from "../../planner/catalog";
 import { parseStackConfig } from "../../planner/config";

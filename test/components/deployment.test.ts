@@ -28,8 +28,8 @@ import {
 // The component modules register nothing when imported; resources are only created (in beforeAll
 // and the tests) after the mocks are in place.
 import { LlmDeployment, deployStack } from "../../components/llm-deployment";
-import * as spec from "../../components/container-spec";
-import { parseMeasuredBandwidth, remoteScript } from "../../components/host-prep";
+import * as spec from "../../components/serving/container-spec";
+import { parseMeasuredBandwidth, remoteScript } from "../../components/host/host-prep";
 import { loadCatalog } from "../../planner/catalog";
 import { reprojectWithBandwidth } from "../../planner/reproject";
 import { shellQuote } from "../../planner/shell";

@@ -11,8 +11,8 @@ import { parseStackConfig, type StackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
 import { edgeRecorder, HOST_KEY, promiseOf, settle, type Edge } from "./mocks";
 import { LlmDeployment } from "../../components/llm-deployment";
-import { caCertificateOf, tlsSecretsPem } from "../../components/front-door";
-import { remoteScript } from "../../components/host-prep";
+import { caCertificateOf, tlsSecretsPem } from "../../components/serving/front-door";
+import { remoteScript } from "../../components/host/host-prep";
 
 const CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBfakeCAcertificateForMockTests0000\n-----END CERTIFICATE-----\n";
 const FRONT_DOOR_STDOUT = `front_door=0.0.0.0:8443\ntls_source=internal-ca\ncertificate_sha256=AB\nca_certificate_base64=${Buffer.from(CA_PEM).toString("base64")}\nchanged=yes\n`;

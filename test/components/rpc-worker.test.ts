@@ -31,8 +31,8 @@ const status = vi.hoisted(() => ({
     return `name=kimi-kit-rpc-worker-1\nstate=${state}\nhealth=none\nspec_sha256=ab\nid=cd\nimage=local/llama.cpp:server-rpc-v0.5.0\nstarted_at=\nexit_code=${state === "running" ? 0 : 139}\nrestart_count=0\n`;
   },
 }));
-vi.mock("../../components/remote-exec", async (importOriginal) => {
-  const original = await importOriginal<typeof import("../../components/remote-exec")>();
+vi.mock("../../components/exec/remote-exec", async (importOriginal) => {
+  const original = await importOriginal<typeof import("../../components/exec/remote-exec")>();
   return {
     ...original,
     runRemoteNow: (connection: { host: string; privateKey?: string }, script: string) => {
@@ -43,9 +43,9 @@ vi.mock("../../components/remote-exec", async (importOriginal) => {
 });
 
 import { LlmDeployment } from "../../components/llm-deployment";
-import { remoteScript } from "../../components/host-prep";
-import { RPC_WORKERS_LABEL } from "../../components/container-spec";
-import { rpcServerUpArgv } from "../../components/rpc-worker";
+import { remoteScript } from "../../components/host/host-prep";
+import { RPC_WORKERS_LABEL } from "../../components/serving/container-spec";
+import { rpcServerUpArgv } from "../../components/fleet/rpc-worker";
 
 const STACK = "cpu-ddr5-q4-split";
 const SAME_ID = `sha256:${"a".repeat(64)}`;

@@ -14,7 +14,7 @@ import { parseStackConfig } from "../../planner/config";
 import { buildPlan, type Plan } from "../../planner/plan";
 import { applyRecorded, destroyRecorded, type StepResult } from "../support/harness";
 import { HF_TOKEN, http, localStackValues, startLocalHost, type LocalHost } from "../support/local-stack";
-import { parseSmokeTimings } from "../../components/smoke";
+import { parseSmokeTimings } from "../../components/serving/smoke";
 
 const API_KEY = "sk-local-e2e-0123456789abcdefghijklmn";
 let host: LocalHost;

@@ -20,9 +20,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { copyToRemote } from "../support/harness";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
 import type { CopySource } from "../support/copy-to-remote";
-import { folderCopyScript, textCopyScript } from "../../components/remote-exec";
-import { SCRIPTS_DIR, scriptsFolderPrepCommand } from "../../components/host-prep";
-import { REMOTE_MANIFESTS_DIR, REMOTE_SCRIPTS_DIR } from "../../components/container-spec";
+import { folderCopyScript, textCopyScript } from "../../components/exec/remote-exec";
+import { SCRIPTS_DIR, scriptsFolderPrepCommand } from "../../components/host/host-prep";
+import { REMOTE_MANIFESTS_DIR, REMOTE_SCRIPTS_DIR } from "../../components/serving/container-spec";
 import { shellQuote } from "../../planner/shell";
 
 let sshd: LoopbackSshd;

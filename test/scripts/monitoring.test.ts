@@ -26,7 +26,7 @@ import {
 import { startUsageProxy, type UsageProxy } from "../../tools/usage-exporter";
 import { adminSocketOf, GATEWAY_FILES, gatewayApplyArgv, haproxyGatewayConfig, keySha256 } from "../../planner/gateway";
 import { limitOnce, TOKENS_LAST_MINUTE_QUERY } from "../../tools/token-limiter";
-import { hostProgramJavaScript } from "../../components/host-programs";
+import { hostProgramJavaScript } from "../../components/exec/host-programs";
 import { generateDeepseek2Model } from "../../lab/models";
 import { freePort } from "../../lab/net";
 import { until as untilCondition } from "../support/until";

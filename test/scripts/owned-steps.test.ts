@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { ownedStepCommands } from "../../components/remote-exec";
+import { ownedStepCommands } from "../../components/exec/remote-exec";
 import { shellQuote } from "../../planner/shell";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
 

@@ -16,8 +16,8 @@ import { ensureDockerd, type Dockerd } from "../support/dockerd";
 import { buildLlamaServerImage, type LlamaServerImage } from "../support/llama-image";
 import { generateDeepseek2Model } from "../../lab/models";
 import { freePort, waitForPort } from "../../lab/net";
-import { RPC_SERVER_ENTRYPOINT, workerDownMessage } from "../../components/rpc-worker";
-import { runRemoteNow } from "../../components/remote-exec";
+import { RPC_SERVER_ENTRYPOINT, workerDownMessage } from "../../components/fleet/rpc-worker";
+import { runRemoteNow } from "../../components/exec/remote-exec";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
 import { shellQuote } from "../../planner/shell";
 

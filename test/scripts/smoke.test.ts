@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startServer, type RunningServer } from "../../lab/server";
-import { parseSmokeTimings, smokeScript } from "../../components/smoke";
+import { parseSmokeTimings, smokeScript } from "../../components/serving/smoke";
 import { generateDeepseek2Model } from "../../lab/models";
 
 const KEY = "smoke-test-key-0123456789abcdefghijklmnop";

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { hostProgramJavaScript } from "../../components/host-programs";
+import { hostProgramJavaScript } from "../../components/exec/host-programs";
 
 const SCRIPT = resolve(__dirname, "../../ansible-free-scripts/token-limiter.sh");
 const dir = mkdtempSync(join(tmpdir(), "kimi-kit-limiter-script-"));

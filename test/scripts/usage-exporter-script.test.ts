@@ -1,6 +1,6 @@
 /**
  * ansible-free-scripts/usage-exporter.sh for real, as root: it installs the JavaScript of
- * components/host-programs.ts and runs it under the system node as a daemon with a pid file
+ * components/exec/host-programs.ts and runs it under the system node as a daemon with a pid file
  * (this machine has no systemd: --no-systemd; temporary --install-dir/--state-dir/--run-dir, free
  * loopback ports) in front of a small fake upstream of the test's own (a separate process: the test
  * blocks in spawnSync while the script runs). PATH drops node_modules, so `node` is the
@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hostProgramJavaScript } from "../../components/host-programs";
+import { hostProgramJavaScript } from "../../components/exec/host-programs";
 import { freePort } from "../../lab/net";
 import { until as untilCondition } from "../support/until";
 

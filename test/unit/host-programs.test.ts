@@ -1,5 +1,5 @@
 /**
- * components/host-programs.ts: tools/usage-exporter.ts as one self-contained CommonJS file. It is
+ * components/exec/host-programs.ts: tools/usage-exporter.ts as one self-contained CommonJS file. It is
  * run here under the system `node` (not tsx, not the node_modules one), as on a production host, in
  * front of a small fake upstream that answers completions with a `usage` object (JSON) or a stream
  * whose last chunk carries it; /metrics must then show each team's counts.
@@ -12,7 +12,7 @@ import { builtinModules } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hostProgramJavaScript, hostProgramJavaScriptSha256 } from "../../components/host-programs";
+import { hostProgramJavaScript, hostProgramJavaScriptSha256 } from "../../components/exec/host-programs";
 import { freePort } from "../../lab/net";
 
 /** The distribution's node (what a host runs), not node_modules/.bin/node that npx puts first on PATH. */

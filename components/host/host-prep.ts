@@ -9,12 +9,12 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { remoteCommand, remoteCopy, type RemoteExecutor } from "./remote-exec";
+import { remoteCommand, remoteCopy, type RemoteExecutor } from "../exec/remote-exec";
 import type * as command from "@pulumi/command";
-import { REPO_ROOT, type Plan } from "../planner/plan";
-import type { HostSpec } from "../planner/host";
-import { REMOTE_KIT_DIR, REMOTE_MANIFESTS_DIR, REMOTE_SCRIPTS_DIR } from "./container-spec";
-import { shellQuote } from "../planner/shell";
+import { REPO_ROOT, type Plan } from "../../planner/plan";
+import type { HostSpec } from "../../planner/host";
+import { REMOTE_KIT_DIR, REMOTE_MANIFESTS_DIR, REMOTE_SCRIPTS_DIR } from "../serving/container-spec";
+import { shellQuote } from "../../planner/shell";
 
 export const SCRIPTS_DIR = join(REPO_ROOT, "ansible-free-scripts");
 

@@ -10,12 +10,18 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
-import type { RpcWorkerPlan } from "../planner/cluster";
-import type { Plan } from "../planner/plan";
-import { shellQuote } from "../planner/shell";
-import { copyKitScripts, parseKeyValues, probeRequirements, remoteScript, scriptSha256 } from "./host-prep";
-import { pinnedConnection, requirePinnedHostKey } from "./host";
-import { remoteCommand, runRemoteNow, type Connection, type RemoteExecutor, type RemoteStep } from "./remote-exec";
+import type { RpcWorkerPlan } from "../../planner/cluster";
+import type { Plan } from "../../planner/plan";
+import { shellQuote } from "../../planner/shell";
+import { copyKitScripts, parseKeyValues, probeRequirements, remoteScript, scriptSha256 } from "../host/host-prep";
+import { pinnedConnection, requirePinnedHostKey } from "../host/host";
+import {
+  remoteCommand,
+  runRemoteNow,
+  type Connection,
+  type RemoteExecutor,
+  type RemoteStep,
+} from "../exec/remote-exec";
 
 /** Where ggml-rpc-server lies in the kit's rpc image, beside llama-server (the image's own entrypoint). */
 export const RPC_SERVER_ENTRYPOINT = "/app/ggml-rpc-server";

@@ -8,12 +8,12 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
-import type { MonitoringServing, TokenLimiterServing } from "../planner/fleet-serving";
-import type { Plan } from "../planner/plan";
+import type { MonitoringServing, TokenLimiterServing } from "../../planner/fleet-serving";
+import type { Plan } from "../../planner/plan";
 import { REMOTE_KIT_DIR } from "./container-spec";
-import { remoteScript, scriptSha256 } from "./host-prep";
-import { hostProgramJavaScript, hostProgramJavaScriptSha256 } from "./host-programs";
-import { remoteCommand, stagedFilesScript } from "./remote-exec";
+import { remoteScript, scriptSha256 } from "../host/host-prep";
+import { hostProgramJavaScript, hostProgramJavaScriptSha256 } from "../exec/host-programs";
+import { remoteCommand, stagedFilesScript } from "../exec/remote-exec";
 
 /** argv after `monitoring.sh`: apply the files staged in `fromDir`, the key on stdin. */
 export function monitoringApplyArgv(monitoring: MonitoringServing, fromDir: string): string[] {

@@ -5,9 +5,9 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
-import { shellQuote } from "../planner/shell";
+import { shellQuote } from "../../planner/shell";
 import { hostLocalAddress } from "./container-spec";
-import { remoteCommand, type RemoteExecutor } from "./remote-exec";
+import { remoteCommand, type RemoteExecutor } from "../exec/remote-exec";
 
 export interface SmokeTimings {
   decodeTokensPerSecond: number | null;

@@ -7,9 +7,9 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
-import { remoteCommand } from "./remote-exec";
-import { parseKeyValues, remoteScript, scriptSha256 } from "./host-prep";
-import type { Plan } from "../planner/plan";
+import { remoteCommand } from "../exec/remote-exec";
+import { parseKeyValues, remoteScript, scriptSha256 } from "../host/host-prep";
+import type { Plan } from "../../planner/plan";
 import {
   firewallApplyArgv,
   firewallRemoveArgv,
@@ -17,7 +17,7 @@ import {
   frontDoorPlan,
   frontDoorUpArgv,
   type FrontDoorPlan,
-} from "../planner/front-door";
+} from "../../planner/front-door";
 
 export interface FrontDoorArgs {
   plan: Plan;

@@ -7,12 +7,12 @@
 import { posix } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
-import { manifestTsv } from "../planner/lock";
-import type { Plan } from "../planner/plan";
-import { REMOTE_MANIFESTS_DIR } from "./container-spec";
-import { shellQuote } from "../planner/shell";
-import { remoteScript, scriptSha256 } from "./host-prep";
-import { remoteCommand, remoteCopy } from "./remote-exec";
+import { manifestTsv } from "../../planner/lock";
+import type { Plan } from "../../planner/plan";
+import { REMOTE_MANIFESTS_DIR } from "../serving/container-spec";
+import { shellQuote } from "../../planner/shell";
+import { remoteScript, scriptSha256 } from "../host/host-prep";
+import { remoteCommand, remoteCopy } from "../exec/remote-exec";
 
 export interface GgufShardsArgs {
   plan: Plan;

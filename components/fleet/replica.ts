@@ -7,16 +7,16 @@
  * Every fact comes from the replica's plan (planner/plan.ts replicaPlan); nothing from the catalog.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { firewallAllowArgv, type ReplicaServing, type UsageExporterServing } from "../planner/fleet-serving";
-import type { Plan } from "../planner/plan";
-import { GgufShards } from "./gguf-shards";
-import { Host } from "./host";
-import { HostPrep, remoteScript, scriptSha256 } from "./host-prep";
-import { LlamaServer, type ContainerEngine } from "./llama-server";
-import { REMOTE_KIT_DIR } from "./container-spec";
-import { remoteCommand, stagedFilesScript } from "./remote-exec";
-import { hostProgramJavaScript, hostProgramJavaScriptSha256 } from "./host-programs";
-import { smokeStep, type SmokeTimings } from "./smoke";
+import { firewallAllowArgv, type ReplicaServing, type UsageExporterServing } from "../../planner/fleet-serving";
+import type { Plan } from "../../planner/plan";
+import { GgufShards } from "../model/gguf-shards";
+import { Host } from "../host/host";
+import { HostPrep, remoteScript, scriptSha256 } from "../host/host-prep";
+import { LlamaServer, type ContainerEngine } from "../serving/llama-server";
+import { REMOTE_KIT_DIR } from "../serving/container-spec";
+import { remoteCommand, stagedFilesScript } from "../exec/remote-exec";
+import { hostProgramJavaScript, hostProgramJavaScriptSha256 } from "../exec/host-programs";
+import { smokeStep, type SmokeTimings } from "../serving/smoke";
 
 /** argv after `usage-exporter.sh`: the per-team counter in front of llama-server, its script staged in `fromFile`. */
 export function usageExporterApplyArgv(usage: UsageExporterServing, fromFile: string): string[] {

@@ -12,13 +12,19 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
-import { firewallAllowArgv, type GatewayServing } from "../planner/fleet-serving";
-import { GATEWAY_FILES, gatewayApplyArgv, haproxyGatewayConfig, keySha256, type GatewayTeam } from "../planner/gateway";
-import type { Plan } from "../planner/plan";
+import { firewallAllowArgv, type GatewayServing } from "../../planner/fleet-serving";
+import {
+  GATEWAY_FILES,
+  gatewayApplyArgv,
+  haproxyGatewayConfig,
+  keySha256,
+  type GatewayTeam,
+} from "../../planner/gateway";
+import type { Plan } from "../../planner/plan";
 import { REMOTE_KIT_DIR } from "./container-spec";
 import { caCertificateOf, tlsSecretsPem } from "./front-door";
-import { remoteScript, scriptSha256 } from "./host-prep";
-import { localCommand, remoteCommand, stagedFilesScript } from "./remote-exec";
+import { remoteScript, scriptSha256 } from "../host/host-prep";
+import { localCommand, remoteCommand, stagedFilesScript } from "../exec/remote-exec";
 
 /** Generates one API key: 32 random bytes, hex (what the single-host apiKey uses too). */
 export const GENERATE_KEY_COMMAND = "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'";

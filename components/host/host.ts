@@ -1,13 +1,13 @@
 /**
- * The machine llama-server runs on. Bare metal: no cloud resources, only a pinned SSH connection.
- * Cloud (AWS): the instance, volume and security group land with @pulumi/aws, which this kit does
- * not depend on yet. Until then a cloud stack previews (registering nothing AWS-specific, so the
- * plan can be exported and reviewed) and `pulumi up` stops with a RunError. The interface below
- * (address, port, user, connection) is what an AWS-backed Host will fill in.
+ * The machine llama-server runs on, and how the kit reaches it. Bare metal: no cloud resources, only
+ * an SSH connection whose host key is pinned (a stack without one is refused). Cloud (AWS): a
+ * CloudHost (cloud-host.ts: instance, model volume, security group, key pair) whose public address
+ * and host key, read back from the instance, make the connection once it exists; during a preview
+ * the address is unknown and the connection undefined.
  */
 import * as pulumi from "@pulumi/pulumi";
 import type * as command from "@pulumi/command";
-import type { Plan } from "../planner/plan";
+import type { Plan } from "../../planner/plan";
 import { CloudHost } from "./cloud-host";
 
 export interface HostArgs {

@@ -16,9 +16,9 @@
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as aws from "@pulumi/aws";
-import { modelVolumeBytes } from "../planner/config";
-import type { Plan } from "../planner/plan";
-import { localCommand } from "./remote-exec";
+import { modelVolumeBytes } from "../../planner/config";
+import type { Plan } from "../../planner/plan";
+import { localCommand } from "../exec/remote-exec";
 
 export interface CloudHostArgs {
   plan: Plan;

@@ -16,7 +16,7 @@ export type HostProgram = "usage-exporter" | "token-limiter";
 
 /** The TypeScript source a program's JavaScript is made from. */
 export function hostProgramSource(program: HostProgram): string {
-  return join(__dirname, "..", "tools", `${program}.ts`);
+  return join(__dirname, "..", "..", "tools", `${program}.ts`);
 }
 
 const cache = new Map<HostProgram, { source: string; javascript: string }>();
@@ -53,7 +53,7 @@ export function hostProgramJavaScript(program: HostProgram): string {
       throw new Error(`${path} requires '${specifier}', which is not a Node built-in: the host has no node_modules`);
     }
   }
-  const javascript = `// Generated from tools/${program}.ts by components/host-programs.ts (do not edit).\n${output.outputText}`;
+  const javascript = `// Generated from tools/${program}.ts by components/exec/host-programs.ts (do not edit).\n${output.outputText}`;
   cache.set(program, { source, javascript });
   return javascript;
 }

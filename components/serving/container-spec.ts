@@ -7,8 +7,8 @@
  */
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
-import { loadCatalog } from "../planner/catalog";
-import { CONTAINER_API_KEY_FILE, CONTAINER_MODEL_DIR, type Plan } from "../planner/plan";
+import { loadCatalog } from "../../planner/catalog";
+import { CONTAINER_API_KEY_FILE, CONTAINER_MODEL_DIR, type Plan } from "../../planner/plan";
 
 /** Where llama-container.sh keeps secrets (its KIMI_KIT_STATE_DIR default); the provider path writes the same file. */
 export const HOST_STATE_DIR = "/var/lib/kimi-kit";

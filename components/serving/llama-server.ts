@@ -16,10 +16,10 @@ import { homedir } from "node:os";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { remoteCommand } from "./remote-exec";
+import { remoteCommand } from "../exec/remote-exec";
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
-import type { Plan } from "../planner/plan";
+import type { Plan } from "../../planner/plan";
 import {
   imageForHost,
   containerSpecFromPlan,
@@ -29,9 +29,9 @@ import {
   secretHostPath,
   type ContainerSpec,
 } from "./container-spec";
-import { shellQuote } from "../planner/shell";
-import type { Host } from "./host";
-import { remoteScript, scriptSha256 } from "./host-prep";
+import { shellQuote } from "../../planner/shell";
+import type { Host } from "../host/host";
+import { remoteScript, scriptSha256 } from "../host/host-prep";
 
 export type ContainerEngine = "docker-cli" | "docker-provider";
 

@@ -17,8 +17,8 @@ import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import { basename, posix } from "node:path";
-import { HOST_STATE_DIR } from "./container-spec";
-import { shellQuote } from "../planner/shell";
+import { HOST_STATE_DIR } from "../serving/container-spec";
+import { shellQuote } from "../../planner/shell";
 
 export type RemoteExecutor = "command-plugin" | "kimi-dynamic";
 
