@@ -174,7 +174,10 @@ function promptCacheFor(leftoverBytes: number, release: LlamaCppRelease): number
 }
 
 /** Estimates `flags` without a prompt cache, gives the cache the RAM left over, and estimates again. */
-function withPromptCache(inputs: PlacementInputs, flags: SizingFlags): { flags: SizingFlags; estimate: Estimate } {
+/** A flag set and its estimate. */
+type PlacedEstimate = { flags: SizingFlags; estimate: Estimate };
+
+function withPromptCache(inputs: PlacementInputs, flags: SizingFlags): PlacedEstimate {
   const bare = estimateOf(inputs, { ...flags, cacheRamMiB: 0 });
   const cpu = bare.devices[0]!;
   const cacheRamMiB = promptCacheFor(cpu.capacityBytes - cpu.plannedBytes, inputs.catalog.llamaCpp);
@@ -272,98 +275,130 @@ function acrossHosts(inputs: PlacementInputs, rpc: NonNullable<PlacementInputs["
 }
 
 function withGpus(inputs: PlacementInputs): Placement {
-  const { arch, tensors, host, catalog } = inputs;
-  const release = catalog.llamaCpp;
-  const gpus = host.gpus;
-  const split = gpus.map((gpu) => Math.round(gpu.memoryBytes / MiB / 1024));
-  const isExpert = (tensor: TensorInfo) => tensor.cls === "routedExperts";
+  const split = inputs.host.gpus.map((gpu) => Math.round(gpu.memoryBytes / MiB / 1024));
   const gpuFlags: SizingFlags = { ...baseFlags(inputs), gpuLayers: "all", splitMode: "layer", tensorSplit: split };
+  return allOnGpus(inputs, gpuFlags, split) ?? hybrid(inputs, gpuFlags, split);
+}
 
-  // First try everything on the GPUs, with llama.cpp's default batch sizes.
-  const allGpuFlags: SizingFlags = { ...gpuFlags, ...batchesFor(inputs, release.defaults) };
-  const allGpu = estimateOf(inputs, allGpuFlags);
-  if (allGpu.devices.slice(1).every((device) => device.fits)) {
-    const result = withPromptCache(inputs, allGpuFlags);
-    const reasons = [
-      `All ${arch.layers} layers, experts included, fit in ${gpus.length} GPU(s): -ngl all with no CPU experts, so every byte read per token comes from VRAM.`,
-      ...knobReasons(inputs, result.estimate),
-    ];
-    return fromEstimate(result, {
-      tensorSplit: split,
-      expertLayersByGpu: expertLayersOf(result.estimate, tensors, gpus.length),
-      overrideRules: [],
-      reasons,
-    });
-  }
+/** Everything on the GPUs with llama.cpp's default batch sizes, when every GPU holds its share. */
+function allOnGpus(inputs: PlacementInputs, gpuFlags: SizingFlags, split: number[]): Placement | undefined {
+  const allGpuFlags: SizingFlags = { ...gpuFlags, ...batchesFor(inputs, inputs.catalog.llamaCpp.defaults) };
+  if (
+    !estimateOf(inputs, allGpuFlags)
+      .devices.slice(1)
+      .every((device) => device.fits)
+  )
+    return undefined;
+  const result = withPromptCache(inputs, allGpuFlags);
+  const reasons = [
+    `All ${inputs.arch.layers} layers, experts included, fit in ${inputs.host.gpus.length} GPU(s): -ngl all with no CPU experts, so every byte read per token comes from VRAM.`,
+    ...knobReasons(inputs, result.estimate),
+  ];
+  const expertLayersByGpu = expertLayersOf(result.estimate, inputs.tensors, inputs.host.gpus.length);
+  return fromEstimate(result, { tensorSplit: split, expertLayersByGpu, overrideRules: [], reasons });
+}
 
-  // Hybrid: prefill streams CPU experts through the GPU one ubatch at a time, so a large ubatch
-  // streams them fewer times; no repacking, so the CPU experts stay copyable to the GPU.
+/**
+ * Hybrid: routed experts in RAM except whole expert layers the VRAM left over holds, each on the GPU
+ * that already runs that layer; prefill streams the CPU experts through the GPU one ubatch at a time
+ * (so a large ubatch streams them fewer times) or multiplies them on the CPU, whichever is faster.
+ * No repacking, so the CPU experts stay copyable to the GPU.
+ */
+function hybrid(inputs: PlacementInputs, gpuFlags: SizingFlags, split: number[]): Placement {
   const hybridUbatch = 2048;
+  const defaults = inputs.catalog.llamaCpp.defaults;
   const hybridFlags: SizingFlags = {
     ...gpuFlags,
-    ...batchesFor(inputs, { batch: Math.max(release.defaults.batch, hybridUbatch), ubatch: hybridUbatch }),
+    ...batchesFor(inputs, { batch: Math.max(defaults.batch, hybridUbatch), ubatch: hybridUbatch }),
     repack: false,
   };
+  const packing = packExpertLayers(inputs, hybridFlags);
+  const overrideTensor = packing.overrideRules.map(overrideRuleOf);
+  const streamed = withPromptCache(inputs, { ...hybridFlags, overrideTensor });
+  const cpuFlags: SizingFlags = {
+    ...gpuFlags,
+    ...batchesFor(inputs, defaults),
+    repack: false,
+    opOffload: false,
+    overrideTensor,
+  };
+  const prefill = choosePrefill(inputs, streamed, cpuFlags);
+  const result = prefill.result;
+  const kvOnGpus = result.estimate.devices.slice(1).reduce((sum, device) => sum + device.kvBytes, 0);
+  const { arch } = inputs;
+  const reasons = [
+    `Hybrid: attention, shared experts, the dense layer, routers, the output layer and the KV cache (${formatGiB(kvOnGpus)}) go to the GPUs, because they are read for every token; routed experts (${formatGiB(packing.totalExpertBytes)}) do not fit and go to system RAM, where each token reads only ${arch.activeExperts} of ${arch.routedExperts}.`,
+    `The VRAM left over holds ${packing.expertLayersByGpu.flat().length} of ${packing.expertLayerCount} expert layers as whole layers, each on the GPU that already runs that layer (no extra hop): ${packing.expertLayersByGpu.map((layers, i) => `CUDA${i} ${layers.length}`).join(", ")}; the -ot rules list those layers first and the generic CPU rule last, because llama.cpp takes the first pattern that matches.`,
+    `Layers split over the GPUs by VRAM (-ts ${split.join(",")}) and set explicitly, so the placement above is exactly what llama.cpp does; --fit off keeps it from re-placing.`,
+    `No repacking (--no-repack): repacked CPU weights cannot be copied to a GPU, and llama.cpp copies CPU experts to the GPU for batches of 32+ tokens when op offload is on.`,
+    prefill.reason,
+    `Load mode none (no mmap): llama.cpp warns that CPU overrides with mmap keep a second copy in the page cache.`,
+    ...knobReasons(inputs, result.estimate),
+  ];
+  return fromEstimate(result, {
+    tensorSplit: split,
+    expertLayersByGpu: packing.expertLayersByGpu,
+    overrideRules: packing.overrideRules,
+    reasons,
+  });
+}
+
+/**
+ * Whole expert layers into each GPU's VRAM left over with every expert on the CPU, lowest layers
+ * first, each on the GPU that runs that layer; the -ot rules name them before the generic CPU rule.
+ */
+function packExpertLayers(
+  inputs: PlacementInputs,
+  hybridFlags: SizingFlags,
+): { expertLayersByGpu: number[][]; overrideRules: string[]; totalExpertBytes: number; expertLayerCount: number } {
   const genericRule = `${EXPERT_PATTERN}=CPU`;
   const expertsOnCpu = estimateOf(inputs, { ...hybridFlags, overrideTensor: [overrideRuleOf(genericRule)] });
   const expertBytesByLayer = new Map<number, number>();
-  for (const tensor of tensors.filter(isExpert))
+  for (const tensor of inputs.tensors.filter((tensor) => tensor.cls === "routedExperts"))
     expertBytesByLayer.set(tensor.layer!, (expertBytesByLayer.get(tensor.layer!) ?? 0) + tensor.bytes);
-  const totalExpertBytes = [...expertBytesByLayer.values()].reduce((sum, bytes) => sum + bytes, 0);
-  const expertLayersByGpu: number[][] = gpus.map(() => []);
-  gpus.forEach((_, index) => {
+  const layersInOrder = [...expertBytesByLayer.entries()].sort(([a], [b]) => a - b);
+  const expertLayersByGpu: number[][] = inputs.host.gpus.map((_, index) => {
     const device = expertsOnCpu.devices[index + 1]!;
     let free = device.capacityBytes - device.plannedBytes;
-    for (const [layer, bytes] of [...expertBytesByLayer.entries()].sort(([a], [b]) => a - b)) {
+    const layers: number[] = [];
+    for (const [layer, bytes] of layersInOrder) {
       if (expertsOnCpu.placement.layerDevice[layer] !== `CUDA${index}` || bytes > free) continue;
-      expertLayersByGpu[index]!.push(layer);
+      layers.push(layer);
       free -= bytes;
     }
+    return layers;
   });
-  const overrideRules: string[] = [];
-  expertLayersByGpu.forEach((layers, index) => {
-    if (layers.length > 0) overrideRules.push(`^blk\\.(${layers.join("|")})\\.${EXPERT_PATTERN}=CUDA${index}`);
-  });
+  const overrideRules = expertLayersByGpu.flatMap((layers, index) =>
+    layers.length > 0 ? [`^blk\\.(${layers.join("|")})\\.${EXPERT_PATTERN}=CUDA${index}`] : [],
+  );
   overrideRules.push(genericRule);
-  const overrideTensor = overrideRules.map(overrideRuleOf);
-  const streamed = withPromptCache(inputs, { ...hybridFlags, overrideTensor });
-  // The other way to prefill with CPU experts: multiply them on the CPU (--no-op-offload), which
-  // moves nothing over PCIe. On narrow links (x4) that can beat streaming every expert once per
-  // ubatch; the kit takes whichever estimate() says reaches the first token sooner, unless the stack
-  // decided (serving.opOffload).
-  const knobs = inputs.serving.knobs ?? {};
-  const onCpu =
-    knobs.opOffload === undefined
-      ? withPromptCache(inputs, {
-          ...gpuFlags,
-          ...batchesFor(inputs, release.defaults),
-          repack: false,
-          opOffload: false,
-          overrideTensor,
-        })
-      : undefined;
+  const totalExpertBytes = [...expertBytesByLayer.values()].reduce((sum, bytes) => sum + bytes, 0);
+  return { expertLayersByGpu, overrideRules, totalExpertBytes, expertLayerCount: expertBytesByLayer.size };
+}
+
+/**
+ * The other way to prefill with CPU experts: multiply them on the CPU (--no-op-offload), which moves
+ * nothing over PCIe. On narrow links (x4) that can beat streaming every expert once per ubatch; the
+ * kit takes whichever estimate() says reaches the first token sooner, unless the stack decided
+ * (serving.opOffload).
+ */
+function choosePrefill(
+  inputs: PlacementInputs,
+  streamed: PlacedEstimate,
+  cpuFlags: SizingFlags,
+): { result: PlacedEstimate; reason: string } {
+  const onCpu = inputs.serving.knobs?.opOffload === undefined ? withPromptCache(inputs, cpuFlags) : undefined;
   const useCpuExperts =
     onCpu !== undefined &&
     onCpu.estimate.fits &&
     onCpu.estimate.projection.ttftSeconds < streamed.estimate.projection.ttftSeconds;
   const result = useCpuExperts ? onCpu : streamed;
   const ttftPrompt = result.estimate.projection.ttftPromptTokens;
-  const prefillReason = useCpuExperts
-    ? `Prefill on the CPU (--no-op-offload, batch ${result.estimate.settings.batch}/ubatch ${result.estimate.settings.ubatch}): for a ${ttftPrompt}-token prompt that reaches the first token in ${formatDuration(onCpu.estimate.projection.ttftSeconds)}, against ${formatDuration(streamed.estimate.projection.ttftSeconds)} streaming the CPU experts over PCIe once per ubatch of ${streamed.estimate.settings.ubatch}.`
-    : `Batch ${result.estimate.settings.batch}/ubatch ${result.estimate.settings.ubatch}: every ubatch streams the CPU experts over PCIe once, so a larger ubatch streams them fewer times per prompt; the compute buffers grow accordingly (counted above).${onCpu ? ` Multiplying them on the CPU instead (--no-op-offload) would take ${formatDuration(onCpu.estimate.projection.ttftSeconds)} to the first token of a ${ttftPrompt}-token prompt, against ${formatDuration(streamed.estimate.projection.ttftSeconds)}.` : ""}`;
-
-  const kvOnGpus = result.estimate.devices.slice(1).reduce((sum, device) => sum + device.kvBytes, 0);
-  const onGpuExperts = expertLayersByGpu.flat().length;
-  const reasons = [
-    `Hybrid: attention, shared experts, the dense layer, routers, the output layer and the KV cache (${formatGiB(kvOnGpus)}) go to the GPUs, because they are read for every token; routed experts (${formatGiB(totalExpertBytes)}) do not fit and go to system RAM, where each token reads only ${arch.activeExperts} of ${arch.routedExperts}.`,
-    `The VRAM left over holds ${onGpuExperts} of ${expertBytesByLayer.size} expert layers as whole layers, each on the GPU that already runs that layer (no extra hop): ${expertLayersByGpu.map((layers, i) => `CUDA${i} ${layers.length}`).join(", ")}; the -ot rules list those layers first and the generic CPU rule last, because llama.cpp takes the first pattern that matches.`,
-    `Layers split over the GPUs by VRAM (-ts ${split.join(",")}) and set explicitly, so the placement above is exactly what llama.cpp does; --fit off keeps it from re-placing.`,
-    `No repacking (--no-repack): repacked CPU weights cannot be copied to a GPU, and llama.cpp copies CPU experts to the GPU for batches of 32+ tokens when op offload is on.`,
-    prefillReason,
-    `Load mode none (no mmap): llama.cpp warns that CPU overrides with mmap keep a second copy in the page cache.`,
-    ...knobReasons(inputs, result.estimate),
-  ];
-  return fromEstimate(result, { tensorSplit: split, expertLayersByGpu, overrideRules, reasons });
+  const streamedTtft = formatDuration(streamed.estimate.projection.ttftSeconds);
+  const reason = useCpuExperts
+    ? `Prefill on the CPU (--no-op-offload, batch ${result.estimate.settings.batch}/ubatch ${result.estimate.settings.ubatch}): for a ${ttftPrompt}-token prompt that reaches the first token in ${formatDuration(onCpu.estimate.projection.ttftSeconds)}, against ${streamedTtft} streaming the CPU experts over PCIe once per ubatch of ${streamed.estimate.settings.ubatch}.`
+    : `Batch ${result.estimate.settings.batch}/ubatch ${result.estimate.settings.ubatch}: every ubatch streams the CPU experts over PCIe once, so a larger ubatch streams them fewer times per prompt; the compute buffers grow accordingly (counted above).${onCpu ? ` Multiplying them on the CPU instead (--no-op-offload) would take ${formatDuration(onCpu.estimate.projection.ttftSeconds)} to the first token of a ${ttftPrompt}-token prompt, against ${streamedTtft}.` : ""}`;
+  return { result, reason };
 }
 
 /** Expert layers on each GPU, as the estimate placed them. */
