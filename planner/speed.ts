@@ -370,7 +370,6 @@ export function project(inputs: SpeedInputs): Projection {
   const gpuDecode = catalog.efficiency.gpu.decodeBandwidthFraction;
   const gpuPrefill = catalog.efficiency.gpu.prefillComputeFraction;
   const kvTypeV = inputs.kvCacheTypeV ?? inputs.kvCacheType;
-  const opOffload = inputs.opOffload ?? true;
 
   const rpcWorkers = inputs.rpc?.workers ?? [];
   const slots = Math.max(1, Math.floor(inputs.concurrentSlots ?? 1));
@@ -487,85 +486,20 @@ export function project(inputs: SpeedInputs): Projection {
   const decodeAt = (depth: number) =>
     slots / trafficAt(depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
 
-  const perTokenMatmul = matmulFlops(tensors, arch);
-  const coresBatch = Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores);
-  const cpuCompute = coresBatch * host.cpu.allCoreGHz * 1e9 * host.cpu.fp32FlopsPerCycle * cpu.prefillEfficiency;
-  let prefillSeconds: (promptTokens: number) => number;
-  let prefillBasis: string;
-  if (placement.mode === "cpu-only" && link) {
-    // A split: each host multiplies its own layers' weights and attention at its own compute, one
-    // after another, and every ubatch visits each worker once.
-    const cpuDevices = devices.filter(isCpuDevice);
-    const share = cpuDevices.map((device) => {
-      const { host: owner, batchThreads } = cpuOf(device);
-      const kvLayersHere = placement.layerDevice.filter(
-        (owner, layer) => owner === device && keepsKv(arch, layer),
-      ).length;
-      return {
-        device,
-        flopsPerSecond: batchThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.prefillEfficiency,
-        matmulPerToken: flopsOnDevice(device),
-        attentionPerPosition: kvLayersHere * attentionFlopsPerTokenPerLayer(arch, 1),
-      };
-    });
-    prefillSeconds = (n) => {
-      let seconds = 0;
-      for (let start = 0; start < n; start += placement.ubatch) {
-        const count = Math.min(placement.ubatch, n - start);
-        const positions = count * start + (count * (count - 1)) / 2;
-        for (const part of share) {
-          seconds += (count * part.matmulPerToken + part.attentionPerPosition * positions) / part.flopsPerSecond;
-          // The server asks for the last prompt token's logits only.
-          if (isRpcDevice(part.device))
-            seconds += visitSeconds(
-              link,
-              visitBytes(arch, count, start + count, inputs.rpc!.outputDevice === part.device, 1),
-              visitCommands(arch, inputs.rpc!.outputDevice === part.device),
-              secondsPerCommand,
-            );
-        }
-      }
-      return seconds;
-    };
-    prefillBasis =
-      `CPU compute on each host in turn: ${share.map((part) => `${part.device} ${(part.matmulPerToken / 1e9).toFixed(1)} GFLOP/token at ${(part.flopsPerSecond / 1e12).toFixed(2)} TFLOPS`).join(", ")}` +
-      `; every ${placement.ubatch}-token ubatch visits each worker once over ${link.basis}`;
-  } else if (placement.mode === "cpu-only") {
-    prefillSeconds = (n) => prefillFlops(perTokenMatmul, arch, 0, n) / cpuCompute;
-    prefillBasis = `CPU compute: ${coresBatch} cores × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.prefillEfficiency.toFixed(3)} = ${(cpuCompute / 1e12).toFixed(2)} TFLOPS effective; ${(perTokenMatmul / 1e9).toFixed(1)} GFLOP/token of weights plus ${((kvLayerCount(arch) * attentionFlopsPerTokenPerLayer(arch, 1)) / 1e6).toFixed(2)} MFLOP per token of context`;
-  } else {
-    const gpu0 = host.gpus[0]!;
-    const gpuCompute = gpu0.int8OpsPerSecond * gpuPrefill.value;
-    // CPU weights that big batches multiply: with op offload they cross PCIe once per ubatch (to
-    // the first GPU) and run there; without it they run on the CPU cores.
-    const cpuMatmul = tensors.filter(
-      (tensor) => placement.deviceOfTensor.get(tensor.name) === "CPU" && matmulFlopsPerToken(tensor, arch) > 0,
-    );
-    const offloads = opOffload && placement.ubatch >= 32;
-    const streamedBytes = offloads ? cpuMatmul.reduce((sum, tensor) => sum + tensor.bytes, 0) : 0;
-    const cpuFlopsPerToken = offloads ? 0 : matmulFlops(cpuMatmul, arch);
-    const pinned = inputs.hostWeightsPinned ?? true;
-    const pcieBandwidth = gpu0.pcieBandwidth * cpu.pcieStreamFraction * (pinned ? 1 : cpu.pageableStreamFraction);
-    prefillSeconds = (n) => {
-      let seconds = 0;
-      for (let start = 0; start < n; start += placement.ubatch) {
-        const count = Math.min(placement.ubatch, n - start);
-        seconds +=
-          prefillFlops(perTokenMatmul - cpuFlopsPerToken, arch, start, count) / gpuCompute +
-          streamedBytes / pcieBandwidth +
-          (count * cpuFlopsPerToken) / cpuCompute;
-      }
-      return seconds;
-    };
-    prefillBasis =
-      `GPU compute ${(gpuCompute / 1e12).toFixed(0)} TOPS effective (${gpu0.name} ${(gpu0.int8OpsPerSecond / 1e12).toFixed(0)} INT8 TOPS × ${gpuPrefill.value})` +
-      (streamedBytes > 0
-        ? `, plus ${(streamedBytes / 1e9).toFixed(1)} GB of CPU experts streamed over ${gpu0.pcie} at ${(pcieBandwidth / 1e9).toFixed(1)} GB/s${pinned ? "" : " (pageable: memory-mapped weights)"} once per ${placement.ubatch}-token ubatch`
-        : "") +
-      (cpuFlopsPerToken > 0
-        ? `, plus ${(cpuFlopsPerToken / 1e9).toFixed(1)} GFLOP/token of CPU weights on the CPU at ${(cpuCompute / 1e12).toFixed(2)} TFLOPS (no op offload)`
-        : "");
-  }
+  const prefillContext: PrefillContext = {
+    inputs,
+    cpu,
+    devices: devices.filter(isCpuDevice),
+    cpuOf,
+    flopsOnDevice,
+    secondsPerCommand,
+  };
+  const { seconds: prefillSeconds, basis: prefillBasis } =
+    placement.mode === "cpu-only" && link
+      ? splitPrefill(prefillContext, link)
+      : placement.mode === "cpu-only"
+        ? cpuPrefill(prefillContext)
+        : hybridPrefill(prefillContext);
 
   const factors: NamedFactor[] = [...cpu.factors];
   if (link)
@@ -621,4 +555,128 @@ export function cpuDecodeAtBandwidth(inputs: SpeedInputs, bandwidthBytesPerSecon
     numaSpread: true,
     cpuFactors: { numaRemoteGain: 1, ...inputs.cpuFactors, source: inputs.cpuFactors?.source ?? "a stated bandwidth" },
   }).decodeTokensPerSecond;
+}
+
+/** What the prefill models read from project()'s setup. */
+interface PrefillContext {
+  inputs: SpeedInputs;
+  cpu: CpuFactors;
+  /** The head's CPU and the RPC devices, in --rpc order. */
+  devices: DeviceName[];
+  cpuOf: (device: DeviceName) => CpuDevice;
+  flopsOnDevice: (device: DeviceName) => number;
+  secondsPerCommand: number;
+}
+
+interface PrefillModel {
+  /** Seconds to prefill a prompt of n tokens. */
+  seconds: (promptTokens: number) => number;
+  basis: string;
+}
+
+/** The head's CPU compute for a batch: -tb threads × clock × FP32 FLOP/cycle × the prefill efficiency. */
+function headBatchCompute({ inputs, cpu }: PrefillContext): { cores: number; flopsPerSecond: number } {
+  const { host } = inputs;
+  const cores = Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores);
+  return {
+    cores,
+    flopsPerSecond: cores * host.cpu.allCoreGHz * 1e9 * host.cpu.fp32FlopsPerCycle * cpu.prefillEfficiency,
+  };
+}
+
+/** A split: each host multiplies its own layers' weights and attention at its own compute, one after another, and every ubatch visits each worker once. */
+function splitPrefill(context: PrefillContext, link: LinkSpec): PrefillModel {
+  const { inputs, cpu, cpuOf, flopsOnDevice, secondsPerCommand } = context;
+  const { arch, placement } = inputs;
+  const share = context.devices.map((device) => {
+    const { host: owner, batchThreads } = cpuOf(device);
+    const kvLayersHere = placement.layerDevice.filter(
+      (owner, layer) => owner === device && keepsKv(arch, layer),
+    ).length;
+    return {
+      device,
+      flopsPerSecond: batchThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.prefillEfficiency,
+      matmulPerToken: flopsOnDevice(device),
+      attentionPerPosition: kvLayersHere * attentionFlopsPerTokenPerLayer(arch, 1),
+    };
+  });
+  const seconds = (n: number): number => {
+    let seconds = 0;
+    for (let start = 0; start < n; start += placement.ubatch) {
+      const count = Math.min(placement.ubatch, n - start);
+      const positions = count * start + (count * (count - 1)) / 2;
+      for (const part of share) {
+        seconds += (count * part.matmulPerToken + part.attentionPerPosition * positions) / part.flopsPerSecond;
+        // The server asks for the last prompt token's logits only.
+        if (isRpcDevice(part.device))
+          seconds += visitSeconds(
+            link,
+            visitBytes(arch, count, start + count, inputs.rpc!.outputDevice === part.device, 1),
+            visitCommands(arch, inputs.rpc!.outputDevice === part.device),
+            secondsPerCommand,
+          );
+      }
+    }
+    return seconds;
+  };
+  const basis =
+    `CPU compute on each host in turn: ${share.map((part) => `${part.device} ${(part.matmulPerToken / 1e9).toFixed(1)} GFLOP/token at ${(part.flopsPerSecond / 1e12).toFixed(2)} TFLOPS`).join(", ")}` +
+    `; every ${placement.ubatch}-token ubatch visits each worker once over ${link.basis}`;
+  return { seconds, basis };
+}
+
+/** CPU only: the prompt's matmuls and attention at the head's batch compute. */
+function cpuPrefill(context: PrefillContext): PrefillModel {
+  const { inputs, cpu } = context;
+  const { arch, tensors, host } = inputs;
+  const perTokenMatmul = matmulFlops(tensors, arch);
+  const { cores: coresBatch, flopsPerSecond: cpuCompute } = headBatchCompute(context);
+  const seconds = (n: number): number => prefillFlops(perTokenMatmul, arch, 0, n) / cpuCompute;
+  const basis = `CPU compute: ${coresBatch} cores × ${host.cpu.allCoreGHz} GHz × ${host.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.prefillEfficiency.toFixed(3)} = ${(cpuCompute / 1e12).toFixed(2)} TFLOPS effective; ${(perTokenMatmul / 1e9).toFixed(1)} GFLOP/token of weights plus ${((kvLayerCount(arch) * attentionFlopsPerTokenPerLayer(arch, 1)) / 1e6).toFixed(2)} MFLOP per token of context`;
+  return { seconds, basis };
+}
+
+/**
+ * With GPUs: GPU compute for the matmuls; the CPU weights big batches multiply either cross PCIe once
+ * per ubatch to the first GPU (op offload; pinned or pageable copies) or run on the CPU cores.
+ */
+function hybridPrefill(context: PrefillContext): PrefillModel {
+  const { inputs, cpu } = context;
+  const { arch, tensors, host, placement, catalog } = inputs;
+  const gpuPrefill = catalog.efficiency.gpu.prefillComputeFraction;
+  const opOffload = inputs.opOffload ?? true;
+  const perTokenMatmul = matmulFlops(tensors, arch);
+  const { flopsPerSecond: cpuCompute } = headBatchCompute(context);
+  const gpu0 = host.gpus[0]!;
+  const gpuCompute = gpu0.int8OpsPerSecond * gpuPrefill.value;
+  // CPU weights that big batches multiply: with op offload they cross PCIe once per ubatch (to
+  // the first GPU) and run there; without it they run on the CPU cores.
+  const cpuMatmul = tensors.filter(
+    (tensor) => placement.deviceOfTensor.get(tensor.name) === "CPU" && matmulFlopsPerToken(tensor, arch) > 0,
+  );
+  const offloads = opOffload && placement.ubatch >= 32;
+  const streamedBytes = offloads ? cpuMatmul.reduce((sum, tensor) => sum + tensor.bytes, 0) : 0;
+  const cpuFlopsPerToken = offloads ? 0 : matmulFlops(cpuMatmul, arch);
+  const pinned = inputs.hostWeightsPinned ?? true;
+  const pcieBandwidth = gpu0.pcieBandwidth * cpu.pcieStreamFraction * (pinned ? 1 : cpu.pageableStreamFraction);
+  const seconds = (n: number): number => {
+    let seconds = 0;
+    for (let start = 0; start < n; start += placement.ubatch) {
+      const count = Math.min(placement.ubatch, n - start);
+      seconds +=
+        prefillFlops(perTokenMatmul - cpuFlopsPerToken, arch, start, count) / gpuCompute +
+        streamedBytes / pcieBandwidth +
+        (count * cpuFlopsPerToken) / cpuCompute;
+    }
+    return seconds;
+  };
+  const basis =
+    `GPU compute ${(gpuCompute / 1e12).toFixed(0)} TOPS effective (${gpu0.name} ${(gpu0.int8OpsPerSecond / 1e12).toFixed(0)} INT8 TOPS × ${gpuPrefill.value})` +
+    (streamedBytes > 0
+      ? `, plus ${(streamedBytes / 1e9).toFixed(1)} GB of CPU experts streamed over ${gpu0.pcie} at ${(pcieBandwidth / 1e9).toFixed(1)} GB/s${pinned ? "" : " (pageable: memory-mapped weights)"} once per ${placement.ubatch}-token ubatch`
+      : "") +
+    (cpuFlopsPerToken > 0
+      ? `, plus ${(cpuFlopsPerToken / 1e9).toFixed(1)} GFLOP/token of CPU weights on the CPU at ${(cpuCompute / 1e12).toFixed(2)} TFLOPS (no op offload)`
+      : "");
+  return { seconds, basis };
 }
