@@ -1,6 +1,8 @@
 /**
  * The real Pulumi engine (CLI and Node.js language host built from Go modules by
- * tools/install-pulumi.sh, cached outside the clone) running this program with the file backend.
+ * tools/install-pulumi.sh, cached outside the clone) running this program with the file backend,
+ * driven through the Automation API (LocalWorkspace): steps, diagnostics and stack outputs are read
+ * from the engine's typed events, not from the CLI's text.
  * Resource plugins come only from that bin dir: automatic plugin acquisition is off.
  * What runs depends on which plugins could be built here (the README lists them):
  * - a refused stack fails its preview before creating anything, with the planner's reason;
@@ -10,13 +12,15 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pulumiProject, type PulumiProject } from "../support/pulumi-cli";
+import { preview, pulumiProject, type PulumiProject } from "../support/pulumi-cli";
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig } from "../../planner/stack-file";
 
 let project: PulumiProject;
 let bin: string;
-const pulumi = (args: string[], input?: string) => project.run(args, input);
+const KEY = "sk-engine-preview-0123456789abcdefghij";
+const typesOf = (run: { steps: { type: string }[] }) => run.steps.map((step) => step.type);
+const namesOf = (run: { steps: { urn: string }[] }) => run.steps.map((step) => step.urn.split("::").pop()!);
 
 beforeAll(() => {
   project = pulumiProject();
@@ -25,135 +29,76 @@ beforeAll(() => {
 
 afterAll(() => project?.remove());
 
-describe("pulumi CLI on this program (file backend, no plugin downloads)", () => {
+describe("the Pulumi engine on this program (Automation API, file backend, no plugin downloads)", () => {
   it("previews a refused stack as a failure with the planner's reason, before creating anything", async () => {
-    expect((await pulumi(["stack", "init", "cpu-ddr5-q4"])).status).toBe(0);
-    const preview = await pulumi(["preview", "--stack", "cpu-ddr5-q4"]);
-    expect(preview.status).not.toBe(0);
-    expect(preview.output).toMatch(/UD-Q4_K_XL does not fit on .*short by/);
-    expect(preview.output).not.toMatch(/^\s+at .*\.(ts|js):\d+/m);
-    const state = await pulumi(["stack", "export", "--stack", "cpu-ddr5-q4"]);
-    expect(state.output).not.toContain("kimi-kit:index:LlmDeployment");
+    const stack = await project.stack("cpu-ddr5-q4");
+    const run = await preview(stack);
+    expect(run.ok).toBe(false);
+    expect(run.diagnostics.join("\n")).toMatch(/UD-Q4_K_XL does not fit on .*short by/);
+    expect(run.diagnostics.join("\n")).not.toMatch(/^\s+at .*\.(ts|js):\d+/m);
+    expect(typesOf(run)).not.toContain("kimi-kit:index:LlmDeployment");
+    const state = await stack.exportStack();
+    expect(JSON.stringify(state.deployment)).not.toContain("kimi-kit:index:LlmDeployment");
   });
 
   it("runs the cloud stack's program: its preview needs the aws plugin, and names it when missing", async () => {
-    expect((await pulumi(["stack", "init", "aws-r7i"])).status).toBe(0);
-    expect(
-      (
-        await pulumi([
-          "config",
-          "set",
-          "--secret",
-          "--stack",
-          "aws-r7i",
-          "kimi-kit:apiKey",
-          "sk-engine-preview-0123456789abcdefghij",
-        ])
-      ).status,
-    ).toBe(0);
-    expect(
-      (
-        await pulumi([
-          "config",
-          "set",
-          "--path",
-          "--stack",
-          "aws-r7i",
-          "kimi-kit:deployment.remoteExecutor",
-          "kimi-dynamic",
-        ])
-      ).status,
-    ).toBe(0);
-    const preview = await pulumi(["preview", "--stack", "aws-r7i"]);
-    expect(preview.output).toContain("kimi-kit:host:CloudHost");
-    expect(preview.output).not.toContain("sk-engine-preview");
+    const stack = await project.stack("aws-r7i");
+    await stack.setConfig("kimi-kit:apiKey", { value: KEY, secret: true });
+    await stack.setConfig("kimi-kit:deployment.remoteExecutor", { value: "kimi-dynamic" }, true);
+    const run = await preview(stack);
+    expect(typesOf(run)).toContain("kimi-kit:host:CloudHost");
+    expect(run.eventsJson).not.toContain("sk-engine-preview");
     if (existsSync(join(bin, "pulumi-resource-aws"))) {
-      expect(preview.status, preview.output).toBe(0);
-      expect(preview.output).toContain("aws:ec2/instance:Instance");
+      expect(run.ok, run.error).toBe(true);
+      expect(typesOf(run)).toContain("aws:ec2/instance:Instance");
     } else {
-      expect(preview.status).not.toBe(0);
-      expect(preview.output).toMatch(/no resource plugin 'pulumi-resource-aws' found/);
+      expect(run.ok).toBe(false);
+      expect(`${run.error}\n${run.diagnostics.join("\n")}`).toMatch(/no resource plugin 'pulumi-resource-aws' found/);
     }
   });
 
   it("previews a bare-metal stack: with the default executors when their plugins exist, otherwise naming the missing one", async () => {
-    expect((await pulumi(["stack", "init", "cpu-ddr5"])).status).toBe(0);
-    expect(
-      (
-        await pulumi([
-          "config",
-          "set",
-          "--secret",
-          "--stack",
-          "cpu-ddr5",
-          "kimi-kit:apiKey",
-          "sk-engine-preview-0123456789abcdefghij",
-        ])
-      ).status,
-    ).toBe(0);
-    const preview = await pulumi(["preview", "--stack", "cpu-ddr5"]);
+    const stack = await project.stack("cpu-ddr5");
+    await stack.setConfig("kimi-kit:apiKey", { value: KEY, secret: true });
+    const run = await preview(stack);
     if (existsSync(join(bin, "pulumi-resource-command")) && existsSync(join(bin, "pulumi-resource-docker"))) {
-      expect(preview.status, preview.output).toBe(0);
-      expect(preview.output).toContain("command:remote:Command");
+      expect(run.ok, run.error).toBe(true);
+      expect(typesOf(run)).toContain("command:remote:Command");
     } else {
-      expect(preview.status).not.toBe(0);
-      expect(preview.output).toMatch(/no resource plugin 'pulumi-resource-(command|docker)' found/);
+      expect(run.ok).toBe(false);
+      expect(`${run.error}\n${run.diagnostics.join("\n")}`).toMatch(
+        /no resource plugin 'pulumi-resource-(command|docker)' found/,
+      );
       // The program itself ran: the planner's components were registered before the engine needed a plugin.
-      expect(preview.output).toContain("kimi-kit:index:LlmDeployment");
+      expect(typesOf(run)).toContain("kimi-kit:index:LlmDeployment");
     }
   });
 
   it("previews cpu-ddr5 with no host at all through the kit's own ssh executor and the docker-CLI path", async () => {
-    expect(
-      (
-        await pulumi([
-          "config",
-          "set",
-          "--path",
-          "--stack",
-          "cpu-ddr5",
-          "kimi-kit:deployment.remoteExecutor",
-          "kimi-dynamic",
-        ])
-      ).status,
-    ).toBe(0);
-    expect(
-      (
-        await pulumi([
-          "config",
-          "set",
-          "--path",
-          "--stack",
-          "cpu-ddr5",
-          "kimi-kit:deployment.containerEngine",
-          "docker-cli",
-        ])
-      ).status,
-    ).toBe(0);
-    const preview = await pulumi(["preview", "--stack", "cpu-ddr5"]);
-    expect(preview.status, preview.output).toBe(0);
+    const stack = await project.stack("cpu-ddr5");
+    await stack.setConfig("kimi-kit:deployment.remoteExecutor", { value: "kimi-dynamic" }, true);
+    await stack.setConfig("kimi-kit:deployment.containerEngine", { value: "docker-cli" }, true);
+    const run = await preview(stack);
+    expect(run.ok, run.error).toBe(true);
     for (const name of ["kimi-prep-probe", "kimi-shards-fetch", "kimi-server-container", "kimi-smoke"])
-      expect(preview.output).toContain(name);
+      expect(namesOf(run)).toContain(name);
+    // Every step is a create: nothing exists yet.
+    expect(new Set(run.steps.map((step) => step.op))).toEqual(new Set(["create"]));
     // The stack output is the plan's own projection (index.ts exports what buildPlan projects).
-    const exported = /projectedDecodeTokensPerSecond\s*:\s*(\d+\.\d+)/.exec(preview.output);
-    expect(exported, preview.output).not.toBeNull();
-    expect(Number(exported![1])).toBeCloseTo(
+    expect(run.outputs.projectedDecodeTokensPerSecond).toBeCloseTo(
       buildPlan("cpu-ddr5", loadStackConfig("cpu-ddr5")).projection.decodeTokensPerSecond,
       6,
     );
-    expect(preview.output).toMatch(/host\.ssh\.hostPublicKey is not set/);
-    expect(preview.output).not.toContain("sk-engine-preview");
+    expect(run.diagnostics.join("\n")).toMatch(/host\.ssh\.hostPublicKey is not set/);
+    expect(run.eventsJson).not.toContain("sk-engine-preview");
   });
+
   it("previews the fleet stack with no host at all: replicas, gateway, Prometheus, the fleet's cost and the teams", async () => {
-    expect((await pulumi(["stack", "init", "cpu-ddr5-fleet"])).status).toBe(0);
-    for (const [key, value] of [
-      ["kimi-kit:deployment.remoteExecutor", "kimi-dynamic"],
-      ["kimi-kit:deployment.containerEngine", "docker-cli"],
-    ]) {
-      expect((await pulumi(["config", "set", "--path", "--stack", "cpu-ddr5-fleet", key!, value!])).status).toBe(0);
-    }
-    const preview = await pulumi(["preview", "--stack", "cpu-ddr5-fleet"]);
-    expect(preview.status, preview.output).toBe(0);
+    const stack = await project.stack("cpu-ddr5-fleet");
+    await stack.setConfig("kimi-kit:deployment.remoteExecutor", { value: "kimi-dynamic" }, true);
+    await stack.setConfig("kimi-kit:deployment.containerEngine", { value: "docker-cli" }, true);
+    const run = await preview(stack);
+    expect(run.ok, run.error).toBe(true);
     for (const name of [
       "kimi-replica-1-server-container",
       "kimi-replica-2-usage",
@@ -161,11 +106,9 @@ describe("pulumi CLI on this program (file backend, no plugin downloads)", () =>
       "kimi-gateway-haproxy",
       "kimi-monitoring-prometheus",
     ])
-      expect(preview.output).toContain(name);
+      expect(namesOf(run)).toContain(name);
     const plan = buildPlan("cpu-ddr5-fleet", loadStackConfig("cpu-ddr5-fleet"));
-    const cost = /monthlyCostUsd\s*:\s*(\d+\.\d+)/.exec(preview.output);
-    expect(cost, preview.output).not.toBeNull();
-    expect(Number(cost![1])).toBeCloseTo(plan.fleet!.cost!.monthlyUsd, 6);
-    expect(preview.output).toMatch(/hosts\[0\]\.ssh\.hostPublicKey is not set/);
+    expect(run.outputs.monthlyCostUsd).toBeCloseTo(plan.fleet!.cost!.monthlyUsd, 6);
+    expect(run.diagnostics.join("\n")).toMatch(/hosts\[0\]\.ssh\.hostPublicKey is not set/);
   });
 });

@@ -7,6 +7,13 @@ import { execFileSync, spawn } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import {
+  LocalWorkspace,
+  PulumiCommand,
+  type EngineEvent,
+  type Stack,
+  type StepEventMetadata,
+} from "@pulumi/pulumi/automation";
 import { stringify } from "yaml";
 
 const ROOT = join(__dirname, "..", "..");
@@ -14,10 +21,59 @@ const ROOT = join(__dirname, "..", "..");
 export interface PulumiProject {
   bin: string;
   dir: string;
+  /** The engine's environment: the file backend, passphrase, no plugin downloads, Node 22 and the bin dir on PATH. */
+  env: Record<string, string>;
   /** Async on purpose: the loopback Hub the engine downloads from lives in this same process. */
   run(args: string[], input?: string): Promise<{ status: number; output: string }>;
   writeStack(stack: string, values: Record<string, unknown>): void;
+  /** The Automation API's stack on this project (created, or selected when it exists), with this engine. */
+  stack(name: string): Promise<Stack>;
   remove(): void;
+}
+
+/** One `pulumi preview` through the Automation API, read from the engine's typed events. */
+export interface PreviewRun {
+  ok: boolean;
+  /** The engine's steps, one per resource: operation, type token, URN. */
+  steps: StepEventMetadata[];
+  /** What the engine and the program reported as warnings and errors. */
+  diagnostics: string[];
+  /** The stack's outputs as the preview knows them. */
+  outputs: Record<string, unknown>;
+  /** Everything the engine sent, as JSON (to check that no secret appears anywhere). */
+  eventsJson: string;
+  /** The CLI's failure (the Automation API's CommandError), when the preview failed. */
+  error?: string;
+}
+
+/** Previews a stack and collects what the engine reports, whether or not the preview succeeds. */
+export async function preview(stack: Stack): Promise<PreviewRun> {
+  const events: EngineEvent[] = [];
+  let error: string | undefined;
+  try {
+    await stack.preview({ onEvent: (event) => events.push(event) });
+  } catch (failure) {
+    error = (failure as Error).message;
+  }
+  const steps = events.flatMap((event) => (event.resourcePreEvent ? [event.resourcePreEvent.metadata] : []));
+  const diagnostics = events.flatMap((event) =>
+    event.diagnosticEvent && ["warning", "error"].includes(event.diagnosticEvent.severity)
+      ? [event.diagnosticEvent.message]
+      : [],
+  );
+  const stackOutputs = events
+    .map((event) => event.resOutputsEvent?.metadata)
+    .filter((metadata) => metadata?.type === "pulumi:pulumi:Stack")
+    .map((metadata) => metadata?.new?.outputs ?? {});
+  const outputs = Object.assign({}, ...stackOutputs) as Record<string, unknown>;
+  return {
+    ok: error === undefined,
+    steps,
+    diagnostics,
+    outputs,
+    eventsJson: JSON.stringify(events),
+    ...(error ? { error } : {}),
+  };
 }
 
 export function pulumiProject(): PulumiProject {
@@ -49,8 +105,10 @@ export function pulumiProject(): PulumiProject {
   }
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
   mkdirSync(join(work, "state"));
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
+  const env: Record<string, string> = {
+    ...Object.fromEntries(
+      Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined),
+    ),
     PATH: `${bin}:${dirname(join(ROOT, "node_modules", "node", "bin", "node"))}:${process.env.PATH}`,
     PULUMI_HOME: join(work, "home"),
     PULUMI_BACKEND_URL: `file://${join(work, "state")}`,
@@ -62,6 +120,7 @@ export function pulumiProject(): PulumiProject {
   return {
     bin,
     dir,
+    env,
     run(args, input) {
       return new Promise((resolve, reject) => {
         const child = spawn(join(bin, "pulumi"), [...args, "--non-interactive"], {
@@ -85,6 +144,10 @@ export function pulumiProject(): PulumiProject {
       const config: Record<string, unknown> = {};
       for (const [key, value] of Object.entries(values)) config[`kimi-kit:${key}`] = value;
       writeFileSync(join(dir, "stacks", `Pulumi.${stack}.yaml`), stringify({ config }));
+    },
+    async stack(name) {
+      const pulumiCommand = await PulumiCommand.get({ root: dirname(bin), skipVersionCheck: true });
+      return LocalWorkspace.createOrSelectStack({ stackName: name, workDir: dir }, { pulumiCommand, envVars: env });
     },
     remove() {
       rmSync(work, { recursive: true, force: true });
