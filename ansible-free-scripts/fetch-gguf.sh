@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # fetch-gguf.sh: download the shards of a GGUF model from Hugging Face (or a mirror that serves the
 # same URLs) onto this host, check every shard's sha256, and make re-runs cheap and safe.
-# Needs bash, coreutils, curl, flock, sha256sum, df; python3 only for --resolve.
+# Needs bash, coreutils, curl, flock, sha256sum, df; python3 only for --resolve; lib-common.sh beside it.
 set -euo pipefail
 
 PROG=${0##*/}
 readonly PROG
-readonly EXIT_USAGE=2 EXIT_MANIFEST=3 EXIT_DISK=4 EXIT_VERIFY=5 EXIT_DOWNLOAD=6 EXIT_LOCKED=7
+export script_name=$PROG
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# (SC1091: a plain `shellcheck fetch-gguf.sh`, without -x, does not follow it.)
+# shellcheck source-path=SCRIPTDIR source=lib-common.sh disable=SC1091
+source "$script_dir/lib-common.sh"
+# Beside lib-common's EXIT_OK, EXIT_FAILURE, EXIT_USAGE and EXIT_SIG*: this script's own.
+readonly EXIT_MANIFEST=3 EXIT_DISK=4 EXIT_VERIFY=5 EXIT_DOWNLOAD=6 EXIT_LOCKED=7
 
+# Replaces lib-common's usage (this script's header is no usage text).
 usage() {
   cat <<EOF
 Usage: $PROG --dest DIR --base-url URL --repo OWNER/NAME [--revision REV]
@@ -62,16 +69,17 @@ Exit codes:
 EOF
 }
 
+# Replaces lib-common's say: this script's stdout lines carry no prefix. Errors go through
+# lib-common's log ("fetch-gguf.sh: ..." on stderr).
 say() { printf '%s\n' "$*"; }
-err() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() {
+die_with() { # die_with EXIT_CODE MESSAGE...
   local code=$1
   shift
-  err "error: $*"
+  log "error: $*"
   exit "$code"
 }
 usage_error() {
-  err "$*"
+  log "$*"
   usage >&2
   exit "$EXIT_USAGE"
 }
@@ -96,7 +104,7 @@ value_of() { # value_of FLAG ARGC [VALUE]
 }
 while [[ $# -gt 0 ]]; do
   case $1 in
-    -h | --help) usage; exit 0 ;;
+    -h | --help) usage; exit "$EXIT_OK" ;;
     --dest) value_of "$1" $#; DEST=$2; shift 2 ;;
     --base-url) value_of "$1" $#; BASE_URL=$2; shift 2 ;;
     --repo) value_of "$1" $#; REPO=$2; shift 2 ;;
@@ -149,10 +157,10 @@ if ((HAVE_RESOLVE)) && [[ $RESOLVE != . ]]; then
 fi
 
 for tool in curl flock sha256sum df stat date mktemp mv; do
-  command -v "$tool" >/dev/null 2>&1 || die 1 "$tool is required but not installed"
+  have "$tool" || die_with "$EXIT_FAILURE" "$tool is required but not installed"
 done
 if ((HAVE_RESOLVE)); then
-  command -v python3 >/dev/null 2>&1 || die 1 "--resolve needs python3 (or pass --manifest FILE)"
+  have python3 || die_with "$EXIT_FAILURE" "--resolve needs python3 (or pass --manifest FILE)"
 fi
 
 # ---------------------------------------------------------------------------- work dir, traps
@@ -169,9 +177,9 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+trap 'exit "$EXIT_SIGINT"' INT
+trap 'exit "$EXIT_SIGTERM"' TERM
+trap 'exit "$EXIT_SIGHUP"' HUP
 
 # The token lives only in this shell's memory (never exported): curl reads it from a curl
 # config on a pipe (process substitution, /dev/fd/N), written by the printf builtin in a forked
@@ -250,7 +258,7 @@ run_child() {
 }
 worker_setup() {
   trap - EXIT INT HUP
-  trap 'if [[ -n $CHILD ]]; then kill -TERM "$CHILD" 2>/dev/null || true; fi; exit 143' TERM
+  trap 'if [[ -n $CHILD ]]; then kill -TERM "$CHILD" 2>/dev/null || true; fi; exit "$EXIT_SIGTERM"' TERM
 }
 
 SHA_RESULT=''
@@ -281,7 +289,7 @@ free_bytes() { # free_bytes DIR: bytes available to us on DIR's (or its nearest 
   while [[ ! -d $d ]]; do d=$(dirname -- "$d"); done
   { read -r _header && read -r avail; } < <(df --output=avail -B1 -- "$d")
   avail=${avail//[[:space:]]/}
-  [[ $avail =~ ^[0-9]+$ ]] || die 1 "could not read free space of $d from df"
+  [[ $avail =~ ^[0-9]+$ ]] || die_with "$EXIT_FAILURE" "could not read free space of $d from df"
   printf '%s' "$avail"
 }
 
@@ -291,23 +299,23 @@ parse_manifest() { # FILE LABEL
   local file=$1 label=$2 line n=0 sha size path
   local re=$'^([^\t]*)\t([^\t]*)\t([^\t]*)$'
   local -A seen=()
-  [[ -f $file && -r $file ]] || die "$EXIT_MANIFEST" "manifest $file does not exist or is not readable"
+  [[ -f $file && -r $file ]] || die_with "$EXIT_MANIFEST" "manifest $file does not exist or is not readable"
   while IFS= read -r line || [[ -n $line ]]; do
     n=$((n + 1))
     line=${line%$'\r'}
     [[ $line =~ ^[[:space:]]*$ || $line =~ ^[[:space:]]*# ]] && continue
     [[ $line =~ $re ]] ||
-      die "$EXIT_MANIFEST" "$label line $n: expected sha256<TAB>size_bytes<TAB>path: $line"
+      die_with "$EXIT_MANIFEST" "$label line $n: expected sha256<TAB>size_bytes<TAB>path: $line"
     sha=${BASH_REMATCH[1],,} size=${BASH_REMATCH[2]} path=${BASH_REMATCH[3]}
-    [[ $sha =~ ^[0-9a-f]{64}$ ]] || die "$EXIT_MANIFEST" "$label line $n: not a sha256 (64 hex digits): $line"
-    [[ $size =~ ^[0-9]{1,17}$ ]] || die "$EXIT_MANIFEST" "$label line $n: size is not a byte count: $line"
+    [[ $sha =~ ^[0-9a-f]{64}$ ]] || die_with "$EXIT_MANIFEST" "$label line $n: not a sha256 (64 hex digits): $line"
+    [[ $size =~ ^[0-9]{1,17}$ ]] || die_with "$EXIT_MANIFEST" "$label line $n: size is not a byte count: $line"
     valid_relpath "$path" ||
-      die "$EXIT_MANIFEST" "$label line $n: path must be relative to the repo root, without '..': $line"
-    [[ -z ${seen[$path]:-} ]] || die "$EXIT_MANIFEST" "$label line $n: $path is listed twice: $line"
+      die_with "$EXIT_MANIFEST" "$label line $n: path must be relative to the repo root, without '..': $line"
+    [[ -z ${seen[$path]:-} ]] || die_with "$EXIT_MANIFEST" "$label line $n: $path is listed twice: $line"
     seen[$path]=1
     SHAS+=("$sha") SIZES+=($((10#$size))) PATHS+=("$path")
   done <"$file"
-  ((${#PATHS[@]} > 0)) || die "$EXIT_MANIFEST" "$label lists no shards"
+  ((${#PATHS[@]} > 0)) || die_with "$EXIT_MANIFEST" "$label lists no shards"
 }
 
 resolve_manifest() { # -> writes $WORK/manifest.tsv
@@ -321,13 +329,13 @@ resolve_manifest() { # -> writes $WORK/manifest.tsv
   detail=$(<"$WORK/tree.err")
   detail=${detail//$'\n'/ }
   if ((rc != 0)); then
-    die "$EXIT_MANIFEST" "cannot list folder $RESOLVE: $url unreachable (curl exit $rc, HTTP ${code:-000})${detail:+: $detail}"
+    die_with "$EXIT_MANIFEST" "cannot list folder $RESOLVE: $url unreachable (curl exit $rc, HTTP ${code:-000})${detail:+: $detail}"
   fi
   case $code in
     200) ;;
-    401 | 403) die "$EXIT_MANIFEST" "cannot list folder $RESOLVE: HTTP $code from $url: the Hugging Face token is missing or wrong (pass one that can read $REPO with --token-stdin)" ;;
-    404) die "$EXIT_MANIFEST" "cannot list folder $RESOLVE: HTTP 404 from $url: no such repo, revision $REVISION or folder" ;;
-    *) die "$EXIT_MANIFEST" "cannot list folder $RESOLVE: HTTP $code from $url" ;;
+    401 | 403) die_with "$EXIT_MANIFEST" "cannot list folder $RESOLVE: HTTP $code from $url: the Hugging Face token is missing or wrong (pass one that can read $REPO with --token-stdin)" ;;
+    404) die_with "$EXIT_MANIFEST" "cannot list folder $RESOLVE: HTTP 404 from $url: no such repo, revision $REVISION or folder" ;;
+    *) die_with "$EXIT_MANIFEST" "cannot list folder $RESOLVE: HTTP $code from $url" ;;
   esac
   python3 - "$WORK/tree.json" "$RESOLVE" "$url" >"$WORK/manifest.tsv" <<'PY' || exit "$EXIT_MANIFEST"
 import json, re, sys
@@ -383,9 +391,9 @@ TOTAL_BYTES=0
 for s in "${SIZES[@]}"; do TOTAL_BYTES=$((TOTAL_BYTES + s)); done
 
 # ---------------------------------------------------------------------------- lock
-mkdir -p -- "$DEST" || die 1 "cannot create $DEST"
+mkdir -p -- "$DEST" || die_with "$EXIT_FAILURE" "cannot create $DEST"
 exec 9>>"$DEST/.fetch-gguf.lock"
-flock -n 9 || die "$EXIT_LOCKED" "another fetch-gguf.sh run is already working in $DEST (it holds $DEST/.fetch-gguf.lock); wait for it to finish or stop it, then re-run"
+flock -n 9 || die_with "$EXIT_LOCKED" "another fetch-gguf.sh run is already working in $DEST (it holds $DEST/.fetch-gguf.lock); wait for it to finish or stop it, then re-run"
 
 say "fetch-gguf: $REPO@$REVISION -> $DEST: $K shard(s), $TOTAL_BYTES bytes ($(human "$TOTAL_BYTES"))"
 
@@ -521,7 +529,7 @@ verify_existing() {
     say "$tag: sha256 ok, skipping"
   else
     mv -f -- "$final" "$final.bad"
-    err "$tag: sha256 mismatch: expected $sha, found $found; moved it to $final.bad, will fetch again"
+    log "$tag: sha256 mismatch: expected $sha, found $found; moved it to $final.bad, will fetch again"
   fi
 }
 
@@ -540,7 +548,7 @@ for ((i = 0; i < K; i++)); do
 done
 if ((${#TO_HASH[@]} > 0)); then
   run_pool verify_existing 0 "${TO_HASH[@]}"
-  ((POOL_RC == 0)) || die 1 "could not check the existing shards in $DEST"
+  ((POOL_RC == 0)) || die_with "$EXIT_FAILURE" "could not check the existing shards in $DEST"
 fi
 
 TO_FETCH=()
@@ -566,7 +574,7 @@ done
 if ((${#TO_FETCH[@]} > 0)); then
   AVAIL=$(free_bytes "$DEST")
   if ((NEEDED > AVAIL)); then
-    die "$EXIT_DISK" "not enough free disk space in $DEST: ${#TO_FETCH[@]} shard(s) still to download need $NEEDED bytes ($(gib "$NEEDED")), available $AVAIL bytes ($(gib "$AVAIL")). Nothing was downloaded. Files already in $DEST (other tiers included) are kept, never deleted: free space there or pick another --dest."
+    die_with "$EXIT_DISK" "not enough free disk space in $DEST: ${#TO_FETCH[@]} shard(s) still to download need $NEEDED bytes ($(gib "$NEEDED")), available $AVAIL bytes ($(gib "$AVAIL")). Nothing was downloaded. Files already in $DEST (other tiers included) are kept, never deleted: free space there or pick another --dest."
   fi
   say "downloading ${#TO_FETCH[@]} shard(s), $NEEDED bytes ($(human "$NEEDED")), up to $CONNECTIONS at a time; $AVAIL bytes ($(gib "$AVAIL")) free in $DEST"
 fi
@@ -661,20 +669,20 @@ download_shard() {
         if [[ $FAIL_KIND == disk ]]; then
           avail=$(free_bytes "${partial%/*}")
           if ((avail < size - after)); then
-            err "disk full in $DEST: $tag: writing $partial stopped at $after of $size bytes ($FAIL_WHY; $avail bytes free, $((size - after)) more needed) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. The $after bytes received stay in $partial: free space in $DEST, then re-run to resume."
+            log "disk full in $DEST: $tag: writing $partial stopped at $after of $size bytes ($FAIL_WHY; $avail bytes free, $((size - after)) more needed) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. The $after bytes received stay in $partial: free space in $DEST, then re-run to resume."
             return "$EXIT_DISK"
           fi
-          err "$tag: cannot write $partial ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. The $after bytes received stay there; re-run to resume."
-          return 1
+          log "$tag: cannot write $partial ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. The $after bytes received stay there; re-run to resume."
+          return "$EXIT_FAILURE"
         fi
         if [[ $FAIL_KIND == fatal ]]; then
-          err "$tag: download failed ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. Not retried: this will not heal by itself. Bytes received so far ($after) stay in $partial; re-run to resume."
+          log "$tag: download failed ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}. Not retried: this will not heal by itself. Bytes received so far ($after) stay in $partial; re-run to resume."
           return "$EXIT_DOWNLOAD"
         fi
         # A try that moved the download on by at least a stall window's worth starts the count again.
         if ((after - have >= headway)); then fails=1; else fails=$((fails + 1)); fi
         if ((fails >= ATTEMPTS)); then
-          err "$tag: download failed $fails time(s) in a row ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}; the last try ran at $(human_rate "$W_SPEED"). $after of $size bytes are kept in $partial; re-run to resume."
+          log "$tag: download failed $fails time(s) in a row ($FAIL_WHY) from $url${FAIL_DETAIL:+; curl: $FAIL_DETAIL}; the last try ran at $(human_rate "$W_SPEED"). $after of $size bytes are kept in $partial; re-run to resume."
           return "$EXIT_DOWNLOAD"
         fi
         delay=$((RETRY_DELAY << (fails - 1)))
@@ -698,9 +706,9 @@ download_shard() {
       return 0
     fi
     mv -f -- "$partial" "$bad"
-    err "$tag: sha256 mismatch for $final: expected $sha, found $found; the file is now $bad"
+    log "$tag: sha256 mismatch for $final: expected $sha, found $found; the file is now $bad"
     if ((verify_round >= 2)); then
-      err "$tag: failed verification twice (expected sha256 $sha, found $found) from $url; giving up"
+      log "$tag: failed verification twice (expected sha256 $sha, found $found) from $url; giving up"
       return "$EXIT_VERIFY"
     fi
     verify_round=2 fails=0 note=''
@@ -712,9 +720,9 @@ if ((${#TO_FETCH[@]} > 0)); then
   run_pool download_shard 1 "${TO_FETCH[@]}"
   if ((POOL_RC != 0)); then
     case $POOL_RC in
-      1 | "$EXIT_DISK" | "$EXIT_DOWNLOAD" | "$EXIT_VERIFY") exit "$POOL_RC" ;;
+      "$EXIT_FAILURE" | "$EXIT_DISK" | "$EXIT_DOWNLOAD" | "$EXIT_VERIFY") exit "$POOL_RC" ;;
     esac
-    die "$EXIT_DOWNLOAD" "a download worker failed (exit $POOL_RC)"
+    die_with "$EXIT_DOWNLOAD" "a download worker failed (exit $POOL_RC)"
   fi
 fi
 
@@ -729,9 +737,9 @@ for ((i = 0; i < K; i++)); do
   if sidecar_matches "$DEST/${PATHS[i]}" "${SHAS[i]}" "${SIZES[i]}"; then
     VERIFIED=$((VERIFIED + 1))
   else
-    err "[$((i + 1))/$K] ${PATHS[i]}: not verified after the run"
+    log "[$((i + 1))/$K] ${PATHS[i]}: not verified after the run"
   fi
 done
-((VERIFIED == K)) || die 1 "only $VERIFIED of $K shard(s) verified in $DEST"
+((VERIFIED == K)) || die_with "$EXIT_FAILURE" "only $VERIFIED of $K shard(s) verified in $DEST"
 say "fetched $FETCHED shard(s), $DOWNLOADED bytes; skipped $SKIPPED verified shard(s); all $K shard(s) verified in $DEST"
 say "FETCH_GGUF_RESULT verified=$VERIFIED downloaded_bytes=$DOWNLOADED"

@@ -34,7 +34,7 @@ table=kimi_kit dry_run=no
 allows=()
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --table)
       need_value "$1" $#
       [[ "$2" =~ ^kimi_kit[a-z0-9_]{0,40}$ ]] || die_usage "--table wants a name starting with kimi_kit (letters, digits, _), got '$2'"
@@ -66,7 +66,7 @@ case "$action" in
   show)
     ensure_nft
     nft list table inet "$table" 2>/dev/null || echo "table inet $table: absent"
-    exit 0 ;;
+    exit "$EXIT_OK" ;;
   remove)
     need_root
     ensure_nft
@@ -76,7 +76,7 @@ case "$action" in
     else
       echo "firewall=absent table=inet $table"
     fi
-    exit 0 ;;
+    exit "$EXIT_OK" ;;
 esac
 
 ((${#allows[@]} > 0)) || die_usage "apply needs at least one --allow PORT=CIDR[,CIDR...]"
@@ -108,7 +108,7 @@ $rules  }
 
 if [[ "$dry_run" == yes ]]; then
   printf '%s' "$script"
-  exit 0
+  exit "$EXIT_OK"
 fi
 need_root
 ensure_nft

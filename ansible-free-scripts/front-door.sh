@@ -42,7 +42,7 @@ web_ui=no config_dir="" run_dir=/run/kimi-kit use_systemd=auto ready_seconds=30
 sans=()
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --listen) need_value "$1" $#; need_ipv4 "$1" "$2"; listen=$2; shift 2 ;;
     --port) need_value "$1" $#; need_port "$1" "$2"; port=$2; shift 2 ;;
     --backend-address) need_value "$1" $#; need_ipv4 "$1" "$2"; backend_address=$2; shift 2 ;;
@@ -74,7 +74,7 @@ if [[ "$action" == down ]]; then
     rm -f -- "$installed_marker"
   fi
   echo "front_door=removed"
-  exit 0
+  exit "$EXIT_OK"
 fi
 
 # ------------------------------------------------------------------------------------------ up

@@ -60,7 +60,7 @@ use_systemd=auto ready_seconds=30 tls_source="" secrets_stdin=no
 sans=()
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --from) need_value "$1" $#; [[ -d "$2" ]] || die_usage "--from wants a folder, got '$2'"; from=$2; shift 2 ;;
     --pem) need_value "$1" $#; [[ -r "$2" ]] || die_usage "--pem: cannot read '$2'"; pem_in=$2; shift 2 ;;
     --backend-key-file) need_value "$1" $#; [[ -r "$2" ]] || die_usage "--backend-key-file: cannot read '$2'"; backend_key_in=$2; shift 2 ;;
@@ -133,18 +133,18 @@ report() { # changed
 
 case "$action" in
   status)
-    [[ -f "$cfg" ]] || { echo "gateway=absent"; exit 3; }
+    [[ -f "$cfg" ]] || { echo "gateway=absent"; exit "$EXIT_NOT_RUNNING"; }
     pid=$(service_pid || true)
     report no
-    [[ -n "$pid" ]] || exit 3
-    exit 0 ;;
+    [[ -n "$pid" ]] || exit "$EXIT_NOT_RUNNING"
+    exit "$EXIT_OK" ;;
   remove)
     need_root
     service_stop
     rm -rf -- "$config_dir"
     if [[ "$config_dir" == "/etc/kimi-kit/gateway/$name" ]]; then rmdir /etc/kimi-kit/gateway /etc/kimi-kit 2>/dev/null || true; fi
     echo "gateway=removed"
-    exit 0 ;;
+    exit "$EXIT_OK" ;;
 esac
 
 need_root
@@ -165,7 +165,7 @@ if [[ "$action" == revoke ]]; then
   changed=$(start_or_reload)
   wait_ready
   report "$changed"
-  exit 0
+  exit "$EXIT_OK"
 fi
 
 # ------------------------------------------------------------------------------------------ apply

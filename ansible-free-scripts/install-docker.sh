@@ -13,28 +13,28 @@
 # Exit codes: 0 engine running, 1 not running / install or start failed, 2 bad usage.
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die_usage() { echo "install-docker.sh: $*" >&2; echo "Run install-docker.sh --help for usage." >&2; exit 2; }
-say() { echo "install-docker: $*"; }
-fail() { echo "install-docker: $*" >&2; exit 1; }
+export script_name=install-docker.sh
+log_name=install-docker # the prefix of its say and die lines
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib-common.sh
+source "$script_dir/lib-common.sh"
 
 check=no
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --check) check=yes; shift ;;
     *) die_usage "unknown argument '$1'" ;;
   esac
 done
 
-have() { command -v "$1" >/dev/null 2>&1; }
 server_version() { docker info --format '{{.ServerVersion}}' 2>/dev/null; }
 
 if have docker && version=$(server_version) && [[ -n "$version" ]]; then
   say "docker engine already running (server version $version); unchanged"
   echo "docker_server=$version"
   echo "action=unchanged"
-  exit 0
+  exit "$EXIT_OK"
 fi
 
 if [[ "$check" == yes ]]; then
@@ -46,14 +46,8 @@ if [[ "$check" == yes ]]; then
   fi
   echo "docker_server=none"
   echo "action=none"
-  exit 1
+  exit "$EXIT_FAILURE"
 fi
-
-as_root() {
-  if ((EUID == 0)); then "$@"
-  elif have sudo; then sudo -n "$@"
-  else fail "need root to run '$*' (running as uid $EUID, no sudo)"; fi
-}
 
 action=started
 if ! have docker; then
@@ -68,9 +62,9 @@ if ! have docker; then
     say "installing docker with yum"
     as_root yum install -y docker
   else
-    fail "found neither apt-get, dnf nor yum; install Docker Engine by hand (https://docs.docker.com/engine/install/)"
+    die "found neither apt-get, dnf nor yum; install Docker Engine by hand (https://docs.docker.com/engine/install/)"
   fi
-  have docker || fail "the package installed but 'docker' is still not on PATH=$PATH"
+  have docker || die "the package installed but 'docker' is still not on PATH=$PATH"
   action=installed
 fi
 
@@ -78,7 +72,7 @@ if have systemctl && [[ -d /run/systemd/system ]]; then
   say "starting docker with systemctl"
   as_root systemctl enable --now docker
 else
-  fail "docker is installed but its engine is not running, and this host has no running systemd to start it; start it by hand, e.g. 'dockerd >/var/log/dockerd.log 2>&1 &' (or your init system's docker service), then re-run"
+  die "docker is installed but its engine is not running, and this host has no running systemd to start it; start it by hand, e.g. 'dockerd >/var/log/dockerd.log 2>&1 &' (or your init system's docker service), then re-run"
 fi
 
 for _ in $(seq 1 30); do
@@ -86,8 +80,8 @@ for _ in $(seq 1 30); do
     say "docker engine running (server version $version); $action"
     echo "docker_server=$version"
     echo "action=$action"
-    exit 0
+    exit "$EXIT_OK"
   fi
   sleep 1
 done
-fail "docker engine still does not answer 30 s after start: $(docker info 2>&1 >/dev/null | tail -n1); see 'journalctl -u docker'"
+die "docker engine still does not answer 30 s after start: $(docker info 2>&1 >/dev/null | tail -n1); see 'journalctl -u docker'"

@@ -14,61 +14,54 @@
 # Exit codes: 0 ready (or no GPU), 1 not ready / failed, 2 bad usage.
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die_usage() { echo "install-nvidia-container-toolkit.sh: $*" >&2; echo "Run install-nvidia-container-toolkit.sh --help for usage." >&2; exit 2; }
-say() { echo "nvidia-toolkit: $*"; }
-fail() { echo "nvidia-toolkit: $*" >&2; exit 1; }
+export script_name=install-nvidia-container-toolkit.sh
+log_name=nvidia-toolkit # the prefix of its say and die lines
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib-common.sh
+source "$script_dir/lib-common.sh"
 
 check=no
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --check) check=yes; shift ;;
     *) die_usage "unknown argument '$1'" ;;
   esac
 done
 
-have() { command -v "$1" >/dev/null 2>&1; }
-
 if ! have nvidia-smi; then
   say "no NVIDIA GPU/driver found; nothing to do"
   printf 'nvidia_gpu=no\nnvidia_runtime=no\naction=none\n'
-  exit 0
+  exit "$EXIT_OK"
 fi
 if ! gpus=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1); then
-  fail "nvidia-smi is installed but fails (${gpus//$'\n'/ }); fix the NVIDIA driver first (expected it to list the GPUs)"
+  die "nvidia-smi is installed but fails (${gpus//$'\n'/ }); fix the NVIDIA driver first (expected it to list the GPUs)"
 fi
 say "found GPU(s): ${gpus//$'\n'/; }"
 
-have docker || fail "docker is not installed; run install-docker.sh first"
-docker info >/dev/null 2>&1 || fail "the docker engine does not answer ('docker info' fails); run install-docker.sh first"
+have docker || die "docker is not installed; run install-docker.sh first"
+docker info >/dev/null 2>&1 || die "the docker engine does not answer ('docker info' fails); run install-docker.sh first"
 
 runtime_ready() { docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"'; }
 
 if have nvidia-ctk && runtime_ready; then
   say "nvidia-container-toolkit $(nvidia-ctk --version 2>/dev/null | head -n1 | sed 's/.*version //') already installed and docker lists the nvidia runtime; unchanged"
   printf 'nvidia_gpu=yes\nnvidia_runtime=yes\naction=unchanged\n'
-  exit 0
+  exit "$EXIT_OK"
 fi
 
 if [[ "$check" == yes ]]; then
   have nvidia-ctk || say "nvidia-ctk is not installed (expected the nvidia-container-toolkit package)" >&2
   runtime_ready || say "docker info does not list an 'nvidia' runtime (expected after 'nvidia-ctk runtime configure --runtime=docker')" >&2
   printf 'nvidia_gpu=yes\nnvidia_runtime=no\naction=none\n'
-  exit 1
+  exit "$EXIT_FAILURE"
 fi
-
-as_root() {
-  if ((EUID == 0)); then "$@"
-  elif have sudo; then sudo -n "$@"
-  else fail "need root to run '$*' (running as uid $EUID, no sudo)"; fi
-}
 
 # NVIDIA's documented repositories (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html).
 repo_base=https://nvidia.github.io/libnvidia-container
 action=configured
 if ! have nvidia-ctk; then
-  have curl || fail "curl is needed to fetch NVIDIA's repository definition"
+  have curl || die "curl is needed to fetch NVIDIA's repository definition"
   if have apt-get; then
     keyring=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
     list=/etc/apt/sources.list.d/nvidia-container-toolkit.list
@@ -92,9 +85,9 @@ if ! have nvidia-ctk; then
     fi
     if have dnf; then as_root dnf install -y nvidia-container-toolkit; else as_root yum install -y nvidia-container-toolkit; fi
   else
-    fail "found neither apt-get, dnf nor yum; install nvidia-container-toolkit by hand"
+    die "found neither apt-get, dnf nor yum; install nvidia-container-toolkit by hand"
   fi
-  have nvidia-ctk || fail "nvidia-container-toolkit installed but 'nvidia-ctk' is not on PATH=$PATH"
+  have nvidia-ctk || die "nvidia-container-toolkit installed but 'nvidia-ctk' is not on PATH=$PATH"
   action=installed
 fi
 
@@ -103,14 +96,14 @@ as_root nvidia-ctk runtime configure --runtime=docker
 if have systemctl && [[ -d /run/systemd/system ]]; then
   as_root systemctl restart docker
 else
-  fail "configured /etc/docker/daemon.json, but this host has no running systemd; restart dockerd by hand and re-run to verify"
+  die "configured /etc/docker/daemon.json, but this host has no running systemd; restart dockerd by hand and re-run to verify"
 fi
 for _ in $(seq 1 30); do
   if runtime_ready; then
     say "docker lists the nvidia runtime; $action"
     printf 'nvidia_gpu=yes\nnvidia_runtime=yes\naction=%s\n' "$action"
-    exit 0
+    exit "$EXIT_OK"
   fi
   sleep 1
 done
-fail "docker restarted but 'docker info' still lists no nvidia runtime (runtimes: $(docker info --format '{{json .Runtimes}}' 2>/dev/null)); check /etc/docker/daemon.json"
+die "docker restarted but 'docker info' still lists no nvidia runtime (runtimes: $(docker info --format '{{json .Runtimes}}' 2>/dev/null)); check /etc/docker/daemon.json"

@@ -2,18 +2,44 @@
 # Usage: source "$(dirname "${BASH_SOURCE[0]}")/lib-common.sh"   (not run on its own)
 #
 # The helpers the kit's host scripts share. The sourcing script sets `script_name` first (used in
-# messages); its usage text is its header comment (see usage below); everything here is plain bash
-# with no side effects at source time.
+# messages; `log_name` too when its lines carry a shorter prefix); its usage text is its header
+# comment (see usage below); everything here is plain bash with no side effects at source time but
+# the readonly EXIT_* names.
+
+# Exit statuses the scripts give the same meaning (each script's header lists its own, and names
+# any further ones itself): done, failed, bad usage; `status` of a script running a service of its
+# own (gateway, monitoring, token limiter, usage exporter) when that service is not running; and
+# the ones a script that traps signals exits with (128 + the signal's number, as bash killed by it).
+# shellcheck disable=SC2034 # for the sourcing scripts
+if [[ -z "${EXIT_OK+set}" ]]; then
+  readonly EXIT_OK=0 EXIT_FAILURE=1 EXIT_USAGE=2 EXIT_NOT_RUNNING=3
+  readonly EXIT_SIGHUP=129 EXIT_SIGINT=130 EXIT_SIGTERM=143
+fi
 
 # The sourcing script's header comment, from line 2 down to `set -euo`, without the comment marks.
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 # Messages and exits ---------------------------------------------------------------------------
-log() { echo "${script_name:-kimi-kit}: $*" >&2; }
-die() { log "$*"; exit 1; }
-die_usage() { log "$*"; echo "Run ${script_name:-this script} --help for usage." >&2; exit 2; }
+# log, die and say prefix their lines with log_name when the script sets one (a short name its
+# callers know its lines by), else with script_name; die_usage always names the script file.
+log() { echo "${log_name:-${script_name:-kimi-kit}}: $*" >&2; }
+die() { log "$*"; exit "$EXIT_FAILURE"; }
+die_usage() {
+  echo "${script_name:-kimi-kit}: $*" >&2
+  echo "Run ${script_name:-this script} --help for usage." >&2
+  exit "$EXIT_USAGE"
+}
+# A progress line on stdout (the scripts whose stdout is read keep key=value lines apart from it).
+say() { echo "${log_name:-${script_name:-kimi-kit}}: $*"; }
 
 have() { command -v "$1" >/dev/null 2>&1; }
+
+# Runs COMMAND as root: directly when this is root, else with `sudo -n`; dies when neither works.
+as_root() { # command...
+  if ((EUID == 0)); then "$@"
+  elif have sudo; then sudo -n "$@"
+  else die "need root to run '$*' (running as uid $EUID, no sudo)"; fi
+}
 
 need_root() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (it changes system configuration)"
@@ -25,7 +51,7 @@ need_root() {
 need_action() { # value action...
   local value=$1 action list
   shift
-  if [[ "$value" == -h || "$value" == --help ]]; then usage; exit 0; fi
+  if [[ "$value" == -h || "$value" == --help ]]; then usage; exit "$EXIT_OK"; fi
   for action in "$@"; do [[ "$value" == "$action" ]] && return 0; done
   list=$(printf '%s, ' "${@:1:$#-1}")
   die_usage "the first argument must be ${list%, } or ${!#}"

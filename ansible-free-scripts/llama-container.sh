@@ -41,17 +41,22 @@
 # did not answer within --wait-seconds (its last 50 log lines are printed).
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die_usage() { echo "llama-container.sh: $*" >&2; echo "Run llama-container.sh --help for usage." >&2; exit 2; }
-say() { echo "llama-container: $*"; }
-fail() { echo "llama-container: $1" >&2; exit "${2:-1}"; }
+export script_name=llama-container.sh
+log_name=llama-container # the prefix of its say and die lines
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib-common.sh
+source "$script_dir/lib-common.sh"
+readonly EXIT_NOT_SERVING=3 # the container exited, or --health-url did not answer in time
+
+# die_not_serving MESSAGE...: as lib-common's die, with exit status EXIT_NOT_SERVING.
+die_not_serving() { log "$*"; exit "$EXIT_NOT_SERVING"; }
 
 SPEC_LABEL=kimi-kit.spec-sha256
 state_dir=${KIMI_KIT_STATE_DIR:-/var/lib/kimi-kit}
 
-(($#)) || { usage >&2; exit 2; }
+(($#)) || { usage >&2; exit "$EXIT_USAGE"; }
 case "$1" in
-  -h|--help) usage; exit 0 ;;
+  -h|--help) usage; exit "$EXIT_OK" ;;
   up|down|status) cmd=$1; shift ;;
   *) die_usage "unknown command '$1' (expected up, down or status)" ;;
 esac
@@ -60,7 +65,7 @@ name="" image="" entrypoint="" gpus="" restart=unless-stopped health_cmd="" heal
 secret_path="" volumes=() envs=() labels=() args=()
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --) shift; args=("$@"); break ;;
     --name|--image|--entrypoint|--volume|--env|--gpus|--restart|--health-cmd|--health-url|--wait-seconds|--secret-stdin|--label)
       (($# >= 2)) || die_usage "$1 needs a value"
@@ -88,8 +93,8 @@ done
 [[ "$name" =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ ]] || die_usage "--name '$name' is not a valid container name (expected [a-zA-Z0-9][a-zA-Z0-9_.-]*)"
 if [[ "$cmd" != up && ${#args[@]} -gt 0 ]]; then die_usage "'$cmd' takes no server arguments"; fi
 
-command -v docker >/dev/null 2>&1 || fail "docker is not installed on this host; run install-docker.sh first"
-docker info >/dev/null 2>&1 || fail "the docker engine does not answer ('docker info' fails: $(docker info 2>&1 >/dev/null | tail -n1)); run install-docker.sh first"
+have docker || die "docker is not installed on this host; run install-docker.sh first"
+docker info >/dev/null 2>&1 || die "the docker engine does not answer ('docker info' fails: $(docker info 2>&1 >/dev/null | tail -n1)); run install-docker.sh first"
 
 # "id|status|spec hash|restart count|exit code" of the container NAME, or nothing when absent.
 # (A whitespace separator would not do: read collapses runs of IFS whitespace, losing empty fields.)
@@ -104,7 +109,7 @@ if [[ "$cmd" == status ]]; then
   echo "name=$name"
   if [[ -z "$info" ]]; then
     printf 'state=absent\nhealth=none\nspec_sha256=\nid=\nimage=\nstarted_at=\nexit_code=\nrestart_count=\n'
-    exit 0
+    exit "$EXIT_OK"
   fi
   IFS='|' read -r id state spec img started exit_code restarts <<<"$info"
   # Asked apart: a container without a health check has no State.Health, and a template naming it
@@ -113,7 +118,7 @@ if [[ "$cmd" == status ]]; then
   health=${health:-none}
   printf 'state=%s\nhealth=%s\nspec_sha256=%s\nid=%s\nimage=%s\nstarted_at=%s\nexit_code=%s\nrestart_count=%s\n' \
     "$state" "$health" "$spec" "$id" "$img" "$started" "$exit_code" "$restarts"
-  exit 0
+  exit "$EXIT_OK"
 fi
 
 if [[ "$cmd" == down ]]; then
@@ -121,14 +126,14 @@ if [[ "$cmd" == down ]]; then
   if [[ -z "$info" ]]; then
     say "container $name already absent; unchanged"
     echo "CONTAINER_RESULT action=absent id="
-    exit 0
+    exit "$EXIT_OK"
   fi
   IFS='|' read -r id _ spec _ _ <<<"$info"
-  [[ -n "$spec" ]] || fail "container $name ($id) has no label $SPEC_LABEL, so llama-container.sh did not create it; refusing to remove it (remove it by hand if it is yours to remove)"
-  docker rm -f "$name" >/dev/null || fail "docker rm -f $name failed"
+  [[ -n "$spec" ]] || die "container $name ($id) has no label $SPEC_LABEL, so llama-container.sh did not create it; refusing to remove it (remove it by hand if it is yours to remove)"
+  docker rm -f "$name" >/dev/null || die "docker rm -f $name failed"
   say "removed container $name ($id); model files, volumes and the stored secret are untouched"
   echo "CONTAINER_RESULT action=removed id=$id"
-  exit 0
+  exit "$EXIT_OK"
 fi
 
 # --- up: validate -------------------------------------------------------------------------
@@ -143,7 +148,7 @@ for v in "${volumes[@]}"; do
   IFS=: read -r src dst mode extra <<<"$v"
   [[ -z "$extra" && "$src" == /* && "$dst" == /* && ( -z "$mode" || "$mode" == ro || "$mode" == rw ) ]] \
     || die_usage "--volume '$v' is not SRC:DST[:ro|:rw] with absolute paths"
-  [[ -e "$src" ]] || fail "volume source $src does not exist on this host (expected the directory or file to mount at $dst)"
+  [[ -e "$src" ]] || die "volume source $src does not exist on this host (expected the directory or file to mount at $dst)"
 done
 for e in "${envs[@]}"; do
   [[ "$e" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die_usage "--env '$e' is not KEY=VALUE"
@@ -153,7 +158,7 @@ for l in "${labels[@]}"; do
   [[ "$l" != "$SPEC_LABEL="* ]] || die_usage "--label $SPEC_LABEL is set by this script"
 done
 if [[ -n "$secret_path" && "$secret_path" != /* ]]; then die_usage "--secret-stdin wants an absolute path inside the container, got '$secret_path'"; fi
-if [[ -n "$health_url" ]] && ! command -v curl >/dev/null 2>&1; then fail "--health-url needs curl on this host; install it"; fi
+if [[ -n "$health_url" ]] && ! have curl; then die "--health-url needs curl on this host; install it"; fi
 for a in "${args[@]}"; do
   case "$a" in
     --api-key|--api-key=*) say "warning: --api-key in the llama-server arguments shows the key in 'docker inspect'; prefer --secret-stdin with --api-key-file" >&2 ;;
@@ -163,8 +168,8 @@ done
 # --- image --------------------------------------------------------------------------------
 if ! image_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null); then
   say "image $image is not on this host; pulling it"
-  docker pull "$image" || fail "docker pull $image failed (expected the image to exist locally or in its registry)"
-  image_id=$(docker image inspect --format '{{.Id}}' "$image") || fail "image $image still missing after pull"
+  docker pull "$image" || die "docker pull $image failed (expected the image to exist locally or in its registry)"
+  image_id=$(docker image inspect --format '{{.Id}}' "$image") || die "image $image still missing after pull"
 fi
 
 # --- secret -------------------------------------------------------------------------------
@@ -175,12 +180,12 @@ if [[ -n "$secret_path" ]]; then
   secret_dir="$state_dir/secrets/$name"
   secret_file="$secret_dir/$(basename -- "$secret_path")"
   umask 077
-  mkdir -p -- "$secret_dir" || fail "could not create $secret_dir"
+  mkdir -p -- "$secret_dir" || die "could not create $secret_dir"
   chmod 0700 -- "$state_dir/secrets" "$secret_dir"
   [[ -t 0 ]] && say "reading the secret for $secret_path from stdin (end with Ctrl-D)" >&2
   tmp_secret=$(mktemp -- "$secret_dir/.incoming.XXXXXX")
   cat >"$tmp_secret"   # from stdin to a 0600 file: the secret is never an argument of any command
-  [[ -s "$tmp_secret" ]] || fail "--secret-stdin $secret_path given but stdin was empty (expected the secret on stdin)"
+  [[ -s "$tmp_secret" ]] || die "--secret-stdin $secret_path given but stdin was empty (expected the secret on stdin)"
   if [[ -f "$secret_file" ]] && cmp -s -- "$tmp_secret" "$secret_file"; then
     rm -f -- "$tmp_secret"
     say "secret $secret_file unchanged"
@@ -219,7 +224,7 @@ action=created
 info=$(inspect)
 if [[ -n "$info" ]]; then
   IFS='|' read -r old_id old_state old_spec _ _ <<<"$info"
-  [[ -n "$old_spec" ]] || fail "container $name ($old_id) exists but has no label $SPEC_LABEL, so llama-container.sh did not create it; refusing to replace it (remove or rename it by hand)"
+  [[ -n "$old_spec" ]] || die "container $name ($old_id) exists but has no label $SPEC_LABEL, so llama-container.sh did not create it; refusing to replace it (remove or rename it by hand)"
   if [[ "$old_spec" == "$spec_sha" && "$old_state" == running ]]; then
     action=unchanged
     say "container $name ($old_id) already runs this spec (sha256 $spec_sha); unchanged"
@@ -229,7 +234,7 @@ if [[ -n "$info" ]]; then
     else
       say "container $name ($old_id) runs spec sha256 $old_spec, wanted $spec_sha; replacing it"
     fi
-    docker rm -f "$name" >/dev/null || fail "docker rm -f $name failed"
+    docker rm -f "$name" >/dev/null || die "docker rm -f $name failed"
     action=replaced
   fi
 fi
@@ -253,20 +258,20 @@ if [[ "$action" != unchanged ]]; then
   run+=("$image" "${args[@]}")
   if ! new_id=$("${run[@]}"); then
     docker rm -f "$name" >/dev/null 2>&1 || true   # docker run may leave a created-but-unstarted container
-    fail "docker run for $name failed (image $image); see docker's message above"
+    die "docker run for $name failed (image $image); see docker's message above"
   fi
   say "container $name ${action} ($new_id), spec sha256 $spec_sha"
 fi
 
 info=$(inspect)
-[[ -n "$info" ]] || fail "container $name vanished right after docker run" 3
+[[ -n "$info" ]] || die_not_serving "container $name vanished right after docker run"
 IFS='|' read -r id _ _ restarts0 _ <<<"$info"
 
 # --- wait until it serves -----------------------------------------------------------------
 show_logs() {
-  echo "llama-container: last 50 log lines of $name:" >&2
+  log "last 50 log lines of $name:"
   docker logs --tail 50 "$name" 2>&1 | sed 's/^/  | /' >&2 || true
-  echo "llama-container: the container is left in place for inspection; 'llama-container.sh down --name $name' removes it" >&2
+  log "the container is left in place for inspection; 'llama-container.sh down --name $name' removes it"
 }
 if [[ -n "$health_url" ]]; then
   say "waiting up to ${wait_seconds}s for $health_url"
@@ -278,7 +283,7 @@ if [[ -n "$health_url" ]]; then
     IFS='|' read -r _ state _ restarts exit_code <<<"$(inspect)"
     if [[ "$state" != running || "$restarts" != "$restarts0" ]]; then
       show_logs
-      fail "container $name stopped before $health_url answered: state ${state:-absent}, exit code ${exit_code:-?}, restarts ${restarts0}→${restarts:-?} (expected it running)" 3
+      die_not_serving "container $name stopped before $health_url answered: state ${state:-absent}, exit code ${exit_code:-?}, restarts ${restarts0}→${restarts:-?} (expected it running)"
     fi
     if err=$(curl -fsS -o /dev/null --max-time 5 "$health_url" 2>&1); then
       say "$health_url answered after $(( ($(now_ms) - start) / 1000 ))s"
@@ -286,7 +291,7 @@ if [[ -n "$health_url" ]]; then
     fi
     if (($(now_ms) - start >= wait_seconds * 1000)); then
       show_logs
-      fail "container $name is running but $health_url did not answer 200 within ${wait_seconds}s (last: ${err:-no answer})" 3
+      die_not_serving "container $name is running but $health_url did not answer 200 within ${wait_seconds}s (last: ${err:-no answer})"
     fi
     if (($(now_ms) - last_report >= 10000)); then
       say "still waiting for $health_url ($(( ($(now_ms) - start) / 1000 ))s of ${wait_seconds}s): ${err:-no answer}"

@@ -52,7 +52,7 @@ need_uint_range() { # flag value min max
 
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --threads) need_value "$1" $#; need_uint_range "$1" "$2" 1 65536; threads=$((10#$2)); shift 2 ;;
     --seconds) need_value "$1" $#; need_uint_range "$1" "$2" 1 120; seconds=$((10#$2)); shift 2 ;;
     --block-mib)
@@ -69,7 +69,7 @@ fail() {
   if [[ "$best_effort" == true ]]; then
     log "no bandwidth measured: $*"
     printf 'read_bandwidth_gbps=\nerror=%s\n' "$(printf '%s' "$*" | tr '\n\r' '  ')"
-    exit 0
+    exit "$EXIT_OK"
   fi
   die "$*"
 }

@@ -66,7 +66,7 @@ name="" from="" listen="" bearer_stdin=no purge_data=no config_dir="" data_dir="
 use_systemd=auto ready_seconds=60
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --from) need_value "$1" $#; [[ -d "$2" ]] || die_usage "--from wants a folder, got '$2'"; from=$2; shift 2 ;;
     --listen) need_value "$1" $#; need_listen "$1" "$2"; listen=$2; shift 2 ;;
     --bearer-stdin) bearer_stdin=yes; shift ;;
@@ -114,14 +114,14 @@ last_reload() { # listen
 
 case "$action" in
   status)
-    [[ -f "$cfg" ]] || { echo "monitoring=absent"; exit 3; }
+    [[ -f "$cfg" ]] || { echo "monitoring=absent"; exit "$EXIT_NOT_RUNNING"; }
     listen=$(installed_listen)
     pid=$(service_pid || true)
     echo "monitoring=${listen:-unknown}"
     echo "pid=${pid:-none}"
     if [[ -n "$pid" && -n "$listen" ]] && is_ours_and_ready "$listen"; then echo "ready=yes"; else echo "ready=no"; fi
-    [[ -n "$pid" ]] || exit 3
-    exit 0 ;;
+    [[ -n "$pid" ]] || exit "$EXIT_NOT_RUNNING"
+    exit "$EXIT_OK" ;;
   remove)
     need_root
     service_stop
@@ -134,7 +134,7 @@ case "$action" in
       rm -rf -- "$data_dir"
     fi
     echo "monitoring=removed"
-    exit 0 ;;
+    exit "$EXIT_OK" ;;
 esac
 
 # ------------------------------------------------------------------------------------------ apply

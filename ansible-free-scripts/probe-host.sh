@@ -19,8 +19,11 @@
 # Read-only: it changes nothing on the host, so running it again is always safe.
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die_usage() { echo "probe-host.sh: $*" >&2; echo "Run probe-host.sh --help for usage." >&2; exit 2; }
+export script_name=probe-host.sh
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib-common.sh
+source "$script_dir/lib-common.sh"
+readonly EXIT_SHORTFALL=3
 
 model_dir=/srv/models
 min_ram=0 min_cores=0 min_numa=0 min_gpus=0 min_vram=0 min_disk=0
@@ -31,7 +34,7 @@ need_uint() { # name value
 
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --model-dir|--min-ram-bytes|--min-physical-cores|--min-numa-nodes|--min-gpus|--min-gpu-vram-bytes|--min-free-disk-bytes)
       (($# >= 2)) || die_usage "$1 needs a value"
       case "$1" in
@@ -48,7 +51,6 @@ while (($#)); do
   esac
 done
 
-have() { command -v "$1" >/dev/null 2>&1; }
 # Values end up in key=value lines: no newlines, no '=' surprises for the parser (value = rest).
 oneline() { tr '\n\r' '  ' | sed 's/[[:space:]]\+/ /g; s/^ //; s/ $//'; }
 
@@ -176,4 +178,4 @@ fi
 ((free_disk_bytes >= min_disk)) || short free_disk "$(gib "$free_disk_bytes") free on $free_disk_path" "$(gib "$min_disk")"
 
 echo "shortfalls=$shortfalls"
-((shortfalls == 0)) || exit 3
+((shortfalls == 0)) || exit "$EXIT_SHORTFALL"

@@ -41,7 +41,7 @@ name="" from="" prometheus="" limits="" socket="" blocked="" interval=10
 install_root=/opt/kimi-kit/token-limiter run_dir=/run/kimi-kit use_systemd=auto ready_seconds=30
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --from) need_value "$1" $#; [[ -f "$2" && -r "$2" ]] || die_usage "--from: cannot read the file '$2'"; from=$2; shift 2 ;;
     --prometheus) need_value "$1" $#; [[ "$2" =~ ^https?://[^[:space:]/]+(/[^[:space:]]*)?$ ]] || die_usage "--prometheus wants a URL like http://127.0.0.1:9190, got '$2'"; prometheus=$2; shift 2 ;;
     --limits) need_value "$1" $#; need_abs_file "$1" "$2"; limits=$2; shift 2 ;;
@@ -70,12 +70,12 @@ service_init "$use_systemd" "kimi-kit-token-limiter-$name.service" "$run_dir/tok
 
 case "$action" in
   status)
-    [[ -f "$js" ]] || { echo "token_limiter=absent"; exit 3; }
+    [[ -f "$js" ]] || { echo "token_limiter=absent"; exit "$EXIT_NOT_RUNNING"; }
     pid=$(service_pid || true)
     echo "token_limiter=$name"
     echo "pid=${pid:-none}"
-    [[ -n "$pid" ]] || exit 3
-    exit 0 ;;
+    [[ -n "$pid" ]] || exit "$EXIT_NOT_RUNNING"
+    exit "$EXIT_OK" ;;
   remove)
     need_root
     service_stop
@@ -83,7 +83,7 @@ case "$action" in
     rm -f -- "$logfile" "$lockfile"
     if [[ "$install_root" == /opt/kimi-kit/token-limiter ]]; then rmdir /opt/kimi-kit/token-limiter /opt/kimi-kit 2>/dev/null || true; fi
     echo "token_limiter=removed"
-    exit 0 ;;
+    exit "$EXIT_OK" ;;
 esac
 
 # ------------------------------------------------------------------------------------------ apply

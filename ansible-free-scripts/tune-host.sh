@@ -19,15 +19,16 @@
 # Exit codes: 0 done, 1 a setting could not be applied, 2 bad usage.
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die_usage() { echo "tune-host.sh: $*" >&2; echo "Run tune-host.sh --help for usage." >&2; exit 2; }
-say() { echo "tune-host: $*"; }
-fail() { echo "tune-host: $*" >&2; exit 1; }
+export script_name=tune-host.sh
+log_name=tune-host # the prefix of its say and die lines
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib-common.sh
+source "$script_dir/lib-common.sh"
 
 numa_nodes="" drop_caches=no root=/ dry_run=no
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --numa-nodes)
       (($# >= 2)) || die_usage "--numa-nodes needs a value"
       if ! [[ "$2" =~ ^[0-9]+$ ]] || (($2 < 1)); then die_usage "--numa-nodes wants an integer >= 1, got '$2'"; fi
@@ -65,9 +66,9 @@ if ((numa_nodes > 1)); then
       say "kernel.numa_balancing: is $current, want 0; would change $live"
       changed=$((changed + 1))
     else
-      echo 0 >"$live" 2>/dev/null || fail "kernel.numa_balancing: could not write 0 to $live (is $current; need root)"
+      echo 0 >"$live" 2>/dev/null || die "kernel.numa_balancing: could not write 0 to $live (is $current; need root)"
       now=$(tr -d '[:space:]' <"$live")
-      [[ "$now" == 0 ]] || fail "kernel.numa_balancing: wrote 0 to $live but it reads back '$now'"
+      [[ "$now" == 0 ]] || die "kernel.numa_balancing: wrote 0 to $live but it reads back '$now'"
       say "kernel.numa_balancing: was $current, now 0 ($live); changed"
       changed=$((changed + 1))
     fi
@@ -84,9 +85,9 @@ kernel.numa_balancing = 0"
     say "persistent setting: would write kernel.numa_balancing = 0 to $conf"
     changed=$((changed + 1))
   else
-    mkdir -p "$(dirname "$conf")" || fail "could not create $(dirname "$conf")"
+    mkdir -p "$(dirname "$conf")" || die "could not create $(dirname "$conf")"
     tmp="$conf.tmp.$$"
-    printf '%s\n' "$want_conf" >"$tmp" || fail "could not write $tmp"
+    printf '%s\n' "$want_conf" >"$tmp" || die "could not write $tmp"
     chmod 0644 "$tmp"
     mv -f "$tmp" "$conf"
     say "persistent setting: wrote kernel.numa_balancing = 0 to $conf; changed"
@@ -102,9 +103,9 @@ if [[ "$drop_caches" == yes ]]; then
   if [[ "$dry_run" == yes ]]; then
     say "page cache: would sync and write 3 to $caches"
   else
-    [[ -e "$caches" ]] || fail "page cache: $caches does not exist (expected the kernel's drop_caches file)"
+    [[ -e "$caches" ]] || die "page cache: $caches does not exist (expected the kernel's drop_caches file)"
     sync
-    echo 3 >"$caches" 2>/dev/null || fail "page cache: could not write 3 to $caches (need root)"
+    echo 3 >"$caches" 2>/dev/null || die "page cache: could not write 3 to $caches (need root)"
     say "page cache: synced and dropped (wrote 3 to $caches)"
   fi
 fi

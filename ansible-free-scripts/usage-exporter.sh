@@ -54,7 +54,7 @@ state_dir=/var/lib/kimi-kit/usage install_root=/opt/kimi-kit/usage-exporter run_
 use_systemd=auto ready_seconds=30
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
+    -h|--help) usage; exit "$EXIT_OK" ;;
     --from) need_value "$1" $#; [[ -f "$2" && -r "$2" ]] || die_usage "--from: cannot read the file '$2'"; from=$2; shift 2 ;;
     --listen) need_value "$1" $#; need_address_port "$1" "$2"; listen=$2; shift 2 ;;
     --upstream) need_value "$1" $#; need_address_port "$1" "$2" allow-name; upstream=$2; shift 2 ;;
@@ -104,7 +104,7 @@ metrics_ready() { # address:port
 
 case "$action" in
   status)
-    [[ -f "$js" ]] || { echo "usage_exporter=absent"; exit 3; }
+    [[ -f "$js" ]] || { echo "usage_exporter=absent"; exit "$EXIT_NOT_RUNNING"; }
     pid=$(service_pid || true)
     metrics=$(setting metrics)
     echo "usage_exporter=$(setting listen)"
@@ -113,8 +113,8 @@ case "$action" in
     echo "pid=${pid:-none}"
     if [[ -n "$pid" && -n "$metrics" ]] && metrics_ready "$metrics"; then echo "ready=yes"; else echo "ready=no"; fi
     echo "state=$(setting state)"
-    [[ -n "$pid" ]] || exit 3
-    exit 0 ;;
+    [[ -n "$pid" ]] || exit "$EXIT_NOT_RUNNING"
+    exit "$EXIT_OK" ;;
   remove)
     need_root
     service_stop
@@ -127,7 +127,7 @@ case "$action" in
     fi
     echo "usage_exporter=removed"
     if [[ "$purge_state" == no && -f "$state_file" ]]; then echo "state=$state_file"; fi
-    exit 0 ;;
+    exit "$EXIT_OK" ;;
 esac
 
 # ------------------------------------------------------------------------------------------ apply

@@ -18,10 +18,18 @@ import { shellQuote } from "../../planner/shell";
 
 export const SCRIPTS_DIR = join(REPO_ROOT, "ansible-free-scripts");
 
+/** The shared helper file most scripts source: part of what they run, so part of their hash. */
+const LIBRARY = "lib-common.sh";
+
+/**
+ * sha256 of what a script runs: its own text, and the shared helper file when it sources it, so a
+ * step re-runs when either changes.
+ */
 export function scriptSha256(script: string): string {
-  return createHash("sha256")
-    .update(readFileSync(join(SCRIPTS_DIR, script)))
-    .digest("hex");
+  const text = readFileSync(join(SCRIPTS_DIR, script));
+  const hash = createHash("sha256").update(text);
+  if (script !== LIBRARY && text.includes(LIBRARY)) hash.update("\0").update(readFileSync(join(SCRIPTS_DIR, LIBRARY)));
+  return hash.digest("hex");
 }
 
 /** sha256 over every script's name and contents: changes when any script changes. */

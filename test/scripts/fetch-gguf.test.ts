@@ -153,11 +153,12 @@ beforeAll(async () => {
   const hostDir = join(work, "host");
   mkdirSync(join(work, "host-tmp"));
   hostScript = join(hostDir, "fetch-gguf.sh");
-  // Ship the script to the "host" the way a person would: over ssh.
+  // Ship the script to the "host" the way a person would: over ssh, with the lib-common.sh it sources.
   sshd.exec(
     `mkdir -p ${q(hostDir)} && cat > ${q(hostScript)} && chmod 755 ${q(hostScript)}`,
     readFileSync(SCRIPT, "utf8"),
   );
+  sshd.exec(`cat > ${q(join(hostDir, "lib-common.sh"))}`, readFileSync(join(SCRIPT, "..", "lib-common.sh"), "utf8"));
 }, 60_000);
 
 /** Unmounts a test filesystem, stopping first anything of this test still writing there. */

@@ -65,7 +65,8 @@ beforeAll(async () => {
   dockerd = await ensureDockerd();
   localTmp = mkdtempSync(join(tmpdir(), "kimi-kit-host-scripts-"));
   remoteDir = sshd.exec("mktemp -d -t kimi-kit-scripts-XXXXXX").trim();
-  for (const name of SCRIPTS) {
+  // lib-common.sh too: the scripts source it from their own folder, as on a host.
+  for (const name of [...SCRIPTS, "lib-common.sh"]) {
     sshd.exec(
       `cat > ${q(`${remoteDir}/${name}`)} && chmod 0755 ${q(`${remoteDir}/${name}`)}`,
       readFileSync(join(SCRIPTS_DIR, name), "utf8"),

@@ -35,6 +35,7 @@ let image: LlamaServerImage;
 let work: string;
 let modelDir: string;
 let stateDir: string;
+let remoteDir: string;
 let remoteScript: string;
 let shards: string[];
 let port: number;
@@ -140,8 +141,11 @@ beforeAll(async () => {
   shards = splitGguf(single, join(modelDir, "deepseek2-moe"), 16);
   port = await freePort();
   sshd = await startLoopbackSshd();
-  remoteScript = sshd.exec("mktemp -t kimi-kit-llama-container-XXXXXX.sh").trim();
+  // The script and the lib-common.sh it sources from its own folder, as on a host.
+  remoteDir = sshd.exec("mktemp -d -t kimi-kit-llama-container-XXXXXX").trim();
+  remoteScript = `${remoteDir}/llama-container.sh`;
   sshd.exec(`cat > ${q(remoteScript)}`, readFileSync(SCRIPT, "utf8"));
+  sshd.exec(`cat > ${q(`${remoteDir}/lib-common.sh`)}`, readFileSync(join(SCRIPT, "..", "lib-common.sh"), "utf8"));
 }, 45 * 60_000);
 
 afterAll(async () => {
@@ -149,7 +153,7 @@ afterAll(async () => {
     removeIfPresent(name);
     removeIfPresent(failingName);
   }
-  if (sshd && remoteScript) spawnSync("ssh", [...sshd.sshArgs(), `rm -f ${q(remoteScript)}`]);
+  if (sshd && remoteDir) spawnSync("ssh", [...sshd.sshArgs(), `rm -rf ${q(remoteDir)}`]);
   await sshd?.stop();
   await dockerd?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
