@@ -1,7 +1,8 @@
 /**
- * The kit's policy pack under the real Pulumi engine: `pulumi preview --policy-pack ./policy
- * --policy-pack-config FILE` on local stacks (file backend, no host: remote steps through the
- * kit's ssh executor, which connects to nothing in preview). The CLI starts the pack through the
+ * The kit's policy pack under the real Pulumi engine: a preview with the pack and a config file
+ * (`pulumi preview --policy-pack ./policy --policy-pack-config FILE`, driven through the Automation
+ * API, violations read from the engine's typed policy events) on local stacks (file backend, no
+ * host: remote steps through the kit's ssh executor, which connects to nothing in preview). The CLI starts the pack through the
  * Node.js language host's RunPlugin (tools/install-pulumi.sh gives the host it builds one), and
  * the pack's analyzer judges every resource as it is registered.
  * - a stack breaking several rules fails its preview, each violation naming its policy and the
@@ -14,7 +15,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { pulumiProject, type PulumiProject } from "../support/pulumi-cli";
+import type { PolicyEvent } from "@pulumi/pulumi/automation";
+import { preview, pulumiProject, type PreviewRun, type PulumiProject } from "../support/pulumi-cli";
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig } from "../../planner/stack-file";
 
@@ -50,34 +52,33 @@ async function initStack(
   tags: Record<string, string> = {},
 ): Promise<void> {
   project.writeStack(stack, values);
-  for (const args of [
-    ["stack", "init", stack],
-    ["config", "set", "--secret", "--stack", stack, "kimi-kit:apiKey", API_KEY],
-    ...Object.entries(tags).map(([tag, value]) => ["stack", "tag", "set", "--stack", stack, tag, value]),
-  ]) {
-    const result = await project.run(args);
-    expect(result.status, `pulumi ${args.join(" ")}\n${result.output}`).toBe(0);
-  }
+  const handle = await project.stack(stack);
+  await handle.setConfig("kimi-kit:apiKey", { value: API_KEY, secret: true });
+  for (const [tag, value] of Object.entries(tags)) await handle.setTag(tag, value);
 }
 
-/** `pulumi preview` with the pack and a policy config file written for this run. */
-async function previewWithPolicies(
-  stack: string,
-  config: Record<string, unknown>,
-): Promise<{ status: number; output: string }> {
+/** A preview with the pack and a policy config file written for this run. */
+async function previewWithPolicies(stack: string, config: Record<string, unknown>): Promise<PreviewRun> {
   const file = join(project.dir, `policy-config.${stack}.json`);
   writeFileSync(file, JSON.stringify(config));
-  return project.run(["preview", "--stack", stack, "--policy-pack", "./policy", "--policy-pack-config", file]);
+  return preview(await project.stack(stack), { policyPacks: ["./policy"], policyPackConfigs: [file] });
 }
 
-/** The violation lines the CLI prints under "Policies:", as [level, policy, resource]. */
-function reported(output: string): string[][] {
-  return [...output.matchAll(/- \[(mandatory|advisory)\]\s+(kimi-[a-z-]+)\s+\(([^)]+)\)/g)].map((match) => [
-    match[1]!,
-    match[2]!,
-    match[3]!,
-  ]);
+/** A violation as [level, policy, "type: name"] ("warning" is how the engine reports an advisory policy). */
+function reported(run: PreviewRun): string[][] {
+  return run.policies.map((event: PolicyEvent) => {
+    const urn = event.resourceUrn ?? "";
+    const type = urn.split("::")[2]?.split("$").pop() ?? "";
+    return [
+      event.enforcementLevel === "warning" ? "advisory" : event.enforcementLevel,
+      event.policyName,
+      `${type}: ${urn.split("::").pop()}`,
+    ];
+  });
 }
+
+/** Every policy message, for the wording checks. */
+const messages = (run: PreviewRun) => run.policies.map((event) => event.message).join("\n");
 
 beforeAll(() => {
   project = pulumiProject();
@@ -110,14 +111,14 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
         "kimi-monthly-cost-cap": { maxMonthlyUsd: 100 },
         "kimi-endpoint-exposure": { enforcementLevel: "advisory" },
       });
-      expect(preview.status, preview.output).not.toBe(0);
-      const lines = reported(preview.output);
+      expect(preview.ok, preview.error).toBe(false);
+      const lines = reported(preview);
       expect(lines).toContainEqual(["mandatory", "kimi-monthly-cost-cap", "kimi-kit:index:LlmDeployment: kimi"]);
-      expect(preview.output).toContain(
+      expect(messages(preview)).toContain(
         `kimi-monthly-cost-cap: kimi-kit:index:LlmDeployment kimi: found a planned monthly cost of $${cost.toFixed(2)} for stack policy-violating; allowed: at most $100.00 a month (maxMonthlyUsd)`,
       );
       expect(lines).toContainEqual(["mandatory", "kimi-production-keeps-shards", "kimi-kit:index:LlmDeployment: kimi"]);
-      expect(preview.output).toContain(
+      expect(messages(preview)).toContain(
         "found deployment.purgeModels: true in production stack policy-violating (stack tag kimi-kit:production=true)",
       );
       // The committed cpu-ddr5 pins no host key: every remote step is reported, by name and endpoint.
@@ -126,14 +127,14 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
         "kimi-host-key-pinned",
         "pulumi-nodejs:dynamic/kimi-kit:SshCommand: kimi-prep-probe",
       ]);
-      expect(preview.output).toContain(
+      expect(messages(preview)).toContain(
         "kimi-host-key-pinned: pulumi-nodejs:dynamic/kimi-kit:SshCommand kimi-prep-probe: found an SSH connection to root@203.0.113.10:22 with no connection.hostKey",
       );
       expect(lines).toContainEqual(["advisory", "kimi-endpoint-exposure", "kimi-kit:index:LlmDeployment: kimi"]);
-      expect(preview.output).toContain(
+      expect(messages(preview)).toContain(
         "found an endpoint on 0.0.0.0:8443 (beyond loopback) with an allow-list admitting the whole internet (0.0.0.0/0)",
       );
-      expect(preview.output).not.toContain(API_KEY);
+      expect(preview.eventsJson).not.toContain(API_KEY);
     },
     PREVIEW_TIMEOUT_MS,
   );
@@ -155,13 +156,13 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
         "kimi-rpc-private-address": { privateCidrs: ["10.20.0.0/16"] },
         "kimi-host-key-pinned": "disabled",
       });
-      expect(preview.status, preview.output).not.toBe(0);
-      const lines = reported(preview.output);
+      expect(preview.ok, preview.error).toBe(false);
+      const lines = reported(preview);
       expect(lines).toContainEqual(["mandatory", "kimi-model-tier-verdict", "kimi-kit:index:LlmDeployment: kimi"]);
-      expect(preview.output).toMatch(
+      expect(messages(preview)).toMatch(
         /kimi-model-tier-verdict: kimi-kit:index:LlmDeployment kimi: found unsloth\/Kimi-K3-GGUF UD-Q2_K_XL, accepted only because the stack relaxed projection\.minDecodeTokensPerSecond to 1 \(kit: 2\) and projection\.compareSplitWithCatalogHosts to false \(kit: true\); at the kit's thresholds the planner refuses it: .*projects 1\.\d+ tok\/s decode/,
       );
-      expect(preview.output).toContain(
+      expect(messages(preview)).toContain(
         "kimi-rpc-private-address: kimi-kit:index:LlmDeployment kimi: found RPC worker worker-1 (hosts[1].privateAddress) listening on 10.30.0.2:50052; allowed: an address inside 10.20.0.0/16 (privateCidrs)",
       );
       expect(lines.filter(([, policy]) => policy === "kimi-host-key-pinned")).toEqual([]);
@@ -181,10 +182,14 @@ describe("pulumi preview --policy-pack ./policy (real engine)", () => {
         readFileSync(join(__dirname, "..", "..", "policy", "policy-config.example.json"), "utf8"),
       ) as Record<string, unknown>;
       const preview = await previewWithPolicies("policy-clean", example);
-      expect(preview.status, preview.output).toBe(0);
-      expect(reported(preview.output)).toEqual([]);
-      expect(preview.output).toMatch(/kimi-kit-guardrails@v0\.1\.0/);
-      expect(preview.output).toContain("kimi-kit:index:LlmDeployment");
+      expect(preview.ok, preview.error).toBe(true);
+      expect(reported(preview)).toEqual([]);
+      // The engine's summary names the packs it ran ("name|kind|path" → version).
+      const packs = Object.entries(preview.policyPacks).filter(
+        ([name]) => name.split("|")[0] === "kimi-kit-guardrails",
+      );
+      expect(packs.map(([, version]) => version)).toEqual([expect.stringMatching(/0\.1\.0$/)]);
+      expect(preview.steps.map((step) => step.type)).toContain("kimi-kit:index:LlmDeployment");
     },
     PREVIEW_TIMEOUT_MS,
   );

@@ -60,6 +60,9 @@ describe("the Pulumi engine on this program (Automation API, file backend, no pl
   it("previews a bare-metal stack: with the default executors when their plugins exist, otherwise naming the missing one", async () => {
     const stack = await project.stack("cpu-ddr5");
     await stack.setConfig("kimi-kit:apiKey", { value: KEY, secret: true });
+    // The defaults, stated: another test of this stack switches them.
+    await stack.setConfig("kimi-kit:deployment.remoteExecutor", { value: "command-plugin" }, true);
+    await stack.setConfig("kimi-kit:deployment.containerEngine", { value: "docker-provider" }, true);
     const run = await preview(stack);
     if (existsSync(join(bin, "pulumi-resource-command")) && existsSync(join(bin, "pulumi-resource-docker"))) {
       expect(run.ok, run.error).toBe(true);
@@ -75,15 +78,20 @@ describe("the Pulumi engine on this program (Automation API, file backend, no pl
   });
 
   it("previews cpu-ddr5 with no host at all through the kit's own ssh executor and the docker-CLI path", async () => {
+    // Its own settings, whatever the test before left in the stack (the tests are independent).
     const stack = await project.stack("cpu-ddr5");
+    await stack.setConfig("kimi-kit:apiKey", { value: KEY, secret: true });
     await stack.setConfig("kimi-kit:deployment.remoteExecutor", { value: "kimi-dynamic" }, true);
     await stack.setConfig("kimi-kit:deployment.containerEngine", { value: "docker-cli" }, true);
     const run = await preview(stack);
     expect(run.ok, run.error).toBe(true);
     for (const name of ["kimi-prep-probe", "kimi-shards-fetch", "kimi-server-container", "kimi-smoke"])
       expect(namesOf(run)).toContain(name);
-    // Every step is a create: nothing exists yet.
+    // Every step is a create: nothing exists yet (the summary's typed counts, and each step's op).
     expect(new Set(run.steps.map((step) => step.op))).toEqual(new Set(["create"]));
+    expect(Object.keys(run.resourceChanges)).toEqual(["create"]);
+    // The summary counts the program's resources; the stack itself is a step but not a change.
+    expect(run.resourceChanges.create).toBe(run.steps.filter((step) => step.type !== "pulumi:pulumi:Stack").length);
     // The stack output is the plan's own projection (index.ts exports what buildPlan projects).
     expect(run.outputs.projectedDecodeTokensPerSecond).toBeCloseTo(
       buildPlan("cpu-ddr5", loadStackConfig("cpu-ddr5")).projection.decodeTokensPerSecond,

@@ -11,6 +11,9 @@ import {
   LocalWorkspace,
   PulumiCommand,
   type EngineEvent,
+  type OpMap,
+  type PolicyEvent,
+  type PreviewOptions,
   type Stack,
   type StepEventMetadata,
 } from "@pulumi/pulumi/automation";
@@ -40,6 +43,11 @@ export interface PreviewRun {
   diagnostics: string[];
   /** The stack's outputs as the preview knows them. */
   outputs: Record<string, unknown>;
+  /** Policy violations the packs reported (enforcement "warning" is an advisory policy). */
+  policies: PolicyEvent[];
+  /** The engine's summary: how many resources each operation touches, and the packs it ran (name → version). */
+  resourceChanges: OpMap;
+  policyPacks: Record<string, string>;
   /** Everything the engine sent, as JSON (to check that no secret appears anywhere). */
   eventsJson: string;
   /** The CLI's failure (the Automation API's CommandError), when the preview failed. */
@@ -47,11 +55,14 @@ export interface PreviewRun {
 }
 
 /** Previews a stack and collects what the engine reports, whether or not the preview succeeds. */
-export async function preview(stack: Stack): Promise<PreviewRun> {
+export async function preview(
+  stack: Stack,
+  options: Pick<PreviewOptions, "policyPacks" | "policyPackConfigs"> = {},
+): Promise<PreviewRun> {
   const events: EngineEvent[] = [];
   let error: string | undefined;
   try {
-    await stack.preview({ onEvent: (event) => events.push(event) });
+    await stack.preview({ ...options, onEvent: (event) => events.push(event) });
   } catch (failure) {
     error = (failure as Error).message;
   }
@@ -66,11 +77,18 @@ export async function preview(stack: Stack): Promise<PreviewRun> {
     .filter((metadata) => metadata?.type === "pulumi:pulumi:Stack")
     .map((metadata) => metadata?.new?.outputs ?? {});
   const outputs = Object.assign({}, ...stackOutputs) as Record<string, unknown>;
+  const policies = events.flatMap((event) => (event.policyEvent ? [event.policyEvent] : []));
+  const summary = events.find((event) => event.summaryEvent)?.summaryEvent;
+  // The engine writes the packs under "PolicyPacks" (its JSON tag was forgotten, says the SDK's own comment).
+  const packs = summary as unknown as { policyPacks?: Record<string, string>; PolicyPacks?: Record<string, string> };
   return {
     ok: error === undefined,
     steps,
     diagnostics,
     outputs,
+    policies,
+    resourceChanges: summary?.resourceChanges ?? {},
+    policyPacks: packs?.policyPacks ?? packs?.PolicyPacks ?? {},
     eventsJson: JSON.stringify(events),
     ...(error ? { error } : {}),
   };
