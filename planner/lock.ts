@@ -152,6 +152,23 @@ export class UnsizedArchitectureError extends Error {
 export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Architecture {
   const arch = String(metadata["general.architecture"]);
   if (!(SIZED_ARCHITECTURES as readonly string[]).includes(arch)) throw new UnsizedArchitectureError(arch);
+  const reader = metadataReader(metadata, arch);
+  return ARCHITECTURE_BUILDERS[arch as SizedArchitecture](reader, sharedShapes(reader));
+}
+
+type SizedArchitecture = (typeof SIZED_ARCHITECTURES)[number];
+
+/** Reads `<arch>.<key>` values, refusing a missing one that has no default and a per-layer array of the wrong length. */
+interface MetadataReader {
+  arch: string;
+  layers: number;
+  raw(key: string): ManifestLock["metadata"][string] | undefined;
+  number(key: string, fallback?: number): number;
+  /** A per-layer key: llama.cpp reads either one number for every layer or an array of block_count. */
+  perLayer(key: string, fallback?: number): number[];
+}
+
+function metadataReader(metadata: ManifestLock["metadata"], arch: string): MetadataReader {
   const raw = (key: string) => metadata[`${arch}.${key}`];
   const number = (key: string, fallback?: number): number => {
     const value = raw(key);
@@ -160,7 +177,6 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     throw new Error(`the lock's GGUF metadata lacks ${arch}.${key}`);
   };
   const layers = number("block_count");
-  /** A per-layer key: llama.cpp reads either one number for every layer or an array of block_count. */
   const perLayer = (key: string, fallback?: number): number[] => {
     const value = raw(key);
     if (Array.isArray(value)) {
@@ -172,9 +188,108 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     }
     return Array.from({ length: layers }, () => number(key, fallback));
   };
+  return { arch, layers, raw, number, perLayer };
+}
+
+type KvLayout = NonNullable<Architecture["kvLayout"]>;
+
+/** What every MoE architecture states the same way, and the shapes the builders combine. */
+interface SharedShapes {
+  common: Pick<
+    Architecture,
+    | "llamaCppArch"
+    | "layers"
+    | "denseLeadingLayers"
+    | "hiddenSize"
+    | "attentionHeads"
+    | "denseFfnSize"
+    | "routedExperts"
+    | "activeExperts"
+    | "sharedExperts"
+    | "expertFfnSize"
+    | "vocabSize"
+    | "contextLength"
+  >;
+  heads: number[];
+  kvHeads: number[];
+  keyLength: number;
+  valueLength: number;
+  /** Layers before the MTP (nextn) ones, which are loaded but keep no cache in the main context. */
+  trunk: number;
+  gqa: Pick<Architecture, "attention" | "qLoraRank" | "kvLoraRank" | "qkNopeHeadDim" | "qkRopeHeadDim" | "vHeadDim">;
+  mla: Pick<Architecture, "qLoraRank" | "kvLoraRank" | "qkNopeHeadDim" | "qkRopeHeadDim" | "vHeadDim">;
+  none: () => number[];
+  kv: (
+    keepsCache: (layer: number) => boolean,
+    key?: (layer: number) => number,
+    value?: (layer: number) => number,
+  ) => Pick<KvLayout, "kElements" | "vElements">;
+  layout: (parts: Partial<KvLayout> & Pick<KvLayout, "kElements" | "vElements">) => KvLayout;
+  layerList: (flags: number[]) => number[];
+  /** A per-layer pattern key if the GGUF has one, else llama.cpp's period rule: layer il matches when il % period < period - 1. */
+  pattern: (key: string, period: number) => number[];
+  /** KDA (kimi-k3, kimi-linear): llama_hparams::n_embd_r() + n_embd_s() with n_head() = layer 0's head count. */
+  kdaState: () => { floats: number; kda: { heads: number; headDim: number; convKernel: number } };
+  /** The sparse-attention indexer's shape, for the compute buffer; absent when the GGUF does not state its heads. */
+  indexerOf: (keyLength: number) => Pick<Architecture, "indexer">;
+}
+
+function sharedShapes(reader: MetadataReader): SharedShapes {
+  const { layers, raw, number, perLayer } = reader;
   const heads = perLayer("attention.head_count");
-  // What every MoE architecture states the same way.
-  const common = {
+  const common = commonOf(reader, heads);
+  const kvHeads = perLayer("attention.head_count_kv", common.attentionHeads);
+  const keyLength = number("attention.key_length", Math.floor(common.hiddenSize / common.attentionHeads));
+  const valueLength = number("attention.value_length", keyLength);
+  const mlaKeyLength = number("attention.key_length_mla", 0);
+  const mlaValueLength = number("attention.value_length_mla", 0);
+  // llama_hparams::is_mla(): such a model caches K only (the latent), whatever value_length says.
+  const isMla = mlaKeyLength > 0 && mlaValueLength > 0;
+  const none = () => Array.from({ length: layers }, () => 0);
+  const kv: SharedShapes["kv"] = (keepsCache, key = () => keyLength, value = () => valueLength) => ({
+    kElements: Array.from({ length: layers }, (_, layer) => (keepsCache(layer) ? key(layer) * kvHeads[layer]! : 0)),
+    vElements: Array.from({ length: layers }, (_, layer) =>
+      keepsCache(layer) && !isMla ? value(layer) * kvHeads[layer]! : 0,
+    ),
+  });
+  const layerList = (flags: number[]) => flags.flatMap((flag, layer) => (flag ? [layer] : []));
+  return {
+    common,
+    heads,
+    kvHeads,
+    keyLength,
+    valueLength,
+    trunk: layers - number("nextn_predict_layers", 0),
+    ...headShapes(reader, { kvHeads, keyLength, valueLength, mlaKeyLength, mlaValueLength }),
+    none,
+    kv,
+    layout: (parts) => ({ swaLayers: [], swaWindow: 0, indexerK: none(), indexerV: none(), ...parts }),
+    layerList,
+    pattern: (key, period) =>
+      Array.isArray(raw(key))
+        ? layerList(perLayer(key))
+        : layerList(Array.from({ length: layers }, (_, layer) => Number(layer % period < period - 1))),
+    kdaState: () => {
+      const headDim = number("kda.head_dim");
+      const convKernel = number("ssm.conv_kernel", 4);
+      const headsOfLayer0 = heads[0]!;
+      return {
+        floats: 3 * (convKernel > 0 ? convKernel - 1 : 3) * headsOfLayer0 * headDim + headDim * headDim * headsOfLayer0,
+        kda: { heads: headsOfLayer0, headDim, convKernel },
+      };
+    },
+    indexerOf: (indexerKeyLength) => {
+      const indexerHeads = number("attention.indexer.head_count", 0);
+      return indexerHeads > 0 && indexerKeyLength > 0
+        ? { indexer: { heads: indexerHeads, keyLength: indexerKeyLength } }
+        : {};
+    },
+  };
+}
+
+/** What every MoE architecture states the same way. */
+function commonOf({ arch, layers, number }: MetadataReader, heads: number[]): SharedShapes["common"] {
+  return {
     llamaCppArch: arch,
     layers,
     denseLeadingLayers: number("leading_dense_block_count", 0),
@@ -188,216 +303,207 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
     vocabSize: number("vocab_size"),
     contextLength: number("context_length"),
   };
-  const kvHeads = perLayer("attention.head_count_kv", common.attentionHeads);
-  const keyLength = number("attention.key_length", Math.floor(common.hiddenSize / common.attentionHeads));
-  const valueLength = number("attention.value_length", keyLength);
-  const mlaKeyLength = number("attention.key_length_mla", 0);
-  const mlaValueLength = number("attention.value_length_mla", 0);
-  // llama_hparams::is_mla(): such a model caches K only (the latent), whatever value_length says.
-  const isMla = mlaKeyLength > 0 && mlaValueLength > 0;
-  // MTP (nextn) layers are loaded but keep no cache in the main context (llama_model::create_memory).
-  const trunk = layers - number("nextn_predict_layers", 0);
-  const none = () => Array.from({ length: layers }, () => 0);
-  const kv = (
-    keepsCache: (layer: number) => boolean,
-    key = (_layer: number) => keyLength,
-    value = (_layer: number) => valueLength,
-  ) => ({
-    kElements: Array.from({ length: layers }, (_, layer) => (keepsCache(layer) ? key(layer) * kvHeads[layer]! : 0)),
-    vElements: Array.from({ length: layers }, (_, layer) =>
-      keepsCache(layer) && !isMla ? value(layer) * kvHeads[layer]! : 0,
-    ),
-  });
-  const layout = (
-    parts: Partial<NonNullable<Architecture["kvLayout"]>> &
-      Pick<NonNullable<Architecture["kvLayout"]>, "kElements" | "vElements">,
-  ) => ({
-    swaLayers: [],
-    swaWindow: 0,
-    indexerK: none(),
-    indexerV: none(),
-    ...parts,
-  });
-  const layerList = (flags: number[]) => flags.flatMap((flag, layer) => (flag ? [layer] : []));
-  /** A per-layer pattern key if the GGUF has one, else llama.cpp's period rule: layer il matches when il % period < period - 1. */
-  const pattern = (key: string, period: number) =>
-    Array.isArray(raw(key))
-      ? layerList(perLayer(key))
-      : layerList(Array.from({ length: layers }, (_, layer) => Number(layer % period < period - 1)));
-  const gqa = {
-    attention: { kind: "gqa" as const, headCountKv: Math.max(...kvHeads), keyLength, valueLength },
-    qLoraRank: 0,
-    kvLoraRank: 0,
-    qkNopeHeadDim: 0,
-    qkRopeHeadDim: number("rope.dimension_count", keyLength),
-    vHeadDim: valueLength,
-  };
+}
+
+/** The attention head shapes, as grouped-query attention and as MLA (each builder takes the one it has). */
+function headShapes(
+  { number }: MetadataReader,
+  widths: { kvHeads: number[]; keyLength: number; valueLength: number; mlaKeyLength: number; mlaValueLength: number },
+): Pick<SharedShapes, "gqa" | "mla"> {
+  const { kvHeads, keyLength, valueLength, mlaKeyLength, mlaValueLength } = widths;
   const rope = number("rope.dimension_count", 64);
-  const mla = {
-    qLoraRank: number("attention.q_lora_rank", 0),
-    kvLoraRank: number("attention.kv_lora_rank", 512),
-    qkNopeHeadDim: Math.max(1, mlaKeyLength - rope),
-    qkRopeHeadDim: rope,
-    vHeadDim: Math.max(1, mlaValueLength),
+  return {
+    gqa: {
+      attention: { kind: "gqa" as const, headCountKv: Math.max(...kvHeads), keyLength, valueLength },
+      qLoraRank: 0,
+      kvLoraRank: 0,
+      qkNopeHeadDim: 0,
+      qkRopeHeadDim: number("rope.dimension_count", keyLength),
+      vHeadDim: valueLength,
+    },
+    mla: {
+      qLoraRank: number("attention.q_lora_rank", 0),
+      kvLoraRank: number("attention.kv_lora_rank", 512),
+      qkNopeHeadDim: Math.max(1, mlaKeyLength - rope),
+      qkRopeHeadDim: rope,
+      vHeadDim: Math.max(1, mlaValueLength),
+    },
   };
-  /** KDA (kimi-k3, kimi-linear): llama_hparams::n_embd_r() + n_embd_s() with n_head() = layer 0's head count. */
-  const kdaState = () => {
-    const headDim = number("kda.head_dim");
-    const convKernel = number("ssm.conv_kernel", 4);
-    const headsOfLayer0 = heads[0]!;
-    return {
-      floats: 3 * (convKernel > 0 ? convKernel - 1 : 3) * headsOfLayer0 * headDim + headDim * headDim * headsOfLayer0,
-      kda: { heads: headsOfLayer0, headDim, convKernel },
-    };
+}
+
+type ArchitectureBuilder = (reader: MetadataReader, shapes: SharedShapes) => Architecture;
+
+/** Plain grouped-query attention, every trunk layer keeping K and V. */
+const plainGqa: ArchitectureBuilder = (_, { common, gqa, kv, layout, trunk }) => ({
+  ...common,
+  ...gqa,
+  kvLayout: layout(kv((layer) => layer < trunk)),
+});
+
+/** One builder per sized architecture: its caches and states, as llama.cpp v0.5.0 allocates them. */
+const ARCHITECTURE_BUILDERS: Record<SizedArchitecture, ArchitectureBuilder> = {
+  deepseek2: (_, { common, mla }) => ({ ...common, ...mla }),
+  "kimi-k3": kimiK3,
+  "kimi-linear": kimiLinear,
+  qwen3next,
+  qwen3moe: plainGqa,
+  glm4moe: plainGqa,
+  "minimax-m2": plainGqa,
+  "gpt-oss": gptOss,
+  llama4,
+  deepseek32: sparseMla,
+  "glm-dsa": sparseMla,
+  "minimax-m3": minimaxM3,
+  deepseek4,
+};
+
+function kimiK3(reader: MetadataReader, { common, mla, layerList, kdaState }: SharedShapes): Architecture {
+  const state = kdaState();
+  return {
+    ...common,
+    ...mla,
+    recurrent: {
+      layers: layerList(reader.perLayer("attention.recurrent_layers", 0)),
+      stateFloatsPerLayer: state.floats,
+      kda: state.kda,
+    },
+    expertLatentSize: reader.number("expert_latent_length", common.hiddenSize),
   };
-  /** The sparse-attention indexer's shape, for the compute buffer; absent when the GGUF does not state its heads. */
-  const indexerOf = (keyLength: number) => {
-    const heads = number("attention.indexer.head_count", 0);
-    return heads > 0 && keyLength > 0 ? { indexer: { heads, keyLength } } : {};
+}
+
+/** models/kimi-linear.cpp: a layer with no KV heads is a KDA (recurrent) layer. */
+function kimiLinear(_: MetadataReader, shapes: SharedShapes): Architecture {
+  const { common, mla, kvHeads, layerList, kdaState, layout, kv, trunk } = shapes;
+  const recurrentLayers = layerList(kvHeads.map((heads) => Number(heads === 0)));
+  const state = kdaState();
+  return {
+    ...common,
+    ...mla,
+    recurrent: { layers: recurrentLayers, stateFloatsPerLayer: state.floats, kda: state.kda },
+    kvLayout: layout(kv((layer) => layer < trunk && kvHeads[layer]! > 0)),
   };
-  switch (arch) {
-    case "deepseek2":
-      return { ...common, ...mla };
-    case "kimi-k3": {
-      const state = kdaState();
-      return {
-        ...common,
-        ...mla,
-        recurrent: {
-          layers: layerList(perLayer("attention.recurrent_layers", 0)),
-          stateFloatsPerLayer: state.floats,
-          kda: state.kda,
-        },
-        expertLatentSize: number("expert_latent_length", common.hiddenSize),
-      };
-    }
-    case "kimi-linear": {
-      // models/kimi-linear.cpp: a layer with no KV heads is a KDA (recurrent) layer.
-      const recurrentLayers = layerList(kvHeads.map((heads) => Number(heads === 0)));
-      const state = kdaState();
-      return {
-        ...common,
-        ...mla,
-        recurrent: { layers: recurrentLayers, stateFloatsPerLayer: state.floats, kda: state.kda },
-        kvLayout: layout(kv((layer) => layer < trunk && kvHeads[layer]! > 0)),
-      };
-    }
-    case "qwen3next": {
-      // attention.recurrent_layers, else every full_attention_interval-th layer keeps KV (default 4).
-      const interval = number("full_attention_interval", 4);
-      const recurrentLayers = Array.isArray(raw("attention.recurrent_layers"))
-        ? layerList(perLayer("attention.recurrent_layers"))
-        : layerList(Array.from({ length: layers }, (_, layer) => Number((layer + 1) % interval !== 0)));
-      const inner = number("ssm.inner_size");
-      const stateSize = number("ssm.state_size");
-      const convChannels = inner + 2 * number("ssm.group_count") * stateSize;
-      const convFloats = (number("ssm.conv_kernel") - 1) * convChannels;
-      return {
-        ...common,
-        ...gqa,
-        recurrent: {
-          layers: recurrentLayers.filter((layer) => layer < trunk),
-          stateFloatsPerLayer: convFloats + stateSize * inner,
-          ssmConv: { channels: convChannels, kernel: number("ssm.conv_kernel") },
-        },
-        kvLayout: layout(kv((layer) => layer < trunk && !recurrentLayers.includes(layer))),
-      };
-    }
-    case "qwen3moe":
-    case "glm4moe":
-    case "minimax-m2":
-      return { ...common, ...gqa, kvLayout: layout(kv((layer) => layer < trunk)) };
-    case "gpt-oss": {
-      const swaLayers = pattern("attention.sliding_window_pattern", 2);
-      const widths = kv(
-        (layer) => layer < trunk,
-        (layer) => (swaLayers.includes(layer) ? number("attention.key_length_swa", keyLength) : keyLength),
-        (layer) => (swaLayers.includes(layer) ? number("attention.value_length_swa", valueLength) : valueLength),
-      );
-      return {
-        ...common,
-        ...gqa,
-        kvLayout: layout({ ...widths, swaLayers, swaWindow: number("attention.sliding_window") }),
-      };
-    }
-    case "llama4": {
-      // Chunked attention sized as a window of 8192 whatever the GGUF says, unless sliding_window is 0.
-      const chunked = number("attention.sliding_window", 8192) !== 0;
-      const interval = number("interleave_moe_layer_step", 1);
-      return {
-        ...common,
-        ...gqa,
-        ...(interval > 1 ? { moeLayerInterval: interval } : {}),
-        kvLayout: layout({
-          ...kv((layer) => layer < trunk),
-          swaLayers: chunked ? pattern("attention.sliding_window_pattern", 4) : [],
-          swaWindow: chunked ? 8192 : 0,
-        }),
-      };
-    }
-    case "deepseek32":
-    case "glm-dsa": {
-      // Sparse attention (llama-kv-cache-dsa.cpp): the MLA cache plus the indexer's K-only cache.
-      const indexerKey = number("attention.indexer.key_length");
-      const glmDefault = (layer: number) =>
-        common.contextLength < 1_048_576 || layer < 2 || (layer - 2) % 4 === 0 ? 1 : 0;
-      const indexed =
-        arch === "deepseek32"
-          ? () => 1
-          : raw("attention.indexer.types") !== undefined
-            ? (layer: number) => perLayer("attention.indexer.types")[layer]!
-            : glmDefault;
-      const main = kv((layer) => layer < trunk);
-      return {
-        ...common,
-        ...mla,
-        ...indexerOf(indexerKey),
-        kvLayout: layout({
-          ...main,
-          indexerK: main.kElements.map((_, layer) => (layer < trunk && indexed(layer) ? indexerKey : 0)),
-        }),
-      };
-    }
-    case "minimax-m3": {
-      // Every layer keeps K and V; the indexer cache (K and V) on the layers past the dense ones.
-      const past = (layer: number) => layer >= common.denseLeadingLayers;
-      const indexerKey = number("attention.indexer.key_length");
-      return {
-        ...common,
-        ...gqa,
-        ...indexerOf(indexerKey),
-        kvLayout: layout({
-          ...kv(() => true),
-          indexerK: none().map((_, layer) => (past(layer) ? indexerKey : 0)),
-          indexerV: none().map((_, layer) => (past(layer) ? valueLength : 0)),
-        }),
-      };
-    }
-    case "deepseek4": {
-      // Every layer (MTP ones too) keeps the windowed raw cache; compress_ratios may be longer than the trunk.
-      const ratios = raw("attention.compress_ratios");
-      if (!Array.isArray(ratios) || ratios.length < layers)
-        throw new Error(
-          `the lock's GGUF metadata ${arch}.attention.compress_ratios must list at least one ratio per layer (${arch}.block_count = ${layers})`,
-        );
-      const keySwa = number("attention.key_length_swa", keyLength);
-      return {
-        ...common,
-        ...gqa,
-        dsv4: {
-          kElements: keySwa * kvHeads[0]!,
-          window: number("attention.sliding_window"),
-          compressRatios: ratios.slice(0, layers),
-          indexerKey: number("attention.indexer.key_length"),
-          headK: keySwa,
-        },
-        ...indexerOf(number("attention.indexer.key_length")),
-        hyperConnections: number("hyper_connection.count", 1),
-      };
-    }
-    default:
-      throw new UnsizedArchitectureError(arch);
-  }
+}
+
+/** attention.recurrent_layers, else every full_attention_interval-th layer keeps KV (default 4); the rest keep SSM state. */
+function qwen3next(reader: MetadataReader, shapes: SharedShapes): Architecture {
+  const { number, perLayer, raw, layers } = reader;
+  const { common, gqa, layerList, layout, kv, trunk } = shapes;
+  const interval = number("full_attention_interval", 4);
+  const recurrentLayers = Array.isArray(raw("attention.recurrent_layers"))
+    ? layerList(perLayer("attention.recurrent_layers"))
+    : layerList(Array.from({ length: layers }, (_, layer) => Number((layer + 1) % interval !== 0)));
+  const inner = number("ssm.inner_size");
+  const stateSize = number("ssm.state_size");
+  const convChannels = inner + 2 * number("ssm.group_count") * stateSize;
+  const convFloats = (number("ssm.conv_kernel") - 1) * convChannels;
+  return {
+    ...common,
+    ...gqa,
+    recurrent: {
+      layers: recurrentLayers.filter((layer) => layer < trunk),
+      stateFloatsPerLayer: convFloats + stateSize * inner,
+      ssmConv: { channels: convChannels, kernel: number("ssm.conv_kernel") },
+    },
+    kvLayout: layout(kv((layer) => layer < trunk && !recurrentLayers.includes(layer))),
+  };
+}
+
+function gptOss({ number }: MetadataReader, shapes: SharedShapes): Architecture {
+  const { common, gqa, pattern, kv, layout, trunk, keyLength, valueLength } = shapes;
+  const swaLayers = pattern("attention.sliding_window_pattern", 2);
+  const widths = kv(
+    (layer) => layer < trunk,
+    (layer) => (swaLayers.includes(layer) ? number("attention.key_length_swa", keyLength) : keyLength),
+    (layer) => (swaLayers.includes(layer) ? number("attention.value_length_swa", valueLength) : valueLength),
+  );
+  return {
+    ...common,
+    ...gqa,
+    kvLayout: layout({ ...widths, swaLayers, swaWindow: number("attention.sliding_window") }),
+  };
+}
+
+/** Chunked attention sized as a window of 8192 whatever the GGUF says, unless sliding_window is 0. */
+function llama4({ number }: MetadataReader, shapes: SharedShapes): Architecture {
+  const { common, gqa, pattern, kv, layout, trunk } = shapes;
+  const chunked = number("attention.sliding_window", 8192) !== 0;
+  const interval = number("interleave_moe_layer_step", 1);
+  return {
+    ...common,
+    ...gqa,
+    ...(interval > 1 ? { moeLayerInterval: interval } : {}),
+    kvLayout: layout({
+      ...kv((layer) => layer < trunk),
+      swaLayers: chunked ? pattern("attention.sliding_window_pattern", 4) : [],
+      swaWindow: chunked ? 8192 : 0,
+    }),
+  };
+}
+
+/** Sparse attention (llama-kv-cache-dsa.cpp): the MLA cache plus the indexer's K-only cache. */
+function sparseMla(reader: MetadataReader, shapes: SharedShapes): Architecture {
+  const { arch, number, raw, perLayer } = reader;
+  const { common, mla, kv, layout, trunk, indexerOf } = shapes;
+  const indexerKey = number("attention.indexer.key_length");
+  const glmDefault = (layer: number) =>
+    common.contextLength < 1_048_576 || layer < 2 || (layer - 2) % 4 === 0 ? 1 : 0;
+  const indexed =
+    arch === "deepseek32"
+      ? () => 1
+      : raw("attention.indexer.types") !== undefined
+        ? (layer: number) => perLayer("attention.indexer.types")[layer]!
+        : glmDefault;
+  const main = kv((layer) => layer < trunk);
+  return {
+    ...common,
+    ...mla,
+    ...indexerOf(indexerKey),
+    kvLayout: layout({
+      ...main,
+      indexerK: main.kElements.map((_, layer) => (layer < trunk && indexed(layer) ? indexerKey : 0)),
+    }),
+  };
+}
+
+/** Every layer keeps K and V; the indexer cache (K and V) on the layers past the dense ones. */
+function minimaxM3({ number }: MetadataReader, shapes: SharedShapes): Architecture {
+  const { common, gqa, kv, layout, none, indexerOf, valueLength } = shapes;
+  const past = (layer: number) => layer >= common.denseLeadingLayers;
+  const indexerKey = number("attention.indexer.key_length");
+  return {
+    ...common,
+    ...gqa,
+    ...indexerOf(indexerKey),
+    kvLayout: layout({
+      ...kv(() => true),
+      indexerK: none().map((_, layer) => (past(layer) ? indexerKey : 0)),
+      indexerV: none().map((_, layer) => (past(layer) ? valueLength : 0)),
+    }),
+  };
+}
+
+/** Every layer (MTP ones too) keeps the windowed raw cache; compress_ratios may be longer than the trunk. */
+function deepseek4({ arch, layers, number, raw }: MetadataReader, shapes: SharedShapes): Architecture {
+  const { common, gqa, kvHeads, keyLength, indexerOf } = shapes;
+  const ratios = raw("attention.compress_ratios");
+  if (!Array.isArray(ratios) || ratios.length < layers)
+    throw new Error(
+      `the lock's GGUF metadata ${arch}.attention.compress_ratios must list at least one ratio per layer (${arch}.block_count = ${layers})`,
+    );
+  const keySwa = number("attention.key_length_swa", keyLength);
+  return {
+    ...common,
+    ...gqa,
+    dsv4: {
+      kElements: keySwa * kvHeads[0]!,
+      window: number("attention.sliding_window"),
+      compressRatios: ratios.slice(0, layers),
+      indexerKey: number("attention.indexer.key_length"),
+      headK: keySwa,
+    },
+    ...indexerOf(number("attention.indexer.key_length")),
+    hyperConnections: number("hyper_connection.count", 1),
+  };
 }
 
 export function tensorsFromLock(lock: ManifestLock): TensorInfo[] {
