@@ -320,7 +320,7 @@ const llamaCppSchema = z.strictObject({
   mechanicsChanges: z.array(
     z.strictObject({
       pr: z.int().positive(),
-      since: z.iso.date(),
+      since: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "a date as YYYY-MM-DD (the day the change is first seen)"),
       /** cuda-moe: routed experts multiplied on a CUDA device (GPU-only and hybrid runs with GPU layers). */
       path: z.enum(["cuda-moe"]),
       what: z.string().min(1),
@@ -398,7 +398,7 @@ export function loadCatalog(dir = CATALOG_DIR): Catalog {
       origin[key] = file;
     }
   }
-  const result = catalogSchema.safeParse(merged);
+  const result = catalogSchema.safeParse(merged, { reportInput: true });
   if (!result.success) {
     const lines = describeIssues(result.error.issues, (path) => `catalog/${origin[String(path[0])] ?? "?"}: `);
     throw new CatalogError(`the catalog is invalid:\n${lines.map((line) => `  - ${line}`).join("\n")}`);
@@ -509,7 +509,7 @@ export type Prices = z.infer<typeof pricesSchema>;
 /** Reads and validates catalog/prices.yaml against the catalog it prices; every problem named by file and key. */
 export function loadPrices(catalog: Catalog, dir = CATALOG_DIR): Prices {
   const data = parseYaml(readFileSync(join(dir, "prices.yaml"), "utf8")) as unknown;
-  const result = pricesSchema.safeParse(data);
+  const result = pricesSchema.safeParse(data, { reportInput: true });
   if (!result.success) {
     const lines = describeIssues(result.error.issues, () => "catalog/prices.yaml: ");
     throw new CatalogError(`the price list is invalid:\n${lines.map((line) => `  - ${line}`).join("\n")}`);

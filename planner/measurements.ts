@@ -275,7 +275,7 @@ export class MeasurementsError extends Error {}
 
 /** Parses and validates a corpus (the file's text or already-parsed data). */
 export function parseMeasurements(data: unknown, origin = "catalog/measurements.yaml"): Measurements {
-  const result = measurementsSchema.safeParse(data);
+  const result = measurementsSchema.safeParse(data, { reportInput: true });
   if (!result.success) {
     const lines = describeIssues(result.error.issues, () => `${origin}: `);
     const custom = result.error.issues

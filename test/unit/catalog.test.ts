@@ -1,3 +1,6 @@
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadCatalog } from "../../planner/catalog";
 import { tensorsFromArchitecture, totalBytes } from "../../planner/tensors";
@@ -68,5 +71,21 @@ describe("catalog", () => {
     const sources = [...text.matchAll(/"source":"([^"]*)"/g)].map((match) => match[1]!);
     expect(sources.length).toBeGreaterThanOrEqual(9);
     for (const source of sources) expect(source.length).toBeGreaterThan(20);
+  });
+});
+
+describe("a broken catalog file", () => {
+  it("is refused naming the file, the key, the value found and what is allowed", () => {
+    const dir = mkdtempSync(join(tmpdir(), "catalog-"));
+    try {
+      cpSync(join(__dirname, "..", "..", "catalog"), dir, { recursive: true });
+      const file = join(dir, "llama-cpp.yaml");
+      writeFileSync(file, readFileSync(file, "utf8").replace("since: 2025-04-19", "since: April 2025"));
+      expect(() => loadCatalog(dir)).toThrow(
+        'catalog/llama-cpp.yaml: llamaCpp.mechanicsChanges[0].since: found "April 2025"; allowed: a date as YYYY-MM-DD',
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
