@@ -159,8 +159,13 @@ describe("estimate: projections", () => {
   });
 
   it("-t: decode on few threads is bound by their arithmetic (it scales with -t), on all cores by bandwidth", () => {
-    const slowCompute = { decodeComputeEfficiency: 0.01, source: "test" };
-    const decodeAt = (threads: number, cpuFactors?: { decodeComputeEfficiency: number; source: string }) =>
+    // A per-layer cost of its own, so the test does not lean on the corpus fit's value.
+    const perLayerSeconds = 0.0003;
+    const slowCompute = { decodeComputeEfficiency: 0.01, decodeSecondsPerLayer: perLayerSeconds, source: "test" };
+    const decodeAt = (
+      threads: number,
+      cpuFactors?: { decodeComputeEfficiency: number; decodeSecondsPerLayer?: number; source: string },
+    ) =>
       estimate(
         tensors,
         arch,
@@ -171,7 +176,7 @@ describe("estimate: projections", () => {
     // At 1% of peak every thread count is compute-bound: time = FLOPs ÷ (threads × clock × FLOP/cycle × 0.01) + layers × per-layer cost.
     const two = decodeAt(2, slowCompute);
     const four = decodeAt(4, slowCompute);
-    const perLayer = catalog.efficiency.cpu.decodeSecondsPerLayer.value * arch.layers;
+    const perLayer = perLayerSeconds * arch.layers;
     expect((1 / two.decodeTokensPerSecond - perLayer) / (1 / four.decodeTokensPerSecond - perLayer)).toBeCloseTo(2, 6);
     // At full peak, half the cores still out-compute the memory: both stream at the bandwidth bound.
     const fastCompute = { decodeComputeEfficiency: 1, source: "test" };

@@ -81,8 +81,9 @@ describe("aggregate decode with N slots busy follows the roofline", () => {
     const gain =
       aggregateDecodeTokensPerSecond(seed.placement.estimate.speedInputs, 4) /
       aggregateDecodeTokensPerSecond(seed.placement.estimate.speedInputs, 1);
-    // Only the fixed per-layer cost is shared by the batch: 61 layers × 244 µs against ~250 ms of arithmetic.
-    expect(gain).toBeGreaterThan(1);
+    // Only a fixed per-layer cost would be shared by the batch, and the corpus fit puts it at 0 on
+    // published servers: at the cores' arithmetic, four slots decode what one does.
+    expect(gain).toBeGreaterThanOrEqual(1);
     expect(gain).toBeLessThan(1.1);
   });
   it("a 96-core host is memory-bound at one slot: four slots decode more, but less than 4× (more experts read)", () => {

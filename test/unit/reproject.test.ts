@@ -13,7 +13,9 @@ import { loadStackConfig } from "../../planner/stack-file";
 const published = loadCatalog();
 const cpuPlan = buildPlan("cpu-ddr5", loadStackConfig("cpu-ddr5"));
 // With the corpus fit the seed's 16-core box decodes at its cores' arithmetic, not its bandwidth
-// (tested below); the bandwidth physics is tested on a catalog whose CPU arithmetic never binds.
+// (tested below); the bandwidth physics is tested on a catalog whose CPU arithmetic never binds and
+// whose per-layer cost is this machine's measured one (the corpus fit puts it at 0), so a token's
+// time is memory plus work that does not depend on bandwidth.
 const catalog = {
   ...published,
   efficiency: {
@@ -22,7 +24,11 @@ const catalog = {
       ...published.efficiency.cpu,
       corpusFit: {
         fittedOn: "test: memory-bound",
-        factors: { ...published.efficiency.cpu.corpusFit?.factors, decodeComputeEfficiency: 1 },
+        factors: {
+          ...published.efficiency.cpu.corpusFit?.factors,
+          decodeComputeEfficiency: 1,
+          decodeSecondsPerLayer: published.efficiency.cpu.decodeSecondsPerLayer.value,
+        },
         errorBands: [],
       },
     },
