@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Usage:
 #   llama-container.sh up --name NAME --image IMAGE [--volume SRC:DST[:ro|:rw]]... [--env KEY=VALUE]...
-#                         [--gpus all|device=0,1] [--restart POLICY] [--health-cmd CMD]
+#                         [--gpus all|device=0,1] [--network host] [--restart POLICY] [--health-cmd CMD]
+#                         [--health-interval S] [--health-timeout S] [--health-retries N]
 #                         [--health-url URL] [--wait-seconds N] [--secret-stdin PATH_IN_CONTAINER]
 #                         [--label KEY=VALUE]... [--entrypoint PATH] -- ARGS...
 #   llama-container.sh down --name NAME
 #   llama-container.sh status --name NAME
 #
 # Runs kimi-kit's llama-server container with the docker CLI (the same spec the Pulumi component
-# gives the docker provider). The container always uses --network host: the server's own
-# --host/--port in ARGS decide where it listens. ARGS are llama-server's, or those of the program
-# --entrypoint names.
+# gives the docker provider). The container uses the host's network (--network host, the only mode
+# accepted): the server's own --host/--port in ARGS decide where it listens. ARGS are
+# llama-server's, or those of the program --entrypoint names.
 #
 # up:
 #   --restart POLICY      no | always | unless-stopped (default) | on-failure[:N]
 #   --health-cmd CMD      Docker HEALTHCHECK run inside the container (optional: needs a shell and
 #                         curl/wget in the image); its start period is --wait-seconds.
+#   --health-interval S, --health-timeout S, --health-retries N
+#                         the health check's timing in whole seconds and its retries (defaults 30, 10
+#                         and 3: HEALTH_TIMING in components/serving/container-spec.ts).
 #   --health-url URL      polled from this host with `curl -fsS` until it answers 200.
 #   --wait-seconds N      how long to wait for --health-url (default 1800, DEFAULTS.containerWaitSeconds in planner/config.ts).
 #   --entrypoint PATH     the program to run instead of the image's own entrypoint (/app/llama-server
@@ -61,13 +65,14 @@ case "$1" in
   *) die_usage "unknown command '$1' (expected up, down or status)" ;;
 esac
 
-name="" image="" entrypoint="" gpus="" restart=unless-stopped health_cmd="" health_url="" wait_seconds=1800
+name="" image="" entrypoint="" gpus="" network=host restart=unless-stopped health_cmd="" health_url="" wait_seconds=1800
+health_interval=30 health_timeout=10 health_retries=3
 secret_path="" volumes=() envs=() labels=() args=()
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit "$EXIT_OK" ;;
     --) shift; args=("$@"); break ;;
-    --name|--image|--entrypoint|--volume|--env|--gpus|--restart|--health-cmd|--health-url|--wait-seconds|--secret-stdin|--label)
+    --name|--image|--entrypoint|--volume|--env|--gpus|--network|--restart|--health-cmd|--health-interval|--health-timeout|--health-retries|--health-url|--wait-seconds|--secret-stdin|--label)
       (($# >= 2)) || die_usage "$1 needs a value"
       if [[ "$cmd" != up && "$1" != --name ]]; then die_usage "$1 belongs to 'up', not '$cmd'"; fi
       case "$1" in
@@ -77,8 +82,12 @@ while (($#)); do
         --volume) volumes+=("$2") ;;
         --env) envs+=("$2") ;;
         --gpus) gpus=$2 ;;
+        --network) network=$2 ;;
         --restart) restart=$2 ;;
         --health-cmd) health_cmd=$2 ;;
+        --health-interval) health_interval=$2 ;;
+        --health-timeout) health_timeout=$2 ;;
+        --health-retries) health_retries=$2 ;;
         --health-url) health_url=$2 ;;
         --wait-seconds) wait_seconds=$2 ;;
         --secret-stdin) secret_path=$2 ;;
@@ -140,6 +149,10 @@ fi
 [[ -n "$image" ]] || die_usage "--image is required"
 if [[ -n "$entrypoint" && "$entrypoint" != /* ]]; then die_usage "--entrypoint wants an absolute path inside the image, got '$entrypoint'"; fi
 [[ "$wait_seconds" =~ ^[0-9]+$ ]] || die_usage "--wait-seconds wants a non-negative integer, got '$wait_seconds'"
+[[ "$network" == host ]] || die_usage "--network '$network' is not allowed (expected host: llama-server binds its planned address itself)"
+for timing in "--health-interval:$health_interval" "--health-timeout:$health_timeout" "--health-retries:$health_retries"; do
+  [[ "${timing#*:}" =~ ^[1-9][0-9]*$ ]] || die_usage "${timing%%:*} wants a positive integer, got '${timing#*:}'"
+done
 [[ "$restart" =~ ^(no|always|unless-stopped|on-failure(:[0-9]+)?)$ ]] \
   || die_usage "--restart '$restart' is not one of no, always, unless-stopped, on-failure[:N]"
 [[ -z "$gpus" || "$gpus" =~ ^(all|device=[0-9A-Za-z-]+(,[0-9A-Za-z-]+)*)$ ]] \
@@ -205,9 +218,13 @@ fi
 sorted() { if (($# > 0)); then printf '%s\0' "$@" | sort -z; fi; }
 spec_sha=$(
   {
-    printf '%s\0' "format=1" "image_id=$image_id" "network=host" "restart=$restart" "gpus=$gpus" \
+    printf '%s\0' "format=1" "image_id=$image_id" "network=$network" "restart=$restart" "gpus=$gpus" \
       "health_cmd=$health_cmd"
     [[ -z "$health_cmd" ]] || printf '%s\0' "health_start_period=${wait_seconds}s"
+    # Only when not the defaults: a container started with them keeps the hash it always had.
+    if [[ -n "$health_cmd" && "$health_interval/$health_timeout/$health_retries" != 30/10/3 ]]; then
+      printf '%s\0' "health_timing=$health_interval/$health_timeout/$health_retries"
+    fi
     # Only when set: a container started without --entrypoint keeps the hash it always had.
     [[ -z "$entrypoint" ]] || printf '%s\0' "entrypoint=$entrypoint"
     sorted "${volumes[@]/#/volume=}"
@@ -240,7 +257,7 @@ if [[ -n "$info" ]]; then
 fi
 
 if [[ "$action" != unchanged ]]; then
-  run=(docker run -d --name "$name" --network host --restart "$restart" --label "$SPEC_LABEL=$spec_sha")
+  run=(docker run -d --name "$name" --network "$network" --restart "$restart" --label "$SPEC_LABEL=$spec_sha")
   for l in "${labels[@]}"; do run+=(--label "$l"); done
   for v in "${volumes[@]}"; do run+=(--volume "$v"); done
   for e in "${envs[@]}"; do run+=(--env "$e"); done
@@ -252,8 +269,8 @@ if [[ "$action" != unchanged ]]; then
     *) run+=(--gpus "\"$gpus\"") ;;   # docker parses --gpus as CSV: a device list must be quoted
   esac
   if [[ -n "$health_cmd" ]]; then
-    run+=(--health-cmd "$health_cmd" --health-interval 30s --health-timeout 10s --health-retries 3
-          --health-start-period "${wait_seconds}s")
+    run+=(--health-cmd "$health_cmd" --health-interval "${health_interval}s" --health-timeout "${health_timeout}s"
+          --health-retries "$health_retries" --health-start-period "${wait_seconds}s")
   fi
   run+=("$image" "${args[@]}")
   if ! new_id=$("${run[@]}"); then

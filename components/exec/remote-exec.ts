@@ -144,24 +144,26 @@ export function remoteCopy(
       opts,
     );
   }
-  if ("folder" in args.source) {
-    const create = folderCopyScript(args.source.folder, args.remotePath);
-    return new SshCommand(
-      name,
-      { connection: args.connection, create, stdinFromFolder: args.source.folder, triggers: args.triggers },
-      opts,
-    );
-  }
   return new SshCommand(
     name,
-    {
-      connection: args.connection,
-      create: textCopyScript(args.remotePath),
-      stdin: args.source.text,
-      triggers: args.triggers,
-    },
+    { connection: args.connection, ...copyStepSshInputs(args.source, args.remotePath), triggers: args.triggers },
     opts,
   );
+}
+
+/**
+ * A copy as the kit's ssh provider runs it: a script on the host and what arrives on its stdin (a
+ * tar of the folder's entries, or the text). The loopback harness carries out the command plugin's
+ * CopyToRemote steps through this too, so there is one copy semantics; test/scripts/copy-to-remote
+ * checks it against the plugin's own rules.
+ */
+export function copyStepSshInputs(
+  source: RemoteCopyArgs["source"],
+  remotePath: string,
+): { create: string; stdinFromFolder: string } | { create: string; stdin: string } {
+  return "folder" in source
+    ? { create: folderCopyScript(source.folder, remotePath), stdinFromFolder: source.folder }
+    : { create: textCopyScript(remotePath), stdin: source.text };
 }
 
 /** The kit provider's remote side of a folder copy: a tar of the folder's entries arrives on stdin. */
@@ -224,7 +226,7 @@ export function localCommand(
  * minutes. Returns stdout; throws with ssh's exit status and stderr.
  */
 export function runRemoteNow(connection: Connection, script: string): string {
-  return runSsh({ connection: { ...connection, dialErrorLimit: 2, perDialTimeout: 15 } }, script).stdout;
+  return runSshSync({ connection: { ...connection, dialErrorLimit: 2, perDialTimeout: 15 } }, script).stdout;
 }
 
 // ------------------------------------------------------------------ the dynamic provider
@@ -240,10 +242,78 @@ interface SshInputs {
   triggers?: unknown[];
 }
 
-function runSsh(
+/** What one ssh invocation gives back: the exit status (null when a signal ended it) and its output. */
+export interface SshOutcome {
+  status: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * ssh's argv for a connection: batch mode, bounded dials, the pinned host key in a known_hosts file
+ * and the private key (both 0600 in `dir`); refuses a connection without a pinned key.
+ */
+function sshArgv(connection: Connection, dir: string, script: string): string[] {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const fs = require("fs") as typeof import("fs");
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const path = require("path") as typeof import("path");
+  const port = connection.port ?? 22;
+  const options = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    `ConnectTimeout=${connection.perDialTimeout ?? 15}`,
+    "-o",
+    `ConnectionAttempts=${Math.max(1, Math.min(connection.dialErrorLimit ?? 3, 10))}`,
+    "-p",
+    String(port),
+  ];
+  if (!connection.hostKey)
+    throw new Error(`ssh ${connection.host}:${port}: no pinned host key; refusing to connect to an unverified host`);
+  const knownHosts = path.join(dir, "known_hosts");
+  fs.writeFileSync(
+    knownHosts,
+    `${port === 22 ? connection.host : `[${connection.host}]:${port}`} ${connection.hostKey}\n`,
+    { mode: 0o600 },
+  );
+  options.push("-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHosts}`);
+  if (connection.privateKey) {
+    const key = path.join(dir, "id");
+    fs.writeFileSync(key, connection.privateKey.endsWith("\n") ? connection.privateKey : `${connection.privateKey}\n`, {
+      mode: 0o600,
+    });
+    options.push("-i", key, "-o", "IdentitiesOnly=yes");
+  }
+  return [...options, `${connection.user ?? "root"}@${connection.host}`, script];
+}
+
+/** stdin of a step: a tar of a folder's entries (a folder copy) or the text given (possibly none). */
+function sshStdin(inputs: { stdin?: string; stdinFromFolder?: string }): string | Buffer {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const childProcess = require("child_process") as typeof import("child_process");
+  return inputs.stdinFromFolder !== undefined
+    ? childProcess.execFileSync("tar", ["-C", inputs.stdinFromFolder, "-cf", "-", "."], { maxBuffer: 1 << 30 })
+    : (inputs.stdin ?? "");
+}
+
+/** The error a failed step reports: who, the exit status, the end of stderr and stdout. */
+function sshFailure(connection: Connection, outcome: SshOutcome): Error {
+  return new Error(
+    `ssh ${connection.user ?? "root"}@${connection.host}:${connection.port ?? 22}: exit ${outcome.status ?? outcome.signal}\n${outcome.stderr.slice(-4000)}${outcome.stdout.slice(-2000)}`,
+  );
+}
+
+/**
+ * Runs `script` on the host with the system ssh client, without blocking the event loop (a step's
+ * download may come from a server in this very process, as in the loopback tests). What the kit's
+ * provider runs for every step, and what the loopback harness calls in-process.
+ */
+export async function runOverSsh(
   inputs: { connection: Connection; stdin?: string; stdinFromFolder?: string },
   script: string,
-): { stdout: string; stderr: string } {
+): Promise<SshOutcome> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const childProcess = require("child_process") as typeof import("child_process");
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -252,56 +322,68 @@ function runSsh(
   const os = require("os") as typeof import("os");
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const path = require("path") as typeof import("path");
-  const connection = inputs.connection;
-  const port = connection.port ?? 22;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kimi-kit-ssh-"));
   try {
-    const options = [
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      `ConnectTimeout=${connection.perDialTimeout ?? 15}`,
-      "-o",
-      `ConnectionAttempts=${Math.max(1, Math.min(connection.dialErrorLimit ?? 3, 10))}`,
-      "-p",
-      String(port),
-    ];
-    if (connection.hostKey) {
-      const knownHosts = path.join(dir, "known_hosts");
-      fs.writeFileSync(
-        knownHosts,
-        `${port === 22 ? connection.host : `[${connection.host}]:${port}`} ${connection.hostKey}\n`,
-        { mode: 0o600 },
+    const argv = sshArgv(inputs.connection, dir, script);
+    const input = sshStdin(inputs);
+    return await new Promise<SshOutcome>((resolve, reject) => {
+      const child = childProcess.spawn("ssh", argv, { stdio: ["pipe", "pipe", "pipe"] });
+      const stdout: Buffer[] = [];
+      const stderr: Buffer[] = [];
+      child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+      child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
+      child.once("error", reject);
+      child.once("close", (status, signal) =>
+        resolve({
+          status,
+          signal,
+          stdout: Buffer.concat(stdout).toString(),
+          stderr: Buffer.concat(stderr).toString(),
+        }),
       );
-      options.push("-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHosts}`);
-    } else {
-      throw new Error(`ssh ${connection.host}:${port}: no pinned host key; refusing to connect to an unverified host`);
-    }
-    if (connection.privateKey) {
-      const key = path.join(dir, "id");
-      fs.writeFileSync(
-        key,
-        connection.privateKey.endsWith("\n") ? connection.privateKey : `${connection.privateKey}\n`,
-        { mode: 0o600 },
-      );
-      options.push("-i", key, "-o", "IdentitiesOnly=yes");
-    }
-    const input =
-      inputs.stdinFromFolder !== undefined
-        ? childProcess.execFileSync("tar", ["-C", inputs.stdinFromFolder, "-cf", "-", "."])
-        : (inputs.stdin ?? "");
-    const run = childProcess.spawnSync("ssh", [...options, `${connection.user ?? "root"}@${connection.host}`, script], {
-      input,
+      // A remote command that exits without reading its stdin closes the pipe: not an error.
+      child.stdin.on("error", () => {});
+      child.stdin.end(input);
+    });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** runOverSsh that throws on a non-zero exit: how the provider's create, update and delete run. */
+async function runSsh(
+  inputs: { connection: Connection; stdin?: string; stdinFromFolder?: string },
+  script: string,
+): Promise<{ stdout: string; stderr: string }> {
+  const outcome = await runOverSsh(inputs, script);
+  if (outcome.status !== 0) throw sshFailure(inputs.connection, outcome);
+  return { stdout: outcome.stdout, stderr: outcome.stderr };
+}
+
+/** The same ssh invocation, synchronously (runRemoteNow: a check the program makes while it runs). */
+function runSshSync(inputs: { connection: Connection; stdin?: string }, script: string): { stdout: string } {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const childProcess = require("child_process") as typeof import("child_process");
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const fs = require("fs") as typeof import("fs");
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const os = require("os") as typeof import("os");
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const path = require("path") as typeof import("path");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kimi-kit-ssh-"));
+  try {
+    const run = childProcess.spawnSync("ssh", sshArgv(inputs.connection, dir, script), {
+      input: sshStdin(inputs),
       maxBuffer: 256 * 1024 * 1024,
     });
-    const stdout = run.stdout?.toString() ?? "";
-    const stderr = run.stderr?.toString() ?? "";
-    if (run.status !== 0) {
-      throw new Error(
-        `ssh ${connection.user ?? "root"}@${connection.host}:${port}: exit ${run.status ?? run.signal}\n${stderr.slice(-4000)}${stdout.slice(-2000)}`,
-      );
-    }
-    return { stdout, stderr };
+    const outcome: SshOutcome = {
+      status: run.status,
+      signal: run.signal,
+      stdout: run.stdout?.toString() ?? "",
+      stderr: run.stderr?.toString() ?? "",
+    };
+    if (outcome.status !== 0) throw sshFailure(inputs.connection, outcome);
+    return { stdout: outcome.stdout };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -309,7 +391,7 @@ function runSsh(
 
 const sshProvider: pulumi.dynamic.ResourceProvider = {
   async create(inputs: SshInputs) {
-    const { stdout, stderr } = runSsh(inputs, inputs.create);
+    const { stdout, stderr } = await runSsh(inputs, inputs.create);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const crypto = require("crypto") as typeof import("crypto");
     return { id: crypto.randomUUID(), outs: { ...inputs, stdout, stderr } };
@@ -326,11 +408,11 @@ const sshProvider: pulumi.dynamic.ResourceProvider = {
     };
   },
   async update(_id: string, _olds: SshInputs, news: SshInputs) {
-    const { stdout, stderr } = runSsh(news, news.create);
+    const { stdout, stderr } = await runSsh(news, news.create);
     return { outs: { ...news, stdout, stderr } };
   },
   async delete(_id: string, props: SshInputs) {
-    if (props.delete) runSsh({ connection: props.connection }, props.delete);
+    if (props.delete) await runSsh({ connection: props.connection }, props.delete);
   },
 };
 

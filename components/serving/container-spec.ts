@@ -1,9 +1,10 @@
 /**
  * One llama-server container, described once, rendered two ways: the argv of
  * `llama-container.sh up` (engine "docker-cli") and the arguments of a @pulumi/docker Container
- * (engine "docker-provider"). Pure: no Pulumi resources, no I/O. `viewOfCliArgv` and
+ * (engine "docker-provider"). Pure: no Pulumi resources, no I/O. The spec carries every runtime
+ * fact (health check and its timing, network mode, environment, labels); `viewOfCliArgv` and
  * `viewOfDockerArgs` read each rendering back into one comparable shape, so a test can prove both
- * engines run the same image, args, mounts, GPUs and restart policy.
+ * engines run the same container field by field.
  */
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
@@ -54,8 +55,12 @@ export interface ContainerSpec {
   volumes: VolumeSpec[];
   gpus: "all" | undefined;
   restart: RestartPolicy;
+  /** Both engines put the container on the host's network: llama-server binds the planned address itself. */
+  networkMode: "host";
+  /** Polled from the host until it answers (llama-container.sh --health-url; the smoke step). */
   healthUrl: string;
-  healthCmd: string;
+  /** Docker's health check inside the container; its start period is waitSeconds. */
+  health: { cmd: string; intervalSeconds: number; timeoutSeconds: number; retries: number };
   /** Seconds to wait for the health URL / the health check's start period (model load). */
   waitSeconds: number;
   /** Path inside the container where the API key file is mounted read-only. */
@@ -64,6 +69,9 @@ export interface ContainerSpec {
   /** Environment variables (a split's plan.cluster.environment, e.g. GGML_RPC_NO_RDMA=1 on a TCP link). */
   env: Record<string, string>;
 }
+
+/** Docker's health-check timing, the same on both engines (llama-container.sh's defaults). */
+export const HEALTH_TIMING = { intervalSeconds: 30, timeoutSeconds: 10, retries: 3 } as const;
 
 /** The address a process on the host itself reaches llama-server at: loopback unless it binds one specific IP. */
 export function hostLocalAddress(bindAddress: string): string {
@@ -88,8 +96,9 @@ export function containerSpecFromPlan(plan: Plan): ContainerSpec {
     volumes: [{ hostPath: deployment.modelDir, containerPath: CONTAINER_MODEL_DIR, readOnly: true }],
     gpus: plan.host.gpus.length > 0 ? "all" : undefined,
     restart: "unless-stopped",
+    networkMode: "host",
     healthUrl: `http://${hostLocalAddress(listen.address)}:${port}/health`,
-    healthCmd: deployment.healthCommand ?? `curl -fsS http://localhost:${port}/health`,
+    health: { cmd: deployment.healthCommand ?? `curl -fsS http://localhost:${port}/health`, ...HEALTH_TIMING },
     waitSeconds: deployment.containerWaitSeconds,
     secretPath: CONTAINER_API_KEY_FILE,
     labels: {
@@ -148,10 +157,18 @@ export function llamaContainerUpArgv(spec: ContainerSpec): string[] {
     argv.push("--volume", `${volume.hostPath}:${volume.containerPath}:${volume.readOnly ? "ro" : "rw"}`);
   if (spec.gpus) argv.push("--gpus", spec.gpus);
   argv.push(
+    "--network",
+    spec.networkMode,
     "--restart",
     spec.restart,
     "--health-cmd",
-    spec.healthCmd,
+    spec.health.cmd,
+    "--health-interval",
+    String(spec.health.intervalSeconds),
+    "--health-timeout",
+    String(spec.health.timeoutSeconds),
+    "--health-retries",
+    String(spec.health.retries),
     "--health-url",
     spec.healthUrl,
     "--wait-seconds",
@@ -173,7 +190,7 @@ export interface DockerContainerSpecArgs {
   name: string;
   image: string;
   command: string[];
-  networkMode: "host";
+  networkMode: ContainerSpec["networkMode"];
   volumes: VolumeSpec[];
   gpus: string | undefined;
   restart: RestartPolicy;
@@ -190,7 +207,7 @@ export function dockerContainerArgs(spec: ContainerSpec): DockerContainerSpecArg
     name: spec.name,
     image: spec.image,
     command: [...spec.args],
-    networkMode: "host",
+    networkMode: spec.networkMode,
     volumes: [
       ...spec.volumes.map((volume) => ({ ...volume })),
       { hostPath: secretHostPath(spec), containerPath: spec.secretPath, readOnly: true },
@@ -198,11 +215,11 @@ export function dockerContainerArgs(spec: ContainerSpec): DockerContainerSpecArg
     gpus: spec.gpus,
     restart: spec.restart,
     healthcheck: {
-      tests: ["CMD-SHELL", spec.healthCmd],
-      interval: goDurationOfSeconds(30),
-      timeout: goDurationOfSeconds(10),
+      tests: ["CMD-SHELL", spec.health.cmd],
+      interval: goDurationOfSeconds(spec.health.intervalSeconds),
+      timeout: goDurationOfSeconds(spec.health.timeoutSeconds),
       startPeriod: goDurationOfSeconds(spec.waitSeconds),
-      retries: 3,
+      retries: spec.health.retries,
     },
     labels: Object.entries(spec.labels).map(([label, value]) => ({ label, value })),
     envs:
@@ -211,7 +228,7 @@ export function dockerContainerArgs(spec: ContainerSpec): DockerContainerSpecArg
   };
 }
 
-/** What both engines must agree on. */
+/** What both engines must agree on: every runtime fact of the spec, read back from each rendering. */
 export interface ContainerView {
   name: string;
   image: string;
@@ -219,18 +236,31 @@ export interface ContainerView {
   mounts: string[];
   gpus: string | undefined;
   restart: string;
+  networkMode: string;
   healthCmd: string;
+  /** Seconds, each: interval, timeout, start period; and the retries. */
+  healthTiming: { interval: number; timeout: number; startPeriod: number; retries: number };
+  env: string[];
+  labels: string[];
 }
 
 const mountKey = (hostPath: string, containerPath: string, readOnly: boolean) =>
   `${hostPath}:${containerPath}:${readOnly ? "ro" : "rw"}`;
 
-/** Reads a `llama-container.sh up` argv back (the secret mount is the one the script creates). */
+/** Seconds of a Go duration as goDurationOfSeconds writes it ("1h30m5s"). */
+function secondsOfGoDuration(duration: string): number {
+  const match = /^(?:(\d+)h)?(?:(\d+)m)?(\d+)s$/.exec(duration);
+  if (!match) throw new Error(`internal: ${JSON.stringify(duration)} is not a whole-seconds Go duration`);
+  return Number(match[1] ?? 0) * 3600 + Number(match[2] ?? 0) * 60 + Number(match[3]);
+}
+
+/** Reads a `llama-container.sh up` argv back (the secret mount is the one the script creates; absent flags take the script's defaults). */
 export function viewOfCliArgv(argv: readonly string[]): ContainerView {
   const separator = argv.indexOf("--");
   const flags = argv.slice(1, separator);
   const values = (flag: string) =>
     flags.flatMap((word, index) => (word === flag && index + 1 < flags.length ? [flags[index + 1]!] : []));
+  const number = (flag: string, scriptDefault: number) => Number(values(flag)[0] ?? scriptDefault);
   const name = values("--name")[0] ?? "";
   const secretPath = values("--secret-stdin")[0];
   const mounts = values("--volume").map((volume) => (/:(ro|rw)$/.test(volume) ? volume : `${volume}:rw`));
@@ -243,7 +273,16 @@ export function viewOfCliArgv(argv: readonly string[]): ContainerView {
     mounts: mounts.sort(),
     gpus: values("--gpus")[0],
     restart: values("--restart")[0] ?? "unless-stopped",
+    networkMode: values("--network")[0] ?? "host",
     healthCmd: values("--health-cmd")[0] ?? "",
+    healthTiming: {
+      interval: number("--health-interval", 30),
+      timeout: number("--health-timeout", 10),
+      startPeriod: number("--wait-seconds", 1800),
+      retries: number("--health-retries", 3),
+    },
+    env: values("--env").sort(),
+    labels: values("--label").sort(),
   };
 }
 
@@ -255,6 +294,15 @@ export function viewOfDockerArgs(args: DockerContainerSpecArgs): ContainerView {
     mounts: args.volumes.map((volume) => mountKey(volume.hostPath, volume.containerPath, volume.readOnly)).sort(),
     gpus: args.gpus,
     restart: args.restart,
+    networkMode: args.networkMode,
     healthCmd: args.healthcheck.tests[1] ?? "",
+    healthTiming: {
+      interval: secondsOfGoDuration(args.healthcheck.interval),
+      timeout: secondsOfGoDuration(args.healthcheck.timeout),
+      startPeriod: secondsOfGoDuration(args.healthcheck.startPeriod),
+      retries: args.healthcheck.retries,
+    },
+    env: [...(args.envs ?? [])].sort(),
+    labels: args.labels.map(({ label, value }) => `${label}=${value}`).sort(),
   };
 }

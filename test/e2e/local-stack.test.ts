@@ -54,11 +54,11 @@ beforeAll(async () => {
   );
   await installMocks(false);
   recorded = await registerLocalStack(values);
-  steps = await applyRecorded(recorded, host.sshd, (line) => process.stdout.write(`  harness: ${line}\n`));
+  steps = await applyRecorded(recorded, (line) => process.stdout.write(`  harness: ${line}\n`));
 }, 1_800_000);
 
 afterAll(async () => {
-  if (recorded && host) await destroyRecorded(recorded, host.sshd);
+  if (recorded && host) await destroyRecorded(recorded);
   await host?.stop();
 }, 120_000);
 
@@ -133,12 +133,12 @@ describe("local stack, carried out for real", () => {
     };
     /** What the engine does for a step whose triggers changed: the new one is created first, the old one's delete runs after. */
     const replace = async (olds: typeof registered, news: typeof registered) => {
-      await applyRecorded(news, host.sshd);
+      await applyRecorded(news);
       const replaced = olds.filter((old) => {
         const next = news.find((candidate) => candidate.name === old.name);
         return next !== undefined && JSON.stringify(next.inputs.triggers) !== JSON.stringify(old.inputs.triggers);
       });
-      const deletes = await destroyRecorded(replaced, host.sshd);
+      const deletes = await destroyRecorded(replaced);
       for (const result of deletes) expect(result.status, `${result.name}: ${result.stderr}`).toBe(0);
       return replaced.map((step) => step.name.replace(/^local-?/, ""));
     };
@@ -179,7 +179,7 @@ describe("local stack, carried out for real", () => {
   }, 900_000);
 
   it("destroy removes the container and keeps the shards", async () => {
-    const results = await destroyRecorded(recorded, host.sshd);
+    const results = await destroyRecorded(recorded);
     for (const result of results) expect(result.status, `${result.name}: ${result.stderr}`).toBe(0);
     expect(
       host.sshd

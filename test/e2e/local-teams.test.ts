@@ -98,7 +98,7 @@ beforeAll(async () => {
   );
   await settle();
   recorded = registered.slice(before).filter((resource) => resource.name.startsWith("local"));
-  steps = await applyRecorded(recorded, host.sshd, (line) => process.stdout.write(`  harness: ${line}\n`));
+  steps = await applyRecorded(recorded, (line) => process.stdout.write(`  harness: ${line}\n`));
   const gateway = steps.find((step) => step.name === "local-gateway-haproxy");
   const encoded = /^ca_certificate_base64=(.+)$/m.exec(gateway?.stdout ?? "")?.[1];
   if (!encoded) throw new Error(`the gateway printed no CA: ${gateway?.stderr ?? "(no gateway step)"}`);
@@ -107,7 +107,7 @@ beforeAll(async () => {
 }, 1_800_000);
 
 afterAll(async () => {
-  if (recorded.length > 0 && host) await destroyRecorded(recorded, host.sshd);
+  if (recorded.length > 0 && host) await destroyRecorded(recorded);
   await host?.stop();
 }, 180_000);
 
@@ -179,7 +179,7 @@ describe("local stack with teams, carried out for real", () => {
   });
 
   it("destroy stops the gateway, Prometheus, the limiter, the exporter and the container", async () => {
-    const results = await destroyRecorded(recorded, host.sshd);
+    const results = await destroyRecorded(recorded);
     for (const result of results) expect(result.status, `${result.name}: ${result.stderr}`).toBe(0);
     recorded = [];
     expect(() =>

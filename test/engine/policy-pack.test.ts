@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import type { PolicyEvent } from "@pulumi/pulumi/automation";
-import { preview, pulumiProject, type PreviewRun, type PulumiProject } from "../support/pulumi-cli";
+import { preview, pulumiProject, type EngineRun, type PulumiProject } from "../support/pulumi-cli";
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig } from "../../planner/stack-file";
 
@@ -58,14 +58,14 @@ async function initStack(
 }
 
 /** A preview with the pack and a policy config file written for this run. */
-async function previewWithPolicies(stack: string, config: Record<string, unknown>): Promise<PreviewRun> {
+async function previewWithPolicies(stack: string, config: Record<string, unknown>): Promise<EngineRun> {
   const file = join(project.dir, `policy-config.${stack}.json`);
   writeFileSync(file, JSON.stringify(config));
   return preview(await project.stack(stack), { policyPacks: ["./policy"], policyPackConfigs: [file] });
 }
 
 /** A violation as [level, policy, "type: name"] ("warning" is how the engine reports an advisory policy). */
-function reported(run: PreviewRun): string[][] {
+function reported(run: EngineRun): string[][] {
   return run.policies.map((event: PolicyEvent) => {
     const urn = event.resourceUrn ?? "";
     const type = urn.split("::")[2]?.split("$").pop() ?? "";
@@ -78,7 +78,7 @@ function reported(run: PreviewRun): string[][] {
 }
 
 /** Every policy message, for the wording checks. */
-const messages = (run: PreviewRun) => run.policies.map((event) => event.message).join("\n");
+const messages = (run: EngineRun) => run.policies.map((event) => event.message).join("\n");
 
 beforeAll(() => {
   project = pulumiProject();

@@ -1,9 +1,9 @@
 /**
- * The harness's CopyToRemote against the plugin's own table (copyController.go, v1.2.1), carried out
+ * The plugin model's CopyToRemote against the plugin's own table (copyController.go, v1.2.1), carried out
  * over the real loopback sshd: each row starts from a fresh remote folder in the state the row names
  * and checks which files exist afterwards. The expectations are the table's, written out by hand.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -17,10 +17,10 @@ import {
 import { homedir, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { copyToRemote } from "../support/harness";
+import { copyToRemote, sshdConnection } from "../support/copy-to-remote";
 import { startLoopbackSshd, type LoopbackSshd } from "../support/sshd";
 import type { CopySource } from "../support/copy-to-remote";
-import { folderCopyScript, textCopyScript } from "../../components/exec/remote-exec";
+import { copyStepSshInputs, runOverSsh } from "../../components/exec/remote-exec";
 import { SCRIPTS_DIR, scriptsFolderPrepCommand } from "../../components/host/host-prep";
 import { REMOTE_MANIFESTS_DIR, REMOTE_SCRIPTS_DIR } from "../../components/serving/container-spec";
 import { shellQuote } from "../../planner/shell";
@@ -131,9 +131,11 @@ describe("CopyToRemote, row by row", () => {
 });
 
 describe("the kit's own ssh provider (kimi-dynamic) copies the way the plugin does", () => {
-  const sshRun = (script: string, stdin: string | Buffer) =>
-    spawnSync("ssh", [...sshd.sshArgs(), script], { input: stdin });
-  const tarOf = (folder: string) => execFileSync("tar", ["-C", folder, "-cf", "-", "."]);
+  // What the provider runs for a copy step, through its own ssh runner (as the loopback harness does).
+  const kitCopy = (source: { folder: string } | { text: string }, remotePath: string) => {
+    const copy = copyStepSshInputs(source, remotePath);
+    return runOverSsh({ connection: sshdConnection(sshd), ...copy }, copy.create);
+  };
   /** Every file under a folder, relative, sorted: the layout to compare. */
   const layout = (root: string): string[] =>
     (readdirSync(root, { recursive: true, withFileTypes: true }) as Dirent[])
@@ -146,7 +148,7 @@ describe("the kit's own ssh provider (kimi-dynamic) copies the way the plugin do
       const viaPlugin = remotePath(start);
       const viaKit = remotePath(start);
       expect((await copyToRemote(sshd, folder(), viaPlugin)).status).toBe(0);
-      expect(sshRun(folderCopyScript(localFolder, viaKit), tarOf(localFolder)).status).toBe(0);
+      expect((await kitCopy({ folder: localFolder }, viaKit)).status).toBe(0);
       expect(layout(viaKit)).toEqual(layout(viaPlugin));
       expect(layout(viaKit)).toContain(join("scripts", "probe.sh"));
     });
@@ -154,23 +156,23 @@ describe("the kit's own ssh provider (kimi-dynamic) copies the way the plugin do
 
   it("text → a file, a folder refused like the plugin", async () => {
     const target = remotePath("missing");
-    expect(sshRun(textCopyScript(target), "a\n").status).toBe(0);
+    expect((await kitCopy({ text: "a\n" }, target)).status).toBe(0);
     expect(readFileSync(target, "utf8")).toBe("a\n");
-    const refused = sshRun(textCopyScript(remotePath("folder")), "a\n");
+    const refused = await kitCopy({ text: "a\n" }, remotePath("folder"));
     expect(refused.status).not.toBe(0);
-    expect(refused.stderr.toString()).toMatch(/is a directory/);
+    expect(refused.stderr).toMatch(/is a directory/);
   });
 
-  it("a quote in a path (a hostile tier name) is a path, never a command", () => {
+  it("a quote in a path (a hostile tier name) is a path, never a command", async () => {
     // No slash in the payload, so the whole name is one file name; an injected `touch` would run in
     // the ssh user's home folder (the same user as this test).
     const canaryName = `kimi-kit-pwned-${process.pid}`;
     const canary = join(homedir(), canaryName);
     const hostile = join(mkdtempSync(join(work, "remote-")), `x'; touch ${canaryName}; echo '.tsv`);
-    expect(sshRun(textCopyScript(hostile), "manifest\n").status).toBe(0);
+    expect((await kitCopy({ text: "manifest\n" }, hostile)).status).toBe(0);
     expect(readFileSync(hostile, "utf8")).toBe("manifest\n");
     const hostileFolder = join(mkdtempSync(join(work, "remote-")), `d'; touch ${canaryName}; echo '`);
-    expect(sshRun(folderCopyScript(localFolder, hostileFolder), tarOf(localFolder)).status).toBe(0);
+    expect((await kitCopy({ folder: localFolder }, hostileFolder)).status).toBe(0);
     expect(existsSync(join(hostileFolder, "scripts", "probe.sh"))).toBe(true);
     expect(existsSync(canary)).toBe(false);
   });

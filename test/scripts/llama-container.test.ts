@@ -404,6 +404,53 @@ describe("llama-container.sh", () => {
     }
   }, 60_000);
 
+  it("the health check takes the spec's timing; a network other than host and a bad timing are refused", () => {
+    const timedName = `${name}-timed`;
+    const timedArgs = (...timing: string[]) => [
+      "up",
+      "--name",
+      timedName,
+      "--image",
+      image.name,
+      "--restart",
+      "no",
+      "--health-cmd",
+      "true",
+      ...timing,
+      "--",
+      "--version",
+    ];
+    try {
+      for (const [flags, message] of [
+        [["--network", "bridge"], "--network 'bridge' is not allowed (expected host"],
+        [["--health-retries", "0"], "--health-retries wants a positive integer, got '0'"],
+        [["--health-interval", "30s"], "--health-interval wants a positive integer, got '30s'"],
+      ] as const) {
+        const refused = container(timedArgs(...flags));
+        expect(refused.status, refused.stderr).toBe(2);
+        expect(refused.stderr).toContain(message);
+      }
+      const up = container(timedArgs("--health-interval", "7", "--health-timeout", "3", "--health-retries", "2"));
+      expect(up.status, up.stderr).toBe(0);
+      const check = JSON.parse(docker(["inspect", "--format", "{{json .Config.Healthcheck}}", timedName])) as {
+        Test: string[];
+        Interval: number;
+        Timeout: number;
+        Retries: number;
+      };
+      expect(check).toMatchObject({ Test: ["CMD-SHELL", "true"], Interval: 7e9, Timeout: 3e9, Retries: 2 });
+      // Other timing, another spec (its hash label differs).
+      const specOf = () =>
+        docker(["inspect", "--format", '{{index .Config.Labels "kimi-kit.spec-sha256"}}', timedName]).trim();
+      const first = specOf();
+      const again = container(timedArgs("--health-interval", "8", "--health-timeout", "3", "--health-retries", "2"));
+      expect(again.status, again.stderr).toBe(0);
+      expect(specOf()).not.toBe(first);
+    } finally {
+      removeIfPresent(timedName);
+    }
+  }, 60_000);
+
   it("down removes the container only; the model dir and the secret stay", () => {
     const id = docker(["inspect", "--format", "{{.Id}}", name]).trim();
     const r = container(["down", "--name", name]);

@@ -1,9 +1,10 @@
 /**
  * What @pulumi/command's remote.CopyToRemote (v1.2.1) does with a source and a remote path, read
  * from its source: pulumi/pulumi-command provider/pkg/provider/remote/copyController.go
- * (`sftpCopy`, `copyDir`, `copyFile`, `copyTextContent`). The loopback harness carries out
- * exactly these actions, so a kit path that only works with `scp -r`-like behaviour fails here
- * the way it fails under the real plugin.
+ * (`sftpCopy`, `copyDir`, `copyFile`, `copyTextContent`), carried out over the loopback sshd by
+ * copyToRemote below. test/scripts/copy-to-remote.test.ts holds it to the plugin's table and the
+ * kit's own provider copy (which the loopback harness runs) to it, so a kit path that only works
+ * with `scp -r`-like behaviour fails there the way it fails under the real plugin.
  *
  * The rules, as the Go code runs them (the file's comment table differs in one cell, marked *):
  *
@@ -18,7 +19,11 @@
  * Every mkdir is sftp's Mkdir: one level, failing when the parent is missing; files are created
  * with sftp's Create, which also needs the parent folder.
  */
+import { readFileSync } from "node:fs";
 import { basename, posix } from "node:path";
+import { runOverSsh, type Connection } from "../../components/exec/remote-exec";
+import { shellQuote } from "../../planner/shell";
+import type { LoopbackSshd } from "./sshd";
 
 export type RemoteEntry = "folder" | "file" | "missing";
 
@@ -73,4 +78,61 @@ export function copyToRemoteActions(
   if (nestedEntry === "missing") actions.push({ kind: "mkdir", remotePath: nested });
   actions.push({ kind: "copy-folder-entries", localFolder: source.localPath, remoteFolder: nested });
   return actions;
+}
+
+/** The loopback sshd as a connection of the kit's provider (pinned host key, the client key). */
+export function sshdConnection(sshd: LoopbackSshd): Connection {
+  return {
+    host: sshd.host,
+    port: sshd.port,
+    user: sshd.user,
+    hostKey: sshd.hostPublicKey,
+    privateKey: sshd.privateKey,
+  };
+}
+
+/** Carries out one CopyToRemote the way the plugin does; a refusal comes back as exit 1 with the plugin's message. */
+export async function copyToRemote(
+  sshd: LoopbackSshd,
+  source: CopySource,
+  remotePath: string,
+): Promise<{ status: number; stdout: string; stderr: string }> {
+  const connection = sshdConnection(sshd);
+  const ssh = async (script: string, stdin?: string) => {
+    const outcome = await runOverSsh({ connection, ...(stdin === undefined ? {} : { stdin }) }, script);
+    return { status: outcome.status ?? -1, stdout: outcome.stdout, stderr: outcome.stderr };
+  };
+  const paths = pathsToStat(source, remotePath);
+  const probe = await ssh(
+    paths
+      .map(
+        (path) =>
+          `if [ -d ${shellQuote([path])} ]; then echo folder; elif [ -e ${shellQuote([path])} ]; then echo file; else echo missing; fi`,
+      )
+      .join("; "),
+  );
+  if (probe.status !== 0) return probe;
+  const kinds = new Map(paths.map((path, index) => [path, probe.stdout.split("\n")[index] as RemoteEntry]));
+  let actions;
+  try {
+    actions = copyToRemoteActions(source, remotePath, (path) => kinds.get(path) ?? "missing");
+  } catch (error) {
+    return { status: 1, stdout: "", stderr: (error as Error).message };
+  }
+  let last = { status: 0, stdout: "", stderr: "" };
+  for (const action of actions) {
+    if (action.kind === "mkdir") last = await ssh(shellQuote(["mkdir", "--", action.remotePath]));
+    else if (action.kind === "copy-folder-entries") {
+      const outcome = await runOverSsh(
+        { connection, stdinFromFolder: action.localFolder },
+        `[ -d ${shellQuote([action.remoteFolder])} ] && ${shellQuote(["tar", "-C", action.remoteFolder, "--no-overwrite-dir", "-xf", "-"])}`,
+      );
+      last = { status: outcome.status ?? -1, stdout: outcome.stdout, stderr: outcome.stderr };
+    } else {
+      const content = "text" in action.from ? action.from.text : readFileSync(action.from.localPath, "utf8");
+      last = await ssh(`cat > ${shellQuote([action.remotePath])}`, content);
+    }
+    if (last.status !== 0) return last;
+  }
+  return last;
 }

@@ -16,6 +16,7 @@ import {
   type PreviewOptions,
   type Stack,
   type StepEventMetadata,
+  type UpOptions,
 } from "@pulumi/pulumi/automation";
 import { stringify } from "yaml";
 
@@ -34,14 +35,14 @@ export interface PulumiProject {
   remove(): void;
 }
 
-/** One `pulumi preview` through the Automation API, read from the engine's typed events. */
-export interface PreviewRun {
+/** One engine operation (preview, up, destroy) through the Automation API, read from its typed events. */
+export interface EngineRun {
   ok: boolean;
-  /** The engine's steps, one per resource: operation, type token, URN. */
+  /** The engine's steps, one per resource and operation: op (same, create, update, replace…), type token, URN. */
   steps: StepEventMetadata[];
   /** What the engine and the program reported as warnings and errors. */
   diagnostics: string[];
-  /** The stack's outputs as the preview knows them. */
+  /** The stack's outputs as the operation knows them (a preview: the projected ones). */
   outputs: Record<string, unknown>;
   /** Policy violations the packs reported (enforcement "warning" is an advisory policy). */
   policies: PolicyEvent[];
@@ -50,19 +51,16 @@ export interface PreviewRun {
   policyPacks: Record<string, string>;
   /** Everything the engine sent, as JSON (to check that no secret appears anywhere). */
   eventsJson: string;
-  /** The CLI's failure (the Automation API's CommandError), when the preview failed. */
+  /** The CLI's failure (the Automation API's CommandError), when the operation failed. */
   error?: string;
 }
 
-/** Previews a stack and collects what the engine reports, whether or not the preview succeeds. */
-export async function preview(
-  stack: Stack,
-  options: Pick<PreviewOptions, "policyPacks" | "policyPackConfigs"> = {},
-): Promise<PreviewRun> {
+/** Runs one operation and collects what the engine reports, whether or not it succeeds. */
+async function collect(operation: (onEvent: (event: EngineEvent) => void) => Promise<unknown>): Promise<EngineRun> {
   const events: EngineEvent[] = [];
   let error: string | undefined;
   try {
-    await stack.preview({ ...options, onEvent: (event) => events.push(event) });
+    await operation((event) => events.push(event));
   } catch (failure) {
     error = (failure as Error).message;
   }
@@ -92,6 +90,32 @@ export async function preview(
     eventsJson: JSON.stringify(events),
     ...(error ? { error } : {}),
   };
+}
+
+/** Previews a stack and collects what the engine reports, whether or not the preview succeeds. */
+export function preview(
+  stack: Stack,
+  options: Pick<PreviewOptions, "policyPacks" | "policyPackConfigs"> = {},
+): Promise<EngineRun> {
+  return collect((onEvent) => stack.preview({ ...options, onEvent }));
+}
+
+/** `pulumi up` (with --expect-no-changes when asked), collected the same way. */
+export function up(stack: Stack, options: Pick<UpOptions, "expectNoChanges"> = {}): Promise<EngineRun> {
+  return collect((onEvent) => stack.up({ ...options, onEvent }));
+}
+
+/** `pulumi destroy`, collected the same way. */
+export function destroy(stack: Stack): Promise<EngineRun> {
+  return collect((onEvent) => stack.destroy({ onEvent }));
+}
+
+/** The resource names (the URN's last part) of the steps with this op. */
+export function namesOf(run: EngineRun, op: StepEventMetadata["op"]): string[] {
+  return run.steps
+    .filter((step) => step.op === op)
+    .map((step) => step.urn.split("::").pop()!)
+    .sort();
 }
 
 export function pulumiProject(): PulumiProject {

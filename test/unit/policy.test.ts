@@ -35,6 +35,7 @@ import { readStackValues } from "../../planner/stack-file";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
 import { HOST_KEY, installMocks, promiseOf, registered, settle } from "../components/mocks";
+import { unwrapSecrets } from "../support/rpc-secrets";
 
 /** The sentinel the engine sends for a value not known yet (what @pulumi/policy's proxy checks for). */
 const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -546,16 +547,6 @@ describe("the facts the plan gives (components/guardrail-facts.ts)", () => {
 
 describe("what LlmDeployment registers, judged by the policies (Pulumi mocks, preview)", () => {
   beforeAll(() => installMocks(true));
-
-  /** What the analyzer does to a secret before a policy sees it: unwrapped. */
-  const unwrapSecrets = (value: unknown): unknown => {
-    if (Array.isArray(value)) return value.map(unwrapSecrets);
-    if (value === null || typeof value !== "object") return value;
-    const record = value as Record<string, unknown>;
-    if (record["4dabf18193072939515e22adb298388d"] === "1b47061264138c4ac30d75fd1eb44270")
-      return unwrapSecrets(record.value);
-    return Object.fromEntries(Object.entries(record).map(([key, inner]) => [key, unwrapSecrets(inner)]));
-  };
 
   async function deploy(
     name: string,
