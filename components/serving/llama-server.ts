@@ -17,7 +17,6 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { remoteCommand } from "../exec/remote-exec";
-import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import type { Plan } from "../../planner/plan";
 import {
@@ -153,17 +152,17 @@ export class LlamaServer extends pulumi.ComponentResource {
       );
       const keyFile = secretHostPath(spec);
       const keyDir = keyFile.replace(/\/[^/]+$/, "");
-      const secret = new command.remote.Command(
+      const secret = remoteCommand(
+        plan.config.deployment.remoteExecutor,
         `${name}-api-key`,
         {
           connection,
           create: `umask 077 && mkdir -p ${shellQuote([keyDir])} && cat > ${shellQuote([`${keyFile}.tmp`])} && mv -f ${shellQuote([`${keyFile}.tmp`, keyFile])}`,
           delete: shellQuote(["rm", "-f", "--", keyFile]),
           stdin: apiKey,
-          addPreviousOutputInEnv: false,
         },
         { parent: this, dependsOn: after },
-      );
+      ).resource;
       const remoteImage = new docker.RemoteImage(
         `${name}-image`,
         { name: image, keepLocally: true, triggers: { written: written.apply(() => "ssh-files") } },
