@@ -17,7 +17,6 @@ import type { FleetServing } from "../planner/fleet-serving";
 import { Gateway, GENERATE_KEY_COMMAND } from "./serving/gateway";
 import { Monitoring } from "./serving/monitoring";
 import { Replica } from "./fleet/replica";
-import { loadCatalog } from "../planner/catalog";
 import { reprojectWithBandwidth } from "../planner/reproject";
 import { smokeStep, type SmokeTimings } from "./serving/smoke";
 import { GgufShards } from "./model/gguf-shards";
@@ -235,12 +234,11 @@ export class LlmDeployment extends pulumi.ComponentResource {
     // A fleet costs its replicas together (planner/fleet.ts); one host its own cost.
     this.monthlyCostUsd = pulumi.output(plan.fleet?.cost?.monthlyUsd ?? plan.cost?.monthlyUsd ?? null);
     this.breakEvenTokensPerMonth = pulumi.output(plan.cost?.breakEvenTokensPerMonth ?? null);
-    const catalog = args.planOptions?.catalog ?? loadCatalog();
 
     if (plan.fleetServing) {
       const fleet = deployFleet(this, name, plan, plan.fleetServing, args);
       const reprojected = fleet.measuredBandwidthGBps.apply((gbps) =>
-        gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog),
+        gbps === null ? null : reprojectWithBandwidth(plan, gbps),
       );
       this.endpoint = fleet.endpoint;
       this.caCertificate = fleet.caCertificate;
@@ -290,7 +288,7 @@ export class LlmDeployment extends pulumi.ComponentResource {
     // A split is re-projected with the head's measured bandwidth; HostPrep runs on the head only, so
     // the workers' share of each token keeps its catalog figure (speedSideBySide says so).
     const reprojected = prep.measuredBandwidthGBps.apply((gbps) =>
-      gbps === null ? null : reprojectWithBandwidth(plan, gbps, catalog),
+      gbps === null ? null : reprojectWithBandwidth(plan, gbps),
     );
     this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply(
       (r) => r?.decodeTokensPerSecond ?? null,

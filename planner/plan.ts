@@ -79,6 +79,12 @@ export interface Plan {
   llamaServerArgs: string[];
   explainedArgs: ExplainedArg[];
   image: string;
+  /**
+   * The image for each driver probe-host.sh may find on a GPU host the stack leaves to the kit:
+   * the CUDA 13 build needs an R580+ driver (llama_image_variant server-cuda13), the CUDA 12 build
+   * otherwise. Undefined where the image does not depend on the driver (CPU, a split, a stack's own image).
+   */
+  imageByDriver: { cuda: string; cuda13: string } | undefined;
   shards: ShardPlan;
   projection: Projection;
   /** Undefined when the stack sets no `costs`: everything else is planned, the cost section is omitted. */
@@ -395,6 +401,10 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     llamaServerArgs: llamaServerArgs(argsInputs),
     explainedArgs: explainArgs(argsInputs),
     image,
+    imageByDriver:
+      config.deployment.image === undefined && !split && host.gpus.length > 0
+        ? { cuda: catalog.llamaCpp.images.cuda, cuda13: catalog.llamaCpp.images.cuda13 }
+        : undefined,
     shards,
     projection,
     cost,

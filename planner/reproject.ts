@@ -37,7 +37,12 @@ export function hostWithMeasuredBandwidth(
 }
 
 /** Projects the plan's chosen flags on its host at `bandwidthGBps`; everything else as the plan had it. */
-export function reprojectWithBandwidth(plan: Plan, bandwidthGBps: number, catalog: Catalog): Reprojection {
+export function reprojectWithBandwidth(
+  plan: Plan,
+  bandwidthGBps: number,
+  // The catalog the plan was made with, unless a caller asks what another one would say.
+  catalog: Catalog = plan.placement.estimate.speedInputs.catalog,
+): Reprojection {
   const host = hostWithMeasuredBandwidth(plan.host, bandwidthGBps);
   // The options planner/offload.ts gives estimate() when it chooses (estimateOf), so a bandwidth equal
   // to the plan's own reproduces the plan's projection exactly.

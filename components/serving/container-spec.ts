@@ -8,7 +8,6 @@
  */
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
-import { loadCatalog } from "../../planner/catalog";
 import { CONTAINER_API_KEY_FILE, CONTAINER_MODEL_DIR, type Plan } from "../../planner/plan";
 
 /** Where llama-container.sh keeps secrets (its KIMI_KIT_STATE_DIR default); the provider path writes the same file. */
@@ -130,18 +129,14 @@ function rpcWorkersSha256(cluster: NonNullable<Plan["cluster"]>): string {
 }
 
 /**
- * The image for the host the probe found: a stack's own image wins; a split runs the one image
- * every host of it must have (plan.cluster.image); without GPUs the CPU image; with GPUs the CUDA
- * 13 build when the driver supports it (R580+, probe-host.sh's llama_image_variant), the CUDA 12
- * build otherwise. Before the probe has run (preview), the plan's.
+ * The image for the host the probe found: with GPUs, the CUDA 13 build when the driver supports it
+ * (R580+, probe-host.sh's llama_image_variant), the CUDA 12 build otherwise (plan.imageByDriver);
+ * everywhere else, and before the probe has run (preview), the plan's image.
  */
 export function imageForHost(plan: Plan, variant: string | undefined): string {
-  const images = loadCatalog().llamaCpp.images;
-  if (plan.config.deployment.image) return plan.config.deployment.image;
-  if (plan.cluster) return plan.cluster.image;
-  if (plan.host.gpus.length === 0) return images.cpu;
-  if (variant === "server-cuda13") return images.cuda13;
-  if (variant === "server-cuda") return images.cuda;
+  if (!plan.imageByDriver) return plan.image;
+  if (variant === "server-cuda13") return plan.imageByDriver.cuda13;
+  if (variant === "server-cuda") return plan.imageByDriver.cuda;
   return plan.image;
 }
 

@@ -60,10 +60,13 @@ describe("image for the probed host", () => {
     expect(imageForHost(gpu, "server-cuda")).toBe(images.cuda);
     expect(imageForHost(gpu, undefined)).toBe(gpu.image);
     expect(imageForHost(planOf("cpu-ddr5"), "server")).toBe(images.cpu);
-    const own = {
-      ...gpu,
-      config: { ...gpu.config, deployment: { ...gpu.config.deployment, image: "registry.example/llama:mine" } },
-    };
+    const values = readStackValues("rtx3090x4");
+    const deployment = (values.deployment ?? {}) as Record<string, unknown>;
+    const own = buildPlan(
+      "rtx3090x4",
+      parseStackConfig("rtx3090x4", { ...values, deployment: { ...deployment, image: "registry.example/llama:mine" } }),
+    );
+    expect(own.imageByDriver).toBeUndefined();
     expect(imageForHost(own, "server-cuda13")).toBe("registry.example/llama:mine");
   });
 });

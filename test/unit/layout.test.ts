@@ -1,6 +1,7 @@
 /**
  * The layout's one-way rules, read from the files themselves: product code, benches and the shared
- * lab tooling never import a test module (tests may import them, not the reverse).
+ * lab tooling never import a test module (tests may import them, not the reverse); components read
+ * facts from the Plan only, so none of them loads the catalog.
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -26,6 +27,15 @@ describe("layout", () => {
         .filter((target) => relative("test", target).split("/")[0] !== "..")
         .map((target) => `${file} imports ${target}`),
     );
+    expect(offenders).toEqual([]);
+  });
+
+  it("no component loads the catalog: it reads facts from the Plan", () => {
+    const files = execFileSync("git", ["ls-files", "components/*.ts", "index.ts"], { cwd: repoRoot, encoding: "utf8" })
+      .split("\n")
+      .filter((file) => file.length > 0);
+    expect(files.length).toBeGreaterThan(10);
+    const offenders = files.filter((file) => /\bloadCatalog\b/.test(readFileSync(join(repoRoot, file), "utf8")));
     expect(offenders).toEqual([]);
   });
 
