@@ -14,6 +14,8 @@
  */
 import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
+import type { Architecture, TensorClass, Tier } from "../planner/catalog";
+import { tensorsFromArchitecture } from "../planner/tensors";
 
 // ---------------------------------------------------------------------------------------------
 // Metadata values
@@ -437,13 +439,17 @@ export function writeGguf(
 // deepseek2 (Kimi K2-shaped) models
 
 /** Dimensions of a deepseek2 model; names follow the HF config (Kimi K2: see reference docs). */
+/**
+ * A generated model's dimensions, in the short names of the presets; deepseek2Architecture turns
+ * them into the planner's Architecture, whose tensor model (planner/tensors.ts) lists the tensors.
+ */
 export interface Deepseek2Dims {
   layers: number;
   /** first N layers use a dense FFN (Kimi K2: 1) */
   denseLeadingLayers: number;
   hidden: number;
   heads: number;
-  /** 0 = no low-rank Q projection (attn_q instead of attn_q_a/attn_q_b, as in V2-Lite) */
+  /** the low-rank Q projection (attn_q_a / attn_q_b), as Kimi K2 and DeepSeek V3 have */
   qLoraRank: number;
   kvLoraRank: number;
   qkNopeHeadDim: number;
@@ -471,39 +477,12 @@ export interface Deepseek2WriteOptions {
   name?: string;
 }
 
-/** What a tensor is, for quantization mixes and checks. */
-export type Deepseek2TensorClass =
-  | "token_embd"
-  | "output"
-  | "norm"
-  | "attention"
-  | "dense_ffn"
-  | "router"
-  | "expert_bias"
-  | "routed_experts"
-  | "shared_experts"
-  | "other";
-
 export interface PlannedTensor {
   name: string;
   shape: number[];
   type: GgufTensorType;
-  class: Deepseek2TensorClass;
-}
-
-/** Classifies a deepseek2 tensor name (also the fused `ffn_gate_up_exps` and the `.scale` extras of test-llama-archs output). */
-export function classifyDeepseek2Tensor(name: string): Deepseek2TensorClass {
-  if (!name.endsWith(".weight") && !name.endsWith(".bias")) return "other";
-  if (name === "token_embd.weight") return "token_embd";
-  if (name === "output.weight") return "output";
-  if (name.endsWith("_norm.weight")) return "norm";
-  if (/\.exp_probs_b\.bias$/.test(name)) return "expert_bias";
-  if (/\.ffn_gate_inp\.weight$/.test(name)) return "router";
-  if (/\.ffn_(gate|up|down|gate_up)_exps\.weight$/.test(name)) return "routed_experts";
-  if (/\.ffn_(gate|up|down)_shexp\.weight$/.test(name)) return "shared_experts";
-  if (/\.ffn_(gate|up|down)\.weight$/.test(name)) return "dense_ffn";
-  if (/\.attn_(q|q_a|q_b|kv_a_mqa|kv_b|k_b|v_b|output)\.weight$/.test(name)) return "attention";
-  return "other";
+  /** The planner's tensor class (planner/tensors.ts classifyTensor). */
+  class: TensorClass;
 }
 
 function checkDims(d: Deepseek2Dims): void {
@@ -514,6 +493,7 @@ function checkDims(d: Deepseek2Dims): void {
     "layers",
     "hidden",
     "heads",
+    "qLoraRank",
     "kvLoraRank",
     "qkNopeHeadDim",
     "qkRopeHeadDim",
@@ -532,51 +512,80 @@ function checkDims(d: Deepseek2Dims): void {
   if (d.qkRopeHeadDim % 2 !== 0) throw new Error("deepseek2 dims: qkRopeHeadDim must be even (RoPE pairs)");
 }
 
-/** Every tensor of the model in file order, with ggml shapes (ne[0] first) and element types. */
-export function deepseek2TensorPlan(dims: Deepseek2Dims, type: GgufTensorType = "F16"): PlannedTensor[] {
+/** The planner's Architecture of a generated deepseek2 model (the same fields, the planner's names). */
+export function deepseek2Architecture(dims: Deepseek2Dims): Architecture {
   checkDims(dims);
-  const d = dims;
-  const kMla = d.qkNopeHeadDim + d.qkRopeHeadDim;
-  const plan: PlannedTensor[] = [];
-  const add = (name: string, shape: number[], t: GgufTensorType = type) =>
-    plan.push({ name, shape, type: t, class: classifyDeepseek2Tensor(name) });
+  return {
+    llamaCppArch: "deepseek2",
+    layers: dims.layers,
+    denseLeadingLayers: dims.denseLeadingLayers,
+    hiddenSize: dims.hidden,
+    attentionHeads: dims.heads,
+    qLoraRank: dims.qLoraRank,
+    kvLoraRank: dims.kvLoraRank,
+    qkNopeHeadDim: dims.qkNopeHeadDim,
+    qkRopeHeadDim: dims.qkRopeHeadDim,
+    vHeadDim: dims.vHeadDim,
+    denseFfnSize: dims.denseFfn,
+    routedExperts: dims.experts,
+    activeExperts: dims.activeExperts,
+    sharedExperts: dims.sharedExperts,
+    expertFfnSize: dims.expertFfn,
+    vocabSize: dims.vocab,
+    contextLength: dims.contextLength,
+  };
+}
 
-  add("token_embd.weight", [d.hidden, d.vocab]);
-  for (let i = 0; i < d.layers; i++) {
-    const b = `blk.${i}`;
-    add(`${b}.attn_norm.weight`, [d.hidden], "F32");
-    if (d.qLoraRank > 0) {
-      add(`${b}.attn_q_a.weight`, [d.hidden, d.qLoraRank]);
-      add(`${b}.attn_q_a_norm.weight`, [d.qLoraRank], "F32");
-      add(`${b}.attn_q_b.weight`, [d.qLoraRank, d.heads * kMla]);
-    } else {
-      add(`${b}.attn_q.weight`, [d.hidden, d.heads * kMla]);
-    }
-    add(`${b}.attn_kv_a_mqa.weight`, [d.hidden, d.kvLoraRank + d.qkRopeHeadDim]);
-    add(`${b}.attn_kv_a_norm.weight`, [d.kvLoraRank], "F32");
-    add(`${b}.attn_k_b.weight`, [d.qkNopeHeadDim, d.kvLoraRank, d.heads]);
-    add(`${b}.attn_v_b.weight`, [d.kvLoraRank, d.vHeadDim, d.heads]);
-    add(`${b}.attn_output.weight`, [d.heads * d.vHeadDim, d.hidden]);
-    add(`${b}.ffn_norm.weight`, [d.hidden], "F32");
-    if (i < d.denseLeadingLayers) {
-      add(`${b}.ffn_gate.weight`, [d.hidden, d.denseFfn]);
-      add(`${b}.ffn_up.weight`, [d.hidden, d.denseFfn]);
-      add(`${b}.ffn_down.weight`, [d.denseFfn, d.hidden]);
-    } else {
-      add(`${b}.ffn_gate_inp.weight`, [d.hidden, d.experts], "F32");
-      add(`${b}.exp_probs_b.bias`, [d.experts], "F32");
-      add(`${b}.ffn_gate_exps.weight`, [d.hidden, d.expertFfn, d.experts]);
-      add(`${b}.ffn_up_exps.weight`, [d.hidden, d.expertFfn, d.experts]);
-      add(`${b}.ffn_down_exps.weight`, [d.expertFfn, d.hidden, d.experts]);
-      const shFfn = d.expertFfn * d.sharedExperts;
-      add(`${b}.ffn_gate_shexp.weight`, [d.hidden, shFfn]);
-      add(`${b}.ffn_up_shexp.weight`, [d.hidden, shFfn]);
-      add(`${b}.ffn_down_shexp.weight`, [shFfn, d.hidden]);
-    }
-  }
-  add("output_norm.weight", [d.hidden], "F32");
-  add("output.weight", [d.hidden, d.vocab]);
-  return plan;
+/** The inverse of deepseek2Architecture, for a deepseek2 Architecture read from a file's metadata. */
+export function deepseek2DimsOf(arch: Architecture): Deepseek2Dims {
+  if (arch.llamaCppArch !== "deepseek2") throw new Error(`architecture ${arch.llamaCppArch}, not deepseek2`);
+  return {
+    layers: arch.layers,
+    denseLeadingLayers: arch.denseLeadingLayers,
+    hidden: arch.hiddenSize,
+    heads: arch.attentionHeads,
+    qLoraRank: arch.qLoraRank,
+    kvLoraRank: arch.kvLoraRank,
+    qkNopeHeadDim: arch.qkNopeHeadDim,
+    qkRopeHeadDim: arch.qkRopeHeadDim,
+    vHeadDim: arch.vHeadDim,
+    denseFfn: arch.denseFfnSize,
+    experts: arch.routedExperts,
+    activeExperts: arch.activeExperts,
+    sharedExperts: arch.sharedExperts,
+    expertFfn: arch.expertFfnSize,
+    vocab: arch.vocabSize,
+    contextLength: arch.contextLength,
+  };
+}
+
+/**
+ * Every tensor of the model in file order, with ggml shapes (ne[0] first) and element types: the
+ * planner's tensor model for this architecture, matrices in `type`, norms, router and expert bias
+ * F32 as convert_hf_to_gguf writes them.
+ */
+export function deepseek2TensorPlan(dims: Deepseek2Dims, type: GgufTensorType = "F16"): PlannedTensor[] {
+  const tier: Tier = {
+    name: type,
+    publishedSizeBytes: 0,
+    types: {
+      embedding: type,
+      norms: "F32",
+      output: type,
+      attention: type,
+      denseFfn: type,
+      router: "F32",
+      routedExperts: type,
+      sharedExperts: type,
+    },
+    shards: { count: 1, verified: false },
+  };
+  return tensorsFromArchitecture(deepseek2Architecture(dims), tier).map((tensor) => ({
+    name: tensor.name,
+    shape: tensor.shape,
+    type: tensor.type as GgufTensorType,
+    class: tensor.cls,
+  }));
 }
 
 /**
@@ -670,9 +679,9 @@ export function writeDeepseek2Gguf(
     shape: t.shape,
     type: t.type,
     data:
-      t.class === "norm"
+      t.class === "norms"
         ? { kind: "constant", value: 1 }
-        : t.class === "expert_bias"
+        : t.name.endsWith(".exp_probs_b.bias")
           ? { kind: "constant", value: 0 }
           : { kind: "normal", std, seed },
   }));

@@ -19,13 +19,15 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gguf, GGMLQuantizationType } from "@huggingface/gguf";
 import { GGML_TYPES, quantizedType, type GgmlTypeName } from "../planner/ggml-types";
+import type { TensorClass } from "../planner/catalog";
+import { architectureFromMetadata, scalarMetadata } from "../planner/lock";
+import { classifyTensor } from "../planner/tensors";
 import {
-  classifyDeepseek2Tensor,
+  deepseek2DimsOf,
   deepseek2Size,
   deepseek2TensorPlan,
   writeDeepseek2Gguf,
   type Deepseek2Dims,
-  type Deepseek2TensorClass,
   type GgufTensorType,
 } from "./gguf-writer";
 import { llamaTool } from "./llama-cpp";
@@ -110,19 +112,18 @@ export async function quantizeMix(
 }
 
 /** The type llama-quantize targets per tensor class under `mix` (before the shape fallback); "source" = left as is. */
-export function mixClassTypes(mix: MixName): Record<Deepseek2TensorClass, GgmlTypeName | "source"> {
+export function mixClassTypes(mix: MixName): Record<TensorClass, GgmlTypeName | "source"> {
   const def = MIXES[mix];
   return {
-    token_embd: def.base,
+    embedding: def.base,
     output: def.base,
     attention: def.base,
-    dense_ffn: def.base,
-    shared_experts: def.base,
-    routed_experts: def.experts,
-    norm: "source",
+    denseFfn: def.base,
+    sharedExperts: def.base,
+    routedExperts: def.experts,
+    // llama-quantize never quantizes the router, the expert bias or the norms.
+    norms: "source",
     router: "source",
-    expert_bias: "source",
-    other: "source",
   };
 }
 
@@ -131,7 +132,7 @@ export function expectedMixType(
   mix: MixName,
   tensor: { name: string; shape: readonly number[]; type: GgmlTypeName },
 ): GgmlTypeName {
-  const target = mixClassTypes(mix)[classifyDeepseek2Tensor(tensor.name)];
+  const target = mixClassTypes(mix)[classifyTensor(tensor.name, tensor.shape)];
   let nDims = tensor.shape.length;
   while (nDims > 1 && tensor.shape[nDims - 1] === 1) nDims--;
   if (target === "source" || nDims < 2) return tensor.type;
@@ -191,7 +192,7 @@ export interface CaseTensor {
   /** ggml order (ne[0] first) */
   shape: number[];
   type: GgmlTypeName;
-  class: Deepseek2TensorClass;
+  class: TensorClass;
 }
 
 export interface GeneratedModelCase {
@@ -210,7 +211,7 @@ export interface GeneratedModelCase {
     MixName,
     {
       path: string;
-      classTypes: Record<Deepseek2TensorClass, GgmlTypeName | "source">;
+      classTypes: Record<TensorClass, GgmlTypeName | "source">;
       tensorTypes: Record<string, GgmlTypeName>;
     }
   >;
@@ -223,45 +224,14 @@ const typeName = (t: number): GgmlTypeName => {
   return name as GgmlTypeName;
 };
 
-/** Reads a deepseek2 GGUF's dimensions from its metadata (the keys llama.cpp's deepseek2 loader reads). */
+/** Reads a deepseek2 GGUF's dimensions from its metadata (through the planner's one metadata reader) and its tensors. */
 export async function readDeepseek2Dims(path: string): Promise<{ dims: Deepseek2Dims; tensors: CaseTensor[] }> {
   const { metadata, tensorInfos } = await gguf(path, { allowLocalFile: true });
-  const m = metadata as Record<string, unknown>;
-  const a = m["general.architecture"];
-  if (a !== "deepseek2") throw new Error(`${path}: architecture ${String(a)}, not deepseek2`);
-  const num = (key: string, fallback?: number): number => {
-    const v = m[`deepseek2.${key}`];
-    if (typeof v === "number") return v;
-    if (typeof v === "bigint") return Number(v);
-    if (fallback !== undefined) return fallback;
-    throw new Error(`${path}: no deepseek2.${key}`);
-  };
-  const tokens = m["tokenizer.ggml.tokens"];
-  const rope = num("rope.dimension_count");
-  const dims: Deepseek2Dims = {
-    layers: num("block_count"),
-    denseLeadingLayers: num("leading_dense_block_count", 0),
-    hidden: num("embedding_length"),
-    heads: num("attention.head_count"),
-    qLoraRank: num("attention.q_lora_rank", 0),
-    kvLoraRank: num("attention.kv_lora_rank"),
-    qkNopeHeadDim: num("attention.key_length_mla") - rope,
-    qkRopeHeadDim: rope,
-    vHeadDim: num("attention.value_length_mla"),
-    denseFfn: num("feed_forward_length", 0),
-    experts: num("expert_count"),
-    activeExperts: num("expert_used_count"),
-    sharedExperts: num("expert_shared_count"),
-    expertFfn: num("expert_feed_forward_length"),
-    vocab: num("vocab_size", Array.isArray(tokens) ? tokens.length : 0),
-    contextLength: num("context_length"),
-  };
-  const tensors = tensorInfos.map((t) => ({
-    name: t.name,
-    shape: t.shape.map(Number),
-    type: typeName(t.dtype),
-    class: classifyDeepseek2Tensor(t.name),
-  }));
+  const dims = deepseek2DimsOf(architectureFromMetadata(scalarMetadata(metadata as Record<string, unknown>)));
+  const tensors = tensorInfos.map((t) => {
+    const shape = t.shape.map(Number);
+    return { name: t.name, shape, type: typeName(t.dtype), class: classifyTensor(t.name, shape) };
+  });
   return { dims, tensors };
 }
 

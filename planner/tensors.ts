@@ -67,13 +67,14 @@ export function tensorsFromArchitecture(arch: Architecture, tier: Tier): TensorI
   add("token_embd.weight", t.embedding as GgmlTypeName, [h, arch.vocabSize]);
   for (let layer = 0; layer < arch.layers; layer++) {
     const p = `blk.${layer}.`;
-    add(`${p}attn_norm.weight`, "F32", [h]);
-    add(`${p}attn_q_a_norm.weight`, "F32", [arch.qLoraRank]);
-    add(`${p}attn_kv_a_norm.weight`, "F32", [arch.kvLoraRank]);
+    // In the order llama.cpp's converter writes them (the generated test models are written from this list).
     const attention = t.attention as GgmlTypeName;
+    add(`${p}attn_norm.weight`, "F32", [h]);
     add(`${p}attn_q_a.weight`, attention, [h, arch.qLoraRank]);
+    add(`${p}attn_q_a_norm.weight`, "F32", [arch.qLoraRank]);
     add(`${p}attn_q_b.weight`, attention, [arch.qLoraRank, arch.attentionHeads * qkHead]);
     add(`${p}attn_kv_a_mqa.weight`, attention, [h, arch.kvLoraRank + arch.qkRopeHeadDim]);
+    add(`${p}attn_kv_a_norm.weight`, "F32", [arch.kvLoraRank]);
     add(`${p}attn_k_b.weight`, attention, [arch.qkNopeHeadDim, arch.kvLoraRank, arch.attentionHeads]);
     add(`${p}attn_v_b.weight`, attention, [arch.kvLoraRank, arch.vHeadDim, arch.attentionHeads]);
     add(`${p}attn_output.weight`, attention, [arch.attentionHeads * arch.vHeadDim, h]);

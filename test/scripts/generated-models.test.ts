@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gguf } from "@huggingface/gguf";
+import { classifyTensor } from "../../planner/tensors";
 import {
-  classifyDeepseek2Tensor,
   deepseek2Size,
   deepseek2TensorPlan,
   writeDeepseek2Gguf,
@@ -336,20 +336,20 @@ describe("medium generated model", () => {
       // per class, as the tier is meant: experts K-quant, the rest Q8_0, router/norms F32
       const byClass = new Map<string, Set<string>>();
       for (const t of h.tensors) {
-        const cls = classifyDeepseek2Tensor(t.name);
+        const cls = classifyTensor(t.name, t.shape);
         byClass.set(cls, (byClass.get(cls) ?? new Set()).add(typeName(t.dtype)));
       }
       const experts = mix === "q2-experts" ? "Q2_K" : "Q4_K";
       expect(Object.fromEntries([...byClass].map(([k, v]) => [k, [...v].sort()]))).toEqual({
-        token_embd: ["Q8_0"],
+        embedding: ["Q8_0"],
         output: ["Q8_0"],
         attention: ["Q8_0"],
-        dense_ffn: ["Q8_0"],
-        shared_experts: ["Q8_0"],
-        routed_experts: [experts],
+        denseFfn: ["Q8_0"],
+        sharedExperts: ["Q8_0"],
+        routedExperts: [experts],
+        // the router (ffn_gate_inp) and the expert bias (exp_probs_b)
         router: ["F32"],
-        expert_bias: ["F32"],
-        norm: ["F32"],
+        norms: ["F32"],
       });
       const [lo, hi] = mix === "q2-experts" ? [90 * MB, 150 * MB] : [130 * MB, 200 * MB];
       expect(r.bytes).toBeGreaterThan(lo);
