@@ -5,30 +5,35 @@
  * program reads it), and `pulumi preview` in the new project runs the kit's program from the
  * checkout beside it. `npm` is a stand-in that records its call: `pulumi new` installs the program's
  * dependencies, which would need the network, and the stand-in's folder is not the kit's.
+ * `pulumi new` itself is the CLI's (the Automation API has no template command); the config and the
+ * preview of the new project go through the Automation API and read the engine's typed events.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { LocalWorkspace, PulumiCommand } from "@pulumi/pulumi/automation";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig, readProgramConfig } from "../../planner/stack-file";
+import { preview } from "../support/pulumi-cli";
 
 const ROOT = join(__dirname, "..", "..");
 let work: string;
 let env: NodeJS.ProcessEnv;
+let pulumiBin: string;
 
 beforeAll(() => {
-  const bin = execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], {
+  const bin = (pulumiBin = execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], {
     encoding: "utf8",
     timeout: 1_200_000,
     stdio: ["ignore", "pipe", "inherit"],
   })
     .trim()
     .split("\n")
-    .pop()!;
+    .pop()!);
   work = mkdtempSync(join(tmpdir(), "kimi-kit-pulumi-new-"));
   for (const dir of ["state", "home", "fake-bin", "kimi-kit"]) mkdirSync(join(work, dir));
   // The language host checks that an install leaves a node_modules folder, as npm's does.
@@ -132,39 +137,28 @@ describe("pulumi new ./templates/kimi-kit", () => {
     expect(cli.stdout).toContain("Verdict: FITS (cpu-only)");
   });
 
-  it("pulumi preview in the new project runs the kit's program from ../kimi-kit and projects what the plan does", () => {
+  it("pulumi preview in the new project runs the kit's program from ../kimi-kit and projects what the plan does", async () => {
     rmSync(join(work, "kimi-kit"), { recursive: true });
     symlinkSync(ROOT, join(work, "kimi-kit"));
-    for (const args of [
-      [
-        "config",
-        "set",
-        "--stack",
-        "dev",
-        "kimi-kit:host",
-        '{"kind": "bare-metal", "cpu": {"platform": "epyc-9124"}, "memory": {"total": "384GiB"}, "ssh": {"host": "203.0.113.10"}}',
-      ],
+    const pulumiCommand = await PulumiCommand.get({ root: dirname(pulumiBin), skipVersionCheck: true });
+    const envVars = Object.fromEntries(
+      Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined),
+    );
+    const stack = await LocalWorkspace.selectStack({ stackName: "dev", workDir: team() }, { pulumiCommand, envVars });
+    await stack.setAllConfig({
+      "kimi-kit:host": {
+        value:
+          '{"kind": "bare-metal", "cpu": {"platform": "epyc-9124"}, "memory": {"total": "384GiB"}, "ssh": {"host": "203.0.113.10"}}',
+      },
       // No plugins here: the kit's own ssh executor and the docker CLI (as test/engine/pulumi-engine.test.ts).
-      [
-        "config",
-        "set",
-        "--stack",
-        "dev",
-        "kimi-kit:deployment",
-        '{"remoteExecutor": "kimi-dynamic", "containerEngine": "docker-cli"}',
-      ],
-      ["config", "set", "--secret", "--stack", "dev", "kimi-kit:apiKey", "sk-template-preview-0123456789abcdefghij"],
-    ]) {
-      const set = pulumi(args);
-      expect(set.status, set.output).toBe(0);
-    }
-    const preview = pulumi(["preview", "--stack", "dev"]);
-    expect(preview.status, preview.output).toBe(0);
-    expect(preview.output).toContain("kimi-kit:index:LlmDeployment");
-    expect(preview.output).not.toContain("sk-template-preview");
-    const decode = /projectedDecodeTokensPerSecond\s*:\s*(\d+\.\d+)/.exec(preview.output);
-    expect(decode, preview.output).not.toBeNull();
-    expect(Number(decode![1])).toBeCloseTo(
+      "kimi-kit:deployment": { value: '{"remoteExecutor": "kimi-dynamic", "containerEngine": "docker-cli"}' },
+      "kimi-kit:apiKey": { value: "sk-template-preview-0123456789abcdefghij", secret: true },
+    });
+    const run = await preview(stack);
+    expect(run.ok, run.error).toBe(true);
+    expect(run.steps.map((step) => step.type)).toContain("kimi-kit:index:LlmDeployment");
+    expect(run.eventsJson).not.toContain("sk-template-preview");
+    expect(run.outputs.projectedDecodeTokensPerSecond).toBeCloseTo(
       buildPlan("dev", loadStackConfig("dev", team())).projection.decodeTokensPerSecond,
       6,
     );
