@@ -276,17 +276,8 @@ function pct(predicted: number, measured: number): string {
   return `${(((predicted - measured) / Math.max(measured, 1)) * 100).toFixed(1)}%`;
 }
 
-async function main(): Promise<void> {
-  mkdirSync(workDir, { recursive: true });
-  const started = Date.now();
-  // Bandwidth first: every estimate below runs on this machine as a host measured now.
-  const bandwidthGBps = measureReadBandwidthGBps(machine.cores);
-  const host = thisMachineHost(bandwidthGBps);
-  const tinyPath = generateDeepseek2Model(join(workDir, "tiny"));
-  const medium = await generatedModelCase(workDir, "medium");
-  await quantizeMix(medium.source, medium.mixes["q2-experts"].path, "q2-experts");
-  await quantizeMix(medium.source, medium.mixes["q4-experts"].path, "q4-experts");
-  const shards = splitGguf(medium.mixes["q2-experts"].path, join(workDir, "medium-q2-split", "medium-q2"), 40);
+/** test-llama-archs' qwen3moe and glm4moe MoE models, F32 and quantized to Q8_0 (made once, then reused). */
+async function otherArchModels(): Promise<ModelFile[]> {
   const otherArchs: ModelFile[] = [];
   for (const arch of ["qwen3moe", "glm4moe"]) {
     const dir = join(workDir, arch);
@@ -305,6 +296,17 @@ async function main(): Promise<void> {
       await readModel(`${arch} Q8_0`, q8, false),
     );
   }
+  return otherArchs;
+}
+
+/** Every model the bench runs: other architectures, the tiny and medium (and, full, large) generated deepseek2 ones. */
+async function prepareModels(): Promise<ModelFile[]> {
+  const tinyPath = generateDeepseek2Model(join(workDir, "tiny"));
+  const medium = await generatedModelCase(workDir, "medium");
+  await quantizeMix(medium.source, medium.mixes["q2-experts"].path, "q2-experts");
+  await quantizeMix(medium.source, medium.mixes["q4-experts"].path, "q4-experts");
+  const shards = splitGguf(medium.mixes["q2-experts"].path, join(workDir, "medium-q2-split", "medium-q2"), 40);
+  const otherArchs = await otherArchModels();
   const models = [
     ...otherArchs,
     await readModel("tiny F32 (test-llama-archs)", tinyPath, false),
@@ -320,9 +322,13 @@ async function main(): Promise<void> {
     models.push(await readModel("large q2-experts", large.mixes["q2-experts"].path, true));
     models.push(await readModel("large q4-experts", large.mixes["q4-experts"].path, true));
   }
+  return models;
+}
 
+/** The memory cases' server settings: a handful for --quick, the full set otherwise. */
+function memoryVariants(): MemoryVariant[] {
   // Memory-mapped loading (llama-server's default) and -fa off are sized too, so they are checked too.
-  const variants: MemoryVariant[] = quick
+  return quick
     ? [
         { ctx: 1024, slots: 1, repack: true, expertsOnCpuByOt: false, ubatch: 512 },
         { ctx: 4096, slots: 2, repack: false, expertsOnCpuByOt: false, ubatch: 512 },
@@ -342,68 +348,69 @@ async function main(): Promise<void> {
         { ctx: 2048, slots: 1, repack: true, expertsOnCpuByOt: false, ubatch: 512, flashAttn: "off" },
         { ctx: 4096, slots: "auto", repack: true, expertsOnCpuByOt: false, ubatch: 512 },
       ];
+}
+
+async function runMemoryCases(models: readonly ModelFile[], host: HostSpec): Promise<void> {
+  const variants = memoryVariants();
   for (const model of models) {
     for (const variant of variants) {
       if (variant.ctx > model.arch.contextLength * 4) continue;
       records.push(await memoryCase(model, variant, host));
     }
   }
+}
 
-  // Speed: decode/prefill on models big enough for memory traffic to dominate, kit flags, medians
-  // of 5. The estimator's CPU factors are fitted on this machine from two calibration cases (the
-  // largest and the smallest model); the others are held back and gated.
-  const speedModels = models
-    .filter((model) => model.bytes > 100 * MiB && model.arch.llamaCppArch === "deepseek2")
-    .sort((a, b) => b.bytes - a.bytes);
-  const runs = 5;
-  const speedEntries = speedModels.map((model) => ({ model, args: kitArgsFor(model, 2048) }));
-  // llama-server's own --fit choice, for the kit/--fit ratio columns (not gated).
-  const fitRates = new Map<ModelFile, Rates>();
-  for (const model of speedModels) fitRates.set(model, await measureSpeed(model, ["-c", "2048"], runs));
+/** Medians of this many runs (interleaved rounds) per speed figure. */
+const SPEED_RUNS = 5;
 
-  /** Fits the CPU factors on the calibration cases and projects every case, all from one interleaved measurement. */
-  const evaluate = (measured: readonly SpeedMeasurement[]) => {
-    const measuredSpeeds = speedEntries.map((entry, index) => ({ ...entry, kit: measured[index]! }));
-    // Calibration uses estimate() itself with unit factors (bench/lib/calibrate.ts), on the
-    // largest and the smallest model.
-    const calibrationCase = (entry: (typeof measuredSpeeds)[number]): CalibrationCase => {
-      const unit = projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), UNIT_CPU_FACTORS);
-      return {
-        label: entry.model.label,
-        layers: entry.model.arch.layers,
-        measured: entry.kit,
-        unit: unit.estimate.projection,
-        unitPrefill: unit.prefill,
-      };
-    };
-    const largest = measuredSpeeds[0]!;
-    const smallest = measuredSpeeds.filter((entry) => !entry.model.label.includes("shards")).at(-1)!;
-    const fit = fitCpuFactors(
-      calibrationCase(largest),
-      smallest === largest ? undefined : calibrationCase(smallest),
-      catalog.efficiency.cpu.decodeSecondsPerLayer.value,
-      (labels) => `fitted on this machine by npm run bench (${labels})`,
-    );
-    const { factors: localFactors, perLayerSeconds, fitted } = fit;
-    const calibrationModels = new Set([largest.model, ...(fitted ? [smallest.model] : [])]);
-    const cases = measuredSpeeds.map((entry) => {
-      const heldBack = !calibrationModels.has(entry.model);
-      const projected = projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), localFactors);
-      const miss =
-        heldBack &&
-        (Math.abs(projected.decode / entry.kit.decode - 1) > GATE.speed ||
-          Math.abs(projected.prefill / entry.kit.prefill - 1) > GATE.speed);
-      return { entry, heldBack, projected, miss };
-    });
-    return { localFactors, perLayerSeconds, fitted, calibrationModels, cases };
+type SpeedEntry = { model: ModelFile; args: string[] };
+type MeasuredSpeedEntry = SpeedEntry & { kit: SpeedMeasurement };
+
+// Calibration uses estimate() itself with unit factors (bench/lib/calibrate.ts), on the
+// largest and the smallest model.
+function calibrationCase(entry: MeasuredSpeedEntry): CalibrationCase {
+  const unit = projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), UNIT_CPU_FACTORS);
+  return {
+    label: entry.model.label,
+    layers: entry.model.arch.layers,
+    measured: entry.kit,
+    unit: unit.estimate.projection,
+    unitPrefill: unit.prefill,
   };
+}
 
-  let evaluation = evaluate(await measureInterleaved(speedEntries, runs));
-  // A miss is measured once more (every case again, interleaved, and the factors refitted) before it fails.
-  const remeasured = evaluation.cases.some((entry) => entry.miss);
-  if (remeasured) evaluation = evaluate(await measureInterleaved(speedEntries, runs));
-  const { localFactors, perLayerSeconds, fitted, calibrationModels } = evaluation;
-  const speedBandwidthGBps = evaluation.cases[0]!.entry.kit.bandwidthGBps;
+/** Fits the CPU factors on the calibration cases and projects every case, all from one interleaved measurement. */
+function evaluateSpeed(speedEntries: readonly SpeedEntry[], measured: readonly SpeedMeasurement[]) {
+  const measuredSpeeds: MeasuredSpeedEntry[] = speedEntries.map((entry, index) => ({
+    ...entry,
+    kit: measured[index]!,
+  }));
+  const largest = measuredSpeeds[0]!;
+  const smallest = measuredSpeeds.filter((entry) => !entry.model.label.includes("shards")).at(-1)!;
+  const fit = fitCpuFactors(
+    calibrationCase(largest),
+    smallest === largest ? undefined : calibrationCase(smallest),
+    catalog.efficiency.cpu.decodeSecondsPerLayer.value,
+    (labels) => `fitted on this machine by npm run bench (${labels})`,
+  );
+  const { factors: localFactors, perLayerSeconds, fitted } = fit;
+  const calibrationModels = new Set([largest.model, ...(fitted ? [smallest.model] : [])]);
+  const cases = measuredSpeeds.map((entry) => {
+    const heldBack = !calibrationModels.has(entry.model);
+    const projected = projectSpeed(entry.model, entry.args, thisMachineHost(entry.kit.bandwidthGBps), localFactors);
+    const miss =
+      heldBack &&
+      (Math.abs(projected.decode / entry.kit.decode - 1) > GATE.speed ||
+        Math.abs(projected.prefill / entry.kit.prefill - 1) > GATE.speed);
+    return { entry, heldBack, projected, miss };
+  });
+  return { localFactors, perLayerSeconds, fitted, calibrationModels, cases };
+}
+
+type SpeedEvaluation = ReturnType<typeof evaluateSpeed>;
+
+/** Records every speed case, and a held-back case's miss as a gate failure. */
+function recordSpeedCases(evaluation: SpeedEvaluation, fitRates: ReadonlyMap<ModelFile, Rates>, remeasured: boolean) {
   for (const { entry, heldBack, projected, miss } of evaluation.cases) {
     const measured = entry.kit;
     if (miss) {
@@ -425,14 +432,34 @@ async function main(): Promise<void> {
       kitVsFitPrefillRatio: measured.prefill / fit.prefill,
     });
   }
-  records.push({
-    name: "hybrid placement on a GPU",
-    kind: "gpu",
-    note: "unverified: no GPU machine was lent to this session",
-  });
+}
 
-  // ------------------------------------------------------------ report
-  const lines: string[] = [];
+async function runSpeedCases(
+  models: readonly ModelFile[],
+): Promise<{ evaluation: SpeedEvaluation; speedBandwidthGBps: number }> {
+  // Speed: decode/prefill on models big enough for memory traffic to dominate, kit flags, medians
+  // of 5. The estimator's CPU factors are fitted on this machine from two calibration cases (the
+  // largest and the smallest model); the others are held back and gated.
+  const speedModels = models
+    .filter((model) => model.bytes > 100 * MiB && model.arch.llamaCppArch === "deepseek2")
+    .sort((a, b) => b.bytes - a.bytes);
+  const speedEntries = speedModels.map((model) => ({ model, args: kitArgsFor(model, 2048) }));
+  // llama-server's own --fit choice, for the kit/--fit ratio columns (not gated).
+  const fitRates = new Map<ModelFile, Rates>();
+  for (const model of speedModels) fitRates.set(model, await measureSpeed(model, ["-c", "2048"], SPEED_RUNS));
+
+  let evaluation = evaluateSpeed(speedEntries, await measureInterleaved(speedEntries, SPEED_RUNS));
+  // A miss is measured once more (every case again, interleaved, and the factors refitted) before it fails.
+  const remeasured = evaluation.cases.some((entry) => entry.miss);
+  if (remeasured) evaluation = evaluateSpeed(speedEntries, await measureInterleaved(speedEntries, SPEED_RUNS));
+  const speedBandwidthGBps = evaluation.cases[0]!.entry.kit.bandwidthGBps;
+  recordSpeedCases(evaluation, fitRates, remeasured);
+  return { evaluation, speedBandwidthGBps };
+}
+
+// ------------------------------------------------------------ report
+/** The machine line and the memory table. */
+function memoryReport(lines: string[], bandwidthGBps: number): void {
   lines.push(
     `Machine: ${machine.cores} cores, AVX-512 ${machine.avx512 ? "yes" : "no"}, ${(machine.ramBytes / 1024 ** 3).toFixed(1)} GiB; read bandwidth measured ${bandwidthGBps.toFixed(1)} GB/s (tools/membw.c, ${machine.cores} threads)`,
   );
@@ -453,13 +480,17 @@ async function main(): Promise<void> {
       `| ${record.name}${record.gated?.includes("compute") ? " *" : ""} | ${cell(d.model)} | ${cell(d.repack)} | ${cell(d.kv)} | ${cell(d.compute)} | ${pct(d.total.predictedBytes, d.total.measuredBytes)} |`,
     );
   }
-  lines.push("");
+}
+
+/** The speed table, with the fitted factors and the gate. */
+function speedReport(lines: string[], evaluation: SpeedEvaluation, speedBandwidthGBps: number): void {
+  const { localFactors, perLayerSeconds, fitted, calibrationModels } = evaluation;
   lines.push(
     `### Speed: estimate() vs measured (factors fitted on ${[...calibrationModels].map((m) => m.label).join(" and ")}: decode efficiency ${localFactors.decodeEfficiency!.toFixed(3)} of measured bandwidth + ${(perLayerSeconds * 1e6).toFixed(0)} µs per layer per token${fitted ? "" : " (catalog/efficiency.yaml)"}; prefill ${localFactors.prefillEfficiency!.toFixed(3)} of fp32 peak)`,
   );
   lines.push("");
   lines.push(
-    `Gate: held-back cases within ${GATE.speed * 100}% (decode at depth ~${DECODE_DEPTH}, prefill of ${PROMPT_TOKENS} tokens; medians of ${runs} interleaved rounds, one run of every case per round, projected with the median of one bandwidth probe per round (${speedBandwidthGBps.toFixed(1)} GB/s); a miss re-measures and refits everything once, marked †).`,
+    `Gate: held-back cases within ${GATE.speed * 100}% (decode at depth ~${DECODE_DEPTH}, prefill of ${PROMPT_TOKENS} tokens; medians of ${SPEED_RUNS} interleaved rounds, one run of every case per round, projected with the median of one bandwidth probe per round (${speedBandwidthGBps.toFixed(1)} GB/s); a miss re-measures and refits everything once, marked †).`,
   );
   lines.push("");
   lines.push(
@@ -471,11 +502,23 @@ async function main(): Promise<void> {
       `| ${record.name}${record.remeasured ? " †" : ""} | ${record.projectedDecode!.toFixed(1)} / ${record.measuredDecode!.toFixed(1)} | ${pct(record.projectedDecode!, record.measuredDecode!)} | ${record.projectedPrefill!.toFixed(1)} / ${record.measuredPrefill!.toFixed(1)} | ${pct(record.projectedPrefill!, record.measuredPrefill!)} | ${record.kitVsFitDecodeRatio?.toFixed(3) ?? "-"} | ${record.kitVsFitPrefillRatio?.toFixed(3) ?? "-"} |`,
     );
   }
+}
+
+/** The markdown report: memory and speed tables, the GPU note, the run's duration and the gates. */
+function reportText(
+  bandwidthGBps: number,
+  speed: { evaluation: SpeedEvaluation; speedBandwidthGBps: number },
+  started: number,
+): string {
+  const lines: string[] = [];
+  memoryReport(lines, bandwidthGBps);
+  lines.push("");
+  speedReport(lines, speed.evaluation, speed.speedBandwidthGBps);
   lines.push("");
   lines.push("GPU (hybrid placement): unverified — no GPU machine was lent to this session.");
   lines.push("");
   lines.push(
-    `${quick ? "quick" : "full"} run, ${((Date.now() - started) / 1000).toFixed(0)} s, medians of ${runs} runs per speed figure`,
+    `${quick ? "quick" : "full"} run, ${((Date.now() - started) / 1000).toFixed(0)} s, medians of ${SPEED_RUNS} runs per speed figure`,
   );
   lines.push("");
   lines.push(
@@ -483,8 +526,27 @@ async function main(): Promise<void> {
       ? "Gates: all passed."
       : `Gates: ${failures.length} FAILED:\n${failures.map((failure) => `- ${failure}`).join("\n")}`,
   );
-  const report = lines.join("\n");
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  mkdirSync(workDir, { recursive: true });
+  const started = Date.now();
+  // Bandwidth first: every estimate below runs on this machine as a host measured now.
+  const bandwidthGBps = measureReadBandwidthGBps(machine.cores);
+  const host = thisMachineHost(bandwidthGBps);
+  const models = await prepareModels();
+  await runMemoryCases(models, host);
+  const speed = await runSpeedCases(models);
+  records.push({
+    name: "hybrid placement on a GPU",
+    kind: "gpu",
+    note: "unverified: no GPU machine was lent to this session",
+  });
+
+  const report = reportText(bandwidthGBps, speed, started);
   console.log(report);
+  const { localFactors } = speed.evaluation;
   // Results are run output, not source: an ignored folder by default (.gitignore: bench/out/).
   const out = flags.out ?? join(__dirname, "out", "results.json");
   mkdirSync(dirname(out), { recursive: true });

@@ -89,22 +89,14 @@ async function measureAggregate(
   }
 }
 
-async function main(): Promise<void> {
-  const workDir = benchModelsDir();
-  mkdirSync(workDir, { recursive: true });
-  const medium = await generatedModelCase(workDir, "medium");
-  const model = await readLocalModel(medium.mixes["q2-experts"].path, "medium q2-experts");
-  const bandwidthGBps = measureReadBandwidthGBps(machine.cores);
-  const host = thisMachineHost(bandwidthGBps);
-  const project = (args: string[], cpuFactors: CpuFactorOverrides) =>
-    estimate(model.tensors, model.arch, host, parseFlags(args, "bench").sizing, {
-      catalog,
-      decodeDepthTokens: DEPTH,
-      decodeDepths: [DEPTH],
-      prefillPrompts: [PROMPT],
-      cpuFactors,
-    });
+type Project = (args: string[], cpuFactors: CpuFactorOverrides) => ReturnType<typeof estimate>;
 
+/** Measures every slot count with the kit's flags: aggregate decode per count, the -np 1 prompt rate, the args used. */
+async function measureSlotCounts(model: LocalModel): Promise<{
+  measured: Map<number, number>;
+  singlePrefill: number;
+  argsFor: Map<number, string[]>;
+}> {
   const measured = new Map<number, number>();
   let singlePrefill = 0;
   const argsFor = new Map<number, string[]>();
@@ -115,12 +107,20 @@ async function main(): Promise<void> {
     measured.set(slots, result.decode);
     if (slots === 1) singlePrefill = result.prefill;
   }
+  return { measured, singlePrefill, argsFor };
+}
 
-  // Fit on -np 1 only. The arithmetic of a decode step with N sequences is N tokens through the same
-  // quantized dot-product kernels a prompt runs (ggml's CPU mul_mat for a few rows at a time), so
-  // its rate is the one the -np 1 prompt measured (prefill efficiency); decode efficiency is then
-  // fitted to the -np 1 step with that arithmetic term in place, the catalog's per-layer cost kept.
-  const single = project(argsFor.get(1)!, UNIT_CPU_FACTORS);
+// Fit on -np 1 only. The arithmetic of a decode step with N sequences is N tokens through the same
+// quantized dot-product kernels a prompt runs (ggml's CPU mul_mat for a few rows at a time), so
+// its rate is the one the -np 1 prompt measured (prefill efficiency); decode efficiency is then
+// fitted to the -np 1 step with that arithmetic term in place, the catalog's per-layer cost kept.
+function fitOnSingleSlot(
+  project: Project,
+  singleArgs: string[],
+  singlePrefill: number,
+  singleDecode: number,
+): CpuFactorOverrides {
+  const single = project(singleArgs, UNIT_CPU_FACTORS);
   const unitPrefill = single.projection.prefillByPrompt[0]!.tokensPerSecond;
   const prefillEfficiency = singlePrefill / unitPrefill;
   const perLayer = catalog.efficiency.cpu.decodeSecondsPerLayer.value;
@@ -136,28 +136,32 @@ async function main(): Promise<void> {
   let low = 1e-3;
   let high = 1;
   const decodeAt = (efficiency: number) =>
-    project(argsFor.get(1)!, withCompute(efficiency)).projection.decodeTokensPerSecond;
-  if (decodeAt(high) > measured.get(1)!) {
+    project(singleArgs, withCompute(efficiency)).projection.decodeTokensPerSecond;
+  if (decodeAt(high) > singleDecode) {
     for (let step = 0; step < 60; step++) {
       const middle = (low + high) / 2;
-      if (decodeAt(middle) > measured.get(1)!) high = middle;
+      if (decodeAt(middle) > singleDecode) high = middle;
       else low = middle;
     }
   }
-  const fit = { factors: withCompute(high) };
   console.log(
     `fit on -np 1: prompt ${singlePrefill.toFixed(1)} tok/s → arithmetic efficiency ${prefillEfficiency.toFixed(3)}; decode efficiency ${high.toFixed(3)}`,
   );
+  return withCompute(high);
+}
 
+/** Prints the measured-vs-projected table; returns the held-out cases' gate failures. */
+function printTable(
+  project: Project,
+  factors: CpuFactorOverrides,
+  measured: ReadonlyMap<number, number>,
+  argsFor: ReadonlyMap<number, string[]>,
+): string[] {
   const failures: string[] = [];
-  console.log(
-    `bench:concurrency — medium q2-experts (${(model.bytes / 2 ** 20).toFixed(0)} MiB, ${model.arch.routedExperts} experts, ${model.arch.activeExperts} active), ${machine.cores} core(s), ${bandwidthGBps.toFixed(1)} GB/s read; depth ${DEPTH}, ${GENERATED} tokens per request, median of ${ROUNDS}`,
-  );
-  console.log("");
   console.log("| -np (= requests) | measured aggregate tok/s | projected tok/s | error | gated |");
   console.log("|---|---|---|---|---|");
   for (const slots of SLOT_COUNTS) {
-    const projected = aggregateDecodeTokensPerSecond(project(argsFor.get(slots)!, fit.factors).speedInputs, slots);
+    const projected = aggregateDecodeTokensPerSecond(project(argsFor.get(slots)!, factors).speedInputs, slots);
     const actual = measured.get(slots)!;
     const error = projected / actual - 1;
     const gated = slots > 1;
@@ -169,6 +173,33 @@ async function main(): Promise<void> {
       `| ${slots} | ${actual.toFixed(2)} | ${projected.toFixed(2)} | ${(error * 100).toFixed(1)}% | ${gated ? "yes" : "no (calibration)"} |`,
     );
   }
+  return failures;
+}
+
+async function main(): Promise<void> {
+  const workDir = benchModelsDir();
+  mkdirSync(workDir, { recursive: true });
+  const medium = await generatedModelCase(workDir, "medium");
+  const model = await readLocalModel(medium.mixes["q2-experts"].path, "medium q2-experts");
+  const bandwidthGBps = measureReadBandwidthGBps(machine.cores);
+  const host = thisMachineHost(bandwidthGBps);
+  const project: Project = (args, cpuFactors) =>
+    estimate(model.tensors, model.arch, host, parseFlags(args, "bench").sizing, {
+      catalog,
+      decodeDepthTokens: DEPTH,
+      decodeDepths: [DEPTH],
+      prefillPrompts: [PROMPT],
+      cpuFactors,
+    });
+
+  const { measured, singlePrefill, argsFor } = await measureSlotCounts(model);
+  const fit = { factors: fitOnSingleSlot(project, argsFor.get(1)!, singlePrefill, measured.get(1)!) };
+
+  console.log(
+    `bench:concurrency — medium q2-experts (${(model.bytes / 2 ** 20).toFixed(0)} MiB, ${model.arch.routedExperts} experts, ${model.arch.activeExperts} active), ${machine.cores} core(s), ${bandwidthGBps.toFixed(1)} GB/s read; depth ${DEPTH}, ${GENERATED} tokens per request, median of ${ROUNDS}`,
+  );
+  console.log("");
+  const failures = printTable(project, fit.factors, measured, argsFor);
   console.log("");
   console.log(
     `measured scaling: ${SLOT_COUNTS.map((slots) => `${slots} → ${(measured.get(slots)! / measured.get(1)!).toFixed(2)}×`).join(", ")}`,

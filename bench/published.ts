@@ -448,28 +448,41 @@ export function predatedChanges(
   return release.mechanicsChanges.filter((change) => change.path === "cuda-moe" && onCuda && latest < change.since);
 }
 
-export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOptions = {}): Conversion {
-  const gpuOnlyPlaceholder = options.gpuOnlyPlaceholder ?? GPU_ONLY_PLACEHOLDER_HOST;
+/** What a run states about its CPU and memory, completed by platform facts or the GPU-only placeholder. */
+interface RunHardware {
+  cpuModel: MeasuredRun["hardware"]["cpu"]["model"];
+  platform: Catalog["cpuPlatforms"][number] | undefined;
+  facts: (typeof PLATFORM_FACTS)[string] | undefined;
+  memory: MeasuredRun["hardware"]["memory"];
+  sockets: number;
+  kind: string | undefined;
+  channels: number | undefined;
+  placeholder: NonNullable<ConvertOptions["gpuOnlyPlaceholder"]> | undefined;
+  bandwidthKnown: boolean;
+}
+
+/** A fork, or a build older than a mechanics change of the pinned release, blocks the run. */
+function engineBlockers(run: MeasuredRun, catalog: Catalog, sourceDate: string | null | undefined): string[] {
   const blockers: string[] = [];
-  const assumptions: string[] = [];
-  let prefillUsable = run.prefill !== null && run.prefill !== undefined;
   if (run.engine.fork) blockers.push(`fork (${run.engine.name}), kept out of the mainline fit`);
-  for (const change of predatedChanges(run, catalog.llamaCpp, options.sourceDate)) {
+  for (const change of predatedChanges(run, catalog.llamaCpp, sourceDate)) {
     blockers.push(
-      `engine predates llama.cpp#${change.pr} (source dated ${options.sourceDate}, change first seen ${change.since}): ${change.what.split(" (")[0]}, which ${catalog.llamaCpp.release} runs and estimate() models`,
+      `engine predates llama.cpp#${change.pr} (source dated ${sourceDate}, change first seen ${change.since}): ${change.what.split(" (")[0]}, which ${catalog.llamaCpp.release} runs and estimate() models`,
     );
   }
-  const found = runModel(run, catalog);
-  if (typeof found === "string") blockers.push(found);
-  else assumptions.push(...found.assumptions);
+  return blockers;
+}
+
+/** The run's memory kind and channel count: stated, else (with no measured bandwidth) the CPU's platform facts. */
+function runMemory(
+  run: MeasuredRun,
+  facts: RunHardware["facts"],
+  sockets: number,
+  assumptions: string[],
+): { kind: string | undefined; channels: number | undefined } {
   const cpuModel = run.hardware.cpu.model;
-  const platform = cpuModel
-    ? catalog.cpuPlatforms.find((entry) => entry.name.toLowerCase().startsWith(cpuModel.toLowerCase()))
-    : undefined;
-  const facts = cpuModel ? PLATFORM_FACTS[cpuModel] : undefined;
   const memory = run.hardware.memory;
   const stated = memory.kind && memory.mtPerSecond ? `${memory.kind}-${memory.mtPerSecond}` : undefined;
-  const sockets = run.hardware.cpu.socketsUsed ?? run.hardware.cpu.sockets ?? 1;
   let kind = stated;
   let channels: number | undefined = memory.channelsPerSocket !== null ? memory.channelsPerSocket * sockets : undefined;
   // "23 channels in all" style statements (unequal sockets) are recorded in the quotes, not the fields.
@@ -487,6 +500,24 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
       );
     }
   }
+  return { kind, channels };
+}
+
+/** The run's CPU and memory, with the GPU-only placeholder where a run on its GPUs describes neither. */
+function runHardware(
+  run: MeasuredRun,
+  catalog: Catalog,
+  gpuOnlyPlaceholder: NonNullable<ConvertOptions["gpuOnlyPlaceholder"]>,
+  assumptions: string[],
+): RunHardware {
+  const cpuModel = run.hardware.cpu.model;
+  const platform = cpuModel
+    ? catalog.cpuPlatforms.find((entry) => entry.name.toLowerCase().startsWith(cpuModel.toLowerCase()))
+    : undefined;
+  const facts = cpuModel ? PLATFORM_FACTS[cpuModel] : undefined;
+  const memory = run.hardware.memory;
+  const sockets = run.hardware.cpu.socketsUsed ?? run.hardware.cpu.sockets ?? 1;
+  let { kind, channels } = runMemory(run, facts, sockets, assumptions);
   const placeholder =
     run.placement === "gpu-only" &&
     run.hardware.gpus.length > 0 &&
@@ -506,21 +537,35 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
     );
   }
   const bandwidthKnown = memory.measuredBandwidthGBps !== null || (kind !== undefined && channels !== undefined);
+  return { cpuModel, platform, facts, memory, sockets, kind, channels, placeholder, bandwidthKnown };
+}
+
+/** Adds the corpus's exclusions that still apply as blockers; returns whether one of them rules out prefill only. */
+function corpusExclusions(run: MeasuredRun, bandwidthKnown: boolean, blockers: string[]): boolean {
+  let prefillExcluded = false;
   if (run.fit) {
     for (const reason of run.fit.excluded.split(/;\s*/)) {
-      if (PREFILL_ONLY.test(reason)) prefillUsable = false;
+      if (PREFILL_ONLY.test(reason)) prefillExcluded = true;
       else if (!(MEMORY_ONLY.test(reason) && bandwidthKnown)) blockers.push(`excluded in the corpus: ${reason}`);
     }
   }
+  return prefillExcluded;
+}
+
+/** Blocks a run whose CPU or bandwidth is undescribed; notes an unstated RAM size. */
+function hostGaps(run: MeasuredRun, hardware: RunHardware, blockers: string[], assumptions: string[]): void {
+  const { platform, facts, placeholder, cpuModel } = hardware;
   if (!platform && !facts && !placeholder && run.hardware.cpu.cores === null)
     blockers.push(`CPU ${cpuModel ?? "(not stated)"}: neither a catalog platform nor a core count`);
-  if (!bandwidthKnown) blockers.push("no bandwidth: neither memory kind, speed and channels nor a measured figure");
+  if (!hardware.bandwidthKnown)
+    blockers.push("no bandwidth: neither memory kind, speed and channels nor a measured figure");
   // RAM size is no speed input (only the memory-fit table reads it): a run that states none is sized
   // with a placeholder that holds the model, and says so.
-  if (memory.totalGB === null) assumptions.push("RAM size not stated (placeholder; not a speed input)");
-  const gpus = run.hardware.gpus.map((gpu) => ({ model: GPU_IDS[gpu.model], count: gpu.count, name: gpu.model }));
-  for (const gpu of gpus) if (!gpu.model) blockers.push(`GPU ${gpu.name} has no catalog entry`);
-  let flags: SizingFlags | undefined;
+  if (hardware.memory.totalGB === null) assumptions.push("RAM size not stated (placeholder; not a speed input)");
+}
+
+/** The run's command line as llama-server words; undefined when it is prose and the run is no CPU-only decode. */
+function translatedFlags(run: MeasuredRun, assumptions: string[]): { words: string[]; dropped: string[] } | undefined {
   // Annotations in parentheses ("-t 64 (pp512)") describe the benchmark, not flags.
   const commandLine = stripAnnotations(run.flags);
   let translated = serverWords(commandLine);
@@ -530,6 +575,18 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
     translated = { words: [], dropped: [] };
     assumptions.push(`flags not given ("${run.flags}"): server defaults`);
   }
+  return translated;
+}
+
+/** The run's llama-server sizing flags; undefined (with a blocker) when they are no command line or do not parse. */
+function runFlags(
+  run: MeasuredRun,
+  found: ReturnType<typeof runModel>,
+  blockers: string[],
+  assumptions: string[],
+): SizingFlags | undefined {
+  let flags: SizingFlags | undefined;
+  const translated = translatedFlags(run, assumptions);
   if (!translated) blockers.push(`flags are not a command line: "${run.flags}"`);
   else {
     try {
@@ -550,18 +607,18 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
       blockers.push(`flags do not parse as llama-server flags: ${lines.slice(1, 2).join(" ") || lines[0]}`);
     }
   }
-  if (blockers.length > 0 || typeof found === "string" || !flags) return { run, blockers };
-  // Decode's compute term and prefill both need the all-core clock: a catalog platform's, or the
-  // datasheet clock of PLATFORM_FACTS (stated as an assumption). Without either the run is not projected.
-  if (!platform && !facts && !placeholder)
-    return {
-      run,
-      blockers: [
-        `no all-core clock for CPU ${cpuModel ?? "(not stated)"} (neither a catalog platform nor a datasheet entry in PLATFORM_FACTS): decode's compute term and prefill need it`,
-      ],
-    };
+  return flags;
+}
+
+/** The clock the run's cores hold: from PLATFORM_FACTS (said as an assumption), the placeholder's, or none (a catalog platform's). */
+function runClock(
+  hardware: RunHardware,
+  threads: number | undefined,
+  assumptions: string[],
+): { ghz: number; which: string } | undefined {
+  const { platform, facts, placeholder, cpuModel, sockets } = hardware;
   const clock = facts
-    ? runClockGHz(facts, sockets, flags.threads)
+    ? runClockGHz(facts, sockets, threads)
     : placeholder
       ? { ghz: placeholder.allCoreGHz, which: "placeholder" }
       : undefined;
@@ -569,6 +626,18 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
     assumptions.push(
       `${facts.identifiedAs ? `${cpuModel} read as ${facts.identifiedAs}, ` : ""}${clock!.ghz} GHz ${clock!.which} of ${facts.clock}, ${facts.fp32FlopsPerCycle} FP32 FLOP/cycle (platform facts)`,
     );
+  return clock;
+}
+
+type RunGpu = { model: string | undefined; count: number; name: string };
+
+/** The first GPU's PCIe link, where the source states its lanes. */
+function firstGpuLink(
+  run: MeasuredRun,
+  gpus: readonly RunGpu[],
+  catalog: Catalog,
+  assumptions: string[],
+): { gen: number; lanes: number } | undefined {
   // The first GPU's link carries op offload's weight stream; a stated lane count without a generation
   // is taken at the card's own generation (an upper bound), and said.
   const firstLink = run.hardware.gpus[0]?.pcie;
@@ -579,7 +648,19 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
     assumptions.push(
       `first GPU's link at PCIe ${pcie.gen}.0 (its own generation; the source states x${pcie.lanes} only)`,
     );
-  const stack = hostSchema.safeParse({
+  return pcie;
+}
+
+/** The run's hardware as a stack's host section, checked by the stack schema. */
+function stackHost(
+  run: MeasuredRun,
+  hardware: RunHardware,
+  clock: { ghz: number; which: string } | undefined,
+  gpus: readonly RunGpu[],
+  pcie: { gen: number; lanes: number } | undefined,
+) {
+  const { cpuModel, platform, facts, placeholder, memory, sockets, kind, channels } = hardware;
+  return hostSchema.safeParse({
     kind: "bare-metal",
     cpu: platform
       ? { platform: platform.id, sockets }
@@ -601,6 +682,39 @@ export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOpti
     gpus: gpus.map((gpu) => ({ model: gpu.model!, count: gpu.count })),
     ...(pcie ? { pcie } : {}),
   });
+}
+
+export function convert(run: MeasuredRun, catalog: Catalog, options: ConvertOptions = {}): Conversion {
+  const gpuOnlyPlaceholder = options.gpuOnlyPlaceholder ?? GPU_ONLY_PLACEHOLDER_HOST;
+  const blockers = engineBlockers(run, catalog, options.sourceDate);
+  const assumptions: string[] = [];
+  const found = runModel(run, catalog);
+  if (typeof found === "string") blockers.push(found);
+  else assumptions.push(...found.assumptions);
+  const hardware = runHardware(run, catalog, gpuOnlyPlaceholder, assumptions);
+  const prefillExcluded = corpusExclusions(run, hardware.bandwidthKnown, blockers);
+  const prefillUsable = run.prefill !== null && run.prefill !== undefined && !prefillExcluded;
+  hostGaps(run, hardware, blockers, assumptions);
+  const gpus: RunGpu[] = run.hardware.gpus.map((gpu) => ({
+    model: GPU_IDS[gpu.model],
+    count: gpu.count,
+    name: gpu.model,
+  }));
+  for (const gpu of gpus) if (!gpu.model) blockers.push(`GPU ${gpu.name} has no catalog entry`);
+  const flags = runFlags(run, found, blockers, assumptions);
+  if (blockers.length > 0 || typeof found === "string" || !flags) return { run, blockers };
+  // Decode's compute term and prefill both need the all-core clock: a catalog platform's, or the
+  // datasheet clock of PLATFORM_FACTS (stated as an assumption). Without either the run is not projected.
+  if (!hardware.platform && !hardware.facts && !hardware.placeholder)
+    return {
+      run,
+      blockers: [
+        `no all-core clock for CPU ${hardware.cpuModel ?? "(not stated)"} (neither a catalog platform nor a datasheet entry in PLATFORM_FACTS): decode's compute term and prefill need it`,
+      ],
+    };
+  const clock = runClock(hardware, flags.threads, assumptions);
+  const pcie = firstGpuLink(run, gpus, catalog, assumptions);
+  const stack = stackHost(run, hardware, clock, gpus, pcie);
   if (!stack.success)
     return {
       run,
@@ -820,14 +934,13 @@ function writeCorpusFit(corpusFit: NonNullable<Catalog["efficiency"]["cpu"]["cor
   return path;
 }
 
-function main(argv: readonly string[]): number {
-  const write = argv.includes("--write");
-  const catalog = loadCatalog();
-  const corpus = loadMeasurements();
-  const mainline = corpus.runs.filter((run) => !run.engine.fork);
-  const sourceDates = new Map(corpus.sources.map((source) => [source.id, source.date]));
-  const conversions = mainline.map((run) => convert(run, catalog, { sourceDate: sourceDates.get(run.source) }));
-  const converted = conversions.filter((entry): entry is Converted => "inputs" in entry);
+/** Prints the corpus's size and, for every mainline run, whether it converts and what it assumes or what blocks it. */
+function printConversions(
+  corpus: ReturnType<typeof loadMeasurements>,
+  mainline: readonly MeasuredRun[],
+  conversions: readonly Conversion[],
+  converted: readonly Converted[],
+): void {
   console.log(
     `published corpus: ${corpus.runs.length} runs from ${new Set(corpus.runs.map((run) => run.source)).size} sources; ${mainline.length} mainline, ${converted.length} convertible to the estimator's inputs`,
   );
@@ -838,7 +951,9 @@ function main(argv: readonly string[]): number {
         `  used      ${entry.run.id}${entry.inputs.prefill ? "" : " (decode only)"}${entry.inputs.assumptions.length > 0 ? ` — assumes ${entry.inputs.assumptions.join(", ")}` : ""}`,
       );
   }
-  const residuals = leaveOneSourceOut(converted, catalog);
+}
+
+function printResiduals(residuals: readonly Residual[]): void {
   for (const entry of residuals) {
     const fitted = Object.entries(entry.factors)
       .map(([name, value]) => `${name} ${value!.toFixed(3)}`)
@@ -847,6 +962,10 @@ function main(argv: readonly string[]): number {
       `  held out  ${entry.run.id} ${entry.phase}: ${percent(entry.error)}  (fitted without its source: ${fitted})`,
     );
   }
+}
+
+/** Prints each phase's held-out errors against TARGETS; returns whether a target is missed (or not evaluated). */
+function checkTargets(residuals: readonly Residual[]): boolean {
   let missed = false;
   for (const phase of ["decode", "prefill"] as const) {
     const target = TARGETS[phase];
@@ -867,7 +986,11 @@ function main(argv: readonly string[]): number {
       `${phase}: ${errors.length} held-out runs from ${new Set(errors.map((entry) => entry.run.source)).size} sources, median |error| ${(median * 100).toFixed(1)} % (target ${target.median * 100} %), p90 ${(p90 * 100).toFixed(1)} % (target ${target.p90 * 100} %) — ${ok ? "met" : "MISSED"}`,
     );
   }
-  // Every hardware class's figures, also those under the five runs a written band needs.
+  return missed;
+}
+
+/** Every hardware class's figures, also those under the five runs a written band needs. */
+function printClasses(residuals: readonly Residual[]): void {
   for (const phase of ["decode", "prefill"] as const) {
     const byClass = new Map<string, number[]>();
     for (const entry of residuals.filter((residual) => residual.phase === phase))
@@ -879,11 +1002,10 @@ function main(argv: readonly string[]): number {
       );
     }
   }
-  const bands = errorBands(residuals);
-  for (const band of bands)
-    console.log(
-      `  band ${band.phase} ${band.hardwareClass}: ${band.runs} runs, p10 ${percent(band.p10)}, p90 ${percent(band.p90)}, median |error| ${(band.medianAbsolute * 100).toFixed(1)} %`,
-    );
+}
+
+/** Fits both phases on every convertible run and prints the informed factors and those kept at their priors. */
+function wholeCorpusFit(converted: readonly Converted[], catalog: Catalog): Record<string, number> {
   const whole = {
     decode: fitPhase(
       converted.filter((entry) => usable(entry, "decode")),
@@ -908,20 +1030,49 @@ function main(argv: readonly string[]): number {
         .join(", ") || "nothing informed"
     }; kept at their priors: ${(["decode", "prefill"] as const).flatMap((phase) => FITTED[phase].filter((factor) => !whole[phase].informed.includes(factor.name)).map((factor) => factor.name)).join(", ") || "none"}`,
   );
-  if (write) {
-    const fittedOn = `${converted.length} convertible mainline runs of catalog/measurements.yaml, ${new Date().toISOString().slice(0, 10)}`;
-    const path = writeCorpusFit({
-      fittedOn,
-      factors,
-      errorBands: bands.map((band) => ({
-        ...band,
-        p10: Number(band.p10.toFixed(3)),
-        p90: Number(band.p90.toFixed(3)),
-        medianAbsolute: Number(band.medianAbsolute.toFixed(3)),
-      })),
-    });
-    console.log(`wrote cpu.corpusFit to ${path.replace(`${resolve(__dirname, "..")}/`, "")}`);
-  }
+  return factors;
+}
+
+/** --write: stores the whole-corpus fit and the error bands, and says where. */
+function writeFit(
+  converted: readonly Converted[],
+  factors: Record<string, number>,
+  bands: ReturnType<typeof errorBands>,
+): void {
+  const fittedOn = `${converted.length} convertible mainline runs of catalog/measurements.yaml, ${new Date().toISOString().slice(0, 10)}`;
+  const path = writeCorpusFit({
+    fittedOn,
+    factors,
+    errorBands: bands.map((band) => ({
+      ...band,
+      p10: Number(band.p10.toFixed(3)),
+      p90: Number(band.p90.toFixed(3)),
+      medianAbsolute: Number(band.medianAbsolute.toFixed(3)),
+    })),
+  });
+  console.log(`wrote cpu.corpusFit to ${path.replace(`${resolve(__dirname, "..")}/`, "")}`);
+}
+
+function main(argv: readonly string[]): number {
+  const write = argv.includes("--write");
+  const catalog = loadCatalog();
+  const corpus = loadMeasurements();
+  const mainline = corpus.runs.filter((run) => !run.engine.fork);
+  const sourceDates = new Map(corpus.sources.map((source) => [source.id, source.date]));
+  const conversions = mainline.map((run) => convert(run, catalog, { sourceDate: sourceDates.get(run.source) }));
+  const converted = conversions.filter((entry): entry is Converted => "inputs" in entry);
+  printConversions(corpus, mainline, conversions, converted);
+  const residuals = leaveOneSourceOut(converted, catalog);
+  printResiduals(residuals);
+  const missed = checkTargets(residuals);
+  printClasses(residuals);
+  const bands = errorBands(residuals);
+  for (const band of bands)
+    console.log(
+      `  band ${band.phase} ${band.hardwareClass}: ${band.runs} runs, p10 ${percent(band.p10)}, p90 ${percent(band.p90)}, median |error| ${(band.medianAbsolute * 100).toFixed(1)} %`,
+    );
+  const factors = wholeCorpusFit(converted, catalog);
+  if (write) writeFit(converted, factors, bands);
   return missed ? 1 : 0;
 }
 

@@ -68,6 +68,87 @@ async function header(path: string): Promise<Awaited<ReturnType<typeof gguf>>> {
   }
 }
 
+type GgufHeader = Awaited<ReturnType<typeof gguf>>;
+
+/** Refuses a later shard of a split model: llama-server loads a split model from its first shard. */
+function assertFirstShard(path: string, splitNo: number, splitCount: number, name: RegExpExecArray | null): void {
+  if (splitNo !== 0 || (name && name[2] !== "00001")) {
+    const firstName = name ? `${name[1]}-00001-of-${name[3]}.gguf` : "its -00001-of-N shard";
+    const index = splitNo > 0 ? splitNo + 1 : Number(name![2]);
+    const count = splitCount > 1 ? splitCount : Number(name?.[3] ?? splitCount);
+    throw refuse(
+      path,
+      `shard ${index} of ${count} of a split model; allowed: the first shard (${firstName}), which llama-server loads the rest from`,
+    );
+  }
+}
+
+/** The other shards of a split model, found beside the first by their split names. */
+function siblingShards(path: string, splitCount: number, name: RegExpExecArray | null): string[] {
+  const others: string[] = [];
+  if (splitCount > 1) {
+    if (!name)
+      throw refuse(
+        path,
+        `the first of ${splitCount} shards, but not named PREFIX-00001-of-${String(splitCount).padStart(5, "0")}.gguf, so its other shards cannot be found`,
+      );
+    for (let index = 2; index <= splitCount; index++) {
+      const sibling = join(dirname(path), `${name[1]}-${String(index).padStart(5, "0")}-of-${name[3]}.gguf`);
+      if (!existsSync(sibling))
+        throw refuse(sibling, `missing: shard ${index} of ${splitCount} must sit beside the first`);
+      others.push(sibling);
+    }
+  }
+  return others;
+}
+
+/** A lock for the local model, as a downloaded one would have (placeholder sizes and hashes). */
+function localLock(
+  path: string,
+  label: string,
+  metadata: Record<string, unknown>,
+  headers: GgufHeader[],
+  shards: string[],
+): ManifestLock {
+  try {
+    return lockSchema.parse({
+      lockVersion: 1,
+      repo: "local/gguf",
+      revision: "local",
+      tier: label.replace(/[^A-Za-z0-9_.+-]+/g, "_").replace(/^[^A-Za-z0-9]+/, "") || "local",
+      source: path,
+      generatedAt: "local",
+      metadata: scalarMetadata(metadata),
+      shards: headers.map((shard, index) => ({
+        path: `shard-${String(index + 1).padStart(5, "0")}.gguf`, // the lock wants plain relative names; `shards` keeps the real paths
+        size: 1,
+        sha256: "0".repeat(64),
+        tensors: lockTensorsOf(shard.tensorInfos, (problem) => refuse(shards[index]!, problem)),
+      })),
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw refuse(
+      path,
+      `its header does not describe a model the planner can read (${(error as Error).message.split("\n")[0]})`,
+    );
+  }
+}
+
+function localArchitecture(path: string, lock: ManifestLock): Architecture {
+  try {
+    return architectureFromMetadata(lock.metadata);
+  } catch (error) {
+    // An unsized architecture's message already names what is allowed.
+    throw refuse(
+      path,
+      error instanceof UnsizedArchitectureError
+        ? error.message
+        : `${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`,
+    );
+  }
+}
+
 /**
  * Reads a model the way llama-server loads it: from its first shard, the other shards found beside
  * it by name. `extraShards` overrides that search (the bench names its shards itself).
@@ -82,70 +163,12 @@ export async function readLocalModel(
   const splitNo = Number(metadata["split.no"] ?? 0);
   const splitCount = Number(metadata["split.count"] ?? 1);
   const name = SPLIT_NAME.exec(basename(path));
-  if (splitNo !== 0 || (name && name[2] !== "00001")) {
-    const firstName = name ? `${name[1]}-00001-of-${name[3]}.gguf` : "its -00001-of-N shard";
-    const index = splitNo > 0 ? splitNo + 1 : Number(name![2]);
-    const count = splitCount > 1 ? splitCount : Number(name?.[3] ?? splitCount);
-    throw refuse(
-      path,
-      `shard ${index} of ${count} of a split model; allowed: the first shard (${firstName}), which llama-server loads the rest from`,
-    );
-  }
-  let others = extraShards;
-  if (!others) {
-    others = [];
-    if (splitCount > 1) {
-      if (!name)
-        throw refuse(
-          path,
-          `the first of ${splitCount} shards, but not named PREFIX-00001-of-${String(splitCount).padStart(5, "0")}.gguf, so its other shards cannot be found`,
-        );
-      for (let index = 2; index <= splitCount; index++) {
-        const sibling = join(dirname(path), `${name[1]}-${String(index).padStart(5, "0")}-of-${name[3]}.gguf`);
-        if (!existsSync(sibling))
-          throw refuse(sibling, `missing: shard ${index} of ${splitCount} must sit beside the first`);
-        others.push(sibling);
-      }
-    }
-  }
+  assertFirstShard(path, splitNo, splitCount, name);
+  const others = extraShards ?? siblingShards(path, splitCount, name);
   const rest = await Promise.all(others.map(header));
   const shards = [path, ...others];
-  let lock: ManifestLock;
-  try {
-    lock = lockSchema.parse({
-      lockVersion: 1,
-      repo: "local/gguf",
-      revision: "local",
-      tier: label.replace(/[^A-Za-z0-9_.+-]+/g, "_").replace(/^[^A-Za-z0-9]+/, "") || "local",
-      source: path,
-      generatedAt: "local",
-      metadata: scalarMetadata(metadata),
-      shards: [first, ...rest].map((shard, index) => ({
-        path: `shard-${String(index + 1).padStart(5, "0")}.gguf`, // the lock wants plain relative names; `shards` keeps the real paths
-        size: 1,
-        sha256: "0".repeat(64),
-        tensors: lockTensorsOf(shard.tensorInfos, (problem) => refuse(shards[index]!, problem)),
-      })),
-    });
-  } catch (error) {
-    if (error instanceof ConfigError) throw error;
-    throw refuse(
-      path,
-      `its header does not describe a model the planner can read (${(error as Error).message.split("\n")[0]})`,
-    );
-  }
-  let arch: Architecture;
-  try {
-    arch = architectureFromMetadata(lock.metadata);
-  } catch (error) {
-    // An unsized architecture's message already names what is allowed.
-    throw refuse(
-      path,
-      error instanceof UnsizedArchitectureError
-        ? error.message
-        : `${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`,
-    );
-  }
+  const lock = localLock(path, label, metadata, [first, ...rest], shards);
+  const arch = localArchitecture(path, lock);
   const tensors = tensorsFromLock(lock);
   return { path, shards, arch, tensors, bytes: tensors.reduce((sum, tensor) => sum + tensor.bytes, 0), lock };
 }

@@ -821,6 +821,13 @@ function hostLabel(answers: Answers): string {
   return [cpu, `${answers.memory} of ${answers.platform.memory.kind}`, gpus].filter(Boolean).join(", ");
 }
 
+/** Appends to the stack file being rendered: a value line, a wrapped comment, and where an answer came from. */
+interface StackWriter {
+  push: (indent: number, text: string) => void;
+  comment: (indent: number, text: string) => void;
+  from: (key: AnswerKey) => string;
+}
+
 /**
  * The stack file, in the style of the stacks in stacks/: every value with a comment saying what it is
  * and where it came from (an answer, a flag, the catalog or this command's default).
@@ -830,10 +837,13 @@ export function renderStackFile(
   origins: Partial<Record<AnswerKey, Origin>>,
   notes: readonly string[] = [],
 ): string {
-  const from = (key: AnswerKey) => said(key, origins[key]);
   const lines: string[] = [];
-  const push = (indent: number, text: string) => lines.push(`${" ".repeat(indent)}${text}`);
-  const comment = (indent: number, text: string) => lines.push(...wrapComment(indent, text));
+  const writer: StackWriter = {
+    push: (indent, text) => lines.push(`${" ".repeat(indent)}${text}`),
+    comment: (indent, text) => lines.push(...wrapComment(indent, text)),
+    from: (key) => said(key, origins[key]),
+  };
+  const { push, comment } = writer;
   const { model, tier } = answers;
 
   comment(
@@ -844,86 +854,115 @@ export function renderStackFile(
   for (const note of notes) comment(0, note);
   lines.push("config:");
   push(2, `${CONFIG_NAMESPACE}:host:`);
-  if (answers.kind === "bare-metal") {
-    const { platform } = answers;
-    const channels = platform.memory.channels * answers.sockets;
-    push(4, "kind: bare-metal");
-    comment(4, "What the plan and its report call this machine (from the answers).");
-    push(4, `name: ${scalar(hostLabel(answers))}`);
-    if (answers.sshHost) {
-      comment(
-        4,
-        `Where \`pulumi up\` connects (${from("sshHost")}); pin its key as ssh.hostPublicKey (ssh-keyscan) before up.`,
-      );
-      push(4, "ssh:");
-      push(6, `host: ${scalar(answers.sshHost)}`);
-    } else {
-      comment(4, "`pulumi up` needs the address it connects to; the plan does not:");
-      comment(4, 'ssh: { host: 203.0.113.10, user: root, hostPublicKey: "ssh-ed25519 AAAA…" }');
-    }
-    push(4, "cpu:");
+  if (answers.kind === "bare-metal") writeBareMetalHost(writer, answers, origins);
+  else writeCloudHost(writer, answers);
+  writeModelAndServing(writer, answers);
+  if (!withCosts(answers)) {
     comment(
-      6,
-      `catalog/platforms.yaml ${platform.id}: ${platform.name}, ${platform.cores} cores${platform.ccds ? ` in ${platform.ccds} CCDs` : ""}, ${platform.memory.channels} channels of ${platform.memory.kind} per socket (${from("platform")}).`,
+      2,
+      "No kimi-kit:costs: a bare-metal cost needs the hardware's price (--hardware-price-usd), so the plan sizes and projects everything and omits the monthly cost and break-even.",
     );
-    push(6, `platform: ${platform.id}`);
-    if (answers.sockets !== platform.sockets) {
-      comment(6, `Sockets (${from("sockets")}): the platform's cores, channels and NUMA nodes are multiplied.`);
-      push(6, `sockets: ${answers.sockets}`);
-    }
-    push(4, "memory:");
-    const memoryWhy =
-      origins.memory === "default"
-        ? `one 32 GiB DIMM in each of the ${channels} channels`
-        : `${channels} channels of ${platform.memory.kind}`;
-    comment(6, `RAM in all (${from("memory")}; ${memoryWhy}); the plan checks the tier against it.`);
-    push(6, `total: ${answers.memory}`);
-    if (answers.gpus.length > 0) {
-      comment(
-        4,
-        `catalog/gpus.yaml (${from("gpus")})${answers.pcie ? "" : "; each on a full-width PCIe link unless host.pcie (gen, lanes) says less: risers, x4 slots"}.`,
-      );
-      push(4, "gpus:");
-      for (const entry of answers.gpus) {
-        comment(6, `${entry.gpu.name}, ${formatGiB(entry.gpu.memory)} each, ${entry.gpu.bandwidthGBps} GB/s.`);
-        push(6, `- model: ${entry.gpu.id}`);
-        push(6, `  count: ${entry.count}`);
-      }
-      if (answers.pcie) {
-        comment(4, `Each card's PCIe link (${from("pcie")}): what the plan charges for weights streamed to the cards.`);
-        push(4, `pcie: { gen: ${answers.pcie.gen}, lanes: ${answers.pcie.lanes} }`);
-      }
-    }
-  } else {
-    const { instance } = answers;
-    push(4, "kind: cloud");
-    push(4, "provider: aws");
-    comment(
-      4,
-      `catalog/cloud-instances.yaml: ${instance.vcpus} vCPUs, ${formatGiB(instance.memory, 0)}${instance.gpus ? `, ${instance.gpus.count} × ${instance.gpus.model}` : ""}, $${instance.usdPerHour}/h on demand in us-east-1 (${from("instance")}).`,
-    );
-    push(4, `instanceType: ${instance.id}`);
-    comment(
-      4,
-      `The region (${from("region")})${answers.region === "us-east-1" ? "" : `; the catalog's price is us-east-1's: set costs.cloud.usdPerHour to ${answers.region}'s`}.`,
-    );
-    push(4, `region: ${answers.region}`);
-    comment(4, `Only these networks reach SSH and the API port (${from("allowedCidrs")}).`);
-    push(4, `allowedCidrs: [${answers.allowedCidrs.map((block) => JSON.stringify(block)).join(", ")}]`);
-    if (answers.sshPublicKey) {
-      comment(
-        4,
-        `The public half of kimi-kit:sshPrivateKey, installed for root by cloud-init (${from("sshPublicKey")}).`,
-      );
-      push(4, `sshPublicKey: ${scalar(answers.sshPublicKey)}`);
-    } else {
-      comment(
-        4,
-        "`pulumi up` installs this public key for root (the half of kimi-kit:sshPrivateKey); the plan needs none:",
-      );
-      comment(4, "sshPublicKey: ssh-ed25519 AAAA… ops@example.com");
-    }
+    return `${lines.join("\n")}\n`;
   }
+  writeCosts(writer, answers);
+  return `${lines.join("\n")}\n`;
+}
+
+/** kimi-kit:host for a bare-metal machine: its name, ssh, CPU, memory and GPUs. */
+function writeBareMetalHost(writer: StackWriter, answers: Answers, origins: Partial<Record<AnswerKey, Origin>>): void {
+  const { push, comment, from } = writer;
+  const { platform } = answers;
+  const channels = platform.memory.channels * answers.sockets;
+  push(4, "kind: bare-metal");
+  comment(4, "What the plan and its report call this machine (from the answers).");
+  push(4, `name: ${scalar(hostLabel(answers))}`);
+  if (answers.sshHost) {
+    comment(
+      4,
+      `Where \`pulumi up\` connects (${from("sshHost")}); pin its key as ssh.hostPublicKey (ssh-keyscan) before up.`,
+    );
+    push(4, "ssh:");
+    push(6, `host: ${scalar(answers.sshHost)}`);
+  } else {
+    comment(4, "`pulumi up` needs the address it connects to; the plan does not:");
+    comment(4, 'ssh: { host: 203.0.113.10, user: root, hostPublicKey: "ssh-ed25519 AAAA…" }');
+  }
+  push(4, "cpu:");
+  comment(
+    6,
+    `catalog/platforms.yaml ${platform.id}: ${platform.name}, ${platform.cores} cores${platform.ccds ? ` in ${platform.ccds} CCDs` : ""}, ${platform.memory.channels} channels of ${platform.memory.kind} per socket (${from("platform")}).`,
+  );
+  push(6, `platform: ${platform.id}`);
+  if (answers.sockets !== platform.sockets) {
+    comment(6, `Sockets (${from("sockets")}): the platform's cores, channels and NUMA nodes are multiplied.`);
+    push(6, `sockets: ${answers.sockets}`);
+  }
+  push(4, "memory:");
+  const memoryWhy =
+    origins.memory === "default"
+      ? `one 32 GiB DIMM in each of the ${channels} channels`
+      : `${channels} channels of ${platform.memory.kind}`;
+  comment(6, `RAM in all (${from("memory")}; ${memoryWhy}); the plan checks the tier against it.`);
+  push(6, `total: ${answers.memory}`);
+  if (answers.gpus.length > 0) writeGpus(writer, answers);
+}
+
+/** The host's GPUs, and each card's PCIe link when one was given. */
+function writeGpus(writer: StackWriter, answers: Answers): void {
+  const { push, comment, from } = writer;
+  comment(
+    4,
+    `catalog/gpus.yaml (${from("gpus")})${answers.pcie ? "" : "; each on a full-width PCIe link unless host.pcie (gen, lanes) says less: risers, x4 slots"}.`,
+  );
+  push(4, "gpus:");
+  for (const entry of answers.gpus) {
+    comment(6, `${entry.gpu.name}, ${formatGiB(entry.gpu.memory)} each, ${entry.gpu.bandwidthGBps} GB/s.`);
+    push(6, `- model: ${entry.gpu.id}`);
+    push(6, `  count: ${entry.count}`);
+  }
+  if (answers.pcie) {
+    comment(4, `Each card's PCIe link (${from("pcie")}): what the plan charges for weights streamed to the cards.`);
+    push(4, `pcie: { gen: ${answers.pcie.gen}, lanes: ${answers.pcie.lanes} }`);
+  }
+}
+
+/** kimi-kit:host for a cloud instance: its type, region, networks and SSH key. */
+function writeCloudHost(writer: StackWriter, answers: Answers): void {
+  const { push, comment, from } = writer;
+  const { instance } = answers;
+  push(4, "kind: cloud");
+  push(4, "provider: aws");
+  comment(
+    4,
+    `catalog/cloud-instances.yaml: ${instance.vcpus} vCPUs, ${formatGiB(instance.memory, 0)}${instance.gpus ? `, ${instance.gpus.count} × ${instance.gpus.model}` : ""}, $${instance.usdPerHour}/h on demand in us-east-1 (${from("instance")}).`,
+  );
+  push(4, `instanceType: ${instance.id}`);
+  comment(
+    4,
+    `The region (${from("region")})${answers.region === "us-east-1" ? "" : `; the catalog's price is us-east-1's: set costs.cloud.usdPerHour to ${answers.region}'s`}.`,
+  );
+  push(4, `region: ${answers.region}`);
+  comment(4, `Only these networks reach SSH and the API port (${from("allowedCidrs")}).`);
+  push(4, `allowedCidrs: [${answers.allowedCidrs.map((block) => JSON.stringify(block)).join(", ")}]`);
+  if (answers.sshPublicKey) {
+    comment(
+      4,
+      `The public half of kimi-kit:sshPrivateKey, installed for root by cloud-init (${from("sshPublicKey")}).`,
+    );
+    push(4, `sshPublicKey: ${scalar(answers.sshPublicKey)}`);
+  } else {
+    comment(
+      4,
+      "`pulumi up` installs this public key for root (the half of kimi-kit:sshPrivateKey); the plan needs none:",
+    );
+    comment(4, "sshPublicKey: ssh-ed25519 AAAA… ops@example.com");
+  }
+}
+
+/** kimi-kit:model and kimi-kit:serving: the tier, and the context and slots it is served with. */
+function writeModelAndServing(writer: StackWriter, answers: Answers): void {
+  const { push, comment, from } = writer;
+  const { model, tier } = answers;
   push(2, `${CONFIG_NAMESPACE}:model:`);
   comment(4, `catalog/models.yaml ${model.id}: ${model.name} (${from("model")}).`);
   push(4, `repo: ${model.repo}`);
@@ -940,13 +979,11 @@ export function renderStackFile(
   push(4, `contextLength: ${answers.contextLength}`);
   comment(4, `Requests served at once, each with its own context's KV cache (${from("slots")}).`);
   push(4, `parallelSlots: ${answers.slots}`);
-  if (!withCosts(answers)) {
-    comment(
-      2,
-      "No kimi-kit:costs: a bare-metal cost needs the hardware's price (--hardware-price-usd), so the plan sizes and projects everything and omits the monthly cost and break-even.",
-    );
-    return `${lines.join("\n")}\n`;
-  }
+}
+
+/** kimi-kit:costs: the hardware (or cloud volume), the API compared with, and the expected usage. */
+function writeCosts(writer: StackWriter, answers: Answers): void {
+  const { push, comment, from } = writer;
   push(2, `${CONFIG_NAMESPACE}:costs:`);
   if (answers.kind === "bare-metal") {
     push(4, "hardware:");
@@ -978,7 +1015,6 @@ export function renderStackFile(
   push(6, `mix: { input: ${String(answers.mix.input)}, output: ${String(answers.mix.output)} }`);
   comment(6, `Share of the month the host is busy serving, for its capacity (${from("utilization")}).`);
   push(6, `utilization: ${String(answers.utilization)}`);
-  return `${lines.join("\n")}\n`;
 }
 
 /** The `kimi-kit:` values of a rendered file, read the way planner/stack-file.ts reads a stack. */
@@ -1219,10 +1255,8 @@ interface Io {
   stderr: NodeJS.WritableStream;
 }
 
-export async function main(
-  argv: string[],
-  io: Io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
-): Promise<number> {
+/** The flags as parseArgs reads them; an exit status instead when they are refused or --help is asked. */
+function parseFlags(argv: string[], io: Io): Record<string, string | boolean | undefined> | number {
   const flagOptions = Object.fromEntries(QUESTIONS.map((entry) => [entry.flag.slice(2), { type: "string" as const }]));
   let values: Record<string, string | boolean | undefined>;
   try {
@@ -1249,6 +1283,75 @@ export async function main(
     io.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  return values;
+}
+
+/** What one run of the questions shares: the answers so far, how to ask, and the answers nobody gave. */
+interface Round {
+  session: Session;
+  context: Context;
+  flags: Partial<Record<AnswerKey, string>>;
+  asker: Asker | undefined;
+  yes: boolean;
+  io: Io;
+  /** Answers nobody gave, without a terminal to ask: listed together, so one rerun fixes them all. */
+  missing: AnswerKey[];
+}
+
+/** Every question that applies, in order; an exit status when a refused flag or default ends the run. */
+async function answerAll(round: Round): Promise<number | undefined> {
+  // Questions in order: a later one's choices, default and check depend on the earlier answers.
+  for (const entry of QUESTIONS) {
+    // Answered already: by a recommendation, which fills several at once.
+    if (!entry.applies(round.session.answers) || round.session.answers[entry.key] !== undefined) continue;
+    const code = await answerQuestion(round, entry);
+    if (code !== undefined) return code;
+  }
+  return undefined;
+}
+
+/** One question: from its flag, else asked in a terminal, else its default (with --yes), else missing. */
+async function answerQuestion(round: Round, entry: AnyQuestion): Promise<number | undefined> {
+  const { session, context, asker, yes, io, missing } = round;
+  const flagText = round.flags[entry.key];
+  if (missing.length > 0) {
+    // An earlier answer is missing, so this one cannot be checked: only list it if it is missing too.
+    // The answers that decide which questions apply (kind, price) depend on nothing: still taken.
+    if (typeof flagText === "string" && (entry.key === "kind" || entry.key === "priceUsd"))
+      answer(session, entry.key, flagText, "flag", context);
+    else if (typeof flagText !== "string" && entry.asked && (!yes || entry.mustAnswer)) missing.push(entry.key);
+    return undefined;
+  }
+  if (typeof flagText === "string") {
+    const problem = take(session, entry.key, flagText, "flag", context);
+    if (problem === undefined) {
+      if (session.origins[entry.key] === "recommended") io.stdout.write(`${session.notes!.at(-1)!}\n`);
+      return undefined;
+    }
+    // In a terminal a refused flag is one more wrong answer, said and asked again; in a script it ends the run.
+    if (!asker || !entry.asked) return refuse(io, flagLine(entry.key, problem));
+    asker.say(fieldLine(entry.key, problem));
+  }
+  if (asker && entry.asked) {
+    await asker.ask(session, entry.key, context);
+    return undefined;
+  }
+  const fallback = entry.defaultText(session.answers, context);
+  if (fallback === undefined || (entry.asked && !yes)) {
+    missing.push(entry.key);
+    return undefined;
+  }
+  const problem = take(session, entry.key, fallback, "default", context);
+  if (problem !== undefined) return refuse(io, flagLine(entry.key, problem));
+  return undefined;
+}
+
+export async function main(
+  argv: string[],
+  io: Io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
+  const values = parseFlags(argv, io);
+  if (typeof values === "number") return values;
   const flags: Partial<Record<AnswerKey, string>> = {};
   for (const entry of QUESTIONS) {
     const text = values[entry.flag.slice(2)];
@@ -1260,45 +1363,11 @@ export async function main(
   const terminal = io.stdin.isTTY === true;
   const rl = terminal && !yes ? createInterface({ input: io.stdin, output: io.stdout, terminal: true }) : undefined;
   const asker = rl ? new Asker(rl, io.stdout) : undefined;
-  /** Answers nobody gave, without a terminal to ask: listed together, so one rerun fixes them all. */
   const missing: AnswerKey[] = [];
   try {
     asker?.say("A new kimi-kit stack. Enter takes the [default]; Ctrl-C stops without writing anything.");
-    // Questions in order: a later one's choices, default and check depend on the earlier answers.
-    for (const entry of QUESTIONS) {
-      // Answered already: by a recommendation, which fills several at once.
-      if (!entry.applies(session.answers) || session.answers[entry.key] !== undefined) continue;
-      const flagText = flags[entry.key];
-      if (missing.length > 0) {
-        // An earlier answer is missing, so this one cannot be checked: only list it if it is missing too.
-        // The answers that decide which questions apply (kind, price) depend on nothing: still taken.
-        if (typeof flagText === "string" && (entry.key === "kind" || entry.key === "priceUsd"))
-          answer(session, entry.key, flagText, "flag", context);
-        else if (typeof flagText !== "string" && entry.asked && (!yes || entry.mustAnswer)) missing.push(entry.key);
-        continue;
-      }
-      if (typeof flagText === "string") {
-        const problem = take(session, entry.key, flagText, "flag", context);
-        if (problem === undefined) {
-          if (session.origins[entry.key] === "recommended") io.stdout.write(`${session.notes!.at(-1)!}\n`);
-          continue;
-        }
-        // In a terminal a refused flag is one more wrong answer, said and asked again; in a script it ends the run.
-        if (!asker || !entry.asked) return refuse(io, flagLine(entry.key, problem));
-        asker.say(fieldLine(entry.key, problem));
-      }
-      if (asker && entry.asked) {
-        await asker.ask(session, entry.key, context);
-        continue;
-      }
-      const fallback = entry.defaultText(session.answers, context);
-      if (fallback === undefined || (entry.asked && !yes)) {
-        missing.push(entry.key);
-        continue;
-      }
-      const problem = take(session, entry.key, fallback, "default", context);
-      if (problem !== undefined) return refuse(io, flagLine(entry.key, problem));
-    }
+    const code = await answerAll({ session, context, flags, asker, yes, io, missing });
+    if (code !== undefined) return code;
   } catch (error) {
     if (error instanceof Interrupted) {
       io.stderr.write(`\nstopped (${error.message}): nothing written\n`);
@@ -1316,8 +1385,11 @@ export async function main(
       `${flags}: found nothing; allowed: a value for each (${why}; --yes takes the default of an answer that has one)`,
     );
   }
+  return writeAndPlan(session.answers as Answers, session, context, io);
+}
 
-  const answers = session.answers as Answers;
+/** Renders, checks and writes the stack, then plans the file as written and prints the verdict and next steps. */
+function writeAndPlan(answers: Answers, session: Session, context: Context, io: Io): number {
   let prepared: ReturnType<typeof prepareStack>;
   try {
     prepared = prepareStack(answers.name, answers, session.origins, session.notes);

@@ -119,8 +119,42 @@ const RECOMMEND_ONLY = [
   "force",
 ] as const;
 
+/** Every option but --args (taken out before: llama-server flags would read as options here). */
+function parseOptions(args: string[]) {
+  return parseArgs({
+    args,
+    options: {
+      stack: { type: "string" },
+      gguf: { type: "string" },
+      "bandwidth-gbps": { type: "string" },
+      compare: { type: "boolean" },
+      json: { type: "boolean" },
+      diff: { type: "string" },
+      "diff-stack": { type: "string" },
+      format: { type: "string" },
+      html: { type: "string" },
+      svg: { type: "string" },
+      recommend: { type: "boolean" },
+      model: { type: "string" },
+      tier: { type: "string" },
+      "min-decode": { type: "string" },
+      context: { type: "string" },
+      slots: { type: "string" },
+      "max-monthly-usd": { type: "string" },
+      kind: { type: "string" },
+      "usd-per-kwh": { type: "string" },
+      top: { type: "string" },
+      "write-stack": { type: "string" },
+      force: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  }).values;
+}
+
+type PlanOptions = ReturnType<typeof parseOptions>;
+
 async function main(argv: string[]): Promise<number> {
-  let options;
+  let options: PlanOptions;
   // --args takes the next word verbatim: llama-server flags start with "-", which parseArgs refuses as a value.
   const at = argv.indexOf("--args");
   const argsText = at >= 0 ? argv[at + 1] : argv.find((arg) => arg.startsWith("--args="))?.slice("--args=".length);
@@ -133,34 +167,7 @@ async function main(argv: string[]): Promise<number> {
   const rest =
     at >= 0 ? [...argv.slice(0, at), ...argv.slice(at + 2)] : argv.filter((arg) => !arg.startsWith("--args="));
   try {
-    options = parseArgs({
-      args: rest,
-      options: {
-        stack: { type: "string" },
-        gguf: { type: "string" },
-        "bandwidth-gbps": { type: "string" },
-        compare: { type: "boolean" },
-        json: { type: "boolean" },
-        diff: { type: "string" },
-        "diff-stack": { type: "string" },
-        format: { type: "string" },
-        html: { type: "string" },
-        svg: { type: "string" },
-        recommend: { type: "boolean" },
-        model: { type: "string" },
-        tier: { type: "string" },
-        "min-decode": { type: "string" },
-        context: { type: "string" },
-        slots: { type: "string" },
-        "max-monthly-usd": { type: "string" },
-        kind: { type: "string" },
-        "usd-per-kwh": { type: "string" },
-        top: { type: "string" },
-        "write-stack": { type: "string" },
-        force: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
+    options = parseOptions(rest);
   } catch (error) {
     // parseArgs says "Option '--gguf <value>' argument missing": name the option and what it takes instead.
     const missing = /^Option '(--[\w-]+) <value>' argument missing/.exec((error as Error).message)?.[1];
@@ -170,27 +177,7 @@ async function main(argv: string[]): Promise<number> {
     );
     return 2;
   }
-  if (!options.help && options.recommend) {
-    const conflicting = [
-      ["--stack", options.stack],
-      ["--compare", options.compare],
-      ["--diff", options.diff],
-      ["--diff-stack", options["diff-stack"]],
-      ["--format", options.format],
-      ["--args", argsText],
-      ["--gguf", options.gguf],
-      ["--bandwidth-gbps", options["bandwidth-gbps"]],
-      ["--html", options.html],
-      ["--svg", options.svg],
-    ].flatMap(([flag, value]) => (value !== undefined && value !== false ? [flag as string] : []));
-    if (conflicting.length > 0) {
-      process.stderr.write(
-        `--recommend: not with ${conflicting.join(", ")} (it plans catalog hosts, not a stack or a command line)\n${USAGE}\n`,
-      );
-      return 2;
-    }
-    return runRecommend(options, options.json === true);
-  }
+  if (!options.help && options.recommend) return recommendAlone(options, argsText);
   if (!options.help) {
     const stray = RECOMMEND_ONLY.find((name) => options[name] !== undefined);
     if (stray) {
@@ -201,85 +188,122 @@ async function main(argv: string[]): Promise<number> {
   if (
     !options.help &&
     (options.diff !== undefined || options["diff-stack"] !== undefined || options.format !== undefined)
-  ) {
-    try {
-      return await runDiff({
-        stack: options.stack,
-        ref: options.diff,
-        otherStack: options["diff-stack"],
-        format: options.format,
-        json: options.json === true,
-        reports: { html: options.html, svg: options.svg },
-        conflicting: [
-          argsText !== undefined ? "--args" : "",
-          options.gguf !== undefined ? "--gguf" : "",
-          options.compare ? "--compare" : "",
-          options["bandwidth-gbps"] !== undefined ? "--bandwidth-gbps" : "",
-        ].filter(Boolean),
-      });
-    } catch (error) {
-      if (error instanceof ExitError) {
-        process.stderr.write(`${error.message}${error.code === 2 && error.withUsage ? `\n${USAGE}` : ""}\n`);
-        return error.code;
-      }
-      throw error;
-    }
-  }
-  if (!options.help && (argsText !== undefined || options.gguf !== undefined)) {
-    if (options.gguf === undefined && !options.stack) {
-      process.stderr.write(`--args needs --stack NAME or --gguf PATH\n${USAGE}\n`);
-      return 2;
-    }
-    try {
-      const result = await estimateUserCommandLine({
-        stack: options.stack,
-        gguf: options.gguf,
-        argsText: argsText ?? "",
-        bandwidthGBps: options["bandwidth-gbps"],
-      });
-      process.stdout.write(
-        options.json
-          ? `${JSON.stringify(commandLineToJson(result), null, 2)}\n`
-          : `${renderCommandLineEstimate(result)}\n`,
-      );
-      return result.estimate.fits ? 0 : 1;
-    } catch (error) {
-      if (error instanceof ConfigError) {
-        // Flag and file problems already name the flag or the file: one line each, no "stack" preamble.
-        process.stderr.write(`${error.stack_.startsWith("--") ? error.problems.join("\n") : error.message}\n`);
-        return 1;
-      }
-      throw error;
-    }
-  }
+  )
+    return runDiffOptions(options, argsText);
+  if (!options.help && (argsText !== undefined || options.gguf !== undefined)) return runCommandLine(options, argsText);
   if (options.help || (!options.stack && !options.compare)) {
     process.stdout.write(`${USAGE}\n`);
     return options.help ? 0 : 2;
   }
-  if (options.compare) {
-    const plans: Plan[] = [];
-    const invalid: (InvalidStack & { message: string })[] = [];
-    for (const stack of listStacks()) {
-      try {
-        plans.push(buildPlan(stack, loadStackConfig(stack)));
-      } catch (error) {
-        // One broken stack must not hide the others (nor crash --compare): it gets its own row.
-        const problems =
-          error instanceof ConfigError ? error.problems : [String((error as Error).message).split("\n")[0]!];
-        invalid.push({
-          stack,
-          problems,
-          message: error instanceof ConfigError ? error.message : `stack ${stack}: ${problems[0]}`,
-        });
-      }
-    }
-    const invalidJson = invalid.map(({ stack, problems }) => ({ stack, invalid: true, problems }));
-    if (options.json) process.stdout.write(`${JSON.stringify([...plans.map(planToJson), ...invalidJson], null, 2)}\n`);
-    else process.stdout.write(`${renderComparison(plans, invalid)}\n`);
-    for (const { message } of invalid) process.stderr.write(`${message}\n`);
-    return 0;
+  if (options.compare) return runCompare(options.json === true);
+  return runStack(options.stack!, options);
+}
+
+/** --recommend, refused (exit 2) beside any option that plans a stack or a command line instead. */
+function recommendAlone(options: PlanOptions, argsText: string | undefined): number {
+  const conflicting = [
+    ["--stack", options.stack],
+    ["--compare", options.compare],
+    ["--diff", options.diff],
+    ["--diff-stack", options["diff-stack"]],
+    ["--format", options.format],
+    ["--args", argsText],
+    ["--gguf", options.gguf],
+    ["--bandwidth-gbps", options["bandwidth-gbps"]],
+    ["--html", options.html],
+    ["--svg", options.svg],
+  ].flatMap(([flag, value]) => (value !== undefined && value !== false ? [flag as string] : []));
+  if (conflicting.length > 0) {
+    process.stderr.write(
+      `--recommend: not with ${conflicting.join(", ")} (it plans catalog hosts, not a stack or a command line)\n${USAGE}\n`,
+    );
+    return 2;
   }
-  const stack = options.stack!;
+  return runRecommend(options, options.json === true);
+}
+
+/** --diff, --diff-stack (and --format): a failure with its exit status is printed as one line. */
+async function runDiffOptions(options: PlanOptions, argsText: string | undefined): Promise<number> {
+  try {
+    return await runDiff({
+      stack: options.stack,
+      ref: options.diff,
+      otherStack: options["diff-stack"],
+      format: options.format,
+      json: options.json === true,
+      reports: { html: options.html, svg: options.svg },
+      conflicting: [
+        argsText !== undefined ? "--args" : "",
+        options.gguf !== undefined ? "--gguf" : "",
+        options.compare ? "--compare" : "",
+        options["bandwidth-gbps"] !== undefined ? "--bandwidth-gbps" : "",
+      ].filter(Boolean),
+    });
+  } catch (error) {
+    if (error instanceof ExitError) {
+      process.stderr.write(`${error.message}${error.code === 2 && error.withUsage ? `\n${USAGE}` : ""}\n`);
+      return error.code;
+    }
+    throw error;
+  }
+}
+
+/** --args and --gguf: a llama-server command line estimated for a stack's host or this machine. */
+async function runCommandLine(options: PlanOptions, argsText: string | undefined): Promise<number> {
+  if (options.gguf === undefined && !options.stack) {
+    process.stderr.write(`--args needs --stack NAME or --gguf PATH\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    const result = await estimateUserCommandLine({
+      stack: options.stack,
+      gguf: options.gguf,
+      argsText: argsText ?? "",
+      bandwidthGBps: options["bandwidth-gbps"],
+    });
+    process.stdout.write(
+      options.json
+        ? `${JSON.stringify(commandLineToJson(result), null, 2)}\n`
+        : `${renderCommandLineEstimate(result)}\n`,
+    );
+    return result.estimate.fits ? 0 : 1;
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      // Flag and file problems already name the flag or the file: one line each, no "stack" preamble.
+      process.stderr.write(`${error.stack_.startsWith("--") ? error.problems.join("\n") : error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+/** --compare: every stack planned, a stack that cannot be planned in its own row; always exit 0. */
+function runCompare(json: boolean): number {
+  const plans: Plan[] = [];
+  const invalid: (InvalidStack & { message: string })[] = [];
+  for (const stack of listStacks()) {
+    try {
+      plans.push(buildPlan(stack, loadStackConfig(stack)));
+    } catch (error) {
+      // One broken stack must not hide the others (nor crash --compare): it gets its own row.
+      const problems =
+        error instanceof ConfigError ? error.problems : [String((error as Error).message).split("\n")[0]!];
+      invalid.push({
+        stack,
+        problems,
+        message: error instanceof ConfigError ? error.message : `stack ${stack}: ${problems[0]}`,
+      });
+    }
+  }
+  const invalidJson = invalid.map(({ stack, problems }) => ({ stack, invalid: true, problems }));
+  if (json) process.stdout.write(`${JSON.stringify([...plans.map(planToJson), ...invalidJson], null, 2)}\n`);
+  else process.stdout.write(`${renderComparison(plans, invalid)}\n`);
+  for (const { message } of invalid) process.stderr.write(`${message}\n`);
+  return 0;
+}
+
+/** --stack NAME: the plan, as text or JSON, and the --html/--svg reports; exit 1 when it does not fit. */
+function runStack(stack: string, options: PlanOptions): number {
   try {
     const plan = buildPlan(stack, loadStackConfig(stack));
     process.stdout.write(options.json ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : `${renderPlan(plan)}\n`);
@@ -490,33 +514,8 @@ async function runDiff(request: DiffRequest): Promise<number> {
   const format = request.json ? "json" : (request.format ?? "text");
   const stack = request.stack;
 
-  let before: PlanSide;
-  let after: PlanSide;
-  if (request.otherStack !== undefined) {
-    for (const name of [stack, request.otherStack]) {
-      if (!stackExistsHere(name))
-        throw new ExitError(2, `no stack file stacks/Pulumi.${name}.yaml; stacks here: ${listStacks().join(", ")}`);
-    }
-    before = planHere(stack, stack);
-    after = planHere(request.otherStack, request.otherStack);
-  } else {
-    const ref = request.ref!;
-    const repo = gitCheckout();
-    const sha = resolveCommit(ref);
-    const label = sha.startsWith(ref) ? sha.slice(0, 7) : `${ref} (${sha.slice(0, 7)})`;
-    const atRef =
-      STACK_NAME.test(stack) &&
-      git(["cat-file", "-e", `${sha}:${repo.prefix}stacks/Pulumi.${stack}.yaml`]).status === 0;
-    const here = stackExistsHere(stack);
-    if (!atRef && !here)
-      throw new ExitError(
-        2,
-        `--stack ${stack}: no stack file stacks/Pulumi.${stack}.yaml at ${label} nor in the working tree; stacks here: ${listStacks().join(", ")}`,
-      );
-    // Planned first: a stack that is new needs no worktree at all.
-    after = here ? planHere(stack, "working tree") : { label: "working tree", stack, missing: true };
-    before = atRef ? await planAtRef({ sha, label, stack, prefix: repo.prefix }) : { label, stack, missing: true };
-  }
+  const { before, after } =
+    request.otherStack !== undefined ? twoStacksHere(stack, request.otherStack) : await stackAtRef(stack, request.ref!);
   const diff = diffPlans(before, after);
   const rendered =
     format === "json"
@@ -537,6 +536,36 @@ async function runDiff(request: DiffRequest): Promise<number> {
     throw error;
   }
   return isMaterial(diff) ? 3 : 0;
+}
+
+/** --diff-stack: both stacks planned by this tree; either unknown is refused (exit 2). */
+function twoStacksHere(stack: string, otherStack: string): { before: PlanSide; after: PlanSide } {
+  for (const name of [stack, otherStack]) {
+    if (!stackExistsHere(name))
+      throw new ExitError(2, `no stack file stacks/Pulumi.${name}.yaml; stacks here: ${listStacks().join(", ")}`);
+  }
+  return { before: planHere(stack, stack), after: planHere(otherStack, otherStack) };
+}
+
+/** --diff: the stack as planned at the ref (before) and in the working tree (after); missing on one side is a side. */
+async function stackAtRef(stack: string, ref: string): Promise<{ before: PlanSide; after: PlanSide }> {
+  const repo = gitCheckout();
+  const sha = resolveCommit(ref);
+  const label = sha.startsWith(ref) ? sha.slice(0, 7) : `${ref} (${sha.slice(0, 7)})`;
+  const atRef =
+    STACK_NAME.test(stack) && git(["cat-file", "-e", `${sha}:${repo.prefix}stacks/Pulumi.${stack}.yaml`]).status === 0;
+  const here = stackExistsHere(stack);
+  if (!atRef && !here)
+    throw new ExitError(
+      2,
+      `--stack ${stack}: no stack file stacks/Pulumi.${stack}.yaml at ${label} nor in the working tree; stacks here: ${listStacks().join(", ")}`,
+    );
+  // Planned first: a stack that is new needs no worktree at all.
+  const after: PlanSide = here ? planHere(stack, "working tree") : { label: "working tree", stack, missing: true };
+  const before: PlanSide = atRef
+    ? await planAtRef({ sha, label, stack, prefix: repo.prefix })
+    : { label, stack, missing: true };
+  return { before, after };
 }
 
 function stackExistsHere(stack: string): boolean {

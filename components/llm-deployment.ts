@@ -173,6 +173,277 @@ export function planSummary(plan: Plan): PlanSummary {
   };
 }
 
+/** The measured figures and the plan re-projected with the measured bandwidth (LlmDeployment's outputs of the same names). */
+interface MeasuredSpeed {
+  measuredBandwidthGBps: pulumi.Output<number | null>;
+  projectedFromMeasuredBandwidthDecodeTokensPerSecond: pulumi.Output<number | null>;
+  projectedFromMeasuredBandwidthPrefillTokensPerSecond: pulumi.Output<number | null>;
+  measuredDecodeTokensPerSecond: pulumi.Output<number | null>;
+  measuredPrefillTokensPerSecond: pulumi.Output<number | null>;
+  speedSideBySide: pulumi.Output<SpeedSideBySide>;
+}
+
+/** What one host or a fleet gives LlmDeployment's outputs (the plan's own projections aside). */
+interface DeploymentOutputs {
+  endpoint: pulumi.Output<string | undefined>;
+  caCertificate: pulumi.Output<string | undefined>;
+  apiKey: pulumi.Output<string | undefined>;
+  teamApiKeys: pulumi.Output<Record<string, string> | undefined>;
+  speed: MeasuredSpeed;
+  workers: RpcWorker[];
+  cluster: pulumi.Output<ClusterSummary | null>;
+  replicas: pulumi.Output<ReplicaStatus[] | null>;
+  monitoringUrl: pulumi.Output<string | null>;
+  grafanaDashboard: pulumi.Output<string | null>;
+}
+
+/** The bandwidth HostPrep measured, the plan re-projected with it, and the smoke request's timings. */
+function measuredSpeed(
+  plan: Plan,
+  measuredBandwidthGBps: pulumi.Output<number | null>,
+  smoke: pulumi.Output<SmokeTimings>,
+): MeasuredSpeed {
+  const reprojected = measuredBandwidthGBps.apply((gbps) =>
+    gbps === null ? null : reprojectWithBandwidth(plan, gbps),
+  );
+  return {
+    measuredBandwidthGBps,
+    projectedFromMeasuredBandwidthDecodeTokensPerSecond: reprojected.apply((r) => r?.decodeTokensPerSecond ?? null),
+    projectedFromMeasuredBandwidthPrefillTokensPerSecond: reprojected.apply((r) => r?.prefillTokensPerSecond ?? null),
+    measuredDecodeTokensPerSecond: smoke.apply((t) => t.decodeTokensPerSecond),
+    measuredPrefillTokensPerSecond: smoke.apply((t) => t.prefillTokensPerSecond),
+    speedSideBySide: pulumi
+      .all([measuredBandwidthGBps, reprojected, smoke])
+      .apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings)),
+  };
+}
+
+/** `kimi-kit:apiKey` as a secret; without it one is generated once and kept in the state as a secret. */
+function deploymentApiKey(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  apiKey: pulumi.Input<string> | undefined,
+): pulumi.Output<string> {
+  const executor = plan.config.deployment.remoteExecutor;
+  return apiKey !== undefined
+    ? pulumi.secret(apiKey)
+    : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent }));
+}
+
+/** A fleet: its replicas, gateway and monitoring (deployFleet) as the deployment's outputs. */
+function fleetDeployment(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  fleetServing: FleetServing,
+  args: LlmDeploymentArgs,
+): DeploymentOutputs {
+  const fleet = deployFleet(parent, name, plan, fleetServing, args);
+  return {
+    endpoint: fleet.endpoint,
+    caCertificate: fleet.caCertificate,
+    apiKey: fleet.backendKey,
+    teamApiKeys: fleet.teamKeys,
+    speed: measuredSpeed(plan, fleet.measuredBandwidthGBps, fleet.firstSmoke),
+    workers: [],
+    cluster: pulumi.output(null),
+    replicas: fleet.replicas,
+    monitoringUrl: pulumi.output(fleet.monitoringUrl),
+    grafanaDashboard: pulumi.output(JSON.stringify(fleetServing.monitoring.grafanaDashboard)),
+  };
+}
+
+type HostConnection = NonNullable<Host["connection"]>;
+
+/** The Host, with the SSH connection and address every later step runs over. */
+function connectedHost(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  args: LlmDeploymentArgs,
+): { host: Host; connection: HostConnection; address: pulumi.Output<string> } {
+  const host = new Host(`${name}-host`, { plan, sshPrivateKey: args.sshPrivateKey }, { parent });
+
+  if (!host.connection || !host.address) {
+    // Every Host kind ends with a connection (bare metal from host.ssh, AWS from its instance).
+    throw new pulumi.RunError(`stack ${plan.stack}: the host has no SSH connection to run the deployment over`);
+  }
+  return { host, connection: host.connection, address: host.address };
+}
+
+/** A public listener gets the firewall and the TLS front door; llama-server stays on loopback. */
+function publicFrontDoor(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  args: LlmDeploymentArgs,
+  reach: { connection: HostConnection; address: pulumi.Output<string> },
+  prep: HostPrep,
+): FrontDoor | undefined {
+  return isPublicListener(plan.config.serving)
+    ? new FrontDoor(
+        `${name}-front-door`,
+        {
+          plan,
+          connection: reach.connection,
+          hostAddress: reach.address,
+          tlsCertificate: args.tlsCertificate,
+          tlsPrivateKey: args.tlsPrivateKey,
+          after: [prep.ready],
+        },
+        { parent },
+      )
+    : undefined;
+}
+
+/** A split: the workers come up beside the head's preparation (they need nothing from it). */
+function rpcWorkers(parent: pulumi.Resource, name: string, plan: Plan, args: LlmDeploymentArgs): RpcWorker[] {
+  return (plan.cluster?.workers ?? []).map(
+    (worker) =>
+      new RpcWorker(`${name}-rpc-${worker.id}`, { plan, worker, sshPrivateKey: args.sshPrivateKey }, { parent }),
+  );
+}
+
+/**
+ * The head's image ID, read the same way as each worker's; the head's container is registered
+ * only once every ID agrees and every worker's ggml-rpc-server runs (RpcWorker.containerState).
+ */
+function splitImageCheck(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  connection: HostConnection,
+  prep: HostPrep,
+  workers: readonly RpcWorker[],
+): pulumi.Output<string> | undefined {
+  const cluster = plan.cluster;
+  if (!cluster) return undefined;
+  return pulumi
+    .all([
+      imageIdStep(plan.config.deployment.remoteExecutor, `${name}-head-image`, connection, cluster.image, {
+        parent,
+        dependsOn: [prep.ready],
+      }).stdout,
+      pulumi.all(workers.map((worker) => worker.imageId)),
+      pulumi.all(workers.map((worker) => worker.containerState)),
+    ])
+    .apply(([headStdout, workerIds]) =>
+      sameImageOrRunError(plan.stack, cluster.image, [
+        {
+          host: `head ${cluster.head.id}`,
+          imageId: parseImageId(headStdout) ?? `no image ID (${JSON.stringify((headStdout ?? "").slice(-200))})`,
+        },
+        ...cluster.workers.map((worker, index) => ({
+          host: `worker ${worker.id} (${worker.endpoint})`,
+          imageId: workerIds[index]!,
+        })),
+      ]),
+    );
+}
+
+/** What the head's shards and llama-server wait for and run with. */
+interface HeadServerInputs {
+  host: Host;
+  connection: HostConnection;
+  apiKey: pulumi.Output<string>;
+  prep: HostPrep;
+  workers: RpcWorker[];
+  imageCheck: pulumi.Output<string> | undefined;
+}
+
+/** The head's shards, then its llama-server once the shards are fetched and every worker runs. */
+function headServer(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  args: LlmDeploymentArgs,
+  inputs: HeadServerInputs,
+): LlamaServer {
+  const { host, prep } = inputs;
+  const shards = new GgufShards(
+    `${name}-shards`,
+    { plan, connection: inputs.connection, huggingFaceToken: args.huggingFaceToken, after: [prep] },
+    { parent },
+  );
+  return new LlamaServer(
+    `${name}-server`,
+    {
+      plan,
+      host,
+      apiKey: inputs.apiKey,
+      engine: args.engine,
+      after: [shards.fetched, ...inputs.workers],
+      sshFilesDir: args.sshFilesDir,
+      imageVariant: prep.llamaImageVariant,
+      imageCheck: inputs.imageCheck,
+    },
+    { parent },
+  );
+}
+
+/** The smoke request against the head's llama-server (through the front door once it is ready). */
+function headSmoke(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  connection: HostConnection,
+  apiKey: pulumi.Output<string>,
+  server: LlamaServer,
+  frontDoor: FrontDoor | undefined,
+): pulumi.Output<SmokeTimings> {
+  return smokeStep(
+    plan.config.deployment.remoteExecutor,
+    `${name}-smoke`,
+    {
+      connection,
+      listen: plan.listen,
+      alias: plan.model.serving.alias,
+      waitSeconds: server.spec.waitSeconds,
+      apiKey,
+      triggers: [JSON.stringify(server.spec)],
+    },
+    { parent, dependsOn: [server.server, ...(frontDoor ? [frontDoor.ready] : [])] },
+  );
+}
+
+/**
+ * One host (or a split's head and its workers): Host → HostPrep → front door → workers → shards →
+ * llama-server → smoke request.
+ */
+function singleHostDeployment(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  args: LlmDeploymentArgs,
+): DeploymentOutputs {
+  const serving = plan.config.serving;
+  const { host, connection, address } = connectedHost(parent, name, plan, args);
+  const apiKey = deploymentApiKey(parent, name, plan, args.apiKey);
+  const prep = new HostPrep(`${name}-prep`, { plan, connection }, { parent });
+  const frontDoor = publicFrontDoor(parent, name, plan, args, { connection, address }, prep);
+  const workers = rpcWorkers(parent, name, plan, args);
+  const imageCheck = splitImageCheck(parent, name, plan, connection, prep, workers);
+  const server = headServer(parent, name, plan, args, { host, connection, apiKey, prep, workers, imageCheck });
+  const timings = headSmoke(parent, name, plan, connection, apiKey, server, frontDoor);
+  // The bind address decides who can reach it: loopback → only through an SSH tunnel to the host.
+  const publicAddress = serving.bindAddress === "0.0.0.0" ? address : pulumi.output(serving.bindAddress);
+  return {
+    endpoint: pulumi.interpolate`${endpointScheme(serving)}://${publicAddress}:${serving.port}/v1`,
+    caCertificate: frontDoor ? frontDoor.caCertificate : pulumi.output(undefined),
+    apiKey,
+    teamApiKeys: pulumi.output(undefined),
+    // A split is re-projected with the head's measured bandwidth; HostPrep runs on the head only, so
+    // the workers' share of each token keeps its catalog figure (speedSideBySide says so).
+    speed: measuredSpeed(plan, prep.measuredBandwidthGBps, timings),
+    workers,
+    cluster: pulumi.output(clusterSummary(plan)),
+    replicas: pulumi.output(null),
+    monitoringUrl: pulumi.output(null),
+    grafanaDashboard: pulumi.output(null),
+  };
+}
+
 export class LlmDeployment extends pulumi.ComponentResource {
   readonly plan: Plan;
   readonly endpoint: pulumi.Output<string | undefined>;
@@ -225,7 +496,6 @@ export class LlmDeployment extends pulumi.ComponentResource {
       opts,
     );
     this.plan = plan;
-    const serving = plan.config.serving;
 
     this.planSummary = pulumi.output(planSummary(plan));
     this.projectedDecodeTokensPerSecond = pulumi.output(plan.projection.decodeTokensPerSecond);
@@ -235,160 +505,26 @@ export class LlmDeployment extends pulumi.ComponentResource {
     this.monthlyCostUsd = pulumi.output(plan.fleet?.cost?.monthlyUsd ?? plan.cost?.monthlyUsd ?? null);
     this.breakEvenTokensPerMonth = pulumi.output(plan.cost?.breakEvenTokensPerMonth ?? null);
 
-    if (plan.fleetServing) {
-      const fleet = deployFleet(this, name, plan, plan.fleetServing, args);
-      const reprojected = fleet.measuredBandwidthGBps.apply((gbps) =>
-        gbps === null ? null : reprojectWithBandwidth(plan, gbps),
-      );
-      this.endpoint = fleet.endpoint;
-      this.caCertificate = fleet.caCertificate;
-      this.apiKey = fleet.backendKey;
-      this.teamApiKeys = fleet.teamKeys;
-      this.measuredBandwidthGBps = fleet.measuredBandwidthGBps;
-      this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply(
-        (r) => r?.decodeTokensPerSecond ?? null,
-      );
-      this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply(
-        (r) => r?.prefillTokensPerSecond ?? null,
-      );
-      this.measuredDecodeTokensPerSecond = fleet.firstSmoke.apply((t) => t.decodeTokensPerSecond);
-      this.measuredPrefillTokensPerSecond = fleet.firstSmoke.apply((t) => t.prefillTokensPerSecond);
-      this.speedSideBySide = pulumi
-        .all([fleet.measuredBandwidthGBps, reprojected, fleet.firstSmoke])
-        .apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
-      this.workers = [];
-      this.cluster = pulumi.output(null);
-      this.replicas = fleet.replicas;
-      this.monitoringUrl = pulumi.output(fleet.monitoringUrl);
-      this.grafanaDashboard = pulumi.output(JSON.stringify(plan.fleetServing.monitoring.grafanaDashboard));
-      this.registerAll();
-      return;
-    }
-    this.teamApiKeys = pulumi.output(undefined);
-    this.replicas = pulumi.output(null);
-    this.monitoringUrl = pulumi.output(null);
-    this.grafanaDashboard = pulumi.output(null);
-
-    const host = new Host(`${name}-host`, { plan, sshPrivateKey: args.sshPrivateKey }, { parent: this });
-
-    if (!host.connection || !host.address) {
-      // Every Host kind ends with a connection (bare metal from host.ssh, AWS from its instance).
-      throw new pulumi.RunError(`stack ${plan.stack}: the host has no SSH connection to run the deployment over`);
-    }
-
-    const executor = plan.config.deployment.remoteExecutor;
-    const apiKey =
-      args.apiKey !== undefined
-        ? pulumi.secret(args.apiKey)
-        : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent: this }));
-    this.apiKey = apiKey;
-
-    const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
-    this.measuredBandwidthGBps = prep.measuredBandwidthGBps;
-    // A split is re-projected with the head's measured bandwidth; HostPrep runs on the head only, so
-    // the workers' share of each token keeps its catalog figure (speedSideBySide says so).
-    const reprojected = prep.measuredBandwidthGBps.apply((gbps) =>
-      gbps === null ? null : reprojectWithBandwidth(plan, gbps),
-    );
-    this.projectedFromMeasuredBandwidthDecodeTokensPerSecond = reprojected.apply(
-      (r) => r?.decodeTokensPerSecond ?? null,
-    );
-    this.projectedFromMeasuredBandwidthPrefillTokensPerSecond = reprojected.apply(
-      (r) => r?.prefillTokensPerSecond ?? null,
-    );
-    // A public listener gets the firewall and the TLS front door; llama-server stays on loopback.
-    const frontDoor = isPublicListener(serving)
-      ? new FrontDoor(
-          `${name}-front-door`,
-          {
-            plan,
-            connection: host.connection,
-            hostAddress: host.address,
-            tlsCertificate: args.tlsCertificate,
-            tlsPrivateKey: args.tlsPrivateKey,
-            after: [prep.ready],
-          },
-          { parent: this },
-        )
-      : undefined;
-    this.caCertificate = frontDoor ? frontDoor.caCertificate : pulumi.output(undefined);
-    // A split: the workers come up beside the head's preparation (they need nothing from it).
-    const cluster = plan.cluster;
-    this.workers = (cluster?.workers ?? []).map(
-      (worker) =>
-        new RpcWorker(
-          `${name}-rpc-${worker.id}`,
-          { plan, worker, sshPrivateKey: args.sshPrivateKey },
-          { parent: this },
-        ),
-    );
-    this.cluster = pulumi.output(clusterSummary(plan));
-    // The head's image ID, read the same way as each worker's; the head's container is registered
-    // only once every ID agrees and every worker's ggml-rpc-server runs (RpcWorker.containerState).
-    const imageCheck = cluster
-      ? pulumi
-          .all([
-            imageIdStep(executor, `${name}-head-image`, host.connection, cluster.image, {
-              parent: this,
-              dependsOn: [prep.ready],
-            }).stdout,
-            pulumi.all(this.workers.map((worker) => worker.imageId)),
-            pulumi.all(this.workers.map((worker) => worker.containerState)),
-          ])
-          .apply(([headStdout, workerIds]) =>
-            sameImageOrRunError(plan.stack, cluster.image, [
-              {
-                host: `head ${cluster.head.id}`,
-                imageId: parseImageId(headStdout) ?? `no image ID (${JSON.stringify((headStdout ?? "").slice(-200))})`,
-              },
-              ...cluster.workers.map((worker, index) => ({
-                host: `worker ${worker.id} (${worker.endpoint})`,
-                imageId: workerIds[index]!,
-              })),
-            ]),
-          )
-      : undefined;
-    const shards = new GgufShards(
-      `${name}-shards`,
-      { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep] },
-      { parent: this },
-    );
-    const server = new LlamaServer(
-      `${name}-server`,
-      {
-        plan,
-        host,
-        apiKey,
-        engine: args.engine,
-        after: [shards.fetched, ...this.workers],
-        sshFilesDir: args.sshFilesDir,
-        imageVariant: prep.llamaImageVariant,
-        imageCheck,
-      },
-      { parent: this },
-    );
-    const timings = smokeStep(
-      executor,
-      `${name}-smoke`,
-      {
-        connection: host.connection,
-        listen: plan.listen,
-        alias: plan.model.serving.alias,
-        waitSeconds: server.spec.waitSeconds,
-        apiKey,
-        triggers: [JSON.stringify(server.spec)],
-      },
-      { parent: this, dependsOn: [server.server, ...(frontDoor ? [frontDoor.ready] : [])] },
-    );
-    this.measuredDecodeTokensPerSecond = timings.apply((t) => t.decodeTokensPerSecond);
-    this.measuredPrefillTokensPerSecond = timings.apply((t) => t.prefillTokensPerSecond);
-    this.speedSideBySide = pulumi
-      .all([prep.measuredBandwidthGBps, reprojected, timings])
-      .apply(([measuredGBps, again, smokeTimings]) => speedSideBySide(plan, measuredGBps, again, smokeTimings));
-
-    // The bind address decides who can reach it: loopback → only through an SSH tunnel to the host.
-    const publicAddress = serving.bindAddress === "0.0.0.0" ? host.address : pulumi.output(serving.bindAddress);
-    this.endpoint = pulumi.interpolate`${endpointScheme(serving)}://${publicAddress}:${serving.port}/v1`;
+    const deployed = plan.fleetServing
+      ? fleetDeployment(this, name, plan, plan.fleetServing, args)
+      : singleHostDeployment(this, name, plan, args);
+    this.endpoint = deployed.endpoint;
+    this.caCertificate = deployed.caCertificate;
+    this.apiKey = deployed.apiKey;
+    this.teamApiKeys = deployed.teamApiKeys;
+    this.measuredBandwidthGBps = deployed.speed.measuredBandwidthGBps;
+    this.projectedFromMeasuredBandwidthDecodeTokensPerSecond =
+      deployed.speed.projectedFromMeasuredBandwidthDecodeTokensPerSecond;
+    this.projectedFromMeasuredBandwidthPrefillTokensPerSecond =
+      deployed.speed.projectedFromMeasuredBandwidthPrefillTokensPerSecond;
+    this.measuredDecodeTokensPerSecond = deployed.speed.measuredDecodeTokensPerSecond;
+    this.measuredPrefillTokensPerSecond = deployed.speed.measuredPrefillTokensPerSecond;
+    this.speedSideBySide = deployed.speed.speedSideBySide;
+    this.workers = deployed.workers;
+    this.cluster = deployed.cluster;
+    this.replicas = deployed.replicas;
+    this.monitoringUrl = deployed.monitoringUrl;
+    this.grafanaDashboard = deployed.grafanaDashboard;
     this.registerAll();
   }
 
@@ -438,24 +574,16 @@ interface FleetOutputs {
   monitoringUrl: string;
 }
 
-/**
- * A fleet: every replica (its own host, firewall, shards, llama-server, smoke request), then the
- * gateway and Prometheus on the first replica's host once every replica serves.
- */
-function deployFleet(
+/** Every replica of the fleet, each on its own host with the replicas' key. */
+function createReplicas(
   parent: pulumi.Resource,
   name: string,
   plan: Plan,
   fleet: FleetServing,
   args: LlmDeploymentArgs,
-): FleetOutputs {
-  const executor = plan.config.deployment.remoteExecutor;
-  // The replicas' own key: the gateway sends it; teams get keys of their own.
-  const backendKey =
-    args.apiKey !== undefined
-      ? pulumi.secret(args.apiKey)
-      : pulumi.secret(localCommand(executor, `${name}-api-key`, GENERATE_KEY_COMMAND, { parent }));
-  const replicas = fleet.replicas.map(
+  backendKey: pulumi.Output<string>,
+): Replica[] {
+  return fleet.replicas.map(
     (replica) =>
       new Replica(
         `${name}-${replica.id}`,
@@ -471,6 +599,37 @@ function deployFleet(
         { parent },
       ),
   );
+}
+
+/** Each replica's listener and measured figures, in the fleet's order. */
+function replicaStatuses(fleet: FleetServing, replicas: readonly Replica[]): pulumi.Output<ReplicaStatus[]> {
+  return pulumi
+    .all(replicas.map((replica) => pulumi.all([replica.smoke, replica.prep.measuredBandwidthGBps])))
+    .apply((measured) =>
+      measured.map(([smoke, gbps], index) => ({
+        id: fleet.replicas[index]!.id,
+        listen: `${fleet.replicas[index]!.listen.address}:${fleet.replicas[index]!.listen.port}`,
+        measuredDecodeTokensPerSecond: smoke.decodeTokensPerSecond,
+        measuredPrefillTokensPerSecond: smoke.prefillTokensPerSecond,
+        measuredBandwidthGBps: gbps,
+      })),
+    );
+}
+
+/**
+ * A fleet: every replica (its own host, firewall, shards, llama-server, smoke request), then the
+ * gateway and Prometheus on the first replica's host once every replica serves.
+ */
+function deployFleet(
+  parent: pulumi.Resource,
+  name: string,
+  plan: Plan,
+  fleet: FleetServing,
+  args: LlmDeploymentArgs,
+): FleetOutputs {
+  // The replicas' own key: the gateway sends it; teams get keys of their own.
+  const backendKey = deploymentApiKey(parent, name, plan, args.apiKey);
+  const replicas = createReplicas(parent, name, plan, fleet, args, backendKey);
   const gatewayReplica = replicas.find((replica) => replica.replica.id === fleet.gateway.hostId)!;
   const connection = gatewayReplica.host.connection!;
   const hostAddress = gatewayReplica.host.address!;
@@ -509,17 +668,7 @@ function deployFleet(
     teamKeys: plan.teams && plan.teams.length > 0 ? gateway.teamKeys : pulumi.output(undefined),
     measuredBandwidthGBps: replicas[0]!.prep.measuredBandwidthGBps,
     firstSmoke: replicas[0]!.smoke,
-    replicas: pulumi
-      .all(replicas.map((replica) => pulumi.all([replica.smoke, replica.prep.measuredBandwidthGBps])))
-      .apply((measured) =>
-        measured.map(([smoke, gbps], index) => ({
-          id: fleet.replicas[index]!.id,
-          listen: `${fleet.replicas[index]!.listen.address}:${fleet.replicas[index]!.listen.port}`,
-          measuredDecodeTokensPerSecond: smoke.decodeTokensPerSecond,
-          measuredPrefillTokensPerSecond: smoke.prefillTokensPerSecond,
-          measuredBandwidthGBps: gbps,
-        })),
-      ),
+    replicas: replicaStatuses(fleet, replicas),
     monitoringUrl: `${monitoring.url} on ${fleet.gateway.hostId} (loopback: ssh -L ${fleet.monitoring.listen.port}:${fleet.monitoring.listen.address}:${fleet.monitoring.listen.port})`,
   };
 }

@@ -353,21 +353,11 @@ function writeTensorData(fd: number, spec: GgufTensorSpec, scratch: ArrayBuffer)
   return written;
 }
 
-/**
- * Writes a GGUF v3 file: `metadata` in the given order, then the tensors in the given order.
- * Writes `path + ".partial"` and renames it, so an interrupted run never leaves a truncated
- * file under `path`.
- */
-export function writeGguf(
-  path: string,
-  metadata: Record<string, GgufValue>,
+/** Each tensor's place in the data section (checking names and shapes); the section's aligned size. */
+function planTensors(
   tensors: readonly GgufTensorSpec[],
-): WrittenGguf {
-  const alignmentKv = metadata["general.alignment"];
-  const alignment = alignmentKv && alignmentKv.type === "u32" ? Number(alignmentKv.value) : 32;
-  if (!(alignment > 0 && alignment % 8 === 0))
-    throw new Error(`general.alignment must be a positive multiple of 8, got ${alignment}`);
-
+  alignment: number,
+): { infos: WrittenTensor[]; dataSize: number } {
   const names = new Set<string>();
   const infos: WrittenTensor[] = [];
   let dataSize = 0;
@@ -381,14 +371,22 @@ export function writeGguf(
     infos.push({ name: t.name, shape: [...t.shape], type: t.type, offset: dataSize, nbytes });
     dataSize = align(dataSize + nbytes, alignment);
   }
+  return { infos, dataSize };
+}
 
+/** The header: magic, version, metadata and tensor infos, padded to the alignment. */
+function ggufHeader(
+  metadata: Record<string, GgufValue>,
+  infos: readonly WrittenTensor[],
+  alignment: number,
+): ByteWriter {
   const w = new ByteWriter();
   w.u8(0x47);
   w.u8(0x47);
   w.u8(0x55);
   w.u8(0x46); // "GGUF"
   w.u32(3);
-  w.u64(tensors.length);
+  w.u64(infos.length);
   w.u64(Object.keys(metadata).length);
   for (const [key, value] of Object.entries(metadata)) {
     w.str(key);
@@ -405,26 +403,56 @@ export function writeGguf(
     w.u64(info.offset);
   }
   w.pad(alignment);
+  return w;
+}
+
+/** Writes the header, then each tensor's data at its planned offset, zero-padded to the alignment. */
+function writeFileBody(
+  fd: number,
+  header: Uint8Array,
+  tensors: readonly GgufTensorSpec[],
+  infos: readonly WrittenTensor[],
+  alignment: number,
+): void {
+  let off = 0;
+  while (off < header.length) off += writeSync(fd, header, off, header.length - off);
+  const scratch = new ArrayBuffer(CHUNK_ELEMENTS * 4);
+  const zeros = new Uint8Array(alignment);
+  let pos = 0;
+  for (let i = 0; i < tensors.length; i++) {
+    const spec = tensors[i] as GgufTensorSpec;
+    const info = infos[i] as WrittenTensor;
+    if (pos !== info.offset) throw new Error(`internal: tensor ${info.name} at ${pos}, planned ${info.offset}`);
+    pos += writeTensorData(fd, spec, scratch);
+    const pad = align(pos, alignment) - pos;
+    if (pad > 0) pos += writeSync(fd, zeros, 0, pad);
+  }
+}
+
+/**
+ * Writes a GGUF v3 file: `metadata` in the given order, then the tensors in the given order.
+ * Writes `path + ".partial"` and renames it, so an interrupted run never leaves a truncated
+ * file under `path`.
+ */
+export function writeGguf(
+  path: string,
+  metadata: Record<string, GgufValue>,
+  tensors: readonly GgufTensorSpec[],
+): WrittenGguf {
+  const alignmentKv = metadata["general.alignment"];
+  const alignment = alignmentKv && alignmentKv.type === "u32" ? Number(alignmentKv.value) : 32;
+  if (!(alignment > 0 && alignment % 8 === 0))
+    throw new Error(`general.alignment must be a positive multiple of 8, got ${alignment}`);
+
+  const { infos, dataSize } = planTensors(tensors, alignment);
+  const w = ggufHeader(metadata, infos, alignment);
   const dataOffset = w.length;
 
   mkdirSync(dirname(path), { recursive: true });
   const partial = `${path}.partial`;
   const fd = openSync(partial, "w");
   try {
-    const header = w.bytes();
-    let off = 0;
-    while (off < header.length) off += writeSync(fd, header, off, header.length - off);
-    const scratch = new ArrayBuffer(CHUNK_ELEMENTS * 4);
-    const zeros = new Uint8Array(alignment);
-    let pos = 0;
-    for (let i = 0; i < tensors.length; i++) {
-      const spec = tensors[i] as GgufTensorSpec;
-      const info = infos[i] as WrittenTensor;
-      if (pos !== info.offset) throw new Error(`internal: tensor ${info.name} at ${pos}, planned ${info.offset}`);
-      pos += writeTensorData(fd, spec, scratch);
-      const pad = align(pos, alignment) - pos;
-      if (pad > 0) pos += writeSync(fd, zeros, 0, pad);
-    }
+    writeFileBody(fd, w.bytes(), tensors, infos, alignment);
     closeSync(fd);
   } catch (error) {
     closeSync(fd);

@@ -80,6 +80,56 @@ export function netnsUnavailable(): string | undefined {
   return undefined;
 }
 
+/** Makes the namespaces (recording each in `made`), the switch's bridge, and one veth link per host. */
+function buildNetwork(switchNs: string, ns: Record<Host, string>, addr: Record<Host, string>, made: string[]): void {
+  for (const name of [switchNs, ...HOSTS.map((host) => ns[host])]) {
+    // A namespace of this name can only be a leftover of a crashed run of a process that had
+    // this pid (live processes have distinct pids): it is ours to replace.
+    run(["ip", "netns", "del", name]);
+    must(["ip", "netns", "add", name]);
+    made.push(name);
+    must(["ip", "-n", name, "link", "set", "lo", "up"]);
+  }
+  must(["ip", "-n", switchNs, "link", "add", "br0", "type", "bridge"]);
+  must(["ip", "-n", switchNs, "link", "set", "br0", "up"]);
+  for (const host of HOSTS) {
+    must(["ip", "-n", switchNs, "link", "add", `v${host}`, "type", "veth", "peer", "name", "eth0", "netns", ns[host]]);
+    must(["ip", "-n", switchNs, "link", "set", `v${host}`, "master", "br0"]);
+    must(["ip", "-n", switchNs, "link", "set", `v${host}`, "up"]);
+    must(["ip", "-n", ns[host], "addr", "add", `${addr[host]}/24`, "dev", "eth0"]);
+    must(["ip", "-n", ns[host], "link", "set", "eth0", "up"]);
+  }
+}
+
+/** The tbf qdisc (argv after `root`) that limits a link's egress to gbitPerSecond. */
+function tbfQdisc(gbitPerSecond: number): string[] {
+  const bytesPerSecond = (gbitPerSecond * 1e9) / 8;
+  // burst: how many bytes may leave back to back at veth speed before the token bucket makes
+  // them wait. A real NIC never exceeds its line rate, so the bucket is kept small: 100 µs of
+  // traffic (125 kB at 10 Gbit/s, 312.5 kB at 25 Gbit/s). That is still larger than the
+  // biggest packet a veth hands over (a 64 KiB GSO segment plus headers; tbf would otherwise
+  // cut such packets up in software), and it keeps the limiter's hrtimer wake-ups to at most
+  // ~10,000 a second on a busy link, which 2 cores afford.
+  const burst = Math.max(Math.ceil(bytesPerSecond * 100e-6), 70_000);
+  // latency: the longest a packet may wait in the limiter's queue before it is dropped, which
+  // sizes the queue (rate × latency + burst): 5 ms holds 6.25 MB at 10 Gbit/s, so a single
+  // bulk TCP flow (the weights a head sends its workers at load) is paced by the bucket
+  // rather than by drops, while request/response traffic such as the RPC calls during
+  // decoding never queues long enough to see it.
+  return ["tbf", "rate", `${gbitPerSecond}gbit`, "burst", String(burst), "latency", "5ms"];
+}
+
+/** Whether a TCP connection made with `prefix` (a host's `ip netns exec`) to host:port is accepted in time. */
+function canConnectFrom(prefix: string[], host: string, port: number, timeoutS: number): boolean {
+  // bash's /dev/tcp opens a plain TCP connection; `timeout` bounds a SYN that gets no answer.
+  const r = run(
+    [...prefix, "timeout", String(timeoutS), "bash", "-c", 'exec 3<>"/dev/tcp/$0/$1"', host, String(port)],
+    undefined,
+    (timeoutS + 10) * 1000,
+  );
+  return r.status === 0;
+}
+
 /**
  * Builds the topology. On any failure the namespaces made so far are deleted before the error is
  * rethrown, so a half-built topology never stays behind.
@@ -115,37 +165,7 @@ export function createTopology(): Topology {
     ]);
 
   try {
-    for (const name of [switchNs, ...HOSTS.map((host) => ns[host])]) {
-      // A namespace of this name can only be a leftover of a crashed run of a process that had
-      // this pid (live processes have distinct pids): it is ours to replace.
-      run(["ip", "netns", "del", name]);
-      must(["ip", "netns", "add", name]);
-      made.push(name);
-      must(["ip", "-n", name, "link", "set", "lo", "up"]);
-    }
-    must(["ip", "-n", switchNs, "link", "add", "br0", "type", "bridge"]);
-    must(["ip", "-n", switchNs, "link", "set", "br0", "up"]);
-    for (const host of HOSTS) {
-      must([
-        "ip",
-        "-n",
-        switchNs,
-        "link",
-        "add",
-        `v${host}`,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        ns[host],
-      ]);
-      must(["ip", "-n", switchNs, "link", "set", `v${host}`, "master", "br0"]);
-      must(["ip", "-n", switchNs, "link", "set", `v${host}`, "up"]);
-      must(["ip", "-n", ns[host], "addr", "add", `${addr[host]}/24`, "dev", "eth0"]);
-      must(["ip", "-n", ns[host], "link", "set", "eth0", "up"]);
-    }
+    buildNetwork(switchNs, ns, addr, made);
   } catch (error) {
     destroy();
     throw error;
@@ -166,31 +186,10 @@ export function createTopology(): Topology {
       // so the ChildProcess's pid, signals and exit status are the command's own.
       return spawn("ip", ["netns", "exec", ns[host], ...argv], { stdio: ["ignore", "pipe", "pipe"], ...options });
     },
-    canConnect(from, host, port, timeoutS = 2) {
-      // bash's /dev/tcp opens a plain TCP connection; `timeout` bounds a SYN that gets no answer.
-      const r = run(
-        [...prefixFor(from), "timeout", String(timeoutS), "bash", "-c", 'exec 3<>"/dev/tcp/$0/$1"', host, String(port)],
-        undefined,
-        (timeoutS + 10) * 1000,
-      );
-      return r.status === 0;
-    },
+    canConnect: (from, host, port, timeoutS = 2) => canConnectFrom(prefixFor(from), host, port, timeoutS),
     setRate(gbitPerSecond) {
       if (!(gbitPerSecond > 0)) throw new Error(`setRate wants a positive rate in Gbit/s, got ${gbitPerSecond}`);
-      const bytesPerSecond = (gbitPerSecond * 1e9) / 8;
-      // burst: how many bytes may leave back to back at veth speed before the token bucket makes
-      // them wait. A real NIC never exceeds its line rate, so the bucket is kept small: 100 µs of
-      // traffic (125 kB at 10 Gbit/s, 312.5 kB at 25 Gbit/s). That is still larger than the
-      // biggest packet a veth hands over (a 64 KiB GSO segment plus headers; tbf would otherwise
-      // cut such packets up in software), and it keeps the limiter's hrtimer wake-ups to at most
-      // ~10,000 a second on a busy link, which 2 cores afford.
-      const burst = Math.max(Math.ceil(bytesPerSecond * 100e-6), 70_000);
-      // latency: the longest a packet may wait in the limiter's queue before it is dropped, which
-      // sizes the queue (rate × latency + burst): 5 ms holds 6.25 MB at 10 Gbit/s, so a single
-      // bulk TCP flow (the weights a head sends its workers at load) is paced by the bucket
-      // rather than by drops, while request/response traffic such as the RPC calls during
-      // decoding never queues long enough to see it.
-      const tbf = ["tbf", "rate", `${gbitPerSecond}gbit`, "burst", String(burst), "latency", "5ms"];
+      const tbf = tbfQdisc(gbitPerSecond);
       // Egress of BOTH ends of each veth: the host's eth0 limits what it sends, the switch-side
       // end what it receives. A packet between two hosts so passes two limiters of the same rate
       // in series, which limits it to that rate (plus a little queueing delay).

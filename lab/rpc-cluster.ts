@@ -79,6 +79,107 @@ interface WorkerState {
   exited: Promise<ServerExit>;
 }
 
+/** Starts ggml-rpc-server in a worker's namespace, collecting what it prints. */
+function launchWorker(
+  topology: Topology,
+  host: WorkerHost,
+  port: number,
+  threads: number,
+  workerEnv: Record<string, string> | undefined,
+): WorkerState {
+  // stdbuf: ggml-rpc-server prints its banner with printf into a pipe, which stdio buffers until
+  // the first "Accepted client connection" flush; line buffering shows each line as printed,
+  // and keeps what it printed even when the worker is killed. stdbuf and `ip netns exec` both
+  // exec in place, so the child's pid is ggml-rpc-server's.
+  const child = topology.spawnIn(
+    host,
+    [
+      "stdbuf",
+      "-oL",
+      "-eL",
+      llamaTool("ggml-rpc-server"),
+      "-H",
+      topology.addr[host],
+      "-p",
+      String(port),
+      "-t",
+      String(threads),
+    ],
+    { env: { ...process.env, ...workerEnv } },
+  );
+  const state: WorkerState = {
+    child,
+    log: "",
+    exited: new Promise((resolveExit) =>
+      child.once("close", (code: number | null, signal: NodeJS.Signals | null) => resolveExit({ code, signal })),
+    ),
+  };
+  child.stdout?.on("data", (chunk: Buffer) => (state.log += chunk.toString()));
+  child.stderr?.on("data", (chunk: Buffer) => (state.log += chunk.toString()));
+  return state;
+}
+
+/**
+ * Ready means: the head can open a TCP connection to it (through the firewall, when applied).
+ * Each probe is a client that connects and leaves at once; the worker logs it and goes back
+ * to accepting.
+ */
+async function waitUntilReachable(
+  topology: Topology,
+  host: WorkerHost,
+  port: number,
+  state: WorkerState,
+  startTimeoutMs: number,
+): Promise<void> {
+  const { child } = state;
+  const deadline = Date.now() + startTimeoutMs;
+  while (!topology.canConnect("head", topology.addr[host], port, 1)) {
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`ggml-rpc-server in ${host} exited (${child.exitCode ?? child.signalCode}):\n${state.log}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `ggml-rpc-server in ${host} not reachable from the head after ${startTimeoutMs} ms:\n${state.log}`,
+      );
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Applies the kit's RPC firewall in a worker's namespace (only the head may reach the port); returns what it printed. */
+function applyWorkerFirewall(topology: Topology, host: WorkerHost, port: number): string {
+  const applied = topology.exec(host, [
+    "bash",
+    FIREWALL,
+    "apply",
+    "--table",
+    RPC_FIREWALL_TABLE,
+    "--allow",
+    `${port}=${topology.addr.head}/32`,
+  ]);
+  if (applied.status !== 0)
+    throw new Error(`firewall.sh apply in ${host} exited ${applied.status}: ${applied.stderr}${applied.stdout}`);
+  return applied.stdout;
+}
+
+/** Kills a worker's process (if it still runs) and waits until it has exited. */
+async function killWorker(state: WorkerState | undefined): Promise<void> {
+  if (!state) return;
+  if (state.child.exitCode === null && state.child.signalCode === null) state.child.kill("SIGKILL");
+  await state.exited;
+}
+
+/** A worker as callers see it: always its latest process (restartWorker replaces the state). */
+function workerHandle(host: WorkerHost, endpoint: string, states: ReadonlyMap<WorkerHost, WorkerState>): RpcWorker {
+  const state = (): WorkerState => states.get(host)!;
+  return {
+    host,
+    endpoint,
+    log: () => state().log,
+    exited: () => state().exited,
+    alive: () => state().child.exitCode === null && state().child.signalCode === null,
+    kill: (signal = "SIGKILL") => void state().child.kill(signal),
+  };
+}
+
 export async function startRpcCluster(options: RpcClusterOptions = {}): Promise<RpcCluster> {
   const port = options.port ?? 50052;
   const threads = options.threads ?? 1;
@@ -91,57 +192,12 @@ export async function startRpcCluster(options: RpcClusterOptions = {}): Promise<
   let headCount = 0;
 
   const spawnWorker = async (host: WorkerHost): Promise<void> => {
-    // stdbuf: ggml-rpc-server prints its banner with printf into a pipe, which stdio buffers until
-    // the first "Accepted client connection" flush; line buffering shows each line as printed,
-    // and keeps what it printed even when the worker is killed. stdbuf and `ip netns exec` both
-    // exec in place, so the child's pid is ggml-rpc-server's.
-    const child = topology.spawnIn(
-      host,
-      [
-        "stdbuf",
-        "-oL",
-        "-eL",
-        llamaTool("ggml-rpc-server"),
-        "-H",
-        topology.addr[host],
-        "-p",
-        String(port),
-        "-t",
-        String(threads),
-      ],
-      { env: { ...process.env, ...options.workerEnv } },
-    );
-    const state: WorkerState = {
-      child,
-      log: "",
-      exited: new Promise((resolveExit) =>
-        child.once("close", (code: number | null, signal: NodeJS.Signals | null) => resolveExit({ code, signal })),
-      ),
-    };
-    child.stdout?.on("data", (chunk: Buffer) => (state.log += chunk.toString()));
-    child.stderr?.on("data", (chunk: Buffer) => (state.log += chunk.toString()));
+    const state = launchWorker(topology, host, port, threads, options.workerEnv);
     states.set(host, state);
-    // Ready means: the head can open a TCP connection to it (through the firewall, when applied).
-    // Each probe is a client that connects and leaves at once; the worker logs it and goes back
-    // to accepting.
-    const deadline = Date.now() + startTimeoutMs;
-    while (!topology.canConnect("head", topology.addr[host], port, 1)) {
-      if (child.exitCode !== null || child.signalCode !== null)
-        throw new Error(`ggml-rpc-server in ${host} exited (${child.exitCode ?? child.signalCode}):\n${state.log}`);
-      if (Date.now() > deadline)
-        throw new Error(
-          `ggml-rpc-server in ${host} not reachable from the head after ${startTimeoutMs} ms:\n${state.log}`,
-        );
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitUntilReachable(topology, host, port, state, startTimeoutMs);
   };
 
-  const stopWorker = async (host: WorkerHost): Promise<void> => {
-    const state = states.get(host);
-    if (!state) return;
-    if (state.child.exitCode === null && state.child.signalCode === null) state.child.kill("SIGKILL");
-    await state.exited;
-  };
+  const stopWorker = (host: WorkerHost): Promise<void> => killWorker(states.get(host));
 
   const stop = async (): Promise<void> => {
     for (const head of heads) await head.stop();
@@ -153,21 +209,8 @@ export async function startRpcCluster(options: RpcClusterOptions = {}): Promise<
   const hosts: WorkerHost[] = ["w1", "w2"];
   try {
     for (const host of hosts) {
-      if (options.firewall ?? true) {
-        // Before the worker listens, as on a real host: there is no moment the port is open to all.
-        const applied = topology.exec(host, [
-          "bash",
-          FIREWALL,
-          "apply",
-          "--table",
-          RPC_FIREWALL_TABLE,
-          "--allow",
-          `${port}=${topology.addr.head}/32`,
-        ]);
-        if (applied.status !== 0)
-          throw new Error(`firewall.sh apply in ${host} exited ${applied.status}: ${applied.stderr}${applied.stdout}`);
-        firewallOutput[host] = applied.stdout;
-      }
+      // Before the worker listens, as on a real host: there is no moment the port is open to all.
+      if (options.firewall ?? true) firewallOutput[host] = applyWorkerFirewall(topology, host, port);
       await spawnWorker(host);
     }
   } catch (error) {
@@ -175,17 +218,7 @@ export async function startRpcCluster(options: RpcClusterOptions = {}): Promise<
     throw error;
   }
 
-  const workers: RpcWorker[] = hosts.map((host) => {
-    const state = (): WorkerState => states.get(host)!;
-    return {
-      host,
-      endpoint: `${topology.addr[host]}:${port}`,
-      log: () => state().log,
-      exited: () => state().exited,
-      alive: () => state().child.exitCode === null && state().child.signalCode === null,
-      kill: (signal = "SIGKILL") => void state().child.kill(signal),
-    };
-  });
+  const workers: RpcWorker[] = hosts.map((host) => workerHandle(host, `${topology.addr[host]}:${port}`, states));
 
   return {
     topology,

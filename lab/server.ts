@@ -116,6 +116,47 @@ function httpRequest(
   });
 }
 
+/** What waitUntilHealthy watches: the starting child, where it should listen, and its log so far. */
+interface StartingServer {
+  child: ChildProcess;
+  target: { host: string; port: number } | { socketPath: string };
+  /** The log line that shows our child (not another process) listens at the target. */
+  listening: string;
+  timeoutMs: number;
+  log(): string;
+  exited: Promise<ServerExit>;
+  hasExited(): boolean;
+}
+
+/** Polls /health until the child answers 200; throws if it exits first or the timeout passes (killing it). */
+async function waitUntilHealthy(server: StartingServer): Promise<void> {
+  const { child, target, listening, timeoutMs, exited, hasExited } = server;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (hasExited()) {
+      const exit = await exited;
+      const log = server.log();
+      throw new ServerStartError(
+        `llama-server exited (${exit.code ?? exit.signal}) before it was healthy:\n${log.slice(-3000)}`,
+        log,
+        exit,
+      );
+    }
+    try {
+      const response = await httpRequest(target, "GET", "/health");
+      // Healthy, and it is our child that listens there (not another process that took the free port first).
+      if (response.status === 200 && server.log().includes(listening)) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`llama-server not healthy after ${timeoutMs} ms:\n${server.log().slice(-3000)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 export async function startServer(
   model: string,
   args: readonly string[],
@@ -143,29 +184,7 @@ export async function startServer(
   );
   // A process killed by a signal (an abort, say) has exitCode null and signalCode set.
   const hasExited = () => child.exitCode !== null || child.signalCode !== null;
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (hasExited()) {
-      const exit = await exited;
-      throw new ServerStartError(
-        `llama-server exited (${exit.code ?? exit.signal}) before it was healthy:\n${log.slice(-3000)}`,
-        log,
-        exit,
-      );
-    }
-    try {
-      const response = await httpRequest(target, "GET", "/health");
-      // Healthy, and it is our child that listens there (not another process that took the free port first).
-      if (response.status === 200 && log.includes(listening)) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`llama-server not healthy after ${timeoutMs} ms:\n${log.slice(-3000)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  await waitUntilHealthy({ child, target, listening, timeoutMs, log: () => log, exited, hasExited });
   return {
     port,
     log: () => log,

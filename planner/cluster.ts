@@ -70,9 +70,10 @@ export interface ClusterInputs {
   finish: (placement: Placement) => ClusterPlan;
 }
 
-/** Resolves the workers' hardware and the link; `finish` reads what the chosen placement put where. */
-export function planCluster(stack: string, config: StackConfig, head: HostSpec, catalog: Catalog): ClusterInputs {
-  const cluster = config.cluster as ClusterConfig;
+type ClusterWorker = ClusterConfig["workers"][number];
+
+/** The kit sizes splits of CPU hosts only: a GPU on the head or any worker is refused up front. */
+function refuseGpusInSplit(stack: string, cluster: ClusterConfig, head: HostSpec): void {
   const gpuProblems = [
     ...(head.gpus.length > 0
       ? [
@@ -88,74 +89,98 @@ export function planCluster(stack: string, config: StackConfig, head: HostSpec, 
     ),
   ];
   if (gpuProblems.length > 0) throw new ConfigError(stack, gpuProblems);
-  const workers = cluster.workers.map((worker): RpcWorkerSpec => {
-    let host: HostSpec;
-    try {
-      host = resolveHost(stack, worker.host, catalog);
-    } catch (error) {
-      // resolveHost names the head's keys (host.cpu…); a worker's live under hosts[i].
-      if (error instanceof ConfigError)
-        throw new ConfigError(
-          stack,
-          error.problems.map((problem) => problem.replace(/^host\./, `hosts[${worker.index}].`)),
-        );
-      throw error;
-    }
-    return { endpoint: `${worker.privateAddress}:${worker.rpcPort}`, host, threads: host.cpu.cores };
-  });
-  const spec = linkSpec(cluster.link.gbitPerSecond, cluster.link.roundTripMicroseconds, cluster.link.transport);
-  const finish = (placement: Placement): ClusterPlan => {
-    const memoryOf = (device: DeviceName) => placement.memory.find((entry) => entry.device === device)!;
-    const layersOf = (device: DeviceName) =>
-      placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
-    const workerPlans = cluster.workers.map((worker, index): RpcWorkerPlan => {
-      const spec = workers[index]!;
-      const device = rpcDeviceName(spec.endpoint);
-      return {
-        id: worker.id,
-        index: worker.index,
-        privateAddress: worker.privateAddress,
-        rpcPort: worker.rpcPort,
-        endpoint: spec.endpoint,
-        device,
-        host: spec.host,
-        ssh: worker.host.ssh && {
-          host: worker.host.ssh.host,
-          port: worker.host.ssh.port,
-          user: worker.host.ssh.user,
-          hostPublicKey: worker.host.ssh.hostPublicKey,
-        },
-        memory: memoryOf(device),
-        layers: layersOf(device),
-        holdsOutput: placement.outputDevice === device,
-        rpcServerArgs: [
-          "--host",
-          worker.privateAddress,
-          "--port",
-          String(worker.rpcPort),
-          "--threads",
-          String(spec.threads),
-        ],
-        firewall: { table: RPC_FIREWALL_TABLE, port: worker.rpcPort, allowFrom: [`${cluster.head.privateAddress}/32`] },
-        containerName: `kimi-kit-rpc-${worker.id}`,
-      };
-    });
-    const shippedBytes = placement.memory
-      .filter((device) => isRpcDevice(device.device))
-      .reduce((sum, device) => sum + device.modelBytes, 0);
-    const traffic = placement.estimate.projection.decodeTraffic;
-    return {
-      head: { ...cluster.head, layers: layersOf("CPU") },
-      link: { ...cluster.link, spec },
-      workers: workerPlans,
-      shippedBytes,
-      loadSeconds: shippedBytes / spec.bytesPerSecond,
-      networkSecondsPerToken: traffic.reduce((sum, entry) => sum + (entry.networkSecondsPerToken ?? 0), 0),
-      image: config.deployment.image ?? catalog.llamaCpp.images.rpc,
-      rpc: { workers, link: spec },
-      environment: cluster.link.transport === "tcp" ? { GGML_RPC_NO_RDMA: "1" } : {},
-    };
+}
+
+function resolveWorker(stack: string, worker: ClusterWorker, catalog: Catalog): RpcWorkerSpec {
+  let host: HostSpec;
+  try {
+    host = resolveHost(stack, worker.host, catalog);
+  } catch (error) {
+    // resolveHost names the head's keys (host.cpu…); a worker's live under hosts[i].
+    if (error instanceof ConfigError)
+      throw new ConfigError(
+        stack,
+        error.problems.map((problem) => problem.replace(/^host\./, `hosts[${worker.index}].`)),
+      );
+    throw error;
+  }
+  return { endpoint: `${worker.privateAddress}:${worker.rpcPort}`, host, threads: host.cpu.cores };
+}
+
+function layersOn(placement: Placement, device: DeviceName): number[] {
+  return placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
+}
+
+function workerPlan(
+  cluster: ClusterConfig,
+  worker: ClusterWorker,
+  spec: RpcWorkerSpec,
+  placement: Placement,
+): RpcWorkerPlan {
+  const device = rpcDeviceName(spec.endpoint);
+  return {
+    id: worker.id,
+    index: worker.index,
+    privateAddress: worker.privateAddress,
+    rpcPort: worker.rpcPort,
+    endpoint: spec.endpoint,
+    device,
+    host: spec.host,
+    ssh: worker.host.ssh && {
+      host: worker.host.ssh.host,
+      port: worker.host.ssh.port,
+      user: worker.host.ssh.user,
+      hostPublicKey: worker.host.ssh.hostPublicKey,
+    },
+    memory: placement.memory.find((entry) => entry.device === device)!,
+    layers: layersOn(placement, device),
+    holdsOutput: placement.outputDevice === device,
+    rpcServerArgs: [
+      "--host",
+      worker.privateAddress,
+      "--port",
+      String(worker.rpcPort),
+      "--threads",
+      String(spec.threads),
+    ],
+    firewall: { table: RPC_FIREWALL_TABLE, port: worker.rpcPort, allowFrom: [`${cluster.head.privateAddress}/32`] },
+    containerName: `kimi-kit-rpc-${worker.id}`,
   };
+}
+
+function finishCluster(
+  config: StackConfig,
+  catalog: Catalog,
+  workers: RpcWorkerSpec[],
+  spec: LinkSpec,
+  placement: Placement,
+): ClusterPlan {
+  const cluster = config.cluster as ClusterConfig;
+  const workerPlans = cluster.workers.map((worker, index) => workerPlan(cluster, worker, workers[index]!, placement));
+  const shippedBytes = placement.memory
+    .filter((device) => isRpcDevice(device.device))
+    .reduce((sum, device) => sum + device.modelBytes, 0);
+  const traffic = placement.estimate.projection.decodeTraffic;
+  return {
+    head: { ...cluster.head, layers: layersOn(placement, "CPU") },
+    link: { ...cluster.link, spec },
+    workers: workerPlans,
+    shippedBytes,
+    loadSeconds: shippedBytes / spec.bytesPerSecond,
+    networkSecondsPerToken: traffic.reduce((sum, entry) => sum + (entry.networkSecondsPerToken ?? 0), 0),
+    image: config.deployment.image ?? catalog.llamaCpp.images.rpc,
+    rpc: { workers, link: spec },
+    environment: cluster.link.transport === "tcp" ? { GGML_RPC_NO_RDMA: "1" } : {},
+  };
+}
+
+/** Resolves the workers' hardware and the link; `finish` reads what the chosen placement put where. */
+export function planCluster(stack: string, config: StackConfig, head: HostSpec, catalog: Catalog): ClusterInputs {
+  const cluster = config.cluster as ClusterConfig;
+  refuseGpusInSplit(stack, cluster, head);
+  const workers = cluster.workers.map((worker) => resolveWorker(stack, worker, catalog));
+  const spec = linkSpec(cluster.link.gbitPerSecond, cluster.link.roundTripMicroseconds, cluster.link.transport);
+  const finish = (placement: Placement): ClusterPlan => finishCluster(config, catalog, workers, spec, placement);
   return { rpc: { workers, link: spec }, finish };
 }
 

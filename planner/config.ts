@@ -779,53 +779,42 @@ export type FleetConfig = Omit<z.infer<typeof fleetSchema>, "replicas"> & {
 };
 export type TeamConfig = z.infer<typeof teamSchema>;
 
-/**
- * Replicas and teams: replicas of one spec (the plan sizes one host for all), the count agreeing with
- * the list, one multi-host shape at a time, unique team names, teams only with costs.
- */
-function fleetIssues(config: RawStackConfig): { path: PropertyKey[]; message: string; input: unknown }[] {
-  const issues: { path: PropertyKey[]; message: string; input: unknown }[] = [];
-  const replicas = (config.hosts ?? []).flatMap((entry, index) => (entry.role === "replica" ? [{ entry, index }] : []));
-  const first = replicas[0];
-  if (first) {
-    // The CPU, memory and GPUs decide what one replica holds and how fast it runs; ssh, name and disk may differ.
-    const specOf = (entry: ClusterHostEntry) => ({ cpu: entry.cpu, memory: entry.memory, gpus: entry.gpus });
-    for (const { entry, index } of replicas.slice(1)) {
-      for (const key of ["cpu", "memory", "gpus"] as const) {
-        if (JSON.stringify(specOf(entry)[key]) !== JSON.stringify(specOf(first.entry)[key])) {
-          issues.push({
-            path: ["hosts", index, key],
-            message: `allowed: the same ${key} as the first replica ${first.entry.id} (hosts[${first.index}]); replica ${entry.id} differs — the plan sizes one spec for every replica`,
-            input: entry[key],
-          });
-        }
+/** An issue found in the raw stack configuration: where, what is allowed, what was found. */
+type ConfigIssue = { path: PropertyKey[]; message: string; input: unknown };
+
+/** Every replica has the first one's spec, and fleet.replicas (when set) counts the listed replicas. */
+function replicaSpecIssues(
+  config: RawStackConfig,
+  replicas: { entry: ClusterHostEntry; index: number }[],
+  first: { entry: ClusterHostEntry; index: number },
+): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  // The CPU, memory and GPUs decide what one replica holds and how fast it runs; ssh, name and disk may differ.
+  const specOf = (entry: ClusterHostEntry) => ({ cpu: entry.cpu, memory: entry.memory, gpus: entry.gpus });
+  for (const { entry, index } of replicas.slice(1)) {
+    for (const key of ["cpu", "memory", "gpus"] as const) {
+      if (JSON.stringify(specOf(entry)[key]) !== JSON.stringify(specOf(first.entry)[key])) {
+        issues.push({
+          path: ["hosts", index, key],
+          message: `allowed: the same ${key} as the first replica ${first.entry.id} (hosts[${first.index}]); replica ${entry.id} differs — the plan sizes one spec for every replica`,
+          input: entry[key],
+        });
       }
     }
-    if (config.fleet?.replicas !== undefined && config.fleet.replicas !== replicas.length) {
-      issues.push({
-        path: ["fleet", "replicas"],
-        message: `allowed: ${replicas.length} (the replicas listed in hosts) or leave it out`,
-        input: config.fleet.replicas,
-      });
-    }
   }
-  const split = (config.hosts ?? []).some((entry) => entry.role !== "replica");
-  if (split && (first || (config.fleet?.replicas !== undefined && config.fleet.replicas !== 1))) {
-    issues.push({
-      path: ["hosts"],
-      message:
-        "allowed: a split (head + rpc-workers) or replicas, one at a time: replicas of a split are not planned yet",
-      input: (config.hosts ?? []).map((entry) => entry.role),
-    });
-  }
-  if (config.fleet?.replicas === "auto" && !config.costs && config.fleet.peakConcurrentRequests === undefined) {
+  if (config.fleet?.replicas !== undefined && config.fleet.replicas !== replicas.length) {
     issues.push({
       path: ["fleet", "replicas"],
-      message:
-        "allowed: auto only with something to size from — costs.usage.tokensPerMonth, or fleet.peakConcurrentRequests with fleet.latencyTargetSeconds; or a number",
-      input: "auto",
+      message: `allowed: ${replicas.length} (the replicas listed in hosts) or leave it out`,
+      input: config.fleet.replicas,
     });
   }
+  return issues;
+}
+
+/** Team names are unique, and teams come with costs. */
+function teamIssues(config: RawStackConfig): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
   const seen = new Map<string, number>();
   (config.teams ?? []).forEach((team, index) => {
     const earlier = seen.get(team.name);
@@ -845,6 +834,36 @@ function fleetIssues(config: RawStackConfig): { path: PropertyKey[]; message: st
       input: undefined,
     });
   }
+  return issues;
+}
+
+/**
+ * Replicas and teams: replicas of one spec (the plan sizes one host for all), the count agreeing with
+ * the list, one multi-host shape at a time, unique team names, teams only with costs.
+ */
+function fleetIssues(config: RawStackConfig): { path: PropertyKey[]; message: string; input: unknown }[] {
+  const issues: { path: PropertyKey[]; message: string; input: unknown }[] = [];
+  const replicas = (config.hosts ?? []).flatMap((entry, index) => (entry.role === "replica" ? [{ entry, index }] : []));
+  const first = replicas[0];
+  if (first) issues.push(...replicaSpecIssues(config, replicas, first));
+  const split = (config.hosts ?? []).some((entry) => entry.role !== "replica");
+  if (split && (first || (config.fleet?.replicas !== undefined && config.fleet.replicas !== 1))) {
+    issues.push({
+      path: ["hosts"],
+      message:
+        "allowed: a split (head + rpc-workers) or replicas, one at a time: replicas of a split are not planned yet",
+      input: (config.hosts ?? []).map((entry) => entry.role),
+    });
+  }
+  if (config.fleet?.replicas === "auto" && !config.costs && config.fleet.peakConcurrentRequests === undefined) {
+    issues.push({
+      path: ["fleet", "replicas"],
+      message:
+        "allowed: auto only with something to size from — costs.usage.tokensPerMonth, or fleet.peakConcurrentRequests with fleet.latencyTargetSeconds; or a number",
+      input: "auto",
+    });
+  }
+  issues.push(...teamIssues(config));
   return issues;
 }
 
@@ -869,6 +888,84 @@ export interface ClusterConfig {
 export type StackConfig = z.infer<typeof stackConfigSchema>;
 
 type RawStackConfig = z.infer<z.ZodObject<typeof stackShape>>;
+
+/**
+ * The roles and link of `hosts`: replicas want no link; a split wants exactly one head, at least one
+ * rpc-worker and a link at least as fast as its stated minimum.
+ */
+function hostsShapeIssues(config: RawStackConfig, hosts: ClusterHostEntry[]): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  // Replicas (fleetIssues checks them) need no head, workers nor link; a mix with a split is refused there.
+  if (hosts.some((entry) => entry.role === "replica")) {
+    if (config.link)
+      issues.push({
+        path: ["link"],
+        message:
+          "allowed: only with a split (head + rpc-workers); replicas each serve the whole model and share no link",
+        input: config.link,
+      });
+  } else {
+    const heads = hosts.filter((entry) => entry.role === "head").length;
+    if (heads !== 1)
+      issues.push({
+        path: ["hosts"],
+        message: `allowed: exactly one host with role head (found ${heads})`,
+        input: hosts.map((entry) => entry.role),
+      });
+    if (!hosts.some((entry) => entry.role === "rpc-worker"))
+      issues.push({
+        path: ["hosts"],
+        message: "allowed: at least one host with role rpc-worker",
+        input: hosts.map((entry) => entry.role),
+      });
+    if (!config.link)
+      issues.push({
+        path: ["link"],
+        message: "allowed: the link between the hosts, e.g. { gbitPerSecond: 25, roundTripMicroseconds: 50 }",
+        input: undefined,
+      });
+    else if (config.link.gbitPerSecond < config.link.minimumGbitPerSecond) {
+      issues.push({
+        path: ["link", "gbitPerSecond"],
+        message: `allowed: at least link.minimumGbitPerSecond (${config.link.minimumGbitPerSecond} Gbit/s)`,
+        input: config.link.gbitPerSecond,
+      });
+    }
+  }
+  return issues;
+}
+
+/** Private addresses only, and no two hosts with the same id, private address or SSH address. */
+function hostUniquenessIssues(hosts: ClusterHostEntry[]): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const seen = {
+    id: new Map<string, number>(),
+    privateAddress: new Map<string, number>(),
+    ssh: new Map<string, number>(),
+  };
+  hosts.forEach((entry, index) => {
+    const problem = privateAddressProblem(entry.privateAddress);
+    if (problem)
+      issues.push({ path: ["hosts", index, "privateAddress"], message: problem, input: entry.privateAddress });
+    const keys: [keyof typeof seen, string | undefined, PropertyKey[]][] = [
+      ["id", entry.id, ["id"]],
+      ["privateAddress", entry.privateAddress, ["privateAddress"]],
+      ["ssh", entry.ssh ? `${entry.ssh.host}:${entry.ssh.port}` : undefined, ["ssh", "host"]],
+    ];
+    for (const [key, value, path] of keys) {
+      if (value === undefined) continue;
+      const first = seen[key].get(value);
+      if (first !== undefined)
+        issues.push({
+          path: ["hosts", index, ...path],
+          message: `allowed: a value no other host has (hosts[${first}] has it too)`,
+          input: value,
+        });
+      else seen[key].set(value, index);
+    }
+  });
+  return issues;
+}
 
 /**
  * A multi-host stack: `host` or `hosts`, never both; one head and at least one rpc-worker; a link;
@@ -902,69 +999,7 @@ function clusterIssues(config: RawStackConfig): { path: PropertyKey[]; message: 
       });
     return issues;
   }
-  // Replicas (fleetIssues checks them) need no head, workers nor link; a mix with a split is refused there.
-  if (config.hosts.some((entry) => entry.role === "replica")) {
-    if (config.link)
-      issues.push({
-        path: ["link"],
-        message:
-          "allowed: only with a split (head + rpc-workers); replicas each serve the whole model and share no link",
-        input: config.link,
-      });
-  } else {
-    const heads = config.hosts.filter((entry) => entry.role === "head").length;
-    if (heads !== 1)
-      issues.push({
-        path: ["hosts"],
-        message: `allowed: exactly one host with role head (found ${heads})`,
-        input: config.hosts.map((entry) => entry.role),
-      });
-    if (!config.hosts.some((entry) => entry.role === "rpc-worker"))
-      issues.push({
-        path: ["hosts"],
-        message: "allowed: at least one host with role rpc-worker",
-        input: config.hosts.map((entry) => entry.role),
-      });
-    if (!config.link)
-      issues.push({
-        path: ["link"],
-        message: "allowed: the link between the hosts, e.g. { gbitPerSecond: 25, roundTripMicroseconds: 50 }",
-        input: undefined,
-      });
-    else if (config.link.gbitPerSecond < config.link.minimumGbitPerSecond) {
-      issues.push({
-        path: ["link", "gbitPerSecond"],
-        message: `allowed: at least link.minimumGbitPerSecond (${config.link.minimumGbitPerSecond} Gbit/s)`,
-        input: config.link.gbitPerSecond,
-      });
-    }
-  }
-  const seen = {
-    id: new Map<string, number>(),
-    privateAddress: new Map<string, number>(),
-    ssh: new Map<string, number>(),
-  };
-  config.hosts.forEach((entry, index) => {
-    const problem = privateAddressProblem(entry.privateAddress);
-    if (problem)
-      issues.push({ path: ["hosts", index, "privateAddress"], message: problem, input: entry.privateAddress });
-    const keys: [keyof typeof seen, string | undefined, PropertyKey[]][] = [
-      ["id", entry.id, ["id"]],
-      ["privateAddress", entry.privateAddress, ["privateAddress"]],
-      ["ssh", entry.ssh ? `${entry.ssh.host}:${entry.ssh.port}` : undefined, ["ssh", "host"]],
-    ];
-    for (const [key, value, path] of keys) {
-      if (value === undefined) continue;
-      const first = seen[key].get(value);
-      if (first !== undefined)
-        issues.push({
-          path: ["hosts", index, ...path],
-          message: `allowed: a value no other host has (hosts[${first}] has it too)`,
-          input: value,
-        });
-      else seen[key].set(value, index);
-    }
-  });
+  issues.push(...hostsShapeIssues(config, config.hosts), ...hostUniquenessIssues(config.hosts));
   return issues;
 }
 

@@ -33,12 +33,8 @@ export interface CostEstimate {
   breakEvenReason: string;
 }
 
-export function estimateCost(
-  costs: NonNullable<StackConfig["costs"]>,
-  host: HostSpec,
-  modelBytes: number,
-  speeds: { decodeTokensPerSecond: number; prefillTokensPerSecond: number },
-): CostEstimate {
+/** The monthly cost lines: the cloud instance and its model volume, or owned hardware's amortization and power. */
+function costLines(costs: NonNullable<StackConfig["costs"]>, host: HostSpec, modelBytes: number): CostLine[] {
   const lines: CostLine[] = [];
   if (host.cloud) {
     const hourly = costs.cloud?.usdPerHour ?? host.cloud.usdPerHour;
@@ -64,6 +60,44 @@ export function estimateCost(
       basis: `${hardware.powerWatts} W × ${HOURS_PER_MONTH} h = ${kwh.toFixed(0)} kWh × $${hardware.usdPerKwh}/kWh`,
     });
   }
+  return lines;
+}
+
+/** The monthly volume at which self-hosting costs what the API costs, or null with the reason it never does. */
+function breakEven(
+  usage: NonNullable<StackConfig["costs"]>["usage"],
+  monthlyUsd: number,
+  inputShare: number,
+  capacityTokensPerMonth: number,
+  apiUsdPerMillionTokensAtMix: number,
+): { breakEvenTokensPerMonth: number | null; breakEvenReason: string } {
+  const { mix, utilization } = usage;
+  const volume = apiUsdPerMillionTokensAtMix > 0 ? (monthlyUsd / apiUsdPerMillionTokensAtMix) * 1e6 : Infinity;
+  if (!Number.isFinite(volume)) {
+    return {
+      breakEvenTokensPerMonth: null,
+      breakEvenReason: "the API costs nothing at this mix, so self-hosting never breaks even",
+    };
+  }
+  if (volume > capacityTokensPerMonth) {
+    return {
+      breakEvenTokensPerMonth: null,
+      breakEvenReason: `the API would cost this host's $${monthlyUsd.toFixed(0)}/month only at ${(volume / 1e6).toFixed(0)}M tokens/month, but the host serves at most ${(capacityTokensPerMonth / 1e6).toFixed(1)}M tokens/month at ${Math.round(utilization * 100)}% utilization and this mix: the API is cheaper at every volume this host can serve`,
+    };
+  }
+  return {
+    breakEvenTokensPerMonth: volume,
+    breakEvenReason: `above ${(volume / 1e6).toFixed(1)}M tokens/month (${inputShare * 100 < 100 ? `${mix.input}:${mix.output} input:output` : "input only"}) self-hosting is cheaper than the API; the host serves up to ${(capacityTokensPerMonth / 1e6).toFixed(1)}M`,
+  };
+}
+
+export function estimateCost(
+  costs: NonNullable<StackConfig["costs"]>,
+  host: HostSpec,
+  modelBytes: number,
+  speeds: { decodeTokensPerSecond: number; prefillTokensPerSecond: number },
+): CostEstimate {
+  const lines = costLines(costs, host, modelBytes);
   const monthlyUsd = lines.reduce((sum, line) => sum + line.monthlyUsd, 0);
   const { mix, utilization, tokensPerMonth } = costs.usage;
   const inputShare = mix.input / (mix.input + mix.output);
@@ -75,18 +109,13 @@ export function estimateCost(
   const apiUsdPerMillionTokensAtMix =
     inputShare * costs.api.usdPerMillionInput + (1 - inputShare) * costs.api.usdPerMillionOutput;
   const usdPerMillionTokensAtMix = capacityTokensPerMonth > 0 ? (monthlyUsd / capacityTokensPerMonth) * 1e6 : Infinity;
-  const volume = apiUsdPerMillionTokensAtMix > 0 ? (monthlyUsd / apiUsdPerMillionTokensAtMix) * 1e6 : Infinity;
-  let breakEvenTokensPerMonth: number | null = volume;
-  let breakEvenReason: string;
-  if (!Number.isFinite(volume)) {
-    breakEvenTokensPerMonth = null;
-    breakEvenReason = "the API costs nothing at this mix, so self-hosting never breaks even";
-  } else if (volume > capacityTokensPerMonth) {
-    breakEvenTokensPerMonth = null;
-    breakEvenReason = `the API would cost this host's $${monthlyUsd.toFixed(0)}/month only at ${(volume / 1e6).toFixed(0)}M tokens/month, but the host serves at most ${(capacityTokensPerMonth / 1e6).toFixed(1)}M tokens/month at ${Math.round(utilization * 100)}% utilization and this mix: the API is cheaper at every volume this host can serve`;
-  } else {
-    breakEvenReason = `above ${(volume / 1e6).toFixed(1)}M tokens/month (${inputShare * 100 < 100 ? `${mix.input}:${mix.output} input:output` : "input only"}) self-hosting is cheaper than the API; the host serves up to ${(capacityTokensPerMonth / 1e6).toFixed(1)}M`;
-  }
+  const { breakEvenTokensPerMonth, breakEvenReason } = breakEven(
+    costs.usage,
+    monthlyUsd,
+    inputShare,
+    capacityTokensPerMonth,
+    apiUsdPerMillionTokensAtMix,
+  );
   return {
     monthlyUsd,
     lines,

@@ -172,6 +172,43 @@ function readPlan(value: PlanJsonAtAnyRef): ReadPlan {
   const model = record(plan.model);
   const host = record(plan.host);
   const projection = record(plan.projection);
+  const devices = readDevices(plan);
+  const cost = readCost(plan);
+  const repo = str(model?.repo);
+  const tier = str(model?.tier);
+  return {
+    stack: str(plan.stack),
+    verdict: {
+      fits: typeof plan.fits === "boolean" ? plan.fits : undefined,
+      mode: str(plan.mode),
+      refusal: str(plan.refusal),
+    },
+    model:
+      repo === undefined && tier === undefined
+        ? undefined
+        : [repo, tier].filter((part) => part !== undefined).join(" "),
+    host: str(host?.label),
+    image: str(plan.image),
+    devices,
+    args:
+      Array.isArray(plan.llamaServerArgs) && plan.llamaServerArgs.every((arg) => typeof arg === "string")
+        ? (plan.llamaServerArgs as string[])
+        : undefined,
+    metrics: {
+      decode: { value: num(projection?.decodeTokensPerSecond), at: num(projection?.decodeDepthTokens) },
+      prefill: { value: num(projection?.prefillTokensPerSecond), at: undefined },
+      // The JSON field kept its historical "32k" name; the prompt is the stack's ttftPromptTokens.
+      ttft: {
+        value: num(projection?.ttft32kSeconds) ?? num(projection?.ttftSeconds),
+        at: num(projection?.ttftPromptTokens),
+      },
+    },
+    cost,
+  };
+}
+
+/** The plan's devices, with a split stack's workers; undefined when its JSON lists no devices. */
+function readDevices(plan: Record<string, unknown>): ReadDevice[] | undefined {
   const devices = Array.isArray(plan.devices)
     ? plan.devices.flatMap((entry): ReadDevice[] => {
         const device = record(entry);
@@ -205,6 +242,10 @@ function readPlan(value: PlanJsonAtAnyRef): ReadPlan {
       });
     }
   }
+  return devices;
+}
+
+function readCost(plan: Record<string, unknown>): CostState {
   let cost: CostState;
   if (!("cost" in plan)) cost = { state: "unknown" };
   else if (plan.cost === null)
@@ -222,37 +263,7 @@ function readPlan(value: PlanJsonAtAnyRef): ReadPlan {
         }
       : { state: "unknown" };
   }
-  const repo = str(model?.repo);
-  const tier = str(model?.tier);
-  return {
-    stack: str(plan.stack),
-    verdict: {
-      fits: typeof plan.fits === "boolean" ? plan.fits : undefined,
-      mode: str(plan.mode),
-      refusal: str(plan.refusal),
-    },
-    model:
-      repo === undefined && tier === undefined
-        ? undefined
-        : [repo, tier].filter((part) => part !== undefined).join(" "),
-    host: str(host?.label),
-    image: str(plan.image),
-    devices,
-    args:
-      Array.isArray(plan.llamaServerArgs) && plan.llamaServerArgs.every((arg) => typeof arg === "string")
-        ? (plan.llamaServerArgs as string[])
-        : undefined,
-    metrics: {
-      decode: { value: num(projection?.decodeTokensPerSecond), at: num(projection?.decodeDepthTokens) },
-      prefill: { value: num(projection?.prefillTokensPerSecond), at: undefined },
-      // The JSON field kept its historical "32k" name; the prompt is the stack's ttftPromptTokens.
-      ttft: {
-        value: num(projection?.ttft32kSeconds) ?? num(projection?.ttftSeconds),
-        at: num(projection?.ttftPromptTokens),
-      },
-    },
-    cost,
-  };
+  return cost;
 }
 
 /**
@@ -352,15 +363,11 @@ export function diffPlans(before: PlanSide, after: PlanSide): PlanDiff {
     stackBefore !== undefined && stackAfter !== undefined && stackBefore !== stackAfter
       ? `${stackBefore}..${stackAfter}`
       : (stackAfter ?? stackBefore ?? "unknown");
-  let kind: PlanDiff["kind"] = "nothing to compare";
-  if (a && b) kind = "compared";
-  else if (sides.before.state === "missing" && sides.after.state !== "missing") kind = "new stack";
-  else if (sides.after.state === "missing" && sides.before.state !== "missing") kind = "removed stack";
-  else if (a || b) kind = "unreadable";
+  const kind = diffKind(sides, a, b);
 
   const notCompared: string[] = [];
   /** Names the side(s) whose JSON lacks what `what` needs; only when both sides were planned. */
-  const lacking = (what: string, known: { before: boolean; after: boolean }) => {
+  const lacking: Lacking = (what, known) => {
     if (!a || !b) return;
     for (const side of ["before", "after"] as const)
       if (!known[side]) notCompared.push(`${what}: ${sides[side].label}'s plan JSON has no such field (an older kit?)`);
@@ -383,20 +390,7 @@ export function diffPlans(before: PlanSide, after: PlanSide): PlanDiff {
     else lacking("llama-server flags", { before: a.args !== undefined, after: b.args !== undefined });
   }
 
-  const projections = METRICS.map(({ key: metric, name }): MetricDiff => {
-    const was = a?.metrics[metric];
-    const now = b?.metrics[metric];
-    lacking(name, { before: was?.value !== undefined, after: now?.value !== undefined });
-    const fraction =
-      was?.value !== undefined && now?.value !== undefined && was.value !== 0 ? now.value / was.value - 1 : undefined;
-    return {
-      key: metric,
-      before: was?.value,
-      after: now?.value,
-      at: { before: was?.at, after: now?.at },
-      ...(fraction !== undefined ? { fraction } : {}),
-    };
-  });
+  const projections = diffMetrics(a, b, lacking);
   lacking("costs", { before: a?.cost.state !== "unknown", after: b?.cost.state !== "unknown" });
   lacking("verdict", { before: a?.verdict.fits !== undefined, after: b?.verdict.fits !== undefined });
 
@@ -414,6 +408,40 @@ export function diffPlans(before: PlanSide, after: PlanSide): PlanDiff {
     cost: { before: a?.cost, after: b?.cost },
     notCompared,
   };
+}
+
+/** Records what could not be compared because a side's JSON lacks it. */
+type Lacking = (what: string, known: { before: boolean; after: boolean }) => void;
+
+function diffKind(
+  sides: { before: SideSummary; after: SideSummary },
+  a: ReadPlan | undefined,
+  b: ReadPlan | undefined,
+): PlanDiff["kind"] {
+  let kind: PlanDiff["kind"] = "nothing to compare";
+  if (a && b) kind = "compared";
+  else if (sides.before.state === "missing" && sides.after.state !== "missing") kind = "new stack";
+  else if (sides.after.state === "missing" && sides.before.state !== "missing") kind = "removed stack";
+  else if (a || b) kind = "unreadable";
+  return kind;
+}
+
+/** Decode, prefill and TTFT before and after, with the change as a fraction where both are known. */
+function diffMetrics(a: ReadPlan | undefined, b: ReadPlan | undefined, lacking: Lacking): MetricDiff[] {
+  return METRICS.map(({ key: metric, name }): MetricDiff => {
+    const was = a?.metrics[metric];
+    const now = b?.metrics[metric];
+    lacking(name, { before: was?.value !== undefined, after: now?.value !== undefined });
+    const fraction =
+      was?.value !== undefined && now?.value !== undefined && was.value !== 0 ? now.value / was.value - 1 : undefined;
+    return {
+      key: metric,
+      before: was?.value,
+      after: now?.value,
+      at: { before: was?.at, after: now?.at },
+      ...(fraction !== undefined ? { fraction } : {}),
+    };
+  });
 }
 
 function isDeviceMaterial(device: DeviceDiff): boolean {
@@ -715,6 +743,21 @@ export function renderDiffText(diff: PlanDiff): string {
   );
   if (diff.before.state !== "planned" && diff.after.state !== "planned") return out.join("\n");
 
+  pushTextIdentity(out, diff, change);
+  pushTextDevices(out, diff);
+  pushTextFlags(out, diff);
+  pushTextProjections(out, diff);
+  pushTextCosts(out, diff);
+  if (diff.notCompared.length > 0) {
+    out.push("");
+    out.push("Not compared:");
+    for (const line of diff.notCompared) out.push(`  - ${line}`);
+  }
+  return out.join("\n").replace(/ +$/gm, "");
+}
+
+/** The verdict (unless a changed one already headed the report), a new refusal, the model, host and image. */
+function pushTextIdentity(out: string[], diff: PlanDiff, change: ReturnType<typeof verdictChange>): void {
   out.push("");
   const [verdictBefore, verdictAfter] = [verdictText(diff.verdict.before), verdictText(diff.verdict.after)];
   if (!change)
@@ -735,6 +778,9 @@ export function renderDiffText(diff: PlanDiff): string {
     const [was, now] = [value.before ?? "unknown", value.after ?? "unknown"];
     out.push(`${name}: ${diff.kind === "compared" && was === now ? was : arrow(diff, was, now)}`);
   }
+}
+
+function pushTextDevices(out: string[], diff: PlanDiff): void {
   if (diff.devices.length > 0) {
     out.push("");
     out.push("Devices (planned bytes of capacity; a change as a share of capacity):");
@@ -754,6 +800,9 @@ export function renderDiffText(diff: PlanDiff): string {
         );
     }
   }
+}
+
+function pushTextFlags(out: string[], diff: PlanDiff): void {
   if (diff.kind === "compared") {
     out.push("");
     if (diff.flags.length === 0)
@@ -767,6 +816,9 @@ export function renderDiffText(diff: PlanDiff): string {
       for (const line of flagTextLines(diff.flags)) out.push(`  ${line}`);
     }
   }
+}
+
+function pushTextProjections(out: string[], diff: PlanDiff): void {
   out.push("");
   out.push("Projections:");
   for (const metric of diff.projections) {
@@ -782,6 +834,9 @@ export function renderDiffText(diff: PlanDiff): string {
     out.push(
       "  (a side that does not fit is projected as if it ran: those figures describe a deployment that cannot start)",
     );
+}
+
+function pushTextCosts(out: string[], diff: PlanDiff): void {
   out.push("");
   out.push("Costs:");
   for (const row of costRows(diff))
@@ -790,12 +845,6 @@ export function renderDiffText(diff: PlanDiff): string {
     [diff.cost.before, diff.cost.after].flatMap((cost) => (cost?.state === "none" && cost.reason ? [cost.reason] : [])),
   );
   for (const reason of omitted) out.push(`  no costs: ${reason}`);
-  if (diff.notCompared.length > 0) {
-    out.push("");
-    out.push("Not compared:");
-    for (const line of diff.notCompared) out.push(`  - ${line}`);
-  }
-  return out.join("\n").replace(/ +$/gm, "");
 }
 
 /** The hidden first line a bot looks for to find and update its pull-request comment. */
@@ -831,6 +880,23 @@ export function renderDiffMarkdown(diff: PlanDiff): string {
   const [beforeHead, afterHead] = twoStacks(diff)
     ? [diff.before.stack!, diff.after.stack!]
     : [diff.before.label, diff.after.label];
+  out.push(`| | ${cell(beforeHead)} | ${cell(afterHead)} | change |`, "|---|---:|---:|---:|");
+  for (const row of markdownRows(diff, change)) out.push(`| ${row.map(cell).join(" | ")} |`);
+  if ([diff.verdict.before, diff.verdict.after].some((verdict) => verdict?.fits === false))
+    out.push(
+      "",
+      "_A side that does not fit is projected as if it ran: its figures describe a deployment that cannot start._",
+    );
+  pushFlagDetails(out, diff);
+  pushKindDetails(out, diff, beforeHead, afterHead);
+  if (diff.kind === "compared" && diff.image.before !== diff.image.after)
+    out.push("", `Image: \`${diff.image.before ?? "unknown"}\` → \`${diff.image.after ?? "unknown"}\``);
+  if (diff.notCompared.length > 0) out.push("", "Not compared:", ...diff.notCompared.map((line) => `- ${cell(line)}`));
+  return out.join("\n");
+}
+
+/** The comment's table rows: verdict, a changed model or host, devices, projections, costs and the flag count. */
+function markdownRows(diff: PlanDiff, change: ReturnType<typeof verdictChange>): string[][] {
   const sameVerdict = diff.kind === "compared" && verdictText(diff.verdict.before) === verdictText(diff.verdict.after);
   const rows: string[][] = [
     [
@@ -862,13 +928,11 @@ export function renderDiffMarkdown(diff: PlanDiff): string {
   for (const row of costRows(diff)) rows.push([row.name, row.before, row.after, row.change]);
   if (diff.kind === "compared")
     rows.push(["llama-server flags", "", "", diff.flags.length === 0 ? "unchanged" : `${diff.flags.length} changed`]);
-  out.push(`| | ${cell(beforeHead)} | ${cell(afterHead)} | change |`, "|---|---:|---:|---:|");
-  for (const row of rows) out.push(`| ${row.map(cell).join(" | ")} |`);
-  if ([diff.verdict.before, diff.verdict.after].some((verdict) => verdict?.fits === false))
-    out.push(
-      "",
-      "_A side that does not fit is projected as if it ran: its figures describe a deployment that cannot start._",
-    );
+  return rows;
+}
+
+/** The changed llama-server flags as a collapsed diff block. */
+function pushFlagDetails(out: string[], diff: PlanDiff): void {
   if (diff.flags.length > 0)
     out.push(
       "",
@@ -880,6 +944,10 @@ export function renderDiffMarkdown(diff: PlanDiff): string {
       "",
       "</details>",
     );
+}
+
+/** Per device, the kinds of bytes that changed, as a collapsed table. */
+function pushKindDetails(out: string[], diff: PlanDiff, beforeHead: string, afterHead: string): void {
   const withKinds = diff.devices.filter((device) => device.kinds.length > 0);
   if (withKinds.length > 0) {
     out.push(
@@ -896,8 +964,4 @@ export function renderDiffMarkdown(diff: PlanDiff): string {
         );
     out.push("", "</details>");
   }
-  if (diff.kind === "compared" && diff.image.before !== diff.image.after)
-    out.push("", `Image: \`${diff.image.before ?? "unknown"}\` → \`${diff.image.after ?? "unknown"}\``);
-  if (diff.notCompared.length > 0) out.push("", "Not compared:", ...diff.notCompared.map((line) => `- ${cell(line)}`));
-  return out.join("\n");
 }

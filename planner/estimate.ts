@@ -22,10 +22,19 @@ import {
   kvBytesOfLayer,
   stateBytesOfLayer,
   promptCacheBytes,
+  type CacheSettings,
   type DeviceMemory,
   type DeviceName,
 } from "./memory";
-import { endpointOf, isRpcDevice, rpcBufferName, rpcDeviceName, type LinkSpec, type RpcWorkerSpec } from "./network";
+import {
+  endpointOf,
+  isRpcDevice,
+  rpcBufferName,
+  rpcDeviceName,
+  type LinkSpec,
+  type RpcDeviceName,
+  type RpcWorkerSpec,
+} from "./network";
 import { project, type CpuFactorOverrides, type Projection, type SpeedInputs } from "./speed";
 import type { TensorInfo } from "./tensors";
 import { formatGiB, MiB } from "./units";
@@ -215,10 +224,30 @@ function place(
         : `CUDA${index - rpcWorkers.length}`;
   const layerDevice = layers.slice(0, arch.layers).map(nameOf);
   const outputDevice = nameOf(layers[arch.layers] ?? null);
+  const rules = overrideRules(flags, host, rpcWorkers);
+  const deviceOfTensor = deviceOfEachTensor(tensors, layerDevice, outputDevice, rules);
+  const repacked = repackedTensors(tensors, deviceOfTensor, host, settings, catalog);
+  const expertsOnCpu = tensors.some(
+    (tensor) => tensor.cls === "routedExperts" && deviceOfTensor.get(tensor.name) === "CPU",
+  );
+  // RPC workers are CPUs too: a split over CPU hosts is still a CPU-only placement.
+  const mode: PlacementMode =
+    gpuCount === 0 ? "cpu-only" : expertsOnCpu || layerDevice.includes("CPU") ? "hybrid" : "all-gpu";
+  return { mode, deviceOfTensor, layerDevice, outputDevice, repacked };
+}
 
-  // -ot rules in order, then --cpu-moe / --n-cpu-moe (llama.cpp appends those to the same list; a
-  // --cpu-moe written before an -ot rule that matches the same tensor would win there, not here).
-  const rules: { regex: RegExp; device: DeviceName }[] = [];
+interface OverrideRule {
+  regex: RegExp;
+  device: DeviceName;
+}
+
+/**
+ * -ot rules in order, then --cpu-moe / --n-cpu-moe (llama.cpp appends those to the same list; a
+ * --cpu-moe written before an -ot rule that matches the same tensor would win there, not here).
+ */
+function overrideRules(flags: SizingFlags, host: HostSpec, rpcWorkers: readonly RpcWorkerSpec[]): OverrideRule[] {
+  const gpuCount = host.gpus.length;
+  const rules: OverrideRule[] = [];
   const buffers = [
     "CPU",
     ...rpcWorkers.map((worker) => rpcBufferName(worker.endpoint)),
@@ -242,7 +271,16 @@ function place(
   if (flags.cpuMoe) rules.push({ regex: new RegExp(FFN_EXPS_REGEX), device: "CPU" });
   for (let layer = 0; layer < (flags.nCpuMoe ?? 0); layer++)
     rules.push({ regex: new RegExp(`blk\\.${layer}${FFN_EXPS_REGEX}`), device: "CPU" });
+  return rules;
+}
 
+/** Each tensor's device: its layer's (the output layer's for non-repeating ones), unless a rule overrides it. */
+function deviceOfEachTensor(
+  tensors: readonly TensorInfo[],
+  layerDevice: readonly DeviceName[],
+  outputDevice: DeviceName,
+  rules: readonly OverrideRule[],
+): Map<string, DeviceName> {
   const deviceOfTensor = new Map<string, DeviceName>();
   for (const tensor of tensors) {
     let device: DeviceName;
@@ -253,22 +291,27 @@ function place(
     const override = rules.find((rule) => rule.regex.test(tensor.name));
     deviceOfTensor.set(tensor.name, override ? override.device : device);
   }
+  return deviceOfTensor;
+}
 
-  // CPU buffer choice (make_cpu_buft_list: ACCEL → GPU host → CPU extra → CPU): with a CUDA device
-  // its host buffer comes before CPU_REPACK, so repacking happens only on hosts without a GPU.
+/**
+ * CPU buffer choice (make_cpu_buft_list: ACCEL → GPU host → CPU extra → CPU): with a CUDA device
+ * its host buffer comes before CPU_REPACK, so repacking happens only on hosts without a GPU.
+ */
+function repackedTensors(
+  tensors: readonly TensorInfo[],
+  deviceOfTensor: ReadonlyMap<string, DeviceName>,
+  host: HostSpec,
+  settings: ResolvedSettings,
+  catalog: Catalog,
+): Set<string> {
   const repacked = new Set<string>();
-  if (settings.repack && gpuCount === 0) {
+  if (settings.repack && host.gpus.length === 0) {
     for (const tensor of tensors)
       if (deviceOfTensor.get(tensor.name) === "CPU" && isRepacked(tensor, host.cpu, catalog.llamaCpp))
         repacked.add(tensor.name);
   }
-  const expertsOnCpu = tensors.some(
-    (tensor) => tensor.cls === "routedExperts" && deviceOfTensor.get(tensor.name) === "CPU",
-  );
-  // RPC workers are CPUs too: a split over CPU hosts is still a CPU-only placement.
-  const mode: PlacementMode =
-    gpuCount === 0 ? "cpu-only" : expertsOnCpu || layerDevice.includes("CPU") ? "hybrid" : "all-gpu";
-  return { mode, deviceOfTensor, layerDevice, outputDevice, repacked };
+  return repacked;
 }
 
 /**
@@ -309,20 +352,47 @@ export function estimate(
   options: EstimateOptions,
 ): Estimate {
   const { catalog } = options;
-  const efficiency = catalog.efficiency;
   const rpcWorkers = rpcWorkersOf(flags, options);
   const settings = resolveSettings(arch, host, flags, catalog, rpcWorkers);
-  // llama-context.cpp (llama_init_from_model): an MLA model whose K and V cache types differ is
-  // refused ("model does not support different K and V cache types"), though it stores no V.
+  refuseMlaCacheTypeMismatch(arch, settings);
+  const placement = place(tensors, arch, host, flags, settings, catalog, rpcWorkers);
+  const mapped = settings.loadMode === "auto" || settings.loadMode === "mmap" || settings.loadMode === "mmap+mlock";
+  const context: EstimateContext = { tensors, arch, host, flags, options, settings, placement, rpcWorkers, mapped };
+  const devices = deviceMemories(context);
+  const notes = [...memoryNotes(context, devices), ...rpcNotes(context, devices), ...flagNotes(context, devices)];
+  const speedInputs = speedInputsOf(context);
+  const projection = project(speedInputs);
+  return { settings, placement, devices, fits: devices.every((device) => device.fits), projection, speedInputs, notes };
+}
+
+/** What estimate() has resolved by the time it sizes devices, writes notes and builds the speed inputs. */
+interface EstimateContext {
+  tensors: readonly TensorInfo[];
+  arch: Architecture;
+  host: HostSpec;
+  flags: SizingFlags;
+  options: EstimateOptions;
+  settings: ResolvedSettings;
+  placement: EstimatedPlacement;
+  rpcWorkers: readonly RpcWorkerSpec[];
+  /** Load mode auto/mmap/mmap+mlock: the CPU weights stay memory-mapped. */
+  mapped: boolean;
+}
+
+/**
+ * llama-context.cpp (llama_init_from_model): an MLA model whose K and V cache types differ is
+ * refused ("model does not support different K and V cache types"), though it stores no V.
+ */
+function refuseMlaCacheTypeMismatch(arch: Architecture, settings: ResolvedSettings): void {
   if (arch.attention?.kind !== "gqa" && settings.cacheTypeK !== settings.cacheTypeV) {
     throw new ConfigError("--args", [
       `-ctv: found ${settings.cacheTypeV} with -ctk ${settings.cacheTypeK}; allowed: -ctv ${settings.cacheTypeK} (${arch.llamaCppArch} uses MLA, and llama-server refuses different K and V cache types for it)`,
     ]);
   }
-  const placement = place(tensors, arch, host, flags, settings, catalog, rpcWorkers);
-  const notes: string[] = [];
+}
 
-  const cacheSettings = {
+function cacheSettingsOf(settings: ResolvedSettings, flags: SizingFlags): CacheSettings {
+  return {
     cacheTypeK: settings.cacheTypeK,
     cacheTypeV: settings.cacheTypeV,
     kvUnified: settings.kvUnified,
@@ -331,13 +401,24 @@ export function estimate(
     ubatch: settings.ubatch,
     swaFull: flags.swaFull ?? false,
   };
+}
+
+/** The compute buffer of each device, as a function of the device. */
+function computeBytesOf({
+  tensors,
+  arch,
+  host,
+  flags,
+  settings,
+  placement,
+}: EstimateContext): (device: DeviceName) => number {
   // The attention mask spans the cells one sequence can see: all of them when unified.
   const kvCellsPerSequence = settings.kvUnified ? settings.kvCells : pad(settings.contextPerSlot);
   const offloaded =
     host.gpus.length > 0 && settings.opOffload && settings.ubatch >= OP_OFFLOAD_MIN_BATCH
       ? largestOffloadedWeight(tensors, placement)
       : 0;
-  const compute = (device: DeviceName) =>
+  return (device: DeviceName) =>
     computeBufferBytes({
       arch,
       ubatch: settings.ubatch,
@@ -351,15 +432,22 @@ export function estimate(
       offloadedWeightBytes: device === "CUDA0" ? offloaded : 0,
       flashAttention: settings.flashAttn !== "off",
     });
+}
 
-  const devices: DeviceMemory[] = [];
+/** What every device holds whatever it is: its weights, its layers' KV and state, its compute buffer. */
+type DeviceUsage = Pick<DeviceMemory, "modelBytes" | "repackBytes" | "kvBytes" | "recurrentBytes" | "computeBytes">;
+
+/** Per-device memory: CPU first, then the RPC devices, then CUDA0, CUDA1, … */
+function deviceMemories(context: EstimateContext): DeviceMemory[] {
+  const { tensors, arch, host, flags, settings, placement, rpcWorkers } = context;
+  const cacheSettings = cacheSettingsOf(settings, flags);
+  const compute = computeBytesOf(context);
   const deviceNames: DeviceName[] = [
     "CPU",
     ...rpcWorkers.map((worker) => rpcDeviceName(worker.endpoint)),
     ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName),
   ];
-  const mapped = settings.loadMode === "auto" || settings.loadMode === "mmap" || settings.loadMode === "mmap+mlock";
-  for (const device of deviceNames) {
+  return deviceNames.map((device) => {
     let modelBytes = 0;
     let repackBytes = 0;
     for (const tensor of tensors) {
@@ -370,69 +458,70 @@ export function estimate(
     const layersHere = placement.layerDevice.flatMap((owner, layer) => (owner === device ? [layer] : []));
     const kvBytes = layersHere.reduce((sum, layer) => sum + kvBytesOfLayer(arch, layer, cacheSettings), 0);
     const recurrentBytes = layersHere.reduce((sum, layer) => sum + stateBytesOfLayer(arch, layer, settings.slots), 0);
-    const computeBytes = compute(device);
-    if (device === "CPU") {
-      const headroomBytes = hostHeadroomBytes(host.memory.totalBytes, efficiency);
-      devices.push(
-        finishDevice({
-          device,
-          label: `system RAM (${host.memory.kind ?? "RAM"})`,
-          capacityBytes: host.memory.totalBytes,
-          modelBytes,
-          repackBytes,
-          kvBytes,
-          recurrentBytes,
-          computeBytes,
-          promptCacheBytes: promptCacheBytes(settings.cacheRamMiB),
-          checkpointBytes:
-            settings.slots *
-            (flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints) *
-            checkpointBytes(arch, cacheSettings),
-          headroomBytes,
-          mappedBytes: mapped ? mappedSpanBytes(tensors, placement) : 0,
-        }),
-      );
-    } else if (isRpcDevice(device)) {
-      // A CPU ggml-rpc-server holds what it is sent in plain buffers of its RAM: no mmap, no repack,
-      // no prompt cache (that stays with llama-server on the head).
-      const worker = rpcWorkers.find((entry) => entry.endpoint === endpointOf(device))!;
-      devices.push(
-        finishDevice({
-          device,
-          label: `${worker.host.label} (ggml-rpc-server)`,
-          capacityBytes: worker.host.memory.totalBytes,
-          modelBytes: modelBytes + repackBytes,
-          repackBytes: 0,
-          kvBytes,
-          recurrentBytes,
-          computeBytes,
-          promptCacheBytes: 0,
-          checkpointBytes: 0,
-          headroomBytes: hostHeadroomBytes(worker.host.memory.totalBytes, efficiency),
-          mappedBytes: 0,
-        }),
-      );
-    } else {
-      const gpu = host.gpus[Number(device.slice(4))]!;
-      devices.push(
-        finishDevice({
-          device,
-          label: gpu.name,
-          capacityBytes: gpu.memoryBytes,
-          modelBytes,
-          repackBytes,
-          kvBytes,
-          recurrentBytes,
-          computeBytes,
-          promptCacheBytes: 0,
-          checkpointBytes: 0,
-          headroomBytes: gpuHeadroomBytes(efficiency),
-          mappedBytes: 0,
-        }),
-      );
-    }
-  }
+    const usage: DeviceUsage = { modelBytes, repackBytes, kvBytes, recurrentBytes, computeBytes: compute(device) };
+    if (device === "CPU") return hostRamMemory(context, usage, cacheSettings);
+    if (isRpcDevice(device)) return rpcWorkerMemory(context, device, usage);
+    return gpuMemory(context, device, usage);
+  });
+}
 
+function hostRamMemory(context: EstimateContext, usage: DeviceUsage, cacheSettings: CacheSettings): DeviceMemory {
+  const { tensors, arch, host, flags, options, settings, placement, mapped } = context;
+  const { catalog } = options;
+  const headroomBytes = hostHeadroomBytes(host.memory.totalBytes, catalog.efficiency);
+  return finishDevice({
+    device: "CPU",
+    label: `system RAM (${host.memory.kind ?? "RAM"})`,
+    capacityBytes: host.memory.totalBytes,
+    ...usage,
+    promptCacheBytes: promptCacheBytes(settings.cacheRamMiB),
+    checkpointBytes:
+      settings.slots *
+      (flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints) *
+      checkpointBytes(arch, cacheSettings),
+    headroomBytes,
+    mappedBytes: mapped ? mappedSpanBytes(tensors, placement) : 0,
+  });
+}
+
+/**
+ * A CPU ggml-rpc-server holds what it is sent in plain buffers of its RAM: no mmap, no repack,
+ * no prompt cache (that stays with llama-server on the head).
+ */
+function rpcWorkerMemory(context: EstimateContext, device: RpcDeviceName, usage: DeviceUsage): DeviceMemory {
+  const worker = context.rpcWorkers.find((entry) => entry.endpoint === endpointOf(device))!;
+  return finishDevice({
+    device,
+    label: `${worker.host.label} (ggml-rpc-server)`,
+    capacityBytes: worker.host.memory.totalBytes,
+    ...usage,
+    modelBytes: usage.modelBytes + usage.repackBytes,
+    repackBytes: 0,
+    promptCacheBytes: 0,
+    checkpointBytes: 0,
+    headroomBytes: hostHeadroomBytes(worker.host.memory.totalBytes, context.options.catalog.efficiency),
+    mappedBytes: 0,
+  });
+}
+
+function gpuMemory(context: EstimateContext, device: DeviceName, usage: DeviceUsage): DeviceMemory {
+  const gpu = context.host.gpus[Number(device.slice(4))]!;
+  return finishDevice({
+    device,
+    label: gpu.name,
+    capacityBytes: gpu.memoryBytes,
+    ...usage,
+    promptCacheBytes: 0,
+    checkpointBytes: 0,
+    headroomBytes: gpuHeadroomBytes(context.options.catalog.efficiency),
+    mappedBytes: 0,
+  });
+}
+
+/** Notes on load mode, the prompt cache, -ngl auto and pipeline parallelism. */
+function memoryNotes(context: EstimateContext, devices: readonly DeviceMemory[]): string[] {
+  const { arch, host, flags, settings, rpcWorkers, mapped } = context;
+  const notes: string[] = [];
   if (mapped) {
     const cpu = devices[0]!;
     notes.push(
@@ -456,6 +545,13 @@ export function estimate(
       "Pipeline parallelism (several devices, every layer offloaded, no -ot): llama.cpp keeps 4 copies of each device's graph inputs, which these compute buffers do not count (measured +15–17 MiB per RPC device on a 1536-wide deepseek2, npm run bench:rpc); the kit's own plans keep layers on the CPU or use -ot, which turns it off.",
     );
   }
+  return notes;
+}
+
+/** Notes on --rpc: what the estimate leaves out beside GPUs, and what crosses the link. */
+function rpcNotes(context: EstimateContext, devices: readonly DeviceMemory[]): string[] {
+  const { host, options, rpcWorkers } = context;
+  const notes: string[] = [];
   if (rpcWorkers.length > 0 && host.gpus.length > 0) {
     notes.push(
       "--rpc beside local GPUs: memory is sized per device, but prefill is projected on the GPU path alone (the RPC workers' share of a prompt is not added); the kit plans RPC splits of CPU hosts only.",
@@ -469,6 +565,13 @@ export function estimate(
       `--rpc: ${formatGiB(shipped)} of weights cross the link to ${rpcWorkers.length} ggml-rpc-server(s) at every model load (${options.rpc!.link.basis}); activations cross it for every token, staged in the head's RAM between workers.`,
     );
   }
+  return notes;
+}
+
+/** Notes on flags the estimate sizes loosely or that change nothing for this model. */
+function flagNotes(context: EstimateContext, devices: readonly DeviceMemory[]): string[] {
+  const { arch, flags, options, settings } = context;
+  const notes: string[] = [];
   if (settings.splitMode === "row" || settings.splitMode === "tensor")
     notes.push(`-sm ${settings.splitMode}: sized as -sm layer (row and tensor split are not modelled).`);
   if (
@@ -482,7 +585,7 @@ export function estimate(
   }
   if (devices[0]!.checkpointBytes > 0) {
     notes.push(
-      `Context checkpoints: up to ${flags.ctxCheckpoints ?? catalog.llamaCpp.defaults.ctxCheckpoints} per slot (--ctx-checkpoints), each one sequence's ${arch.recurrent ? "recurrent state" : ""}${arch.recurrent && arch.kvLayout?.swaLayers.length ? " and " : ""}${arch.kvLayout?.swaLayers.length ? "sliding-window cells" : ""}, held in host RAM outside --cache-ram while the slot works: ${formatGiB(devices[0]!.checkpointBytes)} at worst, counted; lower --ctx-checkpoints to trade prompt re-use for RAM.`,
+      `Context checkpoints: up to ${flags.ctxCheckpoints ?? options.catalog.llamaCpp.defaults.ctxCheckpoints} per slot (--ctx-checkpoints), each one sequence's ${arch.recurrent ? "recurrent state" : ""}${arch.recurrent && arch.kvLayout?.swaLayers.length ? " and " : ""}${arch.kvLayout?.swaLayers.length ? "sliding-window cells" : ""}, held in host RAM outside --cache-ram while the slot works: ${formatGiB(devices[0]!.checkpointBytes)} at worst, counted; lower --ctx-checkpoints to trade prompt re-use for RAM.`,
     );
   }
   if (settings.flashAttn === "off")
@@ -491,8 +594,13 @@ export function estimate(
     );
   if (settings.cacheTypeV !== "f16" && arch.attention?.kind !== "gqa")
     notes.push(`-ctv ${settings.cacheTypeV}: MLA keeps no V cache, so the V type changes nothing.`);
+  return notes;
+}
 
-  const speedInputs: SpeedInputs = {
+/** What project() reads from the estimate: the placement, the cache types, the threads and the report's depths and prompts. */
+function speedInputsOf(context: EstimateContext): SpeedInputs {
+  const { tensors, arch, host, options, settings, placement, rpcWorkers, mapped } = context;
+  return {
     arch,
     tensors,
     host,
@@ -523,7 +631,7 @@ export function estimate(
     contextPerSlot: settings.contextPerSlot,
     decodeDepths: options.decodeDepths,
     prefillPrompts: options.prefillPrompts,
-    catalog,
+    catalog: options.catalog,
     cpuFactors: options.cpuFactors,
     ...(rpcWorkers.length > 0
       ? {
@@ -536,8 +644,6 @@ export function estimate(
         }
       : {}),
   };
-  const projection = project(speedInputs);
-  return { settings, placement, devices, fits: devices.every((device) => device.fits), projection, speedInputs, notes };
 }
 
 /** The workers behind --rpc, in its order; each endpoint must be one the options describe. */

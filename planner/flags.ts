@@ -459,6 +459,54 @@ function oneOf<T extends string>(name: string, text: string, values: readonly T[
 
 const isProblem = (value: unknown): value is Problem => typeof value === "string" && value.includes("; allowed: ");
 
+/** An integer ≥ 1, or -1 for llama.cpp's automatic choice (0 is refused). */
+function positiveOrAuto(name: string, text: string, allowed: string): number | Problem {
+  const value = integer(name, text, -1);
+  return typeof value !== "number" || value === 0 ? problem(name, text, allowed) : value;
+}
+
+/** --tensor-split: proportions per device, separated by , or /. */
+function tensorSplitValue(name: string, text: string): number[] | Problem {
+  const parts = text.split(/[,/]/);
+  const values = parts.map(Number);
+  if (
+    parts.some((part) => part.trim() === "") ||
+    values.some((value) => !Number.isFinite(value) || value < 0) ||
+    values.every((value) => value === 0)
+  ) {
+    return problem(name, text, "non-negative proportions separated by , or / (not all zero)");
+  }
+  return values;
+}
+
+/** --override-tensor: PATTERN=BUFFER rules, appended to those of earlier occurrences. */
+function overrideTensorValue(name: string, text: string, earlier: readonly OverrideRule[]): OverrideRule[] | Problem {
+  const rules: OverrideRule[] = [...earlier];
+  for (const part of text.split(",")) {
+    const at = part.lastIndexOf("=");
+    const pattern = part.slice(0, at);
+    const device = part.slice(at + 1);
+    if (at <= 0 || !/^(CPU|CUDA\d+|RPC\[[^\]]+\])$/.test(device))
+      return problem(name, part, "PATTERN=BUFFER where BUFFER is CPU, CUDA0, CUDA1, … or RPC[host:port]");
+    try {
+      new RegExp(pattern);
+    } catch {
+      return problem(name, part, "a pattern that is a valid regular expression");
+    }
+    rules.push({ pattern, device });
+  }
+  return rules;
+}
+
+/** --rpc: the RPC servers' endpoints. */
+function rpcValue(name: string, text: string): string[] | Problem {
+  // common/arg.cpp splits on "," and each server must be host:port (ggml_backend_rpc_add_server).
+  const endpoints = text.split(",");
+  if (endpoints.some((endpoint) => !/^[A-Za-z0-9.-]+:\d{1,5}$/.test(endpoint)))
+    return problem(name, text, "host:port endpoints separated by ,");
+  return endpoints;
+}
+
 /** Reads one flag's value into the typed field it sets (common/arg.cpp's rules for v0.5.0). */
 function parseSizingValue(key: SizingKey, name: string, text: string, into: SizingFlags): Problem | undefined {
   const set = <K extends SizingKey>(field: K, value: SizingFlags[K] | Problem): Problem | undefined => {
@@ -469,67 +517,25 @@ function parseSizingValue(key: SizingKey, name: string, text: string, into: Sizi
   switch (key) {
     case "ctxSize":
       return set(key, integer(name, text, 0, Number.MAX_SAFE_INTEGER, " (0 = the model's trained context)"));
-    case "parallel": {
-      const value = integer(name, text, -1);
-      return set(
-        key,
-        typeof value !== "number" || value === 0 ? problem(name, text, "an integer ≥ 1, or -1 (auto)") : value,
-      );
-    }
+    case "parallel":
+      return set(key, positiveOrAuto(name, text, "an integer ≥ 1, or -1 (auto)"));
     case "batch":
     case "ubatch":
       return set(key, integer(name, text, 1));
     case "threads":
-    case "threadsBatch": {
-      const value = integer(name, text, -1);
-      return set(
-        key,
-        typeof value !== "number" || value === 0
-          ? problem(name, text, "an integer ≥ 1, or -1 (one per physical core)")
-          : value,
-      );
-    }
+    case "threadsBatch":
+      return set(key, positiveOrAuto(name, text, "an integer ≥ 1, or -1 (one per physical core)"));
     case "gpuLayers":
       if (text === "auto" || text === "all") return set(key, text);
       return set(key, integer(name, text, 0, Number.MAX_SAFE_INTEGER, ", auto or all"));
     case "splitMode":
       return set(key, oneOf<SplitMode>(name, text, ["none", "layer", "row", "tensor"]));
-    case "tensorSplit": {
-      const parts = text.split(/[,/]/);
-      const values = parts.map(Number);
-      if (
-        parts.some((part) => part.trim() === "") ||
-        values.some((value) => !Number.isFinite(value) || value < 0) ||
-        values.every((value) => value === 0)
-      ) {
-        return problem(name, text, "non-negative proportions separated by , or / (not all zero)");
-      }
-      return set(key, values);
-    }
-    case "overrideTensor": {
-      const rules: OverrideRule[] = [...(into.overrideTensor ?? [])];
-      for (const part of text.split(",")) {
-        const at = part.lastIndexOf("=");
-        const pattern = part.slice(0, at);
-        const device = part.slice(at + 1);
-        if (at <= 0 || !/^(CPU|CUDA\d+|RPC\[[^\]]+\])$/.test(device))
-          return problem(name, part, "PATTERN=BUFFER where BUFFER is CPU, CUDA0, CUDA1, … or RPC[host:port]");
-        try {
-          new RegExp(pattern);
-        } catch {
-          return problem(name, part, "a pattern that is a valid regular expression");
-        }
-        rules.push({ pattern, device });
-      }
-      return set(key, rules);
-    }
-    case "rpc": {
-      // common/arg.cpp splits on "," and each server must be host:port (ggml_backend_rpc_add_server).
-      const endpoints = text.split(",");
-      if (endpoints.some((endpoint) => !/^[A-Za-z0-9.-]+:\d{1,5}$/.test(endpoint)))
-        return problem(name, text, "host:port endpoints separated by ,");
-      return set(key, endpoints);
-    }
+    case "tensorSplit":
+      return set(key, tensorSplitValue(name, text));
+    case "overrideTensor":
+      return set(key, overrideTensorValue(name, text, into.overrideTensor ?? []));
+    case "rpc":
+      return set(key, rpcValue(name, text));
     case "nCpuMoe":
     case "ctxCheckpoints":
       return set(key, integer(name, text, 0));
@@ -568,6 +574,29 @@ function allowedValues(flag: FlagRow, name: string): string {
   return trouble?.split("; allowed: ")[1] ?? flag.valueHint ?? "a value";
 }
 
+/** A word that is no flag, where a flag was expected. */
+function strayValueProblem(argv: readonly string[], index: number): string {
+  const word = argv[index]!;
+  const previous = BY_NAME.get(argv[index - 1] ?? "");
+  const after = previous?.valueWords === 0 ? ` (${argv[index - 1]} is a switch and takes no value)` : "";
+  return `${JSON.stringify(word)}: a value with no flag before it${after}; allowed: flags as llama-server v0.5.0 --help lists them, each followed by its value`;
+}
+
+/** A flag the sizing ignores: kept for the command line, and noted when it would change sizing. */
+function recordUnsizedFlag(
+  flag: FlagRow,
+  name: string,
+  values: string[],
+  into: Pick<ParsedFlags, "other" | "ignoredForSizing" | "notModelled">,
+): void {
+  into.ignoredForSizing.push(name);
+  const canonical = canonicalName(flag);
+  // A switch pair changes sizing only when turned off (-nkvo, -nocb); --no-host is its own "off".
+  if (NOT_MODELLED.has(canonical) && (flag.valueWords > 0 || isNegative(name))) into.notModelled.push(name);
+  if (flag.valueWords === 0 && isNegative(name)) into.other.push({ flag: negativeName(flag) ?? name, values: [] });
+  else into.other.push({ flag: canonical, values });
+}
+
 /**
  * Reads a llama-server command line (without the program name). Every problem — unknown or
  * removed flag, missing or out-of-range value — is collected and thrown as one ConfigError whose
@@ -585,11 +614,7 @@ export function parseFlags(argv: readonly string[], source = "--args"): ParsedFl
     const name = equals > 0 ? word.slice(0, equals) : word;
     const inline = equals > 0 ? word.slice(equals + 1) : undefined;
     if (!name.startsWith("-")) {
-      const previous = BY_NAME.get(argv[index - 1] ?? "");
-      const after = previous?.valueWords === 0 ? ` (${argv[index - 1]} is a switch and takes no value)` : "";
-      problems.push(
-        `${JSON.stringify(word)}: a value with no flag before it${after}; allowed: flags as llama-server v0.5.0 --help lists them, each followed by its value`,
-      );
+      problems.push(strayValueProblem(argv, index));
       continue;
     }
     const removed = REMOVED_FLAGS[name];
@@ -621,12 +646,7 @@ export function parseFlags(argv: readonly string[], source = "--args"): ParsedFl
       }
     }
     if (flag.sizing === null) {
-      ignoredForSizing.push(name);
-      const canonical = canonicalName(flag);
-      // A switch pair changes sizing only when turned off (-nkvo, -nocb); --no-host is its own "off".
-      if (NOT_MODELLED.has(canonical) && (flag.valueWords > 0 || isNegative(name))) notModelled.push(name);
-      if (flag.valueWords === 0 && isNegative(name)) other.push({ flag: negativeName(flag) ?? name, values: [] });
-      else other.push({ flag: canonical, values });
+      recordUnsizedFlag(flag, name, values, { other, ignoredForSizing, notModelled });
       continue;
     }
     if (flag.valueWords === 0) {

@@ -149,19 +149,52 @@ function tableName(stack: string, suffix: string): string {
   return `kimi_kit_${stack.toLowerCase().replace(/[^a-z0-9_]/g, "_")}`.slice(0, 40) + `_${suffix}`;
 }
 
+type Serving = StackConfig["serving"];
+
+// The fleet's own listeners on the gateway host and every replica: serving's ports must keep clear of them.
+const FLEET_FIXED_PORTS: [number, string][] = [
+  [GATEWAY_STATS_PORT, "the gateway's exporter"],
+  [GATEWAY_STATS_PORT + 1, "the gateway's local peer"],
+  [USAGE_METRICS_PORT, "the usage exporter's /metrics"],
+  [MONITORING_LISTEN.port, "Prometheus"],
+];
+
+/** What every replica's serving is built from: the fleet's name, its ports and the plan's llama-server arguments. */
+interface ReplicaContext {
+  stack: string;
+  name: string;
+  backendPort: number;
+  llamaPort: number;
+  argsFor: (listen: Listener) => string[];
+}
+
 export function planFleetServing(inputs: FleetServingInputs): FleetServing {
-  const { stack, config, fleet } = inputs;
+  const { stack, config } = inputs;
   const serving = config.serving;
   const name = fleetName(stack);
   const backendPort = backendPortOf(serving);
-  let notDeployable: string | undefined;
-  // The fleet's own listeners on the gateway host and every replica: serving's ports must keep clear of them.
-  const fixed: [number, string][] = [
-    [GATEWAY_STATS_PORT, "the gateway's exporter"],
-    [GATEWAY_STATS_PORT + 1, "the gateway's local peer"],
-    [USAGE_METRICS_PORT, "the usage exporter's /metrics"],
-    [MONITORING_LISTEN.port, "Prometheus"],
-  ];
+  refusePortClashes(stack, serving, backendPort);
+  const llamaPort = llamaPortOf(serving, backendPort);
+  const context: ReplicaContext = { stack, name, backendPort, llamaPort, argsFor: inputs.argsFor };
+  const { replicas, gatewayPrivate, notDeployable } = placeReplicas(inputs, context);
+  const stats = { address: gatewayPrivate, port: GATEWAY_STATS_PORT };
+  const gateway = gatewayServing(stack, name, serving, replicas, stats);
+  const monitoring = monitoringServing(inputs, name, replicas, stats);
+  const tokenLimiter: TokenLimiterServing | undefined = (inputs.teams ?? []).some((team) => team.tpm !== undefined)
+    ? {
+        name,
+        prometheusUrl: `http://${monitoring.listen.address}:${monitoring.listen.port}`,
+        limitsFile: join(gateway.input.configDir, GATEWAY_FILES.tokenLimitsMap),
+        blockedMapFile: join(gateway.input.configDir, GATEWAY_FILES.tokensBlockedMap),
+        socket: adminSocketOf(gateway.input),
+        intervalSeconds: TOKEN_LIMITER_INTERVAL_SECONDS,
+      }
+    : undefined;
+  return { gateway, replicas, monitoring, tokenLimiter, notDeployable };
+}
+
+function refusePortClashes(stack: string, serving: Serving, backendPort: number): void {
+  const fixed = FLEET_FIXED_PORTS;
   const clashes = (["port", "backendPort"] as const).flatMap((key) => {
     const port = key === "port" ? serving.port : backendPort;
     const taken = fixed.find(([fixedPort]) => fixedPort === port);
@@ -172,61 +205,86 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
       : [];
   });
   if (clashes.length > 0) throw new ConfigError(stack, clashes);
+}
 
-  // llama-server moves one port up, behind the usage exporter; never onto the public port.
-  const llamaPort = [backendPort + 1, backendPort + 2, backendPort - 1].find(
-    (port) => port <= 65535 && port !== serving.port && !fixed.some(([fixedPort]) => fixedPort === port),
+// llama-server moves one port up, behind the usage exporter; never onto the public port.
+function llamaPortOf(serving: Serving, backendPort: number): number {
+  return [backendPort + 1, backendPort + 2, backendPort - 1].find(
+    (port) => port <= 65535 && port !== serving.port && !FLEET_FIXED_PORTS.some(([fixedPort]) => fixedPort === port),
   )!;
-  const replicaOn = (
-    id: string,
-    configPath: string,
-    ssh: BareMetalHostConfig["ssh"],
-    address: string,
-    gatewayAddress: string,
-  ): ReplicaServing => {
-    const listen = { address: LOOPBACK, port: llamaPort };
-    const usage = {
-      name: `${name}-${id}`.slice(0, 63),
-      listen: { address, port: backendPort },
-      upstream: listen,
-      metrics: { address, port: USAGE_METRICS_PORT },
-    };
-    const firewall =
-      address === LOOPBACK
-        ? undefined
-        : {
-            table: tableName(stack, "replica"),
-            allow: [backendPort, USAGE_METRICS_PORT].map((port) => ({ port, cidrs: [`${gatewayAddress}/32`] })),
-          };
-    return { id, configPath, ssh, listen, llamaServerArgs: inputs.argsFor(listen), usage, firewall };
+}
+
+function replicaOn(
+  context: ReplicaContext,
+  id: string,
+  configPath: string,
+  ssh: BareMetalHostConfig["ssh"],
+  address: string,
+  gatewayAddress: string,
+): ReplicaServing {
+  const { stack, name, backendPort, llamaPort } = context;
+  const listen = { address: LOOPBACK, port: llamaPort };
+  const usage = {
+    name: `${name}-${id}`.slice(0, 63),
+    listen: { address, port: backendPort },
+    upstream: listen,
+    metrics: { address, port: USAGE_METRICS_PORT },
   };
+  const firewall =
+    address === LOOPBACK
+      ? undefined
+      : {
+          table: tableName(stack, "replica"),
+          allow: [backendPort, USAGE_METRICS_PORT].map((port) => ({ port, cidrs: [`${gatewayAddress}/32`] })),
+        };
+  return { id, configPath, ssh, listen, llamaServerArgs: context.argsFor(listen), usage, firewall };
+}
 
-  let replicas: ReplicaServing[];
-  let gatewayPrivate: string;
+/** The replicas the gateway fronts, the gateway host's private address, and why one host cannot deploy them. */
+function placeReplicas(
+  inputs: FleetServingInputs,
+  context: ReplicaContext,
+): { replicas: ReplicaServing[]; gatewayPrivate: string; notDeployable: string | undefined } {
+  const { config, fleet } = inputs;
   if (fleet.hosts.length > 0) {
-    gatewayPrivate = fleet.hosts[0]!.privateAddress;
-    replicas = fleet.hosts.map((host) =>
-      replicaOn(host.id, `hosts[${host.index}]`, host.ssh, host.privateAddress, gatewayPrivate),
+    const gatewayPrivate = fleet.hosts[0]!.privateAddress;
+    const replicas = fleet.hosts.map((host) =>
+      replicaOn(context, host.id, `hosts[${host.index}]`, host.ssh, host.privateAddress, gatewayPrivate),
     );
-  } else {
-    // One host (teams without replicas, or `host` + replicas: N): the gateway fronts everything on loopback.
-    gatewayPrivate = LOOPBACK;
-    replicas = [
-      replicaOn("host", "host", config.host.kind === "bare-metal" ? config.host.ssh : undefined, LOOPBACK, LOOPBACK),
-    ];
-    if (fleet.replicas > 1) {
-      notDeployable =
-        `kimi-kit:fleet replicas ${fleet.replicas} on one \`host\` is planned, not deployable: list the replicas under kimi-kit:hosts ` +
-        `(role: replica, each with ssh and privateAddress) so the gateway can reach them`;
-    } else if (config.host.kind !== "bare-metal") {
-      notDeployable =
-        "kimi-kit:teams on a cloud host is planned, not deployable yet: the gateway runs on bare-metal hosts (kimi-kit:host kind bare-metal, or kimi-kit:hosts of role replica)";
-    }
+    return { replicas, gatewayPrivate, notDeployable: undefined };
   }
+  // One host (teams without replicas, or `host` + replicas: N): the gateway fronts everything on loopback.
+  const replicas = [
+    replicaOn(
+      context,
+      "host",
+      "host",
+      config.host.kind === "bare-metal" ? config.host.ssh : undefined,
+      LOOPBACK,
+      LOOPBACK,
+    ),
+  ];
+  let notDeployable: string | undefined;
+  if (fleet.replicas > 1) {
+    notDeployable =
+      `kimi-kit:fleet replicas ${fleet.replicas} on one \`host\` is planned, not deployable: list the replicas under kimi-kit:hosts ` +
+      `(role: replica, each with ssh and privateAddress) so the gateway can reach them`;
+  } else if (config.host.kind !== "bare-metal") {
+    notDeployable =
+      "kimi-kit:teams on a cloud host is planned, not deployable yet: the gateway runs on bare-metal hosts (kimi-kit:host kind bare-metal, or kimi-kit:hosts of role replica)";
+  }
+  return { replicas, gatewayPrivate: LOOPBACK, notDeployable };
+}
 
+function gatewayServing(
+  stack: string,
+  name: string,
+  serving: Serving,
+  replicas: ReplicaServing[],
+  stats: Listener,
+): GatewayServing {
   const publicListener = isPublicListener(serving);
-  const stats = { address: gatewayPrivate, port: GATEWAY_STATS_PORT };
-  const gateway: GatewayServing = {
+  return {
     hostId: replicas[0]!.id,
     input: {
       stack,
@@ -242,13 +300,21 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
           table: tableName(stack, "gateway"),
           allow: [
             { port: serving.port, cidrs: [...serving.allowedCidrs] },
-            { port: GATEWAY_STATS_PORT, cidrs: [`${gatewayPrivate}/32`] },
+            { port: GATEWAY_STATS_PORT, cidrs: [`${stats.address}/32`] },
           ],
         }
       : undefined,
     endpointScheme: "https",
   };
+}
 
+function monitoringServing(
+  inputs: FleetServingInputs,
+  name: string,
+  replicas: ReplicaServing[],
+  stats: Listener,
+): MonitoringServing {
+  const { stack, fleet } = inputs;
   const configDir = `/etc/kimi-kit/monitoring/${name}`;
   const bearerTokenFile = `${configDir}/${MONITORING_BEARER_TOKEN_FILE}`;
   const teamsPricing: TeamPricing[] = (inputs.teams ?? []).map((team) => ({
@@ -257,7 +323,7 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
     usdPerInputToken: (fleet.chargeback?.usdPerMillionInput ?? 0) / 1e6,
     usdPerOutputToken: (fleet.chargeback?.usdPerMillionOutput ?? 0) / 1e6,
   }));
-  const monitoring: MonitoringServing = {
+  return {
     name,
     configDir,
     listen: { ...MONITORING_LISTEN },
@@ -278,15 +344,4 @@ export function planFleetServing(inputs: FleetServingInputs): FleetServing {
     bearerTokenFile,
     grafanaDashboard: grafanaDashboard({ title: `kimi-kit ${stack}`, gateway: true, teams: teamsPricing }),
   };
-  const tokenLimiter: TokenLimiterServing | undefined = (inputs.teams ?? []).some((team) => team.tpm !== undefined)
-    ? {
-        name,
-        prometheusUrl: `http://${monitoring.listen.address}:${monitoring.listen.port}`,
-        limitsFile: join(gateway.input.configDir, GATEWAY_FILES.tokenLimitsMap),
-        blockedMapFile: join(gateway.input.configDir, GATEWAY_FILES.tokensBlockedMap),
-        socket: adminSocketOf(gateway.input),
-        intervalSeconds: TOKEN_LIMITER_INTERVAL_SECONDS,
-      }
-    : undefined;
-  return { gateway, replicas, monitoring, tokenLimiter, notDeployable };
 }

@@ -9,7 +9,7 @@
  * bench:concurrency) checks it against llama-server with -np 1/2/4.
  */
 import type { FleetConfig, ReplicaHostConfig, StackConfig, TeamConfig } from "./config";
-import { estimateCost, HOURS_PER_MONTH } from "./cost";
+import { estimateCost, HOURS_PER_MONTH, type CostEstimate } from "./cost";
 import type { HostSpec } from "./host";
 import { project, type SpeedInputs } from "./speed";
 
@@ -117,6 +117,23 @@ export interface FleetResult {
   refusal: string | undefined;
 }
 
+/** What sizing the fleet reads: one replica's throughput and cost, and the latency each load gives. */
+interface SizingContext {
+  fleetConfig: FleetConfig;
+  replica: ReplicaThroughput;
+  costs: StackConfig["costs"];
+  oneCost: CostEstimate | undefined;
+  /** Seconds one answer takes with `busy` slots decoding. */
+  answerSeconds: (busy: number) => number;
+  slotsWithinLatency: number | undefined;
+}
+
+interface Sizing {
+  replicas: number;
+  basis: string[];
+  refusal: string | undefined;
+}
+
 /** The fleet and teams of a stack; both undefined when it sets neither kimi-kit:fleet nor kimi-kit:teams. */
 export function planFleet(inputs: FleetInputs): FleetResult {
   const { config } = inputs;
@@ -136,64 +153,12 @@ export function planFleet(inputs: FleetInputs): FleetResult {
   // Prompt processing is left out (TTFT is reported on its own; a server interleaves it with decode).
   const answerSeconds = (busy: number) =>
     (tokensPerAnswer * busy) / replica.bySlots[busy - 1]!.aggregateDecodeTokensPerSecond;
-  let slotsWithinLatency: number | undefined;
-  if (target !== undefined) {
-    slotsWithinLatency = 0;
-    for (let busy = 1; busy <= replica.slots; busy++) if (answerSeconds(busy) <= target) slotsWithinLatency = busy;
-  }
+  const slotsWithinLatency = slotsWithin(replica.slots, answerSeconds, target);
+  const context: SizingContext = { fleetConfig, replica, costs, oneCost, answerSeconds, slotsWithinLatency };
+  const { replicas, basis, refusal } =
+    fleetConfig.replicas === "auto" ? autoReplicas(context) : statedReplicas(context, fleetConfig.replicas);
 
-  const basis: string[] = [];
-  let replicas: number;
-  let refusal: string | undefined;
-  if (fleetConfig.replicas === "auto") {
-    const byVolume =
-      oneCost && costs ? Math.max(1, Math.ceil(costs.usage.tokensPerMonth / oneCost.capacityTokensPerMonth)) : 1;
-    if (oneCost && costs)
-      basis.push(
-        `volume: ${fmtM(costs.usage.tokensPerMonth)} tokens/month ÷ ${fmtM(oneCost.capacityTokensPerMonth)} per replica (${replica.slots} slot(s) busy, ${Math.round(costs.usage.utilization * 100)}% utilization) → ${byVolume}`,
-      );
-    let byPeak = 1;
-    if (peak !== undefined && target !== undefined && slotsWithinLatency !== undefined) {
-      if (slotsWithinLatency === 0) {
-        refusal = `fleet.latencyTargetSeconds: ${target} s cannot be met by any number of replicas: one request alone takes ${answerSeconds(1).toFixed(1)} s for ${tokensPerAnswer} tokens at ${replica.singleStreamDecodeTokensPerSecond.toFixed(1)} tok/s on this host`;
-      } else {
-        byPeak = Math.ceil(peak / slotsWithinLatency);
-        basis.push(
-          `peak: ${peak} concurrent request(s) ÷ ${slotsWithinLatency} slot(s) per replica within ${target} s (${tokensPerAnswer} tokens at ${(replica.bySlots[slotsWithinLatency - 1]!.aggregateDecodeTokensPerSecond / slotsWithinLatency).toFixed(2)} tok/s each) → ${byPeak}`,
-        );
-      }
-    }
-    replicas = Math.max(byVolume, byPeak);
-    if (replicas > MAX_REPLICAS && refusal === undefined)
-      refusal = `fleet.replicas auto: the stack needs ${replicas} replicas (${basis.join("; ")}), above the kit's ${MAX_REPLICAS}`;
-  } else {
-    replicas = fleetConfig.replicas;
-    if (peak !== undefined && slotsWithinLatency !== undefined) {
-      const served = replicas * slotsWithinLatency;
-      basis.push(
-        `peak: ${replicas} replica(s) × ${slotsWithinLatency} slot(s) within ${target} s = ${served} concurrent request(s) for a peak of ${peak}${served < peak ? " — short: requests beyond it queue or miss the target" : ""}`,
-      );
-    }
-    if (oneCost && costs) {
-      const capacity = replicas * oneCost.capacityTokensPerMonth;
-      basis.push(
-        `volume: ${fmtM(capacity)} tokens/month capacity for ${fmtM(costs.usage.tokensPerMonth)} expected${capacity < costs.usage.tokensPerMonth ? " — short" : ""}`,
-      );
-    }
-  }
-
-  const cost: FleetCost | undefined =
-    oneCost && costs
-      ? {
-          replicaMonthlyUsd: oneCost.monthlyUsd,
-          monthlyUsd: replicas * oneCost.monthlyUsd,
-          replicaCapacityTokensPerMonth: oneCost.capacityTokensPerMonth,
-          capacityTokensPerMonth: replicas * oneCost.capacityTokensPerMonth,
-          expectedTokensPerMonth: costs.usage.tokensPerMonth,
-          utilization: costs.usage.utilization,
-          inputShare: oneCost.inputShare,
-        }
-      : undefined;
+  const cost = fleetCostOf(oneCost, costs, replicas);
   const chargeback = cost && costs ? chargebackOf(cost, replicas, replica, costs.api) : undefined;
   const fleet: FleetPlan = {
     replicas,
@@ -212,6 +177,85 @@ export function planFleet(inputs: FleetInputs): FleetResult {
   };
   const teams = config.teams?.map((team) => teamPlan(team, chargeback));
   return { fleet, teams, refusal };
+}
+
+/** The most slots busy at once with an answer still inside the target; undefined without a target. */
+function slotsWithin(
+  slots: number,
+  answerSeconds: (busy: number) => number,
+  target: number | undefined,
+): number | undefined {
+  if (target === undefined) return undefined;
+  let slotsWithinLatency = 0;
+  for (let busy = 1; busy <= slots; busy++) if (answerSeconds(busy) <= target) slotsWithinLatency = busy;
+  return slotsWithinLatency;
+}
+
+/** replicas: auto — enough for the monthly volume and for the peak within the latency target, whichever is more. */
+function autoReplicas(context: SizingContext): Sizing {
+  const { fleetConfig, replica, costs, oneCost, answerSeconds, slotsWithinLatency } = context;
+  const { tokensPerAnswer, peakConcurrentRequests: peak, latencyTargetSeconds: target } = fleetConfig;
+  const basis: string[] = [];
+  let refusal: string | undefined;
+  const byVolume =
+    oneCost && costs ? Math.max(1, Math.ceil(costs.usage.tokensPerMonth / oneCost.capacityTokensPerMonth)) : 1;
+  if (oneCost && costs)
+    basis.push(
+      `volume: ${fmtM(costs.usage.tokensPerMonth)} tokens/month ÷ ${fmtM(oneCost.capacityTokensPerMonth)} per replica (${replica.slots} slot(s) busy, ${Math.round(costs.usage.utilization * 100)}% utilization) → ${byVolume}`,
+    );
+  let byPeak = 1;
+  if (peak !== undefined && target !== undefined && slotsWithinLatency !== undefined) {
+    if (slotsWithinLatency === 0) {
+      refusal = `fleet.latencyTargetSeconds: ${target} s cannot be met by any number of replicas: one request alone takes ${answerSeconds(1).toFixed(1)} s for ${tokensPerAnswer} tokens at ${replica.singleStreamDecodeTokensPerSecond.toFixed(1)} tok/s on this host`;
+    } else {
+      byPeak = Math.ceil(peak / slotsWithinLatency);
+      basis.push(
+        `peak: ${peak} concurrent request(s) ÷ ${slotsWithinLatency} slot(s) per replica within ${target} s (${tokensPerAnswer} tokens at ${(replica.bySlots[slotsWithinLatency - 1]!.aggregateDecodeTokensPerSecond / slotsWithinLatency).toFixed(2)} tok/s each) → ${byPeak}`,
+      );
+    }
+  }
+  const replicas = Math.max(byVolume, byPeak);
+  if (replicas > MAX_REPLICAS && refusal === undefined)
+    refusal = `fleet.replicas auto: the stack needs ${replicas} replicas (${basis.join("; ")}), above the kit's ${MAX_REPLICAS}`;
+  return { replicas, basis, refusal };
+}
+
+/** A stated replica count: what it meets of the peak and the monthly volume, in words. */
+function statedReplicas(context: SizingContext, replicas: number): Sizing {
+  const { fleetConfig, costs, oneCost, slotsWithinLatency } = context;
+  const { peakConcurrentRequests: peak, latencyTargetSeconds: target } = fleetConfig;
+  const basis: string[] = [];
+  if (peak !== undefined && slotsWithinLatency !== undefined) {
+    const served = replicas * slotsWithinLatency;
+    basis.push(
+      `peak: ${replicas} replica(s) × ${slotsWithinLatency} slot(s) within ${target} s = ${served} concurrent request(s) for a peak of ${peak}${served < peak ? " — short: requests beyond it queue or miss the target" : ""}`,
+    );
+  }
+  if (oneCost && costs) {
+    const capacity = replicas * oneCost.capacityTokensPerMonth;
+    basis.push(
+      `volume: ${fmtM(capacity)} tokens/month capacity for ${fmtM(costs.usage.tokensPerMonth)} expected${capacity < costs.usage.tokensPerMonth ? " — short" : ""}`,
+    );
+  }
+  return { replicas, basis, refusal: undefined };
+}
+
+function fleetCostOf(
+  oneCost: CostEstimate | undefined,
+  costs: StackConfig["costs"],
+  replicas: number,
+): FleetCost | undefined {
+  return oneCost && costs
+    ? {
+        replicaMonthlyUsd: oneCost.monthlyUsd,
+        monthlyUsd: replicas * oneCost.monthlyUsd,
+        replicaCapacityTokensPerMonth: oneCost.capacityTokensPerMonth,
+        capacityTokensPerMonth: replicas * oneCost.capacityTokensPerMonth,
+        expectedTokensPerMonth: costs.usage.tokensPerMonth,
+        utilization: costs.usage.utilization,
+        inputShare: oneCost.inputShare,
+      }
+    : undefined;
 }
 
 export function replicaThroughput(

@@ -150,15 +150,15 @@ function peerPortOf(input: GatewayInput): number {
   return input.peerPort ?? input.stats.port + 1;
 }
 
-/**
- * Rejects input HAProxy would misread (names with spaces would split a map line) or that would
- * expose the exporter: one ConfigError naming input.stack, one line per problem.
- */
-export function validateGatewayInput(input: GatewayInput): void {
-  const problems: string[] = [];
+/** The gateway's own name and config folder. */
+function checkIdentity(problems: string[], input: GatewayInput): void {
   if (!NAME.test(input.name)) problems.push(`name: found ${JSON.stringify(input.name)}; allowed: ${NAME_ALLOWED}`);
   if (!input.configDir.startsWith("/") || /\s/.test(input.configDir))
     problems.push(`configDir: found ${JSON.stringify(input.configDir)}; allowed: an absolute path without spaces`);
+}
+
+/** The public listener and the exporter's, which must stay private and apart from it. */
+function checkListeners(problems: string[], input: GatewayInput): void {
   checkListener(problems, "listen", input.listen);
   checkListener(problems, "stats", input.stats);
   // The exporter has no authentication: it must never be reachable from outside.
@@ -172,7 +172,10 @@ export function validateGatewayInput(input: GatewayInput): void {
       `stats: found ${input.stats.address}:${input.stats.port}, the same as listen; allowed: another address or port than listen's`,
     );
   }
-  const peerPort = peerPortOf(input);
+}
+
+/** The local peer's port: a port, and not one the listeners already use. */
+function checkPeerPort(problems: string[], input: GatewayInput, peerPort: number): void {
   if (input.peerPort !== undefined) checkPort(problems, "peerPort", input.peerPort);
   else if (Number.isInteger(input.stats.port) && peerPort > 65535)
     problems.push(
@@ -187,6 +190,10 @@ export function validateGatewayInput(input: GatewayInput): void {
         `peerPort: found ${peerPort}, the same as ${field}; allowed: a port of its own (HAProxy's local peer listens on 127.0.0.1:${peerPort})`,
       );
   }
+}
+
+/** At least one backend, each well named and addressed, none on the local peer's port, names unique. */
+function checkBackends(problems: string[], input: GatewayInput, peerPort: number): void {
   if (input.backends.length === 0) problems.push("backends: found none; allowed: at least 1 backend");
   input.backends.forEach((backend, index) => {
     if (!NAME.test(backend.name))
@@ -203,6 +210,10 @@ export function validateGatewayInput(input: GatewayInput): void {
     "backend name",
     input.backends.map((backend) => backend.name),
   );
+}
+
+/** Each team on its own: name, key hash and limits. */
+function checkEachTeam(problems: string[], input: GatewayInput): void {
   input.teams.forEach((team, index) => {
     if (!NAME.test(team.name))
       problems.push(`teams[${index}].name: found ${JSON.stringify(team.name)}; allowed: ${NAME_ALLOWED}`);
@@ -221,6 +232,9 @@ export function validateGatewayInput(input: GatewayInput): void {
       );
     }
   });
+}
+
+function checkAdminSocket(problems: string[], input: GatewayInput): void {
   const socket = adminSocketOf(input);
   // A Unix socket's path must fit sockaddr_un's 108 bytes.
   if (!socket.startsWith("/") || /\s/.test(socket) || Buffer.byteLength(socket) > 100) {
@@ -228,6 +242,10 @@ export function validateGatewayInput(input: GatewayInput): void {
       `adminSocket: found ${JSON.stringify(socket)}; allowed: an absolute path without spaces, at most 100 bytes (set adminSocket, or a shorter configDir)`,
     );
   }
+}
+
+/** No two teams share a name or a key. */
+function checkTeamsUnique(problems: string[], input: GatewayInput): void {
   checkUnique(
     problems,
     (index) => `teams[${index}].name`,
@@ -244,12 +262,33 @@ export function validateGatewayInput(input: GatewayInput): void {
         `teams[${index}].keySha256: found the same key hash as teams[${earlier}].keySha256; allowed: one key per team (a key names one team)`,
       );
   });
+}
+
+function checkCertificatePath(problems: string[], input: GatewayInput): void {
   const certificatePath = input.tls?.certificatePath;
   if (certificatePath !== undefined && (!certificatePath.startsWith("/") || /\s/.test(certificatePath))) {
     problems.push(
       `tls.certificatePath: found ${JSON.stringify(certificatePath)}; allowed: an absolute path without spaces`,
     );
   }
+}
+
+/**
+ * Rejects input HAProxy would misread (names with spaces would split a map line) or that would
+ * expose the exporter: one ConfigError naming input.stack, one line per problem.
+ */
+export function validateGatewayInput(input: GatewayInput): void {
+  const problems: string[] = [];
+  checkIdentity(problems, input);
+  checkListeners(problems, input);
+  const peerPort = peerPortOf(input);
+  checkPeerPort(problems, input, peerPort);
+  checkBackends(problems, input, peerPort);
+  // The problems keep their historical order: each team, the admin socket, then uniqueness.
+  checkEachTeam(problems, input);
+  checkAdminSocket(problems, input);
+  checkTeamsUnique(problems, input);
+  checkCertificatePath(problems, input);
   if (problems.length > 0) throw new ConfigError(input.stack, problems);
 }
 
@@ -260,21 +299,30 @@ function errorBody(code: number, type: string, message: string): string {
   return JSON.stringify({ error: { code, type, message } });
 }
 
-export function haproxyGatewayConfig(input: GatewayInput): GatewayFiles {
-  validateGatewayInput(input);
-  const file = (name: string) => join(input.configDir, name);
-  const pem = input.tls?.certificatePath ?? file(GATEWAY_FILES.pem);
-  const proxy = `kimi_kit_gw_${input.name.replace(/[^A-Za-z0-9_]/g, "_")}`;
-  const teamsMap = file(GATEWAY_FILES.teamsMap);
-  const limitsMap = file(GATEWAY_FILES.limitsMap);
-  const backendKeyMap = file(GATEWAY_FILES.backendKeyMap);
-  const unauthorized = errorBody(401, "authentication_error", "invalid or missing API key");
-  const limited = errorBody(429, "rate_limit_error", "the team is over its requests per minute; retry later");
-  const overTokens = errorBody(429, "rate_limit_error", "the team is over its tokens per minute; retry later");
-  const blockedMap = file(GATEWAY_FILES.tokensBlockedMap);
-  const servers = input.backends.map((backend) => `    server ${backend.name} ${backend.address}:${backend.port}`);
+/** The names the configuration sections share: the proxy's, and the files they read. */
+interface GatewayNames {
+  proxy: string;
+  pem: string;
+  teamsMap: string;
+  limitsMap: string;
+  backendKeyMap: string;
+  blockedMap: string;
+}
 
-  const config = `# Written by kimi-kit (planner/gateway.ts) for gateway ${input.name}; apply with gateway.sh.
+function gatewayNames(input: GatewayInput): GatewayNames {
+  const file = (name: string) => join(input.configDir, name);
+  return {
+    pem: input.tls?.certificatePath ?? file(GATEWAY_FILES.pem),
+    proxy: `kimi_kit_gw_${input.name.replace(/[^A-Za-z0-9_]/g, "_")}`,
+    teamsMap: file(GATEWAY_FILES.teamsMap),
+    limitsMap: file(GATEWAY_FILES.limitsMap),
+    backendKeyMap: file(GATEWAY_FILES.backendKeyMap),
+    blockedMap: file(GATEWAY_FILES.tokensBlockedMap),
+  };
+}
+
+function globalAndDefaultsSection(input: GatewayInput, { proxy }: GatewayNames): string {
+  return `# Written by kimi-kit (planner/gateway.ts) for gateway ${input.name}; apply with gateway.sh.
 global
     maxconn 4096
     log ${input.logTarget ?? "/dev/log"} local0
@@ -295,8 +343,16 @@ defaults
     timeout client 15m
     timeout server 60m
     timeout check 2s
+`;
+}
 
-frontend ${proxy}
+/** The public TLS frontend: the team from the key, then the request and token limits. */
+function publicFrontendSection(input: GatewayInput, names: GatewayNames): string {
+  const { proxy, pem, teamsMap, limitsMap, blockedMap } = names;
+  const unauthorized = errorBody(401, "authentication_error", "invalid or missing API key");
+  const limited = errorBody(429, "rate_limit_error", "the team is over its requests per minute; retry later");
+  const overTokens = errorBody(429, "rate_limit_error", "the team is over its tokens per minute; retry later");
+  return `frontend ${proxy}
     bind ${input.listen.address}:${input.listen.port} ssl crt ${pem} alpn http/1.1
     # The team is part of every access-log line (usage per team can be read from the logs).
     log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %U team=%[var(txn.team)] %{+Q}r"
@@ -315,8 +371,13 @@ frontend ${proxy}
     acl over_tokens var(txn.team),map(${blockedMap}) -m found
     http-request return status 429 content-type application/json string '${overTokens}' hdr Retry-After 60 if over_tokens
     default_backend ${proxy}_replicas
+`;
+}
 
-# The local peer only: on a reload the old process hands the stick table (the per-team request
+/** The local peer, the per-team stick table, and the replicas behind the gateway. */
+function backendSections(input: GatewayInput, { proxy, backendKeyMap }: GatewayNames): string {
+  const servers = input.backends.map((backend) => `    server ${backend.name} ${backend.address}:${backend.port}`);
+  return `# The local peer only: on a reload the old process hands the stick table (the per-team request
 # counters) to the new one through this loopback listener, so a team at its limit stays refused.
 peers ${proxy}_peers
     peer ${proxy} 127.0.0.1:${peerPortOf(input)}
@@ -342,13 +403,28 @@ backend ${proxy}_replicas
     option redispatch 1
     retry-on conn-failure empty-response
 ${servers.join("\n")}
+`;
+}
 
-frontend ${proxy}_metrics
+function metricsFrontendSection(input: GatewayInput, { proxy }: GatewayNames): string {
+  return `frontend ${proxy}_metrics
     bind ${input.stats.address}:${input.stats.port}
     no log
     http-request use-service prometheus-exporter if { path /metrics }
     http-request return status 404
 `;
+}
+
+export function haproxyGatewayConfig(input: GatewayInput): GatewayFiles {
+  validateGatewayInput(input);
+  const names = gatewayNames(input);
+  // Sections are separated by one blank line.
+  const config = [
+    globalAndDefaultsSection(input, names),
+    publicFrontendSection(input, names),
+    backendSections(input, names),
+    metricsFrontendSection(input, names),
+  ].join("\n");
   const teamsMapText = input.teams.map((team) => `${team.keySha256} ${team.name}\n`).join("");
   const limitsMapText = input.teams.map((team) => `${team.name} ${team.requestsPerMinute}\n`).join("");
   const tokenLimitsText = input.teams

@@ -2,9 +2,9 @@
  * Resolves a stack's host (bare-metal description or cloud instance type) against the catalog into
  * the numbers the planner needs: CPU, RAM and its bandwidth, GPUs, and where each number came from.
  */
-import type { Catalog, Efficiency } from "./catalog";
+import type { Catalog, CpuPlatformEntry, Efficiency } from "./catalog";
 import { memoryKindMegaTransfers } from "./catalog";
-import type { CpuArch, CpuIsaFeature, HostConfig } from "./config";
+import type { BareMetalHostConfig, CpuArch, CpuIsaFeature, HostConfig } from "./config";
 import { ConfigError } from "./errors";
 
 export interface CpuSpec {
@@ -56,56 +56,105 @@ export interface HostSpec {
   cloud: { provider: "aws"; instanceType: string; usdPerHour: number; region: string } | undefined;
 }
 
-export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): HostSpec {
-  const problems: string[] = [];
-  const efficiency = catalog.efficiency;
-  if (host.kind === "cloud") {
-    const instance = catalog.instances.find((entry) => entry.id === host.instanceType);
-    if (!instance) {
-      throw new ConfigError(stack, [
-        `host.instanceType: found "${host.instanceType}"; allowed: ${catalog.instances.map((entry) => entry.id).join(", ")}`,
-      ]);
-    }
-    const platform = instance.cpuPlatform
-      ? catalog.cpuPlatforms.find((entry) => entry.id === instance.cpuPlatform)
-      : undefined;
-    const cpuSource = platform ?? instance.cpu!;
-    const memoryPlatform = platform?.memory ?? instance.memoryPlatform!;
-    const cpu: CpuSpec = {
-      name: platform?.name ?? `${instance.id} CPU`,
-      cores: Math.floor(instance.vcpus / 2),
-      sockets: platform?.sockets ?? 1,
-      numaNodes: instance.numaNodes ?? platform?.numaNodes ?? 1,
-      allCoreGHz: cpuSource.allCoreGHz,
-      fp32FlopsPerCycle: cpuSource.fp32FlopsPerCycle,
-      arch: cpuSource.isa.includes("neon") ? "arm64" : "x86-64",
-      isa: [...cpuSource.isa],
-      avx2: cpuSource.isa.includes("avx2"),
-      avx512: cpuSource.isa.includes("avx512"),
-      ccds: platform?.ccds,
-      fabricClockMHz: platform?.fabricClockMHz,
-    };
-    const memory = resolveBandwidth(catalog, efficiency, cpu, {
-      totalBytes: instance.memory,
-      kind: memoryPlatform.kind,
-      channels: memoryPlatform.channels,
-      measuredGBps: host.memory?.measuredBandwidthGBps,
-    });
-    const gpus = instance.gpus
-      ? expandGpus(stack, catalog, [{ model: instance.gpus.model, count: instance.gpus.count }], undefined, problems)
-      : [];
-    if (problems.length > 0) throw new ConfigError(stack, problems);
-    return {
-      kind: "cloud",
-      label: `AWS ${instance.id}`,
-      cpu,
-      memory,
-      gpus,
-      diskFreeBytes: host.diskSize,
-      cloud: { provider: "aws", instanceType: instance.id, usdPerHour: instance.usdPerHour, region: host.region },
-    };
-  }
+type CloudHostConfig = Extract<HostConfig, { kind: "cloud" }>;
+type CatalogInstance = Catalog["instances"][number];
 
+export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): HostSpec {
+  if (host.kind === "cloud") return resolveCloudHost(stack, host, catalog);
+  return resolveBareMetalHost(stack, host, catalog);
+}
+
+function resolveCloudHost(stack: string, host: CloudHostConfig, catalog: Catalog): HostSpec {
+  const problems: string[] = [];
+  const instance = catalog.instances.find((entry) => entry.id === host.instanceType);
+  if (!instance) {
+    throw new ConfigError(stack, [
+      `host.instanceType: found "${host.instanceType}"; allowed: ${catalog.instances.map((entry) => entry.id).join(", ")}`,
+    ]);
+  }
+  const platform = instance.cpuPlatform
+    ? catalog.cpuPlatforms.find((entry) => entry.id === instance.cpuPlatform)
+    : undefined;
+  const memoryPlatform = platform?.memory ?? instance.memoryPlatform!;
+  const cpu = cloudCpu(instance, platform);
+  const memory = resolveBandwidth(catalog, catalog.efficiency, cpu, {
+    totalBytes: instance.memory,
+    kind: memoryPlatform.kind,
+    channels: memoryPlatform.channels,
+    measuredGBps: host.memory?.measuredBandwidthGBps,
+  });
+  const gpus = instance.gpus
+    ? expandGpus(stack, catalog, [{ model: instance.gpus.model, count: instance.gpus.count }], undefined, problems)
+    : [];
+  if (problems.length > 0) throw new ConfigError(stack, problems);
+  return {
+    kind: "cloud",
+    label: `AWS ${instance.id}`,
+    cpu,
+    memory,
+    gpus,
+    diskFreeBytes: host.diskSize,
+    cloud: { provider: "aws", instanceType: instance.id, usdPerHour: instance.usdPerHour, region: host.region },
+  };
+}
+
+/** A cloud instance's CPU: its catalog platform where it names one, else the instance's own CPU entry. */
+function cloudCpu(instance: CatalogInstance, platform: CpuPlatformEntry | undefined): CpuSpec {
+  const cpuSource = platform ?? instance.cpu!;
+  return {
+    name: platform?.name ?? `${instance.id} CPU`,
+    cores: Math.floor(instance.vcpus / 2),
+    sockets: platform?.sockets ?? 1,
+    numaNodes: instance.numaNodes ?? platform?.numaNodes ?? 1,
+    allCoreGHz: cpuSource.allCoreGHz,
+    fp32FlopsPerCycle: cpuSource.fp32FlopsPerCycle,
+    arch: cpuSource.isa.includes("neon") ? "arm64" : "x86-64",
+    isa: [...cpuSource.isa],
+    avx2: cpuSource.isa.includes("avx2"),
+    avx512: cpuSource.isa.includes("avx512"),
+    ccds: platform?.ccds,
+    fabricClockMHz: platform?.fabricClockMHz,
+  };
+}
+
+/** What a bare-metal stack states or its cpu.platform implies, scaled to the stack's socket count. */
+interface BareMetalLayout {
+  platform: CpuPlatformEntry | undefined;
+  kind: string | undefined;
+  sockets: number;
+  /** How many catalog platforms' worth of sockets the stack has (1 without a platform). */
+  perPlatform: number;
+  channels: number | undefined;
+  cores: number;
+  allCoreGHz: number | undefined;
+}
+
+function resolveBareMetalHost(stack: string, host: BareMetalHostConfig, catalog: Catalog): HostSpec {
+  const problems: string[] = [];
+  const layout = bareMetalLayout(host, catalog, problems);
+  const gpus = expandGpus(stack, catalog, host.gpus, host.pcie, problems);
+  if (problems.length > 0) throw new ConfigError(stack, problems);
+
+  const cpu = bareMetalCpu(stack, host, layout);
+  const memory = resolveBandwidth(catalog, catalog.efficiency, cpu, {
+    totalBytes: host.memory.total,
+    kind: layout.kind,
+    channels: layout.channels,
+    measuredGBps: host.memory.measuredBandwidthGBps,
+  });
+  return {
+    kind: "bare-metal",
+    label:
+      host.name ?? `${cpu.name}, ${gpus.length > 0 ? `${gpus.length}× ${gpus[0]!.name}, ` : ""}${layout.kind ?? "RAM"}`,
+    cpu,
+    memory,
+    gpus,
+    diskFreeBytes: host.disk.free,
+    cloud: undefined,
+  };
+}
+
+function bareMetalLayout(host: BareMetalHostConfig, catalog: Catalog, problems: string[]): BareMetalLayout {
   const platform = host.cpu.platform ? catalog.cpuPlatforms.find((entry) => entry.id === host.cpu.platform) : undefined;
   if (host.cpu.platform && !platform) {
     problems.push(
@@ -122,6 +171,26 @@ export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): 
   // times the cores, channels and NUMA nodes unless it says otherwise.
   const sockets = host.cpu.sockets ?? platform?.sockets ?? 1;
   const perPlatform = platform ? sockets / platform.sockets : 1;
+  const channels = memoryChannels(host, platform, sockets, problems);
+  if (host.memory.measuredBandwidthGBps === undefined && (kind === undefined || channels === undefined)) {
+    problems.push(
+      `host.memory: found no bandwidth; allowed: memory.kind and memory.channels (or a cpu.platform that has them), or memory.measuredBandwidthGBps`,
+    );
+  }
+  const cores = host.cpu.cores ?? (platform ? platform.cores * perPlatform : 0);
+  const allCoreGHz = host.cpu.allCoreGHz ?? platform?.allCoreGHz;
+  if (allCoreGHz === undefined)
+    problems.push(`host.cpu.allCoreGHz: missing; allowed: the all-core clock in GHz (or a cpu.platform)`);
+  return { platform, kind, sockets, perPlatform, channels, cores, allCoreGHz };
+}
+
+/** The stack's channels, or channelsPerSocket (its own or the platform's) × sockets; both given must agree. */
+function memoryChannels(
+  host: BareMetalHostConfig,
+  platform: CpuPlatformEntry | undefined,
+  sockets: number,
+  problems: string[],
+): number | undefined {
   const channelsPerSocket =
     host.memory.channelsPerSocket ?? (platform ? platform.memory.channels / platform.sockets : undefined);
   const channelsFromSockets = channelsPerSocket !== undefined ? channelsPerSocket * sockets : undefined;
@@ -134,19 +203,33 @@ export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): 
       `host.memory.channels: found ${host.memory.channels}; allowed: memory.channelsPerSocket × cpu.sockets = ${host.memory.channelsPerSocket} × ${sockets} = ${channelsFromSockets} (or give only one of channels and channelsPerSocket)`,
     );
   }
-  const channels = host.memory.channels ?? channelsFromSockets;
-  if (host.memory.measuredBandwidthGBps === undefined && (kind === undefined || channels === undefined)) {
-    problems.push(
-      `host.memory: found no bandwidth; allowed: memory.kind and memory.channels (or a cpu.platform that has them), or memory.measuredBandwidthGBps`,
-    );
-  }
-  const cores = host.cpu.cores ?? (platform ? platform.cores * perPlatform : 0);
-  const allCoreGHz = host.cpu.allCoreGHz ?? platform?.allCoreGHz;
-  if (allCoreGHz === undefined)
-    problems.push(`host.cpu.allCoreGHz: missing; allowed: the all-core clock in GHz (or a cpu.platform)`);
-  const gpus = expandGpus(stack, catalog, host.gpus, host.pcie, problems);
-  if (problems.length > 0) throw new ConfigError(stack, problems);
+  return host.memory.channels ?? channelsFromSockets;
+}
 
+function bareMetalCpu(stack: string, host: BareMetalHostConfig, layout: BareMetalLayout): CpuSpec {
+  const { platform, cores, sockets, perPlatform } = layout;
+  const { arch, isa } = bareMetalIsa(stack, host, platform);
+  return {
+    name: host.cpu.model ?? platform?.name ?? `${cores}-core CPU`,
+    cores,
+    sockets,
+    numaNodes: host.cpu.numaNodes ?? (platform ? platform.numaNodes * perPlatform : sockets),
+    allCoreGHz: layout.allCoreGHz!,
+    fp32FlopsPerCycle: host.cpu.fp32FlopsPerCycle ?? platform?.fp32FlopsPerCycle ?? 32,
+    arch,
+    isa,
+    avx2: isa.includes("avx2"),
+    avx512: isa.includes("avx512"),
+    ccds: host.cpu.ccds ?? (platform?.ccds !== undefined ? platform.ccds * perPlatform : undefined),
+    fabricClockMHz: platform?.fabricClockMHz,
+  };
+}
+
+function bareMetalIsa(
+  stack: string,
+  host: BareMetalHostConfig,
+  platform: CpuPlatformEntry | undefined,
+): { arch: CpuArch; isa: CpuIsaFeature[] } {
   const platformArch: CpuArch | undefined = platform ? (platform.isa.includes("neon") ? "arm64" : "x86-64") : undefined;
   if (host.cpu.arch !== undefined && platformArch !== undefined && host.cpu.arch !== platformArch) {
     throw new ConfigError(stack, [
@@ -164,35 +247,7 @@ export function resolveHost(stack: string, host: HostConfig, catalog: Catalog): 
         ? ["avx2"]
         : ["neon"];
   if (host.cpu.isa === undefined && host.cpu.avx512 === true && !isa.includes("avx512")) isa.push("avx512");
-  const cpu: CpuSpec = {
-    name: host.cpu.model ?? platform?.name ?? `${cores}-core CPU`,
-    cores,
-    sockets,
-    numaNodes: host.cpu.numaNodes ?? (platform ? platform.numaNodes * perPlatform : sockets),
-    allCoreGHz: allCoreGHz!,
-    fp32FlopsPerCycle: host.cpu.fp32FlopsPerCycle ?? platform?.fp32FlopsPerCycle ?? 32,
-    arch,
-    isa,
-    avx2: isa.includes("avx2"),
-    avx512: isa.includes("avx512"),
-    ccds: host.cpu.ccds ?? (platform?.ccds !== undefined ? platform.ccds * perPlatform : undefined),
-    fabricClockMHz: platform?.fabricClockMHz,
-  };
-  const memory = resolveBandwidth(catalog, efficiency, cpu, {
-    totalBytes: host.memory.total,
-    kind,
-    channels,
-    measuredGBps: host.memory.measuredBandwidthGBps,
-  });
-  return {
-    kind: "bare-metal",
-    label: host.name ?? `${cpu.name}, ${gpus.length > 0 ? `${gpus.length}× ${gpus[0]!.name}, ` : ""}${kind ?? "RAM"}`,
-    cpu,
-    memory,
-    gpus,
-    diskFreeBytes: host.disk.free,
-    cloud: undefined,
-  };
+  return { arch, isa };
 }
 
 function resolveBandwidth(

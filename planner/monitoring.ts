@@ -184,15 +184,13 @@ function checkTeams(teams: readonly TeamPricing[]): void {
   }
 }
 
-/** The rules file (YAML) with the six alerts; budget alerts exist only for teams with a budget. */
-export function alertRules(input: AlertRulesInput): string {
-  if (!(input.projectedDecodeTokensPerSecond > 0)) throw new Error("projectedDecodeTokensPerSecond must be positive");
-  if (!Number.isInteger(input.slotsPerReplica) || input.slotsPerReplica < 1)
-    throw new Error("slotsPerReplica must be a positive integer");
-  checkTeams(input.teams);
-  const forOf = (name: AlertName) => input.for?.[name] ?? DEFAULT_FOR[name];
+/** How long an alert's condition must hold: the input's override, else the default. */
+type ForOf = (name: AlertName) => string;
+
+/** The four per-replica alerts: down, saturated, queueing, decoding below the plan. */
+function replicaAlertRules(input: AlertRulesInput, forOf: ForOf) {
   const floor = input.projectedDecodeTokensPerSecond * DECODE_FLOOR;
-  const replicaRules = [
+  return [
     {
       alert: "ReplicaDown",
       expr: `${QUERIES.replicaUp} == 0`,
@@ -237,7 +235,11 @@ export function alertRules(input: AlertRulesInput): string {
       },
     },
   ];
-  const budgetRules = input.teams.flatMap((team) => {
+}
+
+/** The two budget alerts (80% and 100%) of each team that has a monthly budget. */
+function budgetAlertRules(teams: readonly TeamPricing[], forOf: ForOf) {
+  return teams.flatMap((team) => {
     if (team.monthlyBudgetUsd === undefined) return [];
     const budget = team.monthlyBudgetUsd;
     return (
@@ -256,6 +258,17 @@ export function alertRules(input: AlertRulesInput): string {
       },
     }));
   });
+}
+
+/** The rules file (YAML) with the six alerts; budget alerts exist only for teams with a budget. */
+export function alertRules(input: AlertRulesInput): string {
+  if (!(input.projectedDecodeTokensPerSecond > 0)) throw new Error("projectedDecodeTokensPerSecond must be positive");
+  if (!Number.isInteger(input.slotsPerReplica) || input.slotsPerReplica < 1)
+    throw new Error("slotsPerReplica must be a positive integer");
+  checkTeams(input.teams);
+  const forOf: ForOf = (name) => input.for?.[name] ?? DEFAULT_FOR[name];
+  const replicaRules = replicaAlertRules(input, forOf);
+  const budgetRules = budgetAlertRules(input.teams, forOf);
   return stringify({
     groups: [
       { name: "kimi-replicas", rules: replicaRules },

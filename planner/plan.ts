@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { llamaServerListen } from "./front-door";
 import { planFleetServing, type FleetServing, type Listener, type ReplicaServing } from "./fleet-serving";
-import { explainArgs, llamaServerArgs, type ExplainedArg } from "./args";
+import { explainArgs, llamaServerArgs, type ArgsInputs, type ExplainedArg } from "./args";
 import {
   findModelByRepo,
   loadCatalog,
@@ -31,9 +31,9 @@ import {
   type ManifestLock,
 } from "./lock";
 import { choose, type Placement, type PlacementInputs } from "./offload";
-import { planCluster, splitVerdict, type ClusterPlan } from "./cluster";
+import { planCluster, splitVerdict, type ClusterInputs, type ClusterPlan } from "./cluster";
 import { cpuDecodeAtBandwidth, type Projection, type SpeedInputs } from "./speed";
-import { planFleet, type FleetPlan, type TeamPlan } from "./fleet";
+import { planFleet, type FleetPlan, type FleetResult, type TeamPlan } from "./fleet";
 import { estimateCost, HOURS_PER_MONTH, type CostEstimate } from "./cost";
 import { tensorsFromArchitecture, totalBytes, type TensorInfo } from "./tensors";
 import { formatBytes, formatDuration } from "./units";
@@ -212,177 +212,46 @@ export interface PlanOptions {
   alternatives?: boolean;
 }
 
+/** What every step of a plan reads once the model, host and tensors are resolved. */
+interface PlanContext {
+  stack: string;
+  config: StackConfig;
+  catalog: Catalog;
+  model: ModelEntry;
+  tier: Tier;
+  lock: ManifestLock | undefined;
+  host: HostSpec;
+  split: ClusterInputs | undefined;
+  tensors: TensorInfo[];
+  serving: PlacementInputs["serving"];
+  decodeDepthTokens: number;
+  /** choose() for these tensors at this context per slot, everything else as the stack says. */
+  placementFor: (candidateTensors: readonly TensorInfo[], contextPerSlot: number) => Placement;
+}
+
 export function buildPlan(stack: string, config: StackConfig, options: PlanOptions = {}): Plan {
   const catalog = options.catalog ?? loadCatalog();
-  const lockFor = (repo: string, tierName: string): ManifestLock | undefined => {
-    if (options.lock !== undefined) return options.lock ?? undefined;
-    const lockPath = resolve(REPO_ROOT, config.deployment.lockFile ?? conventionalLockPath(repo, tierName));
-    if (config.deployment.lockFile && !existsSync(lockPath)) {
-      throw new ConfigError(stack, [
-        `deployment.lockFile: found "${config.deployment.lockFile}", which does not exist; allowed: a lock written by \`npm run lock -- --stack ${stack}\``,
-      ]);
-    }
-    return readLock(lockPath, { stack, field: config.deployment.lockFile ? "deployment.lockFile" : "lock" });
-  };
-  const { model, tier, lock } = resolveModel(stack, config, catalog, lockFor);
+  const { model, tier, lock } = resolveModel(stack, config, catalog, lockReader(stack, config, options));
   // Refuse what `up` would trip on (a disk smaller than the shards) here, so plan and up agree.
   assertDeployable(
     stack,
     config,
     lock ? lock.shards.reduce((sum, shard) => sum + shard.size, 0) : tier.publishedSizeBytes,
   );
-  const host = resolveHost(stack, config.host, catalog);
-  const split = config.cluster ? planCluster(stack, config, host, catalog) : undefined;
-  const tensors = lock ? tensorsFromLock(lock) : tensorsFromArchitecture(model.architecture, tier);
-  const knobs = config.serving;
-  const serving = {
-    contextPerSlot: config.serving.contextLength,
-    slots: config.serving.parallelSlots,
-    kvCacheType: config.serving.kvCacheType,
-    knobs: {
-      batch: knobs.batch,
-      ubatch: knobs.ubatch,
-      threads: knobs.threads,
-      threadsBatch: knobs.threadsBatch,
-      opOffload: knobs.opOffload,
-      numa: knobs.numa,
-      cacheTypeV: knobs.vCacheType,
-    },
-  };
-  const decodeDepthTokens = Math.min(config.projection.decodeDepthTokens, serving.contextPerSlot);
-  const placementFor = (candidateTensors: readonly TensorInfo[], contextPerSlot: number) =>
-    choose({
-      arch: model.architecture,
-      tensors: candidateTensors,
-      host,
-      serving: { ...serving, contextPerSlot },
-      catalog,
-      decodeDepthTokens,
-      ttftPromptTokens: config.projection.ttftPromptTokens,
-      ...(split ? { rpc: split.rpc } : {}),
-    });
-  const placement = placementFor(tensors, serving.contextPerSlot);
-
-  const paths = lock ? lock.shards.map((shard) => shard.path) : shardPaths(model, tier);
-  const shards: ShardPlan = {
-    count: paths.length,
-    paths,
-    verified: Boolean(lock) || tier.shards.verified,
-    firstShard: paths.find((path) => /-00001-of-\d{5}\.gguf$/.test(path)) ?? paths[0]!,
-    source: lock ? "lock" : "catalog",
-  };
-  const argsInputs = {
-    model,
-    host,
-    placement,
-    modelPath: `${CONTAINER_MODEL_DIR}/${shards.firstShard}`,
-    apiKeyFile: CONTAINER_API_KEY_FILE,
-    // Behind the TLS front door (any non-loopback bindAddress) llama-server listens on loopback.
-    bindAddress: llamaServerListen(config.serving).address,
-    port: llamaServerListen(config.serving).port,
-    webUi: config.serving.webUi,
-    contextPerSlot: serving.contextPerSlot,
-    slots: serving.slots,
-    kvCacheType: serving.kvCacheType,
-  };
+  const context = planContext(stack, config, catalog, model, tier, lock);
+  const { host, split, tensors } = context;
+  const placement = context.placementFor(tensors, context.serving.contextPerSlot);
+  const shards = shardPlan(model, tier, lock);
+  const argsInputs = argsInputsFor(context, placement, shards);
   // The projection is estimate()'s, for the flags the kit chose; the seed checks reuse its inputs.
   const projection = placement.estimate.projection;
   const speedInputs = placement.estimate.speedInputs;
   const modelBytes = totalBytes(tensors);
   const cost = config.costs ? estimateCost(config.costs, host, modelBytes, projection) : undefined;
-  const image =
-    config.deployment.image ??
-    (split
-      ? catalog.llamaCpp.images.rpc
-      : host.gpus.length > 0
-        ? catalog.llamaCpp.images.cuda
-        : catalog.llamaCpp.images.cpu);
-
-  let refusal: string | undefined;
-  let alternatives: Plan["alternatives"];
-  if (!placement.fits && options.alternatives === false) {
-    refusal = `${model.name} ${tier.name} does not fit on ${host.label} at ${serving.contextPerSlot} tokens × ${serving.slots} slot(s): ${shortDevices(placement)}.`;
-  } else if (!placement.fits) {
-    const tiersThatFit = model.tiers
-      .filter(
-        (candidate) =>
-          placementFor(tensorsFromArchitecture(model.architecture, candidate), serving.contextPerSlot).fits,
-      )
-      .map((candidate) => candidate.name);
-    let maxContext: number | null = null;
-    for (let low = 256, high = model.architecture.contextLength; low <= high;) {
-      const middle = Math.floor((low + high) / 2 / 256) * 256 || 256;
-      if (placementFor(tensors, middle).fits) {
-        maxContext = middle;
-        low = middle + 256;
-      } else high = middle - 256;
-    }
-    alternatives = { tiersThatFit, maxContextPerSlotThatFits: maxContext };
-    refusal =
-      `${model.name} ${tier.name} does not fit on ${host.label} at ${serving.contextPerSlot} tokens × ${serving.slots} slot(s): ` +
-      shortDevices(placement) +
-      `. Tiers that fit this host at this context: ${tiersThatFit.length > 0 ? tiersThatFit.join(", ") : "none"}. ` +
-      (maxContext !== null
-        ? `${tier.name} fits with at most ${maxContext} tokens per slot.`
-        : `${tier.name} does not fit at any context length: its weights alone exceed the host.`);
-    if (tiersThatFit.length === 0)
-      refusal += ` ${smallestFit(model, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack)}`;
-  }
-  const cluster = split?.finish(placement);
-  if (cluster && refusal === undefined) {
-    // A split that fits can still be the wrong answer: one host would do, or it is too slow.
-    refusal = splitVerdict({
-      stack,
-      config,
-      model,
-      tier,
-      cluster,
-      projection,
-      onHeadAlone: () =>
-        choose({
-          arch: model.architecture,
-          tensors,
-          host,
-          serving,
-          catalog,
-          decodeDepthTokens,
-          ttftPromptTokens: config.projection.ttftPromptTokens,
-        }),
-      catalogHosts: () =>
-        catalogHostsHolding(
-          model,
-          tensors,
-          serving,
-          decodeDepthTokens,
-          config.projection.ttftPromptTokens,
-          catalog,
-          stack,
-          config.costs,
-        ),
-      splitMonthlyUsd: cost?.monthlyUsd,
-    });
-  }
-
-  const fleetResult = planFleet({
-    config,
-    host,
-    modelBytes,
-    speedInputs,
-    slots: placement.estimate.settings.slots,
-    prefillTokensPerSecond: projection.prefillTokensPerSecond,
-  });
-  if (refusal === undefined && fleetResult.refusal !== undefined) refusal = fleetResult.refusal;
-  const fleetServing = fleetResult.fleet
-    ? planFleetServing({
-        stack,
-        config,
-        fleet: fleetResult.fleet,
-        teams: fleetResult.teams,
-        argsFor: (listen) => llamaServerArgs({ ...argsInputs, bindAddress: listen.address, port: listen.port }),
-        projectedDecodeTokensPerSecond: projection.decodeTokensPerSecond,
-        slotsPerReplica: placement.estimate.settings.slots,
-      })
-    : undefined;
+  const image = imageFor(context);
+  const { refusal: placementRefusal, alternatives, cluster } = judgePlacement(context, placement, cost, options);
+  const { fleetResult, fleetServing } = planFleetOf(context, placement, modelBytes, argsInputs);
+  const refusal = placementRefusal ?? fleetResult.refusal;
 
   return {
     stack,
@@ -414,13 +283,255 @@ export function buildPlan(stack: string, config: StackConfig, options: PlanOptio
     fleet: fleetResult.fleet,
     teams: fleetResult.teams,
     listen: { address: argsInputs.bindAddress, port: argsInputs.port },
-    hostConfigPath: cluster
-      ? `hosts[${cluster.head.index}]`
-      : fleetResult.fleet?.hosts[0]
-        ? `hosts[${fleetResult.fleet.hosts[0].index}]`
-        : "host",
+    hostConfigPath: hostConfigPathOf(cluster, fleetResult.fleet),
     fleetServing,
   };
+}
+
+/** The stack's lock for a repo and tier: options.lock when given, else deployment.lockFile or the conventional path. */
+function lockReader(
+  stack: string,
+  config: StackConfig,
+  options: PlanOptions,
+): (repo: string, tierName: string) => ManifestLock | undefined {
+  return (repo, tierName) => {
+    if (options.lock !== undefined) return options.lock ?? undefined;
+    const lockPath = resolve(REPO_ROOT, config.deployment.lockFile ?? conventionalLockPath(repo, tierName));
+    if (config.deployment.lockFile && !existsSync(lockPath)) {
+      throw new ConfigError(stack, [
+        `deployment.lockFile: found "${config.deployment.lockFile}", which does not exist; allowed: a lock written by \`npm run lock -- --stack ${stack}\``,
+      ]);
+    }
+    return readLock(lockPath, { stack, field: config.deployment.lockFile ? "deployment.lockFile" : "lock" });
+  };
+}
+
+function planContext(
+  stack: string,
+  config: StackConfig,
+  catalog: Catalog,
+  model: ModelEntry,
+  tier: Tier,
+  lock: ManifestLock | undefined,
+): PlanContext {
+  const host = resolveHost(stack, config.host, catalog);
+  const split = config.cluster ? planCluster(stack, config, host, catalog) : undefined;
+  const tensors = lock ? tensorsFromLock(lock) : tensorsFromArchitecture(model.architecture, tier);
+  const serving = servingShape(config);
+  const decodeDepthTokens = Math.min(config.projection.decodeDepthTokens, serving.contextPerSlot);
+  const placementFor = (candidateTensors: readonly TensorInfo[], contextPerSlot: number) =>
+    choose({
+      arch: model.architecture,
+      tensors: candidateTensors,
+      host,
+      serving: { ...serving, contextPerSlot },
+      catalog,
+      decodeDepthTokens,
+      ttftPromptTokens: config.projection.ttftPromptTokens,
+      ...(split ? { rpc: split.rpc } : {}),
+    });
+  return { stack, config, catalog, model, tier, lock, host, split, tensors, serving, decodeDepthTokens, placementFor };
+}
+
+/** The serving shape choose() sizes: context per slot, slots, KV cache type and the stack's llama-server knobs. */
+function servingShape(config: StackConfig): PlacementInputs["serving"] {
+  const knobs = config.serving;
+  return {
+    contextPerSlot: config.serving.contextLength,
+    slots: config.serving.parallelSlots,
+    kvCacheType: config.serving.kvCacheType,
+    knobs: {
+      batch: knobs.batch,
+      ubatch: knobs.ubatch,
+      threads: knobs.threads,
+      threadsBatch: knobs.threadsBatch,
+      opOffload: knobs.opOffload,
+      numa: knobs.numa,
+      cacheTypeV: knobs.vCacheType,
+    },
+  };
+}
+
+function shardPlan(model: ModelEntry, tier: Tier, lock: ManifestLock | undefined): ShardPlan {
+  const paths = lock ? lock.shards.map((shard) => shard.path) : shardPaths(model, tier);
+  return {
+    count: paths.length,
+    paths,
+    verified: Boolean(lock) || tier.shards.verified,
+    firstShard: paths.find((path) => /-00001-of-\d{5}\.gguf$/.test(path)) ?? paths[0]!,
+    source: lock ? "lock" : "catalog",
+  };
+}
+
+function argsInputsFor(context: PlanContext, placement: Placement, shards: ShardPlan): ArgsInputs {
+  const { config, model, host, serving } = context;
+  return {
+    model,
+    host,
+    placement,
+    modelPath: `${CONTAINER_MODEL_DIR}/${shards.firstShard}`,
+    apiKeyFile: CONTAINER_API_KEY_FILE,
+    // Behind the TLS front door (any non-loopback bindAddress) llama-server listens on loopback.
+    bindAddress: llamaServerListen(config.serving).address,
+    port: llamaServerListen(config.serving).port,
+    webUi: config.serving.webUi,
+    contextPerSlot: serving.contextPerSlot,
+    slots: serving.slots,
+    kvCacheType: serving.kvCacheType,
+  };
+}
+
+/** The stack's own image, else the RPC build for a split, the CUDA build with GPUs, the CPU build otherwise. */
+function imageFor(context: PlanContext): string {
+  const { config, catalog, host, split } = context;
+  return (
+    config.deployment.image ??
+    (split
+      ? catalog.llamaCpp.images.rpc
+      : host.gpus.length > 0
+        ? catalog.llamaCpp.images.cuda
+        : catalog.llamaCpp.images.cpu)
+  );
+}
+
+/** Why the placement is refused (it does not fit, or a split that fits is the wrong answer), and the split's plan. */
+function judgePlacement(
+  context: PlanContext,
+  placement: Placement,
+  cost: CostEstimate | undefined,
+  options: PlanOptions,
+): { refusal: string | undefined; alternatives: Plan["alternatives"]; cluster: ClusterPlan | undefined } {
+  const { refusal, alternatives } = misfit(context, placement, options);
+  const cluster = context.split?.finish(placement);
+  if (cluster && refusal === undefined) {
+    // A split that fits can still be the wrong answer: one host would do, or it is too slow.
+    return { refusal: splitRefusal(context, cluster, placement.estimate.projection, cost), alternatives, cluster };
+  }
+  return { refusal, alternatives, cluster };
+}
+
+/** A placement that does not fit: the refusal, and (unless options.alternatives is false) the tiers and context that would. */
+function misfit(
+  context: PlanContext,
+  placement: Placement,
+  options: PlanOptions,
+): { refusal: string | undefined; alternatives: Plan["alternatives"] } {
+  const { stack, config, catalog, model, tier, host, tensors, serving, decodeDepthTokens, placementFor } = context;
+  if (placement.fits) return { refusal: undefined, alternatives: undefined };
+  if (options.alternatives === false) {
+    return {
+      refusal: `${model.name} ${tier.name} does not fit on ${host.label} at ${serving.contextPerSlot} tokens × ${serving.slots} slot(s): ${shortDevices(placement)}.`,
+      alternatives: undefined,
+    };
+  }
+  const tiersThatFit = model.tiers
+    .filter(
+      (candidate) => placementFor(tensorsFromArchitecture(model.architecture, candidate), serving.contextPerSlot).fits,
+    )
+    .map((candidate) => candidate.name);
+  const maxContext = maxContextThatFits(model, tensors, placementFor);
+  let refusal =
+    `${model.name} ${tier.name} does not fit on ${host.label} at ${serving.contextPerSlot} tokens × ${serving.slots} slot(s): ` +
+    shortDevices(placement) +
+    `. Tiers that fit this host at this context: ${tiersThatFit.length > 0 ? tiersThatFit.join(", ") : "none"}. ` +
+    (maxContext !== null
+      ? `${tier.name} fits with at most ${maxContext} tokens per slot.`
+      : `${tier.name} does not fit at any context length: its weights alone exceed the host.`);
+  if (tiersThatFit.length === 0)
+    refusal += ` ${smallestFit(model, serving, decodeDepthTokens, config.projection.ttftPromptTokens, catalog, stack)}`;
+  return { refusal, alternatives: { tiersThatFit, maxContextPerSlotThatFits: maxContext } };
+}
+
+/** The largest context per slot (a multiple of 256) at which the stack's tier fits, by binary search; null when none does. */
+function maxContextThatFits(
+  model: ModelEntry,
+  tensors: readonly TensorInfo[],
+  placementFor: PlanContext["placementFor"],
+): number | null {
+  let maxContext: number | null = null;
+  for (let low = 256, high = model.architecture.contextLength; low <= high;) {
+    const middle = Math.floor((low + high) / 2 / 256) * 256 || 256;
+    if (placementFor(tensors, middle).fits) {
+      maxContext = middle;
+      low = middle + 256;
+    } else high = middle - 256;
+  }
+  return maxContext;
+}
+
+function splitRefusal(
+  context: PlanContext,
+  cluster: ClusterPlan,
+  projection: Projection,
+  cost: CostEstimate | undefined,
+): string | undefined {
+  const { stack, config, catalog, model, tier, host, tensors, serving, decodeDepthTokens } = context;
+  return splitVerdict({
+    stack,
+    config,
+    model,
+    tier,
+    cluster,
+    projection,
+    onHeadAlone: () =>
+      choose({
+        arch: model.architecture,
+        tensors,
+        host,
+        serving,
+        catalog,
+        decodeDepthTokens,
+        ttftPromptTokens: config.projection.ttftPromptTokens,
+      }),
+    catalogHosts: () =>
+      catalogHostsHolding(
+        model,
+        tensors,
+        serving,
+        decodeDepthTokens,
+        config.projection.ttftPromptTokens,
+        catalog,
+        stack,
+        config.costs,
+      ),
+    splitMonthlyUsd: cost?.monthlyUsd,
+  });
+}
+
+/** The fleet and teams (planFleet) and, with a fleet, where its gateway, replicas and monitoring run. */
+function planFleetOf(
+  context: PlanContext,
+  placement: Placement,
+  modelBytes: number,
+  argsInputs: ArgsInputs,
+): { fleetResult: FleetResult; fleetServing: FleetServing | undefined } {
+  const { stack, config, host } = context;
+  const projection = placement.estimate.projection;
+  const fleetResult = planFleet({
+    config,
+    host,
+    modelBytes,
+    speedInputs: placement.estimate.speedInputs,
+    slots: placement.estimate.settings.slots,
+    prefillTokensPerSecond: projection.prefillTokensPerSecond,
+  });
+  const fleetServing = fleetResult.fleet
+    ? planFleetServing({
+        stack,
+        config,
+        fleet: fleetResult.fleet,
+        teams: fleetResult.teams,
+        argsFor: (listen) => llamaServerArgs({ ...argsInputs, bindAddress: listen.address, port: listen.port }),
+        projectedDecodeTokensPerSecond: projection.decodeTokensPerSecond,
+        slotsPerReplica: placement.estimate.settings.slots,
+      })
+    : undefined;
+  return { fleetResult, fleetServing };
+}
+
+/** The stack key that describes the plan's host: the split's head, the first replica, or "host". */
+function hostConfigPathOf(cluster: ClusterPlan | undefined, fleet: FleetPlan | undefined): string {
+  return cluster ? `hosts[${cluster.head.index}]` : fleet?.hosts[0] ? `hosts[${fleet.hosts[0].index}]` : "host";
 }
 
 /**

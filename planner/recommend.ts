@@ -178,8 +178,11 @@ function numberOption(
   return value;
 }
 
-/** Checks every --recommend option against the catalog; the first bad one is thrown as one line. */
-export function recommendRequest(options: RecommendOptions, catalog: Catalog, prices: Prices): RecommendRequest {
+/** --model, --tier and --kind: checked first, in that order, as the request names them. */
+function requestedModelTierKind(
+  options: RecommendOptions,
+  catalog: Catalog,
+): { model: ModelEntry; tier: string; kind: RecommendRequest["kind"] } {
   if (options.model === undefined)
     throw new RecommendInputError(
       `--model: found nothing; allowed: a catalog model repo (${catalog.models.map((entry) => entry.repo).join(", ")})`,
@@ -198,6 +201,12 @@ export function recommendRequest(options: RecommendOptions, catalog: Catalog, pr
   const kind = options.kind ?? "any";
   if (kind !== "any" && kind !== "bare-metal" && kind !== "cloud")
     throw new RecommendInputError(`--kind: found ${JSON.stringify(kind)}; allowed: bare-metal, cloud or any`);
+  return { model, tier, kind };
+}
+
+/** Checks every --recommend option against the catalog; the first bad one is thrown as one line. */
+export function recommendRequest(options: RecommendOptions, catalog: Catalog, prices: Prices): RecommendRequest {
+  const { model, tier, kind } = requestedModelTierKind(options, catalog);
   const maxContext = model.architecture.contextLength;
   return {
     model: model.repo,
@@ -257,6 +266,28 @@ function unpricedWhy(prices: Prices, component: string, fallback: string): strin
   return prices.unpriced.find((entry) => entry.component === component)?.why ?? fallback;
 }
 
+/** What the enumeration collects as it goes: the candidates, and what it leaves out for want of a price. */
+interface Enumeration {
+  catalog: Catalog;
+  prices: Prices;
+  candidates: Candidate[];
+  /** Records the first reason a component is left out; later ones for the same component are dropped. */
+  skip: (component: string, why: string) => void;
+  unpricedDimms: Map<string, Set<number>>;
+}
+
+type PricedGpu = { gpu: Catalog["gpus"][number]; price: Prices["gpus"][number] };
+type PlatformBuild = Prices["platforms"][number];
+
+/** One GPU option of a build: none, or `count` of one GPU, each at its share of the lanes. */
+interface GpuOption {
+  gpus: { model: string; count: number }[];
+  lanes: number;
+  parts: PricedPart[];
+  vramBytes: number;
+  label: string;
+}
+
 /**
  * Every host the search plans: each catalog cloud instance, and each bare-metal build of a priced
  * platform × socket count (with a priced board) × DIMM size (one per slot, every channel) × GPU option
@@ -269,168 +300,216 @@ export function enumerateCandidates(
   prices: Prices,
   kind: RecommendRequest["kind"],
 ): { candidates: Candidate[]; skipped: Skipped[] } {
-  const candidates: Candidate[] = [];
   const skipped = new Map<string, string>();
-  const skip = (component: string, why: string) => skipped.has(component) || skipped.set(component, why);
-  const unpricedDimms = new Map<string, Set<number>>();
-  if (kind !== "cloud") {
-    const dimmPower = prices.power.dimm;
-    const pricedGpus = catalog.gpus.flatMap((gpu) => {
-      const price = prices.gpus.find((entry) => entry.gpu === gpu.id);
-      if (!price) skip(`gpu ${gpu.id}`, unpricedWhy(prices, `gpu ${gpu.id}`, "no price in catalog/prices.yaml gpus"));
-      return price ? [{ gpu, price }] : [];
-    });
-    for (const platform of catalog.cpuPlatforms) {
-      const build = prices.platforms.find((entry) => entry.platform === platform.id);
-      if (!build?.price || !build.power) {
-        skip(
-          `platform ${platform.id}`,
-          unpricedWhy(prices, `platform ${platform.id}`, "no price in catalog/prices.yaml platforms"),
-        );
-        continue;
-      }
-      const cpuPrice = build.price;
-      const cpuPower = build.power;
-      for (const sockets of build.sockets) {
-        const board = prices.boards.find((entry) => entry.socket === build.socket && entry.sockets === sockets);
-        const base = prices.base.find((entry) => entry.socket === build.socket);
-        if (!board) {
-          skip(
-            `${sockets}-socket ${platform.id}`,
-            `no sourced price for a ${sockets}-socket ${build.socket} board in catalog/prices.yaml boards`,
-          );
-          continue;
-        }
-        if (!base) {
-          skip(`${build.socket} builds`, `no chassis/PSU/NVMe price for ${build.socket} in catalog/prices.yaml base`);
-          continue;
-        }
-        const channels = (platform.memory.channels / platform.sockets) * sockets;
-        const dimmCount = channels * build.dimmsPerChannel;
-        const gpuOptions: {
-          gpus: { model: string; count: number }[];
-          lanes: number;
-          parts: PricedPart[];
-          vramBytes: number;
-          label: string;
-        }[] = [{ gpus: [], lanes: 0, parts: [], vramBytes: 0, label: "" }];
-        for (const { gpu, price } of pricedGpus) {
-          for (const count of GPU_COUNTS) {
-            // Each card's share of the lanes, as a width a slot or bifurcation gives (x16, x8, x4).
-            const share = Math.min(16, 2 ** Math.floor(Math.log2(build.pcie.gpuLanes / count)));
-            if (share < MIN_LANES_PER_GPU) continue;
-            gpuOptions.push({
-              gpus: [{ model: gpu.id, count }],
-              lanes: share,
-              parts: [
-                {
-                  item: `${gpu.name} (${price.condition})`,
-                  count,
-                  usdEach: price.usd,
-                  wattsEach: price.power.watts,
-                  source: `${price.source}; power: ${price.power.source}`,
-                },
-              ],
-              vramBytes: gpu.memory * count,
-              label: `, ${count} × ${gpuLabel(catalog, gpu.id)}${share < 16 ? ` at x${share}` : ""}`,
-            });
-          }
-        }
-        for (const sizeGiB of prices.dimmSizesGiB) {
-          const dimm = prices.dimms.find((entry) => entry.kind === build.dimm && entry.sizeGiB === sizeGiB);
-          if (!dimm) {
-            unpricedDimms.set(build.dimm, new Set([...(unpricedDimms.get(build.dimm) ?? []), sizeGiB]));
-            continue;
-          }
-          const ramGiB = sizeGiB * dimmCount;
-          for (const option of gpuOptions) {
-            const parts: PricedPart[] = [
-              {
-                item: platform.name,
-                count: sockets,
-                usdEach: cpuPrice.usd,
-                wattsEach: cpuPower.watts,
-                source: `${cpuPrice.source}; power: ${cpuPower.source}`,
-              },
-              {
-                item: `${sockets}-socket ${build.socket} board`,
-                count: 1,
-                usdEach: board.usd,
-                wattsEach: 0,
-                source: board.source,
-              },
-              {
-                item: `${sizeGiB} GiB ${build.dimm} ${platform.memory.kind}`,
-                count: dimmCount,
-                usdEach: dimm.usd / dimm.modules,
-                wattsEach: dimmPower.watts,
-                source: `${dimm.source}; power: ${dimmPower.source}`,
-              },
-              ...option.parts,
-              {
-                item: `base: ${base.what}`,
-                count: 1,
-                usdEach: base.usd,
-                wattsEach: prices.power.base.watts,
-                source: `${base.source}; power: ${prices.power.base.source}`,
-              },
-            ];
-            const label = `${sockets > 1 ? `${sockets} × ` : ""}${platformLabel(platform)}, ${dimmCount} × ${sizeGiB} GiB ${build.dimm}${option.label}`;
-            candidates.push({
-              kind: "bare-metal",
-              label,
-              host: {
-                kind: "bare-metal",
-                name: label,
-                cpu: { platform: platform.id, sockets },
-                memory: { total: `${ramGiB}GiB` },
-                ...(option.gpus.length > 0
-                  ? { gpus: option.gpus, pcie: { gen: build.pcie.gen, lanes: option.lanes } }
-                  : {}),
-              },
-              build: {
-                priceUsd: round2(parts.reduce((sum, part) => sum + part.count * part.usdEach, 0)),
-                powerWatts: round2(parts.reduce((sum, part) => sum + part.count * part.wattsEach, 0)),
-                parts,
-              },
-              group: `${platform.id}×${sockets}${option.label}`,
-              dimmGiB: sizeGiB,
-              ramBytes: ramGiB * GiB,
-              vramBytes: option.vramBytes,
-            });
-          }
-        }
-      }
-    }
-  }
-  if (kind !== "bare-metal") {
-    for (const instance of catalog.instances) {
-      const gpu = instance.gpus ? catalog.gpus.find((entry) => entry.id === instance.gpus!.model) : undefined;
-      candidates.push({
-        kind: "cloud",
-        label: `AWS ${instance.id}${instance.gpus ? ` (${instance.gpus.count} × ${gpuLabel(catalog, instance.gpus.model)})` : ""}`,
-        host: {
-          kind: "cloud",
-          provider: instance.provider,
-          instanceType: instance.id,
-          region: CLOUD_REGION,
-          allowedCidrs: [...PLACEHOLDER_CIDRS],
-        },
-        build: undefined,
-        group: instance.id,
-        dimmGiB: undefined,
-        ramBytes: instance.memory,
-        vramBytes: gpu && instance.gpus ? gpu.memory * instance.gpus.count : 0,
-      });
-    }
-  }
+  const enumeration: Enumeration = {
+    catalog,
+    prices,
+    candidates: [],
+    skip: (component, why) => skipped.has(component) || skipped.set(component, why),
+    unpricedDimms: new Map<string, Set<number>>(),
+  };
+  if (kind !== "cloud") addBareMetalCandidates(enumeration);
+  if (kind !== "bare-metal") enumeration.candidates.push(...cloudCandidates(catalog));
   // One line per DIMM kind: the sizes tried that have no price.
-  for (const [kind, sizes] of unpricedDimms)
-    skip(
+  for (const [kind, sizes] of enumeration.unpricedDimms)
+    enumeration.skip(
       `${kind} ${[...sizes].sort((x, y) => x - y).join(", ")} GiB`,
       `no price for these DIMM sizes in catalog/prices.yaml dimms`,
     );
-  return { candidates, skipped: [...skipped.entries()].map(([component, why]) => ({ component, why })) };
+  return {
+    candidates: enumeration.candidates,
+    skipped: [...skipped.entries()].map(([component, why]) => ({ component, why })),
+  };
+}
+
+/** Every bare-metal build of every priced platform and socket count; an unpriced platform is skipped. */
+function addBareMetalCandidates(enumeration: Enumeration): void {
+  const { catalog, prices, skip } = enumeration;
+  const pricedGpus = catalog.gpus.flatMap((gpu) => {
+    const price = prices.gpus.find((entry) => entry.gpu === gpu.id);
+    if (!price) skip(`gpu ${gpu.id}`, unpricedWhy(prices, `gpu ${gpu.id}`, "no price in catalog/prices.yaml gpus"));
+    return price ? [{ gpu, price }] : [];
+  });
+  for (const platform of catalog.cpuPlatforms) {
+    const build = prices.platforms.find((entry) => entry.platform === platform.id);
+    if (!build?.price || !build.power) {
+      skip(
+        `platform ${platform.id}`,
+        unpricedWhy(prices, `platform ${platform.id}`, "no price in catalog/prices.yaml platforms"),
+      );
+      continue;
+    }
+    for (const sockets of build.sockets) addSocketCandidates(enumeration, platform, build, sockets, pricedGpus);
+  }
+}
+
+/** The builds of one platform at one socket count: every priced DIMM size × every GPU option. */
+function addSocketCandidates(
+  enumeration: Enumeration,
+  platform: CpuPlatformEntry,
+  build: PlatformBuild,
+  sockets: number,
+  pricedGpus: PricedGpu[],
+): void {
+  const { prices, skip, unpricedDimms } = enumeration;
+  const board = prices.boards.find((entry) => entry.socket === build.socket && entry.sockets === sockets);
+  const base = prices.base.find((entry) => entry.socket === build.socket);
+  if (!board) {
+    skip(
+      `${sockets}-socket ${platform.id}`,
+      `no sourced price for a ${sockets}-socket ${build.socket} board in catalog/prices.yaml boards`,
+    );
+    return;
+  }
+  if (!base) {
+    skip(`${build.socket} builds`, `no chassis/PSU/NVMe price for ${build.socket} in catalog/prices.yaml base`);
+    return;
+  }
+  const channels = (platform.memory.channels / platform.sockets) * sockets;
+  const dimmCount = channels * build.dimmsPerChannel;
+  const gpuOptions = gpuOptionsFor(enumeration.catalog, build, pricedGpus);
+  for (const sizeGiB of prices.dimmSizesGiB) {
+    const dimm = prices.dimms.find((entry) => entry.kind === build.dimm && entry.sizeGiB === sizeGiB);
+    if (!dimm) {
+      unpricedDimms.set(build.dimm, new Set([...(unpricedDimms.get(build.dimm) ?? []), sizeGiB]));
+      continue;
+    }
+    const memory = { sizeGiB, dimmCount, dimm };
+    for (const option of gpuOptions)
+      enumeration.candidates.push(
+        bareMetalCandidate(enumeration, { platform, build, sockets, board, base, memory, option }),
+      );
+  }
+}
+
+/** No GPU, then 1/2/4/8 of each priced GPU where the platform's lanes give each card at least x4. */
+function gpuOptionsFor(catalog: Catalog, build: PlatformBuild, pricedGpus: PricedGpu[]): GpuOption[] {
+  const gpuOptions: GpuOption[] = [{ gpus: [], lanes: 0, parts: [], vramBytes: 0, label: "" }];
+  for (const { gpu, price } of pricedGpus) {
+    for (const count of GPU_COUNTS) {
+      // Each card's share of the lanes, as a width a slot or bifurcation gives (x16, x8, x4).
+      const share = Math.min(16, 2 ** Math.floor(Math.log2(build.pcie.gpuLanes / count)));
+      if (share < MIN_LANES_PER_GPU) continue;
+      gpuOptions.push({
+        gpus: [{ model: gpu.id, count }],
+        lanes: share,
+        parts: [
+          {
+            item: `${gpu.name} (${price.condition})`,
+            count,
+            usdEach: price.usd,
+            wattsEach: price.power.watts,
+            source: `${price.source}; power: ${price.power.source}`,
+          },
+        ],
+        vramBytes: gpu.memory * count,
+        label: `, ${count} × ${gpuLabel(catalog, gpu.id)}${share < 16 ? ` at x${share}` : ""}`,
+      });
+    }
+  }
+  return gpuOptions;
+}
+
+/** The priced parts one bare-metal candidate is made of. */
+interface BuildChoice {
+  platform: CpuPlatformEntry;
+  build: PlatformBuild;
+  sockets: number;
+  board: Prices["boards"][number];
+  base: Prices["base"][number];
+  memory: { sizeGiB: number; dimmCount: number; dimm: Prices["dimms"][number] };
+  option: GpuOption;
+}
+
+/** Its parts list: CPUs, board, DIMMs, GPUs and the base, each with its price, power and source. */
+function buildParts(prices: Prices, choice: BuildChoice): PricedPart[] {
+  const { platform, build, sockets, board, base, memory, option } = choice;
+  // Only priced platforms are built (addBareMetalCandidates skips the others): both are there.
+  const cpuPrice = build.price!;
+  const cpuPower = build.power!;
+  const dimmPower = prices.power.dimm;
+  return [
+    {
+      item: platform.name,
+      count: sockets,
+      usdEach: cpuPrice.usd,
+      wattsEach: cpuPower.watts,
+      source: `${cpuPrice.source}; power: ${cpuPower.source}`,
+    },
+    {
+      item: `${sockets}-socket ${build.socket} board`,
+      count: 1,
+      usdEach: board.usd,
+      wattsEach: 0,
+      source: board.source,
+    },
+    {
+      item: `${memory.sizeGiB} GiB ${build.dimm} ${platform.memory.kind}`,
+      count: memory.dimmCount,
+      usdEach: memory.dimm.usd / memory.dimm.modules,
+      wattsEach: dimmPower.watts,
+      source: `${memory.dimm.source}; power: ${dimmPower.source}`,
+    },
+    ...option.parts,
+    {
+      item: `base: ${base.what}`,
+      count: 1,
+      usdEach: base.usd,
+      wattsEach: prices.power.base.watts,
+      source: `${base.source}; power: ${prices.power.base.source}`,
+    },
+  ];
+}
+
+function bareMetalCandidate(enumeration: Enumeration, choice: BuildChoice): Candidate {
+  const { platform, build, sockets, memory, option } = choice;
+  const { sizeGiB, dimmCount } = memory;
+  const ramGiB = sizeGiB * dimmCount;
+  const parts = buildParts(enumeration.prices, choice);
+  const label = `${sockets > 1 ? `${sockets} × ` : ""}${platformLabel(platform)}, ${dimmCount} × ${sizeGiB} GiB ${build.dimm}${option.label}`;
+  return {
+    kind: "bare-metal",
+    label,
+    host: {
+      kind: "bare-metal",
+      name: label,
+      cpu: { platform: platform.id, sockets },
+      memory: { total: `${ramGiB}GiB` },
+      ...(option.gpus.length > 0 ? { gpus: option.gpus, pcie: { gen: build.pcie.gen, lanes: option.lanes } } : {}),
+    },
+    build: {
+      priceUsd: round2(parts.reduce((sum, part) => sum + part.count * part.usdEach, 0)),
+      powerWatts: round2(parts.reduce((sum, part) => sum + part.count * part.wattsEach, 0)),
+      parts,
+    },
+    group: `${platform.id}×${sockets}${option.label}`,
+    dimmGiB: sizeGiB,
+    ramBytes: ramGiB * GiB,
+    vramBytes: option.vramBytes,
+  };
+}
+
+/** Each catalog cloud instance, in the us-east-1 the catalog prices, open only to placeholder networks. */
+function cloudCandidates(catalog: Catalog): Candidate[] {
+  return catalog.instances.map((instance) => {
+    const gpu = instance.gpus ? catalog.gpus.find((entry) => entry.id === instance.gpus!.model) : undefined;
+    return {
+      kind: "cloud",
+      label: `AWS ${instance.id}${instance.gpus ? ` (${instance.gpus.count} × ${gpuLabel(catalog, instance.gpus.model)})` : ""}`,
+      host: {
+        kind: "cloud",
+        provider: instance.provider,
+        instanceType: instance.id,
+        region: CLOUD_REGION,
+        allowedCidrs: [...PLACEHOLDER_CIDRS],
+      },
+      build: undefined,
+      group: instance.id,
+      dimmGiB: undefined,
+      ramBytes: instance.memory,
+      vramBytes: gpu && instance.gpus ? gpu.memory * instance.gpus.count : 0,
+    };
+  });
 }
 
 const round2 = (value: number) => Math.round(value * 100) / 100;
@@ -492,96 +571,11 @@ export function recommend(
   const started = performance.now();
   const catalog = options.catalog ?? loadCatalog();
   const prices = options.prices ?? loadPrices(catalog);
-  const model = findModelByRepo(catalog, request.model);
-  if (!model)
-    throw new RecommendInputError(
-      `--model: found ${JSON.stringify(request.model)}; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}`,
-    );
-  const tiers = request.tier === "any" ? model.tiers : model.tiers.filter((entry) => entry.name === request.tier);
-  if (tiers.length === 0)
-    throw new RecommendInputError(
-      `--tier: found ${JSON.stringify(request.tier)}; allowed: any, ${model.tiers.map((entry) => entry.name).join(", ")}`,
-    );
+  const { model, tiers } = requestedModelTiers(request, catalog);
   const { candidates, skipped } = enumerateCandidates(catalog, prices, request.kind);
-
-  const pairs: Pair[] = [];
-  for (const tier of tiers) {
-    const catalogBytes = totalBytes(tensorsFromArchitecture(model.architecture, tier));
-    // The weights must be resident somewhere: RAM + VRAM below the smaller of the listed and the
-    // computed size cannot hold the tier, whatever the placement.
-    const weightsBytes = Math.min(catalogBytes, tier.publishedSizeBytes);
-    for (const candidate of candidates) {
-      const config = parseStackConfig("recommend", stackValues(candidate, model, tier, request, prices));
-      const host = resolveHost("recommend", config.host, catalog);
-      // estimateCost's own monthly figure (amortization + power, or hours + volume): speeds do not enter it.
-      const monthlyUsd = estimateCost(config.costs!, host, catalogBytes, {
-        decodeTokensPerSecond: 1,
-        prefillTokensPerSecond: 1,
-      }).monthlyUsd;
-      pairs.push({ candidate, tier, config, monthlyUsd, weightsBytes });
-    }
-  }
-  pairs.sort((a, b) => a.monthlyUsd - b.monthlyUsd);
-
-  const counts = {
-    hosts: candidates.length,
-    pairs: pairs.length,
-    planned: 0,
-    tooSmall: 0,
-    largerDimms: 0,
-    notNeeded: 0,
-  };
-  const evaluations: Evaluation[] = [];
-  const recommended: Evaluation[] = [];
-  const fitsWithDimm = new Map<string, number>();
-  let overBudget: Evaluation | undefined;
-  let index = 0;
-  for (; index < pairs.length; index++) {
-    const pair = pairs[index]!;
-    if (recommended.length >= request.top) break;
-    // Past the cap, only the cheapest host that would otherwise qualify is still wanted (to name it).
-    if (
-      request.maxMonthlyUsd !== undefined &&
-      pair.monthlyUsd > request.maxMonthlyUsd &&
-      (recommended.length > 0 || overBudget)
-    )
-      break;
-    if (pair.candidate.ramBytes + pair.candidate.vramBytes < pair.weightsBytes) {
-      counts.tooSmall++;
-      continue;
-    }
-    const groupKey = `${pair.candidate.group}|${pair.tier.name}`;
-    const fittingDimm = fitsWithDimm.get(groupKey);
-    if (fittingDimm !== undefined && pair.candidate.dimmGiB !== undefined && pair.candidate.dimmGiB > fittingDimm) {
-      counts.largerDimms++;
-      continue;
-    }
-    const plan = buildPlan("recommend", pair.config, { catalog, alternatives: false });
-    counts.planned++;
-    const monthlyUsd = plan.cost?.monthlyUsd ?? pair.monthlyUsd;
-    const decode = plan.projection.decodeTokensPerSecond;
-    let status: Status = "recommended";
-    let why: string | undefined;
-    if (!plan.fits) {
-      status = "does-not-fit";
-      why = `does not fit: ${plan.placement.fits ? (plan.refusal ?? "refused") : shortDevices(plan.placement)}`;
-    } else {
-      if (pair.candidate.dimmGiB !== undefined && fittingDimm === undefined)
-        fitsWithDimm.set(groupKey, pair.candidate.dimmGiB);
-      if (request.minDecode !== undefined && decode < request.minDecode) {
-        status = "too-slow";
-        why = `decode ${decode.toFixed(1)} tok/s is below --min-decode ${request.minDecode}`;
-      } else if (request.maxMonthlyUsd !== undefined && monthlyUsd > request.maxMonthlyUsd) {
-        status = "over-budget";
-        why = `${formatUsd(monthlyUsd)}/month is over --max-monthly-usd ${request.maxMonthlyUsd}`;
-      }
-    }
-    const evaluation: Evaluation = { candidate: pair.candidate, tier: pair.tier, status, why, plan, monthlyUsd };
-    evaluations.push(evaluation);
-    if (status === "recommended") recommended.push(evaluation);
-    if (status === "over-budget" && !overBudget) overBudget = evaluation;
-  }
-  counts.notNeeded = pairs.length - index;
+  const pairs = pricedPairs(candidates, tiers, model, request, prices, catalog);
+  const { evaluations, recommended, counts: searched } = search(pairs, request, catalog);
+  const counts = { hosts: candidates.length, ...searched };
   recommended.sort(
     (a, b) =>
       a.monthlyUsd - b.monthlyUsd || b.plan.projection.decodeTokensPerSecond - a.plan.projection.decodeTokensPerSecond,
@@ -608,6 +602,118 @@ export function recommend(
   }
   result.seconds = (performance.now() - started) / 1000;
   return result;
+}
+
+/** The request's model and the tiers it asks for; either unknown is thrown as one line. */
+function requestedModelTiers(request: RecommendRequest, catalog: Catalog): { model: ModelEntry; tiers: Tier[] } {
+  const model = findModelByRepo(catalog, request.model);
+  if (!model)
+    throw new RecommendInputError(
+      `--model: found ${JSON.stringify(request.model)}; allowed: ${catalog.models.map((entry) => entry.repo).join(", ")}`,
+    );
+  const tiers = request.tier === "any" ? model.tiers : model.tiers.filter((entry) => entry.name === request.tier);
+  if (tiers.length === 0)
+    throw new RecommendInputError(
+      `--tier: found ${JSON.stringify(request.tier)}; allowed: any, ${model.tiers.map((entry) => entry.name).join(", ")}`,
+    );
+  return { model, tiers };
+}
+
+/** Every candidate × tier as a stack config with its monthly cost, cheapest first. */
+function pricedPairs(
+  candidates: Candidate[],
+  tiers: Tier[],
+  model: ModelEntry,
+  request: RecommendRequest,
+  prices: Prices,
+  catalog: Catalog,
+): Pair[] {
+  const pairs: Pair[] = [];
+  for (const tier of tiers) {
+    const catalogBytes = totalBytes(tensorsFromArchitecture(model.architecture, tier));
+    // The weights must be resident somewhere: RAM + VRAM below the smaller of the listed and the
+    // computed size cannot hold the tier, whatever the placement.
+    const weightsBytes = Math.min(catalogBytes, tier.publishedSizeBytes);
+    for (const candidate of candidates) {
+      const config = parseStackConfig("recommend", stackValues(candidate, model, tier, request, prices));
+      const host = resolveHost("recommend", config.host, catalog);
+      // estimateCost's own monthly figure (amortization + power, or hours + volume): speeds do not enter it.
+      const monthlyUsd = estimateCost(config.costs!, host, catalogBytes, {
+        decodeTokensPerSecond: 1,
+        prefillTokensPerSecond: 1,
+      }).monthlyUsd;
+      pairs.push({ candidate, tier, config, monthlyUsd, weightsBytes });
+    }
+  }
+  pairs.sort((a, b) => a.monthlyUsd - b.monthlyUsd);
+  return pairs;
+}
+
+/**
+ * Walks the pairs cheapest first, planning those that could qualify, until `top` qualify (or, past
+ * --max-monthly-usd, one over budget names the cheapest). Counts all but `hosts`, which it never sees.
+ */
+function search(
+  pairs: Pair[],
+  request: RecommendRequest,
+  catalog: Catalog,
+): { evaluations: Evaluation[]; recommended: Evaluation[]; counts: Omit<Recommendation["counts"], "hosts"> } {
+  const counts = { pairs: pairs.length, planned: 0, tooSmall: 0, largerDimms: 0, notNeeded: 0 };
+  const evaluations: Evaluation[] = [];
+  const recommended: Evaluation[] = [];
+  const fitsWithDimm = new Map<string, number>();
+  let overBudget: Evaluation | undefined;
+  let index = 0;
+  for (; index < pairs.length; index++) {
+    const pair = pairs[index]!;
+    if (recommended.length >= request.top) break;
+    // Past the cap, only the cheapest host that would otherwise qualify is still wanted (to name it).
+    if (
+      request.maxMonthlyUsd !== undefined &&
+      pair.monthlyUsd > request.maxMonthlyUsd &&
+      (recommended.length > 0 || overBudget)
+    )
+      break;
+    if (pair.candidate.ramBytes + pair.candidate.vramBytes < pair.weightsBytes) {
+      counts.tooSmall++;
+      continue;
+    }
+    const groupKey = `${pair.candidate.group}|${pair.tier.name}`;
+    const fittingDimm = fitsWithDimm.get(groupKey);
+    if (fittingDimm !== undefined && pair.candidate.dimmGiB !== undefined && pair.candidate.dimmGiB > fittingDimm) {
+      counts.largerDimms++;
+      continue;
+    }
+    const evaluation = evaluate(pair, request, catalog);
+    counts.planned++;
+    if (evaluation.plan.fits && pair.candidate.dimmGiB !== undefined && fittingDimm === undefined)
+      fitsWithDimm.set(groupKey, pair.candidate.dimmGiB);
+    evaluations.push(evaluation);
+    if (evaluation.status === "recommended") recommended.push(evaluation);
+    if (evaluation.status === "over-budget" && !overBudget) overBudget = evaluation;
+  }
+  counts.notNeeded = pairs.length - index;
+  return { evaluations, recommended, counts };
+}
+
+/** Plans one pair and judges it: does it fit, then is it fast enough, then within the budget. */
+function evaluate(pair: Pair, request: RecommendRequest, catalog: Catalog): Evaluation {
+  const plan = buildPlan("recommend", pair.config, { catalog, alternatives: false });
+  const monthlyUsd = plan.cost?.monthlyUsd ?? pair.monthlyUsd;
+  const decode = plan.projection.decodeTokensPerSecond;
+  let status: Status = "recommended";
+  let why: string | undefined;
+  if (!plan.fits) {
+    status = "does-not-fit";
+    why = `does not fit: ${plan.placement.fits ? (plan.refusal ?? "refused") : shortDevices(plan.placement)}`;
+  } else if (request.minDecode !== undefined && decode < request.minDecode) {
+    status = "too-slow";
+    why = `decode ${decode.toFixed(1)} tok/s is below --min-decode ${request.minDecode}`;
+  } else if (request.maxMonthlyUsd !== undefined && monthlyUsd > request.maxMonthlyUsd) {
+    status = "over-budget";
+    why = `${formatUsd(monthlyUsd)}/month is over --max-monthly-usd ${request.maxMonthlyUsd}`;
+  }
+  return { candidate: pair.candidate, tier: pair.tier, status, why, plan, monthlyUsd };
 }
 
 function tierText(result: Pick<Recommendation, "model" | "tiers" | "request">): string {
@@ -807,6 +913,24 @@ function rateText(rate: number, value: { low: number; high: number } | undefined
   return `${rate.toFixed(1)} tok/s${value ? ` (band ${(rate * value.low).toFixed(1)}–${(rate * value.high).toFixed(1)})` : " (uncalibrated)"}`;
 }
 
+/** One recommendation, numbered from 1: host, speeds, cost, break-even and (bare metal) its parts. */
+function recommendedLines(evaluation: Evaluation, position: number): string[] {
+  const { plan, candidate } = evaluation;
+  const projection = plan.projection;
+  const cost = plan.cost!;
+  const out = [
+    `${position + 1}. ${formatUsd(evaluation.monthlyUsd)}/month — ${candidate.kind === "cloud" ? "cloud" : "bare metal"}: ${candidate.label} — ${evaluation.tier.name}, ${plan.placement.mode}`,
+    `   decode ${rateText(projection.decodeTokensPerSecond, projection.errorBands.decode)} at depth ${projection.decodeDepthTokens}; prefill ${rateText(projection.prefillTokensPerSecond, projection.errorBands.prefill)}`,
+    `   cost: ${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)} (${line.basis})`).join(" + ")}; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`,
+    `   break-even vs API: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`,
+  ];
+  if (candidate.build)
+    out.push(
+      `   parts: ${candidate.build.parts.map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.item} ${formatUsd(part.usdEach)}${part.wattsEach > 0 ? ` ${part.wattsEach} W` : ""}`).join("; ")} = ${formatUsd(candidate.build.priceUsd)}, ${candidate.build.powerWatts} W`,
+    );
+  return out;
+}
+
 export function renderRecommendation(result: Recommendation): string {
   const { request, counts } = result;
   const out: string[] = [];
@@ -826,27 +950,7 @@ export function renderRecommendation(result: Recommendation): string {
   out.push("");
   if (result.recommended.length === 0) out.push(`No recommendation: ${result.problem}`);
   else out.push(`Cheapest that fit${constraints.length > 0 ? " and meet the targets" : ""}:`);
-  result.recommended.forEach((evaluation, position) => {
-    const { plan, candidate } = evaluation;
-    const projection = plan.projection;
-    const cost = plan.cost!;
-    out.push(
-      `${position + 1}. ${formatUsd(evaluation.monthlyUsd)}/month — ${candidate.kind === "cloud" ? "cloud" : "bare metal"}: ${candidate.label} — ${evaluation.tier.name}, ${plan.placement.mode}`,
-    );
-    out.push(
-      `   decode ${rateText(projection.decodeTokensPerSecond, projection.errorBands.decode)} at depth ${projection.decodeDepthTokens}; prefill ${rateText(projection.prefillTokensPerSecond, projection.errorBands.prefill)}`,
-    );
-    out.push(
-      `   cost: ${cost.lines.map((line) => `${line.item} ${formatUsd(line.monthlyUsd)} (${line.basis})`).join(" + ")}; ${formatUsd(cost.usdPerMillionOutputTokens)} per 1M output tokens`,
-    );
-    out.push(
-      `   break-even vs API: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`,
-    );
-    if (candidate.build)
-      out.push(
-        `   parts: ${candidate.build.parts.map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.item} ${formatUsd(part.usdEach)}${part.wattsEach > 0 ? ` ${part.wattsEach} W` : ""}`).join("; ")} = ${formatUsd(candidate.build.priceUsd)}, ${candidate.build.powerWatts} W`,
-      );
-  });
+  result.recommended.forEach((evaluation, position) => out.push(...recommendedLines(evaluation, position)));
   if (result.nearMisses.length > 0) {
     out.push("");
     out.push("Near misses (cheapest first, and why each was not picked):");
@@ -871,6 +975,9 @@ export function renderRecommendation(result: Recommendation): string {
 
 // ---- --write-stack -----------------------------------------------------------------------------
 
+/** A stack file's key for a kimi-kit:* value. */
+const configKey = (key: string) => `kimi-kit:${key}`;
+
 function keyComment(doc: Document, path: readonly string[], text: string): void {
   const parent = doc.getIn(path.slice(0, -1), true) as YamlNode | undefined;
   if (!parent || !isMap(parent)) return;
@@ -893,72 +1000,79 @@ export function renderStackFile(
   const config = Object.fromEntries(Object.entries(values).map(([key, value]) => [`kimi-kit:${key}`, value]));
   const doc = new Document({ config });
   const projection = evaluation.plan.projection;
-  const k = (key: string) => `kimi-kit:${key}`;
   doc.commentBefore = [
     ` Written by ${commandLine}`,
     ` The cheapest catalog ${evaluation.candidate.kind === "cloud" ? "cloud instance" : "bare-metal build"} that holds ${result.model.name} ${evaluation.tier.name} at ${result.request.contextLength} tokens × ${result.request.slots} slot(s)${result.request.minDecode !== undefined ? `,\n decoding at least ${result.request.minDecode} tok/s` : ""}${result.request.maxMonthlyUsd !== undefined ? `, within $${result.request.maxMonthlyUsd}/month` : ""}. Planned: ${evaluation.plan.placement.mode},`,
     ` decode ${projection.decodeTokensPerSecond.toFixed(1)} tok/s at depth ${projection.decodeDepthTokens}, ${formatUsd(evaluation.monthlyUsd)}/month; \`npm run plan -- --stack ${name}\` plans the same.`,
   ].join("\n");
-  const host = evaluation.candidate.host;
+  hostComments(doc, evaluation.candidate);
+  keyComment(
+    doc,
+    ["config", configKey("projection"), "decodeDepthTokens"],
+    `Decode quoted with 4K tokens in context, a coding-assistant turn.`,
+  );
+  const build = evaluation.candidate.build;
+  if (build) buildComments(doc, build);
+  keyComment(doc, ["config", configKey("costs"), "api"], `The seed's API prices, as every stack states them.`);
+  keyComment(
+    doc,
+    ["config", configKey("costs"), "usage"],
+    `The seed's fifty million tokens a month, at 3:1 input:output and 50% utilization.`,
+  );
+  const mix = doc.getIn(["config", configKey("costs"), "usage", "mix"], true) as YamlNode | undefined;
+  if (mix && isMap(mix)) mix.flow = true;
+  return doc.toString({ lineWidth: 0 });
+}
+
+/** The host's comments: what it is, and what a bare-metal host or a cloud stack still needs before `up`. */
+function hostComments(doc: Document, candidate: Candidate): void {
+  const host = candidate.host;
   if (host.kind === "bare-metal") {
     keyComment(
       doc,
-      ["config", k("host")],
-      `${evaluation.candidate.label}. Before \`pulumi up\`, add ssh: { host, hostPublicKey } and disk.free;\nthe plan does not need them.`,
+      ["config", configKey("host")],
+      `${candidate.label}. Before \`pulumi up\`, add ssh: { host, hostPublicKey } and disk.free;\nthe plan does not need them.`,
     );
     keyComment(
       doc,
-      ["config", k("host"), "memory"],
+      ["config", configKey("host"), "memory"],
       `One DIMM size in every slot of every channel: the planner sizes bandwidth from the platform's channels.`,
     );
     if (host.pcie)
       keyComment(
         doc,
-        ["config", k("host"), "pcie"],
+        ["config", configKey("host"), "pcie"],
         `Each card's share of the platform's GPU lanes (catalog/prices.yaml platforms pcie).`,
       );
   } else {
     keyComment(
       doc,
-      ["config", k("host")],
-      `${evaluation.candidate.label}, on-demand in ${host.region} (catalog/cloud-instances.yaml).`,
+      ["config", configKey("host")],
+      `${candidate.label}, on-demand in ${host.region} (catalog/cloud-instances.yaml).`,
     );
     keyComment(
       doc,
-      ["config", k("host"), "allowedCidrs"],
+      ["config", configKey("host"), "allowedCidrs"],
       `Only these networks reach SSH and the API port: a documentation range (RFC 5737); put your team's here.`,
     );
   }
+}
+
+/** A bare-metal build's price and power, part by part, as comments on the two costs. */
+function buildComments(doc: Document, build: NonNullable<Candidate["build"]>): void {
   keyComment(
     doc,
-    ["config", k("projection"), "decodeDepthTokens"],
-    `Decode quoted with 4K tokens in context, a coding-assistant turn.`,
+    ["config", configKey("costs"), "hardware", "priceUsd"],
+    `catalog/prices.yaml: ${build.parts.map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.item} ${formatUsd(part.usdEach)}`).join(", ")}.`,
   );
-  const build = evaluation.candidate.build;
-  if (build) {
-    keyComment(
-      doc,
-      ["config", k("costs"), "hardware", "priceUsd"],
-      `catalog/prices.yaml: ${build.parts.map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.item} ${formatUsd(part.usdEach)}`).join(", ")}.`,
-    );
-    keyComment(
-      doc,
-      ["config", k("costs"), "hardware", "powerWatts"],
-      `Nameplate: ${build.parts
-        .filter((part) => part.wattsEach > 0)
-        .map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.wattsEach} W ${part.item}`)
-        .join(", ")}.`,
-    );
-  }
-  keyComment(doc, ["config", k("costs"), "api"], `The seed's API prices, as every stack states them.`);
   keyComment(
     doc,
-    ["config", k("costs"), "usage"],
-    `The seed's fifty million tokens a month, at 3:1 input:output and 50% utilization.`,
+    ["config", configKey("costs"), "hardware", "powerWatts"],
+    `Nameplate: ${build.parts
+      .filter((part) => part.wattsEach > 0)
+      .map((part) => `${part.count > 1 ? `${part.count} × ` : ""}${part.wattsEach} W ${part.item}`)
+      .join(", ")}.`,
   );
-  const mix = doc.getIn(["config", k("costs"), "usage", "mix"], true) as YamlNode | undefined;
-  if (mix && isMap(mix)) mix.flow = true;
-  return doc.toString({ lineWidth: 0 });
 }
 
 /** Refuses a name the stack files cannot have, in one line. */

@@ -147,6 +147,19 @@ function memorySvgBody(versions: readonly ReportVersion[], standalone: boolean):
   out.push(`<text x="${PAD}" y="${y + 14}" class="heading">${escapeXml(`Memory map — ${title(versions)}`)}</text>`);
   y += 28;
 
+  const legend = svgLegend(memoryLegendItems(versions), y);
+  out.push(legend.svg);
+  y += legend.height + 14;
+
+  for (const name of names) y = pushDeviceRows(out, versions, name, y);
+  const height = Math.ceil(y + PAD / 2);
+  const style = `<style>text{font-family:${FONT};fill:#1F2328}.heading{font-size:16px;font-weight:600}.device-label{font-size:14px}.device-name{font-weight:600}.small{font-size:12px}.over{fill:#B3261E;font-weight:600}.missing{font-style:italic;fill:#6B6B6B}</style>`;
+  const namespace = standalone ? ` xmlns="http://www.w3.org/2000/svg"` : "";
+  return `<svg${namespace} class="memory-map" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" role="img" aria-label="${escapeXml(`Memory map — ${title(versions)}`)}" data-track-px="${TRACK_PX}" data-track-x="${PAD}">${style}${diff ? hatchDefs() : ""}<rect width="${WIDTH}" height="${height}" fill="#FFFFFF"/>${out.join("")}</svg>`;
+}
+
+/** The memory map's legend: the kinds any version holds, free space, the capacity mark, and in a diff the two fills. */
+function memoryLegendItems(versions: readonly ReportVersion[]): LegendItem[] {
   const present = KINDS.filter((kind) =>
     versions.some((version) => version.plan.devices.some((device) => bytesOf(device, kind.field) > 0)),
   );
@@ -155,7 +168,7 @@ function memorySvgBody(versions: readonly ReportVersion[], standalone: boolean):
     { swatch: `<rect width="14" height="14" fill="#EEF0F3" stroke="#B8BEC6"/>`, text: "free (capacity not planned)" },
     { swatch: `<rect x="6" y="-2" width="2" height="18" fill="#1F2328"/>`, text: "capacity" },
   ];
-  if (diff) {
+  if (versions.length === 2) {
     legendItems.push({
       swatch: `<rect width="14" height="14" fill="url(#${ID}-hatch-weights)"/>`,
       text: `striped: ${versions[0]!.label}`,
@@ -165,79 +178,93 @@ function memorySvgBody(versions: readonly ReportVersion[], standalone: boolean):
       text: `solid: ${versions[1]!.label}`,
     });
   }
-  const legend = svgLegend(legendItems, y);
-  out.push(legend.svg);
-  y += legend.height + 14;
+  return legendItems;
+}
 
-  for (const name of names) {
-    const found = versions.map((version) => version.plan.devices.find((device) => device.name === name));
-    const maxBytes = Math.max(
-      ...found.map((device) =>
-        device ? Math.max(bytesOf(device, "capacityBytes"), bytesOf(device, "plannedBytes")) : 0,
-      ),
-    );
-    // One scale per device: a GPU's 24 GiB next to 384 GiB of RAM would be a sliver on a shared one.
-    // The device's largest figure (capacity or, when over, planned) across the versions spans the track.
-    const scale = maxBytes > 0 ? TRACK_PX / maxBytes : 0;
-    const latest = [...found].reverse().find((device) => device !== undefined)!;
-    const labels = [...new Set(found.flatMap((device) => (device ? [device.label] : [])))];
+/** What every bar of one device shares: the versions, the device's name and its px-per-byte scale. */
+interface DeviceBarContext {
+  versions: readonly ReportVersion[];
+  name: string;
+  scale: number;
+}
+
+/** One device's label and one bar per version, from y; returns the y below them. */
+function pushDeviceRows(out: string[], versions: readonly ReportVersion[], name: string, y: number): number {
+  const found = versions.map((version) => version.plan.devices.find((device) => device.name === name));
+  const maxBytes = Math.max(
+    ...found.map((device) =>
+      device ? Math.max(bytesOf(device, "capacityBytes"), bytesOf(device, "plannedBytes")) : 0,
+    ),
+  );
+  // One scale per device: a GPU's 24 GiB next to 384 GiB of RAM would be a sliver on a shared one.
+  // The device's largest figure (capacity or, when over, planned) across the versions spans the track.
+  const scale = maxBytes > 0 ? TRACK_PX / maxBytes : 0;
+  const latest = [...found].reverse().find((device) => device !== undefined)!;
+  const labels = [...new Set(found.flatMap((device) => (device ? [device.label] : [])))];
+  out.push(
+    `<text x="${PAD}" y="${y + 14}" class="device-label" data-device="${escapeXml(name)}"><tspan class="device-name">${escapeXml(name)}</tspan> · ${escapeXml(latest.label)}${labels.length > 1 ? escapeXml(` (${versions[0]!.label}: ${labels[0]})`) : ""}</text>`,
+  );
+  y += 22;
+  const context: DeviceBarContext = { versions, name, scale };
+  found.forEach((device, index) => {
+    y = pushDeviceBar(out, context, device, index, y);
+  });
+  return y + 10;
+}
+
+/** Version index's caption and stacked bar for the device (or a note that it lacks it); returns the y below. */
+function pushDeviceBar(
+  out: string[],
+  context: DeviceBarContext,
+  device: DeviceJson | undefined,
+  index: number,
+  y: number,
+): number {
+  const { versions, name, scale } = context;
+  const version = versions[index]!;
+  const prefix = versions.length === 2 ? `${version.label}: ` : "";
+  if (!device) {
     out.push(
-      `<text x="${PAD}" y="${y + 14}" class="device-label" data-device="${escapeXml(name)}"><tspan class="device-name">${escapeXml(name)}</tspan> · ${escapeXml(latest.label)}${labels.length > 1 ? escapeXml(` (${versions[0]!.label}: ${labels[0]})`) : ""}</text>`,
+      `<text x="${PAD}" y="${y + 11}" class="small missing" data-device="${escapeXml(name)}" data-version="${index}">${escapeXml(`${prefix}no such device in this version`)}</text>`,
     );
-    y += 22;
-    found.forEach((device, index) => {
-      const version = versions[index]!;
-      const prefix = diff ? `${version.label}: ` : "";
-      if (!device) {
-        out.push(
-          `<text x="${PAD}" y="${y + 11}" class="small missing" data-device="${escapeXml(name)}" data-version="${index}">${escapeXml(`${prefix}no such device in this version`)}</text>`,
-        );
-        y += 20;
-        return;
-      }
-      const capacity = bytesOf(device, "capacityBytes");
-      const planned = bytesOf(device, "plannedBytes");
-      const fits = planned <= capacity;
-      const caption = `${prefix}${formatGiB(planned)} planned of ${formatGiB(capacity)} (${percent(planned, capacity)})${fits ? `, ${formatGiB(capacity - planned)} free` : ` — DOES NOT FIT, ${formatGiB(planned - capacity)} over`}`;
-      out.push(`<text x="${PAD}" y="${y + 11}" class="small${fits ? "" : " over"}">${escapeXml(caption)}</text>`);
-      y += 16;
-      const barY = y;
-      const height = 18;
-      const attrs = (kind: string, bytes: number) =>
-        `data-device="${escapeXml(name)}" data-version="${index}" data-version-label="${escapeXml(version.label)}" data-kind="${kind}" data-bytes="${bytes}" data-scale-px-per-byte="${scale}"`;
-      out.push(
-        `<g class="bar" data-device="${escapeXml(name)}" data-version="${index}" data-planned-bytes="${planned}" data-capacity-bytes="${capacity}">`,
-      );
-      out.push(
-        `<rect class="capacity" x="${PAD}" y="${barY}" width="${px(capacity * scale)}" height="${height}" fill="#EEF0F3" ${attrs("capacity", capacity)}><title>${escapeXml(`${prefix}${name} capacity ${formatGiB(capacity, 2)}`)}</title></rect>`,
-      );
-      let x = PAD;
-      for (const kind of KINDS) {
-        const bytes = bytesOf(device, kind.field);
-        if (bytes <= 0) continue;
-        const width = bytes * scale;
-        const fill = isBefore(versions, index) ? `url(#${ID}-hatch-${kind.kind})` : kind.color;
-        out.push(
-          `<rect class="segment" x="${px(x)}" y="${barY}" width="${px(width)}" height="${height}" fill="${fill}" ${attrs(kind.kind, bytes)}><title>${escapeXml(`${prefix}${name} ${kind.name}: ${formatGiB(bytes, 2)} (${percent(bytes, capacity)} of capacity)`)}</title></rect>`,
-        );
-        x += width;
-      }
-      // The outline and the capacity mark carry no data-kind: they are drawn for the eye, not measured.
-      out.push(
-        `<rect x="${PAD + 0.5}" y="${barY + 0.5}" width="${px(Math.max(0, capacity * scale - 1))}" height="${height - 1}" fill="none" stroke="#B8BEC6"/>`,
-      );
-      out.push(
-        `<rect x="${px(PAD + capacity * scale - 1)}" y="${barY - 3}" width="2" height="${height + 6}" fill="#1F2328"/>`,
-      );
-      out.push(`</g>`);
-      y += height + 8;
-    });
-    y += 10;
+    return y + 20;
   }
-  const height = Math.ceil(y + PAD / 2);
-  const style = `<style>text{font-family:${FONT};fill:#1F2328}.heading{font-size:16px;font-weight:600}.device-label{font-size:14px}.device-name{font-weight:600}.small{font-size:12px}.over{fill:#B3261E;font-weight:600}.missing{font-style:italic;fill:#6B6B6B}</style>`;
-  const namespace = standalone ? ` xmlns="http://www.w3.org/2000/svg"` : "";
-  return `<svg${namespace} class="memory-map" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" role="img" aria-label="${escapeXml(`Memory map — ${title(versions)}`)}" data-track-px="${TRACK_PX}" data-track-x="${PAD}">${style}${diff ? hatchDefs() : ""}<rect width="${WIDTH}" height="${height}" fill="#FFFFFF"/>${out.join("")}</svg>`;
+  const capacity = bytesOf(device, "capacityBytes");
+  const planned = bytesOf(device, "plannedBytes");
+  const fits = planned <= capacity;
+  const caption = `${prefix}${formatGiB(planned)} planned of ${formatGiB(capacity)} (${percent(planned, capacity)})${fits ? `, ${formatGiB(capacity - planned)} free` : ` — DOES NOT FIT, ${formatGiB(planned - capacity)} over`}`;
+  out.push(`<text x="${PAD}" y="${y + 11}" class="small${fits ? "" : " over"}">${escapeXml(caption)}</text>`);
+  y += 16;
+  const barY = y;
+  const height = 18;
+  const attrs = (kind: string, bytes: number) =>
+    `data-device="${escapeXml(name)}" data-version="${index}" data-version-label="${escapeXml(version.label)}" data-kind="${kind}" data-bytes="${bytes}" data-scale-px-per-byte="${scale}"`;
+  out.push(
+    `<g class="bar" data-device="${escapeXml(name)}" data-version="${index}" data-planned-bytes="${planned}" data-capacity-bytes="${capacity}">`,
+  );
+  out.push(
+    `<rect class="capacity" x="${PAD}" y="${barY}" width="${px(capacity * scale)}" height="${height}" fill="#EEF0F3" ${attrs("capacity", capacity)}><title>${escapeXml(`${prefix}${name} capacity ${formatGiB(capacity, 2)}`)}</title></rect>`,
+  );
+  let x = PAD;
+  for (const kind of KINDS) {
+    const bytes = bytesOf(device, kind.field);
+    if (bytes <= 0) continue;
+    const width = bytes * scale;
+    const fill = isBefore(versions, index) ? `url(#${ID}-hatch-${kind.kind})` : kind.color;
+    out.push(
+      `<rect class="segment" x="${px(x)}" y="${barY}" width="${px(width)}" height="${height}" fill="${fill}" ${attrs(kind.kind, bytes)}><title>${escapeXml(`${prefix}${name} ${kind.name}: ${formatGiB(bytes, 2)} (${percent(bytes, capacity)} of capacity)`)}</title></rect>`,
+    );
+    x += width;
+  }
+  // The outline and the capacity mark carry no data-kind: they are drawn for the eye, not measured.
+  out.push(
+    `<rect x="${PAD + 0.5}" y="${barY + 0.5}" width="${px(Math.max(0, capacity * scale - 1))}" height="${height - 1}" fill="none" stroke="#B8BEC6"/>`,
+  );
+  out.push(
+    `<rect x="${px(PAD + capacity * scale - 1)}" y="${barY - 3}" width="2" height="${height + 6}" fill="#1F2328"/>`,
+  );
+  out.push(`</g>`);
+  return y + height + 8;
 }
 
 /**
@@ -353,7 +380,17 @@ function rateFormat(ticks: readonly number[]): (value: number) => string {
   return (value) => value.toFixed(decimals);
 }
 
-function chartSvg(spec: ChartSpec): string {
+/** A chart's plot area and its value-to-pixel scales. */
+interface Frame {
+  left: number;
+  top: number;
+  plotWidth: number;
+  plotHeight: number;
+  sx: (value: number) => number;
+  sy: (value: number) => number;
+}
+
+function chartFrame(spec: ChartSpec): Frame {
   const left = 64;
   const right = 20;
   const top = 40;
@@ -370,8 +407,25 @@ function chartSvg(spec: ChartSpec): string {
     return left + fraction * plotWidth;
   };
   const sy = (value: number) => top + plotHeight - (value / (yMax || 1)) * plotHeight;
+  return { left, top, plotWidth, plotHeight, sx, sy };
+}
+
+function chartSvg(spec: ChartSpec): string {
+  const frame = chartFrame(spec);
   const clip = `${ID}-clip-${spec.kind}`;
   const out: string[] = [];
+  pushChartAxes(out, spec, frame, clip);
+  out.push(`<g clip-path="url(#${clip})">`);
+  pushVerticals(out, spec, frame);
+  pushSeries(out, spec, frame);
+  pushMarkers(out, spec, frame);
+  out.push(`</g>`);
+  return `<svg class="chart" data-chart="${spec.kind}" width="${spec.width}" height="${spec.height}" viewBox="0 0 ${spec.width} ${spec.height}" role="img" aria-label="${escapeXml(spec.title)}">${out.join("")}</svg>`;
+}
+
+/** The title, the clip path, the grid with its ticks, the axes and their labels. */
+function pushChartAxes(out: string[], spec: ChartSpec, frame: Frame, clip: string): void {
+  const { left, top, plotWidth, plotHeight, sx, sy } = frame;
   out.push(`<text x="${left}" y="22" class="heading">${escapeXml(spec.title)}</text>`);
   out.push(
     `<defs><clipPath id="${clip}"><rect x="${left - 8}" y="${top - 8}" width="${plotWidth + 16}" height="${plotHeight + 16}"/></clipPath></defs>`,
@@ -397,7 +451,10 @@ function chartSvg(spec: ChartSpec): string {
   out.push(
     `<text transform="translate(16,${top + plotHeight / 2}) rotate(-90)" text-anchor="middle" class="axis-label">${escapeXml(spec.y.label)}</text>`,
   );
-  out.push(`<g clip-path="url(#${clip})">`);
+}
+
+function pushVerticals(out: string[], spec: ChartSpec, frame: Frame): void {
+  const { left, top, plotWidth, plotHeight, sx } = frame;
   // Vertical lines' labels sit on staggered rows, in x order, so lines close together stay legible.
   [...spec.verticals]
     .sort((a, b) => a.x - b.x)
@@ -408,6 +465,10 @@ function chartSvg(spec: ChartSpec): string {
         `<g class="vertical" data-kind="${line.kind}" data-version="${line.version}" data-x="${line.x}"><line x1="${px(x)}" x2="${px(x)}" y1="${top}" y2="${top + plotHeight}" stroke="${line.color}" stroke-dasharray="2 3"/><text x="${px(x)}" y="${top + 10 + (index % 4) * 13}" dx="${anchor === "end" ? -4 : 4}" text-anchor="${anchor}" class="tick" style="fill: ${line.color}">${escapeXml(line.label)}</text></g>`,
       );
     });
+}
+
+function pushSeries(out: string[], spec: ChartSpec, frame: Frame): void {
+  const { sx, sy } = frame;
   for (const series of spec.series) {
     const path = series.points.map((point) => `${px(sx(point.x))},${px(sy(point.y))}`).join(" ");
     out.push(`<g class="series" data-kind="${series.kind}" data-version="${series.version}">`);
@@ -422,6 +483,10 @@ function chartSvg(spec: ChartSpec): string {
     }
     out.push(`</g>`);
   }
+}
+
+function pushMarkers(out: string[], spec: ChartSpec, frame: Frame): void {
+  const { left, plotWidth, sx, sy } = frame;
   for (const marker of spec.markers) {
     const x = sx(marker.x);
     const y = sy(marker.y);
@@ -430,8 +495,6 @@ function chartSvg(spec: ChartSpec): string {
       `<g class="marker" data-kind="${marker.kind}" data-version="${marker.version}" data-x="${marker.x}" data-y="${marker.y}"><circle cx="${px(x)}" cy="${px(y)}" r="6" fill="none" stroke="${marker.color}" stroke-width="2.5"/><text x="${px(x)}" y="${px(y)}" dx="${anchor === "end" ? -9 : 9}" dy="-9" text-anchor="${anchor}" class="tick marker-label" style="fill: ${marker.color}">${escapeXml(marker.label)}</text><title>${escapeXml(marker.label)}</title></g>`,
     );
   }
-  out.push(`</g>`);
-  return `<svg class="chart" data-chart="${spec.kind}" width="${spec.width}" height="${spec.height}" viewBox="0 0 ${spec.width} ${spec.height}" role="img" aria-label="${escapeXml(spec.title)}">${out.join("")}</svg>`;
 }
 
 /** An HTML legend under a chart: a line swatch (dashed for before) and the series' name. */
@@ -544,113 +607,26 @@ function apiRate(cost: NonNullable<PlanJson["cost"]>): number | undefined {
   return undefined;
 }
 
+/** A version that sets costs, with the API's price per 1M tokens at its mix when that is known. */
+interface PricedVersion {
+  index: number;
+  cost: NonNullable<PlanJson["cost"]>;
+  rate: number | undefined;
+}
+
 function costChart(versions: readonly ReportVersion[]): string {
   const lines: string[] = [];
-  const priced = versions.flatMap((version, index) => {
-    const prefix = seriesName(versions, index, "");
-    if (!version.plan.cost) {
-      lines.push(`${prefix}no costs: ${version.plan.costOmitted ?? "the stack sets no costs"}`);
-      return [];
-    }
-    const cost = version.plan.cost;
-    lines.push(
-      cost.breakEvenTokensPerMonth === null
-        ? `${prefix}no break-even: ${cost.breakEvenReason}`
-        : `${prefix}break-even at ${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month: ${cost.breakEvenReason}`,
-    );
-    const rate = apiRate(cost);
-    if (rate === undefined) lines.push(`${prefix}no API line: this plan's JSON carries no API price at its mix`);
-    return [{ index, cost, rate }];
-  });
+  const priced = pricedVersions(versions, lines);
   if (priced.length === 0) return `<p class="note">No cost chart: no version sets costs.</p>${notes(lines)}`;
 
-  const xMax =
-    Math.max(
-      ...priced.flatMap(({ cost }) => [
-        cost.capacityTokensPerMonth,
-        cost.breakEvenTokensPerMonth ?? 0,
-        cost.expectedTokensPerMonth ?? 0,
-      ]),
-    ) * 1.1;
-  const xTicks = linearTicks(xMax > 0 ? xMax : 1);
-  const xEnd = xTicks.at(-1)!;
-  const yTop = Math.max(
-    ...priced.flatMap(({ cost, rate }) => [cost.monthlyUsd, rate === undefined ? 0 : (xEnd * rate) / 1e6]),
-  );
-  const yTicks = linearTicks(yTop * 1.05);
+  const { xTicks, xEnd, yTicks } = costTicks(priced);
   const series: Series[] = [];
   const markers: Marker[] = [];
   const verticals: VerticalLine[] = [];
-  for (const { index, cost, rate } of priced) {
-    const before = isBefore(versions, index);
-    const color = VERSION_COLOR[before ? 1 : 0];
-    const apiColor = API_COLOR[before ? 1 : 0];
-    const capacity = cost.capacityTokensPerMonth;
-    series.push({
-      name: seriesName(
-        versions,
-        index,
-        `self-hosted: ${formatUsd(cost.monthlyUsd)}/month, up to its capacity of ${formatTokens(capacity)} tokens/month`,
-      ),
-      kind: "self-hosted",
-      version: index,
-      color,
-      dashed: before,
-      points: [
-        {
-          x: 0,
-          y: cost.monthlyUsd,
-          note: `${seriesName(versions, index, "")}self-hosted ${formatUsd(cost.monthlyUsd)}/month at any volume`,
-        },
-        {
-          x: capacity,
-          y: cost.monthlyUsd,
-          note: `${seriesName(versions, index, "")}capacity ${formatTokens(capacity)} tokens/month${cost.utilization !== undefined ? ` at ${Math.round(cost.utilization * 100)}% utilization` : ""}`,
-        },
-      ],
-    });
-    if (rate !== undefined) {
-      series.push({
-        name: seriesName(versions, index, `API: $${rate.toFixed(3)} per 1M tokens at the stack's mix`),
-        kind: "api",
-        version: index,
-        color: apiColor,
-        dashed: before,
-        points: [
-          { x: 0, y: 0, note: "API: $0 at no volume" },
-          {
-            x: xEnd,
-            y: (xEnd * rate) / 1e6,
-            note: `${seriesName(versions, index, "")}API ${formatUsd((xEnd * rate) / 1e6)}/month at ${formatTokens(xEnd)} tokens/month`,
-          },
-        ],
-      });
-    }
-    if (cost.breakEvenTokensPerMonth !== null) {
-      markers.push({
-        x: cost.breakEvenTokensPerMonth,
-        y: cost.monthlyUsd,
-        label: `${seriesName(versions, index, "")}break-even ${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`,
-        kind: "break-even",
-        version: index,
-        color: "#1F2328",
-      });
-    }
-    verticals.push({
-      x: capacity,
-      label: `${seriesName(versions, index, "")}capacity`,
-      kind: "capacity",
-      version: index,
-      color,
-    });
-    if (cost.expectedTokensPerMonth !== undefined)
-      verticals.push({
-        x: cost.expectedTokensPerMonth,
-        label: `${seriesName(versions, index, "")}expected`,
-        kind: "expected",
-        version: index,
-        color: "#6B6B6B",
-      });
+  for (const entry of priced) {
+    series.push(...costSeries(versions, entry, xEnd));
+    markers.push(...breakEvenMarkers(versions, entry));
+    verticals.push(...volumeVerticals(versions, entry));
   }
   if (priced.every(({ cost }) => cost.breakEvenTokensPerMonth === null))
     lines.unshift("The lines do not meet within what the host can serve: there is no break-even point.");
@@ -673,6 +649,134 @@ function costChart(versions: readonly ReportVersion[]): string {
   return `<figure>${svg}${htmlLegend(series)}${notes(lines)}</figure>`;
 }
 
+/** The versions that set costs; says in lines, per version, its break-even or why it has no costs or API line. */
+function pricedVersions(versions: readonly ReportVersion[], lines: string[]): PricedVersion[] {
+  return versions.flatMap((version, index) => {
+    const prefix = seriesName(versions, index, "");
+    if (!version.plan.cost) {
+      lines.push(`${prefix}no costs: ${version.plan.costOmitted ?? "the stack sets no costs"}`);
+      return [];
+    }
+    const cost = version.plan.cost;
+    lines.push(
+      cost.breakEvenTokensPerMonth === null
+        ? `${prefix}no break-even: ${cost.breakEvenReason}`
+        : `${prefix}break-even at ${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month: ${cost.breakEvenReason}`,
+    );
+    const rate = apiRate(cost);
+    if (rate === undefined) lines.push(`${prefix}no API line: this plan's JSON carries no API price at its mix`);
+    return [{ index, cost, rate }];
+  });
+}
+
+/** Axes wide enough for every capacity, break-even and expected volume, and tall enough for both lines. */
+function costTicks(priced: readonly PricedVersion[]): { xTicks: number[]; xEnd: number; yTicks: number[] } {
+  const xMax =
+    Math.max(
+      ...priced.flatMap(({ cost }) => [
+        cost.capacityTokensPerMonth,
+        cost.breakEvenTokensPerMonth ?? 0,
+        cost.expectedTokensPerMonth ?? 0,
+      ]),
+    ) * 1.1;
+  const xTicks = linearTicks(xMax > 0 ? xMax : 1);
+  const xEnd = xTicks.at(-1)!;
+  const yTop = Math.max(
+    ...priced.flatMap(({ cost, rate }) => [cost.monthlyUsd, rate === undefined ? 0 : (xEnd * rate) / 1e6]),
+  );
+  const yTicks = linearTicks(yTop * 1.05);
+  return { xTicks, xEnd, yTicks };
+}
+
+/** A version's flat self-hosted line up to its capacity and, when priced, the API's line from the origin. */
+function costSeries(versions: readonly ReportVersion[], entry: PricedVersion, xEnd: number): Series[] {
+  const { index, cost, rate } = entry;
+  const before = isBefore(versions, index);
+  const color = VERSION_COLOR[before ? 1 : 0];
+  const apiColor = API_COLOR[before ? 1 : 0];
+  const capacity = cost.capacityTokensPerMonth;
+  const series: Series[] = [];
+  series.push({
+    name: seriesName(
+      versions,
+      index,
+      `self-hosted: ${formatUsd(cost.monthlyUsd)}/month, up to its capacity of ${formatTokens(capacity)} tokens/month`,
+    ),
+    kind: "self-hosted",
+    version: index,
+    color,
+    dashed: before,
+    points: [
+      {
+        x: 0,
+        y: cost.monthlyUsd,
+        note: `${seriesName(versions, index, "")}self-hosted ${formatUsd(cost.monthlyUsd)}/month at any volume`,
+      },
+      {
+        x: capacity,
+        y: cost.monthlyUsd,
+        note: `${seriesName(versions, index, "")}capacity ${formatTokens(capacity)} tokens/month${cost.utilization !== undefined ? ` at ${Math.round(cost.utilization * 100)}% utilization` : ""}`,
+      },
+    ],
+  });
+  if (rate !== undefined) {
+    series.push({
+      name: seriesName(versions, index, `API: $${rate.toFixed(3)} per 1M tokens at the stack's mix`),
+      kind: "api",
+      version: index,
+      color: apiColor,
+      dashed: before,
+      points: [
+        { x: 0, y: 0, note: "API: $0 at no volume" },
+        {
+          x: xEnd,
+          y: (xEnd * rate) / 1e6,
+          note: `${seriesName(versions, index, "")}API ${formatUsd((xEnd * rate) / 1e6)}/month at ${formatTokens(xEnd)} tokens/month`,
+        },
+      ],
+    });
+  }
+  return series;
+}
+
+function breakEvenMarkers(versions: readonly ReportVersion[], entry: PricedVersion): Marker[] {
+  const { index, cost } = entry;
+  const markers: Marker[] = [];
+  if (cost.breakEvenTokensPerMonth !== null) {
+    markers.push({
+      x: cost.breakEvenTokensPerMonth,
+      y: cost.monthlyUsd,
+      label: `${seriesName(versions, index, "")}break-even ${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`,
+      kind: "break-even",
+      version: index,
+      color: "#1F2328",
+    });
+  }
+  return markers;
+}
+
+/** The version's capacity and, when set, its expected volume, as vertical lines. */
+function volumeVerticals(versions: readonly ReportVersion[], entry: PricedVersion): VerticalLine[] {
+  const { index, cost } = entry;
+  const verticals: VerticalLine[] = [];
+  verticals.push({
+    x: cost.capacityTokensPerMonth,
+    label: `${seriesName(versions, index, "")}capacity`,
+    kind: "capacity",
+    version: index,
+    color: VERSION_COLOR[isBefore(versions, index) ? 1 : 0],
+  });
+  if (cost.expectedTokensPerMonth !== undefined)
+    verticals.push({
+      x: cost.expectedTokensPerMonth,
+      label: `${seriesName(versions, index, "")}expected`,
+      kind: "expected",
+      version: index,
+      color: "#6B6B6B",
+    });
+  return verticals;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The page
 
@@ -681,9 +785,16 @@ interface Row {
   cells: string[];
 }
 
+/** Builds a row's cells: one figure per version, read from its plan. */
+type CellsOf = (each: (plan: PlanJson) => string) => string[];
+
 function summaryRows(versions: readonly ReportVersion[]): Row[] {
-  const cell = (each: (plan: PlanJson) => string) => versions.map((version) => each(version.plan));
-  const projection = (plan: PlanJson) => plan.projection;
+  const cell: CellsOf = (each) => versions.map((version) => each(version.plan));
+  return [...planRows(cell), ...speedRows(cell), ...costRows(cell), ...fleetRows(versions)];
+}
+
+/** What is planned: the stack, the model, the host and the verdict. */
+function planRows(cell: CellsOf): Row[] {
   return [
     { name: "stack", cells: cell((plan) => plan.stack) },
     {
@@ -704,6 +815,12 @@ function summaryRows(versions: readonly ReportVersion[]): Row[] {
       name: "verdict",
       cells: cell((plan) => (plan.fits ? `fits (${plan.mode})` : `DOES NOT FIT — ${plan.refusal ?? ""}`)),
     },
+  ];
+}
+
+function speedRows(cell: CellsOf): Row[] {
+  const projection = (plan: PlanJson) => plan.projection;
+  return [
     {
       name: "decode",
       cells: cell(
@@ -725,6 +842,11 @@ function summaryRows(versions: readonly ReportVersion[]): Row[] {
           `${formatDuration(projection(plan).ttft32kSeconds)}${projection(plan).ttftPromptTokens ? ` for a ${projection(plan).ttftPromptTokens}-token prompt` : ""}`,
       ),
     },
+  ];
+}
+
+function costRows(cell: CellsOf): Row[] {
+  return [
     {
       name: "monthly cost",
       cells: cell((plan) =>
@@ -751,7 +873,6 @@ function summaryRows(versions: readonly ReportVersion[]): Row[] {
           : "-",
       ),
     },
-    ...fleetRows(versions),
   ];
 }
 

@@ -268,83 +268,95 @@ export function planToJson(plan: Plan): PlanJson {
     },
     hostInputs: hostInputs(plan),
     mode: plan.placement.mode,
-    devices: plan.placement.memory.map((device) => ({
-      name: device.device,
-      label: device.label,
-      capacityBytes: device.capacityBytes,
-      plannedBytes: device.plannedBytes,
-      modelBytes: device.modelBytes,
-      repackBytes: device.repackBytes,
-      kvBytes: device.kvBytes,
-      recurrentBytes: device.recurrentBytes,
-      checkpointBytes: device.checkpointBytes,
-      computeBytes: device.computeBytes,
-      promptCacheBytes: device.promptCacheBytes,
-      headroomBytes: device.headroomBytes,
-    })),
+    devices: devicesToJson(plan),
     llamaServerArgs: plan.llamaServerArgs,
     image: plan.image,
     shards: { count: plan.shards.count, firstShard: plan.shards.firstShard, verified: plan.shards.verified },
-    projection: {
-      decodeTokensPerSecond: plan.projection.decodeTokensPerSecond,
-      decodeDepthTokens: plan.projection.decodeDepthTokens,
-      prefillTokensPerSecond: plan.projection.prefillTokensPerSecond,
-      ttft32kSeconds: plan.projection.ttftSeconds,
-      decodeByDepth: plan.projection.decodeByDepth,
-      prefillPromptTokens: plan.projection.prefillPromptTokens,
-      ttftPromptTokens: plan.projection.ttftPromptTokens,
-      prefillByPrompt: plan.projection.prefillByPrompt,
-    },
-    cost: plan.cost
-      ? {
-          monthlyUsd: plan.cost.monthlyUsd,
-          usdPerMillionOutputTokens: plan.cost.usdPerMillionOutputTokens,
-          capacityTokensPerMonth: plan.cost.capacityTokensPerMonth,
-          breakEvenTokensPerMonth: plan.cost.breakEvenTokensPerMonth,
-          breakEvenReason: plan.cost.breakEvenReason,
-          apiMonthlyUsdAtExpected: plan.cost.apiMonthlyUsdAtExpected,
-          apiUsdPerMillionTokensAtMix: plan.cost.apiUsdPerMillionTokensAtMix,
-          // Infinite when the host serves nothing; JSON would turn that into null, so it is left out.
-          ...(Number.isFinite(plan.cost.usdPerMillionTokensAtMix)
-            ? { usdPerMillionTokensAtMix: plan.cost.usdPerMillionTokensAtMix }
-            : {}),
-          expectedTokensPerMonth: plan.cost.expectedTokensPerMonth,
-          utilization: plan.cost.utilization,
-        }
-      : null,
+    projection: projectionToJson(plan),
+    cost: costToJson(plan),
     ...(plan.costOmitted ? { costOmitted: plan.costOmitted } : {}),
     ...(plan.alternatives ? { alternatives: plan.alternatives } : {}),
     seedChecks: plan.seedChecks,
-    ...(plan.cluster
-      ? {
-          cluster: {
-            head: {
-              id: plan.cluster.head.id,
-              privateAddress: plan.cluster.head.privateAddress,
-              layers: plan.cluster.head.layers.length,
-            },
-            link: {
-              gbitPerSecond: plan.cluster.link.gbitPerSecond,
-              roundTripMicroseconds: plan.cluster.link.roundTripMicroseconds,
-              transport: plan.cluster.link.transport,
-            },
-            workers: plan.cluster.workers.map((worker) => ({
-              id: worker.id,
-              endpoint: worker.endpoint,
-              device: worker.device,
-              layers: worker.layers.length,
-              holdsOutput: worker.holdsOutput,
-              plannedBytes: worker.memory.plannedBytes,
-              capacityBytes: worker.memory.capacityBytes,
-              fits: worker.memory.fits,
-            })),
-            shippedBytes: plan.cluster.shippedBytes,
-            loadSeconds: plan.cluster.loadSeconds,
-            networkSecondsPerToken: plan.cluster.networkSecondsPerToken,
-          },
-        }
-      : {}),
+    ...(plan.cluster ? { cluster: clusterToJson(plan.cluster) } : {}),
     ...fleetToJson(plan),
+  };
+}
+
+function devicesToJson(plan: Plan): PlanJson["devices"] {
+  return plan.placement.memory.map((device) => ({
+    name: device.device,
+    label: device.label,
+    capacityBytes: device.capacityBytes,
+    plannedBytes: device.plannedBytes,
+    modelBytes: device.modelBytes,
+    repackBytes: device.repackBytes,
+    kvBytes: device.kvBytes,
+    recurrentBytes: device.recurrentBytes,
+    checkpointBytes: device.checkpointBytes,
+    computeBytes: device.computeBytes,
+    promptCacheBytes: device.promptCacheBytes,
+    headroomBytes: device.headroomBytes,
+  }));
+}
+
+function projectionToJson(plan: Plan): PlanJson["projection"] {
+  return {
+    decodeTokensPerSecond: plan.projection.decodeTokensPerSecond,
+    decodeDepthTokens: plan.projection.decodeDepthTokens,
+    prefillTokensPerSecond: plan.projection.prefillTokensPerSecond,
+    ttft32kSeconds: plan.projection.ttftSeconds,
+    decodeByDepth: plan.projection.decodeByDepth,
+    prefillPromptTokens: plan.projection.prefillPromptTokens,
+    ttftPromptTokens: plan.projection.ttftPromptTokens,
+    prefillByPrompt: plan.projection.prefillByPrompt,
+  };
+}
+
+function costToJson(plan: Plan): PlanJson["cost"] {
+  return plan.cost
+    ? {
+        monthlyUsd: plan.cost.monthlyUsd,
+        usdPerMillionOutputTokens: plan.cost.usdPerMillionOutputTokens,
+        capacityTokensPerMonth: plan.cost.capacityTokensPerMonth,
+        breakEvenTokensPerMonth: plan.cost.breakEvenTokensPerMonth,
+        breakEvenReason: plan.cost.breakEvenReason,
+        apiMonthlyUsdAtExpected: plan.cost.apiMonthlyUsdAtExpected,
+        apiUsdPerMillionTokensAtMix: plan.cost.apiUsdPerMillionTokensAtMix,
+        // Infinite when the host serves nothing; JSON would turn that into null, so it is left out.
+        ...(Number.isFinite(plan.cost.usdPerMillionTokensAtMix)
+          ? { usdPerMillionTokensAtMix: plan.cost.usdPerMillionTokensAtMix }
+          : {}),
+        expectedTokensPerMonth: plan.cost.expectedTokensPerMonth,
+        utilization: plan.cost.utilization,
+      }
+    : null;
+}
+
+function clusterToJson(cluster: NonNullable<Plan["cluster"]>): NonNullable<PlanJson["cluster"]> {
+  return {
+    head: {
+      id: cluster.head.id,
+      privateAddress: cluster.head.privateAddress,
+      layers: cluster.head.layers.length,
+    },
+    link: {
+      gbitPerSecond: cluster.link.gbitPerSecond,
+      roundTripMicroseconds: cluster.link.roundTripMicroseconds,
+      transport: cluster.link.transport,
+    },
+    workers: cluster.workers.map((worker) => ({
+      id: worker.id,
+      endpoint: worker.endpoint,
+      device: worker.device,
+      layers: worker.layers.length,
+      holdsOutput: worker.holdsOutput,
+      plannedBytes: worker.memory.plannedBytes,
+      capacityBytes: worker.memory.capacityBytes,
+      fits: worker.memory.fits,
+    })),
+    shippedBytes: cluster.shippedBytes,
+    loadSeconds: cluster.loadSeconds,
+    networkSecondsPerToken: cluster.networkSecondsPerToken,
   };
 }
 
@@ -438,7 +450,21 @@ function rangeText(layers: readonly number[]): string {
 
 export function renderPlan(plan: Plan): string {
   const out: string[] = [];
-  const { host, placement, projection, cost } = plan;
+  pushHeader(out, plan);
+  if (plan.cluster) pushCluster(out, plan.cluster);
+  pushPlacement(out, plan);
+  pushLaunch(out, plan);
+  pushProjection(out, plan);
+  pushCost(out, plan);
+  const fleetLines = renderFleet(plan);
+  if (fleetLines.length > 0) out.push("", ...fleetLines);
+  pushSeedChecks(out, plan);
+  return out.join("\n");
+}
+
+/** The stack line, the verdict, the host and where each of its inputs came from. */
+function pushHeader(out: string[], plan: Plan): void {
+  const { host, placement } = plan;
   out.push(
     `Stack ${plan.stack}: ${plan.model.name} ${plan.tier.name} (${formatBytes(plan.modelBytes)}, tensors from the ${plan.tensorSource}) on ${host.label}`,
   );
@@ -463,26 +489,32 @@ export function renderPlan(plan: Plan): string {
       `  ${input.assumption ? "ASSUMED " : input.source === "measured" ? "measured" : "stated  "}  ${input.what}: ${input.value} — ${input.basis}${input.assumption && input.key.startsWith("host.") ? ` (set ${input.key})` : ""}`,
     );
   }
-  if (plan.cluster) {
-    const { cluster } = plan;
-    out.push("");
+}
+
+/** The hosts of an RPC split: the head, each worker with its layers and firewall, load and network time. */
+function pushCluster(out: string[], cluster: NonNullable<Plan["cluster"]>): void {
+  out.push("");
+  out.push(
+    `Split over ${cluster.workers.length + 1} hosts (llama.cpp RPC; ${cluster.link.spec.basis}; hosts must agree on image ${cluster.image}):`,
+  );
+  out.push(
+    `  head      ${cluster.head.id} ${cluster.head.privateAddress}: llama-server, token embeddings and layers ${rangeText(cluster.head.layers)}`,
+  );
+  for (const worker of cluster.workers) {
     out.push(
-      `Split over ${cluster.workers.length + 1} hosts (llama.cpp RPC; ${cluster.link.spec.basis}; hosts must agree on image ${cluster.image}):`,
-    );
-    out.push(
-      `  head      ${cluster.head.id} ${cluster.head.privateAddress}: llama-server, token embeddings and layers ${rangeText(cluster.head.layers)}`,
-    );
-    for (const worker of cluster.workers) {
-      out.push(
-        `  worker    ${worker.id} ${worker.endpoint} (${worker.device}): ggml-rpc-server ${worker.rpcServerArgs.join(" ")}, layers ${rangeText(worker.layers)}${worker.holdsOutput ? " and the output layer" : ""}; ` +
-          `admits only ${worker.firewall.allowFrom.join(", ")} to port ${worker.firewall.port} (nftables table inet ${worker.firewall.table})`,
-      );
-    }
-    out.push(`  load      ${loadLine(cluster)}`);
-    out.push(
-      `  network   ${(cluster.networkSecondsPerToken * 1e3).toFixed(3)} ms per decoded token (per worker: one round trip, the activations in and out, each command's host time; the logits from the last)`,
+      `  worker    ${worker.id} ${worker.endpoint} (${worker.device}): ggml-rpc-server ${worker.rpcServerArgs.join(" ")}, layers ${rangeText(worker.layers)}${worker.holdsOutput ? " and the output layer" : ""}; ` +
+        `admits only ${worker.firewall.allowFrom.join(", ")} to port ${worker.firewall.port} (nftables table inet ${worker.firewall.table})`,
     );
   }
+  out.push(`  load      ${loadLine(cluster)}`);
+  out.push(
+    `  network   ${(cluster.networkSecondsPerToken * 1e3).toFixed(3)} ms per decoded token (per worker: one round trip, the activations in and out, each command's host time; the logits from the last)`,
+  );
+}
+
+/** The memory map, what would fit instead, and the reasons for the placement. */
+function pushPlacement(out: string[], plan: Plan): void {
+  const { placement } = plan;
   out.push("");
   out.push("Memory map (resident under the chosen load mode):");
   out.push(renderMemoryTable(placement.memory));
@@ -495,12 +527,21 @@ export function renderPlan(plan: Plan): string {
   out.push("");
   out.push(`Why this placement:`);
   for (const reason of placement.reasons) out.push(`  - ${reason}`);
+}
+
+/** The image, the shards and the llama-server command line. */
+function pushLaunch(out: string[], plan: Plan): void {
   out.push("");
   out.push(
     `Container image: ${plan.image}; shards: ${plan.shards.count} (${plan.shards.verified ? "verified by a lock" : "count and names unverified until `npm run lock`"}), first ${plan.shards.firstShard}`,
   );
   out.push(renderCommandLine(plan));
   out.push("  (API key: read from a file mounted at the --api-key-file path, never an argument)");
+}
+
+/** Decode, prefill, TTFT, their error bands and the efficiency factors behind them. */
+function pushProjection(out: string[], plan: Plan): void {
+  const { placement, projection } = plan;
   out.push("");
   out.push(`Projection (${placement.mode}):`);
   out.push(
@@ -529,6 +570,11 @@ export function renderPlan(plan: Plan): string {
   out.push(
     `  factors: ${projection.factors.map((factor) => `${factor.name}=${factor.value > 0 && factor.value < 0.01 ? factor.value.toExponential(2) : factor.value.toFixed(3)}`).join(", ")} (sources: catalog/efficiency.yaml)`,
   );
+}
+
+/** The monthly cost, capacity, the API's price at the expected volume and the break-even. */
+function pushCost(out: string[], plan: Plan): void {
+  const { cost } = plan;
   out.push("");
   if (cost) {
     out.push(
@@ -544,8 +590,9 @@ export function renderPlan(plan: Plan): string {
       `  break-even: ${cost.breakEvenTokensPerMonth === null ? "none" : `${formatTokens(cost.breakEvenTokensPerMonth)} tokens/month`} — ${cost.breakEvenReason}`,
     );
   } else out.push(`Monthly cost: omitted — ${plan.costOmitted}`);
-  const fleetLines = renderFleet(plan);
-  if (fleetLines.length > 0) out.push("", ...fleetLines);
+}
+
+function pushSeedChecks(out: string[], plan: Plan): void {
   // Only for a host that is the build a seed claim describes (plan.ts seedChecks); absent otherwise.
   if (plan.seedChecks.length > 0) {
     out.push("");
@@ -558,7 +605,6 @@ export function renderPlan(plan: Plan): string {
       );
     }
   }
-  return out.join("\n");
 }
 
 /** A stack `--compare` could not plan: it still gets a row, so a broken stack is never silently missing. */

@@ -365,168 +365,42 @@ interface CpuDevice {
 }
 
 export function project(inputs: SpeedInputs): Projection {
-  const { arch, tensors, host, placement, catalog } = inputs;
+  const { host, placement, catalog } = inputs;
   const cpu = cpuFactors(inputs.catalog, inputs.cpuFactors);
-  const gpuDecode = catalog.efficiency.gpu.decodeBandwidthFraction;
-  const gpuPrefill = catalog.efficiency.gpu.prefillComputeFraction;
-  const kvTypeV = inputs.kvCacheTypeV ?? inputs.kvCacheType;
-
-  const rpcWorkers = inputs.rpc?.workers ?? [];
   const slots = Math.max(1, Math.floor(inputs.concurrentSlots ?? 1));
-  // In --rpc order, which is the order llama.cpp runs their layers in.
-  const rpcIndex = (device: DeviceName) =>
-    rpcWorkers.findIndex((worker) => isRpcDevice(device) && worker.endpoint === endpointOf(device));
-  const devices: DeviceName[] = [
-    "CPU",
-    ...[...placement.layerDevice, ...placement.deviceOfTensor.values()]
-      .filter(isRpcDevice)
-      .filter((device, index, all) => all.indexOf(device) === index)
-      .sort((a, b) => rpcIndex(a) - rpcIndex(b)),
-    ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName),
-  ];
-  // ggml-rpc-server has no --numa: the thread that receives a tensor touches its pages, so one node serves them.
-  const cpuOf = (device: DeviceName): CpuDevice => {
-    if (!isRpcDevice(device)) {
-      return {
-        host,
-        decodeThreads: Math.min(inputs.threads ?? host.cpu.cores, host.cpu.cores),
-        batchThreads: Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores),
-        numaSpread: inputs.numaSpread ?? host.cpu.numaNodes <= 1,
-      };
-    }
-    const worker = rpcWorkers[rpcIndex(device)]!;
-    const threads = Math.min(worker.threads, worker.host.cpu.cores);
-    return {
-      host: worker.host,
-      decodeThreads: threads,
-      batchThreads: threads,
-      numaSpread: worker.host.cpu.numaNodes <= 1,
-    };
-  };
-  const isCpuDevice = (device: DeviceName) => device === "CPU" || isRpcDevice(device);
-  const effectiveBandwidth = (device: DeviceName): number => {
-    if (!isCpuDevice(device)) return host.gpus[Number(device.slice(4))]!.bandwidth * gpuDecode.value;
-    const cpuDevice = cpuOf(device);
-    return cpuBandwidth(cpuDevice.host, cpuDevice.numaSpread, cpu.numaRemoteGain) * cpu.decodeEfficiency;
-  };
-  const decodeComputeOf = (device: DeviceName) => {
-    const { host: owner, decodeThreads } = cpuOf(device);
-    return {
-      threads: decodeThreads,
-      owner,
-      flopsPerSecond:
-        decodeThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.decodeComputeEfficiency,
-    };
-  };
-  const flopsOnDevice = (device: DeviceName) =>
-    tensors
-      .filter((tensor) => placement.deviceOfTensor.get(tensor.name) === device)
-      .reduce((sum, tensor) => sum + matmulFlopsPerToken(tensor, arch), 0);
-  const decodeFlops = new Map(devices.filter(isCpuDevice).map((device) => [device, flopsOnDevice(device)]));
-  const link = inputs.rpc?.link;
+  const devices = projectedDevices(inputs);
+  const cpuOf = (device: DeviceName): CpuDevice => cpuOfDevice(inputs, device);
+  const flopsOnDevice = (device: DeviceName) => matmulFlopsOnDevice(inputs, device);
   // Measured over TCP; RDMA's transport still hands every command over and waits for its completion
   // (ggml-rpc transport.cpp), so a split stated as RDMA is charged the same until one is measured.
-  const secondsPerCommand = link ? catalog.efficiency.rpc.tcpSecondsPerCommand.value : 0;
-  const trafficAt = (depth: number): DeviceDecodeTraffic[] =>
-    devices
-      .map((device) => {
-        const bytesPerToken = decodeBytesOnDevice(
-          tensors,
-          placement,
-          arch,
-          device,
-          depth,
-          inputs.kvCacheType,
-          kvTypeV,
-          slots,
-        );
-        const bandwidth = effectiveBandwidth(device);
-        if (!isCpuDevice(device))
-          return {
-            device,
-            bytesPerToken,
-            effectiveBandwidth: bandwidth,
-            secondsPerToken: bytesPerToken / bandwidth,
-            computeBound: false,
-          };
-        // A CPU step is bound by whichever is slower, streaming its bytes or its threads' arithmetic
-        // (roofline); the per-layer dispatch cost comes on top. An RPC device is a worker's CPU, and
-        // each token's visit to it also crosses the link.
-        const compute = decodeComputeOf(device);
-        const flops = decodeFlops.get(device)! * slots;
-        const computeBound = flops / compute.flopsPerSecond > bytesPerToken / bandwidth;
-        const networkSecondsPerToken =
-          isRpcDevice(device) && link
-            ? visitSeconds(
-                link,
-                visitBytes(arch, 1, depth, inputs.rpc!.outputDevice === device, 1),
-                visitCommands(arch, inputs.rpc!.outputDevice === device),
-                secondsPerCommand,
-              )
-            : 0;
-        const seconds =
-          Math.max(bytesPerToken / bandwidth, flops / compute.flopsPerSecond) +
-          cpuLayers(placement, device) * cpu.decodeSecondsPerLayer +
-          networkSecondsPerToken;
-        const computeBasis = computeBound
-          ? `compute-bound: ${(flops / 1e9).toFixed(1)} GFLOP/token on ${compute.threads} threads × ${compute.owner.cpu.allCoreGHz} GHz × ${compute.owner.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.decodeComputeEfficiency.toFixed(3)} = ${(compute.flopsPerSecond / 1e12).toFixed(2)} TFLOPS`
-          : undefined;
-        return {
-          device,
-          bytesPerToken,
-          effectiveBandwidth: bandwidth,
-          secondsPerToken: seconds,
-          computeBound,
-          ...(computeBasis ? { computeBasis } : {}),
-          ...(isRpcDevice(device) ? { networkSecondsPerToken } : {}),
-        };
-      })
-      .filter((traffic) => traffic.bytesPerToken > 0);
+  const secondsPerCommand = inputs.rpc?.link ? catalog.efficiency.rpc.tcpSecondsPerCommand.value : 0;
+  const decode: DecodeContext = {
+    inputs,
+    cpu,
+    devices,
+    slots,
+    kvTypeV: inputs.kvCacheTypeV ?? inputs.kvCacheType,
+    cpuOf,
+    decodeFlops: new Map(devices.filter(isCpuDevice).map((device) => [device, flopsOnDevice(device)])),
+    secondsPerCommand,
+  };
   // secondsPerToken is per step; a step emits one token for each busy slot.
   const decodeAt = (depth: number) =>
-    slots / trafficAt(depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
-
-  const prefillContext: PrefillContext = {
+    slots / decodeTraffic(decode, depth).reduce((sum, traffic) => sum + traffic.secondsPerToken, 0);
+  const { seconds: prefillSeconds, basis: prefillBasis } = prefillModel({
     inputs,
     cpu,
     devices: devices.filter(isCpuDevice),
     cpuOf,
     flopsOnDevice,
     secondsPerCommand,
-  };
-  const { seconds: prefillSeconds, basis: prefillBasis } =
-    placement.mode === "cpu-only" && link
-      ? splitPrefill(prefillContext, link)
-      : placement.mode === "cpu-only"
-        ? cpuPrefill(prefillContext)
-        : hybridPrefill(prefillContext);
-
-  const factors: NamedFactor[] = [...cpu.factors];
-  if (link)
-    factors.push({
-      name: "rpc.tcpSecondsPerCommand",
-      value: secondsPerCommand,
-      source: catalog.efficiency.rpc.tcpSecondsPerCommand.source,
-    });
-  if (host.gpus.length > 0) {
-    factors.push({ name: "gpu.decodeBandwidthFraction", value: gpuDecode.value, source: gpuDecode.source });
-    factors.push({ name: "gpu.prefillComputeFraction", value: gpuPrefill.value, source: gpuPrefill.source });
-  }
-
-  const depths = [
-    ...new Set([0, 4096, 32768, inputs.decodeDepthTokens, inputs.contextPerSlot, ...(inputs.decodeDepths ?? [])]),
-  ]
-    .filter((depth) => depth <= inputs.contextPerSlot)
-    .sort((a, b) => a - b);
-  const prompts = [
-    ...new Set([PREFILL_REPORT_PROMPT_TOKENS, inputs.ttftPromptTokens, ...(inputs.prefillPrompts ?? [])]),
-  ]
-    .filter((n) => n > 0)
-    .sort((a, b) => a - b);
+  });
+  const depths = reportDepths(inputs);
+  const prompts = reportPrompts(inputs);
   return {
     decodeDepthTokens: inputs.decodeDepthTokens,
     decodeTokensPerSecond: decodeAt(inputs.decodeDepthTokens),
-    decodeTraffic: trafficAt(inputs.decodeDepthTokens),
+    decodeTraffic: decodeTraffic(decode, inputs.decodeDepthTokens),
     decodeByDepth: depths.map((depthTokens) => ({ depthTokens, tokensPerSecond: decodeAt(depthTokens) })),
     prefillPromptTokens: PREFILL_REPORT_PROMPT_TOKENS,
     prefillTokensPerSecond: PREFILL_REPORT_PROMPT_TOKENS / prefillSeconds(PREFILL_REPORT_PROMPT_TOKENS),
@@ -538,12 +412,227 @@ export function project(inputs: SpeedInputs): Projection {
     ttftPromptTokens: inputs.ttftPromptTokens,
     ttftSeconds: prefillSeconds(inputs.ttftPromptTokens),
     prefillBasis,
-    factors,
+    factors: projectionFactors(inputs, cpu, secondsPerCommand),
     errorBands: {
       decode: errorBand(catalog, projectionClass(placement.mode, host), "decode"),
       prefill: errorBand(catalog, projectionClass(placement.mode, host), "prefill"),
     },
   };
+}
+
+/** The head's CPU or an RPC worker's: a device whose compute is a CPU's. */
+function isCpuDevice(device: DeviceName): boolean {
+  return device === "CPU" || isRpcDevice(device);
+}
+
+/** A device's place in --rpc order, which is the order llama.cpp runs their layers in (-1 when not an RPC device). */
+function rpcIndexOf(inputs: SpeedInputs, device: DeviceName): number {
+  const rpcWorkers = inputs.rpc?.workers ?? [];
+  return rpcWorkers.findIndex((worker) => isRpcDevice(device) && worker.endpoint === endpointOf(device));
+}
+
+/** The devices a token visits, in order: the head's CPU, the RPC devices in --rpc order, then the GPUs. */
+function projectedDevices(inputs: SpeedInputs): DeviceName[] {
+  const { host, placement } = inputs;
+  return [
+    "CPU",
+    ...[...placement.layerDevice, ...placement.deviceOfTensor.values()]
+      .filter(isRpcDevice)
+      .filter((device, index, all) => all.indexOf(device) === index)
+      .sort((a, b) => rpcIndexOf(inputs, a) - rpcIndexOf(inputs, b)),
+    ...host.gpus.map((gpu) => `CUDA${gpu.index}` as DeviceName),
+  ];
+}
+
+// ggml-rpc-server has no --numa: the thread that receives a tensor touches its pages, so one node serves them.
+function cpuOfDevice(inputs: SpeedInputs, device: DeviceName): CpuDevice {
+  const { host } = inputs;
+  if (!isRpcDevice(device)) {
+    return {
+      host,
+      decodeThreads: Math.min(inputs.threads ?? host.cpu.cores, host.cpu.cores),
+      batchThreads: Math.min(inputs.threadsBatch ?? host.cpu.cores, host.cpu.cores),
+      numaSpread: inputs.numaSpread ?? host.cpu.numaNodes <= 1,
+    };
+  }
+  const worker = (inputs.rpc?.workers ?? [])[rpcIndexOf(inputs, device)]!;
+  const threads = Math.min(worker.threads, worker.host.cpu.cores);
+  return {
+    host: worker.host,
+    decodeThreads: threads,
+    batchThreads: threads,
+    numaSpread: worker.host.cpu.numaNodes <= 1,
+  };
+}
+
+/** Matmul FLOPs per token of the tensors placed on `device`. */
+function matmulFlopsOnDevice(inputs: SpeedInputs, device: DeviceName): number {
+  const { tensors, placement, arch } = inputs;
+  return tensors
+    .filter((tensor) => placement.deviceOfTensor.get(tensor.name) === device)
+    .reduce((sum, tensor) => sum + matmulFlopsPerToken(tensor, arch), 0);
+}
+
+/** What the decode model reads from project()'s setup. */
+interface DecodeContext {
+  inputs: SpeedInputs;
+  cpu: CpuFactors;
+  /** Every device, CPU first, then the RPC devices in --rpc order, then the GPUs. */
+  devices: DeviceName[];
+  /** Sequences decoding together in one step. */
+  slots: number;
+  kvTypeV: KvCacheType;
+  cpuOf: (device: DeviceName) => CpuDevice;
+  /** Matmul FLOPs per token on each CPU device (the head's CPU and the RPC devices). */
+  decodeFlops: ReadonlyMap<DeviceName, number>;
+  secondsPerCommand: number;
+}
+
+/** What one decode step at `depth` reads on each device that holds anything, and how long that takes. */
+function decodeTraffic(context: DecodeContext, depth: number): DeviceDecodeTraffic[] {
+  return context.devices
+    .map((device) => deviceDecodeTraffic(context, device, depth))
+    .filter((traffic) => traffic.bytesPerToken > 0);
+}
+
+function effectiveDecodeBandwidth({ inputs, cpu, cpuOf }: DecodeContext, device: DeviceName): number {
+  const gpuDecode = inputs.catalog.efficiency.gpu.decodeBandwidthFraction;
+  if (!isCpuDevice(device)) return inputs.host.gpus[Number(device.slice(4))]!.bandwidth * gpuDecode.value;
+  const cpuDevice = cpuOf(device);
+  return cpuBandwidth(cpuDevice.host, cpuDevice.numaSpread, cpu.numaRemoteGain) * cpu.decodeEfficiency;
+}
+
+function deviceDecodeTraffic(context: DecodeContext, device: DeviceName, depth: number): DeviceDecodeTraffic {
+  const { inputs, slots, kvTypeV } = context;
+  const { tensors, placement, arch } = inputs;
+  const bytesPerToken = decodeBytesOnDevice(
+    tensors,
+    placement,
+    arch,
+    device,
+    depth,
+    inputs.kvCacheType,
+    kvTypeV,
+    slots,
+  );
+  const bandwidth = effectiveDecodeBandwidth(context, device);
+  if (!isCpuDevice(device))
+    return {
+      device,
+      bytesPerToken,
+      effectiveBandwidth: bandwidth,
+      secondsPerToken: bytesPerToken / bandwidth,
+      computeBound: false,
+    };
+  return cpuDecodeTraffic(context, device, depth, bytesPerToken, bandwidth);
+}
+
+/**
+ * A CPU step is bound by whichever is slower, streaming its bytes or its threads' arithmetic
+ * (roofline); the per-layer dispatch cost comes on top. An RPC device is a worker's CPU, and
+ * each token's visit to it also crosses the link.
+ */
+function cpuDecodeTraffic(
+  context: DecodeContext,
+  device: DeviceName,
+  depth: number,
+  bytesPerToken: number,
+  bandwidth: number,
+): DeviceDecodeTraffic {
+  const { inputs, cpu, slots } = context;
+  const compute = decodeCompute(context, device);
+  const flops = context.decodeFlops.get(device)! * slots;
+  const computeBound = flops / compute.flopsPerSecond > bytesPerToken / bandwidth;
+  const networkSecondsPerToken = rpcDecodeVisitSeconds(context, device, depth);
+  const seconds =
+    Math.max(bytesPerToken / bandwidth, flops / compute.flopsPerSecond) +
+    cpuLayers(inputs.placement, device) * cpu.decodeSecondsPerLayer +
+    networkSecondsPerToken;
+  const computeBasis = computeBound
+    ? `compute-bound: ${(flops / 1e9).toFixed(1)} GFLOP/token on ${compute.threads} threads × ${compute.owner.cpu.allCoreGHz} GHz × ${compute.owner.cpu.fp32FlopsPerCycle} FLOP/cycle × ${cpu.decodeComputeEfficiency.toFixed(3)} = ${(compute.flopsPerSecond / 1e12).toFixed(2)} TFLOPS`
+    : undefined;
+  return {
+    device,
+    bytesPerToken,
+    effectiveBandwidth: bandwidth,
+    secondsPerToken: seconds,
+    computeBound,
+    ...(computeBasis ? { computeBasis } : {}),
+    ...(isRpcDevice(device) ? { networkSecondsPerToken } : {}),
+  };
+}
+
+/** A CPU device's decode arithmetic: its threads × clock × FP32 FLOP/cycle × the decode compute efficiency. */
+function decodeCompute({ cpu, cpuOf }: DecodeContext, device: DeviceName) {
+  const { host: owner, decodeThreads } = cpuOf(device);
+  return {
+    threads: decodeThreads,
+    owner,
+    flopsPerSecond:
+      decodeThreads * owner.cpu.allCoreGHz * 1e9 * owner.cpu.fp32FlopsPerCycle * cpu.decodeComputeEfficiency,
+  };
+}
+
+/** An RPC device's share of a decoded token on the link: one visit with its activations and commands; 0 elsewhere. */
+function rpcDecodeVisitSeconds(
+  { inputs, secondsPerCommand }: DecodeContext,
+  device: DeviceName,
+  depth: number,
+): number {
+  const { arch } = inputs;
+  const link = inputs.rpc?.link;
+  return isRpcDevice(device) && link
+    ? visitSeconds(
+        link,
+        visitBytes(arch, 1, depth, inputs.rpc!.outputDevice === device, 1),
+        visitCommands(arch, inputs.rpc!.outputDevice === device),
+        secondsPerCommand,
+      )
+    : 0;
+}
+
+/** The prefill model of the placement: a CPU split over --rpc workers, the head's CPU alone, or with GPUs. */
+function prefillModel(context: PrefillContext): PrefillModel {
+  const link = context.inputs.rpc?.link;
+  const { mode } = context.inputs.placement;
+  return mode === "cpu-only" && link
+    ? splitPrefill(context, link)
+    : mode === "cpu-only"
+      ? cpuPrefill(context)
+      : hybridPrefill(context);
+}
+
+/** The CPU factors, then the link's and the GPUs' where the placement uses them. */
+function projectionFactors(inputs: SpeedInputs, cpu: CpuFactors, secondsPerCommand: number): NamedFactor[] {
+  const { host, catalog } = inputs;
+  const gpuDecode = catalog.efficiency.gpu.decodeBandwidthFraction;
+  const gpuPrefill = catalog.efficiency.gpu.prefillComputeFraction;
+  const factors: NamedFactor[] = [...cpu.factors];
+  if (inputs.rpc?.link)
+    factors.push({
+      name: "rpc.tcpSecondsPerCommand",
+      value: secondsPerCommand,
+      source: catalog.efficiency.rpc.tcpSecondsPerCommand.source,
+    });
+  if (host.gpus.length > 0) {
+    factors.push({ name: "gpu.decodeBandwidthFraction", value: gpuDecode.value, source: gpuDecode.source });
+    factors.push({ name: "gpu.prefillComputeFraction", value: gpuPrefill.value, source: gpuPrefill.source });
+  }
+  return factors;
+}
+
+/** The context depths decode is reported at: the usual ones, the headline one and any asked for, within a slot's context. */
+function reportDepths(inputs: SpeedInputs): number[] {
+  return [...new Set([0, 4096, 32768, inputs.decodeDepthTokens, inputs.contextPerSlot, ...(inputs.decodeDepths ?? [])])]
+    .filter((depth) => depth <= inputs.contextPerSlot)
+    .sort((a, b) => a - b);
+}
+
+/** The prompt lengths prefill is reported at: the report's, the TTFT one and any asked for. */
+function reportPrompts(inputs: SpeedInputs): number[] {
+  return [...new Set([PREFILL_REPORT_PROMPT_TOKENS, inputs.ttftPromptTokens, ...(inputs.prefillPrompts ?? [])])]
+    .filter((n) => n > 0)
+    .sort((a, b) => a - b);
 }
 
 /** What a given CPU bandwidth would decode at, for checking a claim like the seed's "~100 GB/s". */

@@ -108,12 +108,12 @@ interface Reply {
   json: unknown;
 }
 
-/** Creates or updates the comment; throws CommentError (one line) on any refusal. */
-export async function upsertComment(options: Options): Promise<Outcome> {
-  const api = new URL(options.apiUrl.endsWith("/") ? options.apiUrl : `${options.apiUrl}/`);
-  const where = `${options.repo}#${options.pr}`;
+/** One GitHub API call, as the caller sees it: the reply, or a CommentError. */
+type Call = (method: string, url: URL, body?: unknown) => Promise<Reply>;
 
-  const call = async (method: string, url: URL, body?: unknown): Promise<Reply> => {
+/** Calls the API with the token, turning every refusal or network failure into one CommentError line. */
+function githubCaller(api: URL, where: string, token: string): Call {
+  return async (method, url, body) => {
     // The token goes only to the API's own origin: a Link header pointing elsewhere is refused.
     if (url.origin !== api.origin)
       throw new CommentError(
@@ -125,7 +125,7 @@ export async function upsertComment(options: Options): Promise<Outcome> {
         method,
         headers: {
           Accept: "application/vnd.github+json",
-          Authorization: `Bearer ${options.token}`,
+          Authorization: `Bearer ${token}`,
           "X-GitHub-Api-Version": "2022-11-28",
           "User-Agent": "kimi-kit-plan-diff-comment",
           ...(body === undefined ? {} : { "Content-Type": "application/json" }),
@@ -152,7 +152,13 @@ export async function upsertComment(options: Options): Promise<Outcome> {
       );
     return { status: response.status, headers: response.headers, json };
   };
+}
 
+/**
+ * When the triggering run is known, the PR must be one of its pull requests, or (given its head)
+ * still have the head the run saw: an artifact cannot steer the comment to another PR.
+ */
+async function checkTriggeringRun(options: Options, call: Call, api: URL, where: string): Promise<void> {
   const repoPath = `repos/${options.repo}`;
   if (options.runPrs !== undefined || options.headSha !== undefined) {
     const listed = options.runPrs?.includes(options.pr) ?? false;
@@ -170,7 +176,11 @@ export async function upsertComment(options: Options): Promise<Outcome> {
         );
     }
   }
+}
 
+/** All of the PR's comments, following rel="next" pages. */
+async function listComments(options: Options, call: Call, api: URL, where: string): Promise<IssueComment[]> {
+  const repoPath = `repos/${options.repo}`;
   const comments: IssueComment[] = [];
   let next: URL | undefined = new URL(`${repoPath}/issues/${options.pr}/comments?per_page=100`, api);
   // A cap on pages, so a server that keeps answering rel="next" cannot loop this forever.
@@ -184,6 +194,17 @@ export async function upsertComment(options: Options): Promise<Outcome> {
     const link = nextLink(reply.headers.get("link"));
     next = link === undefined ? undefined : new URL(link, api);
   }
+  return comments;
+}
+
+/** Creates or updates the comment; throws CommentError (one line) on any refusal. */
+export async function upsertComment(options: Options): Promise<Outcome> {
+  const api = new URL(options.apiUrl.endsWith("/") ? options.apiUrl : `${options.apiUrl}/`);
+  const where = `${options.repo}#${options.pr}`;
+  const call = githubCaller(api, where, options.token);
+  const repoPath = `repos/${options.repo}`;
+  await checkTriggeringRun(options, call, api, where);
+  const comments = await listComments(options, call, api, where);
 
   const body = commentBody(options.body);
   const mine = findBotComment(comments, options.botLogin);
@@ -217,6 +238,21 @@ function explain(status: number, json: unknown): string {
           .filter(Boolean)
       : [];
   return [message, ...errors, hint[status]].filter(Boolean).join("; ").replace(/\s+/g, " ");
+}
+
+/** The markdown to post: it must be readable and not blank. */
+function readBodyFile(path: string, where: string): string {
+  let body: string;
+  try {
+    body = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new CommentError(
+      `--body-file: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+      2,
+    );
+  }
+  if (!body.trim()) throw new CommentError(`--body-file: ${path} is empty: nothing to post on ${where}`, 2);
+  return body;
 }
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv): Options {
@@ -259,17 +295,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): Options {
   const runPrs = runPrsText?.split(/\s+/).filter(Boolean).map(Number);
   const token = env.GITHUB_TOKEN ?? "";
   if (!token) throw new CommentError(`GITHUB_TOKEN is not set: cannot comment on ${repo}#${pr}`, 2);
-  let body: string;
-  try {
-    body = readFileSync(values["body-file"], "utf8");
-  } catch (error) {
-    throw new CommentError(
-      `--body-file: cannot read ${values["body-file"]} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
-      2,
-    );
-  }
-  if (!body.trim())
-    throw new CommentError(`--body-file: ${values["body-file"]} is empty: nothing to post on ${repo}#${pr}`, 2);
+  const body = readBodyFile(values["body-file"], `${repo}#${pr}`);
   return {
     repo,
     pr: Number(pr),

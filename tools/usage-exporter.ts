@@ -143,8 +143,13 @@ export interface UsageProxy {
   close(): Promise<void>;
 }
 
-export async function startUsageProxy(options: UsageProxyOptions): Promise<UsageProxy> {
-  const now = options.now ?? (() => new Date());
+/** The month-to-date counters, restarted each UTC month and, with a state file, kept across restarts. */
+interface UsageStore {
+  current(): State;
+  record(team: string, tokens: Tokens | undefined): void;
+}
+
+function usageStore(options: UsageProxyOptions, now: () => Date): UsageStore {
   let state: State = { month: monthOf(now()), teams: {} };
   if (options.stateFile && existsSync(options.stateFile))
     state = JSON.parse(readFileSync(options.stateFile, "utf8")) as State;
@@ -166,8 +171,56 @@ export async function startUsageProxy(options: UsageProxyOptions): Promise<Usage
       renameSync(`${options.stateFile}.tmp`, options.stateFile);
     }
   };
+  return { current, record };
+}
 
-  const proxy = createServer((req: IncomingMessage, res: ServerResponse) => {
+/** The tokens of a kept response body: an SSE stream's, else a JSON body's (none if it does not parse). */
+function tokensOfBody(text: string, contentType: string): Tokens | undefined {
+  const isStream = contentType.includes("text/event-stream");
+  let tokens: Tokens | undefined;
+  if (isStream) tokens = tokensOfStream(text);
+  else {
+    try {
+      tokens = tokensOf(JSON.parse(text));
+    } catch {
+      tokens = undefined;
+    }
+  }
+  return tokens;
+}
+
+/**
+ * Streams the upstream response to the client as it arrives, keeping a counted response's body
+ * (up to MAX_JSON_BYTES) to record the team's tokens once it ends.
+ */
+function relayResponse(
+  upstreamRes: IncomingMessage,
+  res: ServerResponse,
+  counted: boolean,
+  recordTokens: (tokens: Tokens | undefined) => void,
+): void {
+  res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
+  const chunks: Buffer[] = [];
+  let kept = 0;
+  upstreamRes.on("data", (chunk: Buffer) => {
+    if (counted && kept + chunk.length <= MAX_JSON_BYTES) {
+      chunks.push(chunk);
+      kept += chunk.length;
+    }
+    res.write(chunk);
+  });
+  upstreamRes.on("end", () => {
+    res.end();
+    if (!counted) return;
+    const text = Buffer.concat(chunks).toString("utf8");
+    recordTokens(tokensOfBody(text, upstreamRes.headers["content-type"] ?? ""));
+  });
+  upstreamRes.on("error", () => res.destroy());
+}
+
+/** The reverse proxy to the replica: every request passes; completions are counted for their team. */
+function createProxyServer(options: UsageProxyOptions, store: UsageStore): Server {
+  return createServer((req: IncomingMessage, res: ServerResponse) => {
     const rawTeam = req.headers[TEAM_HEADER];
     const team = (Array.isArray(rawTeam) ? rawTeam[0] : rawTeam) || NO_TEAM;
     const path = (req.url ?? "/").split("?")[0]!;
@@ -180,35 +233,7 @@ export async function startUsageProxy(options: UsageProxyOptions): Promise<Usage
         path: req.url,
         headers: req.headers,
       },
-      (upstreamRes) => {
-        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
-        const chunks: Buffer[] = [];
-        let kept = 0;
-        upstreamRes.on("data", (chunk: Buffer) => {
-          if (counted && kept + chunk.length <= MAX_JSON_BYTES) {
-            chunks.push(chunk);
-            kept += chunk.length;
-          }
-          res.write(chunk);
-        });
-        upstreamRes.on("end", () => {
-          res.end();
-          if (!counted) return;
-          const text = Buffer.concat(chunks).toString("utf8");
-          const isStream = (upstreamRes.headers["content-type"] ?? "").includes("text/event-stream");
-          let tokens: Tokens | undefined;
-          if (isStream) tokens = tokensOfStream(text);
-          else {
-            try {
-              tokens = tokensOf(JSON.parse(text));
-            } catch {
-              tokens = undefined;
-            }
-          }
-          record(team, tokens);
-        });
-        upstreamRes.on("error", () => res.destroy());
-      },
+      (upstreamRes) => relayResponse(upstreamRes, res, counted, (tokens) => store.record(team, tokens)),
     );
     upstream.on("error", () => {
       if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
@@ -216,31 +241,41 @@ export async function startUsageProxy(options: UsageProxyOptions): Promise<Usage
     });
     req.pipe(upstream);
   });
+}
 
-  const metrics = createServer((req, res) => {
+function createMetricsServer(store: UsageStore): Server {
+  return createServer((req, res) => {
     if (req.url !== "/metrics") {
       res.writeHead(404).end();
       return;
     }
-    res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(renderMetrics(current().teams));
+    res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(renderMetrics(store.current().teams));
+  });
+}
+
+const listenOn = (server: Server, at: { host: string; port: number }) =>
+  new Promise<number>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(at.port, at.host, () => resolve((server.address() as AddressInfo).port));
   });
 
-  const listen = (server: Server, at: { host: string; port: number }) =>
-    new Promise<number>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(at.port, at.host, () => resolve((server.address() as AddressInfo).port));
-    });
-  const port = await listen(proxy, options.listen);
-  const metricsPort = await listen(metrics, options.metrics);
-  const closeServer = (server: Server) =>
-    new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    });
+const closeServer = (server: Server) =>
+  new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+
+export async function startUsageProxy(options: UsageProxyOptions): Promise<UsageProxy> {
+  const now = options.now ?? (() => new Date());
+  const store = usageStore(options, now);
+  const proxy = createProxyServer(options, store);
+  const metrics = createMetricsServer(store);
+  const port = await listenOn(proxy, options.listen);
+  const metricsPort = await listenOn(metrics, options.metrics);
   return {
     port,
     metricsPort,
-    usage: () => structuredClone(current().teams),
+    usage: () => structuredClone(store.current().teams),
     close: async () => {
       await Promise.all([closeServer(proxy), closeServer(metrics)]);
     },

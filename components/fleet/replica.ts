@@ -57,6 +57,60 @@ export interface ReplicaArgs {
   sshFilesDir?: string;
 }
 
+type Executor = Plan["config"]["deployment"]["remoteExecutor"];
+type ReplicaConnection = NonNullable<Host["connection"]>;
+
+/** The kit's nftables table admitting only the gateway host to the usage exporter's ports, after HostPrep. */
+function replicaFirewall(
+  parent: pulumi.Resource,
+  name: string,
+  executor: Executor,
+  connection: ReplicaConnection,
+  firewall: NonNullable<ReplicaServing["firewall"]>,
+  prep: HostPrep,
+): pulumi.Resource {
+  return remoteCommand(
+    executor,
+    `${name}-firewall`,
+    {
+      connection,
+      create: remoteScript("firewall.sh", firewallAllowArgv(firewall)),
+      delete: remoteScript("firewall.sh", ["remove", "--table", firewall.table]),
+      triggers: [scriptSha256("firewall.sh"), scriptSha256("lib-common.sh"), firewall.table],
+      logging: "stdoutAndStderr",
+    },
+    { parent, dependsOn: [prep.ready] },
+  ).resource;
+}
+
+/** The gateway's only way in: the per-team counter, started once llama-server runs behind it. */
+function usageExporterStep(
+  parent: pulumi.Resource,
+  name: string,
+  executor: Executor,
+  connection: ReplicaConnection,
+  usage: UsageExporterServing,
+  server: LlamaServer,
+): pulumi.Resource {
+  return remoteCommand(
+    executor,
+    `${name}-usage`,
+    {
+      connection,
+      create: usageExporterApplyScript(usage),
+      delete: remoteScript("usage-exporter.sh", ["remove", "--name", usage.name]),
+      triggers: [
+        scriptSha256("usage-exporter.sh"),
+        scriptSha256("lib-common.sh"),
+        hostProgramJavaScriptSha256("usage-exporter"),
+        usage.name,
+      ],
+      logging: "stdoutAndStderr",
+    },
+    { parent, dependsOn: [server.server] },
+  ).resource;
+}
+
 export class Replica extends pulumi.ComponentResource {
   readonly replica: ReplicaServing;
   readonly host: Host;
@@ -78,21 +132,9 @@ export class Replica extends pulumi.ComponentResource {
     const executor = plan.config.deployment.remoteExecutor;
     const prep = new HostPrep(`${name}-prep`, { plan, connection: host.connection }, { parent: this });
     this.prep = prep;
-    let ready: pulumi.Resource = prep.ready;
-    if (replica.firewall) {
-      ready = remoteCommand(
-        executor,
-        `${name}-firewall`,
-        {
-          connection: host.connection,
-          create: remoteScript("firewall.sh", firewallAllowArgv(replica.firewall)),
-          delete: remoteScript("firewall.sh", ["remove", "--table", replica.firewall.table]),
-          triggers: [scriptSha256("firewall.sh"), scriptSha256("lib-common.sh"), replica.firewall.table],
-          logging: "stdoutAndStderr",
-        },
-        { parent: this, dependsOn: [prep.ready] },
-      ).resource;
-    }
+    const ready = replica.firewall
+      ? replicaFirewall(this, name, executor, host.connection, replica.firewall, prep)
+      : prep.ready;
     const shards = new GgufShards(
       `${name}-shards`,
       { plan, connection: host.connection, huggingFaceToken: args.huggingFaceToken, after: [prep, ready] },
@@ -111,25 +153,7 @@ export class Replica extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    // The gateway's only way in: the per-team counter, started once llama-server runs behind it.
-    const usage = remoteCommand(
-      executor,
-      `${name}-usage`,
-      {
-        connection: host.connection,
-        create: usageExporterApplyScript(replica.usage),
-        delete: remoteScript("usage-exporter.sh", ["remove", "--name", replica.usage.name]),
-        triggers: [
-          scriptSha256("usage-exporter.sh"),
-          scriptSha256("lib-common.sh"),
-          hostProgramJavaScriptSha256("usage-exporter"),
-          replica.usage.name,
-        ],
-        logging: "stdoutAndStderr",
-      },
-      { parent: this, dependsOn: [server.server] },
-    );
-    this.server = usage.resource;
+    this.server = usageExporterStep(this, name, executor, host.connection, replica.usage, server);
     this.smoke = smokeStep(
       executor,
       `${name}-smoke`,

@@ -130,6 +130,151 @@ export interface RpcWorkerArgs {
   sshPrivateKey?: pulumi.Input<string>;
 }
 
+/** What every step of one worker shares: its component, names, executor and pinned connection. */
+interface WorkerContext {
+  parent: pulumi.Resource;
+  name: string;
+  executor: RemoteExecutor;
+  connection: pulumi.Output<command.types.input.remote.ConnectionArgs>;
+}
+
+/** The worker's pinned SSH connection; a RunError when its config names no SSH endpoint. */
+function workerConnection(
+  parent: pulumi.Resource,
+  plan: Plan,
+  worker: RpcWorkerPlan,
+  sshPrivateKey: pulumi.Input<string> | undefined,
+): pulumi.Output<command.types.input.remote.ConnectionArgs> {
+  const configPath = `hosts[${worker.index}]`;
+  if (!worker.ssh)
+    throw new pulumi.RunError(
+      `stack ${plan.stack}: ${configPath}.ssh is missing: set ${configPath}.ssh.host (and port/user) so the kit can reach worker ${worker.id}.`,
+    );
+  requirePinnedHostKey(plan.stack, worker.ssh, `${configPath}.ssh.hostPublicKey`, parent);
+  return pinnedConnection(worker.ssh, sshPrivateKey === undefined ? undefined : pulumi.secret(sshPrivateKey));
+}
+
+/** The kit's scripts copied, the host probed, Docker installed: returns the last step. */
+function prepareWorkerHost(context: WorkerContext, worker: RpcWorkerPlan): pulumi.Resource {
+  const { parent, name, executor, connection } = context;
+  const step = (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
+    remoteCommand(
+      executor,
+      `${name}-${stepName}`,
+      {
+        connection,
+        create: remoteScript(script, scriptArgs),
+        triggers: [scriptSha256(script)],
+        logging: "stdoutAndStderr",
+      },
+      { parent, dependsOn: [after] },
+    );
+
+  const scripts = copyKitScripts(executor, name, connection, parent);
+  // No model on a worker: only its RAM and cores are the plan's to check.
+  const probe = step("probe", "probe-host.sh", probeRequirements(worker.host), scripts);
+  const docker = step("docker", "install-docker.sh", [], probe.resource);
+  return docker.resource;
+}
+
+/** The kit's nftables table admitting only the head to the RPC port. */
+function rpcFirewallStep(context: WorkerContext, worker: RpcWorkerPlan, after: pulumi.Resource): RemoteStep {
+  return remoteCommand(
+    context.executor,
+    `${context.name}-firewall`,
+    {
+      connection: context.connection,
+      create: remoteScript("firewall.sh", rpcFirewallApplyArgv(worker)),
+      delete: remoteScript("firewall.sh", rpcFirewallRemoveArgv(worker)),
+      triggers: [scriptSha256("firewall.sh"), scriptSha256("lib-common.sh"), worker.firewall.table],
+      logging: "stdoutAndStderr",
+    },
+    { parent: context.parent, dependsOn: [after] },
+  );
+}
+
+/** The ggml-rpc-server container (`llama-container.sh up` with `upArgv`). */
+function rpcContainerStep(
+  context: WorkerContext,
+  worker: RpcWorkerPlan,
+  upArgv: string[],
+  after: pulumi.Resource,
+): RemoteStep {
+  return remoteCommand(
+    context.executor,
+    `${context.name}-container`,
+    {
+      connection: context.connection,
+      create: remoteScript("llama-container.sh", upArgv),
+      delete: remoteScript("llama-container.sh", rpcServerDownArgv(worker)),
+      // A changed image or argument list re-runs `up`, which replaces the container.
+      triggers: [JSON.stringify(upArgv), scriptSha256("llama-container.sh")],
+      logging: "stdoutAndStderr",
+    },
+    { parent: context.parent, dependsOn: [after] },
+  );
+}
+
+/** The ID the split's image resolves to on the worker, read once the container step is done. */
+function workerImageId(
+  context: WorkerContext,
+  worker: RpcWorkerPlan,
+  image: string,
+  container: RemoteStep,
+): pulumi.Output<string> {
+  const step = imageIdStep(context.executor, `${context.name}-image`, context.connection, image, {
+    parent: context.parent,
+    dependsOn: [container.resource],
+  });
+  return step.stdout.apply((stdout) => {
+    const id = parseImageId(stdout);
+    if (!id)
+      throw new pulumi.RunError(
+        `worker ${worker.id} (${worker.endpoint}): no image ID for ${image} in the step's output: ${JSON.stringify((stdout ?? "").slice(-500))}`,
+      );
+    return id;
+  });
+}
+
+/**
+ * A worker that went down since the last `up` (crashed, host rebooted, removed by hand): the
+ * container step runs again only when its inputs change, and a step made to change on
+ * every run would show as an update in every preview. @pulumi/command's Read runs nothing on
+ * `pulumi refresh` (pulumi-command#432) and refresh does not run this program, so neither can
+ * notice. An apply runs every time the program does and shows in no diff: here it asks
+ * `llama-container.sh status` over the same pinned SSH once the container step is done
+ * (created, updated or unchanged), on every `up`, never in preview, and fails the update with
+ * workerDownMessage. The head's llama-server waits on it (LlmDeployment's image check). It
+ * needs the system ssh client where Pulumi runs, as the kimi-dynamic executor and the
+ * docker-provider engine already do, and blocks the program for the second the status takes.
+ */
+function workerContainerState(
+  connection: WorkerContext["connection"],
+  worker: RpcWorkerPlan,
+  upArgv: string[],
+  container: RemoteStep,
+): pulumi.Output<string> {
+  const statusScript = remoteScript("llama-container.sh", ["status", "--name", worker.containerName]);
+  const upCommand = remoteScript("llama-container.sh", upArgv);
+  // Unsecret: the state is no secret, and the head's container command waits on it (a secret
+  // there would hide the whole command from diffs).
+  const state = pulumi.all([connection, container.stdout]).apply(([reach]) => {
+    if (pulumi.runtime.isDryRun()) return "not checked in preview";
+    let stdout: string;
+    try {
+      stdout = runRemoteNow(reach as Connection, statusScript);
+    } catch (error) {
+      throw new pulumi.RunError(
+        `worker ${worker.id} (${worker.endpoint}): could not ask whether ggml-rpc-server runs (${String(error instanceof Error ? error.message : error).trim()})`,
+      );
+    }
+    const down = workerDownMessage(worker, stdout, upCommand);
+    if (down) throw new pulumi.RunError(down);
+    return "running";
+  });
+  return pulumi.unsecret(state);
+}
+
 export class RpcWorker extends pulumi.ComponentResource {
   readonly worker: RpcWorkerPlan;
   readonly connection: pulumi.Output<command.types.input.remote.ConnectionArgs>;
@@ -148,106 +293,17 @@ export class RpcWorker extends pulumi.ComponentResource {
     const cluster = clusterOf(plan);
     super("kimi-kit:fleet:RpcWorker", name, {}, opts);
     this.worker = worker;
-    const configPath = `hosts[${worker.index}]`;
-    if (!worker.ssh)
-      throw new pulumi.RunError(
-        `stack ${plan.stack}: ${configPath}.ssh is missing: set ${configPath}.ssh.host (and port/user) so the kit can reach worker ${worker.id}.`,
-      );
-    requirePinnedHostKey(plan.stack, worker.ssh, `${configPath}.ssh.hostPublicKey`, this);
-    const connection = pinnedConnection(
-      worker.ssh,
-      args.sshPrivateKey === undefined ? undefined : pulumi.secret(args.sshPrivateKey),
-    );
+    const connection = workerConnection(this, plan, worker, args.sshPrivateKey);
     this.connection = connection;
-    const executor = plan.config.deployment.remoteExecutor;
-    const step = (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
-      remoteCommand(
-        executor,
-        `${name}-${stepName}`,
-        {
-          connection,
-          create: remoteScript(script, scriptArgs),
-          triggers: [scriptSha256(script)],
-          logging: "stdoutAndStderr",
-        },
-        { parent: this, dependsOn: [after] },
-      );
-
-    const scripts = copyKitScripts(executor, name, connection, this);
-    // No model on a worker: only its RAM and cores are the plan's to check.
-    const probe = step("probe", "probe-host.sh", probeRequirements(worker.host), scripts);
-    const docker = step("docker", "install-docker.sh", [], probe.resource);
-
+    const context: WorkerContext = { parent: this, name, executor: plan.config.deployment.remoteExecutor, connection };
+    const docker = prepareWorkerHost(context, worker);
     // The port is filtered before anything listens on it.
-    const firewall = remoteCommand(
-      executor,
-      `${name}-firewall`,
-      {
-        connection,
-        create: remoteScript("firewall.sh", rpcFirewallApplyArgv(worker)),
-        delete: remoteScript("firewall.sh", rpcFirewallRemoveArgv(worker)),
-        triggers: [scriptSha256("firewall.sh"), scriptSha256("lib-common.sh"), worker.firewall.table],
-        logging: "stdoutAndStderr",
-      },
-      { parent: this, dependsOn: [docker.resource] },
-    );
+    const firewall = rpcFirewallStep(context, worker, docker);
     const upArgv = rpcServerUpArgv(plan, worker);
-    const container = remoteCommand(
-      executor,
-      `${name}-container`,
-      {
-        connection,
-        create: remoteScript("llama-container.sh", upArgv),
-        delete: remoteScript("llama-container.sh", rpcServerDownArgv(worker)),
-        // A changed image or argument list re-runs `up`, which replaces the container.
-        triggers: [JSON.stringify(upArgv), scriptSha256("llama-container.sh")],
-        logging: "stdoutAndStderr",
-      },
-      { parent: this, dependsOn: [firewall.resource] },
-    );
+    const container = rpcContainerStep(context, worker, upArgv, firewall.resource);
     this.server = container.resource;
-    const image = imageIdStep(executor, `${name}-image`, connection, cluster.image, {
-      parent: this,
-      dependsOn: [container.resource],
-    });
-    this.imageId = image.stdout.apply((stdout) => {
-      const id = parseImageId(stdout);
-      if (!id)
-        throw new pulumi.RunError(
-          `worker ${worker.id} (${worker.endpoint}): no image ID for ${cluster.image} in the step's output: ${JSON.stringify((stdout ?? "").slice(-500))}`,
-        );
-      return id;
-    });
-
-    // A worker that went down since the last `up` (crashed, host rebooted, removed by hand): the
-    // container step above runs again only when its inputs change, and a step made to change on
-    // every run would show as an update in every preview. @pulumi/command's Read runs nothing on
-    // `pulumi refresh` (pulumi-command#432) and refresh does not run this program, so neither can
-    // notice. An apply runs every time the program does and shows in no diff: here it asks
-    // `llama-container.sh status` over the same pinned SSH once the container step is done
-    // (created, updated or unchanged), on every `up`, never in preview, and fails the update with
-    // workerDownMessage. The head's llama-server waits on it (LlmDeployment's image check). It
-    // needs the system ssh client where Pulumi runs, as the kimi-dynamic executor and the
-    // docker-provider engine already do, and blocks the program for the second the status takes.
-    const statusScript = remoteScript("llama-container.sh", ["status", "--name", worker.containerName]);
-    const upCommand = remoteScript("llama-container.sh", upArgv);
-    // Unsecret: the state is no secret, and the head's container command waits on it (a secret
-    // there would hide the whole command from diffs).
-    const state = pulumi.all([connection, container.stdout]).apply(([reach]) => {
-      if (pulumi.runtime.isDryRun()) return "not checked in preview";
-      let stdout: string;
-      try {
-        stdout = runRemoteNow(reach as Connection, statusScript);
-      } catch (error) {
-        throw new pulumi.RunError(
-          `worker ${worker.id} (${worker.endpoint}): could not ask whether ggml-rpc-server runs (${String(error instanceof Error ? error.message : error).trim()})`,
-        );
-      }
-      const down = workerDownMessage(worker, stdout, upCommand);
-      if (down) throw new pulumi.RunError(down);
-      return "running";
-    });
-    this.containerState = pulumi.unsecret(state);
+    this.imageId = workerImageId(context, worker, cluster.image, container);
+    this.containerState = workerContainerState(connection, worker, upArgv, container);
     this.registerOutputs({
       endpoint: worker.endpoint,
       containerName: worker.containerName,

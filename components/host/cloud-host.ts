@@ -247,6 +247,277 @@ export function chooseModelVolume(options: {
   return { availabilityZone: zone, sizeGiB: options.wantedGiB, ...NEW_VOLUME, tags: options.tags };
 }
 
+type CloudHostConfig = Extract<Plan["config"]["host"], { kind: "cloud" }>;
+type CloudInstance = NonNullable<Plan["host"]["cloud"]>;
+/** What every child and lookup of CloudHost is given: its parent and the stack's regional provider. */
+interface AwsOpts {
+  parent: pulumi.Resource;
+  provider: aws.Provider;
+}
+
+/** The stack's cloud host, its instance and the SSH key the kit logs in with; a RunError when one is missing. */
+function requireCloudHost(plan: Plan): { host: CloudHostConfig; cloud: CloudInstance; sshPublicKey: string } {
+  const host = plan.config.host;
+  const cloud = plan.host.cloud;
+  if (host.kind !== "cloud" || !cloud)
+    throw new pulumi.RunError(`stack ${plan.stack}: CloudHost needs host.kind: cloud`);
+  if (host.allowedCidrs.length === 0) {
+    throw new pulumi.RunError(
+      `stack ${plan.stack}: host.allowedCidrs is empty; allowed: the CIDRs that may reach SSH and port ${plan.config.serving.port} (nothing is opened to the world by default)`,
+    );
+  }
+  const sshPublicKey = host.sshPublicKey;
+  if (!sshPublicKey) {
+    throw new pulumi.RunError(
+      `stack ${plan.stack}: host.sshPublicKey is missing; allowed: the public half of kimi-kit:sshPrivateKey ("ssh-ed25519 AAAA…")`,
+    );
+  }
+  return { host, cloud, sshPublicKey };
+}
+
+/** The host key: generated once, kept as a secret in the state, given to cloud-init, then pinned. */
+function generateHostKey(
+  parent: pulumi.Resource,
+  name: string,
+  executor: Plan["config"]["deployment"]["remoteExecutor"],
+): { privateKey: pulumi.Output<string>; publicKey: pulumi.Output<string> } {
+  const hostKeyPair = localCommand(
+    executor,
+    `${name}-host-key`,
+    `d=$(mktemp -d) && ssh-keygen -q -t ed25519 -N '' -C kimi-kit-host -f "$d/k" && cat "$d/k" "$d/k.pub" && rm -rf "$d"`,
+    { parent },
+  );
+  const privateKey = pulumi.secret(
+    hostKeyPair.apply((text) => text.slice(0, text.indexOf("-----END OPENSSH PRIVATE KEY-----") + 34)),
+  );
+  const publicKey = hostKeyPair.apply((text) => text.trim().split("\n").pop()!.split(" ").slice(0, 2).join(" "));
+  return { privateKey, publicKey };
+}
+
+/**
+ * An explicit host.ami is a pin the user changes on purpose: a new value replaces the instance.
+ * Otherwise the newest Ubuntu image is looked up on every run, but only the first result counts:
+ * ignoreChanges keeps the AMI in the instance's state (Terraform's documented answer to a
+ * most_recent lookup), so publishing a newer image never replaces a serving host. A replacement
+ * for another reason (a new instance type) keeps that AMI too; set host.ami to move on.
+ */
+function instanceAmi(host: CloudHostConfig, invokeOpts: AwsOpts): string | pulumi.Output<string> {
+  return (
+    host.ami ??
+    aws.ec2
+      .getAmiOutput(
+        { owners: [UBUNTU_OWNER], mostRecent: true, filters: [{ name: "name", values: [UBUNTU_NAME] }] },
+        invokeOpts,
+      )
+      .apply((image) => image.id)
+  );
+}
+
+/** SSH and the API port, from the stack's CIDRs only; everything out (package mirrors, Hugging Face). */
+function securityGroup(name: string, plan: Plan, host: CloudHostConfig, childOpts: AwsOpts): aws.ec2.SecurityGroup {
+  return new aws.ec2.SecurityGroup(
+    `${name}-sg`,
+    {
+      description: `kimi-kit ${plan.stack}: SSH and the llama-server API, from the stack's CIDRs only`,
+      ingress: [
+        { protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: host.allowedCidrs, description: "SSH" },
+        {
+          protocol: "tcp",
+          fromPort: plan.config.serving.port,
+          toPort: plan.config.serving.port,
+          cidrBlocks: host.allowedCidrs,
+          description: "llama-server API (key required)",
+        },
+      ],
+      egress: [
+        {
+          protocol: "-1",
+          fromPort: 0,
+          toPort: 0,
+          cidrBlocks: ["0.0.0.0/0"],
+          description: "package mirrors and Hugging Face",
+        },
+      ],
+      tags: { [STACK_TAG]: plan.stack },
+    },
+    childOpts,
+  );
+}
+
+/** The detached volumes that carry `volumeTags` (this stack and model), sorted by id, with their attributes. */
+function retainedVolumes(
+  volumeTags: Record<typeof STACK_TAG | typeof PULUMI_STACK_TAG | typeof MODEL_TAG, string>,
+  invokeOpts: AwsOpts,
+) {
+  const retainedIds = aws.ebs.getEbsVolumesOutput(
+    {
+      filters: [
+        { name: `tag:${STACK_TAG}`, values: [volumeTags[STACK_TAG]] },
+        { name: `tag:${PULUMI_STACK_TAG}`, values: [volumeTags[PULUMI_STACK_TAG]] },
+        { name: `tag:${MODEL_TAG}`, values: [volumeTags[MODEL_TAG]] },
+        { name: "status", values: ["available"] },
+      ],
+    },
+    invokeOpts,
+  ).ids;
+  return retainedIds.apply((ids) =>
+    pulumi.all(
+      [...ids].sort().map((id) =>
+        aws.ebs.getVolumeOutput({ filters: [{ name: "volume-id", values: [id] }] }, invokeOpts).apply((volume) => ({
+          id: volume.volumeId,
+          availabilityZone: volume.availabilityZone,
+          size: volume.size,
+          volumeType: volume.volumeType,
+          iops: volume.iops,
+          throughput: volume.throughput,
+          tags: volume.tags,
+        })),
+      ),
+    ),
+  );
+}
+
+/**
+ * The model volume. Looked up first: a volume this stack and model kept on an earlier destroy
+ * is detached ("available") and carries both tags; the stack's own attached volume is "in-use"
+ * and so never a candidate (the engine already has it in the state).
+ */
+function modelVolumeSpec(
+  plan: Plan,
+  host: CloudHostConfig,
+  cloud: CloudInstance,
+  invokeOpts: AwsOpts,
+): pulumi.Output<ModelVolumeSpec> {
+  const volumeTags = {
+    Name: `kimi-kit-${plan.stack}-models`,
+    [STACK_TAG]: plan.stack,
+    [PULUMI_STACK_TAG]: pulumiStackId(),
+    [MODEL_TAG]: modelTagValue(plan.config.model.repo, plan.config.model.tier),
+  };
+  const wantedGiB = Math.ceil(modelVolumeBytes(host.diskSize, plan.modelBytes) / GIB_BYTES);
+  const retained = retainedVolumes(volumeTags, invokeOpts);
+  const offeredZones = aws.ec2.getInstanceTypeOfferingsOutput(
+    { locationType: "availability-zone", filters: [{ name: "instance-type", values: [cloud.instanceType] }] },
+    invokeOpts,
+  ).locations;
+  return pulumi.all([retained, offeredZones]).apply(([found, zones]) =>
+    chooseModelVolume({
+      stack: plan.stack,
+      instanceType: cloud.instanceType,
+      region: host.region,
+      retained: found,
+      offeredZones: zones,
+      wantedGiB,
+      tags: volumeTags,
+    }),
+  );
+}
+
+/**
+ * Registered once the lookups have answered, since `import` must be a plain id. Lookups run in
+ * preview as well, so a preview still shows the volume, the instance and the attachment.
+ */
+function createModelVolume(
+  name: string,
+  plan: Plan,
+  volumeSpec: pulumi.Output<ModelVolumeSpec>,
+  childOpts: AwsOpts,
+): pulumi.Output<aws.ebs.Volume> {
+  return volumeSpec.apply(
+    (spec) =>
+      new aws.ebs.Volume(
+        `${name}-models`,
+        {
+          availabilityZone: spec.availabilityZone,
+          size: spec.sizeGiB,
+          type: spec.type,
+          iops: spec.iops,
+          throughput: spec.throughputMiBps,
+          tags: spec.tags,
+        },
+        {
+          ...childOpts,
+          // Shards are kept unless the stack asks to purge them.
+          retainOnDelete: !plan.config.deployment.purgeModels,
+          // The zone is chosen once; a later change in the offering list must not replace (empty) the volume.
+          ignoreChanges: ["availabilityZone"],
+          ...(spec.adoptVolumeId ? { import: spec.adoptVolumeId } : {}),
+        },
+      ),
+  );
+}
+
+/** The instance's cloud-init (secret: it holds the host's private key), once the key and the volume id are known. */
+function cloudInitUserData(
+  plan: Plan,
+  sshPublicKey: string,
+  hostKey: { privateKey: pulumi.Output<string>; publicKey: pulumi.Output<string> },
+  volumeId: pulumi.Output<string>,
+): pulumi.Output<string> {
+  return pulumi.secret(
+    pulumi.all([hostKey.privateKey, hostKey.publicKey, volumeId]).apply(([privateKey, publicKey, modelVolumeId]) =>
+      cloudInit({
+        hostPrivateKey: privateKey,
+        hostPublicKey: publicKey,
+        sshPublicKey,
+        modelDir: plan.config.deployment.modelDir,
+        modelVolumeId,
+        gpus: plan.host.gpus.length > 0,
+      }),
+    ),
+  );
+}
+
+/** The EC2 instance, in the volume's zone, behind the security group. */
+function createInstance(
+  name: string,
+  plan: Plan,
+  host: CloudHostConfig,
+  cloud: CloudInstance,
+  inputs: {
+    ami: string | pulumi.Output<string>;
+    volumeZone: pulumi.Output<string>;
+    group: aws.ec2.SecurityGroup;
+    userData: pulumi.Output<string>;
+  },
+  childOpts: AwsOpts,
+): aws.ec2.Instance {
+  return new aws.ec2.Instance(
+    `${name}-instance`,
+    {
+      ami: inputs.ami,
+      instanceType: cloud.instanceType,
+      // The instance follows the volume: EBS attaches only within one zone.
+      availabilityZone: inputs.volumeZone,
+      vpcSecurityGroupIds: [inputs.group.id],
+      userData: inputs.userData,
+      userDataReplaceOnChange: false,
+      rootBlockDevice: { volumeSize: 60, volumeType: "gp3", deleteOnTermination: true },
+      metadataOptions: { httpTokens: "required" },
+      tags: { Name: `kimi-kit-${plan.stack}`, [STACK_TAG]: plan.stack },
+    },
+    { ...childOpts, ...(host.ami ? {} : { ignoreChanges: ["ami"] }) },
+  );
+}
+
+/** Attaches the model volume to the instance. */
+function attachModelVolume(
+  name: string,
+  volumeId: pulumi.Output<string>,
+  instance: aws.ec2.Instance,
+  childOpts: AwsOpts,
+): aws.ec2.VolumeAttachment {
+  return new aws.ec2.VolumeAttachment(
+    `${name}-models-attach`,
+    // Stopping the instance before detaching flushes and releases the file system, instead of a
+    // detach that waits on a mounted, busy volume (or a forced one that loses writes).
+    { deviceName: MODEL_DEVICE, volumeId, instanceId: instance.id, stopInstanceBeforeDetaching: true },
+    // A replaced instance gets the same volume: it must be detached from the old one before it
+    // can be attached to the new one (an EBS volume is attached to one instance at a time).
+    { ...childOpts, deleteBeforeReplace: true },
+  );
+}
+
 export class CloudHost extends pulumi.ComponentResource {
   readonly address: pulumi.Output<string>;
   readonly hostPublicKey: pulumi.Output<string>;
@@ -258,196 +529,28 @@ export class CloudHost extends pulumi.ComponentResource {
   constructor(name: string, args: CloudHostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("kimi-kit:host:CloudHost", name, {}, opts);
     const { plan } = args;
-    const host = plan.config.host;
-    const cloud = plan.host.cloud;
-    if (host.kind !== "cloud" || !cloud)
-      throw new pulumi.RunError(`stack ${plan.stack}: CloudHost needs host.kind: cloud`);
-    if (host.allowedCidrs.length === 0) {
-      throw new pulumi.RunError(
-        `stack ${plan.stack}: host.allowedCidrs is empty; allowed: the CIDRs that may reach SSH and port ${plan.config.serving.port} (nothing is opened to the world by default)`,
-      );
-    }
-    const sshPublicKey = host.sshPublicKey;
-    if (!sshPublicKey) {
-      throw new pulumi.RunError(
-        `stack ${plan.stack}: host.sshPublicKey is missing; allowed: the public half of kimi-kit:sshPrivateKey ("ssh-ed25519 AAAA…")`,
-      );
-    }
+    const { host, cloud, sshPublicKey } = requireCloudHost(plan);
     const provider = new aws.Provider(`${name}-aws`, { region: host.region as aws.Region }, { parent: this });
     const childOpts = { parent: this, provider };
     const invokeOpts = { parent: this, provider };
-    const executor = plan.config.deployment.remoteExecutor;
-
-    // The host key: generated once, kept as a secret in the state, given to cloud-init, then pinned.
-    const hostKeyPair = localCommand(
-      executor,
-      `${name}-host-key`,
-      `d=$(mktemp -d) && ssh-keygen -q -t ed25519 -N '' -C kimi-kit-host -f "$d/k" && cat "$d/k" "$d/k.pub" && rm -rf "$d"`,
-      { parent: this },
-    );
-    const hostPrivateKey = pulumi.secret(
-      hostKeyPair.apply((text) => text.slice(0, text.indexOf("-----END OPENSSH PRIVATE KEY-----") + 34)),
-    );
-    this.hostPublicKey = hostKeyPair.apply((text) => text.trim().split("\n").pop()!.split(" ").slice(0, 2).join(" "));
-
-    // An explicit host.ami is a pin the user changes on purpose: a new value replaces the instance.
-    // Otherwise the newest Ubuntu image is looked up on every run, but only the first result counts:
-    // ignoreChanges keeps the AMI in the instance's state (Terraform's documented answer to a
-    // most_recent lookup), so publishing a newer image never replaces a serving host. A replacement
-    // for another reason (a new instance type) keeps that AMI too; set host.ami to move on.
-    const ami =
-      host.ami ??
-      aws.ec2
-        .getAmiOutput(
-          { owners: [UBUNTU_OWNER], mostRecent: true, filters: [{ name: "name", values: [UBUNTU_NAME] }] },
-          invokeOpts,
-        )
-        .apply((image) => image.id);
-
-    const group = new aws.ec2.SecurityGroup(
-      `${name}-sg`,
-      {
-        description: `kimi-kit ${plan.stack}: SSH and the llama-server API, from the stack's CIDRs only`,
-        ingress: [
-          { protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: host.allowedCidrs, description: "SSH" },
-          {
-            protocol: "tcp",
-            fromPort: plan.config.serving.port,
-            toPort: plan.config.serving.port,
-            cidrBlocks: host.allowedCidrs,
-            description: "llama-server API (key required)",
-          },
-        ],
-        egress: [
-          {
-            protocol: "-1",
-            fromPort: 0,
-            toPort: 0,
-            cidrBlocks: ["0.0.0.0/0"],
-            description: "package mirrors and Hugging Face",
-          },
-        ],
-        tags: { [STACK_TAG]: plan.stack },
-      },
-      childOpts,
-    );
-
-    // The model volume. Looked up first: a volume this stack and model kept on an earlier destroy
-    // is detached ("available") and carries both tags; the stack's own attached volume is "in-use"
-    // and so never a candidate (the engine already has it in the state).
-    const volumeTags = {
-      Name: `kimi-kit-${plan.stack}-models`,
-      [STACK_TAG]: plan.stack,
-      [PULUMI_STACK_TAG]: pulumiStackId(),
-      [MODEL_TAG]: modelTagValue(plan.config.model.repo, plan.config.model.tier),
-    };
-    const wantedGiB = Math.ceil(modelVolumeBytes(host.diskSize, plan.modelBytes) / GIB_BYTES);
-    const retainedIds = aws.ebs.getEbsVolumesOutput(
-      {
-        filters: [
-          { name: `tag:${STACK_TAG}`, values: [volumeTags[STACK_TAG]] },
-          { name: `tag:${PULUMI_STACK_TAG}`, values: [volumeTags[PULUMI_STACK_TAG]] },
-          { name: `tag:${MODEL_TAG}`, values: [volumeTags[MODEL_TAG]] },
-          { name: "status", values: ["available"] },
-        ],
-      },
-      invokeOpts,
-    ).ids;
-    const retained = retainedIds.apply((ids) =>
-      pulumi.all(
-        [...ids].sort().map((id) =>
-          aws.ebs.getVolumeOutput({ filters: [{ name: "volume-id", values: [id] }] }, invokeOpts).apply((volume) => ({
-            id: volume.volumeId,
-            availabilityZone: volume.availabilityZone,
-            size: volume.size,
-            volumeType: volume.volumeType,
-            iops: volume.iops,
-            throughput: volume.throughput,
-            tags: volume.tags,
-          })),
-        ),
-      ),
-    );
-    const offeredZones = aws.ec2.getInstanceTypeOfferingsOutput(
-      { locationType: "availability-zone", filters: [{ name: "instance-type", values: [cloud.instanceType] }] },
-      invokeOpts,
-    ).locations;
-    const volumeSpec = pulumi.all([retained, offeredZones]).apply(([found, zones]) =>
-      chooseModelVolume({
-        stack: plan.stack,
-        instanceType: cloud.instanceType,
-        region: host.region,
-        retained: found,
-        offeredZones: zones,
-        wantedGiB,
-        tags: volumeTags,
-      }),
-    );
-
-    // Registered once the lookups have answered, since `import` must be a plain id. Lookups run in
-    // preview as well, so a preview still shows the volume, the instance and the attachment.
-    this.volume = volumeSpec.apply(
-      (spec) =>
-        new aws.ebs.Volume(
-          `${name}-models`,
-          {
-            availabilityZone: spec.availabilityZone,
-            size: spec.sizeGiB,
-            type: spec.type,
-            iops: spec.iops,
-            throughput: spec.throughputMiBps,
-            tags: spec.tags,
-          },
-          {
-            ...childOpts,
-            // Shards are kept unless the stack asks to purge them.
-            retainOnDelete: !plan.config.deployment.purgeModels,
-            // The zone is chosen once; a later change in the offering list must not replace (empty) the volume.
-            ignoreChanges: ["availabilityZone"],
-            ...(spec.adoptVolumeId ? { import: spec.adoptVolumeId } : {}),
-          },
-        ),
-    );
+    const hostKey = generateHostKey(this, name, plan.config.deployment.remoteExecutor);
+    this.hostPublicKey = hostKey.publicKey;
+    const ami = instanceAmi(host, invokeOpts);
+    const group = securityGroup(name, plan, host, childOpts);
+    const volumeSpec = modelVolumeSpec(plan, host, cloud, invokeOpts);
+    this.volume = createModelVolume(name, plan, volumeSpec, childOpts);
     const volumeId = this.volume.apply((volume) => volume.id);
     const volumeZone = this.volume.apply((volume) => volume.availabilityZone);
-
-    const userData = pulumi.secret(
-      pulumi.all([hostPrivateKey, this.hostPublicKey, volumeId]).apply(([privateKey, publicKey, modelVolumeId]) =>
-        cloudInit({
-          hostPrivateKey: privateKey,
-          hostPublicKey: publicKey,
-          sshPublicKey,
-          modelDir: plan.config.deployment.modelDir,
-          modelVolumeId,
-          gpus: plan.host.gpus.length > 0,
-        }),
-      ),
-    );
-    const instance = (this.instance = new aws.ec2.Instance(
-      `${name}-instance`,
-      {
-        ami,
-        instanceType: cloud.instanceType,
-        // The instance follows the volume: EBS attaches only within one zone.
-        availabilityZone: volumeZone,
-        vpcSecurityGroupIds: [group.id],
-        userData,
-        userDataReplaceOnChange: false,
-        rootBlockDevice: { volumeSize: 60, volumeType: "gp3", deleteOnTermination: true },
-        metadataOptions: { httpTokens: "required" },
-        tags: { Name: `kimi-kit-${plan.stack}`, [STACK_TAG]: plan.stack },
-      },
-      { ...childOpts, ...(host.ami ? {} : { ignoreChanges: ["ami"] }) },
+    const userData = cloudInitUserData(plan, sshPublicKey, hostKey, volumeId);
+    const instance = (this.instance = createInstance(
+      name,
+      plan,
+      host,
+      cloud,
+      { ami, volumeZone, group, userData },
+      childOpts,
     ));
-    const attachment = new aws.ec2.VolumeAttachment(
-      `${name}-models-attach`,
-      // Stopping the instance before detaching flushes and releases the file system, instead of a
-      // detach that waits on a mounted, busy volume (or a forced one that loses writes).
-      { deviceName: MODEL_DEVICE, volumeId, instanceId: instance.id, stopInstanceBeforeDetaching: true },
-      // A replaced instance gets the same volume: it must be detached from the old one before it
-      // can be attached to the new one (an EBS volume is attached to one instance at a time).
-      { ...childOpts, deleteBeforeReplace: true },
-    );
+    const attachment = attachModelVolume(name, volumeId, instance, childOpts);
     this.ami = instance.ami;
     // SSH users of the address (every remote step) wait for the attachment, not just the instance.
     this.address = pulumi.all([instance.publicIp, attachment.id]).apply(([ip]) => ip);

@@ -68,6 +68,135 @@ function expandHome(path: string): string {
   return path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(1)) : path;
 }
 
+/** What both engines' steps share: where they go, what they run and what they wait for. */
+interface ContainerContext {
+  parent: pulumi.Resource;
+  name: string;
+  plan: Plan;
+  host: Host;
+  spec: ContainerSpec;
+  connection: NonNullable<Host["connection"]>;
+  image: pulumi.Output<string>;
+  apiKey: pulumi.Output<string>;
+  after: pulumi.Resource[];
+  sshFilesDir?: string;
+}
+
+/** docker-cli: `llama-container.sh up` over SSH, the API key on stdin. */
+function dockerCliContainer(context: ContainerContext): pulumi.Resource {
+  const { spec, image } = context;
+  return remoteCommand(
+    context.plan.config.deployment.remoteExecutor,
+    `${context.name}-container`,
+    {
+      connection: context.connection,
+      create: image.apply((chosen) =>
+        remoteScript("llama-container.sh", llamaContainerUpArgv({ ...spec, image: chosen })),
+      ),
+      delete: remoteScript("llama-container.sh", llamaContainerDownArgv(spec)),
+      stdin: context.apiKey,
+      // A changed spec (args, image, mounts…) re-runs `up`, which replaces the container.
+      triggers: [JSON.stringify(spec), image, scriptSha256("llama-container.sh")],
+      logging: "stdoutAndStderr",
+    },
+    { parent: context.parent, dependsOn: context.after },
+  ).resource;
+}
+
+/** Where the docker CLI's ssh finds the pinned key and the private key, and the options that point it there. */
+function dockerSshFiles(plan: Plan, host: Host, sshFilesDir: string | undefined) {
+  const filesDir = sshFilesDir ?? `~/.ssh/kimi-kit/${plan.stack}`;
+  const knownHosts = `${filesDir}/known_hosts`;
+  const identity = `${filesDir}/id`;
+  const sshOpts = [
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    `UserKnownHostsFile=${knownHosts}`,
+    "-o",
+    "IdentitiesOnly=yes",
+  ];
+  if (host.sshPrivateKey) sshOpts.push("-i", identity);
+  return { filesDir, knownHosts, identity, sshOpts };
+}
+
+/**
+ * The docker provider shells out to the system ssh: give it the pinned key and the private key
+ * as files (0600, under a 0700 folder). Written on every run, never during preview.
+ */
+function writeDockerSshFiles(host: Host, files: ReturnType<typeof dockerSshFiles>): pulumi.Output<boolean> {
+  const { filesDir, knownHosts, identity } = files;
+  return pulumi
+    .all([host.sshPrivateKey, host.address, host.hostPublicKey])
+    .apply(([privateKey, address, hostPublicKey]) => {
+      if (pulumi.runtime.isDryRun()) return false;
+      const dir = expandHome(filesDir);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      writeFileSync(expandHome(knownHosts), knownHostsLine(address!, host.sshPort, hostPublicKey!), {
+        mode: 0o600,
+      });
+      if (privateKey !== undefined) {
+        writeFileSync(expandHome(identity), privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, {
+          mode: 0o600,
+        });
+        chmodSync(expandHome(identity), 0o600);
+      }
+      return true;
+    });
+}
+
+/** docker-provider: the API key file, written on the host from stdin (bind-mounted read-only into the container). */
+function apiKeyFileStep(context: ContainerContext): pulumi.Resource {
+  const keyFile = secretHostPath(context.spec);
+  const keyDir = keyFile.replace(/\/[^/]+$/, "");
+  return remoteCommand(
+    context.plan.config.deployment.remoteExecutor,
+    `${context.name}-api-key`,
+    {
+      connection: context.connection,
+      create: `umask 077 && mkdir -p ${shellQuote([keyDir])} && cat > ${shellQuote([`${keyFile}.tmp`])} && mv -f ${shellQuote([`${keyFile}.tmp`, keyFile])}`,
+      delete: shellQuote(["rm", "-f", "--", keyFile]),
+      stdin: context.apiKey,
+    },
+    { parent: context.parent, dependsOn: context.after },
+  ).resource;
+}
+
+/** docker-provider: @pulumi/docker over SSH (pinned host key) with a docker.Container of the spec. */
+function dockerProviderContainer(context: ContainerContext): pulumi.Resource {
+  const { parent, name, host, spec, after } = context;
+  const files = dockerSshFiles(context.plan, host, context.sshFilesDir);
+  const written = writeDockerSshFiles(host, files);
+  const provider = new docker.Provider(
+    `${name}-docker`,
+    {
+      host: pulumi.interpolate`ssh://${host.sshUser}@${host.address}:${host.sshPort}`,
+      sshOpts: files.sshOpts,
+      disableDockerDaemonCheck: true,
+    },
+    { parent },
+  );
+  const secret = apiKeyFileStep(context);
+  const remoteImage = new docker.RemoteImage(
+    `${name}-image`,
+    { name: context.image, keepLocally: true, triggers: { written: written.apply(() => "ssh-files") } },
+    { parent, provider, dependsOn: after },
+  );
+  // The key file is bind-mounted, so a new key needs a new container: its hash is a label, and
+  // the provider replaces a container whose labels change (llama-container.sh folds the same
+  // hash into its spec label).
+  const containerArgs = dockerContainerArgs(spec);
+  const labels = context.apiKey.apply((key) => [
+    ...containerArgs.labels,
+    { label: API_KEY_HASH_LABEL, value: createHash("sha256").update(key).digest("hex") },
+  ]);
+  return new docker.Container(
+    `${name}-container`,
+    { ...containerArgs, labels, image: remoteImage.imageId },
+    { parent, provider, dependsOn: [secret, ...after], deleteBeforeReplace: true },
+  );
+}
+
 export class LlamaServer extends pulumi.ComponentResource {
   readonly spec: ContainerSpec;
   readonly engine: ContainerEngine;
@@ -91,97 +220,19 @@ export class LlamaServer extends pulumi.ComponentResource {
     // The check's value is not used: waiting on it is the point (the image name stays the plan's).
     const image = pulumi.all([args.imageVariant, args.imageCheck]).apply(([variant]) => imageForHost(plan, variant));
     const apiKey = pulumi.secret(args.apiKey);
-
-    if (this.engine === "docker-cli") {
-      this.server = remoteCommand(
-        plan.config.deployment.remoteExecutor,
-        `${name}-container`,
-        {
-          connection,
-          create: image.apply((chosen) =>
-            remoteScript("llama-container.sh", llamaContainerUpArgv({ ...spec, image: chosen })),
-          ),
-          delete: remoteScript("llama-container.sh", llamaContainerDownArgv(spec)),
-          stdin: apiKey,
-          // A changed spec (args, image, mounts…) re-runs `up`, which replaces the container.
-          triggers: [JSON.stringify(spec), image, scriptSha256("llama-container.sh")],
-          logging: "stdoutAndStderr",
-        },
-        { parent: this, dependsOn: after },
-      ).resource;
-    } else {
-      const filesDir = args.sshFilesDir ?? `~/.ssh/kimi-kit/${plan.stack}`;
-      const knownHosts = `${filesDir}/known_hosts`;
-      const identity = `${filesDir}/id`;
-      const sshOpts = [
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        `UserKnownHostsFile=${knownHosts}`,
-        "-o",
-        "IdentitiesOnly=yes",
-      ];
-      if (host.sshPrivateKey) sshOpts.push("-i", identity);
-      // The docker provider shells out to the system ssh: give it the pinned key and the private key
-      // as files (0600, under a 0700 folder). Written on every run, never during preview.
-      const written = pulumi
-        .all([host.sshPrivateKey, host.address, host.hostPublicKey])
-        .apply(([privateKey, address, hostPublicKey]) => {
-          if (pulumi.runtime.isDryRun()) return false;
-          const dir = expandHome(filesDir);
-          mkdirSync(dir, { recursive: true, mode: 0o700 });
-          writeFileSync(expandHome(knownHosts), knownHostsLine(address!, host.sshPort, hostPublicKey!), {
-            mode: 0o600,
-          });
-          if (privateKey !== undefined) {
-            writeFileSync(expandHome(identity), privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, {
-              mode: 0o600,
-            });
-            chmodSync(expandHome(identity), 0o600);
-          }
-          return true;
-        });
-      const provider = new docker.Provider(
-        `${name}-docker`,
-        {
-          host: pulumi.interpolate`ssh://${host.sshUser}@${host.address}:${host.sshPort}`,
-          sshOpts,
-          disableDockerDaemonCheck: true,
-        },
-        { parent: this },
-      );
-      const keyFile = secretHostPath(spec);
-      const keyDir = keyFile.replace(/\/[^/]+$/, "");
-      const secret = remoteCommand(
-        plan.config.deployment.remoteExecutor,
-        `${name}-api-key`,
-        {
-          connection,
-          create: `umask 077 && mkdir -p ${shellQuote([keyDir])} && cat > ${shellQuote([`${keyFile}.tmp`])} && mv -f ${shellQuote([`${keyFile}.tmp`, keyFile])}`,
-          delete: shellQuote(["rm", "-f", "--", keyFile]),
-          stdin: apiKey,
-        },
-        { parent: this, dependsOn: after },
-      ).resource;
-      const remoteImage = new docker.RemoteImage(
-        `${name}-image`,
-        { name: image, keepLocally: true, triggers: { written: written.apply(() => "ssh-files") } },
-        { parent: this, provider, dependsOn: after },
-      );
-      // The key file is bind-mounted, so a new key needs a new container: its hash is a label, and
-      // the provider replaces a container whose labels change (llama-container.sh folds the same
-      // hash into its spec label).
-      const containerArgs = dockerContainerArgs(spec);
-      const labels = apiKey.apply((key) => [
-        ...containerArgs.labels,
-        { label: API_KEY_HASH_LABEL, value: createHash("sha256").update(key).digest("hex") },
-      ]);
-      this.server = new docker.Container(
-        `${name}-container`,
-        { ...containerArgs, labels, image: remoteImage.imageId },
-        { parent: this, provider, dependsOn: [secret, ...after], deleteBeforeReplace: true },
-      );
-    }
+    const context: ContainerContext = {
+      parent: this,
+      name,
+      plan,
+      host,
+      spec,
+      connection,
+      image,
+      apiKey,
+      after,
+      sshFilesDir: args.sshFilesDir,
+    };
+    this.server = this.engine === "docker-cli" ? dockerCliContainer(context) : dockerProviderContainer(context);
     this.registerOutputs({
       containerName: this.containerName,
       engine: this.engine,
