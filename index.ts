@@ -72,7 +72,10 @@ export const projectedFromMeasuredBandwidthPrefillTokensPerSecond =
 export const speed = deployment.speedSideBySide;
 export const monthlyCostUsd = deployment.monthlyCostUsd;
 export const breakEvenTokensPerMonth = deployment.breakEvenTokensPerMonth;
-/** A split (kimi-kit:hosts): the image every host runs, the head's layers, each worker's endpoint, layers and planned bytes; null for one host. */
+/**
+ * A split (kimi-kit:hosts): the image every host runs, the head's layers, each worker's endpoint, layers and planned
+ * bytes; null for one host.
+ */
 export const cluster = deployment.cluster;
 /** kimi-kit:teams: each team's key at the gateway (secret: `pulumi stack output --show-secrets teamApiKeys`). */
 export const teamApiKeys = deployment.teamApiKeys;

@@ -22,11 +22,9 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { readLocalModel, thisMachineHost, type LocalModel } from "../cli/local-model";
 import { loadCatalog } from "../planner/catalog";
-import { parseStackConfig } from "../planner/config";
 import { estimate, type Estimate } from "../planner/estimate";
 import { parseFlags } from "../planner/flags";
 import type { HostSpec } from "../planner/host";
-import { buildPlan } from "../planner/plan";
 import type { CpuFactorOverrides } from "../planner/speed";
 import { generatedModelCase, quantizeMix } from "../lab/model-mixes";
 import { generateDeepseek2Model, splitGguf } from "../lab/models";
@@ -34,6 +32,7 @@ import { llamaTool } from "../lab/llama-cpp";
 import { fitCpuFactors, median, UNIT_CPU_FACTORS, type CalibrationCase } from "./lib/calibrate";
 import { parseBuffers, startServer } from "../lab/server";
 import { benchModelsDir, benchPrompt, DECODE_DEPTH, GENERATED_TOKENS, PROMPT_TOKENS } from "./lib/workload";
+import { kitArgsOnThisMachine } from "./lib/kit-args";
 import { thisMachine } from "../lab/this-machine";
 import { measureReadBandwidthGBps } from "../tools/bandwidth";
 
@@ -229,27 +228,6 @@ async function measureInterleaved(
   }));
 }
 
-/** The kit's own llama-server flags for this model on this machine: the planner's, minus what the runner sets itself. */
-function kitArgsFor(model: ModelFile, contextLength: number): string[] {
-  const config = parseStackConfig("bench", {
-    host: {
-      kind: "bare-metal",
-      cpu: { cores: machine.cores, allCoreGHz: machine.ghz, avx512: machine.avx512 },
-      memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: 30 },
-    },
-    model: { repo: model.lock.repo, tier: model.lock.tier },
-    serving: { contextLength, parallelSlots: 1 },
-    costs: {
-      hardware: { priceUsd: 0, amortizationMonths: 1, powerWatts: 0, usdPerKwh: 0 },
-      api: { usdPerMillionOutput: 4 },
-      usage: { tokensPerMonth: 0, mix: { input: 1, output: 1 } },
-    },
-  });
-  const args = buildPlan("bench", config, { lock: model.lock }).llamaServerArgs;
-  const runnerSets = new Set(["--model", "--host", "--port", "--api-key-file"]);
-  return args.filter((arg, index) => !runnerSets.has(arg) && !runnerSets.has(args[index - 1] ?? ""));
-}
-
 /** estimate() of the kit's command line for `model` on this machine, at the bench's decode depth and prompt. */
 function projectSpeed(
   model: ModelFile,
@@ -443,7 +421,10 @@ async function runSpeedCases(
   const speedModels = models
     .filter((model) => model.bytes > 100 * MiB && model.arch.llamaCppArch === "deepseek2")
     .sort((a, b) => b.bytes - a.bytes);
-  const speedEntries = speedModels.map((model) => ({ model, args: kitArgsFor(model, 2048) }));
+  const speedEntries = speedModels.map((model) => ({
+    model,
+    args: kitArgsOnThisMachine(model.lock, { contextLength: 2048, parallelSlots: 1 }),
+  }));
   // llama-server's own --fit choice, for the kit/--fit ratio columns (not gated).
   const fitRates = new Map<ModelFile, Rates>();
   for (const model of speedModels) fitRates.set(model, await measureSpeed(model, ["-c", "2048"], SPEED_RUNS));

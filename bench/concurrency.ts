@@ -9,11 +9,9 @@
 import { mkdirSync } from "node:fs";
 import { readLocalModel, thisMachineHost, type LocalModel } from "../cli/local-model";
 import { loadCatalog } from "../planner/catalog";
-import { parseStackConfig } from "../planner/config";
 import { estimate } from "../planner/estimate";
 import { aggregateDecodeTokensPerSecond } from "../planner/fleet";
 import { parseFlags } from "../planner/flags";
-import { buildPlan } from "../planner/plan";
 import type { CpuFactorOverrides } from "../planner/speed";
 import { generatedModelCase } from "../lab/model-mixes";
 import { thisMachine } from "../lab/this-machine";
@@ -21,6 +19,7 @@ import { measureReadBandwidthGBps } from "../tools/bandwidth";
 import { median, UNIT_CPU_FACTORS } from "./lib/calibrate";
 import { startServer } from "../lab/server";
 import { benchModelsDir, benchPrompt } from "./lib/workload";
+import { kitArgsOnThisMachine } from "./lib/kit-args";
 
 /** The gate: measured aggregate decode within ±35% of the projection for -np 2 and 4. */
 const GATE = 0.35;
@@ -37,22 +36,6 @@ const CONTEXT_PER_SLOT = 1024;
 
 const catalog = loadCatalog();
 const machine = thisMachine();
-
-/** The kit's own flags for `slots` slots on this machine, minus what the runner sets itself. */
-function kitArgs(model: LocalModel, slots: number): string[] {
-  const config = parseStackConfig("bench", {
-    host: {
-      kind: "bare-metal",
-      cpu: { cores: machine.cores, allCoreGHz: machine.ghz, avx512: machine.avx512 },
-      memory: { total: `${machine.ramBytes}B`, measuredBandwidthGBps: 30 },
-    },
-    model: { repo: model.lock.repo, tier: model.lock.tier },
-    serving: { contextLength: CONTEXT_PER_SLOT, parallelSlots: slots },
-  });
-  const args = buildPlan("bench", config, { lock: model.lock }).llamaServerArgs;
-  const runnerSets = new Set(["--model", "--host", "--port", "--api-key-file"]);
-  return args.filter((arg, index) => !runnerSets.has(arg) && !runnerSets.has(args[index - 1] ?? ""));
-}
 
 /**
  * Aggregate decode with `slots` requests in flight (the sum of their decode rates: they overlap) and
@@ -101,7 +84,7 @@ async function measureSlotCounts(model: LocalModel): Promise<{
   let singlePrefill = 0;
   const argsFor = new Map<number, string[]>();
   for (const slots of SLOT_COUNTS) {
-    const args = kitArgs(model, slots);
+    const args = kitArgsOnThisMachine(model.lock, { contextLength: CONTEXT_PER_SLOT, parallelSlots: slots });
     argsFor.set(slots, args);
     const result = await measureAggregate(model, args, slots);
     measured.set(slots, result.decode);

@@ -365,7 +365,8 @@ export const PLATFORM_FACTS: Record<
   // and Alibaba's Yitian 710 (8 channels of DDR5-4800: 307 GB/s peak, below the stated triad; public
   // figure, not read here). So the machine is read as a 96-core Cobalt 100 VM, at Cobalt 100's fixed
   // 3.4 GHz (Microsoft Learn, Dpsv6 series: public figure, not read in this session). This is an
-  // identification, not a source statement: every run that uses it says so. FLOP/cycle is the core's own: two 128-bit SVE2/NEON FMA pipes, 2 × 4 × 2 = 16
+  // identification, not a source statement: every run that uses it says so. FLOP/cycle is the core's own: two 128-bit
+  // SVE2/NEON FMA pipes, 2 × 4 × 2 = 16
   // (Arm Neoverse N2 Software Optimization Guide). No DIMM speed: the runs state a measured triad instead.
   "Neoverse-N2 96-core": {
     cores: 96,
@@ -404,7 +405,10 @@ const GPU_IDS: Record<string, string> = {
   "RTX A6000": "rtx-a6000",
 };
 
-/** Corpus exclusions that only say the memory was not described: lifted when a measured figure or a platform fact describes it. */
+/**
+ * Corpus exclusions that only say the memory was not described: lifted when a measured figure or a platform fact
+ * describes it.
+ */
 const MEMORY_ONLY =
   /^(DIMM speed not stated|memory channels and DIMM speed not stated|memory kind, channels and DIMM speed not stated.*|channels unequal between sockets.*)$/;
 /** Exclusions that only concern prefill: the run's decode still counts. */
@@ -610,7 +614,10 @@ function runFlags(
   return flags;
 }
 
-/** The clock the run's cores hold: from PLATFORM_FACTS (said as an assumption), the placeholder's, or none (a catalog platform's). */
+/**
+ * The clock the run's cores hold: from PLATFORM_FACTS (said as an assumption), the placeholder's, or none (a catalog
+ * platform's).
+ */
 function runClock(
   hardware: RunHardware,
   threads: number | undefined,
@@ -914,7 +921,9 @@ export function errorBands(
 
 const percent = (value: number) => `${value >= 0 ? "+" : ""}${(value * 100).toFixed(1)} %`;
 
-/** Writes the whole-corpus fit and the error bands into catalog/efficiency.yaml (cpu.corpusFit), between its markers. */
+/**
+ * Writes the whole-corpus fit and the error bands into catalog/efficiency.yaml (cpu.corpusFit), between its markers.
+ */
 function writeCorpusFit(corpusFit: NonNullable<Catalog["efficiency"]["cpu"]["corpusFit"]>): string {
   const path = resolve(__dirname, "../catalog/efficiency.yaml");
   const text = readFileSync(path, "utf8");

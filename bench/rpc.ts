@@ -66,7 +66,10 @@ if (!Number.isInteger(ROUNDS) || ROUNDS < 3)
  */
 const GATE = 0.35;
 
-/** Every head's flags, single host or split: one slot, one thread for decode and batch; -ngl 99 offloads every layer to the RPC devices. */
+/**
+ * Every head's flags, single host or split: one slot, one thread for decode and batch; -ngl 99 offloads every layer to
+ * the RPC devices.
+ */
 const FLAGS = ["-c", "1024", "-np", "1", "-t", "1", "-tb", "1", "-ngl", "99", "--fit", "off"];
 /**
  * llama.cpp splits the 8 layers and the output layer at the cumulative shares of -ts: with 1,1 layer
@@ -157,7 +160,10 @@ function rateSetter(cluster: RpcCluster): (link: LinkCase | undefined) => void {
   };
 }
 
-/** Per decoded token: counters around a 1-token request and a (1 + TRACE_TOKENS)-token one with the same prompt, differenced. */
+/**
+ * Per decoded token: counters around a 1-token request and a (1 + TRACE_TOKENS)-token one with the same prompt,
+ * differenced.
+ */
 async function tracePerToken(cluster: RpcCluster, server: HeadServer, vocabSize: number): Promise<PerToken> {
   const headPids = pidsIn(cluster.topology, "head", server.socketPath);
   const workerPids = (host: Host) => pidsIn(cluster.topology, host);

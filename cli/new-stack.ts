@@ -775,7 +775,10 @@ export function recommendHardware(
 
 // ---- the stack file ------------------------------------------------------------------------------
 
-/** A YAML scalar: plain where YAML reads it back as the same string (the stacks' style), else JSON's double-quoted form, which YAML reads too. */
+/**
+ * A YAML scalar: plain where YAML reads it back as the same string (the stacks' style), else JSON's double-quoted form,
+ * which YAML reads too.
+ */
 export function scalar(text: string): string {
   try {
     if ((parseYaml(`k: ${text}`) as { k?: unknown } | null)?.k === text && !text.includes("#")) return text;

@@ -465,14 +465,19 @@ async function estimateUserCommandLine(request: {
 
 /** The kit's root (this file's parent): the tree the working-tree side plans and the git checkout --diff reads. */
 const KIT_ROOT = join(__dirname, "..");
-/** How long the plan at a ref may take (a plan takes seconds); KIMI_KIT_PLAN_DIFF_TIMEOUT_S changes it (tests use it). */
+/**
+ * How long the plan at a ref may take (a plan takes seconds); KIMI_KIT_PLAN_DIFF_TIMEOUT_S changes it (tests use it).
+ */
 const PLAN_AT_REF_TIMEOUT_S = 120;
 /** The signals a user or a CI runner stops us with: each must still remove the worktree. */
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 /** Names a stack file may have: the same rule as planner/stack-file.ts, so no name reaches outside stacks/. */
 const STACK_NAME = /^[A-Za-z0-9_.-]+$/;
 
-/** A failure with its exit status: 2 bad usage (with the usage text when `withUsage`), 1 a failure, 128 + n stopped by signal n. */
+/**
+ * A failure with its exit status: 2 bad usage (with the usage text when `withUsage`), 1 a failure, 128 + n stopped by
+ * signal n.
+ */
 class ExitError extends Error {
   constructor(
     readonly code: number,

@@ -52,13 +52,18 @@ export interface PlanSummary {
   args: string[];
   devices: { device: string; label: string; plannedBytes: number; capacityBytes: number; fits: boolean }[];
   shards: { count: number; firstShard: string; source: string };
-  /** Replicas, their throughput and the fleet's cost (planner/fleet.ts): only when the stack sets kimi-kit:fleet or kimi-kit:teams. */
+  /**
+   * Replicas, their throughput and the fleet's cost (planner/fleet.ts): only when the stack sets kimi-kit:fleet or
+   * kimi-kit:teams.
+   */
   fleet?: FleetJson;
   /** Each team's limits and what its budget buys; team keys are not here (they are secrets). */
   teams?: TeamJson[];
 }
 
-/** Speed three ways, side by side: projected from the plan's host, re-projected with the measured bandwidth, measured. */
+/**
+ * Speed three ways, side by side: projected from the plan's host, re-projected with the measured bandwidth, measured.
+ */
 export interface SpeedSideBySide {
   bandwidthGBps: { plan: number; planBasis: string; measured: number | null };
   decodeTokensPerSecond: {
@@ -173,7 +178,10 @@ export function planSummary(plan: Plan): PlanSummary {
   };
 }
 
-/** The measured figures and the plan re-projected with the measured bandwidth (LlmDeployment's outputs of the same names). */
+/**
+ * The measured figures and the plan re-projected with the measured bandwidth (LlmDeployment's outputs of the same
+ * names).
+ */
 interface MeasuredSpeed {
   measuredBandwidthGBps: pulumi.Output<number | null>;
   projectedFromMeasuredBandwidthDecodeTokensPerSecond: pulumi.Output<number | null>;
@@ -473,7 +481,9 @@ export class LlmDeployment extends pulumi.ComponentResource {
   readonly teamApiKeys: pulumi.Output<Record<string, string> | undefined>;
   /** A fleet's replicas: where each listens and its smoke request's timings; null without a fleet. */
   readonly replicas: pulumi.Output<ReplicaStatus[] | null>;
-  /** A fleet's Prometheus on the gateway host (loopback there: reach it through an SSH tunnel); null without a fleet. */
+  /**
+   * A fleet's Prometheus on the gateway host (loopback there: reach it through an SSH tunnel); null without a fleet.
+   */
   readonly monitoringUrl: pulumi.Output<string | null>;
   /** A fleet's Grafana dashboard (JSON) over that Prometheus; null without a fleet. */
   readonly grafanaDashboard: pulumi.Output<string | null>;

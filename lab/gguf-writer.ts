@@ -495,7 +495,10 @@ export interface Deepseek2Dims {
 }
 
 export interface Deepseek2WriteOptions {
-  /** element type of the matrices (default F16); norms, router and expert bias stay F32 as convert_hf_to_gguf writes them */
+  /**
+   * element type of the matrices (default F16); norms, router and expert bias stay F32 as convert_hf_to_gguf writes
+   * them
+   */
   type?: GgufTensorType;
   /** seed of the weights (default 1) */
   seed?: number;

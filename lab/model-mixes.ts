@@ -224,7 +224,9 @@ const typeName = (t: number): GgmlTypeName => {
   return name as GgmlTypeName;
 };
 
-/** Reads a deepseek2 GGUF's dimensions from its metadata (through the planner's one metadata reader) and its tensors. */
+/**
+ * Reads a deepseek2 GGUF's dimensions from its metadata (through the planner's one metadata reader) and its tensors.
+ */
 export async function readDeepseek2Dims(path: string): Promise<{ dims: Deepseek2Dims; tensors: CaseTensor[] }> {
   const { metadata, tensorInfos } = await gguf(path, { allowLocalFile: true });
   const dims = deepseek2DimsOf(architectureFromMetadata(scalarMetadata(metadata as Record<string, unknown>)));

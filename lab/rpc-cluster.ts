@@ -61,7 +61,10 @@ export interface RpcCluster {
 }
 
 export interface RpcClusterOptions {
-  /** The workers' RPC port (each worker is alone in its namespace, so one port serves all): default 50052, ggml-rpc-server's own. */
+  /**
+   * The workers' RPC port (each worker is alone in its namespace, so one port serves all): default 50052,
+   * ggml-rpc-server's own.
+   */
   port?: number;
   /** ggml-rpc-server -t: default 1. */
   threads?: number;
@@ -144,7 +147,9 @@ async function waitUntilReachable(
   }
 }
 
-/** Applies the kit's RPC firewall in a worker's namespace (only the head may reach the port); returns what it printed. */
+/**
+ * Applies the kit's RPC firewall in a worker's namespace (only the head may reach the port); returns what it printed.
+ */
 function applyWorkerFirewall(topology: Topology, host: WorkerHost, port: number): string {
   const applied = topology.exec(host, [
     "bash",

@@ -17,7 +17,10 @@ export interface LoggedBuffers {
   compute: Record<string, number>;
   /** `llama_context: <BUF> output buffer size`. */
   output: Record<string, number>;
-  /** `llama_memory_recurrent: <BUF> RS buffer size` (hybrid models' recurrent state) and `llama_dsv4_comp_state: <BUF> DSV4 … state buffer size` (deepseek4's compressor states). */
+  /**
+   * `llama_memory_recurrent: <BUF> RS buffer size` (hybrid models' recurrent state) and `llama_dsv4_comp_state: <BUF>
+   * DSV4 … state buffer size` (deepseek4's compressor states).
+   */
   recurrent: Record<string, number>;
 }
 
@@ -49,7 +52,9 @@ export interface RunningServer {
   complete(body: Record<string, unknown>): Promise<{
     timings: { prompt_n: number; prompt_per_second: number; predicted_n: number; predicted_per_second: number };
   }>;
-  /** Settles once the process has exited, however (its own exit, a signal, stop()), and its output is read to the end. */
+  /**
+   * Settles once the process has exited, however (its own exit, a signal, stop()), and its output is read to the end.
+   */
   exited: Promise<ServerExit>;
   stop(): Promise<void>;
 }
@@ -87,7 +92,9 @@ export interface ServerPlacement {
   host?: string;
 }
 
-/** One HTTP exchange with the server, over TCP or its Unix socket (which fetch cannot reach); the body is read whole. */
+/**
+ * One HTTP exchange with the server, over TCP or its Unix socket (which fetch cannot reach); the body is read whole.
+ */
 function httpRequest(
   target: { host: string; port: number } | { socketPath: string },
   method: "GET" | "POST",

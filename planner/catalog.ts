@@ -80,7 +80,10 @@ const architectureSchema = z.strictObject({
       kda: z
         .strictObject({ heads: z.int().positive(), headDim: z.int().positive(), convKernel: z.int().positive() })
         .optional(),
-      /** qwen3next's gated delta net: the short convolution's channels (ssm.inner_size + 2 × group_count × state_size) and kernel. */
+      /**
+       * qwen3next's gated delta net: the short convolution's channels (ssm.inner_size + 2 × group_count × state_size)
+       * and kernel.
+       */
       ssmConv: z.strictObject({ channels: z.int().positive(), kernel: z.int().positive() }).optional(),
     })
     .optional(),
@@ -121,7 +124,9 @@ const architectureSchema = z.strictObject({
    * largest activations of those models' compute graphs.
    */
   indexer: z.strictObject({ heads: z.int().positive(), keyLength: z.int().positive() }).optional(),
-  /** llama4 (interleave_moe_layer_step): every that-many-th layer is MoE, the others dense FFN layers of denseFfnSize. */
+  /**
+   * llama4 (interleave_moe_layer_step): every that-many-th layer is MoE, the others dense FFN layers of denseFfnSize.
+   */
   moeLayerInterval: z.int().positive().optional(),
   /** deepseek4's hyper-connections (hyper_connection.count): the residual stream is that many hidden-wide copies. */
   hyperConnections: z.int().positive().optional(),
@@ -136,7 +141,9 @@ const tierSchema = z.strictObject({
   types: z.strictObject(
     Object.fromEntries(TENSOR_CLASSES.map((cls) => [cls, ggmlType])) as Record<TensorClass, typeof ggmlType>,
   ),
-  /** Dynamic quants keep the routed experts' down projection at more bits than gate and up; absent: as routedExperts. */
+  /**
+   * Dynamic quants keep the routed experts' down projection at more bits than gate and up; absent: as routedExperts.
+   */
   routedExpertsDown: ggmlType.optional(),
   shards: z.strictObject({ count: z.int().positive(), verified: z.boolean() }),
 });
@@ -225,7 +232,10 @@ const efficiencySchema = z.strictObject({
       numaRemoteGain: sourced(z.number().min(0).lte(1)),
       pageableStreamFraction: sourced(z.number().gt(0).lte(1)),
     }),
-    /** Written by npm run bench:published -- --write: the factors fitted on every convertible mainline run, and the leave-one-source-out error bands. */
+    /**
+     * Written by npm run bench:published -- --write: the factors fitted on every convertible mainline run, and the
+     * leave-one-source-out error bands.
+     */
     corpusFit: z
       .strictObject({
         fittedOn: z.string(),
@@ -275,7 +285,10 @@ const efficiencySchema = z.strictObject({
     prefillComputeFraction: sourced(z.number().gt(0).lte(1)),
   }),
   rpc: z.strictObject({
-    /** Host time one llama.cpp RPC command costs over TCP besides its round trip and bytes (planner/network.ts visitSeconds). */
+    /**
+     * Host time one llama.cpp RPC command costs over TCP besides its round trip and bytes (planner/network.ts
+     * visitSeconds).
+     */
     tcpSecondsPerCommand: sourced(z.number().nonnegative()),
   }),
   pcie: z.strictObject({

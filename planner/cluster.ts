@@ -59,9 +59,14 @@ export interface ClusterPlan {
    * did not describe (either peer setting it forces TCP, ggml-rpc transport.cpp).
    */
   environment: Record<string, string>;
-  /** What estimate() needs to size and project this split again (options.rpc): the plan, bench and tests pass the same. */
+  /**
+   * What estimate() needs to size and project this split again (options.rpc): the plan, bench and tests pass the same.
+   */
   rpc: { workers: RpcWorkerSpec[]; link: LinkSpec };
-  /** Same image (and so the same llama.cpp build) on every host: ggml-rpc refuses another protocol major, and mixed builds drift. */
+  /**
+   * Same image (and so the same llama.cpp build) on every host: ggml-rpc refuses another protocol major, and mixed
+   * builds drift.
+   */
   image: string;
 }
 

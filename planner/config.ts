@@ -45,7 +45,9 @@ export const DEFAULTS = {
    * 10 Gbit/s a K2.6-class load takes over an hour and activations start to show in decode.
    */
   minimumLinkGbitPerSecond: 10,
-  /** Interactive use needs at least this; a split projected below it is refused (projection.minDecodeTokensPerSecond). */
+  /**
+   * Interactive use needs at least this; a split projected below it is refused (projection.minDecodeTokensPerSecond).
+   */
   minDecodeTokensPerSecond: 2,
 } as const;
 
@@ -251,7 +253,8 @@ const bareMetalSchema = z.strictObject({
 
 /** Why a CIDR is refused, or undefined. AWS refuses host bits set ("is malformed"), so the kit does first. */
 export function cidrProblem(cidr: string): string | undefined {
-  // No leading zeros: "0.0.0.0/00" would otherwise pass as a /0 without allowPublic, and "010" reads as octal to some tools.
+  // No leading zeros: "0.0.0.0/00" would otherwise pass as a /0 without allowPublic, and "010" reads as octal to some
+  // tools.
   const match = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\/(0|[1-9]\d?)$/.exec(cidr);
   if (!match) return "allowed: an IPv4 CIDR like 203.0.113.0/24 (no leading zeros)";
   const octets = match.slice(1, 5).map(Number);
@@ -322,7 +325,9 @@ export function privateAddressProblem(address: string): string | undefined {
 
 /** One machine of a multi-host stack: a bare-metal host with its role and its address on the private link. */
 const clusterHostSchema = bareMetalSchema.extend({
-  /** head + rpc-workers: one model split over the hosts; replica: each host serves the whole model (planner/fleet.ts). */
+  /**
+   * head + rpc-workers: one model split over the hosts; replica: each host serves the whole model (planner/fleet.ts).
+   */
   role: z.enum(["head", "rpc-worker", "replica"]),
   /** Names its resources (`<id>-rpc-server`, …): short and stable. */
   id: z
@@ -341,7 +346,10 @@ const linkSchema = z.strictObject({
   gbitPerSecond: z.number().positive().max(3200),
   /** `ping` between two hosts on the link; 25 GbE through one switch reads tens of microseconds. */
   roundTripMicroseconds: z.number().positive().max(1_000_000).default(100),
-  /** rdma: ggml-rpc's RoCE transport (negotiated; needs a RoCE GID on the private address); tcp forces TCP (GGML_RPC_NO_RDMA). */
+  /**
+   * rdma: ggml-rpc's RoCE transport (negotiated; needs a RoCE GID on the private address); tcp forces TCP
+   * (GGML_RPC_NO_RDMA).
+   */
   transport: z.enum(["tcp", "rdma"]).default("tcp"),
   /** The slowest link this stack accepts; never below the kit's own floor. */
   minimumGbitPerSecond: z
@@ -429,7 +437,10 @@ const servingSchema = z.strictObject({
   allowedCidrs: z.array(cidr).max(50).default([]),
   /** Must be set, and true, for a CIDR that admits the whole internet (0.0.0.0/0 or any /0). */
   allowPublic: z.boolean().default(false),
-  /** internal-ca: the kit makes a CA and a certificate on the host; secrets: kimi-kit:tlsCertificate and kimi-kit:tlsPrivateKey. */
+  /**
+   * internal-ca: the kit makes a CA and a certificate on the host; secrets: kimi-kit:tlsCertificate and
+   * kimi-kit:tlsPrivateKey.
+   */
   tls: z
     .strictObject({ source: z.enum(["internal-ca", "secrets"]).default("internal-ca") })
     .default({ source: "internal-ca" }),
@@ -588,7 +599,9 @@ const deploymentSchema = z
     modelDir: modelDir.default(DEFAULTS.modelDir),
     purgeModels: z.boolean().default(false),
     containerEngine: z.enum(["docker-provider", "docker-cli"]).default("docker-provider"),
-    /** How remote steps run: @pulumi/command, or the kit's own ssh dynamic provider where that plugin is unavailable. */
+    /**
+     * How remote steps run: @pulumi/command, or the kit's own ssh dynamic provider where that plugin is unavailable.
+     */
     remoteExecutor: z.enum(["command-plugin", "kimi-dynamic"]).default("command-plugin"),
     huggingFaceBaseUrl: httpUrl.default(DEFAULTS.huggingFaceBaseUrl),
     /** A lock written by `npm run lock`, relative to the repository or absolute. */

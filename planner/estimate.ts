@@ -83,7 +83,9 @@ export interface Estimate {
   devices: DeviceMemory[];
   fits: boolean;
   projection: Projection;
-  /** What the projection was computed from: project(speedInputs) with other CPU factors re-projects the same placement. */
+  /**
+   * What the projection was computed from: project(speedInputs) with other CPU factors re-projects the same placement.
+   */
   speedInputs: SpeedInputs;
   /** What the estimate assumed or could not model, in words, for the report. */
   notes: string[];
@@ -597,7 +599,10 @@ function flagNotes(context: EstimateContext, devices: readonly DeviceMemory[]): 
   return notes;
 }
 
-/** What project() reads from the estimate: the placement, the cache types, the threads and the report's depths and prompts. */
+/**
+ * What project() reads from the estimate: the placement, the cache types, the threads and the report's depths and
+ * prompts.
+ */
 function speedInputsOf(context: EstimateContext): SpeedInputs {
   const { tensors, arch, host, options, settings, placement, rpcWorkers, mapped } = context;
   return {

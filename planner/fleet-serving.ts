@@ -29,7 +29,10 @@ import {
 export const GATEWAY_STATS_PORT = 8405;
 /** The usage exporter's /metrics port on each replica (its private address; loopback on one host). */
 export const USAGE_METRICS_PORT = 9101;
-/** Prometheus' own listener on the gateway host: loopback (an SSH tunnel reaches it); not 9090, where the distribution's own prometheus.service listens once the package is installed. */
+/**
+ * Prometheus' own listener on the gateway host: loopback (an SSH tunnel reaches it); not 9090, where the distribution's
+ * own prometheus.service listens once the package is installed.
+ */
 export const MONITORING_LISTEN = { address: LOOPBACK, port: 9190 } as const;
 export const MONITORING_SCRAPE_SECONDS = 15;
 /** How often the token limiter asks Prometheus; a block lands within one scrape plus this. */
@@ -78,7 +81,10 @@ export interface ReplicaServing {
   /** plan.llamaServerArgs with this --host and --port. */
   llamaServerArgs: string[];
   usage: UsageExporterServing;
-  /** The kit's nftables table on the replica admitting only the gateway host to the exporter's ports; none on one host (loopback). */
+  /**
+   * The kit's nftables table on the replica admitting only the gateway host to the exporter's ports; none on one host
+   * (loopback).
+   */
   firewall: FirewallPlan | undefined;
 }
 

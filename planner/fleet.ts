@@ -45,7 +45,10 @@ export interface FleetCost {
   /** One replica's monthly cost (estimateCost), and the fleet's: replicas × that. */
   replicaMonthlyUsd: number;
   monthlyUsd: number;
-  /** Tokens per month (input + output at the stack's mix) one replica serves with all slots busy, at the stated utilization. */
+  /**
+   * Tokens per month (input + output at the stack's mix) one replica serves with all slots busy, at the stated
+   * utilization.
+   */
   replicaCapacityTokensPerMonth: number;
   capacityTokensPerMonth: number;
   expectedTokensPerMonth: number;
@@ -91,7 +94,10 @@ export interface FleetPlan {
   latencyTargetSeconds: number | undefined;
   /** tokensPerAnswer ÷ the per-slot decode with all slots busy. */
   answerSecondsAtFullLoad: number;
-  /** The most slots a replica may run at once with an answer still inside the latency target (undefined without a target). */
+  /**
+   * The most slots a replica may run at once with an answer still inside the latency target (undefined without a
+   * target).
+   */
   slotsWithinLatency: number | undefined;
   /** The replicas named in kimi-kit:hosts; empty when `host` + replicas: N describes them. */
   hosts: ReplicaHostConfig[];

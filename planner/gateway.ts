@@ -47,7 +47,10 @@ export interface GatewayInput {
   stack: string;
   /** gateway.sh --name: the folder <configDir> and the systemd unit kimi-kit-gateway-<name>. */
   name: string;
-  /** Where gateway.sh keeps the configuration, maps, certificate and backend key: /etc/kimi-kit/gateway/<name> in production. */
+  /**
+   * Where gateway.sh keeps the configuration, maps, certificate and backend key: /etc/kimi-kit/gateway/<name> in
+   * production.
+   */
   configDir: string;
   /** The public TLS listener. */
   listen: { address: string; port: number };
@@ -66,7 +69,9 @@ export interface GatewayInput {
   balance?: "leastconn" | "roundrobin";
   /** The syslog target of the access log (HAProxy `log` syntax); default /dev/log. */
   logTarget?: string;
-  /** HAProxy's admin socket (the token limiter's way in); default <configDir>/admin.sock (a folder only root may enter). */
+  /**
+   * HAProxy's admin socket (the token limiter's way in); default <configDir>/admin.sock (a folder only root may enter).
+   */
   adminSocket?: string;
 }
 
@@ -77,7 +82,9 @@ export interface GatewayFiles {
   teamsMap: string;
   /** limits.map: `<team> <requests per minute>` per line. */
   limitsMap: string;
-  /** token-limits.map: `<team> <tokens per minute>` per line, for the teams that have one (the token limiter reads it). */
+  /**
+   * token-limits.map: `<team> <tokens per minute>` per line, for the teams that have one (the token limiter reads it).
+   */
   tokenLimitsMap: string;
 }
 

@@ -103,7 +103,10 @@ const QUANTIZE_FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = {
   Q6_K: "Q8_0",
 };
 
-/** The type llama-quantize writes for a tensor of `rowLength` columns asked to be `target`: the target, its fallback, or F16 when neither fits. */
+/**
+ * The type llama-quantize writes for a tensor of `rowLength` columns asked to be `target`: the target, its fallback, or
+ * F16 when neither fits.
+ */
 export function quantizedType(target: GgmlTypeName, rowLength: number): GgmlTypeName {
   if (rowLength % GGML_TYPES[target].blockElements === 0) return target;
   const fallback = QUANTIZE_FALLBACK[target] ?? target;

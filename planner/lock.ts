@@ -50,7 +50,10 @@ export const lockSchema = z.strictObject({
   tier: z.string(),
   source: z.string(),
   generatedAt: z.string(),
-  /** GGUF metadata of the first shard, scalars and per-layer number arrays (tokenizer arrays left out): the model's real architecture. */
+  /**
+   * GGUF metadata of the first shard, scalars and per-layer number arrays (tokenizer arrays left out): the model's real
+   * architecture.
+   */
   metadata: z.record(
     z.string(),
     z.union([z.number(), z.string(), z.boolean(), z.array(z.number()).max(MAX_METADATA_ARRAY)]),
@@ -158,7 +161,9 @@ export function architectureFromMetadata(metadata: ManifestLock["metadata"]): Ar
 
 type SizedArchitecture = (typeof SIZED_ARCHITECTURES)[number];
 
-/** Reads `<arch>.<key>` values, refusing a missing one that has no default and a per-layer array of the wrong length. */
+/**
+ * Reads `<arch>.<key>` values, refusing a missing one that has no default and a per-layer array of the wrong length.
+ */
 interface MetadataReader {
   arch: string;
   layers: number;
@@ -226,7 +231,10 @@ interface SharedShapes {
   ) => Pick<KvLayout, "kElements" | "vElements">;
   layout: (parts: Partial<KvLayout> & Pick<KvLayout, "kElements" | "vElements">) => KvLayout;
   layerList: (flags: number[]) => number[];
-  /** A per-layer pattern key if the GGUF has one, else llama.cpp's period rule: layer il matches when il % period < period - 1. */
+  /**
+   * A per-layer pattern key if the GGUF has one, else llama.cpp's period rule: layer il matches when il % period <
+   * period - 1.
+   */
   pattern: (key: string, period: number) => number[];
   /** KDA (kimi-k3, kimi-linear): llama_hparams::n_embd_r() + n_embd_s() with n_head() = layer 0's head count. */
   kdaState: () => { floats: number; kda: { heads: number; headDim: number; convKernel: number } };
@@ -384,7 +392,10 @@ function kimiLinear(_: MetadataReader, shapes: SharedShapes): Architecture {
   };
 }
 
-/** attention.recurrent_layers, else every full_attention_interval-th layer keeps KV (default 4); the rest keep SSM state. */
+/**
+ * attention.recurrent_layers, else every full_attention_interval-th layer keeps KV (default 4); the rest keep SSM
+ * state.
+ */
 function qwen3next(reader: MetadataReader, shapes: SharedShapes): Architecture {
   const { number, perLayer, raw, layers } = reader;
   const { common, gqa, layerList, layout, kv, trunk } = shapes;
@@ -557,7 +568,10 @@ export interface HeaderTensorInfo {
   offset: number | bigint;
 }
 
-/** The lock's tensor rows for a header's tensors; a type id the planner does not know is `refuse`d by the caller's wording. */
+/**
+ * The lock's tensor rows for a header's tensors; a type id the planner does not know is `refuse`d by the caller's
+ * wording.
+ */
 export function lockTensorsOf(
   infos: readonly HeaderTensorInfo[],
   refuse: (problem: string) => Error,

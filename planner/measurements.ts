@@ -133,7 +133,9 @@ const runSchema = z.strictObject({
   hardware: hardwareSchema,
   model: z.strictObject({
     name: z.string().min(1),
-    /** Total parameters in billions as stated by the source or the GGUF metadata it prints; null when neither states it. */
+    /**
+     * Total parameters in billions as stated by the source or the GGUF metadata it prints; null when neither states it.
+     */
     totalParamsB: z.number().min(200).nullable(),
     quant: z.string().min(1),
     /** "376.65GiB", "213GB" as stated; null when the source does not state the file size. */

@@ -22,12 +22,18 @@ export interface DeviceMemory {
   /** Weights llama.cpp rearranged for its CPU kernels (CPU_REPACK buffer); they replace, not add to, modelBytes. */
   repackBytes: number;
   kvBytes: number;
-  /** Hybrid models: the recurrent state of this device's recurrent layers, one per slot (llama_memory_recurrent "RS" buffer). */
+  /**
+   * Hybrid models: the recurrent state of this device's recurrent layers, one per slot (llama_memory_recurrent "RS"
+   * buffer).
+   */
   recurrentBytes: number;
   computeBytes: number;
   /** llama-server's host-RAM prompt cache (--cache-ram), CPU only. */
   promptCacheBytes: number;
-  /** Context checkpoints at their worst (slots × --ctx-checkpoints × one checkpoint), CPU only; 0 for models that take none. */
+  /**
+   * Context checkpoints at their worst (slots × --ctx-checkpoints × one checkpoint), CPU only; 0 for models that take
+   * none.
+   */
   checkpointBytes: number;
   headroomBytes: number;
   /**
@@ -63,7 +69,10 @@ export function kvBytesPerTokenPerLayer(arch: Architecture, type: KvCacheType, t
   return rowBytes(ggml, arch.kvLoraRank + arch.qkRopeHeadDim);
 }
 
-/** Per head, the elements a query scores against and the elements it reads back: MLA's absorbed latent, or GQA's head dims. */
+/**
+ * Per head, the elements a query scores against and the elements it reads back: MLA's absorbed latent, or GQA's head
+ * dims.
+ */
 export function attentionHeadWidths(arch: Architecture): { key: number; value: number } {
   if (arch.attention?.kind === "gqa") return { key: arch.attention.keyLength, value: arch.attention.valueLength };
   return { key: arch.kvLoraRank + arch.qkRopeHeadDim, value: arch.kvLoraRank };
@@ -461,7 +470,8 @@ function mlaAttentionSteps(inputs: ComputeBufferInputs, ctx: StepContext): Compu
   const masks = indexer
     ? 2 * tokens * cells * F16 + (flash ? 0 : tokens * cells * F16) + 2 * tokens * cells * F32
     : ctx.masks;
-  // The query-side tensors freed before Qcur's concat (DSA also keeps the q_lora projection, which its indexer's queries read).
+  // The query-side tensors freed before Qcur's concat (DSA also keeps the q_lora projection, which its indexer's
+  // queries read).
   const queryWork = (indexer ? act(arch.qLoraRank) : 0) + q + qPe + qAbsorbed;
   const steps: ComputeStep[] = [];
   const kvAbove = kvRow > q + qPe ? kvRow : 0;

@@ -52,7 +52,10 @@ export interface PrometheusConfigInput {
   replicaBearerTokenFile?: string;
 }
 
-/** A key-file name for replicaBearerTokenFile, relative to the installed prometheus.yml (so monitoring.sh's --config-dir is free). */
+/**
+ * A key-file name for replicaBearerTokenFile, relative to the installed prometheus.yml (so monitoring.sh's --config-dir
+ * is free).
+ */
 export const MONITORING_BEARER_TOKEN_FILE = "bearer-token";
 
 const hostPort = (t: ScrapeTarget) => (t.address.includes(":") ? `[${t.address}]:${t.port}` : `${t.address}:${t.port}`);

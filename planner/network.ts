@@ -60,7 +60,10 @@ export function rpcBufferName(endpoint: string): string {
 }
 
 const F32_BYTES = 4;
-/** The attention mask a split receives: F16 under flash attention (llama-graph.cpp), one entry per visible cell per token. */
+/**
+ * The attention mask a split receives: F16 under flash attention (llama-graph.cpp), one entry per visible cell per
+ * token.
+ */
 const MASK_BYTES_PER_CELL = 2;
 
 /**

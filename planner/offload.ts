@@ -122,7 +122,9 @@ function baseFlags(inputs: PlacementInputs): SizingFlags {
   };
 }
 
-/** The stack's batch sizes over the planner's; a batch set alone caps the planner's ubatch (llama.cpp would clamp it). */
+/**
+ * The stack's batch sizes over the planner's; a batch set alone caps the planner's ubatch (llama.cpp would clamp it).
+ */
 function batchesFor(
   inputs: PlacementInputs,
   planned: { batch: number; ubatch: number },

@@ -93,11 +93,17 @@ export interface Plan {
   seedChecks: SeedCheck[];
   /** A split over several hosts (kimi-kit:hosts): the workers, what each holds, the link's cost. */
   cluster: ClusterPlan | undefined;
-  /** Replicas behind one endpoint (kimi-kit:fleet, or hosts of role replica); also present, as one replica, when only teams are set. */
+  /**
+   * Replicas behind one endpoint (kimi-kit:fleet, or hosts of role replica); also present, as one replica, when only
+   * teams are set.
+   */
   fleet: FleetPlan | undefined;
   /** kimi-kit:teams with their limits and, with costs, what each budget buys. */
   teams: TeamPlan[] | undefined;
-  /** Where llama-server listens (its --host and --port): loopback behind a front door or gateway; a replica's private address. */
+  /**
+   * Where llama-server listens (its --host and --port): loopback behind a front door or gateway; a replica's private
+   * address.
+   */
   listen: Listener;
   /** The stack key that describes this plan's host: "host", or "hosts[i]" for a split's head or a replica. */
   hostConfigPath: string;
@@ -140,7 +146,8 @@ function resolveModel(
     try {
       model = modelFromLock(lock);
     } catch (error) {
-      // An architecture this kit does not size, or per-layer metadata of the wrong length: the lock's problem, named by the stack's key.
+      // An architecture this kit does not size, or per-layer metadata of the wrong length: the lock's problem, named by
+      // the stack's key.
       throw new ConfigError(stack, [
         `model.repo: found "${config.model.repo}", whose lock says: ${(error as Error).message}; allowed: a MoE model of an architecture this kit sizes (${SIZED_ARCHITECTURES.join(", ")})`,
       ]);
@@ -410,7 +417,10 @@ function judgePlacement(
   return { refusal, alternatives, cluster };
 }
 
-/** A placement that does not fit: the refusal, and (unless options.alternatives is false) the tiers and context that would. */
+/**
+ * A placement that does not fit: the refusal, and (unless options.alternatives is false) the tiers and context that
+ * would.
+ */
 function misfit(
   context: PlanContext,
   placement: Placement,
@@ -442,7 +452,10 @@ function misfit(
   return { refusal, alternatives: { tiersThatFit, maxContextPerSlotThatFits: maxContext } };
 }
 
-/** The largest context per slot (a multiple of 256) at which the stack's tier fits, by binary search; null when none does. */
+/**
+ * The largest context per slot (a multiple of 256) at which the stack's tier fits, by binary search; null when none
+ * does.
+ */
 function maxContextThatFits(
   model: ModelEntry,
   tensors: readonly TensorInfo[],
@@ -575,7 +588,9 @@ function catalogCloudHost(stack: string, instance: Catalog["instances"][number],
   );
 }
 
-/** Every catalog cloud instance that holds the tier alone at the stack's context and slots, with its projected decode. */
+/**
+ * Every catalog cloud instance that holds the tier alone at the stack's context and slots, with its projected decode.
+ */
 function catalogHostsHolding(
   model: ModelEntry,
   tensors: readonly TensorInfo[],

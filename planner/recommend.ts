@@ -32,19 +32,27 @@ export type HostKind = "bare-metal" | "cloud";
  */
 export const RECOMMEND_API = { usdPerMillionInput: 0.95, usdPerMillionOutput: 4.0 } as const;
 export const RECOMMEND_USAGE = { tokensPerMonth: 50_000_000, mix: { input: 3, output: 1 }, utilization: 0.5 } as const;
-/** Decode is quoted with 4K tokens in context, as stacks/Pulumi.cpu-ddr5.yaml: a coding-assistant turn, not an empty context. */
+/**
+ * Decode is quoted with 4K tokens in context, as stacks/Pulumi.cpu-ddr5.yaml: a coding-assistant turn, not an empty
+ * context.
+ */
 export const RECOMMEND_DECODE_DEPTH = 4096;
 /** The cloud volume price every cloud stack uses (costs.cloud.storageUsdPerGbMonth's default). */
 const STORAGE_USD_PER_GB_MONTH = 0.08;
 /** GPU counts tried per catalog GPU: powers of two, so each card gets an equal share of the lanes (x16, x8, x4). */
 const GPU_COUNTS = [1, 2, 4, 8] as const;
-/** The narrowest link a card is given: x4 is what stacks/Pulumi.rtx3090x4.yaml runs; below it the search does not go. */
+/**
+ * The narrowest link a card is given: x4 is what stacks/Pulumi.rtx3090x4.yaml runs; below it the search does not go.
+ */
 const MIN_LANES_PER_GPU = 4;
 /** Documentation addresses (RFC 5737): a written cloud stack must name its own networks before `up`. */
 const PLACEHOLDER_CIDRS = ["203.0.113.0/24"];
 /** Where a recommended cloud stack runs: catalog/cloud-instances.yaml's prices are us-east-1's. */
 const CLOUD_REGION = "us-east-1";
-/** Stack names a written stack may have: Pulumi's characters, starting with a letter or digit, so it never reads as an option or a hidden file. */
+/**
+ * Stack names a written stack may have: Pulumi's characters, starting with a letter or digit, so it never reads as an
+ * option or a hidden file.
+ */
 export const WRITABLE_STACK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 
 export interface RecommendRequest {
@@ -797,7 +805,10 @@ function shortSummary(plan: Plan): string {
   return `${short.length} devices short by ${formatGiB(short.reduce((sum, device) => sum + by(device), 0))} in all, ${worst.device} (${worst.label}) by ${formatGiB(by(worst))}`;
 }
 
-/** The host that came closest to holding the tier: the least short among those planned, else the largest ruled out unplanned. */
+/**
+ * The host that came closest to holding the tier: the least short among those planned, else the largest ruled out
+ * unplanned.
+ */
 function closestMiss(evaluations: Evaluation[], pairs: Pair[]): string {
   const shortBy = (evaluation: Evaluation) =>
     evaluation.plan.placement.memory.reduce(

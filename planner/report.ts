@@ -241,7 +241,8 @@ export function renderFleet(plan: Pick<Plan, "fleet" | "teams" | "fleetServing">
   if (teams) {
     out.push(`Teams (${teams.length}):`);
     for (const team of teams) {
-      // HAProxy never sees token counts: tpm is enforced after the fact from Prometheus' counters (tools/token-limiter.ts).
+      // HAProxy never sees token counts: tpm is enforced after the fact from Prometheus' counters
+      // (tools/token-limiter.ts).
       const limits = `${team.rpm} requests/min${team.tpm !== undefined ? `, ${formatTokens(team.tpm)} tokens/min (enforced after the fact: blocked within ~25 s of crossing it)` : ""}`;
       const budget =
         team.monthlyBudgetUsd === undefined

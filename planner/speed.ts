@@ -45,7 +45,10 @@ export interface DeviceDecodeTraffic {
   computeBound: boolean;
   /** CPU only: what that arithmetic is, in words, when it binds. */
   computeBasis?: string;
-  /** RPC devices: the link's share of secondsPerToken (one round trip, the activations in and out, and each command's host time). */
+  /**
+   * RPC devices: the link's share of secondsPerToken (one round trip, the activations in and out, and each command's
+   * host time).
+   */
   networkSecondsPerToken?: number;
 }
 
@@ -76,7 +79,10 @@ export interface ErrorBand {
   high: number;
 }
 
-/** The hardware class of catalog/measurements.yaml (planner/measurements.ts hardwareClass) a placement on a host belongs to. */
+/**
+ * The hardware class of catalog/measurements.yaml (planner/measurements.ts hardwareClass) a placement on a host belongs
+ * to.
+ */
 export function projectionClass(mode: PlacementMode, host: Pick<HostSpec, "cpu">): string {
   return mode === "all-gpu" ? "gpu-only" : `${mode}/${host.cpu.arch === "arm64" ? "arm" : "x86"}`;
 }
@@ -171,7 +177,10 @@ export interface CpuFactors {
   factors: NamedFactor[];
 }
 
-/** The CPU factors a fit can change; a value given here replaces the catalog's (the bench on this machine, or a leave-one-source-out fold). */
+/**
+ * The CPU factors a fit can change; a value given here replaces the catalog's (the bench on this machine, or a
+ * leave-one-source-out fold).
+ */
 export const CPU_FACTOR_NAMES = [
   "decodeEfficiency",
   "decodeSecondsPerLayer",
@@ -621,7 +630,10 @@ function projectionFactors(inputs: SpeedInputs, cpu: CpuFactors, secondsPerComma
   return factors;
 }
 
-/** The context depths decode is reported at: the usual ones, the headline one and any asked for, within a slot's context. */
+/**
+ * The context depths decode is reported at: the usual ones, the headline one and any asked for, within a slot's
+ * context.
+ */
 function reportDepths(inputs: SpeedInputs): number[] {
   return [...new Set([0, 4096, 32768, inputs.decodeDepthTokens, inputs.contextPerSlot, ...(inputs.decodeDepths ?? [])])]
     .filter((depth) => depth <= inputs.contextPerSlot)
@@ -673,7 +685,10 @@ function headBatchCompute({ inputs, cpu }: PrefillContext): { cores: number; flo
   };
 }
 
-/** A split: each host multiplies its own layers' weights and attention at its own compute, one after another, and every ubatch visits each worker once. */
+/**
+ * A split: each host multiplies its own layers' weights and attention at its own compute, one after another, and every
+ * ubatch visits each worker once.
+ */
 function splitPrefill(context: PrefillContext, link: LinkSpec): PrefillModel {
   const { inputs, cpu, cpuOf, flopsOnDevice, secondsPerCommand } = context;
   const { arch, placement } = inputs;

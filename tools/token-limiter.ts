@@ -14,7 +14,8 @@
  * Deployed like the usage exporter: transpiled to one CommonJS file for Debian's nodejs (node:
  * built-ins only) and run by ansible-free-scripts/token-limiter.sh.
  *
- * Usage: node token-limiter.js --prometheus URL --limits FILE --socket PATH --blocked-map FILE [--interval SECONDS] [--once]
+ * Usage: node token-limiter.js --prometheus URL --limits FILE --socket PATH --blocked-map FILE [--interval SECONDS]
+ * [--once]
  *   --limits: `<team> <tokens per minute>` per line (the gateway's token-limits.map).
  */
 import { readFileSync, renameSync, writeFileSync } from "node:fs";

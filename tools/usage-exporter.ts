@@ -65,7 +65,9 @@ export interface Tokens {
   completion: number;
 }
 
-/** Token counts from one parsed response object or SSE chunk: `usage` first, llama-server's `timings` as the fallback. */
+/**
+ * Token counts from one parsed response object or SSE chunk: `usage` first, llama-server's `timings` as the fallback.
+ */
 export function tokensOf(value: unknown): Tokens | undefined {
   if (typeof value !== "object" || value === null) return undefined;
   const record = value as Record<string, unknown>;

@@ -26,7 +26,10 @@ const server = net.createServer({ noDelay: true }, (socket) => {
 server.listen(Number(port), host, () => console.log("ready"));
 `;
 
-/** `ping COUNT WARMUP`: one byte there and back, COUNT times after WARMUP; prints the round trips in µs as JSON. `bulk N`: sends N bytes, waits for the reply byte; prints the seconds. */
+/**
+ * `ping COUNT WARMUP`: one byte there and back, COUNT times after WARMUP; prints the round trips in µs as JSON. `bulk
+ * N`: sends N bytes, waits for the reply byte; prints the seconds.
+ */
 const CLIENT = `
 const net = require("node:net");
 const [host, port, mode, a, b] = process.argv.slice(1);
@@ -97,7 +100,9 @@ function runClient(topology: Topology, from: Host, to: Host, port: number, args:
   return result.stdout.trim();
 }
 
-/** The TCP round trip from `from` to `to`: `count` one-byte exchanges on one connection, after `warmup` unmeasured ones. */
+/**
+ * The TCP round trip from `from` to `to`: `count` one-byte exchanges on one connection, after `warmup` unmeasured ones.
+ */
 export async function measureRoundTrip(
   topology: Topology,
   from: Host,

@@ -35,7 +35,10 @@ export function pidsIn(topology: Topology, host: Host, match?: string): number[]
   });
 }
 
-/** schedstat summed over every thread of `pids` (threads that exited since are not counted, on either side of a difference). */
+/**
+ * schedstat summed over every thread of `pids` (threads that exited since are not counted, on either side of a
+ * difference).
+ */
 export function schedCounters(pids: readonly number[]): SchedCounters {
   const total = { ...ZERO };
   for (const pid of pids) {

@@ -289,6 +289,18 @@ function sshArgv(connection: Connection, dir: string, script: string): string[] 
   return [...options, `${connection.user ?? "root"}@${connection.host}`, script];
 }
 
+/** A private folder for one ssh invocation's known_hosts and key files, and how to remove it. */
+function sshTempDir(): { dir: string; remove: () => void } {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const fs = require("fs") as typeof import("fs");
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const os = require("os") as typeof import("os");
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const path = require("path") as typeof import("path");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kimi-kit-ssh-"));
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
 /** stdin of a step: a tar of a folder's entries (a folder copy) or the text given (possibly none). */
 function sshStdin(inputs: { stdin?: string; stdinFromFolder?: string }): string | Buffer {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -316,15 +328,9 @@ export async function runOverSsh(
 ): Promise<SshOutcome> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const childProcess = require("child_process") as typeof import("child_process");
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const fs = require("fs") as typeof import("fs");
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const os = require("os") as typeof import("os");
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const path = require("path") as typeof import("path");
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kimi-kit-ssh-"));
+  const temp = sshTempDir();
   try {
-    const argv = sshArgv(inputs.connection, dir, script);
+    const argv = sshArgv(inputs.connection, temp.dir, script);
     const input = sshStdin(inputs);
     return await new Promise<SshOutcome>((resolve, reject) => {
       const child = childProcess.spawn("ssh", argv, { stdio: ["pipe", "pipe", "pipe"] });
@@ -346,7 +352,7 @@ export async function runOverSsh(
       child.stdin.end(input);
     });
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    temp.remove();
   }
 }
 
@@ -364,15 +370,9 @@ async function runSsh(
 function runSshSync(inputs: { connection: Connection; stdin?: string }, script: string): { stdout: string } {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const childProcess = require("child_process") as typeof import("child_process");
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const fs = require("fs") as typeof import("fs");
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const os = require("os") as typeof import("os");
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const path = require("path") as typeof import("path");
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kimi-kit-ssh-"));
+  const temp = sshTempDir();
   try {
-    const run = childProcess.spawnSync("ssh", sshArgv(inputs.connection, dir, script), {
+    const run = childProcess.spawnSync("ssh", sshArgv(inputs.connection, temp.dir, script), {
       input: sshStdin(inputs),
       maxBuffer: 256 * 1024 * 1024,
     });
@@ -385,7 +385,7 @@ function runSshSync(inputs: { connection: Connection; stdin?: string }, script: 
     if (outcome.status !== 0) throw sshFailure(inputs.connection, outcome);
     return { stdout: outcome.stdout };
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    temp.remove();
   }
 }
 

@@ -13,7 +13,14 @@ import type * as command from "@pulumi/command";
 import type { RpcWorkerPlan } from "../../planner/cluster";
 import type { Plan } from "../../planner/plan";
 import { shellQuote } from "../../planner/shell";
-import { copyKitScripts, parseKeyValues, probeRequirements, remoteScript, scriptSha256 } from "../host/host-prep";
+import {
+  copyKitScripts,
+  parseKeyValues,
+  probeRequirements,
+  remoteScript,
+  scriptSha256,
+  scriptStep,
+} from "../host/host-prep";
 import { pinnedConnection, requirePinnedHostKey } from "../host/host";
 import {
   remoteCommand,
@@ -157,18 +164,7 @@ function workerConnection(
 /** The kit's scripts copied, the host probed, Docker installed: returns the last step. */
 function prepareWorkerHost(context: WorkerContext, worker: RpcWorkerPlan): pulumi.Resource {
   const { parent, name, executor, connection } = context;
-  const step = (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
-    remoteCommand(
-      executor,
-      `${name}-${stepName}`,
-      {
-        connection,
-        create: remoteScript(script, scriptArgs),
-        triggers: [scriptSha256(script)],
-        logging: "stdoutAndStderr",
-      },
-      { parent, dependsOn: [after] },
-    );
+  const step = scriptStep(executor, name, connection, parent);
 
   const scripts = copyKitScripts(executor, name, connection, parent);
   // No model on a worker: only its RAM and cores are the plan's to check.

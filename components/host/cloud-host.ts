@@ -29,7 +29,10 @@ const UBUNTU_OWNER = "099720109477";
 const UBUNTU_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*";
 /** The name EC2 is given for the attachment; on Nitro (NVMe) the guest never sees it, cloud-init uses the volume id. */
 const MODEL_DEVICE = "/dev/sdf";
-/** How long cloud-init waits for the model volume: it is attached only after the instance runs, and on a replacement only after the old instance has been stopped and the volume detached from it. */
+/**
+ * How long cloud-init waits for the model volume: it is attached only after the instance runs, and on a replacement
+ * only after the old instance has been stopped and the volume detached from it.
+ */
 export const MODEL_VOLUME_WAIT_S = 1200;
 const GIB_BYTES = 1024 ** 3;
 
@@ -50,7 +53,10 @@ function pulumiStackId(): string {
   return [organization, pulumi.getProject(), pulumi.getStack()].filter(Boolean).join("/");
 }
 
-/** The model tag's value: "owner/repo/tier" (EC2 tag values allow letters, digits, space and + - = . _ : / @, up to 256 characters). */
+/**
+ * The model tag's value: "owner/repo/tier" (EC2 tag values allow letters, digits, space and + - = . _ : / @, up to 256
+ * characters).
+ */
 export function modelTagValue(repo: string, tier: string): string {
   const value = `${repo}/${tier}`.replace(/[^A-Za-z0-9 +\-=._:/@]/g, "_");
   return value.length <= 256 ? value : `sha256:${createHash("sha256").update(value).digest("hex")}`;

@@ -130,6 +130,30 @@ export function copyKitScripts(
 }
 
 /** How long measure-bandwidth.sh reads memory (its own bound on the whole run is 2 × this + 60 s). */
+/**
+ * A step that runs one of the kit's scripts with its arguments after `after`, re-run when the script
+ * (or the library it sources) changes: HostPrep's and RpcWorker's steps alike.
+ */
+export function scriptStep(
+  executor: RemoteExecutor,
+  name: string,
+  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>,
+  parent: pulumi.Resource,
+) {
+  return (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
+    remoteCommand(
+      executor,
+      `${name}-${stepName}`,
+      {
+        connection,
+        create: remoteScript(script, scriptArgs),
+        triggers: [scriptSha256(script)],
+        logging: "stdoutAndStderr",
+      },
+      { parent, dependsOn: [after] },
+    );
+}
+
 export const BANDWIDTH_SECONDS = 10;
 
 /** measure-bandwidth.sh's arguments: every physical core the plan counts on reads, as llama-server's -t does. */
@@ -155,7 +179,9 @@ export class HostPrep extends pulumi.ComponentResource {
   /** probe-host.sh's report (ram_bytes, gpu_count, llama_image_variant, …). */
   readonly facts: pulumi.Output<Record<string, string>>;
   readonly llamaImageVariant: pulumi.Output<string | undefined>;
-  /** The host's multi-threaded memory read bandwidth, GB/s, from measure-bandwidth.sh; null when it measured nothing. */
+  /**
+   * The host's multi-threaded memory read bandwidth, GB/s, from measure-bandwidth.sh; null when it measured nothing.
+   */
   readonly measuredBandwidthGBps: pulumi.Output<number | null>;
   /** The last command; later steps depend on it. */
   readonly ready: pulumi.Resource;
@@ -166,18 +192,7 @@ export class HostPrep extends pulumi.ComponentResource {
     const executor = plan.config.deployment.remoteExecutor;
     const copy = copyKitScripts(executor, name, connection, this);
 
-    const step = (stepName: string, script: string, scriptArgs: string[], after: pulumi.Resource) =>
-      remoteCommand(
-        executor,
-        `${name}-${stepName}`,
-        {
-          connection,
-          create: remoteScript(script, scriptArgs),
-          triggers: [scriptSha256(script)],
-          logging: "stdoutAndStderr",
-        },
-        { parent: this, dependsOn: [after] },
-      );
+    const step = scriptStep(executor, name, connection, this);
 
     const probe = step("probe", "probe-host.sh", probeArgs(plan), copy);
     // Measured before docker and the tuning run: on a first deployment nothing of the kit runs yet (re-run only

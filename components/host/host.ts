@@ -101,7 +101,10 @@ export function requirePinnedHostKey(
   pulumi.log.warn(`${message} Preview continues; \`pulumi up\` will stop here.`, resource);
 }
 
-/** The remote-command connection to a bare-metal machine: its pinned host key, and the kit's private key when given (else the SSH agent). */
+/**
+ * The remote-command connection to a bare-metal machine: its pinned host key, and the kit's private key when given
+ * (else the SSH agent).
+ */
 export function pinnedConnection(
   ssh: SshEndpoint,
   privateKey: pulumi.Output<string> | undefined,

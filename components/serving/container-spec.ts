@@ -249,7 +249,10 @@ function secondsOfGoDuration(duration: string): number {
   return Number(match[1] ?? 0) * 3600 + Number(match[2] ?? 0) * 60 + Number(match[3]);
 }
 
-/** Reads a `llama-container.sh up` argv back (the secret mount is the one the script creates; absent flags take the script's defaults). */
+/**
+ * Reads a `llama-container.sh up` argv back (the secret mount is the one the script creates; absent flags take the
+ * script's defaults).
+ */
 export function viewOfCliArgv(argv: readonly string[]): ContainerView {
   const separator = argv.indexOf("--");
   const flags = argv.slice(1, separator);

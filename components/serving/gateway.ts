@@ -172,7 +172,8 @@ function haproxyApplyStep(
         gateway.input.configDir,
       ]),
       stdin: pulumi.secret(pulumi.all([args.backendKey, pem]).apply(([key, chain]) => gatewayStdin(key, chain))),
-      // A new name or TLS source is a new gateway; new teams, limits, replicas or a new address re-run apply in place (a reload).
+      // A new name or TLS source is a new gateway; new teams, limits, replicas or a new address re-run apply in place
+      // (a reload).
       triggers: [scriptSha256("gateway.sh"), library, gateway.input.name, gateway.tlsSource],
       logging: "stdoutAndStderr",
     },

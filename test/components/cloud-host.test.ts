@@ -333,7 +333,10 @@ describe.skipIf(!hasTools)("cloud-init mounts the model volume found by its EBS 
     `#!/bin/sh\n${commands.map((words) => `${words.map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ")}\n`).join("")}`;
 
   let caseNumber = 0;
-  /** A fake host: /dev/disk/by-id links to image files, stubs for mount(8), mountpoint(1) and chattr(1) (no root, no real mounts). */
+  /**
+   * A fake host: /dev/disk/by-id links to image files, stubs for mount(8), mountpoint(1) and chattr(1) (no root, no
+   * real mounts).
+   */
   function fakeHost(devices: Record<string, "blank" | "ext4" | "swap" | "absent">) {
     const dir = join(root, `case-${++caseNumber}`);
     const byId = join(dir, "by-id");

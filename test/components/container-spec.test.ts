@@ -46,7 +46,8 @@ it("quotes shell words", () => {
 });
 
 it("writes health-check durations the way Docker reads them back (Go's time.Duration.String)", () => {
-  // Expected values are Go's own output: fmt.Println(30*time.Second, 30*time.Minute, 90*time.Minute+5*time.Second, 0*time.Second).
+  // Expected values are Go's own output: fmt.Println(30*time.Second, 30*time.Minute, 90*time.Minute+5*time.Second,
+  // 0*time.Second).
   expect([30, 1800, 5405, 0, 3600].map(goDurationOfSeconds)).toEqual(["30s", "30m0s", "1h30m5s", "0s", "1h0m0s"]);
   expect(() => goDurationOfSeconds(1.5)).toThrow(/whole/);
 });

@@ -238,7 +238,8 @@ for (const stack of stacks.filter((name) => kinds[name] === "fits")) {
         });
 
         it("exports projected-from-plan, projected-from-measured-bandwidth and measured speed side by side", async () => {
-          // The mock bandwidth step prints 87.50 GB/s; the re-projection is estimate() on the plan's flags at that figure.
+          // The mock bandwidth step prints 87.50 GB/s; the re-projection is estimate() on the plan's flags at that
+          // figure.
           expect(parseMeasuredBandwidth(BANDWIDTH_STDOUT)).toBe(87.5);
           expect(await promiseOf(deployment.measuredBandwidthGBps)).toBe(87.5);
           const again = reprojectWithBandwidth(plan, 87.5, loadCatalog());

@@ -96,7 +96,9 @@ function mocks(preview: boolean): Promise<void> {
   );
 }
 
-/** Unhandled rejections, as Pulumi's language host receives them (it prints a RunError's message and fails the update). */
+/**
+ * Unhandled rejections, as Pulumi's language host receives them (it prints a RunError's message and fails the update).
+ */
 const rejections: unknown[] = [];
 let firstRejection: (reason: unknown) => void = () => {};
 let vitestListeners: NodeJS.UnhandledRejectionListener[] = [];

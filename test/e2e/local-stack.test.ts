@@ -7,13 +7,12 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import * as pulumi from "@pulumi/pulumi";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { installMocks, registered, settle } from "../components/mocks";
+import { installMocks, registered } from "../components/mocks";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan, type Plan } from "../../planner/plan";
-import { applyRecorded, destroyRecorded, type StepResult } from "../support/harness";
-import { HF_TOKEN, http, localStackValues, startLocalHost, type LocalHost } from "../support/local-stack";
+import { applyRecorded, destroyRecorded, registerLocalStack, type StepResult } from "../support/harness";
+import { http, localStackValues, startLocalHost, type LocalHost } from "../support/local-stack";
 import { parseSmokeTimings } from "../../components/serving/smoke";
 
 const API_KEY = "sk-local-e2e-0123456789abcdefghijklmn";
@@ -21,29 +20,6 @@ let host: LocalHost;
 let plan: Plan;
 let steps: StepResult[];
 let recorded: typeof registered;
-
-/** Registers the `local` stack with these values under the mocks and returns what it registered (same resource names each time, as a later `up` would). */
-async function registerLocalStack(values: Record<string, unknown>): Promise<typeof registered> {
-  const before = registered.length;
-  const { deployStack } = await import("../../components/llm-deployment.js");
-  deployStack(
-    "local",
-    {
-      ...values,
-      apiKey: { secure: "(set)" },
-      sshPrivateKey: { secure: "(set)" },
-      huggingFaceToken: { secure: "(set)" },
-    },
-    {
-      apiKey: pulumi.secret(API_KEY),
-      sshPrivateKey: pulumi.secret(host.sshd.privateKey),
-      huggingFaceToken: pulumi.secret(HF_TOKEN),
-    },
-    "local",
-  );
-  await settle();
-  return registered.slice(before).filter((resource) => resource.name.startsWith("local"));
-}
 
 beforeAll(async () => {
   host = await startLocalHost();
@@ -53,7 +29,7 @@ beforeAll(async () => {
     parseStackConfig("local", { ...values, apiKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }),
   );
   await installMocks(false);
-  recorded = await registerLocalStack(values);
+  recorded = await registerLocalStack(host, values, API_KEY);
   steps = await applyRecorded(recorded, (line) => process.stdout.write(`  harness: ${line}\n`));
 }, 1_800_000);
 
@@ -129,9 +105,12 @@ describe("local stack, carried out for real", () => {
         purgeModels: overrides.purgeModels,
         lockFile: overrides.lockFile,
       });
-      return registerLocalStack(values);
+      return registerLocalStack(host, values, API_KEY);
     };
-    /** What the engine does for a step whose triggers changed: the new one is created first, the old one's delete runs after. */
+    /**
+     * What the engine does for a step whose triggers changed: the new one is created first, the old one's delete runs
+     * after.
+     */
     const replace = async (olds: typeof registered, news: typeof registered) => {
       await applyRecorded(news);
       const replaced = olds.filter((old) => {

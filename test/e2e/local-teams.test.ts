@@ -11,13 +11,12 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
-import * as pulumi from "@pulumi/pulumi";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { installMocks, registered, settle, teamKeyFor } from "../components/mocks";
+import { installMocks, registered, teamKeyFor } from "../components/mocks";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan, type Plan } from "../../planner/plan";
-import { applyRecorded, destroyRecorded, type StepResult } from "../support/harness";
-import { HF_TOKEN, localStackValues, startLocalHost, type LocalHost } from "../support/local-stack";
+import { applyRecorded, destroyRecorded, registerLocalStack, type StepResult } from "../support/harness";
+import { localStackValues, startLocalHost, type LocalHost } from "../support/local-stack";
 import { until } from "../support/until";
 
 const BACKEND_KEY = "sk-local-teams-0123456789abcdefghijkl";
@@ -79,25 +78,7 @@ beforeAll(async () => {
     parseStackConfig("local", { ...values, apiKey: { secure: "(set)" }, huggingFaceToken: { secure: "(set)" } }),
   );
   await installMocks(false);
-  const before = registered.length;
-  const { deployStack } = await import("../../components/llm-deployment.js");
-  deployStack(
-    "local",
-    {
-      ...values,
-      apiKey: { secure: "(set)" },
-      sshPrivateKey: { secure: "(set)" },
-      huggingFaceToken: { secure: "(set)" },
-    },
-    {
-      apiKey: pulumi.secret(BACKEND_KEY),
-      sshPrivateKey: pulumi.secret(host.sshd.privateKey),
-      huggingFaceToken: pulumi.secret(HF_TOKEN),
-    },
-    "local",
-  );
-  await settle();
-  recorded = registered.slice(before).filter((resource) => resource.name.startsWith("local"));
+  recorded = await registerLocalStack(host, values, BACKEND_KEY);
   steps = await applyRecorded(recorded, (line) => process.stdout.write(`  harness: ${line}\n`));
   const gateway = steps.find((step) => step.name === "local-gateway-haproxy");
   const encoded = /^ca_certificate_base64=(.+)$/m.exec(gateway?.stdout ?? "")?.[1];

@@ -44,7 +44,10 @@ afterAll(async () => {
   await host?.stop();
 }, 600_000);
 
-/** A real `pulumi up` (image, container, health check) takes ~20 s alone; on CI's two cores it shares them with other test files. */
+/**
+ * A real `pulumi up` (image, container, health check) takes ~20 s alone; on CI's two cores it shares them with other
+ * test files.
+ */
 const ENGINE_STEP_TIMEOUT_MS = 180_000;
 
 describe("pulumi on the local stack (real engine)", () => {

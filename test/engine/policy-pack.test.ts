@@ -2,7 +2,8 @@
  * The kit's policy pack under the real Pulumi engine: a preview with the pack and a config file
  * (`pulumi preview --policy-pack ./policy --policy-pack-config FILE`, driven through the Automation
  * API, violations read from the engine's typed policy events) on local stacks (file backend, no
- * host: remote steps through the kit's ssh executor, which connects to nothing in preview). The CLI starts the pack through the
+ * host: remote steps through the kit's ssh executor, which connects to nothing in preview). The CLI starts the pack
+ * through the
  * Node.js language host's RunPlugin (tools/install-pulumi.sh gives the host it builds one), and
  * the pack's analyzer judges every resource as it is registered.
  * - a stack breaking several rules fails its preview, each violation naming its policy and the

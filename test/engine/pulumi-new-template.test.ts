@@ -8,7 +8,7 @@
  * `pulumi new` itself is the CLI's (the Automation API has no template command); the config and the
  * preview of the new project go through the Automation API and read the engine's typed events.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -18,7 +18,7 @@ import { parse as parseYaml } from "yaml";
 import { parseStackConfig } from "../../planner/config";
 import { buildPlan } from "../../planner/plan";
 import { loadStackConfig, readProgramConfig } from "../../planner/stack-file";
-import { preview } from "../support/pulumi-cli";
+import { installedPulumiBin, preview } from "../support/pulumi-cli";
 
 const ROOT = join(__dirname, "..", "..");
 let work: string;
@@ -26,14 +26,7 @@ let env: NodeJS.ProcessEnv;
 let pulumiBin: string;
 
 beforeAll(() => {
-  const bin = (pulumiBin = execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], {
-    encoding: "utf8",
-    timeout: 1_200_000,
-    stdio: ["ignore", "pipe", "inherit"],
-  })
-    .trim()
-    .split("\n")
-    .pop()!);
+  const bin = (pulumiBin = installedPulumiBin());
   work = mkdtempSync(join(tmpdir(), "kimi-kit-pulumi-new-"));
   for (const dir of ["state", "home", "fake-bin", "kimi-kit"]) mkdirSync(join(work, dir));
   // The language host checks that an install leaves a node_modules folder, as npm's does.

@@ -4,7 +4,8 @@
  * with a small ubatch (sliding windows and chunks: min(cells, window × 1 + ubatch)), and a unified
  * cache over several slots (window × slots + ubatch), and the weights, KV (with sliding-window,
  * indexer and deepseek4's compressed caches) and recurrent or compressor state the estimator predicts
- * are compared with the buffers the server logs. llama-server prints MiB with two decimals: a figure agrees within that rounding or 0.5%.
+ * are compared with the buffers the server logs. llama-server prints MiB with two decimals: a figure agrees within that
+ * rounding or 0.5%.
  * The CPU compute buffer (the graph allocator's peak for one ubatch, a model of which tensors are alive
  * at each candidate step) is held to 10%, also without flash attention (f32 scores, masks and V copies)
  * and with a 2048-token ubatch (the MoE, indexer and attention activations grow with it).

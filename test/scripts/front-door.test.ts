@@ -29,7 +29,9 @@ let work: string;
 let backend: ChildProcess;
 let backendPort: number;
 let port: number;
-/** The requests that reached the backend, one line each (the backend is its own process: the test blocks in spawnSync). */
+/**
+ * The requests that reached the backend, one line each (the backend is its own process: the test blocks in spawnSync).
+ */
 const seen = () =>
   existsSync(join(work, "backend.log"))
     ? readFileSync(join(work, "backend.log"), "utf8").split("\n").filter(Boolean)

@@ -231,7 +231,10 @@ async function until(what: string, condition: () => boolean, timeoutMs: number):
   }
 }
 
-/** llama-server's own count of decode calls (its /metrics, read from the gateway's namespace): every completion that reaches it adds to it. */
+/**
+ * llama-server's own count of decode calls (its /metrics, read from the gateway's namespace): every completion that
+ * reaches it adds to it.
+ */
 function replicaDecodes(host: "w1" | "w2"): number {
   const t = topo!;
   const text = must(
@@ -469,7 +472,8 @@ describe.skipIf(unavailable !== undefined)(
       const kitCa = join(dir, "kit-ca.crt");
       writeFileSync(kitCa, Buffer.from(out.ca_certificate_base64!, "base64"));
       expect(readFileSync(join(configDir(), "backend-key.map"), "utf8")).toBe(`key ${BACKEND_KEY}\n`);
-      // The client trusts the printed CA; the team's key works through the gateway (which sent the replicas the key from stdin).
+      // The client trusts the printed CA; the team's key works through the gateway (which sent the replicas the key
+      // from stdin).
       const [status, text] = call("/v1/chat/completions", KEY.ops, chat, kitCa);
       expect(status, text).toBe(200);
       expect(

@@ -38,7 +38,10 @@ import {
 
 const unavailable = netnsUnavailable();
 
-/** Flags for every head, with or without workers: all layers offloaded, one slot, one thread (the machine may have 2 cores). */
+/**
+ * Flags for every head, with or without workers: all layers offloaded, one slot, one thread (the machine may have 2
+ * cores).
+ */
 const FLAGS = ["-ngl", "99", "-c", "512", "-np", "1", "-t", "1", "--fit", "off"];
 /**
  * llama.cpp splits the offloaded layers (2 repeating + the output layer here) at cumulative

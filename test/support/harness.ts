@@ -10,7 +10,8 @@
  */
 import { statSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
-import type { Registered } from "../components/mocks";
+import { registered, settle, type Registered } from "../components/mocks";
+import { HF_TOKEN, type LocalHost } from "./local-stack";
 import { unwrapSecrets as plain } from "./rpc-secrets";
 import { copyStepSshInputs, runOverSsh, type Connection, type SshOutcome } from "../../components/exec/remote-exec";
 
@@ -101,4 +102,34 @@ export async function destroyRecorded(steps: readonly Registered[]): Promise<Ste
     });
   }
   return results;
+}
+
+/**
+ * Registers the `local` stack with these values under the mocks (installed by the caller) and
+ * returns what it registered: the same resource names each time, as a later `up` would.
+ */
+export async function registerLocalStack(
+  host: LocalHost,
+  values: Record<string, unknown>,
+  apiKey: string,
+): Promise<Registered[]> {
+  const before = registered.length;
+  const { deployStack } = await import("../../components/llm-deployment.js");
+  deployStack(
+    "local",
+    {
+      ...values,
+      apiKey: { secure: "(set)" },
+      sshPrivateKey: { secure: "(set)" },
+      huggingFaceToken: { secure: "(set)" },
+    },
+    {
+      apiKey: pulumi.secret(apiKey),
+      sshPrivateKey: pulumi.secret(host.sshd.privateKey),
+      huggingFaceToken: pulumi.secret(HF_TOKEN),
+    },
+    "local",
+  );
+  await settle();
+  return registered.slice(before).filter((resource) => resource.name.startsWith("local"));
 }

@@ -118,8 +118,9 @@ export function namesOf(run: EngineRun, op: StepEventMetadata["op"]): string[] {
     .sort();
 }
 
-export function pulumiProject(): PulumiProject {
-  const bin = execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], {
+/** The Pulumi CLI's bin folder, built or reused by tools/install-pulumi.sh. */
+export function installedPulumiBin(): string {
+  return execFileSync("bash", [join(ROOT, "tools", "install-pulumi.sh"), "--project-dir", ROOT], {
     encoding: "utf8",
     timeout: 1_200_000,
     stdio: ["ignore", "pipe", "inherit"],
@@ -127,6 +128,10 @@ export function pulumiProject(): PulumiProject {
     .trim()
     .split("\n")
     .pop()!;
+}
+
+export function pulumiProject(): PulumiProject {
+  const bin = installedPulumiBin();
   const work = mkdtempSync(join(tmpdir(), "kimi-kit-engine-"));
   const dir = join(work, "project");
   for (const entry of [

@@ -57,9 +57,11 @@ describe("npm run plan -- --stack X --args", () => {
     const json = JSON.parse(run.stdout) as CommandLineJson;
     expect(json.ignoredForSizing).toEqual(["--jinja", "--temp"]);
     expect(json.settings.slots).toBe(2);
-    // Kimi K2.6's MLA KV: (512 + 64) q8_0 elements per token per layer = 18 blocks × 34 bytes = 612 B; 61 layers; 65,536 cells.
+    // Kimi K2.6's MLA KV: (512 + 64) q8_0 elements per token per layer = 18 blocks × 34 bytes = 612 B; 61 layers;
+    // 65,536 cells.
     expect(json.devices[0]!.bytesByKind.kv).toBe(612 * 61 * 65536);
-    // llama-server's default load mode maps the file: the whole model is one span, 11.5 GiB of it read (the rest is repacked).
+    // llama-server's default load mode maps the file: the whole model is one span, 11.5 GiB of it read (the rest is
+    // repacked).
     expect(json.devices[0]!.mappedFileSpanBytes).toBeGreaterThan(
       json.devices[0]!.bytesByKind.weights + json.devices[0]!.bytesByKind.repackedWeights * 0.99,
     );

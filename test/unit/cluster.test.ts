@@ -191,7 +191,8 @@ describe("a split over two of the seed's boxes", () => {
 
   it("the worker holds its layers' weights, KV and compute in its own RAM; the head keeps the prompt cache", () => {
     const worker = plan.placement.memory.find((device) => device.device === "RPC0[10.20.0.2:50052]")!;
-    // The output layer (output_norm and output) goes where llama.cpp puts the output: the last device; token_embd stays on the CPU.
+    // The output layer (output_norm and output) goes where llama.cpp puts the output: the last device; token_embd stays
+    // on the CPU.
     const weightsOnWorker = plan.tensors
       .filter(
         (tensor) =>

@@ -173,7 +173,8 @@ describe("estimate: projections", () => {
         { ctxSize: 4096, parallel: 1, threads },
         { catalog, ...(cpuFactors ? { cpuFactors } : {}) },
       ).projection;
-    // At 1% of peak every thread count is compute-bound: time = FLOPs ÷ (threads × clock × FLOP/cycle × 0.01) + layers × per-layer cost.
+    // At 1% of peak every thread count is compute-bound: time = FLOPs ÷ (threads × clock × FLOP/cycle × 0.01) + layers
+    // × per-layer cost.
     const two = decodeAt(2, slowCompute);
     const four = decodeAt(4, slowCompute);
     const perLayer = perLayerSeconds * arch.layers;

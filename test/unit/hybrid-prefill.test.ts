@@ -32,7 +32,8 @@ function ttftOf(plan: Plan, flags: SizingFlags): number {
 function chosenAndOther(plan: Plan): { chosen: number; other: number; cpuExperts: boolean } {
   const chosen = parseFlags(plan.llamaServerArgs, "plan").sizing;
   const cpuExperts = chosen.opOffload === false;
-  // The other choice, as the planner would have written it: streaming wants the big ubatch, CPU experts llama.cpp's default.
+  // The other choice, as the planner would have written it: streaming wants the big ubatch, CPU experts llama.cpp's
+  // default.
   const other: SizingFlags = cpuExperts
     ? { ...chosen, opOffload: undefined, batch: 2048, ubatch: 2048 }
     : { ...chosen, opOffload: false, batch: 2048, ubatch: 512 };

@@ -198,7 +198,8 @@ describe("recommend", () => {
     };
     // 384 GiB holds less than UD-Q4_K_XL's 585 GB of weights: ruled out before planning, and rightly.
     expect(planOf("EPYC 9124, 12 × 32 GiB RDIMM").fits).toBe(false);
-    // The same build with 64 GiB DIMMs instead of 32 decodes alike (same channels, CPU and GPUs): only the price differs.
+    // The same build with 64 GiB DIMMs instead of 32 decodes alike (same channels, CPU and GPUs): only the price
+    // differs.
     const q2 = model.tiers.find((tier) => tier.name === "UD-Q2_K_XL")!;
     const decodeOf = (label: string) => {
       const candidate = candidates.find((entry) => entry.label === label)!;
