@@ -11,7 +11,15 @@ import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Stack } from "@pulumi/pulumi/automation";
-import { destroy, namesOf, preview, pulumiProject, up, type PulumiProject } from "../support/pulumi-cli";
+import {
+  destroy,
+  namesOf,
+  preview,
+  pulumiProject,
+  up,
+  type EngineRun,
+  type PulumiProject,
+} from "../support/pulumi-cli";
 import { HF_TOKEN, http, localStackValues, startLocalHost, type LocalHost } from "../support/local-stack";
 
 const API_KEY = "sk-engine-local-0123456789abcdefghij";
@@ -50,6 +58,17 @@ afterAll(async () => {
  */
 const ENGINE_STEP_TIMEOUT_MS = 180_000;
 
+/**
+ * Each test that needs the stack deployed starts from here, so any one of them runs alone too
+ * (`-t`): the stack's own config (one slot) and a successful `up` (no change when already up).
+ */
+async function deployedAtBaseline(): Promise<EngineRun> {
+  await stack.setConfig("kimi-kit:serving.parallelSlots", { value: "1" }, true);
+  const run = await up(stack);
+  expect(run.ok, run.error).toBe(true);
+  return run;
+}
+
 describe("pulumi on the local stack (real engine)", () => {
   it("preview lists the resources and the projected outputs, connecting to nothing", async () => {
     const before = resolveGets();
@@ -71,8 +90,7 @@ describe("pulumi on the local stack (real engine)", () => {
   it(
     "up brings the endpoint up; it answers with the key and refuses without",
     async () => {
-      const run = await up(stack);
-      expect(run.ok, run.error).toBe(true);
+      const run = await deployedAtBaseline();
       expect(run.eventsJson).not.toContain(API_KEY);
       const base = `http://127.0.0.1:${host.servingPort}`;
       const body = { messages: [{ role: "user", content: "hi" }], max_tokens: 8 };
@@ -90,6 +108,7 @@ describe("pulumi on the local stack (real engine)", () => {
   it(
     "a second up changes nothing",
     async () => {
+      await deployedAtBaseline();
       const gets = resolveGets();
       const again = await up(stack, { expectNoChanges: true });
       expect(again.ok, again.error).toBe(true);
@@ -102,6 +121,7 @@ describe("pulumi on the local stack (real engine)", () => {
   it(
     "changing one serving flag replaces only the container (and its smoke check); no shard is downloaded again",
     async () => {
+      await deployedAtBaseline();
       const gets = resolveGets();
       const shard = join(
         values.deployment ? (values.deployment as { modelDir: string }).modelDir : "",
@@ -124,6 +144,7 @@ describe("pulumi on the local stack (real engine)", () => {
   it(
     "destroy removes the container and keeps the shards",
     async () => {
+      await deployedAtBaseline();
       const run = await destroy(stack);
       expect(run.ok, run.error).toBe(true);
       expect(
