@@ -160,19 +160,29 @@ afterAll(async () => {
 }, 120_000);
 
 describe("llama-container.sh", () => {
-  let firstId = "";
   let before: Record<string, string> = {};
+  beforeAll(() => {
+    before = modelFingerprint();
+  });
+  /**
+   * The container the tests share, as a test needs it (context, key): created or replaced when it is
+   * not so, unchanged when it is. Each test states what it starts from, so any one runs alone too.
+   */
+  const ensureUp = (ctx = 256, key = KEY): { action: string; id: string } => {
+    const r = container(upArgs(ctx), `${key}\n`);
+    expect(r.status, r.stderr).toBe(0);
+    return result(r.stdout);
+  };
 
   it("up creates the container, waits for /health and serves the split deepseek2 model with the key", async () => {
     expect(shards.length).toBeGreaterThan(1);
-    before = modelFingerprint();
+    removeIfPresent(name);
     const r = container(upArgs(256), `${KEY}\n`);
     expect(r.stderr + r.stdout).not.toContain(KEY);
     expect(r.status, r.stderr).toBe(0);
     const { action, id } = result(r.stdout);
     expect(action).toBe("created");
     expect(id).toMatch(/^[0-9a-f]{64}$/);
-    firstId = id;
     expect(r.stdout).toContain(`http://127.0.0.1:${port}/health answered after`);
 
     const health = await fetch(`http://127.0.0.1:${port}/health`);
@@ -189,6 +199,7 @@ describe("llama-container.sh", () => {
   }, 300_000);
 
   it("keeps the key out of docker inspect and logs, in a 0600 file mounted read-only", () => {
+    ensureUp();
     const inspect = docker(["inspect", name]);
     expect(inspect).not.toContain(KEY);
     const [info] = JSON.parse(inspect) as [
@@ -223,6 +234,7 @@ describe("llama-container.sh", () => {
   });
 
   it("status prints key=value lines", () => {
+    const { id: firstId } = ensureUp();
     const r = container(["status", "--name", name]);
     expect(r.status).toBe(0);
     const kv = keyValues(r.stdout);
@@ -234,6 +246,7 @@ describe("llama-container.sh", () => {
   });
 
   it("a second identical up is unchanged and keeps the same container", () => {
+    const { id: firstId } = ensureUp();
     const startedAt = docker(["inspect", "--format", "{{.State.StartedAt}}", name]).trim();
     const secretFile = join(stateDir, "secrets", name, basename(SECRET_IN_CONTAINER));
     const secretMtime = statSync(secretFile).mtimeMs;
@@ -246,6 +259,7 @@ describe("llama-container.sh", () => {
   }, 180_000);
 
   it("changing one argument replaces the container and leaves the model files untouched", async () => {
+    const { id: firstId } = ensureUp(256);
     const r = container(upArgs(512), `${KEY}\n`);
     expect(r.status, r.stderr).toBe(0);
     const { action, id } = result(r.stdout);
@@ -258,6 +272,7 @@ describe("llama-container.sh", () => {
   }, 180_000);
 
   it("a new secret replaces the container; the old key stops working", async () => {
+    ensureUp(512, KEY);
     const oldId = docker(["inspect", "--format", "{{.Id}}", name]).trim();
     const r = container(upArgs(512), `${OTHER_KEY}\n`);
     expect(r.status, r.stderr).toBe(0);
@@ -452,6 +467,7 @@ describe("llama-container.sh", () => {
   }, 60_000);
 
   it("down removes the container only; the model dir and the secret stay", () => {
+    ensureUp(512, OTHER_KEY);
     const id = docker(["inspect", "--format", "{{.Id}}", name]).trim();
     const r = container(["down", "--name", name]);
     expect(r.status, r.stderr).toBe(0);
