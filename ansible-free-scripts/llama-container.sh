@@ -286,8 +286,19 @@ IFS='|' read -r id _ _ restarts0 _ <<<"$info"
 
 # --- wait until it serves -----------------------------------------------------------------
 show_logs() {
+  # Docker copies a container's output into its log asynchronously, so right after an exit the
+  # lines that explain it may still be on their way: read the log until two reads 0.5 s apart
+  # agree (at most 5 s; a container that keeps restarting keeps writing).
+  local previous="" current tries=0
+  current=$(docker logs --tail 50 "$name" 2>&1 || true)
+  while [[ "$current" != "$previous" ]] && ((tries < 10)); do
+    previous=$current
+    sleep 0.5
+    tries=$((tries + 1))
+    current=$(docker logs --tail 50 "$name" 2>&1 || true)
+  done
   log "last 50 log lines of $name:"
-  docker logs --tail 50 "$name" 2>&1 | sed 's/^/  | /' >&2 || true
+  printf '%s\n' "$current" | sed 's/^/  | /' >&2
   log "the container is left in place for inspection; 'llama-container.sh down --name $name' removes it"
 }
 if [[ -n "$health_url" ]]; then
