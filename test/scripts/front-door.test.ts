@@ -158,15 +158,25 @@ afterAll(async () => {
 });
 
 describe("front-door.sh up (internal CA)", () => {
-  let ca: string;
+  const BASE_NAMES = ["--san", "llm.example.internal"];
+  /**
+   * The front door with these arguments, brought up (or left as it is when it already runs them), and
+   * the kit's CA it prints: each test starts from what it needs, so any one runs alone too.
+   */
+  const ensureUp = (args: string[] = BASE_NAMES): string => {
+    const r = up(args);
+    expect(r.status, r.stderr).toBe(0);
+    return writeCa(r.stdout, "kit-ca.pem");
+  };
 
   it("serves the backend over TLS to a client that trusts the kit's CA", () => {
-    const r = up(["--san", "llm.example.internal"]);
+    down();
+    const r = up(BASE_NAMES);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/ALERT|WARNING/);
     const out = keyValues(r.stdout);
     expect(out).toMatchObject({ front_door: `127.0.0.1:${port}`, tls_source: "internal-ca", changed: "yes" });
-    ca = writeCa(r.stdout, "kit-ca.pem");
+    const ca = writeCa(r.stdout, "kit-ca.pem");
     const ok = curl(ca, "/v1/models", ["Authorization: Bearer some-key"]);
     expect(ok.stderr).toBe("");
     expect(ok.code).toBe("200");
@@ -183,6 +193,7 @@ describe("front-door.sh up (internal CA)", () => {
   });
 
   it("refuses plain http on the TLS port, and a client with another CA fails verification", () => {
+    ensureUp();
     const plain = curl(undefined, "/v1/models", ["Authorization: Bearer some-key"], "http");
     expect(plain.status).not.toBe(0);
     expect(plain.code).toBe("000");
@@ -195,6 +206,7 @@ describe("front-door.sh up (internal CA)", () => {
   });
 
   it("answers 401 at the proxy without an API key, /health and the web UI included, and never forwards it", () => {
+    const ca = ensureUp();
     const before = seen().length;
     for (const path of ["/health", "/", "/v1/models", "/metrics"]) {
       const r = curl(ca, path);
@@ -206,6 +218,7 @@ describe("front-door.sh up (internal CA)", () => {
   });
 
   it("keeps every file it writes 0600 in a 0700 folder", () => {
+    ensureUp();
     expect(statSync(configDir()).mode & 0o777).toBe(0o700);
     const files = readdirSync(configDir());
     expect(files.sort()).toEqual(["applied.sha256", "ca.crt", "ca.key", "haproxy.cfg", "server.names", "server.pem"]);
@@ -213,9 +226,10 @@ describe("front-door.sh up (internal CA)", () => {
   });
 
   it("re-running with the same inputs changes nothing: same process, same certificate", () => {
+    ensureUp();
     const pid = pidOf();
     const cert = readFileSync(join(configDir(), "server.pem"), "utf8");
-    const r = up(["--san", "llm.example.internal"]);
+    const r = up(BASE_NAMES);
     expect(r.status, r.stderr).toBe(0);
     expect(keyValues(r.stdout).changed).toBe("no");
     expect(r.stderr).toBe("");
@@ -224,6 +238,7 @@ describe("front-door.sh up (internal CA)", () => {
   });
 
   it("new names re-issue the server certificate from the same CA and reload HAProxy, which keeps serving", () => {
+    const ca = ensureUp();
     const pid = pidOf();
     const caText = readFileSync(join(configDir(), "ca.crt"), "utf8");
     const r = up(["--san", "llm.example.internal", "--san", "192.0.2.10"]);
@@ -238,8 +253,7 @@ describe("front-door.sh up (internal CA)", () => {
   });
 
   it("--web-ui lets the UI's pages load without a key; the API still wants one", () => {
-    const r = up(["--san", "llm.example.internal", "--san", "192.0.2.10", "--web-ui"]);
-    expect(r.status, r.stderr).toBe(0);
+    const ca = ensureUp([...BASE_NAMES, "--san", "192.0.2.10", "--web-ui"]);
     expect(curl(ca, "/").code).toBe("200");
     expect(curl(ca, "/health").code).toBe("401");
     expect(curl(ca, "/v1/models").code).toBe("401");
@@ -260,6 +274,7 @@ describe("front-door.sh up (internal CA)", () => {
   });
 
   it("down stops its HAProxy and removes its files, and is safe to repeat", () => {
+    const ca = ensureUp();
     const pid = pidOf();
     const r = down();
     expect(r.status, r.stderr).toBe(0);
