@@ -110,11 +110,18 @@ afterAll(async () => {
 }, 120_000);
 
 describe("ggml-rpc-server in a container from the llama-server image", () => {
+  /** The worker's container up (created, or unchanged when it runs): each test starts from what it needs. */
+  const ensureUp = () => {
+    const up = container(upArgs());
+    expect(up.status, up.stderr).toBe(0);
+  };
+
   it("the image carries ggml-rpc-server beside llama-server", () => {
     expect(image.hasRpcServer).toBe(true);
   });
 
   it("up --entrypoint runs ggml-rpc-server, and a head llama-server serves a completion through it", async () => {
+    container(["down", "--name", name]);
     const up = container(upArgs());
     expect(up.status, up.stderr).toBe(0);
     expect(lastResult(up.stdout)).toMatch(/^CONTAINER_RESULT action=created id=[0-9a-f]{64}$/);
@@ -154,6 +161,7 @@ describe("ggml-rpc-server in a container from the llama-server image", () => {
   }, 300_000);
 
   it("status reports it running, with no health check (what RpcWorker asks on every update); the same up again leaves it alone", () => {
+    ensureUp();
     const status = container(["status", "--name", name]);
     expect(status.status).toBe(0);
     expect(status.stdout).toContain("state=running\nhealth=none\n");
@@ -164,6 +172,7 @@ describe("ggml-rpc-server in a container from the llama-server image", () => {
   }, 60_000);
 
   it("down removes the worker's container", () => {
+    ensureUp();
     const down = container(["down", "--name", name]);
     expect(down.status, down.stderr).toBe(0);
     expect(lastResult(down.stdout)).toMatch(/^CONTAINER_RESULT action=removed id=[0-9a-f]{64}$/);
