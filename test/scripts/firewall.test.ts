@@ -171,15 +171,22 @@ afterAll(() => {
 });
 
 describe("firewall.sh in network namespaces", () => {
+  // Each test starts from the rules it needs (none, or the kit's table allowing these CIDRs), so any one runs alone too.
+  const BASE_ALLOW = `${SERVING_PORT}=10.77.1.0/24,192.0.2.0/24`;
+  const withKitTable = () => expect(firewall("apply", "--allow", BASE_ALLOW).status).toBe(0);
+  const withoutKitTable = () => expect(firewall("remove").status).toBe(0);
+
   it("without the kit's rules both clients reach the serving port (so a refusal below is the rule's doing)", () => {
+    withoutKitTable();
     expect(get(NS.allowed, SERVER_A, SERVING_PORT)).toEqual({ status: 0, body: `ok ${SERVING_PORT}` });
     expect(get(NS.refused, SERVER_B, SERVING_PORT)).toEqual({ status: 0, body: `ok ${SERVING_PORT}` });
     expect(get(NS.refused, SERVER_B6, SERVING_PORT)).toEqual({ status: 0, body: `ok ${SERVING_PORT}` });
   });
 
   it("apply admits only the allowed CIDRs to the serving port; the SSH stand-in stays open to everyone", () => {
+    withoutKitTable();
     const before = ruleset();
-    const applied = firewall("apply", "--allow", `${SERVING_PORT}=10.77.1.0/24,192.0.2.0/24`);
+    const applied = firewall("apply", "--allow", BASE_ALLOW);
     expect(applied.stderr).toBe("");
     expect(applied.status).toBe(0);
     expect(applied.stdout).toContain(`firewall=applied table=inet kimi_kit ports=${SERVING_PORT}`);
@@ -207,6 +214,7 @@ describe("firewall.sh in network namespaces", () => {
   });
 
   it("re-applying the same arguments leaves the same ruleset; other arguments replace the table as a whole", () => {
+    withKitTable();
     const once = ruleset();
     expect(firewall("apply", "--allow", `${SERVING_PORT}=192.0.2.0/24,10.77.1.0/24`).status).toBe(0);
     expect(ruleset()).toBe(once);
@@ -220,6 +228,7 @@ describe("firewall.sh in network namespaces", () => {
   });
 
   it("refuses bad input without touching the loaded rules", () => {
+    withKitTable();
     const loaded = ruleset();
     for (const args of [
       ["apply", "--allow", `${SERVING_PORT}=10.77.1.1/24`.replace("/24", "/33")],
@@ -239,6 +248,7 @@ describe("firewall.sh in network namespaces", () => {
   });
 
   it("remove deletes only the kit's table; the operator's rule survives and remove is safe to repeat", () => {
+    withKitTable();
     expect(firewall("remove").stdout).toContain("firewall=removed table=inet kimi_kit");
     const after = ruleset();
     expect(after).not.toContain("kimi_kit");
