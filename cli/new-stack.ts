@@ -29,6 +29,7 @@ import { ConfigError, describeIssues } from "../planner/errors";
 import { buildPlan, type Plan } from "../planner/plan";
 import { recommend, RecommendInputError, recommendRequest, type HostKind } from "../planner/recommend";
 import { loadStackConfig, STACKS_DIR } from "../planner/stack-file";
+import { verdictLine } from "../planner/report";
 import { formatBytes, formatDuration, formatGiB, formatTokens, formatUsd, parseSize } from "../planner/units";
 
 // ---- answers -------------------------------------------------------------------------------------
@@ -1089,13 +1090,7 @@ export function writeStackFile(dir: string, name: string, text: string, force: b
 export function renderSummary(plan: Plan): string {
   const { placement, projection, cost } = plan;
   const out: string[] = [];
-  out.push(
-    plan.fits
-      ? `Verdict: FITS (${placement.mode})`
-      : placement.fits
-        ? `Verdict: REFUSED — ${plan.refusal}`
-        : `Verdict: DOES NOT FIT — ${plan.refusal}`,
-  );
+  out.push(verdictLine(plan));
   out.push(`  ${plan.model.name} ${plan.tier.name} (${formatBytes(plan.modelBytes)}) on ${plan.host.label}`);
   for (const device of placement.memory) {
     out.push(

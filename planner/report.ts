@@ -3,6 +3,7 @@ import { loadLine } from "./cluster";
 import { shellQuote } from "./shell";
 import type { DeviceMemory } from "./memory";
 import { hostInputs, type HostInput } from "./inputs";
+import type { Chargeback } from "./fleet";
 import type { FleetServing } from "./fleet-serving";
 import type { Plan } from "./plan";
 import { formatBytes, formatDuration, formatGiB, formatTokens, formatUsd } from "./units";
@@ -113,14 +114,7 @@ export interface FleetJson {
   latencyTargetSeconds: number | null;
   slotsWithinLatency: number | null;
   hosts: { id: string; privateAddress: string }[];
-  chargeback: {
-    usdPerMillionInput: number;
-    usdPerMillionOutput: number;
-    usdPerMillionAtMix: number;
-    apiUsdPerMillionInput: number;
-    apiUsdPerMillionOutput: number;
-    apiUsdPerMillionAtMix: number;
-  } | null;
+  chargeback: Chargeback | null;
 }
 
 /** Budget figures are null without a budget (or without costs); Infinity never reaches JSON. */
@@ -463,20 +457,23 @@ export function renderPlan(plan: Plan): string {
   return out.join("\n");
 }
 
+/** The verdict in one line: FITS (mode), REFUSED or DOES NOT FIT with the reason (`npm run plan` and new-stack alike). */
+export function verdictLine(plan: Plan): string {
+  // A split that fits in memory can still be refused (one host would do, or it is too slow).
+  return plan.fits
+    ? `Verdict: FITS (${plan.placement.mode})`
+    : plan.placement.fits
+      ? `Verdict: REFUSED — ${plan.refusal}`
+      : `Verdict: DOES NOT FIT — ${plan.refusal}`;
+}
+
 /** The stack line, the verdict, the host and where each of its inputs came from. */
 function pushHeader(out: string[], plan: Plan): void {
-  const { host, placement } = plan;
+  const { host } = plan;
   out.push(
     `Stack ${plan.stack}: ${plan.model.name} ${plan.tier.name} (${formatBytes(plan.modelBytes)}, tensors from the ${plan.tensorSource}) on ${host.label}`,
   );
-  // A split that fits in memory can still be refused (one host would do, or it is too slow).
-  out.push(
-    plan.fits
-      ? `Verdict: FITS (${placement.mode})`
-      : placement.fits
-        ? `Verdict: REFUSED — ${plan.refusal}`
-        : `Verdict: DOES NOT FIT — ${plan.refusal}`,
-  );
+  out.push(verdictLine(plan));
   out.push("");
   out.push(
     `Host: ${host.cpu.name}, ${host.cpu.cores} cores, ${host.cpu.numaNodes} NUMA node(s), ${formatGiB(host.memory.totalBytes)} RAM${host.gpus.length ? `, ${host.gpus.length}× ${host.gpus[0]!.name} (${host.gpus[0]!.pcie})` : ""}`,
